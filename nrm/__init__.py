@@ -1,0 +1,41 @@
+"""nrm — the reference implementation of the Normalized Relevance Measure.
+
+Xiong, Schnake, Montavon, Müller, Nakajima, *Normalized Relevance Measure as a Unifying
+Framework to Explain Neural Network Latent Structures*, arXiv:2606.00557 (2026).
+
+    import nrm
+    m = nrm.explain(model, x, target=c, rules=nrm.presets.EpsilonGammaFlat())
+    m.marginal("input")                                   # μ(X_input = i)
+    m(nrm.At("features.28", channels=[3]) & nrm.At("input", mask=region))
+"""
+
+from . import presets, rules
+from .errors import (
+    DeviceMismatchError,
+    DtypeMismatchError,
+    EventIndexError,
+    NonFiniteError,
+    NRMError,
+    NullEventError,
+    RuleAssignmentError,
+    RuleParameterError,
+    ShapeError,
+    TrainingModeError,
+    UnknownLayerError,
+    UnsupportedModuleError,
+    ZeroOutputError,
+)
+from .events import EMPTY, OMEGA, At, Event, Walk
+from .graph import ProperFFNN
+from .measure import Measure, explain
+from .presets import FIRST, RuleMap
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "explain", "Measure", "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN",
+    "rules", "presets",
+    "NRMError", "UnsupportedModuleError", "RuleParameterError", "RuleAssignmentError", "ZeroOutputError",
+    "NullEventError", "UnknownLayerError", "EventIndexError", "NonFiniteError", "DeviceMismatchError",
+    "DtypeMismatchError", "TrainingModeError", "ShapeError",
+]

@@ -1,0 +1,291 @@
+"""The engine (NRM-SPEC §5): one forward pass, then masked passes through the kernels.
+
+* The forward is computed **once** per input (no autograd graph). It keeps, per layer,
+  the activations a entering the layer's linear map, the pre-activations without bias,
+  and the winners of max-pooling.
+* A layer's kernel is prepared lazily on first use: for every share of its rule, the
+  denominators (one pass through the modified weights; the ordinary forward is reused
+  when the share is plain LRP-0/ε) and the per-column factors of
+  :meth:`nrm.rules.Rule.column`.
+* Relevance goes **down** through a layer as r ↦ Q r: for each share s and part p,
+  u_p(a) ⊙ Wᵀ_p (κ_s r / D_s) — the VJP of that layer alone with modified weights —
+  applied to a stack of K × B relevance tensors at once; the absorber collects
+  Σ_k q(⊥|k) r_k. It goes **up** (for events constraining layers below the one asked
+  for) as v ↦ Qᵀ v, the modified forward.
+* :meth:`Engine.down` runs many cylinders together: cylinders that agree on every
+  constraint above a layer share that part of the pass (one row of the stack), they
+  split where their constraints differ, and each stops at its own layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .graph import Block, ProperFFNN
+from .ops import TORCH
+from .rules import identity
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """{X_l ∈ S} resolved: ``mask`` is a boolean tensor of layer l's canonical shape
+    (None: every real neuron); ``absorber`` says whether ⊥_l is in S."""
+
+    layer: int
+    mask: torch.Tensor | None
+    absorber: bool
+    key: tuple
+
+
+@dataclass
+class PreparedKernel:
+    """Layer l's kernel for the batch: q(j|k) = Σ_s scale_s(k) Σ_p u_p(a_j) v_p(w_jk)."""
+
+    shares: list  # [(scale (B, *out), [(u (B, *in) or None for ones, modified weight)])]
+    qbot: torch.Tensor  # (B, *out)
+
+
+class Engine:
+    """Forward record and kernel passes of one explained batch."""
+
+    def __init__(self, network: ProperFFNN, x: torch.Tensor):
+        self.net = network
+        self.dtype, self.device = x.dtype, x.device
+        self.batch = x.shape[0]
+        self.inputs: dict[int, torch.Tensor] = {}
+        self.z_nobias: dict[int, torch.Tensor] = {}
+        self.winners: dict[int, torch.Tensor] = {}
+        self.maps: dict = {}
+        self.in_shape: dict[int, tuple] = {}
+        self.shape: dict[int, tuple] = {}  # canonical per-sample shape of each layer
+        self.values: dict[int, torch.Tensor] = {}  # activations of each layer (canonical shape)
+        self.aliases: dict[str, tuple[int, tuple]] = {}
+        self._kernels: dict[int, PreparedKernel] = {}
+        with torch.no_grad():
+            self.output = self._forward(x)
+
+    # -- forward ---------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x
+        for block in self.net.blocks:
+            if block.producer is not None:
+                l = block.index
+                self.inputs[l] = a
+                self.in_shape[l] = tuple(a.shape[1:])
+                if block.producer.kind == "linear":
+                    lmap = self.net.linear_map(block, a.shape[1:], self.dtype, self.device)
+                    self.maps[l] = lmap
+                    z = lmap.forward(a, lmap.weight)
+                    self.z_nobias[l] = z
+                    bias = lmap.bias_for(z)
+                    a = z if bias is None else z + bias
+                else:
+                    a = self._maxpool(block, a)
+                self.aliases[block.producer.name] = (block.index, tuple(a.shape[1:]))
+            self.shape[block.index] = tuple(a.shape[1:])
+            for step in block.trailing:
+                m = step.module
+                if step.kind == "activation":
+                    a = F.leaky_relu(a, m.negative_slope) if isinstance(m, torch.nn.LeakyReLU) else F.relu(a)
+                elif step.kind == "reshape":
+                    a = m(a)
+                self.aliases[step.name] = (block.index, tuple(a.shape[1:]))
+            self.values[block.index] = a.reshape((a.shape[0],) + self.shape[block.index])
+        self.aliases["input"] = (0, self.shape[0])
+        self.aliases["output"] = (self.net.depth, self.shape[self.net.depth])
+        return a
+
+    def _maxpool(self, block: Block, a: torch.Tensor) -> torch.Tensor:
+        m = block.producer.module
+        out, idx = F.max_pool2d(a, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)
+        self.winners[block.index] = idx.flatten(2)
+        return out
+
+    # -- kernels ---------------------------------------------------------------------
+    def kernel(self, l: int) -> PreparedKernel:
+        if l not in self._kernels:
+            self._kernels[l] = self._prepare(l)
+        return self._kernels[l]
+
+    def _prepare(self, l: int) -> PreparedKernel:
+        block = self.net.blocks[l]
+        rule, lmap, a = block.rule, self.maps[l], self.inputs[l]
+        weights: dict = {}
+        contributions, biases, parts_of = [], [], []
+        for share in rule.shares():
+            z, parts = None, []
+            for part in share.parts:
+                if part.input is identity and part.weight is identity:
+                    u, term = a, self.z_nobias[l]
+                    w = lmap.weight
+                else:
+                    u = part.input(TORCH, a)
+                    if part.input is not identity and not torch.any(u != 0):
+                        continue  # e.g. a⁻ for non-negative a: the part contributes nothing
+                    if part.weight not in weights:
+                        weights[part.weight] = lmap.structured(part.weight(TORCH, lmap.weight))
+                    w = weights[part.weight]
+                    term = lmap.forward(u, w)
+                z = term if z is None else z + term
+                parts.append((None if _is_ones(u) else u, w))
+            if z is None:
+                z = torch.zeros((a.shape[0],) + self.shape[l], dtype=self.dtype, device=self.device)
+            bias = lmap.bias_for(z)
+            if share.bias is None or bias is None:
+                b = torch.zeros_like(z)
+            else:
+                b = share.bias(TORCH, bias).expand_as(z)
+            contributions.append(z)
+            biases.append(b)
+            parts_of.append(parts)
+        scales, qbot = rule.column(TORCH, tuple(contributions), tuple(biases))
+        shares = [(s, p) for s, p in zip(scales, parts_of) if p]
+        return PreparedKernel(shares, qbot)
+
+    # -- one layer down / up ---------------------------------------------------------
+    def step_down(self, l: int, r: torch.Tensor, rbot: torch.Tensor):
+        """Relevance over V̄_l (stack (K, B, *shape_l), (K, B)) → over V̄_{l-1}."""
+        K, B = r.shape[:2]
+        block = self.net.blocks[l]
+        in_shape = self.in_shape[l]
+        if block.producer.kind == "maxpool":
+            idx = self.winners[l]
+            flat = r.reshape(K, B, idx.shape[1], -1)
+            out = torch.zeros((K, B, idx.shape[1], _prod(in_shape[1:])), dtype=r.dtype, device=r.device)
+            out.scatter_add_(3, idx.unsqueeze(0).expand(K, -1, -1, -1), flat)
+            return out.reshape((K, B) + self.shape[l - 1]), rbot
+        kern, lmap = self.kernel(l), self.maps[l]
+        total = None
+        for scale, parts in kern.shares:
+            g = (r * scale).reshape((K * B,) + self.shape[l])
+            for u, w in parts:
+                t = lmap.transpose(g, w, in_shape).reshape((K, B) + in_shape)
+                if u is not None:
+                    t = t * u
+                total = t if total is None else total + t
+        if total is None:
+            total = torch.zeros((K, B) + in_shape, dtype=r.dtype, device=r.device)
+        rbot = rbot + (r * kern.qbot).reshape(K, B, -1).sum(-1)
+        return total.reshape((K, B) + self.shape[l - 1]), rbot
+
+    def step_up(self, l: int, v: torch.Tensor, vbot: torch.Tensor):
+        """A function over V̄_{l-1} (stack) → over V̄_l: v ↦ Qᵀ v, i.e. Σ_j q(j|k) v(j)."""
+        K, B = v.shape[:2]
+        block = self.net.blocks[l]
+        in_shape = self.in_shape[l]
+        v_in = v.reshape((K, B) + in_shape)
+        if block.producer.kind == "maxpool":
+            idx = self.winners[l]
+            flat = v_in.reshape(K, B, idx.shape[1], -1)
+            out = torch.gather(flat, 3, idx.unsqueeze(0).expand(K, -1, -1, -1))
+            return out.reshape((K, B) + self.shape[l]), vbot
+        kern, lmap = self.kernel(l), self.maps[l]
+        out = kern.qbot * vbot.reshape((K, B) + (1,) * len(self.shape[l]))
+        for scale, parts in kern.shares:
+            acc = None
+            for u, w in parts:
+                src = v_in if u is None else v_in * u
+                t = lmap.forward(src.reshape((K * B,) + in_shape), w).reshape((K, B) + self.shape[l])
+                acc = t if acc is None else acc + t
+            out = out + scale * acc
+        return out, vbot
+
+    # -- many cylinders ----------------------------------------------------------------
+    def down(self, start: torch.Tensor, jobs: list[tuple[dict[int, Constraint], int]]):
+        """Masked backward for many cylinders at once.
+
+        ``start`` is π (B, *shape_L). Each job is (constraints by layer, stop layer);
+        returns, per job, the relevance stack at its stop layer: (r (B, *shape), r⊥ (B,)),
+        where r(j) = μ(X_stop = j, constraints at layers ≥ stop).
+        """
+        L = self.net.depth
+        r = start.unsqueeze(0)
+        rbot = torch.zeros((1, self.batch), dtype=self.dtype, device=self.device)
+        group = [0] * len(jobs)
+        active = list(range(len(jobs)))
+        results: list = [None] * len(jobs)
+        for l in range(L, -1, -1):
+            keys: dict = {}
+            parents, constraints = [], []
+            for j in active:
+                c = jobs[j][0].get(l)
+                key = (group[j], None if c is None else c.key)
+                if key not in keys:
+                    keys[key] = len(parents)
+                    parents.append(group[j])
+                    constraints.append(c)
+                group[j] = keys[key]
+            if parents != list(range(r.shape[0])):
+                index = torch.tensor(parents, device=self.device)
+                r, rbot = r.index_select(0, index), rbot.index_select(0, index)
+            if any(c is not None for c in constraints):
+                r, rbot = self._apply(l, r, rbot, constraints)
+            still = []
+            for j in active:
+                if jobs[j][1] == l:
+                    results[j] = (r[group[j]], rbot[group[j]])
+                else:
+                    still.append(j)
+            active = still
+            if not active:
+                break
+            used = sorted({group[j] for j in active})
+            if len(used) < r.shape[0]:
+                remap = {g: i for i, g in enumerate(used)}
+                index = torch.tensor(used, device=self.device)
+                r, rbot = r.index_select(0, index), rbot.index_select(0, index)
+                group = [remap.get(g, -1) for g in group]
+            r, rbot = self.step_down(l, r, rbot)
+        return results
+
+    def up(self, jobs: list[tuple[dict[int, Constraint], int]]):
+        """Qᵀ passes for the constraints *below* a layer.
+
+        Each job is (constraints at layers < target, target); returns per job
+        (v (B, *shape_target), v⊥ (B,)) with v(j) = μ(lower constraints | X_target = j),
+        so that μ(X_t = j, upper, lower) = r(j) · v(j) (the Markov property, L7).
+        """
+        unique: dict = {}
+        for cons, t in jobs:
+            unique.setdefault((tuple(sorted((l, c.key) for l, c in cons.items())), t), (cons, t))
+        keys = list(unique)
+        start = min(min(cons) for cons, _ in unique.values())
+        v = torch.ones((len(keys), self.batch) + self.shape[start], dtype=self.dtype, device=self.device)
+        vbot = torch.ones((len(keys), self.batch), dtype=self.dtype, device=self.device)
+        out: dict = {}
+        top = max(t for _, t in unique.values())
+        for l in range(start, top + 1):
+            for i, k in enumerate(keys):
+                if unique[k][1] == l:
+                    out[k] = (v[i], vbot[i])
+            if l == top:
+                break
+            constraints = [unique[k][0].get(l) for k in keys]
+            if any(c is not None for c in constraints):
+                v, vbot = self._apply(l, v, vbot, constraints)
+            v, vbot = self.step_up(l + 1, v, vbot)
+        return [out[(tuple(sorted((l, c.key) for l, c in cons.items())), t)] for cons, t in jobs]
+
+    def _apply(self, l, r, rbot, constraints):
+        masks, flags = [], []
+        full = torch.ones(self.shape[l], dtype=torch.bool, device=self.device)
+        for c in constraints:
+            masks.append(full if c is None or c.mask is None else c.mask)
+            flags.append(True if c is None else c.absorber)
+        m = torch.stack(masks).unsqueeze(1)
+        keep = torch.tensor(flags, dtype=r.dtype, device=self.device).unsqueeze(1)
+        return torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device)), rbot * keep
+
+
+def _is_ones(u) -> bool:
+    return u.numel() > 0 and bool((u == 1).all()) and u.dtype.is_floating_point
+
+
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

@@ -1,0 +1,114 @@
+"""Linear maps of the proper FFNN: z = W a (+ b), with the two operations the engine
+needs for any (modified) weight: the map itself and its transpose (the VJP).
+
+A rule never sees these classes: it modifies ``weight`` elementwise, and the engine
+feeds the modified weight back through :meth:`LinearMap.forward` (to form the
+denominators) and :meth:`LinearMap.transpose` (to send relevance down).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class LinearMap:
+    """Base class. ``weight`` is the tensor rules modify; ``bias`` broadcasts to the output."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Σ_j x_j w_jk for every output k (no bias)."""
+        raise NotImplementedError  # abstract
+
+    def transpose(self, g: torch.Tensor, weight: torch.Tensor, in_shape: tuple[int, ...]) -> torch.Tensor:
+        """Σ_k w_jk g_k for every input j: the VJP of :meth:`forward` w.r.t. x."""
+        raise NotImplementedError  # abstract
+
+    def structured(self, weight: torch.Tensor) -> torch.Tensor:
+        """Zero the entries of a modified weight that are not structural connections."""
+        return weight
+
+    def bias_for(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The bias shaped to broadcast against an output ``z`` of shape (N, *out)."""
+        if self.bias is None:
+            return None
+        return self.bias.view((1, -1) + (1,) * (z.dim() - 2))
+
+
+class DenseMap(LinearMap):
+    """``torch.nn.Linear``: weight (out, in)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight, self.bias = weight, bias
+
+    def forward(self, x, weight):
+        return F.linear(x, weight)
+
+    def transpose(self, g, weight, in_shape):
+        return g @ weight
+
+
+class ConvMap(LinearMap):
+    """``Conv1d`` / ``Conv2d`` (also average pooling as a depthwise convolution)."""
+
+    def __init__(self, weight, bias, stride, padding, dilation, groups):
+        self.weight, self.bias = weight, bias
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.dim = weight.dim() - 2
+
+    def forward(self, x, weight):
+        conv = F.conv1d if self.dim == 1 else F.conv2d
+        return conv(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def transpose(self, g, weight, in_shape):
+        grad = torch.nn.grad.conv1d_input if self.dim == 1 else torch.nn.grad.conv2d_input
+        return grad((g.shape[0],) + tuple(in_shape), weight, g, self.stride, self.padding, self.dilation, self.groups)
+
+
+class PoolMatrixMap(LinearMap):
+    """Adaptive average pooling with windows of unequal size, as a per-channel matrix
+    P (out_positions, in_positions); zeros of P are not connections."""
+
+    def __init__(self, matrix: torch.Tensor, out_spatial: tuple[int, ...]):
+        self.weight, self.bias = matrix, None
+        self.mask = matrix != 0
+        self.out_spatial = out_spatial
+
+    def forward(self, x, weight):
+        n, c = x.shape[:2]
+        return (x.reshape(n, c, -1) @ weight.T).reshape((n, c) + self.out_spatial)
+
+    def transpose(self, g, weight, in_shape):
+        n, c = g.shape[:2]
+        return (g.reshape(n, c, -1) @ weight).reshape((n,) + tuple(in_shape))
+
+    def structured(self, weight):
+        return weight * self.mask
+
+
+def avgpool_map(channels: int, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                dtype: torch.dtype, device: torch.device, divisor: float | None = None) -> ConvMap:
+    """Average pooling as a depthwise convolution with constant weights 1/|window|."""
+    n = divisor if divisor is not None else kernel[0] * kernel[1]
+    weight = torch.full((channels, 1) + tuple(kernel), 1.0 / n, dtype=dtype, device=device)
+    return ConvMap(weight, None, tuple(stride), tuple(padding), (1, 1), channels)
+
+
+def adaptive_avgpool_map(channels: int, in_hw: tuple[int, int], out_hw: tuple[int, int], dtype, device) -> LinearMap:
+    """``AdaptiveAvgPool2d``: a strided average pool when the sizes divide, else a matrix."""
+    (H, W), (h, w) = in_hw, out_hw
+    if H % h == 0 and W % w == 0:
+        k = (H // h, W // w)
+        return avgpool_map(channels, k, k, (0, 0), dtype, device)
+    matrix = torch.zeros(h * w, H * W, dtype=torch.float64)
+    for i in range(h):
+        r0, r1 = (i * H) // h, -((-(i + 1) * H) // h)
+        for j in range(w):
+            c0, c1 = (j * W) // w, -((-(j + 1) * W) // w)
+            n = (r1 - r0) * (c1 - c0)
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    matrix[i * w + j, r * W + c] = 1.0 / n
+    return PoolMatrixMap(matrix.to(dtype=dtype, device=device), (h, w))

@@ -1,0 +1,357 @@
+"""The NRM object: marginals, events, joints, conditionals and walks (NRM-SPEC §3).
+
+    μ({ω}) = π(n_L) Π_{l=1..L} q_l(n_{l−1} | n_l),    μ(A) = Σ_{ω∈A} μ({ω}),
+    π = δ_c (target c, needs f_c(x) ≠ 0)   or   π = R / Σ R (a start vector R).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .engine import Constraint, Engine
+from .errors import EventIndexError, NullEventError, ShapeError, UnknownLayerError, ZeroOutputError
+from .events import OMEGA, At, Event
+from .graph import ProperFFNN, check_eval_mode
+from .presets import assign
+
+DEFAULT_CHUNK = 256
+
+
+class Measure:
+    """The normalized relevance measure of one batch. Build it with :func:`explain`.
+
+    Every method returns one value per sample (the batch dimension first, or after the
+    event dimension K for batched events).
+    """
+
+    def __init__(self, network: ProperFFNN, engine: Engine, start: torch.Tensor, f: torch.Tensor,
+                 chunk: int = DEFAULT_CHUNK):
+        self.network = network
+        self.engine = engine
+        self.start = start  # π, (B, *output shape)
+        self.f = f  # (B,): f_c(x), or Σ R for a start vector
+        self.chunk = chunk
+        self._plain: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # -- layers ------------------------------------------------------------------------
+    @property
+    def layers(self) -> list[str]:
+        """Every name that names a layer: "input", module names, "output"."""
+        return list(self.engine.aliases)
+
+    @property
+    def depth(self) -> int:
+        return self.network.depth
+
+    def layer_index(self, layer: str) -> int:
+        return self._alias(layer)[0]
+
+    def layer_shape(self, layer: str) -> tuple[int, ...]:
+        """One sample's shape of the layer as that name sees it."""
+        return self._alias(layer)[1]
+
+    def activations(self, layer: str) -> torch.Tensor:
+        """a_l: the layer's activations (after its elementwise non-linearity)."""
+        l, shape = self._alias(layer)
+        return self.engine.values[l].reshape((-1,) + shape)
+
+    def rule(self, layer: str):
+        """The rule of the linear map producing the layer (None for input and max-pool)."""
+        return self.network.blocks[self._alias(layer)[0]].rule
+
+    def _alias(self, layer: str) -> tuple[int, tuple]:
+        if not isinstance(layer, str):
+            raise UnknownLayerError(f"layers are named by strings, got {layer!r}")
+        try:
+            return self.engine.aliases[layer]
+        except KeyError:
+            raise UnknownLayerError(
+                f"no layer named {layer!r}; valid names are {self.layers}"
+            ) from None
+
+    # -- resolving events ------------------------------------------------------------
+    def _constraint(self, atom) -> Constraint:
+        l, shape = self._alias(atom.layer)
+        canon = self.engine.shape[l]
+        n = _numel(shape)
+        if atom.selector == "all":
+            return Constraint(l, None, atom.absorber, ("all", atom.absorber))
+        mask = torch.zeros(n, dtype=torch.bool)
+        if atom.selector == "index":
+            bad = [i for i in atom.values if not 0 <= i < n]
+            if bad:
+                raise EventIndexError(
+                    f"{atom!r}: indices {bad[:5]} are out of range for layer {atom.layer!r}, which has {n} neurons "
+                    f"per sample (shape {shape}); index= takes flat indices 0..{n - 1}"
+                )
+            mask[list(atom.values)] = True
+        elif atom.selector == "channels":
+            if len(shape) < 1:
+                raise EventIndexError(f"{atom!r}: layer {atom.layer!r} has no channel dimension")
+            channels = shape[0]
+            bad = [c for c in atom.values if not 0 <= c < channels]
+            if bad:
+                raise EventIndexError(
+                    f"{atom!r}: channels {bad[:5]} are out of range for layer {atom.layer!r} with {channels} channels"
+                )
+            mask = mask.reshape(shape[0], -1)
+            mask[list(atom.values)] = True
+        elif atom.selector == "mask":
+            if tuple(atom.mask.shape) != tuple(shape) and tuple(atom.mask.shape) != tuple(canon):
+                raise EventIndexError(
+                    f"{atom!r}: the mask has shape {tuple(atom.mask.shape)} but layer {atom.layer!r} has shape {shape}"
+                )
+            mask = atom.mask.reshape(-1).clone()
+        mask = mask.reshape(canon).to(self.engine.device)
+        return Constraint(l, mask, atom.absorber, (atom.selector, atom.values, atom.absorber))
+
+    def _resolve(self, cylinder) -> dict[int, Constraint]:
+        """A cylinder (frozenset of atoms) → one constraint per layer (intersected)."""
+        by_layer: dict[int, Constraint] = {}
+        for atom in sorted(cylinder, key=repr):
+            c = self._constraint(atom)
+            if c.layer in by_layer:
+                c = _intersect(by_layer[c.layer], c, self.engine.shape[c.layer], self.engine.device)
+            by_layer[c.layer] = c
+        return by_layer
+
+    # -- measures of events ------------------------------------------------------------
+    def measure(self, event: Event | Sequence[Event]) -> torch.Tensor:
+        """μ(event), tensor (B,); for a list of K events, (K, B) in one pass."""
+        events = _events(event)
+        table = self._cylinder_table(events)
+        jobs = [(cons, min(cons) if cons else self.depth) for cons in table]
+        values = [r.reshape(r.shape[0], -1).sum(1) + rbot for r, rbot in self._down(jobs)]
+        out = self._combine(events, table, values, ())
+        return out[0] if not isinstance(event, (list, tuple)) else out
+
+    __call__ = measure
+
+    def conditional(self, event: Event, given: Event) -> torch.Tensor:
+        """μ(event | given) = μ(event ∩ given) / μ(given), tensor (B,).
+
+        Raises :class:`NullEventError` when μ(given) = 0 for a sample (the measure is signed:
+        a non-empty event can have measure 0, and values may lie outside [0, 1]).
+        """
+        both, base = self.measure([event & given, given])
+        self._check_null(given, base)
+        return both / base
+
+    def _check_null(self, given: Event, base: torch.Tensor) -> None:
+        tol = 64 * torch.finfo(base.dtype).eps
+        null = base.abs() <= tol
+        if bool(null.any()):
+            samples = null.nonzero().flatten().tolist()
+            raise NullEventError(
+                f"cannot condition on {given!r}: its measure is 0 for samples {samples} "
+                f"(|μ| ≤ {tol:.1e}); the conditional is undefined there. Condition on an event of non-zero measure"
+            )
+
+    # -- marginals -----------------------------------------------------------------------
+    def marginal(self, layer: str, within: Event | Sequence[Event] | None = None) -> torch.Tensor:
+        """m_l(j) = μ(X_l = j) for the layer's real neurons, tensor (B, *shape).
+
+        ``within=E`` gives μ(X_l = j, E) (for instance a conditional heatmap), and
+        ``within=[E_1, …, E_K]`` a tensor (K, B, *shape) computed in one pass.
+        """
+        return self._marginal(layer, within, absorber=False)
+
+    def absorbed(self, layer: str, within: Event | Sequence[Event] | None = None) -> torch.Tensor:
+        """m_l(⊥_l) = μ(X_l = ⊥_l): the mass the layer's absorber holds, tensor (B,)
+        (with ``within`` as in :meth:`marginal`). By L1, Σ_j m_l(j) + m_l(⊥_l) = 1."""
+        return self._marginal(layer, within, absorber=True)
+
+    def relevance(self, layer: str) -> torch.Tensor:
+        """LRP relevance R_j^(l) = f · m_l(j) (L8)."""
+        m = self.marginal(layer)
+        return m * self.f.reshape((-1,) + (1,) * (m.dim() - 1))
+
+    def _marginal(self, layer: str, within, absorber: bool) -> torch.Tensor:
+        l, shape = self._alias(layer)
+        events = _events(OMEGA if within is None else within)
+        table = self._cylinder_table(events)
+        uppers = [{k: c for k, c in cons.items() if k >= l} for cons in table]
+        lowers = [{k: c for k, c in cons.items() if k < l} for cons in table]
+        down = self._down([(u, l) for u in uppers])
+        need_up = [i for i, lo in enumerate(lowers) if lo]
+        ups = dict(zip(need_up, self._up([(lowers[i], l) for i in need_up]))) if need_up else {}
+        values = []
+        for i, (r, rbot) in enumerate(down):
+            if i in ups:
+                v, vbot = ups[i]
+                r, rbot = r * v, rbot * vbot
+            values.append(rbot if absorber else r)
+        per_sample = () if absorber else shape
+        out = self._combine(events, table, values, per_sample)
+        single = within is None or isinstance(within, Event)
+        return out[0] if single else out
+
+    # -- joints and walks ------------------------------------------------------------------
+    def joint(self, layer_a: str, layer_b: str, by: str = "channel") -> torch.Tensor:
+        """μ(X_a ∈ A_i, X_b ∈ B_k) for every pair of groups, tensor (B, n_a, n_b).
+
+        ``by="channel"`` groups neurons by channel (dim 1; a dense layer's neurons are its
+        channels), ``by="neuron"`` takes single neurons. Row sums give the marginal of
+        layer a, column sums that of layer b (L3). Computed as one batched masked
+        backward from the upper layer.
+        """
+        if by not in ("channel", "neuron"):
+            raise ValueError(f"joint(by=…) takes 'channel' or 'neuron', got {by!r}")
+        la, lb = self._alias(layer_a)[0], self._alias(layer_b)[0]
+        if la == lb:
+            raise ValueError(f"joint() needs two different layers, got {layer_a!r} and {layer_b!r} (both layer {la})")
+        lo, hi = (layer_a, layer_b) if la < lb else (layer_b, layer_a)
+        hi_groups = self._groups(hi, by)
+        events = [At(hi, **{("channels" if by == "channel" else "index"): [g]}) for g in range(hi_groups)]
+        cond = self.marginal(lo, within=events)  # (K, B, *shape_lo)
+        K, B = cond.shape[:2]
+        if by == "channel":
+            cond = cond.reshape(K, B, self.layer_shape(lo)[0] if len(self.layer_shape(lo)) else 1, -1).sum(-1)
+        else:
+            cond = cond.reshape(K, B, -1)
+        out = cond.permute(1, 2, 0)  # (B, n_lo, n_hi)
+        return out if la < lb else out.transpose(1, 2)
+
+    def _groups(self, layer: str, by: str) -> int:
+        shape = self.layer_shape(layer)
+        return (shape[0] if shape else 1) if by == "channel" else _numel(shape)
+
+    def walk(self, path: Sequence[int | None]) -> torch.Tensor:
+        """μ({ω}) of one walk ω = (n_0, …, n_L) given as flat indices per layer (None is
+        the absorber), tensor (B,)."""
+        if len(path) != self.depth + 1:
+            raise ShapeError(f"a walk names one neuron per layer: {self.depth + 1} entries, got {len(path)}")
+        names = self._canonical_names()
+        ev = OMEGA
+        for name, n in zip(names, path):
+            ev = ev & (At(name, index=[], absorber=True) if n is None else At(name, index=[n]))
+        return self.measure(ev)
+
+    def _canonical_names(self) -> list[str]:
+        names = [""] * (self.depth + 1)
+        for name, (l, shape) in self.engine.aliases.items():
+            if not names[l] and shape == self.engine.shape[l]:
+                names[l] = name
+        return names
+
+    # -- plumbing -----------------------------------------------------------------------
+    def _cylinder_table(self, events: list[Event]) -> list[dict[int, Constraint]]:
+        seen: dict = {}
+        for ev in events:
+            for cyl in ev.terms:
+                if cyl not in seen:
+                    seen[cyl] = self._resolve(cyl)
+        self._cyl_index = {cyl: i for i, cyl in enumerate(seen)}
+        return list(seen.values())
+
+    def _combine(self, events, table, values, per_sample) -> torch.Tensor:
+        B = self.engine.batch
+        out = torch.zeros((len(events), B) + tuple(per_sample), dtype=self.engine.dtype, device=self.engine.device)
+        for k, ev in enumerate(events):
+            for cyl, coef in ev.terms.items():
+                out[k] += coef * values[self._cyl_index[cyl]].reshape((B,) + tuple(per_sample))
+        return out
+
+    def _down(self, jobs):
+        results = []
+        for i in range(0, len(jobs), self.chunk):
+            chunk = jobs[i:i + self.chunk]
+            plain = [not cons for cons, _ in chunk]
+            if all(plain) and all(stop in self._plain for _, stop in chunk):
+                results += [self._plain[stop] for _, stop in chunk]
+                continue
+            results += self.engine.down(self.start, chunk)
+            for (cons, stop), res in zip(chunk, results[-len(chunk):]):
+                if not cons:
+                    self._plain[stop] = res
+        return results
+
+    def _up(self, jobs):
+        out = []
+        for i in range(0, len(jobs), self.chunk):
+            out += self.engine.up(jobs[i:i + self.chunk])
+        return out
+
+
+def _intersect(a: Constraint, b: Constraint, shape, device) -> Constraint:
+    full = torch.ones(shape, dtype=torch.bool, device=device)
+    ma = full if a.mask is None else a.mask
+    mb = full if b.mask is None else b.mask
+    mask = None if (a.mask is None and b.mask is None) else ma & mb
+    return Constraint(a.layer, mask, a.absorber and b.absorber, ("and", a.key, b.key))
+
+
+def _events(x) -> list[Event]:
+    if isinstance(x, Event):
+        return [x]
+    if isinstance(x, (list, tuple)) and all(isinstance(e, Event) for e in x):
+        return list(x)
+    raise TypeError(f"expected an nrm event (nrm.At(...) and combinations) or a list of them, got {type(x).__name__}")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def explain(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None, *,
+            rules=None, start: torch.Tensor | None = None, chunk: int = DEFAULT_CHUNK) -> Measure:
+    """The NRM of ``model`` at the batch ``x`` for output ``target``.
+
+    Args:
+        model: an ``nn.Sequential`` (nested Sequentials allowed) of supported modules, in
+            eval mode. It is only read: parameters, buffers, hooks and mode stay as they are.
+        x: the input batch (batch, ...), float32 or float64, on the model's device.
+        target: the output index c (one int for all samples, or one per sample). The
+            output measure is π = δ_c; f_c(x) must be non-zero.
+        rules: a rule, a mapping, or a preset (see :mod:`nrm.presets`); default LRP-0.
+        start: instead of ``target``, a start vector R^(L) (batch, *output shape); the
+            output measure is π = R / Σ R.
+        chunk: how many cylinders share one stacked pass at most (memory bound).
+
+    Raises:
+        UnsupportedModuleError, TrainingModeError, DeviceMismatchError, DtypeMismatchError,
+        NonFiniteError, RuleAssignmentError, ShapeError, ZeroOutputError.
+    """
+    network = ProperFFNN(model)
+    check_eval_mode(model)
+    network.check_input(x)
+    if x.dim() < 2:
+        raise ShapeError(f"x must have a batch dimension: shape (batch, ...), got {tuple(x.shape)}")
+    assign(network, rules)
+    engine = Engine(network, x)
+    out = engine.output.reshape(x.shape[0], -1)
+    if (target is None) == (start is None):
+        raise ShapeError("give exactly one of target= (an output index) or start= (a start vector)")
+    if start is not None:
+        if tuple(start.shape) != tuple(engine.output.shape):
+            raise ShapeError(f"start= must have the output's shape {tuple(engine.output.shape)}, got {tuple(start.shape)}")
+        R = start.to(dtype=out.dtype, device=out.device).reshape(x.shape[0], -1)
+        f = R.sum(1)
+        what = "Σ R (the start vector's total)"
+    else:
+        c = torch.as_tensor(target, device=out.device).reshape(-1)
+        if c.numel() == 1:
+            c = c.expand(x.shape[0])
+        if c.numel() != x.shape[0] or c.dtype.is_floating_point:
+            raise ShapeError(f"target= takes one int or one int per sample ({x.shape[0]}), got {target!r}")
+        if bool(((c < 0) | (c >= out.shape[1])).any()):
+            raise ShapeError(f"target {c.tolist()} is out of range for an output of {out.shape[1]} values")
+        R = torch.zeros_like(out)
+        R[torch.arange(x.shape[0], device=out.device), c] = 1.0
+        f = out.gather(1, c.reshape(-1, 1)).reshape(-1)
+        R = R * f.reshape(-1, 1)
+        what = "f_c(x)"
+    zero = f == 0
+    if bool(zero.any()):
+        raise ZeroOutputError(
+            f"{what} = 0 for samples {zero.nonzero().flatten().tolist()}: the measure π = R / {what} is undefined. "
+            "Choose another target or input (a negative output is fine)"
+        )
+    pi = (R / f.reshape(-1, 1)).reshape(engine.output.shape)
+    return Measure(network, engine, pi, f, chunk)

@@ -1,0 +1,175 @@
+"""Assigning rules to layers, and the field's usual combinations (presets).
+
+``rules=`` of :func:`nrm.explain` accepts
+
+* one :class:`~nrm.rules.Rule` — used on every linear layer;
+* a mapping whose keys are layer names (``"features.0"``), module types
+  (``torch.nn.Conv2d``) or :data:`FIRST` (the layer that reads the input);
+* a :class:`RuleMap` (what presets return).
+
+Resolution order for a layer: its name, then :data:`FIRST`, then its module type (most
+specific class first), then the default. A layer left without a rule is an error that
+names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import nn
+
+from .errors import RuleAssignmentError
+from .rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, Zero, ZPlus
+
+
+class _First:
+    def __repr__(self) -> str:
+        return "nrm.FIRST"
+
+
+FIRST = _First()
+"""Key of a rule mapping that selects the first linear layer (the one reading the input)."""
+
+DENSE = (nn.Linear,)
+CONV = (nn.Conv1d, nn.Conv2d)
+POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+class RuleMap:
+    """Rules by layer name, by module type, for the first layer, and a default."""
+
+    def __init__(self, default: Rule | None = None, *, by_name: Mapping[str, Rule] | None = None,
+                 by_type: Mapping[type, Rule] | None = None, first: Rule | None = None, name: str | None = None):
+        self.default = default
+        self.by_name = dict(by_name or {})
+        self.by_type = dict(by_type or {})
+        self.first = first
+        self.name = name
+        for r in [default, first, *self.by_name.values(), *self.by_type.values()]:
+            if r is not None and not isinstance(r, Rule):
+                raise RuleAssignmentError(f"rule mappings take nrm.rules.Rule objects, got {r!r}")
+
+    @classmethod
+    def of(cls, rules) -> RuleMap:
+        """Normalize what ``rules=`` accepts."""
+        if isinstance(rules, RuleMap):
+            return rules
+        if rules is None:
+            return cls(Zero(), name="Zero everywhere")
+        if isinstance(rules, Rule):
+            return cls(rules)
+        if isinstance(rules, Mapping):
+            by_name, by_type, first = {}, {}, None
+            for key, rule in rules.items():
+                if key is FIRST:
+                    first = rule
+                elif isinstance(key, str):
+                    by_name[key] = rule
+                elif isinstance(key, type) and issubclass(key, nn.Module):
+                    by_type[key] = rule
+                else:
+                    raise RuleAssignmentError(
+                        f"rule mapping key {key!r} is neither a layer name, a module type nor nrm.FIRST"
+                    )
+            return cls(by_name=by_name, by_type=by_type, first=first)
+        raise RuleAssignmentError(
+            f"rules= takes a Rule, a mapping {{layer name | module type | nrm.FIRST: Rule}} or a RuleMap, "
+            f"got {type(rules).__name__}"
+        )
+
+    def rule_for(self, name: str, module: nn.Module, is_first: bool) -> Rule | None:
+        if name in self.by_name:
+            return self.by_name[name]
+        if is_first and self.first is not None:
+            return self.first
+        for klass in type(module).__mro__:
+            if klass in self.by_type:
+                return self.by_type[klass]
+        return self.default
+
+    def __repr__(self) -> str:
+        if self.name:
+            return f"RuleMap({self.name})"
+        parts = []
+        if self.default is not None:
+            parts.append(repr(self.default))
+        if self.first is not None:
+            parts.append(f"first={self.first!r}")
+        parts += [f"{k.__name__}: {v!r}" for k, v in self.by_type.items()]
+        parts += [f"{k!r}: {v!r}" for k, v in self.by_name.items()]
+        return f"RuleMap({', '.join(parts)})"
+
+
+def assign(network, rules) -> None:
+    """Give every linear block of a :class:`~nrm.graph.ProperFFNN` its rule."""
+    rmap = RuleMap.of(rules)
+    blocks = network.linear_blocks()
+    names = {b.name for b in blocks} | {s.name for b in network.blocks for s in b.trailing}
+    unknown = sorted(set(rmap.by_name) - names)
+    if unknown:
+        raise RuleAssignmentError(
+            f"the rule mapping names layers the model does not have: {unknown}; linear layers are "
+            f"{[b.name for b in blocks]}"
+        )
+    alias_of = {s.name: b.name for b in network.blocks for s in b.trailing}
+    by_name = {alias_of.get(k, k): v for k, v in rmap.by_name.items()}
+    missing = []
+    for i, block in enumerate(blocks):
+        rule = by_name.get(block.name) or rmap.rule_for(block.name, block.producer.module, i == 0 and _reads_input(network, block))
+        if rule is None:
+            missing.append(f"'{block.name}' ({type(block.producer.module).__name__})")
+        block.rule = rule
+    if missing:
+        raise RuleAssignmentError(
+            f"no rule for {', '.join(missing)}; add them to the mapping by name or type, or give a default"
+        )
+
+
+def _reads_input(network, block) -> bool:
+    return all(b.producer is None or b.producer.kind != "linear" for b in network.blocks[: block.index])
+
+
+def _preset(name, dense, conv, first=None, pool=None) -> RuleMap:
+    by_type = {t: dense for t in DENSE} | {t: conv for t in CONV} | {t: pool or Zero() for t in POOL}
+    return RuleMap(by_type=by_type, first=first, name=name)
+
+
+def EpsilonPlus(epsilon: float = 1e-6) -> RuleMap:
+    """ε on dense layers, z⁺ on convolutions, LRP-0 on average pooling."""
+    return _preset(f"EpsilonPlus(epsilon={epsilon})", Epsilon(epsilon), ZPlus())
+
+
+def EpsilonPlusFlat(epsilon: float = 1e-6) -> RuleMap:
+    """ε on dense layers, z⁺ on convolutions, flat on the first layer."""
+    return _preset(f"EpsilonPlusFlat(epsilon={epsilon})", Epsilon(epsilon), ZPlus(), first=Flat())
+
+
+def EpsilonGammaFlat(epsilon: float = 1e-6, gamma: float = 0.25) -> RuleMap:
+    """ε on dense layers, γ on convolutions, flat on the first layer (the usual preset)."""
+    return _preset(f"EpsilonGammaFlat(epsilon={epsilon}, gamma={gamma})", Epsilon(epsilon), Gamma(gamma), first=Flat())
+
+
+def EpsilonGammaBox(low, high, epsilon: float = 1e-6, gamma: float = 0.25) -> RuleMap:
+    """ε on dense layers, γ on convolutions, z^B with the box [low, high] on the first layer."""
+    return _preset(f"EpsilonGammaBox(low, high, epsilon={epsilon}, gamma={gamma})", Epsilon(epsilon), Gamma(gamma),
+                   first=ZBox(low, high))
+
+
+def EpsilonAlpha2Beta1(epsilon: float = 1e-6) -> RuleMap:
+    """ε on dense layers, αβ with α = 2, β = 1 on convolutions."""
+    return _preset(f"EpsilonAlpha2Beta1(epsilon={epsilon})", Epsilon(epsilon), AlphaBeta(2, 1))
+
+
+def EpsilonAlpha2Beta1Flat(epsilon: float = 1e-6) -> RuleMap:
+    """ε on dense layers, αβ (2, 1) on convolutions, flat on the first layer."""
+    return _preset(f"EpsilonAlpha2Beta1Flat(epsilon={epsilon})", Epsilon(epsilon), AlphaBeta(2, 1), first=Flat())
+
+
+PRESETS = {
+    "EpsilonPlus": EpsilonPlus,
+    "EpsilonPlusFlat": EpsilonPlusFlat,
+    "EpsilonGammaFlat": EpsilonGammaFlat,
+    "EpsilonGammaBox": EpsilonGammaBox,
+    "EpsilonAlpha2Beta1": EpsilonAlpha2Beta1,
+    "EpsilonAlpha2Beta1Flat": EpsilonAlpha2Beta1Flat,
+}

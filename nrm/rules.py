@@ -1,0 +1,456 @@
+"""Propagation rules as column-stochastic signed kernels q_l(j | k) (NRM-SPEC §2).
+
+Every rule is written **once**, as data: a tuple of :class:`Share` objects, each a
+fraction of the form
+
+    share_s(j | k) = c_s(j, k) / D_s(k),   c_s(j, k) = Σ_p  u_p(a_j) · v_p(w_jk),
+    D_s(k) = Σ_j c_s(j, k) + β_s(b_k)   (then stabilized),
+
+where u_p, v_p and β_s are elementwise functions built from the backend-neutral
+operations of :mod:`nrm.ops`. The kernel of a rule is
+
+    q(j | k) = Σ_s κ_s(k) · share_s(j | k),     q(⊥ | k) = 1 − Σ_j q(j | k),
+
+with coefficients κ_s (1 for single-share rules, (α, −β) for αβ). So every column
+sums to one over V̄_{l−1} = V_{l−1} ∪ {⊥}: the kernel is column-stochastic, signed.
+
+The engine evaluates the shares with modified linear maps on tensors, the oracle on
+exact fractions and the symbolic layer on sympy expressions: the *same* objects.
+
+Conventions (NRM-SPEC §2, §7) are named parameters:
+
+* ``stabilizer`` ε ≥ 0 and ``stabilizer_sign``: ``"signed"`` gives D + ε·s(D) with
+  s(0) = +1 (zennit's convention and this project's default); ``"unsigned"`` gives
+  D + ε (LXT's).
+* ``leak``: ``"absorb"`` (default) sends the bias and stabilizer share to the absorber
+  ⊥; ``"renormalize"`` rescales each column, q̃(j|k) = q(j|k) / (1 − q(⊥|k)), so no
+  relevance leaks (this breaks L9 when biases are present).
+* A zero denominator sends the column wholly to ⊥: q(⊥ | k) = 1. Never NaN, never Inf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, Callable
+
+from .errors import RuleParameterError
+
+ElementFn = Callable[[Any, Any], Any]
+
+
+def identity(ops, x):
+    """u(x) = x (recognized by the engine, which then reuses the ordinary forward)."""
+    return x
+
+
+def positive(ops, x):
+    """x⁺."""
+    return ops.pos(x)
+
+
+def negative(ops, x):
+    """x⁻."""
+    return ops.neg(x)
+
+
+def ones(ops, x):
+    """1 (drop the argument)."""
+    return ops.ones_like(x)
+
+
+def square(ops, x):
+    """x²."""
+    return ops.square(x)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One product term u(a_j) · v(w_jk) of a share's contribution c_s(j, k)."""
+
+    input: ElementFn = identity
+    weight: ElementFn = identity
+
+
+@dataclass(frozen=True)
+class Share:
+    """A fraction c_s(j,k) / D_s(k) of a rule; ``bias=None`` keeps the bias out of D_s."""
+
+    parts: tuple[Part, ...]
+    bias: ElementFn | None = identity
+
+
+STABILIZER_SIGNS = ("signed", "unsigned")
+LEAKS = ("absorb", "renormalize")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, Real)
+
+
+class Rule:
+    """Base class of all rules. Subclasses define :meth:`shares` (and rarely
+    :meth:`coefficients`); they never touch a tensor library.
+
+    Attributes read by the validator and the law library:
+
+    * ``depends_on_input`` — False when q does not depend on the activations (L14);
+    * ``requires_nonnegative_input`` — the rule's assumptions need a ≥ 0;
+    * ``input_layer_only`` — the rule is meant for the first layer (z^B).
+    """
+
+    depends_on_input = True
+    requires_nonnegative_input = False
+    input_layer_only = False
+
+    def __init__(self, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed", leak: str = "absorb"):
+        if _is_number(stabilizer) and stabilizer < 0:
+            raise RuleParameterError(f"{type(self).__name__}: stabilizer must be >= 0, got {stabilizer!r}")
+        if stabilizer_sign not in STABILIZER_SIGNS:
+            raise RuleParameterError(
+                f"{type(self).__name__}: stabilizer_sign must be one of {STABILIZER_SIGNS}, got {stabilizer_sign!r}"
+            )
+        if leak not in LEAKS:
+            raise RuleParameterError(f"{type(self).__name__}: leak must be one of {LEAKS}, got {leak!r}")
+        self.stabilizer = stabilizer
+        self.stabilizer_sign = stabilizer_sign
+        self.leak = leak
+
+    # -- what a subclass defines -------------------------------------------------
+    def shares(self) -> tuple[Share, ...]:
+        raise NotImplementedError(f"{type(self).__name__} must define shares()")  # abstract
+
+    def share_coefficients(self) -> tuple[Any, ...]:
+        """κ_s, constant over columns; they must sum to 1."""
+        return (1,) * len(self.shares())
+
+    def coefficients(self, ops, denominators: tuple) -> tuple[tuple, Any]:
+        """(κ_s(k) per share, dead(k)): a column is *dead* (sent wholly to ⊥) when a
+        share with a non-zero coefficient has a zero denominator."""
+        product = denominators[0]
+        for d in denominators[1:]:
+            product = product * d
+        return self.share_coefficients(), ops.is_zero(product)
+
+    # -- the one place shares become a kernel column ---------------------------------
+    def stabilize(self, ops, d):
+        """D ↦ D + ε·s(D) (signed, s(0)=+1) or D + ε (unsigned)."""
+        eps = self.stabilizer
+        if _is_number(eps) and eps == 0:
+            return d
+        if self.stabilizer_sign == "signed":
+            return d + eps * ops.sign(d)
+        return d + eps
+
+    def column(self, ops, contributions: tuple, biases: tuple) -> tuple[tuple, Any]:
+        """Turn per-share sums into per-column factors.
+
+        ``contributions[s]`` is Z_s(k) = Σ_j c_s(j, k); ``biases[s]`` is β_s(b_k) (or a
+        zero when the share leaves the bias out). Returns ``(scales, qbot)`` with
+        q(j | k) = Σ_s scales[s](k) · c_s(j, k) and q(⊥ | k) = qbot(k). Works elementwise
+        on tensors, object arrays or scalars.
+        """
+        denominators = tuple(self.stabilize(ops, z + b) for z, b in zip(contributions, biases))
+        coefficients, dead = self.coefficients(ops, denominators)
+        zero = ops.zeros_like(denominators[0])
+        one = ops.ones_like(denominators[0])
+        scales = tuple(
+            ops.where(dead, zero, ops.safe_divide(k * one, d)) for k, d in zip(coefficients, denominators)
+        )
+        real = zero
+        for s, z in zip(scales, contributions):
+            real = real + s * z
+        if self.leak == "absorb":
+            return scales, ops.where(dead, one, one - real)
+        empty = ops.is_zero(real)
+        scales = tuple(ops.where(empty, zero, ops.safe_divide(s, real)) for s in scales)
+        return scales, ops.where(empty, one, zero)
+
+    # -- presentation --------------------------------------------------------------
+    def _params(self) -> dict:
+        return {}
+
+    def _conventions(self) -> dict:
+        out = {}
+        if not (_is_number(self.stabilizer) and self.stabilizer == 0) and type(self) is not Epsilon:
+            out["stabilizer"] = self.stabilizer
+        if self.stabilizer_sign != "signed":
+            out["stabilizer_sign"] = self.stabilizer_sign
+        if self.leak != "absorb":
+            out["leak"] = self.leak
+        return out
+
+    def __repr__(self) -> str:
+        args = [repr(v) for v in self._params().values()]
+        args += [f"{k}={v!r}" for k, v in self._conventions().items()]
+        return f"nrm.rules.{type(self).__name__}({', '.join(args)})"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and repr(self) == repr(other)
+
+    def __hash__(self) -> int:
+        return hash(repr(self))
+
+
+class Zero(Rule):
+    """LRP-0.
+
+    Definition::
+
+        q(j | k) = a_j w_jk / z_k,     q(⊥ | k) = b_k / z_k,     z_k = Σ_j a_j w_jk + b_k
+
+    Valid when z_k ≠ 0 (a zero z_k sends the column to ⊥). With LRP-0 on every layer and
+    activations with σ(z) = σ'(z) z the marginals equal Gradient × Input / f (L9).
+
+    Reference: Bach et al., *On pixel-wise explanations for non-linear classifier
+    decisions by layer-wise relevance propagation*, PLoS ONE 10(7), 2015.
+    """
+
+    def __init__(self, *, leak: str = "absorb"):
+        super().__init__(leak=leak)
+
+    def shares(self):
+        return (Share((Part(identity, identity),), identity),)
+
+
+class Epsilon(Rule):
+    """LRP-ε.
+
+    Definition::
+
+        q(j | k) = a_j w_jk / (z_k + ε s(z_k)),   q(⊥ | k) = (b_k + ε s(z_k)) / (z_k + ε s(z_k))
+
+    with s(0) = +1 (``stabilizer_sign="signed"``, zennit) or D + ε
+    (``stabilizer_sign="unsigned"``, LXT). Valid for ε > 0. As ε → 0 it tends to LRP-0
+    where z_k ≠ 0, with error O(ε/|z_k|) (L10).
+
+    Reference: Bach et al., PLoS ONE 2015; Montavon et al., *Layer-wise relevance
+    propagation: an overview*, in Explainable AI, LNCS 11700, 2019.
+    """
+
+    def __init__(self, epsilon: Any = 1e-6, *, stabilizer_sign: str = "signed", leak: str = "absorb"):
+        if _is_number(epsilon) and epsilon < 0:
+            raise RuleParameterError(f"Epsilon: epsilon must be >= 0, got {epsilon!r}")
+        super().__init__(stabilizer=epsilon, stabilizer_sign=stabilizer_sign, leak=leak)
+        self.epsilon = epsilon
+
+    def _params(self):
+        return {"epsilon": self.epsilon}
+
+    def shares(self):
+        return (Share((Part(identity, identity),), identity),)
+
+
+class Gamma(Rule):
+    """LRP-γ.
+
+    Definition::
+
+        ρ_γ(w) = w + γ w⁺
+        q(j | k) = a_j ρ_γ(w_jk) / D_k,   D_k = Σ_j a_j ρ_γ(w_jk) + ρ_γ(b_k)
+        q(⊥ | k) = ρ_γ(b_k) / D_k
+
+    ``modify_bias=False`` keeps the raw bias b_k in D_k (captum's convention).
+    Assumes a ≥ 0 and D_k ≠ 0. γ = 0 is LRP-0 exactly (L11); γ → ∞ tends to z⁺ when
+    a ≥ 0 (L12).
+
+    Reference: Montavon et al., *Layer-wise relevance propagation: an overview*, 2019.
+    """
+
+    requires_nonnegative_input = True
+
+    def __init__(self, gamma: Any = 0.25, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
+                 modify_bias: bool = True, leak: str = "absorb"):
+        if _is_number(gamma) and gamma < 0:
+            raise RuleParameterError(f"Gamma: gamma must be >= 0, got {gamma!r}")
+        super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
+        self.gamma = gamma
+        self.modify_bias = modify_bias
+
+    def _params(self):
+        return {"gamma": self.gamma}
+
+    def _conventions(self):
+        out = super()._conventions()
+        if not self.modify_bias:
+            out["modify_bias"] = False
+        return out
+
+    def rho(self, ops, w):
+        """ρ_γ(w) = w + γ w⁺."""
+        return w + self.gamma * ops.pos(w)
+
+    def shares(self):
+        return (Share((Part(identity, self.rho),), self.rho if self.modify_bias else identity),)
+
+
+class ZPlus(Rule):
+    """z⁺ (LRP-α1β0 for non-negative inputs).
+
+    Definition::
+
+        q(j | k) = a_j w_jk⁺ / (Σ_j a_j w_jk⁺ + b_k⁺),   q(⊥ | k) = b_k⁺ / (…)
+
+    ``bias=False`` leaves b⁺ out of the denominator. Assumes a ≥ 0 and a positive
+    denominator. Equals αβ with α = 1, β = 0 when a ≥ 0 (L13).
+
+    Reference: Montavon et al., *Explaining nonlinear classification decisions with
+    deep Taylor decomposition*, Pattern Recognition 65, 2017.
+    """
+
+    requires_nonnegative_input = True
+
+    def __init__(self, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed", bias: bool = True,
+                 leak: str = "absorb"):
+        super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
+        self.bias = bias
+
+    def _conventions(self):
+        out = super()._conventions()
+        if not self.bias:
+            out["bias"] = False
+        return out
+
+    def shares(self):
+        return (Share((Part(identity, positive),), positive if self.bias else None),)
+
+
+class AlphaBeta(Rule):
+    """LRP-αβ with α − β = 1.
+
+    Definition::
+
+        (a w)⁺ = a⁺ w⁺ + a⁻ w⁻,   (a w)⁻ = a⁺ w⁻ + a⁻ w⁺
+        P_k = Σ_j (a_j w_jk)⁺ + b_k⁺,   N_k = Σ_j (a_j w_jk)⁻ + b_k⁻
+        q(j | k) = α (a_j w_jk)⁺ / P_k − β (a_j w_jk)⁻ / N_k
+        q(⊥ | k) = α b_k⁺ / P_k − β b_k⁻ / N_k
+
+    Fallbacks (NRM-SPEC §2): N_k = 0 uses (α, β) = (1, 0); P_k = 0 uses (0, −1); both
+    zero sends the column to ⊥.
+
+    Reference: Bach et al., PLoS ONE 2015.
+    """
+
+    def __init__(self, alpha: Any = 2, beta: Any = 1, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
+                 leak: str = "absorb"):
+        if _is_number(alpha) and _is_number(beta) and abs((alpha - beta) - 1) > 1e-12:
+            raise RuleParameterError(
+                f"AlphaBeta needs alpha - beta = 1 for a normalized measure, got alpha={alpha!r}, beta={beta!r}; "
+                "use e.g. AlphaBeta(2, 1) or AlphaBeta(1, 0)"
+            )
+        if _is_number(beta) and beta < 0:
+            raise RuleParameterError(f"AlphaBeta: beta must be >= 0, got {beta!r}")
+        super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
+        self.alpha = alpha
+        self.beta = beta
+
+    def _params(self):
+        return {"alpha": self.alpha, "beta": self.beta}
+
+    def shares(self):
+        return (
+            Share((Part(positive, positive), Part(negative, negative)), positive),
+            Share((Part(positive, negative), Part(negative, positive)), negative),
+        )
+
+    def coefficients(self, ops, denominators):
+        p, n = denominators
+        one, zero = ops.ones_like(p), ops.zeros_like(p)
+        alpha = ops.where(ops.is_zero(n), one, ops.where(ops.is_zero(p), zero, self.alpha * one))
+        beta = ops.where(ops.is_zero(n), zero, ops.where(ops.is_zero(p), -one, self.beta * one))
+        # P ≥ 0 ≥ N, so P − N = 0 exactly when both vanish
+        return (alpha, -beta), ops.is_zero(p - n)
+
+
+class WSquare(Rule):
+    """w² rule.
+
+    Definition::
+
+        q(j | k) = w_jk² / (Σ_j' w_j'k² [+ b_k²]),   q(⊥ | k) = 0 [or b_k² / (…)]
+
+    ``bias=True`` keeps b² in the denominator (zennit's convention); the default
+    leaves it out. Ignores the activations (L14).
+
+    Reference: Montavon et al., Pattern Recognition 65, 2017.
+    """
+
+    depends_on_input = False
+
+    def __init__(self, *, bias: bool = False, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
+                 leak: str = "absorb"):
+        super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
+        self.bias = bias
+
+    def _conventions(self):
+        out = super()._conventions()
+        if self.bias:
+            out["bias"] = True
+        return out
+
+    def shares(self):
+        return (Share((Part(ones, square),), square if self.bias else None),)
+
+
+class Flat(Rule):
+    """Flat rule.
+
+    Definition::
+
+        q(j | k) = 1 / |in(k)|,   q(⊥ | k) = 0
+
+    in(k) is the structural fan-in (a convolution's receptive field without padding,
+    all inputs of a dense layer). Ignores activations and weights (L14).
+
+    Reference: Lapuschkin et al., *Unmasking Clever Hans predictors and assessing what
+    machines really learn*, Nature Communications 10, 2019.
+    """
+
+    depends_on_input = False
+
+    def __init__(self, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed", leak: str = "absorb"):
+        super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
+
+    def shares(self):
+        return (Share((Part(ones, ones),), None),)
+
+
+class ZBox(Rule):
+    """z^B rule for a bounded input l ≤ a ≤ h.
+
+    Definition::
+
+        q(j | k) = (a_j w_jk − l_j w_jk⁺ − h_j w_jk⁻) / D_k,   D_k = Σ_j (…),   q(⊥ | k) = 0
+
+    The bias cancels. ``low`` and ``high`` are numbers or tensors of one sample's input
+    shape. Meant for the input layer; every term is non-negative inside the box (L14).
+
+    Reference: Montavon et al., Pattern Recognition 65, 2017.
+    """
+
+    input_layer_only = True
+
+    def __init__(self, low: Any, high: Any, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
+                 leak: str = "absorb"):
+        if _is_number(low) and _is_number(high) and low > high:
+            raise RuleParameterError(f"ZBox: low must be <= high, got low={low!r}, high={high!r}")
+        super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
+        self.low = low
+        self.high = high
+
+    def _params(self):
+        return {"low": self.low, "high": self.high}
+
+    def _minus_low(self, ops, a):
+        return -ops.fill(a, self.low)
+
+    def _minus_high(self, ops, a):
+        return -ops.fill(a, self.high)
+
+    def shares(self):
+        return (
+            Share((Part(identity, identity), Part(self._minus_low, positive), Part(self._minus_high, negative)), None),
+        )
+
+
+BUILTIN_RULES = (Zero, Epsilon, Gamma, ZPlus, AlphaBeta, WSquare, Flat, ZBox)
