@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .graph import Block, ProperFFNN
 from .ops import TORCH
-from .rules import identity
+from .rules import identity, ones
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class Engine:
                     a = z if bias is None else z + bias
                 else:
                     a = self._maxpool(block, a)
+                if not bool(torch.isfinite(a.sum(dtype=torch.float64))):
+                    self.net.raise_nonfinite(block.producer.name)
                 self.aliases[block.producer.name] = (block.index, tuple(a.shape[1:]))
             self.shape[block.index] = tuple(a.shape[1:])
             for step in block.trailing:
@@ -130,14 +132,11 @@ class Engine:
                     w = weights[part.weight]
                     term = lmap.forward(u, w)
                 z = term if z is None else z + term
-                parts.append((None if _is_ones(u) else u, w))
+                parts.append((None if part.input is ones else u, w))
             if z is None:
                 z = torch.zeros((a.shape[0],) + self.shape[l], dtype=self.dtype, device=self.device)
             bias = lmap.bias_for(z)
-            if share.bias is None or bias is None:
-                b = torch.zeros_like(z)
-            else:
-                b = share.bias(TORCH, bias).expand_as(z)
+            b = None if share.bias is None or bias is None else share.bias(TORCH, bias)
             contributions.append(z)
             biases.append(b)
             parts_of.append(parts)
@@ -168,7 +167,8 @@ class Engine:
                 total = t if total is None else total + t
         if total is None:
             total = torch.zeros((K, B) + in_shape, dtype=r.dtype, device=r.device)
-        rbot = rbot + (r * kern.qbot).reshape(K, B, -1).sum(-1)
+        # Σ_k q(⊥|k) r_k as a batched dot product (no temporary of the layer's size)
+        rbot = rbot + torch.einsum("kbn,bn->kb", r.reshape(K, B, -1), kern.qbot.reshape(B, -1))
         return total.reshape((K, B) + self.shape[l - 1]), rbot
 
     def step_up(self, l: int, v: torch.Tensor, vbot: torch.Tensor):
@@ -278,10 +278,6 @@ class Engine:
         m = torch.stack(masks).unsqueeze(1)
         keep = torch.tensor(flags, dtype=r.dtype, device=self.device).unsqueeze(1)
         return torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device)), rbot * keep
-
-
-def _is_ones(u) -> bool:
-    return u.numel() > 0 and bool((u == 1).all()) and u.dtype.is_floating_point
 
 
 def _prod(shape) -> int:

@@ -163,12 +163,17 @@ class ProperFFNN:
                         yield f"{step.name}.{pname}", t
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Dtype, device and finiteness of the input and of every tensor read."""
+        """Dtype and device of the input and of every tensor read; finiteness of the input.
+
+        Non-finite weights are caught during the forward pass instead: every weight
+        meets at least one input, and NaN or Inf then reaches that layer's output
+        (checked with one cheap reduction per layer), after which
+        :meth:`raise_nonfinite` names the tensor."""
         if not isinstance(x, torch.Tensor):
             raise DtypeMismatchError(f"the input must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}")
         if not x.is_floating_point():
             raise DtypeMismatchError(f"the input must be floating point (float32 or float64), got {x.dtype}")
-        if not torch.isfinite(x).all():
+        if not _all_finite(x):
             bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
             raise NonFiniteError(f"the input contains NaN or Inf (samples {bad}); clean the input first")
         for path, t in self.tensors():
@@ -182,8 +187,16 @@ class ProperFFNN:
                     f"'{path}' is {t.dtype} but the input is {x.dtype}; convert one of them "
                     "(model.double() with x.double(), or model.float() with x.float())"
                 )
-            if not torch.isfinite(t).all():
+
+    def raise_nonfinite(self, layer_name: str) -> None:
+        """Called when a layer's output is not finite: name the culprit tensor, or the overflow."""
+        for path, t in self.tensors():
+            if not _all_finite(t):
                 raise NonFiniteError(f"'{path}' contains NaN or Inf; the model's weights must be finite")
+        raise NonFiniteError(
+            f"the activations overflow to Inf/NaN at layer '{layer_name}' although input and weights are finite; "
+            "use float64 or rescale the input"
+        )
 
     def linear_map(self, block: Block, in_shape: tuple[int, ...], dtype, device) -> LinearMap:
         """The (batch-norm folded) linear map of a block, built for the input shape."""
@@ -234,6 +247,13 @@ class ProperFFNN:
                 "asymmetrically; give explicit integer padding"
             )
         return tuple(s // 2 for s in span)
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every element is finite; a finite sum proves it at the cost of one reduction."""
+    if bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def _pair(v):

@@ -67,7 +67,7 @@ class TorchOps:
         return x.clamp(max=0)
 
     def sign(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(x < 0, -torch.ones_like(x), torch.ones_like(x))
+        return torch.where(x < 0, x.new_tensor(-1.0), x.new_tensor(1.0))
 
     def square(self, x: torch.Tensor) -> torch.Tensor:
         return x * x
@@ -81,16 +81,16 @@ class TorchOps:
     def fill(self, x: torch.Tensor, value: Any) -> torch.Tensor:
         v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
         return v.expand_as(x) if v.dim() <= x.dim() else v
-    
+
     def is_zero(self, x: torch.Tensor) -> torch.Tensor:
         return x == 0
 
     def where(self, condition: Any, if_true: Any, if_false: Any) -> torch.Tensor:
         return torch.where(condition, if_true, if_false)
 
-    def safe_divide(self, numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-        zero = denominator == 0
-        return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, torch.ones_like(denominator), denominator))
+    def safe_divide(self, numerator, denominator: torch.Tensor) -> torch.Tensor:
+        # the quotient is computed everywhere and replaced where the denominator is 0
+        return torch.where(denominator == 0, denominator.new_tensor(0.0), numerator / denominator)
 
 
 class ScalarOps(Protocol):

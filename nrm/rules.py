@@ -125,8 +125,14 @@ class Rule:
         return (1,) * len(self.shares())
 
     def coefficients(self, ops, denominators: tuple) -> tuple[tuple, Any]:
-        """(κ_s(k) per share, dead(k)): a column is *dead* (sent wholly to ⊥) when a
-        share with a non-zero coefficient has a zero denominator."""
+        """(κ_s(k) per share, dead(k) or None).
+
+        A column is *dead* (sent wholly to ⊥) when a share with a non-zero coefficient
+        has a zero denominator. A single share needs no flag: its scale κ/D is then 0,
+        so the column's real mass is 0 and q(⊥|k) = 1 by construction.
+        """
+        if len(denominators) == 1:
+            return self.share_coefficients(), None
         product = denominators[0]
         for d in denominators[1:]:
             product = product * d
@@ -145,26 +151,31 @@ class Rule:
     def column(self, ops, contributions: tuple, biases: tuple) -> tuple[tuple, Any]:
         """Turn per-share sums into per-column factors.
 
-        ``contributions[s]`` is Z_s(k) = Σ_j c_s(j, k); ``biases[s]`` is β_s(b_k) (or a
-        zero when the share leaves the bias out). Returns ``(scales, qbot)`` with
-        q(j | k) = Σ_s scales[s](k) · c_s(j, k) and q(⊥ | k) = qbot(k). Works elementwise
-        on tensors, object arrays or scalars.
+        ``contributions[s]`` is Z_s(k) = Σ_j c_s(j, k); ``biases[s]`` is β_s(b_k), or None
+        when the share leaves the bias out. Returns ``(scales, qbot)`` with
+        q(j | k) = Σ_s scales[s](k) · c_s(j, k) and q(⊥ | k) = qbot(k):
+
+            D_s = stabilize(Z_s + β_s),   scales[s] = κ_s / D_s (0 where D_s = 0),
+            q(⊥ | k) = 1 − Σ_s scales[s] Z_s            (leak="absorb")
+            scales[s] /= Σ_s scales[s] Z_s, q(⊥ | k) = 0  (leak="renormalize")
+
+        Works elementwise on tensors, object arrays or scalars.
         """
-        denominators = tuple(self.stabilize(ops, z + b) for z, b in zip(contributions, biases))
-        coefficients, dead = self.coefficients(ops, denominators)
-        zero = ops.zeros_like(denominators[0])
-        one = ops.ones_like(denominators[0])
-        scales = tuple(
-            ops.where(dead, zero, ops.safe_divide(k * one, d)) for k, d in zip(coefficients, denominators)
+        denominators = tuple(
+            self.stabilize(ops, z if b is None else z + b) for z, b in zip(contributions, biases)
         )
-        real = zero
-        for s, z in zip(scales, contributions):
+        coefficients, dead = self.coefficients(ops, denominators)
+        scales = [ops.safe_divide(k, d) for k, d in zip(coefficients, denominators)]
+        if dead is not None:
+            scales = [ops.where(dead, ops.zeros_like(s), s) for s in scales]
+        real = scales[0] * contributions[0]
+        for s, z in zip(scales[1:], contributions[1:]):
             real = real + s * z
         if self.leak == "absorb":
-            return scales, ops.where(dead, one, one - real)
+            return tuple(scales), 1 - real
         empty = ops.is_zero(real)
-        scales = tuple(ops.where(empty, zero, ops.safe_divide(s, real)) for s in scales)
-        return scales, ops.where(empty, one, zero)
+        scales = [ops.safe_divide(s, real) for s in scales]
+        return tuple(scales), ops.where(empty, ops.ones_like(real), ops.zeros_like(real))
 
     # -- presentation --------------------------------------------------------------
     def _params(self) -> dict:
@@ -358,8 +369,8 @@ class AlphaBeta(Rule):
         one, zero = ops.ones_like(p), ops.zeros_like(p)
         alpha = ops.where(ops.is_zero(n), one, ops.where(ops.is_zero(p), zero, self.alpha * one))
         beta = ops.where(ops.is_zero(n), zero, ops.where(ops.is_zero(p), -one, self.beta * one))
-        # P ≥ 0 ≥ N, so P − N = 0 exactly when both vanish
-        return (alpha, -beta), ops.is_zero(p - n)
+        # both zero: κ/D = 0 for both shares, so the column goes to ⊥ without a flag
+        return (alpha, -beta), None
 
 
 class WSquare(Rule):
