@@ -17,6 +17,7 @@ from .errors import (
     NonFiniteError,
     NRMError,
     NullEventError,
+    RelevanceDependentRuleError,
     RuleAssignmentError,
     RuleParameterError,
     ShapeError,
@@ -36,6 +37,6 @@ __all__ = [
     "explain", "Measure", "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN",
     "rules", "presets",
     "NRMError", "UnsupportedModuleError", "RuleParameterError", "RuleAssignmentError", "ZeroOutputError",
-    "NullEventError", "UnknownLayerError", "EventIndexError", "NonFiniteError", "DeviceMismatchError",
+    "NullEventError", "RelevanceDependentRuleError", "UnknownLayerError", "EventIndexError", "NonFiniteError", "DeviceMismatchError",
     "DtypeMismatchError", "TrainingModeError", "ShapeError",
 ]

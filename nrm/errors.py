@@ -56,3 +56,7 @@ class TrainingModeError(NRMError, RuntimeError):
 
 class ShapeError(NRMError, ValueError):
     """An input, target or start vector of the wrong shape."""
+
+
+class RelevanceDependentRuleError(NRMError, TypeError):
+    """An operation that needs a fixed kernel, asked of a rule that reads the incoming relevance."""

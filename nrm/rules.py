@@ -96,12 +96,18 @@ class Rule:
 
     * ``depends_on_input`` — False when q does not depend on the activations (L14);
     * ``requires_nonnegative_input`` — the rule's assumptions need a ≥ 0;
-    * ``input_layer_only`` — the rule is meant for the first layer (z^B).
+    * ``input_layer_only`` — the rule is meant for the first layer (z^B);
+    * ``reads_relevance`` — the split depends on the incoming relevance (not Markov).
     """
 
     depends_on_input = True
     requires_nonnegative_input = False
     input_layer_only = False
+    reads_relevance = False
+    """True for a rule whose split depends on the relevance arriving at the neuron: its
+    ``column`` then takes ``relevance=`` (shape (K, B, *out)). Such a rule breaks the
+    Markov law L7, and the walk measure is no longer defined by fixed kernels; nrm runs
+    it (downwards only) so that the validator can show the violation."""
 
     def __init__(self, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed", leak: str = "absorb"):
         if _is_number(stabilizer) and stabilizer < 0:
