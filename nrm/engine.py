@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .errors import NRMError, RelevanceDependentRuleError, ShapeError
 from .graph import Block, ProperFFNN
 from .ops import TORCH
 from .rules import identity, ones
@@ -45,7 +46,10 @@ class PreparedKernel:
     """Layer l's kernel for the batch: q(j|k) = Σ_s scale_s(k) Σ_p u_p(a_j) v_p(w_jk)."""
 
     shares: list  # [(scale (B, *out), [(u (B, *in) or None for ones, modified weight)])]
-    qbot: torch.Tensor  # (B, *out)
+    qbot: torch.Tensor | None  # (B, *out)
+    # for rules that read the incoming relevance (not Markov): the per-share sums, so
+    # the columns are formed anew for every relevance that arrives
+    sums: tuple | None = None
 
 
 class Engine:
@@ -65,7 +69,19 @@ class Engine:
         self.aliases: dict[str, tuple[int, tuple]] = {}
         self._kernels: dict[int, PreparedKernel] = {}
         with torch.no_grad():
-            self.output = self._forward(x)
+            try:
+                self.output = self._forward(x)
+            except RuntimeError as error:
+                if isinstance(error, NRMError) or "memory" in str(error).lower():
+                    raise
+                raise ShapeError(self._misfit(x, error)) from error
+
+    def _misfit(self, x: torch.Tensor, error: RuntimeError) -> str:
+        """Name the first module the input did not fit (the forward records every name it passes)."""
+        steps = [s for b in self.net.blocks[1:] for s in [b.producer] + b.trailing]
+        step = next((s for s in steps if s.name not in self.aliases), None)
+        where = "the model" if step is None else f"{type(step.module).__name__} at '{step.name}'"
+        return f"an input of shape {tuple(x.shape)} does not fit {where}: {error}"
 
     # -- forward ---------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,9 +156,20 @@ class Engine:
             contributions.append(z)
             biases.append(b)
             parts_of.append(parts)
+        if getattr(rule, "reads_relevance", False):
+            return PreparedKernel([(None, p) for p in parts_of], None, (tuple(contributions), tuple(biases)))
         scales, qbot = rule.column(TORCH, tuple(contributions), tuple(biases))
         shares = [(s, p) for s, p in zip(scales, parts_of) if p]
         return PreparedKernel(shares, qbot)
+
+    def _columns(self, l: int, r: torch.Tensor) -> tuple[list, torch.Tensor]:
+        """(scale, parts) per share and q(⊥|k) for the relevance r arriving at layer l."""
+        kern = self.kernel(l)
+        if kern.sums is None:
+            return kern.shares, kern.qbot
+        contributions, biases = kern.sums
+        scales, qbot = self.net.blocks[l].rule.column(TORCH, contributions, biases, relevance=r)
+        return [(s, p) for s, (_, p) in zip(scales, kern.shares) if p], qbot
 
     # -- one layer down / up ---------------------------------------------------------
     def step_down(self, l: int, r: torch.Tensor, rbot: torch.Tensor):
@@ -156,9 +183,10 @@ class Engine:
             out = torch.zeros((K, B, idx.shape[1], _prod(in_shape[1:])), dtype=r.dtype, device=r.device)
             out.scatter_add_(3, idx.unsqueeze(0).expand(K, -1, -1, -1), flat)
             return out.reshape((K, B) + self.shape[l - 1]), rbot
-        kern, lmap = self.kernel(l), self.maps[l]
+        shares, qbot = self._columns(l, r)
+        lmap = self.maps[l]
         total = None
-        for scale, parts in kern.shares:
+        for scale, parts in shares:
             g = (r * scale).reshape((K * B,) + self.shape[l])
             for u, w in parts:
                 t = lmap.transpose(g, w, in_shape).reshape((K, B) + in_shape)
@@ -168,7 +196,10 @@ class Engine:
         if total is None:
             total = torch.zeros((K, B) + in_shape, dtype=r.dtype, device=r.device)
         # Σ_k q(⊥|k) r_k as a batched dot product (no temporary of the layer's size)
-        rbot = rbot + torch.einsum("kbn,bn->kb", r.reshape(K, B, -1), kern.qbot.reshape(B, -1))
+        if qbot.dim() == r.dim():  # a relevance-dependent rule: one column set per stacked row
+            rbot = rbot + (r * qbot).reshape(K, B, -1).sum(-1)
+        else:
+            rbot = rbot + torch.einsum("kbn,bn->kb", r.reshape(K, B, -1), qbot.reshape(B, -1))
         return total.reshape((K, B) + self.shape[l - 1]), rbot
 
     def step_up(self, l: int, v: torch.Tensor, vbot: torch.Tensor):
@@ -183,6 +214,11 @@ class Engine:
             out = torch.gather(flat, 3, idx.unsqueeze(0).expand(K, -1, -1, -1))
             return out.reshape((K, B) + self.shape[l]), vbot
         kern, lmap = self.kernel(l), self.maps[l]
+        if kern.sums is not None:
+            raise RelevanceDependentRuleError(
+                f"the rule of layer '{block.name}' ({block.rule!r}) reads the incoming relevance, so it has no fixed "
+                "kernel to run upwards: marginals above an event's lowest constrained layer are undefined for it"
+            )
         out = kern.qbot * vbot.reshape((K, B) + (1,) * len(self.shape[l]))
         for scale, parts in kern.shares:
             acc = None
