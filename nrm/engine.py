@@ -108,8 +108,8 @@ class Engine:
                 m = step.module
                 if step.kind == "activation":
                     a = F.leaky_relu(a, m.negative_slope) if isinstance(m, torch.nn.LeakyReLU) else F.relu(a)
-                elif step.kind == "reshape":
-                    a = m(a)
+                elif step.kind == "reshape":  # Flatten; not m(a), which would run the user's hooks
+                    a = torch.flatten(a, m.start_dim, m.end_dim)
                 self.aliases[step.name] = (block.index, tuple(a.shape[1:]))
             self.values[block.index] = a.reshape((a.shape[0],) + self.shape[block.index])
         self.aliases["input"] = (0, self.shape[0])
@@ -191,8 +191,8 @@ class Engine:
             for u, w in parts:
                 t = lmap.transpose(g, w, in_shape).reshape((K, B) + in_shape)
                 if u is not None:
-                    t = t * u
-                total = t if total is None else total + t
+                    t.mul_(u)  # t is fresh: in place saves a temporary of the layer's size
+                total = t if total is None else total.add_(t)
         if total is None:
             total = torch.zeros((K, B) + in_shape, dtype=r.dtype, device=r.device)
         # Σ_k q(⊥|k) r_k as a batched dot product (no temporary of the layer's size)
