@@ -37,6 +37,7 @@ __all__ = [
     "explain", "Measure", "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN",
     "rules", "presets",
     "NRMError", "UnsupportedModuleError", "RuleParameterError", "RuleAssignmentError", "ZeroOutputError",
-    "NullEventError", "RelevanceDependentRuleError", "UnknownLayerError", "EventIndexError", "NonFiniteError", "DeviceMismatchError",
+    "NullEventError", "RelevanceDependentRuleError", "UnknownLayerError", "EventIndexError", "NonFiniteError",
+    "DeviceMismatchError",
     "DtypeMismatchError", "TrainingModeError", "ShapeError",
 ]

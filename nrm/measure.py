@@ -330,7 +330,9 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | tor
         raise ShapeError("give exactly one of target= (an output index) or start= (a start vector)")
     if start is not None:
         if tuple(start.shape) != tuple(engine.output.shape):
-            raise ShapeError(f"start= must have the output's shape {tuple(engine.output.shape)}, got {tuple(start.shape)}")
+            raise ShapeError(
+                f"start= must have the output's shape {tuple(engine.output.shape)}, got {tuple(start.shape)}"
+            )
         R = start.to(dtype=out.dtype, device=out.device).reshape(x.shape[0], -1)
         f = R.sum(1)
         what = "Σ R (the start vector's total)"

@@ -115,7 +115,8 @@ def assign(network, rules) -> None:
     by_name = {alias_of.get(k, k): v for k, v in rmap.by_name.items()}
     missing = []
     for i, block in enumerate(blocks):
-        rule = by_name.get(block.name) or rmap.rule_for(block.name, block.producer.module, i == 0 and _reads_input(network, block))
+        is_first = i == 0 and _reads_input(network, block)
+        rule = by_name.get(block.name) or rmap.rule_for(block.name, block.producer.module, is_first)
         if rule is None:
             missing.append(f"'{block.name}' ({type(block.producer.module).__name__})")
         block.rule = rule

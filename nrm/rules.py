@@ -30,9 +30,10 @@ Conventions (NRM-SPEC §2, §7) are named parameters:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any, Callable
+from typing import Any
 
 from .errors import RuleParameterError
 

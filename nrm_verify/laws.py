@@ -130,7 +130,8 @@ def additivity(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> L
             worst = max(worst, _dev(comp, 1 - base, base.abs()))
             marg = m.marginal(ev.atom.layer)
             mask = m._constraint(ev.atom)
-            layer_mask = torch.ones_like(marg[0], dtype=torch.bool) if mask.mask is None else mask.mask.reshape(marg.shape[1:])
+            full = torch.ones_like(marg[0], dtype=torch.bool)
+            layer_mask = full if mask.mask is None else mask.mask.reshape(marg.shape[1:])
             summed = (marg * layer_mask).reshape(marg.shape[0], -1).sum(1)
             if ev.atom.absorber:
                 summed = summed + m.absorbed(ev.atom.layer)
@@ -212,7 +213,8 @@ def bayes(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> LawRes
     ua, ub, uab, uba = m.measure([a, b, a & b, b & a])
     keep = ~_null(ua) & ~_null(ub)
     if not bool(keep.any()):
-        return LawResult("L5", "Bayes", None, detail="μ(A) = 0 or μ(B) = 0 for every sample: a conditional is undefined")
+        return LawResult("L5", "Bayes", None,
+                         detail="μ(A) = 0 or μ(B) = 0 for every sample: a conditional is undefined")
     ua, ub, uab, uba = (_on(t, keep) for t in (ua, ub, uab, uba))
     lhs = (uab / ub) * ub
     rhs = (uba / ua) * ua
@@ -309,7 +311,7 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
     objective = (acts[-1].reshape(acts[-1].shape[0], -1) * m.start.reshape(m.start.shape[0], -1)).sum()
     grads = torch.autograd.grad(objective, acts[:-1], allow_unused=True)
     worst, where = 0.0, ""
-    for l, (name, act, g) in enumerate(zip(names[:-1], acts[:-1], grads)):
+    for name, act, g in zip(names[:-1], acts[:-1], grads):
         if g is None:
             g = torch.zeros_like(act)
         gxi = (act * g).detach() / f.reshape((-1,) + (1,) * (act.dim() - 1))
@@ -380,7 +382,8 @@ def gamma_limit(model, x, target, *, gammas=(1e2, 1e4, 1e6), tol: float | None =
     measures = [nrm.explain(model, x, target, rules=nrm.rules.Gamma(g)) for g in gammas]
     keep = _zplus_defined(plus, measures[-1])
     if not bool(keep.any()):
-        return LawResult("L12", "γ → ∞ gives z⁺", None, detail="a z⁺ denominator is 0 on the relevance path of every sample")
+        return LawResult("L12", "γ → ∞ gives z⁺", None,
+                         detail="a z⁺ denominator is 0 on the relevance path of every sample")
     devs = [_restricted_dev(ref, _all_marginals(g), keep) for g in measures]
     tol = tol if tol is not None else (1e-4 if x.dtype == torch.float64 else 1e-2)
     res = _result("L12", "γ → ∞ gives z⁺", devs[-1], tol,
@@ -416,7 +419,7 @@ def input_independence(model, x1, x2, target, rule, *, tol: float | None = None)
     ms = [nrm.explain(model, x, target, rules=rule) for x in (x1, x2)]
     for block in ms[0].network.linear_blocks():
         kernels = [m.engine.kernel(block.index) for m in ms]
-        for (s1, p1), (s2, p2) in zip(kernels[0].shares, kernels[1].shares):
+        for (s1, _), (s2, _) in zip(kernels[0].shares, kernels[1].shares):
             worst = max(worst, _dev(s1, s2))
         worst = max(worst, _dev(kernels[0].qbot, kernels[1].qbot))
     tol = tol if tol is not None else (DEFAULT_TOL if x1.dtype == torch.float64 else 1e-5)
