@@ -207,6 +207,13 @@ class ProperFFNN:
     def _build_map(self, block: Block, in_shape, dtype, device) -> LinearMap:
         m, name = block.producer.module, block.producer.name
         if isinstance(m, nn.Linear):
+            if block.batchnorms and len(in_shape) != 1:
+                raise UnsupportedModuleError(
+                    f"{type(block.batchnorms[0].module).__name__} at '{block.batchnorms[0].name}' follows the Linear "
+                    f"at '{name}', which acts on an input of shape {tuple(in_shape)}: the batch norm then normalizes "
+                    "dim 1, not the Linear's output features, so it cannot be folded into it. Flatten before the "
+                    "Linear, or remove the batch norm"
+                )
             lmap: LinearMap = DenseMap(m.weight.detach(), None if m.bias is None else m.bias.detach())
         elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
             if m.padding_mode != "zeros":

@@ -49,6 +49,10 @@ class DenseMap(LinearMap):
     def transpose(self, g, weight, in_shape):
         return g @ weight
 
+    def bias_for(self, z):
+        # nn.Linear acts on the last dimension, also for an input of shape (N, P, F)
+        return None if self.bias is None else self.bias.view((1,) * (z.dim() - 1) + (-1,))
+
 
 class ConvMap(LinearMap):
     """``Conv1d`` / ``Conv2d`` (also average pooling as a depthwise convolution)."""

@@ -106,7 +106,8 @@ class Measure:
                 )
             mask = atom.mask.reshape(-1).clone()
         mask = mask.reshape(canon).to(self.engine.device)
-        return Constraint(l, mask, atom.absorber, (atom.selector, atom.values, atom.absorber))
+        # the key names the neuron set: channels=[0] of a Flatten alias is not channel 0 of the conv
+        return Constraint(l, mask, atom.absorber, (atom.selector, atom.values, atom.absorber, tuple(shape)))
 
     def _resolve(self, cylinder) -> dict[int, Constraint]:
         """A cylinder (frozenset of atoms) → one constraint per layer (intersected)."""
