@@ -172,8 +172,11 @@ class Engine:
         return [(s, p) for s, (_, p) in zip(scales, kern.shares) if p], qbot
 
     # -- one layer down / up ---------------------------------------------------------
-    def step_down(self, l: int, r: torch.Tensor, rbot: torch.Tensor):
-        """Relevance over V̄_l (stack (K, B, *shape_l), (K, B)) → over V̄_{l-1}."""
+    def step_down(self, l: int, r: torch.Tensor, rbot: torch.Tensor | None):
+        """Relevance over V̄_l (stack (K, B, *shape_l), (K, B)) → over V̄_{l-1}.
+
+        ``rbot=None`` skips the absorber (a marginal over real neurons never needs it:
+        the absorber chain only feeds itself)."""
         K, B = r.shape[:2]
         block = self.net.blocks[l]
         in_shape = self.in_shape[l]
@@ -196,7 +199,9 @@ class Engine:
         if total is None:
             total = torch.zeros((K, B) + in_shape, dtype=r.dtype, device=r.device)
         # Σ_k q(⊥|k) r_k as a batched dot product (no temporary of the layer's size)
-        if qbot.dim() == r.dim():  # a relevance-dependent rule: one column set per stacked row
+        if rbot is None:
+            pass
+        elif qbot.dim() == r.dim():  # a relevance-dependent rule: one column set per stacked row
             rbot = rbot + (r * qbot).reshape(K, B, -1).sum(-1)
         else:
             rbot = rbot + torch.einsum("kbn,bn->kb", r.reshape(K, B, -1), qbot.reshape(B, -1))
@@ -230,16 +235,17 @@ class Engine:
         return out, vbot
 
     # -- many cylinders ----------------------------------------------------------------
-    def down(self, start: torch.Tensor, jobs: list[tuple[dict[int, Constraint], int]]):
+    def down(self, start: torch.Tensor, jobs: list[tuple[dict[int, Constraint], int]], absorber: bool = True):
         """Masked backward for many cylinders at once.
 
         ``start`` is π (B, *shape_L). Each job is (constraints by layer, stop layer);
         returns, per job, the relevance stack at its stop layer: (r (B, *shape), r⊥ (B,)),
-        where r(j) = μ(X_stop = j, constraints at layers ≥ stop).
+        where r(j) = μ(X_stop = j, constraints at layers ≥ stop). With ``absorber=False``
+        the absorber is not tracked and r⊥ is None.
         """
         L = self.net.depth
         r = start.unsqueeze(0)
-        rbot = torch.zeros((1, self.batch), dtype=self.dtype, device=self.device)
+        rbot = torch.zeros((1, self.batch), dtype=self.dtype, device=self.device) if absorber else None
         group = [0] * len(jobs)
         active = list(range(len(jobs)))
         results: list = [None] * len(jobs)
@@ -256,13 +262,13 @@ class Engine:
                 group[j] = keys[key]
             if parents != list(range(r.shape[0])):
                 index = torch.tensor(parents, device=self.device)
-                r, rbot = r.index_select(0, index), rbot.index_select(0, index)
+                r, rbot = r.index_select(0, index), _select(rbot, index)
             if any(c is not None for c in constraints):
                 r, rbot = self._apply(l, r, rbot, constraints)
             still = []
             for j in active:
                 if jobs[j][1] == l:
-                    results[j] = (r[group[j]], rbot[group[j]])
+                    results[j] = (r[group[j]], None if rbot is None else rbot[group[j]])
                 else:
                     still.append(j)
             active = still
@@ -272,7 +278,7 @@ class Engine:
             if len(used) < r.shape[0]:
                 remap = {g: i for i, g in enumerate(used)}
                 index = torch.tensor(used, device=self.device)
-                r, rbot = r.index_select(0, index), rbot.index_select(0, index)
+                r, rbot = r.index_select(0, index), _select(rbot, index)
                 group = [remap.get(g, -1) for g in group]
             r, rbot = self.step_down(l, r, rbot)
         return results
@@ -313,7 +319,12 @@ class Engine:
             flags.append(True if c is None else c.absorber)
         m = torch.stack(masks).unsqueeze(1)
         keep = torch.tensor(flags, dtype=r.dtype, device=self.device).unsqueeze(1)
-        return torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device)), rbot * keep
+        r = torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device))
+        return r, None if rbot is None else rbot * keep
+
+
+def _select(t: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if t is None else t.index_select(0, index)
 
 
 def _prod(shape) -> int:

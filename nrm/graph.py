@@ -173,9 +173,6 @@ class ProperFFNN:
             raise DtypeMismatchError(f"the input must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}")
         if not x.is_floating_point():
             raise DtypeMismatchError(f"the input must be floating point (float32 or float64), got {x.dtype}")
-        if not _all_finite(x):
-            bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
-            raise NonFiniteError(f"the input contains NaN or Inf (samples {bad}); clean the input first")
         for path, t in self.tensors():
             if t.device != x.device:
                 raise DeviceMismatchError(
@@ -187,6 +184,9 @@ class ProperFFNN:
                     f"'{path}' is {t.dtype} but the input is {x.dtype}; convert one of them "
                     "(model.double() with x.double(), or model.float() with x.float())"
                 )
+        if not _all_finite(x):
+            bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
+            raise NonFiniteError(f"the input contains NaN or Inf (samples {bad}); clean the input first")
 
     def raise_nonfinite(self, layer_name: str) -> None:
         """Called when a layer's output is not finite: name the culprit tensor, or the overflow."""

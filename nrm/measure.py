@@ -34,7 +34,7 @@ class Measure:
         self.start = start  # π, (B, *output shape)
         self.f = f  # (B,): f_c(x), or Σ R for a start vector
         self.chunk = chunk
-        self._plain: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._plain: dict[tuple[int, bool], tuple] = {}
 
     # -- layers ------------------------------------------------------------------------
     @property
@@ -176,14 +176,14 @@ class Measure:
         table = self._cylinder_table(events)
         uppers = [{k: c for k, c in cons.items() if k >= l} for cons in table]
         lowers = [{k: c for k, c in cons.items() if k < l} for cons in table]
-        down = self._down([(u, l) for u in uppers])
+        down = self._down([(u, l) for u in uppers], absorber=absorber)
         need_up = [i for i, lo in enumerate(lowers) if lo]
         ups = dict(zip(need_up, self._up([(lowers[i], l) for i in need_up]))) if need_up else {}
         values = []
         for i, (r, rbot) in enumerate(down):
             if i in ups:
                 v, vbot = ups[i]
-                r, rbot = r * v, rbot * vbot
+                r, rbot = r * v, None if rbot is None else rbot * vbot
             values.append(rbot if absorber else r)
         per_sample = () if absorber else shape
         out = self._combine(events, table, values, per_sample)
@@ -256,18 +256,21 @@ class Measure:
                 out[k] += coef * values[self._cyl_index[cyl]].reshape((B,) + tuple(per_sample))
         return out
 
-    def _down(self, jobs):
+    def _down(self, jobs, absorber: bool = True):
+        """Masked backward passes in chunks; the unconstrained pass is cached per layer
+        (with or without the absorber, which marginals over real neurons never need)."""
         results = []
         for i in range(0, len(jobs), self.chunk):
             chunk = jobs[i:i + self.chunk]
-            plain = [not cons for cons, _ in chunk]
-            if all(plain) and all(stop in self._plain for _, stop in chunk):
-                results += [self._plain[stop] for _, stop in chunk]
+            cached = [self._plain.get((stop, True)) or (None if absorber else self._plain.get((stop, False)))
+                      for _, stop in chunk]
+            if all(not cons for cons, _ in chunk) and all(c is not None for c in cached):
+                results += cached
                 continue
-            results += self.engine.down(self.start, chunk)
+            results += self.engine.down(self.start, chunk, absorber=absorber)
             for (cons, stop), res in zip(chunk, results[-len(chunk):]):
                 if not cons:
-                    self._plain[stop] = res
+                    self._plain[(stop, absorber)] = res
         return results
 
     def _up(self, jobs):
@@ -338,9 +341,10 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | tor
         f = R.sum(1)
         what = "Σ R (the start vector's total)"
     else:
-        c = torch.as_tensor(target, device=out.device).reshape(-1)
-        if c.numel() == 1:
-            c = c.expand(x.shape[0])
+        c = torch.as_tensor(target, device=out.device)
+        if c.dim() == 0:  # one int for every sample; a list must give one per sample
+            c = c.reshape(1).expand(x.shape[0])
+        c = c.reshape(-1)
         if c.numel() != x.shape[0] or c.dtype.is_floating_point:
             raise ShapeError(f"target= takes one int or one int per sample ({x.shape[0]}), got {target!r}")
         if bool(((c < 0) | (c >= out.shape[1])).any()):

@@ -155,6 +155,11 @@ class Rule:
             return d + eps * ops.sign(d)
         return d + eps
 
+    def _denominators_nonzero(self) -> bool:
+        """A signed stabilizer ε > 0 keeps |D + ε s(D)| ≥ ε: no zero test is needed."""
+        eps = self.stabilizer
+        return self.stabilizer_sign == "signed" and _is_number(eps) and eps > 0
+
     def column(self, ops, contributions: tuple, biases: tuple) -> tuple[tuple, Any]:
         """Turn per-share sums into per-column factors.
 
@@ -172,7 +177,10 @@ class Rule:
             self.stabilize(ops, z if b is None else z + b) for z, b in zip(contributions, biases)
         )
         coefficients, dead = self.coefficients(ops, denominators)
-        scales = [ops.safe_divide(k, d) for k, d in zip(coefficients, denominators)]
+        if self._denominators_nonzero():
+            scales = [k / d for k, d in zip(coefficients, denominators)]
+        else:
+            scales = [ops.safe_divide(k, d) for k, d in zip(coefficients, denominators)]
         if dead is not None:
             scales = [ops.where(dead, ops.zeros_like(s), s) for s in scales]
         real = scales[0] * contributions[0]
