@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import NRMError, RelevanceDependentRuleError, ShapeError
-from .graph import Block, ProperFFNN
+from .graph import Block, ProperFFNN, all_finite
 from .ops import TORCH
 from .rules import identity, ones
 
@@ -100,7 +100,7 @@ class Engine:
                     a = z if bias is None else z + bias
                 else:
                     a = self._maxpool(block, a)
-                if not bool(torch.isfinite(a.sum(dtype=torch.float64))):
+                if not all_finite(a):
                     self.net.raise_nonfinite(block.producer.name)
                 self.aliases[block.producer.name] = (block.index, tuple(a.shape[1:]))
             self.shape[block.index] = tuple(a.shape[1:])

@@ -184,14 +184,14 @@ class ProperFFNN:
                     f"'{path}' is {t.dtype} but the input is {x.dtype}; convert one of them "
                     "(model.double() with x.double(), or model.float() with x.float())"
                 )
-        if not _all_finite(x):
+        if not all_finite(x):
             bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
             raise NonFiniteError(f"the input contains NaN or Inf (samples {bad}); clean the input first")
 
     def raise_nonfinite(self, layer_name: str) -> None:
         """Called when a layer's output is not finite: name the culprit tensor, or the overflow."""
         for path, t in self.tensors():
-            if not _all_finite(t):
+            if not all_finite(t):
                 raise NonFiniteError(f"'{path}' contains NaN or Inf; the model's weights must be finite")
         raise NonFiniteError(
             f"the activations overflow to Inf/NaN at layer '{layer_name}' although input and weights are finite; "
@@ -256,7 +256,7 @@ class ProperFFNN:
         return tuple(s // 2 for s in span)
 
 
-def _all_finite(t: torch.Tensor) -> bool:
+def all_finite(t: torch.Tensor) -> bool:
     """Whether every element is finite; a finite sum proves it at the cost of one reduction."""
     if bool(torch.isfinite(t.sum())):
         return True
