@@ -13,8 +13,11 @@ layer as one mask, a marginal as a masked pass, so that the check can fail.
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -36,6 +39,10 @@ class LawResult:
     tolerance: float = DEFAULT_TOL
     assumptions: list[str] = field(default_factory=list)
     detail: str = ""
+    measured: Any = None
+    """The measured side of the law where it deviates most (a float), when it applies."""
+    expected: Any = None
+    """What the law says that value should be."""
 
     @property
     def applicable(self) -> bool:
@@ -48,7 +55,10 @@ class LawResult:
     def __str__(self) -> str:
         verdict = {True: "holds", False: "VIOLATED", None: "not applicable"}[self.holds]
         dev = f" (worst deviation {self.deviation:.3g}, tolerance {self.tolerance:.1g})" if self.applicable else ""
-        return f"{self.law} {self.name}: {verdict}{dev} — {self.detail}"
+        values = ""
+        if self.holds is False and self.measured is not None:
+            values = f"; measured {self.measured!r}, expected {self.expected!r}"
+        return f"{self.law} {self.name}: {verdict}{dev} — {self.detail}{values}"
 
 
 def _tol(m: Measure, tol: float | None) -> float:
@@ -57,15 +67,70 @@ def _tol(m: Measure, tol: float | None) -> float:
     return DEFAULT_TOL if m.engine.dtype == torch.float64 else 1e-4
 
 
-def _result(law, name, deviation, tol, detail, assumptions=()) -> LawResult:
+def _result(law, name, deviation, tol, detail, assumptions=(), pair=None) -> LawResult:
+    """``pair`` = (measured, expected) where the deviation is worst; a NaN deviation (a
+    kernel or measure that is not a number) never holds."""
     deviation = float(deviation)
-    return LawResult(law, name, deviation <= tol, deviation, tol, list(assumptions), detail)
+    measured, expected = pair if pair is not None else (None, None)
+    if math.isnan(deviation):
+        detail += " (NaN: the kernel or the measure is not a number)"
+    return LawResult(law, name, deviation <= tol, deviation, tol, list(assumptions), detail, measured, expected)
 
 
 def _dev(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float = 1.0) -> float:
     """max |a − b| / max(1, scale) — relative to the size of the terms that were added."""
+    return _worst(a, b, scale)[0]
+
+
+def _worst(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float = 1.0) -> tuple[float, float, float]:
+    """(max |a − b| / max(1, scale), a and b where that maximum is reached); NaN first."""
+    if not a.numel():
+        return 0.0, 0.0, 0.0
+    a, b = torch.broadcast_tensors(a, b)
     s = torch.as_tensor(scale, dtype=a.dtype, device=a.device).clamp(min=1.0)
-    return float(((a - b).abs() / s).max()) if a.numel() else 0.0
+    rel = ((a - b).abs() / s).expand_as(a).reshape(-1)
+    values_bad = (torch.isnan(a) | torch.isnan(b)).reshape(-1)
+    bad = values_bad if bool(values_bad.any()) else torch.isnan(rel)
+    i = int(bad.nonzero()[0]) if bool(bad.any()) else int(rel.argmax())
+    return float(rel[i]), float(a.reshape(-1)[i]), float(b.reshape(-1)[i])
+
+
+class _Worst:
+    """The worst of several comparisons, with the values where it occurred."""
+
+    def __init__(self):
+        self.deviation, self.pair, self.where = 0.0, None, ""
+
+    def add(self, a, b, scale=1.0, where: str = "") -> None:
+        d, ma, mb = _worst(a, b, scale)
+        nan_values = math.isnan(ma) or math.isnan(mb)
+        known_nan = self.pair is not None and (math.isnan(self.pair[0]) or math.isnan(self.pair[1]))
+        if (self.pair is None or d > self.deviation or (math.isnan(d) and not math.isnan(self.deviation))
+                or (nan_values and not known_nan)):
+            self.deviation, self.pair, self.where = d, (ma, mb), where
+
+
+_MAGNITUDES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def magnitude(m: Measure) -> torch.Tensor:
+    """Per sample, max over layers of Σ_{j ∈ V̄_l} |m_l(j)|: how large the values were that
+    the engine added up on the way down (a lower bound of the total variation Σ_ω |μ(ω)|).
+    A near-zero f_c or pre-activation makes it huge, and float cancellation is then of
+    that order even where the marginals of a layer are small; the linear laws measure
+    their deviations against it (besides the size of their own terms)."""
+    if m not in _MAGNITUDES:
+        sizes = [m.marginal(n).reshape(m.engine.batch, -1).abs().sum(1) + m.absorbed(n).abs()
+                 for n in _canonical_layers(m)]
+        _MAGNITUDES[m] = torch.stack(sizes).max(0).values
+    return _MAGNITUDES[m]
+
+
+def _big(m: Measure, scale: torch.Tensor | float) -> torch.Tensor:
+    """The larger of a law's own scale and the measure's magnitude, broadcast per sample."""
+    mag = magnitude(m)
+    scale = torch.as_tensor(scale, dtype=mag.dtype, device=mag.device)
+    return torch.maximum(scale, mag.reshape((-1,) + (1,) * max(scale.dim() - 1, 0)))
 
 
 def _null(x: torch.Tensor) -> torch.Tensor:
@@ -99,19 +164,77 @@ def complement_atom(m: Measure, event: At) -> At:
 def normalization(m: Measure, *, tol: float | None = None) -> LawResult:
     """L1: μ(Ω) = 1 and Σ_{j ∈ V̄_l} m_l(j) = 1 at every layer."""
     tol = _tol(m, tol)
-    worst, where = 0.0, ""
+    worst = _Worst()
+    omega = m(OMEGA)
+    worst.add(omega, torch.ones_like(omega), _big(m, 1.0), where="μ(Ω)")
     for name in _canonical_layers(m):
         marg = m.marginal(name)
         total = marg.reshape(marg.shape[0], -1).sum(1) + m.absorbed(name)
         scale = marg.reshape(marg.shape[0], -1).abs().sum(1)
-        d = _dev(total, torch.ones_like(total), scale)
-        if d > worst:
-            worst, where = d, name
-    omega = m(OMEGA)
-    worst = max(worst, _dev(omega, torch.ones_like(omega)))
-    return _result("L1", "normalization", worst, tol,
+        worst.add(total, torch.ones_like(total), _big(m, scale), where=f"Σ_j m(j) + m(⊥) at {name!r}")
+    return _result("L1", "normalization", worst.deviation, tol,
                    f"μ(Ω) and Σ_j m_l(j) + m_l(⊥) over {len(_canonical_layers(m))} layers" +
-                   (f"; worst at {where!r}" if where else ""))
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
+
+
+def _column_magnitude(eng, l: int, unit: torch.Tensor) -> torch.Tensor:
+    """Σ_s |κ_s(k)/D_s(k)| Σ_j Σ_p |u_p(a_j)| |v_p(w_jk)| for the columns k in the unit stack
+    (K, B, *shape): the size of the terms whose sum is the real part of the column, so that
+    cancellation inside a contribution c_s(j, k) (z^B at the corners of its box, tiny
+    pre-activations) is measured against the terms, not against their sum. Max-pool: 1."""
+    K, B = unit.shape[:2]
+    block = eng.net.blocks[l]
+    if block.producer.kind != "linear":
+        return torch.ones((K, B), dtype=eng.dtype, device=eng.device)
+    shares, _ = eng._columns(l, unit)
+    lmap = eng.maps[l]
+    inputs = eng.inputs[l]
+    total = torch.zeros((K, B) + eng.shape[l], dtype=eng.dtype, device=eng.device)
+    for scale, parts in shares:
+        size = None
+        for u, w in parts:
+            a = torch.ones_like(inputs) if u is None else u.abs()
+            t = lmap.forward(a, w.abs())
+            size = t if size is None else size + t
+        if size is not None:
+            total = total + scale.abs() * size
+    return (total * unit).reshape(K, B, -1).sum(-1)
+
+
+def column_sums(m: Measure, *, tol: float | None = None, chunk: int = 256) -> LawResult:
+    """L1 for the kernels: every column is stochastic, Σ_{j ∈ V̄_{l−1}} q_l(j | k) = 1 for
+    every neuron k of every layer l ≥ 1 and every sample (a signed kernel: entries may be
+    negative or exceed 1, the sum may not move). Each column is read by sending a unit
+    relevance at k one layer down; a rule that reads the incoming relevance is read at
+    that unit relevance. The deviation is relative to the size of the terms that were
+    added, Σ_s |κ_s/D_s| Σ_j Σ_p |u_p(a_j) v_p(w_jk)| + |q(⊥ | k)| (see
+    :func:`_column_magnitude`): a column whose denominator is rounding noise (a
+    mathematically zero denominator computed as 1e-16) is ill-conditioned, not leaking."""
+    tol = _tol(m, tol)
+    eng = m.engine
+    worst = _Worst()
+    names = _canonical_layers(m)
+    columns = 0
+    for l in range(1, m.depth + 1):
+        n = math.prod(eng.shape[l])
+        columns += n
+        for first in range(0, n, chunk):
+            ks = list(range(first, min(n, first + chunk)))
+            unit = torch.zeros((len(ks), eng.batch, n), dtype=eng.dtype, device=eng.device)
+            unit[torch.arange(len(ks)), :, torch.tensor(ks)] = 1
+            unit = unit.reshape((len(ks), eng.batch) + eng.shape[l])
+            col, bot = eng.step_down(l, unit, torch.zeros((len(ks), eng.batch), dtype=eng.dtype, device=eng.device))
+            col = col.reshape(len(ks), eng.batch, -1)
+            total = col.sum(-1) + bot
+            scale = torch.maximum(col.abs().sum(-1), _column_magnitude(eng, l, unit)) + bot.abs()
+            rel = ((total - 1).abs() / scale.clamp(min=1.0)).reshape(-1)
+            rel = torch.where(torch.isnan(rel), torch.full_like(rel, math.inf), rel)
+            i = int(rel.argmax())
+            k, b = ks[i // eng.batch], i % eng.batch
+            worst.add(total, torch.ones_like(total), scale, where=f"column {k} of {names[l]!r} (sample {b})")
+    return _result("L1", "column-stochastic kernels", worst.deviation, tol,
+                   f"Σ_j q(j | k) + q(⊥ | k) over {columns} columns of {m.depth} layers" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
 
 
 # -- L2 ------------------------------------------------------------------------------
@@ -121,13 +244,14 @@ def additivity(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> L
     tol = _tol(m, tol)
     ua, ub, uab, uu = m.measure([a, b, a & b, a | b])
     scale = ua.abs() + ub.abs() + uab.abs()
-    worst = _dev(uu, ua + ub - uab, scale)
+    worst = _Worst()
+    worst.add(uu, ua + ub - uab, _big(m, scale), where="μ(A ∪ B) against μ(A) + μ(B) − μ(A ∩ B)")
     checked = ["union"]
     for ev in (a, b):
         if isinstance(ev, At):
             comp = m(complement_atom(m, ev))
             base = m(ev)
-            worst = max(worst, _dev(comp, 1 - base, base.abs()))
+            worst.add(comp, 1 - base, _big(m, base.abs()), where=f"μ(complement of {ev!r}) against 1 − μ")
             marg = m.marginal(ev.atom.layer)
             mask = m._constraint(ev.atom)
             full = torch.ones_like(marg[0], dtype=torch.bool)
@@ -135,9 +259,11 @@ def additivity(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> L
             summed = (marg * layer_mask).reshape(marg.shape[0], -1).sum(1)
             if ev.atom.absorber:
                 summed = summed + m.absorbed(ev.atom.layer)
-            worst = max(worst, _dev(base, summed, marg.abs().reshape(marg.shape[0], -1).sum(1)))
+            worst.add(base, summed, _big(m, marg.abs().reshape(marg.shape[0], -1).sum(1)),
+                      where=f"μ({ev!r}) against the sum of its marginals")
             checked += ["explicit complement", "sum of marginals"]
-    return _result("L2", "additivity", worst, tol, "; ".join(dict.fromkeys(checked)))
+    detail = "; ".join(dict.fromkeys(checked)) + (f"; worst: {worst.where}" if worst.deviation > 0 else "")
+    return _result("L2", "additivity", worst.deviation, tol, detail, pair=worst.pair)
 
 
 # -- L3 ------------------------------------------------------------------------------
@@ -150,8 +276,9 @@ def marginalization(m: Measure, layer: str, event: Event = OMEGA, *, tol: float 
     joint = m.marginal(layer, within=event)
     total = joint.reshape(joint.shape[0], -1).sum(1) + m.absorbed(layer, within=event)
     direct = m(event)
-    return _result("L3", "marginalization", _dev(total, direct, joint.abs().reshape(joint.shape[0], -1).sum(1)), tol,
-                   f"Σ_j μ(X_{layer} = j, E) against μ(E) for E = {event!r}")
+    d, a, b = _worst(total, direct, _big(m, joint.abs().reshape(joint.shape[0], -1).sum(1)))
+    return _result("L3", "marginalization", d, tol, f"Σ_j μ(X_{layer} = j, E) against μ(E) for E = {event!r}",
+                   pair=(a, b))
 
 
 def joint_marginals(m: Measure, layer_a: str, layer_b: str, *, tol: float | None = None) -> LawResult:
@@ -159,14 +286,16 @@ def joint_marginals(m: Measure, layer_a: str, layer_b: str, *, tol: float | None
     channel marginal, and likewise for columns."""
     tol = _tol(m, tol)
     J = m.joint(layer_a, layer_b)
-    worst = 0.0
+    worst = _Worst()
     for mine, other, axis in ((layer_a, layer_b, 2), (layer_b, layer_a, 1)):
         through_bot = m.marginal(mine, within=At(other, index=[], absorber=True))
         marg = m.marginal(mine)
         per_channel = marg.reshape(marg.shape[0], marg.shape[1] if marg.dim() > 1 else 1, -1).sum(-1)
         bot = through_bot.reshape(per_channel.shape[0], per_channel.shape[1], -1).sum(-1)
-        worst = max(worst, _dev(J.sum(axis) + bot, per_channel, J.abs().sum(axis)))
-    return _result("L3", "joint marginals", worst, tol, f"row and column sums of joint({layer_a!r}, {layer_b!r})")
+        worst.add(J.sum(axis) + bot, per_channel, _big(m, J.abs().sum(axis)),
+                  where=f"sums over {other!r} against m_{mine}")
+    return _result("L3", "joint marginals", worst.deviation, tol,
+                   f"row and column sums of joint({layer_a!r}, {layer_b!r})", pair=worst.pair)
 
 
 # -- L4, L5, L6 ---------------------------------------------------------------------------
@@ -191,8 +320,10 @@ def chain_rule(m: Measure, walk: Sequence[int | None], *, tol: float | None = No
     if not bool(keep.any()):
         return LawResult("L4", "chain rule", None, detail="a one-step conditional is undefined (μ(X_l = n_l) = 0) "
                          "for every sample")
-    return _result("L4", "chain rule", _dev(_on(direct, keep), _on(product, keep), _on(direct, keep).abs()), tol,
-                   f"walk {list(walk)} against m_L · Π of one-step conditionals on {int(keep.sum())} samples")
+    d, a, b = _worst(_on(direct, keep), _on(product, keep), _on(direct, keep).abs())
+    return _result("L4", "chain rule", d, tol,
+                   f"walk {list(walk)} against m_L · Π of one-step conditionals on {int(keep.sum())} samples",
+                   pair=(a, b))
 
 
 def multiplicative(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> LawResult:
@@ -203,8 +334,8 @@ def multiplicative(m: Measure, a: Event, b: Event, *, tol: float | None = None) 
     if not bool(keep.any()):
         return LawResult("L4", "multiplicative law", None, detail="μ(A) = 0 for every sample: μ(B | A) is undefined")
     cond = _on(uab, keep) / _on(ua, keep)
-    return _result("L4", "multiplicative law", _dev(_on(uab, keep), _on(ua, keep) * cond, _on(ua, keep).abs()), tol,
-                   f"A = {a!r}, B = {b!r}")
+    d, x, y = _worst(_on(uab, keep), _on(ua, keep) * cond, _on(ua, keep).abs())
+    return _result("L4", "multiplicative law", d, tol, f"A = {a!r}, B = {b!r}", pair=(x, y))
 
 
 def bayes(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> LawResult:
@@ -218,7 +349,8 @@ def bayes(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> LawRes
     ua, ub, uab, uba = (_on(t, keep) for t in (ua, ub, uab, uba))
     lhs = (uab / ub) * ub
     rhs = (uba / ua) * ua
-    return _result("L5", "Bayes", _dev(lhs, rhs, lhs.abs()), tol, f"A = {a!r}, B = {b!r}")
+    d, x, y = _worst(lhs, rhs, lhs.abs())
+    return _result("L5", "Bayes", d, tol, f"A = {a!r}, B = {b!r}", pair=(x, y))
 
 
 def total_measure(m: Measure, b: Event, layer: str, *, tol: float | None = None) -> LawResult:
@@ -230,8 +362,9 @@ def total_measure(m: Measure, b: Event, layer: str, *, tol: float | None = None)
         At(layer, index=[j]) for j in range(channels)]
     parts.append(At(layer, index=[], absorber=True))
     values = m.measure([b & p for p in parts])
-    return _result("L6", "total measure", _dev(values.sum(0), m(b), values.abs().sum(0)), tol,
-                   f"{len(parts)} cells of V̄_{layer} (channels and ⊥), B = {b!r}")
+    d, x, y = _worst(values.sum(0), m(b), _big(m, values.abs().sum(0)))
+    return _result("L6", "total measure", d, tol, f"{len(parts)} cells of V̄_{layer} (channels and ⊥), B = {b!r}",
+                   pair=(x, y))
 
 
 # -- L7 ---------------------------------------------------------------------------------
@@ -259,8 +392,44 @@ def markov(m: Measure, layer: str, neuron: int, lower: Sequence[int], above: Eve
     column, _ = eng.step_down(l, unit, torch.zeros((1, eng.batch), dtype=eng.dtype, device=eng.device))
     rhs = column.reshape(eng.batch, -1)[:, list(lower)].sum(1)
     lhs, rhs = _on(lhs, keep), _on(rhs, keep)
-    return _result("L7", "Markov", _dev(lhs, rhs, rhs.abs()), tol,
-                   f"q_{l}(A | {neuron}) against the conditional given X_{l} = {neuron} and E = {above!r}")
+    d, x, y = _worst(lhs, rhs, rhs.abs())
+    return _result("L7", "Markov", d, tol,
+                   f"μ(X_{l - 1} ∈ {list(lower)} | X_{l} = {neuron}, E) against q_{l}({list(lower)} | {neuron}) "
+                   f"for E = {above!r}", pair=(x, y))
+
+
+# -- L8 ---------------------------------------------------------------------------------
+def lrp_equivalence(m: Measure, reference: dict | None = None, f: torch.Tensor | None = None, *,
+                    tol: float | None = None) -> LawResult:
+    """L8: m_l(j) = R_j^(l) / f_c(x) for real j and m_l(⊥_l) = 1 − Σ_j R_j^(l) / f_c(x),
+    where R^(l) is standard LRP with the same rules and conventions.
+
+    ``reference`` maps layer names to R^(l) (B, *shape) — relevance from any LRP
+    implementation, with ``f`` (B,) the relevance it started from (default: the measure's
+    f). Without ``reference``, :func:`nrm_verify.lrp.relevance` computes it (autograd,
+    the gradient trick) for the measure's own model, input, start vector and rules."""
+    from . import lrp
+
+    tol = _tol(m, tol)
+    if reference is None:
+        eng = m.engine
+        x = eng.values[0].reshape((eng.batch,) + eng.shape[0])
+        rules = {b.name: b.rule for b in m.network.linear_blocks()}
+        start = m.start * m.f.reshape((-1,) + (1,) * (m.start.dim() - 1))
+        reference, f = lrp.relevance(m.network.model, x, rules=rules, start=start)
+    f = m.f if f is None else f
+    worst = _Worst()
+    for name, R in reference.items():
+        marg = m.marginal(name)
+        expected = R.reshape(marg.shape) / f.reshape((-1,) + (1,) * (marg.dim() - 1))
+        scale = marg.abs().reshape(marg.shape[0], -1).sum(1).reshape((-1,) + (1,) * (marg.dim() - 1))
+        scale = _big(m, scale)
+        worst.add(marg, expected, scale, where=f"m(j) against R_j / f at {name!r}")
+        absorbed = 1 - expected.reshape(expected.shape[0], -1).sum(1)
+        worst.add(m.absorbed(name), absorbed, scale.reshape(-1), where=f"m(⊥) against 1 − Σ R / f at {name!r}")
+    return _result("L8", "LRP equivalence", worst.deviation, tol,
+                   f"marginals against standard LRP at {len(reference)} layers" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
 
 
 # -- L9–L14: relations between rules ------------------------------------------------------
@@ -272,20 +441,25 @@ def _max_dev(a: dict, b: dict) -> tuple[float, str]:
     worst, where = 0.0, ""
     for k in a:
         d = _dev(a[k], b[k], a[k].abs().reshape(a[k].shape[0], -1).sum(1).reshape((-1,) + (1,) * (a[k].dim() - 1)))
-        if d > worst:
+        if d > worst or (math.isnan(d) and not math.isnan(worst)):
             worst, where = d, k
     return worst, where
 
 
 def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult:
     """L9: with LRP-0 everywhere, m_l(j) = a_j ∂f_c/∂a_j / f_c at every layer (activations
-    with σ(z) = σ'(z) z: ReLU, leaky ReLU, identity, max-pool)."""
+    with σ(z) = σ'(z) z: ReLU, leaky ReLU, identity, max-pool).
+
+    LRP-0 needs z_k ≠ 0: a neuron with z_k = 0 exactly has its column sent to ⊥ while the
+    gradient may still pass it (identity or leaky activations, σ'(0) ≠ 0). Such samples —
+    z_k = 0 with ∂f/∂z_k ≠ 0 — are outside the law and skipped."""
     m = nrm.explain(model, x, target, rules=nrm.rules.Zero())
     tol = _tol(m, tol)
     eng = m.engine
     names = _canonical_layers(m)
     # a differentiable replay of the proper FFNN, reading the same forward record
     acts = [eng.values[0].detach().clone().requires_grad_(True)]
+    pres = []
     a = acts[0]
     for block in m.network.blocks[1:]:
         l = block.index
@@ -295,6 +469,7 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
             z = lmap.forward(inp, lmap.weight)
             bias = lmap.bias_for(z)
             out = z if bias is None else z + bias
+            pres.append(out)
         else:
             mod = block.producer.module
             out = torch.nn.functional.max_pool2d(inp, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
@@ -309,33 +484,75 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
     f = m.f
     # Σ_k π_k y_k = f_c for π = δ_c
     objective = (acts[-1].reshape(acts[-1].shape[0], -1) * m.start.reshape(m.start.shape[0], -1)).sum()
-    grads = torch.autograd.grad(objective, acts[:-1], allow_unused=True)
-    worst, where = 0.0, ""
+    grads = torch.autograd.grad(objective, acts[:-1] + pres, allow_unused=True)
+    keep = torch.ones(eng.batch, dtype=torch.bool, device=eng.device)
+    for z, g in zip(pres, grads[len(acts) - 1:]):
+        if g is not None:
+            keep &= ~((z.detach() == 0) & (g != 0)).reshape(eng.batch, -1).any(1)
+    if not bool(keep.any()):
+        return LawResult("L9", "LRP-0 = gradient × input", None,
+                         detail="a neuron with z_k = 0 passes gradient in every sample (LRP-0 needs z_k ≠ 0)")
+    worst = _Worst()
     for name, act, g in zip(names[:-1], acts[:-1], grads):
         if g is None:
             g = torch.zeros_like(act)
         gxi = (act * g).detach() / f.reshape((-1,) + (1,) * (act.dim() - 1))
         marg = m.marginal(name).reshape(gxi.shape)
-        d = _dev(marg, gxi, marg.abs().reshape(marg.shape[0], -1).sum(1).reshape((-1,) + (1,) * (marg.dim() - 1)))
-        if d > worst:
-            worst, where = d, name
-    return _result("L9", "LRP-0 = gradient × input", worst, tol,
-                   "every layer" + (f"; worst at {where!r}" if where else ""),
-                   ["LRP-0 on every layer", "activations with σ(z) = σ'(z)·z"])
+        scale = marg.abs().reshape(marg.shape[0], -1).sum(1).reshape((-1,) + (1,) * (marg.dim() - 1))
+        worst.add(marg[keep], gxi[keep], scale[keep], where=name)
+    skipped = int((~keep).sum())
+    return _result("L9", "LRP-0 = gradient × input", worst.deviation, tol,
+                   "every layer" + (f"; worst at {worst.where!r}" if worst.deviation > 0 else "") +
+                   (f"; {skipped} samples skipped (z_k = 0 passing gradient)" if skipped else ""),
+                   ["LRP-0 on every layer", "activations with σ(z) = σ'(z)·z", "z_k ≠ 0 where gradient passes"],
+                   pair=worst.pair)
+
+
+def _relevant_preactivations(m: Measure) -> torch.Tensor:
+    """|z_k| (bias included) of every neuron of a linear layer that carries relevance under
+    ``m`` (m_l(k) ≠ 0), per sample: (B, n), +inf where a neuron carries none."""
+    eng, names = m.engine, _canonical_layers(m)
+    out = []
+    for block in m.network.linear_blocks():
+        l = block.index
+        z = eng.z_nobias[l]
+        bias = eng.maps[l].bias_for(z)
+        z = (z if bias is None else z + bias).reshape(eng.batch, -1).abs()
+        carries = m.marginal(names[l]).reshape(eng.batch, -1) != 0
+        out.append(torch.where(carries, z, torch.full_like(z, math.inf)))
+    return torch.cat(out, 1) if out else torch.full((eng.batch, 1), math.inf, dtype=eng.dtype)
 
 
 def epsilon_limit(model, x, target, *, epsilons=(1e-3, 1e-5, 1e-7), tol: float | None = None) -> LawResult:
-    """L10: LRP-ε → LRP-0 as ε → 0 where z_k ≠ 0, with error O(ε / |z_k|)."""
+    """L10: LRP-ε → LRP-0 as ε → 0 where z_k ≠ 0, with error O(ε / |z_k|).
+
+    Checked on the samples where every neuron that carries relevance has |z_k| ≥ 100 ε
+    for the smallest ε (z_k = 0 is excluded by the law, and a pre-activation within a few
+    ε of 0 is not yet in the asymptotic regime the law describes). The deviation per unit
+    ε must stay bounded as ε shrinks, and the deviation at the smallest ε must be within
+    ``tol`` plus the error bound 10 · L · ε / min |z_k| over the neurons that carry
+    relevance — a small pre-activation widens the bound instead of failing the law."""
+    finest = nrm.explain(model, x, target, rules=nrm.rules.Epsilon(epsilons[-1]))
+    z = _relevant_preactivations(finest)
+    keep = (z >= 100 * epsilons[-1]).all(1)
+    if not bool(keep.any()):
+        return LawResult("L10", "ε → 0 gives LRP-0", None,
+                         detail=f"a neuron on the relevance path has |z_k| < 100·ε = {100 * epsilons[-1]:.1g} in every "
+                                "sample (L10 needs z_k ≠ 0, and ε ≪ |z_k| to show its limit)")
     zero = _all_marginals(nrm.explain(model, x, target, rules=nrm.rules.Zero()))
     devs = []
     for e in epsilons:
-        devs.append(_max_dev(zero, _all_marginals(nrm.explain(model, x, target, rules=nrm.rules.Epsilon(e))))[0])
+        eps = finest if e == epsilons[-1] else nrm.explain(model, x, target, rules=nrm.rules.Epsilon(e))
+        devs.append(_restricted_dev(zero, _all_marginals(eps), keep))
     tol = tol if tol is not None else (1e-4 if x.dtype == torch.float64 else 1e-2)
+    z_min = float(z[keep].min())
+    bound = tol + 10 * finest.depth * epsilons[-1] / z_min
     ratios = [d / e for d, e in zip(devs, epsilons)]
     # O(ε / |z|): the deviation per unit ε stays bounded as ε shrinks (up to rounding)
     linear = all(r2 <= 10 * r1 + 1e-3 for r1, r2 in zip(ratios, ratios[1:]))
-    res = _result("L10", "ε → 0 gives LRP-0", devs[-1], tol,
-                  f"deviations {[f'{d:.2g}' for d in devs]} at ε = {list(epsilons)}", ["z_k ≠ 0"])
+    res = _result("L10", "ε → 0 gives LRP-0", devs[-1], bound,
+                  f"deviations {[f'{d:.2g}' for d in devs]} at ε = {list(epsilons)}; min |z_k| on the relevance "
+                  f"path {z_min:.3g} (bound {bound:.2g}) on {int(keep.sum())} samples", ["z_k ≠ 0"])
     if not linear:
         res.holds = False
         res.detail += " (not O(ε))"
@@ -372,9 +589,36 @@ def _restricted_dev(a: dict, b: dict, keep: torch.Tensor) -> float:
     return _max_dev({k: v[keep] for k, v in a.items()}, {k: v[keep] for k, v in b.items()})[0]
 
 
+def _gamma_ratio(plus: Measure, other: Measure) -> torch.Tensor:
+    """Per sample, max over the neurons that carry relevance (under z⁺ or ``other``) of
+    κ_k = (Σ_j a_j |w_jk⁻| + |b_k⁻|) / (Σ_j a_j w_jk⁺ + b_k⁺): LRP-γ is within O(κ_k / γ) of
+    z⁺ at neuron k, so γ must be large against κ before the limit shows (0 where none)."""
+    eng, names = plus.engine, _canonical_layers(plus)
+    worst = torch.zeros(eng.batch, dtype=eng.dtype, device=eng.device)
+    for block in plus.network.linear_blocks():
+        l = block.index
+        lmap, a = eng.maps[l], eng.inputs[l]
+        pos = lmap.forward(a, lmap.structured(lmap.weight.clamp(min=0)))
+        neg = lmap.forward(a, lmap.structured(-lmap.weight.clamp(max=0)))
+        bias = lmap.bias_for(pos)
+        if bias is not None:
+            pos, neg = pos + bias.clamp(min=0), neg - bias.clamp(max=0)
+        carries = (plus.marginal(names[l]) != 0) | (other.marginal(names[l]) != 0)
+        ratio = torch.where(carries.reshape(pos.shape) & (pos > 0), neg / pos.clamp(min=torch.finfo(pos.dtype).tiny),
+                            torch.zeros_like(pos))
+        worst = torch.maximum(worst, ratio.reshape(eng.batch, -1).max(1).values)
+    return worst
+
+
 def gamma_limit(model, x, target, *, gammas=(1e2, 1e4, 1e6), tol: float | None = None) -> LawResult:
-    """L12: γ → ∞ gives z⁺ when a ≥ 0 and Σ_j a_j w_jk⁺ + b_k⁺ > 0 (error O(1/γ)); checked on
-    the samples where every neuron that carries relevance has a positive z⁺ denominator."""
+    """L12: γ → ∞ gives z⁺ when a ≥ 0 and Σ_j a_j w_jk⁺ + b_k⁺ > 0 (error O(κ/γ) with
+    κ = (Σ_j a_j |w_jk⁻| + |b_k⁻|) / (Σ_j a_j w_jk⁺ + b_k⁺)).
+
+    Checked on the samples where every neuron that carries relevance has a positive z⁺
+    denominator and the largest γ is at least 100 κ (a neuron whose positive part is tiny
+    against its negative part — a near-zero z⁺ denominator — reaches the limit only for
+    larger γ). Over the γ that are at least 10 κ the deviation must decrease, and at the
+    largest it must be within ``tol`` plus the bound 10 · L · κ / γ."""
     plus = nrm.explain(model, x, target, rules=nrm.rules.ZPlus())
     if not _nonnegative_inputs(plus):
         return LawResult("L12", "γ → ∞ gives z⁺", None, detail="some layer's input has a < 0 (the law needs a ≥ 0)")
@@ -384,11 +628,21 @@ def gamma_limit(model, x, target, *, gammas=(1e2, 1e4, 1e6), tol: float | None =
     if not bool(keep.any()):
         return LawResult("L12", "γ → ∞ gives z⁺", None,
                          detail="a z⁺ denominator is 0 on the relevance path of every sample")
-    devs = [_restricted_dev(ref, _all_marginals(g), keep) for g in measures]
+    kappa = _gamma_ratio(plus, measures[-1])
+    regime = keep & (100 * kappa <= gammas[-1])
+    if not bool(regime.any()):
+        return LawResult("L12", "γ → ∞ gives z⁺", None,
+                         detail=f"the largest γ = {gammas[-1]:.0e} is not ≫ κ = {float(kappa[keep].min()):.3g} (a "
+                                "near-zero z⁺ denominator against its negative part) on any sample")
+    k_max = float(kappa[regime].max())
+    devs = [_restricted_dev(ref, _all_marginals(g), regime) for g in measures]
     tol = tol if tol is not None else (1e-4 if x.dtype == torch.float64 else 1e-2)
-    res = _result("L12", "γ → ∞ gives z⁺", devs[-1], tol,
-                  f"deviations {[f'{d:.2g}' for d in devs]} at γ = {list(gammas)}", ["a ≥ 0 at every layer"])
-    if not all(d2 <= d1 * 1.01 + 1e-12 for d1, d2 in zip(devs, devs[1:])):
+    bound = tol + 10 * plus.depth * k_max / gammas[-1]
+    res = _result("L12", "γ → ∞ gives z⁺", devs[-1], bound,
+                  f"deviations {[f'{d:.2g}' for d in devs]} at γ = {list(gammas)}; κ ≤ {k_max:.3g} "
+                  f"(bound {bound:.2g}) on {int(regime.sum())} samples", ["a ≥ 0 at every layer"])
+    in_regime = [d for d, g in zip(devs, gammas) if g >= 10 * k_max]
+    if not all(d2 <= d1 * 1.01 + 1e-12 for d1, d2 in zip(in_regime, in_regime[1:])):
         res.holds = False
         res.detail += " (does not decrease with γ)"
     return res
@@ -412,18 +666,30 @@ def alpha1_beta0(model, x, target, *, tol: float | None = None) -> LawResult:
 
 def input_independence(model, x1, x2, target, rule, *, tol: float | None = None) -> LawResult:
     """L14: the kernels of flat and w² do not depend on the input: the kernel column of
-    every neuron of every linear layer is the same at x1 and x2."""
+    every neuron of every linear layer is the same at x1 and x2 (no target is needed: the
+    kernels are read from the forward pass; ``target`` is accepted for a uniform call)."""
+    from nrm.engine import Engine
+    from nrm.graph import ProperFFNN, check_eval_mode
+    from nrm.presets import assign
+
     if rule.depends_on_input:
         return LawResult("L14", "input independence", None, detail=f"{rule!r} reads the activations")
-    worst = 0.0
-    ms = [nrm.explain(model, x, target, rules=rule) for x in (x1, x2)]
-    for block in ms[0].network.linear_blocks():
-        kernels = [m.engine.kernel(block.index) for m in ms]
+    engines = []
+    for x in (x1, x2):
+        network = ProperFFNN(model)
+        check_eval_mode(model)
+        network.check_input(x)
+        assign(network, rule)
+        engines.append(Engine(network, x))
+    worst = _Worst()
+    for block in engines[0].net.linear_blocks():
+        kernels = [e.kernel(block.index) for e in engines]
         for (s1, _), (s2, _) in zip(kernels[0].shares, kernels[1].shares):
-            worst = max(worst, _dev(s1, s2))
-        worst = max(worst, _dev(kernels[0].qbot, kernels[1].qbot))
+            worst.add(s1, s2, where=f"kernel scales of {block.name!r}")
+        worst.add(kernels[0].qbot, kernels[1].qbot, where=f"q(⊥ | k) of {block.name!r}")
     tol = tol if tol is not None else (DEFAULT_TOL if x1.dtype == torch.float64 else 1e-5)
-    return _result("L14", "input independence", worst, tol, f"kernels of {rule!r} at two inputs")
+    return _result("L14", "input independence", worst.deviation, tol, f"kernels of {rule!r} at two inputs" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
 
 
 def zbox_nonnegative(m: Measure, layer: str | None = None) -> LawResult:
@@ -463,8 +729,9 @@ def channel_sum(m: Measure, layer: str, target: str = "input", *, tol: float | N
     events.append(At(layer, index=[], absorber=True))
     maps = m.marginal(target, within=events)
     plain = m.marginal(target)
-    return _result("L17", "channel-conditional heatmaps add up", _dev(maps.sum(0), plain, maps.abs().sum(0)), tol,
-                   f"{channels} channels of {layer!r} and ⊥, heatmaps at {target!r}")
+    d, x, y = _worst(maps.sum(0), plain, _big(m, maps.abs().sum(0)))
+    return _result("L17", "channel-conditional heatmaps add up", d, tol,
+                   f"{channels} channels of {layer!r} and ⊥, heatmaps at {target!r}", pair=(x, y))
 
 
 def batch_invariance(model, x, target, rules=None, *, tol: float | None = None) -> LawResult:
@@ -473,10 +740,13 @@ def batch_invariance(model, x, target, rules=None, *, tol: float | None = None) 
     tol = _tol(whole, tol)
     targets = torch.as_tensor(target).reshape(-1).expand(x.shape[0]) if torch.as_tensor(target).numel() == 1 else \
         torch.as_tensor(target).reshape(-1)
-    worst = 0.0
+    worst = _Worst()
     for i in range(x.shape[0]):
         one = nrm.explain(model, x[i:i + 1], int(targets[i]), rules=rules)
         for name in _canonical_layers(whole):
-            worst = max(worst, _dev(whole.marginal(name)[i:i + 1], one.marginal(name)))
-            worst = max(worst, _dev(whole.absorbed(name)[i:i + 1], one.absorbed(name)))
-    return _result("INV", "batch invariance", worst, tol, f"{x.shape[0]} samples, every layer")
+            size = torch.maximum(magnitude(one), magnitude(whole)[i:i + 1])
+            worst.add(whole.marginal(name)[i:i + 1], one.marginal(name), _big(one, size).reshape(
+                (1,) + (1,) * (one.marginal(name).dim() - 1)), where=f"sample {i}, m at {name!r}")
+            worst.add(whole.absorbed(name)[i:i + 1], one.absorbed(name), size, where=f"sample {i}, m(⊥) at {name!r}")
+    return _result("INV", "batch invariance", worst.deviation, tol, f"{x.shape[0]} samples, every layer" +
+                   (f"; worst: {worst.where} (batched, alone)" if worst.deviation > 0 else ""), pair=worst.pair)

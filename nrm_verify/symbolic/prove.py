@@ -1,0 +1,301 @@
+"""Run the proofs of the laws and write (or check) ``proofs/REPORT.md``.
+
+    python -m nrm_verify.symbolic.prove              # run everything, write proofs/REPORT.md
+    python -m nrm_verify.symbolic.prove --check      # regenerate in memory; exit 1 if a proof
+                                                     # fails or the committed report differs
+    python -m nrm_verify.symbolic.prove --law L9 --rule zero --arch 2-2-1   # a selection, printed
+
+For a rule of your own, :func:`prove_rule` runs every law on the architectures and cases
+of :mod:`~nrm_verify.symbolic.catalog` and returns the proofs (see
+``examples/custom_rule_symbolic.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import sympy as sp
+
+from nrm.rules import Rule
+
+from .catalog import ARCHITECTURES, CASES, RULES, Architecture, Case, RuleSpec
+from .derive import SymbolicMeasure
+from .laws import LAWS, Claim, Law, Subject
+from .network import SymbolicNetworkError
+from .proof import FAILED, NOT_APPLICABLE, REFUTED, NotApplicable, Proof, Step
+
+REPORT = Path(__file__).resolve().parents[2] / "proofs" / "REPORT.md"
+
+CASE_C = Case("C", "P_k = 0 at the output: every weight into y and its bias negative, f < 0", False, "-", False,
+              weights=lambda l, j, k: "-" if l == 2 else ("+" if (j + k) % 2 == 0 else "-"),
+              biases=lambda l, k: "-" if l == 2 else "+")
+"""A boundary case for L12 and L13 (2-2-1 only): z⁺ sends the output column to ⊥."""
+
+
+@dataclass(frozen=True)
+class Job:
+    arch: Architecture
+    spec: RuleSpec
+    case: Case
+    laws: tuple[str, ...]
+
+
+def subject(arch: Architecture, spec: RuleSpec, case: Case, split: tuple = ()) -> Subject:
+    """The rule on the architecture under the case (and the sign assumptions ``split``,
+    ((expression, "+" or "-"), …)); a witness point proves the assumptions satisfiable
+    (otherwise every claim would hold vacuously)."""
+    net = arch.build(spec, case)
+    label = case.key
+    for expr, sign in split:
+        net.assume(expr, sign, "case split: the rule branches on its sign")
+        label += sign
+    net.sample(random.Random(0), extra=spec.params)
+    return Subject(net, [None] + spec.rules(net), spec.params, arch.key, spec.title, label)
+
+
+MAX_SPLITS = 3
+"""How many undecided signs a case is split on at most."""
+
+
+def subjects(arch: Architecture, spec: RuleSpec, case: Case, split: tuple = ()) -> list[Subject]:
+    """The case, split on every sign its rule branches on that the assumptions leave
+    open (x⁺, x⁻, s(x) of an expression such as a denominator): one sub-case with the
+    expression > 0 and one with it < 0, each kept only when feasible. Together they cover
+    everything but the expression = 0, which a rule's validity condition excludes."""
+    try:
+        s = subject(arch, spec, case, split)
+    except SymbolicNetworkError:
+        if split:
+            return []  # an infeasible sub-case
+        raise
+    open_signs = [x for _, op, x in s.m.undecided if op in ("sign", "pos", "neg")]
+    if not open_signs or len(split) >= MAX_SPLITS:
+        return [s]
+    return [t for sign in "+-" for t in subjects(arch, spec, case, split + ((open_signs[0], sign),))]
+
+
+def run_law(law: Law, s: Subject) -> list[Proof]:
+    """One law on one subject: its claims as proofs (a refuted claim that is expected to
+    fail stops at its first counterexample)."""
+    base = dict(law=law.key, rule=s.rule_title, arch=s.arch, case=s.case)
+    try:
+        claims = law.check(s)
+    except NotApplicable as e:
+        return [Proof(**base, expect="n/a", status=NOT_APPLICABLE, note=str(e))]
+    out = []
+    for claim in claims:
+        p = _run_claim(claim, base, s)
+        out.append(p)
+    return out
+
+
+def _run_claim(claim: Claim, base: dict, s: Subject) -> Proof:
+    case = base["case"] + (f" — {claim.label}" if claim.label else "")
+    p = Proof(**{**base, "case": case}, expect=claim.expect, note=claim.note)
+    try:
+        for thunk in claim.steps:
+            step = thunk()
+            p.steps.append(step)
+            if step.status == REFUTED and claim.expect != "holds":
+                break
+    except Exception as e:  # a failure of the proof machinery is a failed proof, shown in the report
+        p.steps.append(Step(f"error: {type(e).__name__}: {e}", status=FAILED,
+                            residual=traceback.format_exc(limit=3)))
+    p.settle()
+    p.assumptions = s.m.assumptions()
+    return p
+
+
+def jobs(archs: Iterable[Architecture] = ARCHITECTURES, specs: Iterable[RuleSpec] = RULES,
+         cases: Iterable[Case] = CASES, laws: Sequence[str] | None = None) -> list[Job]:
+    """The suite: every architecture × rule × case, plus the boundary case C on 2-2-1."""
+    keys = tuple(laws or [law.key for law in LAWS])
+    out = [Job(a, r, c, keys) for a in archs for r in specs for c in cases]
+    boundary = tuple(k for k in keys if k in ("L12", "L13"))
+    if boundary:
+        for a in archs:
+            if a.key != "2-2-1":
+                continue
+            for r in specs:
+                if r.key in ("gamma", "zplus", "alphabeta"):
+                    out.append(Job(a, r, CASE_C, boundary))
+    return out
+
+
+def run_job(job: Job) -> list[Proof]:
+    out = []
+    for s in subjects(job.arch, job.spec, job.case):
+        for law in LAWS:
+            if law.key in job.laws:
+                out += run_law(law, s)
+    return out
+
+
+def _run_keyed(key: tuple) -> list[Proof]:
+    arch, spec, case, laws = key
+    cases = {c.key: c for c in CASES + (CASE_C,)}
+    return run_job(Job(next(a for a in ARCHITECTURES if a.key == arch), next(r for r in RULES if r.key == spec),
+                       cases[case], laws))
+
+
+def run(job_list: Sequence[Job], workers: int = 1, progress: Callable[[str], None] | None = None) -> list[Proof]:
+    """Run jobs (in ``workers`` processes for the catalogue's own rules); the result
+    order is the job order, whatever the timing."""
+    results: list[list[Proof]] = []
+    keyed = all(j.spec in RULES and j.arch in ARCHITECTURES for j in job_list)
+    if workers > 1 and keyed:
+        keys = [(j.arch.key, j.spec.key, j.case.key, j.laws) for j in job_list]
+        with ProcessPoolExecutor(workers) as pool:
+            for job, proofs in zip(job_list, pool.map(_run_keyed, keys, chunksize=1)):
+                results.append(proofs)
+                if progress:
+                    progress(f"{job.arch.key} {job.spec.key} {job.case.key}")
+    else:
+        for job in job_list:
+            results.append(run_job(job))
+            if progress:
+                progress(f"{job.arch.key} {job.spec.key} {job.case.key}")
+    return [p for proofs in results for p in proofs]
+
+
+def prove_rule(rule: Rule | Callable, *, title: str | None = None, inputs: str | None = None,
+               signed_weights: bool | None = None, params: tuple | None = None,
+               archs: Iterable[Architecture] = ARCHITECTURES[:1], cases: Iterable[Case] = CASES,
+               laws: Sequence[str] | None = None) -> list[Proof]:
+    """Every law for a rule of your own (one :class:`nrm.rules.Rule` on every layer, or a
+    callable network -> rules per layer), on ``archs`` (default 2-2-1) and ``cases``.
+
+    Give symbolic parameters as sympy symbols with their sign (``positive=True`` …).
+    Left as None, the settings are read off the rule: ``inputs`` is "positive" when the
+    rule says ``requires_nonnegative_input`` (else "real"; "box" is the third choice);
+    ``signed_weights`` (a sign pattern of the weights) is declared when the rule branches
+    on the sign of a weight; ``params`` are the symbols of the kernels that are not the
+    network's (they are drawn too when a counterexample is searched).
+    """
+    build = rule if callable(rule) and not isinstance(rule, Rule) else (lambda net: [rule] * net.depth)
+    name = title or repr(rule)
+    archs = list(archs)
+    if inputs is None:
+        rules = [rule] if isinstance(rule, Rule) else []
+        inputs = "positive" if any(getattr(r, "requires_nonnegative_input", False) for r in rules) else "real"
+    if signed_weights is None or params is None:
+        probe = RuleSpec(name, name, build, inputs=inputs, signed_weights=False)
+        net = archs[0].build(probe, CASES[0])
+        m = SymbolicMeasure(net, build(net))
+        weights = {w for layer in net.layers for w in layer.weight.flat if isinstance(w, sp.Symbol)}
+        if signed_weights is None:
+            signed_weights = any(x in weights for _, op, x in m.undecided if op in ("pos", "neg", "sign"))
+        if params is None:
+            params = tuple(sorted(m.parameters(), key=str))
+    spec = RuleSpec(name, name, build, inputs=inputs, signed_weights=signed_weights, params=tuple(params))
+    return run(jobs(archs, [spec], cases, laws))
+
+
+def stale(text: str, path: Path) -> str:
+    """"" when ``path`` holds exactly ``text``; otherwise the first lines that differ."""
+    import difflib
+
+    current = path.read_text(encoding="utf-8") if path.exists() else ""
+    if current == text:
+        return ""
+    lines = list(difflib.unified_diff(current.splitlines(), text.splitlines(), str(path), "regenerated", lineterm="",
+                                      n=0))
+    return "\n".join(lines[:20]) or "(the files differ)"
+
+
+# -- one law, for the files of proofs/ ---------------------------------------------------------------
+def law_main(key: str, argv: Sequence[str] | None = None) -> int:
+    """Run one law on every architecture, rule and case (or a selection) and print each
+    proof — with ``--show``, every step and every counterexample. Exit status 1 when a
+    proof is not as expected."""
+    from .proof import point_text
+
+    law = next(law for law in LAWS if law.key == key)
+    parser = argparse.ArgumentParser(description=f"{law.key} — {law.title}")
+    parser.add_argument("--arch", action="append", help="2-2-1, 2-2-2-1, 3-2-2 or conv (default: all)")
+    parser.add_argument("--rule", action="append", help="rule keys: " + ", ".join(r.key for r in RULES))
+    parser.add_argument("--show", action="store_true", help="print every step and counterexample")
+    args = parser.parse_args(argv)
+    archs = [a for a in ARCHITECTURES if not args.arch or a.key in args.arch]
+    specs = [r for r in RULES if not args.rule or r.key in args.rule]
+    print(f"{law.key} — {law.title}: {law.statement}")
+    print((law.check.__doc__ or "").strip())
+    print()
+    bad = 0
+    for p in run(jobs(archs, specs, CASES, [key]), workers=1):
+        good = "" if p.good else "   <-- NOT AS EXPECTED"
+        print(f"{p.rule} | {p.arch} | case {p.case} | {p.status} (expected: {p.expect}) | {len(p.steps)} steps"
+              + (f" | {p.note}" if p.note else "") + good)
+        bad += not p.good
+        for step in p.steps if args.show else [st for st in p.steps if st.status != "proved"]:
+            print(f"    {step.status}: {step.claim}")
+            if step.point is not None:
+                print(f"        at {point_text(step.point)}: left {step.lhs_value}, right {step.rhs_value}")
+            if step.residual:
+                print(f"        residual: {step.residual}")
+    return 1 if bad else 0
+
+
+# -- the command ---------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    from .report import render
+
+    parser = argparse.ArgumentParser(prog="python -m nrm_verify.symbolic.prove", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a proof fails or the report is stale")
+    parser.add_argument("--output", type=Path, default=REPORT, help="the report to write or check")
+    parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    parser.add_argument("--law", action="append", help="run only these laws (e.g. L9); prints, writes nothing")
+    parser.add_argument("--rule", action="append", help="only these rule keys (zero, epsilon, gamma, …)")
+    parser.add_argument("--arch", action="append", help="only these architectures (2-2-1, 2-2-2-1, 3-2-2, conv)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    selection = bool(args.law or args.rule or args.arch)
+    archs = [a for a in ARCHITECTURES if not args.arch or a.key in args.arch]
+    specs = [r for r in RULES if not args.rule or r.key in args.rule]
+    start = time.perf_counter()
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"  done {msg}", file=sys.stderr, flush=True))
+    proofs = run(jobs(archs, specs, CASES, args.law), workers=args.workers, progress=say)
+    elapsed = time.perf_counter() - start
+    bad = [p for p in proofs if not p.good]
+    counts = {}
+    for p in proofs:
+        counts[p.status] = counts.get(p.status, 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    steps = sum(len(p.steps) for p in proofs)
+    print(f"{len(proofs)} proofs ({summary}), {steps} steps, {elapsed:.1f} s wall", file=sys.stderr)
+    for p in bad:
+        print(f"NOT AS EXPECTED: {p.law} {p.rule} {p.arch} case {p.case}: {p.status} (expected {p.expect})",
+              file=sys.stderr)
+        for s in p.steps:
+            if s.status != "proved":
+                print(f"    {s.status}: {s.claim}  residual: {s.residual}", file=sys.stderr)
+    if selection:
+        for p in proofs:
+            print(f"{p.law} | {p.rule} | {p.arch} | {p.case} | {p.status} | {len(p.steps)} steps")
+        return 1 if bad else 0
+    text = render(proofs)
+    if args.check:
+        diff = stale(text, args.output)
+        if diff:
+            print(f"{args.output} is stale: re-run `python -m nrm_verify.symbolic.prove` and commit it\n{diff}",
+                  file=sys.stderr)
+            return 1
+        return 1 if bad else 0
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["run", "jobs", "run_job", "run_law", "prove_rule", "subject", "main", "law_main", "stale", "CASE_C"]
