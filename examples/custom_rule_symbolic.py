@@ -24,8 +24,8 @@ from __future__ import annotations
 import random
 
 import sympy as sp
-from nrm.rules import Epsilon, Gamma, Part, Rule, Share, identity
 
+from nrm.rules import Epsilon, Gamma, Part, Rule, Share, identity
 from nrm_verify.symbolic import SymbolicNetwork
 from nrm_verify.symbolic.crosscheck import crosscheck
 from nrm_verify.symbolic.network import DYADIC_MAGNITUDES

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
+
 from nrm.errors import NullEventError, ZeroOutputError
 from nrm.events import OMEGA, At
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, Zero, ZPlus
-
 from nrm_verify.symbolic import SignDecider, SymbolicNetwork, SymbolicNetworkError, SympyScalars, sympy_ops
 from nrm_verify.symbolic.ops import ANY, NEGATIVE, NONNEGATIVE, POSITIVE, Fact, settle
 from nrm_verify.symbolic.worked_example import derivations, null_conditional_raises

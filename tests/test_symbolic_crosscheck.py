@@ -10,8 +10,8 @@ import random
 import numpy as np
 import pytest
 import sympy as sp
-from nrm.rules import BUILTIN_RULES, AlphaBeta, Flat, WSquare, Zero, ZPlus
 
+from nrm.rules import BUILTIN_RULES, AlphaBeta, Flat, WSquare, Zero, ZPlus
 from nrm_verify.symbolic import SymbolicNetwork
 from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES
 from nrm_verify.symbolic.crosscheck import crosscheck, numeric_rule

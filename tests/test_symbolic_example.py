@@ -21,7 +21,8 @@ def example():
 
 def test_closed_forms(example):
     eq = dict(example.equations())
-    assert eq["q1(x1 | h1_1)"] == "w1_11*x1*(gamma + 1)/(b1_1*gamma + b1_1 + eps + gamma*w1_11*x1 + w1_11*x1 + w1_21*x2)"
+    expected = "w1_11*x1*(gamma + 1)/(b1_1*gamma + b1_1 + eps + gamma*w1_11*x1 + w1_11*x1 + w1_21*x2)"
+    assert eq["q1(x1 | h1_1)"] == expected
 
 
 def test_laws_proved_or_refuted(example):

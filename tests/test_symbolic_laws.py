@@ -4,8 +4,8 @@ the assumptions), the failing step it shows, the case split, and a broken rule c
 from __future__ import annotations
 
 import sympy as sp
-from nrm.rules import Zero
 
+from nrm.rules import Zero
 from nrm_verify.symbolic import SymbolicNetwork
 from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES
 from nrm_verify.symbolic.laws import LAWS

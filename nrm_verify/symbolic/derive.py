@@ -395,7 +395,12 @@ def _is_nonzero_constant(value) -> bool:
 
 
 def _tidy(e: sp.Expr) -> sp.Expr:
-    """A kernel entry as one reduced fraction (cheap at this size; Piecewise left alone)."""
+    """A kernel entry as one reduced fraction (cheap at this size; Piecewise left alone).
+    Floats (a rule parameter such as ``Gamma(0.25)``) become the exact rationals they are,
+    as in the exact oracle."""
+    floats = e.atoms(sp.Float)
+    if floats:
+        e = e.xreplace({f: sp.Rational(float(f)) for f in floats})
     return e if e.has(sp.Piecewise) or not e.free_symbols else sp.cancel(e)
 
 

@@ -28,7 +28,7 @@ from nrm.rules import BUILTIN_RULES, AlphaBeta, Epsilon, Gamma, Rule, ZBox, Zero
 
 from .derive import SymbolicMeasure
 from .network import SymbolicNetwork
-from .proof import NotApplicable, Step, check_identity, check_independent, check_nonnegative
+from .proof import NotApplicable, Step, check_finite, check_identity, check_independent, check_nonnegative
 
 StepThunk = Callable[[], Step]
 
@@ -363,7 +363,8 @@ def gradient_times_input(s: Subject) -> list[Claim]:
 # -- L10 -----------------------------------------------------------------------------------------
 def epsilon_limit(s: Subject) -> list[Claim]:
     """L10: lim_{ε→0⁺} q^ε_l(j | k) = q^0_l(j | k) wherever z_k ≠ 0 (every column here:
-    the pre-activations have declared signs). ``sympy.limit`` of every kernel entry."""
+    the pre-activations have declared signs), with error O(ε). ``sympy.limit`` of every
+    kernel entry, and of (q^ε − q^0)/ε (finite)."""
     net, m = s.network, s.m
     layers = [l for l in range(1, net.depth + 1) if isinstance(getattr(s.rules[l], "epsilon", None), sp.Symbol)]
     if not layers:
@@ -376,10 +377,14 @@ def epsilon_limit(s: Subject) -> list[Claim]:
         for l in layers:
             for k in range(net.widths()[l]):
                 for j in _V(net, l - 1):
-                    q = m.q(l, j, k)
-                    yield lambda q=q, l=l, j=j, k=k: s.identity(
+                    q, q0 = m.q(l, j, k), zero.q(l, j, k)
+                    yield lambda q=q, q0=q0, l=l, j=j, k=k: s.identity(
                         f"lim_(ε→0+) q{l}({_lbl(net, l - 1, j)} | {_lbl(net, l, k)}) = LRP-0",
-                        sp.limit(q, eps, 0, "+"), zero.q(l, j, k))
+                        sp.limit(q, eps, 0, "+"), q0)
+                    if holds:
+                        yield lambda q=q, q0=q0, l=l, j=j, k=k: check_finite(
+                            f"the error is O(ε): lim_(ε→0+) (q^ε − q^0)/ε is finite at q{l}({_lbl(net, l - 1, j)} | "
+                            f"{_lbl(net, l, k)})", sp.limit(sp.cancel((q - q0) / eps), eps, 0, "+"))
 
     return [Claim(s.expect(holds), steps())]
 
@@ -427,8 +432,9 @@ def _zplus_columns(zp: SymbolicMeasure, l: int, width: int) -> tuple[list[int], 
 
 def gamma_infinity(s: Subject) -> list[Claim]:
     """L12: lim_{γ→∞} q^γ_l(j | k) = q^{z⁺}_l(j | k) for every column with
-    P_k = Σ_j a_j w_jk⁺ + b_k⁺ > 0 (a ≥ 0). Columns with P_k = 0 are outside the
-    hypothesis; there the limit is shown to differ."""
+    P_k = Σ_j a_j w_jk⁺ + b_k⁺ > 0 (a ≥ 0), with error O(1/γ) (γ (q^γ − q^{z⁺}) has a finite
+    limit). Columns with P_k = 0 are outside the hypothesis; there the limit is shown to
+    differ."""
     net, m = s.network, s.m
     layers = _gamma_layers(s)
     if not layers:
@@ -443,15 +449,18 @@ def gamma_infinity(s: Subject) -> list[Claim]:
         inside += [(l, k) for k in live]
         outside += [(l, k) for k in dead]
 
-    def steps(cols):
+    def steps(cols, error=False):
         for l, k in cols:
             for j in _V(net, l - 1):
-                q = m.q(l, j, k)
-                yield lambda q=q, l=l, j=j, k=k: s.identity(
-                    f"lim_(γ→∞) q{l}({_lbl(net, l - 1, j)} | {_lbl(net, l, k)}) = z⁺", sp.limit(q, gamma, sp.oo),
-                    zp.q(l, j, k))
+                q, qz = m.q(l, j, k), zp.q(l, j, k)
+                yield lambda q=q, qz=qz, l=l, j=j, k=k: s.identity(
+                    f"lim_(γ→∞) q{l}({_lbl(net, l - 1, j)} | {_lbl(net, l, k)}) = z⁺", sp.limit(q, gamma, sp.oo), qz)
+                if error:
+                    yield lambda q=q, qz=qz, l=l, j=j, k=k: check_finite(
+                        f"the error is O(1/γ): lim_(γ→∞) γ (q^γ − q^z⁺) is finite at q{l}({_lbl(net, l - 1, j)} | "
+                        f"{_lbl(net, l, k)})", sp.limit(sp.cancel(gamma * (q - qz)), gamma, sp.oo))
 
-    claims = [Claim(s.expect(holds), steps(inside))]
+    claims = [Claim(s.expect(holds), steps(inside, error=holds))]
     if outside:
         cols = ", ".join(f"{_lbl(net, l, k)}" for l, k in outside)
         claims.append(Claim("fails" if s.builtin else "either", steps(outside),

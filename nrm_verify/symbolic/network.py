@@ -117,7 +117,8 @@ class SymbolicNetwork:
 
         Args:
             inputs: "real", "positive", "box" (x_j with symbolic bounds lo_j < x_j < hi_j),
-                or one spec per input ("+", "-", "real", "nonzero" or a number).
+                ("box", low, high) with numeric bounds (numbers or one per input), or one
+                spec per input ("+", "-", "real", "nonzero" or a number).
             weights: a spec for every weight ("nonzero", "real", "+", "-"), "alternating"
                 (w_jk > 0 when j + k is even, < 0 otherwise; 1-based), "alternating-"
                 (the opposite), or a callable (l, j, k) -> spec (0-based j, k).
@@ -198,12 +199,22 @@ class SymbolicNetwork:
     @staticmethod
     def _make_inputs(n: int, inputs: Any, domains: dict, latex: dict):
         box = []
-        if inputs == "box":
+        bounds = None
+        if isinstance(inputs, tuple) and len(inputs) == 3 and inputs[0] == "box":
+            bounds = [np.broadcast_to(np.asarray(b, dtype=object).reshape(-1), (n,)) for b in inputs[1:]]
+            inputs = "box"
+        if isinstance(inputs, str) and inputs == "box":
             xs = np.empty(n, dtype=object)
             for j in range(n):
-                lo = _register(f"lo{j + 1}", "real", domains, latex, f"\\ell_{{{j + 1}}}")
+                if bounds is None:
+                    lo = _register(f"lo{j + 1}", "real", domains, latex, f"\\ell_{{{j + 1}}}")
+                else:
+                    lo = to_sympy(bounds[0][j])
                 x = _register(f"x{j + 1}", "real", domains, latex, f"x_{{{j + 1}}}")
-                hi = _register(f"hi{j + 1}", "real", domains, latex, f"h_{{{j + 1}}}")
+                if bounds is None:
+                    hi = _register(f"hi{j + 1}", "real", domains, latex, f"h_{{{j + 1}}}")
+                else:
+                    hi = to_sympy(bounds[1][j])
                 xs[j] = x
                 box.append((x, lo, hi))
             return xs, box
@@ -411,7 +422,7 @@ class SymbolicNetwork:
             if sign == "-" and not v < 0:
                 return False
         for x, lo, hi in self.box:
-            if not (point[lo] < point[x] < point[hi]):
+            if not (sp.sympify(lo).xreplace(point) < point[x] < sp.sympify(hi).xreplace(point)):
                 return False
         full = dict(point)
         full.update(vals)
@@ -430,7 +441,7 @@ class SymbolicNetwork:
         points that float64 represents exactly, for comparisons with the engine).
         """
         symbols = self.base_symbols() + [s for s in extra if s not in self.domains]
-        boxed = {x for x, _, _ in self.box} | {hi for _, _, hi in self.box}
+        boxed = {x for x, _, _ in self.box} | {hi for _, _, hi in self.box if isinstance(hi, sp.Symbol)}
         for _ in range(tries):
             point = {}
             for s in symbols:
@@ -438,8 +449,12 @@ class SymbolicNetwork:
                     continue
                 point[s] = _draw(rng, s, magnitudes)
             for x, lo, hi in self.box:
-                point[x] = point[lo] + rng.choice(magnitudes)
-                point[hi] = point[x] + rng.choice(magnitudes)
+                if isinstance(lo, sp.Symbol):
+                    point[x] = point[lo] + rng.choice(magnitudes)
+                    point[hi] = point[x] + rng.choice(magnitudes)
+                else:  # numeric bounds: a point strictly inside
+                    t = sp.Rational(rng.randint(1, 15), 16)
+                    point[x] = lo + t * (hi - lo)
             if self.satisfies(point):
                 return point
         raise SymbolicNetworkError(

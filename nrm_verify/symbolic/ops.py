@@ -115,7 +115,8 @@ class Fact:
     def __init__(self, symbol: sp.Symbol, definition: sp.Expr):
         self.symbol = symbol
         self.definition = sp.expand(definition)
-        self.terms = [t.as_coeff_Mul() for t in sp.Add.make_args(self.definition)]
+        # the monomials a coefficient can be read off (a constant term cannot)
+        self.terms = [(c, m) for c, m in (t.as_coeff_Mul() for t in sp.Add.make_args(self.definition)) if m != 1]
         self.symbols = self.definition.free_symbols
 
     def __repr__(self) -> str:
@@ -157,7 +158,10 @@ class SignDecider:
                 return ZERO
             return POSITIVE if e.is_positive else NEGATIVE if e.is_negative else ANY
         if e.is_Symbol:
-            return _symbol_signs(e)
+            out = _symbol_signs(e)
+            if not _definite(out) and depth > 0 and any(e in f.symbols for f in facts):
+                out = (out & self._with_facts(e, facts, depth)) or out  # a fact about the symbol itself
+            return out
         if isinstance(e, sp.Mul):
             out = POSITIVE
             for f in e.args:

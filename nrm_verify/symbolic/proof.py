@@ -188,6 +188,18 @@ def check_identity(claim: str, lhs, rhs, network, params=(), convert=None, latex
     return step
 
 
+def check_finite(claim: str, expr) -> Step:
+    """Prove that a limit came out finite (e.g. lim (q^ε − q^0)/ε: the error is O(ε))."""
+    expr = as_expr(expr)
+    step = Step(claim, "finite")
+    if expr.has(sp.oo, -sp.oo, sp.zoo, sp.nan, sp.Limit):
+        step.status = FAILED
+        step.residual = _short(expr)
+    else:
+        step.status = PROVED
+    return step
+
+
 def check_nonnegative(claim: str, expr, network, params=(), seed: int = 0) -> Step:
     """Prove expr ≥ 0 from the assumptions (sign decision), or refute it at a point."""
     step = Step(claim, "nonnegative")

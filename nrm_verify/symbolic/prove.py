@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from nrm.rules import Rule
+from nrm.rules import Rule, ZBox, Zero
 
 from .catalog import ARCHITECTURES, CASES, RULES, Architecture, Case, RuleSpec
 from .derive import SymbolicMeasure
@@ -84,8 +84,17 @@ def subjects(arch: Architecture, spec: RuleSpec, case: Case, split: tuple = ()) 
 
 def run_law(law: Law, s: Subject) -> list[Proof]:
     """One law on one subject: its claims as proofs (a refuted claim that is expected to
-    fail stops at its first counterexample)."""
+    fail stops at its first counterexample). A subject whose rule still branches on signs
+    the assumptions leave open (after :data:`MAX_SPLITS` splits) is not attempted: the
+    proof fails and names the branches, so that the missing assumptions can be added."""
     base = dict(law=law.key, rule=s.rule_title, arch=s.arch, case=s.case)
+    open_signs = [f"{op}({x})" for _, op, x in s.m.undecided if op in ("sign", "pos", "neg")]
+    if open_signs:
+        note = ("the assumptions leave these branches of the rule open: " + "; ".join(open_signs[:4])
+                + ("; …" if len(open_signs) > 4 else "")
+                + ". Declare the signs they need (prove_rule(..., inputs='positive', signed_weights=True) or a "
+                  "network of your own) and run again")
+        return [Proof(**base, expect="holds", status=FAILED, note=note)]
     try:
         claims = law.check(s)
     except NotApplicable as e:
@@ -175,28 +184,50 @@ def prove_rule(rule: Rule | Callable, *, title: str | None = None, inputs: str |
 
     Give symbolic parameters as sympy symbols with their sign (``positive=True`` …).
     Left as None, the settings are read off the rule: ``inputs`` is "positive" when the
-    rule says ``requires_nonnegative_input`` (else "real"; "box" is the third choice);
-    ``signed_weights`` (a sign pattern of the weights) is declared when the rule branches
-    on the sign of a weight; ``params`` are the symbols of the kernels that are not the
-    network's (they are drawn too when a counterexample is searched).
+    rule says ``requires_nonnegative_input``, a sign pattern (positive in case A, mixed in
+    case B) when the rule branches on the sign of an input, else "real" ("box" is the
+    other choice); ``signed_weights`` (a sign pattern of the weights) is declared when the
+    rule branches on the sign of a weight; ``params`` are the symbols of the kernels that
+    are not the network's (they are drawn too when a counterexample is searched).
     """
-    build = rule if callable(rule) and not isinstance(rule, Rule) else (lambda net: [rule] * net.depth)
+    if isinstance(rule, Rule):
+        # a first-layer rule (z^B) gets LRP-0 above it; every other rule is used on every layer
+        build = (lambda net: [rule] + [Zero()] * (net.depth - 1)) if rule.input_layer_only else \
+            (lambda net: [rule] * net.depth)
+    else:
+        build = rule
     name = title or repr(rule)
     archs = list(archs)
-    if inputs is None:
-        rules = [rule] if isinstance(rule, Rule) else []
-        inputs = "positive" if any(getattr(r, "requires_nonnegative_input", False) for r in rules) else "real"
-    if signed_weights is None or params is None:
-        probe = RuleSpec(name, name, build, inputs=inputs, signed_weights=False)
+    if inputs is None and isinstance(rule, ZBox):
+        inputs = _box_inputs(rule)
+    if inputs is None and isinstance(rule, Rule) and rule.requires_nonnegative_input:
+        inputs = "positive"
+    inputs_b = None
+    if signed_weights is None or params is None or inputs is None:
+        probe = RuleSpec(name, name, build, inputs=inputs or "real", signed_weights=False)
         net = archs[0].build(probe, CASES[0])
         m = SymbolicMeasure(net, build(net))
+        branched = {x for _, op, x in m.undecided if op in ("pos", "neg", "sign")}
         weights = {w for layer in net.layers for w in layer.weight.flat if isinstance(w, sp.Symbol)}
         if signed_weights is None:
-            signed_weights = any(x in weights for _, op, x in m.undecided if op in ("pos", "neg", "sign"))
+            signed_weights = bool(branched & weights)
+        if inputs is None and branched & set(net.inputs):
+            inputs, inputs_b = "positive", "mixed"  # a sign pattern of the inputs too
         if params is None:
             params = tuple(sorted(m.parameters(), key=str))
-    spec = RuleSpec(name, name, build, inputs=inputs, signed_weights=signed_weights, params=tuple(params))
+    if inputs is None:
+        inputs = "real"
+    spec = RuleSpec(name, name, build, inputs=inputs, signed_weights=signed_weights, params=tuple(params),
+                    inputs_b=inputs_b)
     return run(jobs(archs, [spec], cases, laws))
+
+
+def _box_inputs(rule: ZBox):
+    """The box of a z^B rule as an input domain: its numbers, or symbolic bounds."""
+    bounds = (rule.low, rule.high)
+    if all(isinstance(b, (int, float)) or (isinstance(b, sp.Basic) and b.is_number) for b in bounds):
+        return ("box", sp.nsimplify(rule.low), sp.nsimplify(rule.high))
+    return "box"
 
 
 def stale(text: str, path: Path) -> str:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import sympy as sp
-
 from .catalog import ARCHITECTURES, CASES, RULES
 from .laws import LAWS
 from .proof import FAILED, NOT_APPLICABLE, PROVED, REFUTED, Proof, point_text
@@ -252,7 +250,8 @@ def render(proofs: list[Proof]) -> str:
     w("| quantity | closed form | value | spec | |")
     w("|---|---|---|---|---|")
     for q in derivations():
-        w(f"| {q.name} | ${sp.latex(q.closed_form)}$ | {q.value} | {q.spec} | {'✓' if q.agrees else '✗'} |")
+        name = q.name.replace("|", "\\|")
+        w(f"| {name} | ${q.latex}$ | {q.value} | {q.spec} | {'✓' if q.agrees else '✗'} |")
     w("")
     w("Conditioning on {X0 = x1} ∪ {X1 = h1} (measure 0) raises `NullEventError`: "
       + ("✓" if null_conditional_raises() else "✗") + ".")

@@ -37,6 +37,7 @@ class Quantity:
     closed_form: sp.Expr
     value: sp.Expr
     spec: Fraction
+    latex: str = ""
 
     @property
     def agrees(self) -> bool:
@@ -61,7 +62,8 @@ def derivations() -> list[Quantity]:
     F = Fraction
 
     def add(name, m, expr, pt, spec):
-        out.append(Quantity(name, sp.factor(sp.together(sp.sympify(expr))), m.network.evaluate(expr, pt), F(spec)))
+        closed = sp.factor(sp.together(sp.sympify(expr)))
+        out.append(Quantity(name, closed, m.network.evaluate(expr, pt), F(spec), m.latex(closed)))
 
     net = network()
     pt = point(net)
