@@ -198,14 +198,19 @@ class Engine:
                 total = t if total is None else total.add_(t)
         if total is None:
             total = torch.zeros((K, B) + in_shape, dtype=r.dtype, device=r.device)
-        # Σ_k q(⊥|k) r_k as a batched dot product (no temporary of the layer's size)
-        if rbot is None:
-            pass
-        elif qbot.dim() == r.dim():  # a relevance-dependent rule: one column set per stacked row
-            rbot = rbot + (r * qbot).reshape(K, B, -1).sum(-1)
-        else:
-            rbot = rbot + torch.einsum("kbn,bn->kb", r.reshape(K, B, -1), qbot.reshape(B, -1))
+        if rbot is not None:
+            rbot = rbot + self._absorbed(r, qbot)
         return total.reshape((K, B) + self.shape[l - 1]), rbot
+
+    @staticmethod
+    def _absorbed(r: torch.Tensor, qbot: torch.Tensor) -> torch.Tensor:
+        """Σ_k q(⊥|k) r_k per stacked row: a batched dot product (no temporary of the
+        layer's size), or a plain product when a relevance-dependent rule gave one column
+        set per row."""
+        K, B = r.shape[:2]
+        if qbot.dim() == r.dim():
+            return (r * qbot).reshape(K, B, -1).sum(-1)
+        return torch.einsum("kbn,bn->kb", r.reshape(K, B, -1), qbot.reshape(B, -1))
 
     def step_up(self, l: int, v: torch.Tensor, vbot: torch.Tensor):
         """A function over V̄_{l-1} (stack) → over V̄_l: v ↦ Qᵀ v, i.e. Σ_j q(j|k) v(j)."""
