@@ -24,19 +24,20 @@ from .errors import (
     TrainingModeError,
     UnknownLayerError,
     UnsupportedModuleError,
+    UnsupportedOperationError,
     ZeroOutputError,
 )
 from .events import EMPTY, OMEGA, At, Event, Walk
-from .graph import ProperFFNN
+from .graph import Concat, ProperFFNN, Sum
 from .measure import Measure, explain
 from .presets import FIRST, RuleMap
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "explain", "Measure", "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN",
+    "explain", "Measure", "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN", "Sum", "Concat",
     "rules", "presets",
-    "NRMError", "UnsupportedModuleError", "RuleParameterError", "RuleAssignmentError", "ZeroOutputError",
+    "NRMError", "UnsupportedModuleError", "UnsupportedOperationError", "RuleParameterError", "RuleAssignmentError", "ZeroOutputError",
     "NullEventError", "RelevanceDependentRuleError", "UnknownLayerError", "EventIndexError", "NonFiniteError",
     "DeviceMismatchError",
     "DtypeMismatchError", "TrainingModeError", "ShapeError",

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import NRMError, RelevanceDependentRuleError, ShapeError
-from .graph import Block, ProperFFNN, all_finite
+from .graph import Block, ProperFFNN, Reshape, all_finite
 from .ops import TORCH
 from .rules import identity, ones
 
@@ -39,6 +39,7 @@ class Constraint:
     mask: torch.Tensor | None
     absorber: bool
     key: tuple
+    parallel: bool = False  # also the copies at the layer (walks that bypass its node)
 
 
 @dataclass
@@ -85,36 +86,57 @@ class Engine:
 
     # -- forward ---------------------------------------------------------------------
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        post: dict[int, torch.Tensor] = {}  # each layer's value as its readers see it (after trailing steps)
+        self.post_shape: dict[int, tuple] = {}
+        self.concat: dict[int, tuple] = {}  # concatenation layers: (dim, sizes)
         a = x
         for block in self.net.blocks:
+            l = block.index
             if block.producer is not None:
-                l = block.index
-                self.inputs[l] = a
-                self.in_shape[l] = tuple(a.shape[1:])
-                if block.producer.kind == "linear":
-                    lmap = self.net.linear_map(block, a.shape[1:], self.dtype, self.device)
-                    self.maps[l] = lmap
-                    z = lmap.forward(a, lmap.weight)
-                    self.z_nobias[l] = z
-                    bias = lmap.bias_for(z)
-                    a = z if bias is None else z + bias
-                else:
-                    a = self._maxpool(block, a)
+                a = self._produce(block, [post[u] for u in block.inputs])
                 if not all_finite(a):
                     self.net.raise_nonfinite(block.producer.name)
-                self.aliases[block.producer.name] = (block.index, tuple(a.shape[1:]))
-            self.shape[block.index] = tuple(a.shape[1:])
+                self.aliases[block.producer.name] = (l, tuple(a.shape[1:]))
+            self.shape[l] = tuple(a.shape[1:])
             for step in block.trailing:
-                m = step.module
-                if step.kind == "activation":
-                    a = F.leaky_relu(a, m.negative_slope) if isinstance(m, torch.nn.LeakyReLU) else F.relu(a)
-                elif step.kind == "reshape":  # Flatten; not m(a), which would run the user's hooks
-                    a = torch.flatten(a, m.start_dim, m.end_dim)
-                self.aliases[step.name] = (block.index, tuple(a.shape[1:]))
-            self.values[block.index] = a.reshape((a.shape[0],) + self.shape[block.index])
+                a = _elementwise(step, a)
+                self.aliases[step.name] = (l, tuple(a.shape[1:]))
+            post[l] = a
+            self.post_shape[l] = tuple(a.shape[1:])
+            self.values[l] = a.reshape((a.shape[0],) + self.shape[l])
         self.aliases["input"] = (0, self.shape[0])
         self.aliases["output"] = (self.net.depth, self.shape[self.net.depth])
         return a
+
+    def _produce(self, block: Block, ins: list[torch.Tensor]) -> torch.Tensor:
+        l, kind = block.index, block.kind
+        if kind == "concat":
+            dim = block.producer.module.dim
+            a = torch.cat(ins, dim)
+            self.concat[l] = (dim if dim > 0 else dim + a.dim(), tuple(t.shape[dim] for t in ins))
+            self.in_shape[l] = tuple(a.shape[1:])
+            return a
+        if kind == "linear" and len(ins) > 1:  # a sum of branches: the stack of its summands
+            if any(t.shape != ins[0].shape for t in ins):
+                raise ShapeError(
+                    f"the sum '{block.name}' adds tensors of shapes {[tuple(t.shape) for t in ins]}; nrm reads sums of "
+                    "equal shapes (no broadcasting)"
+                )
+            a = torch.stack(ins, 1)
+        else:
+            a = ins[0]
+        self.inputs[l] = a
+        self.in_shape[l] = tuple(a.shape[1:])
+        if kind == "pass":
+            return _elementwise(block.producer, a)
+        if kind == "maxpool":
+            return self._maxpool(block, a)
+        lmap = self.net.linear_map(block, a.shape[1:], self.dtype, self.device)
+        self.maps[l] = lmap
+        z = lmap.forward(a, lmap.weight)
+        self.z_nobias[l] = z
+        bias = lmap.bias_for(z)
+        return z if bias is None else z + bias
 
     def _maxpool(self, block: Block, a: torch.Tensor) -> torch.Tensor:
         m = block.producer.module
@@ -173,19 +195,44 @@ class Engine:
 
     # -- one layer down / up ---------------------------------------------------------
     def step_down(self, l: int, r: torch.Tensor, rbot: torch.Tensor | None):
-        """Relevance over V̄_l (stack (K, B, *shape_l), (K, B)) → over V̄_{l-1}.
+        """Relevance over V̄_l (stack (K, B, *shape_l), (K, B)) → over what layer l reads.
 
-        ``rbot=None`` skips the absorber (a marginal over real neurons never needs it:
-        the absorber chain only feeds itself)."""
+        For a layer with one input the result has that layer's shape; for a sum or a
+        concatenation it is the stack (K, B, n, *shape) or the concatenation of the parts
+        (:meth:`step_down_parts` splits it). ``rbot=None`` skips the absorber (a marginal
+        over real neurons never needs it: the absorber chain only feeds itself)."""
+        total, rbot = self._down(l, r, rbot)
+        inputs = self.net.blocks[l].inputs
+        if len(inputs) == 1 and self.net.blocks[l].kind != "concat":
+            total = total.reshape(total.shape[:2] + self.shape[inputs[0]])
+        return total, rbot
+
+    def step_down_parts(self, l: int, r: torch.Tensor, rbot: torch.Tensor | None):
+        """As :meth:`step_down`, split per input: ([(input layer, relevance)], r⊥)."""
+        total, rbot = self._down(l, r, rbot)
+        block = self.net.blocks[l]
+        K, B = total.shape[:2]
+        if block.kind == "concat":
+            dim, sizes = self.concat[l]
+            parts = torch.split(total, list(sizes), dim=dim + 1)
+        elif len(block.inputs) > 1:
+            parts = total.unbind(2)
+        else:
+            parts = (total,)
+        return [(u, t.reshape((K, B) + self.shape[u])) for u, t in zip(block.inputs, parts)], rbot
+
+    def _down(self, l: int, r: torch.Tensor, rbot: torch.Tensor | None):
         K, B = r.shape[:2]
         block = self.net.blocks[l]
         in_shape = self.in_shape[l]
-        if block.producer.kind == "maxpool":
+        if block.kind in ("pass", "concat"):  # q(j|k) = δ_jk: relevance passes unchanged
+            return r.reshape((K, B) + in_shape), rbot
+        if block.kind == "maxpool":
             idx = self.winners[l]
             flat = r.reshape(K, B, idx.shape[1], -1)
             out = torch.zeros((K, B, idx.shape[1], _prod(in_shape[1:])), dtype=r.dtype, device=r.device)
             out.scatter_add_(3, idx.unsqueeze(0).expand(K, -1, -1, -1), flat)
-            return out.reshape((K, B) + self.shape[l - 1]), rbot
+            return out.reshape((K, B) + in_shape), rbot
         shares, qbot = self._columns(l, r)
         lmap = self.maps[l]
         total = None
@@ -200,7 +247,7 @@ class Engine:
             total = torch.zeros((K, B) + in_shape, dtype=r.dtype, device=r.device)
         if rbot is not None:
             rbot = rbot + self._absorbed(r, qbot)
-        return total.reshape((K, B) + self.shape[l - 1]), rbot
+        return total, rbot
 
     @staticmethod
     def _absorbed(r: torch.Tensor, qbot: torch.Tensor) -> torch.Tensor:
@@ -212,13 +259,23 @@ class Engine:
             return (r * qbot).reshape(K, B, -1).sum(-1)
         return torch.einsum("kbn,bn->kb", r.reshape(K, B, -1), qbot.reshape(B, -1))
 
-    def step_up(self, l: int, v: torch.Tensor, vbot: torch.Tensor):
-        """A function over V̄_{l-1} (stack) → over V̄_l: v ↦ Qᵀ v, i.e. Σ_j q(j|k) v(j)."""
-        K, B = v.shape[:2]
+    def step_up(self, l: int, v, vbot: torch.Tensor):
+        """A function over what layer l reads (stack) → over V̄_l: v ↦ Qᵀ v, i.e.
+        Σ_j q(j|k) v(j) + q(⊥|k) v(⊥). ``v`` is one tensor, or a list with one per input."""
         block = self.net.blocks[l]
+        vs = v if isinstance(v, (list, tuple)) else [v]
+        K, B = vs[0].shape[:2]
         in_shape = self.in_shape[l]
-        v_in = v.reshape((K, B) + in_shape)
-        if block.producer.kind == "maxpool":
+        if block.kind == "concat":
+            dim = self.concat[l][0]
+            v_in = torch.cat([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], dim + 1)
+        elif len(vs) > 1:
+            v_in = torch.stack([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], 2)
+        else:
+            v_in = vs[0].reshape((K, B) + in_shape)
+        if block.kind in ("pass", "concat"):
+            return v_in.reshape((K, B) + self.shape[l]), vbot
+        if block.kind == "maxpool":
             idx = self.winners[l]
             flat = v_in.reshape(K, B, idx.shape[1], -1)
             out = torch.gather(flat, 3, idx.unsqueeze(0).expand(K, -1, -1, -1))
@@ -247,9 +304,15 @@ class Engine:
         returns, per job, the relevance stack at its stop layer: (r (B, *shape), r⊥ (B,)),
         where r(j) = μ(X_stop = j, constraints at layers ≥ stop). With ``absorber=False``
         the absorber is not tracked and r⊥ is None.
+
+        Layers are visited from the output down in topological order. Relevance that has
+        reached a layer from some but not all of its readers waits in ``pending``: that
+        is the mass on the copies of the proper FFNN (§1) at the layer being visited, which
+        a constraint with ``parallel=False`` removes and ``parallel=True`` keeps.
         """
         L = self.net.depth
-        r = start.unsqueeze(0)
+        pending = {L: start.unsqueeze(0)}
+        K = 1
         rbot = torch.zeros((1, self.batch), dtype=self.dtype, device=self.device) if absorber else None
         group = [0] * len(jobs)
         active = list(range(len(jobs)))
@@ -265,11 +328,16 @@ class Engine:
                     parents.append(group[j])
                     constraints.append(c)
                 group[j] = keys[key]
-            if parents != list(range(r.shape[0])):
+            if parents != list(range(K)):
                 index = torch.tensor(parents, device=self.device)
-                r, rbot = r.index_select(0, index), _select(rbot, index)
+                pending = {u: t.index_select(0, index) for u, t in pending.items()}
+                rbot, K = _select(rbot, index), len(parents)
+            r = pending.pop(l, None)
+            if r is None:  # nothing reaches this layer (it does not lead to the output)
+                r = torch.zeros((K, self.batch) + self.shape[l], dtype=self.dtype, device=self.device)
             if any(c is not None for c in constraints):
                 r, rbot = self._apply(l, r, rbot, constraints)
+                pending = self._apply_copies(pending, constraints)
             still = []
             for j in active:
                 if jobs[j][1] == l:
@@ -280,12 +348,16 @@ class Engine:
             if not active:
                 break
             used = sorted({group[j] for j in active})
-            if len(used) < r.shape[0]:
+            if len(used) < K:
                 remap = {g: i for i, g in enumerate(used)}
                 index = torch.tensor(used, device=self.device)
                 r, rbot = r.index_select(0, index), _select(rbot, index)
+                pending = {u: t.index_select(0, index) for u, t in pending.items()}
                 group = [remap.get(g, -1) for g in group]
-            r, rbot = self.step_down(l, r, rbot)
+                K = len(used)
+            parts, rbot = self.step_down_parts(l, r, rbot)
+            for u, t in parts:
+                pending[u] = t if u not in pending else pending[u] + t
         return results
 
     def up(self, jobs: list[tuple[dict[int, Constraint], int]]):
@@ -294,26 +366,37 @@ class Engine:
         Each job is (constraints at layers < target, target); returns per job
         (v (B, *shape_target), v⊥ (B,)) with v(j) = μ(lower constraints | X_target = j),
         so that μ(X_t = j, upper, lower) = r(j) · v(j) (the Markov property, L7).
+        ``live`` holds v on the layer being visited and on the copies of the values that
+        a later layer still reads (skip paths), which a constraint with
+        ``parallel=False`` sets to 0.
         """
         unique: dict = {}
         for cons, t in jobs:
             unique.setdefault((tuple(sorted((l, c.key) for l, c in cons.items())), t), (cons, t))
         keys = list(unique)
+        K = len(keys)
         start = min(min(cons) for cons, _ in unique.values())
-        v = torch.ones((len(keys), self.batch) + self.shape[start], dtype=self.dtype, device=self.device)
-        vbot = torch.ones((len(keys), self.batch), dtype=self.dtype, device=self.device)
+        consumers = self.net.consumers
+        live = {u: torch.ones((K, self.batch) + self.shape[u], dtype=self.dtype, device=self.device)
+                for u in range(start + 1) if u == start or max(consumers[u], default=-1) > start}
+        vbot = torch.ones((K, self.batch), dtype=self.dtype, device=self.device)
         out: dict = {}
         top = max(t for _, t in unique.values())
         for l in range(start, top + 1):
+            if l > start:
+                v, vbot = self.step_up(l, [live[u] for u in self.net.blocks[l].inputs], vbot)
+                live[l] = v
+                live = {u: t for u, t in live.items() if u == l or max(consumers[u], default=-1) > l}
             for i, k in enumerate(keys):
                 if unique[k][1] == l:
-                    out[k] = (v[i], vbot[i])
+                    out[k] = (live[l][i], vbot[i])
             if l == top:
                 break
             constraints = [unique[k][0].get(l) for k in keys]
             if any(c is not None for c in constraints):
-                v, vbot = self._apply(l, v, vbot, constraints)
-            v, vbot = self.step_up(l + 1, v, vbot)
+                live[l], vbot = self._apply(l, live[l], vbot, constraints)
+                copies = self._apply_copies({u: t for u, t in live.items() if u != l}, constraints)
+                live.update(copies)
         return [out[(tuple(sorted((l, c.key) for l, c in cons.items())), t)] for cons, t in jobs]
 
     def _apply(self, l, r, rbot, constraints):
@@ -326,6 +409,27 @@ class Engine:
         keep = torch.tensor(flags, dtype=r.dtype, device=self.device).unsqueeze(1)
         r = torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device))
         return r, None if rbot is None else rbot * keep
+
+    def _apply_copies(self, copies: dict, constraints) -> dict:
+        """Keep the copies at a constrained layer only where the constraint admits the
+        walks that bypass it (``parallel=True``)."""
+        flags = [c is None or c.parallel for c in constraints]
+        if not copies or all(flags):
+            return copies
+        keep = torch.tensor(flags, dtype=self.dtype, device=self.device)
+        return {u: t * keep.view((-1,) + (1,) * (t.dim() - 1)) for u, t in copies.items()}
+
+
+def _elementwise(step, a: torch.Tensor) -> torch.Tensor:
+    """An activation, reshape or alias on a value (never ``module(a)``: that would run hooks)."""
+    m = step.module
+    if step.kind == "activation":
+        return F.leaky_relu(a, m.negative_slope) if isinstance(m, torch.nn.LeakyReLU) else F.relu(a)
+    if isinstance(m, Reshape):
+        return a.reshape((a.shape[0],) + m.shape)
+    if step.kind == "reshape":  # Flatten
+        return torch.flatten(a, m.start_dim, m.end_dim)
+    return a
 
 
 def _select(t: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:

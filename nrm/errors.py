@@ -11,6 +11,10 @@ class UnsupportedModuleError(NRMError, TypeError):
     """A module (or a placement of one) that the proper-FFNN view cannot represent."""
 
 
+class UnsupportedOperationError(UnsupportedModuleError):
+    """An operation of a traced model (a function, a method, a module) without a rule."""
+
+
 class RuleParameterError(NRMError, ValueError):
     """A rule constructed with invalid parameters."""
 

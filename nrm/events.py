@@ -32,6 +32,7 @@ class Atom:
     values: tuple = ()
     absorber: bool = False
     mask: torch.Tensor | None = field(default=None, compare=False, hash=False)
+    parallel: bool = False  # also the walks that bypass the layer's node (skip-path copies)
 
     def __repr__(self) -> str:
         args = [repr(self.layer)]
@@ -43,6 +44,8 @@ class Atom:
             args.append("index=[]")
         if self.absorber:
             args.append("absorber=True")
+        if self.parallel:
+            args.append("parallel=True")
         return f"At({', '.join(args)})"
 
 
@@ -137,13 +140,21 @@ class At(Event):
     be given; with none of them S is every real neuron of the layer. ``absorber=True``
     adds the absorber ⊥_layer to S (alone, ``At(layer, index=[], absorber=True)`` is
     {X_layer = ⊥}).
+
+    In a model with branches (residual or parallel paths, NRM-SPEC §1, L16) the layer of a
+    node also holds the *copies* of the neurons whose relevance passes it on a skip or
+    parallel path. ``parallel=False`` (the default) keeps S to the node's own neurons: the
+    walks through them (zennit-crp's ``exclude_parallel=True``). ``parallel=True`` also
+    admits every walk that bypasses the node (``exclude_parallel=False``);
+    ``At(layer, index=[], parallel=True)`` alone is the event "bypasses the layer". In a
+    sequential model nothing bypasses a layer and both are the same event.
     """
 
     __slots__ = ("atom",)
 
     def __init__(self, layer: str, *, index: Iterable[int] | int | None = None,
                  channels: Iterable[int] | int | None = None, mask: torch.Tensor | None = None,
-                 absorber: bool = False):
+                 absorber: bool = False, parallel: bool = False):
         if not isinstance(layer, str):
             raise TypeError(f"At() takes a layer name (str) first, got {layer!r}")
         given = [n for n, v in (("index", index), ("channels", channels), ("mask", mask)) if v is not None]
@@ -151,18 +162,18 @@ class At(Event):
             raise EventIndexError(f"At({layer!r}) takes one of index=, channels=, mask=, got {given}")
         if index is not None:
             values = _ints(index, "index")
-            atom = Atom(layer, "index" if values else "none", values, absorber)
+            atom = Atom(layer, "index" if values else "none", values, absorber, parallel=parallel)
         elif channels is not None:
             values = _ints(channels, "channels")
-            atom = Atom(layer, "channels" if values else "none", values, absorber)
+            atom = Atom(layer, "channels" if values else "none", values, absorber, parallel=parallel)
         elif mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
                 raise EventIndexError(f"At({layer!r}, mask=…) needs a boolean torch tensor of the layer's shape")
             m = mask.detach().to("cpu").contiguous()
             digest = hashlib.sha1(m.numpy().tobytes()).hexdigest()
-            atom = Atom(layer, "mask", (tuple(m.shape), digest), absorber, m)
+            atom = Atom(layer, "mask", (tuple(m.shape), digest), absorber, m, parallel)
         else:
-            atom = Atom(layer, "all", (), absorber)
+            atom = Atom(layer, "all", (), absorber, parallel=parallel)
         super().__init__({frozenset([atom]): 1})
         self.atom = atom
 

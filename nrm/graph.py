@@ -26,7 +26,7 @@ from .errors import (
     TrainingModeError,
     UnsupportedModuleError,
 )
-from .linear import ConvMap, DenseMap, LinearMap, adaptive_avgpool_map, avgpool_map
+from .linear import ConvMap, DenseMap, LinearMap, SumMap, adaptive_avgpool_map, avgpool_map
 
 LINEAR_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -41,9 +41,41 @@ SUPPORTED_NAMES = ", ".join(
 )
 
 
+class Sum(nn.Module):
+    """The addition of branches, z = Σ_i a^(i) (NRM-SPEC §1): a linear neuron with weights 1
+    over the summands, to which any rule applies (LRP-0 splits in proportion to the
+    summands). Key of a rule mapping: ``{nrm.Sum: rule}``. Never called; it only names
+    the operation of a traced ``+``."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}"
+
+
+class Concat(nn.Module):
+    """``torch.cat`` of branches along a per-sample dimension: the branches share a layer,
+    and relevance goes back to each part unchanged (q = 1). Never called."""
+
+    def __init__(self, dim: int, sizes: tuple[int, ...] = ()):
+        super().__init__()
+        self.dim, self.sizes = dim, sizes
+
+
+class Reshape(nn.Module):
+    """A traced ``view`` / ``reshape`` / ``flatten``: renames neurons, keeps the batch
+    dimension. ``shape`` is the per-sample target shape (-1 allowed). Never called."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = tuple(shape)
+
+
 @dataclass
 class Step:
-    """One module of the model, in forward order."""
+    """One module (or traced operation) of the model, in forward order."""
 
     name: str
     module: nn.Module
@@ -51,13 +83,15 @@ class Step:
     @property
     def kind(self) -> str:
         m = self.module
-        if isinstance(m, LINEAR_MODULES + POOL_MODULES):
+        if isinstance(m, LINEAR_MODULES + POOL_MODULES + (Sum,)):
             return "linear"
         if isinstance(m, nn.MaxPool2d):
             return "maxpool"
+        if isinstance(m, Concat):
+            return "concat"
         if isinstance(m, ACTIVATIONS):
             return "activation"
-        if isinstance(m, nn.Flatten):
+        if isinstance(m, (nn.Flatten, Reshape)):
             return "reshape"
         return "alias"
 
@@ -65,17 +99,36 @@ class Step:
 @dataclass
 class Block:
     """Layer ``index``: its producer (None for the input) and the steps that only act
-    on its neurons (activations, reshapes, aliases) or fold into it (batch norm)."""
+    on its neurons (activations, reshapes, aliases) or fold into it (batch norm).
+
+    ``inputs`` are the layers the producer reads (one, or several for a sum or a
+    concatenation); in a sequential model it is the layer before. Layers are numbered in
+    a topological order, so every input has a smaller index."""
 
     index: int
     producer: Step | None
     trailing: list[Step] = field(default_factory=list)
     batchnorms: list[Step] = field(default_factory=list)
     rule: object = None
+    inputs: list[int] | None = None
+
+    def __post_init__(self):
+        if self.inputs is None:
+            self.inputs = [] if self.producer is None else [self.index - 1]
 
     @property
     def name(self) -> str:
         return "input" if self.producer is None else self.producer.name
+
+    @property
+    def kind(self) -> str:
+        """input, linear (a linear map or a sum), maxpool, concat, or pass (an
+        activation or reshape that is a layer of its own because its input fans out:
+        q(j|k) = δ_jk)."""
+        if self.producer is None:
+            return "input"
+        k = self.producer.kind
+        return k if k in ("linear", "maxpool", "concat") else "pass"
 
 
 def _leaves(module: nn.Module, prefix: str):
@@ -109,10 +162,19 @@ def check_eval_mode(model: nn.Module) -> None:
 
 
 class ProperFFNN:
-    """The proper-FFNN view of an ``nn.Sequential`` model (nested Sequentials allowed)."""
+    """The proper-FFNN view of a model: an ``nn.Sequential`` (nested Sequentials allowed)
+    is read module by module; any other module is traced with ``torch.fx`` into layers
+    with fan-outs, sums and concatenations (:mod:`nrm.trace`)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
+        self._maps: dict[int, LinearMap] = {}
+        if not _plain_sequential(model):
+            from .trace import trace_blocks
+
+            self.blocks = trace_blocks(model, self._attach_batchnorm)
+            self.consumers = _consumers(self.blocks)
+            return
         blocks = [Block(0, None)]
         for name, module in _leaves(model, ""):
             step = Step(name, module)
@@ -124,7 +186,7 @@ class ProperFFNN:
             else:
                 blocks[-1].trailing.append(step)
         self.blocks = blocks
-        self._maps: dict[int, LinearMap] = {}
+        self.consumers = _consumers(blocks)
 
     @staticmethod
     def _attach_batchnorm(block: Block, step: Step) -> None:
@@ -150,7 +212,33 @@ class ProperFFNN:
         return len(self.blocks) - 1
 
     def linear_blocks(self) -> list[Block]:
-        return [b for b in self.blocks if b.producer is not None and b.producer.kind == "linear"]
+        return [b for b in self.blocks if b.kind == "linear"]
+
+    @property
+    def sequential(self) -> bool:
+        """Whether every layer reads only the layer before it (no branches)."""
+        return all(b.inputs == [b.index - 1] for b in self.blocks[1:])
+
+    def cut_below(self, l: int) -> int:
+        """The highest layer ≤ l that no skip or parallel path passes (no copies): all the
+        relevance of the walks is on its own neurons and its absorber. A sequential
+        model's every layer is one."""
+        if not hasattr(self, "_spans"):
+            self._spans = [max(self.consumers[u], default=u) for u in range(len(self.blocks))]
+        spans = self._spans
+        while any(spans[u] > l for u in range(l)):
+            l -= 1
+        return l
+
+    def ancestors(self, l: int) -> set[int]:
+        """Every layer that layer ``l`` reads, directly or not."""
+        seen, todo = set(), list(self.blocks[l].inputs)
+        while todo:
+            u = todo.pop()
+            if u not in seen:
+                seen.add(u)
+                todo += self.blocks[u].inputs
+        return seen
 
     def tensors(self):
         """(path, tensor) of every parameter and buffer the view reads."""
@@ -206,7 +294,9 @@ class ProperFFNN:
 
     def _build_map(self, block: Block, in_shape, dtype, device) -> LinearMap:
         m, name = block.producer.module, block.producer.name
-        if isinstance(m, nn.Linear):
+        if isinstance(m, Sum):
+            lmap = SumMap(m.n, dtype, device)
+        elif isinstance(m, nn.Linear):
             if block.batchnorms and len(in_shape) != 1:
                 raise UnsupportedModuleError(
                     f"{type(block.batchnorms[0].module).__name__} at '{block.batchnorms[0].name}' follows the Linear "
@@ -254,6 +344,23 @@ class ProperFFNN:
                 "asymmetrically; give explicit integer padding"
             )
         return tuple(s // 2 for s in span)
+
+
+def _plain_sequential(model: nn.Module) -> bool:
+    """An nn.Sequential whose modules are all torch.nn's own (nested Sequentials allowed):
+    read module by module. Anything else is traced."""
+    if not isinstance(model, nn.Sequential):
+        return False
+    return all(isinstance(m, nn.Sequential) or (m.__module__.startswith("torch.nn") and not any(True for _ in m.children()))
+               for m in model.modules())
+
+
+def _consumers(blocks: list[Block]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {b.index: [] for b in blocks}
+    for b in blocks:
+        for u in b.inputs:
+            out[u].append(b.index)
+    return out
 
 
 def all_finite(t: torch.Tensor) -> bool:

@@ -71,6 +71,20 @@ class ConvMap(LinearMap):
         return grad((g.shape[0],) + tuple(in_shape), weight, g, self.stride, self.padding, self.dilation, self.groups)
 
 
+class SumMap(LinearMap):
+    """The sum of n branches, z_k = Σ_i w_i a^(i)_k with w = 1 (NRM-SPEC §1): the input is
+    the stack of the summands, shape (N, n, *shape); weight (n,)."""
+
+    def __init__(self, n: int, dtype, device):
+        self.weight, self.bias = torch.ones(n, dtype=dtype, device=device), None
+
+    def forward(self, x, weight):
+        return torch.einsum("ni...,i->n...", x, weight)
+
+    def transpose(self, g, weight, in_shape):
+        return g.unsqueeze(1) * weight.view((1, -1) + (1,) * (g.dim() - 1))
+
+
 class PoolMatrixMap(LinearMap):
     """Adaptive average pooling with windows of unequal size, as a per-channel matrix
     P (out_positions, in_positions); zeros of P are not connections."""

@@ -77,8 +77,9 @@ class Measure:
         l, shape = self._alias(atom.layer)
         canon = self.engine.shape[l]
         n = _numel(shape)
+        parallel = atom.parallel and not self.network.sequential  # nothing bypasses a layer of a chain
         if atom.selector == "all":
-            return Constraint(l, None, atom.absorber, ("all", atom.absorber))
+            return Constraint(l, None, atom.absorber, ("all", atom.absorber, parallel), parallel)
         mask = torch.zeros(n, dtype=torch.bool)
         if atom.selector == "index":
             bad = [i for i in atom.values if not 0 <= i < n]
@@ -107,7 +108,8 @@ class Measure:
             mask = atom.mask.reshape(-1).clone()
         mask = mask.reshape(canon).to(self.engine.device)
         # the key names the neuron set: channels=[0] of a Flatten alias is not channel 0 of the conv
-        return Constraint(l, mask, atom.absorber, (atom.selector, atom.values, atom.absorber, tuple(shape)))
+        return Constraint(l, mask, atom.absorber, (atom.selector, atom.values, atom.absorber, tuple(shape), parallel),
+                          parallel)
 
     def _resolve(self, cylinder) -> dict[int, Constraint]:
         """A cylinder (frozenset of atoms) → one constraint per layer (intersected)."""
@@ -124,7 +126,9 @@ class Measure:
         """μ(event), tensor (B,); for a list of K events, (K, B) in one pass."""
         events = _events(event)
         table = self._cylinder_table(events)
-        jobs = [(cons, min(cons) if cons else self.depth) for cons in table]
+        # stop at the lowest constrained layer, or below it where no skip path still holds
+        # relevance (the copies of the proper FFNN would otherwise be left out of the sum)
+        jobs = [(cons, self.network.cut_below(min(cons)) if cons else self.depth) for cons in table]
         values = [r.reshape(r.shape[0], -1).sum(1) + rbot for r, rbot in self._down(jobs)]
         out = self._combine(events, table, values, ())
         return out[0] if not isinstance(event, (list, tuple)) else out
@@ -164,6 +168,18 @@ class Measure:
         """m_l(⊥_l) = μ(X_l = ⊥_l): the mass the layer's absorber holds, tensor (B,)
         (with ``within`` as in :meth:`marginal`). By L1, Σ_j m_l(j) + m_l(⊥_l) = 1."""
         return self._marginal(layer, within, absorber=True)
+
+    def bypassing(self, layer: str, within: Event | Sequence[Event] | None = None) -> torch.Tensor:
+        """The measure of the walks that bypass the layer's node: they pass its proper layer
+        on the copies of a skip or parallel path (NRM-SPEC §1), tensor (B,). Zero in a
+        sequential model. L1 on a model with branches reads
+        Σ_j m_l(j) + bypassing(l) + m_l(⊥_l) = 1."""
+        skip = At(layer, index=[], parallel=True)
+        if within is None:
+            return self.measure(skip)
+        events = _events(within)
+        out = self.measure([skip & e for e in events])
+        return out[0] if isinstance(within, Event) else out
 
     def relevance(self, layer: str) -> torch.Tensor:
         """LRP relevance R_j^(l) = f · m_l(j) (L8)."""
@@ -285,7 +301,7 @@ def _intersect(a: Constraint, b: Constraint, shape, device) -> Constraint:
     ma = full if a.mask is None else a.mask
     mb = full if b.mask is None else b.mask
     mask = None if (a.mask is None and b.mask is None) else ma & mb
-    return Constraint(a.layer, mask, a.absorber and b.absorber, ("and", a.key, b.key))
+    return Constraint(a.layer, mask, a.absorber and b.absorber, ("and", a.key, b.key), a.parallel and b.parallel)
 
 
 def _events(x) -> list[Event]:

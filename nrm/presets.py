@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from .errors import RuleAssignmentError
+from .graph import Sum
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, Zero, ZPlus
 
 
@@ -32,7 +33,7 @@ FIRST = _First()
 
 DENSE = (nn.Linear,)
 CONV = (nn.Conv1d, nn.Conv2d)
-POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, Sum)  # average pooling and sums of branches: LRP-0 by default
 
 
 class RuleMap:
@@ -114,8 +115,8 @@ def assign(network, rules) -> None:
     alias_of = {s.name: b.name for b in network.blocks for s in b.trailing}
     by_name = {alias_of.get(k, k): v for k, v in rmap.by_name.items()}
     missing = []
-    for i, block in enumerate(blocks):
-        is_first = i == 0 and _reads_input(network, block)
+    for block in blocks:
+        is_first = _reads_input(network, block) and not isinstance(block.producer.module, Sum)
         rule = by_name.get(block.name) or rmap.rule_for(block.name, block.producer.module, is_first)
         if rule is None:
             missing.append(f"'{block.name}' ({type(block.producer.module).__name__})")
@@ -127,7 +128,8 @@ def assign(network, rules) -> None:
 
 
 def _reads_input(network, block) -> bool:
-    return all(b.producer is None or b.producer.kind != "linear" for b in network.blocks[: block.index])
+    """No linear layer between the input and this one, on any path (FIRST applies)."""
+    return all(network.blocks[u].kind != "linear" for u in network.ancestors(block.index))
 
 
 def _preset(name, dense, conv, first=None, pool=None) -> RuleMap:
@@ -136,7 +138,7 @@ def _preset(name, dense, conv, first=None, pool=None) -> RuleMap:
 
 
 def EpsilonPlus(epsilon: float = 1e-6) -> RuleMap:
-    """ε on dense layers, z⁺ on convolutions, LRP-0 on average pooling."""
+    """ε on dense layers, z⁺ on convolutions, LRP-0 on average pooling and sums of branches."""
     return _preset(f"EpsilonPlus(epsilon={epsilon})", Epsilon(epsilon), ZPlus())
 
 

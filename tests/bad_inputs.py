@@ -29,6 +29,7 @@ from nrm.errors import (
     TrainingModeError,
     UnknownLayerError,
     UnsupportedModuleError,
+    UnsupportedOperationError,
     ZeroOutputError,
 )
 from nrm.rules import AlphaBeta, Epsilon, Gamma, ZBox, Zero
@@ -77,15 +78,39 @@ def with_module(*modules: nn.Module, x_shape=(2, 4)) -> Callable[[], tuple[nn.Mo
     return build
 
 
-class Residual(nn.Module):
-    """A custom container: nrm cannot read its forward()."""
+class Gated(nn.Module):
+    """A product gate: no rule says where its relevance goes."""
 
     def __init__(self):
         super().__init__()
         self.inner = nn.Linear(4, 4)
 
     def forward(self, x):
-        return x + self.inner(x)
+        return x * self.inner(x)
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.inner(x)
+        return x
+
+
+class PlusOne(nn.Module):
+    """Adds a constant: not a sum of branches."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.inner(x) + 1.0
 
 
 def nested_gelu():
@@ -95,9 +120,11 @@ def nested_gelu():
     return model, torch.linspace(-1.0, 1.0, 8).reshape(2, 4)
 
 
-def custom_container():
-    model = nn.Sequential(OrderedDict(block=Residual(), out=nn.Linear(4, 2))).eval()
-    return model, torch.linspace(-1.0, 1.0, 8).reshape(2, 4)
+def custom_container(cls):
+    def build():
+        model = nn.Sequential(OrderedDict(block=cls(), out=nn.Linear(4 if cls is not PlusOne else 2, 2))).eval()
+        return model, torch.linspace(-1.0, 1.0, 8).reshape(2, 4)
+    return build
 
 
 def zero_output():
@@ -195,10 +222,12 @@ CASES: list[BadInput] = [
              ("Tanh", "'1'", "no propagation rule", "Supported modules"),
              with_module(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), explain()),
     BadInput("unsupported-gelu-nested", UnsupportedModuleError, ("GELU", "'body.1'"), nested_gelu, explain()),
-    BadInput("unsupported-custom-container", UnsupportedModuleError,
-             ("Residual", "'block'", "container", "nn.Sequential"), custom_container, explain()),
-    BadInput("unsupported-custom-top-level", UnsupportedModuleError, ("Residual", "top level", "container"),
-             lambda: (Residual().eval(), torch.ones(2, 4)), explain()),
+    BadInput("unsupported-product-gate", UnsupportedOperationError, ("operator.mul", "'mul'", "rule"),
+             custom_container(Gated), explain()),
+    BadInput("unsupported-control-flow", UnsupportedOperationError, ("Branchy", "torch.fx", "control flow"),
+             lambda: (Branchy().eval(), torch.ones(2, 4)), explain()),
+    BadInput("unsupported-constant-addition", UnsupportedOperationError, ("'add'", "constant"),
+             custom_container(PlusOne), explain()),
     BadInput("unsupported-batchnorm-after-relu", UnsupportedModuleError,
              ("BatchNorm1d", "'2'", "directly follow", "Linear"),
              with_module(nn.Linear(4, 3), nn.ReLU(), nn.BatchNorm1d(3), nn.Linear(3, 2)), explain()),
