@@ -131,7 +131,7 @@ class Engine:
             return _elementwise(block.producer, a)
         if kind == "maxpool":
             return self._maxpool(block, a)
-        lmap = self.net.linear_map(block, a.shape[1:], self.dtype, self.device)
+        lmap = self.net.linear_map(block, a.shape[1:], self.dtype, self.device, a=a)
         self.maps[l] = lmap
         z = lmap.forward(a, lmap.weight)
         self.z_nobias[l] = z

@@ -30,14 +30,16 @@ from .linear import ConvMap, DenseMap, LinearMap, SumMap, adaptive_avgpool_map, 
 
 LINEAR_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+NORM_MODULES = (nn.LocalResponseNorm,)  # a linear map at the input it reads (nrm.lrn)
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
 ALIASES = (nn.Identity, nn.modules.dropout._DropoutNd, nn.Flatten)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-SUPPORTED = LINEAR_MODULES + POOL_MODULES + ACTIVATIONS + ALIASES + BATCHNORMS + (nn.MaxPool2d, nn.Sequential)
+SUPPORTED = LINEAR_MODULES + POOL_MODULES + NORM_MODULES + ACTIVATIONS + ALIASES + BATCHNORMS + (nn.MaxPool2d,
+                                                                                                 nn.Sequential)
 
 SUPPORTED_NAMES = ", ".join(
     ["Linear", "Conv1d", "Conv2d", "ReLU", "LeakyReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-     "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d", "Identity", "Sequential"]
+     "LocalResponseNorm", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d", "Identity", "Sequential"]
 )
 
 
@@ -83,7 +85,7 @@ class Step:
     @property
     def kind(self) -> str:
         m = self.module
-        if isinstance(m, LINEAR_MODULES + POOL_MODULES + (Sum,)):
+        if isinstance(m, LINEAR_MODULES + POOL_MODULES + NORM_MODULES + (Sum,)):
             return "linear"
         if isinstance(m, nn.MaxPool2d):
             return "maxpool"
@@ -286,8 +288,13 @@ class ProperFFNN:
             "use float64 or rescale the input"
         )
 
-    def linear_map(self, block: Block, in_shape: tuple[int, ...], dtype, device) -> LinearMap:
-        """The (batch-norm folded) linear map of a block, built for the input shape."""
+    def linear_map(self, block: Block, in_shape: tuple[int, ...], dtype, device, a=None) -> LinearMap:
+        """The (batch-norm folded) linear map of a block, built for the input shape; a local
+        response normalization's map is built anew for its input ``a`` (:func:`nrm.lrn.lrn_map`)."""
+        if isinstance(block.producer.module, NORM_MODULES):
+            from .lrn import lrn_forward
+
+            return lrn_forward(block.producer.module, a, block.rule).map
         if block.index not in self._maps:
             self._maps[block.index] = self._build_map(block, tuple(in_shape), dtype, device)
         return self._maps[block.index]

@@ -120,6 +120,11 @@ def assign(network, rules) -> None:
         rule = by_name.get(block.name) or rmap.rule_for(block.name, block.producer.module, is_first)
         if rule is None:
             missing.append(f"'{block.name}' ({type(block.producer.module).__name__})")
+        elif getattr(rule, "lrn_only", False) and not isinstance(block.producer.module, nn.LocalResponseNorm):
+            raise RuleAssignmentError(
+                f"{rule!r} is a rule for LocalResponseNorm layers, but it was given to '{block.name}' "
+                f"({type(block.producer.module).__name__}); key it by nn.LocalResponseNorm or by the LRN layer's name"
+            )
         block.rule = rule
     if missing:
         raise RuleAssignmentError(
@@ -133,7 +138,10 @@ def _reads_input(network, block) -> bool:
 
 
 def _preset(name, dense, conv, first=None, pool=None) -> RuleMap:
-    by_type = {t: dense for t in DENSE} | {t: conv for t in CONV} | {t: pool or Zero() for t in POOL}
+    from .lrn import LRNTaylor  # local response normalization: Binder et al.'s Taylor rule
+
+    by_type = ({t: dense for t in DENSE} | {t: conv for t in CONV} | {t: pool or Zero() for t in POOL}
+               | {nn.LocalResponseNorm: LRNTaylor()})
     return RuleMap(by_type=by_type, first=first, name=name)
 
 

@@ -39,6 +39,7 @@ from .graph import (
     ALIASES,
     BATCHNORMS,
     LINEAR_MODULES,
+    NORM_MODULES,
     POOL_MODULES,
     SUPPORTED_NAMES,
     Block,
@@ -127,7 +128,7 @@ class _Builder:
         module = self.model.get_submodule(node.target)
         name = node.target if node.target not in self.called else node.name
         self.called.add(node.target)
-        if isinstance(module, LINEAR_MODULES + POOL_MODULES + (nn.MaxPool2d,)):
+        if isinstance(module, LINEAR_MODULES + POOL_MODULES + NORM_MODULES + (nn.MaxPool2d,)):
             self._producer(node, Step(self._name(name), module), [self._input(node, 0)])
         elif isinstance(module, BATCHNORMS):
             self._batchnorm(node, Step(self._name(name), module))

@@ -8,6 +8,8 @@ reads nor advances torch's global random state. Models are returned in eval mode
   (``features.0`` … ``features.30``, ``avgpool``, ``flatten``, ``classifier.0`` …
   ``classifier.6``), with seeded Kaiming-style weights instead of trained ones.
 * :func:`mlp` and :func:`small_cnn` — small networks for fast tests.
+* :func:`alexnet_lrn` — AlexNet's layout with ``LocalResponseNorm`` after the first two
+  conv + ReLU blocks (``width=`` shrinks it for tests).
 * :func:`seeded_image` — a smooth, deterministic input image.
 
 Initialization: a ReLU layer with weights w ~ N(0, 2 / fan_in) keeps the mean square
@@ -194,3 +196,78 @@ def seeded_image(size: int | tuple[int, int] = 224, seed: int = 0, batch: int = 
             img += 1.2 * torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * width ** 2))
             out[b, c] = img - 0.3
     return out.clamp(-2.0, 2.0).to(dtype)
+
+
+ALEXNET_CHANNELS: tuple = (64, 192, 384, 256, 256)
+"""Channels of AlexNet's five convolutions (torchvision's single-GPU layout)."""
+
+
+def alexnet_lrn(seed: int = 0, num_classes: int = 1000, size: int = 5, *, width: float = 1.0,
+                alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
+                dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """An AlexNet-shaped network with local response normalization, seeded, in eval mode.
+
+    Krizhevsky et al. (NIPS 2012) normalize after the first two conv + ReLU blocks, before
+    their max-pools; the layout is torchvision's ``alexnet`` with those two
+    ``LocalResponseNorm`` layers inserted (and a ``Flatten``), as one ``nn.Sequential``::
+
+        features.0  Conv2d(3, 64, 11, stride 4, padding 2)   features.1  ReLU
+        features.2  LocalResponseNorm(size, alpha, beta, k)  features.3  MaxPool2d(3, 2)
+        features.4  Conv2d(64, 192, 5, padding 2)            features.5  ReLU
+        features.6  LocalResponseNorm(size, alpha, beta, k)  features.7  MaxPool2d(3, 2)
+        features.8  Conv2d(192, 384, 3, padding 1)           features.9  ReLU
+        features.10 Conv2d(384, 256, 3, padding 1)           features.11 ReLU
+        features.12 Conv2d(256, 256, 3, padding 1)           features.13 ReLU
+        features.14 MaxPool2d(3, 2)
+        avgpool     AdaptiveAvgPool2d((6, 6))                flatten     Flatten
+        classifier  Dropout, Linear(9216, 4096), ReLU, Dropout, Linear(4096, 4096), ReLU,
+                    Linear(4096, num_classes)                (classifier.0 … classifier.6)
+
+    Any input of at least 63×63 works (224×224 is AlexNet's). The LRN constants default
+    to the paper's (n = 5, α = 1e-4, β = 0.75, κ = 2); with inputs of order 1 that
+    normalization is nearly a constant factor κ^(−β), so pass a larger ``alpha`` (e.g.
+    1.0) to make it matter.
+
+    Args:
+        seed: seeds the model's own generator; equal seeds give equal models.
+        num_classes: outputs of the last linear layer.
+        size: the LRN window n (channels, ``LocalResponseNorm(size)``).
+        width: multiplies every channel count and the 4096 hidden units (rounded, at
+            least 1), e.g. 0.125 for a fast test model.
+        alpha, beta, k: the LRN constants.
+        dtype: floating dtype of the parameters.
+    """
+    if int(size) < 1 or width <= 0:
+        raise ValueError(f"alexnet_lrn needs size >= 1 and width > 0, got size={size}, width={width}")
+
+    def w(c: int) -> int:
+        return max(1, round(c * width))
+
+    c1, c2, c3, c4, c5 = (w(c) for c in ALEXNET_CHANNELS)
+    hidden = w(4096)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        features = nn.Sequential(
+            nn.Conv2d(3, c1, 11, stride=4, padding=2), nn.ReLU(),
+            nn.LocalResponseNorm(int(size), alpha=alpha, beta=beta, k=k), nn.MaxPool2d(3, 2),
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(),
+            nn.LocalResponseNorm(int(size), alpha=alpha, beta=beta, k=k), nn.MaxPool2d(3, 2),
+            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c3, c4, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(c4, c5, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+        )
+        classifier = nn.Sequential(
+            nn.Dropout(), nn.Linear(c5 * 6 * 6, hidden), nn.ReLU(),
+            nn.Dropout(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+        model = nn.Sequential(OrderedDict(
+            features=features, avgpool=nn.AdaptiveAvgPool2d((6, 6)), flatten=nn.Flatten(), classifier=classifier,
+        ))
+    _materialize(model)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            last = module is classifier[6]
+            _fill(module, generator, gain=1.0 if last else math.sqrt(2.0), bias_std=BIAS_STD)
+    return model.to(dtype).eval()
