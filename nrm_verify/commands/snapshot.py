@@ -1,0 +1,119 @@
+"""``nrm-verify snapshot record|compare``: regression snapshots of explainers (:mod:`nrm_verify.regression`).
+
+    nrm-verify snapshot record  snaps/mine --explainer path/to/explain.py:explain --cases quick
+    nrm-verify snapshot compare snaps/mine                  # re-runs the recorded explainers
+    nrm-verify snapshot record  tests/snapshots/nrm-core --suite nrm-core --force   # the project's own
+
+Exit status: 0 every result within tolerance (or recorded), 1 a tolerance exceeded or a
+result missing, extra or raising, 2 a usage error (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+
+def _explainers(args) -> list[str] | None:
+    from ..regression import SUITES, SnapshotError
+
+    specs = list(args.explainer or [])
+    for suite in args.suite or []:
+        if suite not in SUITES:
+            raise SnapshotError(f"unknown suite {suite!r}; suites are {sorted(SUITES)}")
+        specs += SUITES[suite]
+    return specs or None
+
+
+def _command_line(args) -> str:
+    """The record command as a canonical line (stored in the manifest: how to record it again)."""
+    words = ["nrm-verify", "snapshot", "record", args.path]
+    for e in args.explainer or []:
+        words += ["--explainer", e]
+    for s in args.suite or []:
+        words += ["--suite", s]
+    words += ["--cases", args.cases]
+    if args.rtol is not None:
+        words += ["--rtol", repr(args.rtol)]
+    if args.atol:
+        words += ["--atol", repr(args.atol)]
+    return " ".join(map(shlex.quote, words)) + " --force"
+
+
+def run_record(args) -> int:
+    from ..regression import SnapshotError, record
+
+    try:
+        specs = _explainers(args)
+        if not specs:
+            raise SnapshotError("give at least one --explainer SPEC (or --suite NAME)")
+        snap = record(args.path, specs, cases=args.cases, rtol=args.rtol, atol=args.atol, overwrite=args.force,
+                      command=_command_line(args))
+    except SnapshotError as e:
+        print(f"nrm-verify snapshot record: error: {e}", file=sys.stderr)
+        return 2
+    n_out = sum(len(r["outputs"]) for r in snap.manifest["results"])
+    m = snap.manifest
+    print(f"recorded {len(m['results'])} results ({len(m['explainers'])} explainer(s) × {len(m['cases'])} case(s), "
+          f"{n_out} arrays) in {args.path}")
+    return 0
+
+
+def run_compare(args) -> int:
+    from ..regression import SnapshotError, compare
+
+    try:
+        report = compare(args.path, _explainers(args), cases=args.cases, only_cases=args.case, rtol=args.rtol,
+                         atol=args.atol)
+    except SnapshotError as e:
+        print(f"nrm-verify snapshot compare: error: {e}", file=sys.stderr)
+        return 2
+    text = str(report)
+    if args.failures_only:
+        text = "\n".join([text.splitlines()[0], *map(str, report.failures), text.splitlines()[-1]])
+    print(text)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(report.to_dict(), fh, indent=2)
+    return report.exit_code
+
+
+def register(commands) -> None:
+    snapshot = commands.add_parser(
+        "snapshot", help="record an explainer's outputs on seeded cases, or compare a later run against them",
+        description="Regression snapshots: 'record' runs explainers on a fixed, seeded set of cases and writes "
+                    "PATH.json (manifest) and PATH.npz (arrays); 'compare' runs them again and reports, per "
+                    "explainer and case, the worst deviation, where, and the tolerance. See docs/regression.md.")
+    actions = snapshot.add_subparsers(dest="action", metavar="ACTION", parser_class=type(snapshot))
+    actions.required = True
+    spec_help = ("explainer: nrm:Preset, nrm:Rule(args), nrm-relevance:Preset, zennit:Composite(args), "
+                 "captum:Method(kw=…), package.module:function or path/file.py:function; LABEL=SPEC names it; "
+                 "repeatable")
+
+    rec = actions.add_parser("record", help="run the explainers on the cases and write the snapshot")
+    rec.add_argument("path", help="snapshot name: writes PATH.json and PATH.npz")
+    rec.add_argument("--explainer", "-e", action="append", metavar="SPEC", help=spec_help)
+    rec.add_argument("--suite", action="append", metavar="NAME", help="a named list of explainers (nrm-core)")
+    rec.add_argument("--cases", default="default", help="case set: default (mlp, small_cnn, vgg16), quick "
+                                                        "(mlp, small_cnn) or module:function (default: default)")
+    rec.add_argument("--rtol", type=float, default=None,
+                     help="relative tolerance stored with each result (default by dtype: float64 1e-10, float32 1e-5)")
+    rec.add_argument("--atol", type=float, default=0.0, help="absolute tolerance stored with each result (default 0)")
+    rec.add_argument("--force", action="store_true", help="overwrite an existing snapshot")
+    rec.set_defaults(run=run_record)
+
+    cmp = actions.add_parser("compare", help="run the explainers again and compare with the snapshot")
+    cmp.add_argument("path", help="snapshot name (PATH.json and PATH.npz)")
+    cmp.add_argument("--explainer", "-e", action="append", metavar="SPEC",
+                     help=spec_help + " (default: the explainers the snapshot recorded)")
+    cmp.add_argument("--suite", action="append", metavar="NAME", help="a named list of explainers (nrm-core)")
+    cmp.add_argument("--cases", default=None,
+                     help="compare on this case set instead of the recorded cases (new or gone cases fail)")
+    cmp.add_argument("--case", action="append", metavar="NAME",
+                     help="compare only this case (repeatable); recorded results of other cases are not selected")
+    cmp.add_argument("--rtol", type=float, default=None, help="override the recorded relative tolerances")
+    cmp.add_argument("--atol", type=float, default=None, help="override the recorded absolute tolerances")
+    cmp.add_argument("--failures-only", action="store_true", help="print only the failing results")
+    cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    cmp.set_defaults(run=run_compare)
