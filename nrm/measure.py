@@ -164,6 +164,18 @@ class Measure:
         """
         return self._marginal(layer, within, absorber=False)
 
+    def marginals(self, absorber: bool = False) -> dict:
+        """Every layer's marginal m_l (and, with ``absorber=True``, a pair (m_l, m_l(⊥))),
+        by canonical layer name, from **one** backward pass (the passes to every layer
+        share their whole path)."""
+        names = self._canonical_names()
+        results = self._down([({}, l) for l in range(len(names))], absorber=absorber)
+        out = {}
+        for name, (r, rbot) in zip(names, results):
+            marg = r.reshape((-1,) + self.engine.shape[self.layer_index(name)])
+            out[name] = (marg, rbot) if absorber else marg
+        return out
+
     def absorbed(self, layer: str, within: Event | Sequence[Event] | None = None) -> torch.Tensor:
         """m_l(⊥_l) = μ(X_l = ⊥_l): the mass the layer's absorber holds, tensor (B,)
         (with ``within`` as in :meth:`marginal`). By L1, Σ_j m_l(j) + m_l(⊥_l) = 1."""
