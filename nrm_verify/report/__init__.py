@@ -113,9 +113,13 @@ def layer_masses(measure: nrm.Measure, tick=_quiet) -> list[dict]:
     ``positive`` Σ_j m_l(j)⁺ and ``negative`` Σ_j m_l(j)⁻, for sample 0."""
     rows = []
     names = layer_names(measure)
+    every = measure.marginals(absorber=True)  # one backward pass for all layers
     for i, name in enumerate(names):
-        m = measure.marginal(name)[0].double()
-        absorbed = float(measure.absorbed(name)[0])
+        if name in every:
+            marg, bot = every[name]
+            m, absorbed = marg[0].double(), float(bot[0])
+        else:
+            m, absorbed = measure.marginal(name)[0].double(), float(measure.absorbed(name)[0])
         real = float(m.sum())
         rows.append({"layer": name, "index": measure.layer_index(name), "shape": list(measure.layer_shape(name)),
                      "real": real, "absorbed": absorbed, "total": real + absorbed,
