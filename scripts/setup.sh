@@ -21,3 +21,5 @@ fi
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
 echo "setup: $("$VENV/bin/python" -c 'import torch, nrm; print(f"torch {torch.__version__}, nrm {nrm.__version__}")') in $VENV"
+# the peer environment (.venv-peers: zennit, zennit-crp, captum) for peer_tests/, run by tests/test_peers.py
+bash scripts/setup-peers.sh

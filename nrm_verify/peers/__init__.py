@@ -1,0 +1,64 @@
+"""Adapters that run other LRP implementations on the same case as nrm.
+
+Each module maps nrm rules and presets to a peer's rules and composites, with every
+convention matched (stabilizer sign and value, bias handling, pooling, batch norm), and
+computes the peer's relevance for ``(model, x, target)``:
+
+* :mod:`nrm_verify.peers.zennit` — zennit's rules, composites and canonizers;
+* :mod:`nrm_verify.peers.captum` — captum's ``LRP`` with its propagation rules;
+* :mod:`nrm_verify.peers.crp` — zennit-crp's conditional heatmaps and concept relevances.
+
+Relevance is reported as LRP's R (the target output starts with R_c = f_c(x)), so it is
+compared with nrm's ``m.relevance(layer)`` = f · m_l, or ``f * m.marginal(layer, within=…)``.
+
+The peers are not dependencies of nrm: they live in the separate environment
+``.venv-peers`` (``bash scripts/setup-peers.sh``), because zennit needs torchvision, whose
+wheels do not import beside the CPU torch of ``.venv``. Importing this package never
+imports a peer; each adapter imports its peer when first used and raises
+:class:`PeerMissingError` with the command to run when it is absent. The conventions and
+how each difference is bridged are described in ``docs/peers.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+SETUP_COMMAND = "bash scripts/setup-peers.sh"
+"""Builds ``.venv-peers`` with torch 2.14.1, torchvision, zennit, zennit-crp and captum."""
+
+
+class PeerMissingError(ImportError):
+    """A peer library (zennit, zennit-crp, captum) is not importable here."""
+
+
+class PeerConventionError(ValueError):
+    """An nrm rule or setting that the peer cannot express (its message says which and why)."""
+
+
+def require(module: str, package: str) -> ModuleType:
+    """Import ``module`` of the peer ``package``, or raise :class:`PeerMissingError` that
+    names the environment to build."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise PeerMissingError(
+            f"the peer '{package}' is not importable in this environment ({error}); build the peer environment "
+            f"with `{SETUP_COMMAND}` and run under it: .venv-peers/bin/python -m pytest peer_tests"
+        ) from error
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of torch and the peers (``None`` for a missing one)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("torch", "torchvision", "zennit", "zennit-crp", "captum"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+__all__ = ["SETUP_COMMAND", "PeerMissingError", "PeerConventionError", "require", "versions"]

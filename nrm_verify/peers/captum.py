@@ -1,0 +1,216 @@
+"""captum's ``LRP`` (Kokhlikyan et al., *Captum: A unified and generic model
+interpretability library for PyTorch*, arXiv:2009.07896, 2020) on the same case as nrm.
+
+:func:`captum_rule` maps an nrm rule to captum's propagation rule, :func:`relevance` runs
+captum with the rules of an nrm ``rules=`` specification and returns LRP's R at the input
+and at named layers.
+
+Captum's conventions, and how each is matched:
+
+* Every rule divides by z + ε·s(z) with s(0) = +1 (``STABILITY_FACTOR``; 1e-9 unless
+  ``EpsilonRule(epsilon)`` sets it): nrm's signed stabilizer. Here the nrm rule's
+  stabilizer is written into the captum rule, so ``Gamma(0.25, stabilizer=1e-9)`` matches
+  captum's default ``GammaRule()``.
+* ``GammaRule`` and ``Alpha1_Beta0_Rule`` change the weights only: the **raw bias** b stays
+  in the denominator. For γ that is nrm's ``Gamma(modify_bias=False)``; for z⁺ it is
+  :class:`RawBiasZPlus` (defined here: a w⁺ over Σ a w⁺ + b). With ``set_bias_to_zero=True``
+  the bias leaves the denominator: ``ZPlus(bias=False)`` and :class:`BiaslessGamma`.
+  Captum's rules multiply by the raw input a (negative inputs included): nrm's Gamma and
+  ZPlus do the same (a·ρ(w), a·w⁺), so no sign convention differs.
+* Max-pooling, flatten and average pooling are layers with a rule in captum (``EpsilonRule``
+  by default: relevance · a / (a + 1e-9) on the way down). nrm routes max-pooling winner
+  takes all and renames through flatten; here captum gets ``EpsilonRule(PASS_EPSILON)``
+  with ε = 1e-300 on them, which is exact in float64 (a/(a + 1e-300) = 1 for every a that
+  carries relevance). Average pooling gets the captum counterpart of the nrm rule given to
+  it (``Epsilon`` or ``Zero``).
+* Batch norm: captum has no canonizer. Its default rule treats batch norm as a layer of its
+  own (ε rule); ``IdentityRule`` passes its relevance through unchanged. nrm folds batch norm
+  into the convolution before it. The two differ (``docs/peers.md``); :func:`bn_as_conv`
+  rewrites batch norm as an equal depthwise 1×1 convolution, on which nrm's ``Flat`` rule is
+  q(k|k) = 1 — exactly captum's ``IdentityRule``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nrm.presets import assign
+from nrm.rules import Epsilon, Gamma, Part, Rule, Share, Zero, ZPlus
+from nrm.rules import identity as _identity
+from nrm.rules import positive as _positive
+
+from . import PeerConventionError, require
+
+PASS_EPSILON = 1e-300
+"""ε of captum's EpsilonRule on max-pooling and flatten: a / (a + ε) = 1 in float64."""
+
+POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+
+
+def _captum():
+    return require("captum.attr", "captum")
+
+
+def _rules_module():
+    return require("captum.attr._utils.lrp_rules", "captum")
+
+
+class RawBiasZPlus(Rule):
+    """captum's ``Alpha1_Beta0_Rule()``: z⁺ weights with the raw bias in the denominator.
+
+    Definition::
+
+        q(j | k) = a_j w_jk⁺ / D_k,   D_k = Σ_j a_j w_jk⁺ + b_k   (stabilized),   q(⊥ | k) = b_k / D_k
+
+    Unlike ``nrm.rules.ZPlus`` (b⁺ or nothing), a negative bias makes q(⊥ | k) < 0.
+    Reference: captum ``attr._utils.lrp_rules.Alpha1_Beta0_Rule``.
+    """
+
+    requires_nonnegative_input = True
+
+    def shares(self):
+        return (Share((Part(_identity, _positive),), _identity),)
+
+
+class BiaslessGamma(Gamma):
+    """captum's ``GammaRule(set_bias_to_zero=True)``: ρ_γ(w) = w + γ w⁺, no bias in D.
+
+    Definition::
+
+        q(j | k) = a_j ρ_γ(w_jk) / Σ_j a_j ρ_γ(w_jk),   q(⊥ | k) = 0
+    """
+
+    def shares(self):
+        return (Share((Part(_identity, self.rho),), None),)
+
+
+def _check(rule: Rule) -> float:
+    if rule.leak != "absorb":
+        raise PeerConventionError(f"{rule!r}: captum has no leak='renormalize'; compare with leak='absorb'")
+    if rule.stabilizer_sign != "signed":
+        raise PeerConventionError(f"{rule!r}: captum stabilizes with z + ε·s(z) (signed) only")
+    eps = rule.stabilizer
+    if not (isinstance(eps, (int, float)) and eps > 0):
+        raise PeerConventionError(
+            f"{rule!r}: captum always divides by z + ε·s(z) with ε > 0 (1e-9 by default); give the nrm rule "
+            "stabilizer=1e-9 (or Epsilon(eps) for captum's EpsilonRule(eps))"
+        )
+    return float(eps)
+
+
+def captum_rule(rule: Rule):
+    """captum's propagation rule with the kernel of the nrm ``rule``."""
+    lr = _rules_module()
+    kind = type(rule)
+    if kind is Zero:  # exact except at z_k = 0 exactly, where captum divides by 1e-300 (nrm: column to ⊥)
+        return lr.EpsilonRule(epsilon=PASS_EPSILON)
+    if kind is Epsilon:
+        return lr.EpsilonRule(epsilon=_check(rule))
+    if kind is BiaslessGamma:
+        out = lr.GammaRule(gamma=float(rule.gamma), set_bias_to_zero=True)
+    elif kind is Gamma:
+        if rule.modify_bias:
+            raise PeerConventionError(
+                f"{rule!r}: captum's GammaRule keeps the raw bias in the denominator; use "
+                "Gamma(gamma, modify_bias=False, stabilizer=1e-9)"
+            )
+        out = lr.GammaRule(gamma=float(rule.gamma))
+    elif kind is ZPlus:
+        if rule.bias:
+            raise PeerConventionError(
+                f"{rule!r}: captum's Alpha1_Beta0_Rule keeps the raw bias b (not b⁺); use "
+                "RawBiasZPlus(stabilizer=1e-9) or ZPlus(bias=False, stabilizer=1e-9) for set_bias_to_zero=True"
+            )
+        out = lr.Alpha1_Beta0_Rule(set_bias_to_zero=True)
+    elif kind is RawBiasZPlus:
+        out = lr.Alpha1_Beta0_Rule()
+    else:
+        raise PeerConventionError(f"no captum counterpart for {rule!r}; captum has ε, γ and α1β0 (and identity)")
+    out.STABILITY_FACTOR = _check(rule)
+    return out
+
+
+def _leaves(model: nn.Module):
+    for name, module in model.named_modules():
+        if not list(module.children()):
+            yield name, module
+
+
+def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Sequence[str] = (),
+              module_rules: dict | None = None) -> dict:
+    """captum's LRP relevance R for ``model`` at ``x`` and output ``target``, with the nrm
+    ``rules`` (rule, mapping or preset) resolved per layer as :func:`nrm.explain` does.
+
+    ``module_rules`` gives captum rules by module name directly (e.g. ``IdentityRule`` on a
+    batch norm). Returns ``{"input": R_0, layer: R_layer, …, "output": f(x)}``; R_layer is
+    the relevance at the named module's output (captum's ``relevance_output`` × f). The
+    model is left as it was (captum's attributes are removed, its weights restored).
+    """
+    from nrm.graph import ProperFFNN
+
+    captum = _captum()
+    lr = _rules_module()
+    network = ProperFFNN(model)
+    assign(network, rules)
+    by_name = {b.name: b.rule for b in network.linear_blocks()}
+    attached: dict[str, object] = {}
+    for name, module in _leaves(model):
+        if module_rules and name in module_rules:
+            attached[name] = module_rules[name]
+        elif name in by_name:
+            rule = by_name[name]
+            if isinstance(module, POOLS) and type(rule) not in (Epsilon, Zero):
+                raise PeerConventionError(f"pooling layer '{name}' has {rule!r}; captum pools with EpsilonRule")
+            attached[name] = captum_rule(rule)
+        elif isinstance(module, (nn.MaxPool2d, nn.Flatten)):
+            attached[name] = lr.EpsilonRule(epsilon=PASS_EPSILON)
+    modules = dict(model.named_modules())
+    for name, rule in attached.items():
+        modules[name].rule = rule
+    x = x.detach().clone().requires_grad_(True)
+    try:
+        out = captum.LRP(model).attribute(x, target=target)
+        with torch.no_grad():
+            y = model(x)
+    finally:
+        for name in attached:
+            for attr in ("rule", "activations"):
+                if attr in modules[name].__dict__:
+                    delattr(modules[name], attr)
+    f = y[torch.arange(y.shape[0]), target]
+    result = {"input": out.detach(), "output": y}
+    for name in layers:
+        rule = attached.get(name)
+        if rule is None or not rule.relevance_output:
+            raise KeyError(f"captum recorded no relevance for '{name}' (a layer with a rule is needed)")
+        rel = next(iter(rule.relevance_output.values()))
+        result[name] = rel * f.reshape((-1,) + (1,) * (rel.dim() - 1))
+    return result
+
+
+def bn_as_conv(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ``BatchNorm2d`` replaced by the depthwise 1×1
+    convolution that computes the same affine map (weight γ/√(σ²+ε), bias β − μ·γ/√(σ²+ε)).
+
+    nrm then sees the batch norm as a layer of its own (not folded), and ``Flat`` on it is
+    q(k | k) = 1: captum's ``IdentityRule``.
+    """
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for cname, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d):
+                scale = child.weight / torch.sqrt(child.running_var + child.eps)
+                conv = nn.Conv2d(child.num_features, child.num_features, 1, groups=child.num_features,
+                                 dtype=child.weight.dtype)
+                with torch.no_grad():
+                    conv.weight.copy_(scale.reshape(-1, 1, 1, 1))
+                    conv.bias.copy_(child.bias - child.running_mean * scale)
+                setattr(parent, cname, conv.eval())
+    return model
+
+
+__all__ = ["RawBiasZPlus", "BiaslessGamma", "captum_rule", "relevance", "bn_as_conv", "PASS_EPSILON"]

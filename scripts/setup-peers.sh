@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Set up .venv-peers: the environment of the peer-equivalence suite (peer_tests/), in which
+# zennit, zennit-crp and captum run beside this project.
+#
+#   bash scripts/setup-peers.sh                      # makes or reuses .venv-peers
+#   PEERS_VENV=.venv-peers2 bash scripts/setup-peers.sh
+#   .venv-peers/bin/python -m pytest peer_tests -q   # then run the peer suite
+#
+# Why a second venv: zennit imports torchvision, and PyPI's torchvision wheels do not import
+# beside the CPU torch 2.13.0 of .venv. torch==2.14.1 with torchvision==0.29.1 is a matching
+# pair (a CUDA build, about 5.5 GB, that runs on CPU). They are pinned and installed first,
+# so that the peers' own requirement on torch cannot pull another build.
+#
+# Reruns are quick: when the pinned packages already have the wanted versions, pip is not
+# called for them, nor for this project when this checkout is already installed in editable
+# mode (FORCE=1 reinstalls it, e.g. after its dependencies changed).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV=${PEERS_VENV:-.venv-peers}
+PYTHON=${PYTHON:-python3}
+TORCH=2.14.1
+TORCHVISION=0.29.1
+PEERS=("zennit==0.5.1" "captum==0.9.0")
+# zennit-crp 0.6.0 declares zennit<=0.4.6, but the parts it uses (NameMapComposite, Composite,
+# RemovableHandle(List)) are unchanged in zennit 0.5.1, the version whose rules we compare
+# with; so it is installed without its declared dependencies, and with its other ones.
+CRP="zennit-crp==0.6.0"
+CRP_DEPS=("tqdm" "matplotlib")
+
+# pip install, without the notes about this machine's empty local index folders
+pip_install() {
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+        | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup-peers: creating $VENV with $("$PYTHON" --version 2>&1)"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+# Exit status 0 when every "name==version" given is installed at that version.
+have() {
+    "$VENV/bin/python" - "$@" <<'EOF'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    try:
+        got = version(name)
+    except PackageNotFoundError:
+        sys.exit(1)
+    if got.split("+")[0] != want:
+        sys.exit(1)
+EOF
+}
+
+if ! have "torch==$TORCH" "torchvision==$TORCHVISION"; then
+    echo "setup-peers: installing torch==$TORCH torchvision==$TORCHVISION (large; the first time takes minutes)"
+    pip_install "torch==$TORCH" "torchvision==$TORCHVISION"
+    INSTALLED=1
+fi
+if ! have "${PEERS[@]}" "$CRP"; then
+    echo "setup-peers: installing ${PEERS[*]} $CRP"
+    pip_install "torch==$TORCH" "torchvision==$TORCHVISION" "${PEERS[@]}" "${CRP_DEPS[@]}"
+    pip_install --no-deps "$CRP"
+    INSTALLED=1
+fi
+# this project, editable, with its test extras; torch stays pinned so nothing is replaced.
+# Skipped when this checkout is already installed editable (FORCE=1 reinstalls it).
+if [ -n "${FORCE:-}" ] || ! "$VENV/bin/python" - <<'EOF'
+import importlib.util, pathlib, sys
+specs = {name: importlib.util.find_spec(name) for name in ("nrm", "nrm_verify", "pytest", "hypothesis", "sympy")}
+if any(spec is None for spec in specs.values()):
+    sys.exit(1)
+sys.exit(0 if pathlib.Path(specs["nrm"].origin).resolve().is_relative_to(pathlib.Path.cwd().resolve()) else 1)
+EOF
+then
+    pip_install "torch==$TORCH" "torchvision==$TORCHVISION" -e '.[test]'
+    INSTALLED=1
+fi
+
+# after an install, check that everything imports together (slow: torch's CUDA build)
+if [ -n "${INSTALLED:-}" ]; then
+    "$VENV/bin/python" -c "import torch, torchvision, zennit, crp.attribution, captum.attr, nrm, nrm_verify"
+fi
+"$VENV/bin/python" - <<'EOF'
+from importlib.metadata import version
+names = ["torch", "torchvision", "zennit", "zennit-crp", "captum", "nrm-verify"]
+print("setup-peers: " + ", ".join(f"{n} {version(n)}" for n in names))
+EOF
+echo "setup-peers: ready in $VENV; run: $VENV/bin/python -m pytest peer_tests -q"
