@@ -53,11 +53,53 @@ from nrm.errors import RelevanceDependentRuleError, ZeroOutputError
 from nrm.rules import Part, Rule, Share
 
 from . import laws
-from .checks import CHECKS, LATER, Context, LawCheck, default_events, laws_on_case
+from . import strategies as S
+from .checks import CHECKS as SEQUENTIAL_CHECKS
+from .checks import LATER as _LATER
+from .checks import MODEL, RULES, TARGET, Call, Context, LawCheck, X, default_events, laws_on_case
+from .checks import M as _M
 from .codegen import Writer, load_object, neurons
 from .strategies import Case
 
 PROVED, HELD, VIOLATED, NOT_APPLICABLE, ERROR = "proved", "held", "violated", "not applicable", "error"
+
+
+
+# -- L15 and L16 on sequential models (the checks of nrm_verify.checks cover L1–L14, L17, INV) ------
+def _draw_walks(data, case, ctx) -> Call:
+    """L15: a single walk drawn along non-zero kernel entries, or a cylinder event and its
+    unions, intersections, complements and differences (sets of walks)."""
+    if data.draw(st.booleans(), label="single walk"):
+        walks = data.draw(S.walks(case.measure()), label="walk")
+    else:
+        walks = data.draw(S.events(case.network), label="walks")
+    return Call("walk_relevance", (MODEL, X, TARGET, walks, RULES))
+
+
+def _draw_crp(data, case, ctx) -> Call:
+    """L16: a condition {layer: channels} on a layer above the input (channels, or neurons of
+    a layer without a channel dimension)."""
+    table = case.network.layers()
+    names = [n for n, (l, _) in table.items() if l >= 1]
+    layer = data.draw(st.sampled_from(sorted(names)), label="layer")
+    shape = table[layer][1]
+    n = shape[0] if shape else 1
+    channels = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True), label="channels")
+    return Call("crp_conditional", (_M, layer, sorted(channels)))
+
+
+def _fixed_kernel(rule) -> str:
+    return "the rule reads the incoming relevance (no fixed kernel)" if getattr(rule, "reads_relevance", False) \
+        else ""
+
+
+CHECKS = SEQUENTIAL_CHECKS + (
+    LawCheck("L15", "GNN-LRP walk relevance", _draw_walks, _fixed_kernel),
+    LawCheck("L16", "CRP conditional heatmap", _draw_crp, _fixed_kernel),
+)
+"""Every law check of the validator: :data:`nrm_verify.checks.CHECKS` and L15, L16 on
+sequential models."""
+LATER = tuple(item for item in _LATER if item[0] not in ("L15", "L16"))
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -453,16 +495,23 @@ def _symbolic_verdicts(rule: Rule, laws_wanted: Sequence[str] = ("L1", "L2", "L3
     return _SymbolicJob(rule, laws_wanted, timeout).collect()
 
 
-def _prove_child(rule, wanted, results) -> None:  # pragma: no cover — runs in a child process
+def _prove_child(rule, wanted, results, budget: float | None = None) -> None:  # pragma: no cover — a child
     try:
         from .symbolic.prove import prove_rule
+        deadline = None if budget is None else time.perf_counter() + budget
         for i, law in enumerate(wanted):
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
             try:
-                proofs = prove_rule(rule, laws=[law])
+                proofs = prove_rule(rule, laws=[law], budget=left)
             except Exception as e:  # noqa: BLE001 — the symbolic layer cannot evaluate the rule: say so for all
                 message = f"the symbolic layer could not evaluate the rule: {type(e).__name__}: {e}"[:300]
                 for rest in wanted[i:]:
                     results.put((rest, "failed", message))
+                return
+            unsettled = next((p.note for p in proofs if p.status == "failed" and p.note.startswith("not ")), "")
+            if unsettled.startswith("not settled"):  # the kernel itself is beyond the budget: so for every law
+                for rest in wanted[i:]:
+                    results.put((rest, "failed", unsettled[:300]))
                 return
             statuses = [p.status for p in proofs if p.status != "n/a"]
             if not statuses:
@@ -476,6 +525,8 @@ def _prove_child(rule, wanted, results) -> None:  # pragma: no cover — runs in
                 results.put((law, "refuted", f"{p.arch} case {p.case}: {point}"[:400]))
             elif all(s == "proved" for s in statuses):
                 results.put((law, "proved", f"on {len(statuses)} symbolic network case(s)"))
+            elif unsettled:
+                results.put((law, "failed", unsettled[:300]))
             else:
                 results.put((law, "failed", "a step did not simplify and no counterexample was found"))
     finally:
@@ -503,7 +554,7 @@ def _merge_symbolic(verdict: Verdict, symbolic: dict[str, tuple[str, str]]) -> s
             return f"{verdict.law}: the symbolic layer refutes it but the search found no counterexample " \
                    f"({verdict.name}); see its point: {note[:200]}"
     elif status == "failed":
-        verdict.proof = f"not settled ({note})"
+        verdict.proof = note if note.startswith("not ") else f"not settled ({note})"
     elif status == "n/a" and note:
         verdict.proof = f"n/a ({note})"
     return ""
@@ -605,7 +656,8 @@ class _SymbolicJob:
             self.note = "symbolic proofs skipped: no fork() on this platform"
             return
         self.queue = ctx.Queue()
-        self.child = ctx.Process(target=_prove_child, args=(rule, tuple(self.wanted), self.queue), daemon=True)
+        self.child = ctx.Process(target=_prove_child, args=(rule, tuple(self.wanted), self.queue, timeout),
+                                 daemon=True)
         self.child.start()
 
     def collect(self) -> tuple[dict[str, tuple[str, str]], str]:

@@ -4,8 +4,11 @@ through :mod:`nrm_verify.laws` (hypothesis, the ``ci`` profile in CI).
 One test per rule or preset draws a case (network, input, target, events) and checks the
 laws of the measure on it — L1 (normalization and column-stochastic kernels), L2, L3
 (marginalization and joint marginals), L4 (chain rule and multiplicative law), L5, L6, L7,
-L8 (against standard LRP computed with autograd), L17 and batch invariance — each law's
-own arguments drawn from the case. The relations between rules (L9–L14) get one test each
+L8 (against standard LRP computed with autograd), L15 (a walk against GNN-LRP's nested
+masking, :mod:`nrm_verify.gnnlrp`), L16 (a CRP condition against masked LRP), L17 and
+batch invariance — each law's own arguments drawn from the case. CPU/CUDA invariance is
+in ``tests/test_device_invariance.py``; walk sets and general events for L15 in
+``tests/test_gnnlrp.py``. The relations between rules (L9–L14) get one test each
 for the rules they concern. Laws report "not applicable" (holds is None) where their
 preconditions fail; a test asserts that no law is violated, and that the laws did apply
 on a share of the cases (so that a test cannot pass by never checking anything).
@@ -92,6 +95,14 @@ def _general_laws(data, case: S.Case) -> list[laws.LawResult]:
     given_above = data.draw(S.cylinders(net, above), label="E above") if above else nrm.OMEGA
     out.append(laws.markov(m, names[upper], k, sorted(lower), given_above))
     out.append(laws.channel_sum(m, names[upper], names[data.draw(st.integers(0, upper - 1), label="heatmap")]))
+    # L15: a single walk along non-zero kernel entries, against GNN-LRP's nested masking
+    out.append(laws.walk_relevance(case.model, case.x, case.target, data.draw(S.walks(m), label="walk"), case.rules))
+    # L16: a CRP condition {layer: channels} on any named layer above the input
+    crp_layer = data.draw(st.sampled_from(sorted(n for n, (i, _) in table.items() if i >= 1)), label="CRP layer")
+    shape = table[crp_layer][1]
+    width = shape[0] if shape else 1
+    channels = data.draw(st.lists(st.integers(0, width - 1), min_size=1, max_size=width, unique=True), label="CRP")
+    out.append(laws.crp_conditional(m, crp_layer, channels))
     if case.x.shape[0] > 1:
         out.append(laws.batch_invariance(case.model, case.x, case.target, case.rules))
     return out
@@ -131,7 +142,7 @@ def test_laws_of_the_measure(config):
     # every law was really checked on some case (not "not applicable" every time)
     for law in ("L1 normalization", "L1 column-stochastic kernels", "L2 additivity", "L3 marginalization",
                 "L3 joint marginals", "L4 chain rule", "L6 total measure", "L7 Markov", "L8 LRP equivalence",
-                "L17 channel-conditional heatmaps add up"):
+                "L17 channel-conditional heatmaps add up", "L15 GNN-LRP walk relevance", "L16 CRP conditional heatmap"):
         assert applied.counts.get(law, 0) > 0, f"{law} never applied for {config}: {applied.counts}"
     assert applied.counts.get("L4 multiplicative law", 0) + applied.counts.get("L5 Bayes", 0) > 0, applied.counts
 

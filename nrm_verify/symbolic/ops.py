@@ -38,9 +38,44 @@ NONNEGATIVE = frozenset({0, 1})
 NONPOSITIVE = frozenset({-1, 0})
 NONZERO = frozenset({-1, 1})
 MAX_FACT_TERMS = 16
+"""Polynomials with more terms than this are not rewritten with facts (cost control)."""
 SEARCH_BUDGET = 200
 """Rewritings p = c·t + g tried per sign decision at most (cost control)."""
-"""Polynomials with more terms than this are not rewritten with facts (cost control)."""
+MAX_NODES = 20000
+MAX_DEPTH = 100
+"""The size budget of one expression: more nodes or a deeper tree than this, and
+
+* a sign decision answers "any" (sound — the case stays open);
+* a rule operation that would build a ``Piecewise`` or ``Eq`` around it raises
+  :class:`SymbolicSizeError`, which the proofs report as "not settled within the symbolic
+  layer's budget" instead of recursing on.
+
+sympy's algorithms (printing, sorting, ``Piecewise``, ``together``, ``expand``) recurse
+once per level of an expression; a rule that branches on the sign of a pre-activation
+that is itself built from branches (the sign-aware γ–ε hybrid of ``examples/rules``)
+produced kernels 328 levels deep with 22 000 nodes, and Python's stack overflowed
+(RecursionError). The budget keeps them away from such expressions and bounds the time
+spent on one decision. Raise it only together with ``sys.setrecursionlimit``."""
+
+
+class SymbolicSizeError(ValueError):
+    """An expression of a rule's kernel exceeds the symbolic layer's size budget
+    (:data:`MAX_NODES`, :data:`MAX_DEPTH`): the law is not settled symbolically."""
+
+
+def too_large(e: Any, nodes: int = MAX_NODES, depth: int = MAX_DEPTH) -> bool:
+    """Whether the expression tree of ``e`` has more than ``nodes`` nodes or is deeper than
+    ``depth``, found with an explicit stack (no recursion; stops at the first excess)."""
+    if not isinstance(e, sp.Basic):
+        return False
+    stack, seen = [(e, 1)], 0
+    while stack:
+        node, level = stack.pop()
+        seen += 1
+        if seen > nodes or level > depth:
+            return True
+        stack.extend((a, level + 1) for a in node.args)
+    return False
 
 
 def to_sympy(value: Any) -> sp.Expr:
@@ -139,6 +174,8 @@ class SignDecider:
 
     def signs(self, e: Any) -> frozenset:
         e = to_sympy(e)
+        if too_large(e):
+            return ANY  # undecided: see MAX_NODES
         try:
             return self._cache[e]
         except KeyError:
@@ -146,8 +183,9 @@ class SignDecider:
         out = self._signs(e, tuple(self.facts), self.depth)
         if not _definite(out) and self.definitions and e.free_symbols & set(self.definitions):
             # expand the abbreviations (z ↦ its definition) and decide again; both are sound
-            expanded = self._signs(sp.expand(e.xreplace(self.definitions)), tuple(self.facts), self.depth)
-            out = (out & expanded) or out
+            expanded = sp.expand(e.xreplace(self.definitions))
+            if not too_large(expanded):
+                out = (out & self._signs(expanded, tuple(self.facts), self.depth)) or out
         self._cache[e] = out
         return out
 
@@ -190,6 +228,8 @@ class SignDecider:
             if out != ANY or depth <= 0:
                 return out
             num, den = sp.fraction(sp.together(e))
+            if too_large(num) or too_large(den):
+                return ANY
             if den != 1:
                 return _mul(self._signs(num, facts, depth), (self._signs(den, facts, depth) - ZERO) or NONZERO)
             return self._polynomial(sp.expand(num), facts, depth)
@@ -200,6 +240,8 @@ class SignDecider:
         key = (p, tuple(id(f) for f in facts), depth)
         if key in self._cache:
             return self._cache[key]
+        if too_large(p):
+            return ANY
         terms = sp.Add.make_args(p)
         out = _add(self._signs(t, (), 0) for t in terms)
         if out == ANY and depth > 0 and len(terms) <= MAX_FACT_TERMS:
@@ -244,7 +286,7 @@ class SignDecider:
                 if _definite(out) or (out != ANY and g == 0):
                     return out
                 size = len(sp.Add.make_args(g))
-                if size < n_terms:
+                if size < n_terms and not too_large(g):
                     candidates.append((size, str(g), head, g, rest))
                 if self._budget <= 0:
                     break
@@ -335,6 +377,13 @@ class SympyScalars:
     def signs(self, x) -> frozenset:
         return self.decider.signs(x)
 
+    def _guard(self, op: str, x) -> None:
+        if too_large(x):
+            raise SymbolicSizeError(
+                f"{op}() of an expression with more than {MAX_NODES} nodes or {MAX_DEPTH} levels: the rule's "
+                "kernel is too large for the symbolic layer's budget (it branches on signs of expressions that "
+                "are themselves branched); the law is not settled symbolically")
+
     def pos(self, x):
         x = to_sympy(x)
         s = self.signs(x)
@@ -342,6 +391,7 @@ class SympyScalars:
             return x
         if s <= NONPOSITIVE:
             return self.zero
+        self._guard("pos", x)
         self._record("pos", x)
         return sp.Piecewise((x, x > 0), (0, True))
 
@@ -352,6 +402,7 @@ class SympyScalars:
             return x
         if s <= NONNEGATIVE:
             return self.zero
+        self._guard("neg", x)
         self._record("neg", x)
         return sp.Piecewise((x, x < 0), (0, True))
 
@@ -362,6 +413,7 @@ class SympyScalars:
             return self.one
         if s == NEGATIVE:
             return -self.one
+        self._guard("sign", x)
         self._record("sign", x)
         return sp.Piecewise((-1, x < 0), (1, True))
 
@@ -375,6 +427,7 @@ class SympyScalars:
         if self.assume_nonzero is not None:
             self.assume_nonzero(x)  # a stated assumption: the rule's denominator is non-zero
             return False
+        self._guard("is_zero", x)
         self._record("is_zero", x)
         return sp.Eq(x, 0)
 
@@ -384,6 +437,8 @@ class SympyScalars:
         if condition is False or condition is sp.false:
             return to_sympy(if_false)
         if_true, if_false = to_sympy(if_true), to_sympy(if_false)
+        for part in (condition, if_true, if_false):
+            self._guard("where", part)
         if if_true == if_false:
             return if_true
         return sp.Piecewise((if_true, condition), (if_false, True))

@@ -30,6 +30,7 @@ from .catalog import ARCHITECTURES, CASES, RULES, Architecture, Case, RuleSpec
 from .derive import SymbolicMeasure
 from .laws import LAWS, Claim, Law, Subject
 from .network import SymbolicNetworkError
+from .ops import SymbolicSizeError
 from .proof import FAILED, NOT_APPLICABLE, REFUTED, NotApplicable, Proof, Step
 
 REPORT = Path(__file__).resolve().parents[2] / "proofs" / "REPORT.md"
@@ -139,12 +140,34 @@ def jobs(archs: Iterable[Architecture] = ARCHITECTURES, specs: Iterable[RuleSpec
     return out
 
 
-def run_job(job: Job) -> list[Proof]:
+def unsettled(job: Job, why: str, laws: Sequence[str] | None = None) -> list[Proof]:
+    """One failed proof per law of ``job`` that could not be attempted, saying why."""
+    return [Proof(law=key, rule=job.spec.title, arch=job.arch.key, case=job.case.key, expect="holds",
+                  status=FAILED, note=why) for key in (laws if laws is not None else job.laws)]
+
+
+def run_job(job: Job, deadline: float | None = None) -> list[Proof]:
+    """Every law of the job on every sub-case of it. A kernel beyond the symbolic layer's
+    size budget (:class:`~nrm_verify.symbolic.ops.SymbolicSizeError`) and a ``deadline``
+    (``time.perf_counter()`` value) passed before a law is started give failed proofs
+    that say so, never an exception."""
+    try:
+        cases = subjects(job.arch, job.spec, job.case)
+    except SymbolicSizeError as e:
+        return unsettled(job, f"not settled: {e}")
     out = []
-    for s in subjects(job.arch, job.spec, job.case):
+    for s in cases:
         for law in LAWS:
-            if law.key in job.laws:
+            if law.key not in job.laws:
+                continue
+            if deadline is not None and time.perf_counter() > deadline:
+                out += unsettled(job, "not proved within the time budget (the symbolic proofs were stopped)",
+                                 [law.key])
+                continue
+            try:
                 out += run_law(law, s)
+            except SymbolicSizeError as e:
+                out += unsettled(job, f"not settled: {e}", [law.key])
     return out
 
 
@@ -155,9 +178,13 @@ def _run_keyed(key: tuple) -> list[Proof]:
                        cases[case], laws))
 
 
-def run(job_list: Sequence[Job], workers: int = 1, progress: Callable[[str], None] | None = None) -> list[Proof]:
+def run(job_list: Sequence[Job], workers: int = 1, progress: Callable[[str], None] | None = None,
+        budget: float | None = None) -> list[Proof]:
     """Run jobs (in ``workers`` processes for the catalogue's own rules); the result
-    order is the job order, whatever the timing."""
+    order is the job order, whatever the timing. With ``budget`` (seconds, one process
+    only) a law not started within it is a failed proof "not proved within the time
+    budget"."""
+    deadline = None if budget is None else time.perf_counter() + budget
     results: list[list[Proof]] = []
     keyed = all(j.spec in RULES and j.arch in ARCHITECTURES for j in job_list)
     if workers > 1 and keyed:
@@ -169,7 +196,7 @@ def run(job_list: Sequence[Job], workers: int = 1, progress: Callable[[str], Non
                     progress(f"{job.arch.key} {job.spec.key} {job.case.key}")
     else:
         for job in job_list:
-            results.append(run_job(job))
+            results.append(run_job(job, deadline))
             if progress:
                 progress(f"{job.arch.key} {job.spec.key} {job.case.key}")
     return [p for proofs in results for p in proofs]
@@ -178,7 +205,7 @@ def run(job_list: Sequence[Job], workers: int = 1, progress: Callable[[str], Non
 def prove_rule(rule: Rule | Callable, *, title: str | None = None, inputs: str | None = None,
                signed_weights: bool | None = None, params: tuple | None = None,
                archs: Iterable[Architecture] = ARCHITECTURES[:1], cases: Iterable[Case] = CASES,
-               laws: Sequence[str] | None = None) -> list[Proof]:
+               laws: Sequence[str] | None = None, budget: float | None = None) -> list[Proof]:
     """Every law for a rule of your own (one :class:`nrm.rules.Rule` on every layer, or a
     callable network -> rules per layer), on ``archs`` (default 2-2-1) and ``cases``.
 
@@ -189,6 +216,12 @@ def prove_rule(rule: Rule | Callable, *, title: str | None = None, inputs: str |
     other choice); ``signed_weights`` (a sign pattern of the weights) is declared when the
     rule branches on the sign of a weight; ``params`` are the symbols of the kernels that
     are not the network's (they are drawn too when a counterexample is searched).
+
+    Never raises for a rule the symbolic layer cannot handle in its budget: a kernel
+    beyond the expression size budget (:data:`~nrm_verify.symbolic.ops.MAX_NODES`,
+    :data:`~nrm_verify.symbolic.ops.MAX_DEPTH`) and a law not started within ``budget``
+    seconds are failed proofs whose note says so ("not settled: …", "not proved within
+    the time budget").
     """
     if isinstance(rule, Rule):
         # a first-layer rule (z^B) gets LRP-0 above it; every other rule is used on every layer
@@ -206,7 +239,11 @@ def prove_rule(rule: Rule | Callable, *, title: str | None = None, inputs: str |
     if signed_weights is None or params is None or inputs is None:
         probe = RuleSpec(name, name, build, inputs=inputs or "real", signed_weights=False)
         net = archs[0].build(probe, CASES[0])
-        m = SymbolicMeasure(net, build(net))
+        try:
+            m = SymbolicMeasure(net, build(net))
+        except SymbolicSizeError as e:
+            wanted = tuple(laws or [law.key for law in LAWS])
+            return [p for a in archs for c in cases for p in unsettled(Job(a, probe, c, wanted), f"not settled: {e}")]
         branched = {x for _, op, x in m.undecided if op in ("pos", "neg", "sign")}
         weights = {w for layer in net.layers for w in layer.weight.flat if isinstance(w, sp.Symbol)}
         if signed_weights is None:
@@ -219,7 +256,7 @@ def prove_rule(rule: Rule | Callable, *, title: str | None = None, inputs: str |
         inputs = "real"
     spec = RuleSpec(name, name, build, inputs=inputs, signed_weights=signed_weights, params=tuple(params),
                     inputs_b=inputs_b)
-    return run(jobs(archs, [spec], cases, laws))
+    return run(jobs(archs, [spec], cases, laws), budget=budget)
 
 
 def _box_inputs(rule: ZBox):
@@ -329,4 +366,5 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["run", "jobs", "run_job", "run_law", "prove_rule", "subject", "main", "law_main", "stale", "CASE_C"]
+__all__ = ["run", "jobs", "run_job", "unsettled", "run_law", "prove_rule", "subject", "main", "law_main", "stale",
+           "CASE_C"]

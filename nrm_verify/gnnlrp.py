@@ -1,0 +1,512 @@
+"""Relevance of walks by explicit nested masking — GNN-LRP, the reference side of L15.
+
+Schnake et al., *Higher-order explanations of graph neural networks via relevant walks*,
+IEEE TPAMI 44(11), 2022 (arXiv:2006.03589) define the relevance of a walk
+(j_0, j_1, …, j_L) by *higher-order* LRP: start at the output with R^(L) = f_c δ_c, and
+at every layer keep only the walk's neuron before propagating further down with the
+rule's LRP step,
+
+    R^(l−1) = M_{l−1} ⊙ (Q_l R^(l)),     R_walk = Σ R^(l_min),
+
+where M_l masks the layer to the walk's neuron (or to a set of neurons: the walks
+through chosen neurons at chosen layers; a layer left free keeps every neuron). NRM-SPEC
+L15 says that this equals f_c · μ(walks) under the same rules. The absorber ⊥_l of the
+measure is the relevance LRP loses on the way (bias, stabilizer):
+R_⊥^(l−1) = R_⊥^(l) + Σ_k q(⊥ | k) R_k^(l), masked like a neuron when an event names it.
+
+This module is written **independently of the nrm engine**: it reads the model's
+modules itself (nested ``nn.Sequential`` of Linear, Conv1d/2d, BatchNorm, AvgPool2d,
+AdaptiveAvgPool2d, MaxPool2d, ReLU, LeakyReLU, Flatten, Identity, Dropout), writes every
+linear layer as a dense matrix W (n_out, n_in) and bias b obtained by applying the
+module to basis vectors, folds a batch norm after it by the NRM-SPEC §1 formula, reads
+its structural fan-in S (the same module with all-one weights), and writes the kernel of the
+built-in rules straight from the NRM-SPEC §2 table — q(j | k) as a dense matrix
+(n_in, n_out) per sample, with the conventions ``stabilizer_sign``, ``leak``,
+``modify_bias`` (γ), ``bias`` (z⁺, w²) and the zero-denominator and αβ fallbacks.
+Max-pooling sends each output's relevance to its argmax (``max_pool2d``'s index).
+
+A rule that is not one of the built-in classes (a user's rule, or a subclass that
+overrides anything) is evaluated through its own ``shares()`` and ``column()`` on the
+same dense matrices (:data:`nrm.ops.TORCH`), so L15 can check it too; a rule that reads
+the incoming relevance has no fixed kernel and is refused (:class:`UnsupportedRuleError`).
+Rules are assigned to layers as ``nrm.explain`` assigns them (:class:`nrm.presets.RuleMap`).
+
+Cost: dense matrices per layer and sample — meant for the small networks of the tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nrm.events import OMEGA, At, Event
+from nrm.ops import TORCH
+from nrm.presets import RuleMap
+from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
+
+AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
+BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
+ACTIVATION = (nn.ReLU, nn.LeakyReLU)
+PASSIVE = (nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
+
+
+class UnsupportedRuleError(ValueError):
+    """The reference cannot evaluate this rule (it reads the incoming relevance)."""
+
+
+class UnsupportedModelError(ValueError):
+    """The reference reads only nested ``nn.Sequential`` models of the modules listed in
+    this module's docstring."""
+
+
+# -- the model, read by this module ----------------------------------------------------------------
+@dataclass
+class Layer:
+    """Layer ``index`` of the proper FFNN: produced by ``modules[0]`` (an affine map or a
+    max-pool; none for the input), followed by batch norms, activations and reshapes."""
+
+    index: int
+    name: str
+    modules: list[tuple[str, nn.Module]] = field(default_factory=list)
+    kind: str = "input"  # "input", "affine", "maxpool"
+    rule: Rule | None = None
+
+
+def _leaves(module: nn.Module, prefix: str = ""):
+    if isinstance(module, nn.Sequential):
+        for name, child in module.named_children():
+            yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
+        return
+    if not isinstance(module, AFFINE + BATCHNORM + ACTIVATION + PASSIVE + (nn.MaxPool2d,)):
+        raise UnsupportedModelError(
+            f"{type(module).__name__} at {prefix or 'the top level'!r}: the GNN-LRP reference reads nested "
+            "nn.Sequential models of Linear, Conv1d/2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d, MaxPool2d, "
+            "ReLU, LeakyReLU, Flatten, Identity and Dropout")
+    yield prefix, module
+
+
+def read_layers(model: nn.Module) -> list[Layer]:
+    """The layers of ``model``: a new one at every affine map or max-pool."""
+    layers = [Layer(0, "input")]
+    for name, module in _leaves(model):
+        if isinstance(module, AFFINE + (nn.MaxPool2d,)):
+            kind = "maxpool" if isinstance(module, nn.MaxPool2d) else "affine"
+            layers.append(Layer(len(layers), name, [(name, module)], kind))
+        else:
+            layers[-1].modules.append((name, module))
+    return layers
+
+
+def _assign(layers: list[Layer], rules) -> None:
+    """The rule of every affine layer, resolved as :func:`nrm.explain` resolves ``rules=``:
+    by layer name (or the name of a module that only acts on the layer), nrm.FIRST, module
+    type, default."""
+    rmap = RuleMap.of(rules)
+    first = True
+    for layer in layers[1:]:
+        if layer.kind != "affine":
+            continue
+        named = [rmap.by_name[n] for n, _ in layer.modules if n in rmap.by_name]
+        layer.rule = named[0] if named else rmap.rule_for(layer.name, layer.modules[0][1], first)
+        first = False
+        if layer.rule is None:
+            raise ValueError(f"no rule for layer {layer.name!r}; give a default rule")
+
+
+@dataclass
+class Forward:
+    """One sample's forward pass through the layers: flat activations per layer, the
+    dense affine maps, the shapes each module name sees."""
+
+    acts: list[torch.Tensor]  # a_l, flat (n_l,)
+    shapes: list[tuple[int, ...]]  # canonical shape of layer l (the producer's output)
+    maps: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # l -> (W, b, S)
+    winners: dict[int, torch.Tensor]  # l -> flat input index of each max-pool output
+    names: dict[str, tuple[int, tuple[int, ...]]]  # module name -> (layer, shape it sees)
+    terms: dict[int, tuple[torch.Tensor, torch.Tensor]]  # l -> (Σ_j |a_j w_jk| + |b_k|, z_k)
+
+
+def _dense(fn, in_shape: tuple[int, ...], dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) with fn(a) = W a + b for an affine ``fn`` on one sample of ``in_shape``."""
+    n = math.prod(in_shape)
+    with torch.no_grad():
+        zero = torch.zeros((1,) + in_shape, dtype=dtype, device=device)
+        b = fn(zero).reshape(-1)
+        basis = torch.eye(n, dtype=dtype, device=device).reshape((n,) + in_shape)
+        W = (fn(basis).reshape(n, -1) - b).T.contiguous()
+    return W, b
+
+
+def _fold(W: torch.Tensor, b: torch.Tensor, bn: nn.Module, out_shape) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch norm folded into the affine map before it (NRM-SPEC §1): with
+    s = γ / √(σ² + eps), W' = s W and b' = s (b − μ) + β, per output channel."""
+    std = torch.sqrt(bn.running_var.detach().to(W) + bn.eps)
+    gamma = bn.weight.detach().to(W) if bn.weight is not None else torch.ones_like(std)
+    beta = bn.bias.detach().to(W) if bn.bias is not None else torch.zeros_like(std)
+    scale = gamma / std
+    per = math.prod(out_shape[1:]) if len(out_shape) > 1 else 1
+    channel = lambda t: t.repeat_interleave(per)  # noqa: E731 — channel value at every output position
+    b = (b - channel(bn.running_mean.detach().to(W))) * channel(scale) + channel(beta)
+    return W * channel(scale).unsqueeze(1), b
+
+
+def _structure(module: nn.Module, in_shape, dtype, device) -> torch.Tensor:
+    """S[k, j]: whether input j is in the structural fan-in of output k (a convolution's
+    receptive field without padding positions, a pooling window, all of a dense layer)."""
+    n = math.prod(in_shape)
+    basis = torch.eye(n, dtype=dtype, device=device).reshape((n,) + in_shape)
+    with torch.no_grad():
+        if isinstance(module, nn.Linear):
+            out = F.linear(basis, torch.ones_like(module.weight))
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
+            conv = copy.deepcopy(module).to(dtype=dtype, device=device)
+            conv.weight.data.fill_(1.0)
+            conv.bias = None
+            out = conv(basis)
+        else:  # average pooling: positive weights exactly on the window
+            out = module(basis)
+    return (out.reshape(n, -1) != 0).T.contiguous()
+
+
+def forward(layers: list[Layer], x: torch.Tensor) -> Forward:
+    """The forward pass of one sample ``x`` (shape (1, *input shape))."""
+    dtype, device = x.dtype, x.device
+    a = x
+    acts, shapes, maps, winners, terms = [x.reshape(-1)], [tuple(x.shape[1:])], {}, {}, {}
+    names = {"input": (0, tuple(x.shape[1:]))}
+    with torch.no_grad():
+        for layer in layers[1:]:
+            l = layer.index
+            in_shape = tuple(a.shape[1:])
+            if layer.kind == "affine":
+                producer = layer.modules[0][1]
+                W, b = _dense(producer, in_shape, dtype, device)
+                out_shape = tuple(producer(a).shape[1:])
+                for _, bn in layer.modules[1:]:
+                    if isinstance(bn, BATCHNORM):
+                        W, b = _fold(W, b, bn, out_shape)
+                S = _structure(producer, in_shape, dtype, device)
+                maps[l] = (W, b, S)
+                z = (W @ a.reshape(-1) + b).reshape((1,) + out_shape)
+                terms[l] = (W.abs() @ a.reshape(-1).abs() + b.abs(), z.reshape(-1))
+            else:
+                m = layer.modules[0][1]
+                z, idx = F.max_pool2d(a, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
+                                      return_indices=True)
+                C, H, Wd = in_shape
+                offsets = (torch.arange(C, device=device) * H * Wd).view(C, 1, 1)
+                winners[l] = (idx[0] + offsets).reshape(-1)
+                out_shape = tuple(z.shape[1:])
+            shapes.append(out_shape)
+            names[layer.name] = (l, out_shape)
+            t = z
+            for name, m in layer.modules[1:]:
+                if isinstance(m, ACTIVATION):
+                    t = m(t)
+                elif isinstance(m, nn.Flatten):
+                    t = m(t)
+                names[name] = (l, tuple(t.shape[1:]))
+            a = t
+            acts.append(a.reshape(-1))
+    names["output"] = (len(layers) - 1, shapes[-1])
+    return Forward(acts, shapes, maps, winners, names, terms)
+
+
+# -- kernels: NRM-SPEC §2 ------------------------------------------------------------------------------
+def _sign(d: torch.Tensor) -> torch.Tensor:
+    """s(d) with s(0) = +1."""
+    return torch.where(d < 0, -torch.ones_like(d), torch.ones_like(d))
+
+
+def _stabilize(rule: Rule, d: torch.Tensor) -> torch.Tensor:
+    eps = rule.stabilizer
+    if eps == 0:
+        return d
+    return d + eps * _sign(d) if rule.stabilizer_sign == "signed" else d + eps
+
+
+def _over(c: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """c[k, j] / d[k], 0 where d[k] = 0 (the column goes to ⊥)."""
+    d = d.unsqueeze(1)
+    return torch.where(d == 0, torch.zeros_like(c), c / torch.where(d == 0, torch.ones_like(d), d))
+
+
+def _box(value, a: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=a.dtype, device=a.device)
+    return t.expand(a.shape) if t.numel() == 1 else t.reshape(-1)
+
+
+def table_kernel(rule: Rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor, S: torch.Tensor):
+    """q[k, j] = q(j | k) for real j (n_out, n_in), written from the NRM-SPEC §2 table
+    for the built-in rules; None for any other rule. ``a`` (n_in,) are the layer's input
+    activations, W (n_out, n_in) and b (n_out,) its affine map, S its structural fan-in."""
+    kind = type(rule)
+    aw = a.unsqueeze(0) * W  # a_j w_jk
+    pos, neg = (lambda t: t.clamp(min=0)), (lambda t: t.clamp(max=0))
+    if kind in (Zero, Epsilon):  # a_j w_jk / (z_k [+ ε s(z_k)])
+        return _over(aw, _stabilize(rule, aw.sum(1) + b))
+    if kind is Gamma:  # a_j ρ(w_jk) / (Σ_j a_j ρ(w_jk) + ρ(b_k)),  ρ(w) = w + γ w⁺
+        rho = lambda t: t + rule.gamma * pos(t)  # noqa: E731
+        c = a.unsqueeze(0) * rho(W)
+        return _over(c, _stabilize(rule, c.sum(1) + (rho(b) if rule.modify_bias else b)))
+    if kind is ZPlus:  # a_j w⁺ / (Σ_j a_j w⁺ + b⁺)
+        c = a.unsqueeze(0) * pos(W)
+        return _over(c, _stabilize(rule, c.sum(1) + (pos(b) if rule.bias else 0)))
+    if kind is AlphaBeta:  # α (a w)⁺ / P − β (a w)⁻ / N, fallbacks (1, 0) for N = 0, (0, −1) for P = 0
+        cp, cn = pos(aw), neg(aw)
+        P = _stabilize(rule, cp.sum(1) + pos(b))
+        N = _stabilize(rule, cn.sum(1) + neg(b))
+        one = torch.ones_like(P)
+        alpha = torch.where(N == 0, one, torch.where(P == 0, 0 * one, rule.alpha * one))
+        beta = torch.where(N == 0, 0 * one, torch.where(P == 0, -one, rule.beta * one))
+        return alpha.unsqueeze(1) * _over(cp, P) - beta.unsqueeze(1) * _over(cn, N)
+    if kind is WSquare:  # w² / (Σ_j w² [+ b²])
+        c = W * W * S
+        return _over(c, _stabilize(rule, c.sum(1) + (b * b if rule.bias else 0)))
+    if kind is Flat:  # 1 / |in(k)|
+        c = S.to(a.dtype)
+        return _over(c, _stabilize(rule, c.sum(1)))
+    if kind is ZBox:  # (a_j w − l_j w⁺ − h_j w⁻) / Σ_j (…); the bias cancels
+        low, high = _box(rule.low, a), _box(rule.high, a)
+        c = aw - low.unsqueeze(0) * pos(W) - high.unsqueeze(0) * neg(W)
+        return _over(c, _stabilize(rule, c.sum(1)))
+    return None
+
+
+def rule_kernel(rule: Rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor, S: torch.Tensor):
+    """(q[k, j], q(⊥ | k)) for any other rule: its own shares and ``column`` (nrm.ops.TORCH) on the
+    dense matrices — c_s(j, k) = Σ_p u_p(a_j) v_p(w_jk) on the structural connections."""
+    if getattr(rule, "reads_relevance", False):
+        raise UnsupportedRuleError(f"{rule!r} reads the incoming relevance: it has no fixed kernel, so walk "
+                                   "relevance is not defined by nested masking")
+    cs, zs, bs = [], [], []
+    for share in rule.shares():
+        c = torch.zeros_like(W)
+        for part in share.parts:
+            c = c + part.input(TORCH, a).unsqueeze(0) * torch.where(S, part.weight(TORCH, W), torch.zeros_like(W))
+        cs.append(c)
+        zs.append(c.sum(1))
+        bs.append(None if share.bias is None else share.bias(TORCH, b))
+    scales, qbot = rule.column(TORCH, tuple(zs), tuple(bs))
+    q = torch.zeros_like(W)
+    for s, c in zip(scales, cs):
+        q = q + torch.as_tensor(s, dtype=W.dtype, device=W.device).reshape(-1, 1) * c
+    return q, torch.as_tensor(qbot, dtype=W.dtype, device=W.device).expand(W.shape[0])
+
+
+def kernel(rule: Rule, a, W, b, S) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Q (n_in, n_out) with Q[j, k] = q(j | k), q(⊥ | k) (n_out,)) with the rule's leak
+    convention: "absorb" gives q(⊥ | k) = 1 − Σ_j q(j | k); "renormalize" divides each
+    column by Σ_j q(j | k) (a column with no real mass goes to ⊥)."""
+    q = table_kernel(rule, a, W, b, S)
+    if q is None:  # the rule's own column, with its own q(⊥ | k) (a leaking rule keeps its leak)
+        q, qbot = rule_kernel(rule, a, W, b, S)
+        return q.T, qbot
+    if rule.leak == "renormalize":
+        real = q.sum(1)
+        empty = real == 0
+        q = torch.where(empty.unsqueeze(1), torch.zeros_like(q), q / torch.where(empty, 1.0, real).unsqueeze(1))
+        return q.T, empty.to(q.dtype)
+    return q.T, 1 - q.sum(1)
+
+
+# -- nested masking -----------------------------------------------------------------------------------
+def _masks(fw: Forward, walks, depth: int) -> list[dict[int, tuple[torch.Tensor, bool]]]:
+    """Walk specifications → [(coefficient, {layer: (mask over real neurons, ⊥ kept)})]."""
+    sizes = [math.prod(s) for s in fw.shapes]
+    canonical = [None] * (depth + 1)
+    for name, (l, shape) in fw.names.items():
+        if canonical[l] is None and shape == fw.shapes[l]:
+            canonical[l] = name
+
+    def resolve(layer) -> int:
+        if isinstance(layer, int):
+            return layer
+        if layer not in fw.names:
+            raise KeyError(f"no layer named {layer!r}; names are {sorted(fw.names)}")
+        return fw.names[layer][0]
+
+    def neurons(l, chosen) -> tuple[torch.Tensor, bool]:
+        mask = torch.zeros(sizes[l], dtype=torch.bool)
+        bot = False
+        items = [chosen] if chosen is None or isinstance(chosen, int) else list(chosen)
+        for n in items:
+            if n is None:
+                bot = True
+            else:
+                mask[int(n)] = True
+        return mask, bot
+
+    if isinstance(walks, Event):
+        return [(coeff, _cylinder_masks(fw, cyl, sizes)) for cyl, coeff in walks.cylinders()]
+    if isinstance(walks, Mapping):
+        out: dict[int, tuple[torch.Tensor, bool]] = {}
+        for layer, chosen in walks.items():
+            l = resolve(layer)
+            mask, bot = neurons(l, chosen)
+            if l in out:
+                mask, bot = mask & out[l][0], bot and out[l][1]
+            out[l] = (mask, bot)
+        return [(1, out)]
+    walk = list(walks)
+    if len(walk) != depth + 1:
+        raise ValueError(f"a walk names one neuron per layer ({depth + 1}: {canonical}), got {len(walk)}")
+    return [(1, {l: neurons(l, n) for l, n in enumerate(walk)})]
+
+
+def _cylinder_masks(fw: Forward, cylinder, sizes) -> dict[int, tuple[torch.Tensor, bool]]:
+    out: dict[int, tuple[torch.Tensor, bool]] = {}
+    for atom in cylinder:
+        l, shape = fw.names[atom.layer]
+        n = sizes[l]
+        if atom.selector == "all":
+            mask = torch.ones(n, dtype=torch.bool)
+        elif atom.selector == "none":
+            mask = torch.zeros(n, dtype=torch.bool)
+        elif atom.selector == "index":
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[list(atom.values)] = True
+        elif atom.selector == "channels":
+            mask = torch.zeros(n, dtype=torch.bool).reshape(shape[0], -1)
+            mask[list(atom.values)] = True
+            mask = mask.reshape(-1)
+        else:
+            mask = atom.mask.reshape(-1).clone()
+        if l in out:
+            mask, bot = mask & out[l][0], atom.absorber and out[l][1]
+        else:
+            bot = atom.absorber
+        out[l] = (mask, bot)
+    return out
+
+
+def _targets(target, batch: int) -> list[int]:
+    t = torch.as_tensor(target).reshape(-1)
+    if t.numel() == 1:
+        return [int(t)] * batch
+    if t.numel() != batch:
+        raise ValueError(f"target has {t.numel()} entries for a batch of {batch}")
+    return [int(v) for v in t]
+
+
+def _conditioned(fw: Forward, l: int, R: torch.Tensor) -> torch.Tensor:
+    """Σ_k |R_k| max(1, (Σ_j |a_j w_jk| + |b_k|) / |z_k|): the relevance of layer l weighted
+    by how ill-conditioned its pre-activations are (z_k is a sum; a near-zero z_k is known
+    only to the rounding of its terms, and every relevance that depends on it inherits
+    that error). z_k = 0 counts as 1."""
+    if l not in fw.terms:
+        return R.abs().sum()
+    size, z = fw.terms[l]
+    ratio = torch.where(z == 0, torch.ones_like(z), size / z.abs().clamp(min=torch.finfo(z.dtype).tiny))
+    return (R.abs() * ratio.clamp(min=1)).sum()
+
+
+def masked_relevance(model: nn.Module, x: torch.Tensor, target, masks: Mapping[int, tuple[torch.Tensor, bool]],
+                     rules=None, *, layers: list[Layer] | None = None, down_to: int | None = None,
+                     forwards: list[Forward] | None = None):
+    """Higher-order LRP with the relevance masked at every layer of ``masks``
+    ({layer index: (mask over the real neurons, keep ⊥)}), from R^(L) = f_c δ_c down to
+    layer ``down_to`` (default: the lowest masked layer). Returns (per sample the list
+    [(R^(l) (n_l,), R_⊥^(l))] for l = down_to … L, sizes (B,)): ``sizes`` is, per sample,
+    the largest Σ_{j,k} |q(j | k) R_k| + |R_⊥| over the steps and the relevance of every
+    layer weighted by the conditioning of its pre-activations (:func:`_conditioned`) —
+    the size of the terms that were added, against which float rounding in the result is
+    to be measured (a near-zero f_c or pre-activation makes it large against the
+    result)."""
+    if layers is None:
+        layers = read_layers(model)
+        _assign(layers, rules)
+    L = len(layers) - 1
+    low = min(masks, default=L) if down_to is None else down_to
+    out, sizes = [], []
+    for i, c in enumerate(_targets(target, x.shape[0])):
+        fw = forwards[i] if forwards is not None else forward(layers, x[i:i + 1])
+        R = torch.zeros_like(fw.acts[L])
+        R[c] = fw.acts[L][c]
+        bot = torch.zeros((), dtype=x.dtype, device=x.device)
+        if L in masks:
+            R = R * masks[L][0].to(R.device)
+        per_layer = [(R, bot)]
+        size = _conditioned(fw, L, R)
+        for l in range(L, low, -1):
+            a = fw.acts[l - 1]
+            if layers[l].kind == "maxpool":
+                Rl = torch.zeros_like(a).index_add_(0, fw.winners[l], R)
+                qbot_mass = torch.zeros((), dtype=x.dtype, device=x.device)
+                size = torch.maximum(size, R.abs().sum() + bot.abs())
+            else:
+                W, b, S = fw.maps[l]
+                Q, qbot = kernel(layers[l].rule, a, W, b, S)
+                Rl = Q @ R
+                qbot_mass = (qbot * R).sum()
+                size = torch.maximum(size, (Q.abs() @ R.abs()).sum() + (qbot * R).abs().sum() + bot.abs())
+            bot = bot + qbot_mass
+            if l - 1 in masks:
+                mask, keep = masks[l - 1]
+                Rl = Rl * mask.to(Rl.device)
+                bot = bot if keep else torch.zeros_like(bot)
+            R = Rl
+            per_layer.insert(0, (R, bot))
+            size = torch.maximum(size, _conditioned(fw, l - 1, R) + bot.abs())
+        out.append(per_layer)
+        sizes.append(size)
+    return out, torch.stack(sizes)
+
+
+def walk_relevance(model: nn.Module, x: torch.Tensor, target, walks, rules=None, *, with_size: bool = False):
+    """GNN-LRP relevance of a walk or a set of walks, per sample (B,); with ``with_size``
+    also the size of the terms added on the way (B,) (see :func:`masked_relevance`).
+
+    ``walks`` is one of
+
+    * a sequence of one neuron per layer, input first (flat index, ``None`` for ⊥):
+      a single walk (j_0, …, j_L);
+    * a mapping {layer name or index: neuron | iterable of neurons (``None`` = ⊥)}: the
+      walks through the chosen neurons at the chosen layers;
+    * an :class:`nrm.Event` (cylinders and their unions, intersections, complements,
+      differences): by linearity, Σ over its cylinders of coefficient × relevance.
+
+    A neuron that the model's forward pass names differently (a ReLU after a Linear) is
+    the same layer; indices are flat within one sample's layer.
+    """
+    layers = read_layers(model)
+    _assign(layers, rules)
+    forwards = [forward(layers, x[i:i + 1]) for i in range(x.shape[0])]  # once, shared by every cylinder
+    L = len(layers) - 1
+    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    size = torch.zeros_like(total)
+    for coeff, masks in _masks(forwards[0], walks, L):
+        per_sample, sizes = masked_relevance(model, x, target, masks, rules, layers=layers, forwards=forwards)
+        total = total + coeff * torch.stack([R.sum() + bot for R, bot in (p[0] for p in per_sample)])
+        size = size + abs(coeff) * sizes
+    return (total, size) if with_size else total
+
+
+def as_event(model: nn.Module, x: torch.Tensor, walks) -> Event:
+    """The nrm event of a walk specification (as :func:`walk_relevance` takes it), for
+    measuring it with :meth:`nrm.Measure.measure`."""
+    if isinstance(walks, Event):
+        return walks
+    layers = read_layers(model)
+    fw = forward(layers, x[:1])
+    L = len(layers) - 1
+    canonical = {}
+    for name, (l, shape) in fw.names.items():
+        if l not in canonical and shape == fw.shapes[l]:
+            canonical[l] = name
+    event = OMEGA
+    for _, masks in _masks(fw, walks, L):
+        for l, (mask, bot) in sorted(masks.items()):
+            idx = mask.nonzero().flatten().tolist()
+            event = event & At(canonical[l], index=idx, absorber=bot)
+    return event
+
+
+__all__ = ["walk_relevance", "masked_relevance", "as_event", "read_layers", "forward", "kernel", "table_kernel",
+           "rule_kernel", "UnsupportedRuleError", "UnsupportedModelError", "Layer", "Forward"]
