@@ -203,6 +203,46 @@ def _l14(rule) -> str:
     return "" if not rule.depends_on_input else "the rule declares depends_on_input = True (L14 is about flat and w²)"
 
 
+
+# -- L15, L16, L18 ----------------------------------------------------------------------------------
+def _draw_walks(data, case, ctx) -> Call:
+    """L15: a single walk drawn along non-zero kernel entries, or a cylinder event and its
+    unions, intersections, complements and differences (sets of walks)."""
+    if data.draw(st.booleans(), label="single walk"):
+        walks = data.draw(S.walks(case.measure()), label="walk")
+    else:
+        walks = data.draw(S.events(case.network), label="walks")
+    return Call("walk_relevance", (MODEL, X, TARGET, walks, RULES))
+
+
+def _draw_crp(data, case, ctx) -> Call:
+    """L16: a condition {layer: channels} on a layer above the input (channels, or neurons of
+    a layer without a channel dimension)."""
+    table = case.network.layers()
+    names = [n for n, (l, _) in table.items() if l >= 1]
+    layer = data.draw(st.sampled_from(sorted(names)), label="layer")
+    shape = table[layer][1]
+    n = shape[0] if shape else 1
+    channels = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True), label="channels")
+    return Call("crp_conditional", (M, layer, sorted(channels)))
+
+
+def _fixed_kernel(rule) -> str:
+    return "the rule reads the incoming relevance (no fixed kernel)" if getattr(rule, "reads_relevance", False) \
+        else ""
+
+
+def _modularity_rule(rule) -> str:
+    """L18 compares with nrm_verify.reference, which knows the built-in rules only."""
+    from nrm import rules as R
+
+    why = _fixed_kernel(rule)
+    if why:
+        return why
+    builtin = (R.Zero, R.Epsilon, R.Gamma, R.ZPlus, R.AlphaBeta, R.WSquare, R.Flat, R.ZBox)
+    return "" if type(rule) in builtin else "the explicit LRP reference knows the built-in rules only"
+
+
 CHECKS: tuple[LawCheck, ...] = (
     LawCheck("L1", "normalization", lambda d, c, x: Call("normalization", (M,))),
     LawCheck("L1", "column-stochastic kernels", lambda d, c, x: Call("column_sums", (M,))),
@@ -223,15 +263,16 @@ CHECKS: tuple[LawCheck, ...] = (
     LawCheck("L14", "input independence", _draw_input_independence, _l14),
     LawCheck("L14", "z^B non-negative", lambda d, c, x: Call("zbox_nonnegative", (M,)), _is(ZBox)),
     LawCheck("L17", "channel-conditional heatmaps add up", _draw_channel),
+    LawCheck("L15", "GNN-LRP walk relevance", _draw_walks, _fixed_kernel),
+    LawCheck("L16", "CRP conditional heatmap", _draw_crp, _fixed_kernel),
+    LawCheck("L18", "modularity", lambda d, c, x: Call("modularity", (M, MODEL, X, TARGET, RULES)), _modularity_rule),
     LawCheck("INV", "batch invariance", lambda d, c, x: Call("batch_invariance", (MODEL, X, TARGET, RULES)),
              batch=(2, 3)),
 )
 
-LATER = (
-    ("L15", "GNN-LRP walks", "needs the residual/branching proper-FFNN view (a later issue); not checked yet"),
-    ("L16", "CRP", "needs the residual/branching proper-FFNN view (a later issue); not checked yet"),
-    ("L18", "modularity", "needs the residual/branching proper-FFNN view (a later issue); not checked yet"),
-)
+LATER: tuple = ()
+"""Laws without a check (none left: L15, L16 and L18 are in :data:`CHECKS`; branched models are
+covered by tests/test_laws_dag.py and tests/test_dag.py)."""
 
 
 # -- every law on one given case (what the pytest plugin's assert_laws runs) --------------------

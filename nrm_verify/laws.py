@@ -147,7 +147,8 @@ def _canonical_layers(m: Measure) -> list[str]:
 
 
 def complement_atom(m: Measure, event: At) -> At:
-    """The complement of a one-layer event written explicitly: {X_l ∈ V̄_l ∖ S}."""
+    """The complement of a one-layer event written explicitly: {X_l ∈ V̄_l ∖ S} (the copies
+    of a branched model's layer flip with S's ``parallel``)."""
     atom = event.atom
     layer = atom.layer
     shape = m.layer_shape(layer)
@@ -157,19 +158,23 @@ def complement_atom(m: Measure, event: At) -> At:
         mask = ~inside.mask
     elif atom.selector == "all":
         mask = torch.zeros_like(mask)
-    return At(layer, mask=mask.reshape(shape).cpu(), absorber=not atom.absorber)
+    return At(layer, mask=mask.reshape(shape).cpu(), absorber=not atom.absorber, parallel=not atom.parallel)
 
 
 # -- L1 ------------------------------------------------------------------------------
 def normalization(m: Measure, *, tol: float | None = None) -> LawResult:
-    """L1: μ(Ω) = 1 and Σ_{j ∈ V̄_l} m_l(j) = 1 at every layer."""
+    """L1: μ(Ω) = 1 and Σ_{j ∈ V̄_l} m_l(j) = 1 at every layer (on a branched model V̄_l also
+    holds the copies of the walks that bypass the layer's node: ``m.bypassing``)."""
     tol = _tol(m, tol)
     worst = _Worst()
     omega = m(OMEGA)
     worst.add(omega, torch.ones_like(omega), _big(m, 1.0), where="μ(Ω)")
+    branched = not m.network.sequential
     for name in _canonical_layers(m):
         marg = m.marginal(name)
         total = marg.reshape(marg.shape[0], -1).sum(1) + m.absorbed(name)
+        if branched:  # the copies of the walks that bypass the layer's node (NRM-SPEC §1)
+            total = total + m.bypassing(name)
         scale = marg.reshape(marg.shape[0], -1).abs().sum(1)
         worst.add(total, torch.ones_like(total), _big(m, scale), where=f"Σ_j m(j) + m(⊥) at {name!r}")
     return _result("L1", "normalization", worst.deviation, tol,
@@ -259,6 +264,8 @@ def additivity(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> L
             summed = (marg * layer_mask).reshape(marg.shape[0], -1).sum(1)
             if ev.atom.absorber:
                 summed = summed + m.absorbed(ev.atom.layer)
+            if ev.atom.parallel and not m.network.sequential:
+                summed = summed + m.bypassing(ev.atom.layer)
             worst.add(base, summed, _big(m, marg.abs().reshape(marg.shape[0], -1).sum(1)),
                       where=f"μ({ev!r}) against the sum of its marginals")
             checked += ["explicit complement", "sum of marginals"]
@@ -275,6 +282,8 @@ def marginalization(m: Measure, layer: str, event: Event = OMEGA, *, tol: float 
         return LawResult("L3", "marginalization", None, detail=f"the event constrains layer {layer!r} itself")
     joint = m.marginal(layer, within=event)
     total = joint.reshape(joint.shape[0], -1).sum(1) + m.absorbed(layer, within=event)
+    if not m.network.sequential:  # V̄_l also holds the copies of the walks that bypass the node
+        total = total + m.bypassing(layer, within=event)
     direct = m(event)
     d, a, b = _worst(total, direct, _big(m, joint.abs().reshape(joint.shape[0], -1).sum(1)))
     return _result("L3", "marginalization", d, tol, f"Σ_j μ(X_{layer} = j, E) against μ(E) for E = {event!r}",
@@ -288,7 +297,8 @@ def joint_marginals(m: Measure, layer_a: str, layer_b: str, *, tol: float | None
     J = m.joint(layer_a, layer_b)
     worst = _Worst()
     for mine, other, axis in ((layer_a, layer_b, 2), (layer_b, layer_a, 1)):
-        through_bot = m.marginal(mine, within=At(other, index=[], absorber=True))
+        # walks at ⊥ of the other layer, and (branched models) on the copies that bypass its node
+        through_bot = m.marginal(mine, within=At(other, index=[], absorber=True, parallel=True))
         marg = m.marginal(mine)
         per_channel = marg.reshape(marg.shape[0], marg.shape[1] if marg.dim() > 1 else 1, -1).sum(-1)
         bot = through_bot.reshape(per_channel.shape[0], per_channel.shape[1], -1).sum(-1)
@@ -360,7 +370,7 @@ def total_measure(m: Measure, b: Event, layer: str, *, tol: float | None = None)
     channels = shape[0] if shape else 1
     parts = [At(layer, channels=[c]) for c in range(channels)] if len(shape) > 1 else [
         At(layer, index=[j]) for j in range(channels)]
-    parts.append(At(layer, index=[], absorber=True))
+    parts.append(At(layer, index=[], absorber=True, parallel=True))  # ⊥ and the copies that bypass the node
     values = m.measure([b & p for p in parts])
     d, x, y = _worst(values.sum(0), m(b), _big(m, values.abs().sum(0)))
     return _result("L6", "total measure", d, tol, f"{len(parts)} cells of V̄_{layer} (channels and ⊥), B = {b!r}",
@@ -379,6 +389,10 @@ def markov(m: Measure, layer: str, neuron: int, lower: Sequence[int], above: Eve
         return LawResult("L7", "Markov", None, detail="the input layer has no layer below")
     if any(m.layer_index(name) <= l for name in above.layers()):
         return LawResult("L7", "Markov", None, detail="E must constrain only layers above l")
+    if m.network.blocks[l].inputs != [l - 1]:
+        return LawResult("L7", "Markov", None,
+                         detail=f"layer {layer!r} does not read the layer before it (a branch): its kernel "
+                                "goes to another layer")
     names = _canonical_layers(m)
     given = At(names[l], index=[neuron]) & above
     both, base = m.measure([At(names[l - 1], index=list(lower)) & given, given])
@@ -991,3 +1005,7 @@ def device_invariance(model, x, target, rules=None, devices: Sequence[str] | Non
     return _result("INV", "device invariance", worst.deviation, tol,
                    f"marginals at {len(_canonical_layers(base))} layers on {devices} against {devices[0]}" +
                    (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
+
+
+# -- models with branches (L1 with copies, L18), in their own module -------------------------------
+from .laws_graph import modularity, normalization_with_copies  # noqa: E402  (they build on the helpers above)

@@ -54,8 +54,7 @@ from nrm.rules import Part, Rule, Share
 
 from . import laws
 from . import strategies as S
-from .checks import CHECKS as SEQUENTIAL_CHECKS
-from .checks import LATER as _LATER
+from .checks import CHECKS, LATER
 from .checks import MODEL, RULES, TARGET, Call, Context, LawCheck, X, default_events, laws_on_case
 from .checks import M as _M
 from .codegen import Writer, load_object, neurons
@@ -65,41 +64,6 @@ PROVED, HELD, VIOLATED, NOT_APPLICABLE, ERROR = "proved", "held", "violated", "n
 
 
 
-# -- L15 and L16 on sequential models (the checks of nrm_verify.checks cover L1–L14, L17, INV) ------
-def _draw_walks(data, case, ctx) -> Call:
-    """L15: a single walk drawn along non-zero kernel entries, or a cylinder event and its
-    unions, intersections, complements and differences (sets of walks)."""
-    if data.draw(st.booleans(), label="single walk"):
-        walks = data.draw(S.walks(case.measure()), label="walk")
-    else:
-        walks = data.draw(S.events(case.network), label="walks")
-    return Call("walk_relevance", (MODEL, X, TARGET, walks, RULES))
-
-
-def _draw_crp(data, case, ctx) -> Call:
-    """L16: a condition {layer: channels} on a layer above the input (channels, or neurons of
-    a layer without a channel dimension)."""
-    table = case.network.layers()
-    names = [n for n, (l, _) in table.items() if l >= 1]
-    layer = data.draw(st.sampled_from(sorted(names)), label="layer")
-    shape = table[layer][1]
-    n = shape[0] if shape else 1
-    channels = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n, unique=True), label="channels")
-    return Call("crp_conditional", (_M, layer, sorted(channels)))
-
-
-def _fixed_kernel(rule) -> str:
-    return "the rule reads the incoming relevance (no fixed kernel)" if getattr(rule, "reads_relevance", False) \
-        else ""
-
-
-CHECKS = SEQUENTIAL_CHECKS + (
-    LawCheck("L15", "GNN-LRP walk relevance", _draw_walks, _fixed_kernel),
-    LawCheck("L16", "CRP conditional heatmap", _draw_crp, _fixed_kernel),
-)
-"""Every law check of the validator: :data:`nrm_verify.checks.CHECKS` and L15, L16 on
-sequential models."""
-LATER = tuple(item for item in _LATER if item[0] not in ("L15", "L16"))
 
 
 # -- the report ---------------------------------------------------------------------------------
