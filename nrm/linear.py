@@ -17,9 +17,10 @@ class LinearMap:
 
     weight: torch.Tensor
     bias: torch.Tensor | None
+    fuses_bias = False  # whether forward() takes the bias (else the engine adds bias_for(z))
 
-    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Σ_j x_j w_jk for every output k (no bias)."""
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_j x_j w_jk for every output k, plus ``bias`` (shaped like ``self.bias``) when given."""
         raise NotImplementedError  # abstract
 
     def transpose(self, g: torch.Tensor, weight: torch.Tensor, in_shape: tuple[int, ...]) -> torch.Tensor:
@@ -30,56 +31,92 @@ class LinearMap:
         """Zero the entries of a modified weight that are not structural connections."""
         return weight
 
-    def bias_for(self, z: torch.Tensor) -> torch.Tensor | None:
-        """The bias shaped to broadcast against an output ``z`` of shape (N, *out)."""
-        if self.bias is None:
+    def bias_for(self, z: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The bias (or ``bias``, shaped like it) to broadcast against an output ``z`` of shape (N, *out)."""
+        bias = self.bias if bias is None else bias
+        if bias is None:
             return None
-        return self.bias.view((1, -1) + (1,) * (z.dim() - 2))
+        return bias.view((1, -1) + (1,) * (z.dim() - 2))
+
+    def _plus(self, z: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return z if bias is None else z.add_(self.bias_for(z, bias))
 
 
 class DenseMap(LinearMap):
     """``torch.nn.Linear``: weight (out, in)."""
 
+    fuses_bias = True
+
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.weight, self.bias = weight, bias
 
-    def forward(self, x, weight):
-        return F.linear(x, weight)
+    def forward(self, x, weight, bias=None):
+        return F.linear(x, weight, bias)
 
     def transpose(self, g, weight, in_shape):
         return g @ weight
 
-    def bias_for(self, z):
+    def bias_for(self, z, bias=None):
         # nn.Linear acts on the last dimension, also for an input of shape (N, P, F)
-        return None if self.bias is None else self.bias.view((1,) * (z.dim() - 1) + (-1,))
+        bias = self.bias if bias is None else bias
+        return None if bias is None else bias.view((1,) * (z.dim() - 1) + (-1,))
 
 
 class ConvMap(LinearMap):
     """``Conv1d`` / ``Conv2d`` (also average pooling as a depthwise convolution)."""
+
+    fuses_bias = True
 
     def __init__(self, weight, bias, stride, padding, dilation, groups):
         self.weight, self.bias = weight, bias
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.dim = weight.dim() - 2
 
-    def forward(self, x, weight):
+    def forward(self, x, weight, bias=None):
         conv = F.conv1d if self.dim == 1 else F.conv2d
-        return conv(x, weight, None, self.stride, self.padding, self.dilation, self.groups)
+        kernel = self._shared(weight)
+        if kernel is not None:  # every channel alike: one single-channel convolution over all channels
+            n, c = x.shape[:2]
+            z = conv(x.reshape((n * c, 1) + tuple(x.shape[2:])), kernel, None, self.stride, self.padding, self.dilation)
+            return self._plus(z.reshape((n, c) + tuple(z.shape[2:])), bias)
+        return conv(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _shared(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The kernel (1, 1, *k) of a depthwise map whose channels all have the same one
+        (average pooling), else None. Torch runs a grouped convolution group by group."""
+        if self.groups == 1 or weight.shape[0] != self.groups or weight.shape[1] != 1:
+            return None
+        first = weight[:1]
+        return first if torch.equal(weight, first.expand_as(weight)) else None
 
     def transpose(self, g, weight, in_shape):
-        grad = torch.nn.grad.conv1d_input if self.dim == 1 else torch.nn.grad.conv2d_input
-        return grad((g.shape[0],) + tuple(in_shape), weight, g, self.stride, self.padding, self.dilation, self.groups)
+        kernel = self._shared(weight)
+        if kernel is not None:
+            n, c = g.shape[:2]
+            flat = ConvMap(kernel, None, self.stride, self.padding, self.dilation, 1)
+            t = flat.transpose(g.reshape((n * c, 1) + tuple(g.shape[2:])), kernel, (1,) + tuple(in_shape[1:]))
+            return t.reshape((n,) + tuple(in_shape))
+        # the VJP alone (output_mask: input only). The input argument only gives the shape;
+        # an uninitialized tensor, since an expanded one (torch.nn.grad.conv2d_input) is
+        # made contiguous inside, a copy as large as the layer on every call
+        shape = (g.shape[0],) + tuple(in_shape)
+        n = self.dim
+        return torch.ops.aten.convolution_backward(
+            g, g.new_empty(shape), weight, None, _tuple(self.stride, n), _tuple(self.padding, n),
+            _tuple(self.dilation, n), False, (0,) * n, self.groups, (True, False, False))[0]
 
 
 class SumMap(LinearMap):
     """The sum of n branches, z_k = Σ_i w_i a^(i)_k with w = 1 (NRM-SPEC §1): the input is
     the stack of the summands, shape (N, n, *shape); weight (n,)."""
 
+    fuses_bias = True
+
     def __init__(self, n: int, dtype, device):
         self.weight, self.bias = torch.ones(n, dtype=dtype, device=device), None
 
-    def forward(self, x, weight):
-        return torch.einsum("ni...,i->n...", x, weight)
+    def forward(self, x, weight, bias=None):
+        return self._plus(torch.einsum("ni...,i->n...", x, weight), bias)
 
     def transpose(self, g, weight, in_shape):
         return g.unsqueeze(1) * weight.view((1, -1) + (1,) * (g.dim() - 1))
@@ -89,14 +126,16 @@ class PoolMatrixMap(LinearMap):
     """Adaptive average pooling with windows of unequal size, as a per-channel matrix
     P (out_positions, in_positions); zeros of P are not connections."""
 
+    fuses_bias = True
+
     def __init__(self, matrix: torch.Tensor, out_spatial: tuple[int, ...]):
         self.weight, self.bias = matrix, None
         self.mask = matrix != 0
         self.out_spatial = out_spatial
 
-    def forward(self, x, weight):
+    def forward(self, x, weight, bias=None):
         n, c = x.shape[:2]
-        return (x.reshape(n, c, -1) @ weight.T).reshape((n, c) + self.out_spatial)
+        return self._plus((x.reshape(n, c, -1) @ weight.T).reshape((n, c) + self.out_spatial), bias)
 
     def transpose(self, g, weight, in_shape):
         n, c = g.shape[:2]
@@ -130,3 +169,7 @@ def adaptive_avgpool_map(channels: int, in_hw: tuple[int, int], out_hw: tuple[in
                 for c in range(c0, c1):
                     matrix[i * w + j, r * W + c] = 1.0 / n
     return PoolMatrixMap(matrix.to(dtype=dtype, device=device), (h, w))
+
+
+def _tuple(v, n: int) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
