@@ -61,6 +61,46 @@ def _small_cnn_bn(seed: int) -> nn.Sequential:
                                      classifier=base.classifier)).eval()
 
 
+RESNETS = ("resnet18", "resnet_bottleneck")
+"""torchvision's ``resnet18`` and a one-block-per-stage bottleneck ResNet (``ResNet(Bottleneck,
+[1, 1, 1, 1])``, width 16 per group), 10 classes, seeded weights, 32×32 input."""
+
+
+def _seeded_resnet(name: str, seed: int) -> nn.Module:
+    """A torchvision ResNet built on the meta device (torch's default init is skipped, so
+    the global RNG is untouched) and filled from a ``torch.Generator``: convolutions and the
+    classifier N(0, 2 / fan_in), biases N(0, 0.05²), batch norms with γ ≈ 0.5 (so that the
+    residual sums do not grow block by block) and non-trivial β and running statistics."""
+    from torchvision.models import resnet18
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    with torch.device("meta"):
+        if name == "resnet18":
+            model = resnet18(weights=None, num_classes=10)
+        else:
+            model = ResNet(Bottleneck, [1, 1, 1, 1], num_classes=10, width_per_group=16)
+    model = model.to_empty(device="cpu").double()
+    g = torch.Generator().manual_seed(seed)
+
+    def draw(shape, std=1.0, mean=0.0):
+        return mean + std * torch.randn(shape, generator=g, dtype=torch.float64)
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.copy_(draw(m.weight.shape, (2.0 / m.weight[0].numel()) ** 0.5))
+                if m.bias is not None:
+                    m.bias.copy_(draw(m.bias.shape, 0.05))
+            elif isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(draw(n, 0.2, 0.5))
+                m.bias.copy_(draw(n, 0.05))
+                m.running_mean.copy_(draw(n, 0.1))
+                m.running_var.copy_(1.0 + 0.3 * torch.rand(n, generator=g, dtype=torch.float64))
+                m.num_batches_tracked.fill_(1)
+    return model.eval()
+
+
 @functools.cache
 def case(name: str) -> tuple[nn.Module, torch.Tensor, int]:
     """(model, x, target) with target = the largest output (f_c(x) > 0)."""
@@ -76,6 +116,9 @@ def case(name: str) -> tuple[nn.Module, torch.Tensor, int]:
         x = models.seeded_image(16, seed=3, dtype=torch.float64)
     elif name in ("vgg16", "vgg16_bn"):
         model = models.vgg16(num_classes=10, seed=0, batch_norm=name == "vgg16_bn", dtype=torch.float64)
+        x = models.seeded_image(32, seed=0, dtype=torch.float64)
+    elif name in RESNETS:
+        model = _seeded_resnet(name, seed=0)
         x = models.seeded_image(32, seed=0, dtype=torch.float64)
     else:
         raise KeyError(name)

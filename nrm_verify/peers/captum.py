@@ -23,6 +23,13 @@ Captum's conventions, and how each is matched:
   with ε = 1e-300 on them, which is exact in float64 (a/(a + 1e-300) = 1 for every a that
   carries relevance). Average pooling gets the captum counterpart of the nrm rule given to
   it (``Epsilon`` or ``Zero``).
+* Residual sums: captum propagates relevance only through modules with a rule, and a plain
+  ``a + b`` is none — autograd hands the sum's whole relevance to *each* summand, so a skip
+  connection doubles it. captum's ``Addition_Module`` (``EpsilonRule`` by default) is
+  the sum with a rule: ε over the two summands, nrm's ``Epsilon(ε)`` on the sum layer
+  (``nrm.Sum``). :func:`with_addition_modules` rewrites torchvision's ``BasicBlock`` and
+  ``Bottleneck`` with one (and with one ReLU module per use, not in place: captum refuses
+  a module used twice and its backward hooks need out-of-place activations).
 * Batch norm: captum has no canonizer. Its default rule treats batch norm as a layer of its
   own (ε rule); ``IdentityRule`` passes its relevance through unchanged. nrm folds batch norm
   into the convolution before it. The two differ (``docs/peers.md``); :func:`bn_as_conv`
@@ -140,8 +147,33 @@ def _leaves(model: nn.Module):
             yield name, module
 
 
+def addition_modules(model: nn.Module) -> dict[str, str]:
+    """nrm's sum layers (fx node names ``add``, ``add_1``, …) → the captum ``Addition_Module``
+    that computes each. A sum computed by a plain ``+`` has no module to carry a rule in
+    captum: :class:`~nrm_verify.peers.PeerConventionError`."""
+    from torch import fx
+
+    from nrm.graph import ProperFFNN, Sum
+
+    addition = require("captum.attr._utils.custom_modules", "captum").Addition_Module
+    graph = fx.symbolic_trace(model).graph  # the tracer nrm uses names nodes the same way
+    owner = {node.name: list((node.meta.get("nn_module_stack") or {}).values()) for node in graph.nodes}
+    out = {}
+    for block in ProperFFNN(model).linear_blocks():
+        if isinstance(block.producer.module, Sum):
+            stack = owner.get(block.name) or []
+            if not stack or stack[-1][1] is not addition:
+                raise PeerConventionError(
+                    f"the sum '{block.name}' is a plain '+', which captum's LRP propagates as a gradient: each summand "
+                    "receives the sum's whole relevance. Compute it with captum's Addition_Module "
+                    "(cp.with_addition_modules rewrites torchvision ResNet blocks)"
+                )
+            out[block.name] = stack[-1][0]
+    return out
+
+
 def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Sequence[str] = (),
-              module_rules: dict | None = None) -> dict:
+              module_rules: dict | None = None, plain_sums: bool = False) -> dict:
     """captum's LRP relevance R for ``model`` at ``x`` and output ``target``, with the nrm
     ``rules`` (rule, mapping or preset) resolved per layer as :func:`nrm.explain` does.
 
@@ -149,14 +181,28 @@ def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Seq
     batch norm). Returns ``{"input": R_0, layer: R_layer, …, "output": f(x)}``; R_layer is
     the relevance at the named module's output (captum's ``relevance_output`` × f). The
     model is left as it was (captum's attributes are removed, its weights restored).
+
+    Sums of branches must be captum ``Addition_Module`` s (:func:`addition_modules`), with
+    an ``Epsilon`` or ``Zero`` rule; ``plain_sums=True`` lets a plain ``+`` through (captum
+    then hands each summand the sum's whole relevance — only to show that difference).
     """
-    from nrm.graph import ProperFFNN
+    from nrm.graph import ProperFFNN, Sum
 
     captum = _captum()
     lr = _rules_module()
     network = ProperFFNN(model)
     assign(network, rules)
-    by_name = {b.name: b.rule for b in network.linear_blocks()}
+    by_name = {b.name: b.rule for b in network.linear_blocks() if not isinstance(b.producer.module, Sum)}
+    sums = [b for b in network.linear_blocks() if isinstance(b.producer.module, Sum)]
+    if sums and not plain_sums:
+        modules_of = addition_modules(model)
+        for block in sums:
+            if type(block.rule) not in (Epsilon, Zero):
+                raise PeerConventionError(
+                    f"the sum '{block.name}' has {block.rule!r}; captum's Addition_Module takes EpsilonRule: give the "
+                    "sum Epsilon(eps) or Zero()"
+                )
+            by_name[modules_of[block.name]] = block.rule
     attached: dict[str, object] = {}
     for name, module in _leaves(model):
         if module_rules and name in module_rules:
@@ -192,6 +238,57 @@ def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Seq
     return result
 
 
+class _ResidualBlock(nn.Module):
+    """A torchvision ``BasicBlock`` / ``Bottleneck`` for captum: the same convolutions,
+    batch norms and shortcut, one ReLU module per use (not in place), and the residual sum
+    in captum's ``Addition_Module`` (``addition``).
+
+    Definition::
+
+        out = stages(x)   (conv → bn → ReLU, …, last conv → bn),   identity = downsample(x) or x
+        y = ReLU(addition(identity, out))
+    """
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        addition = require("captum.attr._utils.custom_modules", "captum").Addition_Module
+        self.stages = 3 if hasattr(block, "conv3") else 2
+        for i in range(1, self.stages + 1):
+            setattr(self, f"conv{i}", getattr(block, f"conv{i}"))
+            setattr(self, f"bn{i}", getattr(block, f"bn{i}"))
+            setattr(self, f"relu{i}", nn.ReLU())
+        self.downsample = block.downsample
+        self.addition = addition()
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = x
+        for i in range(1, self.stages + 1):
+            out = getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(out))
+            if i < self.stages:
+                out = getattr(self, f"relu{i}")(out)
+        return self.relu(self.addition(identity, out))
+
+
+def with_addition_modules(model: nn.Module) -> nn.Module:
+    """A copy of a torchvision ResNet whose ``BasicBlock`` s and ``Bottleneck`` s compute their
+    residual sum in captum's ``Addition_Module`` (:class:`_ResidualBlock`; module names of
+    the convolutions, batch norms and shortcuts unchanged), and whose top-level ReLU is not
+    in place. The copy computes the same function."""
+    require("torchvision", "torchvision")
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for cname, child in list(parent.named_children()):
+            if isinstance(child, (BasicBlock, Bottleneck)):
+                setattr(parent, cname, _ResidualBlock(child))
+            elif isinstance(child, nn.ReLU) and child.inplace:
+                setattr(parent, cname, nn.ReLU())
+    return model.eval()
+
+
 def bn_as_conv(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with every ``BatchNorm2d`` replaced by the depthwise 1×1
     convolution that computes the same affine map (weight γ/√(σ²+ε), bias β − μ·γ/√(σ²+ε)).
@@ -213,4 +310,5 @@ def bn_as_conv(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["RawBiasZPlus", "BiaslessGamma", "captum_rule", "relevance", "bn_as_conv", "PASS_EPSILON"]
+__all__ = ["RawBiasZPlus", "BiaslessGamma", "captum_rule", "relevance", "addition_modules", "with_addition_modules",
+           "bn_as_conv", "PASS_EPSILON"]

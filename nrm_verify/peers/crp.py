@@ -18,7 +18,8 @@ rest down with zennit's rules. In NRM terms (NRM-SPEC §4, L15–L17):
 The composite is any zennit composite; :func:`nrm_verify.peers.zennit.composite` builds the
 one matching an nrm ``rules=`` specification. ``exclude_parallel`` has no effect on a
 sequential model; on a model with skip connections CRP's default (True) is nrm's
-``At(layer, ..., parallel=False)``.
+``At(layer, ..., parallel=False)`` and ``exclude_parallel=False`` is ``parallel=True``
+(``peer_tests/test_residual.py``).
 """
 
 from __future__ import annotations
@@ -51,9 +52,14 @@ def _attribution(model: nn.Module):
 
 
 def conditional_heatmaps(model: nn.Module, x: torch.Tensor, target: int, composite, layer: str,
-                         concepts: Sequence[Sequence[int]], record: Sequence[str] = ()) -> dict:
+                         concepts: Sequence[Sequence[int]], record: Sequence[str] = (),
+                         exclude_parallel: bool = True) -> dict:
     """CRP's conditional heatmaps of ``model`` at the single sample ``x`` (batch 1) for
     output ``target``, one per concept (a list of channel indices at ``layer``).
+
+    ``exclude_parallel`` is CRP's: True (its default) keeps only the walks through the
+    concept (nrm's ``At(layer, channels=S)``), False also the walks that bypass ``layer``
+    through a skip or parallel path (``At(layer, channels=S, parallel=True)``).
 
     Returns ``{"heatmap": (K, *x.shape[1:]), "relevances": {name: (K, *shape)}}`` with the
     relevance at the recorded layers under each condition.
@@ -63,7 +69,7 @@ def conditional_heatmaps(model: nn.Module, x: torch.Tensor, target: int, composi
     attribution = _attribution(model)
     conditions = [{"y": [int(target)], layer: [int(c) for c in concept]} for concept in concepts]
     data = x.detach().clone().requires_grad_(True)
-    result = attribution(data, conditions, composite, record_layer=list(record))
+    result = attribution(data, conditions, composite, record_layer=list(record), exclude_parallel=exclude_parallel)
     return {"heatmap": result.heatmap, "relevances": {k: v.detach() for k, v in result.relevances.items()},
             "prediction": result.prediction.detach()}
 

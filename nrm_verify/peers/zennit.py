@@ -37,10 +37,17 @@ Conventions (all matched here; ``docs/peers.md`` has the table):
 * ``leak="renormalize"`` and γ with ``modify_bias=False`` have no zennit counterpart
   (:class:`~nrm_verify.peers.PeerConventionError`).
 
-Residual models (not covered yet): zennit's ``ResNetCanonizer`` rewrites each block's
-``out + identity`` as ``Sum()(torch.stack([identity, out], -1))`` and the composites
-put ``Norm`` on ``Sum`` — ε(stabilizer) without bias over the two summands; the nrm side is
-``{nrm.Sum: Epsilon(stabilizer)}`` (nrm's default on sums is LRP-0).
+Residual models (torchvision's ``BasicBlock`` / ``Bottleneck``): zennit's ``ResNetCanonizer``
+rewrites each block's ``out + identity`` as ``Sum()(torch.stack([identity, out], -1))`` in
+a module ``<block>.canonizer_sum``, and the composites put ``Norm`` on ``Sum`` —
+ε(stabilizer) without bias over the two summands; the nrm side is ``Epsilon(stabilizer)``
+on the sum layer (nrm's fx node ``add``, ``add_1``, …; nrm's default on sums is LRP-0).
+:func:`resnet_canonizers` is zennit's ``ResNetCanonizer`` with the exact batch-norm merge;
+:func:`sum_modules` maps nrm's sum layers to the canonizer's modules. In a residual block
+the convolution before the sum (``conv2`` / ``conv3``, ``downsample.0``) has no ReLU after
+it, so its columns with z_k < 0 carry relevance: there zennit's γ is the generalized one,
+and :func:`mirror` puts :class:`GeneralizedGamma` on every convolution not followed by a
+ReLU.
 """
 
 from __future__ import annotations
@@ -206,15 +213,16 @@ def _batched(bound):
     return bound.unsqueeze(0) if isinstance(bound, torch.Tensor) and bound.dim() > 0 else bound
 
 
-def _pool_rule(rule: Rule, name: str):
-    """zennit's ``Norm`` on average pooling is ε without bias: nrm's Epsilon or Zero there."""
+def _pool_rule(rule: Rule, name: str, what: str = "pooling layer"):
+    """zennit's ``Norm`` on average pooling and on residual sums is ε without bias: nrm's
+    Epsilon or Zero there."""
     z = _zennit()
     if type(rule) is Epsilon:
         return z.rules.Norm(stabilizer=_stabilizer(rule))
     if type(rule) is Zero:
         return z.rules.Norm(stabilizer=safe_denominator)
     raise PeerConventionError(
-        f"pooling layer '{name}' has {rule!r}; zennit propagates average pooling with Norm (ε without bias): "
+        f"{what} '{name}' has {rule!r}; zennit propagates average pooling and sums with Norm (ε without bias): "
         "give it Epsilon(stabilizer) or Zero()"
     )
 
@@ -229,24 +237,79 @@ def composite(model: nn.Module, rules):
     as nrm folds them; max-pooling, flatten and dropout keep their gradient (winner takes all,
     renaming, identity).
     """
-    from nrm.graph import ProperFFNN
+    from nrm.graph import ProperFFNN, Sum
 
     z = _zennit()
     network = ProperFFNN(model)
     assign(network, rules)
+    sums = sum_modules(model) if any(isinstance(b.producer.module, Sum) for b in network.linear_blocks()) else {}
     name_map = []
     for i, block in enumerate(network.linear_blocks()):
         module = block.producer.module
+        if isinstance(module, Sum):
+            name_map.append(((sums[block.name],), _pool_rule(block.rule, block.name, what="sum")))
+            continue
         if isinstance(module, POOLS):
             hook = _pool_rule(block.rule, block.name)
         else:
-            hook = zennit_rule(block.rule, signed_input=i == 0 and block.inputs == [0])
+            # nrm's γ / z⁺ built from zennit's parts where zennit's own would read negative
+            # inputs (the first layer) or negative columns (no ReLU after: before a residual sum)
+            signed = (i == 0 and block.inputs == [0]) or not _relu_after(block)
+            hook = zennit_rule(block.rule, signed_input=signed)
         name_map.append(((block.name,), hook))
     passing = z.composites.LayerMapComposite([((z.types.Activation, z.types.BatchNorm), z.rules.Pass())])
     return z.composites.MixedComposite(
         [z.composites.NameMapComposite(name_map), passing],
-        canonizers=[merge_batchnorm()],
+        canonizers=resnet_canonizers() if sums else [merge_batchnorm()],
     )
+
+
+def _relu_after(block) -> bool:
+    """Whether a ReLU follows the layer's producer directly (then columns with z_k < 0
+    carry no relevance)."""
+    return any(isinstance(step.module, nn.ReLU) for step in block.trailing)
+
+
+def resnet_canonizers(exact: bool = True) -> list:
+    """zennit's ``ResNetCanonizer`` (batch norms merged; each torchvision ``BasicBlock`` /
+    ``Bottleneck`` sums through a module ``<block>.canonizer_sum``), with the exact batch-norm
+    merge of :func:`merge_batchnorm` (``exact=False``: zennit's own)."""
+    z = _zennit()
+    require("zennit.torchvision", "zennit")
+    tv = z.torchvision
+    return [merge_batchnorm(exact), tv.ResNetBottleneckCanonizer(), tv.ResNetBasicBlockCanonizer()]
+
+
+def sum_modules(model: nn.Module) -> dict[str, str]:
+    """nrm's sum layers (fx node names ``add``, ``add_1``, …) → the module
+    ``<block>.canonizer_sum`` that zennit's ResNet canonizer adds to the block computing it.
+
+    Only the residual sums of torchvision's ``BasicBlock`` and ``Bottleneck`` have a zennit
+    counterpart; any other sum raises :class:`~nrm_verify.peers.PeerConventionError`.
+    """
+    from torch import fx
+
+    require("torchvision", "torchvision")
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    from nrm.graph import ProperFFNN, Sum
+
+    graph = fx.symbolic_trace(model).graph  # the tracer nrm uses names nodes the same way
+    owner = {node.name: list((node.meta.get("nn_module_stack") or {}).values()) for node in graph.nodes}
+    out = {}
+    for block in ProperFFNN(model).linear_blocks():
+        if not isinstance(block.producer.module, Sum):
+            continue
+        stack = owner.get(block.name) or []
+        path, kind = stack[-1] if stack else (None, None)
+        if kind not in (BasicBlock, Bottleneck):
+            raise PeerConventionError(
+                f"the sum '{block.name}' is not the residual sum of a torchvision BasicBlock or Bottleneck (it is in "
+                f"{path or 'the model itself'}); zennit's ResNet canonizer rewrites only those, so zennit has no "
+                "module to hook for it"
+            )
+        out[block.name] = f"{path}.canonizer_sum"
+    return out
 
 
 def merge_batchnorm(exact: bool = True):
@@ -299,10 +362,16 @@ def mirror(name: str, model: nn.Module, *, epsilon=1e-6, gamma=0.25, stabilizer=
     """
     if name not in BUILTIN:
         raise PeerConventionError(f"unknown zennit composite {name!r}; known: {BUILTIN}")
+    from nrm.graph import ProperFFNN, Sum
+
     eps = 0.0 if callable(stabilizer) else stabilizer
     modules = dict(model.named_modules())
     reads_input = _first(model, (nn.Linear,) + CONVS)
+    blocks = {b.name: b for b in ProperFFNN(model).linear_blocks()}
     by_name: dict[str, Rule] = {}
+    for bname, block in blocks.items():
+        if isinstance(block.producer.module, Sum):  # zennit's Norm on the canonizer's Sum
+            by_name[bname] = Epsilon(eps)
     for mname, module in modules.items():
         if isinstance(module, nn.Linear):
             by_name[mname] = Epsilon(epsilon)
@@ -311,7 +380,10 @@ def mirror(name: str, model: nn.Module, *, epsilon=1e-6, gamma=0.25, stabilizer=
         elif isinstance(module, CONVS):
             signed = mname == reads_input
             if name == "epsilon_gamma_box":
-                rule = GeneralizedGamma(gamma, stabilizer=eps) if signed else Gamma(gamma, stabilizer=eps)
+                # zennit's γ is generalized: it differs from nrm's Gamma on signed inputs and
+                # on columns with z_k < 0, which carry relevance where no ReLU follows
+                general = signed or (mname in blocks and not _relu_after(blocks[mname]))
+                rule = GeneralizedGamma(gamma, stabilizer=eps) if general else Gamma(gamma, stabilizer=eps)
             elif name.startswith("epsilon_plus"):
                 rule = AlphaBeta(1, 0, stabilizer=eps) if signed else ZPlus(stabilizer=eps)
             else:
@@ -327,23 +399,17 @@ def mirror(name: str, model: nn.Module, *, epsilon=1e-6, gamma=0.25, stabilizer=
         first = _first(model, CONVS)
         if first is not None:
             by_name[first] = ZBox(low, high, stabilizer=eps)
-    kept = _linear_names(model)
-    return RuleMap(by_name={k: v for k, v in by_name.items() if k in kept}, name=f"zennit {name} mirror")
-
-
-def _linear_names(model: nn.Module) -> set[str]:
-    from nrm.graph import ProperFFNN
-
-    return {b.name for b in ProperFFNN(model).linear_blocks()}
+    return RuleMap(by_name={k: v for k, v in by_name.items() if k in blocks}, name=f"zennit {name} mirror")
 
 
 def builtin_composite(name: str, *, epsilon=1e-6, gamma=0.25, stabilizer=1e-6, low=None, high=None,
-                      exact_batchnorm: bool = True):
+                      exact_batchnorm: bool = True, resnet: bool = False):
     """zennit's own composite ``name``, with the batch-norm canonizer :func:`merge_batchnorm`
-    (``exact_batchnorm=False``: zennit's plain ``SequentialMergeBatchNorm``)."""
+    (``exact_batchnorm=False``: zennit's plain ``SequentialMergeBatchNorm``); ``resnet=True``
+    adds zennit's ResNet block canonizers (:func:`resnet_canonizers`, for torchvision ResNets)."""
     z = _zennit()
     zc = z.composites
-    canonizers = [merge_batchnorm(exact_batchnorm)]
+    canonizers = resnet_canonizers(exact_batchnorm) if resnet else [merge_batchnorm(exact_batchnorm)]
     kinds = {
         "epsilon_plus": zc.EpsilonPlus, "epsilon_plus_flat": zc.EpsilonPlusFlat,
         "epsilon_alpha2_beta1": zc.EpsilonAlpha2Beta1, "epsilon_alpha2_beta1_flat": zc.EpsilonAlpha2Beta1Flat,
@@ -394,5 +460,5 @@ def relevance(model: nn.Module, x: torch.Tensor, target, composite_, layers: Seq
     return result
 
 
-__all__ = ["GeneralizedGamma", "zennit_rule", "composite", "merge_batchnorm", "mirror", "builtin_composite",
-           "relevance", "start_vector", "safe_denominator", "BUILTIN"]
+__all__ = ["GeneralizedGamma", "zennit_rule", "composite", "merge_batchnorm", "resnet_canonizers", "sum_modules",
+           "mirror", "builtin_composite", "relevance", "start_vector", "safe_denominator", "BUILTIN"]
