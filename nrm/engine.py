@@ -102,6 +102,7 @@ class Engine:
         self._kernels: dict[int, PreparedKernel] = {}
         self.stack_bytes = STACK_BYTES  # bound on a stack of relevance rows going down (see _descend)
         self._row_bytes: list | None = None
+        self._anc: dict[int, set] = {}  # ancestors of each layer (branched models)
         with torch.no_grad():
             try:
                 self.output = self._forward(x)
@@ -408,9 +409,20 @@ class Engine:
         reached a layer from some but not all of its readers waits in ``pending``: that
         is the mass on the copies of the proper FFNN (§1) at the layer being visited, which
         a constraint with ``parallel=False`` removes and ``parallel=True`` keeps.
+
+        The absorber of layer l, ⊥_l, holds the walks absorbed by the layers that read l
+        (directly or not). On a branched model the walks absorbed by a parallel branch are
+        not among them — at layer l they are on the copies that bypass it, whatever the
+        trace's order of the branches — so the absorbed mass is kept per absorbing layer
+        (a dict {layer: (K, B)}) and assigned to ⊥_l or to the copies at each layer.
         """
         L = self.net.depth
-        rbot = torch.zeros((1, self.batch), dtype=self.dtype, device=self.device) if absorber else None
+        if not absorber:
+            rbot = None
+        elif self.net.sequential:
+            rbot = torch.zeros((1, self.batch), dtype=self.dtype, device=self.device)
+        else:
+            rbot = {}
         results: list = [None] * len(jobs)
         self._descend(L, {L: start.unsqueeze(0)}, rbot, 1, jobs, list(range(len(jobs))), [0] * len(jobs), results)
         return results
@@ -448,7 +460,7 @@ class Engine:
                 still = []
                 for j in active:
                     if jobs[j][1] == l:
-                        results[j] = (r[group[j]], None if rbot is None else rbot[group[j]])
+                        results[j] = (r[group[j]], None if rbot is None else self._bot_at(rbot, l, K)[group[j]])
                     else:
                         still.append(j)
                 active = still
@@ -473,11 +485,31 @@ class Engine:
                         for j in part:
                             sub[j] = group[j] - i
                         self._descend(l, {u: t[i:i + n] for u, t in pending.items()},
-                                      None if rbot is None else rbot[i:i + n], n, jobs, part, sub, results, True)
+                                      _slice(rbot, i, n), n, jobs, part, sub, results, True)
                     return
-            parts, rbot = self.step_down_parts(l, r, rbot)
+            if isinstance(rbot, dict):
+                zero = torch.zeros(r.shape[:2], dtype=self.dtype, device=self.device)
+                parts, absorbed = self.step_down_parts(l, r, zero)
+                rbot = {**rbot, l: absorbed}
+            else:
+                parts, rbot = self.step_down_parts(l, r, rbot)
             for u, t in parts:
                 pending[u] = t if u not in pending else pending[u] + t
+
+    def _ancestors(self, v: int) -> set:
+        if v not in self._anc:
+            self._anc[v] = self.net.ancestors(v)
+        return self._anc[v]
+
+    def _bot_at(self, rbot, l: int, K: int) -> torch.Tensor:
+        """⊥_l: the mass absorbed by the layers that read l (a tensor as it is, on a chain)."""
+        if not isinstance(rbot, dict):
+            return rbot
+        total = torch.zeros((K, self.batch), dtype=self.dtype, device=self.device)
+        for v, t in rbot.items():
+            if l in self._ancestors(v):
+                total = total + t
+        return total
 
     def _rows(self, l: int) -> int:
         """How many stacked rows may go down from layer l on within ``stack_bytes``: a row
@@ -515,6 +547,8 @@ class Engine:
         top = max(t for _, t in unique.values())
         for l in range(start, top + 1):
             if l > start:
+                if not self.net.sequential:  # μ(lower | absorbed at l): each constraint's ⊥ or bypass flag
+                    vbot = self._absorbed_given(l, [unique[k][0] for k in keys])
                 v, vbot = self.step_up(l, [live[u] for u in self.net.blocks[l].inputs], vbot)
                 live[l] = v
                 live = {u: t for u, t in live.items() if u == l or max(consumers[u], default=-1) > l}
@@ -530,6 +564,19 @@ class Engine:
                 live.update(copies)
         return [out[(tuple(sorted((l, c.key) for l, c in cons.items())), t)] for cons, t in jobs]
 
+    def _absorbed_given(self, l: int, rows: list) -> torch.Tensor:
+        """Per row, μ(the constraints below l | a walk absorbed at layer l): at a constrained
+        layer s < l such a walk is at ⊥_s if l reads s, else on the copies that bypass s."""
+        flags = []
+        for cons in rows:
+            f = 1.0
+            for s, c in cons.items():
+                if s < l:
+                    f *= float(c.absorber if s in self._ancestors(l) else c.parallel)
+            flags.append(f)
+        t = torch.tensor(flags, dtype=self.dtype, device=self.device)
+        return t.unsqueeze(1).expand(-1, self.batch)
+
     def _apply(self, l, r, rbot, constraints):
         masks, flags = [], []
         full = torch.ones(self.shape[l], dtype=torch.bool, device=self.device)
@@ -539,6 +586,10 @@ class Engine:
         m = torch.stack(masks).unsqueeze(1)
         keep = torch.tensor(flags, dtype=r.dtype, device=self.device).unsqueeze(1)
         r = torch.where(m, r, torch.zeros((), dtype=r.dtype, device=r.device))
+        if isinstance(rbot, dict):  # absorbed above l: ⊥_l if the absorbing layer reads l, else a copy
+            bypass = torch.tensor([c is None or c.parallel for c in constraints], dtype=r.dtype,
+                                  device=self.device).unsqueeze(1)
+            return r, {v: t * (keep if l in self._ancestors(v) else bypass) for v, t in rbot.items()}
         return r, None if rbot is None else rbot * keep
 
     def _apply_copies(self, copies: dict, constraints) -> dict:
@@ -608,8 +659,17 @@ def _elementwise(step, a: torch.Tensor) -> torch.Tensor:
     return a
 
 
-def _select(t: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+def _select(t, index: torch.Tensor):
+    """Rows of a stack, of None, or of every entry of a dict of stacks."""
+    if isinstance(t, dict):
+        return {k: v.index_select(0, index) for k, v in t.items()}
     return None if t is None else t.index_select(0, index)
+
+
+def _slice(t, i: int, n: int):
+    if isinstance(t, dict):
+        return {k: v[i:i + n] for k, v in t.items()}
+    return None if t is None else t[i:i + n]
 
 
 def _prod(shape) -> int:

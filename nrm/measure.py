@@ -206,6 +206,11 @@ class Measure:
         lowers = [{k: c for k, c in cons.items() if k < l} for cons in table]
         down = self._down([(u, l) for u in uppers], absorber=absorber)
         need_up = [i for i, lo in enumerate(lowers) if lo]
+        if absorber and need_up and not self.network.sequential:
+            # on a branched model ⊥_l mixes walks absorbed at different layers, whose chance
+            # of meeting the constraints below differs: measure each event with ⊥_l directly
+            out = self.measure([At(layer, index=[], absorber=True) & e for e in events])
+            return out[0] if (within is None or isinstance(within, Event)) else out
         ups = dict(zip(need_up, self._up([(lowers[i], l) for i in need_up]))) if need_up else {}
         values = []
         for i, (r, rbot) in enumerate(down):

@@ -31,9 +31,10 @@ reverse topological (fx) order, so for every node v the *cut* identity
 
     Σ_j R_j^(v) + pending(v) + absorbed(v) = f
 
-holds, where pending(v) is relevance already sent on edges that bypass v (skip paths)
-and absorbed(v) is what linear nodes after v leaked to ⊥. On a sequential model
-pending = 0 and absorbed(v)/f = m_v(⊥_v) (L1, L8).
+holds, where pending(v) is relevance that bypasses v — already sent on edges that skip v,
+or leaked to ⊥ by a node that does not read v (a parallel branch) — and absorbed(v) is what
+the nodes that read v (directly or not) leaked to ⊥. Both are independent of the order of
+parallel branches. On a sequential model pending = 0 and absorbed(v)/f = m_v(⊥_v) (L1, L8).
 """
 
 from __future__ import annotations
@@ -593,6 +594,20 @@ class _Graph:
             leak = torch.zeros(B, dtype=DTYPE)
         return list(torch.split(r_in, [_numel(self.nodes[i].shape) for i in node.inputs], 1)), leak
 
+    def ancestors(self, n: str) -> set:
+        """Every node that ``n`` reads, directly or not."""
+        if not hasattr(self, "_ancestors"):
+            self._ancestors = {}
+        if n not in self._ancestors:
+            seen, todo = set(), list(self.nodes[n].inputs)
+            while todo:
+                u = todo.pop()
+                if u not in seen:
+                    seen.add(u)
+                    todo += list(self.nodes[u].inputs)
+            self._ancestors[n] = seen
+        return self._ancestors[n]
+
     def up(self, node: RefNode, v_in: list[torch.Tensor]) -> torch.Tensor:
         """v over the input slots → Σ_j q(j|k) v(j) over the outputs (⊥ not in the event)."""
         v = torch.cat([t.reshape(self.B, -1) for t in v_in], 1)
@@ -606,8 +621,9 @@ class _Graph:
         incoming = {n: torch.zeros((self.B,) + self.nodes[n].shape, dtype=DTYPE) for n in self.order}
         incoming[self.output] = incoming[self.output] + start
         R, absorbed, pending, leaked = {}, {}, {}, {}
-        spent = torch.zeros(self.B, dtype=DTYPE)
+        spent: dict[str, torch.Tensor] = {}  # relevance leaked to ⊥, per leaking node
         masked = False
+        zero = torch.zeros(self.B, dtype=DTYPE)
         for n in reversed(self.order):
             node = self.nodes[n]
             r = incoming.pop(n)
@@ -616,15 +632,19 @@ class _Graph:
                 masked = True
                 if not parallel:  # only walks through the masked node go on
                     incoming = {k: torch.zeros_like(v) for k, v in incoming.items()}
-                spent = torch.zeros(self.B, dtype=DTYPE)  # ⊥ is not in the event
-            R[n], absorbed[n] = r, spent.clone()
-            zero = torch.zeros(self.B, dtype=DTYPE)
-            pending[n] = sum((v.reshape(self.B, -1).sum(1) for v in incoming.values()), zero)
+                # ⊥ is not in the event; what a parallel branch leaked bypasses the node
+                spent = {v: (t if parallel and n not in self.ancestors(v) else torch.zeros_like(t))
+                         for v, t in spent.items()}
+            R[n] = r
+            # ⊥_n holds what the nodes reading n leaked; what other nodes leaked bypasses n
+            absorbed[n] = sum((t for v, t in spent.items() if n in self.ancestors(v)), zero)
+            pending[n] = sum((v.reshape(self.B, -1).sum(1) for v in incoming.values()), zero) + sum(
+                (t for v, t in spent.items() if n not in self.ancestors(v)), zero)
             if node.kind == "input":
                 continue
             parts, leak = self.down(node, r)
             leaked[n] = leak
-            spent = spent + leak
+            spent[n] = leak
             for i, part in zip(node.inputs, parts):
                 incoming[i] = incoming[i] + part.reshape(incoming[i].shape)
         return R, absorbed, pending, leaked, masked
@@ -687,6 +707,9 @@ def reference_masked(model: nn.Module, x: torch.Tensor, target, rules, layer: st
             v[n] = mask.reshape(1, -1).to(DTYPE).expand(graph.B, -1)
         else:
             v[n] = graph.up(node, [v[k] for k in node.inputs])
+            if parallel and node.kind == "linear" and node_name not in graph.ancestors(n):
+                # walks absorbed here never meet the masked node: they bypass it, in the event
+                v[n] = v[n] + (1.0 - node.Q.sum(1))
             R[n] = R_full[n] * v[n].reshape(R_full[n].shape)
             absorbed[n] = torch.zeros(graph.B, dtype=DTYPE)
             pending[n] = torch.full((graph.B,), torch.nan, dtype=DTYPE)  # not defined above the mask

@@ -246,35 +246,35 @@ def test_crp_relevance_on_the_parallel_branch(record):
     """CRP with exclude_parallel=False, condition on ``layer2.0.conv2``, relevance recorded on
     the parallel shortcut ``layer2.0.downsample.0``: CRP leaves the shortcut untouched, so
     it records the shortcut's whole relevance f · m_ds(j). nrm's f · μ(X_ds = j,
-    At(conv2, S, parallel=True)) leaves out the walks through j that the shortcut's own bias
-    absorbs: torchvision computes the shortcut after ``conv2``, so fx numbers it above, and
-    such a walk is at ⊥ on ``conv2``'s layer — neither through nor bypassing it. The
-    difference (measured) is exactly f · μ(X_ds = j, X_conv2 = ⊥); the same function with
-    the shortcut computed first (numbered below ``conv2``) has none. So nrm's
-    ``parallel=True`` / ``bypassing`` depend on the order of parallel branches in forward()
-    where a parallel branch has an absorber (docs/peers.md)."""
+    At(conv2, S, parallel=True)) equals it: the walks through j that the shortcut's own bias
+    absorbs never meet ``conv2`` — they bypass it — whether forward() computes the shortcut
+    after ``conv2`` (torchvision; fx numbers it above) or before. ⊥ of a layer holds only
+    what the layers reading it absorb, so the semantics do not depend on the order of
+    parallel branches."""
     model, x, target, composite, m = _crp_setup()
     layer, ds, channels = "layer2.0.conv2", "layer2.0.downsample.0", [0, 17]
     theirs = cr.conditional_heatmaps(model, x, target, composite, layer, [[c] for c in channels], record=[ds],
                                      exclude_parallel=False)["relevances"][ds]
     f = m.f.reshape(-1)
     events = [nrm.At(layer, channels=[c], parallel=True) for c in channels]
+    assert m.layers.index(ds) > m.layers.index(layer)  # torchvision's order: the shortcut is numbered above
     ours = f * m.marginal(ds, within=events)[:, 0]
-    at_bottom = f * m.marginal(ds, within=nrm.At(layer, index=[], absorber=True))[0]
     whole = m.relevance(ds)[0]
     scale = float(whole.abs().max())
     assert close(float((theirs - whole).abs().max()), scale)  # CRP: the shortcut's whole relevance
-    gap = record("zennit-crp", "relevance on the parallel shortcut, exclude_parallel=False (torchvision order)",
-                 "resnet18", ours, theirs, what=f"{ds} | {layer}")
-    assert close(float((theirs - ours - at_bottom).abs().max()), scale)  # the cause, exactly
-    assert gap <= float(at_bottom.abs().max()) + 1e-12 * scale
-    # the same function and rules with the shortcut computed first: nrm equals CRP
+    assert close(record("zennit-crp", "relevance on the parallel shortcut, exclude_parallel=False (torchvision order)",
+                        "resnet18", ours, theirs, what=f"{ds} | {layer}"), scale)
+    # nothing of the shortcut's relevance is at conv2's absorber: its bias bypasses conv2
+    at_bottom = f * m.marginal(ds, within=nrm.At(layer, index=[], absorber=True))[0]
+    assert float(at_bottom.abs().max()) <= 1e-12 * scale
+    # the same function and rules with the shortcut computed first: the same numbers
     first = cp.with_addition_modules(model)
     m_first = nrm.explain(first, x, target=target, rules=zp.mirror("epsilon_gamma_box", first, low=LOW, high=HIGH))
     assert m_first.layers.index(ds) < m_first.layers.index(layer)
     ours_first = f * m_first.marginal(ds, within=events)[:, 0]
     assert close(record("zennit-crp", "relevance on the parallel shortcut, exclude_parallel=False (shortcut first)",
                         "resnet18", ours_first, theirs, what=f"{ds} | {layer}"), scale)
+    assert close(float((m_first.bypassing(layer) - m.bypassing(layer)).abs().max()), 1.0)
 
 
 @pytest.mark.parametrize("exclude_parallel", [True, False])
