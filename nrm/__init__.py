@@ -37,7 +37,8 @@ __version__ = "0.1.0"
 __all__ = [
     "explain", "Measure", "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN", "Sum", "Concat",
     "rules", "presets",
-    "NRMError", "UnsupportedModuleError", "UnsupportedOperationError", "RuleParameterError", "RuleAssignmentError", "ZeroOutputError",
+    "NRMError", "UnsupportedModuleError", "UnsupportedOperationError", "RuleParameterError", "RuleAssignmentError",
+    "ZeroOutputError",
     "NullEventError", "RelevanceDependentRuleError", "UnknownLayerError", "EventIndexError", "NonFiniteError",
     "DeviceMismatchError",
     "DtypeMismatchError", "TrainingModeError", "ShapeError",

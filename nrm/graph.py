@@ -358,7 +358,8 @@ def _plain_sequential(model: nn.Module) -> bool:
     read module by module. Anything else is traced."""
     if not isinstance(model, nn.Sequential):
         return False
-    return all(isinstance(m, nn.Sequential) or (m.__module__.startswith("torch.nn") and not any(True for _ in m.children()))
+    return all(isinstance(m, nn.Sequential)
+               or (m.__module__.startswith("torch.nn") and not any(True for _ in m.children()))
                for m in model.modules())
 
 

@@ -54,7 +54,8 @@ CAT = {torch.cat, torch.concat} if hasattr(torch, "concat") else {torch.cat}
 RELU = {F.relu, torch.relu}
 FLATTEN = {torch.flatten}
 METHOD_RESHAPES = {"view", "reshape", "flatten"}
-SUPPORTED_OPS = "a + b / torch.add / +=, torch.cat, F.relu / torch.relu / .relu(), torch.flatten / .flatten / .view / .reshape"
+SUPPORTED_OPS = ("a + b / torch.add / +=, torch.cat, F.relu / torch.relu / .relu(), "
+                 "torch.flatten / .flatten / .view / .reshape")
 
 
 class _Tracer(fx.Tracer):

@@ -1008,4 +1008,4 @@ def device_invariance(model, x, target, rules=None, devices: Sequence[str] | Non
 
 
 # -- models with branches (L1 with copies, L18), in their own module -------------------------------
-from .laws_graph import modularity, normalization_with_copies  # noqa: E402  (they build on the helpers above)
+from .laws_graph import modularity, normalization_with_copies  # noqa: E402, F401  (re-exported; they build on the helpers above)

@@ -53,10 +53,7 @@ from nrm.errors import RelevanceDependentRuleError, ZeroOutputError
 from nrm.rules import Part, Rule, Share
 
 from . import laws
-from . import strategies as S
-from .checks import CHECKS, LATER
-from .checks import MODEL, RULES, TARGET, Call, Context, LawCheck, X, default_events, laws_on_case
-from .checks import M as _M
+from .checks import CHECKS, LATER, Context, LawCheck, default_events, laws_on_case
 from .codegen import Writer, load_object, neurons
 from .strategies import Case
 

@@ -22,7 +22,7 @@ from torch import nn
 
 import nrm
 from nrm import At
-from nrm.rules import AlphaBeta, Epsilon, Gamma, Zero
+from nrm.rules import Epsilon, Gamma, Zero
 from nrm_verify import architectures as A
 
 MODELS = tuple(A.BUILDERS)
@@ -104,7 +104,7 @@ def test_lrp0_is_gradient_times_input_at_every_layer(name):
     for layer, expected in reference.items():
         if layer not in m.layers:
             continue
-        index, shape = m.layer_index(layer), m.layer_shape(layer)
+        index = m.layer_index(layer)
         tip = max((n for n in m.layers if m.layer_index(n) == index), key=lambda n: m.layers.index(n))
         if layer != "input" and layer != tip:
             continue  # a name inside a layer (a conv before its folded batch norm) is not the layer's value
@@ -168,9 +168,8 @@ def test_joint_marginals_on_a_residual_model():
     m = nrm.explain(model, x, target=0)
     lo, hi = "layer1.0.conv1", "layer2.0.conv2"
     J = m.joint(lo, hi)
-    torch.testing.assert_close(J.sum(1), m.marginal(hi).sum((2, 3)) - m.marginal(hi, within=At(lo, index=[], absorber=True)).sum((2, 3))
-                               - m.marginal(hi, within=At(lo, index=[], parallel=True)).sum((2, 3)),
-                               rtol=0, atol=1e-10)
+    outside = m.marginal(hi, within=At(lo, index=[], absorber=True, parallel=True)).sum((2, 3))
+    torch.testing.assert_close(J.sum(1), m.marginal(hi).sum((2, 3)) - outside, rtol=0, atol=1e-10)
     lo_through = m.marginal(lo, within=At(hi)).sum((2, 3))
     torch.testing.assert_close(J.sum(2), lo_through, rtol=0, atol=1e-10)
 
@@ -281,7 +280,8 @@ def test_batch_invariance_on_a_dag():
     model, x = _case("densenet", seed=9, batch=3)
     both = nrm.explain(model, x, target=[0, 1, 2], rules=nrm.presets.EpsilonGammaFlat()).marginal("block.layers.1.0")
     for i in range(3):
-        one = nrm.explain(model, x[i:i + 1], target=i, rules=nrm.presets.EpsilonGammaFlat()).marginal("block.layers.1.0")
+        one = nrm.explain(model, x[i:i + 1], target=i,
+                          rules=nrm.presets.EpsilonGammaFlat()).marginal("block.layers.1.0")
         torch.testing.assert_close(both[i:i + 1], one, rtol=1e-10, atol=1e-12)
 
 
