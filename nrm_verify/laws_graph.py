@@ -72,7 +72,7 @@ def modularity(m: Measure, model=None, x=None, target=None, rules=None, *, tol: 
         from .reference import reference_lrp
 
         ref = reference_lrp(model, x, target, rules)
-        f = m.f.reshape(-1)
+        f = ref.f.reshape(-1).to(m.f)  # the reference's own f_c(x): each side normalized by its own forward
         compared = 0
         for name in m.layers:
             if name not in ref.relevance:
