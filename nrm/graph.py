@@ -225,12 +225,13 @@ class ProperFFNN:
         """The highest layer ≤ l that no skip or parallel path passes (no copies): all the
         relevance of the walks is on its own neurons and its absorber. A sequential
         model's every layer is one."""
-        if not hasattr(self, "_spans"):
-            self._spans = [max(self.consumers[u], default=u) for u in range(len(self.blocks))]
-        spans = self._spans
-        while any(spans[u] > l for u in range(l)):
-            l -= 1
-        return l
+        if not hasattr(self, "_cuts"):  # the highest layer each edge spans, then the cut at or below every layer
+            reach, cuts = 0, []
+            for u in range(len(self.blocks)):
+                cuts.append(u if reach <= u else cuts[-1])
+                reach = max(reach, max(self.consumers[u], default=u))
+            self._cuts = cuts
+        return self._cuts[l]
 
     def ancestors(self, l: int) -> set[int]:
         """Every layer that layer ``l`` reads, directly or not."""

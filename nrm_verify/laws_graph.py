@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 
-import nrm
 from nrm.measure import Measure
 
 from .laws import LawResult, _result, _tol, _Worst, magnitude
@@ -56,15 +55,16 @@ def modularity(m: Measure, model=None, x=None, target=None, rules=None, *, tol: 
     worst = _Worst()
     fanouts = 0
     incoming: dict[int, torch.Tensor] = {}
+    every = m.marginals()  # all layers' marginals from one backward pass
     for c in range(net.depth, 0, -1):
-        mc = m.marginal(names[c]).reshape((1, eng.batch) + eng.shape[c])
+        mc = every[names[c]].reshape((1, eng.batch) + eng.shape[c])
         parts, _ = eng.step_down_parts(c, mc, None)
         for u, t in parts:
             incoming[u] = t[0] if u not in incoming else incoming[u] + t[0]
     for u, total in incoming.items():
         if len(net.consumers[u]) > 1:
             fanouts += 1
-        mu = m.marginal(names[u]).reshape(total.shape)
+        mu = every[names[u]].reshape(total.shape)
         worst.add(total, mu, _per_sample(scale, total), f"fan-in of {names[u]!r}")
     detail = f"relevance from every reader adds up at all {len(incoming)} values ({fanouts} fan-outs)"
     assumptions = ["relevance sent along each edge computed from the marginal of the reading layer"]
@@ -100,4 +100,4 @@ def is_branched(m: Measure) -> bool:
     return not m.network.sequential
 
 
-__all__ = ["normalization_with_copies", "modularity", "is_branched", "nrm"]
+__all__ = ["normalization_with_copies", "modularity", "is_branched"]

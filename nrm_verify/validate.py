@@ -371,7 +371,7 @@ def _search(check: LawCheck, ctx: Context, hyp: settings, strategy, state: _Stat
 
     try:
         probe()
-    except _Failure:
+    except _Failure:  # the failing case is recorded in state.last by the probe itself
         pass
     except Exception as e:  # noqa: BLE001 — hypothesis's own errors (also as exception groups)
         if state.last is None:  # Unsatisfiable: no case could be drawn

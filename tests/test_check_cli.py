@@ -12,7 +12,6 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pytest
-import torch
 
 import nrm
 from nrm.rules import Zero
@@ -25,12 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LEAKY = f"{ROOT / 'examples' / 'rules' / 'leaky.py'}:BiasDroppingZero"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny networks: threads only add start-up cost
 
 
 @pytest.fixture(scope="module")

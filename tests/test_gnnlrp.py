@@ -31,12 +31,7 @@ PRESETS = tuple(nrm.presets.PRESETS)
 NONNEGATIVE = ("gamma", "zplus")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny networks: threads only add start-up cost
 
 
 def worked_example(bias=(0.0, 0.0)):

@@ -32,12 +32,7 @@ PRESETS = tuple(nrm.presets.PRESETS)
 NONNEGATIVE = ("gamma", "zplus")  # rules whose assumptions need a ≥ 0: ReLU networks, non-negative inputs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: threads only add start-up cost
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny networks: threads only add start-up cost
 
 
 def _examples(fraction: float = 0.5) -> settings:

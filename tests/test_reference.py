@@ -30,9 +30,7 @@ REL = 1e-9
 ALL_RULES = {**nets.RULES, **nets.PRESETS}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(single_thread):
-    yield
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny networks: threads only add start-up cost
 
 
 def assert_close(got, expected, what: str, scale: float | None = None) -> None:

@@ -28,12 +28,7 @@ from collections import OrderedDict  # noqa: E402
 NAMESPACE["OrderedDict"] = OrderedDict
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add start-up cost
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny networks: threads only add start-up cost
 
 
 def _few(n: int = 10) -> settings:

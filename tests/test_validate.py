@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 import nrm
 from nrm.rules import Part, Rule, Share, identity
@@ -34,12 +33,7 @@ RELEVANCE = f"{RULES / 'relevance_dependent.py'}:RelevanceGatedZPlus"
 GENERAL = ("L1", "L2", "L3", "L4", "L5", "L6", "L7", "L8", "L15", "L16", "L17", "INV")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny networks: threads only add start-up cost
 
 
 @pytest.fixture(scope="module")

@@ -200,13 +200,14 @@ def load_input(spec: str | None, model: nn.Module, size: int, seed: int, normali
             raise UsageError(f"--input {spec}: cannot read it with torch.load ({type(e).__name__})") from None
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise UsageError(f"--input {spec} holds a {type(x).__name__}, not a floating-point tensor")
-        if x.dim() >= 2 and x.shape[0] == 1:
-            pass
-        elif isinstance(first, nn.Linear) and x.dim() == 1 or not isinstance(first, nn.Linear) and x.dim() in (2, 3):
-            x = x.unsqueeze(0)  # one sample without its batch dimension
-        else:
+        batched = x.dim() >= 2 and x.shape[0] == 1  # already a batch of one sample
+        dense = isinstance(first, nn.Linear)
+        unbatched = dense and x.dim() == 1 or not dense and x.dim() in (2, 3)
+        if not batched and not unbatched:
             raise UsageError(f"--input {spec} has shape {tuple(x.shape)}; give one sample, e.g. (1, C, H, W) or "
                              "(C, H, W)")
+        if not batched:
+            x = x.unsqueeze(0)  # one sample without its batch dimension
         return x.to(dtype), f"tensor {spec} of shape {tuple(x.shape)}"
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise UsageError(f"--input {spec}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a tensor (.pt)")

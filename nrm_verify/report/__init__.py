@@ -86,7 +86,8 @@ class Progress:
 
 
 def _quiet(done: int, total: int) -> None:
-    pass
+    """The progress callback that reports nothing (the default)."""
+    return None
 
 
 # -- layers --------------------------------------------------------------------------------
