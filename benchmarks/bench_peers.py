@@ -126,7 +126,7 @@ def make_case(name: str, model, x, target: int, events: int, crp_batch: int = 16
         from crp.attribution import CondAttribution
 
         from nrm_verify.peers import zennit as zpeer
-        composite = zpeer.composite(model, nrm.presets.EpsilonGammaFlat())
+        composite = zpeer.composite(model, nrm.presets.EpsilonGammaFlat(), x=x)
         conditions = [{"y": [target], EVENT_LAYER: [c]} for c in range(events)]
 
         def run():

@@ -9,11 +9,15 @@ Framework to Explain Neural Network Latent Structures*, arXiv:2606.00557 (2026).
     m(nrm.At("features.28", channels=[3]) & nrm.At("input", mask=region))
 """
 
-from . import presets, rules
+from . import layers, presets, rules
+from .capture import capture
 from .errors import (
+    CaptureMismatchError,
+    DataDependentControlFlowError,
     DeviceMismatchError,
     DtypeMismatchError,
     EventIndexError,
+    InPlaceViewError,
     NonFiniteError,
     NRMError,
     NullEventError,
@@ -21,6 +25,7 @@ from .errors import (
     RuleAssignmentError,
     RuleParameterError,
     ShapeError,
+    StaleMeasureError,
     TrainingModeError,
     UnknownLayerError,
     UnsupportedModuleError,
@@ -28,18 +33,21 @@ from .errors import (
     ZeroOutputError,
 )
 from .events import EMPTY, OMEGA, At, Event, Walk
-from .graph import Concat, ProperFFNN, Sum
+from .graph import ProperFFNN
+from .markers import Concat, Sum
 from .measure import Measure, explain
 from .presets import FIRST, RuleMap
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "explain", "Measure", "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN", "Sum", "Concat",
+    "explain", "capture", "layers", "Measure",
+    "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN", "Sum", "Concat",
     "rules", "presets",
     "NRMError", "UnsupportedModuleError", "UnsupportedOperationError", "RuleParameterError", "RuleAssignmentError",
     "ZeroOutputError",
     "NullEventError", "RelevanceDependentRuleError", "UnknownLayerError", "EventIndexError", "NonFiniteError",
     "DeviceMismatchError",
-    "DtypeMismatchError", "TrainingModeError", "ShapeError",
+    "DtypeMismatchError", "TrainingModeError", "ShapeError", "CaptureMismatchError", "DataDependentControlFlowError",
+    "InPlaceViewError", "StaleMeasureError",
 ]

@@ -24,10 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from .errors import NRMError, RelevanceDependentRuleError, ShapeError
-from .graph import Block, ProperFFNN, Reshape, all_finite
+from .check import check_map, check_winners
+from .errors import RelevanceDependentRuleError
+from .graph import Block, ProperFFNN, all_finite
 from .ops import TORCH
 from .rules import Rule, identity, ones
 
@@ -84,10 +84,16 @@ class PreparedKernel:
 
 
 class Engine:
-    """Forward record and kernel passes of one explained batch."""
+    """Forward record and kernel passes of one explained batch.
 
-    def __init__(self, network: ProperFFNN, x: torch.Tensor):
+    The forward record is the model's own computation (:mod:`nrm.capture`): every layer's
+    input, pre-activation and activation are the values ``model(x)`` computed. The maps that
+    the kernels use are built by each layer's kind (:mod:`nrm.layers`) and checked against
+    those values (:mod:`nrm.check`)."""
+
+    def __init__(self, network: ProperFFNN, check: bool | str = True):
         self.net = network
+        x = network.captured.input
         self.dtype, self.device = x.dtype, x.device
         self.batch = x.shape[0]
         self.inputs: dict[int, torch.Tensor] = {}
@@ -103,78 +109,64 @@ class Engine:
         self.stack_bytes = STACK_BYTES  # bound on a stack of relevance rows going down (see _descend)
         self._row_bytes: list | None = None
         self._anc: dict[int, set] = {}  # ancestors of each layer (branched models)
+        self.check = check
         with torch.no_grad():
-            try:
-                self.output = self._forward(x)
-            except RuntimeError as error:
-                if isinstance(error, NRMError) or "memory" in str(error).lower():
-                    raise
-                raise ShapeError(self._misfit(x, error)) from error
+            self.output = self._record()
 
-    def _misfit(self, x: torch.Tensor, error: RuntimeError) -> str:
-        """Name the first module the input did not fit (the forward records every name it passes)."""
-        steps = [s for b in self.net.blocks[1:] for s in [b.producer] + b.trailing]
-        step = next((s for s in steps if s.name not in self.aliases), None)
-        where = "the model" if step is None else f"{type(step.module).__name__} at '{step.name}'"
-        return f"an input of shape {tuple(x.shape)} does not fit {where}: {error}"
-
-    # -- forward ---------------------------------------------------------------------
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    # -- the forward record ----------------------------------------------------------
+    def _record(self) -> torch.Tensor:
+        """Fill the per-layer record from the captured values."""
+        net = self.net
         post: dict[int, torch.Tensor] = {}  # each layer's value as its readers see it (after trailing steps)
         self.post_shape: dict[int, tuple] = {}
         self.concat: dict[int, tuple] = {}  # concatenation layers: (dim, sizes)
-        a = x
-        for block in self.net.blocks:
+        a = net.captured.input
+        for block in net.blocks:
             l = block.index
             if block.producer is not None:
                 a = self._produce(block, [post[u] for u in block.inputs])
                 if not all_finite(a):
-                    self.net.raise_nonfinite(block.producer.name)
-                self.aliases[block.producer.name] = (l, tuple(a.shape[1:]))
+                    net.raise_nonfinite(block.producer.name)
             self.shape[l] = tuple(a.shape[1:])
             for step in block.trailing:
-                a = _elementwise(step, a)
-                self.aliases[step.name] = (l, tuple(a.shape[1:]))
+                a = net.value(step.value)
             post[l] = a
             self.post_shape[l] = tuple(a.shape[1:])
             self.values[l] = a.reshape((a.shape[0],) + self.shape[l])
-        self.aliases["input"] = (0, self.shape[0])
-        self.aliases["output"] = (self.net.depth, self.shape[self.net.depth])
+        self.aliases["input"] = (0, self.shape[0])  # first: the canonical name of layer 0
+        for name, (l, value) in net.aliases.items():
+            self.aliases[name] = (l, tuple(net.value(value).shape[1:]))
+        self.aliases["output"] = (net.depth, self.shape[net.depth])
         return a
 
     def _produce(self, block: Block, ins: list[torch.Tensor]) -> torch.Tensor:
-        l, kind = block.index, block.kind
+        l, kind, step = block.index, block.kind, block.producer
+        out = self.net.value(step.value)
         if kind == "concat":
-            dim = block.producer.module.dim
-            a = torch.cat(ins, dim)
-            self.concat[l] = (dim if dim > 0 else dim + a.dim(), tuple(t.shape[dim] for t in ins))
-            self.in_shape[l] = tuple(a.shape[1:])
-            return a
-        if kind == "linear" and len(ins) > 1:  # a sum of branches: the stack of its summands
-            if any(t.shape != ins[0].shape for t in ins):
-                raise ShapeError(
-                    f"the sum '{block.name}' adds tensors of shapes {[tuple(t.shape) for t in ins]}; nrm reads sums of "
-                    "equal shapes (no broadcasting)"
-                )
-            a = torch.stack(ins, 1)
-        else:
-            a = ins[0]
+            dim = step.layer_kind.dim(step.call)
+            self.concat[l] = (dim, tuple(t.shape[dim] for t in ins))
+            self.in_shape[l] = tuple(out.shape[1:])
+            return out
+        a = torch.stack(ins, 1) if step.role == "sum" else ins[0]
         self.inputs[l] = a
         self.in_shape[l] = tuple(a.shape[1:])
         if kind == "pass":
-            return _elementwise(block.producer, a)
+            return out
         if kind == "maxpool":
-            return self._maxpool(block, a)
-        lmap = self.net.linear_map(block, a.shape[1:], self.dtype, self.device, a=a)
+            idx, pooled = step.layer_kind.winners(step.call, a)
+            if self.check:
+                check_winners(step, pooled, out)
+            self.winners[l] = idx
+            return out
+        lmap = self.net.linear_map(block, a)
         self.maps[l] = lmap
-        self.pre[l] = _affine(lmap, a, lmap.weight, lmap.bias)
-        return self.pre[l]
-
-    def _maxpool(self, block: Block, a: torch.Tensor) -> torch.Tensor:
-        m = block.producer.module
-        out, idx = F.max_pool2d(a, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)
-        self.winners[block.index] = idx.flatten(2)
-        return out
+        pre = self.net.value(block.batchnorms[-1].value) if block.batchnorms else out
+        if not all_finite(pre):
+            self.net.raise_nonfinite(step.name)
+        if self.check:
+            check_map(block, lmap, a, pre, full=self.check == "full")
+        self.pre[l] = pre
+        return pre
 
     # -- kernels ---------------------------------------------------------------------
     def kernel(self, l: int) -> PreparedKernel:
@@ -645,18 +637,6 @@ def _divides(rule) -> bool:
                for name in ("column", "coefficients", "stabilize", "share_coefficients", "_denominators_nonzero"))
     return (same and not rule.reads_relevance and rule.leak == "absorb" and type(rule.stabilizer) in (int, float)
             and rule.stabilizer_sign in ("signed", "unsigned"))
-
-
-def _elementwise(step, a: torch.Tensor) -> torch.Tensor:
-    """An activation, reshape or alias on a value (never ``module(a)``: that would run hooks)."""
-    m = step.module
-    if step.kind == "activation":
-        return F.leaky_relu(a, m.negative_slope) if isinstance(m, torch.nn.LeakyReLU) else F.relu(a)
-    if isinstance(m, Reshape):
-        return a.reshape((a.shape[0],) + m.shape)
-    if step.kind == "reshape":  # Flatten
-        return torch.flatten(a, m.start_dim, m.end_dim)
-    return a
 
 
 def _select(t, index: torch.Tensor):

@@ -64,3 +64,22 @@ class ShapeError(NRMError, ValueError):
 
 class RelevanceDependentRuleError(NRMError, TypeError):
     """An operation that needs a fixed kernel, asked of a rule that reads the incoming relevance."""
+
+
+class DataDependentControlFlowError(UnsupportedOperationError):
+    """forward() reads the values of an input-derived tensor into Python (``if t.sum() > 0``,
+    ``t.item()``): the computation would depend on the input in a way nrm does not follow."""
+
+
+class InPlaceViewError(UnsupportedOperationError):
+    """An input-derived tensor changed in place through a view and read afterwards."""
+
+
+class CaptureMismatchError(NRMError, RuntimeError):
+    """The self-check of a capture failed: a layer kind's map does not reproduce what the
+    model computed (the message names the layer and the deviation)."""
+
+
+class StaleMeasureError(NRMError, RuntimeError):
+    """A tensor a Measure reads (a parameter, a buffer, a recorded activation) changed after
+    ``explain``: its results would silently mix two models. Explain again."""

@@ -1,117 +1,117 @@
-"""A torch model → its proper-FFNN view (NRM-SPEC §1).
+"""A captured computation → its proper-FFNN view (NRM-SPEC §1).
 
-Layers V_0 (the input), …, V_L. Each *producer* module makes a new layer: a linear map
-(``Linear``, ``Conv1d``, ``Conv2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d`` — average
-pooling is a linear neuron) or a winner-takes-all ``MaxPool2d``. Elementwise activations
-(``ReLU``, ``LeakyReLU``) belong to their neuron; ``Flatten``, ``Identity`` and
-``Dropout`` (eval) only rename it; ``BatchNorm1d/2d`` is folded into the linear map
-before it. Every module name of the model therefore names a layer: the layer its
-output belongs to.
+Layers V_0 (the input), …, V_L, built from the calls that :func:`nrm.capture.capture`
+recorded (only those that lead to the output), read through their layer kinds
+(:mod:`nrm.layers`). Each call becomes:
 
-The user's model is only read: weights are detached views, folded batch norms are new
-tensors, no hook is registered and no mode is changed.
+* a **producer** — a new layer: a linear map (a rule splits it), a sum of branches, a
+  winner-takes-all max-pool, or a concatenation (branches sharing a layer);
+* a **trailing step** of the layer it reads — an elementwise activation, a reshape, an
+  alias, or a batch norm folded into the ``Linear`` / ``Conv`` before it — when that
+  layer's value has no other reader;
+* a **pass layer** (q(j|k) = δ_jk) — the same activation or reshape when the value it reads
+  also goes elsewhere.
+
+Fan-out needs nothing more: relevance that reaches a value from several readers adds up
+there (the duplication neurons of §1), and a skip path's relevance waits in the copies of
+the proper layers it passes. Layers are numbered in the order the model computed them
+(a topological order). Names: a module's name for the one operation of its call
+(``"features.0"``), the function's name as torch.fx writes it for the others (``"add"``,
+``"add_1"``, ``"relu"``); a module whose call holds several operations (a block, a
+container) names its output.
+
+The user's model is only read: its weights are the tensors the recorded calls received.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from .capture import Call, Captured, Value, capture
 from .errors import (
     DeviceMismatchError,
     DtypeMismatchError,
     NonFiniteError,
+    ShapeError,
     TrainingModeError,
-    UnsupportedModuleError,
+    UnsupportedOperationError,
 )
-from .linear import ConvMap, DenseMap, LinearMap, SumMap, adaptive_avgpool_map, avgpool_map
+from .linear import LinearMap
+from .markers import Concat, Sum
 
-LINEAR_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
-POOL_MODULES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-NORM_MODULES = (nn.LocalResponseNorm,)  # a linear map at the input it reads (nrm.lrn)
-ACTIVATIONS = (nn.ReLU, nn.LeakyReLU)
-ALIASES = (nn.Identity, nn.modules.dropout._DropoutNd, nn.Flatten)
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
-SUPPORTED = LINEAR_MODULES + POOL_MODULES + NORM_MODULES + ACTIVATIONS + ALIASES + BATCHNORMS + (nn.MaxPool2d,
-                                                                                                 nn.Sequential)
-
-SUPPORTED_NAMES = ", ".join(
-    ["Linear", "Conv1d", "Conv2d", "ReLU", "LeakyReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
-     "LocalResponseNorm", "Flatten", "Dropout", "BatchNorm1d", "BatchNorm2d", "Identity", "Sequential"]
-)
+ROLE_KINDS = {"linear": "linear", "sum": "linear", "winner": "maxpool", "concat": "concat",
+              "elementwise": "activation", "reshape": "reshape", "alias": "alias", "batchnorm": "alias"}
+"""The engine's name for each role of :mod:`nrm.layers`."""
 
 
-class Sum(nn.Module):
-    """The addition of branches, z = Σ_i a^(i) (NRM-SPEC §1): a linear neuron with weights 1
-    over the summands, to which any rule applies (LRP-0 splits in proportion to the
-    summands). Key of a rule mapping: ``{nrm.Sum: rule}``. Never called; it only names
-    the operation of a traced ``+``."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.n = n
-
-    def extra_repr(self) -> str:
-        return f"n={self.n}"
-
-
-class Concat(nn.Module):
-    """``torch.cat`` of branches along a per-sample dimension: the branches share a layer,
-    and relevance goes back to each part unchanged (q = 1). Never called."""
-
-    def __init__(self, dim: int, sizes: tuple[int, ...] = ()):
-        super().__init__()
-        self.dim, self.sizes = dim, sizes
-
-
-class Reshape(nn.Module):
-    """A traced ``view`` / ``reshape`` / ``flatten``: renames neurons, keeps the batch
-    dimension. ``shape`` is the per-sample target shape (-1 allowed). Never called."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        super().__init__()
-        self.shape = tuple(shape)
-
-
-@dataclass
+@dataclass(eq=False)
 class Step:
-    """One module (or traced operation) of the model, in forward order."""
+    """One recorded call in its place in the proper FFNN."""
 
     name: str
-    module: nn.Module
+    call: Call
 
     @property
     def kind(self) -> str:
-        m = self.module
-        if isinstance(m, LINEAR_MODULES + POOL_MODULES + NORM_MODULES + (Sum,)):
-            return "linear"
-        if isinstance(m, nn.MaxPool2d):
-            return "maxpool"
-        if isinstance(m, Concat):
-            return "concat"
-        if isinstance(m, ACTIVATIONS):
-            return "activation"
-        if isinstance(m, (nn.Flatten, Reshape)):
-            return "reshape"
-        return "alias"
+        """linear, maxpool, concat, activation, reshape or alias (the engine's names)."""
+        return ROLE_KINDS[self.call.kind.role]
+
+    @property
+    def role(self) -> str:
+        return self.call.kind.role
+
+    @property
+    def layer_kind(self):
+        """The :class:`nrm.layers.Kind` that reads this call."""
+        return self.call.kind
+
+    @property
+    def value(self) -> Value:
+        return Value(self.call.index)
+
+    @property
+    def module(self) -> nn.Module | None:
+        """The module whose one operation this is (``nn.Conv2d`` for its ``F.conv2d``), the
+        marker :class:`~nrm.Sum` / :class:`~nrm.Concat` for a sum or a concatenation, else None."""
+        role = self.call.kind.role
+        if role == "sum":
+            return Sum(len(self.call.inputs))
+        if role == "concat":
+            return Concat(self.call.kind.dim(self.call))
+        return self.call.module if self.call.owned else None
+
+    @property
+    def rule_types(self) -> tuple[type, ...]:
+        return rule_types(self.call)
+
+
+def rule_types(call: Call) -> tuple[type, ...]:
+    """Types a rule mapping may key a call's layer by: its module's classes when it is that
+    module's one operation (most specific first), then its kind's (``nn.Conv2d`` for
+    ``F.conv2d``, :class:`~nrm.Sum` for a sum)."""
+    own = tuple(type(call.module).__mro__) if call.owned and call.module is not None else ()
+    return own + tuple(call.kind.types(call))
 
 
 @dataclass
 class Block:
-    """Layer ``index``: its producer (None for the input) and the steps that only act
-    on its neurons (activations, reshapes, aliases) or fold into it (batch norm).
+    """Layer ``index``: its producer (None for the input) and the steps that only act on its
+    neurons (activations, reshapes, aliases) or fold into it (batch norm).
 
     ``inputs`` are the layers the producer reads (one, or several for a sum or a
-    concatenation); in a sequential model it is the layer before. Layers are numbered in
-    a topological order, so every input has a smaller index."""
+    concatenation). Layers are numbered in a topological order, so every input has a
+    smaller index."""
 
     index: int
     producer: Step | None
     trailing: list[Step] = field(default_factory=list)
     batchnorms: list[Step] = field(default_factory=list)
-    rule: object = None
+    rule: Any = None
     inputs: list[int] | None = None
 
     def __post_init__(self):
@@ -124,36 +124,24 @@ class Block:
 
     @property
     def kind(self) -> str:
-        """input, linear (a linear map or a sum), maxpool, concat, or pass (an
-        activation or reshape that is a layer of its own because its input fans out:
-        q(j|k) = δ_jk)."""
+        """input, linear (a linear map or a sum), maxpool, concat, or pass (an activation or
+        reshape that is a layer of its own because its input fans out: q(j|k) = δ_jk)."""
         if self.producer is None:
             return "input"
         k = self.producer.kind
         return k if k in ("linear", "maxpool", "concat") else "pass"
 
-
-def _leaves(module: nn.Module, prefix: str):
-    if isinstance(module, nn.Sequential):
-        for child_name, child in module.named_children():
-            yield from _leaves(child, f"{prefix}.{child_name}" if prefix else child_name)
-        return
-    if not isinstance(module, SUPPORTED) or any(True for _ in module.children()):
-        where = f"'{prefix}'" if prefix else "the top level"
-        detail = (
-            "it is a container whose forward() nrm cannot read; rebuild it as nn.Sequential"
-            if any(True for _ in module.children())
-            else "it has no propagation rule in nrm"
-        )
-        raise UnsupportedModuleError(
-            f"{type(module).__name__} at {where} is not supported: {detail}. Supported modules: {SUPPORTED_NAMES}."
-        )
-    yield prefix, module
+    @property
+    def tip(self) -> Value:
+        """The value the layer's readers see (after its trailing steps)."""
+        if self.trailing:
+            return self.trailing[-1].value
+        return Value(-1) if self.producer is None else self.producer.value
 
 
 def check_eval_mode(model: nn.Module) -> None:
-    """nrm refuses models in training mode (dropout and batch norm would then be
-    random or batch-dependent); it never switches the mode itself."""
+    """nrm refuses models in training mode (dropout and batch norm would then be random or
+    batch-dependent); it never switches the mode itself."""
     training = [name or "<model>" for name, m in model.named_modules() if m.training]
     if training:
         shown = ", ".join(training[:5]) + (", …" if len(training) > 5 else "")
@@ -163,51 +151,53 @@ def check_eval_mode(model: nn.Module) -> None:
         )
 
 
+def check_input(x: Any) -> None:
+    """The input is a floating tensor of finite values with a batch dimension."""
+    if not isinstance(x, torch.Tensor):
+        raise DtypeMismatchError(f"the input must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise DtypeMismatchError(f"the input must be floating point (float32 or float64), got {x.dtype}")
+    if x.dim() < 2:
+        raise ShapeError(f"x must have a batch dimension: shape (batch, ...), got {tuple(x.shape)}")
+    if x.device.type != "meta" and not all_finite(x):
+        bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
+        raise NonFiniteError(f"the input contains NaN or Inf (samples {bad}); clean the input first")
+
+
+def diagnose_model_error(model: nn.Module, x: torch.Tensor) -> None:
+    """After ``model(x)`` raised: a parameter or buffer on another device or of another
+    floating dtype than the input is the likely cause; name it."""
+    for path, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t is None or not t.is_floating_point():
+            continue
+        if t.device != x.device:
+            raise DeviceMismatchError(
+                f"'{path}' is on {t.device} but the input is on {x.device}; move both to one device "
+                f"(model.to({str(x.device)!r}) or x.to({str(t.device)!r}))")
+        if t.dtype != x.dtype:
+            raise DtypeMismatchError(
+                f"'{path}' is {t.dtype} but the input is {x.dtype}; convert one of them "
+                "(model.double() with x.double(), or model.float() with x.float())")
+
+
 class ProperFFNN:
-    """The proper-FFNN view of a model: an ``nn.Sequential`` (nested Sequentials allowed)
-    is read module by module; any other module is traced with ``torch.fx`` into layers
-    with fan-outs, sums and concatenations (:mod:`nrm.trace`)."""
+    """The proper-FFNN view of ``model`` at the input ``x``: what ``model(x)`` computed
+    (:func:`nrm.capture.capture`), as layers with fan-outs, sums and concatenations.
 
-    def __init__(self, model: nn.Module):
+    ``output`` picks the tensor to explain when the model returns something else."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, *, output=None):
         self.model = model
-        self._maps: dict[int, LinearMap] = {}
-        if not _plain_sequential(model):
-            from .trace import trace_blocks
+        check_input(x)
+        try:
+            self.captured: Captured = capture(model, x, output=output)
+        except ShapeError:
+            diagnose_model_error(model, x)
+            raise
+        self.blocks, self.aliases = _Builder(self.captured).build()
+        self.consumers = _consumers(self.blocks)
 
-            self.blocks = trace_blocks(model, self._attach_batchnorm)
-            self.consumers = _consumers(self.blocks)
-            return
-        blocks = [Block(0, None)]
-        for name, module in _leaves(model, ""):
-            step = Step(name, module)
-            kind = step.kind
-            if kind in ("linear", "maxpool"):
-                blocks.append(Block(len(blocks), step))
-            elif isinstance(module, BATCHNORMS):
-                self._attach_batchnorm(blocks[-1], step)
-            else:
-                blocks[-1].trailing.append(step)
-        self.blocks = blocks
-        self.consumers = _consumers(blocks)
-
-    @staticmethod
-    def _attach_batchnorm(block: Block, step: Step) -> None:
-        producer = block.producer
-        clean = all(s.kind == "alias" and not isinstance(s.module, nn.Flatten) for s in block.trailing)
-        if producer is None or not isinstance(producer.module, LINEAR_MODULES) or not clean:
-            raise UnsupportedModuleError(
-                f"{type(step.module).__name__} at '{step.name}' does not directly follow a Linear or Conv layer, "
-                "so it cannot be folded into one; place it right after its Linear/Conv layer"
-            )
-        if not step.module.track_running_stats or step.module.running_mean is None:
-            raise UnsupportedModuleError(
-                f"{type(step.module).__name__} at '{step.name}' has no running statistics "
-                "(track_running_stats=False), so it depends on the batch; it cannot be folded"
-            )
-        block.batchnorms.append(step)
-        block.trailing.append(step)
-
-    # -- what the rest of nrm asks ------------------------------------------------
+    # -- what the rest of nrm asks ------------------------------------------------------
     @property
     def depth(self) -> int:
         """L: the index of the output layer."""
@@ -244,40 +234,11 @@ class ProperFFNN:
         return seen
 
     def tensors(self):
-        """(path, tensor) of every parameter and buffer the view reads."""
-        for block in self.blocks[1:]:
-            for step in [block.producer] + block.batchnorms:
-                for pname, t in list(step.module.named_parameters(recurse=False)) + list(
-                    step.module.named_buffers(recurse=False)
-                ):
-                    if t is not None and t.is_floating_point():
-                        yield f"{step.name}.{pname}", t
-
-    def check_input(self, x: torch.Tensor) -> None:
-        """Dtype and device of the input and of every tensor read; finiteness of the input.
-
-        Non-finite weights are caught during the forward pass instead: every weight
-        meets at least one input, and NaN or Inf then reaches that layer's output
-        (checked with one cheap reduction per layer), after which
-        :meth:`raise_nonfinite` names the tensor."""
-        if not isinstance(x, torch.Tensor):
-            raise DtypeMismatchError(f"the input must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise DtypeMismatchError(f"the input must be floating point (float32 or float64), got {x.dtype}")
-        for path, t in self.tensors():
-            if t.device != x.device:
-                raise DeviceMismatchError(
-                    f"'{path}' is on {t.device} but the input is on {x.device}; move both to one device "
-                    f"(model.to({str(x.device)!r}) or x.to({str(t.device)!r}))"
-                )
-            if t.dtype != x.dtype:
-                raise DtypeMismatchError(
-                    f"'{path}' is {t.dtype} but the input is {x.dtype}; convert one of them "
-                    "(model.double() with x.double(), or model.float() with x.float())"
-                )
-        if not all_finite(x):
-            bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
-            raise NonFiniteError(f"the input contains NaN or Inf (samples {bad}); clean the input first")
+        """(name, tensor) of every constant tensor the recorded calls read (parameters,
+        buffers, tensors the model computed without the input)."""
+        for name, t, _ in self.captured.constants:
+            if t.is_floating_point():
+                yield name, t
 
     def raise_nonfinite(self, layer_name: str) -> None:
         """Called when a layer's output is not finite: name the culprit tensor, or the overflow."""
@@ -289,79 +250,137 @@ class ProperFFNN:
             "use float64 or rescale the input"
         )
 
-    def linear_map(self, block: Block, in_shape: tuple[int, ...], dtype, device, a=None) -> LinearMap:
-        """The (batch-norm folded) linear map of a block, built for the input shape; a local
-        response normalization's map is built anew for its input ``a`` (:func:`nrm.lrn.lrn_map`)."""
-        if isinstance(block.producer.module, NORM_MODULES):
-            from .lrn import lrn_forward
+    def value(self, v: Value) -> torch.Tensor:
+        return self.captured.value(v)
 
-            return lrn_forward(block.producer.module, a, block.rule).map
-        if block.index not in self._maps:
-            self._maps[block.index] = self._build_map(block, tuple(in_shape), dtype, device)
-        return self._maps[block.index]
+    def linear_map(self, block: Block, a: torch.Tensor) -> LinearMap:
+        """The map of a linear block at its recorded input ``a``, batch norms folded (built by
+        the producer's kind, :meth:`nrm.layers.Linear.map`)."""
+        step = block.producer
+        if step.role == "sum":
+            from .linear import SumMap
 
-    def _build_map(self, block: Block, in_shape, dtype, device) -> LinearMap:
-        m, name = block.producer.module, block.producer.name
-        if isinstance(m, Sum):
-            lmap = SumMap(m.n, dtype, device)
-        elif isinstance(m, nn.Linear):
-            if block.batchnorms and len(in_shape) != 1:
-                raise UnsupportedModuleError(
-                    f"{type(block.batchnorms[0].module).__name__} at '{block.batchnorms[0].name}' follows the Linear "
-                    f"at '{name}', which acts on an input of shape {tuple(in_shape)}: the batch norm then normalizes "
-                    "dim 1, not the Linear's output features, so it cannot be folded into it. Flatten before the "
-                    "Linear, or remove the batch norm"
-                )
-            lmap: LinearMap = DenseMap(m.weight.detach(), None if m.bias is None else m.bias.detach())
-        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
-            if m.padding_mode != "zeros":
-                raise UnsupportedModuleError(
-                    f"{type(m).__name__} at '{name}' uses padding_mode={m.padding_mode!r}; only 'zeros' padding "
-                    "has padding positions that are not neurons. Use padding_mode='zeros'"
-                )
-            padding = m.padding
-            if isinstance(padding, str):
-                padding = self._string_padding(m, name)
-            lmap = ConvMap(m.weight.detach(), None if m.bias is None else m.bias.detach(),
-                           m.stride, padding, m.dilation, m.groups)
-        elif isinstance(m, nn.AvgPool2d):
-            k, s, p = (_pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding))
-            if m.ceil_mode or (not m.count_include_pad and any(p)):
-                raise UnsupportedModuleError(
-                    f"AvgPool2d at '{name}' uses ceil_mode=True or count_include_pad=False with padding; its window "
-                    "weights then vary by position. Use ceil_mode=False and count_include_pad=True"
-                )
-            lmap = avgpool_map(in_shape[0], k, s, p, dtype, device, m.divisor_override)
-        else:  # AdaptiveAvgPool2d
-            out = _pair(m.output_size)
-            hw = tuple(in_shape[-2:])
-            out = tuple(hw[i] if out[i] is None else out[i] for i in range(2))
-            lmap = adaptive_avgpool_map(in_shape[0], hw, out, dtype, device)
+            return SumMap(len(block.inputs), a.dtype, a.device)
+        lmap = step.layer_kind.map(step.call, a, block.rule)
         for bn in block.batchnorms:
-            lmap = _fold_batchnorm(lmap, bn.module)
+            if block.producer.layer_kind.name == "Dense" and a.dim() != 2:
+                raise UnsupportedOperationError(
+                    f"{bn.call.describe()} follows the Linear at '{step.name}', which acts on an input of shape "
+                    f"{tuple(a.shape[1:])}: the batch norm then normalizes dim 1, not the Linear's output features, "
+                    "so it cannot be folded into it. Flatten before the Linear, or remove the batch norm")
+            lmap = bn.layer_kind.fold(bn.call, lmap)
         return lmap
 
-    @staticmethod
-    def _string_padding(m, name):
-        if m.padding == "valid":
-            return (0,) * (m.weight.dim() - 2)
-        span = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
-        if any(s % 2 for s in span):
-            raise UnsupportedModuleError(
-                f"{type(m).__name__} at '{name}' uses padding='same' with an even kernel span, which pads "
-                "asymmetrically; give explicit integer padding"
-            )
-        return tuple(s // 2 for s in span)
+
+class _Builder:
+    """Calls → blocks (see the module docstring)."""
+
+    def __init__(self, captured: Captured):
+        self.captured = captured
+        self.blocks: list[Block] = [Block(0, None, inputs=[])]
+        self.where: dict[Value, int] = {Value(-1): 0}  # value → the layer holding it
+        self.problems: list[str] = []
+
+    def build(self) -> tuple[list[Block], dict[str, tuple[int, Value]]]:
+        calls = reaching_calls(self.captured)
+        self.readers = Counter(v for c in calls for v in set(_relevance_inputs(c)))
+        self.readers[self.captured.output] += 1
+        for call in calls:
+            self._add(call)
+        if self.problems:
+            raise UnsupportedOperationError(_unsupported_message(self.problems))
+        out = self.captured.output
+        if out not in self.where:
+            raise UnsupportedOperationError("the model returns its input unchanged; there is nothing to explain")
+        last = self.blocks[-1]
+        if self.where[out] != last.index or last.tip != out:
+            raise UnsupportedOperationError(
+                "the model's output is not the last operation on the input it computed; nrm explains the output of "
+                "the computation")
+        return self.blocks, self._aliases()
+
+    def _add(self, call: Call) -> None:
+        if call.kind is None:
+            why = call.refusal or "has no layer kind in nrm"
+            self.problems.append(f"{call.describe()}: {why}")
+            return
+        ins = _relevance_inputs(call)
+        if not ins or any(v not in self.where for v in ins):
+            return  # reads the output of a refused call (listed already) or only constants
+        step = Step(call.name, call)
+        role = call.kind.role
+        if role in ("linear", "winner"):
+            self._producer(call, step, [self.where[ins[0]]])
+        elif role in ("sum", "concat"):
+            self._producer(call, step, [self.where[v] for v in ins])
+        elif role == "batchnorm":
+            self._batchnorm(call, step, ins[0])
+        else:
+            self._elementwise(call, step, ins[0])
+
+    def _producer(self, call: Call, step: Step, inputs: list[int]) -> None:
+        block = Block(len(self.blocks), step, inputs=inputs)
+        self.blocks.append(block)
+        self.where[step.value] = block.index
+
+    def _batchnorm(self, call: Call, step: Step, src: Value) -> None:
+        l = self.where[src]
+        block = self.blocks[l]
+        producer = block.producer
+        clean = all(s.role == "alias" for s in block.trailing)
+        if (producer is None or producer.role != "linear" or not producer.layer_kind.folds_batchnorm
+                or block.tip != src or self.readers[src] != 1 or not clean):
+            self.problems.append(
+                f"{call.describe()}: this batch norm does not directly follow a Linear or Conv layer whose output "
+                "goes nowhere else, so it cannot be folded into it; place it right after its Linear/Conv layer")
+            return
+        block.batchnorms.append(step)
+        block.trailing.append(step)
+        self.where[step.value] = l
+
+    def _elementwise(self, call: Call, step: Step, src: Value) -> None:
+        l = self.where[src]
+        if self.blocks[l].tip == src and self.readers[src] == 1:
+            self.blocks[l].trailing.append(step)
+            self.where[step.value] = l
+        else:  # the value fans out (or the layer's value is read before this step): a layer of its own, q = δ
+            self._producer(call, step, [l])
+
+    def _aliases(self) -> dict[str, tuple[int, Value]]:
+        """Every name of a layer: the steps' names, and the names of modules (containers
+        included) whose call returned a value of the layer."""
+        out: dict[str, tuple[int, Value]] = {}
+        for block in self.blocks[1:]:
+            for step in [block.producer] + block.trailing:
+                out[step.name] = (block.index, step.value)
+        for name, value in self.captured.module_outputs.items():
+            if name not in out and value in self.where:
+                out[name] = (self.where[value], value)
+        return out
 
 
-def _plain_sequential(model: nn.Module) -> bool:
-    """An nn.Sequential whose modules are all torch.nn's own (nested Sequentials allowed):
-    read module by module. Anything else is traced."""
-    if not isinstance(model, nn.Sequential):
-        return False
-    return all(isinstance(m, nn.Sequential)
-               or (m.__module__.startswith("torch.nn") and not any(True for _ in m.children()))
-               for m in model.modules())
+def _relevance_inputs(call: Call) -> list[Value]:
+    if call.kind is None:
+        return call.inputs
+    return call.kind.relevance_inputs(call)
+
+
+def reaching_calls(captured: Captured) -> list[Call]:
+    """The calls whose results lead to the output, in the order they ran."""
+    needed = {captured.output.node}
+    keep = []
+    for call in reversed(captured.calls):
+        if call.index in needed:
+            keep.append(call)
+            needed.update(v.node for v in call.inputs if v.node >= 0)
+    return keep[::-1]
+
+
+def _unsupported_message(problems: list[str]) -> str:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return (f"nrm cannot read {len(problems)} operation(s) of this model:\n{lines}\n"
+            "Declare a layer kind for a module that contains them (nrm.layers.register; see docs/layers.md), "
+            "or rewrite that part of forward() with supported operations")
 
 
 def _consumers(blocks: list[Block]) -> dict[int, list[int]]:
@@ -377,20 +396,3 @@ def all_finite(t: torch.Tensor) -> bool:
     if bool(torch.isfinite(t.sum())):
         return True
     return bool(torch.isfinite(t).all())
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-def _fold_batchnorm(lmap: LinearMap, bn: nn.Module) -> LinearMap:
-    """BN(z) = γ (z − μ) / √(σ² + eps) + β  ⇒  W' = s W, b' = s (b − μ) + β, s = γ / √(σ² + eps)."""
-    std = torch.sqrt(bn.running_var.detach() + bn.eps)
-    scale = (bn.weight.detach() if bn.weight is not None else torch.ones_like(std)) / std
-    shift = bn.bias.detach() if bn.bias is not None else torch.zeros_like(std)
-    weight = lmap.weight * scale.view((-1,) + (1,) * (lmap.weight.dim() - 1))
-    bias = lmap.bias if lmap.bias is not None else torch.zeros_like(std)
-    bias = (bias - bn.running_mean.detach()) * scale + shift
-    if isinstance(lmap, DenseMap):
-        return DenseMap(weight, bias)
-    return ConvMap(weight, bias, lmap.stride, lmap.padding, lmap.dilation, lmap.groups)

@@ -122,6 +122,38 @@ class SumMap(LinearMap):
         return g.unsqueeze(1) * weight.view((1, -1) + (1,) * (g.dim() - 1))
 
 
+class DiagonalMap(LinearMap):
+    """A gain per channel or per neuron: z_k = w_k a_k (+ b_k), the weight of one shape
+    broadcast against the input — (C,) along dim 1 (a learned channel scale, a standalone
+    batch norm), or one sample's full shape.
+
+    Definition::
+
+        q(j | k) = δ_jk a_k w_k / D_k   under any rule (each neuron has one input)
+    """
+
+    fuses_bias = True
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        self.weight, self.bias = weight, bias
+
+    def _view(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if w.dim() == 1 and x.dim() > 2:
+            return w.view((1, -1) + (1,) * (x.dim() - 2))
+        return w.view((1,) + tuple(w.shape))
+
+    def forward(self, x, weight, bias=None):
+        return self._plus(x * self._view(weight, x), bias)
+
+    def transpose(self, g, weight, in_shape):
+        return (g.reshape((g.shape[0],) + tuple(in_shape)) * self._view(weight, g.reshape((g.shape[0],) +
+                                                                                          tuple(in_shape))))
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        return None if bias is None else self._view(bias, z)
+
+
 class PoolMatrixMap(LinearMap):
     """Adaptive average pooling with windows of unequal size, as a per-channel matrix
     P (out_positions, in_positions); zeros of P are not connections."""

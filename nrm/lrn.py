@@ -90,7 +90,9 @@ class LRNParams(NamedTuple):
     k: float
 
     @classmethod
-    def of(cls, module: nn.Module) -> LRNParams:
+    def of(cls, module: nn.Module | LRNParams) -> LRNParams:
+        if isinstance(module, LRNParams):
+            return module
         if not isinstance(module, nn.LocalResponseNorm):
             raise UnsupportedModuleError(
                 f"expected torch.nn.LocalResponseNorm, got {type(module).__name__}; lrn_map builds the map of an "
@@ -239,8 +241,8 @@ def lrn_output(module: nn.Module, a: torch.Tensor) -> torch.Tensor:
     return F.local_response_norm(a, p.size, p.alpha, p.beta, p.k)
 
 
-def lrn_map(module: nn.Module, a: torch.Tensor, expansion: str = DEFAULT_EXPANSION) -> LRNMap:
-    """The :class:`LRNMap` of ``module`` at input ``a`` (B, C, *spatial).
+def lrn_map(module: nn.Module | LRNParams, a: torch.Tensor, expansion: str = DEFAULT_EXPANSION) -> LRNMap:
+    """The :class:`LRNMap` of ``module`` (or its :class:`LRNParams`) at input ``a`` (B, C, *spatial).
 
     ``expansion`` is ``"gradient"`` (W = Jacobian), ``"root"`` (Binder et al.'s Taylor
     terms) or ``"identity"``; see the module docstring for the equations. In every case

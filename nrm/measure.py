@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from .capture import no_autocast
 from .engine import Constraint, Engine
-from .errors import EventIndexError, NullEventError, ShapeError, UnknownLayerError, ZeroOutputError
+from .errors import EventIndexError, NullEventError, ShapeError, StaleMeasureError, UnknownLayerError, ZeroOutputError
 from .events import OMEGA, At, Event
 from .graph import ProperFFNN, check_eval_mode
 from .presets import assign
@@ -20,11 +22,30 @@ from .presets import assign
 DEFAULT_CHUNK = 256
 
 
+def _fresh(method):
+    """Check, before answering, that nothing the measure reads changed since ``explain``;
+    answer outside autocast, in the input's dtype."""
+
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        self.check_fresh()
+        with no_autocast(self.engine.device):
+            return method(self, *args, **kwargs)
+
+    return checked
+
+
 class Measure:
     """The normalized relevance measure of one batch. Build it with :func:`explain`.
 
     Every method returns one value per sample (the batch dimension first, or after the
     event dimension K for batched events).
+
+    A measure owns what it reads: the input is a copy, the activations are the values the
+    model computed at ``explain``, and the parameters, buffers and recorded activations it
+    reads are checked before every answer — a tensor changed in place since (an
+    ``optimizer.step()``, a reused buffer) raises :class:`~nrm.errors.StaleMeasureError`
+    instead of mixing two models into one answer.
     """
 
     def __init__(self, network: ProperFFNN, engine: Engine, start: torch.Tensor, f: torch.Tensor,
@@ -35,8 +56,23 @@ class Measure:
         self.f = f  # (B,): f_c(x), or Σ R for a start vector
         self.chunk = chunk
         self._plain: dict[tuple[int, bool], tuple] = {}
+        self._reads = _tensors_read(network, engine)
+
+    def check_fresh(self) -> None:
+        """Raise :class:`~nrm.errors.StaleMeasureError` when a tensor the measure reads (a
+        parameter, a buffer, a recorded activation) changed since ``explain``."""
+        for name, t, version, ptr in self._reads:
+            if t._version != version or t.data_ptr() != ptr:
+                raise StaleMeasureError(
+                    f"{name} changed after explain (written in place, e.g. by optimizer.step() or a reused buffer); "
+                    "this measure would mix the model before and after. Call nrm.explain again")
 
     # -- layers ------------------------------------------------------------------------
+    @property
+    def input(self) -> torch.Tensor:
+        """The input the measure explains: the measure's own copy of ``x``."""
+        return self.network.captured.input
+
     @property
     def layers(self) -> list[str]:
         """Every name that names a layer: "input", module names, "output"."""
@@ -53,10 +89,11 @@ class Measure:
         """One sample's shape of the layer as that name sees it."""
         return self._alias(layer)[1]
 
+    @_fresh
     def activations(self, layer: str) -> torch.Tensor:
-        """a_l: the layer's activations (after its elementwise non-linearity)."""
+        """a_l: the layer's activations (after its elementwise non-linearity); a copy."""
         l, shape = self._alias(layer)
-        return self.engine.values[l].reshape((-1,) + shape)
+        return self.engine.values[l].reshape((-1,) + shape).clone()
 
     def rule(self, layer: str):
         """The rule of the linear map producing the layer (None for input and max-pool)."""
@@ -122,6 +159,7 @@ class Measure:
         return by_layer
 
     # -- measures of events ------------------------------------------------------------
+    @_fresh
     def measure(self, event: Event | Sequence[Event]) -> torch.Tensor:
         """μ(event), tensor (B,); for a list of K events, (K, B) in one pass."""
         events = _events(event)
@@ -135,6 +173,7 @@ class Measure:
 
     __call__ = measure
 
+    @_fresh
     def conditional(self, event: Event, given: Event) -> torch.Tensor:
         """μ(event | given) = μ(event ∩ given) / μ(given), tensor (B,).
 
@@ -156,6 +195,7 @@ class Measure:
             )
 
     # -- marginals -----------------------------------------------------------------------
+    @_fresh
     def marginal(self, layer: str, within: Event | Sequence[Event] | None = None) -> torch.Tensor:
         """m_l(j) = μ(X_l = j) for the layer's real neurons, tensor (B, *shape).
 
@@ -164,6 +204,7 @@ class Measure:
         """
         return self._marginal(layer, within, absorber=False)
 
+    @_fresh
     def marginals(self, absorber: bool = False) -> dict:
         """Every layer's marginal m_l (and, with ``absorber=True``, a pair (m_l, m_l(⊥))),
         by canonical layer name, from **one** backward pass (the passes to every layer
@@ -176,11 +217,13 @@ class Measure:
             out[name] = (marg, rbot) if absorber else marg
         return out
 
+    @_fresh
     def absorbed(self, layer: str, within: Event | Sequence[Event] | None = None) -> torch.Tensor:
         """m_l(⊥_l) = μ(X_l = ⊥_l): the mass the layer's absorber holds, tensor (B,)
         (with ``within`` as in :meth:`marginal`). By L1, Σ_j m_l(j) + m_l(⊥_l) = 1."""
         return self._marginal(layer, within, absorber=True)
 
+    @_fresh
     def bypassing(self, layer: str, within: Event | Sequence[Event] | None = None) -> torch.Tensor:
         """The measure of the walks that bypass the layer's node: they pass its proper layer
         on the copies of a skip or parallel path (NRM-SPEC §1), tensor (B,). Zero in a
@@ -193,6 +236,7 @@ class Measure:
         out = self.measure([skip & e for e in events])
         return out[0] if isinstance(within, Event) else out
 
+    @_fresh
     def relevance(self, layer: str) -> torch.Tensor:
         """LRP relevance R_j^(l) = f · m_l(j) (L8)."""
         m = self.marginal(layer)
@@ -224,6 +268,7 @@ class Measure:
         return out[0] if single else out
 
     # -- joints and walks ------------------------------------------------------------------
+    @_fresh
     def joint(self, layer_a: str, layer_b: str, by: str = "channel") -> torch.Tensor:
         """μ(X_a ∈ A_i, X_b ∈ B_k) for every pair of groups, tensor (B, n_a, n_b).
 
@@ -253,6 +298,7 @@ class Measure:
         shape = self.layer_shape(layer)
         return (shape[0] if shape else 1) if by == "channel" else _numel(shape)
 
+    @_fresh
     def walk(self, path: Sequence[int | None]) -> torch.Tensor:
         """μ({ω}) of one walk ω = (n_0, …, n_L) given as flat indices per layer (None is
         the absorber), tensor (B,)."""
@@ -272,21 +318,22 @@ class Measure:
         return names
 
     # -- plumbing -----------------------------------------------------------------------
-    def _cylinder_table(self, events: list[Event]) -> list[dict[int, Constraint]]:
+    def _cylinder_table(self, events: list[Event]) -> _Table:
+        """The distinct cylinders of ``events``, resolved (a local value: a measure may be read
+        from several threads at once)."""
         seen: dict = {}
         for ev in events:
             for cyl in ev.terms:
                 if cyl not in seen:
                     seen[cyl] = self._resolve(cyl)
-        self._cyl_index = {cyl: i for i, cyl in enumerate(seen)}
-        return list(seen.values())
+        return _Table(list(seen.values()), {cyl: i for i, cyl in enumerate(seen)})
 
-    def _combine(self, events, table, values, per_sample) -> torch.Tensor:
+    def _combine(self, events, table: _Table, values, per_sample) -> torch.Tensor:
         B = self.engine.batch
         out = torch.zeros((len(events), B) + tuple(per_sample), dtype=self.engine.dtype, device=self.engine.device)
         for k, ev in enumerate(events):
             for cyl, coef in ev.terms.items():
-                out[k] += coef * values[self._cyl_index[cyl]].reshape((B,) + tuple(per_sample))
+                out[k] += coef * values[table.index[cyl]].reshape((B,) + tuple(per_sample))
         return out
 
     def _down(self, jobs, absorber: bool = True):
@@ -313,6 +360,25 @@ class Measure:
         return out
 
 
+class _Table(list):
+    """Resolved cylinders (a list of {layer: Constraint}) with ``index``: cylinder → position."""
+
+    def __init__(self, items, index: dict):
+        super().__init__(items)
+        self.index = index
+
+
+def _tensors_read(network: ProperFFNN, engine: Engine) -> list[tuple[str, torch.Tensor, int, int]]:
+    """(name, tensor, version, storage) of every tensor a measure reads: the constants of the
+    recorded calls (parameters, buffers) and the recorded activations the engine keeps."""
+    out = [(f"'{name}'", t, version, t.data_ptr()) for name, t, version in network.captured.constants]
+    for what, table in (("input", engine.inputs), ("pre-activation", engine.pre), ("activation", engine.values)):
+        for l, t in table.items():
+            name = f"the recorded {what} of layer '{network.blocks[l].name}'"
+            out.append((name, t, t._version, t.data_ptr()))
+    return out
+
+
 def _intersect(a: Constraint, b: Constraint, shape, device) -> Constraint:
     full = torch.ones(shape, dtype=torch.bool, device=device)
     ma = full if a.mask is None else a.mask
@@ -337,31 +403,40 @@ def _numel(shape) -> int:
 
 
 def explain(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | torch.Tensor | None = None, *,
-            rules=None, start: torch.Tensor | None = None, chunk: int = DEFAULT_CHUNK) -> Measure:
+            rules=None, start: torch.Tensor | None = None, chunk: int = DEFAULT_CHUNK, output=None,
+            check: bool | str = True) -> Measure:
     """The NRM of ``model`` at the batch ``x`` for output ``target``.
 
     Args:
-        model: an ``nn.Sequential`` (nested Sequentials allowed) of supported modules, in
-            eval mode. It is only read: parameters, buffers, hooks and mode stay as they are.
-        x: the input batch (batch, ...), float32 or float64, on the model's device.
+        model: any module in eval mode. nrm calls ``model(x)`` once, under ``torch.no_grad()``,
+            and records what ``forward()`` computes on ``x`` (:mod:`nrm.capture`); every
+            operation must be read by a layer kind (:mod:`nrm.layers`). The model is only
+            read: parameters, buffers, hooks and mode stay as they are.
+        x: the input batch (batch, ...), float32 or float64, on the model's device. The
+            measure keeps its own copy.
         target: the output index c (one int for all samples, or one per sample). The
             output measure is π = δ_c; f_c(x) must be non-zero.
         rules: a rule, a mapping, or a preset (see :mod:`nrm.presets`); default LRP-0.
         start: instead of ``target``, a start vector R^(L) (batch, *output shape); the
             output measure is π = R / Σ R.
         chunk: how many cylinders share one stacked pass at most (memory bound).
+        output: a function picking the tensor to explain from what the model returns (a
+            tuple, a dict, a ``ModelOutput``); by default the model returns one tensor.
+        check: the self-check of the layer kinds' maps against what the model computed
+            (:mod:`nrm.check`): True (once per signature in the process), "full" (every
+            map, every time) or False.
 
     Raises:
-        UnsupportedModuleError, TrainingModeError, DeviceMismatchError, DtypeMismatchError,
-        NonFiniteError, RuleAssignmentError, ShapeError, ZeroOutputError.
+        UnsupportedOperationError (and its kinds), CaptureMismatchError, TrainingModeError,
+        DeviceMismatchError, DtypeMismatchError, NonFiniteError, RuleAssignmentError,
+        ShapeError, ZeroOutputError.
     """
-    network = ProperFFNN(model)
+    if check not in (True, False, "full"):
+        raise ShapeError(f"check= takes True, False or 'full', got {check!r}")
     check_eval_mode(model)
-    network.check_input(x)
-    if x.dim() < 2:
-        raise ShapeError(f"x must have a batch dimension: shape (batch, ...), got {tuple(x.shape)}")
+    network = ProperFFNN(model, x, output=output)
     assign(network, rules)
-    engine = Engine(network, x)
+    engine = Engine(network, check=check)
     out = engine.output.reshape(x.shape[0], -1)
     if (target is None) == (start is None):
         raise ShapeError("give exactly one of target= (an output index) or start= (a start vector)")

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from .errors import RuleAssignmentError
-from .graph import Sum
+from .markers import Sum
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, Zero, ZPlus
 
 
@@ -78,12 +78,15 @@ class RuleMap:
             f"got {type(rules).__name__}"
         )
 
-    def rule_for(self, name: str, module: nn.Module, is_first: bool) -> Rule | None:
+    def rule_for(self, name: str, types: nn.Module | tuple[type, ...], is_first: bool) -> Rule | None:
+        """The rule of a layer: by its name, then FIRST, then by type (``types`` are the
+        layer's rule types, most specific first, or a module whose classes they are), then
+        the default."""
         if name in self.by_name:
             return self.by_name[name]
         if is_first and self.first is not None:
             return self.first
-        for klass in type(module).__mro__:
+        for klass in (type(types).__mro__ if isinstance(types, nn.Module) else types):
             if klass in self.by_type:
                 return self.by_type[klass]
         return self.default
@@ -105,25 +108,28 @@ def assign(network, rules) -> None:
     """Give every linear block of a :class:`~nrm.graph.ProperFFNN` its rule."""
     rmap = RuleMap.of(rules)
     blocks = network.linear_blocks()
-    names = {b.name for b in blocks} | {s.name for b in network.blocks for s in b.trailing}
+    names = set(network.aliases)
     unknown = sorted(set(rmap.by_name) - names)
     if unknown:
         raise RuleAssignmentError(
             f"the rule mapping names layers the model does not have: {unknown}; linear layers are "
             f"{[b.name for b in blocks]}"
         )
-    alias_of = {s.name: b.name for b in network.blocks for s in b.trailing}
+    alias_of = {name: network.blocks[l].name for name, (l, _) in network.aliases.items() if l > 0}
     by_name = {alias_of.get(k, k): v for k, v in rmap.by_name.items()}
     missing = []
     for block in blocks:
-        is_first = _reads_input(network, block) and not isinstance(block.producer.module, Sum)
-        rule = by_name.get(block.name) or rmap.rule_for(block.name, block.producer.module, is_first)
+        step = block.producer
+        types = step.rule_types
+        is_first = _reads_input(network, block) and step.role != "sum"
+        rule = by_name.get(block.name) or rmap.rule_for(block.name, types, is_first)
+        what = type(step.module).__name__ if step.module is not None else step.layer_kind.name
         if rule is None:
-            missing.append(f"'{block.name}' ({type(block.producer.module).__name__})")
-        elif getattr(rule, "lrn_only", False) and not isinstance(block.producer.module, nn.LocalResponseNorm):
+            missing.append(f"'{block.name}' ({what})")
+        elif getattr(rule, "lrn_only", False) and nn.LocalResponseNorm not in types:
             raise RuleAssignmentError(
                 f"{rule!r} is a rule for LocalResponseNorm layers, but it was given to '{block.name}' "
-                f"({type(block.producer.module).__name__}); key it by nn.LocalResponseNorm or by the LRN layer's name"
+                f"({what}); key it by nn.LocalResponseNorm or by the LRN layer's name"
             )
         block.rule = rule
     if missing:

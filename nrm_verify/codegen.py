@@ -34,6 +34,7 @@ from torch import nn
 
 import nrm
 from nrm.events import Atom, Event
+from nrm.layers import REGISTRY
 from nrm.presets import FIRST, RuleMap
 from nrm.rules import Rule
 
@@ -153,8 +154,9 @@ def _load_file(path: Path):
     return module
 
 
-def unpickle(data: str) -> Any:
-    """The object pickled in base64 ``data`` (last resort for a rule without a code form)."""
+def unpickle(data: str, what: str = "") -> Any:
+    """The object pickled in base64 ``data`` (last resort for a value without a code form);
+    ``what`` names its type for the reader of the program."""
     return pickle.loads(base64.b64decode(data))
 
 
@@ -287,6 +289,12 @@ class Writer:
                     f"divisor_override={m.divisor_override!r})")
         if type(m) is nn.AdaptiveAvgPool2d:
             return f"nn.AdaptiveAvgPool2d({m.output_size!r})"
+        kind = REGISTRY.module_kind(m)  # a user's module with a declared kind may say how to write it
+        code = getattr(kind, "code", None)
+        if code is not None:
+            text = code(m, self)
+            if text:
+                return text
         return self.pickled(m)
 
     # -- rules -------------------------------------------------------------------------------
@@ -404,7 +412,7 @@ class Writer:
     def pickled(self, value: Any) -> str:
         self.imports.add("from nrm_verify.codegen import unpickle")
         data = base64.b64encode(pickle.dumps(value)).decode("ascii")
-        return f"unpickle({data!r})  # {type(value).__name__}"
+        return f"unpickle({data!r}, {type(value).__name__!r})"
 
 
 def float_code(v: float) -> str:
@@ -435,7 +443,7 @@ def neurons(model: nn.Module, x: torch.Tensor) -> int:
     from nrm.engine import Engine
     from nrm.graph import ProperFFNN
 
-    engine = Engine(ProperFFNN(model), x[:1])
+    engine = Engine(ProperFFNN(model, x[:1]))
     return sum(math.prod(s) for s in engine.shape.values())
 
 

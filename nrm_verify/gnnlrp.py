@@ -14,12 +14,13 @@ L15 says that this equals f_c · μ(walks) under the same rules. The absorber �
 measure is the relevance LRP loses on the way (bias, stabilizer):
 R_⊥^(l−1) = R_⊥^(l) + Σ_k q(⊥ | k) R_k^(l), masked like a neuron when an event names it.
 
-This module is written **independently of the nrm engine**: it reads the model's
-modules itself (nested ``nn.Sequential`` of Linear, Conv1d/2d, BatchNorm, AvgPool2d,
-AdaptiveAvgPool2d, MaxPool2d, ReLU, LeakyReLU, Flatten, Identity, Dropout), writes every
-linear layer as a dense matrix W (n_out, n_in) and bias b obtained by applying the
-module to basis vectors, folds a batch norm after it by the NRM-SPEC §1 formula, reads
-its structural fan-in S (the same module with all-one weights), and writes the kernel of the
+This module is written **independently of the nrm engine**: it reads what the model
+computed (nrm's capture, :func:`nrm.capture.capture`: the recorded operations and their
+values, the activations being the model's own), writes every linear layer as a dense
+matrix W (n_out, n_in) and bias b obtained by applying the *recorded operation itself*
+(the model's own function, with a batch norm after it) to basis vectors — never the
+layer kind's map — reads its structural fan-in S (the same operation with all-one
+parameters), and writes the kernel of the
 built-in rules straight from the NRM-SPEC §2 table — q(j | k) as a dense matrix
 (n_in, n_out) per sample, with the conventions ``stabilizer_sign``, ``leak``,
 ``modify_bias`` (γ), ``bias`` (z⁺, w²) and the zero-denominator and αβ fallbacks.
@@ -36,24 +37,22 @@ Cost: dense matrices per layer and sample — meant for the small networks of th
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nrm.events import OMEGA, At, Event
+from nrm.graph import ProperFFNN, rule_types
 from nrm.ops import TORCH
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
 
-AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
-BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d)
-ACTIVATION = (nn.ReLU, nn.LeakyReLU)
-PASSIVE = (nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
+from .reference import apply_recorded, with_constants
 
 
 class UnsupportedRuleError(ValueError):
@@ -61,59 +60,62 @@ class UnsupportedRuleError(ValueError):
 
 
 class UnsupportedModelError(ValueError):
-    """The reference reads only nested ``nn.Sequential`` models of the modules listed in
-    this module's docstring."""
+    """The reference reads sequential models (every layer reads the one before it)."""
 
 
-# -- the model, read by this module ----------------------------------------------------------------
+# -- the model, as the model computes it -------------------------------------------------------------
 @dataclass
 class Layer:
-    """Layer ``index`` of the proper FFNN: produced by ``modules[0]`` (an affine map or a
-    max-pool; none for the input), followed by batch norms, activations and reshapes."""
+    """Layer ``index`` of the proper FFNN: produced by ``steps[0]`` (an affine map, a
+    max-pool or an operation through which relevance passes; none for the input),
+    followed by batch norms, activations and reshapes (recorded operations of the model,
+    :class:`nrm.graph.Step`)."""
 
     index: int
     name: str
-    modules: list[tuple[str, nn.Module]] = field(default_factory=list)
-    kind: str = "input"  # "input", "affine", "maxpool"
+    steps: list = field(default_factory=list)
+    kind: str = "input"  # "input", "affine", "maxpool", "pass"
     rule: Rule | None = None
 
 
-def _leaves(module: nn.Module, prefix: str = ""):
-    if isinstance(module, nn.Sequential):
-        for name, child in module.named_children():
-            yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
-        return
-    if not isinstance(module, AFFINE + BATCHNORM + ACTIVATION + PASSIVE + (nn.MaxPool2d,)):
-        raise UnsupportedModelError(
-            f"{type(module).__name__} at {prefix or 'the top level'!r}: the GNN-LRP reference reads nested "
-            "nn.Sequential models of Linear, Conv1d/2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d, MaxPool2d, "
-            "ReLU, LeakyReLU, Flatten, Identity and Dropout")
-    yield prefix, module
+@dataclass
+class Model:
+    """What ``model(x)`` computed (nrm's capture, :class:`nrm.graph.ProperFFNN`) read as
+    layers; the batch norms after an affine map are folded into it here."""
+
+    layers: list[Layer]
+    network: Any  # nrm.graph.ProperFFNN
 
 
-def read_layers(model: nn.Module) -> list[Layer]:
-    """The layers of ``model``: a new one at every affine map or max-pool."""
-    layers = [Layer(0, "input")]
-    for name, module in _leaves(model):
-        if isinstance(module, AFFINE + (nn.MaxPool2d,)):
-            kind = "maxpool" if isinstance(module, nn.MaxPool2d) else "affine"
-            layers.append(Layer(len(layers), name, [(name, module)], kind))
-        else:
-            layers[-1].modules.append((name, module))
-    return layers
+def read_layers(model: nn.Module, x: torch.Tensor) -> Model:
+    """The layers of ``model`` at the input ``x``: a new one at every affine map or
+    max-pool (and at an activation whose input fans out)."""
+    network = ProperFFNN(model, x)
+    if not network.sequential:
+        raise UnsupportedModelError("the GNN-LRP reference reads sequential models (every layer reads the one "
+                                    "before it)")
+    kinds = {"linear": "affine", "maxpool": "maxpool"}
+    layers = [Layer(0, "input", list(network.blocks[0].trailing))]
+    for block in network.blocks[1:]:
+        if block.producer.role not in ("linear", "winner", "elementwise", "reshape", "alias"):
+            raise UnsupportedModelError(f"{block.producer.call.describe()}: the GNN-LRP reference reads affine "
+                                        "maps, max-pooling and operations through which relevance passes")
+        layers.append(Layer(block.index, block.name, [block.producer] + list(block.trailing),
+                            kinds.get(block.kind, "pass")))
+    return Model(layers, network)
 
 
-def _assign(layers: list[Layer], rules) -> None:
+def _assign(model: Model, rules) -> None:
     """The rule of every affine layer, resolved as :func:`nrm.explain` resolves ``rules=``:
-    by layer name (or the name of a module that only acts on the layer), nrm.FIRST, module
+    by layer name (or the name of an operation that only acts on the layer), nrm.FIRST,
     type, default."""
     rmap = RuleMap.of(rules)
     first = True
-    for layer in layers[1:]:
+    for layer in model.layers[1:]:
         if layer.kind != "affine":
             continue
-        named = [rmap.by_name[n] for n, _ in layer.modules if n in rmap.by_name]
-        layer.rule = named[0] if named else rmap.rule_for(layer.name, layer.modules[0][1], first)
+        named = [rmap.by_name[step.name] for step in layer.steps if step.name in rmap.by_name]
+        layer.rule = named[0] if named else rmap.rule_for(layer.name, rule_types(layer.steps[0].call), first)
         first = False
         if layer.rule is None:
             raise ValueError(f"no rule for layer {layer.name!r}; give a default rule")
@@ -122,100 +124,117 @@ def _assign(layers: list[Layer], rules) -> None:
 @dataclass
 class Forward:
     """One sample's forward pass through the layers: flat activations per layer, the
-    dense affine maps, the shapes each module name sees."""
+    dense affine maps, the shapes each name sees."""
 
     acts: list[torch.Tensor]  # a_l, flat (n_l,)
     shapes: list[tuple[int, ...]]  # canonical shape of layer l (the producer's output)
     maps: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # l -> (W, b, S)
     winners: dict[int, torch.Tensor]  # l -> flat input index of each max-pool output
-    names: dict[str, tuple[int, tuple[int, ...]]]  # module name -> (layer, shape it sees)
+    names: dict[str, tuple[int, tuple[int, ...]]]  # layer name -> (layer, shape it sees)
     terms: dict[int, tuple[torch.Tensor, torch.Tensor]]  # l -> (Σ_j |a_j w_jk| + |b_k|, z_k)
 
 
-def _dense(fn, in_shape: tuple[int, ...], dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W, b) with fn(a) = W a + b for an affine ``fn`` on one sample of ``in_shape``."""
+def _run(calls, t: torch.Tensor) -> torch.Tensor:
+    """The recorded operations, in order, on another input (the model's own functions)."""
+    for call in calls:
+        t = apply_recorded(call, lambda v, t=t: t)
+    return t
+
+
+def _dense(calls, in_shape: tuple[int, ...], dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) with f(a) = W a + b for the affine chain of recorded operations ``calls`` (a
+    linear map and the batch norms folded into it) on one sample of ``in_shape``: f applied
+    to the unit basis (NRM-SPEC §1: W' = s W, b' = s (b − μ) + β for a folded batch norm)."""
     n = math.prod(in_shape)
     with torch.no_grad():
         zero = torch.zeros((1,) + in_shape, dtype=dtype, device=device)
-        b = fn(zero).reshape(-1)
+        b = _run(calls, zero).reshape(-1)
         basis = torch.eye(n, dtype=dtype, device=device).reshape((n,) + in_shape)
-        W = (fn(basis).reshape(n, -1) - b).T.contiguous()
+        W = (_run(calls, basis).reshape(n, -1) - b).T.contiguous()
     return W, b
 
 
-def _fold(W: torch.Tensor, b: torch.Tensor, bn: nn.Module, out_shape) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch norm folded into the affine map before it (NRM-SPEC §1): with
-    s = γ / √(σ² + eps), W' = s W and b' = s (b − μ) + β, per output channel."""
-    std = torch.sqrt(bn.running_var.detach().to(W) + bn.eps)
-    gamma = bn.weight.detach().to(W) if bn.weight is not None else torch.ones_like(std)
-    beta = bn.bias.detach().to(W) if bn.bias is not None else torch.zeros_like(std)
-    scale = gamma / std
-    per = math.prod(out_shape[1:]) if len(out_shape) > 1 else 1
-    channel = lambda t: t.repeat_interleave(per)  # noqa: E731 — channel value at every output position
-    b = (b - channel(bn.running_mean.detach().to(W))) * channel(scale) + channel(beta)
-    return W * channel(scale).unsqueeze(1), b
-
-
-def _structure(module: nn.Module, in_shape, dtype, device) -> torch.Tensor:
+def _structure(call, in_shape, dtype, device) -> torch.Tensor:
     """S[k, j]: whether input j is in the structural fan-in of output k (a convolution's
-    receptive field without padding positions, a pooling window, all of a dense layer)."""
-    n = math.prod(in_shape)
-    basis = torch.eye(n, dtype=dtype, device=device).reshape((n,) + in_shape)
-    with torch.no_grad():
-        if isinstance(module, nn.Linear):
-            out = F.linear(basis, torch.ones_like(module.weight))
-        elif isinstance(module, (nn.Conv1d, nn.Conv2d)):
-            conv = copy.deepcopy(module).to(dtype=dtype, device=device)
-            conv.weight.data.fill_(1.0)
-            conv.bias = None
-            out = conv(basis)
-        else:  # average pooling: positive weights exactly on the window
-            out = module(basis)
-    return (out.reshape(n, -1) != 0).T.contiguous()
+    receptive field without padding positions, a pooling window, all of a dense layer):
+    the operation with its parameters set to one (zero weights are connections: the flat
+    rule counts them), or its non-zero entries when it has none."""
+    W, _ = _dense([call], in_shape, dtype, device)
+    params = [t for t in _tensors(call) if isinstance(t, nn.Parameter) or t.dim() >= 2]
+    if not params:
+        return W != 0
+    ones = with_constants(call, {id(t): torch.ones_like(t) for t in params})
+    flat, _ = _dense([ones], in_shape, dtype, device)
+    return flat != 0
 
 
-def forward(layers: list[Layer], x: torch.Tensor) -> Forward:
-    """The forward pass of one sample ``x`` (shape (1, *input shape))."""
+def _tensors(call) -> list:
+    out = []
+
+    def walk(o):
+        if isinstance(o, torch.Tensor):
+            out.append(o)
+        elif isinstance(o, (list, tuple)):
+            for i in o:
+                walk(i)
+        elif isinstance(o, dict):
+            for i in o.values():
+                walk(i)
+
+    walk((call.args, call.kwargs))
+    return out
+
+
+def forward(model: Model, i: int) -> Forward:
+    """Sample ``i`` of the captured batch, layer by layer: the values are the model's own
+    (its rounding decides which ReLU is active, as in nrm); the affine maps are dense
+    matrices of the recorded operations."""
+    net = model.network
+    x = net.captured.input[i:i + 1]
     dtype, device = x.dtype, x.device
-    a = x
-    acts, shapes, maps, winners, terms = [x.reshape(-1)], [tuple(x.shape[1:])], {}, {}, {}
     names = {"input": (0, tuple(x.shape[1:]))}
+    a = _value(net, model.layers[0].steps, x, i)
+    for step in model.layers[0].steps:
+        names[step.name] = (0, tuple(net.value(step.value).shape[1:]))
+    acts, shapes, maps, winners, terms = [a.reshape(-1)], [tuple(x.shape[1:])], {}, {}, {}
     with torch.no_grad():
-        for layer in layers[1:]:
+        for layer in model.layers[1:]:
             l = layer.index
             in_shape = tuple(a.shape[1:])
+            producer = layer.steps[0]
+            out = net.value(producer.value)[i:i + 1]
             if layer.kind == "affine":
-                producer = layer.modules[0][1]
-                W, b = _dense(producer, in_shape, dtype, device)
-                out_shape = tuple(producer(a).shape[1:])
-                for _, bn in layer.modules[1:]:
-                    if isinstance(bn, BATCHNORM):
-                        W, b = _fold(W, b, bn, out_shape)
-                S = _structure(producer, in_shape, dtype, device)
+                folded = [producer] + [s for s in layer.steps[1:] if s.role == "batchnorm"]
+                W, b = _dense([s.call for s in folded], in_shape, dtype, device)
+                S = _structure(producer.call, in_shape, dtype, device)
                 maps[l] = (W, b, S)
-                z = (W @ a.reshape(-1) + b).reshape((1,) + out_shape)
+                z = net.value(folded[-1].value)[i:i + 1]
                 terms[l] = (W.abs() @ a.reshape(-1).abs() + b.abs(), z.reshape(-1))
-            else:
-                m = layer.modules[0][1]
-                z, idx = F.max_pool2d(a, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode,
-                                      return_indices=True)
+                out_shape = tuple(out.shape[1:])
+            elif layer.kind == "maxpool":
+                k, st, p, d, ceil = producer.layer_kind.params(producer.call)
+                z, idx = F.max_pool2d(a, k, st, p, d, ceil, return_indices=True)
                 C, H, Wd = in_shape
                 offsets = (torch.arange(C, device=device) * H * Wd).view(C, 1, 1)
                 winners[l] = (idx[0] + offsets).reshape(-1)
                 out_shape = tuple(z.shape[1:])
+            else:  # relevance passes: the same neurons
+                out_shape = tuple(out.shape[1:])
             shapes.append(out_shape)
             names[layer.name] = (l, out_shape)
-            t = z
-            for name, m in layer.modules[1:]:
-                if isinstance(m, ACTIVATION):
-                    t = m(t)
-                elif isinstance(m, nn.Flatten):
-                    t = m(t)
-                names[name] = (l, tuple(t.shape[1:]))
-            a = t
+            for step in layer.steps[1:]:
+                names[step.name] = (l, tuple(net.value(step.value).shape[1:]))
+            a = _value(net, layer.steps, out, i)
             acts.append(a.reshape(-1))
-    names["output"] = (len(layers) - 1, shapes[-1])
+    names["output"] = (len(model.layers) - 1, shapes[-1])
+    for alias, (l, value) in net.aliases.items():
+        names.setdefault(alias, (l, tuple(net.value(value).shape[1:])))
     return Forward(acts, shapes, maps, winners, names, terms)
+
+
+def _value(net, steps, default: torch.Tensor, i: int) -> torch.Tensor:
+    """The layer's value as its readers see it: the recorded output of its last step."""
+    return net.value(steps[-1].value)[i:i + 1] if steps else default
 
 
 # -- kernels: NRM-SPEC §2 ------------------------------------------------------------------------------
@@ -420,13 +439,13 @@ def masked_relevance(model: nn.Module, x: torch.Tensor, target, masks: Mapping[i
     to be measured (a near-zero f_c or pre-activation makes it large against the
     result)."""
     if layers is None:
-        layers = read_layers(model)
+        layers = read_layers(model, x)
         _assign(layers, rules)
-    L = len(layers) - 1
+    L = len(layers.layers) - 1
     low = min(masks, default=L) if down_to is None else down_to
     out, sizes = [], []
     for i, c in enumerate(_targets(target, x.shape[0])):
-        fw = forwards[i] if forwards is not None else forward(layers, x[i:i + 1])
+        fw = forwards[i] if forwards is not None else forward(layers, i)
         R = torch.zeros_like(fw.acts[L])
         R[c] = fw.acts[L][c]
         bot = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -436,13 +455,17 @@ def masked_relevance(model: nn.Module, x: torch.Tensor, target, masks: Mapping[i
         size = _conditioned(fw, L, R)
         for l in range(L, low, -1):
             a = fw.acts[l - 1]
-            if layers[l].kind == "maxpool":
+            if layers.layers[l].kind == "maxpool":
                 Rl = torch.zeros_like(a).index_add_(0, fw.winners[l], R)
+                qbot_mass = torch.zeros((), dtype=x.dtype, device=x.device)
+                size = torch.maximum(size, R.abs().sum() + bot.abs())
+            elif layers.layers[l].kind == "pass":  # q(j | k) = δ_jk
+                Rl = R.clone()
                 qbot_mass = torch.zeros((), dtype=x.dtype, device=x.device)
                 size = torch.maximum(size, R.abs().sum() + bot.abs())
             else:
                 W, b, S = fw.maps[l]
-                Q, qbot = kernel(layers[l].rule, a, W, b, S)
+                Q, qbot = kernel(layers.layers[l].rule, a, W, b, S)
                 Rl = Q @ R
                 qbot_mass = (qbot * R).sum()
                 size = torch.maximum(size, (Q.abs() @ R.abs()).sum() + (qbot * R).abs().sum() + bot.abs())
@@ -475,10 +498,10 @@ def walk_relevance(model: nn.Module, x: torch.Tensor, target, walks, rules=None,
     A neuron that the model's forward pass names differently (a ReLU after a Linear) is
     the same layer; indices are flat within one sample's layer.
     """
-    layers = read_layers(model)
+    layers = read_layers(model, x)
     _assign(layers, rules)
-    forwards = [forward(layers, x[i:i + 1]) for i in range(x.shape[0])]  # once, shared by every cylinder
-    L = len(layers) - 1
+    forwards = [forward(layers, i) for i in range(x.shape[0])]  # once, shared by every cylinder
+    L = len(layers.layers) - 1
     total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     size = torch.zeros_like(total)
     for coeff, masks in _masks(forwards[0], walks, L):
@@ -493,9 +516,9 @@ def as_event(model: nn.Module, x: torch.Tensor, walks) -> Event:
     measuring it with :meth:`nrm.Measure.measure`."""
     if isinstance(walks, Event):
         return walks
-    layers = read_layers(model)
-    fw = forward(layers, x[:1])
-    L = len(layers) - 1
+    layers = read_layers(model, x[:1])
+    fw = forward(layers, 0)
+    L = len(layers.layers) - 1
     canonical = {}
     for name, (l, shape) in fw.names.items():
         if l not in canonical and shape == fw.shapes[l]:

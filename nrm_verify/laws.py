@@ -426,8 +426,7 @@ def lrp_equivalence(m: Measure, reference: dict | None = None, f: torch.Tensor |
 
     tol = _tol(m, tol)
     if reference is None:
-        eng = m.engine
-        x = eng.values[0].reshape((eng.batch,) + eng.shape[0])
+        x = m.input
         rules = {b.name: b.rule for b in m.network.linear_blocks()}
         start = m.start * m.f.reshape((-1,) + (1,) * (m.start.dim() - 1))
         reference, f = lrp.relevance(m.network.model, x, rules=rules, start=start)
@@ -485,13 +484,11 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
             out = z if bias is None else z + bias
             pres.append(out)
         else:
-            mod = block.producer.module
-            out = torch.nn.functional.max_pool2d(inp, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-                                                 mod.ceil_mode)
+            k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
+            out = torch.nn.functional.max_pool2d(inp, k, s, p, d, ceil)
         for step in block.trailing:
-            if step.kind == "activation":
-                slope = getattr(step.module, "negative_slope", 0.0)
-                out = torch.nn.functional.leaky_relu(out, slope)
+            if step.role == "elementwise":
+                out = step.layer_kind.evaluate(step.call, out)
         out = out.reshape((out.shape[0],) + eng.shape[l])
         acts.append(out)
         a = out
@@ -690,11 +687,10 @@ def input_independence(model, x1, x2, target, rule, *, tol: float | None = None)
         return LawResult("L14", "input independence", None, detail=f"{rule!r} reads the activations")
     engines = []
     for x in (x1, x2):
-        network = ProperFFNN(model)
         check_eval_mode(model)
-        network.check_input(x)
+        network = ProperFFNN(model, x)
         assign(network, rule)
-        engines.append(Engine(network, x))
+        engines.append(Engine(network))
     worst = _Worst()
     for block in engines[0].net.linear_blocks():
         kernels = [e.kernel(block.index) for e in engines]
@@ -746,6 +742,98 @@ def channel_sum(m: Measure, layer: str, target: str = "input", *, tol: float | N
     d, x, y = _worst(maps.sum(0), plain, _big(m, maps.abs().sum(0)))
     return _result("L17", "channel-conditional heatmaps add up", d, tol,
                    f"{channels} channels of {layer!r} and ⊥, heatmaps at {target!r}", pair=(x, y))
+
+
+def layer_maps(m: Measure, *, tol: float | None = None) -> LawResult:
+    """The captured computation is the model's (NRM-SPEC §4, invariances): at every layer,
+    the layer kind's interpretation reproduces what the model computed there — a linear
+    kind's map W a + b its recorded pre-activation (relative to Σ_j |a_j w_jk| + |b_k|), an
+    elementwise kind its recorded activation, a winner-takes-all kind its recorded output."""
+    eng, net = m.engine, m.network
+    worst = _Worst()
+    for block in net.blocks[1:]:
+        step, l = block.producer, block.index
+        if block.kind == "linear":
+            a, lmap = eng.inputs[l], eng.maps[l]
+            z = lmap.forward(a, lmap.weight)
+            bias = lmap.bias_for(z) if lmap.bias is not None else None
+            z = z if bias is None else z + bias
+            scale = lmap.forward(a.abs(), lmap.structured(lmap.weight.abs()))
+            scale = scale if bias is None else scale + bias.abs()
+            worst.add(z / scale.clamp(min=1e-300), eng.pre[l] / scale.clamp(min=1e-300),
+                      where=f"map of {block.name!r} ({step.layer_kind.name})")
+        elif block.kind == "maxpool":
+            _, pooled = step.layer_kind.winners(step.call, eng.inputs[l])
+            worst.add(pooled, net.value(step.value), where=f"winners of {block.name!r}")
+        for s in ([step] if block.kind == "pass" else []) + list(block.trailing):
+            if s.role == "elementwise":
+                src = net.value(s.call.kind.relevance_inputs(s.call)[0])
+                worst.add(s.layer_kind.evaluate(s.call, src), net.value(s.value),
+                          where=f"{s.name!r} ({s.layer_kind.name})")
+    tol = tol if tol is not None else (1e-12 if eng.dtype == torch.float64 else 1e-5)
+    return _result("K2", "layer maps reproduce the model", worst.deviation, tol,
+                   "every layer kind's map against the recorded computation" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
+
+
+def layer_transposes(m: Measure, *, tol: float | None = None) -> LawResult:
+    """Each linear layer's transpose is the adjoint of its map: for the weight and for every
+    elementwise modification of it that the rules use (w⁺, w⁻, w², 1), map.transpose(g, v(W))
+    equals the autograd VJP of a ↦ map.forward(a, v(W)), for a random g (relative to |g| Σ|v(W)|)."""
+    eng = m.engine
+    worst = _Worst()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for block in m.network.linear_blocks():
+        l = block.index
+        lmap = eng.maps[l]
+        a = eng.inputs[l].detach()
+        for what, modify in (("W", lambda w: w), ("W⁺", lambda w: w.clamp(min=0)), ("W⁻", lambda w: w.clamp(max=0)),
+                             ("W²", lambda w: w * w), ("1", torch.ones_like)):
+            w = lmap.structured(modify(lmap.weight))
+            leaf = a.clone().requires_grad_(True)
+            with torch.enable_grad():
+                z = lmap.forward(leaf, w)
+                g = torch.randn(z.shape, generator=gen, dtype=z.dtype).to(z.device)
+                (expected,) = torch.autograd.grad(z, leaf, g)
+            got = lmap.transpose(g, w, tuple(a.shape[1:]))
+            scale = lmap.transpose(g.abs(), w.abs(), tuple(a.shape[1:]))
+            worst.add(got.reshape(expected.shape), expected, scale.reshape(expected.shape),
+                      where=f"transpose of {block.name!r} with {what}")
+    tol = tol if tol is not None else (1e-12 if eng.dtype == torch.float64 else 1e-5)
+    return _result("K3", "transposes are adjoints", worst.deviation, tol,
+                   "map.transpose against autograd of map.forward" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
+
+
+def exact_oracle(model, x, target, rules=None, *, tol: float | None = None) -> LawResult:
+    """The engine computes the measure exactly defined by the rules (NRM-SPEC §5): the
+    marginal of every layer equals the exact rational oracle's
+    (:class:`nrm_verify.oracle.ExactNetwork`, walk enumeration) at the first sample, within
+    ``tol`` × max(1, Σ_ω |μ(ω)|). Sequential models only (the oracle's scope)."""
+    from .oracle import ExactNetwork
+
+    m = nrm.explain(model, x[:1], target if isinstance(target, int) else int(torch.as_tensor(target).reshape(-1)[0]),
+                    rules=rules)
+    if not m.network.sequential:
+        return LawResult("K5", "exact oracle", None, detail="the exact oracle reads sequential models")
+    try:
+        net = ExactNetwork.from_model(model, x[:1], rules)
+    except nrm.RelevanceDependentRuleError as e:
+        return LawResult("K5", "exact oracle", None, detail=str(e))
+    c = int(torch.as_tensor(target).reshape(-1)[0])
+    exact = net.explain(target=c)
+    scale = float(exact.total_variation())
+    worst = _Worst()
+    for name in m._canonical_names():
+        got = m.marginal(name)[0]
+        want = torch.tensor([float(v) for v in exact.marginal(name).reshape(-1)], dtype=torch.float64)
+        worst.add(got.double().reshape(-1), want, scale, where=f"marginal of {name!r}")
+        worst.add(m.absorbed(name)[0].double().reshape(1), torch.tensor([float(exact.absorbed(name))],
+                                                                        dtype=torch.float64), scale,
+                  where=f"absorbed at {name!r}")
+    tol = tol if tol is not None else (DEFAULT_TOL if x.dtype == torch.float64 else 1e-4)
+    return _result("K5", "exact oracle", worst.deviation, tol, "every layer's marginal against exact enumeration" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
 
 
 def batch_invariance(model, x, target, rules=None, *, tol: float | None = None) -> LawResult:
@@ -852,7 +940,7 @@ def _crp_reference(m: Measure, layer: str, keep: torch.Tensor):
 
     eng = m.engine
     model = m.network.model
-    x = eng.values[0].reshape((eng.batch,) + eng.shape[0])
+    x = m.input
     rules = {b.name: b.rule for b in m.network.linear_blocks()}
     start = m.start * m.f.reshape((-1,) + (1,) * (m.start.dim() - 1))
     full, _ = lrp.relevance(model, x, rules=rules, start=start)

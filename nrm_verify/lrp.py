@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nrm.errors import UnsupportedModuleError
 from nrm.graph import ProperFFNN, check_eval_mode
 from nrm.ops import TORCH
 from nrm.presets import assign
@@ -36,32 +37,29 @@ def relevance(model: nn.Module, x: torch.Tensor, target=None, *, rules=None,
 
     ``target`` starts from R^(L) = f_c δ_c; ``start`` from a given R^(L). Layer names are
     those :meth:`nrm.Measure.walk` uses (the first name of a layer with its own shape)."""
-    network = ProperFFNN(model)
     check_eval_mode(model)
+    network = ProperFFNN(model, x)
     assign(network, rules)
     inputs, outputs, shapes, names = {}, {}, {0: tuple(x.shape[1:])}, {0: "input"}
-    a = x
     with torch.no_grad():
+        a = _trailing(network, network.blocks[0], x)
         for block in network.blocks[1:]:
             l = block.index
             inputs[l] = a
             if block.producer.kind == "linear":
-                lmap = network.linear_map(block, a.shape[1:], x.dtype, x.device)
+                lmap = network.linear_map(block, a)
                 out = lmap.forward(a, lmap.weight)
                 bias = lmap.bias_for(out)
                 out = out if bias is None else out + bias
+            elif block.producer.kind == "maxpool":
+                out = _maxpool(block.producer, a)
             else:
-                out = _maxpool(block.producer.module, a)
+                raise UnsupportedModuleError(f"the autograd LRP reference reads sequential models; "
+                                             f"'{block.name}' is a {block.kind} layer")
             shapes[l] = tuple(out.shape[1:])
             names[l] = block.producer.name
             outputs[l] = out
-            for step in block.trailing:
-                if step.kind == "activation":
-                    m = step.module
-                    out = F.leaky_relu(out, m.negative_slope) if isinstance(m, nn.LeakyReLU) else F.relu(out)
-                elif step.kind == "reshape":
-                    out = step.module(out)
-            a = out
+            a = _trailing(network, block, out)
     L = network.depth
     flat = a.reshape(a.shape[0], -1)
     if start is None:
@@ -80,21 +78,32 @@ def relevance(model: nn.Module, x: torch.Tensor, target=None, *, rules=None,
             R_in = _linear_step(network, block, inp, R)
         else:
             leaf = inp.detach().clone().requires_grad_(True)
-            y = _maxpool(block.producer.module, leaf)
+            y = _maxpool(block.producer, leaf)
             (R_in,) = torch.autograd.grad(y, leaf, R.reshape(y.shape))
         R = R_in.reshape((x.shape[0],) + shapes[l - 1])
         out[names[l - 1]] = R
     return out, f
 
 
-def _maxpool(m: nn.MaxPool2d, a: torch.Tensor) -> torch.Tensor:
-    return F.max_pool2d(a, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+def _trailing(network: ProperFFNN, block, out: torch.Tensor) -> torch.Tensor:
+    """The layer's elementwise steps and reshapes on its value."""
+    for step in block.trailing:
+        if step.role == "elementwise":
+            out = step.layer_kind.evaluate(step.call, out)
+        elif step.role == "reshape":
+            out = out.reshape((out.shape[0],) + tuple(network.value(step.value).shape[1:]))
+    return out
+
+
+def _maxpool(step, a: torch.Tensor) -> torch.Tensor:
+    k, s, p, d, ceil = step.layer_kind.params(step.call)
+    return F.max_pool2d(a, k, s, p, d, ceil)
 
 
 def _linear_step(network: ProperFFNN, block, inp: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """R over the layer's outputs → R over its inputs, with the rule's shares and autograd."""
     rule = block.rule
-    lmap = network.linear_map(block, inp.shape[1:], inp.dtype, inp.device)
+    lmap = network.linear_map(block, inp)
     terms, contributions, biases = [], [], []
     for share in rule.shares():
         parts, z = [], None

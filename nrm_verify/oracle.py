@@ -15,15 +15,16 @@ Two independent computations of the same measure, in exact rational arithmetic
 
 Neither computation assumes that a column sums to one, so both can check L1.
 
-What the oracle shares with :mod:`nrm`, and nothing more: the proper-FFNN *structure*
-(which module produces which layer, and which rule it gets — :class:`nrm.graph.ProperFFNN`
-and :func:`nrm.presets.assign`) and the *rule objects themselves*, evaluated on object arrays
-of fractions through :data:`nrm.ops.FRACTIONS` (a rule is written once; its float
-parameters are read as the exact rationals they are, :func:`exact_rule`). Every linear map
-is unrolled here into an explicit matrix W (in × out) with a structural-connection mask,
-batch norm is folded here, and the forward pass, max-pool winners, kernels, walks and
-masked products are computed here, without :mod:`nrm.engine`, :mod:`nrm.linear` or
-:mod:`nrm.measure`.
+What the oracle shares with :mod:`nrm`, and nothing more: the captured *structure* (which
+call produces which layer, and which rule it gets — :class:`nrm.graph.ProperFFNN` and
+:func:`nrm.presets.assign`), the *layer kinds' exact forms* (each linear kind declares its
+map as an explicit matrix of fractions, written from the operation's definition — an
+unrolled convolution, 1/|window| for average pooling — not from the fast maps:
+:meth:`nrm.layers.Linear.exact`; an activation its exact values) and the *rule objects
+themselves*, evaluated on object arrays of fractions through :data:`nrm.ops.FRACTIONS` (a
+rule is written once; its float parameters are read as the exact rationals they are,
+:func:`exact_rule`). The forward pass, max-pool winners, kernels, walks and masked products
+are computed here, without :mod:`nrm.engine`, :mod:`nrm.linear` or :mod:`nrm.measure`.
 
     net = ExactNetwork.from_model(model, x[:1], rules)
     mu = net.explain(target=c)
@@ -33,7 +34,6 @@ masked products are computed here, without :mod:`nrm.engine`, :mod:`nrm.linear` 
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -53,6 +53,8 @@ from nrm.errors import (
 )
 from nrm.events import Event
 from nrm.graph import ProperFFNN, check_eval_mode
+from nrm.layers import ExactMap
+from nrm.layers.linear import pool_out, windows
 from nrm.ops import FRACTIONS
 from nrm.presets import assign
 
@@ -88,173 +90,22 @@ def _zeros(shape) -> np.ndarray:
     return out
 
 
-def _pair(v, n=2):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+def _quad(v) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-# -- every linear map as an explicit matrix ---------------------------------------------------
-
-
-@dataclass
-class DenseMap:
-    """z_k = Σ_j a_j W[j, k] + b_k over flat (row-major) indices; ``connected[j, k]`` is the
-    structural fan-in (zero weights included: the flat rule counts them)."""
-
-    weight: np.ndarray  # object (n_in, n_out)
-    connected: np.ndarray  # bool (n_in, n_out)
-    bias: np.ndarray | None  # object (n_out,)
-    out_shape: tuple
-
-
-def dense_linear(m: nn.Linear, in_shape) -> DenseMap:
-    """nn.Linear acts on the last dimension (block-diagonal over the leading ones)."""
-    w = fractions(m.weight)  # (out, in)
-    n_o, n_i = w.shape
-    if in_shape[-1] != n_i:
-        raise ShapeError(f"Linear expects {n_i} features, the layer before has shape {in_shape}")
-    lead = math.prod(in_shape[:-1])
-    W, S = _zeros((lead * n_i, lead * n_o)), np.zeros((lead * n_i, lead * n_o), bool)
-    for p in range(lead):
-        W[p * n_i:(p + 1) * n_i, p * n_o:(p + 1) * n_o] = w.T
-        S[p * n_i:(p + 1) * n_i, p * n_o:(p + 1) * n_o] = True
-    bias = None if m.bias is None else np.tile(fractions(m.bias), lead)
-    return DenseMap(W, S, bias, tuple(in_shape[:-1]) + (n_o,))
-
-
-def _windows(in_shape, out_spatial, kernel, stride, pad_before, dilation):
-    """For every output position and kernel offset, the input position (None: padding)."""
-    for opos in itertools.product(*map(range, out_spatial)):
-        taps = []
-        for kpos in itertools.product(*map(range, kernel)):
-            ipos = tuple(o * s - p + k * d for o, s, p, k, d in zip(opos, stride, pad_before, kpos, dilation))
-            inside = all(0 <= i < n for i, n in zip(ipos, in_shape))
-            taps.append((kpos, ipos if inside else None))
-        yield opos, taps
-
-
-def dense_conv(m: nn.Conv1d | nn.Conv2d, in_shape) -> DenseMap:
-    """A convolution unrolled: W[(c_in, pos_in), (c_out, pos_out)] = w[c_out, c_in mod group, tap]."""
-    d = m.weight.dim() - 2
-    if len(in_shape) != d + 1:
-        raise ShapeError(f"{type(m).__name__} needs (channels, {d} spatial dims), got {in_shape}")
-    if m.padding_mode != "zeros":
-        raise UnsupportedModuleError(f"{type(m).__name__} with padding_mode={m.padding_mode!r}")
-    kernel, stride, dilation = m.kernel_size, m.stride, m.dilation
-    if m.padding == "valid":
-        before = after = (0,) * d
-    elif m.padding == "same":  # torch pads total // 2 before, the rest after
-        total = [dl * (k - 1) for dl, k in zip(dilation, kernel)]
-        before, after = tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
-    else:
-        before = after = tuple(m.padding)
-    spatial = in_shape[1:]
-    out_spatial = tuple(
-        (n + b + a - dl * (k - 1) - 1) // s + 1
-        for n, b, a, dl, k, s in zip(spatial, before, after, dilation, kernel, stride)
-    )
-    c_out, c_in = m.out_channels, in_shape[0]
-    per_group_in, per_group_out = c_in // m.groups, c_out // m.groups
-    out_shape = (c_out,) + out_spatial
-    w = fractions(m.weight)
-    n_in, n_out = math.prod(in_shape), math.prod(out_shape)
-    W, S = _zeros((n_in, n_out)), np.zeros((n_in, n_out), bool)
-    for opos, taps in _windows(spatial, out_spatial, kernel, stride, before, dilation):
-        for oc in range(c_out):
-            k = np.ravel_multi_index((oc,) + opos, out_shape)
-            for icl in range(per_group_in):
-                ic = (oc // per_group_out) * per_group_in + icl
-                for kpos, ipos in taps:
-                    if ipos is not None:
-                        j = np.ravel_multi_index((ic,) + ipos, in_shape)
-                        W[j, k], S[j, k] = w[(oc, icl) + kpos], True
-    bias = None
-    if m.bias is not None:
-        bias = np.repeat(fractions(m.bias), math.prod(out_spatial))
-    return DenseMap(W, S, bias, out_shape)
-
-
-def _pool_out(n, k, s, p, d, ceil):
-    """torch's output length of a pooling window sweep."""
-    num = n + 2 * p - d * (k - 1) - 1
-    out = (-(-num // s) if ceil else num // s) + 1
-    if ceil and (out - 1) * s >= n + p:
-        out -= 1
-    return out
-
-
-def dense_avgpool(m: nn.AvgPool2d, in_shape) -> DenseMap:
-    """Average pooling: each output is a linear neuron with weights 1/divisor on its window."""
-    k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
-    if m.ceil_mode or (not m.count_include_pad and any(p)):
-        raise UnsupportedModuleError("AvgPool2d with ceil_mode=True or count_include_pad=False and padding")
-    divisor = m.divisor_override or k[0] * k[1]
-    C, spatial = in_shape[0], in_shape[1:]
-    out_spatial = tuple(_pool_out(n, kk, ss, pp, 1, False) for n, kk, ss, pp in zip(spatial, k, s, p))
-    out_shape = (C,) + out_spatial
-    n_in, n_out = math.prod(in_shape), math.prod(out_shape)
-    W, S = _zeros((n_in, n_out)), np.zeros((n_in, n_out), bool)
-    for opos, taps in _windows(spatial, out_spatial, k, s, p, (1, 1)):
-        for c in range(C):
-            kk = np.ravel_multi_index((c,) + opos, out_shape)
-            for _, ipos in taps:
-                if ipos is not None:
-                    W[np.ravel_multi_index((c,) + ipos, in_shape), kk] = Fraction(1, divisor)
-                    S[np.ravel_multi_index((c,) + ipos, in_shape), kk] = True
-    return DenseMap(W, S, None, out_shape)
-
-
-def dense_adaptive_avgpool(m: nn.AdaptiveAvgPool2d, in_shape) -> DenseMap:
-    """Window i of n inputs → h outputs: rows ⌊i n / h⌋ … ⌈(i+1) n / h⌉ − 1, weight 1/|window|."""
-    C, H, Wd = in_shape
-    size = _pair(m.output_size)
-    h, w = (H if size[0] is None else size[0]), (Wd if size[1] is None else size[1])
-    out_shape = (C, h, w)
-    n_in, n_out = math.prod(in_shape), math.prod(out_shape)
-    W, S = _zeros((n_in, n_out)), np.zeros((n_in, n_out), bool)
-    for i, j in itertools.product(range(h), range(w)):
-        rows = range((i * H) // h, -(-((i + 1) * H) // h))
-        cols = range((j * Wd) // w, -(-((j + 1) * Wd) // w))
-        for c in range(C):
-            k = np.ravel_multi_index((c, i, j), out_shape)
-            for r, q in itertools.product(rows, cols):
-                W[np.ravel_multi_index((c, r, q), in_shape), k] = Fraction(1, len(rows) * len(cols))
-                S[np.ravel_multi_index((c, r, q), in_shape), k] = True
-    return DenseMap(W, S, None, out_shape)
-
-
-def fold_batchnorm(dmap: DenseMap, bn: nn.Module) -> DenseMap:
-    """BN(z) = γ (z − mean) / √(var + eps) + β: W' = W s, b' = (b − mean) s + β per channel
-    (dim 0 of the layer). s is irrational in general; it is taken as the float64 value."""
-    s = fractions(bn.weight.detach().double() / torch.sqrt(bn.running_var.detach().double() + bn.eps)
-                  if bn.weight is not None else 1 / torch.sqrt(bn.running_var.detach().double() + bn.eps))
-    mean = fractions(bn.running_mean)
-    beta = fractions(bn.bias) if bn.bias is not None else np.full(len(s), ZERO, object)
-    per = math.prod(dmap.out_shape) // dmap.out_shape[0]
-    channel = np.arange(math.prod(dmap.out_shape)) // per
-    bias = dmap.bias if dmap.bias is not None else _zeros(len(channel))
-    weight = dmap.weight * s[channel][None, :]
-    return DenseMap(weight, dmap.connected, (bias - mean[channel]) * s[channel] + beta[channel], dmap.out_shape)
-
-
-DENSE_BUILDERS = {
-    nn.Linear: dense_linear,
-    nn.Conv1d: dense_conv,
-    nn.Conv2d: dense_conv,
-    nn.AvgPool2d: dense_avgpool,
-    nn.AdaptiveAvgPool2d: dense_adaptive_avgpool,
-}
-
-
-def maxpool_winners(m: nn.MaxPool2d, values: np.ndarray, in_shape):
+def maxpool_winners(params, values: np.ndarray, in_shape):
     """For every output, the flat input index of the FIRST maximal element of its window in
     row-major order (torch's CPU tie-breaking); padding positions are never winners.
-    Also the smallest relative gap between a window's maximum and its runner-up value."""
-    k, s, p, d = (_pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding), _pair(m.dilation))
+    Also the smallest relative gap between a window's maximum and its runner-up value.
+    ``params`` are (kernel, stride, padding, dilation, ceil_mode)."""
+    k, s, p, d = (_quad(v) for v in params[:4])
+    ceil = params[4]
     C, spatial = in_shape[0], in_shape[1:]
-    out_spatial = tuple(_pool_out(n, kk, ss, pp, dd, m.ceil_mode) for n, kk, ss, pp, dd in zip(spatial, k, s, p, d))
+    out_spatial = tuple(pool_out(n, kk, ss, pp, dd, ceil) for n, kk, ss, pp, dd in zip(spatial, k, s, p, d))
     out_shape = (C,) + out_spatial
     winners, gap = np.zeros(math.prod(out_shape), int), math.inf
-    for opos, taps in _windows(spatial, out_spatial, k, s, p, d):
+    for opos, taps in windows(spatial, out_spatial, k, s, p, d):
         for c in range(C):
             cands = [np.ravel_multi_index((c,) + ipos, in_shape) for _, ipos in taps if ipos is not None]
             best = cands[0]
@@ -290,7 +141,7 @@ class ExactLayer:
         return math.prod(self.shape)
 
 
-def rule_kernel(rule, a_in: np.ndarray, dmap: DenseMap):
+def rule_kernel(rule, a_in: np.ndarray, dmap: ExactMap):
     """q(j | k) and q(⊥ | k) of one linear layer from the rule's shares (NRM-SPEC §2):
     c_s(j,k) = Σ_p u_p(a_j) v_p(w_jk) on structural connections, Z_s = Σ_j c_s,
     β_s = share.bias(b); ``rule.column`` turns them into the column's scales and q(⊥|k)."""
@@ -327,27 +178,23 @@ def rule_kernel(rule, a_in: np.ndarray, dmap: DenseMap):
     return q, np.broadcast_to(np.asarray(qbot, dtype=object), (n_out,)).copy(), margin
 
 
-def _activation(step, z: np.ndarray) -> np.ndarray:
-    if isinstance(step.module, nn.LeakyReLU):
-        slope = Fraction(step.module.negative_slope)
-        return np.array([v if v >= 0 else slope * v for v in z], dtype=object)
-    return np.array([v if v > 0 else ZERO for v in z], dtype=object)
-
-
 def _maxpool_layer(block, a: np.ndarray, in_shape) -> ExactLayer:
     """Winner-takes-all: q(winner_k | k) = 1, nothing to the absorber."""
-    winners, shape, gap = maxpool_winners(block.producer.module, a, in_shape)
+    step = block.producer
+    winners, shape, gap = maxpool_winners(step.layer_kind.params(step.call), a, in_shape)
     kernel = _zeros((len(a), len(winners)))
     kernel[winners, np.arange(len(winners))] = ONE
     return ExactLayer(block.index, block.name, shape, a[winners], kernel, _zeros(len(winners)), gap)
 
 
-def _linear_layer(block, a: np.ndarray, in_shape) -> ExactLayer:
-    """z = a W + b exactly (batch norm folded), and the rule's kernel at a."""
-    module = block.producer.module
-    dmap = next(build for t, build in DENSE_BUILDERS.items() if isinstance(module, t))(module, in_shape)
+def _linear_layer(network, block, a: np.ndarray, in_shape) -> ExactLayer:
+    """z = a W + b exactly (batch norm folded), and the rule's kernel at a. The explicit
+    matrix W is the layer kind's exact form (:meth:`nrm.layers.Linear.exact`)."""
+    step = block.producer
+    recorded = network.value(network.blocks[block.inputs[0]].tip if block.inputs else None)[:1]
+    dmap = step.layer_kind.exact(step.call, recorded, block.rule)
     for bn in block.batchnorms:
-        dmap = fold_batchnorm(dmap, bn.module)
+        dmap = bn.layer_kind.fold_exact(bn.call, dmap)
     z = a @ dmap.weight if len(a) else _zeros(dmap.weight.shape[1])
     if dmap.bias is not None:
         z = z + dmap.bias
@@ -358,6 +205,13 @@ def _linear_layer(block, a: np.ndarray, in_shape) -> ExactLayer:
         if scale:
             margin = min(margin, float(abs(z[k]) / scale))
     return ExactLayer(block.index, block.name, dmap.out_shape, z, q, qbot, margin, z)
+
+
+def _elementwise(step, values: np.ndarray) -> np.ndarray:
+    """An elementwise step on exact values: its kind's exact form (aliases and reshapes keep them)."""
+    if step.role == "elementwise":
+        return step.layer_kind.exact(step.call, values)
+    return values
 
 
 # -- the network ------------------------------------------------------------------------------
@@ -381,28 +235,39 @@ class ExactNetwork:
         if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] != 1:
             raise ShapeError(f"the oracle explains one sample: x of shape (1, ...), got {getattr(x, 'shape', x)}")
         check_eval_mode(model)
-        network = ProperFFNN(model)
+        network = ProperFFNN(model, x)
+        if not network.sequential:
+            raise UnsupportedModuleError(
+                "the exact oracle reads sequential models (every layer reads the one before); this model has "
+                "branches — use nrm_verify.reference for it")
         assign(network, rules)
         layers, names = [], {}
         a, shape = fractions(x[0]).reshape(-1), tuple(x.shape[1:])
         for block in network.blocks:
             if block.producer is None:
                 layer = ExactLayer(0, "input", shape, a)
-            elif isinstance(block.producer.module, nn.MaxPool2d):
+            elif block.kind == "maxpool":
                 layer = _maxpool_layer(block, a, shape)
-            else:
-                layer = _linear_layer(block, a, shape)
+            elif block.kind == "linear":
+                layer = _linear_layer(network, block, a, shape)
+            else:  # a pass layer: q = δ
+                n = len(a)
+                kernel = _zeros((n, n))
+                kernel[np.arange(n), np.arange(n)] = ONE
+                out_shape = tuple(network.value(block.producer.value).shape[1:])
+                layer = ExactLayer(block.index, block.name, out_shape, _elementwise(block.producer, a), kernel,
+                                   _zeros(n))
             if block.producer is not None:
                 names[block.producer.name] = (block.index, layer.shape)
-            current = layer.shape  # the elementwise steps act on the layer; a Flatten renames it
+            current = layer.shape  # the elementwise steps act on the layer; a reshape renames it
             for step in block.trailing:
-                if isinstance(step.module, (nn.ReLU, nn.LeakyReLU)):
-                    layer.values = _activation(step, layer.values)
-                elif isinstance(step.module, nn.Flatten):
-                    current = tuple(step.module(torch.zeros((1,) + current)).shape[1:])
+                layer.values = _elementwise(step, layer.values)
+                current = tuple(network.value(step.value).shape[1:])
                 names[step.name] = (block.index, current)
             layers.append(layer)
             a, shape = layer.values, current
+        for name, (l, value) in network.aliases.items():
+            names.setdefault(name, (l, tuple(network.value(value).shape[1:])))
         names["input"] = (0, layers[0].shape)
         names["output"] = (len(layers) - 1, layers[-1].shape)
         return cls(layers, names, a)

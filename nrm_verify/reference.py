@@ -40,6 +40,7 @@ parallel branches. On a sequential model pending = 0 and absorbed(v)/f = m_v(⊥
 from __future__ import annotations
 
 import copy
+import dataclasses
 import operator
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nrm
+from nrm.capture import Value
 from nrm.errors import (
     RuleAssignmentError,
     RuleParameterError,
@@ -57,6 +59,8 @@ from nrm.errors import (
     UnsupportedModuleError,
     ZeroOutputError,
 )
+from nrm.graph import reaching_calls, rule_types
+from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
 
@@ -89,8 +93,9 @@ class RefNode:
     kind: str
     value: torch.Tensor  # (B, *shape), after the node's own (elementwise) op
     inputs: list[str] = field(default_factory=list)
-    module: nn.Module | None = None
+    call: object = None  # the recorded operation (nrm.capture.Call)
     is_sum: bool = False
+    lrn: bool = False  # a local response normalization: W and b at its input, by its rule's expansion
     weight: torch.Tensor | None = None  # (n_out, n_in_total)
     bias: torch.Tensor | None = None  # (n_out,)
     structure: torch.Tensor | None = None  # (n_out, n_in_total) bool: in(k)
@@ -123,39 +128,126 @@ def _dense(fn, in_shape) -> torch.Tensor:
     return out.reshape(out.shape[0], -1).T.contiguous()
 
 
-def _linear_matrices(name: str, m: nn.Module, in_shape) -> tuple:
-    """(W, b, M) of a linear module acting on one sample of shape ``in_shape``."""
-    if isinstance(m, nn.Linear):
-        w = m.weight.detach()
-        W = _dense(lambda e: F.linear(e, w), in_shape)
-        M = _dense(lambda e: F.linear(e, torch.ones_like(w)), in_shape) != 0
-        bias = None if m.bias is None else m.bias.detach().expand(W.shape[0] // w.shape[0], -1).reshape(-1)
-        return W, bias, M
-    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        if m.padding_mode != "zeros":
-            raise UnsupportedModuleError(f"{type(m).__name__} at '{name}': padding_mode={m.padding_mode!r}; "
-                                         "the reference supports zero padding only")
-        conv = F.conv1d if isinstance(m, nn.Conv1d) else F.conv2d
-        w = m.weight.detach()
+def _substitute(call, replacement):
+    """The recorded call's arguments with every input-derived value replaced by
+    ``replacement(value)`` (constants — weights, numbers — as recorded)."""
+    from nrm.capture import Value
 
-        def apply(e, weight):
-            return conv(e, weight, None, m.stride, m.padding, m.dilation, m.groups)
+    def sub(v):
+        return replacement(v) if isinstance(v, Value) else v
 
-        W = _dense(lambda e: apply(e, w), in_shape)
-        M = _dense(lambda e: apply(e, torch.ones_like(w)), in_shape) != 0
-        out_shape = apply(_basis(in_shape)[:1], w).shape[1:]
-        bias = None if m.bias is None else m.bias.detach().reshape((-1,) + (1,) * (len(out_shape) - 1)).expand(
-            out_shape).reshape(-1)
-        return W, bias, M
-    W = _dense(m, in_shape)  # AvgPool2d / AdaptiveAvgPool2d: positive window weights
-    return W, None, W != 0
+    def walk(o):
+        if isinstance(o, (list, tuple)) and not hasattr(o, "_fields"):
+            return type(o)(walk(i) for i in o)
+        if isinstance(o, dict):
+            return {k: walk(i) for k, i in o.items()}
+        return sub(o)
+
+    return walk(call.args), walk(call.kwargs)
 
 
-def _winners(name: str, m: nn.MaxPool2d, a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+def apply_recorded(call, replacement):
+    """Run the recorded operation (the model's own function or module) on other inputs."""
+    args, kwargs = _substitute(call, replacement)
+    if call.whole:
+        return call.module.forward(*args, **kwargs)
+    return call.func(*args, **kwargs)
+
+
+def _affine(call, in_shape) -> tuple:
+    """(W (n_out, n_in), b (n_out,) or None, M (n_out, n_in)) of a linear operation on one
+    sample of shape ``in_shape``: the recorded call applied to the unit basis (column j is
+    call(e_j) − call(0), b = call(0)). M, the structural fan-in, is the same with every
+    parameter the call reads set to one (zero weights are connections: the flat rule counts
+    them); for an operation without parameter arguments (average pooling, a module recorded
+    whole) M = W ≠ 0."""
+    basis = _basis(in_shape)
+    zero = torch.zeros((1,) + tuple(in_shape), dtype=DTYPE)
+    b = apply_recorded(call, lambda v: zero).reshape(-1)
+    out = apply_recorded(call, lambda v: basis)
+    W = (out.reshape(out.shape[0], -1) - b).T.contiguous()
+    params = [t for t in _constants(call) if isinstance(t, nn.Parameter) or t.dim() >= 2]
+    if params:
+        ones = {id(t): torch.ones_like(t) for t in params}
+        flat = apply_recorded(with_constants(call, ones), lambda v: basis)
+        flat0 = apply_recorded(with_constants(call, ones), lambda v: zero).reshape(-1)
+        M = (flat.reshape(flat.shape[0], -1) - flat0).T != 0
+    else:
+        M = W != 0
+    return W, (b if bool(b.abs().max() > 0) else None), M
+
+
+def _constants(call) -> list:
+    found = []
+
+    def walk(o):
+        if isinstance(o, torch.Tensor):
+            found.append(o)
+        elif isinstance(o, (list, tuple)):
+            for i in o:
+                walk(i)
+        elif isinstance(o, dict):
+            for i in o.values():
+                walk(i)
+
+    walk((call.args, call.kwargs))
+    return found
+
+
+def with_constants(call, replace: dict):
+    """A copy of ``call`` whose constant tensors with an id in ``replace`` are replaced."""
+    def walk(o):
+        if isinstance(o, torch.Tensor) and id(o) in replace:
+            return replace[id(o)]
+        if isinstance(o, (list, tuple)) and not hasattr(o, "_fields"):
+            return type(o)(walk(i) for i in o)
+        if isinstance(o, dict):
+            return {k: walk(i) for k, i in o.items()}
+        return o
+
+    return dataclasses.replace(call, args=walk(call.args), kwargs=walk(call.kwargs))
+
+
+def _lrn_matrices(call, a: torch.Tensor, rule) -> tuple:
+    """A local response normalization at its input a (B, C, *sp), per sample, from the
+    equations of Binder et al. (ICANN 2016) with autograd for the Jacobian:
+    ``gradient`` W = J(a) = ∂b/∂a, ``root`` the same with W_kk = (κ + α/n a_k²)^(−β)
+    (the output with the neighbours of k removed, divided by a_k), ``identity`` W = I;
+    the bias is what the expansion leaves, r = b − W a. Structure: the channel window."""
+    size = call.arg(1, "size")
+    alpha, beta, k = call.arg(2, "alpha", 1e-4), call.arg(3, "beta", 0.75), call.arg(4, "k", 1.0)
+    expansion = getattr(rule, "lrn_expansion", None) or "gradient"
+    B = a.shape[0]
+    n = _numel(a.shape[1:])
+    out = F.local_response_norm(a, size, alpha, beta, k).reshape(B, n)
+    if expansion == "identity":
+        W = torch.eye(n, dtype=DTYPE).expand(B, n, n).clone()
+    else:
+        W = torch.stack([torch.autograd.functional.jacobian(
+            lambda t: F.local_response_norm(t.reshape((1,) + tuple(a.shape[1:])), size, alpha, beta, k).reshape(n),
+            a[i].reshape(n)) for i in range(B)])  # (B, n_out, n_in)
+        if expansion == "root":
+            flat = a.reshape(B, n)
+            diagonal = (k + (alpha / size) * flat * flat).pow(-beta)
+            W = W.clone()
+            W[:, torch.arange(n), torch.arange(n)] = diagonal
+    bias = out - torch.einsum("bkn,bn->bk", W, a.reshape(B, n))
+    C = a.shape[1]
+    per = n // C
+    channel = torch.arange(n) // per
+    position = torch.arange(n) % per
+    d = channel.reshape(-1, 1) - channel.reshape(1, -1)  # k's channel − j's channel
+    M = (position.reshape(-1, 1) == position.reshape(1, -1)) & (d <= size // 2) & (-d <= (size - 1) // 2)
+    if expansion == "identity":
+        M = torch.eye(n, dtype=torch.bool)
+    return W, bias, M
+
+
+def _winners(name: str, params, a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Flat input index (per sample) of the first maximum of every window, by explicit loops."""
     B, C, H, W = a.shape
     oh, ow = out.shape[-2:]
-    k, s, p, d = (_pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding), _pair(m.dilation))
+    k, s, p, d = (_pair(v) for v in params[:4])
     route = torch.zeros((B, C, oh, ow), dtype=torch.int64)
     for i in range(oh):
         for j in range(ow):
@@ -179,7 +271,7 @@ def _winners(name: str, m: nn.MaxPool2d, a: torch.Tensor, out: torch.Tensor) -> 
             route[:, :, i, j] = idx
     got = a.reshape(B, -1).gather(1, route.reshape(B, -1))
     if not torch.equal(got, out.reshape(B, -1)):
-        raise RuntimeError(f"MaxPool2d at '{name}': the explicit winners do not reproduce the module's output")
+        raise RuntimeError(f"max-pooling at '{name}': the explicit winners do not reproduce the model's output")
     return route.reshape(B, -1)
 
 
@@ -188,8 +280,12 @@ def _pair(v):
 
 
 class _Tracer:
-    """Evaluates the fx graph of a float64 copy of the model node by node, recording one
-    :class:`RefNode` per tensor."""
+    """Reads what ``model(x)`` computes — a float64 copy of the model, recorded by nrm's
+    capture (:func:`nrm.capture.capture`) — and makes one :class:`RefNode` per recorded
+    operation that leads to the output, from the operation itself: linear ones become
+    dense matrices by applying them to the unit basis, routing ones (reshapes,
+    concatenations, activations, max-pooling winners) integer routes. What it reads of
+    :mod:`nrm.layers` is each kind's *role* and arguments, never its maps."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor):
         training = [n or "<model>" for n, m in model.named_modules() if m.training]
@@ -197,202 +293,119 @@ class _Tracer:
             raise TrainingModeError(f"the model is in training mode ({', '.join(training[:5])}); call model.eval() "
                                     "before the LRP reference")
         self.model = copy.deepcopy(model).to(DTYPE)
-        self.gm = torch.fx.symbolic_trace(self.model)
+        x = x.detach().to(DTYPE)
+        self.captured = nrm.capture(self.model, x)
         self.B = x.shape[0]
-        self.env: dict = {}  # fx node -> value (tensor of a RefNode, or a constant)
-        self.of: dict = {}  # fx node -> RefNode name
+        self.of: dict = {Value(-1): "input"}  # captured value → RefNode name
         self.nodes: dict[str, RefNode] = {}
-        self.called: set[str] = set()
-        self.output: str | None = None
+        self._add(Value(-1), RefNode("input", "input", self.captured.input))
         with torch.no_grad():
-            for node in self.gm.graph.nodes:
-                self._visit(node, x)
+            for call in reaching_calls(self.captured):
+                self._visit(call)
+        self.output = self.of[self.captured.output]
 
-    # -- naming and bookkeeping ---------------------------------------------------------
-    def _add(self, fx_node, ref: RefNode) -> None:
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _add(self, value, ref: RefNode) -> None:
         if ref.name in self.nodes:
             raise UnsupportedModuleError(f"two layers would be named {ref.name!r}; rename the module")
         if ref.value.dim() < 1 or ref.value.shape[0] != self.B:
             raise UnsupportedModuleError(f"'{ref.name}' does not keep the batch dimension first")
         self.nodes[ref.name] = ref
-        self.of[fx_node] = ref.name
-        self.env[fx_node] = ref.value
+        self.of[value] = ref.name
 
-    def _slots(self, fx_node) -> list:
-        found = []
-        torch.fx.node.map_arg((fx_node.args, fx_node.kwargs), lambda n: found.append(n) if n in self.of else None)
-        return found
+    def _input(self, call, i: int = 0) -> RefNode:
+        return self.nodes[self.of[call.kind.relevance_inputs(call)[i]]]
 
-    def _eval(self, fx_node, fn, substitute=None):
-        sub = substitute or (lambda n: self.env[n].clone() if isinstance(self.env[n], torch.Tensor) else self.env[n])
-        args = torch.fx.node.map_arg(fx_node.args, sub)
-        kwargs = torch.fx.node.map_arg(fx_node.kwargs, sub)
-        return fn(*args, **kwargs)
+    def _route(self, call) -> tuple[torch.Tensor, list[str]]:
+        """Apply the operation to integer tensors that name the input neurons: out neuron k ← slot index."""
+        slots = call.kind.relevance_inputs(call)
+        sizes = [_numel(self.nodes[self.of[v]].shape) for v in slots]
+        total, offsets = sum(sizes), [0]
+        for size in sizes[:-1]:
+            offsets.append(offsets[-1] + size)
+        where = {v: i for i, v in enumerate(slots)}
 
-    def _route(self, fx_node, fn) -> tuple[torch.Tensor, list[str]]:
-        """Apply the op to integer tensors that name the input neurons: out neuron k ← slot index."""
-        slots = self._slots(fx_node)
-        sizes = [_numel(self.nodes[self.of[n]].shape) for n in slots]
-        total, offsets, index, counter = sum(sizes), [0], {}, iter(range(len(slots)))
-        for s in sizes[:-1]:
-            offsets.append(offsets[-1] + s)
-
-        def sub(n):
-            if n not in self.of:
-                return self.env[n]
-            i = next(counter)
-            shape = self.nodes[self.of[n]].shape
+        def index(v):
+            i = where[v]
             base = torch.arange(self.B).reshape(self.B, 1) * total + offsets[i]
-            index[i] = (base + torch.arange(sizes[i])).reshape((self.B,) + shape)
-            return index[i]
+            return (base + torch.arange(sizes[i])).reshape((self.B,) + self.nodes[self.of[v]].shape).to(DTYPE)
 
-        out = self._eval(fx_node, fn, sub).reshape(self.B, -1)
+        out = apply_recorded(call, index).reshape(self.B, -1).round().long()
         sample = torch.arange(self.B).reshape(self.B, 1)
         if not torch.equal(out // total, sample.expand_as(out)):
-            raise UnsupportedModuleError(f"'{fx_node.name}' mixes samples of the batch")
-        return out % total, [self.of[n] for n in slots]
+            raise UnsupportedModuleError(f"'{call.name}' mixes samples of the batch")
+        return out % total, [self.of[v] for v in slots]
 
-    def _name(self, fx_node) -> str:
-        if fx_node.op == "call_module" and fx_node.target not in self.called:
-            self.called.add(fx_node.target)
-            return fx_node.target
-        return fx_node.name
+    # -- one recorded operation -------------------------------------------------------------
+    def _visit(self, call) -> None:
+        if call.kind is None:
+            raise UnsupportedModuleError(f"{call.describe()}: {call.refusal or 'has no layer kind'}; the LRP "
+                                         "reference reads what nrm reads")
+        role, value = call.kind.role, Value(call.index)
+        if role == "linear":
+            a = self._input(call)
+            if call.func is F.local_response_norm:  # its matrices depend on the rule: built once it is known
+                self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, lrn=True))
+                return
+            W, b, M = _affine(call, a.shape)
+            self._check_dense(call.name, a.value, W, b, call.output)
+            self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
+                                     structure=M))
+        elif role == "sum":
+            self._sum(call)
+        elif role == "winner":
+            a = self._input(call)
+            route = _winners(call.name, call.kind.params(call), a.value, call.output)
+            self._add(value, RefNode(call.name, "route", call.output, [a.name], call, route=route))
+        elif role == "batchnorm":
+            self._batchnorm(call)
+        elif role in ("elementwise", "alias"):
+            a = self._input(call)
+            n = _numel(a.shape)
+            self._add(value, RefNode(call.name, "route", call.output, [a.name], call,
+                                     route=torch.arange(n).expand(self.B, n)))
+        else:  # reshape, concat: the operation routes neurons
+            route, inputs = self._route(call)
+            self._add(value, RefNode(call.name, "route", call.output, inputs, call, route=route))
 
-    # -- one fx node ------------------------------------------------------------------------
-    def _visit(self, node, x) -> None:
-        op, target = node.op, node.target
-        if op == "placeholder":
-            if self.nodes:
-                raise UnsupportedModuleError(f"the model takes more than one input ('{node.name}')")
-            self._add(node, RefNode("input", "input", x.detach().to(DTYPE)))
-        elif op == "output":
-            arg = node.args[0]
-            if not isinstance(arg, torch.fx.Node) or arg not in self.of:
-                raise UnsupportedModuleError("the model must return one tensor")
-            self.output = self.of[arg]
-        elif op == "get_attr":
-            raise UnsupportedModuleError(f"get_attr '{target}': tensors used outside modules have no rule")
-        elif op == "call_module":
-            self._module(node, self.gm.get_submodule(target))
-        elif op == "call_function":
-            self._function(node, target)
-        elif op == "call_method":
-            self._method(node, target)
-
-    def _module(self, node, m: nn.Module) -> None:
-        if isinstance(m, LINEAR_MODULES):
-            (src,) = self._slots(node)
-            a = self.nodes[self.of[src]]
-            W, b, M = _linear_matrices(node.target, m, a.shape)
-            value = self._eval(node, m)
-            self._check_dense(node.target, a.value, W, b, value)
-            self._add(node, RefNode(self._name(node), "linear", value, [a.name], m, weight=W, bias=b, structure=M))
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            self._batchnorm(node, m)
-        elif isinstance(m, PASS_MODULES):
-            self._pass(node, m, m)
-        elif isinstance(m, nn.Flatten):
-            route, inputs = self._route(node, m)
-            self._add(node, RefNode(self._name(node), "route", self._eval(node, m), inputs, m, route=route))
-        elif isinstance(m, nn.MaxPool2d):
-            if m.return_indices:
-                raise UnsupportedModuleError(f"MaxPool2d at '{node.target}' returns indices; use return_indices=False")
-            (src,) = self._slots(node)
-            a = self.nodes[self.of[src]]
-            value = self._eval(node, m)
-            route = _winners(node.target, m, a.value, value)
-            self._add(node, RefNode(self._name(node), "route", value, [a.name], m, route=route))
-        else:
-            raise UnsupportedModuleError(
-                f"{type(m).__name__} at '{node.target}' has no rule in the LRP reference (supported: Linear, Conv1d, "
-                "Conv2d, BatchNorm1d/2d after Linear/Conv, ReLU, LeakyReLU, MaxPool2d, AvgPool2d, "
-                "AdaptiveAvgPool2d, Flatten, Dropout, Identity)")
-
-    def _function(self, node, fn) -> None:
-        if fn in ADD_FUNCTIONS:
-            self._sum(node, fn)
-        elif fn in CAT_FUNCTIONS or fn in RESHAPE_FUNCTIONS:
-            route, inputs = self._route(node, fn)
-            self._add(node, RefNode(node.name, "route", self._eval(node, fn), inputs, route=route))
-        elif fn in PASS_FUNCTIONS:
-            self._pass(node, fn)
-        elif fn is operator.getitem and not self._slots(node):
-            self.env[node] = self._eval(node, fn)
-        else:
-            name = getattr(fn, "__name__", repr(fn))
-            raise UnsupportedModuleError(f"function {name!r} at '{node.name}' has no rule in the LRP reference "
-                                         "(supported: +, torch.add, torch.cat, relu, leaky_relu, flatten, reshape)")
-
-    def _method(self, node, name: str) -> None:
-        if name in CONSTANT_METHODS:
-            self.env[node] = self._eval(node, lambda t, *a, **k: getattr(t, name)(*a, **k))
-        elif name in PASS_METHODS:
-            self._pass(node, lambda t, *a, **k: getattr(t, name)(*a, **k))
-        elif name in RESHAPE_METHODS:
-            fn = lambda t, *a, **k: getattr(t, name)(*a, **k)  # noqa: E731
-            route, inputs = self._route(node, fn)
-            self._add(node, RefNode(node.name, "route", self._eval(node, fn), inputs, route=route))
-        else:
-            raise UnsupportedModuleError(f"method '.{name}()' at '{node.name}' has no rule in the LRP reference")
-
-    def _pass(self, node, fn, module: nn.Module | None = None) -> None:
-        """An elementwise op that belongs to its neuron: relevance passes unchanged."""
-        (src,) = self._slots(node)
-        a = self.nodes[self.of[src]]
-        n = _numel(a.shape)
-        self._add(node, RefNode(self._name(node), "route", self._eval(node, fn), [a.name], module,
-                                route=torch.arange(n).expand(self.B, n)))
-
-    def _sum(self, node, fn) -> None:
+    def _sum(self, call) -> None:
         """z = a^(1) + a^(2): a linear neuron with weights 1 and no bias."""
-        slots = self._slots(node)
-        if len(slots) != 2 or len(node.args) != 2 or node.kwargs:
-            raise UnsupportedModuleError(f"'{node.name}' adds a constant or uses alpha=; only the sum of two "
-                                         "tensors is a linear neuron with a rule")
-        a, b = (self.nodes[self.of[n]] for n in slots)
-        if a.shape != b.shape:
-            raise UnsupportedModuleError(f"'{node.name}' broadcasts {a.shape} against {b.shape}; only sums of equal "
-                                         "shapes are supported")
+        a, b = (self._input(call, i) for i in range(2))
         eye = torch.eye(_numel(a.shape), dtype=DTYPE)
         W = torch.cat([eye, eye], dim=1)
-        value = self._eval(node, fn)
-        self._check_dense(node.name, torch.cat([a.value.reshape(self.B, -1), b.value.reshape(self.B, -1)], 1), W,
-                          None, value)
-        self._add(node, RefNode(node.name, "linear", value, [a.name, b.name], is_sum=True, weight=W,
-                                structure=W != 0))
+        self._check_dense(call.name, torch.cat([a.value.reshape(self.B, -1), b.value.reshape(self.B, -1)], 1), W,
+                          None, call.output)
+        self._add(Value(call.index), RefNode(call.name, "linear", call.output, [a.name, b.name], call, is_sum=True,
+                                             weight=W, structure=W != 0))
 
-    def _batchnorm(self, node, bn) -> None:
+    def _batchnorm(self, call) -> None:
         """Fold y = s (z − μ) + β, s = γ / √(σ² + eps), into the Linear/Conv before it."""
-        (src,) = self._slots(node)
-        p = self.nodes[self.of[src]]
-        consumers = [u for u in src.users if u.op != "output" and u is not node]
-        if p.kind != "linear" or not isinstance(p.module, FOLDABLE) or consumers:
-            raise UnsupportedModuleError(f"{type(bn).__name__} at '{node.target}' does not directly and solely follow "
-                                         "a Linear or Conv layer, so it cannot be folded into one")
-        if bn.running_mean is None:
-            raise UnsupportedModuleError(f"{type(bn).__name__} at '{node.target}' has no running statistics")
-        scale = (bn.weight.detach() if bn.weight is not None else 1.0) / torch.sqrt(bn.running_var.detach() + bn.eps)
-        shift = bn.bias.detach() if bn.bias is not None else torch.zeros_like(scale)
+        p = self._input(call)
+        if p.kind != "linear" or p.is_sum or p.call is None or not p.call.kind.folds_batchnorm:
+            raise UnsupportedModuleError(f"{call.describe()} does not directly follow a Linear or Conv layer, so it "
+                                         "cannot be folded into one")
+        mean, var = call.arg(1, "running_mean"), call.arg(2, "running_var")
+        gamma, beta, eps = call.arg(3, "weight", None), call.arg(4, "bias", None), float(call.arg(7, "eps", 1e-5))
+        scale = (gamma.detach() if gamma is not None else 1.0) / torch.sqrt(var.detach() + eps)
+        shift = beta.detach() if beta is not None else torch.zeros_like(scale)
         channel = torch.arange(p.shape[0]).reshape((-1,) + (1,) * (len(p.shape) - 1)).expand(p.shape).reshape(-1)
-        s, mean, t = scale[channel], bn.running_mean.detach()[channel], shift[channel]
+        s, mu, t = scale[channel], mean.detach()[channel], shift[channel]
         bias = torch.zeros(len(channel), dtype=DTYPE) if p.bias is None else p.bias
-        p.weight, p.bias = p.weight * s.reshape(-1, 1), (bias - mean) * s + t
-        value = self._eval(node, bn)
-        self._check_dense(p.name, self.nodes[p.inputs[0]].value, p.weight, p.bias, value)
-        p.value = value
-        self.env[src] = value
+        p.weight, p.bias = p.weight * s.reshape(-1, 1), (bias - mu) * s + t
+        self._check_dense(p.name, self.nodes[p.inputs[0]].value, p.weight, p.bias, call.output)
+        p.value = call.output
         n = _numel(p.shape)
-        self._add(node, RefNode(self._name(node), "route", value, [p.name], bn,
-                                route=torch.arange(n).expand(self.B, n)))
+        self._add(Value(call.index), RefNode(call.name, "route", call.output, [p.name], call,
+                                             route=torch.arange(n).expand(self.B, n)))
 
     def _check_dense(self, name, a, W, b, value) -> None:
-        z = a.reshape(a.shape[0], -1) @ W.T + (0 if b is None else b)
+        if W.dim() == 3:  # per sample (B, K, N)
+            z = torch.einsum("bkn,bn->bk", W, a.reshape(a.shape[0], -1)) + (0 if b is None else b)
+        else:
+            z = a.reshape(a.shape[0], -1) @ W.T + (0 if b is None else b)
         err = float((z - value.reshape(z.shape)).abs().max()) if z.numel() else 0.0
         if err > 1e-9 * max(1.0, float(value.abs().max())):
             raise RuntimeError(f"the dense matrix of '{name}' does not reproduce its forward (error {err:.2e})")
-
-
-# -- rules: kernels written from the table ----------------------------------------------------
 
 
 def _stabilize(rule, d: torch.Tensor) -> torch.Tensor:
@@ -426,15 +439,15 @@ def rule_kernel(rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, 
     structural fan-in in(k) as (K, N) booleans."""
     if getattr(rule, "reads_relevance", False):
         raise RuleParameterError(f"{rule!r} reads the incoming relevance; the reference has fixed kernels only")
-    B, (K, N) = a.shape[0], W.shape
+    B, (K, N) = a.shape[0], W.shape[-2:]
     A = a.unsqueeze(2)  # (B, N, 1)
-    Wt = W.T.unsqueeze(0)  # (1, N, K)
+    Wt = W.transpose(-1, -2) if W.dim() == 3 else W.T.unsqueeze(0)  # (B or 1, N, K)
     bias = torch.zeros(K, dtype=DTYPE) if b is None else b
     bias = bias.expand(B, K)
     structure = M.T.unsqueeze(0).to(DTYPE)
     pos, neg = (lambda t: t.clamp(min=0)), (lambda t: t.clamp(max=0))
     kind = type(rule)
-    if kind in (Zero, Epsilon):
+    if kind in (Zero, Epsilon, LRNTaylor):  # LRNTaylor: q = T_jk / (b_k + ε s(b_k)), T = a W on its expansion
         Q, qbot = _fraction(rule, A * Wt, bias)
     elif kind is Gamma:
         rho = lambda t: t + rule.gamma * pos(t)  # noqa: E731
@@ -443,7 +456,7 @@ def rule_kernel(rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, 
         Q, qbot = _fraction(rule, A * pos(Wt), pos(bias) if rule.bias else torch.zeros_like(bias))
     elif kind is WSquare:
         Q, qbot = _fraction(rule, (structure * Wt ** 2).expand(B, N, K), bias ** 2 if rule.bias else 0 * bias)
-    elif kind is Flat:
+    elif kind in (Flat, LRNIdentity):  # LRNIdentity: flat over the identity expansion's diagonal, q = δ
         Q, qbot = _fraction(rule, structure.expand(B, N, K), 0 * bias)
     elif kind is ZBox:
         low = torch.broadcast_to(torch.as_tensor(rule.low, dtype=DTYPE), in_shape).reshape(1, N, 1)
@@ -500,7 +513,7 @@ def _assign(nodes: dict[str, RefNode], order: list[str], rules) -> None:
         cur = n
         while len(consumers[cur]) == 1:
             nxt = nodes[consumers[cur][0]]
-            if nxt.kind != "route" or len(nxt.inputs) != 1 or isinstance(nxt.module, nn.MaxPool2d):
+            if nxt.kind != "route" or len(nxt.inputs) != 1 or nxt.call.kind.role == "winner":
                 break
             node.aliases.append(nxt.name)
             cur = nxt.name
@@ -518,9 +531,9 @@ def _assign(nodes: dict[str, RefNode], order: list[str], rules) -> None:
         elif node.is_sum:  # as nrm assigns it: key type nrm.Sum, then the default; LRP-0 before nrm had Sum
             node.rule = rmap.rule_for(n, nrm.Sum(len(node.inputs)), False) if hasattr(nrm, "Sum") else Zero()
         else:
-            node.rule = rmap.rule_for(n, node.module, not linear_above[n])
+            node.rule = rmap.rule_for(n, rule_types(node.call), not linear_above[n])
         if node.rule is None:
-            raise RuleAssignmentError(f"no rule for '{n}' ({type(node.module).__name__})")
+            raise RuleAssignmentError(f"no rule for '{n}' ({node.call.describe()})")
 
 
 # -- the passes -------------------------------------------------------------------------------
@@ -554,9 +567,16 @@ class _Graph:
     def __init__(self, model, x, rules):
         tracer = _Tracer(model, x)
         self.nodes, self.B, self.output = tracer.nodes, tracer.B, tracer.output
+        # a module whose call returned a value (a block, a container) names that value's node, as in nrm
+        self.aliases = {name: tracer.of[v] for name, v in tracer.captured.module_outputs.items()
+                        if v in tracer.of and name not in self.nodes}
         self.order = list(self.nodes)
         _assign(self.nodes, self.order, rules)
         for node in self.nodes.values():
+            if node.lrn:
+                a = self.nodes[node.inputs[0]].value
+                node.weight, node.bias, node.structure = _lrn_matrices(node.call, a, node.rule)
+                tracer._check_dense(node.name, a, node.weight, node.bias, node.value)
             if node.kind == "linear":
                 a = torch.cat([self.nodes[i].value.reshape(self.B, -1) for i in node.inputs], 1)
                 in_shape = self.nodes[node.inputs[0]].shape if len(node.inputs) == 1 else (a.shape[1],)
@@ -564,7 +584,7 @@ class _Graph:
 
     def result(self, R, absorbed, pending, leaked, f) -> Reference:
         def aliased(d):
-            return {**d, "output": d[self.output]}
+            return {**d, **{a: d[n] for a, n in self.aliases.items() if n in d}, "output": d[self.output]}
 
         values = {n: self.nodes[n].value for n in self.order}
         rules = {n: self.nodes[n].rule for n in self.order if self.nodes[n].kind == "linear"}
@@ -577,6 +597,8 @@ class _Graph:
     def resolve(self, layer: str) -> str:
         if layer == "output":
             return self.output
+        if layer in self.aliases:
+            return self.aliases[layer]
         if layer not in self.nodes:
             raise UnknownLayerError(f"no layer {layer!r}; layers are {self.names()}")
         return layer

@@ -110,7 +110,7 @@ class Network:
 
     def _forward(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine(ProperFFNN(self.model), torch.zeros((1,) + self.input_shape, dtype=DTYPE))
+            self._engine = Engine(ProperFFNN(self.model, torch.zeros((1,) + self.input_shape, dtype=DTYPE)))
         return self._engine
 
     def layers(self) -> dict[str, tuple[int, tuple[int, ...]]]:
@@ -125,7 +125,7 @@ class Network:
 
     def linear_layers(self) -> list[str]:
         """The names of the layers produced by a linear map (the ones that get a rule)."""
-        return [b.name for b in ProperFFNN(self.model).linear_blocks()]
+        return [b.name for b in self._forward().net.linear_blocks()]
 
     def __repr__(self) -> str:
         return Writer().expr(self.model)
@@ -557,6 +557,7 @@ class Case:
         self.target = target
         self.rules = rules
         self.events = tuple(events)
+        self.kinds: tuple = ()  # layer kinds the case needs registered (nrm.layers.register)
         self._measure: nrm.Measure | None = None
 
     def measure(self) -> nrm.Measure:
@@ -585,6 +586,8 @@ class Case:
         w = writer or Writer()
         w.imports |= {"import torch", "from torch import nn", "import nrm"}
         body = []
+        for i, kind in enumerate(self.kinds):
+            body += [f"kind{i or ''} = {w.expr(kind)}", f"nrm.layers.register(kind{i or ''})"]
         body.append(f"model = {w.expr(self.model)}")
         body.append(f"x = {w.expr(self.x)}")
         body.append(f"target = {self.target!r}")
@@ -603,8 +606,8 @@ class Case:
 def _set_preactivation(model: nn.Module, x: torch.Tensor, block_index: int, flat: int, value: float) -> bool:
     """Shift one linear layer's bias so that unit ``flat`` has pre-activation ≈ ``value`` at
     x[0] (a channel bias for convolutions). False when the layer has no bias."""
-    net = ProperFFNN(model)
-    engine = Engine(net, x[:1])
+    net = ProperFFNN(model, x[:1])
+    engine = Engine(net)
     block = net.blocks[block_index]
     module = block.producer.module
     if getattr(module, "bias", None) is None:
@@ -615,14 +618,67 @@ def _set_preactivation(model: nn.Module, x: torch.Tensor, block_index: int, flat
     channel = flat // (z[0].numel() // z.shape[1]) if z.dim() > 2 else flat
     scale = 1.0
     for bn in block.batchnorms:
-        m = bn.module
-        weight = 1.0 if m.weight is None else float(m.weight.detach()[channel])
-        scale = weight / math.sqrt(float(m.running_var[channel]) + m.eps)
+        s, _ = bn.layer_kind.scale_shift(bn.call)
+        scale = float(s[channel])
     if scale == 0:
         return False
     with torch.no_grad():
         module.bias[channel] -= (float(pre) - value) / scale
     return True
+
+
+# -- networks around a layer kind's examples ----------------------------------------------------
+def _weights(gen: torch.Generator, shape) -> list:
+    fan_in = math.prod(shape[1:]) or 1
+    return (torch.randn(shape, generator=gen, dtype=DTYPE) * math.sqrt(2.0 / fan_in)).tolist()
+
+
+def network_around(module: nn.Module, shape: tuple[int, ...], seed: int, prefix: bool = True,
+                   outputs: int = 2) -> nn.Sequential:
+    """``prefix → module → flatten → dense head`` (float64, eval): the prefix is a learned
+    layer with a ReLU where the input shape allows one (dense for (n,), a 1×1 convolution
+    for (C, L) and (C, H, W)), the head a dense layer to ``outputs`` logits."""
+    gen = torch.Generator().manual_seed(seed)
+    parts: list[nn.Module] = []
+    if prefix and len(shape) in (1, 2, 3):
+        n = shape[0]
+        bias = (torch.rand(n, generator=gen, dtype=DTYPE) - 0.5).tolist()
+        if len(shape) == 1:
+            parts.append(linear(_weights(gen, (n, n)), bias))
+        elif len(shape) == 2:
+            parts.append(conv1d(_weights(gen, (n, n, 1)), bias))
+        else:
+            parts.append(conv2d(_weights(gen, (n, n, 1, 1)), bias))
+        parts.append(nn.ReLU())
+    parts.append(module)
+    with torch.no_grad():
+        out = module(torch.zeros((1,) + tuple(shape), dtype=DTYPE))
+    parts.append(nn.Flatten())
+    head_bias = (torch.rand(outputs, generator=gen, dtype=DTYPE) - 0.5).tolist()
+    parts.append(linear(_weights(gen, (outputs, out[0].numel())), head_bias))
+    return nn.Sequential(*parts).eval()
+
+
+@st.composite
+def kind_cases(draw, kind, examples=None, *, batch: tuple[int, int] = (1, 2), prefix: bool = True,
+               rules: st.SearchStrategy | None = None) -> Case:
+    """A :class:`Case` on a network built around one of a layer kind's examples
+    (:meth:`nrm.layers.Kind.examples`, :func:`network_around`), with rules drawn from
+    ``rules`` on every linear layer; its program registers the kind first."""
+    examples = list(kind.examples()) if examples is None else examples
+    module, shape = draw(st.sampled_from(examples), label="example")
+    seed = draw(st.integers(0, 2 ** 16), label="seed")
+    model = network_around(module, shape, seed, prefix=prefix)
+    x = draw(inputs(shape, "arbitrary", batch=batch), label="input").x
+    with torch.no_grad():
+        out = model(x).reshape(x.shape[0], -1)
+    target = draw(st.integers(0, out.shape[1] - 1), label="target")
+    assume(bool((out[:, target] != 0).all()) and bool(torch.isfinite(out).all()))
+    net = Network(model, shape)
+    chosen = draw(rule_assignments(net, rules, allow_presets=False), label="rules")
+    case = Case(model, x, target, chosen)
+    case.kinds = (kind,)
+    return case
 
 
 NEAR_ZERO = (0.0, 1e-12, -1e-12, 1e-9)
@@ -642,7 +698,7 @@ def cases(draw, network: st.SearchStrategy[Network] | None = None, *, input_kind
     net = draw(network if network is not None else networks())
     x = draw(inputs(net.input_shape, input_kind, low=low, high=high, batch=batch)).x
     model = net.model
-    blocks = ProperFFNN(model).linear_blocks()
+    blocks = ProperFFNN(model, x[:1]).linear_blocks()
     if near_zero and draw(st.integers(0, 3)) == 3:
         block = draw(st.sampled_from(blocks))
         size = math.prod(net.layers()[block.name][1])
@@ -652,7 +708,7 @@ def cases(draw, network: st.SearchStrategy[Network] | None = None, *, input_kind
         block = draw(st.sampled_from(hidden))
         size = math.prod(net.layers()[block.name][1])
         _set_preactivation(model, x, block.index, draw(st.integers(0, size - 1)), -1.0)
-    out = Engine(ProperFFNN(model), x).output.reshape(x.shape[0], -1)
+    out = Engine(ProperFFNN(model, x)).output.reshape(x.shape[0], -1)
     target = draw(st.integers(0, out.shape[1] - 1))
     assume(bool((out[:, target] != 0).all()) and bool(torch.isfinite(out).all()))
     if rules is None:

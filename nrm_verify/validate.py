@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from hypothesis import HealthCheck, Phase, Verbosity, assume, given, settings
@@ -164,10 +165,13 @@ class RuleReport:
     def violated(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.failed]
 
+    command: ClassVar[str] = "check-rule"
+    unusable: ClassVar[str] = "NOT A USABLE RULE"
+
     def __str__(self) -> str:
-        lines = [f"nrm-verify check-rule: {self.rule}"]
+        lines = [f"nrm-verify {self.command}: {self.rule}"]
         if self.invalid:
-            lines.append(f"NOT A USABLE RULE: {self.invalid}")
+            lines.append(f"{self.unusable}: {self.invalid}")
             return "\n".join(lines)
         lines.append(f"profile {self.profile!r}, {self.seconds:.1f} s")
         lines += [f"note: {n}" for n in self.notes]
@@ -660,6 +664,11 @@ def _safe_repr(obj) -> str:
         return f"<{type(obj).__name__} whose repr raised {type(e).__name__}>"
 
 
-__all__ = ["check_rule", "load_rule", "laws_on_case", "default_events", "RuleReport", "Verdict", "Counterexample",
+run_check = _run_check
+"""Run one :class:`~nrm_verify.checks.LawCheck` as the validator does (three searches, smallest
+networks first, a shrunk counterexample): also what ``check-layer`` runs."""
+
+__all__ = ["check_rule", "load_rule", "run_check", "laws_on_case", "default_events", "RuleReport", "Verdict",
+           "Counterexample",
            "InvalidRule", "CHECKS",
            "search_settings", "PROVED", "HELD", "VIOLATED", "NOT_APPLICABLE", "ERROR"]

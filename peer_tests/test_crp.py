@@ -18,7 +18,7 @@ from nrm_verify.peers import zennit as zp
 def _setup(model_name):
     model, x, target = case(model_name)
     low, high = box(model_name)
-    rules = zp.mirror("epsilon_gamma_box", model, low=low, high=high)
+    rules = zp.mirror("epsilon_gamma_box", model, x=x, low=low, high=high)
     composite = zp.builtin_composite("epsilon_gamma_box", low=low, high=high)
     m = nrm.explain(model, x, target=target, rules=rules)
     return model, x, target, composite, m

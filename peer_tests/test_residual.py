@@ -42,14 +42,10 @@ COMPOSITES = {"EpsilonPlusFlat": "epsilon_plus_flat", "EpsilonGammaBox": "epsilo
               "EpsilonAlpha2Beta1": "epsilon_alpha2_beta1"}
 
 
-def block_outputs(model) -> dict[str, str]:
+def block_outputs(model, x) -> dict[str, str]:
     """A residual block's module path → nrm's layer of its output (the sum; the ReLU after
     it is a trailing step)."""
-    return {module.rsplit(".", 1)[0]: node for node, module in zp.sum_modules(model).items()}
-
-
-def nrm_layer(model, name: str) -> str:
-    return block_outputs(model).get(name, name)
+    return {module.rsplit(".", 1)[0]: node for node, module in zp.sum_modules(model, x=x).items()}
 
 
 def _kw(name):
@@ -60,7 +56,7 @@ def _compare(record, label, model_name, m, theirs, layers):
     model, _, _ = case(model_name)
     devs = {}
     for layer in ["input", *layers]:
-        ours = m.relevance(nrm_layer(model, layer))
+        ours = m.relevance(layer)
         devs[layer] = (record("zennit", label, model_name, ours, theirs[layer], what=layer), float(ours.abs().max()))
     return devs
 
@@ -81,8 +77,8 @@ def test_zennit_composite_equals_mirror(record, preset, model_name):
     the sums and the pooling, GeneralizedGamma on the convolutions before a sum."""
     model, x, target = case(model_name)
     name = COMPOSITES[preset]
-    rules = zp.mirror(name, model, **_kw(name))
-    assert all(rules.by_name[s] == Epsilon(1e-6) for s in block_outputs(model).values())
+    rules = zp.mirror(name, model, x=x, **_kw(name))
+    assert all(rules.by_name[s] == Epsilon(1e-6) for s in block_outputs(model, x).values())
     m = nrm.explain(model, x, target=target, rules=rules)
     theirs = zp.relevance(model, x, target, zp.builtin_composite(name, resnet=True, **_kw(name)),
                           layers=LAYERS[model_name])
@@ -116,7 +112,7 @@ def test_adapter_composite_of_every_preset(record, preset):
     model, x, target = case("resnet18")
     rules = nrm.presets.PRESETS[preset](**({"low": LOW, "high": HIGH} if preset == "EpsilonGammaBox" else {}))
     m = nrm.explain(model, x, target=target, rules=rules)
-    theirs = zp.relevance(model, x, target, zp.composite(model, rules), layers=LAYERS["resnet18"])
+    theirs = zp.relevance(model, x, target, zp.composite(model, rules, x=x), layers=LAYERS["resnet18"])
     _assert_close(_compare(record, f"{preset} (adapter)", "resnet18", m, theirs, LAYERS["resnet18"]))
 
 
@@ -127,7 +123,7 @@ def test_generalized_gamma_before_the_sum(record):
     from zennit (measured); GeneralizedGamma on exactly those layers (``zp.mirror``) removes
     the difference, and Gamma with GeneralizedGamma only on the first layer does not."""
     model, x, target = case("resnet18")
-    mirror = zp.mirror("epsilon_gamma_box", model, low=LOW, high=HIGH)
+    mirror = zp.mirror("epsilon_gamma_box", model, x=x, low=LOW, high=HIGH)
     general = sorted(k for k, r in mirror.by_name.items() if type(r) is zp.GeneralizedGamma)
     assert "layer1.0.conv2" in general and "layer2.0.downsample.0" in general and "layer1.0.conv1" not in general
     plain = nrm.RuleMap(by_name={k: (Gamma(0.25, stabilizer=1e-6) if type(r) is zp.GeneralizedGamma else r)
@@ -153,8 +149,8 @@ def test_sum_rule_convention(record):
     LRP-0 there: the mirror without the sums' Epsilon(1e-6) differs from zennit by a small
     amount (measured), with it not at all."""
     model, x, target = case("resnet18")
-    mirror = zp.mirror("epsilon_plus_flat", model)
-    sums = set(block_outputs(model).values())
+    mirror = zp.mirror("epsilon_plus_flat", model, x=x)
+    sums = set(block_outputs(model, x).values())
     bare = nrm.RuleMap(by_name={k: r for k, r in mirror.by_name.items() if k not in sums},
                        by_type={nrm.Sum: nrm.rules.Zero()})  # nrm's presets: LRP-0 on sums
     m_bare = nrm.explain(model, x, target=target, rules=bare)
@@ -172,7 +168,7 @@ def test_resnet_canonizer_keeps_batchnorm_eps(record):
     merged batch norm computes x / √(1 + eps), and the relevance is off by O(eps) (measured).
     ``zp.resnet_canonizers()`` (eps 0 while merged) matches nrm's exact folding."""
     model, x, target = case("resnet18")
-    rules = zp.mirror("epsilon_plus_flat", model)
+    rules = zp.mirror("epsilon_plus_flat", model, x=x)
     ours = nrm.explain(model, x, target=target, rules=rules).relevance("input")
     theirs = zp.relevance(model, x, target, zennit.composites.EpsilonPlusFlat(
         canonizers=[zennit.torchvision.ResNetCanonizer()]))["input"]
@@ -189,10 +185,11 @@ def test_sum_outside_torchvision_blocks_is_refused():
     sum anywhere else has no zennit module, and the adapter says so."""
     model = architectures.resnet("basic", seed=0, dtype=torch.float64)
     with pytest.raises(PeerConventionError, match="BasicBlock or Bottleneck"):
-        zp.sum_modules(model)
+        zp.sum_modules(model, x=torch.zeros(1, 3, 8, 8, dtype=torch.float64))
+    resnet18, x, _ = case("resnet18")
     with pytest.raises(PeerConventionError, match="sum"):
-        zp.composite(case("resnet18")[0], {nn.Conv2d: ZPlus(), nn.Linear: Epsilon(0.1),
-                                           nn.AdaptiveAvgPool2d: Epsilon(1e-6), nrm.Sum: ZPlus()})
+        zp.composite(resnet18, {nn.Conv2d: ZPlus(), nn.Linear: Epsilon(0.1),
+                                nn.AdaptiveAvgPool2d: Epsilon(1e-6), nrm.Sum: ZPlus()}, x=x)
 
 
 # --- zennit-crp -----------------------------------------------------------------------
@@ -206,7 +203,7 @@ CRP_LAYERS = {  # CRP layer → (channels compared one by one, lower layers reco
 def _crp_setup():
     model, x, target = case("resnet18")
     composite = zp.builtin_composite("epsilon_gamma_box", resnet=True, low=LOW, high=HIGH)
-    m = nrm.explain(model, x, target=target, rules=zp.mirror("epsilon_gamma_box", model, low=LOW, high=HIGH))
+    m = nrm.explain(model, x, target=target, rules=zp.mirror("epsilon_gamma_box", model, x=x, low=LOW, high=HIGH))
     return model, x, target, composite, m
 
 
@@ -222,7 +219,7 @@ def test_crp_conditional_heatmaps(record, layer, exclude_parallel):
     channels, lower = CRP_LAYERS[layer]
     theirs = cr.conditional_heatmaps(model, x, target, composite, layer, [[c] for c in channels], record=lower,
                                      exclude_parallel=exclude_parallel)
-    events = [nrm.At(nrm_layer(model, layer), channels=[c], parallel=not exclude_parallel) for c in channels]
+    events = [nrm.At(layer, channels=[c], parallel=not exclude_parallel) for c in channels]
     f = m.f.reshape(-1)
     label = f"conditional heatmap, exclude_parallel={exclude_parallel}"
     ours = f * m.marginal("input", within=events)[:, 0]
@@ -230,11 +227,11 @@ def test_crp_conditional_heatmaps(record, layer, exclude_parallel):
     assert scale > 0
     assert close(record("zennit-crp", label, "resnet18", ours, theirs["heatmap"], what=f"input | {layer}"), scale)
     for low in lower:
-        ours_low = f * m.marginal(nrm_layer(model, low), within=events)[:, 0]
+        ours_low = f * m.marginal(low, within=events)[:, 0]
         assert close(record("zennit-crp", f"conditional relevance, exclude_parallel={exclude_parallel}", "resnet18",
                             ours_low, theirs["relevances"][low], what=f"{low} | {layer}"),
                      float(ours_low.abs().max()))
-    other = [nrm.At(nrm_layer(model, layer), channels=[c], parallel=exclude_parallel) for c in channels]
+    other = [nrm.At(layer, channels=[c], parallel=exclude_parallel) for c in channels]
     gap = float((f * m.marginal("input", within=other)[:, 0] - ours).abs().max())
     if layer == "layer2.0":
         assert close(gap, scale)  # a block output: no walk bypasses it
@@ -269,7 +266,7 @@ def test_crp_relevance_on_the_parallel_branch(record):
     assert float(at_bottom.abs().max()) <= 1e-12 * scale
     # the same function and rules with the shortcut computed first: the same numbers
     first = cp.with_addition_modules(model)
-    m_first = nrm.explain(first, x, target=target, rules=zp.mirror("epsilon_gamma_box", first, low=LOW, high=HIGH))
+    m_first = nrm.explain(first, x, target=target, rules=zp.mirror("epsilon_gamma_box", first, x=x, low=LOW, high=HIGH))
     assert m_first.layers.index(ds) < m_first.layers.index(layer)
     ours_first = f * m_first.marginal(ds, within=events)[:, 0]
     assert close(record("zennit-crp", "relevance on the parallel shortcut, exclude_parallel=False (shortcut first)",
@@ -287,7 +284,7 @@ def test_crp_channel_heatmaps_sum(record, layer, exclude_parallel):
     exclude_parallel=False each concept's heatmap also holds all the bypassing walks, so
     the sum is through + K · bypassing."""
     model, x, target, composite, m = _crp_setup()
-    name = nrm_layer(model, layer)
+    name = layer
     groups = [list(range(i, m.layer_shape(name)[0], 8)) for i in range(8)]
     assert sorted(c for g in groups for c in g) == list(range(64))
     theirs = cr.conditional_heatmaps(model, x, target, composite, layer, groups,
@@ -317,7 +314,7 @@ def test_crp_concept_relevance(record, layer):
     """ChannelConcept relevance (abs_norm=False) at a layer inside a block and at a block
     output = f · m_l(c), the marginal summed over the channel."""
     model, x, target, composite, m = _crp_setup()
-    marg = m.marginal(nrm_layer(model, layer))
+    marg = m.marginal(layer)
     ours = m.f.reshape(-1, 1) * marg.reshape(marg.shape[0], marg.shape[1], -1).sum(-1)
     theirs = cr.concept_relevance(model, x, target, composite, layer, abs_norm=False)
     assert close(record("zennit-crp", "concept relevance", "resnet18", ours, theirs, what=layer),
@@ -363,8 +360,8 @@ def test_captum_with_addition_module(record, rule):
         assert torch.allclose(model(x), original(x), rtol=1e-12, atol=1e-14)  # the same function
     rules = _captum_rules(CAPTUM_RULES[rule](), bns, Epsilon(CAPTUM_EPS))
     m = nrm.explain(model, x, target=target, rules=rules)
-    sums = cp.addition_modules(model)
-    assert sums["add"] == "layer1.0.addition"
+    sums = cp.addition_modules(model, x=x)
+    assert sums["layer1.0.addition"] == "layer1.0.addition"  # the sum is the one operation of its module
     nrm_names = {v: k for k, v in sums.items()}
     theirs = cp.relevance(model, x, target, rules, layers=CAPTUM_LAYERS,
                           module_rules={n: IdentityRule() for n in bns})

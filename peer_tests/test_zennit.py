@@ -60,11 +60,11 @@ def test_single_rule(record, rule, model_name):
 def test_builtin_composite_equals_mirror(record, preset, model_name):
     """zennit's own composite (defaults: ε = 1e-6, stabilizer 1e-6) = nrm with
     ``zp.mirror`` (the same rules, Norm on pooling as Epsilon(1e-6))."""
-    model, _, _ = case(model_name)
+    model, x, _ = case(model_name)
     name = COMPOSITES[preset]
     low, high = box(model_name)
     kw = {"low": low, "high": high} if name == "epsilon_gamma_box" else {}
-    rules = zp.mirror(name, model, **kw)
+    rules = zp.mirror(name, model, x=x, **kw)
     composite = zp.builtin_composite(name, **kw)
     _assert_close(_compare(record, f"{preset} (zennit defaults)", model_name, rules, composite))
 
@@ -89,19 +89,19 @@ def test_nrm_preset_equals_zennit_composite(record, preset, model_name):
 def test_adapter_composite_of_every_preset(record, preset):
     """``zp.composite(model, rules)`` turns any nrm preset into a zennit composite that
     computes the same relevance (here on the CNN with batch norm)."""
-    model, _, _ = case("cnn_bn")
+    model, x, _ = case("cnn_bn")
     low, high = box("cnn_bn")
     kw = {"low": low, "high": high} if preset == "EpsilonGammaBox" else {}
     rules = nrm.presets.PRESETS[preset](**kw)
-    _assert_close(_compare(record, f"{preset} (adapter)", "cnn_bn", rules, zp.composite(model, rules)))
+    _assert_close(_compare(record, f"{preset} (adapter)", "cnn_bn", rules, zp.composite(model, rules, x=x)))
 
 
 @pytest.mark.parametrize("rule", list(RULES))
 def test_adapter_maps_each_rule(record, rule):
     """``zp.composite`` of the nrm side of every single-rule case equals nrm (on the CNN)."""
-    model, _, _ = case("cnn")
+    model, x, _ = case("cnn")
     rules, _ = single_rule(rule, "cnn")
-    _assert_close(_compare(record, f"{rule} (adapter)", "cnn", rules, zp.composite(model, rules)))
+    _assert_close(_compare(record, f"{rule} (adapter)", "cnn", rules, zp.composite(model, rules, x=x)))
 
 
 # --- conventions that differ: measured, and bridged -----------------------------------
@@ -198,7 +198,7 @@ def test_box_rule_only_on_a_convolution(record):
     composite = zp.builtin_composite("epsilon_gamma_box", low=low, high=high, stabilizer=zp.safe_denominator)
     theirs = zp.relevance(model, x, target, composite)["input"]
     preset = nrm.explain(model, x, target=target, rules=nrm.presets.EpsilonGammaBox(low, high))
-    mirrored = nrm.explain(model, x, target=target, rules=zp.mirror("epsilon_gamma_box", model, low=low, high=high,
+    mirrored = nrm.explain(model, x, target=target, rules=zp.mirror("epsilon_gamma_box", model, x=x, low=low, high=high,
                                                                     stabilizer=zp.safe_denominator))
     dev_preset = record("zennit", "EpsilonGammaBox (nrm preset, dense first layer)", "mlp",
                         preset.relevance("input"), theirs)
@@ -241,9 +241,9 @@ def test_unmappable_conventions_are_refused():
         zp.zennit_rule(Epsilon(0.1, leak="renormalize"))
     with pytest.raises(PeerConventionError, match="modify_bias"):
         zp.zennit_rule(Gamma(0.25, modify_bias=False))
-    model, _, _ = case("cnn")
+    model, x, _ = case("cnn")
     with pytest.raises(PeerConventionError, match="Norm"):
-        zp.composite(model, nrm.RuleMap(Epsilon(0.1), by_type={nn.AdaptiveAvgPool2d: Flat()}))
+        zp.composite(model, nrm.RuleMap(Epsilon(0.1), by_type={nn.AdaptiveAvgPool2d: Flat()}), x=x)
 
 
 def test_model_left_as_found():
@@ -266,7 +266,7 @@ def test_batchnorm_merge_keeps_eps(record):
     with plain.context(model):
         t = torch.linspace(-1, 1, 8 * 3 * 3, dtype=torch.float64).reshape(1, 8, 3, 3)
         assert torch.allclose(bn(t), t / (1 + bn.eps) ** 0.5, rtol=1e-15, atol=0)
-    ours = nrm.explain(model, x, target=target, rules=zp.mirror("epsilon_plus_flat", model)).relevance("input")
+    ours = nrm.explain(model, x, target=target, rules=zp.mirror("epsilon_plus_flat", model, x=x)).relevance("input")
     theirs = zp.relevance(model, x, target, plain)["input"]
     scale = float(ours.abs().max())
     dev = record("zennit", "EpsilonPlusFlat (zennit's BN merge, eps kept)", "cnn_bn", ours, theirs)

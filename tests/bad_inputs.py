@@ -17,18 +17,21 @@ from torch import nn
 
 import nrm
 from nrm.errors import (
+    CaptureMismatchError,
+    DataDependentControlFlowError,
     DeviceMismatchError,
     DtypeMismatchError,
     EventIndexError,
+    InPlaceViewError,
     NonFiniteError,
     NullEventError,
     RelevanceDependentRuleError,
     RuleAssignmentError,
     RuleParameterError,
     ShapeError,
+    StaleMeasureError,
     TrainingModeError,
     UnknownLayerError,
-    UnsupportedModuleError,
     UnsupportedOperationError,
     ZeroOutputError,
 )
@@ -46,6 +49,7 @@ class BadInput:
     keywords: tuple[str, ...]
     build: Callable[[], tuple[nn.Module, torch.Tensor]]
     act: Callable[[nn.Module, torch.Tensor], object]
+    changes_model: bool = False  # the act itself changes the model (the user's mistake being caught)
 
 
 # -- models --------------------------------------------------------------------------------
@@ -111,6 +115,57 @@ class PlusOne(nn.Module):
 
     def forward(self, x):
         return self.inner(x) + 1.0
+
+
+class ViewWrite(nn.Module):
+    """Writes into a slice of an activation (through a view) and then reads the whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.inner(x)
+        h[:, :2].mul_(2.0)
+        return self.out(h)
+
+
+class Scale(nn.Module):
+    """y = s · x per feature: a user's layer."""
+
+    def __init__(self, n: int = 4):
+        super().__init__()
+        self.scale = nn.Parameter(torch.linspace(0.5, 2.0, n))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+class WrongScaleKind(nrm.layers.Linear):
+    """A declared kind whose map is twice the module's forward: the self-check catches it."""
+
+    modules = (Scale,)
+
+    def map(self, call, a, rule=None):
+        from nrm.linear import DenseMap
+
+        return DenseMap(torch.diag(2 * call.module.scale.detach()), None)
+
+
+def with_wrong_kind(model, x):
+    nrm.layers.register(WrongScaleKind)
+    try:
+        return nrm.explain(model, x, target=0)
+    finally:
+        nrm.layers.unregister(WrongScaleKind)
+
+
+def stale(model, x):
+    """Explain, then change a weight in place (as optimizer.step() would), then ask."""
+    m = nrm.explain(model, x, target=0)
+    with torch.no_grad():
+        model.fc1.weight.add_(0.1)
+    return m.marginal("input")
 
 
 def nested_gelu():
@@ -217,26 +272,39 @@ def construct(make_rule: Callable) -> Callable:
 NULL_UNION = nrm.At("input", index=[0]) | nrm.At("0", index=[0])  # μ = 1/2 + 1 − 3/2 = 0 (NRM-SPEC §6)
 
 CASES: list[BadInput] = [
-    # unsupported modules: the message names the module and its path
-    BadInput("unsupported-tanh", UnsupportedModuleError,
-             ("Tanh", "'1'", "no propagation rule", "Supported modules"),
+    # unsupported operations: the message names the operation, its module, its path, the line of the
+    # model's code, and how to declare a layer kind
+    BadInput("unsupported-tanh", UnsupportedOperationError,
+             ("torch.tanh", "in Tanh", "at '1'", "no layer kind", "nrm.layers.register"),
              with_module(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), explain()),
-    BadInput("unsupported-gelu-nested", UnsupportedModuleError, ("GELU", "'body.1'"), nested_gelu, explain()),
-    BadInput("unsupported-product-gate", UnsupportedOperationError, ("operator.mul", "'mul'", "rule"),
+    BadInput("unsupported-gelu-nested", UnsupportedOperationError, ("F.gelu", "GELU", "'body.1'"), nested_gelu,
+             explain()),
+    BadInput("unsupported-product-gate", UnsupportedOperationError,
+             ("Tensor.mul", "Gated", "'block'", "bad_inputs.py", "return x * self.inner(x)"),
              custom_container(Gated), explain()),
-    BadInput("unsupported-control-flow", UnsupportedOperationError, ("Branchy", "torch.fx", "control flow"),
+    BadInput("unsupported-control-flow", DataDependentControlFlowError,
+             ("control flow", "bad_inputs.py", "if x.sum() > 0", "Tensor.__bool__"),
              lambda: (Branchy().eval(), torch.ones(2, 4)), explain()),
-    BadInput("unsupported-constant-addition", UnsupportedOperationError, ("'add'", "constant"),
+    BadInput("unsupported-constant-addition", UnsupportedOperationError, ("Tensor.add", "constant", "PlusOne"),
              custom_container(PlusOne), explain()),
-    BadInput("unsupported-batchnorm-after-relu", UnsupportedModuleError,
-             ("BatchNorm1d", "'2'", "directly follow", "Linear"),
+    BadInput("in-place-write-through-a-view", InPlaceViewError,
+             ("changed in place through a view", "bad_inputs.py", "return self.out(h)"),
+             lambda: (ViewWrite().eval(), torch.linspace(-1.0, 1.0, 8).reshape(2, 4)), explain()),
+    BadInput("capture-mismatch-wrong-kind", CaptureMismatchError,
+             ("'0'", "WrongScaleKind", "does not reproduce", "check-layer"),
+             with_module(Scale(), nn.Linear(4, 2)), with_wrong_kind),
+    BadInput("stale-measure-weight-changed", StaleMeasureError, ("'fc1.weight'", "changed after explain",
+                                                                  "explain again"), dense, stale,
+             changes_model=True),
+    BadInput("unsupported-batchnorm-after-relu", UnsupportedOperationError,
+             ("F.batch_norm", "BatchNorm1d", "'2'", "directly follow", "Linear"),
              with_module(nn.Linear(4, 3), nn.ReLU(), nn.BatchNorm1d(3), nn.Linear(3, 2)), explain()),
-    BadInput("unsupported-batchnorm-without-statistics", UnsupportedModuleError,
+    BadInput("unsupported-batchnorm-without-statistics", UnsupportedOperationError,
              ("BatchNorm1d", "'1'", "track_running_stats"),
              with_module(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False), nn.Linear(3, 2)), explain()),
-    BadInput("unsupported-maxpool1d", UnsupportedModuleError, ("MaxPool1d", "'1'"),
+    BadInput("unsupported-maxpool1d", UnsupportedOperationError, ("max_pool1d", "MaxPool1d", "'1'"),
              with_module(nn.Linear(4, 4), nn.MaxPool1d(2), nn.Linear(2, 2)), explain()),
-    BadInput("unsupported-reflect-padding", UnsupportedModuleError, ("Conv2d", "'0'", "padding_mode", "reflect"),
+    BadInput("unsupported-reflect-padding", UnsupportedOperationError, ("F.pad", "Conv2d", "'0'"),
              with_module(nn.Conv2d(3, 2, 3, padding=1, padding_mode="reflect"), nn.Flatten(), nn.Linear(32, 2),
                          x_shape=(1, 3, 4, 4)), explain()),
     # f_c(x) = 0

@@ -220,7 +220,7 @@ def mixed_rules(case: Case, seed: int):
     """A random per-layer assignment: keys are layer names (sometimes an activation's alias),
     module types and nrm.FIRST, as ``rules=`` accepts them."""
     rng = random.Random(seed * 7919 + 1)
-    net = nrm.ProperFFNN(case.model)
+    net = nrm.ProperFFNN(case.model, case.x[:1])
     rules: dict = {}
     if rng.random() < 0.5:
         rules[nrm.FIRST] = rng.choice([R.Flat(), R.WSquare(), R.ZBox(-1.0, 1.0)])

@@ -99,8 +99,8 @@ def test_lrp0_is_gradient_times_input_at_every_layer(name):
     for layer, expected in reference.items():
         if layer not in m.layers:
             continue
-        index = m.layer_index(layer)
-        tip = max((n for n in m.layers if m.layer_index(n) == index), key=lambda n: m.layers.index(n))
+        block = m.network.blocks[m.layer_index(layer)]
+        tip = (block.trailing[-1] if block.trailing else block.producer or block).name
         if layer != "input" and layer != tip:
             continue  # a name inside a layer (a conv before its folded batch norm) is not the layer's value
         got = m.marginal(layer)
@@ -217,10 +217,22 @@ class _Gate(nn.Module):
 class _Functional(nn.Module):
     def __init__(self):
         super().__init__()
-        self.w = nn.Parameter(torch.ones(2, 4))
+        self.w = nn.Parameter(torch.linspace(-1.0, 1.0, 8).reshape(2, 4))
 
     def forward(self, x):
         return torch.nn.functional.linear(x, self.w)
+
+
+def test_functional_use_of_a_parameter_is_read():
+    """F.linear(x, self.w) outside an nn.Linear is the same linear layer: recorded as called,
+    named by the module that issues it, LRP-0 = Gradient × Input."""
+    model = _Functional().double().eval()
+    x = torch.tensor([[1.0, -2.0, 0.5, 3.0]], dtype=torch.float64)
+    m = nrm.explain(model, x, target=0)
+    assert m.layer_index("linear") == 1  # the function's name, as torch.fx writes it
+    torch.testing.assert_close(m.f, model(x)[:, 0].detach())
+    expected = x * model.w[0].detach() / m.f
+    torch.testing.assert_close(m.marginal("input"), expected)
 
 
 class _CatBatch(nn.Module):
@@ -242,12 +254,13 @@ class _Tanh(nn.Module):
 
 
 @pytest.mark.parametrize("model, words", [
-    (_Gate(), ["sigmoid", "'sigmoid'"]),
-    (_Functional(), ["'w'", "module"]),
+    (_Gate(), ["2 operation(s)", "torch.sigmoid", "Tensor.mul", "test_dag.py"]),
     (_CatBatch(), ["torch.cat", "batch dimension"]),
-    (_Tanh(), ["Tanh", "'t'"]),
+    (_Tanh(), ["torch.tanh", "in Tanh", "at 't'"]),
 ])
 def test_unsupported_operations_are_named(model, words):
+    """Every unsupported operation of the model is listed in one message, each with its
+    module, its path and the line of the model's code."""
     with pytest.raises(nrm.UnsupportedOperationError) as info:
         nrm.explain(model.eval(), torch.ones(1, 4), target=0)
     for w in words:
@@ -255,8 +268,9 @@ def test_unsupported_operations_are_named(model, words):
 
 
 def test_branched_model_untouched():
-    """Hooks on every module (also the containers fx traces through) never run; the state
-    and modes stay bitwise as they were."""
+    """nrm calls the model once, as an ordinary inference: every module's forward hooks fire
+    exactly as they do then (also the containers'), backward hooks never; the state and
+    modes stay bitwise as they were."""
     model, x = _case("resnet-bottleneck", seed=8)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     calls = []
@@ -264,9 +278,12 @@ def test_branched_model_untouched():
         module.register_forward_pre_hook(lambda mod, inp, name=name: calls.append(("pre", name)))
         module.register_forward_hook(lambda mod, inp, out, name=name: calls.append(("fwd", name)))
         module.register_full_backward_hook(lambda mod, gi, go, name=name: calls.append(("bwd", name)))
+    with torch.no_grad():
+        model(x)
+    inference, calls[:] = list(calls), []
     m = nrm.explain(model, x, target=0, rules=nrm.presets.EpsilonGammaFlat())
     m.marginal("input", within=[At("layer1.0.conv2", channels=[c]) for c in range(2)])
-    assert calls == []
+    assert calls == inference
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert not any(mod.training for mod in model.modules())
 

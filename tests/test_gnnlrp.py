@@ -176,9 +176,11 @@ def test_l15_is_not_applicable_to_a_relevance_reading_rule():
 
 
 def test_the_reference_refuses_a_model_it_cannot_read():
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh()).double().eval()
-    with pytest.raises(gnnlrp.UnsupportedModelError, match="Tanh"):
-        gnnlrp.read_layers(model)
+    from nrm_verify.architectures import resnet
+
+    model = resnet("basic", seed=0, dtype=torch.float64)
+    with pytest.raises(gnnlrp.UnsupportedModelError, match="sequential"):
+        gnnlrp.read_layers(model, torch.zeros(1, 3, 8, 8, dtype=torch.float64))
 
 
 def test_a_walk_of_the_wrong_length_is_a_clear_error():

@@ -55,7 +55,8 @@ def test_a_network_repr_rebuilds_it_bit_for_bit(net):
     _same_module(net.model, rebuilt)
     x = torch.linspace(-1, 1, math.prod(net.input_shape), dtype=torch.float64).reshape((1,) + net.input_shape)
     assert torch.equal(net.model(x), rebuilt(x))
-    ProperFFNN(net.model)  # the core accepts every drawn architecture
+    # the core accepts every drawn architecture
+    ProperFFNN(net.model, torch.zeros((1,) + net.input_shape, dtype=torch.float64))
 
 
 @_few()
@@ -99,7 +100,7 @@ def test_presets_and_assignments_rebuild_to_the_same_rule_per_layer(data):
     rebuilt = eval(codegen.Writer().expr(rules), NAMESPACE)  # noqa: S307
 
     def per_layer(r):
-        view = ProperFFNN(net.model)
+        view = ProperFFNN(net.model, torch.zeros((1,) + net.input_shape, dtype=torch.float64))
         nrm.presets.assign(view, r)
         return [repr(b.rule) for b in view.linear_blocks()]
 
@@ -152,7 +153,7 @@ def test_networks_contain_every_special_structure(feature, predicate):
 
 
 def _preactivations(case):
-    engine = Engine(ProperFFNN(case.model), case.x[:1])
+    engine = Engine(ProperFFNN(case.model, case.x[:1]))
     out = []
     for l, z in engine.z_nobias.items():
         bias = engine.maps[l].bias_for(z)
@@ -169,7 +170,7 @@ def test_cases_draw_near_zero_preactivations():
 
 def test_cases_draw_units_dead_at_the_input():
     def dead(c):
-        engine = Engine(ProperFFNN(c.model), c.x[:1])
+        engine = Engine(ProperFFNN(c.model, c.x[:1]))
         hidden = [engine.values[l] for l in range(1, engine.net.depth)]
         return any(bool((h == 0).any()) and bool((h != 0).any()) for h in hidden)
 

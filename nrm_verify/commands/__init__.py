@@ -5,5 +5,5 @@ Exit statuses are shared: 0 everything held, 1 a law was violated (or a check fa
 2 a usage error (bad argument, missing file), printed as one line without a traceback.
 """
 
-COMMANDS = ("check", "check_rule", "prove", "explain", "bench", "snapshot")
+COMMANDS = ("check", "check_rule", "check_layer", "prove", "explain", "bench", "snapshot")
 """Module names in the order ``--help`` lists them; a module that is absent is skipped."""

@@ -147,28 +147,24 @@ def _leaves(model: nn.Module):
             yield name, module
 
 
-def addition_modules(model: nn.Module) -> dict[str, str]:
+def addition_modules(model: nn.Module, *, x: torch.Tensor) -> dict[str, str]:
     """nrm's sum layers (fx node names ``add``, ``add_1``, …) → the captum ``Addition_Module``
     that computes each. A sum computed by a plain ``+`` has no module to carry a rule in
     captum: :class:`~nrm_verify.peers.PeerConventionError`."""
-    from torch import fx
-
     from nrm.graph import ProperFFNN, Sum
 
     addition = require("captum.attr._utils.custom_modules", "captum").Addition_Module
-    graph = fx.symbolic_trace(model).graph  # the tracer nrm uses names nodes the same way
-    owner = {node.name: list((node.meta.get("nn_module_stack") or {}).values()) for node in graph.nodes}
     out = {}
-    for block in ProperFFNN(model).linear_blocks():
+    for block in ProperFFNN(model, x[:1]).linear_blocks():
         if isinstance(block.producer.module, Sum):
-            stack = owner.get(block.name) or []
-            if not stack or stack[-1][1] is not addition:
+            call = block.producer.call  # the module whose forward() computed the sum
+            if not isinstance(call.module, addition):
                 raise PeerConventionError(
                     f"the sum '{block.name}' is a plain '+', which captum's LRP propagates as a gradient: each summand "
                     "receives the sum's whole relevance. Compute it with captum's Addition_Module "
                     "(cp.with_addition_modules rewrites torchvision ResNet blocks)"
                 )
-            out[block.name] = stack[-1][0]
+            out[block.name] = call.path
     return out
 
 
@@ -179,8 +175,10 @@ def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Seq
 
     ``module_rules`` gives captum rules by module name directly (e.g. ``IdentityRule`` on a
     batch norm). Returns ``{"input": R_0, layer: R_layer, …, "output": f(x)}``; R_layer is
-    the relevance at the named module's output (captum's ``relevance_output`` × f). The
-    model is left as it was (captum's attributes are removed, its weights restored).
+    the relevance at the named module's output (captum's ``relevance_output`` × f). captum
+    runs on a copy of the model: its LRP writes the weights in place (and restores them by
+    copying the saved values back), which would leave the user's parameters with new version
+    counters — and a measure explained on them refusing to answer (StaleMeasureError).
 
     Sums of branches must be captum ``Addition_Module`` s (:func:`addition_modules`), with
     an ``Epsilon`` or ``Zero`` rule; ``plain_sums=True`` lets a plain ``+`` through (captum
@@ -190,12 +188,13 @@ def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Seq
 
     captum = _captum()
     lr = _rules_module()
-    network = ProperFFNN(model)
+    model = copy.deepcopy(model)
+    network = ProperFFNN(model, x[:1])
     assign(network, rules)
     by_name = {b.name: b.rule for b in network.linear_blocks() if not isinstance(b.producer.module, Sum)}
     sums = [b for b in network.linear_blocks() if isinstance(b.producer.module, Sum)]
     if sums and not plain_sums:
-        modules_of = addition_modules(model)
+        modules_of = addition_modules(model, x=x)
         for block in sums:
             if type(block.rule) not in (Epsilon, Zero):
                 raise PeerConventionError(

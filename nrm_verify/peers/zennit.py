@@ -227,7 +227,7 @@ def _pool_rule(rule: Rule, name: str, what: str = "pooling layer"):
     )
 
 
-def composite(model: nn.Module, rules):
+def composite(model: nn.Module, rules, *, x: torch.Tensor):
     """A zennit composite that propagates ``model`` with the nrm ``rules`` (a rule, a
     mapping or a preset), resolved per layer exactly as :func:`nrm.explain` resolves them.
 
@@ -240,9 +240,9 @@ def composite(model: nn.Module, rules):
     from nrm.graph import ProperFFNN, Sum
 
     z = _zennit()
-    network = ProperFFNN(model)
+    network = ProperFFNN(model, x[:1])
     assign(network, rules)
-    sums = sum_modules(model) if any(isinstance(b.producer.module, Sum) for b in network.linear_blocks()) else {}
+    sums = sum_modules(model, x=x) if any(isinstance(b.producer.module, Sum) for b in network.linear_blocks()) else {}
     name_map = []
     for i, block in enumerate(network.linear_blocks()):
         module = block.producer.module
@@ -280,28 +280,24 @@ def resnet_canonizers(exact: bool = True) -> list:
     return [merge_batchnorm(exact), tv.ResNetBottleneckCanonizer(), tv.ResNetBasicBlockCanonizer()]
 
 
-def sum_modules(model: nn.Module) -> dict[str, str]:
+def sum_modules(model: nn.Module, *, x: torch.Tensor) -> dict[str, str]:
     """nrm's sum layers (fx node names ``add``, ``add_1``, …) → the module
     ``<block>.canonizer_sum`` that zennit's ResNet canonizer adds to the block computing it.
 
     Only the residual sums of torchvision's ``BasicBlock`` and ``Bottleneck`` have a zennit
     counterpart; any other sum raises :class:`~nrm_verify.peers.PeerConventionError`.
     """
-    from torch import fx
-
     require("torchvision", "torchvision")
     from torchvision.models.resnet import BasicBlock, Bottleneck
 
     from nrm.graph import ProperFFNN, Sum
 
-    graph = fx.symbolic_trace(model).graph  # the tracer nrm uses names nodes the same way
-    owner = {node.name: list((node.meta.get("nn_module_stack") or {}).values()) for node in graph.nodes}
     out = {}
-    for block in ProperFFNN(model).linear_blocks():
+    for block in ProperFFNN(model, x[:1]).linear_blocks():
         if not isinstance(block.producer.module, Sum):
             continue
-        stack = owner.get(block.name) or []
-        path, kind = stack[-1] if stack else (None, None)
+        call = block.producer.call  # the module whose forward() computed the sum
+        path, kind = call.path, type(call.module) if call.module is not None else None
         if kind not in (BasicBlock, Bottleneck):
             raise PeerConventionError(
                 f"the sum '{block.name}' is not the residual sum of a torchvision BasicBlock or Bottleneck (it is in "
@@ -345,7 +341,8 @@ def _first(model: nn.Module, types: tuple) -> str | None:
     return next((name for name, m in model.named_modules() if isinstance(m, types)), None)
 
 
-def mirror(name: str, model: nn.Module, *, epsilon=1e-6, gamma=0.25, stabilizer=1e-6, low=None, high=None) -> RuleMap:
+def mirror(name: str, model: nn.Module, *, x: torch.Tensor, epsilon=1e-6, gamma=0.25, stabilizer=1e-6, low=None,
+           high=None) -> RuleMap:
     """The nrm rule mapping equal to zennit's built-in composite ``name`` on ``model``.
 
     ``name`` is one of :data:`BUILTIN`; the keyword arguments are the composite's own
@@ -367,7 +364,7 @@ def mirror(name: str, model: nn.Module, *, epsilon=1e-6, gamma=0.25, stabilizer=
     eps = 0.0 if callable(stabilizer) else stabilizer
     modules = dict(model.named_modules())
     reads_input = _first(model, (nn.Linear,) + CONVS)
-    blocks = {b.name: b for b in ProperFFNN(model).linear_blocks()}
+    blocks = {b.name: b for b in ProperFFNN(model, x[:1]).linear_blocks()}
     by_name: dict[str, Rule] = {}
     for bname, block in blocks.items():
         if isinstance(block.producer.module, Sum):  # zennit's Norm on the canonizer's Sum

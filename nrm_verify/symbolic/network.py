@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
+from nrm.layers.linear import Conv, Dense
+
 from .ops import Fact, SignDecider, to_sympy
 
 SIGNS = {"+": {"positive": True}, "-": {"negative": True}, "real": {"real": True},
@@ -150,8 +152,9 @@ class SymbolicNetwork:
                     b[k] = _register(f"b{l}_{k + 1}", _bias_spec(biases, l, k), domains, latex,
                                      f"b^{{({l})}}_{{{k + 1}}}")
             name = _layer_name(names, l, depth)
-            layers.append(SymbolicLayer(l, name, "dense", W, np.ones((n_out, n_in), dtype=bool), b,
-                                        "linear" if l == depth else activation, (n_out,)))
+            unrolled = Dense.unroll(W, b, (n_in,))  # the Dense kind's declared form, on symbols
+            layers.append(SymbolicLayer(l, name, "dense", unrolled.weight.T.copy(), unrolled.connected.T.copy(),
+                                        unrolled.bias, "linear" if l == depth else activation, (n_out,)))
         signs = _pattern(pattern, output_signs, widths, activation)
         return cls(xs, (widths[0],), layers, signs, box, domains, latex)
 
@@ -173,14 +176,13 @@ class SymbolicNetwork:
         xs, box = cls._make_inputs(length, inputs, domains, latex)
         taps = np.array([_register(f"c1_{t + 1}", _weight_spec(weights, 1, t, 0), domains, latex,
                                    f"c^{{(1)}}_{{{t + 1}}}") for t in range(kernel)], dtype=object)
-        W = np.full((positions, length), sp.Integer(0), dtype=object)
-        mask = np.zeros((positions, length), dtype=bool)
-        for k in range(positions):
-            for t in range(kernel):
-                W[k, k + t] = taps[t]
-                mask[k, k + t] = True
         b1 = None if biases is None else _register("b1", _bias_spec(biases, 1, 0), domains, latex, "b^{(1)}")
-        bias = None if b1 is None else np.array([b1] * positions, dtype=object)
+        # the Conv kind's declared form, on symbols: one channel in and out, stride 1, no padding
+        unrolled = Conv.unroll(taps.reshape(1, 1, kernel), None if b1 is None else np.array([b1], dtype=object),
+                               (1, length), (1,), (0,), (1,))
+        W, mask = unrolled.weight.T.copy(), unrolled.connected.T.copy()
+        W[~mask] = sp.Integer(0)
+        bias = unrolled.bias
         conv = SymbolicLayer(1, _layer_name(names, 1, 2), "conv1d", W, mask, bias, "relu", (1, positions), taps, b1)
         W2 = np.empty((outputs, positions), dtype=object)
         for k in range(outputs):

@@ -1,0 +1,590 @@
+"""What ``forward()`` computes, recorded while it runs (NRM-SPEC §1, "the captured computation
+is the model's").
+
+:func:`capture` calls ``model(x)`` **once**, under ``torch.no_grad()`` and with autocast
+off, and records every operation that ``forward()`` executes on tensors derived from the
+input — at the level the model's code calls them (``F.conv2d``, ``torch.cat``,
+``x.view(...)``, ``a + b``), whichever module, container, hook or helper function issues
+them. Nothing reads module types to guess what ``forward()`` does: a module used twice is
+recorded twice, a ``Sequential`` subclass with its own ``forward`` is recorded as that
+``forward`` runs, a parametrized or hook-computed weight is the tensor the call received.
+
+How (a recorder at the level of torch's function dispatch):
+
+* a :class:`torch.overrides.TorchFunctionMode` sees every torch function, ``Tensor``
+  method and operator the Python code calls. An operation with an input-derived tensor
+  among its arguments is *recorded* (a :class:`Call`); one without is a constant
+  (parameters, masks, position tables) and only runs;
+* global module hooks (this thread only) keep the stack of module calls, which names the
+  recorded operations (``"features.0"``) and lets a module whose type has a declared layer
+  kind (:mod:`nrm.layers`) be recorded whole, as one call;
+* reading the *values* of an input-derived tensor into Python (``bool(t)``, ``t.item()``,
+  ``t.tolist()``, …) is data-dependent control flow: refused, with the line of the model's
+  code that does it. Reading shapes (``x.shape``, ``x.size(0)``, ``assert``, size
+  arithmetic) is fine: it is resolved for the given input, as the model itself resolves it;
+* in-place operations are recorded as new values (the value before is kept, copied on
+  write); a tensor changed in place through a view of it, and read afterwards, is refused.
+
+The recorded values are the model's own: the engine builds its kernels from them, so there
+is no second forward pass. Why this rather than ``torch.fx`` or ``torch.export``, and what
+the self-check of every ``explain`` verifies: ``docs/capture.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
+
+from .errors import (
+    DataDependentControlFlowError,
+    InPlaceViewError,
+    NRMError,
+    ShapeError,
+    UnsupportedOperationError,
+)
+
+_MISSING = object()
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_NRM_DIR = os.path.dirname(__file__)
+
+METADATA = {
+    torch.Tensor.size, torch.Tensor.dim, torch.Tensor.numel, torch.Tensor.stride, torch.Tensor.is_contiguous,
+    torch.Tensor.is_floating_point, torch.Tensor.is_complex, torch.Tensor.element_size, torch.Tensor.nelement,
+    torch.Tensor.ndimension, torch.Tensor.get_device, torch.Tensor.data_ptr, torch.Tensor.__len__,
+    torch.Tensor.__hash__, torch.Tensor.__repr__, torch.Tensor.__format__,
+    torch.Tensor.storage_offset, torch.Tensor.untyped_storage,
+}
+"""Functions that read a tensor's metadata (or print it), never its values into the
+computation: they run without being recorded."""
+
+_PROPERTIES = ("shape", "dtype", "device", "ndim", "is_cuda", "layout", "requires_grad", "names", "is_leaf",
+               "is_sparse", "is_quantized", "is_meta", "grad_fn", "grad", "itemsize", "nbytes", "_version",
+               "is_mps", "is_xpu", "_base", "output_nr")
+METADATA |= {getattr(torch._C.TensorBase, p) for p in _PROPERTIES if hasattr(torch._C.TensorBase, p)}
+# a property's getter reaches __torch_function__ as a fresh method-wrapper each time: keyed by its descriptor
+
+VALUE_READS = {
+    torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__, torch.Tensor.__float__,
+    torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.__complex__,
+}
+"""Functions that read an input-derived tensor's values into Python: data-dependent control flow."""
+
+
+@dataclass(frozen=True)
+class Value:
+    """An input-derived tensor inside a recorded call's arguments: the output of call
+    ``node`` (``-1`` is the model's input), item ``item`` of it when the call returned
+    several tensors."""
+
+    node: int
+    item: int | None = None
+
+    def __repr__(self) -> str:
+        return f"%{'input' if self.node < 0 else self.node}" + ("" if self.item is None else f"[{self.item}]")
+
+
+@dataclass(eq=False)
+class Call:
+    """One operation that ``forward()`` executed on input-derived tensors.
+
+    ``func`` is what the model's code called (``torch.nn.functional.conv2d``,
+    ``torch.Tensor.view``, …) or, for a module captured whole, the module itself.
+    ``args`` / ``kwargs`` are the arguments as given, with :class:`Value` in place of every
+    input-derived tensor (constants — parameters, buffers, numbers — stay as they were).
+    ``outputs`` are the values it produced, in the order of its results (owned by the
+    capture: a later in-place change of the model's tensor does not reach them).
+    """
+
+    index: int
+    func: Any
+    args: tuple
+    kwargs: dict
+    kind: Any  # nrm.layers.Kind, or None when no kind reads this operation
+    outputs: list[torch.Tensor]
+    module: nn.Module | None  # the innermost module whose forward() issued it
+    path: str  # that module's name in the model ("" for the model itself)
+    where: str  # the line of the model's code that issued it
+    name: str = ""
+    inplace: bool = False
+    whole: bool = False  # a module captured whole
+    in_shapes: list[tuple] = field(default_factory=list)  # shapes of the input-derived arguments, in order
+    in_dtypes: list[torch.dtype] = field(default_factory=list)
+    refusal: str | None = None  # why no kind reads it (None when a kind does, or none is declared)
+    owned: bool = False  # the one operation of its module's call (named by the module)
+
+    @property
+    def output(self) -> torch.Tensor:
+        return self.outputs[0]
+
+    def arg(self, index: int, name: str, default: Any = _MISSING) -> Any:
+        """The argument given at position ``index`` or by keyword ``name``."""
+        if index < len(self.args):
+            return self.args[index]
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if default is _MISSING:
+            raise ShapeError(f"{self.describe()} has no argument {name!r}")
+        return default
+
+    @property
+    def inputs(self) -> list[Value]:
+        """The input-derived tensors among the arguments, in order."""
+        found: list[Value] = []
+        _walk((self.args, self.kwargs), lambda v: found.append(v) if isinstance(v, Value) else None)
+        return found
+
+    def describe(self) -> str:
+        """``F.conv2d in Conv2d at 'features.0' (model.py:42: …)`` — for messages."""
+        where = f" ({self.where})" if self.where else ""
+        at = f"'{self.path}'" if self.path else "the top level"
+        owner = f" in {type(self.module).__name__}" if self.module is not None and not self.whole else ""
+        return f"{func_name(self.func)}{owner} at {at}{where}"
+
+    def __repr__(self) -> str:
+        return f"Call({self.index}: {self.name or '?'} = {func_name(self.func)}{tuple(self.args)!r})"
+
+
+@dataclass
+class Captured:
+    """The recorded computation of ``model(x)``: the input (an owned copy), the calls in
+    the order they ran, the model's output, and names for module outputs.
+
+    ``module_outputs`` maps the name of every module call (containers included) to the
+    :class:`Value` it returned, so that ``"layer4"`` names the output of that block.
+    """
+
+    model: nn.Module
+    input: torch.Tensor
+    calls: list[Call]
+    output: Value
+    result: torch.Tensor  # what model(x) returned (the selected output tensor)
+    module_outputs: dict[str, Value] = field(default_factory=dict)
+    constants: list[tuple[str, torch.Tensor, int]] = field(default_factory=list)  # (where, tensor, version)
+
+    def value(self, v: Value) -> torch.Tensor:
+        """The recorded tensor of a :class:`Value`."""
+        if v.node < 0:
+            return self.input
+        call = self.calls[v.node]
+        return call.outputs[0 if v.item is None else v.item]
+
+
+def func_name(func: Any) -> str:
+    """A readable name of a recorded function: ``F.conv2d``, ``Tensor.view``, ``torch.cat``."""
+    if isinstance(func, nn.Module):
+        return type(func).__name__
+    name = getattr(func, "__name__", None) or getattr(func, "__qualname__", None) or repr(func)
+    if name == "fn" and hasattr(func, "__qualname__") and "boolean_dispatch" in func.__qualname__:
+        name = getattr(func, "_nrm_name", "max_pool")
+    owner = getattr(func, "__objclass__", None)
+    if owner is not None and owner.__name__ in ("TensorBase", "Tensor"):
+        return f"Tensor.{name}"
+    module = getattr(func, "__module__", None) or ""
+    if module.startswith("torch.nn.functional") or module == "torch._C._nn":
+        return f"F.{name}"
+    if module in ("torch", "torch._VariableFunctions", "torch.functional") or module.startswith("torch._C"):
+        return f"torch.{name}"
+    if module in ("_operator", "operator"):
+        return f"operator.{name}"
+    return f"{module}.{name}" if module else name
+
+
+def _walk(obj: Any, fn: Callable[[Any], Any]) -> None:
+    if isinstance(obj, (list, tuple)):
+        for o in obj:
+            _walk(o, fn)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            _walk(o, fn)
+    else:
+        fn(obj)
+
+
+def _map(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuples (torch.return_types)
+        return type(obj)(*(_map(o, fn) for o in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map(o, fn) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    return fn(obj)
+
+
+def user_location(skip_torch: bool = True) -> str:
+    """The innermost line of the model's own code on the Python stack (not torch's, not nrm's)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        inside = filename.startswith(_NRM_DIR) or (skip_torch and filename.startswith(_TORCH_DIR))
+        if not inside and not filename.startswith("<frozen"):
+            line = _source_line(filename, frame.f_lineno)
+            here = f"{os.path.basename(filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
+            return f"{here}: {line}" if line else here
+        frame = frame.f_back
+    return ""
+
+
+def _source_line(filename: str, lineno: int) -> str:
+    import linecache
+
+    return linecache.getline(filename, lineno).strip()
+
+
+class _Frame:
+    """One module call on the stack."""
+
+    __slots__ = ("module", "name", "direct", "children", "whole", "inputs")
+
+    def __init__(self, module: nn.Module, name: str, whole: Any):
+        self.module, self.name, self.whole = module, name, whole
+        self.direct: list[int] = []  # calls recorded directly in this module's forward()
+        self.children = False  # whether a module called inside recorded anything
+        self.inputs: list[Value] | None = None
+
+
+class _Recorder(TorchFunctionMode):
+    """Records the calls of one ``model(x)`` (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, kinds):
+        super().__init__()
+        self.model, self.kinds = model, kinds
+        self.thread = threading.get_ident()
+        self.names: dict[int, list[str]] = {}
+        for name, module in model.named_modules(remove_duplicate=False):
+            self.names.setdefault(id(module), []).append(name)
+        self.times_called: dict[int, int] = {}
+        self.stack: list[_Frame] = []
+        self.live: dict[int, tuple[Value, int, torch.Tensor]] = {}  # id(tensor) → (value, version, tensor)
+        self.calls: list[Call] = []
+        self.module_outputs: dict[str, Value] = {}
+        self.module_calls: list[str] = []  # names of the module calls, in the order they returned
+        self.constants: dict[int, tuple[str, torch.Tensor, int]] = {}
+        self.tensor_names: dict[int, str] | None = None
+        self.leaf = 0  # depth inside a module captured whole
+        self.failed: tuple[nn.Module, str] | None = None  # the innermost module in which forward() raised
+        self.input: torch.Tensor | None = None
+        self.error: NRMError | None = None
+
+    # -- the input ---------------------------------------------------------------------
+    def start(self, x: torch.Tensor) -> None:
+        self.input = x
+        self.live[id(x)] = (Value(-1), x._version, x)
+
+    # -- module calls ------------------------------------------------------------------
+    def pre_hook(self, module: nn.Module, args: tuple) -> None:
+        if threading.get_ident() != self.thread:
+            return
+        with torch._C.DisableTorchFunction():  # the hook's own reads of tensors are not the model's
+            name = self._call_name(module)
+            whole = None if self.leaf else self.kinds.module_kind(module)
+            frame = _Frame(module, name, whole)
+            if whole is not None:
+                frame.inputs = self._tainted(args, strict=False)
+                self.leaf += 1
+            self.stack.append(frame)
+
+    def post_hook(self, module: nn.Module, args: tuple, *rest) -> None:
+        if threading.get_ident() != self.thread or not self.stack or self.stack[-1].module is not module:
+            return
+        with torch._C.DisableTorchFunction():
+            output = rest[-1]
+            kwargs = rest[0] if len(rest) == 2 else {}
+            if sys.exc_info()[0] is not None and self.failed is None:  # forward() raised in this module
+                self.failed = (self.stack[-1].module, self.stack[-1].name)
+            frame = self.stack.pop()
+            if frame.whole is not None:
+                self.leaf -= 1
+                if self.error is None and (frame.inputs or self._tainted(kwargs, strict=False)):
+                    self._record(module, args, kwargs, frame.whole, output, frame, whole=True)
+            if self.stack:
+                parent = self.stack[-1]
+                parent.children = parent.children or bool(frame.direct) or frame.children
+            if not frame.name:  # the model itself: its output is "output"
+                return
+            if isinstance(output, torch.Tensor) and id(output) in self.live:
+                value, version, _ = self.live[id(output)]
+                if version == output._version:
+                    self.module_outputs.setdefault(frame.name, value)
+            if len(frame.direct) == 1 and not frame.children:
+                call = self.calls[frame.direct[0]]
+                if not call.name:
+                    call.name, call.owned = frame.name, True
+            self.module_calls.append(frame.name)
+
+    def _call_name(self, module: nn.Module) -> str:
+        """The i-th call of a module takes its i-th name in the model (a module registered
+        twice, e.g. reused in an nn.Sequential, has two), then fx's ``path_i``."""
+        names = self.names.get(id(module)) or [type(module).__name__.lower()]
+        i = self.times_called.get(id(module), 0)
+        self.times_called[id(module)] = i + 1
+        if i < len(names):
+            return names[i]
+        return f"{names[0].replace('.', '_')}_{i}"
+
+    # -- functions -----------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.leaf or _key(func) in METADATA or self.error is not None:
+            return func(*args, **kwargs)
+        tainted = self._tainted((args, kwargs))
+        if not tainted:
+            return func(*args, **kwargs)
+        if func in VALUE_READS:
+            self._fail(DataDependentControlFlowError(
+                f"forward() reads the values of an input-derived tensor into Python ({func_name(func)}) at "
+                f"{user_location() or 'an unknown place'}: data-dependent control flow, which nrm does not follow. "
+                "Compute it with tensor operations (torch.where, masks) instead of Python branching"))
+        target = _inplace_target(func, args, kwargs)
+        if target is not None:
+            self._copy_on_write(target)
+        out = func(*args, **kwargs)
+        if not _tensors_only(out):
+            self._fail(DataDependentControlFlowError(
+                f"{func_name(func)} at {user_location() or 'an unknown place'} turns input-derived tensors into a "
+                f"Python {type(out).__name__}: data-dependent control flow, which nrm does not follow"))
+        self._record(func, args, kwargs, None, out, self.stack[-1] if self.stack else None, target=target)
+        return out
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _tainted(self, obj, strict: bool = True) -> list[Value]:
+        """The input-derived tensors in ``obj``; ``strict``: one changed in place behind the
+        recorder's back (through a view) is an error."""
+        found: list[Value] = []
+
+        def visit(t):
+            if isinstance(t, torch.Tensor) and id(t) in self.live:
+                value, version, _ = self.live[id(t)]
+                if t._version != version:
+                    if not strict:
+                        return
+                    self._fail(InPlaceViewError(
+                        f"an input-derived tensor was changed in place through a view of it and read afterwards, at "
+                        f"{user_location() or 'an unknown place'}; nrm cannot tell which value the model meant. "
+                        "Use an out-of-place operation there (e.g. torch.cat or torch.where instead of writing into "
+                        "a slice)"))
+                found.append(value)
+
+        _walk(obj, visit)
+        return found
+
+    def _copy_on_write(self, target: torch.Tensor) -> None:
+        """Before ``target`` changes in place, keep the value every recorded call holds of
+        its storage (the call's output stays what it was when computed)."""
+        storage = target.untyped_storage().data_ptr()
+        for call in self.calls:
+            for i, t in enumerate(call.outputs):
+                if t is not None and t.untyped_storage().data_ptr() == storage:
+                    call.outputs[i] = t.clone()
+        if self.input is not None and self.input.untyped_storage().data_ptr() == storage:
+            self.input = self.input.clone()
+
+    def _record(self, func, args, kwargs, kind, out, frame, *, whole: bool = False, target=None) -> None:
+        index = len(self.calls)
+
+        shapes, dtypes = [], []
+
+        def placeholder(t):
+            if not isinstance(t, torch.Tensor):
+                return t
+            entry = self.live.get(id(t))
+            if entry is not None and (entry[1] == t._version or t is target):  # target: its value before
+                shapes.append(tuple(t.shape))
+                dtypes.append(t.dtype)
+                return entry[0]
+            self.constants.setdefault(id(t), (self._tensor_name(t, frame), t, t._version))
+            return t
+
+        args, kwargs = _map(args, placeholder), _map(kwargs, placeholder)
+        outputs: list = []
+        several = isinstance(out, (list, tuple))
+        for i, t in enumerate(out if several else (out,)):
+            if isinstance(t, torch.Tensor):
+                self.live[id(t)] = (Value(index, i if several else None), t._version, t)
+            outputs.append(t if isinstance(t, torch.Tensor) else None)
+        call = Call(index, func, tuple(args), dict(kwargs), kind, outputs,
+                    frame.module if frame is not None else None, frame.name if frame is not None else "",
+                    user_location(skip_torch=not whole), inplace=target is not None, whole=whole,
+                    in_shapes=shapes, in_dtypes=dtypes)
+        if whole:
+            call.name, call.owned = frame.name, True
+        call.kind, call.refusal = self.kinds.resolve(call)
+        self.calls.append(call)
+        if frame is not None and not whole:
+            frame.direct.append(index)
+
+    def _tensor_name(self, t: torch.Tensor, frame) -> str:
+        """A parameter's or buffer's name, else where the constant was read."""
+        if self.tensor_names is None:
+            self.tensor_names = {}
+            for name, p in list(self.model.named_parameters(remove_duplicate=False)) + list(
+                    self.model.named_buffers(remove_duplicate=False)):
+                self.tensor_names.setdefault(id(p), name)
+        name = self.tensor_names.get(id(t))
+        if name is not None:
+            return name
+        base = t._base
+        if base is not None and id(base) in self.tensor_names:
+            return f"{self.tensor_names[id(base)]} (a view of it)"
+        where = frame.name if frame is not None and frame.name else "the top level"
+        return f"a tensor read at '{where}'"
+
+    def _fail(self, error: NRMError) -> None:
+        if self.error is None:
+            self.error = error
+        raise error
+
+
+def _key(func: Any) -> Any:
+    """What identifies a function: a property getter by its descriptor."""
+    owner = getattr(func, "__self__", None)
+    if getattr(func, "__name__", None) == "__get__" and type(owner).__name__ == "getset_descriptor":
+        return owner
+    return func
+
+
+def _tensors_only(out: Any) -> bool:
+    """Whether a call's result carries no values into Python (tensors, None, or text)."""
+    if isinstance(out, (torch.Tensor, str, torch.dtype, torch.device, torch.Size)) or out is None:
+        return True
+    if isinstance(out, (list, tuple)):
+        return all(isinstance(o, torch.Tensor) for o in out)
+    return False
+
+
+_INPLACE_EXCEPTIONS = {"requires_grad_", "share_memory_", "retain_grad", "record_stream"}
+
+
+def _inplace_target(func, args, kwargs) -> torch.Tensor | None:
+    """The tensor an in-place call changes: ``t.add_(…)``, ``t[i] = v``, ``out=``."""
+    name = getattr(func, "__name__", "")
+    if "out" in kwargs and isinstance(kwargs["out"], torch.Tensor):
+        return kwargs["out"]
+    if name == "__setitem__" or (name.endswith("_") and not name.endswith("__") and name not in _INPLACE_EXCEPTIONS) \
+            or name in ("__iadd__", "__isub__", "__imul__", "__itruediv__"):
+        return args[0] if args and isinstance(args[0], torch.Tensor) else None
+    if kwargs.get("inplace") is True or (name in _INPLACE_ARG and len(args) > _INPLACE_ARG[name]
+                                         and args[_INPLACE_ARG[name]] is True):
+        return args[0] if args and isinstance(args[0], torch.Tensor) else None
+    return None
+
+
+_INPLACE_ARG = {"relu": 1, "relu6": 1, "leaky_relu": 2, "hardtanh": 3, "elu": 2, "selu": 1, "celu": 2,
+                "dropout": 3, "threshold": 3, "rrelu": 4, "hardswish": 1, "hardsigmoid": 1, "silu": 1, "mish": 1}
+"""The position of the ``inplace`` argument of the functions of torch.nn.functional that take one."""
+
+
+def capture(model: nn.Module, x: torch.Tensor, *, output: Callable[[Any], torch.Tensor] | None = None,
+            kinds=None) -> Captured:
+    """Run ``model(x)`` once and record what it computes on ``x`` (see the module docstring).
+
+    ``x`` is copied first (the capture owns its input). ``output`` selects the tensor to
+    explain when the model returns something else (a tuple, a dict, a ``ModelOutput``);
+    by default the model must return one tensor. Raises
+    :class:`~nrm.errors.DataDependentControlFlowError` for control flow on values,
+    :class:`~nrm.errors.InPlaceViewError` for an in-place write through a view read
+    afterwards, and :class:`~nrm.errors.ShapeError` when the model raises on this input.
+    """
+    from .layers import REGISTRY
+
+    kinds = REGISTRY if kinds is None else kinds
+    x = x.detach().clone()
+    recorder = _Recorder(model, kinds)
+    recorder.start(x)
+    handles: list[RemovableHandle] = []
+    try:
+        handles.append(nn.modules.module.register_module_forward_pre_hook(recorder.pre_hook))
+        handles.append(nn.modules.module.register_module_forward_hook(recorder.post_hook, with_kwargs=True,
+                                                                      always_call=True))
+        with torch.no_grad(), no_autocast(x), recorder:
+            result = model(x)
+    except NRMError:
+        raise
+    except Exception as error:
+        if recorder.error is not None:
+            raise recorder.error from None
+        failed = recorder.failed or (model, "")
+        at = f"{type(failed[0]).__name__} at '{failed[1]}'" if failed[1] else type(failed[0]).__name__
+        raise ShapeError(f"model(x) raised {type(error).__name__} for an input of shape {tuple(x.shape)}, in {at} "
+                         f"({user_location() or 'forward'}): {error}") from error
+    finally:
+        for h in handles:
+            h.remove()
+    if recorder.error is not None:  # raised inside forward() and swallowed by the model's code
+        raise recorder.error
+    selected = output(result) if output is not None else result
+    if not isinstance(selected, torch.Tensor):
+        raise UnsupportedOperationError(
+            f"the model returns a {type(result).__name__}, not a tensor; pass output= to nrm.explain, a function "
+            "that picks the tensor to explain from what the model returns (e.g. output=lambda out: out.logits)")
+    entry = recorder.live.get(id(selected))
+    if entry is None or entry[1] != selected._version:
+        raise UnsupportedOperationError(
+            "the tensor the model returns was not computed from its input by operations nrm could see (a constant, "
+            "or the result of an operation outside torch's Python API, such as a C++ extension); nrm explains "
+            "outputs computed from the input by torch operations")
+    _name_functional_calls(recorder.calls, recorder.module_calls)
+    return Captured(model, recorder.input if recorder.input is not None else x, recorder.calls, entry[0],
+                    selected, recorder.module_outputs,
+                    [(w, t, v) for w, t, v in recorder.constants.values()])
+
+
+def _name_functional_calls(calls: list[Call], module_calls: list[str]) -> None:
+    """Name the calls that no module names as torch.fx would: the function's name, then
+    ``_1``, ``_2``, … in the order they ran (``add``, ``add_1``, ``relu``, ``cat``); module
+    names (also as fx writes them, dots as underscores) and "input"/"output" are taken."""
+    from .layers import base_name
+
+    used = {"input", "output"}
+    for name in module_calls:
+        used.add(name)
+        used.add(name.replace(".", "_"))
+    for call in calls:
+        if call.name:
+            used.add(call.name)
+    counters: dict[str, int] = {}
+    for call in calls:
+        if call.name:
+            continue
+        base = base_name(call.func)
+        i = counters.get(base, 0)
+        name = base if i == 0 else f"{base}_{i}"
+        while name in used:
+            i += 1
+            name = f"{base}_{i}"
+        counters[base] = i + 1
+        used.add(name)
+        call.name = name
+
+
+class no_autocast:
+    """Disable autocast on the input's device for the capture: the measure is computed in
+    the input's dtype (under ``torch.autocast`` a model would otherwise run in bfloat16
+    or float16 and the measure with it)."""
+
+    def __init__(self, where: torch.Tensor | torch.device):
+        self.device = (where.device if isinstance(where, torch.Tensor) else torch.device(where)).type
+        self.ctx = None
+
+    def __enter__(self):
+        if self.device in ("cpu", "cuda", "xpu", "mps"):
+            try:
+                self.ctx = torch.autocast(self.device, enabled=False)
+            except RuntimeError:  # a device type without autocast support
+                self.ctx = None
+        if self.ctx is not None:
+            self.ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            return self.ctx.__exit__(*exc)
+        return False

@@ -1,0 +1,95 @@
+"""The self-check of every ``explain``: the kernels' maps reproduce what the model computed.
+
+The forward record of the engine is the model's own computation (:mod:`nrm.capture`): the
+activations are the values ``model(x)`` produced, so they need no check. What nrm adds is
+an *interpretation* of each recorded call — the map W that a rule splits, the winners of a
+max-pool — built by the call's layer kind from its arguments. :func:`check_map` verifies
+it where it matters, against the recorded output:
+
+    | W a + b − z_recorded |  ≤  64 · eps(dtype) · (|W| |a| + |b|)      per neuron,
+
+the bound of a float sum of the same terms in another order. A map that fails raises
+:class:`~nrm.errors.CaptureMismatchError` naming the layer, its kind and the deviation.
+
+An interpretation depends on the call's arguments and shapes, not on the values of the
+weights or the input, so a map checked once is known good for every later call with the
+same *signature* (kind, function, non-tensor arguments, shapes, dtype, device): the check
+runs the first time a signature is seen in the process, and every time with
+``explain(..., check="full")`` (the test suite's setting). Maps built from the input
+itself (LRN) are checked every time.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+
+from .errors import CaptureMismatchError
+
+_CHECKED: OrderedDict = OrderedDict()
+_CAPACITY = 4096
+
+
+def signature(block, a: torch.Tensor) -> tuple:
+    """What a map's interpretation depends on: kind, function, arguments other than tensor
+    values (tensors by shape and dtype), input shape, dtype and device."""
+
+    def part(v):
+        if isinstance(v, torch.Tensor):
+            return ("tensor", tuple(v.shape), v.dtype, v.device.type)
+        if isinstance(v, (list, tuple)):
+            return tuple(part(x) for x in v)
+        if isinstance(v, dict):
+            return tuple(sorted((k, part(x)) for k, x in v.items()))
+        return repr(v)
+
+    steps = [block.producer] + list(block.batchnorms)
+    return tuple((s.layer_kind.name, repr(s.call.func), part(s.call.args), part(s.call.kwargs)) for s in steps) + (
+        tuple(a.shape[1:]), a.dtype, a.device.type)
+
+
+def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = False) -> None:
+    """Raise :class:`CaptureMismatchError` when ``lmap`` at ``a`` does not give ``pre``."""
+    depends_on_input = getattr(lmap, "batch", None) is not None  # a map built from the input (LRN)
+    key = None
+    if not full and not depends_on_input:
+        key = signature(block, a)
+        if key in _CHECKED:
+            _CHECKED.move_to_end(key)
+            return
+    z = lmap.forward(a, lmap.weight)
+    bias = lmap.bias_for(z) if lmap.bias is not None else None
+    if bias is not None:
+        z = z + bias
+    scale = lmap.forward(a.abs(), lmap.structured(lmap.weight.abs()))
+    if bias is not None:
+        scale = scale + bias.abs()
+    deviation = (z - pre).abs()
+    bound = 64 * torch.finfo(a.dtype).eps * scale + torch.finfo(a.dtype).tiny
+    if not bool((deviation <= bound).all()):
+        worst = float(deviation.max())
+        where = block.producer
+        raise CaptureMismatchError(
+            f"the map of layer '{where.name}' ({where.layer_kind.name}, {where.call.describe()}) does not reproduce "
+            f"what the model computed there: max |W a + b − z| = {worst:.3e} (allowed up to "
+            f"{float(bound.max()):.3e}). The layer kind's map() disagrees with the operation; fix the kind "
+            "(nrm-verify check-layer tests one)")
+    if key is not None:
+        _CHECKED[key] = True
+        if len(_CHECKED) > _CAPACITY:
+            _CHECKED.popitem(last=False)
+
+
+def check_winners(step, pooled: torch.Tensor, recorded: torch.Tensor) -> None:
+    """The winners' values are the recorded output of a winner-takes-all layer."""
+    if not torch.equal(pooled, recorded):
+        worst = float((pooled - recorded).abs().max())
+        raise CaptureMismatchError(
+            f"the winners of layer '{step.name}' ({step.layer_kind.name}, {step.call.describe()}) do not reproduce "
+            f"what the model computed there (max deviation {worst:.3e})")
+
+
+def forget() -> None:
+    """Forget which signatures were checked (the next explain checks every map again)."""
+    _CHECKED.clear()

@@ -1,0 +1,64 @@
+"""The layer vocabulary of nrm: every kind of operation the capture reads, declared once.
+
+    import nrm.layers
+    nrm.layers.REGISTRY.kinds          # name → kind
+    @nrm.layers.register               # declare a kind for your own module (docs/layers.md)
+    class MyKind(nrm.layers.Linear): ...
+
+Roles (:mod:`nrm.layers.base`): :class:`Linear` (a map a rule splits), :class:`Sum`,
+:class:`Winner`, :class:`Concat`, :class:`Elementwise` (relevance passes unchanged),
+:class:`Reshape`, :class:`Alias`, :class:`BatchNorm`. The built-in kinds are in
+:mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.shape`,
+:mod:`~nrm.layers.pooling` and :mod:`~nrm.layers.norm`.
+"""
+
+from __future__ import annotations
+
+from . import elementwise, linear, norm, pooling, shape
+from .base import (
+    ROLES,
+    Alias,
+    BatchNorm,
+    Concat,
+    Elementwise,
+    ExactMap,
+    Kind,
+    Linear,
+    Registry,
+    Reshape,
+    Sum,
+    Winner,
+    base_name,
+    exact_from_map,
+    to_fractions,
+)
+
+REGISTRY = Registry()
+"""Every kind the capture knows: the built-in ones and those registered by users."""
+
+BUILTIN_KINDS = (
+    linear.Dense, linear.Conv, linear.AvgPool, linear.AdaptiveAvgPool, linear.Add,
+    elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
+    shape.View, shape.Cat, pooling.MaxPool, norm.BatchNormFold, norm.LocalResponseNorm,
+)
+for _kind in BUILTIN_KINDS:
+    REGISTRY.register(_kind)
+
+
+def register(kind):
+    """Declare a layer kind (a subclass of :class:`Linear`, :class:`Elementwise`, …) for
+    every later capture; usable as a class decorator. A kind that lists ``modules`` makes
+    calls of those module types one operation each (recorded whole)."""
+    return REGISTRY.register(kind)
+
+
+def unregister(kind) -> None:
+    """Remove a kind registered with :func:`register` (by name, class or instance)."""
+    REGISTRY.unregister(kind)
+
+
+__all__ = [
+    "REGISTRY", "BUILTIN_KINDS", "register", "unregister", "Kind", "Linear", "Sum", "Winner", "Concat",
+    "Elementwise", "Reshape", "Alias", "BatchNorm", "ExactMap", "Registry", "ROLES", "base_name", "exact_from_map",
+    "to_fractions",
+]

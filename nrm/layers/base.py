@@ -1,0 +1,326 @@
+"""Layer kinds, declared once: what an operation of a model is in the proper FFNN.
+
+A **kind** says, for one family of operations,
+
+* how the capture recognizes it: ``functions`` (what the model's code calls:
+  ``torch.nn.functional.conv2d``, ``torch.Tensor.view``, ``torch.cat``) and/or ``modules``
+  (module types recorded whole, as one operation: a user's own layer);
+* its **role** in the proper FFNN (NRM-SPEC §1, §8): a ``linear`` map that a rule splits
+  (q(j|k) from the rule's shares over its weights), a ``sum`` of branches, a ``winner``
+  (winner-takes-all max-pooling), a ``concat``, an ``elementwise`` activation through which
+  relevance passes unchanged (q(j|k) = δ_jk), a ``reshape`` or an ``alias`` (the same
+  neurons under another shape or name), a ``batchnorm`` folded into the linear map before it;
+* for its role: its map and transpose on tensors (:class:`~nrm.linear.LinearMap`), its
+  exact form on fractions (:meth:`Linear.exact`, what the exact oracle multiplies), the rule
+  types a rule mapping may key it by, and which calls it can read (:meth:`Kind.accepts`).
+
+The engine, the graph, the exact oracle, the explicit reference, the strategies, the code
+writer, ``nrm-verify check-layer`` and the symbolic layer read these declarations; none
+keeps a list of its own. A user's module gets a kind with :func:`register`
+(``docs/layers.md``)::
+
+    @nrm.layers.register
+    class ChannelScaleKind(nrm.layers.Linear):
+        '''y_c = s_c · x_c: a diagonal linear map, any rule applies.'''
+        modules = (ChannelScale,)
+
+        def map(self, call, a, rule=None):
+            return nrm.linear.DiagonalMap(call.module.scale)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UnsupportedModuleError
+
+ROLES = ("linear", "sum", "winner", "concat", "elementwise", "reshape", "alias", "batchnorm")
+
+
+def base_name(func: Any) -> str:
+    """fx's name for a call of ``func`` (``add`` for ``a + b`` and ``a += b``, ``relu`` for
+    ``F.relu``, ``view`` for ``x.view``): layers of functional operations are named by it."""
+    if isinstance(func, nn.Module):
+        return type(func).__name__.lower()
+    name = getattr(func, "__name__", None) or "op"
+    if name == "fn":  # torch's boolean_dispatch wrappers (F.max_pool2d)
+        name = getattr(func, "_nrm_name", "max_pool2d")
+    name = name.strip("_")
+    if name.startswith(("i", "r")) and name[1:] in ("add", "sub", "mul", "truediv", "matmul"):
+        name = name[1:]
+    return name.rstrip("_") or "op"
+
+
+class Kind:
+    """A layer kind (see the module docstring). Subclass one of the role classes below."""
+
+    functions: ClassVar[tuple] = ()
+    modules: ClassVar[tuple[type, ...]] = ()
+    role: ClassVar[str] = ""
+    rule_types: ClassVar[tuple[type, ...]] = ()
+    """Types a rule mapping may key this kind's layers by (``{nn.Conv2d: Gamma()}``)."""
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def accepts(self, call) -> str | None:
+        """None when this kind reads ``call``; otherwise the reason it cannot (e.g. an
+        unsupported argument), which the error listing unsupported operations shows."""
+        return None
+
+    def types(self, call) -> tuple[type, ...]:
+        """The rule types of this call's layer (by default :attr:`rule_types`)."""
+        return self.rule_types
+
+    def relevance_inputs(self, call) -> list:
+        """The input-derived arguments relevance flows back to, in order."""
+        return call.inputs
+
+    def examples(self) -> list[tuple[nn.Module, tuple[int, ...]]]:
+        """Modules (float64, eval mode) whose forward is read by this kind, each with the
+        per-sample input shape it takes: ``nrm-verify check-layer`` and the strategies of
+        :mod:`nrm_verify.strategies` build networks around them. A kind for a module type
+        (``modules = (MyLayer,)``) gets one example per type by default, built without
+        arguments, when its input shape is declared as ``example_shape``."""
+        shape = getattr(self, "example_shape", None)
+        out = []
+        for m in self.modules:
+            try:
+                module = m()
+            except TypeError:
+                continue
+            if shape is not None:
+                out.append((module.double().eval(), tuple(shape)))
+        return out
+
+    def code(self, module: nn.Module, writer: Any) -> str | None:
+        """A Python expression that rebuilds ``module`` in a counterexample program (the code
+        writer of :mod:`nrm_verify.codegen` calls it for modules of this kind; ``writer.imports``
+        takes the imports it needs). None: the module is written as a pickle."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"nrm.layers.{self.name}"
+
+
+@dataclass
+class ExactMap:
+    """A linear map unrolled into an explicit matrix, for the exact oracle: z_k = Σ_j a_j
+    W[j, k] + b_k over flat (row-major) indices; ``connected[j, k]`` is the structural
+    fan-in (zero weights included: the flat rule counts them)."""
+
+    weight: np.ndarray  # object (n_in, n_out), exact
+    connected: np.ndarray  # bool (n_in, n_out)
+    bias: np.ndarray | None  # object (n_out,)
+    out_shape: tuple
+
+
+def to_fractions(t) -> np.ndarray:
+    """A tensor (or number) → an object array of its exact values as fractions."""
+    values = t.detach().to("cpu", torch.float64).numpy() if isinstance(t, torch.Tensor) else np.asarray(t, float)
+    out = np.empty(values.shape, dtype=object)
+    for idx in np.ndindex(values.shape):
+        out[idx] = Fraction(float(values[idx]))
+    return out
+
+
+def zeros_object(shape) -> np.ndarray:
+    out = np.empty(shape, dtype=object)
+    out.fill(Fraction(0))
+    return out
+
+
+class Linear(Kind):
+    """A linear map z = W a + b that the layer's rule splits (NRM-SPEC §2).
+
+    Define :meth:`map` (the map and its transpose on tensors); :meth:`exact` defaults to
+    the map applied to the unit basis in float64 (each entry is then exactly one weight).
+    A kind whose weights are not representable that way (an average over 3 inputs is
+    1/3 exactly) overrides it."""
+
+    role = "linear"
+    folds_batchnorm: ClassVar[bool] = False
+    """Whether a batch norm right after this map (and only read there) folds into it."""
+
+    def map(self, call, a: torch.Tensor, rule: Any = None):
+        """The :class:`~nrm.linear.LinearMap` of ``call`` for its recorded input ``a``
+        (batch, *in); ``rule`` is the layer's rule (for maps that depend on it, as LRN's)."""
+        raise NotImplementedError(f"{self.name} must define map(call, a, rule)")  # abstract
+
+    def exact(self, call, a: torch.Tensor, rule: Any = None) -> ExactMap:
+        """The map as an explicit exact matrix at one sample ``a`` of shape (1, *in)."""
+        lmap = self.map(call, a, rule)
+        return exact_from_map(lmap, tuple(a.shape[1:]))
+
+
+def exact_from_map(lmap, in_shape: tuple) -> ExactMap:
+    """W, the structure and b of a linear map, read off its forward on the unit basis in
+    float64 (each output of a unit vector is one weight: exact)."""
+    n = math.prod(in_shape)
+    dtype = lmap.weight.dtype
+    basis = torch.eye(n, dtype=dtype, device=lmap.weight.device).reshape((n,) + tuple(in_shape))
+    if hasattr(lmap, "batch") and getattr(lmap, "batch", 1) != 1:
+        raise UnsupportedModuleError("an exact map is built for one sample")
+    z = lmap.forward(basis, lmap.weight)
+    out_shape = tuple(z.shape[1:])
+    W = z.reshape(n, -1)
+    ones = lmap.structured(torch.ones_like(lmap.weight))
+    S = lmap.forward(basis, ones).reshape(n, -1) != 0
+    bias = None
+    if lmap.bias is not None:
+        b = lmap.bias_for(torch.zeros((1,) + out_shape, dtype=dtype, device=W.device))
+        bias = to_fractions(torch.broadcast_to(b, (1,) + out_shape).reshape(-1))
+    return ExactMap(to_fractions(W), S.cpu().numpy(), bias, out_shape)
+
+
+class Sum(Kind):
+    """The addition of branches z = Σ_i a^(i) (NRM-SPEC §1): a linear neuron with weights 1
+    over the summands, to which any rule applies."""
+
+    role = "sum"
+
+
+class Winner(Kind):
+    """Winner takes all: each output is one input (q = 1 to it), chosen by the values."""
+
+    role = "winner"
+
+    def winners(self, call, a: torch.Tensor) -> torch.Tensor:
+        """Flat input indices (batch, channels, out positions) of every output."""
+        raise NotImplementedError(f"{self.name} must define winners(call, a)")  # abstract
+
+
+class Concat(Kind):
+    """Branches joined along a per-sample dimension: they share a layer, q = 1 to each part."""
+
+    role = "concat"
+
+    def dim(self, call) -> int:
+        return call.arg(1, "dim", 0)
+
+
+class Elementwise(Kind):
+    """An elementwise function σ of one tensor that belongs to its neuron: relevance passes
+    it unchanged, q(j | k) = δ_jk (ReLU, and the identity rule of AttnLRP and zennit's
+    ``Pass`` for other activations; NRM-SPEC §8). Law L9 (LRP-0 = Gradient × Input)
+    holds through it only when σ(z) = σ'(z)·z (``homogeneous``)."""
+
+    role = "elementwise"
+    homogeneous: ClassVar[bool] = False
+    """σ(z) = σ'(z) z for every z (ReLU, leaky ReLU): LRP-0 stays Gradient × Input."""
+
+    def exact(self, call, z: np.ndarray) -> np.ndarray:
+        """σ on exact values (an object array): by default σ in float64, as fractions."""
+        t = torch.tensor([float(v) for v in np.asarray(z).reshape(-1)], dtype=torch.float64)
+        out = self.evaluate(call, t)
+        return to_fractions(out).reshape(np.asarray(z).shape)
+
+    def evaluate(self, call, z: torch.Tensor) -> torch.Tensor:
+        """σ on a tensor (by default the recorded call applied to ``z``)."""
+        if call.whole:
+            return call.func(z)
+        args = (z,) + tuple(a for a in call.args[1:])
+        return call.func(*args, **call.kwargs)
+
+
+class Reshape(Kind):
+    """The same neurons in another per-sample shape (view, reshape, flatten)."""
+
+    role = "reshape"
+
+
+class Alias(Kind):
+    """The same neurons, unchanged (dropout in eval mode, contiguous, clone)."""
+
+    role = "alias"
+
+
+class BatchNorm(Kind):
+    """A batch norm with running statistics, y = γ (z − μ) / √(σ² + ε) + β per channel: folded
+    into the linear map before it (NRM-SPEC §1)."""
+
+    role = "batchnorm"
+
+
+class Registry:
+    """The layer kinds the capture knows, by function and by module type."""
+
+    def __init__(self):
+        self.kinds: dict[str, Kind] = {}
+        self._functions: dict[Any, list[Kind]] = {}
+        self._modules: dict[type, Kind] = {}
+
+    def register(self, kind: type[Kind] | Kind) -> type[Kind] | Kind:
+        """Declare a kind (a :class:`Kind` subclass or instance); returns it (a decorator)."""
+        instance = kind() if isinstance(kind, type) else kind
+        if not isinstance(instance, Kind) or instance.role not in ROLES:
+            raise TypeError(f"register() takes a subclass of one of nrm.layers' kinds (Linear, Elementwise, …), "
+                            f"got {kind!r}")
+        if not instance.functions and not instance.modules:
+            raise TypeError(f"{instance.name} declares neither functions= nor modules=: nothing would reach it")
+        for m in instance.modules:
+            if not (isinstance(m, type) and issubclass(m, nn.Module)):
+                raise TypeError(f"{instance.name}.modules must hold nn.Module subclasses, got {m!r}")
+        self.unregister(instance.name)
+        self.kinds[instance.name] = instance
+        for f in instance.functions:
+            self._functions.setdefault(_key(f), []).insert(0, instance)
+        for m in instance.modules:
+            self._modules[m] = instance
+        return kind
+
+    def unregister(self, name: str | type[Kind] | Kind) -> None:
+        """Remove a kind (by name, class or instance); no error when it is not registered."""
+        if not isinstance(name, str):
+            name = name.__name__ if isinstance(name, type) else name.name
+        instance = self.kinds.pop(name, None)
+        if instance is None:
+            return
+        for f in instance.functions:
+            self._functions[_key(f)] = [k for k in self._functions.get(_key(f), []) if k is not instance]
+        for m in instance.modules:
+            if self._modules.get(m) is instance:
+                del self._modules[m]
+
+    def module_kind(self, module: nn.Module) -> Kind | None:
+        """The kind recording a module call whole (its type or a base class declared)."""
+        if not self._modules:
+            return None
+        for klass in type(module).__mro__:
+            kind = self._modules.get(klass)
+            if kind is not None:
+                return kind
+        return None
+
+    def function_kinds(self, func: Any) -> list[Kind]:
+        return self._functions.get(_key(func), [])
+
+    def resolve(self, call) -> tuple[Kind | None, str | None]:
+        """(the kind that reads ``call``, None) or (None, why none does)."""
+        if call.whole:
+            kind = call.kind
+            reason = kind.accepts(call)
+            return (kind, None) if reason is None else (None, reason)
+        candidates = self.function_kinds(call.func)
+        reasons = []
+        for kind in candidates:
+            reason = kind.accepts(call)
+            if reason is None:
+                return kind, None
+            reasons.append(reason)
+        return None, (reasons[0] if reasons else None)
+
+
+def _key(func: Any) -> Any:
+    owner = getattr(func, "__self__", None)
+    if getattr(func, "__name__", None) == "__get__" and type(owner).__name__ == "getset_descriptor":
+        return owner
+    return func

@@ -1,0 +1,96 @@
+"""Elementwise kinds: activations that belong to their neuron, and aliases.
+
+Relevance passes an elementwise function unchanged, q(j | k) = δ_jk (NRM-SPEC §1: "elementwise
+activations belong to their neuron"). An alias is the same neurons, unchanged.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Alias, Elementwise
+
+
+class ReLU(Elementwise):
+    """σ(z) = max(z, 0). Positively homogeneous: σ(z) = σ'(z) z, so LRP-0 through it is
+    Gradient × Input (L9)."""
+
+    functions = (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
+    homogeneous = True
+
+    def examples(self):
+        return [(nn.ReLU().eval(), (3,)), (nn.ReLU(inplace=True).eval(), (2, 2, 2))]
+
+    def exact(self, call, z):
+        return np.array([v if v > 0 else Fraction(0) for v in np.asarray(z).reshape(-1)],
+                        dtype=object).reshape(np.shape(z))
+
+    def evaluate(self, call, z):
+        return F.relu(z)
+
+
+class LeakyReLU(Elementwise):
+    """σ(z) = z for z ≥ 0, s·z otherwise (slope s). Positively homogeneous (L9 holds)."""
+
+    functions = (F.leaky_relu, torch._C._nn.leaky_relu, torch._C._nn.leaky_relu_)
+    homogeneous = True
+
+    def examples(self):
+        return [(nn.LeakyReLU(0.1).eval(), (3,))]
+
+    def slope(self, call) -> float:
+        return float(call.arg(1, "negative_slope", 0.01))
+
+    def exact(self, call, z):
+        s = Fraction(self.slope(call))
+        return np.array([v if v >= 0 else s * v for v in np.asarray(z).reshape(-1)], dtype=object).reshape(np.shape(z))
+
+    def evaluate(self, call, z):
+        return F.leaky_relu(z, self.slope(call))
+
+
+class Dropout(Alias):
+    """``F.dropout`` and its kin in evaluation mode (``training=False``): the identity."""
+
+    functions = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
+
+    def examples(self):
+        return [(nn.Dropout(0.5).eval(), (3,))]
+
+    def accepts(self, call):
+        if call.arg(2, "training", True):
+            return "runs in training mode (random); call model.eval()"
+        return None
+
+
+class Same(Alias):
+    """Operations that return the same values: ``contiguous``, ``clone``, ``detach``, and a
+    conversion to the dtype and device the tensor already has."""
+
+    functions = (torch.Tensor.contiguous, torch.Tensor.clone, torch.clone, torch.Tensor.detach, torch.detach,
+                 torch.Tensor.to, torch.Tensor.float, torch.Tensor.double, torch.Tensor.type_as,
+                 torch.Tensor.__pos__, torch.positive)
+
+    def examples(self):
+        return [(Contiguous().eval(), (2, 3))]
+
+    def accepts(self, call):
+        if call.in_shapes and tuple(call.output.shape) != tuple(call.in_shapes[0]):
+            return "changes the shape"
+        if call.in_dtypes and call.output.dtype != call.in_dtypes[0]:
+            return (f"converts {call.in_dtypes[0]} to {call.output.dtype}; nrm computes the measure in the "
+                    "input's dtype: give the model and the input one dtype")
+        return None
+
+
+class Contiguous(nn.Module):
+    """``x.transpose(1, 2).contiguous().transpose(1, 2)``'s last step alone: ``x.clone()``
+    (an example of :class:`Same`)."""
+
+    def forward(self, x):
+        return x.clone()

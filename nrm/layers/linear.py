@@ -1,0 +1,336 @@
+"""Linear kinds: dense layers, convolutions, average pooling, sums of branches.
+
+Each is a map z = W a + b whose kernel a rule writes (NRM-SPEC §2): q(j|k) from the rule's
+shares over u(a_j) v(w_jk). The map on tensors is :mod:`nrm.linear`; the exact form on
+fractions (for the exact oracle and the symbolic layer) is written here, from the
+definition of the operation, not from the fast map.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..linear import ConvMap, DenseMap, adaptive_avgpool_map, avgpool_map
+from ..markers import Sum as SumMarker
+from .base import ExactMap, Linear, Sum, to_fractions, zeros_object
+
+
+def _pair(v, n: int = 2) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def _constant_weights(call, *positions) -> str | None:
+    """A refusal when a weight argument is itself computed from the input (a product of two
+    activations, which is not a linear map of one of them)."""
+    from ..capture import Value
+
+    for i, name in positions:
+        if isinstance(call.arg(i, name, None), Value):
+            return (f"its {name} is computed from the input, so it is a product of activations, not a linear map; "
+                    "nrm reads it once a product kind is declared for it")
+    return None
+
+
+class Dense(Linear):
+    """``F.linear`` (``nn.Linear``): z = a Wᵀ + b on the last dimension.
+
+    Definition::
+
+        z_k = Σ_j a_j w_kj + b_k          (for every leading index of a)
+    """
+
+    functions = (F.linear,)
+    rule_types = (nn.Linear,)
+    folds_batchnorm = True
+
+    def examples(self):
+        return [(_seeded(nn.Linear(3, 2)), (3,)), (_seeded(nn.Linear(3, 2, bias=False)), (2, 3))]
+
+    def accepts(self, call):
+        return _constant_weights(call, (1, "weight"), (2, "bias"))
+
+    def map(self, call, a, rule=None):
+        w, b = call.arg(1, "weight"), call.arg(2, "bias", None)
+        return DenseMap(w.detach(), None if b is None else b.detach())
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        b = call.arg(2, "bias", None)
+        return self.unroll(to_fractions(call.arg(1, "weight")), None if b is None else to_fractions(b),
+                           tuple(a.shape[1:]))
+
+    @staticmethod
+    def unroll(w: np.ndarray, b: np.ndarray | None, in_shape: tuple) -> ExactMap:
+        """The map with weight ``w`` (out, in) and bias ``b`` on inputs of ``in_shape``, over
+        any exact scalars (fractions, sympy): block-diagonal over the leading dimensions,
+        W[(p, j), (p, k)] = w_kj."""
+        n_o, n_i = w.shape
+        lead = math.prod(in_shape[:-1])
+        zero = w.flat[0] * 0 if w.size else Fraction(0)
+        W = np.full((lead * n_i, lead * n_o), zero, dtype=object)
+        S = np.zeros((lead * n_i, lead * n_o), bool)
+        for p in range(lead):
+            W[p * n_i:(p + 1) * n_i, p * n_o:(p + 1) * n_o] = w.T
+            S[p * n_i:(p + 1) * n_i, p * n_o:(p + 1) * n_o] = True
+        bias = None if b is None else np.tile(b, lead)
+        return ExactMap(W, S, bias, tuple(in_shape[:-1]) + (n_o,))
+
+
+class Conv(Linear):
+    """``F.conv1d`` / ``F.conv2d`` (``nn.Conv1d`` / ``nn.Conv2d``, zero padding).
+
+    Definition::
+
+        z_{c,p} = Σ_{c' ∈ group(c)} Σ_t a_{c', s·p − pad + d·t} w_{c, c', t} + b_c
+
+    Padding positions are not neurons. ``padding_mode`` other than zeros reaches the
+    capture as ``F.pad`` followed by an unpadded convolution.
+    """
+
+    functions = (F.conv1d, F.conv2d)
+    folds_batchnorm = True
+
+    def examples(self):
+        return [(_seeded(nn.Conv2d(2, 2, 2, padding=1)), (2, 3, 3)),
+                (_seeded(nn.Conv2d(2, 2, 2, stride=2, groups=2, bias=False)), (2, 4, 4)),
+                (_seeded(nn.Conv1d(2, 3, 3, padding=1, dilation=2)), (2, 5))]
+
+    def types(self, call):
+        return (nn.Conv1d,) if call.func is F.conv1d else (nn.Conv2d,)
+
+    def accepts(self, call):
+        refused = _constant_weights(call, (1, "weight"), (2, "bias"))
+        if refused:
+            return refused
+        padding = call.arg(4, "padding", 0)
+        if padding == "same":
+            w = call.arg(1, "weight")
+            span = [d * (k - 1) for d, k in zip(_pair(call.arg(5, "dilation", 1), w.dim() - 2), w.shape[2:])]
+            if any(s % 2 for s in span):
+                return ("padding='same' with an even kernel span pads asymmetrically; give explicit integer "
+                        "padding")
+        return None
+
+    def params(self, call):
+        """(weight, bias, stride, padding before, dilation, groups, padding after)."""
+        w = call.arg(1, "weight").detach()
+        d = w.dim() - 2
+        b = call.arg(2, "bias", None)
+        stride, padding = _pair(call.arg(3, "stride", 1), d), call.arg(4, "padding", 0)
+        dilation, groups = _pair(call.arg(5, "dilation", 1), d), call.arg(6, "groups", 1)
+        if padding == "valid":
+            before = after = (0,) * d
+        elif padding == "same":  # torch pads total // 2 before, the rest after
+            total = [dl * (k - 1) for dl, k in zip(dilation, w.shape[2:])]
+            before, after = tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+        else:
+            before = after = _pair(padding, d)
+        return w, (None if b is None else b.detach()), stride, before, dilation, groups, after
+
+    def map(self, call, a, rule=None):
+        w, b, stride, padding, dilation, groups, _ = self.params(call)
+        return ConvMap(w, b, stride, padding, dilation, groups)
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        weight, b, stride, pad, dilation, groups, after = self.params(call)
+        return self.unroll(to_fractions(weight), None if b is None else to_fractions(b), tuple(a.shape[1:]), stride,
+                           pad, dilation, groups, after)
+
+    @staticmethod
+    def unroll(w: np.ndarray, b: np.ndarray | None, in_shape: tuple, stride: tuple, pad: tuple, dilation: tuple,
+               groups: int = 1, after: tuple | None = None) -> ExactMap:
+        """The convolution with weight ``w`` (c_out, c_in/groups, *kernel), over any exact
+        scalars, unrolled: W[(c_in, pos_in), (c_out, pos_out)] = w[c_out, c_in mod group, tap];
+        padding positions are not neurons (``pad`` before, ``after`` after; default symmetric)."""
+        after = pad if after is None else after
+        kernel = tuple(w.shape[2:])
+        spatial = in_shape[1:]
+        out_spatial = tuple((n + p + q - dl * (k - 1) - 1) // s + 1
+                            for n, p, q, dl, k, s in zip(spatial, pad, after, dilation, kernel, stride))
+        c_out, c_in = w.shape[0], in_shape[0]
+        per_in, per_out = c_in // groups, c_out // groups
+        out_shape = (c_out,) + out_spatial
+        n_in, n_out = math.prod(in_shape), math.prod(out_shape)
+        zero = w.flat[0] * 0 if w.size else Fraction(0)
+        W, S = np.full((n_in, n_out), zero, dtype=object), np.zeros((n_in, n_out), bool)
+        for opos, taps in windows(spatial, out_spatial, kernel, stride, pad, dilation):
+            for oc in range(c_out):
+                k = np.ravel_multi_index((oc,) + opos, out_shape)
+                for icl in range(per_in):
+                    ic = (oc // per_out) * per_in + icl
+                    for kpos, ipos in taps:
+                        if ipos is not None:
+                            j = np.ravel_multi_index((ic,) + ipos, in_shape)
+                            W[j, k], S[j, k] = w[(oc, icl) + kpos], True
+        bias = None if b is None else np.repeat(b, math.prod(out_spatial))
+        return ExactMap(W, S, bias, out_shape)
+
+
+def windows(in_spatial, out_spatial, kernel, stride, pad_before, dilation):
+    """For every output position and kernel offset, the input position (None: padding)."""
+    for opos in itertools.product(*map(range, out_spatial)):
+        taps = []
+        for kpos in itertools.product(*map(range, kernel)):
+            ipos = tuple(o * s - p + k * d for o, s, p, k, d in zip(opos, stride, pad_before, kpos, dilation))
+            inside = all(0 <= i < n for i, n in zip(ipos, in_spatial))
+            taps.append((kpos, ipos if inside else None))
+        yield opos, taps
+
+
+def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    """torch's output length of a pooling window sweep."""
+    num = n + 2 * p - d * (k - 1) - 1
+    out = (-(-num // s) if ceil else num // s) + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+class AvgPool(Linear):
+    """``F.avg_pool2d`` (``nn.AvgPool2d``): each output is a linear neuron with weights
+    1/divisor on its window (NRM-SPEC §1: average pooling is a linear neuron).
+
+    Definition::
+
+        z_{c,p} = (1 / |window|) Σ_{i ∈ window(p)} a_{c,i}
+    """
+
+    functions = (F.avg_pool2d,)
+    rule_types = (nn.AvgPool2d,)
+
+    def examples(self):
+        return [(nn.AvgPool2d(2).eval(), (2, 4, 4)), (nn.AvgPool2d(3, stride=1, padding=1).eval(), (1, 3, 3))]
+
+    def params(self, call):
+        k = _pair(call.arg(1, "kernel_size"))
+        stride = call.arg(2, "stride", None)
+        s = _pair(stride) if stride not in (None, [], ()) else k
+        return k, s, _pair(call.arg(3, "padding", 0)), call.arg(4, "ceil_mode", False), \
+            call.arg(5, "count_include_pad", True), call.arg(6, "divisor_override", None)
+
+    def accepts(self, call):
+        _, _, p, ceil, include, _ = self.params(call)
+        if ceil or (not include and any(p)):
+            return ("uses ceil_mode=True or count_include_pad=False with padding; its window weights then vary by "
+                    "position. Use ceil_mode=False and count_include_pad=True")
+        return None
+
+    def map(self, call, a, rule=None):
+        k, s, p, _, _, divisor = self.params(call)
+        return avgpool_map(a.shape[1], k, s, p, a.dtype, a.device, divisor)
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        k, s, p, _, _, divisor = self.params(call)
+        in_shape = tuple(a.shape[1:])
+        divisor = divisor or k[0] * k[1]
+        C, spatial = in_shape[0], in_shape[1:]
+        out_spatial = tuple(pool_out(n, kk, ss, pp, 1, False) for n, kk, ss, pp in zip(spatial, k, s, p))
+        out_shape = (C,) + out_spatial
+        n_in, n_out = math.prod(in_shape), math.prod(out_shape)
+        W, S = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool)
+        for opos, taps in windows(spatial, out_spatial, k, s, p, (1, 1)):
+            for c in range(C):
+                kk = np.ravel_multi_index((c,) + opos, out_shape)
+                for _, ipos in taps:
+                    if ipos is not None:
+                        j = np.ravel_multi_index((c,) + ipos, in_shape)
+                        W[j, kk], S[j, kk] = Fraction(1, divisor), True
+        return ExactMap(W, S, None, out_shape)
+
+
+class AdaptiveAvgPool(Linear):
+    """``F.adaptive_avg_pool2d`` (``nn.AdaptiveAvgPool2d``): window i of n inputs → h outputs
+    covers rows ⌊i n / h⌋ … ⌈(i+1) n / h⌉ − 1, each with weight 1/|window|."""
+
+    functions = (F.adaptive_avg_pool2d,)
+    rule_types = (nn.AdaptiveAvgPool2d,)
+
+    def examples(self):
+        return [(nn.AdaptiveAvgPool2d((2, 1)).eval(), (2, 3, 3)), (nn.AdaptiveAvgPool2d(1).eval(), (2, 2, 2))]
+
+    def out_size(self, call, in_hw):
+        size = _pair(call.arg(1, "output_size"))
+        return tuple(in_hw[i] if size[i] is None else size[i] for i in range(2))
+
+    def accepts(self, call):
+        shape = call.output.shape
+        return None if call.output.dim() == 4 else f"expects (batch, channels, H, W), got output shape {tuple(shape)}"
+
+    def map(self, call, a, rule=None):
+        hw = tuple(a.shape[-2:])
+        return adaptive_avgpool_map(a.shape[1], hw, self.out_size(call, hw), a.dtype, a.device)
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        C, H, Wd = tuple(a.shape[1:])
+        h, w = self.out_size(call, (H, Wd))
+        in_shape, out_shape = (C, H, Wd), (C, h, w)
+        n_in, n_out = math.prod(in_shape), math.prod(out_shape)
+        W, S = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool)
+        for i, j in itertools.product(range(h), range(w)):
+            rows = range((i * H) // h, -(-((i + 1) * H) // h))
+            cols = range((j * Wd) // w, -(-((j + 1) * Wd) // w))
+            for c in range(C):
+                k = np.ravel_multi_index((c, i, j), out_shape)
+                for r, q in itertools.product(rows, cols):
+                    src = np.ravel_multi_index((c, r, q), in_shape)
+                    W[src, k], S[src, k] = Fraction(1, len(rows) * len(cols)), True
+        return ExactMap(W, S, None, out_shape)
+
+
+class Add(Sum):
+    """``a + b``, ``torch.add``, ``a += b`` of two input-derived tensors of one shape: the sum
+    of branches, a linear neuron with weights 1 (rule key :class:`nrm.Sum`; LRP-0 splits
+    it in proportion to the summands).
+
+    Definition::
+
+        z_k = a⁽¹⁾_k + a⁽²⁾_k          (no bias)
+    """
+
+    functions = (torch.Tensor.add, torch.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__radd__,
+                 torch.Tensor.__iadd__)
+    rule_types = (SumMarker,)
+
+    def examples(self):
+        return [(Residual(3), (3,))]
+
+    def accepts(self, call):
+        from ..capture import Value
+
+        operands = [call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")]
+        if "alpha" in call.kwargs or len(call.args) > 2:
+            return "adds a scaled term (alpha=); nrm reads sums of tensors computed by the model"
+        if not all(isinstance(o, Value) for o in operands):
+            return ("adds a constant to an input-derived tensor; nrm reads sums of tensors computed by the model "
+                    "(residual connections). Fold the constant into the bias of a layer")
+        if len(set(call.in_shapes)) != 1:
+            return (f"adds tensors of shapes {[tuple(s) for s in call.in_shapes]}; nrm reads sums of equal shapes "
+                    "(no broadcasting)")
+        return None
+
+
+def _seeded(module: nn.Module, seed: int = 0) -> nn.Module:
+    """A float64 module in eval mode with reproducible weights (for examples)."""
+    g = torch.Generator().manual_seed(seed)
+    module = module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module.eval()
+
+
+class Residual(nn.Module):
+    """x + W relu(x): a sum of two branches (an example of :class:`Add`)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.inner = _seeded(nn.Linear(n, n), 1)
+
+    def forward(self, x):
+        return x + self.inner(F.relu(x))

@@ -1,0 +1,28 @@
+"""Marker types that name operations without a module of their own, as keys of rule mappings."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class Sum(nn.Module):
+    """The addition of branches, z = Σ_i a^(i) (NRM-SPEC §1): a linear neuron with weights 1
+    over the summands, to which any rule applies (LRP-0 splits in proportion to the
+    summands). Key of a rule mapping: ``{nrm.Sum: rule}``. Never called; it only names
+    the operation of a captured ``+``."""
+
+    def __init__(self, n: int = 2):
+        super().__init__()
+        self.n = n
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}"
+
+
+class Concat(nn.Module):
+    """``torch.cat`` of branches along a per-sample dimension: the branches share a layer,
+    and relevance goes back to each part unchanged (q = 1). Never called."""
+
+    def __init__(self, dim: int = 1, sizes: tuple[int, ...] = ()):
+        super().__init__()
+        self.dim, self.sizes = dim, sizes

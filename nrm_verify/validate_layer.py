@@ -1,0 +1,204 @@
+"""Check a layer kind (:mod:`nrm.layers`) as ``check-rule`` checks a rule.
+
+    from nrm_verify.validate_layer import check_layer
+    report = check_layer("mypkg.layers:ChannelScaleKind")     # or a Kind class or instance
+    print(report); report.ok
+
+and ``nrm-verify check-layer mypkg.layers:ChannelScaleKind`` (exit 0 when everything
+held, 1 on a violation, 2 when the argument is not a usable kind).
+
+Networks are built around the kind's :meth:`~nrm.layers.Kind.examples` (a learned layer
+before it where its input allows, a flattening dense head after it), with random
+built-in rules on every linear layer, and a hypothesis search looks for a violation of:
+
+* **K2** the kind's interpretation reproduces what the module computes (its map W a + b,
+  or its elementwise function, against the recorded output);
+* **K3** a linear kind's transpose is the adjoint of its map, for the weight and every
+  modification of it the rules make (w⁺, w⁻, w², 1), against autograd;
+* **L1** columns sum to one with ⊥ (the normalization at every layer, and column by column);
+* **K5** the engine equals the exact rational oracle (every layer's marginal);
+* **L18** the engine equals the explicit LRP reference, which reads the recorded operation
+  itself (the module's own forward on the unit basis), not the kind's map;
+* **L2–L8**, **INV** (batch invariance), and **L9** (LRP-0 = Gradient × Input) where the
+  kind keeps it (linear maps, routes, positively homogeneous activations).
+
+A violation comes with a shrunk, runnable program that rebuilds the network, the input and
+the check.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+import torch
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
+from torch import nn
+
+import nrm
+from nrm.layers import Kind
+
+from . import strategies as S
+from .checks import CHECKS, MODEL, RULES, SOUND_OTHERS, TARGET, Call, LawCheck, M, X
+from .codegen import load_object
+from .validate import NOT_APPLICABLE, RuleReport, Verdict, run_check, search_settings
+
+
+class LayerReport(RuleReport):
+    """The verdicts of :func:`check_layer` for one layer kind."""
+
+    command = "check-layer"
+    unusable = "NOT A USABLE LAYER KIND"
+
+
+class InvalidKind(ValueError):
+    """The argument is not a layer kind that can be checked (the message says why)."""
+
+
+def load_kind(spec) -> Kind:
+    """A kind from ``"package.module:KindClass"`` or ``"path/to/file.py:KindClass"`` (a
+    :class:`nrm.layers.Kind` subclass, instantiated without arguments, or an instance)."""
+    if isinstance(spec, str):
+        if ":" not in spec:
+            raise InvalidKind(f"expected 'package.module:KindClass' or 'path/to/file.py:KindClass', got {spec!r}")
+        try:
+            spec = load_object(spec)
+        except (ImportError, AttributeError, FileNotFoundError, ValueError) as e:
+            raise InvalidKind(f"cannot load it: {type(e).__name__}: {e}") from None
+        except Exception as e:  # noqa: BLE001 — the user's module raised while importing
+            raise InvalidKind(f"importing it raised {type(e).__name__}: {e}") from None
+    if isinstance(spec, type) and issubclass(spec, Kind):
+        try:
+            spec = spec()
+        except Exception as e:  # noqa: BLE001
+            raise InvalidKind(f"{spec.__name__}() raised {type(e).__name__}: {e}") from None
+    if not isinstance(spec, Kind):
+        raise InvalidKind(f"expected a subclass of nrm.layers.Kind (Linear, Elementwise, …), got {spec!r:.80}")
+    if not spec.role:
+        raise InvalidKind(f"{spec.name} has no role: subclass one of nrm.layers' Linear, Elementwise, Reshape, …")
+    if not spec.functions and not spec.modules:
+        raise InvalidKind(f"{spec.name} declares neither functions= nor modules=: nothing would reach it")
+    return spec
+
+
+def _examples(kind: Kind) -> list[tuple[nn.Module, tuple[int, ...]]]:
+    try:
+        examples = list(kind.examples())
+    except Exception as e:  # noqa: BLE001
+        raise InvalidKind(f"{kind.name}.examples() raised {type(e).__name__}: {e}") from None
+    if not examples:
+        raise InvalidKind(f"{kind.name}.examples() gives no example: return [(module, per-sample input shape)], or "
+                          "set example_shape for a module that builds without arguments")
+    for module, shape in examples:
+        if not isinstance(module, nn.Module) or not all(isinstance(s, int) and s > 0 for s in shape):
+            raise InvalidKind(f"{kind.name}.examples() must give (nn.Module, tuple of sizes), got ({module!r:.40}, "
+                              f"{shape!r})")
+    return examples
+
+
+class LayerContext:
+    """How cases are drawn for a layer kind (the validator's :class:`~nrm_verify.checks.Context`
+    for rules, with networks built around the kind's examples)."""
+
+    def __init__(self, kind: Kind, examples):
+        self.rule = kind  # what counterexample comments and error locations name
+        self.kind, self.examples = kind, examples
+        self.input_kind, self.low, self.high = "arbitrary", -2.0, 2.0
+
+    def cases(self, batch=(1, 2), size: str = "any") -> st.SearchStrategy:
+        """"one layer"/"small": the example alone with its head; "any": with a learned layer before it."""
+        return S.kind_cases(self.kind, self.examples, batch=batch, prefix=size != "one layer",
+                            rules=S.rules(SOUND_OTHERS))
+
+
+# -- the checks -------------------------------------------------------------------------------
+def _law9(kind: Kind) -> str:
+    if kind.role == "elementwise" and not getattr(kind, "homogeneous", False):
+        return (f"{kind.name} is an elementwise function that is not positively homogeneous (σ(z) ≠ σ'(z) z), "
+                "so LRP-0 through it is not Gradient × Input")
+    if kind.role == "linear" and getattr(kind, "linearized", False):
+        return f"{kind.name}'s map is a linearization at the input, not the operation"
+    return ""
+
+
+LAYER_CHECKS: tuple[LawCheck, ...] = (
+    LawCheck("K2", "layer maps reproduce the module", lambda d, c, x: Call("layer_maps", (M,))),
+    LawCheck("K3", "transposes are adjoints", lambda d, c, x: Call("layer_transposes", (M,))),
+    LawCheck("K5", "exact oracle", lambda d, c, x: Call("exact_oracle", (MODEL, X, TARGET, RULES))),
+) + tuple(c for c in CHECKS if c.law in ("L1", "L2", "L3", "L4", "L5", "L6", "L7", "L8", "L9", "L18", "INV"))
+
+
+def check_layer(kind, *, profile: str | None = None, max_examples: int | None = None,
+                only: Sequence[str] | None = None) -> LayerReport:
+    """Check a layer kind (a :class:`nrm.layers.Kind` class or instance, or a spec string as
+    :func:`load_kind` takes) on networks built around its examples; returns a
+    :class:`LayerReport`. Never raises for a bad kind: the report says what was wrong. The
+    kind is registered for the duration of the check (and unregistered after, unless it
+    already was)."""
+    start = time.perf_counter()
+    label = kind if isinstance(kind, str) else repr(kind)
+    profile = profile or os.environ.get("HYPOTHESIS_PROFILE") or "ci"
+    try:
+        settings.get_profile(profile)
+        instance = load_kind(kind)
+        examples = _examples(instance)
+    except HypothesisException:
+        return LayerReport(label, invalid=f"unknown hypothesis profile {profile!r}; use 'ci' or 'thorough'")
+    except InvalidKind as e:
+        return LayerReport(label, invalid=str(e), profile=profile)
+    registered = instance.name in nrm.layers.REGISTRY.kinds
+    if not registered:
+        nrm.layers.register(instance)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = LayerReport(label, profile=profile)
+        problem = _recognized(instance, examples)
+        if problem:
+            report.invalid = problem
+            return report
+        ctx = LayerContext(instance, examples)
+        hyp = settings(search_settings(profile, max_examples), suppress_health_check=list(HealthCheck))
+        for check in LAYER_CHECKS:
+            if only and check.law not in only:
+                continue
+            reason = _applies(check, instance)
+            if reason:
+                report.verdicts.append(Verdict(check.law, check.name, NOT_APPLICABLE, detail=reason))
+                continue
+            report.verdicts.append(run_check(check, ctx, hyp))
+    finally:
+        torch.set_num_threads(threads)
+        if not registered:
+            nrm.layers.unregister(instance)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _applies(check: LawCheck, kind: Kind) -> str:
+    if check.law == "L9":
+        return _law9(kind)
+    if check.law == "K3" and kind.role != "linear":
+        return f"{kind.name} is not a linear map ({kind.role}): it has no transpose of its own"
+    return ""
+
+
+def _recognized(kind: Kind, examples) -> str:
+    """'' when every example is read by this kind, else why not."""
+    for module, shape in examples:
+        model = S.network_around(module, shape, 0, prefix=False)
+        try:
+            captured = nrm.capture(model, torch.zeros((1,) + tuple(shape), dtype=torch.float64))
+        except nrm.NRMError as e:
+            return f"capturing the example {type(module).__name__} failed: {e}"
+        if not any(c.kind is kind for c in captured.calls):
+            found = sorted({c.kind.name if c.kind else f"(none: {c.refusal})" for c in captured.calls})
+            return (f"no operation of the example {type(module).__name__} is read by {kind.name} (its operations are "
+                    f"read by {found}); check functions= / modules=")
+    return ""
+
+
+__all__ = ["check_layer", "load_kind", "LayerReport", "InvalidKind", "LAYER_CHECKS"]
