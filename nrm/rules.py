@@ -99,10 +99,12 @@ def _is_symbolic(x) -> bool:
     return type(x).__module__.split(".")[0] == "sympy"
 
 
-def _scalar(owner: str, name: str, value: Any, example: str, minimum: float | None = 0.0) -> None:
-    """Refuse a rule parameter that is not a finite real number ≥ ``minimum`` (None: any
-    sign). A sympy expression passes (a non-finite or negative sympy *number* does not), and
-    so does a real tensor whose every entry passes."""
+def check_parameter(owner: str, name: str, value: Any, example: str, minimum: float | None = 0.0) -> None:
+    """Raise :class:`RuleParameterError` for a parameter ``name`` of the rule ``owner`` that
+    is not a finite real number ≥ ``minimum`` (None: any sign); the message ends with
+    ``example``, a call that works. A sympy expression passes (the symbolic layer builds
+    rules with symbolic parameters; a non-finite or negative sympy *number* does not), and
+    so does a real tensor whose every entry passes. For rules of your own (docs/rules.md)."""
     def refuse(why: str):
         raise RuleParameterError(f"{owner}: {name} must be {why}; got {_shown(value)}. Give e.g. {example}")
 
@@ -154,7 +156,7 @@ def _bound(owner: str, name: str, value: Any) -> torch.Tensor | None:
             raise RuleParameterError(f"{owner}: {name} must hold real numbers, got a {value.dtype} tensor")
         v = value.detach().cpu().double()
     elif _is_number(value) or _is_symbolic(value):
-        _scalar(owner, name, value, example, minimum=None)
+        check_parameter(owner, name, value, example, minimum=None)
         return None if _is_symbolic(value) else torch.tensor(float(value), dtype=torch.float64)
     elif isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
         v = torch.from_numpy(value.astype(np.float64))
@@ -165,7 +167,7 @@ def _bound(owner: str, name: str, value: Any) -> torch.Tensor | None:
             raise RuleParameterError(f"{owner}: {name} must be a number or a rectangular array of numbers; got "
                                      f"{_shown(value)}. Give e.g. {example}") from None
         for item in a.reshape(-1):
-            _scalar(owner, f"every entry of {name}", item, example, minimum=None)
+            check_parameter(owner, f"every entry of {name}", item, example, minimum=None)
         if any(_is_symbolic(item) for item in a.reshape(-1)):
             return None
         v = torch.tensor(a.astype(np.float64), dtype=torch.float64)
@@ -200,7 +202,7 @@ class Rule:
     it (downwards only) so that the validator can show the violation."""
 
     def __init__(self, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed", leak: str = "absorb"):
-        _scalar(type(self).__name__, "stabilizer", stabilizer, f"{type(self).__name__}(stabilizer=1e-9)")
+        check_parameter(type(self).__name__, "stabilizer", stabilizer, f"{type(self).__name__}(stabilizer=1e-9)")
         if not isinstance(stabilizer_sign, str) or stabilizer_sign not in STABILIZER_SIGNS:
             raise RuleParameterError(
                 f"{type(self).__name__}: stabilizer_sign must be one of {STABILIZER_SIGNS}, got {stabilizer_sign!r}"
@@ -343,7 +345,7 @@ class Epsilon(Rule):
     """
 
     def __init__(self, epsilon: Any = 1e-6, *, stabilizer_sign: str = "signed", leak: str = "absorb"):
-        _scalar("Epsilon", "epsilon", epsilon, "Epsilon(1e-6)")
+        check_parameter("Epsilon", "epsilon", epsilon, "Epsilon(1e-6)")
         super().__init__(stabilizer=epsilon, stabilizer_sign=stabilizer_sign, leak=leak)
         self.epsilon = epsilon
 
@@ -374,7 +376,7 @@ class Gamma(Rule):
 
     def __init__(self, gamma: Any = 0.25, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
                  modify_bias: bool = True, leak: str = "absorb"):
-        _scalar("Gamma", "gamma", gamma, "Gamma(0.25)")
+        check_parameter("Gamma", "gamma", gamma, "Gamma(0.25)")
         _flag("Gamma", "modify_bias", modify_bias)
         super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
         self.gamma = gamma
@@ -446,8 +448,8 @@ class AlphaBeta(Rule):
 
     def __init__(self, alpha: Any = 2, beta: Any = 1, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
                  leak: str = "absorb"):
-        _scalar("AlphaBeta", "alpha", alpha, "AlphaBeta(2, 1)", minimum=None)
-        _scalar("AlphaBeta", "beta", beta, "AlphaBeta(2, 1)")
+        check_parameter("AlphaBeta", "alpha", alpha, "AlphaBeta(2, 1)", minimum=None)
+        check_parameter("AlphaBeta", "beta", beta, "AlphaBeta(2, 1)")
         if _is_number(alpha) and _is_number(beta) and abs((alpha - beta) - 1) > 1e-12:
             raise RuleParameterError(
                 f"AlphaBeta needs alpha - beta = 1 for a normalized measure, got alpha={alpha!r}, beta={beta!r}; "

@@ -77,7 +77,7 @@ def subjects(arch: Architecture, spec: RuleSpec, case: Case, split: tuple = ()) 
         if split:
             return []  # an infeasible sub-case
         raise
-    open_signs = [x for _, op, x in s.m.undecided if op in ("sign", "pos", "neg")]
+    open_signs = [x for _, op, x in s.m.undecided if op in ("sign", "pos", "neg", "abs")]
     if not open_signs or len(split) >= MAX_SPLITS:
         return [s]
     return [t for sign in "+-" for t in subjects(arch, spec, case, split + ((open_signs[0], sign),))]
@@ -89,7 +89,7 @@ def run_law(law: Law, s: Subject) -> list[Proof]:
     the assumptions leave open (after :data:`MAX_SPLITS` splits) is not attempted: the
     proof fails and names the branches, so that the missing assumptions can be added."""
     base = dict(law=law.key, rule=s.rule_title, arch=s.arch, case=s.case)
-    open_signs = [f"{op}({x})" for _, op, x in s.m.undecided if op in ("sign", "pos", "neg")]
+    open_signs = [f"{op}({x})" for _, op, x in s.m.undecided if op in ("sign", "pos", "neg", "abs")]
     if open_signs:
         note = ("the assumptions leave these branches of the rule open: " + "; ".join(open_signs[:4])
                 + ("; …" if len(open_signs) > 4 else "")
