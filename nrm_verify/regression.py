@@ -572,11 +572,15 @@ def record(path: str | os.PathLike, explainers, cases: str | Sequence[Case] = "d
         "cases": [c.to_dict() for c in case_list],
         "results": results,
     }
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    _write_npz(npath, arrays)
-    tmp = jpath.with_name(jpath.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, jpath)
+    try:
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+        _write_npz(npath, arrays)
+        tmp = jpath.with_name(jpath.name + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, jpath)
+    except OSError as e:
+        raise SnapshotError(f"cannot write the snapshot {jpath.with_suffix('')}: {e.strerror or e}"
+                            + (f" ({e.filename})" if e.filename else "")) from None
     return Snapshot(manifest, loaded)
 
 
@@ -682,6 +686,23 @@ class Comparison:
     @property
     def failures(self) -> list[CaseResult]:
         return [r for r in self.results if not r.ok]
+
+    def summary(self) -> str:
+        """The verdict in one line: the failing results, or that every one passed."""
+        bad = self.failures
+        if not bad:
+            return f"OK: {len(self.results)} results within their tolerance"
+        names = ", ".join(r.name for r in bad[:3]) + (", …" if len(bad) > 3 else "")
+        return f"FAILED {len(bad)} of {len(self.results)}: {names}"
+
+    def __repr__(self) -> str:
+        """The summary first and last (pytest shows the two ends of a long repr, as in
+        ``assert report.ok, report``), the report between them, abbreviated."""
+        from . import abbreviate
+
+        head = abbreviate.line(f"Comparison({self.snapshot}): {self.summary()}", 110)
+        tail = abbreviate.line(f"{self.summary()}; print(report) for the whole report", 110)
+        return f"{head}\n{abbreviate.text(str(self), limit=8000)}\n{tail}"
 
     def __getitem__(self, name: str) -> CaseResult:
         for r in self.results:

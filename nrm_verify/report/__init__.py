@@ -29,12 +29,15 @@ class Progress:
     """A dependency-free progress bar on stderr: ``[#####-----] 3/7 label (12.3 s)``.
 
     ``step(label)`` starts the next stage; ``tick(done, total)`` redraws the bar within a
-    stage. Nothing is printed when ``enabled`` is False.
+    stage. Nothing is printed when ``enabled`` is False, or when the stream is not a
+    terminal (a log or a pipe would keep every redraw; the stage times are still kept).
+    :meth:`abort` erases the unfinished bar, so that an error message stands alone on its line.
     """
 
     def __init__(self, stages: int, enabled: bool = True, stream=None, width: int = 24):
-        self.stages, self.enabled, self.width = stages, enabled, width
         self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", None)
+        self.stages, self.enabled, self.width = stages, enabled and bool(isatty and isatty()), width
         self.done = 0
         self.label = ""
         self.start = time.perf_counter()
@@ -60,9 +63,9 @@ class Progress:
         return total
 
     def abort(self) -> None:
-        """End the bar's line (before an error message), without marking the stage done."""
+        """Erase the unfinished bar (before an error message), without marking the stage done."""
         if self.label and self.enabled:
-            self.stream.write("\n")
+            self.stream.write("\r\x1b[K")
             self.stream.flush()
         self.label = ""
 
