@@ -319,12 +319,21 @@ def check_box_bounds(rules, x: torch.Tensor) -> None:
 
 
 # -- the run ------------------------------------------------------------------------------------
-def default_flow_layers(model: nn.Module, names: list[str]) -> list[str]:
-    """The last four convolutions, or else the last three hidden layers."""
+def default_flow_layers(model: nn.Module, names: list[str], measure=None) -> list[str]:
+    """The last four convolutions, or else the last three hidden layers — on a branched
+    model (with ``measure``) the last ones along one path, each read by the next
+    (:func:`nrm_verify.report.on_one_path`: a layer and its parallel shortcut have no walk
+    in common, so their joint is 0)."""
     modules = dict(model.named_modules())
     hidden = names[1:-1]
     convs = [n for n in hidden if isinstance(modules.get(n), (nn.Conv1d, nn.Conv2d))]
-    chosen = convs[-4:] if len(convs) >= 2 else hidden[-3:]
+    if measure is not None:
+        from ..report import on_one_path
+        chosen = on_one_path(measure, convs, 4)
+        if len(chosen) < 2:
+            chosen = on_one_path(measure, hidden, 3)
+    else:
+        chosen = convs[-4:] if len(convs) >= 2 else hidden[-3:]
     if len(chosen) < 2:
         chosen = names[-3:-1] if len(names) >= 3 else names[:2]
     return chosen
@@ -399,7 +408,7 @@ def _run(args, bar) -> int:
     except nrm.NRMError as e:
         raise UsageError(" ".join(str(e).split())) from None
     names = report.layer_names(m)
-    flow_layers = args.flow_layers or default_flow_layers(model, names)
+    flow_layers = args.flow_layers or default_flow_layers(model, names, m)
     _check_layers(m, flow_layers, "--flow-layers")
     joint_layers = args.joint or flow_layers[-2:]
     _check_layers(m, joint_layers, "--joint")
@@ -478,13 +487,15 @@ def _run(args, bar) -> int:
     summary = {"model": model_what, "input": input_what, "input_shape": list(x.shape), "target": target,
                "f": float(m.f[0]), "rules": repr(rules), "layers": names, "flow_layers": fl["layers"],
                "joint_layers": list(joint_layers), "concept_layer": concept_layer,
-               "critical_paths": fl["paths"], "files": files}
+               "critical_paths": fl["paths"], "notes": fl["notes"], "files": files}
     _write_json(out / "summary.json", summary)
     summary["seconds"] = bar.finish()
     summary["stage_seconds"] = bar.times
     _write_json(out / "summary.json", summary)
     print(f"explained {model_what} at {input_what}: target {target}, f = {float(m.f[0]):.6g}; "
           f"{len(files) + 1} files in {out}/ ({summary['seconds']:.1f} s)")
+    for note in fl["notes"]:
+        print(f"note: flow figure: {note}")
     return 0
 
 
