@@ -94,7 +94,10 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 3; 1 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per case first (default 1; 0 with --quick)")
     p.add_argument("--events", type=int, default=64, help="channel events / CRP conditions (default 64)")
-    p.add_argument("--crp-batch", type=int, default=16, help="CondAttribution.generate batch size (default 16)")
+    p.add_argument("--crp-batch", type=int, default=16,
+                   help="CRP's batch size where no sweep chooses one (the memory and joint children; default 16)")
+    p.add_argument("--crp-batches", default=None, metavar="B,B,…",
+                   help="CRP batch sizes to sweep; the fastest is compared (default 1,4,8,16; 1,4 with --quick)")
     p.add_argument("--quick", action="store_true", help="a small size and one run (for tests)")
     p.add_argument("--no-peers", action="store_true", help="nrm cases only")
     p.add_argument("--no-memory", dest="memory", action="store_false",
