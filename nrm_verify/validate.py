@@ -38,8 +38,6 @@ import math
 import multiprocessing
 import os
 import queue
-import signal
-import threading
 import time
 import traceback
 from collections import Counter
@@ -58,6 +56,7 @@ from nrm.rules import Part, Rule, Share
 from . import abbreviate, laws
 from .checks import CHECKS, LATER, Context, LawCheck, default_events, laws_on_case
 from .codegen import Writer, load_object, neurons
+from .deadline import OutOfTime, alarm
 from .strategies import Case
 
 PROVED, HELD, VIOLATED, NOT_APPLICABLE, ERROR = "proved", "held", "violated", "not applicable", "error"
@@ -395,45 +394,6 @@ class _State:
     out_of_time: bool = False
 
 
-class _OutOfTime(BaseException):
-    """Raised by the timer inside a case that runs past the search's deadline. A
-    BaseException, so that neither the probe's ``except Exception`` nor hypothesis takes it
-    for a failure of the rule to shrink."""
-
-
-class _alarm:
-    """Raise :class:`_OutOfTime` in this thread at ``deadline`` (time.perf_counter), even
-    inside a rule that blocks (a sleep, a loop in Python). Uses SIGALRM, so only in the
-    main thread of a POSIX process; elsewhere the probe's own check between cases is all
-    there is. The previous handler and timer are restored."""
-
-    def __init__(self, deadline: float):
-        self.deadline = deadline
-        self.active = (math.isfinite(deadline) and hasattr(signal, "setitimer")
-                       and threading.current_thread() is threading.main_thread())
-
-    def __enter__(self):
-        if self.active:
-            self.entered = time.perf_counter()
-            self.previous = signal.signal(signal.SIGALRM, self._ring)
-            self.timer = signal.setitimer(signal.ITIMER_REAL, max(1e-3, self.deadline - self.entered))
-        return self
-
-    @staticmethod
-    def _ring(signum, frame):
-        raise _OutOfTime()
-
-    def __exit__(self, *exc):
-        if self.active:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
-            left, interval = self.timer
-            if left > 0:  # someone else's timer was running: give it back what is left of it
-                signal.setitimer(signal.ITIMER_REAL, max(1e-3, left - (time.perf_counter() - self.entered)),
-                                 interval)
-        return False
-
-
 def search_settings(profile: str = "ci", max_examples: int | None = None) -> settings:
     """The hypothesis settings of a validator search: the profile's, quiet, no example
     database, one bug reported."""
@@ -502,17 +462,28 @@ def _search(check: LawCheck, ctx: Context, hyp: settings, strategy, state: _Stat
         raise state.last
 
     try:
-        with _alarm(state.deadline):
+        with alarm(state.deadline):
             probe()
-    except _OutOfTime:  # a case ran past the deadline; a failure found before it is kept
-        state.out_of_time = True
     except _Failure:  # the failing case is recorded in state.last by the probe itself
         pass
     except Exception as e:  # noqa: BLE001 — hypothesis's own errors (also as exception groups)
         if state.last is None:  # Unsatisfiable: no case could be drawn
             return f"no case could be generated ({type(e).__name__})"
         # past the shrink budget the final replay "passes": hypothesis calls that flaky
+    except BaseException as e:  # a case ran past the deadline; a failure found before it is kept
+        if not _out_of_time(e):
+            raise  # KeyboardInterrupt, SystemExit: the user's
+        state.out_of_time = True
     return ""
+
+
+def _out_of_time(error: BaseException) -> bool:
+    """Whether ``error`` is the timer's (alone, or in a group hypothesis made while
+    replaying a failing case)."""
+    group = getattr(error, "exceptions", None)  # a BaseExceptionGroup (Python ≥ 3.11, or hypothesis's backport)
+    if isinstance(group, (tuple, list)):
+        return all(_out_of_time(e) or isinstance(e, _Failure) for e in group)
+    return isinstance(error, OutOfTime)
 
 
 def _run_check(check: LawCheck, ctx: Context, hyp: settings, deadline: float = math.inf) -> Verdict:
@@ -703,9 +674,9 @@ def check_rule(rule: Rule | str, *, profile: str | None = None, max_examples: in
         except InvalidRule as e:
             return RuleReport(label, invalid=str(e), profile=profile)
     try:
-        with _alarm(deadline):
+        with alarm(deadline):
             problem = _structure(rule)
-    except _OutOfTime:
+    except OutOfTime:
         return _not_settled(rule, label, profile, only, budget, start)
     if problem:
         return RuleReport(label, invalid=problem, profile=profile)
