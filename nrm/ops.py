@@ -10,15 +10,25 @@ of its arguments. The same rule object is therefore evaluated
 * on sympy expressions by the symbolic layer (:mod:`nrm_verify.symbolic`).
 
 Conventions (NRM-SPEC §2): ``pos(x) = max(x, 0)``, ``neg(x) = min(x, 0)`` and
-``sign(x)`` with ``sign(0) = +1``.
+``sign(x)`` with ``sign(0) = +1``. ``sqrt`` and ``pow`` with a fractional exponent are
+meant for x ≥ 0 (a rule takes them of squares, magnitudes or x⁺); the exact backend
+computes them only where the result is rational (:class:`FractionScalars`).
 """
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+
+from .errors import NRMError
+
+
+class InexactError(NRMError, ArithmeticError):
+    """An exact backend asked for a value it cannot represent exactly: the square root (or
+    a fractional power) of a rational number that is not a perfect square (power)."""
 
 
 class Ops(Protocol):
@@ -35,6 +45,16 @@ class Ops(Protocol):
 
     def square(self, x: Any) -> Any:
         """x²."""
+
+    def abs(self, x: Any) -> Any:
+        """|x| = x⁺ − x⁻."""
+
+    def sqrt(self, x: Any) -> Any:
+        """√x, for x ≥ 0."""
+
+    def pow(self, x: Any, exponent: Any) -> Any:
+        """x ** exponent for a number ``exponent`` (x ≥ 0 when it is not an integer; x ≠ 0
+        when it is negative)."""
 
     def ones_like(self, x: Any) -> Any:
         """1 with the shape of x."""
@@ -72,6 +92,15 @@ class TorchOps:
     def square(self, x: torch.Tensor) -> torch.Tensor:
         return x * x
 
+    def abs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.abs()
+
+    def sqrt(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sqrt()
+
+    def pow(self, x: torch.Tensor, exponent: Any) -> torch.Tensor:
+        return x.pow(exponent)
+
     def ones_like(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(x)
 
@@ -99,6 +128,9 @@ class ScalarOps(Protocol):
     def pos(self, x: Any) -> Any: ...
     def neg(self, x: Any) -> Any: ...
     def sign(self, x: Any) -> Any: ...
+    def abs(self, x: Any) -> Any: ...
+    def sqrt(self, x: Any) -> Any: ...
+    def pow(self, x: Any, exponent: Any) -> Any: ...
     def is_zero(self, x: Any) -> bool: ...
     def where(self, condition: Any, if_true: Any, if_false: Any) -> Any: ...
     def convert(self, value: Any) -> Any: ...
@@ -136,6 +168,15 @@ class ObjectOps:
     def square(self, x):
         return self._map(lambda v: v * v, x)
 
+    def abs(self, x):
+        return self._map(self.scalars.abs, x)
+
+    def sqrt(self, x):
+        return self._map(self.scalars.sqrt, x)
+
+    def pow(self, x, exponent):
+        return self._map(lambda v: self.scalars.pow(v, exponent), x)
+
     def ones_like(self, x):
         return self._map(lambda v: self.scalars.one, x)
 
@@ -169,19 +210,46 @@ def _div(n, d, scalars):
 
 
 class FractionScalars:
-    """Exact rational arithmetic with :class:`fractions.Fraction`."""
+    """Exact rational arithmetic with :class:`fractions.Fraction`.
+
+    ``sqrt(x)`` and ``pow(x, p/q)`` are exact where the result is rational — x a perfect
+    square (q-th power) of a rational, as ``sqrt(9/4) = 3/2`` — and raise
+    :class:`InexactError` elsewhere (√2 has no Fraction; rounding it would make the
+    oracle inexact without saying so). A negative x under a root and 0 to a negative power
+    raise too: the torch backend would give NaN or Inf there.
+    """
 
     name = "fraction"
 
-    from fractions import Fraction as _Fraction
-
-    zero = _Fraction(0)
-    one = _Fraction(1)
+    zero = Fraction(0)
+    one = Fraction(1)
 
     def convert(self, value):
         if isinstance(value, torch.Tensor):
             value = value.item()
-        return self._Fraction(value)
+        return Fraction(value)
+
+    def abs(self, x):
+        return -x if x < 0 else x
+
+    def sqrt(self, x):
+        return self.pow(x, Fraction(1, 2))
+
+    def pow(self, x, exponent):
+        x, p = Fraction(x), Fraction(exponent)
+        if x == 0 and p < 0:
+            raise InexactError(f"0 ** {p} is not a number (the torch backend gives inf); keep the base non-zero, "
+                               "e.g. with ops.where or ops.safe_divide")
+        if p.denominator == 1:
+            return x ** p.numerator
+        if x < 0:
+            raise InexactError(f"({x}) ** {p}: a fractional power of a negative number is not real (the torch "
+                               "backend gives NaN); take it of a non-negative value such as ops.abs(x) or ops.pos(x)")
+        num, den = _root(x.numerator, p.denominator), _root(x.denominator, p.denominator)
+        if num is None or den is None:
+            raise InexactError(f"({x}) ** {p} is irrational, so the exact backend cannot compute it; the torch "
+                               "and sympy backends can (the exact oracle only checks rules whose values are rational)")
+        return Fraction(num, den) ** p.numerator
 
     def pos(self, x):
         return x if x > 0 else self.zero
@@ -197,6 +265,28 @@ class FractionScalars:
 
     def where(self, condition, if_true, if_false):
         return if_true if condition else if_false
+
+
+def _root(n: int, q: int) -> int | None:
+    """The integer q-th root of n ≥ 0 when n is a perfect q-th power, else None."""
+    r = round(n ** (1.0 / q)) if n < 2 ** 1000 else _integer_root(n, q)
+    for c in (r - 1, r, r + 1):
+        if c >= 0 and c ** q == n:
+            return c
+    c = _integer_root(n, q)
+    return c if c ** q == n else None
+
+
+def _integer_root(n: int, q: int) -> int:
+    """⌊n^(1/q)⌋ by Newton's method on integers."""
+    if n < 2:
+        return n
+    x = 1 << -(-n.bit_length() // q)
+    while True:
+        y = ((q - 1) * x + n // x ** (q - 1)) // q
+        if y >= x:
+            return x
+        x = y
 
 
 TORCH = TorchOps()

@@ -30,10 +30,14 @@ Conventions (NRM-SPEC §2, §7) are named parameters:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
+
+import numpy as np
+import torch
 
 from .errors import RuleParameterError
 
@@ -86,7 +90,94 @@ LEAKS = ("absorb", "renormalize")
 
 
 def _is_number(x) -> bool:
-    return isinstance(x, Real)
+    return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def _is_symbolic(x) -> bool:
+    """A sympy object (the symbolic layer passes symbols as parameters); recognized by its
+    module so that the core does not import sympy."""
+    return type(x).__module__.split(".")[0] == "sympy"
+
+
+def check_parameter(owner: str, name: str, value: Any, example: str, minimum: float | None = 0.0) -> None:
+    """Raise :class:`RuleParameterError` for a parameter ``name`` of the rule ``owner`` that
+    is not a finite real number ≥ ``minimum`` (None: any sign); the message ends with
+    ``example``, a call that works. A sympy expression passes (the symbolic layer builds
+    rules with symbolic parameters; a non-finite or negative sympy *number* does not), and
+    so does a real tensor whose every entry passes. For rules of your own (docs/rules.md)."""
+    def refuse(why: str):
+        raise RuleParameterError(f"{owner}: {name} must be {why}; got {_shown(value)}. Give e.g. {example}")
+
+    nonfinite = "finite (NaN or infinity would make every measure NaN)"
+    negative = "" if minimum is None else f">= {minimum:g}"
+    if _is_symbolic(value):
+        if getattr(value, "is_number", False):
+            if value.is_finite is not True or value.is_extended_real is not True:  # sympy's nan, oo, I
+                refuse(nonfinite)
+            if minimum is not None and (value - minimum).is_negative:
+                refuse(negative)
+        return
+    if isinstance(value, torch.Tensor) and not value.is_complex() and value.dtype != torch.bool:
+        v = value.detach().cpu().double()
+        if not bool(torch.isfinite(v).all()):
+            refuse(nonfinite + " in every entry")
+        if minimum is not None and bool((v < minimum).any()):
+            refuse(negative + " in every entry")
+        return
+    if not _is_number(value):
+        refuse("a real number" + (" (True and False are not numbers here)" if isinstance(value, bool)
+                                  else f", not a {type(value).__name__}"))
+    if not math.isfinite(float(value)):
+        refuse(nonfinite)
+    if minimum is not None and value < minimum:
+        refuse(negative)
+
+
+def _flag(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise RuleParameterError(f"{owner}: {name} must be True or False, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """How a parameter is quoted in a message: its repr, shortened, and its type when that
+    is not obvious from the repr (a string '0.1' reads like the number)."""
+    text = repr(value)
+    text = text if len(text) <= 80 else text[:77] + "…"
+    return f"the {type(value).__name__} {text}" if isinstance(value, (str, bytes)) else text
+
+
+def _bound(owner: str, name: str, value: Any) -> torch.Tensor | None:
+    """A ZBox bound as a float64 tensor for the checks (None when it holds sympy
+    expressions: those pass, and only their finite numbers are compared). Raises for
+    anything that is not a finite real number or an array of them."""
+    example = "ZBox(-1.0, 1.0) or ZBox(low_tensor, high_tensor)"
+    if isinstance(value, torch.Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise RuleParameterError(f"{owner}: {name} must hold real numbers, got a {value.dtype} tensor")
+        v = value.detach().cpu().double()
+    elif _is_number(value) or _is_symbolic(value):
+        check_parameter(owner, name, value, example, minimum=None)
+        return None if _is_symbolic(value) else torch.tensor(float(value), dtype=torch.float64)
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
+        v = torch.from_numpy(value.astype(np.float64))
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        try:
+            a = np.asarray(value, dtype=object)
+        except ValueError:  # a ragged list
+            raise RuleParameterError(f"{owner}: {name} must be a number or a rectangular array of numbers; got "
+                                     f"{_shown(value)}. Give e.g. {example}") from None
+        for item in a.reshape(-1):
+            check_parameter(owner, f"every entry of {name}", item, example, minimum=None)
+        if any(_is_symbolic(item) for item in a.reshape(-1)):
+            return None
+        v = torch.tensor(a.astype(np.float64), dtype=torch.float64)
+    else:
+        raise RuleParameterError(f"{owner}: {name} must be a number or a tensor; got {_shown(value)}. Give e.g. "
+                                 f"{example}")
+    if not bool(torch.isfinite(v).all()):
+        raise RuleParameterError(f"{owner}: {name} must be finite everywhere (NaN or infinity would make every "
+                                 f"measure NaN); got {_shown(value)}. Give e.g. {example}")
+    return v
 
 
 class Rule:
@@ -111,13 +202,12 @@ class Rule:
     it (downwards only) so that the validator can show the violation."""
 
     def __init__(self, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed", leak: str = "absorb"):
-        if _is_number(stabilizer) and stabilizer < 0:
-            raise RuleParameterError(f"{type(self).__name__}: stabilizer must be >= 0, got {stabilizer!r}")
-        if stabilizer_sign not in STABILIZER_SIGNS:
+        check_parameter(type(self).__name__, "stabilizer", stabilizer, f"{type(self).__name__}(stabilizer=1e-9)")
+        if not isinstance(stabilizer_sign, str) or stabilizer_sign not in STABILIZER_SIGNS:
             raise RuleParameterError(
                 f"{type(self).__name__}: stabilizer_sign must be one of {STABILIZER_SIGNS}, got {stabilizer_sign!r}"
             )
-        if leak not in LEAKS:
+        if not isinstance(leak, str) or leak not in LEAKS:
             raise RuleParameterError(f"{type(self).__name__}: leak must be one of {LEAKS}, got {leak!r}")
         self.stabilizer = stabilizer
         self.stabilizer_sign = stabilizer_sign
@@ -255,8 +345,7 @@ class Epsilon(Rule):
     """
 
     def __init__(self, epsilon: Any = 1e-6, *, stabilizer_sign: str = "signed", leak: str = "absorb"):
-        if _is_number(epsilon) and epsilon < 0:
-            raise RuleParameterError(f"Epsilon: epsilon must be >= 0, got {epsilon!r}")
+        check_parameter("Epsilon", "epsilon", epsilon, "Epsilon(1e-6)")
         super().__init__(stabilizer=epsilon, stabilizer_sign=stabilizer_sign, leak=leak)
         self.epsilon = epsilon
 
@@ -287,8 +376,8 @@ class Gamma(Rule):
 
     def __init__(self, gamma: Any = 0.25, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
                  modify_bias: bool = True, leak: str = "absorb"):
-        if _is_number(gamma) and gamma < 0:
-            raise RuleParameterError(f"Gamma: gamma must be >= 0, got {gamma!r}")
+        check_parameter("Gamma", "gamma", gamma, "Gamma(0.25)")
+        _flag("Gamma", "modify_bias", modify_bias)
         super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
         self.gamma = gamma
         self.modify_bias = modify_bias
@@ -359,13 +448,13 @@ class AlphaBeta(Rule):
 
     def __init__(self, alpha: Any = 2, beta: Any = 1, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
                  leak: str = "absorb"):
+        check_parameter("AlphaBeta", "alpha", alpha, "AlphaBeta(2, 1)", minimum=None)
+        check_parameter("AlphaBeta", "beta", beta, "AlphaBeta(2, 1)")
         if _is_number(alpha) and _is_number(beta) and abs((alpha - beta) - 1) > 1e-12:
             raise RuleParameterError(
                 f"AlphaBeta needs alpha - beta = 1 for a normalized measure, got alpha={alpha!r}, beta={beta!r}; "
                 "use e.g. AlphaBeta(2, 1) or AlphaBeta(1, 0)"
             )
-        if _is_number(beta) and beta < 0:
-            raise RuleParameterError(f"AlphaBeta: beta must be >= 0, got {beta!r}")
         super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
         self.alpha = alpha
         self.beta = beta
@@ -451,6 +540,11 @@ class ZBox(Rule):
     The bias cancels. ``low`` and ``high`` are numbers or tensors of one sample's input
     shape. Meant for the input layer; every term is non-negative inside the box (L14).
 
+    Checked here: both bounds are finite real numbers (or arrays of them, or sympy
+    expressions), their shapes broadcast together, and low ≤ high wherever both are
+    numbers. Whether a tensor bound fits the layer's input shape can only be known with
+    the model, so it is checked when the rule meets its layer (at explain time).
+
     Reference: Montavon et al., Pattern Recognition 65, 2017.
     """
 
@@ -458,8 +552,22 @@ class ZBox(Rule):
 
     def __init__(self, low: Any, high: Any, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed",
                  leak: str = "absorb"):
-        if _is_number(low) and _is_number(high) and low > high:
-            raise RuleParameterError(f"ZBox: low must be <= high, got low={low!r}, high={high!r}")
+        lo, hi = _bound("ZBox", "low", low), _bound("ZBox", "high", high)
+        if lo is not None and hi is not None:
+            try:
+                lo_b, hi_b = torch.broadcast_tensors(lo, hi)
+            except RuntimeError:
+                raise RuleParameterError(f"ZBox: low and high must have shapes that broadcast together, got "
+                                         f"{tuple(lo.shape)} and {tuple(hi.shape)}; give numbers or tensors of one "
+                                         "sample's input shape") from None
+            empty = lo_b > hi_b
+            if bool(empty.any()):
+                where = tuple(int(i) for i in empty.nonzero()[0])
+                at = f" at index {where}" if where else ""
+                raise RuleParameterError(
+                    f"ZBox: low must be <= high everywhere, got low={float(lo_b[where]):g} > high="
+                    f"{float(hi_b[where]):g}{at} ({int(empty.sum())} entries); the box [low, high] must contain "
+                    "the input: swap the bounds or widen them")
         super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
         self.low = low
         self.high = high

@@ -22,11 +22,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every sub-command, or of ``only`` (a command name such as
+    ``check-rule``): then only that command's module is imported, so that a usage error
+    of a light command is reported without importing torch."""
     parser = _Parser(prog="nrm-verify", description="Checks for the Normalized Relevance Measure (NRM).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for name in COMMANDS:
+        if only is not None and name.replace("_", "-") != only:
+            continue
         try:
             module = importlib.import_module(f"nrm_verify.commands.{name}")
         except ModuleNotFoundError as error:
@@ -38,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = argv[0] if argv else None
+    known = {name.replace("_", "-") for name in COMMANDS}
+    parser = build_parser(only=first if first in known else None)
     args = parser.parse_args(argv)
     return args.run(args)
 

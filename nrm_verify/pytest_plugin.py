@@ -121,15 +121,31 @@ def assert_laws(model, x, target, rules=None, *, events=None, tol: float | None 
     results = laws_on_case(model, x, target, rules, events=events, tol=tol, x2=x2)
     bad = [(code, r) for code, r in results if r.holds is False]
     if bad:
+        from . import abbreviate
         from .codegen import Writer
 
-        lines = [f"{len(bad)} of {len(results)} law checks violated for rules={Writer().expr(rules)}:"]
-        for code, r in bad:
-            lines.append(f"  {r}")
+        rules_code = abbreviate.line(abbreviate.lists(Writer().expr(rules)), 200)
+        lines = [f"{len(bad)} of {len(results)} law checks violated for rules={rules_code}:"]
+        shortened = False
+        for code, r in bad[:MAX_LISTED]:
+            lines.append(abbreviate.line(f"  {abbreviate.lists(str(r))}"))
             call = code.splitlines()[-1]
-            lines.append(f"      reproduce: m = nrm.explain(model, x, {target!r}, rules=rules); {call}")
-        raise AssertionError("\n".join(lines))
+            short = abbreviate.line(abbreviate.lists(call), 300)
+            shortened |= short != call
+            lines.append(f"      reproduce: m = nrm.explain(model, x, {target!r}, rules=rules); {short}")
+        if len(bad) > MAX_LISTED:
+            lines.append(f"  … and {len(bad) - MAX_LISTED} more violated law checks")
+        if shortened:
+            lines.append("  (long neuron lists are shortened here; nrm_verify.checks.laws_on_case(model, x, target, "
+                         "rules) returns every call in full)")
+        error = AssertionError("\n".join(lines))
+        error.results = results  # (code, LawResult) of every check, the calls in full
+        raise error
     return [r for _, r in results]
+
+
+MAX_LISTED = 25
+"""Violated law checks that an assert_laws message lists at most."""
 
 
 @pytest.fixture(name="assert_laws")

@@ -55,6 +55,10 @@ class SnapshotError(ValueError):
     """A usage error: a missing or corrupt snapshot, a bad case set (the message says what to do)."""
 
 
+class CaseBuildError(SnapshotError):
+    """A case's model or input builder raised (the message names the builder and the case)."""
+
+
 # -- cases ---------------------------------------------------------------------------------------
 def seeded_normal(shape: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """x ~ N(0, 1) of the given shape from a generator seeded with ``seed`` (global RNG untouched)."""
@@ -114,12 +118,17 @@ INPUTS: dict[str, Callable] = {"seeded_image": models.seeded_image, "seeded_norm
 
 @dataclass(frozen=True)
 class Case:
-    """One seeded situation: ``model(**model_kwargs, dtype=dtype)``, ``input(**input_kwargs,
-    dtype=dtype)`` and the target (an output index, or one per sample).
+    """One seeded situation: ``model(**model_kwargs, dtype=torch_dtype)``,
+    ``input(**input_kwargs, dtype=torch_dtype)`` and the target (an output index, or one
+    per sample). ``dtype`` is stored as a string ("float64", "float32", …: the manifest is
+    JSON), and a builder receives it as the ``torch.dtype`` it names (``torch.float64``),
+    ready for ``torch.zeros(..., dtype=dtype)`` or ``model.to(dtype)``.
 
-    ``model`` and ``input`` name a builder of :data:`MODELS` / :data:`INPUTS` or a
-    ``module:function``. ``layers`` lists the layers that nrm's built-in explainers record
-    (None: every layer); other explainers ignore it.
+    ``model`` and ``input`` name a builder of :data:`MODELS` / :data:`INPUTS`, a
+    ``module:function`` or a ``path/file.py:function`` (a file path relative to the
+    snapshot's folder when the case is rebuilt from a snapshot). ``layers`` lists the
+    layers that nrm's built-in explainers record (None: every layer); other explainers
+    ignore it.
     """
 
     name: str
@@ -142,13 +151,31 @@ class Case:
         except TypeError as e:
             raise SnapshotError(f"a case description in the manifest does not fit Case: {e}") from None
 
-    def build(self) -> tuple[torch.nn.Module, torch.Tensor]:
-        dtype = getattr(torch, self.dtype, None)
+    def build(self, base: str | os.PathLike | None = None) -> tuple[torch.nn.Module, torch.Tensor]:
+        """(model in eval mode, input). ``base``: the folder that relative builder file
+        paths are read from (a snapshot's folder); failures raise :class:`CaseBuildError`
+        naming the builder."""
+        dtype = getattr(torch, str(self.dtype), None)
         if not isinstance(dtype, torch.dtype):
-            raise SnapshotError(f"case {self.name!r}: unknown dtype {self.dtype!r} (use 'float64' or 'float32')")
-        model = _builder(self.model, MODELS, "model")(**self.model_kwargs, dtype=dtype)
-        x = _builder(self.input, INPUTS, "input")(**self.input_kwargs, dtype=dtype)
+            raise CaseBuildError(f"case {self.name!r}: unknown dtype {self.dtype!r} (use 'float64' or 'float32')")
+        model = self._call("model", self.model, MODELS, self.model_kwargs, dtype, base)
+        if not isinstance(model, torch.nn.Module):
+            raise CaseBuildError(f"the model builder {self.model!r} of case {self.name!r} returned a "
+                                 f"{type(model).__name__}, not a torch.nn.Module")
+        x = self._call("input", self.input, INPUTS, self.input_kwargs, dtype, base)
+        if not isinstance(x, torch.Tensor):
+            raise CaseBuildError(f"the input builder {self.input!r} of case {self.name!r} returned a "
+                                 f"{type(x).__name__}, not a torch.Tensor")
         return model.eval(), x
+
+    def _call(self, what: str, name: str, table, kwargs: dict, dtype: torch.dtype, base):
+        builder = _builder(_resolve_spec(name, base), table, what)
+        try:
+            return builder(**kwargs, dtype=dtype)
+        except Exception as e:  # noqa: BLE001 — the user's builder: say that it was the builder
+            raise CaseBuildError(f"the {what} builder {name!r} of case {self.name!r} raised {type(e).__name__}: {e} "
+                                 f"(it is called as {name.rpartition(':')[2]}(**{what}_kwargs, dtype={dtype}))") \
+                from None
 
 
 def _builder(name: str, table: Mapping[str, Callable], what: str) -> Callable:
@@ -158,8 +185,40 @@ def _builder(name: str, table: Mapping[str, Callable], what: str) -> Callable:
         try:
             return load_object(name)
         except Exception as e:
-            raise SnapshotError(f"cannot load the {what} builder {name!r}: {type(e).__name__}: {e}") from None
-    raise SnapshotError(f"unknown {what} builder {name!r}: use one of {sorted(table)} or 'module:function'")
+            raise CaseBuildError(f"cannot load the {what} builder {name!r}: {type(e).__name__}: {e}") from None
+    raise CaseBuildError(f"unknown {what} builder {name!r}: use one of {sorted(table)} or 'module:function'")
+
+
+def _is_file_spec(spec: str) -> bool:
+    where = spec.rpartition(":")[0]
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def _resolve_spec(spec: str, base: str | os.PathLike | None) -> str:
+    """A recorded ``path/file.py:name`` with a relative path, read from the snapshot's
+    folder ``base`` (a path that exists only relative to the current directory, as older
+    snapshots recorded them, is kept)."""
+    if base is None or not isinstance(spec, str) or ":" not in spec or not _is_file_spec(spec):
+        return spec
+    where, _, what = spec.rpartition(":")
+    path = Path(where).expanduser()
+    if path.is_absolute():
+        return spec
+    candidate = Path(base) / path
+    return f"{candidate}:{what}" if candidate.is_file() or not path.is_file() else spec
+
+
+def _portable_spec(spec: str | None, base: Path) -> str | None:
+    """A ``path/file.py:name`` spec as the snapshot stores it: relative to its folder
+    ``base``, so that comparing works from any current directory."""
+    prefix = spec.partition(":")[0] if spec else ""
+    if not spec or ":" not in spec or not _is_file_spec(spec) or prefix in ("nrm", "nrm-relevance", "zennit", "captum"):
+        return spec
+    where, _, what = spec.rpartition(":")
+    path = Path(where).expanduser().resolve()
+    if not path.is_file():
+        return spec
+    return f"{Path(os.path.relpath(path, base.resolve())).as_posix()}:{what}"
 
 
 CASES: dict[str, list[Case]] = {}
@@ -412,13 +471,14 @@ def _outputs(value: Any, where: str) -> dict[str, np.ndarray]:
 class _Runner:
     """Builds each case once and runs explainers on it, each call under a forked, seeded RNG."""
 
-    def __init__(self, cases: Sequence[Case]):
+    def __init__(self, cases: Sequence[Case], base: str | os.PathLike | None = None):
         self.cases = list(cases)
+        self.base = base
         self._built: dict[str, tuple] = {}
 
     def run(self, explainer: Callable, case: Case, label: str) -> dict[str, np.ndarray]:
         if case.name not in self._built:
-            self._built = {case.name: case.build()}  # one model alive at a time (VGG16 in float64: 1.1 GB)
+            self._built = {case.name: case.build(self.base)}  # one model alive at a time (VGG16 in float64: 1.1 GB)
         model, x = self._built[case.name]
         target = case.target if isinstance(case.target, int) else list(case.target)
         kwargs = {"layers": case.layers} if getattr(explainer, "accepts_layers", False) else {}
@@ -547,8 +607,8 @@ def record(path: str | os.PathLike, explainers, cases: str | Sequence[Case] = "d
         for label, explainer in table.items():
             try:
                 outs = runner.run(explainer, case, label)
-            except SnapshotError:
-                raise
+            except SnapshotError as e:  # a case that cannot be built: its builder is named, not the explainer
+                raise SnapshotError(f"cannot record: {e}") from None
             except Exception as e:
                 raise SnapshotError(f"cannot record: explainer {label!r} raised on case {case.name!r}: "
                                     f"{type(e).__name__}: {e}") from None
@@ -568,16 +628,26 @@ def record(path: str | os.PathLike, explainers, cases: str | Sequence[Case] = "d
         "about": f"nrm-verify regression snapshot; compare with: nrm-verify snapshot compare {jpath.with_suffix('')}",
         "record_command": command,
         "versions": _versions({k: _spec_of(e) for k, e in table.items()}),
-        "explainers": [{"label": k, "spec": _spec_of(e)} for k, e in table.items()],
-        "cases": [c.to_dict() for c in case_list],
+        "explainers": [{"label": k, "spec": _portable_spec(_spec_of(e), jpath.parent)} for k, e in table.items()],
+        "cases": [_portable_case(c, jpath.parent) for c in case_list],
         "results": results,
     }
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    _write_npz(npath, arrays)
-    tmp = jpath.with_name(jpath.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, jpath)
+    try:
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+        _write_npz(npath, arrays)
+        tmp = jpath.with_name(jpath.name + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+        os.replace(tmp, jpath)
+    except OSError as e:
+        raise SnapshotError(f"cannot write the snapshot {jpath.with_suffix('')}: {e.strerror or e}"
+                            + (f" ({e.filename})" if e.filename else "")) from None
     return Snapshot(manifest, loaded)
+
+
+def _portable_case(case: Case, base: Path) -> dict:
+    d = case.to_dict()
+    d["model"], d["input"] = _portable_spec(case.model, base), _portable_spec(case.input, base)
+    return d
 
 
 def _describe(key: str, a: np.ndarray) -> dict:
@@ -683,6 +753,23 @@ class Comparison:
     def failures(self) -> list[CaseResult]:
         return [r for r in self.results if not r.ok]
 
+    def summary(self) -> str:
+        """The verdict in one line: the failing results, or that every one passed."""
+        bad = self.failures
+        if not bad:
+            return f"OK: {len(self.results)} results within their tolerance"
+        names = ", ".join(r.name for r in bad[:3]) + (", …" if len(bad) > 3 else "")
+        return f"FAILED {len(bad)} of {len(self.results)}: {names}"
+
+    def __repr__(self) -> str:
+        """The summary first and last (pytest shows the two ends of a long repr, as in
+        ``assert report.ok, report``), the report between them, abbreviated."""
+        from . import abbreviate
+
+        head = abbreviate.line(f"Comparison({self.snapshot}): {self.summary()}", 110)
+        tail = abbreviate.line(f"{self.summary()}; print(report) for the whole report", 110)
+        return f"{head}\n{abbreviate.text(str(self), limit=8000)}\n{tail}"
+
     def __getitem__(self, name: str) -> CaseResult:
         for r in self.results:
             if r.name == name:
@@ -730,7 +817,8 @@ def compare(path: str | os.PathLike, explainers=None, cases: str | Sequence[Case
         if missing_spec:
             raise SnapshotError(f"explainers {missing_spec} were recorded from Python callables; pass them "
                                 f"again (compare(path, {{label: function}}) or --explainer LABEL=SPEC)")
-        explainers = dict(snap.explainers)
+        base = snapshot_paths(path)[0].parent  # recorded file paths are relative to the snapshot's folder
+        explainers = {label: _resolve_spec(spec, base) for label, spec in snap.explainers.items()}
     table = _explainers(explainers)
     case_list = snap.cases if cases is None else load_cases(cases)
     if only_cases is not None:
@@ -740,7 +828,7 @@ def compare(path: str | os.PathLike, explainers=None, cases: str | Sequence[Case
         case_list = [c for c in case_list if c.name in set(only_cases)]
     recorded = {(r["explainer"], r["case"]): r for r in snap.manifest["results"]}
     selected = {key for key in recorded if key[0] in table and (only_cases is None or key[1] in only_cases)}
-    runner = _Runner(case_list)
+    runner = _Runner(case_list, base=snapshot_paths(path)[0].parent if cases is None else None)
     results: list[CaseResult] = []
     for case in case_list:
         for label, explainer in table.items():
@@ -754,6 +842,9 @@ def compare(path: str | os.PathLike, explainers=None, cases: str | Sequence[Case
                 continue
             try:
                 outs = runner.run(explainer, case, label)
+            except CaseBuildError as e:  # the case, not the explainer
+                res.problems.append(f"the case could not be built: {e}")
+                continue
             except Exception as e:  # a regression that makes the explainer crash is a failure, not a usage error
                 res.problems.append(f"the explainer raised {type(e).__name__}: {e}")
                 continue
@@ -805,6 +896,7 @@ def _compare_outputs(res: CaseResult, old: Mapping[str, np.ndarray], new: Mappin
                                 f"{scale:.3g}")
 
 
-__all__ = ["Case", "CASES", "NRM_CORE", "SUITES", "Snapshot", "SnapshotError", "CaseResult", "Comparison",
+__all__ = ["Case", "CASES", "NRM_CORE", "SUITES", "Snapshot", "SnapshotError", "CaseBuildError", "CaseResult",
+           "Comparison",
            "record", "compare", "load", "load_cases", "load_explainer", "seeded_normal", "seeded_uniform",
            "snapshot_paths", "split_label", "small_vgg16", "ExplainerSpecError", "NRMExplainer"]

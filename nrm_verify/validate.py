@@ -34,6 +34,7 @@ and the symbolic proofs run in a forked child process at the same time.
 from __future__ import annotations
 
 import ast
+import math
 import multiprocessing
 import os
 import queue
@@ -53,12 +54,21 @@ from hypothesis.errors import HypothesisException
 from nrm.errors import RelevanceDependentRuleError, ZeroOutputError
 from nrm.rules import Part, Rule, Share
 
-from . import laws
+from . import abbreviate, laws
 from .checks import CHECKS, LATER, Context, LawCheck, default_events, laws_on_case
 from .codegen import Writer, load_object, neurons
+from .deadline import OutOfTime, alarm
 from .strategies import Case
 
 PROVED, HELD, VIOLATED, NOT_APPLICABLE, ERROR = "proved", "held", "violated", "not applicable", "error"
+NOT_SETTLED = "not settled"
+REPR_LIMIT = 8000
+"""Characters of a report's repr at most (its str is the whole report)."""
+SEARCH_TIMEOUT = {"ci": 300.0, "thorough": 3600.0}
+"""Seconds the property search of one rule may take by default, per profile (300 s for
+others): shared fairly among the laws, the time one law leaves unused going to the next.
+A law whose search the budget cuts short is reported "not settled" (or "held" on the
+cases it did check); a rule that blocks cannot keep ``check_rule`` from returning."""
 
 
 
@@ -119,10 +129,14 @@ class Verdict:
                 text += f": {self.detail}"
         elif self.status == ERROR:
             text = f"ERROR: {self.detail}"
+        elif self.status == NOT_SETTLED:
+            text = f"not settled — {self.detail}"
         else:
             text = f"not applicable — {self.detail}"
         if self.status in (HELD, PROVED) and self.skipped:
             text += f" ({self.skipped} cases where it did not apply)"
+        if self.status in (HELD, PROVED) and self.detail.startswith("search stopped"):
+            text += f" ({self.detail})"
         if self.proof and self.status not in (PROVED,):
             short = self.proof if len(self.proof) <= 90 else self.proof[:87] + "…"
             text += f" [symbolic: {short}]"
@@ -143,6 +157,11 @@ class RuleReport:
     profile: str = "ci"
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    search_timeout: float = math.inf
+    symbolic_wait: float = 0.0
+    """Seconds spent waiting for the symbolic proofs after the search had finished."""
+    symbolic_unsettled: list[str] = field(default_factory=list)
+    """Laws whose symbolic proof ended not settled (beyond its budget, or undecided)."""
 
     @property
     def ok(self) -> bool:
@@ -177,11 +196,12 @@ class RuleReport:
         lines += [f"note: {n}" for n in self.notes]
         lines.append("")
         width = max((len(f"{v.law} {v.name}") for v in self.verdicts), default=10)
-        for v in self.verdicts:
-            lines.append(f"  {f'{v.law} {v.name}':<{width}}  {v.line()}")
+        for v in self.verdicts:  # what a person reads is abbreviated; the counterexample programs below are not
+            lines.append(abbreviate.line(f"  {f'{v.law} {v.name}':<{width}}  {abbreviate.lists(v.line())}", 600))
         bad = self.violated()
         lines.append("")
         lines.append(f"{len(bad)} law(s) violated or raising" if bad else "no law violated")
+        lines += self.hints()
         for v in bad:
             if v.counterexample is None:
                 continue
@@ -192,10 +212,50 @@ class RuleReport:
             lines.append(v.counterexample.script.rstrip())
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """The verdict in one line: what was violated, or that nothing was."""
+        if self.invalid:
+            return f"not a usable rule: {self.invalid}"
+        bad = self.violated()
+        if bad:
+            laws = sorted({v.law for v in bad}, key=_law_order)
+            return f"{len(bad)} law check(s) violated or raising ({', '.join(laws)})"
+        open_laws = self.not_settled()
+        return "no law violated" + (f", {len(open_laws)} not settled" if open_laws else "")
+
+    def __repr__(self) -> str:
+        """The summary first and last (pytest shows the two ends of a long repr, as in
+        ``assert report.ok, report``), the report between them, abbreviated."""
+        head = abbreviate.line(f"RuleReport({self.rule}): {self.summary()}", 110)
+        tail = abbreviate.line(f"{self.summary()}; print(report) for the whole report", 110)
+        return f"{head}\n{abbreviate.text(str(self), limit=REPR_LIMIT)}\n{tail}"
+
+    def not_settled(self) -> list[Verdict]:
+        """The laws whose search the time budget cut short before a case was checked."""
+        return [v for v in self.verdicts if v.status == NOT_SETTLED]
+
+    def hints(self) -> list[str]:
+        """What to do about laws left not settled, by the search or by the symbolic proofs."""
+        out = []
+        open_laws = self.not_settled()
+        if open_laws:
+            out.append(f"{len(open_laws)} law check(s) not settled: the search's time budget "
+                       f"({self.search_timeout:g} s) ran out; give it more with --search-timeout SECONDS "
+                       "(search_timeout= in Python)")
+        if self.symbolic_unsettled:
+            waited = f", {self.symbolic_wait:.0f} s of it after the search had finished" if self.symbolic_wait >= 1 \
+                else ""
+            out.append(f"hint: the symbolic proofs of {len(self.symbolic_unsettled)} law(s) "
+                       f"({', '.join(self.symbolic_unsettled)}) ended not settled{waited}; --no-symbolic skips them "
+                       "(the search alone decides), --symbolic-timeout SECONDS changes their budget "
+                       "(symbolic=False / symbolic_timeout= in Python)")
+        return out
+
     def to_dict(self) -> dict:
         return {
             "rule": self.rule, "ok": self.ok, "invalid": self.invalid, "profile": self.profile,
-            "seconds": self.seconds, "notes": self.notes,
+            "seconds": self.seconds, "notes": self.notes, "search_timeout": self.search_timeout,
+            "symbolic_wait": self.symbolic_wait, "symbolic_unsettled": self.symbolic_unsettled,
             "verdicts": [{
                 "law": v.law, "name": v.name, "status": v.status, "cases": v.cases, "skipped": v.skipped,
                 "detail": v.detail, "proof": v.proof, "seconds": v.seconds,
@@ -207,6 +267,33 @@ class RuleReport:
                 },
             } for v in self.verdicts],
         }
+
+
+# -- law keys -----------------------------------------------------------------------------------
+def law_keys() -> list[str]:
+    """Every law key the validator knows (L1 … L18, INV), in order."""
+    return sorted({c.law for c in CHECKS} | {law for law, _, _ in LATER}, key=_law_order)
+
+
+def normalize_laws(names: Sequence[str]) -> list[str]:
+    """Law keys as the validator spells them: case does not matter (``l1`` is L1, ``inv``
+    is INV); an unknown key raises :class:`UnknownLaw` naming the valid ones."""
+    known = {k.upper(): k for k in law_keys()}
+    out, unknown = [], []
+    for name in names:
+        key = known.get(str(name).strip().upper())
+        if key is None:
+            unknown.append(str(name))
+        elif key not in out:
+            out.append(key)
+    if unknown:
+        raise UnknownLaw(f"unknown law {', '.join(map(repr, unknown))}; the laws are {', '.join(law_keys())} "
+                         "(case does not matter)")
+    return out
+
+
+class UnknownLaw(ValueError):
+    """A law key that names no law (a typo must not give a green run)."""
 
 
 # -- loading a rule -----------------------------------------------------------------------------
@@ -307,6 +394,8 @@ class _State:
     failing: bool = False
     spent: int = 0
     since: float = 0.0
+    deadline: float = math.inf
+    out_of_time: bool = False
 
 
 def search_settings(profile: str = "ci", max_examples: int | None = None) -> settings:
@@ -339,6 +428,9 @@ def _search(check: LawCheck, ctx: Context, hyp: settings, strategy, state: _Stat
     @hyp
     @given(data=st.data())
     def probe(data):
+        if time.perf_counter() > state.deadline:
+            state.out_of_time = True
+            return  # past the time budget: every further candidate "passes", state.last is kept
         if state.failing and (state.spent >= SHRINK_BUDGET or time.perf_counter() - state.since > SHRINK_SECONDS):
             return  # stop shrinking: every further candidate "passes", state.last is kept
         case = data.draw(strategy, label="case")
@@ -374,35 +466,57 @@ def _search(check: LawCheck, ctx: Context, hyp: settings, strategy, state: _Stat
         raise state.last
 
     try:
-        probe()
+        with alarm(state.deadline):
+            probe()
     except _Failure:  # the failing case is recorded in state.last by the probe itself
         pass
     except Exception as e:  # noqa: BLE001 — hypothesis's own errors (also as exception groups)
         if state.last is None:  # Unsatisfiable: no case could be drawn
             return f"no case could be generated ({type(e).__name__})"
         # past the shrink budget the final replay "passes": hypothesis calls that flaky
+    except BaseException as e:  # a case ran past the deadline; a failure found before it is kept
+        if not _out_of_time(e):
+            raise  # KeyboardInterrupt, SystemExit: the user's
+        state.out_of_time = True
     return ""
 
 
-def _run_check(check: LawCheck, ctx: Context, hyp: settings) -> Verdict:
+def _out_of_time(error: BaseException) -> bool:
+    """Whether ``error`` is the timer's (alone, or in a group hypothesis made while
+    replaying a failing case)."""
+    group = getattr(error, "exceptions", None)  # a BaseExceptionGroup (Python ≥ 3.11, or hypothesis's backport)
+    if isinstance(group, (tuple, list)):
+        return all(_out_of_time(e) or isinstance(e, _Failure) for e in group)
+    return isinstance(error, OutOfTime)
+
+
+def _run_check(check: LawCheck, ctx: Context, hyp: settings, deadline: float = math.inf) -> Verdict:
     """Three searches, smallest networks first, so that a counterexample is found where it
     is small: one linear layer (a quarter of the examples), MLPs of at most two layers of
-    width two (a quarter), then every architecture (the profile's number of examples)."""
-    state = _State()
+    width two (a quarter), then every architecture (the profile's number of examples).
+    At ``deadline`` (time.perf_counter) the search stops, inside a case if need be: the
+    law is then "not settled", or "held" on the cases checked before."""
+    state = _State(deadline=deadline)
     start = time.perf_counter()
     verdict = Verdict(check.law, check.name, HELD)
     quarter = settings(hyp, max_examples=max(2, hyp.max_examples // 4))
     problem = ""
     for size, stage_settings in (("one layer", quarter), ("small", quarter), ("any", hyp)):
         problem = _search(check, ctx, stage_settings, ctx.cases(batch=check.batch, size=size), state) or problem
-        if state.last is not None:
+        if state.last is not None or state.out_of_time:
             break
-    if problem and not state.held and state.last is None:
+    if problem and not state.held and state.last is None and not state.out_of_time:
         verdict.status, verdict.detail = NOT_APPLICABLE, problem
     verdict.seconds = time.perf_counter() - start
     verdict.cases, verdict.skipped = state.held, state.skipped
     if state.last is not None:
         _describe_failure(verdict, state.last, ctx)
+    elif state.out_of_time and state.held:
+        verdict.detail = f"search stopped by its time budget after {verdict.seconds:.1f} s"
+    elif state.out_of_time:
+        verdict.status = NOT_SETTLED
+        verdict.detail = (f"the search's time budget ran out after {verdict.seconds:.1f} s, before a case was "
+                          "checked (a slow or blocking rule?)")
     elif verdict.status == HELD and state.held == 0:
         verdict.status = NOT_APPLICABLE
         common = state.reasons.most_common(1)
@@ -528,7 +642,7 @@ def _merge_symbolic(verdict: Verdict, symbolic: dict[str, tuple[str, str]]) -> s
 # -- the validator ------------------------------------------------------------------------------
 def check_rule(rule: Rule | str, *, profile: str | None = None, max_examples: int | None = None,
                only: Sequence[str] | None = None, symbolic: bool = True,
-               symbolic_timeout: float = 40.0) -> RuleReport:
+               symbolic_timeout: float = 40.0, search_timeout: float | None = None) -> RuleReport:
     """Check ``rule`` (a :class:`nrm.rules.Rule`, or a spec string as :func:`load_rule`
     takes) against every law; returns a :class:`RuleReport`. Never raises for a bad rule:
     the report says what was wrong.
@@ -536,8 +650,11 @@ def check_rule(rule: Rule | str, *, profile: str | None = None, max_examples: in
     ``profile`` is a hypothesis profile ("ci" by default, "thorough" for long searches;
     the environment variable HYPOTHESIS_PROFILE is used when not given);
     ``max_examples`` overrides its number of cases per law; ``only`` restricts the laws
-    (e.g. ``["L1", "L7"]``); ``symbolic`` runs the symbolic proofs in a child process
-    for at most ``symbolic_timeout`` seconds, in parallel with the search."""
+    (e.g. ``["L1", "L7"]``, case does not matter; an unknown key makes the report
+    invalid); ``symbolic`` runs the symbolic proofs in a child process for at most
+    ``symbolic_timeout`` seconds, in parallel with the search; ``search_timeout`` bounds
+    the property search in seconds (default :data:`SEARCH_TIMEOUT` of the profile; None
+    there, or ``math.inf``, for no bound): laws it does not reach are "not settled"."""
     start = time.perf_counter()
     profile = profile or os.environ.get("HYPOTHESIS_PROFILE") or "ci"
     try:
@@ -545,25 +662,67 @@ def check_rule(rule: Rule | str, *, profile: str | None = None, max_examples: in
     except HypothesisException:
         return RuleReport(_safe_repr(rule), invalid=f"unknown hypothesis profile {profile!r}; use 'ci' or 'thorough'")
     label = rule if isinstance(rule, str) else _safe_repr(rule)
+    problem = _options_problem(max_examples, symbolic_timeout, search_timeout)
+    if not problem and only is not None:
+        try:
+            only = normalize_laws([only] if isinstance(only, str) else only)
+        except UnknownLaw as e:
+            problem = str(e)
+    if problem:
+        return RuleReport(label, invalid=problem, profile=profile)
+    budget = SEARCH_TIMEOUT.get(profile, SEARCH_TIMEOUT["ci"]) if search_timeout is None else float(search_timeout)
+    deadline = start + budget
     if isinstance(rule, str):
         try:
             rule = load_rule(rule)
         except InvalidRule as e:
             return RuleReport(label, invalid=str(e), profile=profile)
-    problem = _structure(rule)
+    try:
+        with alarm(deadline):
+            problem = _structure(rule)
+    except OutOfTime:
+        return _not_settled(rule, label, profile, only, budget, start)
     if problem:
         return RuleReport(label, invalid=problem, profile=profile)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: thread start-up costs far more than it saves
     try:
-        report = _check(rule, label, profile, max_examples, only, symbolic, symbolic_timeout)
+        report = _check(rule, label, profile, max_examples, only, symbolic, symbolic_timeout, deadline)
     finally:
         torch.set_num_threads(threads)
+    report.seconds = time.perf_counter() - start
+    report.search_timeout = budget
+    return report
+
+
+def _options_problem(max_examples, symbolic_timeout, search_timeout) -> str:
+    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
+                                     or max_examples < 1):
+        return f"max_examples must be a whole number >= 1, got {max_examples!r}"
+    for name, value in (("symbolic_timeout", symbolic_timeout), ("search_timeout", search_timeout)):
+        if value is None and name == "search_timeout":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value <= 0:
+            return f"{name} must be a number of seconds > 0, got {value!r}"
+    return ""
+
+
+def _not_settled(rule, label, profile, only, budget, start) -> RuleReport:
+    """Every law "not settled": the rule's shares() did not return within the budget."""
+    report = RuleReport(label, profile=profile, search_timeout=budget)
+    detail = f"the rule's shares() did not return within the {budget:g} s time budget (a blocking rule?)"
+    for check in CHECKS:
+        if not only or check.law in only:
+            reason = check.applies(rule)
+            report.verdicts.append(Verdict(check.law, check.name, NOT_APPLICABLE if reason else NOT_SETTLED,
+                                           detail=reason or detail))
+    report.verdicts.sort(key=lambda v: _law_order(v.law))
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _check(rule, label, profile, max_examples, only, symbolic, symbolic_timeout) -> RuleReport:
+def _check(rule, label, profile, max_examples, only, symbolic, symbolic_timeout,
+           deadline: float = math.inf) -> RuleReport:
     report = RuleReport(label, profile=profile)
     ctx = Context.of(rule)
     hyp = search_settings(profile, max_examples)
@@ -572,17 +731,25 @@ def _check(rule, label, profile, max_examples, only, symbolic, symbolic_timeout)
     symbolic_job = None
     if symbolic and wanted:
         symbolic_job = _SymbolicJob(rule, wanted, symbolic_timeout)
+    runnable = [c for c in checks if not c.applies(rule)]
     for check in checks:
         reason = check.applies(rule)
         if reason:
             report.verdicts.append(Verdict(check.law, check.name, NOT_APPLICABLE, detail=reason))
             continue
-        report.verdicts.append(_run_check(check, ctx, hyp))
+        now = time.perf_counter()
+        share = now + max(0.0, deadline - now) / (len(runnable) - runnable.index(check))  # a fair share of what is left
+        report.verdicts.append(_run_check(check, ctx, hyp, share))
     for law, name, reason in LATER:
         if not only or law in only:
             report.verdicts.append(Verdict(law, name, NOT_APPLICABLE, detail=reason))
     if symbolic_job is not None:
+        searched = time.perf_counter()
         results, note = symbolic_job.collect()
+        report.symbolic_wait = time.perf_counter() - searched
+        if symbolic_job.child is not None:  # the proofs ran (not skipped for a relevance-reading rule)
+            report.symbolic_unsettled = [law for law in symbolic_job.wanted
+                                         if results.get(law, ("failed", ""))[0] == "failed"]
         for v in report.verdicts:
             disagreement = _merge_symbolic(v, results)
             if disagreement and disagreement not in report.notes:
@@ -669,6 +836,5 @@ run_check = _run_check
 networks first, a shrunk counterexample): also what ``check-layer`` runs."""
 
 __all__ = ["check_rule", "load_rule", "run_check", "laws_on_case", "default_events", "RuleReport", "Verdict",
-           "Counterexample",
-           "InvalidRule", "CHECKS",
-           "search_settings", "PROVED", "HELD", "VIOLATED", "NOT_APPLICABLE", "ERROR"]
+           "Counterexample", "InvalidRule", "UnknownLaw", "CHECKS", "law_keys", "normalize_laws", "SEARCH_TIMEOUT",
+           "search_settings", "PROVED", "HELD", "VIOLATED", "NOT_APPLICABLE", "ERROR", "NOT_SETTLED"]

@@ -44,7 +44,7 @@ from nrm.layers import Kind
 from . import strategies as S
 from .checks import CHECKS, MODEL, RULES, SOUND_OTHERS, TARGET, Call, LawCheck, M, X
 from .codegen import load_object
-from .validate import NOT_APPLICABLE, RuleReport, Verdict, run_check, search_settings
+from .validate import NOT_APPLICABLE, SEARCH_TIMEOUT, RuleReport, Verdict, run_check, search_settings
 
 
 class LayerReport(RuleReport):
@@ -132,12 +132,17 @@ LAYER_CHECKS: tuple[LawCheck, ...] = (
 
 
 def check_layer(kind, *, profile: str | None = None, max_examples: int | None = None,
-                only: Sequence[str] | None = None) -> LayerReport:
+                only: Sequence[str] | None = None, search_timeout: float | None = None) -> LayerReport:
     """Check a layer kind (a :class:`nrm.layers.Kind` class or instance, or a spec string as
     :func:`load_kind` takes) on networks built around its examples; returns a
     :class:`LayerReport`. Never raises for a bad kind: the report says what was wrong. The
     kind is registered for the duration of the check (and unregistered after, unless it
-    already was)."""
+    already was).
+
+    ``only`` restricts the checks (keys of :data:`LAYER_CHECKS`: K2, K3, K5, L1 …, any
+    case); ``search_timeout`` bounds the whole search in seconds (default
+    :data:`nrm_verify.validate.SEARCH_TIMEOUT` of the profile): checks it does not reach are
+    "not settled"."""
     start = time.perf_counter()
     label = kind if isinstance(kind, str) else repr(kind)
     profile = profile or os.environ.get("HYPOTHESIS_PROFILE") or "ci"
@@ -145,10 +150,14 @@ def check_layer(kind, *, profile: str | None = None, max_examples: int | None = 
         settings.get_profile(profile)
         instance = load_kind(kind)
         examples = _examples(instance)
+        only = _laws(only)
+        _options(max_examples, search_timeout)
     except HypothesisException:
         return LayerReport(label, invalid=f"unknown hypothesis profile {profile!r}; use 'ci' or 'thorough'")
     except InvalidKind as e:
         return LayerReport(label, invalid=str(e), profile=profile)
+    budget = search_timeout if search_timeout is not None else SEARCH_TIMEOUT.get(profile, SEARCH_TIMEOUT["ci"])
+    deadline = start + budget
     registered = instance.name in nrm.layers.REGISTRY.kinds
     if not registered:
         nrm.layers.register(instance)
@@ -169,13 +178,36 @@ def check_layer(kind, *, profile: str | None = None, max_examples: int | None = 
             if reason:
                 report.verdicts.append(Verdict(check.law, check.name, NOT_APPLICABLE, detail=reason))
                 continue
-            report.verdicts.append(run_check(check, ctx, hyp))
+            report.verdicts.append(run_check(check, ctx, hyp, deadline))
     finally:
         torch.set_num_threads(threads)
         if not registered:
             nrm.layers.unregister(instance)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _laws(only: Sequence[str] | None) -> list[str] | None:
+    """The check keys asked for, in their canonical case; an unknown key is an error."""
+    if not only:
+        return None
+    known = {c.law.upper(): c.law for c in LAYER_CHECKS}
+    if isinstance(only, str):
+        only = [only]
+    unknown = [k for k in only if not isinstance(k, str) or k.upper() not in known]
+    if unknown:
+        raise InvalidKind(f"unknown check {unknown[0]!r}; the checks of check-layer are "
+                          f"{', '.join(sorted(set(known.values())))}")
+    return [known[k.upper()] for k in only]
+
+
+def _options(max_examples, search_timeout) -> None:
+    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int)
+                                     or max_examples < 1):
+        raise InvalidKind(f"max_examples must be a whole number >= 1, got {max_examples!r}")
+    if search_timeout is not None and (isinstance(search_timeout, bool) or not isinstance(search_timeout, (int, float))
+                                       or not math.isfinite(search_timeout) or search_timeout <= 0):
+        raise InvalidKind(f"search_timeout must be a number of seconds > 0, got {search_timeout!r}")
 
 
 def _applies(check: LawCheck, kind: Kind) -> str:

@@ -98,3 +98,44 @@ def test_truncated_vgg_depths():
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     with pytest.raises(ValueError, match="depth must be 1 … 13"):
         bs.truncated_vgg(14)
+
+
+def test_each_peer_is_compared_at_its_fastest_setting():
+    """Issue 12, item 19: every setting that changes a peer's speed is timed once and the
+    fastest is the one compared (fake timings here: speed is never asserted)."""
+    bp = _bench_peers()
+    seconds = {1: 9.0, 4: 3.0, 8: 2.0, 16: 5.0}
+    ran = []
+
+    def timer(case, setting):
+        def run():
+            ran.append((case, setting.get("batch"), setting.get("context")))
+            return {"total": seconds[setting["batch"]] if "batch" in setting
+                    else {"per call": 1.0, "held": 0.5}[setting["context"]]}
+        return run
+
+    args = bp.parser().parse_args(["--quick"])
+    bp.settle(args)
+    assert args.crp_batches == (1, 4)  # --quick sweeps two batch sizes
+    args = bp.parser().parse_args(["--crp-batches", "1,4,8,16"])
+    bp.settle(args)
+    assert args.crp_batches == (1, 4, 8, 16) and bp.CRP_BATCHES == (1, 4, 8, 16)
+    result = bp.sweep(["zennit_epf", "captum_eps", "crp64"], bp.sweeps(args), None, None, 0, 64, warmup=1,
+                      timer=timer)
+    assert result["crp64"]["best"] == {"batch": 8, "no_param_grad": True}
+    assert [r["seconds"] for r in result["crp64"]["runs"]] == [9.0, 3.0, 2.0, 5.0]
+    assert result["zennit_epf"]["best"] == {"context": "held"}
+    assert result["captum_eps"] == {"runs": [], "best": {}}  # no option changes its speed: not swept
+    assert len([r for r in ran if r[0] == "crp64"]) == 8  # a warm-up and a timed run per batch size
+    text = bp.table({"events": 64, "cases": {"gradient": {"median_s": 1.0}, "crp64": {"median_s": 2.0}},
+                     "sweep": result,
+                     "crp_comparison": {"speedup": 6.0, "meets_speed": False}})
+    line = next(s for s in text.splitlines() if s.startswith("crp64 settings"))
+    assert "batch 1 9.000 s" in line and "batch 16 5.000 s" in line and line.endswith("fastest: batch 8, timed above")
+    assert "against crp64 at its fastest setting: 6.0× faster" in text
+
+
+@pytest.mark.parametrize("value", ["0,4", "a,b", ""])
+def test_bad_crp_batches_are_usage_errors(value, tmp_path, capsys):
+    code = main(["bench", "--quick", "--crp-batches", value, "--output", str(tmp_path / "x.json")])
+    assert code == 2 and "--crp-batches" in capsys.readouterr().err

@@ -264,7 +264,9 @@ def test_the_command_exits_0_when_the_laws_hold_and_2_for_a_non_rule():
     ok = _cli("check-rule", "nrm.rules:Epsilon(0.25)", "--law", "L1", "--no-symbolic", "--max-examples", "4")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = _cli("check-rule", "math:pi")
-    assert bad.returncode == 2 and "NOT A USABLE RULE" in bad.stdout and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and bad.stdout == "" and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == "nrm-verify check-rule: error: 'math:pi' gives a float (3.141592653589793), not an " \
+                                 "nrm.rules.Rule"  # one line on stderr, as every usage error
 
 
 # -- the symbolic layer's budget -------------------------------------------------------------------

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from .arguments import output_problem, positive_float
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -43,6 +45,10 @@ def run(args) -> int:
         peers.settle(args)
     except ValueError as e:
         print(f"nrm-verify bench: error: {e}", file=sys.stderr)
+        return 2
+    problem = output_problem(args.output, create_folders=True)
+    if problem:
+        print(f"nrm-verify bench: error: --output: {problem}", file=sys.stderr)
         return 2
     say = (lambda s: None) if args.no_progress else (lambda s: print(f"  {s}", file=sys.stderr, flush=True))
     result = peers.run_benchmark(args, progress=say)
@@ -88,13 +94,16 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 3; 1 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per case first (default 1; 0 with --quick)")
     p.add_argument("--events", type=int, default=64, help="channel events / CRP conditions (default 64)")
-    p.add_argument("--crp-batch", type=int, default=16, help="CondAttribution.generate batch size (default 16)")
+    p.add_argument("--crp-batch", type=int, default=16,
+                   help="CRP's batch size where no sweep chooses one (the memory and joint children; default 16)")
+    p.add_argument("--crp-batches", default=None, metavar="B,B,…",
+                   help="CRP batch sizes to sweep; the fastest is compared (default 1,4,8,16; 1,4 with --quick)")
     p.add_argument("--quick", action="store_true", help="a small size and one run (for tests)")
     p.add_argument("--no-peers", action="store_true", help="nrm cases only")
     p.add_argument("--no-memory", dest="memory", action="store_false",
                    help="skip the peak-memory runs of events64 and crp64")
     p.add_argument("--skip-joint", action="store_true", help="skip the 512×512 joint between features.26 and .28")
-    p.add_argument("--child-timeout", type=float, default=900.0, help="seconds a memory or joint run may take")
+    p.add_argument("--child-timeout", type=positive_float, default=900.0, help="seconds a memory or joint run may take")
     p.add_argument("--output", default=None, help="JSON file (default benchmarks/results/peers.json; "
                                                   "peers-quick.json with --quick)")
 

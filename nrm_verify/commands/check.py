@@ -9,6 +9,9 @@ Exit status: 0 when nothing was violated, 1 when a cell is violated, 2 on a usag
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+from .arguments import output_problem
 
 DEFAULT_OUT = "nrm-report"
 QUICK_EXAMPLES = 5
@@ -20,6 +23,9 @@ def run(args) -> int:
     examples = args.examples if args.examples is not None else (QUICK_EXAMPLES if args.quick else None)
     if examples is not None and examples < 1:
         return _usage(f"--examples must be at least 1, got {examples}")
+    problem = output_problem(Path(args.out) / "report.json", create_folders=True)
+    if problem:
+        return _usage(f"--out {args.out}: cannot write the report there: {problem}")
     try:
         rows = select_rows(args.only) if (args.only or not args.rule) else []
     except ValueError as e:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from .arguments import nonnegative_int, one_line, positive_int
 
 PROG = "nrm-verify explain"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -287,13 +290,50 @@ def parse_rules(text: str, x: torch.Tensor):
         raise UsageError(f"--rules {text!r}: {type(e).__name__}: {' '.join(str(e).split())}") from None
 
 
+def check_box_bounds(rules, x: torch.Tensor) -> None:
+    """A ZBox's tensor bounds must fit one sample of the input, and such a ZBox can only be
+    the first layer's rule (the hidden layers have other shapes): a bad box is a usage
+    error here, not a broadcasting error deep in the engine."""
+    from nrm.presets import RuleMap
+    from nrm.rules import ZBox
+
+    def shape(bound):
+        return tuple(torch.as_tensor(bound).shape) if not isinstance(bound, (int, float)) else ()
+
+    sample = tuple(x.shape[1:])
+    if isinstance(rules, ZBox):
+        if shape(rules.low) or shape(rules.high):
+            raise UsageError("--rules: a ZBox with array bounds can only be the first layer's rule; give numbers "
+                             "(ZBox(-2, 2)) or the preset EpsilonGammaBox(low, high)")
+        return
+    if isinstance(rules, RuleMap) and isinstance(rules.first, ZBox):
+        for name in ("low", "high"):
+            s = shape(getattr(rules.first, name))
+            try:
+                fits = torch.broadcast_shapes(s, sample) == sample
+            except RuntimeError:
+                fits = False
+            if not fits:
+                raise UsageError(f"--rules: the box's {name} has shape {s}, which does not fit one input sample "
+                                 f"of shape {sample}; give a number or an array of that shape")
+
+
 # -- the run ------------------------------------------------------------------------------------
-def default_flow_layers(model: nn.Module, names: list[str]) -> list[str]:
-    """The last four convolutions, or else the last three hidden layers."""
+def default_flow_layers(model: nn.Module, names: list[str], measure=None) -> list[str]:
+    """The last four convolutions, or else the last three hidden layers — on a branched
+    model (with ``measure``) the last ones along one path, each read by the next
+    (:func:`nrm_verify.report.on_one_path`: a layer and its parallel shortcut have no walk
+    in common, so their joint is 0)."""
     modules = dict(model.named_modules())
     hidden = names[1:-1]
     convs = [n for n in hidden if isinstance(modules.get(n), (nn.Conv1d, nn.Conv2d))]
-    chosen = convs[-4:] if len(convs) >= 2 else hidden[-3:]
+    if measure is not None:
+        from ..report import on_one_path
+        chosen = on_one_path(measure, convs, 4)
+        if len(chosen) < 2:
+            chosen = on_one_path(measure, hidden, 3)
+    else:
+        chosen = convs[-4:] if len(convs) >= 2 else hidden[-3:]
     if len(chosen) < 2:
         chosen = names[-3:-1] if len(names) >= 3 else names[:2]
     return chosen
@@ -308,15 +348,20 @@ def _check_layers(measure, layers: list[str], what: str) -> None:
 
 
 def run(args) -> int:
+    import nrm
+
     from ..report import Progress
 
     bar = Progress(8 + bool(args.selection), enabled=not args.quiet)
     try:
         return _run(args, bar)
-    except UsageError as e:
-        bar.abort()
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    except (UsageError, nrm.NRMError) as e:  # an NRMError names what was wrong with the model, input or rules
+        message = str(e)
+    except OSError as e:
+        message = f"cannot write into --out {args.out}: {e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+    bar.abort()
+    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+    return 2
 
 
 def _run(args, bar) -> int:
@@ -343,10 +388,13 @@ def _run(args, bar) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {args.out}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {args.out}: the folder is not writable")
     bar.step("load the model and the input")
     model, model_what = load_model(args.model, args.state_dict, args.seed)
     x, input_what = load_input(args.input, model, args.size, args.seed, args.normalize)
     rules = parse_rules(args.rules, x)
+    check_box_bounds(rules, x)
     bar.step("forward pass and kernels (nrm.explain)")
     with torch.no_grad():
         try:
@@ -360,7 +408,7 @@ def _run(args, bar) -> int:
     except nrm.NRMError as e:
         raise UsageError(" ".join(str(e).split())) from None
     names = report.layer_names(m)
-    flow_layers = args.flow_layers or default_flow_layers(model, names)
+    flow_layers = args.flow_layers or default_flow_layers(model, names, m)
     _check_layers(m, flow_layers, "--flow-layers")
     joint_layers = args.joint or flow_layers[-2:]
     _check_layers(m, joint_layers, "--joint")
@@ -439,13 +487,15 @@ def _run(args, bar) -> int:
     summary = {"model": model_what, "input": input_what, "input_shape": list(x.shape), "target": target,
                "f": float(m.f[0]), "rules": repr(rules), "layers": names, "flow_layers": fl["layers"],
                "joint_layers": list(joint_layers), "concept_layer": concept_layer,
-               "critical_paths": fl["paths"], "files": files}
+               "critical_paths": fl["paths"], "notes": fl["notes"], "files": files}
     _write_json(out / "summary.json", summary)
     summary["seconds"] = bar.finish()
     summary["stage_seconds"] = bar.times
     _write_json(out / "summary.json", summary)
     print(f"explained {model_what} at {input_what}: target {target}, f = {float(m.f[0]):.6g}; "
           f"{len(files) + 1} files in {out}/ ({summary['seconds']:.1f} s)")
+    for note in fl["notes"]:
+        print(f"note: flow figure: {note}")
     return 0
 
 
@@ -483,31 +533,34 @@ def register(commands) -> None:
                         "torchvision's vgg16 weights fit")
     g.add_argument("--input", metavar="FILE", help="an image (.png, .jpg, …; resized to --size×--size) or a tensor "
                                                    "(.pt, one sample) (default: a seeded smooth image)")
-    g.add_argument("--size", type=int, default=224, help="image height and width (default 224; ≥ 32 for VGG16)")
+    g.add_argument("--size", type=positive_int, default=224,
+                   help="image height and width (default 224; ≥ 32 for VGG16)")
     g.add_argument("--normalize", choices=["imagenet", "none"], default="imagenet",
                    help="how an image file's [0, 1] pixels are normalized (default imagenet)")
-    g.add_argument("--target", type=int, default=None, help="output index to explain (default: the argmax)")
+    g.add_argument("--target", type=nonnegative_int, default=None, help="output index to explain (default: the argmax)")
     g.add_argument("--rules", default="EpsilonGammaFlat",
                    help="a preset of nrm.presets (EpsilonGammaFlat, EpsilonPlus, …) or a rule for every layer with "
                         "literal arguments: 'Epsilon(1e-6)', 'Gamma(0.25)', 'Zero()' (default EpsilonGammaFlat)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the built-in weights, the seeded input and the "
-                                                       "random ranking (default 0)")
+    g.add_argument("--seed", type=nonnegative_int, default=0,
+                   help="seed of the built-in weights, the seeded input and the random ranking (default 0)")
     o = p.add_argument_group("what to draw")
     o.add_argument("--out", default="nrm-explain", metavar="DIR", help="output folder (default ./nrm-explain)")
     o.add_argument("--joint", nargs=2, metavar=("LAYER_A", "LAYER_B"),
                    help="two layers for the joint relevance matrix (default the last two flow layers)")
     o.add_argument("--flow-layers", nargs="+", metavar="LAYER",
                    help="layers of the flow figure and the critical paths (default the last four convolutions)")
-    o.add_argument("--top", type=int, default=6, help="channels per layer in the flow figure (default 6)")
-    o.add_argument("--paths", type=int, default=5, help="critical paths to list and draw (default 5; 0: none)")
-    o.add_argument("--beam", type=int, default=16, help="beam width of the critical-path search (default 16)")
+    o.add_argument("--top", type=positive_int, default=6, help="channels per layer in the flow figure (default 6)")
+    o.add_argument("--paths", type=nonnegative_int, default=5,
+                   help="critical paths to list and draw (default 5; 0: none)")
+    o.add_argument("--beam", type=positive_int, default=16, help="beam width of the critical-path search (default 16)")
     o.add_argument("--concept-layer", metavar="LAYER", help="layer of the conditional heatmaps (default the last flow "
                                                             "layer)")
-    o.add_argument("--concepts", type=int, default=6, help="conditional heatmaps to draw (default 6)")
+    o.add_argument("--concepts", type=positive_int, default=6, help="conditional heatmaps to draw (default 6)")
     o.add_argument("--selection", metavar="LAYER", help="also run neuron selection at LAYER: keep its top-k channels "
                                                         "by relevance, gradient×input or at random (selection.png)")
-    o.add_argument("--random-draws", type=int, default=5, help="random rankings averaged in the selection (default 5)")
-    o.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    o.add_argument("--random-draws", type=positive_int, default=5,
+                   help="random rankings averaged in the selection (default 5)")
+    o.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's choice)")
     o.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=run)
 

@@ -6,12 +6,25 @@ a proof fails or the committed report is stale; a selection (``--law``, ``--rule
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+from .arguments import positive_int
 
 
 def run(args) -> int:
     from ..symbolic import prove
 
+    try:
+        args.law, args.rule, args.arch = prove.select(args.law, args.rule, args.arch)
+    except ValueError as e:
+        print(f"nrm-verify prove: error: {e}", file=sys.stderr)
+        return 2
+    if args.output is not None and not args.check and (args.output.is_dir() or not args.output.parent.is_dir()):
+        print(f"nrm-verify prove: error: --output {args.output}: "
+              + ("is a folder; give a file name" if args.output.is_dir() else
+                 f"the folder {args.output.parent} does not exist"), file=sys.stderr)
+        return 2
     argv = ["--workers", str(args.workers)]
     if args.check:
         argv.append("--check")
@@ -33,8 +46,9 @@ def register(commands) -> None:
                     "--check, when proofs/REPORT.md is stale).")
     p.add_argument("--check", action="store_true", help="exit 1 if a proof fails or the report is stale")
     p.add_argument("--output", type=Path, default=None, help="the report to write or check (default proofs/REPORT.md)")
-    p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
-    p.add_argument("--law", action="append", help="run only these laws (e.g. L9); prints, writes nothing")
+    p.add_argument("--workers", type=positive_int, default=2, help="processes (default 2)")
+    p.add_argument("--law", action="append",
+                   help="run only these laws (e.g. L9; case does not matter); prints, writes nothing")
     p.add_argument("--rule", action="append", help="only these rule keys (zero, epsilon, gamma, …)")
     p.add_argument("--arch", action="append", help="only these architectures (2-2-1, 2-2-2-1, 3-2-2, conv)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

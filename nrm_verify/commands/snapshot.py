@@ -14,6 +14,8 @@ import json
 import shlex
 import sys
 
+from .arguments import nonnegative_float, one_line, output_file, output_problem
+
 
 def _explainers(args) -> list[str] | None:
     from ..regression import SUITES, SnapshotError
@@ -41,9 +43,18 @@ def _command_line(args) -> str:
     return " ".join(map(shlex.quote, words)) + " --force"
 
 
-def run_record(args) -> int:
-    from ..regression import SnapshotError, record
+def _error(action: str, message: str) -> int:
+    print(f"nrm-verify snapshot {action}: error: {one_line(message)}", file=sys.stderr)
+    return 2
 
+
+def run_record(args) -> int:
+    from ..regression import SnapshotError, record, snapshot_paths
+
+    for path in snapshot_paths(args.path):
+        problem = output_problem(path, create_folders=True)
+        if problem:
+            return _error("record", f"cannot write the snapshot {args.path}: {problem}")
     try:
         specs = _explainers(args)
         if not specs:
@@ -51,8 +62,7 @@ def run_record(args) -> int:
         snap = record(args.path, specs, cases=args.cases, rtol=args.rtol, atol=args.atol, overwrite=args.force,
                       command=_command_line(args))
     except SnapshotError as e:
-        print(f"nrm-verify snapshot record: error: {e}", file=sys.stderr)
-        return 2
+        return _error("record", str(e))
     n_out = sum(len(r["outputs"]) for r in snap.manifest["results"])
     m = snap.manifest
     print(f"recorded {len(m['results'])} results ({len(m['explainers'])} explainer(s) × {len(m['cases'])} case(s), "
@@ -67,15 +77,17 @@ def run_compare(args) -> int:
         report = compare(args.path, _explainers(args), cases=args.cases, only_cases=args.case, rtol=args.rtol,
                          atol=args.atol)
     except SnapshotError as e:
-        print(f"nrm-verify snapshot compare: error: {e}", file=sys.stderr)
-        return 2
+        return _error("compare", str(e))
     text = str(report)
     if args.failures_only:
         text = "\n".join([text.splitlines()[0], *map(str, report.failures), text.splitlines()[-1]])
     print(text)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(report.to_dict(), fh, indent=2)
+        try:
+            with open(args.json, "w", encoding="utf-8") as fh:
+                json.dump(report.to_dict(), fh, indent=2)
+        except OSError as e:
+            return _error("compare", f"--json {args.json}: cannot write it ({e.strerror or e})")
     return report.exit_code
 
 
@@ -97,9 +109,10 @@ def register(commands) -> None:
     rec.add_argument("--suite", action="append", metavar="NAME", help="a named list of explainers (nrm-core)")
     rec.add_argument("--cases", default="default", help="case set: default (mlp, small_cnn, vgg16), quick "
                                                         "(mlp, small_cnn) or module:function (default: default)")
-    rec.add_argument("--rtol", type=float, default=None,
+    rec.add_argument("--rtol", type=nonnegative_float, default=None,
                      help="relative tolerance stored with each result (default by dtype: float64 1e-10, float32 1e-5)")
-    rec.add_argument("--atol", type=float, default=0.0, help="absolute tolerance stored with each result (default 0)")
+    rec.add_argument("--atol", type=nonnegative_float, default=0.0,
+                     help="absolute tolerance stored with each result (default 0)")
     rec.add_argument("--force", action="store_true", help="overwrite an existing snapshot")
     rec.set_defaults(run=run_record)
 
@@ -112,8 +125,8 @@ def register(commands) -> None:
                      help="compare on this case set instead of the recorded cases (new or gone cases fail)")
     cmp.add_argument("--case", action="append", metavar="NAME",
                      help="compare only this case (repeatable); recorded results of other cases are not selected")
-    cmp.add_argument("--rtol", type=float, default=None, help="override the recorded relative tolerances")
-    cmp.add_argument("--atol", type=float, default=None, help="override the recorded absolute tolerances")
+    cmp.add_argument("--rtol", type=nonnegative_float, default=None, help="override the recorded relative tolerances")
+    cmp.add_argument("--atol", type=nonnegative_float, default=None, help="override the recorded absolute tolerances")
     cmp.add_argument("--failures-only", action="store_true", help="print only the failing results")
-    cmp.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+    cmp.add_argument("--json", metavar="FILE", type=output_file, help="also write the comparison as JSON")
     cmp.set_defaults(run=run_compare)

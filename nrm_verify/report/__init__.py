@@ -29,12 +29,15 @@ class Progress:
     """A dependency-free progress bar on stderr: ``[#####-----] 3/7 label (12.3 s)``.
 
     ``step(label)`` starts the next stage; ``tick(done, total)`` redraws the bar within a
-    stage. Nothing is printed when ``enabled`` is False.
+    stage. Nothing is printed when ``enabled`` is False, or when the stream is not a
+    terminal (a log or a pipe would keep every redraw; the stage times are still kept).
+    :meth:`abort` erases the unfinished bar, so that an error message stands alone on its line.
     """
 
     def __init__(self, stages: int, enabled: bool = True, stream=None, width: int = 24):
-        self.stages, self.enabled, self.width = stages, enabled, width
         self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", None)
+        self.stages, self.enabled, self.width = stages, enabled and bool(isatty and isatty()), width
         self.done = 0
         self.label = ""
         self.start = time.perf_counter()
@@ -60,9 +63,9 @@ class Progress:
         return total
 
     def abort(self) -> None:
-        """End the bar's line (before an error message), without marking the stage done."""
+        """Erase the unfinished bar (before an error message), without marking the stage done."""
         if self.label and self.enabled:
-            self.stream.write("\n")
+            self.stream.write("\r\x1b[K")
             self.stream.flush()
         self.label = ""
 
@@ -147,21 +150,61 @@ def joint_summary(matrix: torch.Tensor, layer_a: str, layer_b: str, top: int = 1
 
 
 # -- information flow ---------------------------------------------------------------------------
+ZERO = 1e-14
+"""|μ| at or below this is zero for the flow figure (μ is normalized: its total mass is 1);
+events on parallel branches have measure exactly 0."""
+
+
 @dataclass
 class Flow:
     """Nodes (top channels per layer), edges (joint measures of consecutive layers' nodes)
-    and critical paths through the chosen layers, lowest layer first."""
+    and critical paths through the chosen layers, lowest layer first; ``notes`` say what
+    the figure leaves out (zero edges, zero paths) and why."""
 
     layers: list[str]
     nodes: dict[str, list[int]]
     marginals: dict[str, dict[int, float]]
     edges: list[dict] = field(default_factory=list)
     paths: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"layers": self.layers,
                 "nodes": {l: [{"channel": c, "mu": self.marginals[l][c]} for c in self.nodes[l]] for l in self.layers},
-                "edges": self.edges, "paths": self.paths}
+                "edges": self.edges, "paths": self.paths, "notes": self.notes}
+
+
+def ancestors(measure: nrm.Measure, layer: str) -> set[int]:
+    """The indices of the layers that ``layer`` reads, directly or not (on a chain: every
+    layer below it)."""
+    index = measure.layer_index(layer)
+    network = getattr(measure, "network", None)
+    if network is None or not hasattr(network, "ancestors"):
+        return set(range(index))
+    return set(network.ancestors(index))
+
+
+def on_one_path(measure: nrm.Measure, candidates: Sequence[str], k: int) -> list[str]:
+    """Up to ``k`` of the ``candidates`` on one path from the input to the output, lowest
+    first: the deepest candidate (the one reading the most layers), then again and again
+    the deepest candidate that the last one chosen reads. Each chosen layer is an ancestor
+    of the next, so walks through all of them exist (on parallel branches their joint
+    measure would be 0)."""
+    depth = {name: ancestors(measure, name) for name in candidates}
+    chosen: list[str] = []
+    pool = list(candidates)
+    while pool and len(chosen) < k:
+        best = max(pool, key=lambda n: (len(depth[n]), measure.layer_index(n)))
+        chosen.append(best)
+        pool = [n for n in pool if measure.layer_index(n) in depth[best]]
+    return chosen[::-1]
+
+
+def parallel_pairs(measure: nrm.Measure, layers: Sequence[str]) -> list[tuple[str, str]]:
+    """Consecutive (a, b) of the sorted ``layers`` where b does not read a: every walk
+    through both has measure 0."""
+    layers = sort_layers(measure, layers)
+    return [(a, b) for a, b in zip(layers[:-1], layers[1:]) if measure.layer_index(a) not in ancestors(measure, b)]
 
 
 def sort_layers(measure: nrm.Measure, layers: Sequence[str]) -> list[str]:
@@ -199,6 +242,17 @@ def flow(measure: nrm.Measure, layers: Sequence[str], top: int = 6, paths: int =
         for row, d in enumerate(nodes[hi]):
             for c in nodes[lo]:
                 result.edges.append({"from": [lo, c], "to": [hi, d], "mu": float(sums[row, c])})
+    for a, b in parallel_pairs(measure, layers):
+        result.notes.append(f"{b} does not read {a} (they are on parallel branches): every walk through both has "
+                            "measure 0; choose flow layers along one path")
+    zero = sum(abs(e["mu"]) <= ZERO for e in result.edges)
+    if result.edges and zero == len(result.edges):
+        result.notes.append("every joint μ between consecutive flow layers is 0: nothing flows between them")
+    elif zero:
+        result.notes.append(f"{zero} of {len(result.edges)} edges have μ = 0 and are not drawn")
+    if found and all(abs(p["mu"]) <= ZERO for p in found):
+        result.notes.append("every critical path found has μ = 0; none is listed")
+    result.paths = [p for p in found if abs(p["mu"]) > ZERO]
     return result
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import ZERO  # |μ| at or below it is drawn as nothing
+
 DPI = 110
 CMAP = "bwr"
 
@@ -81,7 +83,7 @@ def heatmap(path: Path, x: torch.Tensor, values: np.ndarray, title: str) -> Path
 def concepts(path: Path, x: torch.Tensor, plain: np.ndarray, maps: np.ndarray, layer: str,
              channels: Sequence[int], masses: Sequence[float]) -> Path:
     """The input, the plain heatmap and one conditional heatmap μ(X_input = i, X_layer ∈ c)
-    per channel c, each on its own symmetric colour scale."""
+    per channel c, each on its own symmetric colour scale, with its colour bar."""
     plt = _plt()
     n = 2 + len(channels)
     cols = min(n, 4)
@@ -89,9 +91,9 @@ def concepts(path: Path, x: torch.Tensor, plain: np.ndarray, maps: np.ndarray, l
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
     flat = axes.reshape(-1)
     _show_input(flat[0], x)
-    _show_map(flat[1], plain, "μ(X_input = i)", fig, bar=False)
+    _show_map(flat[1], plain, "μ(X_input = i)", fig)
     for ax, c, h, mass in zip(flat[2:], channels, maps, masses):
-        _show_map(ax, h, f"{layer} channel {c}\nμ(X ∈ c) = {mass:.3g}", fig, bar=False)
+        _show_map(ax, h, f"{layer} channel {c}\nμ(X ∈ c) = {mass:.3g}", fig)
     for ax in flat[n:]:
         ax.axis("off")
     fig.suptitle(f"conditional heatmaps μ(X_input = i, X_{layer} ∈ c) for the top channels c")
@@ -100,7 +102,8 @@ def concepts(path: Path, x: torch.Tensor, plain: np.ndarray, maps: np.ndarray, l
 
 def masses(path: Path, rows: Sequence[dict]) -> Path:
     """Per layer: positive and negative mass of the real neurons (bars), the absorber's
-    mass m_l(⊥_l), and Σ_j m_l(j) (line); Σ_j m_l(j) + m_l(⊥_l) = 1 (L1)."""
+    mass m_l(⊥_l), and Σ_j m_l(j) (line); Σ_j m_l(j) + m_l(⊥_l) = 1 (L1). When a signed
+    part passes ±10 the axis is symlog (linear in [−1, 1]), so the sums stay readable."""
     plt = _plt()
     names = [r["layer"] for r in rows]
     xs = np.arange(len(rows))
@@ -111,8 +114,14 @@ def masses(path: Path, rows: Sequence[dict]) -> Path:
     ax.plot(xs, [r["real"] for r in rows], "k.-", label="Σ_j m_l(j)")
     ax.axhline(1.0, color="black", linestyle=":", linewidth=0.8)
     ax.axhline(0.0, color="black", linewidth=0.6)
+    # symlog: linear on [−1, 1], where Σ_j m_l(j) + m_l(⊥) = 1 lives, logarithmic beyond, so that
+    # signed parts of ±1000 (deep residual networks) do not flatten the normalized sums to a line at 0
+    big = max((max(abs(r["positive"]), abs(r["negative"]), abs(r["absorbed"])) for r in rows), default=0.0)
+    if big > 10:
+        ax.set_yscale("symlog", linthresh=1.0, linscale=1.5)
     ax.set_xticks(xs, names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylabel("mass (normalized: Σ_j m_l(j) + m_l(⊥) = 1)")
+    ax.set_ylabel("mass (normalized: Σ_j m_l(j) + m_l(⊥) = 1)" + ("; symlog axis, linear in [−1, 1]" if big > 10
+                                                                    else ""))
     ax.set_title("per-layer marginal masses")
     ax.legend(fontsize=8, ncols=2)
     return _save(fig, path)
@@ -148,7 +157,9 @@ def flow(path: Path, data: dict) -> Path:
     """The information flow: one column per layer (input side left), the top channels as
     nodes (area ∝ |m_l(c)|, colour by sign), an edge per pair of nodes of consecutive
     layers with width ∝ |μ(X_a ∈ c, X_b ∈ d)| and colour by its sign, and the critical
-    paths drawn over them as numbered dashed lines."""
+    paths drawn over them as numbered dashed lines. Edges of μ = 0 are not drawn (the
+    data's ``notes``, shown under the title, say how many, and when nothing flows at all);
+    each column is labelled with its layer's name, below and above."""
     plt = _plt()
     layers = data["layers"]
     nodes = data["nodes"]
@@ -159,8 +170,9 @@ def flow(path: Path, data: dict) -> Path:
         for r, node in enumerate(nodes[l]):
             pos[(l, node["channel"])] = (i, (n - 1) / 2 - r)  # each column centred, largest m_l(c) on top
     fig, ax = plt.subplots(figsize=(2.6 * len(layers) + 2, 0.55 * height + 2.5))
-    emax = max((abs(e["mu"]) for e in data["edges"]), default=0.0) or 1.0
-    for e in sorted(data["edges"], key=lambda e: abs(e["mu"])):
+    drawn = [e for e in data["edges"] if abs(e["mu"]) > ZERO]  # an edge of μ = 0 carries nothing: not drawn
+    emax = max((abs(e["mu"]) for e in drawn), default=0.0) or 1.0
+    for e in sorted(drawn, key=lambda e: abs(e["mu"])):
         a, b = pos[tuple(e["from"])], pos[tuple(e["to"])]
         w = abs(e["mu"]) / emax
         ax.plot([a[0], b[0]], [a[1], b[1]], color="tab:red" if e["mu"] >= 0 else "tab:blue",
@@ -181,12 +193,21 @@ def flow(path: Path, data: dict) -> Path:
         ax.plot([q[0] for q in pts], [q[1] + offset for q in pts], linestyle="--", color=f"C{(rank + 1) % 10}",
                 linewidth=1.8, zorder=2, label=f"path {rank + 1}: μ = {p['mu']:.3g}")
     ax.set_xticks(range(len(layers)), layers)
+    ax.set_xlabel("layer (input side → output side); node labels are channel numbers")
     ax.set_yticks([])
     ax.set_xlim(-0.5, len(layers) - 0.5)
+    top = (height - 1) / 2 + 0.6
+    ax.set_ylim(-(height - 1) / 2 - 0.6, top + 0.5)
+    for i, l in enumerate(layers):  # the column's layer, also above it (long figures scroll)
+        ax.text(i, top, l, ha="center", va="bottom", fontsize=9, fontweight="bold")
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
-    ax.set_title("information flow: top channels (nodes, area ∝ |m_l(c)|) and joint relevance of consecutive "
-                 "layers (edges; red > 0, blue < 0)", fontsize=9)
+    title = ("information flow: top channels (nodes, area ∝ |m_l(c)|) and joint relevance of consecutive "
+             "layers (edges; red > 0, blue < 0)")
+    notes = data.get("notes", [])
+    if notes:
+        title += "\n" + "\n".join(notes)
+    ax.set_title(title, fontsize=9)
     if data["paths"]:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="critical paths", title_fontsize=8)
     return _save(fig, path)

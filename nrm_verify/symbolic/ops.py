@@ -10,7 +10,8 @@ the case distinctions a rule makes (x⁺, x⁻, s(x) with s(0) = +1, x = 0):
   of a symbolic network (each pre-activation symbol z with its definition
   z = Σ_j a_j w_jk + b_k, and the box facts l < x < h);
 * an undecided case is **kept** as a ``Piecewise`` (x⁺ = Piecewise((x, x > 0), (0, True)),
-  s(x) = Piecewise((−1, x < 0), (1, True)), [x = 0] = Eq(x, 0)) and recorded in
+  s(x) = Piecewise((−1, x < 0), (1, True)), |x| = Piecewise((−x, x < 0), (x, True)),
+  [x = 0] = Eq(x, 0)) and recorded in
   :attr:`SympyScalars.undecided`, so that a derivation can report the assumption it
   would need. A branch is never picked silently.
 
@@ -416,6 +417,28 @@ class SympyScalars:
         self._guard("sign", x)
         self._record("sign", x)
         return sp.Piecewise((-1, x < 0), (1, True))
+
+    def abs(self, x):
+        x = to_sympy(x)
+        s = self.signs(x)
+        if s <= NONNEGATIVE:
+            return x
+        if s <= NONPOSITIVE:
+            return -x
+        self._guard("abs", x)
+        self._record("abs", x)
+        return sp.Piecewise((-x, x < 0), (x, True))
+
+    def sqrt(self, x):
+        """√x (sympy's principal root; the rules take it of values ≥ 0)."""
+        x = to_sympy(x)
+        self._guard("sqrt", x)
+        return sp.sqrt(x)
+
+    def pow(self, x, exponent):
+        x = to_sympy(x)
+        self._guard("pow", x)
+        return x ** to_sympy(exponent)
 
     def is_zero(self, x):
         x = to_sympy(x)

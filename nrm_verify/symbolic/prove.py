@@ -77,7 +77,7 @@ def subjects(arch: Architecture, spec: RuleSpec, case: Case, split: tuple = ()) 
         if split:
             return []  # an infeasible sub-case
         raise
-    open_signs = [x for _, op, x in s.m.undecided if op in ("sign", "pos", "neg")]
+    open_signs = [x for _, op, x in s.m.undecided if op in ("sign", "pos", "neg", "abs")]
     if not open_signs or len(split) >= MAX_SPLITS:
         return [s]
     return [t for sign in "+-" for t in subjects(arch, spec, case, split + ((open_signs[0], sign),))]
@@ -89,7 +89,7 @@ def run_law(law: Law, s: Subject) -> list[Proof]:
     the assumptions leave open (after :data:`MAX_SPLITS` splits) is not attempted: the
     proof fails and names the branches, so that the missing assumptions can be added."""
     base = dict(law=law.key, rule=s.rule_title, arch=s.arch, case=s.case)
-    open_signs = [f"{op}({x})" for _, op, x in s.m.undecided if op in ("sign", "pos", "neg")]
+    open_signs = [f"{op}({x})" for _, op, x in s.m.undecided if op in ("sign", "pos", "neg", "abs")]
     if open_signs:
         note = ("the assumptions leave these branches of the rule open: " + "; ".join(open_signs[:4])
                 + ("; …" if len(open_signs) > 4 else "")
@@ -313,6 +313,26 @@ def law_main(key: str, argv: Sequence[str] | None = None) -> int:
 
 
 # -- the command ---------------------------------------------------------------------------------
+def select(laws: Sequence[str] | None, rules: Sequence[str] | None,
+           archs: Sequence[str] | None) -> tuple[list[str] | None, list[str] | None, list[str] | None]:
+    """The keys of a selection as the catalogue spells them (laws and rules ignore case);
+    an unknown key raises ValueError naming the valid ones — a typo must not select
+    nothing and pass."""
+    def pick(values, known, what, fold):
+        if not values:
+            return None
+        table = {fold(k): k for k in known}
+        unknown = [v for v in values if fold(v.strip()) not in table]
+        if unknown:
+            raise ValueError(f"unknown {what} {', '.join(map(repr, unknown))}; the {what}s with symbolic proofs "
+                             f"are {', '.join(known)}")
+        return list(dict.fromkeys(table[fold(v.strip())] for v in values))
+
+    return (pick(laws, [law.key for law in LAWS], "law", str.upper),
+            pick(rules, [r.key for r in RULES], "rule", str.lower),
+            pick(archs, [a.key for a in ARCHITECTURES], "architecture", str))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .report import render
 
@@ -325,6 +345,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arch", action="append", help="only these architectures (2-2-1, 2-2-2-1, 3-2-2, conv)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        args.law, args.rule, args.arch = select(args.law, args.rule, args.arch)
+    except ValueError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print(f"{parser.prog}: error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return 2
     selection = bool(args.law or args.rule or args.arch)
     archs = [a for a in ARCHITECTURES if not args.arch or a.key in args.arch]
     specs = [r for r in RULES if not args.rule or r.key in args.rule]
@@ -367,4 +395,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["run", "jobs", "run_job", "unsettled", "run_law", "prove_rule", "subject", "main", "law_main", "stale",
-           "CASE_C"]
+           "CASE_C", "select"]
