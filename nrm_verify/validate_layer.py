@@ -28,6 +28,7 @@ the check.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence

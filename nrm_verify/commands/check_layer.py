@@ -43,7 +43,8 @@ def register(commands) -> None:
     check.add_argument("kind", help="package.module:KindClass or path/to/file.py:KindClass (a subclass of "
                                     "nrm.layers.Linear, Elementwise, …)")
     check.add_argument("--profile", default=None, help="hypothesis profile: ci (default) or thorough")
-    check.add_argument("--max-examples", type=positive_int, default=None, help="cases per check (overrides the profile)")
+    check.add_argument("--max-examples", type=positive_int, default=None,
+                       help="cases per check (overrides the profile)")
     check.add_argument("--law", action="append", help="check only this one (K2, K3, K5, L1, …; any case); repeatable")
     check.add_argument("--search-timeout", type=positive_float, default=None,
                        help="seconds the search may take in all (default 300 with the ci profile, 3600 with "
