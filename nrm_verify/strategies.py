@@ -636,8 +636,10 @@ def _weights(gen: torch.Generator, shape) -> list:
 def network_around(module: nn.Module, shape: tuple[int, ...], seed: int, prefix: bool = True,
                    outputs: int = 2) -> nn.Sequential:
     """``prefix → module → flatten → dense head`` (float64, eval): the prefix is a learned
-    layer with a ReLU where the input shape allows one (dense for (n,), a 1×1 convolution
-    for (C, L) and (C, H, W)), the head a dense layer to ``outputs`` logits."""
+    layer with a leaky ReLU where the input shape allows one (dense for (n,), a 1×1
+    convolution for (C, L) and (C, H, W); leaky, so that no neuron the module reads is
+    dead: LRP-0 = Gradient × Input needs z_k ≠ 0), the head a dense layer to ``outputs``
+    logits."""
     gen = torch.Generator().manual_seed(seed)
     parts: list[nn.Module] = []
     if prefix and len(shape) in (1, 2, 3):
@@ -649,7 +651,7 @@ def network_around(module: nn.Module, shape: tuple[int, ...], seed: int, prefix:
             parts.append(conv1d(_weights(gen, (n, n, 1)), bias))
         else:
             parts.append(conv2d(_weights(gen, (n, n, 1, 1)), bias))
-        parts.append(nn.ReLU())
+        parts.append(nn.LeakyReLU(0.1))
     parts.append(module)
     with torch.no_grad():
         out = module(torch.zeros((1,) + tuple(shape), dtype=DTYPE))
