@@ -265,7 +265,7 @@ class Engine:
             else:
                 d = d.add_(eps) if own else d + eps
             own = True
-        if not rule._denominators_nonzero() and _has_zero(d):
+        if not rule._denominators_nonzero(d) and _has_zero(d):
             zero = d == 0
             d = d.masked_fill_(zero, float("inf")) if own else d.masked_fill(zero, float("inf"))
         return PreparedKernel(None, divisors=[(d, parts)], contributions=contributions)

@@ -83,3 +83,14 @@ class CaptureMismatchError(NRMError, RuntimeError):
 class StaleMeasureError(NRMError, RuntimeError):
     """A tensor a Measure reads (a parameter, a buffer, a recorded activation) changed after
     ``explain``: its results would silently mix two models. Explain again."""
+
+
+class ArgumentError(NRMError, TypeError, ValueError):
+    """An argument of ``explain``, of a Measure method or of an event that is of the wrong type
+    or out of its domain (``chunk=0``, ``check="yes"``, ``At(0)``, ``event & 3``); the message
+    says what the argument takes."""
+
+
+class EventTooLargeError(NRMError, ValueError):
+    """An event that would hold more cylinders than nrm measures (one masked pass each);
+    the message says how to write it smaller."""

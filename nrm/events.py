@@ -1,31 +1,50 @@
 """Events on the walk space, held exactly (NRM-SPEC §3).
 
-An *atom* ``At(layer, …)`` is the event {X_layer ∈ S}. A *cylinder* is an intersection of
-atoms. Every event built with ``&`` (intersection), ``|`` (union), ``~`` (complement) and
-``-`` (difference) is a linear combination of cylinders with integer coefficients
+An *atom* ``At(layer, …)`` is the event {X_layer ∈ S}; its complement ``~At(layer, …)``
+is an atom too, {X_layer ∉ S} (the other neurons of the layer, ⊥ unless S holds it, and the
+walks that bypass the layer's node). A *cylinder* is an intersection of atoms. Every
+event built with ``&`` (intersection), ``|`` (union), ``~`` (complement) and ``-``
+(difference) is a linear combination of cylinders with integer coefficients
 (inclusion–exclusion), so the measure of any event is exact by linearity:
 
     μ(A ∪ B) = μ(A) + μ(B) − μ(A ∩ B),   μ(Aᶜ) = μ(Ω) − μ(A),   μ(A − B) = μ(A) − μ(A ∩ B).
 
-Events do not know the model: layer names and neuron sets are checked when measured.
+**Size.** Inclusion–exclusion alone makes a union of n cylinders 2ⁿ − 1 of them. Events are
+kept small instead:
+
+* atoms of one layer merge: ``At(l, index=[1]) | At(l, index=[2])`` is ``At(l, index=[1, 2])``
+  (same selector kind, absorber and ``parallel`` flags; indices, channels and masks);
+* every result is simplified with two exact identities, P − (P ∩ a) = P ∩ ¬a and
+  (P ∩ a) + (P ∩ ¬a) = P, which turn a union of n atoms or cylinders into its disjoint
+  decomposition, a ∪ b ∪ c = a + (b ∩ ¬a) + (c ∩ ¬a ∩ ¬b): n cylinders, not 2ⁿ − 1;
+* an intersection of unions multiplies their sizes. An event of more than
+  :data:`MAX_CYLINDERS` cylinders is refused (:class:`~nrm.errors.EventTooLargeError`) before
+  it is built, with advice, rather than measured for minutes.
+
+Each cylinder costs one masked pass (shared with the others above the layer where they
+differ). Events do not know the model: layer names and neuron sets are checked when measured.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
-from .errors import EventIndexError
+from .errors import ArgumentError, EventIndexError, EventTooLargeError
+
+MAX_CYLINDERS = 1 << 12
+"""The most cylinders an event may hold (each is one masked pass of the engine)."""
 
 
 @dataclass(frozen=True)
 class Atom:
     """{X_layer ∈ S}: S is given by ``index`` (flat indices within one sample's layer),
     ``channels`` (whole channels, dim 1 of the layer), ``mask`` (a boolean tensor of the
-    layer's shape) or nothing (all real neurons); ``absorber=True`` adds ⊥_layer."""
+    layer's shape) or nothing (all real neurons); ``absorber=True`` adds ⊥_layer;
+    ``negated=True`` is the complement {X_layer ∉ S}."""
 
     layer: str
     selector: str  # "index" | "channels" | "mask" | "all" | "none"
@@ -33,6 +52,7 @@ class Atom:
     absorber: bool = False
     mask: torch.Tensor | None = field(default=None, compare=False, hash=False)
     parallel: bool = False  # also the walks that bypass the layer's node (skip-path copies)
+    negated: bool = False
 
     def __repr__(self) -> str:
         args = [repr(self.layer)]
@@ -46,7 +66,20 @@ class Atom:
             args.append("absorber=True")
         if self.parallel:
             args.append("parallel=True")
-        return f"At({', '.join(args)})"
+        text = f"At({', '.join(args)})"
+        return f"~{text}" if self.negated else text
+
+    def complement(self) -> Atom:
+        other = _COMPLEMENTS.get(self)
+        if other is None:
+            other = replace(self, negated=not self.negated)
+            if len(_COMPLEMENTS) > 1 << 16:
+                _COMPLEMENTS.clear()
+            _COMPLEMENTS[self] = other
+        return other
+
+
+_COMPLEMENTS: dict[Atom, Atom] = {}
 
 
 Cylinder = frozenset  # of Atom; the empty cylinder is Ω
@@ -63,12 +96,15 @@ class Event:
     # -- algebra -----------------------------------------------------------------
     def __and__(self, other: Event) -> Event:
         other = _event(other)
+        _check_size(len(self.terms) * len(other.terms), "the intersection")
         out: dict[frozenset, int] = {}
         for a, ca in self.terms.items():
             for b, cb in other.terms.items():
                 key = a | b
+                if _empty(key):
+                    continue
                 out[key] = out.get(key, 0) + ca * cb
-        return Event(out)
+        return _simplified(out)
 
     def __add__(self, other: Event) -> Event:
         other = _event(other)
@@ -82,14 +118,28 @@ class Event:
 
     def __or__(self, other: Event) -> Event:
         other = _event(other)
-        return self + other + (self & other)._scaled(-1)
+        merged = _merge_atoms(self, other)
+        if merged is not None:
+            return merged
+        out = dict(self.terms)
+        for k, v in other.terms.items():
+            out[k] = out.get(k, 0) + v
+        for k, v in (self & other).terms.items():
+            out[k] = out.get(k, 0) - v
+        return _simplified(out)
 
     def __invert__(self) -> Event:
-        return OMEGA + self._scaled(-1)
+        out = {frozenset(): 1}
+        for k, v in self.terms.items():
+            out[k] = out.get(k, 0) - v
+        return _simplified(out)
 
     def __sub__(self, other: Event) -> Event:
         """The set difference A − B = A ∩ Bᶜ."""
-        return self + (self & _event(other))._scaled(-1)
+        out = dict(self.terms)
+        for k, v in (self & _event(other)).terms.items():
+            out[k] = out.get(k, 0) - v
+        return _simplified(out)
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Event) and self.terms == other.terms
@@ -122,7 +172,83 @@ class Event:
 def _event(x) -> Event:
     if isinstance(x, Event):
         return x
-    raise TypeError(f"events combine with events, got {type(x).__name__}")
+    raise ArgumentError(f"events combine with events (nrm.At(...) and their combinations), got {type(x).__name__}")
+
+
+def _check_size(n: int, what: str) -> None:
+    if n > MAX_CYLINDERS:
+        raise EventTooLargeError(
+            f"{what} would hold up to {n} cylinders (more than {MAX_CYLINDERS}, one masked pass each). Merge the "
+            "atoms of one layer into one At(layer, index=[…]) or mask=, or measure the parts as a list of events "
+            "(m.measure([…]) shares their passes)")
+
+
+def _empty(cylinder: frozenset) -> bool:
+    """A cylinder holding an atom and its complement is the empty event."""
+    return any(a.complement() in cylinder for a in cylinder if not a.negated)
+
+
+def _simplified(terms: dict) -> Event:
+    """The event with P − (P ∩ a) → P ∩ ¬a and (P ∩ a) + (P ∩ ¬a) → P applied until neither
+    applies (both are identities of events; each removes a cylinder)."""
+    terms = {k: v for k, v in terms.items() if v != 0 and not _empty(k)}
+    changed = True
+    while changed:
+        changed = False
+        for key in sorted(terms, key=len, reverse=True):
+            c = terms.get(key)
+            if not c:
+                continue
+            for atom in key:
+                rest = key - {atom}
+                other = rest | {atom.complement()}
+                if terms.get(rest) == -c:  # P − (P ∩ a) = P ∩ ¬a   (with the roles of ± c as given)
+                    del terms[key], terms[rest]
+                    terms[other] = terms.get(other, 0) - c
+                elif terms.get(other) == c:  # (P ∩ a) + (P ∩ ¬a) = P
+                    del terms[key], terms[other]
+                    terms[rest] = terms.get(rest, 0) + c
+                else:
+                    continue
+                terms = {k: v for k, v in terms.items() if v != 0}
+                changed = True
+                break
+            if changed:
+                break
+    _check_size(len(terms), "the event")
+    return Event(terms)
+
+
+def _merge_atoms(a: Event, b: Event) -> Event | None:
+    """``At(l, S1) | At(l, S2)`` as one atom ``At(l, S1 ∪ S2)`` when both are single atoms
+    of one layer with the same selector kind; None otherwise."""
+    if len(a.terms) != 1 or len(b.terms) != 1:
+        return None
+    (ka, ca), (kb, cb) = next(iter(a.terms.items())), next(iter(b.terms.items()))
+    if ca != 1 or cb != 1 or len(ka) != 1 or len(kb) != 1:
+        return None
+    x, y = next(iter(ka)), next(iter(kb))
+    if x.layer != y.layer or x.negated or y.negated:
+        return None
+    absorber, parallel = x.absorber or y.absorber, x.parallel or y.parallel
+    if "all" in (x.selector, y.selector):
+        atom = Atom(x.layer, "all", (), absorber, parallel=parallel)
+    elif x.selector == "none" or y.selector == "none":
+        keep = y if x.selector == "none" else x
+        atom = replace(keep, absorber=absorber, parallel=parallel)
+    elif x.selector == y.selector and x.selector in ("index", "channels"):
+        atom = Atom(x.layer, x.selector, tuple(sorted(set(x.values) | set(y.values))), absorber, parallel=parallel)
+    elif x.selector == y.selector == "mask" and x.mask.shape == y.mask.shape:
+        atom = _mask_atom(x.layer, x.mask | y.mask, absorber, parallel)
+    else:
+        return None
+    return Event({frozenset([atom]): 1})
+
+
+def _mask_atom(layer: str, mask: torch.Tensor, absorber: bool, parallel: bool) -> Atom:
+    m = mask.detach().to("cpu").contiguous()
+    digest = hashlib.sha1(m.numpy().tobytes()).hexdigest()
+    return Atom(layer, "mask", (tuple(m.shape), digest), absorber, m, parallel)
 
 
 OMEGA = Event({frozenset(): 1})
@@ -139,7 +265,7 @@ class At(Event):
     ``channels`` (whole channels) or ``mask`` (a boolean tensor of the layer's shape) may
     be given; with none of them S is every real neuron of the layer. ``absorber=True``
     adds the absorber ⊥_layer to S (alone, ``At(layer, index=[], absorber=True)`` is
-    {X_layer = ⊥}).
+    {X_layer = ⊥}). ``~At(…)`` is its complement, again one atom.
 
     In a model with branches (residual or parallel paths, NRM-SPEC §1, L16) the layer of a
     node also holds the *copies* of the neurons whose relevance passes it on a skip or
@@ -156,7 +282,10 @@ class At(Event):
                  channels: Iterable[int] | int | None = None, mask: torch.Tensor | None = None,
                  absorber: bool = False, parallel: bool = False):
         if not isinstance(layer, str):
-            raise TypeError(f"At() takes a layer name (str) first, got {layer!r}")
+            raise ArgumentError(f"At() takes a layer name (str) first, got {layer!r}")
+        for name, flag in (("absorber", absorber), ("parallel", parallel)):
+            if not isinstance(flag, bool):
+                raise ArgumentError(f"At({layer!r}, {name}=…) takes True or False, got {flag!r}")
         given = [n for n, v in (("index", index), ("channels", channels), ("mask", mask)) if v is not None]
         if len(given) > 1:
             raise EventIndexError(f"At({layer!r}) takes one of index=, channels=, mask=, got {given}")
@@ -169,9 +298,7 @@ class At(Event):
         elif mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
                 raise EventIndexError(f"At({layer!r}, mask=…) needs a boolean torch tensor of the layer's shape")
-            m = mask.detach().to("cpu").contiguous()
-            digest = hashlib.sha1(m.numpy().tobytes()).hexdigest()
-            atom = Atom(layer, "mask", (tuple(m.shape), digest), absorber, m, parallel)
+            atom = _mask_atom(layer, mask, absorber, parallel)
         else:
             atom = Atom(layer, "all", (), absorber, parallel=parallel)
         super().__init__({frozenset([atom]): 1})
@@ -180,15 +307,21 @@ class At(Event):
 
 def _ints(values, what) -> tuple[int, ...]:
     if isinstance(values, torch.Tensor):
+        if values.dtype == torch.bool:
+            raise EventIndexError(f"{what}= takes integers, got a boolean tensor; for a boolean selection use mask=")
         values = values.flatten().tolist()
-    elif isinstance(values, int):
+    elif isinstance(values, int) and not isinstance(values, bool):
         values = [values]
+    elif isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise EventIndexError(f"{what}= takes an int or integers, got {values!r:.60}")
     out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, bool):
+            raise EventIndexError(f"{what}= takes integers, got {v!r}; for a boolean selection use mask=")
+        if not isinstance(v, int):
             try:
                 v = int(v) if float(v) == int(v) else v
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 pass
         if not isinstance(v, int):
             raise EventIndexError(f"{what}= takes integers, got {v!r}")

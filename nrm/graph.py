@@ -159,7 +159,14 @@ def check_input(x: Any) -> None:
         raise DtypeMismatchError(f"the input must be floating point (float32 or float64), got {x.dtype}")
     if x.dim() < 2:
         raise ShapeError(f"x must have a batch dimension: shape (batch, ...), got {tuple(x.shape)}")
-    if x.device.type != "meta" and not all_finite(x):
+    if x.shape[0] == 0:
+        raise ShapeError(f"x is an empty batch (shape {tuple(x.shape)}); give at least one sample")
+    if x.numel() == 0:
+        raise ShapeError(f"x has no values (shape {tuple(x.shape)}); each sample needs at least one")
+    if x.device.type == "meta":
+        raise DeviceMismatchError("the input is on the meta device, which holds no values; explain a real input "
+                                  "(x.to('cpu') or a CUDA device)")
+    if not all_finite(x):
         bad = (~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).nonzero().flatten().tolist()
         raise NonFiniteError(f"the input contains NaN or Inf (samples {bad}); clean the input first")
 

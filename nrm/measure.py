@@ -14,7 +14,17 @@ from torch import nn
 
 from .capture import no_autocast
 from .engine import Constraint, Engine
-from .errors import EventIndexError, NullEventError, ShapeError, StaleMeasureError, UnknownLayerError, ZeroOutputError
+from .errors import (
+    ArgumentError,
+    DtypeMismatchError,
+    EventIndexError,
+    NonFiniteError,
+    NullEventError,
+    ShapeError,
+    StaleMeasureError,
+    UnknownLayerError,
+    ZeroOutputError,
+)
 from .events import OMEGA, At, Event
 from .graph import ProperFFNN, check_eval_mode
 from .presets import assign
@@ -111,6 +121,18 @@ class Measure:
 
     # -- resolving events ------------------------------------------------------------
     def _constraint(self, atom) -> Constraint:
+        """{X_l ∈ S} resolved against the layer; a complement atom {X_l ∉ S} has the other
+        neurons, the absorber unless S holds it, and the bypassing walks unless S holds them."""
+        c = self._selection(atom)
+        if not atom.negated:
+            return c
+        sequential = self.network.sequential
+        full = torch.ones(self.engine.shape[c.layer], dtype=torch.bool, device=self.engine.device)
+        mask = ~full if c.mask is None else ~c.mask
+        parallel = not c.parallel and not sequential
+        return Constraint(c.layer, mask, not c.absorber, ("not", c.key, sequential), parallel)
+
+    def _selection(self, atom) -> Constraint:
         l, shape = self._alias(atom.layer)
         canon = self.engine.shape[l]
         n = _numel(shape)
@@ -278,10 +300,11 @@ class Measure:
         backward from the upper layer.
         """
         if by not in ("channel", "neuron"):
-            raise ValueError(f"joint(by=…) takes 'channel' or 'neuron', got {by!r}")
+            raise ArgumentError(f"joint(by=…) takes 'channel' or 'neuron', got {by!r}")
         la, lb = self._alias(layer_a)[0], self._alias(layer_b)[0]
         if la == lb:
-            raise ValueError(f"joint() needs two different layers, got {layer_a!r} and {layer_b!r} (both layer {la})")
+            raise ArgumentError(f"joint() needs two different layers, got {layer_a!r} and {layer_b!r} (both name "
+                                f"layer {la}); pick a layer above or below")
         lo, hi = (layer_a, layer_b) if la < lb else (layer_b, layer_a)
         hi_groups = self._groups(hi, by)
         events = [At(hi, **{("channels" if by == "channel" else "index"): [g]}) for g in range(hi_groups)]
@@ -302,6 +325,9 @@ class Measure:
     def walk(self, path: Sequence[int | None]) -> torch.Tensor:
         """μ({ω}) of one walk ω = (n_0, …, n_L) given as flat indices per layer (None is
         the absorber), tensor (B,)."""
+        if isinstance(path, (str, bytes)) or not isinstance(path, Sequence):
+            raise ArgumentError(f"walk() takes one neuron per layer (a list of flat indices, None for ⊥), got "
+                                f"{type(path).__name__}")
         if len(path) != self.depth + 1:
             raise ShapeError(f"a walk names one neuron per layer: {self.depth + 1} entries, got {len(path)}")
         names = self._canonical_names()
@@ -390,9 +416,12 @@ def _intersect(a: Constraint, b: Constraint, shape, device) -> Constraint:
 def _events(x) -> list[Event]:
     if isinstance(x, Event):
         return [x]
-    if isinstance(x, (list, tuple)) and all(isinstance(e, Event) for e in x):
+    if isinstance(x, (list, tuple)) and x and all(isinstance(e, Event) for e in x):
         return list(x)
-    raise TypeError(f"expected an nrm event (nrm.At(...) and combinations) or a list of them, got {type(x).__name__}")
+    if isinstance(x, (list, tuple)) and not x:
+        raise ArgumentError("expected an nrm event or a non-empty list of them, got an empty list")
+    raise ArgumentError(f"expected an nrm event (nrm.At(...) and combinations) or a list of them, got "
+                        f"{type(x).__name__} {x!r:.40}")
 
 
 def _numel(shape) -> int:
@@ -431,8 +460,7 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | tor
         DeviceMismatchError, DtypeMismatchError, NonFiniteError, RuleAssignmentError,
         ShapeError, ZeroOutputError.
     """
-    if check not in (True, False, "full"):
-        raise ShapeError(f"check= takes True, False or 'full', got {check!r}")
+    _check_options(chunk, check, output)
     check_eval_mode(model)
     network = ProperFFNN(model, x, output=output)
     assign(network, rules)
@@ -441,32 +469,68 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | tor
     if (target is None) == (start is None):
         raise ShapeError("give exactly one of target= (an output index) or start= (a start vector)")
     if start is not None:
-        if tuple(start.shape) != tuple(engine.output.shape):
-            raise ShapeError(
-                f"start= must have the output's shape {tuple(engine.output.shape)}, got {tuple(start.shape)}"
-            )
-        R = start.to(dtype=out.dtype, device=out.device).reshape(x.shape[0], -1)
-        f = R.sum(1)
-        what = "Σ R (the start vector's total)"
+        R, what = _start_vector(start, engine.output), "Σ R (the start vector's total)"
     else:
-        c = torch.as_tensor(target, device=out.device)
-        if c.dim() == 0:  # one int for every sample; a list must give one per sample
-            c = c.reshape(1).expand(x.shape[0])
-        c = c.reshape(-1)
-        if c.numel() != x.shape[0] or c.dtype.is_floating_point:
-            raise ShapeError(f"target= takes one int or one int per sample ({x.shape[0]}), got {target!r}")
-        if bool(((c < 0) | (c >= out.shape[1])).any()):
-            raise ShapeError(f"target {c.tolist()} is out of range for an output of {out.shape[1]} values")
-        R = torch.zeros_like(out)
-        R[torch.arange(x.shape[0], device=out.device), c] = 1.0
-        f = out.gather(1, c.reshape(-1, 1)).reshape(-1)
-        R = R * f.reshape(-1, 1)
-        what = "f_c(x)"
+        R, what = _target_vector(target, out), "f_c(x)"
+    f = R.sum(1)
     zero = f == 0
     if bool(zero.any()):
         raise ZeroOutputError(
             f"{what} = 0 for samples {zero.nonzero().flatten().tolist()}: the measure π = R / {what} is undefined. "
             "Choose another target or input (a negative output is fine)"
         )
-    pi = (R / f.reshape(-1, 1)).reshape(engine.output.shape)
+    if not bool(torch.isfinite(f).all()):
+        raise NonFiniteError(f"{what} overflows to {f.tolist()} in {f.dtype}: π = R / {what} would be 0 everywhere "
+                             "(and the measure not normalized). Rescale the start vector or use float64")
+    # π over the output layer's neurons, in its own shape (a flatten after a pooled conv
+    # renames them: the model returns (B, C), the layer is (C, 1, 1))
+    pi = (R / f.reshape(-1, 1)).reshape((x.shape[0],) + engine.shape[network.depth])
     return Measure(network, engine, pi, f, chunk)
+
+
+def _check_options(chunk, check, output) -> None:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ArgumentError(f"chunk= takes a whole number >= 1 (how many cylinders share one pass), got {chunk!r}")
+    if check not in (True, False, "full"):
+        raise ArgumentError(f"check= takes True, False or 'full', got {check!r}")
+    if output is not None and not callable(output):
+        raise ArgumentError(f"output= takes a function that picks the tensor to explain from what the model returns "
+                            f"(e.g. lambda out: out.logits), got {type(output).__name__}")
+
+
+def _start_vector(start, output: torch.Tensor) -> torch.Tensor:
+    """R^(L) from ``start=`` (the output's shape, finite), flattened per sample."""
+    if not isinstance(start, torch.Tensor):
+        raise ArgumentError(f"start= takes a tensor of the output's shape {tuple(output.shape)}, got "
+                            f"{type(start).__name__}; use torch.tensor(...)")
+    if not (start.is_floating_point() or start.dtype in (torch.int64, torch.int32, torch.bool)):
+        raise DtypeMismatchError(f"start= must hold real numbers, got {start.dtype}")
+    if tuple(start.shape) != tuple(output.shape):
+        raise ShapeError(f"start= must have the output's shape {tuple(output.shape)}, got {tuple(start.shape)}")
+    R = start.detach().to(dtype=output.dtype, device=output.device).reshape(output.shape[0], -1)
+    if not bool(torch.isfinite(R).all()):
+        bad = (~torch.isfinite(R)).any(1).nonzero().flatten().tolist()
+        raise NonFiniteError(f"start= contains NaN or Inf (samples {bad}) (in {output.dtype}); give finite values")
+    return R
+
+
+def _target_vector(target, out: torch.Tensor) -> torch.Tensor:
+    """R^(L) = f_c δ_c from ``target=``: one int for every sample, or one per sample."""
+    B, n = out.shape
+    values = target.flatten().tolist() if isinstance(target, torch.Tensor) else target
+    if isinstance(values, (list, tuple)):
+        if len(values) != B:
+            raise ShapeError(f"target= takes one int or one int per sample ({B}), got {target!r}")
+    else:
+        values = [values] * B
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in values) or (
+            isinstance(target, torch.Tensor) and (target.is_floating_point() or target.dtype == torch.bool)):
+        raise ShapeError(f"target= takes one int or one int per sample ({B}), got {target!r:.80}")
+    bad = [c for c in values if not 0 <= c < n]
+    if bad:
+        raise ShapeError(f"target {bad[:5]} is out of range for an output of {n} values")
+    c = torch.tensor(values, device=out.device)
+    R = torch.zeros_like(out)
+    rows = torch.arange(B, device=out.device)
+    R[rows, c] = out[rows, c]
+    return R

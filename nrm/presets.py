@@ -18,9 +18,9 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from .errors import RuleAssignmentError
+from .errors import RuleAssignmentError, RuleParameterError
 from .markers import Sum
-from .rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, ZBox, Zero, ZPlus
+from .rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, ZBox, Zero, ZPlus
 
 
 class _First:
@@ -131,11 +131,47 @@ def assign(network, rules) -> None:
                 f"{rule!r} is a rule for LocalResponseNorm layers, but it was given to '{block.name}' "
                 f"({what}); key it by nn.LocalResponseNorm or by the LRN layer's name"
             )
+        if rule is not None:
+            _usable(rule, block.name)
+            if isinstance(rule, ZBox):
+                _box_fits(rule, block, network)
         block.rule = rule
     if missing:
         raise RuleAssignmentError(
             f"no rule for {', '.join(missing)}; add them to the mapping by name or type, or give a default"
         )
+
+
+def _usable(rule: Rule, layer: str) -> None:
+    """A rule's ``shares()`` must give a non-empty tuple of :class:`~nrm.rules.Share` with parts."""
+    try:
+        shares = rule.shares()
+    except Exception as error:  # a user's rule: anything it raises is reported with the layer
+        raise RuleParameterError(
+            f"{type(rule).__name__}.shares() raised {type(error).__name__}: {error} (rule of layer '{layer}'); a rule "
+            "defines shares() returning a tuple of nrm.rules.Share (docs/rules.md)") from error
+    if (not isinstance(shares, (tuple, list)) or not shares
+            or not all(isinstance(s, Share) and s.parts and all(isinstance(p, Part) for p in s.parts) for s in shares)):
+        raise RuleParameterError(
+            f"{type(rule).__name__}.shares() must return a non-empty tuple of nrm.rules.Share, each with a tuple of "
+            f"nrm.rules.Part; got {shares!r:.80} (rule of layer '{layer}'; docs/rules.md)")
+
+
+def _box_fits(rule: ZBox, block, network) -> None:
+    """z^B's bounds must broadcast to one sample of the input of the layer they bound."""
+    import torch
+
+    shape = tuple(network.value(network.blocks[block.inputs[0]].tip).shape[1:]) if block.inputs else ()
+    for name, bound in (("low", rule.low), ("high", rule.high)):
+        bshape = tuple(getattr(bound, "shape", ()))
+        try:
+            fits = torch.broadcast_shapes(bshape, shape) == shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise RuleParameterError(
+                f"{rule!r} on layer '{block.name}': its {name} bound has shape {bshape}, which does not broadcast to "
+                f"one sample of the layer's input, {shape}; give a number or a tensor of that shape")
 
 
 def _reads_input(network, block) -> bool:

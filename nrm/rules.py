@@ -245,10 +245,15 @@ class Rule:
             return d + eps * ops.sign(d)
         return d + eps
 
-    def _denominators_nonzero(self) -> bool:
-        """A signed stabilizer ε > 0 keeps |D + ε s(D)| ≥ ε: no zero test is needed."""
+    def _denominators_nonzero(self, like: Any = None) -> bool:
+        """A signed stabilizer ε > 0 keeps |D + ε s(D)| ≥ ε: no zero test is needed — unless
+        ε is below what the denominators' dtype can hold (ε = 1e-300 in float32, 1e-8 in
+        float16 round to 0): ``like`` is a denominator, and its ``new_tensor(ε)`` decides."""
         eps = self.stabilizer
-        return self.stabilizer_sign == "signed" and _is_number(eps) and eps > 0
+        if not (self.stabilizer_sign == "signed" and _is_number(eps) and eps > 0):
+            return False
+        held = getattr(like, "new_tensor", None)
+        return held is None or bool(held(float(eps)) != 0)
 
     def column(self, ops, contributions: tuple, biases: tuple) -> tuple[tuple, Any]:
         """Turn per-share sums into per-column factors.
@@ -267,7 +272,7 @@ class Rule:
             self.stabilize(ops, z if b is None else z + b) for z, b in zip(contributions, biases)
         )
         coefficients, dead = self.coefficients(ops, denominators)
-        if self._denominators_nonzero():
+        if self._denominators_nonzero(denominators[0]):
             scales = [k / d for k, d in zip(coefficients, denominators)]
         else:
             scales = [ops.safe_divide(k, d) for k, d in zip(coefficients, denominators)]

@@ -434,7 +434,10 @@ class Writer:
             args.append(f"mask={self.tensor(atom.mask)}")
         if atom.absorber:
             args.append("absorber=True")
-        return f"At({', '.join(args)})"
+        if atom.parallel:
+            args.append("parallel=True")
+        text = f"At({', '.join(args)})"
+        return f"(~{text})" if atom.negated else text
 
     def pickled(self, value: Any) -> str:
         self.imports.add("from nrm_verify.codegen import unpickle")

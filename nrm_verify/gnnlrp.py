@@ -397,10 +397,11 @@ def _cylinder_masks(fw: Forward, cylinder, sizes) -> dict[int, tuple[torch.Tenso
             mask = mask.reshape(-1)
         else:
             mask = atom.mask.reshape(-1).clone()
+        bot = atom.absorber
+        if atom.negated:  # {X_l ∉ S}: the other neurons, ⊥ unless S holds it
+            mask, bot = ~mask, not bot
         if l in out:
-            mask, bot = mask & out[l][0], atom.absorber and out[l][1]
-        else:
-            bot = atom.absorber
+            mask, bot = mask & out[l][0], bot and out[l][1]
         out[l] = (mask, bot)
     return out
 

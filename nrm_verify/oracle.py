@@ -341,7 +341,7 @@ class ExactNetwork:
                 raise EventIndexError(f"{atom!r}: mask of {atom.mask.numel()} entries for {n} neurons")
             sel[:n] = atom.mask.reshape(-1).numpy()
         sel[n] = atom.absorber
-        return l, sel
+        return l, (~sel if atom.negated else sel)
 
     def cylinder(self, atoms: frozenset) -> dict[int, np.ndarray]:
         """A cylinder (set of atoms) → one mask per constrained layer (intersected)."""

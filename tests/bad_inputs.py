@@ -17,11 +17,13 @@ from torch import nn
 
 import nrm
 from nrm.errors import (
+    ArgumentError,
     CaptureMismatchError,
     DataDependentControlFlowError,
     DeviceMismatchError,
     DtypeMismatchError,
     EventIndexError,
+    EventTooLargeError,
     InPlaceViewError,
     NonFiniteError,
     NullEventError,
@@ -150,6 +152,13 @@ class WrongScaleKind(nrm.layers.Linear):
         from nrm.linear import DenseMap
 
         return DenseMap(torch.diag(2 * call.module.scale.detach()), None)
+
+
+def _intersection_of_unions(n: int):
+    event = nrm.OMEGA
+    for i in range(n):
+        event = event & (nrm.At("input", index=[i]) | nrm.At("fc1", index=[i]))
+    return event
 
 
 def with_wrong_kind(model, x):
@@ -421,4 +430,40 @@ CASES: list[BadInput] = [
     BadInput("rules-bad-key", RuleAssignmentError, ("key 3", "layer name", "module type", "nrm.FIRST"),
              dense, explain(rules={3: Epsilon()})),
     BadInput("rules-bad-type", RuleAssignmentError, ("rules= takes", "int"), dense, explain(rules=42)),
+    BadInput("rules-without-shares", RuleParameterError, ("shares()", "'fc1'", "docs/rules.md"),
+             dense, explain(rules=nrm.rules.Rule())),
+    BadInput("rules-zbox-wrong-shape", RuleParameterError, ("low", "(2,)", "(4,)"),
+             dense, explain(rules=ZBox(torch.zeros(2), torch.ones(2)))),
+    # arguments of explain, of the measure's methods and of events (issue 12: every entry point × bad values)
+    BadInput("argument-chunk-zero", ArgumentError, ("chunk=", "0"), dense, explain(chunk=0)),
+    BadInput("argument-chunk-float", ArgumentError, ("chunk=", "2.5"), dense, explain(chunk=2.5)),
+    BadInput("argument-check", ArgumentError, ("check=", "'yes'"), dense, explain(check="yes")),
+    BadInput("argument-output-not-callable", ArgumentError, ("output=", "int"), dense, explain(output=3)),
+    BadInput("argument-start-list", ArgumentError, ("start=", "list"), dense,
+             explain(target=None, start=[[1.0, 2.0, 3.0]] * 2)),
+    BadInput("nonfinite-start", NonFiniteError, ("start=", "NaN or Inf"), dense,
+             explain(target=None, start=torch.full((2, 3), float("nan")))),
+    BadInput("shape-target-bool", ShapeError, ("target=",), dense, explain(target=True)),
+    BadInput("shape-target-string", ShapeError, ("target=",), dense, explain(target="1")),
+    BadInput("shape-target-none-in-list", ShapeError, ("target=",), dense, explain(target=[0, None])),
+    BadInput("shape-target-huge", ShapeError, ("out of range",), dense, explain(target=2 ** 70)),
+    BadInput("shape-empty-batch", ShapeError, ("empty batch",), dense, with_input(lambda x: x[:0])),
+    BadInput("device-input-on-meta", DeviceMismatchError, ("meta",), dense, with_input(lambda x: x.to("meta"))),
+    BadInput("argument-at-layer-not-a-string", ArgumentError, ("layer name", "0"), dense,
+             lambda model, x: nrm.At(0)),
+    BadInput("argument-event-and-number", ArgumentError, ("events combine with events", "int"), dense,
+             lambda model, x: nrm.At("fc1") & 3),
+    BadInput("argument-within-string", ArgumentError, ("event", "str"), dense,
+             query(lambda m: m.marginal("input", within="fc1"))),
+    BadInput("argument-given-string", ArgumentError, ("event", "str"), dense,
+             query(lambda m: m.conditional(nrm.At("fc1"), given="x"))),
+    BadInput("argument-joint-same-layer", ArgumentError, ("two different layers", "'fc1'", "'relu1'"), dense,
+             query(lambda m: m.joint("fc1", "relu1"))),
+    BadInput("argument-joint-by", ArgumentError, ("by=", "'pixel'"), dense,
+             query(lambda m: m.joint("input", "fc1", by="pixel"))),
+    BadInput("argument-walk-not-a-list", ArgumentError, ("walk()", "str"), dense, query(lambda m: m.walk("012"))),
+    BadInput("event-index-bool", EventIndexError, ("index=", "True", "mask="), dense,
+             lambda model, x: nrm.At("fc1", index=[True])),
+    BadInput("event-too-large", EventTooLargeError, ("cylinders", "At(layer, index=[…])"), dense,
+             lambda model, x: _intersection_of_unions(13)),
 ]
