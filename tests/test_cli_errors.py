@@ -78,6 +78,17 @@ CASES = [
     ("check-out-is-a-file", ["check", "--only", "Zero", "--no-peers", "--out", "{file}"], ("--out", "not a folder")),
     ("check-bad-rule-spec", ["check", "--rule", "not-a-spec", "--no-peers", "--out", "{tmp}/r"], ("--rule",)),
     ("check-unknown-profile", ["check", "--profile", "fast"], ("invalid choice: 'fast'",)),
+    # -- check-layer
+    ("check-layer-not-a-kind", ["check-layer", "nrm.rules:Epsilon"], ("subclass of nrm.layers.Kind", "Epsilon")),
+    ("check-layer-missing-module", ["check-layer", "no.such.module:Kind"], ("cannot load",)),
+    ("check-layer-missing-file", ["check-layer", "{tmp}/nope.py:Kind"], ("cannot load",)),
+    ("check-layer-unknown-check", ["check-layer", "nrm.layers.linear:Dense", "--law", "K9"], ("unknown check 'K9'",)),
+    ("check-layer-negative-examples", ["check-layer", "nrm.layers.linear:Dense", "--max-examples", "-5"],
+     ("--max-examples", "at least 1")),
+    ("check-layer-json-in-a-missing-folder", ["check-layer", "nrm.layers.linear:Dense", "--json", "{tmp}/no/r.json"],
+     ("--json", "does not exist")),
+    ("check-layer-zero-timeout", ["check-layer", "nrm.layers.linear:Dense", "--search-timeout", "0"],
+     ("--search-timeout",)),
     # -- prove
     ("prove-unknown-law", ["prove", "--law", "L99"], ("unknown law 'L99'", "L14")),
     ("prove-law-without-a-proof", ["prove", "--law", "L8"], ("unknown law 'L8'",)),
