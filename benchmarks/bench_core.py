@@ -3,7 +3,7 @@
     python benchmarks/bench_core.py                      # 224×224, 2 threads, median of 5
     python benchmarks/bench_core.py --repeats 9 --memory --profile
 
-Cases (batch 1, CPU, float32, seeded weights of :func:`nrm_verify.models.vgg16`):
+Cases (batch 1, CPU, float32, seeded weights of :func:`nrm_verify.zoo.models.vgg16`):
 
   gradient   forward + backward of the target logit w.r.t. the input (requires_grad
              only on the input): the cost every propagation method is measured against;
@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 import nrm
-from nrm_verify.models import seeded_image, vgg16
+from nrm_verify.zoo.models import seeded_image, vgg16
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ("gradient", "epsilon", "preset", "events64")

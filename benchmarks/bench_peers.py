@@ -4,7 +4,7 @@
     python benchmarks/bench_peers.py --quick         # a small size, one run (what the tests use)
     .venv-peers/bin/python benchmarks/bench_peers.py # with the peers (they live in .venv-peers)
 
-Cases (batch 1, CPU, float32, seeded weights of :func:`nrm_verify.models.vgg16`):
+Cases (batch 1, CPU, float32, seeded weights of :func:`nrm_verify.zoo.models.vgg16`):
 
   gradient      forward + backward of the target logit w.r.t. the input: the unit;
   epsilon       nrm, Epsilon(1e-6) everywhere, marginal at the input      (target ≤ 1.15×);

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 import bench_core  # noqa: E402
 
 import nrm  # noqa: E402
-from nrm_verify.models import seeded_image, vgg16  # noqa: E402
+from nrm_verify.zoo.models import seeded_image, vgg16  # noqa: E402
 
 EVENT_LAYER = bench_core.EVENT_LAYER
 

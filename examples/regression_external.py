@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from nrm_verify.regression import compare, record
+from nrm_verify.report.snapshots import compare, record
 
 
 def gradient_x_input(model, x, target):

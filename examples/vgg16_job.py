@@ -4,7 +4,7 @@
     python examples/vgg16_job.py --size 64 --rules EpsilonPlusFlat
 
 The network has torchvision's VGG16 layout with seeded random weights
-(:func:`nrm_verify.models.vgg16`, nothing is downloaded) and the input is a smooth seeded
+(:func:`nrm_verify.zoo.models.vgg16`, nothing is downloaded) and the input is a smooth seeded
 image. The job prints
 
 1. per layer (the input, every convolution, pooling and linear layer) the mass on the
@@ -31,7 +31,7 @@ import torch
 
 import nrm
 from nrm.presets import PRESETS
-from nrm_verify.models import seeded_image, vgg16
+from nrm_verify.zoo.models import seeded_image, vgg16
 
 JOINT_LAYERS = ("features.21", "features.28")
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}

@@ -6,7 +6,7 @@ of its arguments. The same rule object is therefore evaluated
 
 * on torch tensors by the engine (:class:`TorchOps`),
 * on numpy object arrays of :class:`fractions.Fraction` by the exact oracle
-  (:class:`ObjectOps` with :class:`FractionScalars`, in :mod:`nrm_verify.oracle`),
+  (:class:`ObjectOps` with :class:`FractionScalars`, in :mod:`nrm_verify.references.oracle`),
 * on sympy expressions by the symbolic layer (:mod:`nrm_verify.symbolic`).
 
 Conventions (NRM-SPEC §2): ``pos(x) = max(x, 0)``, ``neg(x) = min(x, 0)`` and

@@ -15,11 +15,11 @@ In a test suite of your own:
 What it provides:
 
 * fixtures ``assert_laws`` (every applicable law of NRM-SPEC §4 on one given case, see
-  :func:`assert_laws`), ``assert_rule_sound`` (:func:`nrm_verify.validate.check_rule`
+  :func:`assert_laws`), ``assert_rule_sound`` (:func:`nrm_verify.validate.rules.check_rule`
   with the active hypothesis profile; "thorough" in tests marked ``nrm_slow``) and
   ``nrm_profile`` (the name of the profile in force);
 * the marker ``nrm_slow``: such tests run only with ``--nrm-slow`` (or ``NRM_SLOW=1``);
-* the hypothesis profiles ``ci`` and ``thorough`` (:mod:`nrm_verify.profiles`). The profile
+* the hypothesis profiles ``ci`` and ``thorough`` (:mod:`nrm_verify.properties.profiles`). The profile
   is chosen by ``--hypothesis-profile``, else the environment variable
   ``HYPOTHESIS_PROFILE``, else the ini option ``nrm_hypothesis_profile``; with none of
   them hypothesis's own default stays in force.
@@ -33,7 +33,7 @@ import os
 
 import pytest
 
-from . import profiles  # noqa: F401 — registers the profiles before hypothesis reads --hypothesis-profile
+from nrm_verify.properties import profiles  # noqa: F401 — registers the profiles before hypothesis reads --hypothesis-profile
 
 SLOW_MARKER = "nrm_slow"
 
@@ -112,17 +112,17 @@ def assert_laws(model, x, target, rules=None, *, events=None, tol: float | None 
     measure (L6), Markov (L7), LRP equivalence (L8), channel sums (L17), batch invariance
     for a batch, and the rule relations L9–L14 that concern the rules in use.
 
-    ``events`` replaces the default events (:func:`nrm_verify.checks.default_events`);
+    ``events`` replaces the default events (:func:`nrm_verify.properties.checks.default_events`);
     ``tol`` the tolerance; ``x2`` (a second input) adds L14 for input-independent rules.
     Returns the results; raises AssertionError naming every violated law, with the
     call that shows it."""
-    from .checks import laws_on_case
+    from nrm_verify.properties.checks import laws_on_case
 
     results = laws_on_case(model, x, target, rules, events=events, tol=tol, x2=x2)
     bad = [(code, r) for code, r in results if r.holds is False]
     if bad:
-        from . import abbreviate
-        from .codegen import Writer
+        from nrm_verify.properties import abbreviate
+        from nrm_verify.properties.codegen import Writer
 
         rules_code = abbreviate.line(abbreviate.lists(Writer().expr(rules)), 200)
         lines = [f"{len(bad)} of {len(results)} law checks violated for rules={rules_code}:"]
@@ -136,8 +136,8 @@ def assert_laws(model, x, target, rules=None, *, events=None, tol: float | None 
         if len(bad) > MAX_LISTED:
             lines.append(f"  … and {len(bad) - MAX_LISTED} more violated law checks")
         if shortened:
-            lines.append("  (long neuron lists are shortened here; nrm_verify.checks.laws_on_case(model, x, target, "
-                         "rules) returns every call in full)")
+            lines.append("  (long neuron lists are shortened here; nrm_verify.properties.checks.laws_on_case("
+                         "model, x, target, rules) returns every call in full)")
         error = AssertionError("\n".join(lines))
         error.results = results  # (code, LawResult) of every check, the calls in full
         raise error
@@ -158,7 +158,7 @@ def assert_laws_fixture():
 def assert_rule_sound(nrm_profile):
     """``assert_rule_sound(rule, **check_rule_options)``: run the validator on ``rule`` with
     this test's profile; fail with the report when a law is violated or the rule raises."""
-    from .validate import check_rule
+    from nrm_verify.validate.rules import check_rule
 
     def check(rule, **options):
         options.setdefault("profile", nrm_profile if nrm_profile in ("ci", "thorough") else "ci")

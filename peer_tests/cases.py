@@ -10,8 +10,8 @@ from torch import nn
 
 import nrm
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
-from nrm_verify import models
 from nrm_verify.peers.zennit import GeneralizedGamma, merge_batchnorm
+from nrm_verify.zoo import models
 
 TOL = 1e-9
 """Largest deviation accepted, relative to the largest |R| (float64 leaves ~1e-13)."""

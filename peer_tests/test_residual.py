@@ -23,11 +23,11 @@ from torch import nn
 
 import nrm
 from nrm.rules import AlphaBeta, Epsilon, Gamma, ZPlus
-from nrm_verify import architectures
 from nrm_verify.peers import PeerConventionError
 from nrm_verify.peers import captum as cp
 from nrm_verify.peers import crp as cr
 from nrm_verify.peers import zennit as zp
+from nrm_verify.zoo import architectures
 
 LOW, HIGH = -2.0, 2.0  # the seeded image lies in [-2, 2]
 LAYERS = {

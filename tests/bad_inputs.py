@@ -38,7 +38,7 @@ from nrm.errors import (
     ZeroOutputError,
 )
 from nrm.rules import AlphaBeta, Epsilon, Gamma, ZBox, Zero
-from nrm_verify.models import mlp, small_cnn
+from nrm_verify.zoo.models import mlp, small_cnn
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import nrm
-from nrm_verify.oracle import ExactMeasure, ExactNetwork
+from nrm_verify.references.oracle import ExactMeasure, ExactNetwork
 
 DTYPE = torch.float64
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from nrm_verify.cli import main
+from nrm_verify.commands import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -234,7 +234,7 @@ def test_a_model_returning_a_tuple_needs_output():
 
 
 def test_container_names_name_their_output():
-    from nrm_verify.architectures import BUILDERS
+    from nrm_verify.zoo.architectures import BUILDERS
 
     model = BUILDERS["resnet-basic"](seed=0, dtype=D)
     x = _x(1, 3, 8, 8)

@@ -1,4 +1,4 @@
-"""``nrm-verify check`` and :mod:`nrm_verify.conformance`: the report folder (Markdown, HTML,
+"""``nrm-verify check`` and :mod:`nrm_verify.validate.conformance`: the report folder (Markdown, HTML,
 JSON, figures), the verdict sources, and the exit status (0 nothing violated, 1 a violation,
 2 a usage error)."""
 
@@ -15,9 +15,9 @@ import pytest
 
 import nrm
 from nrm.rules import Zero
-from nrm_verify import conformance as C
-from nrm_verify.cli import main
+from nrm_verify.commands import main
 from nrm_verify.report import conformance as report
+from nrm_verify.validate import conformance as C
 from nrm_verify.validate import load_rule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +132,8 @@ def test_usage_errors_exit_2(argv, message, tmp_path, capsys):
 
 
 def test_unknown_profile_is_a_usage_error():
-    run = subprocess.run([sys.executable, "-m", "nrm_verify.cli", "check", "--profile", "fast"], capture_output=True,
-                         text=True, cwd=ROOT)
+    run = subprocess.run([sys.executable, "-m", "nrm_verify.commands", "check", "--profile", "fast"],
+                         capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "invalid choice: 'fast'" in run.stderr
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = "nrm_verify.models:small_cnn()"
+SMALL = "nrm_verify.zoo.models:small_cnn()"
 EXPLAIN = ["explain", "--model", SMALL, "--size", "16", "--quiet"]
 
 CASES = [
@@ -44,7 +44,7 @@ CASES = [
     ("explain-input-is-a-folder", EXPLAIN + ["--input", "{tmp}", "--out", "{tmp}/o"], ("no such file",)),
     ("explain-missing-model-file", ["explain", "--model", "{tmp}/nope.py:Net", "--out", "{tmp}/o"],
      ("--model", "no such file")),
-    ("explain-unknown-model-object", ["explain", "--model", "nrm_verify.models:nope", "--out", "{tmp}/o"],
+    ("explain-unknown-model-object", ["explain", "--model", "nrm_verify.zoo.models:nope", "--out", "{tmp}/o"],
      ("cannot load",)),
     ("explain-unknown-layer", EXPLAIN + ["--joint", "features.0", "nope", "--out", "{tmp}/o"], ("unknown layer",)),
     # -- check-rule
@@ -138,7 +138,7 @@ def places(tmp_path_factory) -> dict[str, str]:
 
 def run_cli(*argv: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "nrm_verify.cli", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nrm_verify.commands", *argv], capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env=env)
 
 

@@ -1,6 +1,6 @@
 """Models with branches (NRM-SPEC §1): residual sums, concatenations and fan-outs traced
 with torch.fx, on the ResNet-, Inception- and DenseNet-style models of
-:mod:`nrm_verify.architectures`.
+:mod:`nrm_verify.zoo.architectures`.
 
 Checked here on the engine alone: L1 at every layer of a branched model (the node's
 neurons, the copies on the paths that bypass it, and the absorber sum to one); LRP-0 =
@@ -23,7 +23,7 @@ from torch import nn
 import nrm
 from nrm import At
 from nrm.rules import Epsilon, Gamma, Zero
-from nrm_verify import architectures as A
+from nrm_verify.zoo import architectures as A
 
 MODELS = tuple(A.BUILDERS)
 RULES = {

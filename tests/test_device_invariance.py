@@ -13,7 +13,7 @@ from hypothesis import given, note, settings
 
 import nrm
 from nrm_verify import laws
-from nrm_verify import strategies as S
+from nrm_verify.properties import strategies as S
 
 DEVICES = laws.available_devices()
 RULES = ("zero", "epsilon", "gamma", "zplus", "alphabeta", "wsquare", "flat")

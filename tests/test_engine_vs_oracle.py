@@ -19,7 +19,7 @@ import torch
 from nets import PRESETS, RULES, assert_matches, exact_case, mixed_rules
 
 import nrm
-from nrm_verify.oracle import METHODS
+from nrm_verify.references.oracle import METHODS
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 

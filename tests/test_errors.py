@@ -82,7 +82,7 @@ DEVICES = [
 def test_results_agree_across_devices(device):
     """The same model and input on every available device give the float64 CPU measure
     within float32 tolerance (NRM-SPEC §4, invariances), and results stay on the device."""
-    from nrm_verify.models import small_cnn
+    from nrm_verify.zoo.models import small_cnn
 
     x64 = torch.linspace(-1.0, 1.0, 2 * 3 * 16 * 16, dtype=torch.float64).reshape(2, 3, 16, 16).sin()
     rules = nrm.presets.EpsilonGammaFlat()

@@ -13,9 +13,9 @@ from torch import nn
 
 pytest.importorskip("matplotlib", reason="the explain figures need matplotlib (the report extra)")
 
-from nrm_verify.cli import main  # noqa: E402
+from nrm_verify.commands import main  # noqa: E402
 from nrm_verify.commands.explain import sequential_from_script  # noqa: E402
-from nrm_verify.models import small_cnn  # noqa: E402
+from nrm_verify.zoo.models import small_cnn  # noqa: E402
 
 FIGURES = ("heatmap.png", "masses.png", "joint.png", "flow.png", "concepts.png")
 
@@ -187,7 +187,7 @@ def test_missing_files(tmp_path, capsys):
     _bad(["--model", str(tmp_path / "nope.pt")], capsys, "no such file")
     _bad(["--input", str(tmp_path / "nope.png"), "--size", "32"], capsys, "no such file")
     path, _ = _scripted_cnn(tmp_path)
-    _bad(["--model", "nrm_verify.models:small_cnn()", "--state-dict", str(tmp_path / "nope.pt")], capsys,
+    _bad(["--model", "nrm_verify.zoo.models:small_cnn()", "--state-dict", str(tmp_path / "nope.pt")], capsys,
          "no such file")
 
 
@@ -242,9 +242,9 @@ def test_models_that_cannot_be_read(tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a model")
     _bad(["--model", str(junk)], capsys, "not a TorchScript archive")
-    _bad(["--model", "nrm_verify.models:no_such_thing"], capsys, "cannot load")
+    _bad(["--model", "nrm_verify.zoo.models:no_such_thing"], capsys, "cannot load")
     torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "w.pt")
-    _bad(["--model", "nrm_verify.models:small_cnn()", "--state-dict", str(tmp_path / "w.pt")], capsys,
+    _bad(["--model", "nrm_verify.zoo.models:small_cnn()", "--state-dict", str(tmp_path / "w.pt")], capsys,
          "does not fit the model")
 
 

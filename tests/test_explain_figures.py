@@ -16,11 +16,11 @@ pytest.importorskip("matplotlib", reason="the explain figures need matplotlib (t
 
 import nrm  # noqa: E402
 from nrm_verify import report  # noqa: E402
-from nrm_verify.architectures import resnet  # noqa: E402
-from nrm_verify.cli import main  # noqa: E402
+from nrm_verify.commands import main  # noqa: E402
 from nrm_verify.commands.explain import default_flow_layers  # noqa: E402
-from nrm_verify.models import seeded_image  # noqa: E402
 from nrm_verify.report import figures  # noqa: E402
+from nrm_verify.zoo.architectures import resnet  # noqa: E402
+from nrm_verify.zoo.models import seeded_image  # noqa: E402
 
 
 def check_image(path, min_side: int = 200) -> None:
@@ -120,7 +120,7 @@ def test_conditional_heatmaps_have_colour_bars(tmp_path):
 
 
 def test_explain_on_a_residual_model_writes_its_figures(tmp_path, capsys):
-    code = main(["explain", "--model", "nrm_verify.architectures:resnet()", "--size", "16", "--quiet", "--top", "3",
+    code = main(["explain", "--model", "nrm_verify.zoo.architectures:resnet()", "--size", "16", "--quiet", "--top", "3",
                  "--beam", "4", "--paths", "3", "--concepts", "2", "--out", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -1,4 +1,4 @@
-"""The GNN-LRP reference (nrm_verify.gnnlrp) on its own, and L15 through nrm_verify.laws.
+"""The GNN-LRP reference (nrm_verify.references.gnnlrp) on its own, and L15 through nrm_verify.laws.
 
 The reference is checked against the exact numbers of NRM-SPEC §6 (independently of the
 engine), then against the engine on generated networks for every built-in rule and
@@ -18,8 +18,9 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import nrm
-from nrm_verify import gnnlrp, laws
-from nrm_verify import strategies as S
+from nrm_verify import laws
+from nrm_verify.properties import strategies as S
+from nrm_verify.references import gnnlrp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "rules"))
 from leaky import BiasDroppingZero  # noqa: E402
@@ -176,7 +177,7 @@ def test_l15_is_not_applicable_to_a_relevance_reading_rule():
 
 
 def test_the_reference_refuses_a_model_it_cannot_read():
-    from nrm_verify.architectures import resnet
+    from nrm_verify.zoo.architectures import resnet
 
     model = resnet("basic", seed=0, dtype=torch.float64)
     with pytest.raises(gnnlrp.UnsupportedModelError, match="sequential"):

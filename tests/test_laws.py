@@ -5,7 +5,7 @@ One test per rule or preset draws a case (network, input, target, events) and ch
 laws of the measure on it — L1 (normalization and column-stochastic kernels), L2, L3
 (marginalization and joint marginals), L4 (chain rule and multiplicative law), L5, L6, L7,
 L8 (against standard LRP computed with autograd), L15 (a walk against GNN-LRP's nested
-masking, :mod:`nrm_verify.gnnlrp`), L16 (a CRP condition against masked LRP), L17 and
+masking, :mod:`nrm_verify.references.gnnlrp`), L16 (a CRP condition against masked LRP), L17 and
 batch invariance — each law's own arguments drawn from the case. CPU/CUDA invariance is
 in ``tests/test_device_invariance.py``; walk sets and general events for L15 in
 ``tests/test_gnnlrp.py``. The relations between rules (L9–L14) get one test each
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import nrm
 from nrm_verify import laws
-from nrm_verify import strategies as S
+from nrm_verify.properties import strategies as S
 
 RULES = ("zero", "epsilon", "gamma", "zplus", "alphabeta", "wsquare", "flat", "zbox")
 PRESETS = tuple(nrm.presets.PRESETS)

@@ -3,7 +3,7 @@ rule and preset (issue 5: "Laws L1–L7 and L18 hold on the residual, concatenat
 dense-block models").
 
 Hypothesis draws the architecture (ResNet basic and bottleneck blocks, Inception-style
-concatenation, DenseNet-style dense block — :mod:`nrm_verify.architectures`), the seed of
+concatenation, DenseNet-style dense block — :mod:`nrm_verify.zoo.architectures`), the seed of
 its weights and input, the target, and the layers and neurons the laws are asked about.
 Events on branch layers are drawn with both semantics (``parallel=False`` / ``True``).
 """
@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 import nrm
 from nrm import At
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
-from nrm_verify import architectures as A
 from nrm_verify import laws
+from nrm_verify.zoo import architectures as A
 
 RULES = {
     "zero": lambda: Zero(),
@@ -53,7 +53,7 @@ def dag_cases(draw, config):
     gen = torch.Generator().manual_seed(seed)
     x = (torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=gen) * 6 - 3).clamp(-3, 3)
     target = draw(st.integers(0, 9))
-    note(f"model = nrm_verify.architectures.BUILDERS[{name!r}](seed={seed}, dtype=torch.float64); "
+    note(f"model = nrm_verify.zoo.architectures.BUILDERS[{name!r}](seed={seed}, dtype=torch.float64); "
          f"x = (torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed({seed})) * 6 - 3)"
          f"; target = {target}; rules = {config}")
     m = nrm.explain(model, x, target=target, rules=_rules(config))

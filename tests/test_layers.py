@@ -15,11 +15,11 @@ from torch import nn
 import nrm
 from nrm.linear import DiagonalMap
 from nrm_verify import laws
-from nrm_verify.checks import laws_on_case
-from nrm_verify.oracle import ExactNetwork
-from nrm_verify.reference import reference_lrp
+from nrm_verify.properties.checks import laws_on_case
+from nrm_verify.references.explicit import reference_lrp
+from nrm_verify.references.oracle import ExactNetwork
 from nrm_verify.validate import HELD, NOT_APPLICABLE, PROVED, VIOLATED
-from nrm_verify.validate_layer import check_layer
+from nrm_verify.validate.layers import check_layer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -196,13 +196,13 @@ def test_check_layer_refuses_what_is_not_a_kind():
 
 
 def test_check_layer_command(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "nrm_verify.cli", "check-layer",
+    out = subprocess.run([sys.executable, "-m", "nrm_verify.commands", "check-layer",
                           "examples/layers/channel_scale.py:ChannelScaleKind", "--max-examples", "3",
                           "--law", "K2", "--law", "K3", "--json", str(tmp_path / "r.json")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "K3 transposes are adjoints" in out.stdout and (tmp_path / "r.json").is_file()
-    bad = subprocess.run([sys.executable, "-m", "nrm_verify.cli", "check-layer", "nrm.rules:Epsilon"],
+    bad = subprocess.run([sys.executable, "-m", "nrm_verify.commands", "check-layer", "nrm.rules:Epsilon"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
 

@@ -25,7 +25,7 @@ from nrm.lrn import (
 )
 from nrm.ops import TORCH
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus, ones
-from nrm_verify.models import alexnet_lrn, seeded_image
+from nrm_verify.zoo.models import alexnet_lrn, seeded_image
 
 DT = torch.float64
 EXPANSIONS = ("gradient", "root", "identity")

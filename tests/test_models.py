@@ -1,4 +1,4 @@
-"""The seeded builders of :mod:`nrm_verify.models`: layout, determinism, sane outputs."""
+"""The seeded builders of :mod:`nrm_verify.zoo.models`: layout, determinism, sane outputs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import nrm
-from nrm_verify.models import VGG16_CONFIG, mlp, seeded_image, small_cnn, vgg16
+from nrm_verify.zoo.models import VGG16_CONFIG, mlp, seeded_image, small_cnn, vgg16
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import nrm
-import nrm_verify.oracle as oracle
-from nrm_verify.oracle import METHODS, ExactNetwork, exact_rule
+import nrm_verify.references.oracle as oracle
+from nrm_verify.references.oracle import METHODS, ExactNetwork, exact_rule
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 

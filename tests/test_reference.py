@@ -22,7 +22,7 @@ from nrm.errors import (
     UnsupportedModuleError,
     ZeroOutputError,
 )
-from nrm_verify.reference import reference_lrp, reference_masked, rule_kernel
+from nrm_verify.references.explicit import reference_lrp, reference_masked, rule_kernel
 
 R = nrm.rules
 DTYPE = torch.float64

@@ -1,4 +1,4 @@
-"""Regression snapshots (nrm_verify.regression, ``nrm-verify snapshot``).
+"""Regression snapshots (nrm_verify.report.snapshots, ``nrm-verify snapshot``).
 
 The project's own snapshot ``tests/snapshots/nrm-core`` holds nrm's marginals for every
 preset, a few rules on every layer and LRP relevances, on mlp, small_cnn and small_vgg16
@@ -23,8 +23,8 @@ import pytest
 import torch
 
 import nrm
-from nrm_verify import regression as R
-from nrm_verify.cli import main
+from nrm_verify.commands import main
+from nrm_verify.report import snapshots as R
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -15,13 +15,13 @@ from torch import nn
 
 import nrm
 from nrm.rules import Part, Rule, Share, identity
-from nrm_verify import abbreviate
+from nrm_verify.properties import abbreviate
 from nrm_verify.pytest_plugin import assert_laws
-from nrm_verify.regression import CaseResult, Comparison
+from nrm_verify.report.snapshots import CaseResult, Comparison
 from nrm_verify.validate import VIOLATED, RuleReport, Verdict
 
 USER_TEST = '''
-from nrm_verify.regression import CaseResult, Comparison
+from nrm_verify.report.snapshots import CaseResult, Comparison
 from nrm_verify.validate import VIOLATED, RuleReport, Verdict
 
 

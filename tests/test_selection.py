@@ -1,4 +1,4 @@
-"""Neuron selection (nrm_verify.selection): the curves, the silencing, the rankings, and
+"""Neuron selection (nrm_verify.report.selection): the curves, the silencing, the rankings, and
 that the user's model is left as it was."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 import nrm
-from nrm_verify.models import seeded_image, small_cnn, vgg16
-from nrm_verify.selection import (
+from nrm_verify.report.selection import (
     RANKINGS,
     LayerCut,
     default_ks,
@@ -23,6 +22,7 @@ from nrm_verify.selection import (
     silenced_outputs,
     smape,
 )
+from nrm_verify.zoo.models import seeded_image, small_cnn, vgg16
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The hypothesis strategies of :mod:`nrm_verify.strategies`: what they draw is valid, its
+"""The hypothesis strategies of :mod:`nrm_verify.properties.strategies`: what they draw is valid, its
 repr is Python that rebuilds it exactly, and the special structures (dead units, tied
 weights, near-zero pre-activations, every supported module) are really drawn."""
 
@@ -16,9 +16,9 @@ import nrm
 from nrm import At
 from nrm.engine import Engine
 from nrm.graph import ProperFFNN
-from nrm_verify import codegen
-from nrm_verify import strategies as S
-from nrm_verify.strategies import Case, Input  # noqa: F401 — names the reprs use
+from nrm_verify.properties import codegen
+from nrm_verify.properties import strategies as S
+from nrm_verify.properties.strategies import Case, Input  # noqa: F401 — names the reprs use
 
 NAMESPACE = {"torch": torch, "nn": nn, "nrm": nrm, "At": At, "Case": Case,
              **{n: getattr(codegen, n) for n in ("linear", "conv1d", "conv2d", "batchnorm1d", "batchnorm2d",

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 
 import nrm
-from nrm_verify.models import vgg16
+from nrm_verify.zoo.models import vgg16
 
 HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
               "_state_dict_hooks", "_load_state_dict_pre_hooks")

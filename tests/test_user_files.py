@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nrm_verify import regression as R
+from nrm_verify.report import snapshots as R
 
 HELPERS = '''
 def weight(ops, w):
@@ -41,8 +41,8 @@ class SiblingEpsilon(Rule):
 CASES = '''
 import torch
 
-from nrm_verify.models import mlp
-from nrm_verify.regression import Case
+from nrm_verify.zoo.models import mlp
+from nrm_verify.report.snapshots import Case
 
 
 def tiny(width, dtype):
@@ -138,7 +138,7 @@ def test_an_explain_model_file_imports_its_sibling(project):
     (project / "net.py").write_text("import torch\nfrom blocks import block\n\n"
                                     "def make():\n    return torch.nn.Sequential(block(), torch.nn.ReLU(), "
                                     "torch.nn.Linear(3, 2))\n")
-    code = "from nrm_verify.codegen import load_object; print(type(load_object('net.py:make()')).__name__)"
+    code = "from nrm_verify.properties.codegen import load_object; print(type(load_object('net.py:make()')).__name__)"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, cwd=project, env=env,
                          timeout=120)  # -P: the current directory is not put on sys.path

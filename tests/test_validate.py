@@ -246,7 +246,7 @@ def test_a_symbolic_refutation_without_a_numeric_counterexample_is_a_note():
 # -- the command ---------------------------------------------------------------------------------------
 def _cli(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "nrm_verify.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "nrm_verify.commands", *args], capture_output=True, text=True,
                           timeout=300, cwd=ROOT, env=env)
 
 

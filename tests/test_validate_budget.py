@@ -68,7 +68,7 @@ def rules_file(tmp_path_factory) -> Path:
 
 def run_cli(*argv: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
     start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "nrm_verify.cli", *argv], capture_output=True, text=True, cwd=ROOT,
+    run = subprocess.run([sys.executable, "-m", "nrm_verify.commands", *argv], capture_output=True, text=True, cwd=ROOT,
                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return run, time.perf_counter() - start
 

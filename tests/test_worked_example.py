@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import nrm
-from nrm_verify.oracle import METHODS, ExactNetwork
+from nrm_verify.references.oracle import METHODS, ExactNetwork
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: see conftest
 

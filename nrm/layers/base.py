@@ -87,7 +87,7 @@ class Kind:
     def examples(self) -> list[tuple[nn.Module, tuple[int, ...]]]:
         """Modules (float64, eval mode) whose forward is read by this kind, each with the
         per-sample input shape it takes: ``nrm-verify check-layer`` and the strategies of
-        :mod:`nrm_verify.strategies` build networks around them. A kind for a module type
+        :mod:`nrm_verify.properties.strategies` build networks around them. A kind for a module type
         (``modules = (MyLayer,)``) gets one example per type by default, built without
         arguments, when its input shape is declared as ``example_shape``."""
         shape = getattr(self, "example_shape", None)
@@ -103,7 +103,7 @@ class Kind:
 
     def code(self, module: nn.Module, writer: Any) -> str | None:
         """A Python expression that rebuilds ``module`` in a counterexample program (the code
-        writer of :mod:`nrm_verify.codegen` calls it for modules of this kind; ``writer.imports``
+        writer of :mod:`nrm_verify.properties.codegen` calls it for modules of this kind; ``writer.imports``
         takes the imports it needs). None: the module is written as a pickle."""
         return None
 

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from .arguments import output_problem, positive_float
+from nrm_verify.commands.arguments import output_problem, positive_float
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 

@@ -1,6 +1,6 @@
 """``nrm-verify check``: every built-in rule and preset against every law, as a table on
 the terminal and a report folder (report.md, report.html, report.json, matrix.png,
-deviations.png). The logic is :mod:`nrm_verify.conformance`; the report is
+deviations.png). The logic is :mod:`nrm_verify.validate.conformance`; the report is
 :mod:`nrm_verify.report.conformance`.
 
 Exit status: 0 when nothing was violated, 1 when a cell is violated, 2 on a usage error.
@@ -11,14 +11,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .arguments import output_problem
+from nrm_verify.commands.arguments import output_problem
 
 DEFAULT_OUT = "nrm-report"
 QUICK_EXAMPLES = 5
 
 
 def run(args) -> int:
-    from ..conformance import Row, check, select_rows
+    from nrm_verify.validate.conformance import Row, check, select_rows
 
     examples = args.examples if args.examples is not None else (QUICK_EXAMPLES if args.quick else None)
     if examples is not None and examples < 1:
@@ -31,7 +31,7 @@ def run(args) -> int:
     except ValueError as e:
         return _usage(str(e))
     for spec in args.rule or []:
-        from ..validate import InvalidRule, _structure, load_rule
+        from nrm_verify.validate.rules import InvalidRule, _structure, load_rule
         try:
             rule = load_rule(spec)
         except InvalidRule as e:
@@ -41,8 +41,8 @@ def run(args) -> int:
             return _usage(f"--rule {spec}: {problem}")
         rows.append(Row.of_rule(rule, name=spec.rpartition(":")[2]))
     try:
-        from ..report import Progress
-        from ..report import conformance as report
+        from nrm_verify.report import Progress
+        from nrm_verify.report import conformance as report
     except ImportError as e:
         return _usage(f"the report needs matplotlib ({e}); install nrm-verify with its dependencies")
 
@@ -81,7 +81,7 @@ def _usage(message: str) -> int:
 
 
 def register(commands) -> None:
-    from ..profiles import PROFILES
+    from nrm_verify.properties.profiles import PROFILES
 
     p = commands.add_parser(
         "check", help="every built-in rule and preset against every law (table + report folder)",

@@ -1,4 +1,4 @@
-"""``nrm-verify check-layer``: the validator of :mod:`nrm_verify.validate_layer` for one layer kind.
+"""``nrm-verify check-layer``: the validator of :mod:`nrm_verify.validate.layers` for one layer kind.
 
 Exit status: 0 nothing violated, 1 a check violated or the kind raising, 2 a usage error (a
 bad option, an unknown check, an argument that is not a layer kind) as one line on stderr.
@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import sys
 
-from .arguments import one_line, output_file, positive_float, positive_int
+from nrm_verify.commands.arguments import one_line, output_file, positive_float, positive_int
 
 PROG = "nrm-verify check-layer"
 
 
 def run(args) -> int:
-    from ..validate_layer import check_layer
+    from nrm_verify.validate.layers import check_layer
 
     report = check_layer(args.kind, profile=args.profile, max_examples=args.max_examples, only=args.law or None,
                          search_timeout=args.search_timeout)

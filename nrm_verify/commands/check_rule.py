@@ -1,4 +1,4 @@
-"""``nrm-verify check-rule``: the validator of :mod:`nrm_verify.validate` for one rule.
+"""``nrm-verify check-rule``: the validator of :mod:`nrm_verify.validate.rules` for one rule.
 
 Exit status: 0 no law violated, 1 a law violated or the rule raising, 2 a usage error (a
 bad option, an unknown law, an argument that is not a rule) as one line on stderr.
@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import sys
 
-from .arguments import one_line, output_file, positive_float, positive_int
+from nrm_verify.commands.arguments import one_line, output_file, positive_float, positive_int
 
 PROG = "nrm-verify check-rule"
 
 
 def run(args) -> int:
-    from ..validate import UnknownLaw, check_rule, normalize_laws
+    from nrm_verify.validate.rules import UnknownLaw, check_rule, normalize_laws
 
     try:
         laws = normalize_laws(args.law) if args.law else None

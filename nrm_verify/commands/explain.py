@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .arguments import nonnegative_int, one_line, positive_int
+from nrm_verify.commands.arguments import nonnegative_int, one_line, positive_int
 
 PROG = "nrm-verify explain"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -38,7 +38,7 @@ def load_model(spec: str | None, state_dict: str | None, seed: int) -> tuple[nn.
     """The model to explain (in eval mode; always a new object, never one the caller holds)
     and a description of it."""
     if spec is None:
-        from ..models import vgg16
+        from nrm_verify.zoo.models import vgg16
         model, what = vgg16(seed=seed), f"built-in VGG16 (seeded weights, seed {seed})"
     elif ":" in spec and not Path(spec).is_file():
         model, what = _model_from_object(spec), spec
@@ -51,7 +51,7 @@ def load_model(spec: str | None, state_dict: str | None, seed: int) -> tuple[nn.
 
 
 def _model_from_object(spec: str) -> nn.Module:
-    from ..codegen import load_object
+    from nrm_verify.properties.codegen import load_object
     try:
         obj = load_object(spec)
     except (ImportError, AttributeError, FileNotFoundError, ValueError) as e:
@@ -185,7 +185,7 @@ def load_input(spec: str | None, model: nn.Module, size: int, seed: int, normali
     first = _first_leaf(model)
     channels = getattr(first, "in_channels", 3)
     if spec is None:
-        from ..models import seeded_image
+        from nrm_verify.zoo.models import seeded_image
         if isinstance(first, nn.Linear):
             x = seeded_image((1, first.in_features), seed=seed, channels=1).reshape(1, first.in_features)
             return x.to(dtype), f"seeded vector of {first.in_features} values (seed {seed})"
@@ -328,7 +328,7 @@ def default_flow_layers(model: nn.Module, names: list[str], measure=None) -> lis
     hidden = names[1:-1]
     convs = [n for n in hidden if isinstance(modules.get(n), (nn.Conv1d, nn.Conv2d))]
     if measure is not None:
-        from ..report import on_one_path
+        from nrm_verify.report import on_one_path
         chosen = on_one_path(measure, convs, 4)
         if len(chosen) < 2:
             chosen = on_one_path(measure, hidden, 3)
@@ -349,8 +349,7 @@ def _check_layers(measure, layers: list[str], what: str) -> None:
 
 def run(args) -> int:
     import nrm
-
-    from ..report import Progress
+    from nrm_verify.report import Progress
 
     bar = Progress(8 + bool(args.selection), enabled=not args.quiet)
     try:
@@ -366,9 +365,8 @@ def run(args) -> int:
 
 def _run(args, bar) -> int:
     import nrm
-
-    from .. import report
-    from ..report import figures
+    from nrm_verify import report
+    from nrm_verify.report import figures
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -472,7 +470,7 @@ def _run(args, bar) -> int:
                                          [float(marg[c]) for c in top]))
 
     if args.selection:
-        from ..selection import selection_curves
+        from nrm_verify.report.selection import selection_curves
         bar.step(f"neuron selection at {args.selection}")
         try:
             curves = selection_curves(model, x, args.selection, target, measure=m, random_draws=args.random_draws,

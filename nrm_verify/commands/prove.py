@@ -9,11 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .arguments import positive_int
+from nrm_verify.commands.arguments import positive_int
 
 
 def run(args) -> int:
-    from ..symbolic import prove
+    from nrm_verify.symbolic import prove
 
     try:
         args.law, args.rule, args.arch = prove.select(args.law, args.rule, args.arch)

@@ -1,4 +1,4 @@
-"""``nrm-verify snapshot record|compare``: regression snapshots of explainers (:mod:`nrm_verify.regression`).
+"""``nrm-verify snapshot record|compare``: regression snapshots of explainers (:mod:`nrm_verify.report.snapshots`).
 
     nrm-verify snapshot record  snaps/mine --explainer path/to/explain.py:explain --cases quick
     nrm-verify snapshot compare snaps/mine                  # re-runs the recorded explainers
@@ -14,11 +14,11 @@ import json
 import shlex
 import sys
 
-from .arguments import nonnegative_float, one_line, output_file, output_problem
+from nrm_verify.commands.arguments import nonnegative_float, one_line, output_file, output_problem
 
 
 def _explainers(args) -> list[str] | None:
-    from ..regression import SUITES, SnapshotError
+    from nrm_verify.report.snapshots import SUITES, SnapshotError
 
     specs = list(args.explainer or [])
     for suite in args.suite or []:
@@ -49,7 +49,7 @@ def _error(action: str, message: str) -> int:
 
 
 def run_record(args) -> int:
-    from ..regression import SnapshotError, record, snapshot_paths
+    from nrm_verify.report.snapshots import SnapshotError, record, snapshot_paths
 
     for path in snapshot_paths(args.path):
         problem = output_problem(path, create_folders=True)
@@ -71,7 +71,7 @@ def run_record(args) -> int:
 
 
 def run_compare(args) -> int:
-    from ..regression import SnapshotError, compare
+    from nrm_verify.report.snapshots import SnapshotError, compare
 
     try:
         report = compare(args.path, _explainers(args), cases=args.cases, only_cases=args.case, rtol=args.rtol,

@@ -49,8 +49,7 @@ from nrm.presets import assign
 from nrm.rules import Epsilon, Gamma, Part, Rule, Share, Zero, ZPlus
 from nrm.rules import identity as _identity
 from nrm.rules import positive as _positive
-
-from . import PeerConventionError, require
+from nrm_verify.peers import PeerConventionError, require
 
 PASS_EPSILON = 1e-300
 """ε of captum's EpsilonRule on max-pooling and flatten: a / (a + ε) = 1 in float64."""

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import require
+from nrm_verify.peers import require
 
 
 def _crp():

@@ -63,8 +63,7 @@ from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, WSquar
 from nrm.rules import identity as _identity
 from nrm.rules import negative as _negative
 from nrm.rules import positive as _positive
-
-from . import PeerConventionError, require
+from nrm_verify.peers import PeerConventionError, require
 
 POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -1,5 +1,5 @@
 """The report of ``nrm-verify check``: the conformance table of
-:mod:`nrm_verify.conformance` as ``report.md``, ``report.html`` and ``report.json``, and two
+:mod:`nrm_verify.validate.conformance` as ``report.md``, ``report.html`` and ``report.json``, and two
 figures (matplotlib, Agg backend, imported only when the figures are drawn):
 
 * ``matrix.png`` — rows (rules, presets) × columns (L1 … L18, INV, peers), one coloured
@@ -16,7 +16,16 @@ import json
 import math
 from pathlib import Path
 
-from ..conformance import HELD, NOT_APPLICABLE, NOT_CHECKED, PROVED, STATUSES, TITLES, VIOLATED, Conformance
+from nrm_verify.validate.conformance import (
+    HELD,
+    NOT_APPLICABLE,
+    NOT_CHECKED,
+    PROVED,
+    STATUSES,
+    TITLES,
+    VIOLATED,
+    Conformance,
+)
 
 COLOURS = {PROVED: "#1a7f37", HELD: "#8fd19e", VIOLATED: "#d1242f", NOT_APPLICABLE: "#d0d7de",
            NOT_CHECKED: "#ffffff"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import ZERO  # |μ| at or below it is drawn as nothing
+from nrm_verify.report import ZERO  # |μ| at or below it is drawn as nothing
 
 DPI = 110
 CMAP = "bwr"

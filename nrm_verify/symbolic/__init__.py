@@ -18,14 +18,14 @@ rational functions for proofs), :mod:`.proof` (identities, counterexamples), :mo
 :mod:`.crosscheck` (closed forms vs the engine and the oracle), :mod:`.worked_example`.
 """
 
-from .derive import NumericMeasure, SymbolicMeasure
-from .network import SymbolicLayer, SymbolicNetwork, SymbolicNetworkError
-from .ops import Fact, SignDecider, SympyScalars, sympy_ops, to_sympy
+from nrm_verify.symbolic.derive import NumericMeasure, SymbolicMeasure
+from nrm_verify.symbolic.network import SymbolicLayer, SymbolicNetwork, SymbolicNetworkError
+from nrm_verify.symbolic.ops import Fact, SignDecider, SympyScalars, sympy_ops, to_sympy
 
 
 def prove_rule(*args, **kwargs):
     """Every law for a rule of your own; see :func:`nrm_verify.symbolic.prove.prove_rule`."""
-    from .prove import prove_rule as _prove_rule
+    from nrm_verify.symbolic.prove import prove_rule as _prove_rule
 
     return _prove_rule(*args, **kwargs)
 

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
-
-from .network import SymbolicNetwork, _alternating
+from nrm_verify.symbolic.network import SymbolicNetwork, _alternating
 
 EPS = sp.Symbol("eps", positive=True)
 GAMMA = sp.Symbol("gamma", nonnegative=True)

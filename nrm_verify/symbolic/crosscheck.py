@@ -3,7 +3,7 @@
 :func:`crosscheck` evaluates a :class:`~nrm_verify.symbolic.derive.SymbolicMeasure` at a
 rational point, builds the same network as a float64 ``nn.Sequential`` with
 :meth:`SymbolicNetwork.to_torch`, and computes the same quantities with
-:func:`nrm.explain` and with the exact oracle :class:`nrm_verify.oracle.ExactNetwork`.
+:func:`nrm.explain` and with the exact oracle :class:`nrm_verify.references.oracle.ExactNetwork`.
 The rules given to the engine and the oracle are the symbolic rule objects with every
 sympy-valued attribute replaced by its value (:func:`numeric_rule`); a rule without
 symbolic parameters is passed *as is* — the very same object.
@@ -24,8 +24,7 @@ import torch
 
 from nrm.events import At, Event
 from nrm.rules import Rule
-
-from .derive import SymbolicMeasure
+from nrm_verify.symbolic.derive import SymbolicMeasure
 
 
 def numeric_rule(rule: Rule, point: dict, input_shape: tuple[int, ...]) -> Rule:
@@ -77,7 +76,7 @@ def crosscheck(m: SymbolicMeasure, point: dict, events: list[tuple[str, Event]] 
     engine = nrm.explain(model, x, target=m.target, rules=rules)
     exact = None
     if oracle:
-        from nrm_verify.oracle import ExactNetwork
+        from nrm_verify.references.oracle import ExactNetwork
 
         exact = ExactNetwork.from_model(model, x, rules).explain(target=m.target)
     numeric = m.at(point)
@@ -107,7 +106,8 @@ def _rename(event: Event, names: dict) -> Event:
         for atom in cyl:
             sel = {"index": {"index": list(atom.values)}, "none": {"index": []}, "all": {},
                    "channels": {"channels": list(atom.values)}}[atom.selector]
-            atoms.append(At(names.get(atom.layer, atom.layer), absorber=atom.absorber, **sel))
+            renamed = At(names.get(atom.layer, atom.layer), absorber=atom.absorber, **sel)
+            atoms.append(~renamed if atom.negated else renamed)
         cylinder = frozenset()
         for a in atoms:
             cylinder = cylinder | next(iter(a.terms))

@@ -24,10 +24,9 @@ import sympy as sp
 from nrm.errors import EventIndexError, NullEventError, RuleAssignmentError, ZeroOutputError
 from nrm.events import Event
 from nrm.rules import Rule, identity
-
-from .algebra import FactoredField
-from .network import SymbolicNetwork
-from .ops import ZERO, sympy_ops, to_sympy
+from nrm_verify.symbolic.algebra import FactoredField
+from nrm_verify.symbolic.network import SymbolicNetwork
+from nrm_verify.symbolic.ops import ZERO, sympy_ops, to_sympy
 
 
 class SymbolicMeasure:
@@ -217,12 +216,13 @@ class SymbolicMeasure:
                 if len(flat) != n:
                     raise EventIndexError(f"{atom!r}: the mask has {len(flat)} entries, layer {atom.layer!r} has {n}")
                 mask = [bool(v) for v in flat]
+            absorber = atom.absorber
+            if atom.negated:  # {X_l ∉ S}: the other neurons, and ⊥ unless S holds it
+                mask, absorber = [not v for v in mask], not absorber
             if l in out:
                 prev, pb = out[l]
                 mask = [p and q for p, q in zip(prev, mask)]
-                absorber = pb and atom.absorber
-            else:
-                absorber = atom.absorber
+                absorber = pb and absorber
             out[l] = (mask, absorber)
         return out
 

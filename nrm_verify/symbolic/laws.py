@@ -25,10 +25,16 @@ import sympy as sp
 
 from nrm.events import OMEGA, At
 from nrm.rules import BUILTIN_RULES, AlphaBeta, Epsilon, Gamma, Rule, ZBox, Zero, ZPlus
-
-from .derive import SymbolicMeasure
-from .network import SymbolicNetwork
-from .proof import NotApplicable, Step, check_finite, check_identity, check_independent, check_nonnegative
+from nrm_verify.symbolic.derive import SymbolicMeasure
+from nrm_verify.symbolic.network import SymbolicNetwork
+from nrm_verify.symbolic.proof import (
+    NotApplicable,
+    Step,
+    check_finite,
+    check_identity,
+    check_independent,
+    check_nonnegative,
+)
 
 StepThunk = Callable[[], Step]
 

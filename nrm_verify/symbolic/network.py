@@ -35,8 +35,7 @@ import numpy as np
 import sympy as sp
 
 from nrm.layers.linear import Conv, Dense
-
-from .ops import Fact, SignDecider, to_sympy
+from nrm_verify.symbolic.ops import Fact, SignDecider, to_sympy
 
 SIGNS = {"+": {"positive": True}, "-": {"negative": True}, "real": {"real": True},
          "nonzero": {"real": True, "nonzero": True}, "nonnegative": {"nonnegative": True}}
@@ -518,7 +517,7 @@ class SymbolicNetwork:
     def measure(self, rules, target: int = 0, start: Sequence | None = None,
                 assume_nonzero_denominators: bool = False):
         """The symbolic NRM of this network (see :class:`~nrm_verify.symbolic.derive.SymbolicMeasure`)."""
-        from .derive import SymbolicMeasure
+        from nrm_verify.symbolic.derive import SymbolicMeasure
 
         return SymbolicMeasure(self, rules, target=target, start=start,
                                assume_nonzero_denominators=assume_nonzero_denominators)

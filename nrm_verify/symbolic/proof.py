@@ -27,7 +27,7 @@ from typing import Any
 
 import sympy as sp
 
-from .ops import NONNEGATIVE, settle, to_sympy
+from nrm_verify.symbolic.ops import NONNEGATIVE, settle, to_sympy
 
 PROVED, REFUTED, FAILED, NOT_APPLICABLE = "proved", "refuted", "failed", "n/a"
 SEARCH_TRIES = 40

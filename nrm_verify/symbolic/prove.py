@@ -25,13 +25,12 @@ from pathlib import Path
 import sympy as sp
 
 from nrm.rules import Rule, ZBox, Zero
-
-from .catalog import ARCHITECTURES, CASES, RULES, Architecture, Case, RuleSpec
-from .derive import SymbolicMeasure
-from .laws import LAWS, Claim, Law, Subject
-from .network import SymbolicNetworkError
-from .ops import SymbolicSizeError
-from .proof import FAILED, NOT_APPLICABLE, REFUTED, NotApplicable, Proof, Step
+from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES, Architecture, Case, RuleSpec
+from nrm_verify.symbolic.derive import SymbolicMeasure
+from nrm_verify.symbolic.laws import LAWS, Claim, Law, Subject
+from nrm_verify.symbolic.network import SymbolicNetworkError
+from nrm_verify.symbolic.ops import SymbolicSizeError
+from nrm_verify.symbolic.proof import FAILED, NOT_APPLICABLE, REFUTED, NotApplicable, Proof, Step
 
 REPORT = Path(__file__).resolve().parents[2] / "proofs" / "REPORT.md"
 
@@ -284,7 +283,7 @@ def law_main(key: str, argv: Sequence[str] | None = None) -> int:
     """Run one law on every architecture, rule and case (or a selection) and print each
     proof — with ``--show``, every step and every counterexample. Exit status 1 when a
     proof is not as expected."""
-    from .proof import point_text
+    from nrm_verify.symbolic.proof import point_text
 
     law = next(law for law in LAWS if law.key == key)
     parser = argparse.ArgumentParser(description=f"{law.key} — {law.title}")
@@ -334,7 +333,7 @@ def select(laws: Sequence[str] | None, rules: Sequence[str] | None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .report import render
+    from nrm_verify.symbolic.report import render
 
     parser = argparse.ArgumentParser(prog="python -m nrm_verify.symbolic.prove", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a proof fails or the report is stale")

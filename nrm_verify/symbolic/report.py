@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .catalog import ARCHITECTURES, CASES, RULES
-from .laws import LAWS
-from .proof import FAILED, NOT_APPLICABLE, PROVED, REFUTED, Proof, point_text
+from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES
+from nrm_verify.symbolic.laws import LAWS
+from nrm_verify.symbolic.proof import FAILED, NOT_APPLICABLE, PROVED, REFUTED, Proof, point_text
 
 MARK = {PROVED: "✓ proved", REFUTED: "✗ refuted", NOT_APPLICABLE: "— n/a", FAILED: "⚠ FAILED"}
 
@@ -72,7 +72,7 @@ def render(proofs: list[Proof]) -> str:
     # -- the matrix ------------------------------------------------------------------------------------
     w("## Results: law × rule")
     w("")
-    from .prove import CASE_C
+    from nrm_verify.symbolic.prove import CASE_C
 
     w(f"Architectures: {', '.join(f'`{a.title}`' for a in archs)}; cases "
       + "; ".join(f"**{c.key}** ({c.title})" for c in CASES)
@@ -204,7 +204,7 @@ def render(proofs: list[Proof]) -> str:
     # -- assumptions and equations ----------------------------------------------------------------------
     w("## Assumptions of the 2-2-1 cases")
     w("")
-    from .prove import subject
+    from nrm_verify.symbolic.prove import subject
 
     arch = next(a for a in ARCHITECTURES if a.key == "2-2-1")
     for spec in RULES:
@@ -240,7 +240,7 @@ def render(proofs: list[Proof]) -> str:
         w("")
 
     # -- the worked example -------------------------------------------------------------------------------
-    from .worked_example import derivations, null_conditional_raises
+    from nrm_verify.symbolic.worked_example import derivations, null_conditional_raises
 
     w("## The worked example of NRM-SPEC §6, derived symbolically")
     w("")

@@ -20,9 +20,8 @@ import sympy as sp
 
 from nrm.events import At
 from nrm.rules import Epsilon, Gamma, Zero, ZPlus
-
-from .catalog import EPS, GAMMA
-from .network import SymbolicNetwork
+from nrm_verify.symbolic.catalog import EPS, GAMMA
+from nrm_verify.symbolic.network import SymbolicNetwork
 
 SIGNS = {(1, 0, 0): "+", (1, 1, 0): "+", (1, 0, 1): "+", (1, 1, 1): "-", (2, 0, 0): "+", (2, 1, 0): "-"}
 WEIGHTS = {"w1_11": 1, "w1_21": 1, "w1_12": 3, "w1_22": -1, "w2_11": 1, "w2_21": -1}

@@ -1,6 +1,6 @@
 """Check a new propagation rule against the laws of the measure (NRM-SPEC §4).
 
-    from nrm_verify.validate import check_rule
+    from nrm_verify.validate.rules import check_rule
     report = check_rule(MyRule(0.5))          # or check_rule("mypkg.rules:MyRule")
     print(report)                             # law by law
     report.ok                                 # no law violated, nothing raised
@@ -12,7 +12,7 @@ For every law the report says one of
 
 * **proved** — the symbolic layer (:mod:`nrm_verify.symbolic`) proved it for this rule on
   its symbolic networks (and the search below found no counterexample either);
-* **held on N cases** — a hypothesis search over :mod:`nrm_verify.strategies` (networks
+* **held on N cases** — a hypothesis search over :mod:`nrm_verify.properties.strategies` (networks
   with the rule on every layer or mixed with built-in rules, inputs, events, walks)
   found no violation in N cases where the law applied;
 * **violated** — with the shrunk counterexample as a runnable program (it rebuilds the
@@ -26,8 +26,8 @@ For every law the report says one of
 Where the rule is placed: everywhere, or on some layers with built-in rules on the
 others; only on the first layer if it declares ``input_layer_only``; on non-negative
 inputs and ReLU networks if it declares ``requires_nonnegative_input``
-(:class:`nrm_verify.checks.Context`). Which arguments each law gets is in
-:mod:`nrm_verify.checks`. The search runs with one torch thread (restored afterwards),
+(:class:`nrm_verify.properties.checks.Context`). Which arguments each law gets is in
+:mod:`nrm_verify.properties.checks`. The search runs with one torch thread (restored afterwards),
 and the symbolic proofs run in a forked child process at the same time.
 """
 
@@ -53,12 +53,12 @@ from hypothesis.errors import HypothesisException
 
 from nrm.errors import RelevanceDependentRuleError, ZeroOutputError
 from nrm.rules import Part, Rule, Share
-
-from . import abbreviate, laws
-from .checks import CHECKS, LATER, Context, LawCheck, default_events, laws_on_case
-from .codegen import Writer, load_object, neurons
-from .deadline import OutOfTime, alarm
-from .strategies import Case
+from nrm_verify import laws
+from nrm_verify.properties import abbreviate
+from nrm_verify.properties.checks import CHECKS, LATER, Context, LawCheck, default_events, laws_on_case
+from nrm_verify.properties.codegen import Writer, load_object, neurons
+from nrm_verify.properties.strategies import Case
+from nrm_verify.validate.deadline import OutOfTime, alarm
 
 PROVED, HELD, VIOLATED, NOT_APPLICABLE, ERROR = "proved", "held", "violated", "not applicable", "error"
 NOT_SETTLED = "not settled"
@@ -576,7 +576,7 @@ def _symbolic_verdicts(rule: Rule, laws_wanted: Sequence[str] = ("L1", "L2", "L3
 
 def _prove_child(rule, wanted, results, budget: float | None = None) -> None:  # pragma: no cover — a child
     try:
-        from .symbolic.prove import prove_rule
+        from nrm_verify.symbolic.prove import prove_rule
         deadline = None if budget is None else time.perf_counter() + budget
         for i, law in enumerate(wanted):
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
@@ -772,8 +772,8 @@ class _SymbolicJob:
         self.results: dict[str, tuple[str, str]] = {}
         self.child, self.queue, self.note = None, None, ""
         try:
-            from .symbolic.laws import LAWS
-            from .symbolic.prove import prove_rule  # noqa: F401 — imported here, in the main thread
+            from nrm_verify.symbolic.laws import LAWS
+            from nrm_verify.symbolic.prove import prove_rule  # noqa: F401 — imported here, in the main thread
         except Exception as e:  # noqa: BLE001
             self.note = f"symbolic proofs unavailable ({type(e).__name__}: {e})"
             return
@@ -832,7 +832,7 @@ def _safe_repr(obj) -> str:
 
 
 run_check = _run_check
-"""Run one :class:`~nrm_verify.checks.LawCheck` as the validator does (three searches, smallest
+"""Run one :class:`~nrm_verify.properties.checks.LawCheck` as the validator does (three searches, smallest
 networks first, a shrunk counterexample): also what ``check-layer`` runs."""
 
 __all__ = ["check_rule", "load_rule", "run_check", "laws_on_case", "default_events", "RuleReport", "Verdict",

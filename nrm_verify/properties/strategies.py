@@ -5,7 +5,7 @@ counterexample can be pasted into a test:
 
 * :func:`networks` draws a :class:`Network` — an ``nn.Sequential`` (float64, eval) whose
   repr is ``nn.Sequential(linear([[…]], […]), nn.ReLU(), …)`` with every weight written
-  exactly (``repr`` of a float64 round-trips bit for bit; see :mod:`nrm_verify.codegen`);
+  exactly (``repr`` of a float64 round-trips bit for bit; see :mod:`nrm_verify.properties.codegen`);
 * :func:`inputs` draws an :class:`Input` whose repr is ``torch.tensor([[…]], dtype=torch.float64)``;
 * :func:`events` draws events whose repr is ``At('2', index=[0]) | ~At('input', index=[1])``;
 * :func:`rules` draws built-in rules (their repr is ``nrm.rules.Gamma(0.25)``) and
@@ -34,7 +34,7 @@ laws (L10, L12) report "not applicable" where the pre-activation (or the z⁺ de
 is too small for the limit to show at the ε (γ) they use, and otherwise widen their
 bound by the asymptotic error term.
 
-Hypothesis profiles (registered on import, :mod:`nrm_verify.profiles`): ``ci`` —
+Hypothesis profiles (registered on import, :mod:`nrm_verify.properties.profiles`): ``ci`` —
 derandomized, 20 examples, no deadline, no example database; ``thorough`` — 400 examples,
 no deadline. Load one with ``HYPOTHESIS_PROFILE=ci`` (read by the nrm-verify pytest
 plugin) or ``--hypothesis-profile``.
@@ -59,9 +59,8 @@ from nrm.events import OMEGA, At, Event
 from nrm.graph import ProperFFNN
 from nrm.presets import FIRST, RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
-
-from .codegen import Writer, batchnorm1d, batchnorm2d, conv1d, conv2d, linear
-from .profiles import PROFILES  # registers the "ci" and "thorough" hypothesis profiles
+from nrm_verify.properties.codegen import Writer, batchnorm1d, batchnorm2d, conv1d, conv2d, linear
+from nrm_verify.properties.profiles import PROFILES  # registers the "ci" and "thorough" hypothesis profiles
 
 DTYPE = torch.float64
 
@@ -581,7 +580,7 @@ class Case:
     def script(self, *lines: str, comment: str = "", writer: Writer | None = None) -> str:
         """A runnable program: imports, ``model``, ``x``, ``target``, ``rules``, ``events``,
         ``m = nrm.explain(...)``, then ``lines`` (for instance ``result = laws.…(m, …)``);
-        ``writer`` is the :class:`~nrm_verify.codegen.Writer` that wrote ``lines`` (its
+        ``writer`` is the :class:`~nrm_verify.properties.codegen.Writer` that wrote ``lines`` (its
         imports are added)."""
         w = writer or Writer()
         w.imports |= {"import torch", "from torch import nn", "import nrm"}

@@ -3,7 +3,7 @@
     with alarm(time.perf_counter() + 5.0):
         run_a_case()          # raises OutOfTime at the deadline, even inside time.sleep(3600)
 
-The validator (:mod:`nrm_verify.validate`) runs its property search under it, so that a
+The validator (:mod:`nrm_verify.validate.rules`) runs its property search under it, so that a
 rule whose ``shares()`` blocks cannot keep ``check-rule`` from returning.
 """
 

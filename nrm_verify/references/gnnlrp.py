@@ -51,8 +51,7 @@ from nrm.graph import ProperFFNN, rule_types
 from nrm.ops import TORCH
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
-
-from .reference import apply_recorded, with_constants
+from nrm_verify.references.explicit import apply_recorded, with_constants
 
 
 class UnsupportedRuleError(ValueError):

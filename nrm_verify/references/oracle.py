@@ -239,7 +239,7 @@ class ExactNetwork:
         if not network.sequential:
             raise UnsupportedModuleError(
                 "the exact oracle reads sequential models (every layer reads the one before); this model has "
-                "branches — use nrm_verify.reference for it")
+                "branches — use nrm_verify.references.explicit for it")
         assign(network, rules)
         layers, names = [], {}
         a, shape = fractions(x[0]).reshape(-1), tuple(x.shape[1:])

@@ -7,8 +7,8 @@ invariances, :data:`COLUMNS`) a :class:`Cell` says one of
 
 * ``proved`` — :mod:`nrm_verify.symbolic` proved the law for the rule on its symbolic
   networks, and the search below found no counterexample;
-* ``held`` — a hypothesis search (:mod:`nrm_verify.strategies`, the law arguments of
-  :data:`nrm_verify.checks.CHECKS`) found no violation in N cases where the law applied;
+* ``held`` — a hypothesis search (:mod:`nrm_verify.properties.strategies`, the law arguments of
+  :data:`nrm_verify.properties.checks.CHECKS`) found no violation in N cases where the law applied;
 * ``violated`` — with a runnable counterexample (shrunk by the validator's search);
 * ``n/a`` — the law says nothing about the row (with the reason);
 * ``not checked`` — no check exists yet (L15, L16, L18) or the source was not run.
@@ -20,7 +20,7 @@ above; γ and z⁺ on ReLU networks with non-negative inputs. The symbolic proof
 child process at the same time. Peer equivalence (zennit, captum, zennit-crp) is read from
 ``peer_tests/results/deviations.json`` written by the peer suite in ``.venv-peers``.
 
-    from nrm_verify.conformance import check
+    from nrm_verify.validate.conformance import check
     result = check(only=["Epsilon"], examples=5)
     result.ok, result.cell("Epsilon", "L1").status
 """
@@ -47,10 +47,9 @@ from hypothesis.errors import HypothesisException
 import nrm
 from nrm.errors import RelevanceDependentRuleError, ZeroOutputError
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
-
-from . import laws
-from . import strategies as S
-from .checks import CHECKS, LATER, LawCheck
+from nrm_verify import laws
+from nrm_verify.properties import strategies as S
+from nrm_verify.properties.checks import CHECKS, LATER, LawCheck
 
 PROVED, HELD, VIOLATED, NOT_APPLICABLE, NOT_CHECKED = "proved", "held", "violated", "n/a", "not checked"
 STATUSES = (PROVED, HELD, VIOLATED, NOT_APPLICABLE, NOT_CHECKED)
@@ -313,7 +312,7 @@ def _relative(d: float, tol: float | None) -> float:
 
 
 def _search_settings(profile: str, examples: int | None) -> settings:
-    from .validate import search_settings
+    from nrm_verify.validate.rules import search_settings
     return search_settings(profile, examples)
 
 
@@ -371,7 +370,7 @@ def search_row(row: Row, checks: Sequence[LawCheck], hyp: settings) -> dict[int,
 def _counterexample(row: Row, check: LawCheck, tally: _Tally, profile: str, examples: int) -> tuple[str, str]:
     """(detail, runnable program) for a violated check: the validator's shrinking search
     for a small case first; the case the search found when that finds nothing."""
-    from . import validate
+    from nrm_verify.validate import rules as validate
 
     verdict = validate._run_check(check, row, _search_settings(profile, max(8, examples)))
     if verdict.status in (validate.VIOLATED, validate.ERROR) and verdict.counterexample is not None:
@@ -419,7 +418,7 @@ def _fill_search(result: Conformance, row: Row, checks: Sequence[LawCheck], tall
 
 # -- symbolic proofs -----------------------------------------------------------------------------
 def _prove(keys: tuple[str, ...]) -> list[dict]:  # runs in a child process
-    from .symbolic import catalog, prove
+    from nrm_verify.symbolic import catalog, prove
 
     torch.set_num_threads(1)
     specs = [r for r in catalog.RULES if r.key in keys]
@@ -466,7 +465,7 @@ class SymbolicJob:
         result.sources["symbolic"] = f"{len(proofs)} proofs (" + ", ".join(f"{v} {k}" for k, v in
                                                                           sorted(counts.items())) + ")"
         titles = {}
-        from .symbolic import catalog
+        from nrm_verify.symbolic import catalog
         for spec in catalog.RULES:
             titles[spec.title] = spec.key
         for row in self.rows:

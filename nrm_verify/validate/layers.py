@@ -1,6 +1,6 @@
 """Check a layer kind (:mod:`nrm.layers`) as ``check-rule`` checks a rule.
 
-    from nrm_verify.validate_layer import check_layer
+    from nrm_verify.validate.layers import check_layer
     report = check_layer("mypkg.layers:ChannelScaleKind")     # or a Kind class or instance
     print(report); report.ok
 
@@ -41,11 +41,10 @@ from torch import nn
 
 import nrm
 from nrm.layers import Kind
-
-from . import strategies as S
-from .checks import CHECKS, MODEL, RULES, SOUND_OTHERS, TARGET, Call, LawCheck, M, X
-from .codegen import load_object
-from .validate import NOT_APPLICABLE, SEARCH_TIMEOUT, RuleReport, Verdict, run_check, search_settings
+from nrm_verify.properties import strategies as S
+from nrm_verify.properties.checks import CHECKS, MODEL, RULES, SOUND_OTHERS, TARGET, Call, LawCheck, M, X
+from nrm_verify.properties.codegen import load_object
+from nrm_verify.validate.rules import NOT_APPLICABLE, SEARCH_TIMEOUT, RuleReport, Verdict, run_check, search_settings
 
 
 class LayerReport(RuleReport):
@@ -101,7 +100,7 @@ def _examples(kind: Kind) -> list[tuple[nn.Module, tuple[int, ...]]]:
 
 
 class LayerContext:
-    """How cases are drawn for a layer kind (the validator's :class:`~nrm_verify.checks.Context`
+    """How cases are drawn for a layer kind (the validator's :class:`~nrm_verify.properties.checks.Context`
     for rules, with networks built around the kind's examples)."""
 
     def __init__(self, kind: Kind, examples):
@@ -142,7 +141,7 @@ def check_layer(kind, *, profile: str | None = None, max_examples: int | None = 
 
     ``only`` restricts the checks (keys of :data:`LAYER_CHECKS`: K2, K3, K5, L1 …, any
     case); ``search_timeout`` bounds the whole search in seconds (default
-    :data:`nrm_verify.validate.SEARCH_TIMEOUT` of the profile): checks it does not reach are
+    :data:`nrm_verify.validate.rules.SEARCH_TIMEOUT` of the profile): checks it does not reach are
     "not settled"."""
     start = time.perf_counter()
     label = kind if isinstance(kind, str) else repr(kind)

@@ -247,7 +247,7 @@ class Writer:
         return f"torch.tensor({t.tolist()!r}, dtype=torch.{str(t.dtype).split('.')[-1]})"
 
     def _constructor(self, name: str) -> str:
-        self.imports.add(f"from nrm_verify.codegen import {name}")
+        self.imports.add(f"from nrm_verify.properties.codegen import {name}")
         return name
 
     def module(self, m: nn.Module, indent: int = 0, top: bool = True) -> str:
@@ -334,7 +334,7 @@ class Writer:
             return f"nrm.rules.{cls.__name__}({', '.join(args)})"
         source = getattr(rule, "__nrm_source__", None)
         if isinstance(source, str):  # how the validator loaded it: the same call rebuilds it
-            self.imports.add("from nrm_verify.validate import load_rule")
+            self.imports.add("from nrm_verify.validate.rules import load_rule")
             return f"load_rule({source!r})"
         access = self.class_access(cls)
         if access is not None:
@@ -359,7 +359,7 @@ class Writer:
         """The import line that gives ``cls`` its own name in fresh code, or None."""
         module = cls.__module__
         if module in FILE_MODULES:
-            self.imports.add("from nrm_verify.codegen import load_object")
+            self.imports.add("from nrm_verify.properties.codegen import load_object")
             return f"{cls.__name__} = load_object({str(FILE_MODULES[module]) + ':' + cls.__qualname__!r})"
         if module == "__main__" or "<locals>" in cls.__qualname__:
             return None
@@ -440,7 +440,7 @@ class Writer:
         return f"(~{text})" if atom.negated else text
 
     def pickled(self, value: Any) -> str:
-        self.imports.add("from nrm_verify.codegen import unpickle")
+        self.imports.add("from nrm_verify.properties.codegen import unpickle")
         data = base64.b64encode(pickle.dumps(value)).decode("ascii")
         return f"unpickle({data!r}, {type(value).__name__!r})"
 

@@ -6,7 +6,7 @@
 * :func:`modularity` — L18: (a) at every value, the relevance that its readers send to it
   adds up to its marginal (skip and branch relevance add at the fan-out neuron: the
   duplication neurons' q(u | u^(i)) = 1); (b) with a model given, the marginals equal the
-  explicit layer-by-layer LRP on the original graph (:func:`nrm_verify.reference.reference_lrp`,
+  explicit layer-by-layer LRP on the original graph (:func:`nrm_verify.references.explicit.reference_lrp`,
   written from the equations, independent of the engine), so the proper-FFNN view with its
   duplication and padding neurons computes exactly what LRP computes on the graph.
 """
@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 
 from nrm.measure import Measure
-
-from .laws import LawResult, _result, _tol, _Worst, magnitude
+from nrm_verify.laws.base import LawResult, Worst, law_result, magnitude, tolerance_for
 
 
 def _names(m: Measure) -> list[str]:
@@ -27,13 +26,13 @@ def _names(m: Measure) -> list[str]:
 
 def normalization_with_copies(m: Measure, *, tol: float | None = None) -> LawResult:
     """L1 on a branched model: Σ_j m_l(j) + bypassing(l) + m_l(⊥_l) = 1 at every layer."""
-    tol = _tol(m, tol)
-    worst, scale = _Worst(), magnitude(m)
+    tol = tolerance_for(m, tol)
+    worst, scale = Worst(), magnitude(m)
     names = _names(m)
     for name in names[:-1]:
         total = m.marginal(name).reshape(m.engine.batch, -1).sum(1) + m.bypassing(name) + m.absorbed(name)
         worst.add(total, torch.ones_like(total), scale, name)
-    return _result("L1", "normalization with copies", worst.deviation, tol,
+    return law_result("L1", "normalization with copies", worst.deviation, tol,
                    f"Σ m_l + bypassing + m_l(⊥) = 1 at all {len(names) - 1} layers; worst at {worst.where!r}",
                    ["sums over the node's neurons, the copies on bypassing paths and the absorber"], worst.pair)
 
@@ -46,13 +45,13 @@ def modularity(m: Measure, model=None, x=None, target=None, rules=None, *, tol: 
         layer c's kernel that goes to u (the engine's :meth:`~nrm.engine.Engine.step_down_parts`
         applied to the marginal of c).
     (b) m_l(j) = R_j^(l) / f_c(x) and m_l(⊥) = absorbed_l / f_c(x) for every named value,
-        R from :func:`nrm_verify.reference.reference_lrp`.
+        R from :func:`nrm_verify.references.explicit.reference_lrp`.
     """
-    tol = _tol(m, tol)
+    tol = tolerance_for(m, tol)
     eng, net = m.engine, m.network
     names = _names(m)
     scale = magnitude(m)
-    worst = _Worst()
+    worst = Worst()
     fanouts = 0
     incoming: dict[int, torch.Tensor] = {}
     every = m.marginals()  # all layers' marginals from one backward pass
@@ -69,7 +68,7 @@ def modularity(m: Measure, model=None, x=None, target=None, rules=None, *, tol: 
     detail = f"relevance from every reader adds up at all {len(incoming)} values ({fanouts} fan-outs)"
     assumptions = ["relevance sent along each edge computed from the marginal of the reading layer"]
     if model is not None:
-        from .reference import reference_lrp
+        from nrm_verify.references.explicit import reference_lrp
 
         ref = reference_lrp(model, x, target, rules)
         f = ref.f.reshape(-1).to(m.f)  # the reference's own f_c(x): each side normalized by its own forward
@@ -86,8 +85,9 @@ def modularity(m: Measure, model=None, x=None, target=None, rules=None, *, tol: 
             return LawResult("L18", "modularity", None, 0.0, tol, assumptions,
                              "the reference LRP names none of the measure's layers")
         detail += f"; marginals equal explicit LRP on the original graph at {compared} names"
-        assumptions.append("reference: nrm_verify.reference.reference_lrp (dense matrices from the rule equations)")
-    return _result("L18", "modularity", worst.deviation, tol, f"{detail}; worst at {worst.where!r}", assumptions,
+        assumptions.append("reference: nrm_verify.references.explicit.reference_lrp (dense matrices from the rule "
+                           "equations)")
+    return law_result("L18", "modularity", worst.deviation, tol, f"{detail}; worst at {worst.where!r}", assumptions,
                    worst.pair)
 
 

@@ -4,7 +4,7 @@ An *explainer* is any function ``explainer(model, x, target) -> Tensor | dict[st
 nrm's own marginals (``nrm:EpsilonGammaFlat``), a peer library (``zennit:…``,
 ``captum:…``) or a user's function (``package.module:function``, ``path/file.py:function``).
 :func:`record` runs every explainer on a fixed set of seeded :class:`Case` s (a model from
-:mod:`nrm_verify.models`, a seeded input, a target) and writes a snapshot; :func:`compare`
+:mod:`nrm_verify.zoo.models`, a seeded input, a target) and writes a snapshot; :func:`compare`
 runs them again and reports, per (explainer, case), the worst deviation and where it is.
 
 A snapshot ``NAME`` is two files:
@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import models
-from .codegen import load_object
+from nrm_verify.properties.codegen import load_object
+from nrm_verify.zoo import models
 
 FORMAT = "nrm-verify-snapshot/1"
 DEFAULT_RTOL = {"float64": 1e-10, "float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-2}
@@ -79,7 +79,7 @@ def small_vgg16(seed: int = 0, num_classes: int = 10, width: int = 8, hidden: in
     (``features.0`` … ``features.30``, ``avgpool``, ``flatten``, ``classifier.0`` … ``classifier.6``),
     configuration "D" with channels c / width (64 → 8 … 512 → 64), the classifier
     ``Linear(C·7·7, hidden), ReLU, Dropout, Linear(hidden, hidden), ReLU, Dropout,
-    Linear(hidden, num_classes)``; seeded He-style weights as in :func:`nrm_verify.models.vgg16`.
+    Linear(hidden, num_classes)``; seeded He-style weights as in :func:`nrm_verify.zoo.models.vgg16`.
 
     The full VGG16 in float64 holds 138 M parameters (1.1 GB, 3 GB while explaining); this
     one has 0.25 M, which keeps a snapshot of it fast and its arrays small.
@@ -258,7 +258,7 @@ def load_cases(spec: str | Sequence[Case]) -> list[Case]:
     else:
         raise SnapshotError(f"unknown case set {spec!r}: use one of {sorted(CASES)} or 'module:function'")
     if not cases or not all(isinstance(c, Case) for c in cases):
-        raise SnapshotError(f"the case set {spec!r} must be a non-empty list of nrm_verify.regression.Case")
+        raise SnapshotError(f"the case set {spec!r} must be a non-empty list of nrm_verify.report.snapshots.Case")
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise SnapshotError(f"case names must be unique, got {names}")
@@ -764,7 +764,7 @@ class Comparison:
     def __repr__(self) -> str:
         """The summary first and last (pytest shows the two ends of a long repr, as in
         ``assert report.ok, report``), the report between them, abbreviated."""
-        from . import abbreviate
+        from nrm_verify.properties import abbreviate
 
         head = abbreviate.line(f"Comparison({self.snapshot}): {self.summary()}", 110)
         tail = abbreviate.line(f"{self.summary()}; print(report) for the whole report", 110)

@@ -14,7 +14,7 @@ the same part (``conv1``, ``bn1``, ``layer1.0.conv1``, ``downsample.0``, ``fc``)
   earlier ones (Huang et al., CVPR 2017), conv → BN → ReLU order so that batch norm folds.
 
 Weights are drawn from a ``torch.Generator`` seeded with ``seed`` as in
-:mod:`nrm_verify.models`; models are returned in eval mode.
+:mod:`nrm_verify.zoo.models`; models are returned in eval mode.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from .models import _fill, _fill_batchnorm, _materialize
+from nrm_verify.zoo.models import _fill, _fill_batchnorm, _materialize
 
 
 class BasicBlock(nn.Module):

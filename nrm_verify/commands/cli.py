@@ -14,7 +14,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .commands import COMMANDS
+COMMANDS = ("check", "check_rule", "check_layer", "prove", "explain", "bench", "snapshot")
+"""Module names in the order ``--help`` lists them; a module that is absent is skipped."""
 
 
 class _Parser(argparse.ArgumentParser):

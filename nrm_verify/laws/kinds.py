@@ -1,0 +1,102 @@
+"""The layer kinds' interpretation of the model (nrm.layers), checked: K2 every map reproduces what
+the model computed, K3 every transpose is the adjoint of its map, K5 the engine equals the exact oracle."""
+
+from __future__ import annotations
+
+import torch
+
+import nrm
+from nrm.measure import Measure
+from nrm_verify.laws.base import DEFAULT_TOL, LawResult, Worst, law_result
+
+
+def layer_maps(m: Measure, *, tol: float | None = None) -> LawResult:
+    """The captured computation is the model's (NRM-SPEC §4, invariances): at every layer,
+    the layer kind's interpretation reproduces what the model computed there — a linear
+    kind's map W a + b its recorded pre-activation (relative to Σ_j |a_j w_jk| + |b_k|), an
+    elementwise kind its recorded activation, a winner-takes-all kind its recorded output."""
+    eng, net = m.engine, m.network
+    worst = Worst()
+    for block in net.blocks[1:]:
+        step, l = block.producer, block.index
+        if block.kind == "linear":
+            a, lmap = eng.inputs[l], eng.maps[l]
+            z = lmap.forward(a, lmap.weight)
+            bias = lmap.bias_for(z) if lmap.bias is not None else None
+            z = z if bias is None else z + bias
+            scale = lmap.forward(a.abs(), lmap.structured(lmap.weight.abs()))
+            scale = scale if bias is None else scale + bias.abs()
+            worst.add(z / scale.clamp(min=1e-300), eng.pre[l] / scale.clamp(min=1e-300),
+                      where=f"map of {block.name!r} ({step.layer_kind.name})")
+        elif block.kind == "maxpool":
+            _, pooled = step.layer_kind.winners(step.call, eng.inputs[l])
+            worst.add(pooled, net.value(step.value), where=f"winners of {block.name!r}")
+        for s in ([step] if block.kind == "pass" else []) + list(block.trailing):
+            if s.role == "elementwise":
+                src = net.value(s.call.kind.relevance_inputs(s.call)[0])
+                worst.add(s.layer_kind.evaluate(s.call, src), net.value(s.value),
+                          where=f"{s.name!r} ({s.layer_kind.name})")
+    tol = tol if tol is not None else (1e-12 if eng.dtype == torch.float64 else 1e-5)
+    return law_result("K2", "layer maps reproduce the model", worst.deviation, tol,
+                   "every layer kind's map against the recorded computation" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
+
+
+def layer_transposes(m: Measure, *, tol: float | None = None) -> LawResult:
+    """Each linear layer's transpose is the adjoint of its map: for the weight and for every
+    elementwise modification of it that the rules use (w⁺, w⁻, w², 1), map.transpose(g, v(W))
+    equals the autograd VJP of a ↦ map.forward(a, v(W)), for a random g (relative to |g| Σ|v(W)|)."""
+    eng = m.engine
+    worst = Worst()
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for block in m.network.linear_blocks():
+        l = block.index
+        lmap = eng.maps[l]
+        a = eng.inputs[l].detach()
+        for what, modify in (("W", lambda w: w), ("W⁺", lambda w: w.clamp(min=0)), ("W⁻", lambda w: w.clamp(max=0)),
+                             ("W²", lambda w: w * w), ("1", torch.ones_like)):
+            w = lmap.structured(modify(lmap.weight))
+            leaf = a.clone().requires_grad_(True)
+            with torch.enable_grad():
+                z = lmap.forward(leaf, w)
+                g = torch.randn(z.shape, generator=gen, dtype=z.dtype).to(z.device)
+                (expected,) = torch.autograd.grad(z, leaf, g)
+            got = lmap.transpose(g, w, tuple(a.shape[1:]))
+            scale = lmap.transpose(g.abs(), w.abs(), tuple(a.shape[1:]))
+            worst.add(got.reshape(expected.shape), expected, scale.reshape(expected.shape),
+                      where=f"transpose of {block.name!r} with {what}")
+    tol = tol if tol is not None else (1e-12 if eng.dtype == torch.float64 else 1e-5)
+    return law_result("K3", "transposes are adjoints", worst.deviation, tol,
+                   "map.transpose against autograd of map.forward" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
+
+
+def exact_oracle(model, x, target, rules=None, *, tol: float | None = None) -> LawResult:
+    """The engine computes the measure exactly defined by the rules (NRM-SPEC §5): the
+    marginal of every layer equals the exact rational oracle's
+    (:class:`nrm_verify.references.oracle.ExactNetwork`, walk enumeration) at the first sample, within
+    ``tol`` × max(1, Σ_ω |μ(ω)|). Sequential models only (the oracle's scope)."""
+    from nrm_verify.references.oracle import ExactNetwork
+
+    m = nrm.explain(model, x[:1], target if isinstance(target, int) else int(torch.as_tensor(target).reshape(-1)[0]),
+                    rules=rules)
+    if not m.network.sequential:
+        return LawResult("K5", "exact oracle", None, detail="the exact oracle reads sequential models")
+    try:
+        net = ExactNetwork.from_model(model, x[:1], rules)
+    except nrm.RelevanceDependentRuleError as e:
+        return LawResult("K5", "exact oracle", None, detail=str(e))
+    c = int(torch.as_tensor(target).reshape(-1)[0])
+    exact = net.explain(target=c)
+    scale = float(exact.total_variation())
+    worst = Worst()
+    for name in m._canonical_names():
+        got = m.marginal(name)[0]
+        want = torch.tensor([float(v) for v in exact.marginal(name).reshape(-1)], dtype=torch.float64)
+        worst.add(got.double().reshape(-1), want, scale, where=f"marginal of {name!r}")
+        worst.add(m.absorbed(name)[0].double().reshape(1), torch.tensor([float(exact.absorbed(name))],
+                                                                        dtype=torch.float64), scale,
+                  where=f"absorbed at {name!r}")
+    tol = tol if tol is not None else (DEFAULT_TOL if x.dtype == torch.float64 else 1e-4)
+    return law_result("K5", "exact oracle", worst.deviation, tol, "every layer's marginal against exact enumeration" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)

@@ -1,0 +1,287 @@
+"""Laws relating rules to each other and to the gradient (NRM-SPEC §4): L9 LRP-0 = Gradient × Input,
+L10 ε → 0, L11 γ = 0, L12 γ → ∞, L13 αβ(1, 0) = z⁺, L14 input independence and z^B positivity."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+import nrm
+from nrm.measure import Measure
+from nrm_verify.laws.base import (
+    DEFAULT_TOL,
+    LawResult,
+    Worst,
+    all_marginals,
+    canonical_layers,
+    largest_deviation,
+    law_result,
+    restricted_deviation,
+    tolerance_for,
+)
+
+
+def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult:
+    """L9: with LRP-0 everywhere, m_l(j) = a_j ∂f_c/∂a_j / f_c at every layer (activations
+    with σ(z) = σ'(z) z: ReLU, leaky ReLU, identity, max-pool).
+
+    LRP-0 needs z_k ≠ 0: a neuron with z_k = 0 exactly has its column sent to ⊥ while the
+    gradient may still pass it (identity or leaky activations, σ'(0) ≠ 0). Such samples —
+    z_k = 0 with ∂f/∂z_k ≠ 0 — are outside the law and skipped."""
+    m = nrm.explain(model, x, target, rules=nrm.rules.Zero())
+    tol = tolerance_for(m, tol)
+    eng = m.engine
+    names = canonical_layers(m)
+    # a differentiable replay of the proper FFNN, reading the same forward record
+    acts = [eng.values[0].detach().clone().requires_grad_(True)]
+    pres = []
+    a = acts[0]
+    for block in m.network.blocks[1:]:
+        l = block.index
+        inp = a.reshape((a.shape[0],) + eng.in_shape[l])
+        if block.producer.kind == "linear":
+            lmap = eng.maps[l]
+            z = lmap.forward(inp, lmap.weight)
+            bias = lmap.bias_for(z)
+            out = z if bias is None else z + bias
+            pres.append(out)
+        else:
+            k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
+            out = torch.nn.functional.max_pool2d(inp, k, s, p, d, ceil)
+        for step in block.trailing:
+            if step.role == "elementwise":
+                out = step.layer_kind.evaluate(step.call, out)
+        out = out.reshape((out.shape[0],) + eng.shape[l])
+        acts.append(out)
+        a = out
+    f = m.f
+    # Σ_k π_k y_k = f_c for π = δ_c
+    objective = (acts[-1].reshape(acts[-1].shape[0], -1) * m.start.reshape(m.start.shape[0], -1)).sum()
+    grads = torch.autograd.grad(objective, acts[:-1] + pres, allow_unused=True)
+    keep = torch.ones(eng.batch, dtype=torch.bool, device=eng.device)
+    for z, g in zip(pres, grads[len(acts) - 1:]):
+        if g is not None:
+            keep &= ~((z.detach() == 0) & (g != 0)).reshape(eng.batch, -1).any(1)
+    if not bool(keep.any()):
+        return LawResult("L9", "LRP-0 = gradient × input", None,
+                         detail="a neuron with z_k = 0 passes gradient in every sample (LRP-0 needs z_k ≠ 0)")
+    worst = Worst()
+    for name, act, g in zip(names[:-1], acts[:-1], grads):
+        if g is None:
+            g = torch.zeros_like(act)
+        gxi = (act * g).detach() / f.reshape((-1,) + (1,) * (act.dim() - 1))
+        marg = m.marginal(name).reshape(gxi.shape)
+        scale = marg.abs().reshape(marg.shape[0], -1).sum(1).reshape((-1,) + (1,) * (marg.dim() - 1))
+        worst.add(marg[keep], gxi[keep], scale[keep], where=name)
+    skipped = int((~keep).sum())
+    return law_result("L9", "LRP-0 = gradient × input", worst.deviation, tol,
+                   "every layer" + (f"; worst at {worst.where!r}" if worst.deviation > 0 else "") +
+                   (f"; {skipped} samples skipped (z_k = 0 passing gradient)" if skipped else ""),
+                   ["LRP-0 on every layer", "activations with σ(z) = σ'(z)·z", "z_k ≠ 0 where gradient passes"],
+                   pair=worst.pair)
+
+
+def _relevant_preactivations(m: Measure) -> torch.Tensor:
+    """|z_k| (bias included) of every neuron of a linear layer that carries relevance under
+    ``m`` (m_l(k) ≠ 0), per sample: (B, n), +inf where a neuron carries none."""
+    eng, names = m.engine, canonical_layers(m)
+    out = []
+    for block in m.network.linear_blocks():
+        l = block.index
+        z = eng.z_nobias[l]
+        bias = eng.maps[l].bias_for(z)
+        z = (z if bias is None else z + bias).reshape(eng.batch, -1).abs()
+        carries = m.marginal(names[l]).reshape(eng.batch, -1) != 0
+        out.append(torch.where(carries, z, torch.full_like(z, math.inf)))
+    return torch.cat(out, 1) if out else torch.full((eng.batch, 1), math.inf, dtype=eng.dtype)
+
+
+def epsilon_limit(model, x, target, *, epsilons=(1e-3, 1e-5, 1e-7), tol: float | None = None) -> LawResult:
+    """L10: LRP-ε → LRP-0 as ε → 0 where z_k ≠ 0, with error O(ε / |z_k|).
+
+    Checked on the samples where every neuron that carries relevance has |z_k| ≥ 100 ε
+    for the smallest ε (z_k = 0 is excluded by the law, and a pre-activation within a few
+    ε of 0 is not yet in the asymptotic regime the law describes). The deviation per unit
+    ε must stay bounded as ε shrinks, and the deviation at the smallest ε must be within
+    ``tol`` plus the error bound 10 · L · ε / min |z_k| over the neurons that carry
+    relevance — a small pre-activation widens the bound instead of failing the law."""
+    finest = nrm.explain(model, x, target, rules=nrm.rules.Epsilon(epsilons[-1]))
+    z = _relevant_preactivations(finest)
+    keep = (z >= 100 * epsilons[-1]).all(1)
+    if not bool(keep.any()):
+        return LawResult("L10", "ε → 0 gives LRP-0", None,
+                         detail=f"a neuron on the relevance path has |z_k| < 100·ε = {100 * epsilons[-1]:.1g} in every "
+                                "sample (L10 needs z_k ≠ 0, and ε ≪ |z_k| to show its limit)")
+    zero = all_marginals(nrm.explain(model, x, target, rules=nrm.rules.Zero()))
+    devs = []
+    for e in epsilons:
+        eps = finest if e == epsilons[-1] else nrm.explain(model, x, target, rules=nrm.rules.Epsilon(e))
+        devs.append(restricted_deviation(zero, all_marginals(eps), keep))
+    tol = tol if tol is not None else (1e-4 if x.dtype == torch.float64 else 1e-2)
+    z_min = float(z[keep].min())
+    bound = tol + 10 * finest.depth * epsilons[-1] / z_min
+    ratios = [d / e for d, e in zip(devs, epsilons)]
+    # O(ε / |z|): the deviation per unit ε stays bounded as ε shrinks (up to rounding)
+    linear = all(r2 <= 10 * r1 + 1e-3 for r1, r2 in zip(ratios, ratios[1:]))
+    res = law_result("L10", "ε → 0 gives LRP-0", devs[-1], bound,
+                  f"deviations {[f'{d:.2g}' for d in devs]} at ε = {list(epsilons)}; min |z_k| on the relevance "
+                  f"path {z_min:.3g} (bound {bound:.2g}) on {int(keep.sum())} samples", ["z_k ≠ 0"])
+    if not linear:
+        res.holds = False
+        res.detail += " (not O(ε))"
+    return res
+
+
+def gamma_zero(model, x, target, *, tol: float | None = None) -> LawResult:
+    """L11: γ = 0 gives LRP-0 exactly."""
+    a = all_marginals(nrm.explain(model, x, target, rules=nrm.rules.Zero()))
+    b = all_marginals(nrm.explain(model, x, target, rules=nrm.rules.Gamma(0.0)))
+    worst, where = largest_deviation(a, b)
+    tol = tol if tol is not None else (DEFAULT_TOL if x.dtype == torch.float64 else 1e-4)
+    return law_result("L11", "γ = 0 gives LRP-0", worst, tol, f"worst at {where!r}" if where else "all layers")
+
+
+def _nonnegative_inputs(m: Measure) -> bool:
+    return all(bool((m.engine.inputs[b.index] >= 0).all()) for b in m.network.linear_blocks())
+
+
+def _zplus_defined(plus: Measure, other: Measure) -> torch.Tensor:
+    """Per sample: every neuron that receives relevance under ``other`` has a positive z⁺
+    denominator Σ_j a_j w_jk⁺ + b_k⁺ (z⁺ is undefined, and sends the column to ⊥, elsewhere)."""
+    keep = torch.ones(plus.engine.batch, dtype=torch.bool, device=plus.engine.device)
+    names = canonical_layers(plus)
+    for block in plus.network.linear_blocks():
+        scale = plus.engine.kernel(block.index).shares[0][0] if plus.engine.kernel(block.index).shares else None
+        dead = torch.ones_like(plus.marginal(names[block.index]), dtype=torch.bool) if scale is None else scale == 0
+        reached = other.marginal(names[block.index]) != 0
+        keep &= ~(dead & reached).reshape(keep.shape[0], -1).any(1)
+    return keep
+
+
+def _gamma_ratio(plus: Measure, other: Measure) -> torch.Tensor:
+    """Per sample, max over the neurons that carry relevance (under z⁺ or ``other``) of
+    κ_k = (Σ_j a_j |w_jk⁻| + |b_k⁻|) / (Σ_j a_j w_jk⁺ + b_k⁺): LRP-γ is within O(κ_k / γ) of
+    z⁺ at neuron k, so γ must be large against κ before the limit shows (0 where none)."""
+    eng, names = plus.engine, canonical_layers(plus)
+    worst = torch.zeros(eng.batch, dtype=eng.dtype, device=eng.device)
+    for block in plus.network.linear_blocks():
+        l = block.index
+        lmap, a = eng.maps[l], eng.inputs[l]
+        pos = lmap.forward(a, lmap.structured(lmap.weight.clamp(min=0)))
+        neg = lmap.forward(a, lmap.structured(-lmap.weight.clamp(max=0)))
+        bias = lmap.bias_for(pos)
+        if bias is not None:
+            pos, neg = pos + bias.clamp(min=0), neg - bias.clamp(max=0)
+        carries = (plus.marginal(names[l]) != 0) | (other.marginal(names[l]) != 0)
+        ratio = torch.where(carries.reshape(pos.shape) & (pos > 0), neg / pos.clamp(min=torch.finfo(pos.dtype).tiny),
+                            torch.zeros_like(pos))
+        worst = torch.maximum(worst, ratio.reshape(eng.batch, -1).max(1).values)
+    return worst
+
+
+def gamma_limit(model, x, target, *, gammas=(1e2, 1e4, 1e6), tol: float | None = None) -> LawResult:
+    """L12: γ → ∞ gives z⁺ when a ≥ 0 and Σ_j a_j w_jk⁺ + b_k⁺ > 0 (error O(κ/γ) with
+    κ = (Σ_j a_j |w_jk⁻| + |b_k⁻|) / (Σ_j a_j w_jk⁺ + b_k⁺)).
+
+    Checked on the samples where every neuron that carries relevance has a positive z⁺
+    denominator and the largest γ is at least 100 κ (a neuron whose positive part is tiny
+    against its negative part — a near-zero z⁺ denominator — reaches the limit only for
+    larger γ). Over the γ that are at least 10 κ the deviation must decrease, and at the
+    largest it must be within ``tol`` plus the bound 10 · L · κ / γ."""
+    plus = nrm.explain(model, x, target, rules=nrm.rules.ZPlus())
+    if not _nonnegative_inputs(plus):
+        return LawResult("L12", "γ → ∞ gives z⁺", None, detail="some layer's input has a < 0 (the law needs a ≥ 0)")
+    ref = all_marginals(plus)
+    measures = [nrm.explain(model, x, target, rules=nrm.rules.Gamma(g)) for g in gammas]
+    keep = _zplus_defined(plus, measures[-1])
+    if not bool(keep.any()):
+        return LawResult("L12", "γ → ∞ gives z⁺", None,
+                         detail="a z⁺ denominator is 0 on the relevance path of every sample")
+    kappa = _gamma_ratio(plus, measures[-1])
+    regime = keep & (100 * kappa <= gammas[-1])
+    if not bool(regime.any()):
+        return LawResult("L12", "γ → ∞ gives z⁺", None,
+                         detail=f"the largest γ = {gammas[-1]:.0e} is not ≫ κ = {float(kappa[keep].min()):.3g} (a "
+                                "near-zero z⁺ denominator against its negative part) on any sample")
+    k_max = float(kappa[regime].max())
+    devs = [restricted_deviation(ref, all_marginals(g), regime) for g in measures]
+    tol = tol if tol is not None else (1e-4 if x.dtype == torch.float64 else 1e-2)
+    bound = tol + 10 * plus.depth * k_max / gammas[-1]
+    res = law_result("L12", "γ → ∞ gives z⁺", devs[-1], bound,
+                  f"deviations {[f'{d:.2g}' for d in devs]} at γ = {list(gammas)}; κ ≤ {k_max:.3g} "
+                  f"(bound {bound:.2g}) on {int(regime.sum())} samples", ["a ≥ 0 at every layer"])
+    in_regime = [d for d, g in zip(devs, gammas) if g >= 10 * k_max]
+    if not all(d2 <= d1 * 1.01 + 1e-12 for d1, d2 in zip(in_regime, in_regime[1:])):
+        res.holds = False
+        res.detail += " (does not decrease with γ)"
+    return res
+
+
+def alpha1_beta0(model, x, target, *, tol: float | None = None) -> LawResult:
+    """L13: αβ with α = 1, β = 0 equals z⁺ when a ≥ 0."""
+    plus = nrm.explain(model, x, target, rules=nrm.rules.ZPlus())
+    if not _nonnegative_inputs(plus):
+        return LawResult("L13", "α1β0 = z⁺", None, detail="some layer's input has a < 0 (the law needs a ≥ 0)")
+    ab = nrm.explain(model, x, target, rules=nrm.rules.AlphaBeta(1, 0))
+    keep = _zplus_defined(plus, ab)
+    if not bool(keep.any()):
+        return LawResult("L13", "α1β0 = z⁺", None, detail="a z⁺ denominator is 0 on the relevance path of every sample "
+                         "(αβ then falls back to (0, −1), z⁺ to ⊥)")
+    a_m, b_m = all_marginals(plus), all_marginals(ab)
+    worst, where = largest_deviation({k: v[keep] for k, v in a_m.items()}, {k: v[keep] for k, v in b_m.items()})
+    tol = tol if tol is not None else (DEFAULT_TOL if x.dtype == torch.float64 else 1e-4)
+    return law_result("L13", "α1β0 = z⁺", worst, tol, f"worst at {where!r}" if where else "all layers", ["a ≥ 0"])
+
+
+def input_independence(model, x1, x2, target, rule, *, tol: float | None = None) -> LawResult:
+    """L14: the kernels of flat and w² do not depend on the input: the kernel column of
+    every neuron of every linear layer is the same at x1 and x2 (no target is needed: the
+    kernels are read from the forward pass; ``target`` is accepted for a uniform call)."""
+    from nrm.engine import Engine
+    from nrm.graph import ProperFFNN, check_eval_mode
+    from nrm.presets import assign
+
+    if rule.depends_on_input:
+        return LawResult("L14", "input independence", None, detail=f"{rule!r} reads the activations")
+    engines = []
+    for x in (x1, x2):
+        check_eval_mode(model)
+        network = ProperFFNN(model, x)
+        assign(network, rule)
+        engines.append(Engine(network))
+    worst = Worst()
+    for block in engines[0].net.linear_blocks():
+        kernels = [e.kernel(block.index) for e in engines]
+        for (s1, _), (s2, _) in zip(kernels[0].shares, kernels[1].shares):
+            worst.add(s1, s2, where=f"kernel scales of {block.name!r}")
+        worst.add(kernels[0].qbot, kernels[1].qbot, where=f"q(⊥ | k) of {block.name!r}")
+    tol = tol if tol is not None else (DEFAULT_TOL if x1.dtype == torch.float64 else 1e-5)
+    return law_result("L14", "input independence", worst.deviation, tol, f"kernels of {rule!r} at two inputs" +
+                   (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
+
+
+def zbox_nonnegative(m: Measure, layer: str | None = None) -> LawResult:
+    """L14: the z^B kernel is non-negative inside the box l ≤ a ≤ h (checked on the
+    first layer's kernel columns; a column is q(·|k) = Σ_j terms ≥ 0 over D_k > 0)."""
+    block = m.network.linear_blocks()[0] if layer is None else m.network.blocks[m.layer_index(layer)]
+    rule = block.rule
+    if not isinstance(rule, nrm.rules.ZBox):
+        return LawResult("L14", "z^B non-negative", None, detail=f"the first layer uses {rule!r}, not ZBox")
+    a = m.engine.inputs[block.index]
+    low = torch.as_tensor(rule.low, dtype=a.dtype, device=a.device)
+    high = torch.as_tensor(rule.high, dtype=a.dtype, device=a.device)
+    if not bool(((a >= low) & (a <= high)).all()):
+        return LawResult("L14", "z^B non-negative", None, detail="the input leaves the box [low, high]")
+    eng = m.engine
+    l = block.index
+    n = int(torch.tensor(eng.shape[l]).prod())
+    worst = 0.0
+    for k in range(min(n, 64)):
+        unit = torch.zeros((1, eng.batch) + eng.shape[l], dtype=eng.dtype, device=eng.device)
+        unit.reshape(1, eng.batch, -1)[:, :, k] = 1
+        col, _ = eng.step_down(l, unit, torch.zeros((1, eng.batch), dtype=eng.dtype, device=eng.device))
+        worst = max(worst, float((-col).clamp(min=0).max()))
+    tol = DEFAULT_TOL if a.dtype == torch.float64 else 1e-6
+    return law_result("L14", "z^B non-negative", worst, tol, f"most negative kernel entry (first {min(n, 64)} columns)",
+                   ["low ≤ a ≤ high"])
