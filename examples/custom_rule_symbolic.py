@@ -50,7 +50,7 @@ class GammaEpsilon(Rule):
         self.gamma = gamma
         self.epsilon = epsilon
 
-    def _params(self):
+    def parameters(self):
         return {"gamma": self.gamma, "epsilon": self.epsilon}
 
     def rho(self, ops, w):
@@ -137,7 +137,7 @@ def main() -> None:
         if first is not None:
             ce = first.counterexample()
             print(f"       e.g. `{ce.claim}` fails at {point_text(ce.point)}: {ce.lhs_value} vs {ce.rhs_value}")
-        elif all(p.status == "n/a" for p in mine):
+        elif all(p.status == "not applicable" for p in mine):
             print(f"       {mine[0].note}")
     print("\nIts own identities, entry by entry of both kernels:")
     steps = own_identities()

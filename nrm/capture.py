@@ -51,6 +51,8 @@ from .errors import (
     ShapeError,
     UnsupportedOperationError,
 )
+from .layers import REGISTRY, base_name
+from .recorded import Value, dispatch_name
 
 _MISSING = object()
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -77,19 +79,6 @@ VALUE_READS = {
     torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.__complex__,
 }
 """Functions that read an input-derived tensor's values into Python: data-dependent control flow."""
-
-
-@dataclass(frozen=True)
-class Value:
-    """An input-derived tensor inside a recorded call's arguments: the output of call
-    ``node`` (``-1`` is the model's input), item ``item`` of it when the call returned
-    several tensors."""
-
-    node: int
-    item: int | None = None
-
-    def __repr__(self) -> str:
-        return f"%{'input' if self.node < 0 else self.node}" + ("" if self.item is None else f"[{self.item}]")
 
 
 @dataclass(eq=False)
@@ -184,7 +173,7 @@ def func_name(func: Any) -> str:
         return type(func).__name__
     name = getattr(func, "__name__", None) or getattr(func, "__qualname__", None) or repr(func)
     if name == "fn" and hasattr(func, "__qualname__") and "boolean_dispatch" in func.__qualname__:
-        name = getattr(func, "_nrm_name", "max_pool")
+        name = dispatch_name(func, "max_pool")
     owner = getattr(func, "__objclass__", None)
     if owner is not None and owner.__name__ in ("TensorBase", "Tensor"):
         return f"Tensor.{name}"
@@ -493,7 +482,6 @@ def capture(model: nn.Module, x: torch.Tensor, *, output: Callable[[Any], torch.
     :class:`~nrm.errors.InPlaceViewError` for an in-place write through a view read
     afterwards, and :class:`~nrm.errors.ShapeError` when the model raises on this input.
     """
-    from .layers import REGISTRY
 
     kinds = REGISTRY if kinds is None else kinds
     x = x.detach().clone()
@@ -541,7 +529,6 @@ def _name_functional_calls(calls: list[Call], module_calls: list[str]) -> None:
     """Name the calls that no module names as torch.fx would: the function's name, then
     ``_1``, ``_2``, … in the order they ran (``add``, ``add_1``, ``relu``, ``cat``); module
     names (also as fx writes them, dots as underscores) and "input"/"output" are taken."""
-    from .layers import base_name
 
     used = {"input", "output"}
     for name in module_calls:

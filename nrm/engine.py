@@ -265,13 +265,14 @@ class Engine:
             else:
                 d = d.add_(eps) if own else d + eps
             own = True
-        if not rule._denominators_nonzero(d) and _has_zero(d):
+        if not rule.denominators_nonzero(d) and _has_zero(d):
             zero = d == 0
             d = d.masked_fill_(zero, float("inf")) if own else d.masked_fill(zero, float("inf"))
         return PreparedKernel(None, divisors=[(d, parts)], contributions=contributions)
 
-    def _columns(self, l: int, r: torch.Tensor) -> tuple[list, torch.Tensor]:
-        """(scale, parts) per share and q(⊥|k) for the relevance r arriving at layer l."""
+    def columns(self, l: int, r: torch.Tensor) -> tuple[list, torch.Tensor]:
+        """(scale, parts) per share and q(⊥|k) for the relevance r arriving at layer l: the
+        columns of the kernel q_l(j | k) = Σ_s scale_s(k) Σ_p u_p(a_j) v_p(w_jk)."""
         kern = self.kernel(l)
         if kern.sums is None:
             return kern.shares, kern.qbot
@@ -321,7 +322,7 @@ class Engine:
             return out.reshape((K, B) + in_shape), rbot
         kern = self.kernel(l)
         divide = kern.divisors is not None
-        shares, qbot = (kern.divisors, None) if divide else self._columns(l, r)
+        shares, qbot = (kern.divisors, None) if divide else self.columns(l, r)
         lmap = self.maps[l]
         total = None
         for factor, parts in shares:
@@ -634,7 +635,7 @@ def _divides(rule) -> bool:
     (κ = 1, a numeric stabilizer, leak="absorb"): the engine then divides by D itself."""
     cls = type(rule)
     same = all(getattr(cls, name, None) is getattr(Rule, name)
-               for name in ("column", "coefficients", "stabilize", "share_coefficients", "_denominators_nonzero"))
+               for name in ("column", "coefficients", "stabilize", "share_coefficients", "denominators_nonzero"))
     return (same and not rule.reads_relevance and rule.leak == "absorb" and type(rule.stabilizer) in (int, float)
             and rule.stabilizer_sign in ("signed", "unsigned"))
 

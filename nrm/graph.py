@@ -41,7 +41,7 @@ from .errors import (
     TrainingModeError,
     UnsupportedOperationError,
 )
-from .linear import LinearMap
+from .linear import LinearMap, SumMap
 from .markers import Concat, Sum
 
 ROLE_KINDS = {"linear": "linear", "sum": "linear", "winner": "maxpool", "concat": "concat",
@@ -265,7 +265,6 @@ class ProperFFNN:
         the producer's kind, :meth:`nrm.layers.Linear.map`)."""
         step = block.producer
         if step.role == "sum":
-            from .linear import SumMap
 
             return SumMap(len(block.inputs), a.dtype, a.device)
         lmap = step.layer_kind.map(step.call, a, block.rule)

@@ -341,12 +341,12 @@ class LRNTaylor(Rule):
     def lrn_expansion(self) -> str:
         return self.expansion
 
-    def _params(self):
+    def parameters(self):
         return {"epsilon": self.epsilon}
 
-    def _conventions(self):
+    def conventions(self):
         out = {"expansion": self.expansion} if self.expansion != "root" else {}
-        out.update((k, v) for k, v in super()._conventions().items() if k != "stabilizer")
+        out.update((k, v) for k, v in super().conventions().items() if k != "stabilizer")
         return out
 
     def __repr__(self) -> str:

@@ -120,9 +120,11 @@ class Measure:
             ) from None
 
     # -- resolving events ------------------------------------------------------------
-    def _constraint(self, atom) -> Constraint:
-        """{X_l ∈ S} resolved against the layer; a complement atom {X_l ∉ S} has the other
-        neurons, the absorber unless S holds it, and the bypassing walks unless S holds them."""
+    def constraint(self, atom) -> Constraint:
+        """An atom of an event (:class:`nrm.events.Atom`) resolved against its layer: the layer
+        index, the neuron mask (None: every neuron) and whether ⊥ is in it. A complement
+        atom {X_l ∉ S} has the other neurons, the absorber unless S holds it, and the
+        bypassing walks unless S holds them."""
         c = self._selection(atom)
         if not atom.negated:
             return c
@@ -174,7 +176,7 @@ class Measure:
         """A cylinder (frozenset of atoms) → one constraint per layer (intersected)."""
         by_layer: dict[int, Constraint] = {}
         for atom in sorted(cylinder, key=repr):
-            c = self._constraint(atom)
+            c = self.constraint(atom)
             if c.layer in by_layer:
                 c = _intersect(by_layer[c.layer], c, self.engine.shape[c.layer], self.engine.device)
             by_layer[c.layer] = c
@@ -231,7 +233,7 @@ class Measure:
         """Every layer's marginal m_l (and, with ``absorber=True``, a pair (m_l, m_l(⊥))),
         by canonical layer name, from **one** backward pass (the passes to every layer
         share their whole path)."""
-        names = self._canonical_names()
+        names = self.canonical_names()
         results = self._down([({}, l) for l in range(len(names))], absorber=absorber)
         out = {}
         for name, (r, rbot) in zip(names, results):
@@ -330,13 +332,15 @@ class Measure:
                                 f"{type(path).__name__}")
         if len(path) != self.depth + 1:
             raise ShapeError(f"a walk names one neuron per layer: {self.depth + 1} entries, got {len(path)}")
-        names = self._canonical_names()
+        names = self.canonical_names()
         ev = OMEGA
         for name, n in zip(names, path):
             ev = ev & (At(name, index=[], absorber=True) if n is None else At(name, index=[n]))
         return self.measure(ev)
 
-    def _canonical_names(self) -> list[str]:
+    def canonical_names(self) -> list[str]:
+        """One name per layer index 0 … L: the first name whose shape is the layer's own
+        (not a flattened or reshaped alias of it)."""
         names = [""] * (self.depth + 1)
         for name, (l, shape) in self.engine.aliases.items():
             if not names[l] and shape == self.engine.shape[l]:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from .errors import RuleAssignmentError, RuleParameterError
+from .lrn import LRNTaylor
 from .markers import Sum
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, ZBox, Zero, ZPlus
 
@@ -180,7 +181,6 @@ def _reads_input(network, block) -> bool:
 
 
 def _preset(name, dense, conv, first=None, pool=None) -> RuleMap:
-    from .lrn import LRNTaylor  # local response normalization: Binder et al.'s Taylor rule
 
     by_type = ({t: dense for t in DENSE} | {t: conv for t in CONV} | {t: pool or Zero() for t in POOL}
                | {nn.LocalResponseNorm: LRNTaylor()})

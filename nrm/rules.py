@@ -201,6 +201,14 @@ class Rule:
     Markov law L7, and the walk measure is no longer defined by fixed kernels; nrm runs
     it (downwards only) so that the validator can show the violation."""
 
+    def __init_subclass__(cls, **kwargs):
+        """A rule written for nrm ≤ 0.1 names its presentation hooks ``_params`` and
+        ``_conventions``: they keep working as :meth:`parameters` and :meth:`conventions`."""
+        super().__init_subclass__(**kwargs)
+        for old, new in (("_params", "parameters"), ("_conventions", "conventions")):
+            if old in vars(cls) and new not in vars(cls):
+                setattr(cls, new, vars(cls)[old])
+
     def __init__(self, *, stabilizer: Any = 0.0, stabilizer_sign: str = "signed", leak: str = "absorb"):
         check_parameter(type(self).__name__, "stabilizer", stabilizer, f"{type(self).__name__}(stabilizer=1e-9)")
         if not isinstance(stabilizer_sign, str) or stabilizer_sign not in STABILIZER_SIGNS:
@@ -245,7 +253,7 @@ class Rule:
             return d + eps * ops.sign(d)
         return d + eps
 
-    def _denominators_nonzero(self, like: Any = None) -> bool:
+    def denominators_nonzero(self, like: Any = None) -> bool:
         """A signed stabilizer ε > 0 keeps |D + ε s(D)| ≥ ε: no zero test is needed — unless
         ε is below what the denominators' dtype can hold (ε = 1e-300 in float32, 1e-8 in
         float16 round to 0): ``like`` is a denominator, and its ``new_tensor(ε)`` decides."""
@@ -272,7 +280,7 @@ class Rule:
             self.stabilize(ops, z if b is None else z + b) for z, b in zip(contributions, biases)
         )
         coefficients, dead = self.coefficients(ops, denominators)
-        if self._denominators_nonzero(denominators[0]):
+        if self.denominators_nonzero(denominators[0]):
             scales = [k / d for k, d in zip(coefficients, denominators)]
         else:
             scales = [ops.safe_divide(k, d) for k, d in zip(coefficients, denominators)]
@@ -288,10 +296,13 @@ class Rule:
         return tuple(scales), ops.where(empty, ops.ones_like(real), ops.zeros_like(real))
 
     # -- presentation --------------------------------------------------------------
-    def _params(self) -> dict:
+    def parameters(self) -> dict:
+        """The rule's own parameters ``{name: value}`` in the constructor's order: they make
+        the repr, equality and hashing, and the code a counterexample program rebuilds it with."""
         return {}
 
-    def _conventions(self) -> dict:
+    def conventions(self) -> dict:
+        """The keyword conventions that differ from their defaults (part of the repr)."""
         out = {}
         if not (_is_number(self.stabilizer) and self.stabilizer == 0) and type(self) is not Epsilon:
             out["stabilizer"] = self.stabilizer
@@ -302,8 +313,8 @@ class Rule:
         return out
 
     def __repr__(self) -> str:
-        args = [repr(v) for v in self._params().values()]
-        args += [f"{k}={v!r}" for k, v in self._conventions().items()]
+        args = [repr(v) for v in self.parameters().values()]
+        args += [f"{k}={v!r}" for k, v in self.conventions().items()]
         return f"nrm.rules.{type(self).__name__}({', '.join(args)})"
 
     def __eq__(self, other) -> bool:
@@ -354,7 +365,7 @@ class Epsilon(Rule):
         super().__init__(stabilizer=epsilon, stabilizer_sign=stabilizer_sign, leak=leak)
         self.epsilon = epsilon
 
-    def _params(self):
+    def parameters(self):
         return {"epsilon": self.epsilon}
 
     def shares(self):
@@ -387,11 +398,11 @@ class Gamma(Rule):
         self.gamma = gamma
         self.modify_bias = modify_bias
 
-    def _params(self):
+    def parameters(self):
         return {"gamma": self.gamma}
 
-    def _conventions(self):
-        out = super()._conventions()
+    def conventions(self):
+        out = super().conventions()
         if not self.modify_bias:
             out["modify_bias"] = False
         return out
@@ -425,8 +436,8 @@ class ZPlus(Rule):
         super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
         self.bias = bias
 
-    def _conventions(self):
-        out = super()._conventions()
+    def conventions(self):
+        out = super().conventions()
         if not self.bias:
             out["bias"] = False
         return out
@@ -464,7 +475,7 @@ class AlphaBeta(Rule):
         self.alpha = alpha
         self.beta = beta
 
-    def _params(self):
+    def parameters(self):
         return {"alpha": self.alpha, "beta": self.beta}
 
     def shares(self):
@@ -502,8 +513,8 @@ class WSquare(Rule):
         super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
         self.bias = bias
 
-    def _conventions(self):
-        out = super()._conventions()
+    def conventions(self):
+        out = super().conventions()
         if self.bias:
             out["bias"] = True
         return out
@@ -577,7 +588,7 @@ class ZBox(Rule):
         self.low = low
         self.high = high
 
-    def _params(self):
+    def parameters(self):
         return {"low": self.low, "high": self.high}
 
     def _minus_low(self, ops, a):
@@ -593,3 +604,6 @@ class ZBox(Rule):
 
 
 BUILTIN_RULES = (Zero, Epsilon, Gamma, ZPlus, AlphaBeta, WSquare, Flat, ZBox)
+
+RULES: dict[str, type[Rule]] = {cls.__name__: cls for cls in BUILTIN_RULES}
+"""The built-in rules by name — the one table every command and parser reads."""

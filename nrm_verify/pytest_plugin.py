@@ -38,6 +38,10 @@ from nrm_verify.properties import profiles  # noqa: F401 — registers the profi
 SLOW_MARKER = "nrm_slow"
 
 
+PROFILE_KEY = pytest.StashKey[str]()
+"""Where the plugin keeps the hypothesis profile in force (pytest's ``config.stash``)."""
+
+
 def pytest_addoption(parser):
     group = parser.getgroup("nrm-verify")
     group.addoption("--nrm-slow", action="store_true", default=False,
@@ -72,7 +76,7 @@ def pytest_configure(config):
         except InvalidArgument as e:
             raise pytest.UsageError(f"nrm-verify: unknown hypothesis profile {profile!r} ({e}); "
                                     "registered: 'ci', 'thorough' and your own") from None
-    config._nrm_profile = profile or "default"
+    config.stash[PROFILE_KEY] = profile or "default"
 
 
 def _slow_enabled(config) -> bool:
@@ -89,7 +93,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_report_header(config):
-    return f"nrm-verify: hypothesis profile {getattr(config, '_nrm_profile', 'default')!r}" + (
+    return f"nrm-verify: hypothesis profile {config.stash.get(PROFILE_KEY, 'default')!r}" + (
         ", nrm_slow tests enabled" if _slow_enabled(config) else "")
 
 
@@ -102,7 +106,7 @@ def nrm_profile(request) -> str:
     from hypothesis import settings
 
     return settings.get_current_profile_name() if hasattr(settings, "get_current_profile_name") else \
-        getattr(request.config, "_nrm_profile", "default")
+        request.config.stash.get(PROFILE_KEY, "default")
 
 
 def assert_laws(model, x, target, rules=None, *, events=None, tol: float | None = None, x2=None) -> list:

@@ -17,6 +17,7 @@ import nrm
 from nrm.rules import Zero
 from nrm_verify.commands import main
 from nrm_verify.report import conformance as report
+from nrm_verify.symbolic.job import ProofOutcome
 from nrm_verify.validate import conformance as C
 from nrm_verify.validate import load_rule
 
@@ -64,7 +65,7 @@ def test_report_folder_for_one_rule(epsilon_report):
     assert cells["L10"]["status"] in ("proved", "held")
     assert cells["L8"]["status"] == "held" and cells["L8"]["cases"] >= 1
     assert cells["L8"]["deviation"] is not None and cells["L8"]["deviation"] <= cells["L8"]["tolerance"]
-    assert cells["L9"]["status"] == "n/a" and "LRP-0" in cells["L9"]["detail"]
+    assert cells["L9"]["status"] == "not applicable" and "LRP-0" in cells["L9"]["detail"]
     for law in ("L15", "L16", "L18"):  # walk relevance, CRP and modularity against their references
         assert cells[law]["status"] == "held" and cells[law]["cases"] >= 1, (law, cells[law])
     assert cells["PEERS"]["status"] == "not checked" and "--no-peers" in cells["PEERS"]["detail"]
@@ -139,8 +140,8 @@ def test_unknown_profile_is_a_usage_error():
 
 # -- the sources of verdicts, one at a time -------------------------------------------------------
 def _proof(status, expect="holds", law="L1"):
-    return {"law": law, "rule": "r", "arch": "2-2-1", "case": "A", "status": status, "expect": expect,
-            "good": True, "note": "", "point": "x = 1: left 1, right 2"}
+    return ProofOutcome(subject=0, law=law, rule="r", arch="2-2-1", case="A", status=status,
+                        expect=expect, good=True, point="x = 1: left 1, right 2")
 
 
 def test_symbolic_merge():

@@ -13,6 +13,7 @@ from hypothesis import given, note, settings
 
 import nrm
 from nrm_verify import laws
+from nrm_verify.laws import invariance
 from nrm_verify.properties import strategies as S
 
 DEVICES = laws.available_devices()
@@ -53,7 +54,7 @@ def test_the_comparison_can_fail(monkeypatch):
         moved.append(device)
         return rules if len(moved) == 1 else nrm.rules.Epsilon(0.02)
 
-    monkeypatch.setattr(laws, "_rules_on", other_rules_on_the_second_device)
+    monkeypatch.setattr(invariance, "_rules_on", other_rules_on_the_second_device)
     r = laws.device_invariance(model, x, 1, nrm.rules.Epsilon(0.01), devices=["cpu", "cpu"])
     assert r.holds is False and r.deviation > 1e-6, str(r)
 

@@ -57,7 +57,7 @@ def dag_cases(draw, config):
          f"x = (torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed({seed})) * 6 - 3)"
          f"; target = {target}; rules = {config}")
     m = nrm.explain(model, x, target=target, rules=_rules(config))
-    layers = [n for n in m._canonical_names()[1:-1]]
+    layers = [n for n in m.canonical_names()[1:-1]]
     picks = draw(st.lists(st.sampled_from(layers), min_size=2, max_size=2, unique=True))
     lo, hi = sorted(picks, key=m.layer_index)
     parallel = draw(st.booleans())
@@ -100,7 +100,7 @@ def test_laws_on_branched_models(config, data):
 
 def OMEGA_ABOVE(m, layer):
     """An event on the layer just above ``layer`` (or Ω at the top)."""
-    names = m._canonical_names()
+    names = m.canonical_names()
     l = m.layer_index(layer)
     if l + 1 >= len(names) - 1:
         return nrm.OMEGA

@@ -29,5 +29,5 @@ def test_the_page_names_every_operation_of_the_vocabulary():
     assert {"sqrt", "abs", "pow"} <= set(operations)
     for name in operations:
         assert f"`{name}(" in text, name
-    for word in ("Share", "Part", "column", "_params", "reads_relevance", "stabilizer_sign", "leak"):
+    for word in ("Share", "Part", "column", "parameters", "reads_relevance", "stabilizer_sign", "leak"):
         assert word in text, word

@@ -11,7 +11,14 @@ import sympy as sp
 from nrm.errors import NullEventError, ZeroOutputError
 from nrm.events import OMEGA, At
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, Zero, ZPlus
-from nrm_verify.symbolic import SignDecider, SymbolicNetwork, SymbolicNetworkError, SympyScalars, sympy_ops
+from nrm_verify.symbolic import (
+    SignDecider,
+    SymbolicMeasure,
+    SymbolicNetwork,
+    SymbolicNetworkError,
+    SympyScalars,
+    sympy_ops,
+)
 from nrm_verify.symbolic.ops import ANY, NEGATIVE, NONNEGATIVE, POSITIVE, Fact, settle
 from nrm_verify.symbolic.worked_example import derivations, null_conditional_raises
 
@@ -129,7 +136,7 @@ def test_conv_network_shares_taps_and_has_receptive_fields():
     c1, c2 = conv.taps
     assert conv.weight[0, 0] == c1 and conv.weight[0, 1] == c2 and conv.weight[1, 1] == c1
     assert conv.mask.tolist() == [[True, True, False], [False, True, True]]
-    m = net.measure(Flat())
+    m = SymbolicMeasure(net, Flat())
     assert m.q(1, 0, 0) == sp.Rational(1, 2) and m.q(1, 2, 0) == 0  # |in(k)| = 2 (L14's flat rule)
     assert m.q(1, 2, 1) == sp.Rational(1, 2)
 
@@ -137,7 +144,7 @@ def test_conv_network_shares_taps_and_has_receptive_fields():
 # -- closed forms --------------------------------------------------------------------------------
 def test_lrp0_kernels_walks_and_marginals_in_closed_form():
     net = SymbolicNetwork.dense([2, 2, 1])
-    m = net.measure(Zero())
+    m = SymbolicMeasure(net, Zero())
     z1, z2 = net.preactivations[1]
     f = net.preactivations[2][0]
     x1, x2 = net.inputs
@@ -152,7 +159,7 @@ def test_lrp0_kernels_walks_and_marginals_in_closed_form():
 def test_every_column_sums_to_one_after_expanding_the_definitions():
     net = SymbolicNetwork.dense([2, 2, 1], inputs="positive", weights="alternating", biases="alternating")
     for rule in (Zero(), Epsilon(sp.Symbol("e", positive=True)), ZPlus(), AlphaBeta(2, 1), WSquare(), Flat()):
-        m = net.measure(rule)
+        m = SymbolicMeasure(net, rule)
         for l in (1, 2):
             for k in range(net.widths()[l]):
                 col = sum(m.q(l, j, k) for j in list(range(net.widths()[l - 1])) + [None])
@@ -161,7 +168,7 @@ def test_every_column_sums_to_one_after_expanding_the_definitions():
 
 def test_events_joints_and_conditionals():
     net = SymbolicNetwork.dense([2, 2, 1], biases=None)
-    m = net.measure(Zero())
+    m = SymbolicMeasure(net, Zero())
     x0, h0 = At("input", index=[0]), At("h1", index=[0])
     assert sp.simplify(m(OMEGA) - 1) == 0
     assert sp.cancel(net.expand(m(x0 | h0) - m.enumerate(x0 | h0))) == 0  # equal once z is expanded
@@ -186,12 +193,12 @@ def test_text_and_latex():
 def test_a_zero_output_is_an_error():
     net = SymbolicNetwork.dense([1, 1], inputs=[0], weights=lambda l, j, k: 1, biases=None, output_signs=None)
     with pytest.raises(ZeroOutputError):
-        net.measure(Zero())
+        SymbolicMeasure(net, Zero())
 
 
 def test_undecided_rule_branches_are_listed_as_assumptions():
     net = SymbolicNetwork.dense([2, 2, 1])  # real weights: z⁺ cannot decide w⁺
-    m = net.measure(ZPlus())
+    m = SymbolicMeasure(net, ZPlus())
     assert m.undecided and all(op == "pos" or op == "is_zero" for _, op, _ in m.undecided)
     assert any("kept as a Piecewise" in a for a in m.assumptions())
     assert m.q(1, 0, 0).has(sp.Piecewise)
@@ -211,7 +218,7 @@ def test_worked_example_gradient_times_input_symbolically():
     from nrm_verify.symbolic import worked_example as ex
 
     net = ex.network()
-    m = net.measure(Zero())
+    m = SymbolicMeasure(net, Zero())
     f = net.forward_from(0, net.inputs, 0)
     for j in range(2):
         grad_x = net.inputs[j] * sp.diff(f, net.inputs[j]) / f

@@ -42,7 +42,7 @@ CASES = '''
 import torch
 
 from nrm_verify.zoo.models import mlp
-from nrm_verify.report.snapshots import Case
+from nrm_verify.report.snapshots import SnapshotCase
 
 
 def tiny(width, dtype):
@@ -55,11 +55,11 @@ def broken(width, dtype):
 
 
 def make():
-    return [Case("tiny", "mycases:tiny", {"width": 3}, "seeded_normal", {"shape": [1, 4], "seed": 0})]
+    return [SnapshotCase("tiny", "mycases:tiny", {"width": 3}, "seeded_normal", {"shape": [1, 4], "seed": 0})]
 
 
 def make_broken():
-    return [Case("bad", "mycases:broken", {"width": 3}, "seeded_normal", {"shape": [1, 4], "seed": 0})]
+    return [SnapshotCase("bad", "mycases:broken", {"width": 3}, "seeded_normal", {"shape": [1, 4], "seed": 0})]
 '''
 
 EXPLAINER = '''
@@ -164,7 +164,7 @@ def test_builders_receive_a_torch_dtype_as_documented(tmp_path):
 
     R.MODELS["_test_builder"] = builder
     try:
-        model, x = R.Case("c", "_test_builder", {}, "seeded_normal", {"shape": [1, 2]}, dtype="float32").build()
+        model, x = R.SnapshotCase("c", "_test_builder", {}, "seeded_normal", {"shape": [1, 2]}, dtype="float32").build()
     finally:
         del R.MODELS["_test_builder"]
     assert seen == [torch.float32] and x.dtype == torch.float32 and model[0].weight.dtype == torch.float32

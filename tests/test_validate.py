@@ -23,7 +23,9 @@ import pytest
 import nrm
 from nrm.rules import Part, Rule, Share, identity
 from nrm_verify import validate
+from nrm_verify.symbolic.job import ProofJob
 from nrm_verify.validate import ERROR, HELD, NOT_APPLICABLE, PROVED, VIOLATED, check_rule, load_rule
+from nrm_verify.validate import rules as validate_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "examples" / "rules"
@@ -237,10 +239,10 @@ def test_symbolic_proofs_are_merged_law_by_law():
 
 def test_a_symbolic_refutation_without_a_numeric_counterexample_is_a_note():
     v = validate.Verdict("L1", "normalization", HELD, cases=5)
-    note = validate._merge_symbolic(v, {"L1": ("refuted", "2-2-1 case A: lhs 1.0, rhs 1")})
+    note = validate_rules._merge_symbolic(v, {"L1": ("refuted", "2-2-1 case A: lhs 1.0, rhs 1")})
     assert v.status == HELD and "refuted" in v.proof and "found no counterexample" in note
     w = validate.Verdict("L7", "Markov", HELD, cases=5)
-    assert validate._merge_symbolic(w, {"L7": ("proved", "on 2 cases")}) == "" and w.status == PROVED
+    assert validate_rules._merge_symbolic(w, {"L7": ("proved", "on 2 cases")}) == "" and w.status == PROVED
 
 
 # -- the command ---------------------------------------------------------------------------------------
@@ -274,10 +276,11 @@ def test_a_kernel_beyond_the_symbolic_budget_is_reported_not_settled():
     """The sign-aware hybrid branches on sign(z_k) of an expression built from branches: its
     symbolic kernel is beyond the size budget. The report says so law by law (it used to be
     a RecursionError inside sympy)."""
-    results, note = validate._symbolic_verdicts(load_rule(SOUND), ("L1", "L7"), timeout=120)
-    assert set(results) == {"L1", "L7"}, (results, note)
-    for status, text in results.values():
-        assert status == "failed" and text.startswith("not settled") and "budget" in text, text
+    job = ProofJob([load_rule(SOUND)], ["L1", "L7"], timeout=120)
+    results = job.collect()
+    summaries = {law: results.summary(0, law) for law in ("L1", "L7")}
+    for status, text in summaries.values():
+        assert status == "not settled" and text.startswith("not settled") and "budget" in text, (text, results.note)
         assert "RecursionError" not in text
 
 
@@ -285,7 +288,7 @@ def test_prove_rule_stops_at_its_time_budget():
     from nrm_verify.symbolic.prove import prove_rule
 
     proofs = prove_rule(nrm.rules.Zero(), laws=["L1", "L2"], budget=0.0)
-    assert proofs and all(p.status == "failed" and "not proved within the time budget" in p.note for p in proofs)
+    assert proofs and all(p.status == "not settled" and "not proved within the time budget" in p.note for p in proofs)
 
 
 def test_the_size_budget_is_found_without_recursion():

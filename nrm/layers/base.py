@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModuleError
+from ..recorded import dispatch_name
 
 ROLES = ("linear", "sum", "winner", "concat", "elementwise", "reshape", "alias", "batchnorm")
 
@@ -51,7 +52,7 @@ def base_name(func: Any) -> str:
         return type(func).__name__.lower()
     name = getattr(func, "__name__", None) or "op"
     if name == "fn":  # torch's boolean_dispatch wrappers (F.max_pool2d)
-        name = getattr(func, "_nrm_name", "max_pool2d")
+        name = dispatch_name(func, "max_pool2d")
     name = name.strip("_")
     if name.startswith(("i", "r")) and name[1:] in ("add", "sub", "mul", "truediv", "matmul"):
         name = name[1:]
@@ -109,6 +110,16 @@ class Kind:
 
     def __repr__(self) -> str:
         return f"nrm.layers.{self.name}"
+
+
+def seeded(module: nn.Module, seed: int = 0) -> nn.Module:
+    """A float64 module in eval mode with reproducible weights (for a kind's examples)."""
+    g = torch.Generator().manual_seed(seed)
+    module = module.double()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return module.eval()
 
 
 @dataclass

@@ -19,7 +19,8 @@ from torch import nn
 
 from ..linear import ConvMap, DenseMap, adaptive_avgpool_map, avgpool_map
 from ..markers import Sum as SumMarker
-from .base import ExactMap, Linear, Sum, to_fractions, zeros_object
+from ..recorded import Value
+from .base import ExactMap, Linear, Sum, seeded, to_fractions, zeros_object
 
 
 def _pair(v, n: int = 2) -> tuple:
@@ -29,8 +30,6 @@ def _pair(v, n: int = 2) -> tuple:
 def _constant_weights(call, *positions) -> str | None:
     """A refusal when a weight argument is itself computed from the input (a product of two
     activations, which is not a linear map of one of them)."""
-    from ..capture import Value
-
     for i, name in positions:
         if isinstance(call.arg(i, name, None), Value):
             return (f"its {name} is computed from the input, so it is a product of activations, not a linear map; "
@@ -51,7 +50,7 @@ class Dense(Linear):
     folds_batchnorm = True
 
     def examples(self):
-        return [(_seeded(nn.Linear(3, 2)), (3,)), (_seeded(nn.Linear(3, 2, bias=False)), (2, 3))]
+        return [(seeded(nn.Linear(3, 2)), (3,)), (seeded(nn.Linear(3, 2, bias=False)), (2, 3))]
 
     def accepts(self, call):
         return _constant_weights(call, (1, "weight"), (2, "bias"))
@@ -97,9 +96,9 @@ class Conv(Linear):
     folds_batchnorm = True
 
     def examples(self):
-        return [(_seeded(nn.Conv2d(2, 2, 2, padding=1)), (2, 3, 3)),
-                (_seeded(nn.Conv2d(2, 2, 2, stride=2, groups=2, bias=False)), (2, 4, 4)),
-                (_seeded(nn.Conv1d(2, 3, 3, padding=1, dilation=2)), (2, 5))]
+        return [(seeded(nn.Conv2d(2, 2, 2, padding=1)), (2, 3, 3)),
+                (seeded(nn.Conv2d(2, 2, 2, stride=2, groups=2, bias=False)), (2, 4, 4)),
+                (seeded(nn.Conv1d(2, 3, 3, padding=1, dilation=2)), (2, 5))]
 
     def types(self, call):
         return (nn.Conv1d,) if call.func is F.conv1d else (nn.Conv2d,)
@@ -301,7 +300,6 @@ class Add(Sum):
         return [(Residual(3), (3,))]
 
     def accepts(self, call):
-        from ..capture import Value
 
         operands = [call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")]
         if "alpha" in call.kwargs or len(call.args) > 2:
@@ -315,22 +313,12 @@ class Add(Sum):
         return None
 
 
-def _seeded(module: nn.Module, seed: int = 0) -> nn.Module:
-    """A float64 module in eval mode with reproducible weights (for examples)."""
-    g = torch.Generator().manual_seed(seed)
-    module = module.double()
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return module.eval()
-
-
 class Residual(nn.Module):
     """x + W relu(x): a sum of two branches (an example of :class:`Add`)."""
 
     def __init__(self, n: int):
         super().__init__()
-        self.inner = _seeded(nn.Linear(n, n), 1)
+        self.inner = seeded(nn.Linear(n, n), 1)
 
     def forward(self, x):
         return x + self.inner(F.relu(x))

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..linear import ConvMap, DenseMap, LinearMap
-from .base import BatchNorm, ExactMap, Linear, exact_from_map
+from ..lrn import LRNParams, expansion_of, lrn_map
+from .base import BatchNorm, ExactMap, Linear, exact_from_map, seeded, to_fractions, zeros_object
 
 
 class BatchNormFold(BatchNorm):
@@ -22,9 +23,8 @@ class BatchNormFold(BatchNorm):
     functions = (F.batch_norm,)
 
     def examples(self):
-        from .linear import _seeded
 
-        conv, bn = _seeded(nn.Conv2d(2, 2, 1)), nn.BatchNorm2d(2).double()
+        conv, bn = seeded(nn.Conv2d(2, 2, 1)), nn.BatchNorm2d(2).double()
         with torch.no_grad():
             bn.weight.copy_(torch.tensor([1.5, -0.5]))
             bn.bias.copy_(torch.tensor([0.2, -0.1]))
@@ -72,8 +72,6 @@ class BatchNormFold(BatchNorm):
 
         import numpy as np
 
-        from .base import to_fractions, zeros_object
-
         mean, var, gamma, beta, eps = self.params(call)
         s = to_fractions(gamma.detach().double() / torch.sqrt(var.detach().double() + eps) if gamma is not None
                          else 1 / torch.sqrt(var.detach().double() + eps))
@@ -98,13 +96,11 @@ class LocalResponseNorm(Linear):
         return [(nn.LocalResponseNorm(3, alpha=0.5, beta=0.75, k=1.0).eval(), (4, 2, 2))]
 
     def params(self, call):
-        from ..lrn import LRNParams
 
         return LRNParams(int(call.arg(1, "size")), float(call.arg(2, "alpha", 1e-4)), float(call.arg(3, "beta", 0.75)),
                          float(call.arg(4, "k", 1.0)))
 
     def map(self, call, a, rule=None):
-        from ..lrn import expansion_of, lrn_map
 
         return lrn_map(self.params(call), a, expansion_of(rule))
 

@@ -6,8 +6,6 @@ import torch.nn.functional as F
 
 from .base import Winner
 
-F.max_pool2d._nrm_name = "max_pool2d"  # torch's boolean_dispatch wrapper is named "fn"
-
 
 class MaxPool(Winner):
     """``F.max_pool2d`` (``nn.MaxPool2d``): q(winner_k | k) = 1, where the winner is the

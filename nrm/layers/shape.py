@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..recorded import Value
 from .base import Concat, Reshape
 
 
@@ -46,7 +47,6 @@ class Cat(Concat):
         return d % call.output.dim()
 
     def accepts(self, call):
-        from ..capture import Value
 
         parts = call.arg(0, "tensors")
         if not isinstance(parts, (list, tuple)) or not all(isinstance(p, Value) for p in parts):

@@ -31,12 +31,12 @@ def run(args) -> int:
     except ValueError as e:
         return _usage(str(e))
     for spec in args.rule or []:
-        from nrm_verify.validate.rules import InvalidRule, _structure, load_rule
+        from nrm_verify.validate.rules import InvalidRule, load_rule, rule_problem
         try:
             rule = load_rule(spec)
         except InvalidRule as e:
             return _usage(f"--rule {spec}: {e}")
-        problem = _structure(rule)
+        problem = rule_problem(rule)
         if problem:
             return _usage(f"--rule {spec}: {problem}")
         rows.append(Row.of_rule(rule, name=spec.rpartition(":")[2]))

@@ -11,7 +11,6 @@ Exit status 0 when the report was written, 2 on a usage error (one line on stder
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
@@ -251,43 +250,16 @@ def _read_image(path: Path, grey: bool) -> torch.Tensor:
 # -- the rules ----------------------------------------------------------------------------------
 def parse_rules(text: str, x: torch.Tensor):
     """A preset name (``EpsilonGammaFlat``), a preset or a rule with literal arguments
-    (``EpsilonGammaBox(-2, 2)``, ``Epsilon(1e-6)``, ``Gamma(gamma=0.25)``), or ``Zero`` (LRP-0).
-    ``EpsilonGammaBox`` without arguments takes the box [min x, max x] of the input."""
-    import nrm
-    from nrm.presets import PRESETS
-    from nrm.rules import Rule
+    (``EpsilonGammaBox(-2, 2)``, ``Epsilon(1e-6)``, ``Gamma(gamma=0.25)``), or ``Zero`` (LRP-0);
+    :func:`nrm_verify.properties.specs.builtin` reads it. ``EpsilonGammaBox`` without
+    arguments takes the box [min x, max x] of the input."""
+    from nrm_verify.properties.specs import RuleSpecError, builtin
 
     try:
-        call = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        raise UsageError(f"--rules {text!r} is not a preset or a rule call such as Epsilon(1e-6)") from None
-    args, kwargs = (), {}
-    if isinstance(call, ast.Call):
-        try:
-            args = tuple(ast.literal_eval(a) for a in call.args)
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-        except ValueError:
-            raise UsageError(f"--rules {text!r}: only literal arguments (numbers) can be given") from None
-        call = call.func
-    if not isinstance(call, ast.Name):
-        raise UsageError(f"--rules {text!r} is not a preset or a rule call such as Epsilon(1e-6)")
-    name = call.id
-    rules = {n: getattr(nrm.rules, n) for n in dir(nrm.rules)
-             if isinstance(getattr(nrm.rules, n), type) and issubclass(getattr(nrm.rules, n), Rule)
-             and getattr(nrm.rules, n) is not Rule and not n.startswith("_")}
-    if name in PRESETS:
-        factory = PRESETS[name]
-        if name == "EpsilonGammaBox" and not args and not kwargs:
-            args = (float(x.min()), float(x.max()))
-    elif name in rules:
-        factory = rules[name]
-    else:
-        raise UsageError(f"--rules {text!r}: unknown name {name!r}; presets: {', '.join(PRESETS)}; "
-                         f"rules: {', '.join(sorted(rules))}")
-    try:
-        return factory(*args, **kwargs)
-    except Exception as e:
-        raise UsageError(f"--rules {text!r}: {type(e).__name__}: {' '.join(str(e).split())}") from None
+        return builtin(text, x=x)
+    except RuleSpecError as e:
+        message = str(e) if str(e).startswith(repr(text)) else f"{text!r}: {e}"
+        raise UsageError(f"--rules {message}") from None
 
 
 def check_box_bounds(rules, x: torch.Tensor) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from nrm.measure import Measure
+from nrm_verify.laws.status import HELD, NOT_APPLICABLE, VIOLATED
 
 DEFAULT_TOL = 1e-9
 
@@ -33,6 +34,11 @@ class LawResult:
     @property
     def applicable(self) -> bool:
         return self.holds is not None
+
+    @property
+    def status(self) -> str:
+        """"held", "violated" or "not applicable" (:mod:`nrm_verify.laws.status`)."""
+        return {True: HELD, False: VIOLATED, None: NOT_APPLICABLE}[self.holds]
 
     def __bool__(self) -> bool:
         """True when the law holds or does not apply."""
@@ -129,7 +135,7 @@ def restricted(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def canonical_layers(m: Measure) -> list[str]:
-    return m._canonical_names()
+    return m.canonical_names()
 
 
 # -- L9–L14: relations between rules ------------------------------------------------------

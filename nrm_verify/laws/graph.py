@@ -17,11 +17,12 @@ import torch
 
 from nrm.measure import Measure
 from nrm_verify.laws.base import LawResult, Worst, law_result, magnitude, tolerance_for
+from nrm_verify.references.explicit import reference_lrp
 
 
 def _names(m: Measure) -> list[str]:
     """One name per layer (the first name that shows the layer's own shape)."""
-    return m._canonical_names()
+    return m.canonical_names()
 
 
 def normalization_with_copies(m: Measure, *, tol: float | None = None) -> LawResult:
@@ -68,7 +69,6 @@ def modularity(m: Measure, model=None, x=None, target=None, rules=None, *, tol: 
     detail = f"relevance from every reader adds up at all {len(incoming)} values ({fanouts} fan-outs)"
     assumptions = ["relevance sent along each edge computed from the marginal of the reading layer"]
     if model is not None:
-        from nrm_verify.references.explicit import reference_lrp
 
         ref = reference_lrp(model, x, target, rules)
         f = ref.f.reshape(-1).to(m.f)  # the reference's own f_c(x): each side normalized by its own forward

@@ -8,6 +8,7 @@ import torch
 import nrm
 from nrm.measure import Measure
 from nrm_verify.laws.base import DEFAULT_TOL, LawResult, Worst, law_result
+from nrm_verify.references.oracle import ExactNetwork
 
 
 def layer_maps(m: Measure, *, tol: float | None = None) -> LawResult:
@@ -76,7 +77,6 @@ def exact_oracle(model, x, target, rules=None, *, tol: float | None = None) -> L
     marginal of every layer equals the exact rational oracle's
     (:class:`nrm_verify.references.oracle.ExactNetwork`, walk enumeration) at the first sample, within
     ``tol`` × max(1, Σ_ω |μ(ω)|). Sequential models only (the oracle's scope)."""
-    from nrm_verify.references.oracle import ExactNetwork
 
     m = nrm.explain(model, x[:1], target if isinstance(target, int) else int(torch.as_tensor(target).reshape(-1)[0]),
                     rules=rules)
@@ -90,7 +90,7 @@ def exact_oracle(model, x, target, rules=None, *, tol: float | None = None) -> L
     exact = net.explain(target=c)
     scale = float(exact.total_variation())
     worst = Worst()
-    for name in m._canonical_names():
+    for name in m.canonical_names():
         got = m.marginal(name)[0]
         want = torch.tensor([float(v) for v in exact.marginal(name).reshape(-1)], dtype=torch.float64)
         worst.add(got.double().reshape(-1), want, scale, where=f"marginal of {name!r}")

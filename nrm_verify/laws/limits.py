@@ -8,7 +8,10 @@ import math
 import torch
 
 import nrm
+from nrm.engine import Engine
+from nrm.graph import ProperFFNN, check_eval_mode
 from nrm.measure import Measure
+from nrm.presets import assign
 from nrm_verify.laws.base import (
     DEFAULT_TOL,
     LawResult,
@@ -238,9 +241,6 @@ def input_independence(model, x1, x2, target, rule, *, tol: float | None = None)
     """L14: the kernels of flat and w² do not depend on the input: the kernel column of
     every neuron of every linear layer is the same at x1 and x2 (no target is needed: the
     kernels are read from the forward pass; ``target`` is accepted for a uniform call)."""
-    from nrm.engine import Engine
-    from nrm.graph import ProperFFNN, check_eval_mode
-    from nrm.presets import assign
 
     if rule.depends_on_input:
         return LawResult("L14", "input independence", None, detail=f"{rule!r} reads the activations")

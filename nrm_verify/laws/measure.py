@@ -22,6 +22,7 @@ from nrm_verify.laws.base import (
     tolerance_for,
     worst_pair,
 )
+from nrm_verify.references import autograd as lrp
 
 
 def complement_atom(m: Measure, event: At) -> At:
@@ -61,7 +62,7 @@ def _column_magnitude(eng, l: int, unit: torch.Tensor) -> torch.Tensor:
     block = eng.net.blocks[l]
     if block.producer.kind != "linear":
         return torch.ones((K, B), dtype=eng.dtype, device=eng.device)
-    shares, _ = eng._columns(l, unit)
+    shares, _ = eng.columns(l, unit)
     lmap = eng.maps[l]
     inputs = eng.inputs[l]
     total = torch.zeros((K, B) + eng.shape[l], dtype=eng.dtype, device=eng.device)
@@ -128,7 +129,7 @@ def additivity(m: Measure, a: Event, b: Event, *, tol: float | None = None) -> L
             base = m(ev)
             worst.add(comp, 1 - base, big_terms(m, base.abs()), where=f"μ(complement of {ev!r}) against 1 − μ")
             marg = m.marginal(ev.atom.layer)
-            mask = m._constraint(ev.atom)
+            mask = m.constraint(ev.atom)
             full = torch.ones_like(marg[0], dtype=torch.bool)
             layer_mask = full if mask.mask is None else mask.mask.reshape(marg.shape[1:])
             summed = (marg * layer_mask).reshape(marg.shape[0], -1).sum(1)
@@ -248,11 +249,18 @@ def total_measure(m: Measure, b: Event, layer: str, *, tol: float | None = None)
 
 
 # -- L7 ---------------------------------------------------------------------------------
-def markov(m: Measure, layer: str, neuron: int, lower: Sequence[int], above: Event = OMEGA, *,
+MARKOV_SINGLES = 16  # the most neurons of A also checked alone
+
+
+def markov(m: Measure, layer: str, neuron: int | Sequence[int], lower: Sequence[int], above: Event = OMEGA, *,
            tol: float | None = None) -> LawResult:
     """L7: μ(X_{l−1} ∈ A | X_l = k, E_{>l}) = Σ_{j∈A} q_l(j | k) for any event E_{>l} on
     the layers above l with non-zero measure. The right side is the kernel column read
-    without any conditioning (a unit relevance at k sent one layer down)."""
+    without any conditioning (a unit relevance at k sent one layer down).
+
+    ``neuron`` is one k or several (each checked); the law is checked for A and for each of
+    the first :data:`MARKOV_SINGLES` neurons of A alone (a kernel that reads the relevance
+    arriving at k can move mass between neurons of A and keep their sum)."""
     tol = tolerance_for(m, tol)
     l = m.layer_index(layer)
     if l == 0:
@@ -264,22 +272,32 @@ def markov(m: Measure, layer: str, neuron: int, lower: Sequence[int], above: Eve
                          detail=f"layer {layer!r} does not read the layer before it (a branch): its kernel "
                                 "goes to another layer")
     names = canonical_layers(m)
-    given = At(names[l], index=[neuron]) & above
-    both, base = m.measure([At(names[l - 1], index=list(lower)) & given, given])
-    keep = ~is_null(base)
-    if not bool(keep.any()):
-        return LawResult("L7", "Markov", None, detail=f"μ(X_{l} = {neuron}, E) = 0 for every sample")
-    lhs = both / torch.where(keep, base, torch.ones_like(base))
+    ks = [neuron] if isinstance(neuron, int) else list(neuron)
+    lower = list(lower)
+    sets = [lower] + ([[j] for j in lower[:MARKOV_SINGLES]] if len(lower) > 1 else [])
     eng = m.engine
-    unit = torch.zeros((1, eng.batch) + eng.shape[l], dtype=eng.dtype, device=eng.device)
-    unit.reshape(1, eng.batch, -1)[:, :, neuron] = 1
-    column, _ = eng.step_down(l, unit, torch.zeros((1, eng.batch), dtype=eng.dtype, device=eng.device))
-    rhs = column.reshape(eng.batch, -1)[:, list(lower)].sum(1)
-    lhs, rhs = restricted(lhs, keep), restricted(rhs, keep)
-    d, x, y = worst_pair(lhs, rhs, rhs.abs())
-    return law_result("L7", "Markov", d, tol,
-                   f"μ(X_{l - 1} ∈ {list(lower)} | X_{l} = {neuron}, E) against q_{l}({list(lower)} | {neuron}) "
-                   f"for E = {above!r}", pair=(x, y))
+    worst, defined = Worst(), False
+    for k in ks:
+        given = At(names[l], index=[k]) & above
+        *joint, base = m.measure([At(names[l - 1], index=s) & given for s in sets] + [given])
+        keep = ~is_null(base)
+        if not bool(keep.any()):
+            continue
+        defined = True
+        safe = torch.where(keep, base, torch.ones_like(base))
+        unit = torch.zeros((1, eng.batch) + eng.shape[l], dtype=eng.dtype, device=eng.device)
+        unit.reshape(1, eng.batch, -1)[:, :, k] = 1
+        column, _ = eng.step_down(l, unit, torch.zeros((1, eng.batch), dtype=eng.dtype, device=eng.device))
+        column = column.reshape(eng.batch, -1)
+        for s, both in zip(sets, joint):
+            rhs = restricted(column[:, s].sum(1), keep)
+            worst.add(restricted(both / safe, keep), rhs, rhs.abs(), where=f"{s} | X_{l} = {k}")
+    if not defined:
+        return LawResult("L7", "Markov", None, detail=f"μ(X_{l} = k, E) = 0 for every sample and k in {ks}")
+    a, k = worst.where.split(" | ") if worst.where else (str(lower), f"X_{l} = {ks[0]}")
+    return law_result("L7", "Markov", worst.deviation, tol,
+                   f"μ(X_{l - 1} ∈ {a} | {k}, E) against q_{l}({a} | {k.split(' = ')[1]}) "
+                   f"for E = {above!r}", pair=worst.pair)
 
 
 # -- L8 ---------------------------------------------------------------------------------
@@ -292,7 +310,6 @@ def lrp_equivalence(m: Measure, reference: dict | None = None, f: torch.Tensor |
     implementation, with ``f`` (B,) the relevance it started from (default: the measure's
     f). Without ``reference``, :func:`nrm_verify.references.autograd.relevance` computes it (autograd,
     the gradient trick) for the measure's own model, input, start vector and rules."""
-    from nrm_verify.references import autograd as lrp
 
     tol = tolerance_for(m, tol)
     if reference is None:

@@ -11,6 +11,8 @@ import nrm
 from nrm.events import At
 from nrm.measure import Measure
 from nrm_verify.laws.base import LawResult, Worst, big_terms, canonical_layers, law_result, tolerance_for
+from nrm_verify.references import autograd as lrp
+from nrm_verify.references import gnnlrp
 
 
 # -- L15 GNN-LRP --------------------------------------------------------------------------------
@@ -28,7 +30,6 @@ def walk_relevance(model, x, target, walks, rules=None, *, tol: float | None = N
     layer (``None`` = ⊥), a mapping {layer: neurons}, or an :class:`nrm.Event`. Not
     applicable to rules that read the incoming relevance (no fixed kernel) and to models
     the reference cannot read (it says which)."""
-    from nrm_verify.references import gnnlrp
 
     m = nrm.explain(model, x, target, rules=rules)
     tol = tolerance_for(m, tol)
@@ -96,7 +97,6 @@ def _crp_reference(m: Measure, layer: str, keep: torch.Tensor):
     standard LRP (:func:`nrm_verify.references.autograd.relevance`, autograd) from the output down to
     ``layer``, the relevance there masked to ``keep`` (n_layer,), then LRP of the model
     cut after ``layer`` started from the masked relevance, down to the input."""
-    from nrm_verify.references import autograd as lrp
 
     eng = m.engine
     model = m.network.model

@@ -120,7 +120,7 @@ class GeneralizedGamma(Rule):
         super().__init__(stabilizer=stabilizer, stabilizer_sign=stabilizer_sign, leak=leak)
         self.gamma = gamma
 
-    def _params(self):
+    def parameters(self):
         return {"gamma": self.gamma}
 
     def rho_plus(self, ops, w):

@@ -33,7 +33,9 @@ import torch
 from torch import nn
 
 import nrm
+from nrm.engine import Engine
 from nrm.events import Atom, Event
+from nrm.graph import ProperFFNN
 from nrm.layers import REGISTRY
 from nrm.presets import FIRST, RuleMap
 from nrm.rules import Rule
@@ -329,8 +331,8 @@ class Writer:
         cls = type(rule)
         if cls.__module__ == "nrm.rules":
             self.imports.add("import nrm")
-            args = [self.expr(v) for v in rule._params().values()]
-            args += [f"{k}={self.expr(v)}" for k, v in rule._conventions().items()]
+            args = [self.expr(v) for v in rule.parameters().values()]
+            args += [f"{k}={self.expr(v)}" for k, v in rule.conventions().items()]
             return f"nrm.rules.{cls.__name__}({', '.join(args)})"
         source = getattr(rule, "__nrm_source__", None)
         if isinstance(source, str):  # how the validator loaded it: the same call rebuilds it
@@ -470,8 +472,6 @@ def expression(value: Any) -> tuple[str, str]:
 def neurons(model: nn.Module, x: torch.Tensor) -> int:
     """How many real neurons the proper FFNN of ``model`` has at the input shape of ``x``
     (every layer, the input included): the size of a counterexample."""
-    from nrm.engine import Engine
-    from nrm.graph import ProperFFNN
 
     engine = Engine(ProperFFNN(model, x[:1]))
     return sum(math.prod(s) for s in engine.shape.values())

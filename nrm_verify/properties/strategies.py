@@ -58,7 +58,7 @@ from nrm.engine import Engine
 from nrm.events import OMEGA, At, Event
 from nrm.graph import ProperFFNN
 from nrm.presets import FIRST, RuleMap
-from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
+from nrm.rules import RULES, AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
 from nrm_verify.properties.codegen import Writer, batchnorm1d, batchnorm2d, conv1d, conv2d, linear
 from nrm_verify.properties.profiles import PROFILES  # registers the "ci" and "thorough" hypothesis profiles
 
@@ -435,7 +435,8 @@ def events(draw, network: Network, layers: Sequence[str] | None = None, *, max_l
 
 
 # -- rules ------------------------------------------------------------------------------------
-RULE_NAMES = ("zero", "epsilon", "gamma", "zplus", "alphabeta", "wsquare", "flat", "zbox")
+RULE_NAMES = tuple(name.lower() for name in RULES)
+"""The built-in rules (:data:`nrm.rules.RULES`) as :func:`rules` names them."""
 
 epsilons = st.one_of(st.sampled_from([1e-6, 1e-3, 0.01, 0.1, 0.25, 1.0]),
                      st.floats(1e-6, 1.0, allow_nan=False, allow_subnormal=False))
@@ -550,14 +551,14 @@ class Case:
     ``repr(case)`` is an expression that rebuilds the case; :meth:`script` a program."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, target: int = 0, rules: Any = None,
-                 events: Sequence[Event] = ()):
+                 events: Sequence[Event] = (), *, measure: nrm.Measure | None = None):
         self.model = model
         self.x = x
         self.target = target
         self.rules = rules
         self.events = tuple(events)
         self.kinds: tuple = ()  # layer kinds the case needs registered (nrm.layers.register)
-        self._measure: nrm.Measure | None = None
+        self._measure = measure  # nrm.explain(model, x, target, rules=rules) when already computed
 
     def measure(self) -> nrm.Measure:
         """``nrm.explain(model, x, target, rules=rules)`` (computed once)."""

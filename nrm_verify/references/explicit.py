@@ -131,7 +131,6 @@ def _dense(fn, in_shape) -> torch.Tensor:
 def _substitute(call, replacement):
     """The recorded call's arguments with every input-derived value replaced by
     ``replacement(value)`` (constants — weights, numbers — as recorded)."""
-    from nrm.capture import Value
 
     def sub(v):
         return replacement(v) if isinstance(v, Value) else v

@@ -16,16 +16,9 @@ import json
 import math
 from pathlib import Path
 
-from nrm_verify.validate.conformance import (
-    HELD,
-    NOT_APPLICABLE,
-    NOT_CHECKED,
-    PROVED,
-    STATUSES,
-    TITLES,
-    VIOLATED,
-    Conformance,
-)
+from nrm_verify.laws.status import HELD, NOT_APPLICABLE, NOT_CHECKED, PROVED, VIOLATED
+from nrm_verify.validate.conformance import STATUSES, Conformance
+from nrm_verify.validate.conformance import titles as column_titles
 
 COLOURS = {PROVED: "#1a7f37", HELD: "#8fd19e", VIOLATED: "#d1242f", NOT_APPLICABLE: "#d0d7de",
            NOT_CHECKED: "#ffffff"}
@@ -84,6 +77,7 @@ def _deviation_text(cell) -> str:
 
 
 def markdown(result: Conformance, figures: bool = True) -> str:
+    titles = column_titles()
     lines = ["# nrm-verify check: conformance of the rules and presets to the laws", "",
              f"**{summary(result)}**", "",
              "Rows: the built-in rules of `nrm.rules` (each drawn with its parameters and conventions, on every "
@@ -101,7 +95,7 @@ def markdown(result: Conformance, figures: bool = True) -> str:
             mark = {PROVED: "✓ ", HELD: "✓ ", VIOLATED: "✗ "}.get(cell.status, "")
             cells.append(mark + cell.short.replace("·", "—"))
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
-    lines += ["", "Columns: " + "; ".join(f"**{c}** {TITLES.get(c, c)}" for c in result.columns) + ".", "",
+    lines += ["", "Columns: " + "; ".join(f"**{c}** {titles.get(c, c)}" for c in result.columns) + ".", "",
               "Verdicts: " + "; ".join(f"*{k}*: {v}" for k, v in LEGEND.items()) + "."]
     if figures:
         lines += ["", "![pass/fail matrix](matrix.png)", "", "![worst deviation per law](deviations.png)"]
@@ -112,7 +106,7 @@ def markdown(result: Conformance, figures: bool = True) -> str:
     lines += [f"- {f}" for f in result.failures]
     for r, c in bad:
         cell = result.cell(r, c)
-        lines += [f"### {r}, {c} ({TITLES.get(c, c)})", "", cell.detail or "(no detail)", ""]
+        lines += [f"### {r}, {c} ({titles.get(c, c)})", "", cell.detail or "(no detail)", ""]
         if cell.symbolic:
             lines += [f"Symbolic: {cell.symbolic}", ""]
         if cell.counterexample:
@@ -138,6 +132,7 @@ def markdown(result: Conformance, figures: bool = True) -> str:
 
 
 def html_page(result: Conformance, figures: bool = True) -> str:
+    titles = column_titles()
     e = html.escape
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
              "font-size:13px}td,th{border:1px solid #8c959f;padding:3px 6px;text-align:center}"
@@ -150,7 +145,7 @@ def html_page(result: Conformance, figures: bool = True) -> str:
     out += ["</ul>", "<p class='legend'>"]
     out += [f"<span style='background:{COLOURS[s]}'>{e(s)}</span>" for s in STATUSES]
     out += ["</p>", "<table><tr><th>rule / preset</th>"]
-    out += [f"<th title='{e(TITLES.get(c, c))}'>{e(c)}</th>" for c in result.columns]
+    out += [f"<th title='{e(titles.get(c, c))}'>{e(c)}</th>" for c in result.columns]
     out.append("</tr>")
     for r in result.rows:
         out.append(f"<tr><td class='name'>{e(r)}</td>")
@@ -171,7 +166,7 @@ def html_page(result: Conformance, figures: bool = True) -> str:
     out += [f"<p>{e(f)}</p>" for f in result.failures]
     for r, c in result.violated:
         cell = result.cell(r, c)
-        out += [f"<h3>{e(r)}, {e(c)} ({e(TITLES.get(c, c))})</h3>", f"<p>{e(cell.detail)}</p>"]
+        out += [f"<h3>{e(r)}, {e(c)} ({e(titles.get(c, c))})</h3>", f"<p>{e(cell.detail)}</p>"]
         if cell.symbolic:
             out.append(f"<p>Symbolic: {e(cell.symbolic)}</p>")
         if cell.counterexample:

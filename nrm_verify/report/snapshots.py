@@ -3,7 +3,7 @@
 An *explainer* is any function ``explainer(model, x, target) -> Tensor | dict[str, Tensor]``:
 nrm's own marginals (``nrm:EpsilonGammaFlat``), a peer library (``zennit:…``,
 ``captum:…``) or a user's function (``package.module:function``, ``path/file.py:function``).
-:func:`record` runs every explainer on a fixed set of seeded :class:`Case` s (a model from
+:func:`record` runs every explainer on a fixed set of seeded :class:`SnapshotCase` s (a model from
 :mod:`nrm_verify.zoo.models`, a seeded input, a target) and writes a snapshot; :func:`compare`
 runs them again and reports, per (explainer, case), the worst deviation and where it is.
 
@@ -27,7 +27,6 @@ NaN matches NaN and ±inf matches the same infinity; any other non-finite mismat
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib.metadata
 import io
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nrm_verify.properties import specs
 from nrm_verify.properties.codegen import load_object
 from nrm_verify.zoo import models
 
@@ -102,11 +102,11 @@ def small_vgg16(seed: int = 0, num_classes: int = 10, width: int = 8, hidden: in
                                    nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(), nn.Linear(hidden, num_classes))
         model = nn.Sequential(OrderedDict(features=nn.Sequential(*layers), avgpool=nn.AdaptiveAvgPool2d((7, 7)),
                                           flatten=nn.Flatten(), classifier=classifier))
-    models._materialize(model)
+    models.materialize(model)
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             gain = 1.0 if module is classifier[6] else 2.0 ** 0.5
-            models._fill(module, generator, gain=gain, bias_std=models.BIAS_STD)
+            models.fill(module, generator, gain=gain, bias_std=models.BIAS_STD)
     return model.to(dtype).eval()
 
 
@@ -117,7 +117,7 @@ INPUTS: dict[str, Callable] = {"seeded_image": models.seeded_image, "seeded_norm
 
 
 @dataclass(frozen=True)
-class Case:
+class SnapshotCase:
     """One seeded situation: ``model(**model_kwargs, dtype=torch_dtype)``,
     ``input(**input_kwargs, dtype=torch_dtype)`` and the target (an output index, or one
     per sample). ``dtype`` is stored as a string ("float64", "float32", …: the manifest is
@@ -145,11 +145,11 @@ class Case:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> Case:
+    def from_dict(cls, d: Mapping) -> SnapshotCase:
         try:
             return cls(**d)
         except TypeError as e:
-            raise SnapshotError(f"a case description in the manifest does not fit Case: {e}") from None
+            raise SnapshotError(f"a case description in the manifest does not fit SnapshotCase: {e}") from None
 
     def build(self, base: str | os.PathLike | None = None) -> tuple[torch.nn.Module, torch.Tensor]:
         """(model in eval mode, input). ``base``: the folder that relative builder file
@@ -221,30 +221,30 @@ def _portable_spec(spec: str | None, base: Path) -> str | None:
     return f"{Path(os.path.relpath(path, base.resolve())).as_posix()}:{what}"
 
 
-CASES: dict[str, list[Case]] = {}
+CASES: dict[str, list[SnapshotCase]] = {}
 CASES["quick"] = [
-    Case("mlp", "mlp", {"widths": [8, 6, 5, 3], "seed": 0}, "seeded_normal", {"shape": [2, 8], "seed": 1},
+    SnapshotCase("mlp", "mlp", {"widths": [8, 6, 5, 3], "seed": 0}, "seeded_normal", {"shape": [2, 8], "seed": 1},
          target=[0, 2], description="dense ReLU net 8-6-5-3, two samples with their own targets"),
-    Case("small_cnn", "small_cnn", {"seed": 0, "num_classes": 10}, "seeded_image", {"size": 16, "seed": 0},
+    SnapshotCase("small_cnn", "small_cnn", {"seed": 0, "num_classes": 10}, "seeded_image", {"size": 16, "seed": 0},
          target=3, layers=["input", "features.3", "avgpool", "classifier.0"],
          description="small VGG-like CNN on a 16x16 seeded image"),
 ]
 CASES["default"] = CASES["quick"] + [
-    Case("small_vgg16", "small_vgg16", {"seed": 0, "num_classes": 10}, "seeded_image", {"size": 32, "seed": 0},
+    SnapshotCase("small_vgg16", "small_vgg16", {"seed": 0, "num_classes": 10}, "seeded_image", {"size": 32, "seed": 0},
          target=3, layers=["input", "features.28", "classifier.0"],
          description="VGG16 layout with 8x fewer channels (small_vgg16) on a 32x32 seeded image"),
 ]
 CASES["vgg16"] = [
-    Case("vgg16", "vgg16", {"num_classes": 10, "seed": 0}, "seeded_image", {"size": 32, "seed": 0}, target=3,
+    SnapshotCase("vgg16", "vgg16", {"num_classes": 10, "seed": 0}, "seeded_image", {"size": 32, "seed": 0}, target=3,
          layers=["input", "features.28"], description="the full VGG16 (seeded weights, 10 classes) at 32x32"),
 ]
 """Named case sets: ``quick`` (mlp, small_cnn), ``default`` (adds :func:`small_vgg16` at
 32×32) and ``vgg16`` (the full VGG16 at 32×32: 138 M parameters, about 3 GB in float64)."""
 
 
-def load_cases(spec: str | Sequence[Case]) -> list[Case]:
+def load_cases(spec: str | Sequence[SnapshotCase]) -> list[SnapshotCase]:
     """A case set by name (:data:`CASES`), a ``module:function`` returning a list of
-    :class:`Case`, or the list itself."""
+    :class:`SnapshotCase`, or the list itself."""
     if not isinstance(spec, str):
         cases = list(spec)
     elif spec in CASES:
@@ -257,8 +257,9 @@ def load_cases(spec: str | Sequence[Case]) -> list[Case]:
             raise SnapshotError(f"cannot load the cases {spec!r}: {type(e).__name__}: {e}") from None
     else:
         raise SnapshotError(f"unknown case set {spec!r}: use one of {sorted(CASES)} or 'module:function'")
-    if not cases or not all(isinstance(c, Case) for c in cases):
-        raise SnapshotError(f"the case set {spec!r} must be a non-empty list of nrm_verify.report.snapshots.Case")
+    if not cases or not all(isinstance(c, SnapshotCase) for c in cases):
+        raise SnapshotError(f"the case set {spec!r} must be a non-empty list of "
+                            "nrm_verify.report.snapshots.SnapshotCase")
     names = [c.name for c in cases]
     if len(set(names)) != len(names):
         raise SnapshotError(f"case names must be unique, got {names}")
@@ -275,21 +276,12 @@ SPEC_FORMS = ("nrm:Preset, nrm:Rule(args), nrm-relevance:Preset, zennit:Composit
 
 
 def _call_parts(text: str, spec: str) -> tuple[str, tuple, dict]:
-    """``"Name"`` or ``"Name(literal args)"`` → (name, args, kwargs)."""
+    """``"Name"`` or ``"Name(literal args)"`` → (name, args, kwargs)
+    (:func:`nrm_verify.properties.specs.parse_call`)."""
     try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        raise ExplainerSpecError(f"{spec!r}: {text!r} is not a name or a call with literal arguments") from None
-    if isinstance(node, ast.Name):
-        return node.id, (), {}
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        try:
-            return (node.func.id, tuple(ast.literal_eval(a) for a in node.args),
-                    {k.arg: ast.literal_eval(k.value) for k in node.keywords})
-        except ValueError:
-            raise ExplainerSpecError(f"{spec!r}: only literal arguments (numbers, strings, lists) can be "
-                                     f"given") from None
-    raise ExplainerSpecError(f"{spec!r}: {text!r} is not a name or a call with literal arguments")
+        return specs.parse_call(text)
+    except specs.RuleSpecError as e:
+        raise ExplainerSpecError(f"{spec!r}: {e}") from None
 
 
 class NRMExplainer:
@@ -326,20 +318,17 @@ class NRMExplainer:
 
 
 def _nrm_explainer(spec: str, text: str, relevance: bool) -> NRMExplainer:
-    from nrm import rules as rule_module
     from nrm.presets import PRESETS
+    from nrm.rules import RULES
 
-    name, args, kwargs = _call_parts(text, spec)
-    rule_classes = {k: v for k, v in vars(rule_module).items()
-                    if isinstance(v, type) and issubclass(v, rule_module.Rule) and v is not rule_module.Rule}
-    factory = PRESETS.get(name) or rule_classes.get(name)
-    if factory is None:
+    name, _, _ = _call_parts(text, spec)
+    if name not in PRESETS and name not in RULES:
         raise ExplainerSpecError(f"{spec!r}: {name!r} is neither a preset ({', '.join(PRESETS)}) nor a rule "
-                                 f"({', '.join(sorted(rule_classes))})")
+                                 f"({', '.join(sorted(RULES))})")
     try:
-        rules = factory(*args, **kwargs)
-    except Exception as e:
-        raise ExplainerSpecError(f"{spec!r}: {name}(...) raised {type(e).__name__}: {e}") from None
+        rules = specs.builtin(text)
+    except specs.RuleSpecError as e:
+        raise ExplainerSpecError(f"{spec!r}: {e}") from None
     return NRMExplainer(spec, rules, relevance)
 
 
@@ -471,12 +460,12 @@ def _outputs(value: Any, where: str) -> dict[str, np.ndarray]:
 class _Runner:
     """Builds each case once and runs explainers on it, each call under a forked, seeded RNG."""
 
-    def __init__(self, cases: Sequence[Case], base: str | os.PathLike | None = None):
+    def __init__(self, cases: Sequence[SnapshotCase], base: str | os.PathLike | None = None):
         self.cases = list(cases)
         self.base = base
         self._built: dict[str, tuple] = {}
 
-    def run(self, explainer: Callable, case: Case, label: str) -> dict[str, np.ndarray]:
+    def run(self, explainer: Callable, case: SnapshotCase, label: str) -> dict[str, np.ndarray]:
         if case.name not in self._built:
             self._built = {case.name: case.build(self.base)}  # one model alive at a time (VGG16 in float64: 1.1 GB)
         model, x = self._built[case.name]
@@ -577,15 +566,15 @@ class Snapshot:
     arrays: dict[tuple[str, str], dict[str, np.ndarray]]
 
     @property
-    def cases(self) -> list[Case]:
-        return [Case.from_dict(d) for d in self.manifest["cases"]]
+    def cases(self) -> list[SnapshotCase]:
+        return [SnapshotCase.from_dict(d) for d in self.manifest["cases"]]
 
     @property
     def explainers(self) -> dict[str, str | None]:
         return {e["label"]: e.get("spec") for e in self.manifest["explainers"]}
 
 
-def record(path: str | os.PathLike, explainers, cases: str | Sequence[Case] = "default", *,
+def record(path: str | os.PathLike, explainers, cases: str | Sequence[SnapshotCase] = "default", *,
            rtol: float | None = None, atol: float = 0.0, overwrite: bool = False,
            command: str | None = None) -> Snapshot:
     """Run every explainer on every case and write the snapshot ``path`` (.json + .npz).
@@ -644,7 +633,7 @@ def record(path: str | os.PathLike, explainers, cases: str | Sequence[Case] = "d
     return Snapshot(manifest, loaded)
 
 
-def _portable_case(case: Case, base: Path) -> dict:
+def _portable_case(case: SnapshotCase, base: Path) -> dict:
     d = case.to_dict()
     d["model"], d["input"] = _portable_spec(case.model, base), _portable_spec(case.input, base)
     return d
@@ -795,7 +784,7 @@ class Comparison:
                 "results": [asdict(r) | {"name": r.name, "ok": r.ok} for r in self.results]}
 
 
-def compare(path: str | os.PathLike, explainers=None, cases: str | Sequence[Case] | None = None, *,
+def compare(path: str | os.PathLike, explainers=None, cases: str | Sequence[SnapshotCase] | None = None, *,
             only_cases: Sequence[str] | None = None, rtol: float | None = None,
             atol: float | None = None) -> Comparison:
     """Run the explainers again and compare with the snapshot ``path``.
@@ -896,7 +885,11 @@ def _compare_outputs(res: CaseResult, old: Mapping[str, np.ndarray], new: Mappin
                                 f"{scale:.3g}")
 
 
-__all__ = ["Case", "CASES", "NRM_CORE", "SUITES", "Snapshot", "SnapshotError", "CaseBuildError", "CaseResult",
+Case = SnapshotCase
+"""The name of :class:`SnapshotCase` before 0.2 (case files written for it keep working)."""
+
+__all__ = ["SnapshotCase", "Case", "CASES", "NRM_CORE", "SUITES", "Snapshot", "SnapshotError", "CaseBuildError",
+           "CaseResult",
            "Comparison",
            "record", "compare", "load", "load_cases", "load_explainer", "seeded_normal", "seeded_uniform",
            "snapshot_paths", "split_label", "small_vgg16", "ExplainerSpecError", "NRMExplainer"]

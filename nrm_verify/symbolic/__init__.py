@@ -1,9 +1,9 @@
 """The symbolic layer: the rules of :mod:`nrm.rules` evaluated on sympy expressions,
 closed forms of the NRM of small networks, and proofs of the laws (NRM-SPEC §4).
 
-    from nrm_verify.symbolic import SymbolicNetwork
+    from nrm_verify.symbolic import SymbolicMeasure, SymbolicNetwork
     net = SymbolicNetwork.dense([2, 2, 1], inputs="positive", pattern="active")
-    m = net.measure(nrm.rules.Epsilon(sympy.Symbol("eps", positive=True)))
+    m = SymbolicMeasure(net, nrm.rules.Epsilon(sympy.Symbol("eps", positive=True)))
     print(m.text())                       # assumptions, kernels, walks, marginals
     m.conditional(At("input", index=[0]), given=At("h1", index=[1]))
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
-from nrm_verify.symbolic.network import SymbolicNetwork, _alternating
+from nrm_verify.symbolic.network import SymbolicNetwork, alternating
 
 EPS = sp.Symbol("eps", positive=True)
 GAMMA = sp.Symbol("gamma", nonnegative=True)
@@ -35,7 +35,7 @@ BETA = sp.Symbol("beta", nonnegative=True)
 
 
 @dataclass(frozen=True)
-class Case:
+class SignCase:
     """One stated set of assumptions for a network."""
 
     key: str
@@ -48,8 +48,8 @@ class Case:
     biases: object = None
 
 
-CASE_A = Case("A", "all hidden units active, f > 0", False, "+", False)
-CASE_B = Case("B", "last unit of the first hidden layer inactive, f < 0", True, "-", True)
+CASE_A = SignCase("A", "all hidden units active, f > 0", False, "+", False)
+CASE_B = SignCase("B", "last unit of the first hidden layer inactive, f < 0", True, "-", True)
 CASES = (CASE_A, CASE_B)
 
 
@@ -67,7 +67,7 @@ class Architecture:
             return f"conv1d(k=2) {self.widths[0]}→{self.widths[1]}, dense →{self.widths[2]}"
         return "-".join(map(str, self.widths))
 
-    def build(self, spec: RuleSpec, case: Case) -> SymbolicNetwork:
+    def build(self, spec: RuleSpec, case: SignCase) -> SymbolicNetwork:
         """The symbolic network for a rule and a case."""
         signed = spec.signed_weights
         depth = len(self.widths) - 1
@@ -84,15 +84,15 @@ class Architecture:
 
         def sign_pattern(l, j, k):
             if l == 1:
-                return _alternating(case.flip_signs, j, k)
+                return alternating(case.flip_signs, j, k)
             if j == 0:  # the first unit of every hidden layer is active: it decides feasibility
                 return "+" if l == depth else declared(l, k)
-            return _alternating(False, j, k)
+            return alternating(False, j, k)
 
         def bias_pattern(l, k):
             if l == depth:
                 return declared(l, k)
-            return _alternating(case.flip_signs and l == 1, k, 0)
+            return alternating(case.flip_signs and l == 1, k, 0)
 
         if case.weights is not None:
             weights = case.weights
@@ -147,7 +147,7 @@ class RuleSpec:
     inputs_b: str | None = None  # a different input domain in case B
     assume: Callable[[SymbolicNetwork], None] | None = None  # extra assumptions the rule needs
 
-    def inputs_for(self, case: Case):
+    def inputs_for(self, case: SignCase):
         if case.key == "B" and self.inputs_b is not None:
             return self.inputs_b
         return self.inputs

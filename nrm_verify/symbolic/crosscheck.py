@@ -22,8 +22,10 @@ import numpy as np
 import sympy as sp
 import torch
 
+import nrm
 from nrm.events import At, Event
 from nrm.rules import Rule
+from nrm_verify.references.oracle import ExactNetwork
 from nrm_verify.symbolic.derive import SymbolicMeasure
 
 
@@ -48,7 +50,7 @@ def numeric_rule(rule: Rule, point: dict, input_shape: tuple[int, ...]) -> Rule:
 
 
 @dataclass
-class Comparison:
+class Crosscheck:
     """One quantity three ways: the closed form at the point, the engine, the oracle."""
 
     name: str
@@ -65,10 +67,9 @@ class Comparison:
 
 
 def crosscheck(m: SymbolicMeasure, point: dict, events: list[tuple[str, Event]] | None = None,
-               oracle: bool = True) -> list[Comparison]:
+               oracle: bool = True) -> list[Crosscheck]:
     """Marginals and absorbers of every layer, and the measures of ``events`` (named by
     the symbolic layer names), three ways."""
-    import nrm
 
     net = m.network
     model, x, names = net.to_torch(point)
@@ -76,7 +77,6 @@ def crosscheck(m: SymbolicMeasure, point: dict, events: list[tuple[str, Event]] 
     engine = nrm.explain(model, x, target=m.target, rules=rules)
     exact = None
     if oracle:
-        from nrm_verify.references.oracle import ExactNetwork
 
         exact = ExactNetwork.from_model(model, x, rules).explain(target=m.target)
     numeric = m.at(point)
@@ -87,13 +87,13 @@ def crosscheck(m: SymbolicMeasure, point: dict, events: list[tuple[str, Event]] 
         eng = engine.marginal(name).reshape(-1).tolist()
         orc = exact.marginal(name).reshape(-1).tolist() if exact is not None else [None] * len(sym)
         for j, (a, b, c) in enumerate(zip(sym, eng, orc)):
-            out.append(Comparison(f"m{l}({net.label(l, j)})", a, b, c))
+            out.append(Crosscheck(f"m{l}({net.label(l, j)})", a, b, c))
         if l < net.depth:
-            out.append(Comparison(f"m{l}(⊥{l})", numeric.absorbed(l), float(engine.absorbed(name)[0]),
+            out.append(Crosscheck(f"m{l}(⊥{l})", numeric.absorbed(l), float(engine.absorbed(name)[0]),
                                   exact.absorbed(name) if exact is not None else None))
     for label, event in events or []:
         renamed = _rename(event, {net.names[l]: names[l] for l in range(net.depth)} | {net.names[-1]: "output"})
-        out.append(Comparison(label, numeric.measure(event), float(engine(renamed)[0]),
+        out.append(Crosscheck(label, numeric.measure(event), float(engine(renamed)[0]),
                               exact.measure(renamed) if exact is not None else None))
     return out
 

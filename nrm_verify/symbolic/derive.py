@@ -22,7 +22,7 @@ import numpy as np
 import sympy as sp
 
 from nrm.errors import EventIndexError, NullEventError, RuleAssignmentError, ZeroOutputError
-from nrm.events import Event
+from nrm.events import At, Event
 from nrm.rules import Rule, identity
 from nrm_verify.symbolic.algebra import FactoredField
 from nrm_verify.symbolic.network import SymbolicNetwork
@@ -134,9 +134,11 @@ class SymbolicMeasure:
         ``raw=True`` (here and in every method below) returns the value in the proof
         algebra: a rational function of the reduced variables
         (:meth:`SymbolicNetwork.reduce`), on which equality is exact and cheap."""
-        return self._algebra(raw).q(l, j, k)
+        return self.algebra(raw).q(l, j, k)
 
-    def _algebra(self, raw: bool) -> _Algebra:
+    def algebra(self, raw: bool) -> _Algebra:
+        """The measure's arithmetic: exact rational functions of the reduced variables for
+        proofs (``raw=True``), readable sympy expressions otherwise."""
         if raw:
             if self._proof_algebra is None:
                 self._proof_algebra = _Algebra(self, proof=True)
@@ -149,7 +151,7 @@ class SymbolicMeasure:
 
     def raw(self, expr) -> Any:
         """A sympy expression of this network's symbols in the proof algebra."""
-        return self._algebra(True).convert(expr)
+        return self.algebra(True).convert(expr)
 
     # -- marginals ---------------------------------------------------------------------------
     def _index(self, layer: str | int) -> int:
@@ -161,7 +163,7 @@ class SymbolicMeasure:
 
     def full_marginal(self, layer: str | int, raw: bool = False) -> list:
         """m_l over V̄_l: the real neurons, then ⊥_l (no absorber at the output layer)."""
-        return self._algebra(raw).marginal(self._index(layer))
+        return self.algebra(raw).marginal(self._index(layer))
 
     def marginal(self, layer: str | int, raw: bool = False) -> list:
         """m_l(j) = μ(X_l = j) for the real neurons of the layer."""
@@ -171,7 +173,7 @@ class SymbolicMeasure:
     def absorbed(self, layer: str | int, raw: bool = False):
         """m_l(⊥_l), the absorber's mass (0 at the output layer, which has none)."""
         l = self._index(layer)
-        alg = self._algebra(raw)
+        alg = self.algebra(raw)
         if l == self.network.depth:
             return alg.zero
         return self.full_marginal(l, raw)[-1]
@@ -182,11 +184,11 @@ class SymbolicMeasure:
         L = self.network.depth
         if len(path) != L + 1:
             raise ValueError(f"a walk names one neuron per layer: {L + 1} entries, got {len(path)}")
-        return self._algebra(raw).walk(tuple(path))
+        return self.algebra(raw).walk(tuple(path))
 
     def walks(self, raw: bool = False) -> dict:
         """Every walk of Ω with its measure (absorbers as None), in lexicographic order."""
-        return self._algebra(raw).walks()
+        return self.algebra(raw).walks()
 
     # -- events ------------------------------------------------------------------------------
     def _resolve(self, cylinder) -> dict[int, tuple[list[bool], bool]]:
@@ -230,7 +232,7 @@ class SymbolicMeasure:
         """μ(event) by linearity over its cylinders, each by a masked backward pass (§5)."""
         if not isinstance(event, Event):
             raise TypeError(f"expected an nrm event (nrm.At(...) and combinations), got {type(event).__name__}")
-        alg = self._algebra(raw)
+        alg = self.algebra(raw)
         total = alg.zero
         for cyl, c in sorted(event.terms.items(), key=repr):
             total = total + c * alg.cylinder(cyl)
@@ -252,7 +254,7 @@ class SymbolicMeasure:
 
     def enumerate(self, event: Event, raw: bool = False):
         """μ(event) = Σ_{ω ∈ event} μ({ω}) by enumerating every walk (the definition, §3)."""
-        alg = self._algebra(raw)
+        alg = self.algebra(raw)
         total = alg.zero
         for path, mu in alg.walks().items():
             if self.contains(event, path):
@@ -266,7 +268,7 @@ class SymbolicMeasure:
         sign is not decided by the assumptions, μ(given) ≠ 0 becomes a stated condition
         (:attr:`conditions`).
         """
-        proof = self._algebra(True)
+        proof = self.algebra(True)
         base_raw = self.measure(given, raw=True)
         if proof.is_zero(base_raw):
             raise NullEventError(f"cannot condition on {given!r}: its measure is 0; the conditional is undefined")
@@ -292,7 +294,6 @@ class SymbolicMeasure:
 
     def atom(self, l: int, j: int | None) -> Event:
         """{X_l = j} (j None or j = width: the absorber ⊥_l)."""
-        from nrm.events import At
 
         name = self.network.names[l]
         if j is None or j == self.network.widths()[l]:

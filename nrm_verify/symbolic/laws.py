@@ -29,14 +29,14 @@ from nrm_verify.symbolic.derive import SymbolicMeasure
 from nrm_verify.symbolic.network import SymbolicNetwork
 from nrm_verify.symbolic.proof import (
     NotApplicable,
-    Step,
+    ProofStep,
     check_finite,
     check_identity,
     check_independent,
     check_nonnegative,
 )
 
-StepThunk = Callable[[], Step]
+StepThunk = Callable[[], ProofStep]
 
 
 @dataclass
@@ -85,13 +85,13 @@ class Subject:
         """μ(event | given)."""
         return self.m.conditional(event, given, raw=True)
 
-    def identity(self, claim: str, lhs, rhs) -> Step:
+    def identity(self, claim: str, lhs, rhs) -> ProofStep:
         """Prove lhs = rhs in the proof algebra of this subject's measure."""
         return check_identity(claim, lhs, rhs, self.network, self.params, convert=self.m.raw)
 
     def zero(self, value) -> bool:
         """Whether a value is identically 0 (then, e.g., a conditional on it is undefined)."""
-        return self.m._algebra(True).is_zero(value if not isinstance(value, (sp.Basic, int)) else self.m.raw(value))
+        return self.m.algebra(True).is_zero(value if not isinstance(value, (sp.Basic, int)) else self.m.raw(value))
 
     @property
     def builtin(self) -> bool:
@@ -564,32 +564,3 @@ def input_independence(s: Subject) -> list[Claim]:
 
     holds = all(type(s.rules[l]) in BUILTIN_RULES for l in free_layers + box_layers)
     return [Claim("holds" if holds else "either", steps())]
-
-
-@dataclass(frozen=True)
-class Law:
-    key: str
-    title: str
-    statement: str  # LaTeX
-    check: Callable[[Subject], list[Claim]]
-
-
-LAWS = (
-    Law("L1", "normalization", r"\mu(\Omega)=1,\ \sum_{j\in\bar V_l} m_l(j)=1,\ \sum_{j\in\bar V_{l-1}} q_l(j\mid k)=1",
-        normalization),
-    Law("L2", "additivity", r"\mu(A\cup B)=\mu(A)+\mu(B)-\mu(A\cap B),\ \mu(A^c)=1-\mu(A)", additivity),
-    Law("L3", "marginalization", r"\sum_{j\in\bar V_l}\mu(X_l=j,E)=\mu(E)", marginalization),
-    Law("L4", "chain rule",
-        r"\mu(A\cap B)=\mu(A)\,\mu(B\mid A),\ \mu(\omega)=m_L(n_L)\prod_l\mu(X_{l-1}=n_{l-1}\mid X_l=n_l)",
-        chain_rule),
-    Law("L5", "Bayes", r"\mu(A\mid B)\,\mu(B)=\mu(B\mid A)\,\mu(A)", bayes),
-    Law("L6", "total measure", r"\mu(B)=\sum_i\mu(B\cap A_i)", total_measure),
-    Law("L7", "Markov", r"\mu(X_{l-1}\in A\mid X_l=k,E_{>l})=\sum_{j\in A}q_l(j\mid k)", markov),
-    Law("L9", "LRP-0 = gradient × input", r"m_l(j)=a_j\,\partial f/\partial a_j\,/\,f", gradient_times_input),
-    Law("L10", "ε → 0", r"\lim_{\varepsilon\to0^+}q^{\varepsilon}=q^{0}", epsilon_limit),
-    Law("L11", "γ = 0", r"q^{\gamma}\big|_{\gamma=0}=q^{0}", gamma_zero),
-    Law("L12", "γ → ∞", r"\lim_{\gamma\to\infty}q^{\gamma}=q^{z^+}", gamma_infinity),
-    Law("L13", "αβ(1,0) = z⁺", r"q^{\alpha\beta}\big|_{\alpha=1,\beta=0}=q^{z^+}", alphabeta_zplus),
-    Law("L14", "input independence / z^B ≥ 0", r"\partial q^{\flat,w^2}/\partial x=0,\ q^{z^B}\ge0",
-        input_independence),
-)

@@ -514,14 +514,6 @@ class SymbolicNetwork:
         x = torch.tensor([num(v) for v in self.inputs], dtype=torch.float64).reshape((1,) + self.input_shape)
         return model, x, names
 
-    def measure(self, rules, target: int = 0, start: Sequence | None = None,
-                assume_nonzero_denominators: bool = False):
-        """The symbolic NRM of this network (see :class:`~nrm_verify.symbolic.derive.SymbolicMeasure`)."""
-        from nrm_verify.symbolic.derive import SymbolicMeasure
-
-        return SymbolicMeasure(self, rules, target=target, start=start,
-                               assume_nonzero_denominators=assume_nonzero_denominators)
-
 
 # -- helpers ---------------------------------------------------------------------------------
 def _register(name: str, spec: Any, domains: dict, latex: dict, latex_name: str):
@@ -532,7 +524,7 @@ def _register(name: str, spec: Any, domains: dict, latex: dict, latex_name: str)
     return s
 
 
-def _alternating(flip: bool, *idx) -> str:
+def alternating(flip: bool, *idx) -> str:
     even = sum(i + 1 for i in idx) % 2 == 0
     return "+" if even != flip else "-"
 
@@ -541,7 +533,7 @@ def _weight_spec(weights: Any, l: int, j: int, k: int):
     if callable(weights):
         return weights(l, j, k)
     if weights in ("alternating", "alternating-"):
-        return _alternating(weights == "alternating-", j, k)
+        return alternating(weights == "alternating-", j, k)
     return weights
 
 
@@ -549,7 +541,7 @@ def _bias_spec(biases: Any, l: int, k: int):
     if callable(biases):
         return biases(l, k)
     if biases in ("alternating", "alternating-"):
-        return _alternating(biases == "alternating-", k, 0)
+        return alternating(biases == "alternating-", k, 0)
     if biases == "positive":
         return "+"
     if biases == "negative":

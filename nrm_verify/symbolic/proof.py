@@ -27,19 +27,19 @@ from typing import Any
 
 import sympy as sp
 
+from nrm_verify.laws.status import NOT_APPLICABLE, NOT_SETTLED, PROVED, REFUTED
 from nrm_verify.symbolic.ops import NONNEGATIVE, settle, to_sympy
 
-PROVED, REFUTED, FAILED, NOT_APPLICABLE = "proved", "refuted", "failed", "n/a"
 SEARCH_TRIES = 40
 
 
 @dataclass
-class Step:
+class ProofStep:
     """One checked claim."""
 
     claim: str  # plain text
     kind: str = "identity"  # "identity" | "nonnegative" | "independent"
-    status: str = FAILED
+    status: str = NOT_SETTLED
     residual: str = ""  # the non-zero simplified lhs − rhs, when it did not vanish
     point: dict | None = None  # the counterexample
     lhs_value: Any = None
@@ -60,12 +60,12 @@ class Proof:
     arch: str
     case: str
     expect: str  # "holds" (the law claims it), "fails" (shown false), "either" (a user's rule)
-    status: str = FAILED
-    steps: list[Step] = field(default_factory=list)
+    status: str = NOT_SETTLED
+    steps: list[ProofStep] = field(default_factory=list)
     assumptions: list[str] = field(default_factory=list)
     note: str = ""
 
-    def counterexample(self) -> Step | None:
+    def counterexample(self) -> ProofStep | None:
         for s in self.steps:
             if s.status == REFUTED:
                 return s
@@ -74,7 +74,7 @@ class Proof:
     @property
     def good(self) -> bool:
         """As expected: proved where the law claims to hold, refuted where it is shown
-        false, either of the two for a user's rule (never "failed")."""
+        false, either of the two for a user's rule (never "not settled")."""
         if self.status == NOT_APPLICABLE:
             return True
         if self.expect == "holds":
@@ -84,11 +84,11 @@ class Proof:
         return self.status in (PROVED, REFUTED)
 
     def settle(self) -> Proof:
-        """The status from the steps: refuted if one is, failed if one failed, else proved."""
+        """The status from the steps: refuted if one is, not settled if one is, else proved."""
         if any(s.status == REFUTED for s in self.steps):
             self.status = REFUTED
-        elif any(s.status == FAILED for s in self.steps):
-            self.status = FAILED
+        elif any(s.status == NOT_SETTLED for s in self.steps):
+            self.status = NOT_SETTLED
         elif not self.steps:
             self.status = NOT_APPLICABLE
             self.note = self.note or "vacuous: nothing in this case satisfies the law's hypothesis"
@@ -160,7 +160,7 @@ def search_counterexample(lhs, rhs, network, params, seed: int = 0, tries: int =
     return None
 
 
-def check_identity(claim: str, lhs, rhs, network, params=(), convert=None, latex: str = "", seed: int = 0) -> Step:
+def check_identity(claim: str, lhs, rhs, network, params=(), convert=None, latex: str = "", seed: int = 0) -> ProofStep:
     """Prove lhs = rhs under the network's assumptions, or refute it with a rational
     counterexample, or record the failing residual.
 
@@ -169,7 +169,7 @@ def check_identity(claim: str, lhs, rhs, network, params=(), convert=None, latex
     if convert is not None:
         lhs = convert(lhs) if isinstance(lhs, (sp.Basic, int)) else lhs
         rhs = convert(rhs) if isinstance(rhs, (sp.Basic, int)) else rhs
-    step = Step(claim, "identity", latex=latex)
+    step = ProofStep(claim, "identity", latex=latex)
     if _is_field(lhs) and _is_field(rhs) and lhs.field is rhs.field:
         diff = lhs - rhs
     else:
@@ -183,26 +183,26 @@ def check_identity(claim: str, lhs, rhs, network, params=(), convert=None, latex
         step.status = REFUTED
         step.point, step.lhs_value, step.rhs_value = found
     else:
-        step.status = FAILED
+        step.status = NOT_SETTLED
     step.residual = _short(residual)
     return step
 
 
-def check_finite(claim: str, expr) -> Step:
+def check_finite(claim: str, expr) -> ProofStep:
     """Prove that a limit came out finite (e.g. lim (q^ε − q^0)/ε: the error is O(ε))."""
     expr = as_expr(expr)
-    step = Step(claim, "finite")
+    step = ProofStep(claim, "finite")
     if expr.has(sp.oo, -sp.oo, sp.zoo, sp.nan, sp.Limit):
-        step.status = FAILED
+        step.status = NOT_SETTLED
         step.residual = _short(expr)
     else:
         step.status = PROVED
     return step
 
 
-def check_nonnegative(claim: str, expr, network, params=(), seed: int = 0) -> Step:
+def check_nonnegative(claim: str, expr, network, params=(), seed: int = 0) -> ProofStep:
     """Prove expr ≥ 0 from the assumptions (sign decision), or refute it at a point."""
-    step = Step(claim, "nonnegative")
+    step = ProofStep(claim, "nonnegative")
     expr = as_expr(expr)
     if network.decider.signs(expr) <= NONNEGATIVE:
         step.status = PROVED
@@ -214,22 +214,22 @@ def check_nonnegative(claim: str, expr, network, params=(), seed: int = 0) -> St
         if v.is_number and v < 0:
             step.status, step.point, step.lhs_value, step.rhs_value = REFUTED, point, v, sp.Integer(0)
             return step
-    step.status = FAILED
+    step.status = NOT_SETTLED
     step.residual = _short(expr)
     return step
 
 
-def check_independent(claim: str, expr, symbols: set, network, params=(), seed: int = 0) -> Step:
+def check_independent(claim: str, expr, symbols: set, network, params=(), seed: int = 0) -> ProofStep:
     """Prove that expr does not contain any of ``symbols`` (after expanding the
     abbreviations), or show two points that differ only in those symbols' values and give
     different values."""
-    step = Step(claim, "independent")
+    step = ProofStep(claim, "independent")
     expr = as_expr(expr)
     free = network.expand(expr).free_symbols
     if not free & symbols:
         step.status = PROVED
         return step
-    step.status = FAILED
+    step.status = NOT_SETTLED
     step.residual = f"depends on {', '.join(sorted(map(str, free & symbols)))}"
     rng = random.Random(seed)
     for _ in range(SEARCH_TRIES):

@@ -13,7 +13,6 @@ of :mod:`~nrm_verify.symbolic.catalog` and returns the proofs (see
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 import traceback
@@ -25,61 +24,25 @@ from pathlib import Path
 import sympy as sp
 
 from nrm.rules import Rule, ZBox, Zero
-from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES, Architecture, Case, RuleSpec
+from nrm_verify.laws import catalogue
+from nrm_verify.laws.catalogue import Law
+from nrm_verify.laws.status import NOT_APPLICABLE, NOT_SETTLED, PROVED, REFUTED
+from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES, Architecture, RuleSpec, SignCase
 from nrm_verify.symbolic.derive import SymbolicMeasure
-from nrm_verify.symbolic.laws import LAWS, Claim, Law, Subject
-from nrm_verify.symbolic.network import SymbolicNetworkError
+from nrm_verify.symbolic.laws import Claim, Subject
 from nrm_verify.symbolic.ops import SymbolicSizeError
-from nrm_verify.symbolic.proof import FAILED, NOT_APPLICABLE, REFUTED, NotApplicable, Proof, Step
+from nrm_verify.symbolic.proof import NotApplicable, Proof, ProofStep, point_text
+from nrm_verify.symbolic.report import render
+from nrm_verify.symbolic.subjects import CASE_C, subject, subjects
 
 REPORT = Path(__file__).resolve().parents[2] / "proofs" / "REPORT.md"
-
-CASE_C = Case("C", "P_k = 0 at the output: every weight into y and its bias negative, f < 0", False, "-", False,
-              weights=lambda l, j, k: "-" if l == 2 else ("+" if (j + k) % 2 == 0 else "-"),
-              biases=lambda l, k: "-" if l == 2 else "+")
-"""A boundary case for L12 and L13 (2-2-1 only): z⁺ sends the output column to ⊥."""
-
 
 @dataclass(frozen=True)
 class Job:
     arch: Architecture
     spec: RuleSpec
-    case: Case
+    case: SignCase
     laws: tuple[str, ...]
-
-
-def subject(arch: Architecture, spec: RuleSpec, case: Case, split: tuple = ()) -> Subject:
-    """The rule on the architecture under the case (and the sign assumptions ``split``,
-    ((expression, "+" or "-"), …)); a witness point proves the assumptions satisfiable
-    (otherwise every claim would hold vacuously)."""
-    net = arch.build(spec, case)
-    label = case.key
-    for expr, sign in split:
-        net.assume(expr, sign, "case split: the rule branches on its sign")
-        label += sign
-    net.sample(random.Random(0), extra=spec.params)
-    return Subject(net, [None] + spec.rules(net), spec.params, arch.key, spec.title, label)
-
-
-MAX_SPLITS = 3
-"""How many undecided signs a case is split on at most."""
-
-
-def subjects(arch: Architecture, spec: RuleSpec, case: Case, split: tuple = ()) -> list[Subject]:
-    """The case, split on every sign its rule branches on that the assumptions leave
-    open (x⁺, x⁻, s(x) of an expression such as a denominator): one sub-case with the
-    expression > 0 and one with it < 0, each kept only when feasible. Together they cover
-    everything but the expression = 0, which a rule's validity condition excludes."""
-    try:
-        s = subject(arch, spec, case, split)
-    except SymbolicNetworkError:
-        if split:
-            return []  # an infeasible sub-case
-        raise
-    open_signs = [x for _, op, x in s.m.undecided if op in ("sign", "pos", "neg", "abs")]
-    if not open_signs or len(split) >= MAX_SPLITS:
-        return [s]
-    return [t for sign in "+-" for t in subjects(arch, spec, case, split + ((open_signs[0], sign),))]
 
 
 def run_law(law: Law, s: Subject) -> list[Proof]:
@@ -94,11 +57,11 @@ def run_law(law: Law, s: Subject) -> list[Proof]:
                 + ("; …" if len(open_signs) > 4 else "")
                 + ". Declare the signs they need (prove_rule(..., inputs='positive', signed_weights=True) or a "
                   "network of your own) and run again")
-        return [Proof(**base, expect="holds", status=FAILED, note=note)]
+        return [Proof(**base, expect="holds", status=NOT_SETTLED, note=note)]
     try:
-        claims = law.check(s)
+        claims = law.symbolic_function()(s)
     except NotApplicable as e:
-        return [Proof(**base, expect="n/a", status=NOT_APPLICABLE, note=str(e))]
+        return [Proof(**base, expect=NOT_APPLICABLE, status=NOT_APPLICABLE, note=str(e))]
     out = []
     for claim in claims:
         p = _run_claim(claim, base, s)
@@ -116,7 +79,7 @@ def _run_claim(claim: Claim, base: dict, s: Subject) -> Proof:
             if step.status == REFUTED and claim.expect != "holds":
                 break
     except Exception as e:  # a failure of the proof machinery is a failed proof, shown in the report
-        p.steps.append(Step(f"error: {type(e).__name__}: {e}", status=FAILED,
+        p.steps.append(ProofStep(f"error: {type(e).__name__}: {e}", status=NOT_SETTLED,
                             residual=traceback.format_exc(limit=3)))
     p.settle()
     p.assumptions = s.m.assumptions()
@@ -124,9 +87,9 @@ def _run_claim(claim: Claim, base: dict, s: Subject) -> Proof:
 
 
 def jobs(archs: Iterable[Architecture] = ARCHITECTURES, specs: Iterable[RuleSpec] = RULES,
-         cases: Iterable[Case] = CASES, laws: Sequence[str] | None = None) -> list[Job]:
+         cases: Iterable[SignCase] = CASES, laws: Sequence[str] | None = None) -> list[Job]:
     """The suite: every architecture × rule × case, plus the boundary case C on 2-2-1."""
-    keys = tuple(laws or [law.key for law in LAWS])
+    keys = tuple(laws or [law.key for law in catalogue.symbolic_laws()])
     out = [Job(a, r, c, keys) for a in archs for r in specs for c in cases]
     boundary = tuple(k for k in keys if k in ("L12", "L13"))
     if boundary:
@@ -142,7 +105,7 @@ def jobs(archs: Iterable[Architecture] = ARCHITECTURES, specs: Iterable[RuleSpec
 def unsettled(job: Job, why: str, laws: Sequence[str] | None = None) -> list[Proof]:
     """One failed proof per law of ``job`` that could not be attempted, saying why."""
     return [Proof(law=key, rule=job.spec.title, arch=job.arch.key, case=job.case.key, expect="holds",
-                  status=FAILED, note=why) for key in (laws if laws is not None else job.laws)]
+                  status=NOT_SETTLED, note=why) for key in (laws if laws is not None else job.laws)]
 
 
 def run_job(job: Job, deadline: float | None = None) -> list[Proof]:
@@ -156,7 +119,7 @@ def run_job(job: Job, deadline: float | None = None) -> list[Proof]:
         return unsettled(job, f"not settled: {e}")
     out = []
     for s in cases:
-        for law in LAWS:
+        for law in catalogue.symbolic_laws():
             if law.key not in job.laws:
                 continue
             if deadline is not None and time.perf_counter() > deadline:
@@ -203,7 +166,7 @@ def run(job_list: Sequence[Job], workers: int = 1, progress: Callable[[str], Non
 
 def prove_rule(rule: Rule | Callable, *, title: str | None = None, inputs: str | None = None,
                signed_weights: bool | None = None, params: tuple | None = None,
-               archs: Iterable[Architecture] = ARCHITECTURES[:1], cases: Iterable[Case] = CASES,
+               archs: Iterable[Architecture] = ARCHITECTURES[:1], cases: Iterable[SignCase] = CASES,
                laws: Sequence[str] | None = None, budget: float | None = None) -> list[Proof]:
     """Every law for a rule of your own (one :class:`nrm.rules.Rule` on every layer, or a
     callable network -> rules per layer), on ``archs`` (default 2-2-1) and ``cases``.
@@ -241,7 +204,7 @@ def prove_rule(rule: Rule | Callable, *, title: str | None = None, inputs: str |
         try:
             m = SymbolicMeasure(net, build(net))
         except SymbolicSizeError as e:
-            wanted = tuple(laws or [law.key for law in LAWS])
+            wanted = tuple(laws or [law.key for law in catalogue.symbolic_laws()])
             return [p for a in archs for c in cases for p in unsettled(Job(a, probe, c, wanted), f"not settled: {e}")]
         branched = {x for _, op, x in m.undecided if op in ("pos", "neg", "sign")}
         weights = {w for layer in net.layers for w in layer.weight.flat if isinstance(w, sp.Symbol)}
@@ -283,9 +246,8 @@ def law_main(key: str, argv: Sequence[str] | None = None) -> int:
     """Run one law on every architecture, rule and case (or a selection) and print each
     proof — with ``--show``, every step and every counterexample. Exit status 1 when a
     proof is not as expected."""
-    from nrm_verify.symbolic.proof import point_text
 
-    law = next(law for law in LAWS if law.key == key)
+    law = next(law for law in catalogue.symbolic_laws() if law.key == key)
     parser = argparse.ArgumentParser(description=f"{law.key} — {law.title}")
     parser.add_argument("--arch", action="append", help="2-2-1, 2-2-2-1, 3-2-2 or conv (default: all)")
     parser.add_argument("--rule", action="append", help="rule keys: " + ", ".join(r.key for r in RULES))
@@ -294,7 +256,7 @@ def law_main(key: str, argv: Sequence[str] | None = None) -> int:
     archs = [a for a in ARCHITECTURES if not args.arch or a.key in args.arch]
     specs = [r for r in RULES if not args.rule or r.key in args.rule]
     print(f"{law.key} — {law.title}: {law.statement}")
-    print((law.check.__doc__ or "").strip())
+    print((law.symbolic_function().__doc__ or "").strip())
     print()
     bad = 0
     for p in run(jobs(archs, specs, CASES, [key]), workers=1):
@@ -302,7 +264,7 @@ def law_main(key: str, argv: Sequence[str] | None = None) -> int:
         print(f"{p.rule} | {p.arch} | case {p.case} | {p.status} (expected: {p.expect}) | {len(p.steps)} steps"
               + (f" | {p.note}" if p.note else "") + good)
         bad += not p.good
-        for step in p.steps if args.show else [st for st in p.steps if st.status != "proved"]:
+        for step in p.steps if args.show else [st for st in p.steps if st.status != PROVED]:
             print(f"    {step.status}: {step.claim}")
             if step.point is not None:
                 print(f"        at {point_text(step.point)}: left {step.lhs_value}, right {step.rhs_value}")
@@ -327,13 +289,12 @@ def select(laws: Sequence[str] | None, rules: Sequence[str] | None,
                              f"are {', '.join(known)}")
         return list(dict.fromkeys(table[fold(v.strip())] for v in values))
 
-    return (pick(laws, [law.key for law in LAWS], "law", str.upper),
+    return (pick(laws, [law.key for law in catalogue.symbolic_laws()], "law", str.upper),
             pick(rules, [r.key for r in RULES], "rule", str.lower),
             pick(archs, [a.key for a in ARCHITECTURES], "architecture", str))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from nrm_verify.symbolic.report import render
 
     parser = argparse.ArgumentParser(prog="python -m nrm_verify.symbolic.prove", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if a proof fails or the report is stale")

@@ -18,9 +18,11 @@ from fractions import Fraction
 
 import sympy as sp
 
+from nrm.errors import NullEventError
 from nrm.events import At
 from nrm.rules import Epsilon, Gamma, Zero, ZPlus
 from nrm_verify.symbolic.catalog import EPS, GAMMA
+from nrm_verify.symbolic.derive import SymbolicMeasure
 from nrm_verify.symbolic.network import SymbolicNetwork
 
 SIGNS = {(1, 0, 0): "+", (1, 1, 0): "+", (1, 0, 1): "+", (1, 1, 1): "-", (2, 0, 0): "+", (2, 1, 0): "-"}
@@ -66,7 +68,7 @@ def derivations() -> list[Quantity]:
 
     net = network()
     pt = point(net)
-    m = net.measure(Zero())
+    m = SymbolicMeasure(net, Zero())
     for (j, k, name), v in zip([(0, 0, "q(h1|y)"), (1, 0, "q(h2|y)")], ["3/2", "-1/2"]):
         add(name, m, m.q(2, j, k), pt, v)
     for (j, k), name, v in [((0, 0), "q(x1|h1)", "1/3"), ((1, 0), "q(x2|h1)", "2/3"), ((0, 1), "q(x1|h2)", "3"),
@@ -87,23 +89,23 @@ def derivations() -> list[Quantity]:
 
     bnet = network(biases=True)
     bpt = point(bnet, b1_1=1, b1_2=0, b2_1=0)
-    bm = bnet.measure(Zero())
+    bm = SymbolicMeasure(bnet, Zero())
     for j, v in enumerate(["4/3", "-1/3", "0"]):
         add(f"bias: m1({['h1', 'h2', '⊥'][j]})", bm, bm.full_marginal(1)[j], bpt, v)
     for j, v in enumerate(["-2/3", "4/3", "1/3"]):
         add(f"bias: m0({['x1', 'x2', '⊥'][j]})", bm, bm.full_marginal(0)[j], bpt, v)
 
-    em = net.measure([Zero(), Epsilon(EPS)])
+    em = SymbolicMeasure(net, [Zero(), Epsilon(EPS)])
     ept = {**pt, EPS: sp.Rational(1, 10)}
     for j, v in enumerate(["-20/21", "40/21", "1/21"]):
         add(f"ε = 1/10 at the output: m0({['x1', 'x2', '⊥'][j]})", em, em.full_marginal(0)[j], ept, v)
 
-    gm = net.measure(Gamma(GAMMA))
+    gm = SymbolicMeasure(net, Gamma(GAMMA))
     gpt = {**pt, GAMMA: sp.Integer(1)}
     for j, v in enumerate(["1/10", "9/10"]):
         add(f"γ = 1: m0(x{j + 1})", gm, gm.marginal(0)[j], gpt, v)
 
-    zm = net.measure(ZPlus())
+    zm = SymbolicMeasure(net, ZPlus())
     for j, v in enumerate(["1", "0"]):
         add(f"z⁺: m1(h{j + 1})", zm, zm.marginal(1)[j], pt, v)
     for j, v in enumerate(["1/3", "2/3"]):
@@ -114,10 +116,9 @@ def derivations() -> list[Quantity]:
 def null_conditional_raises() -> bool:
     """Conditioning on {X0 = x1} ∪ {X1 = h1} at the example's point raises
     :class:`nrm.errors.NullEventError` (its measure is 0 there)."""
-    from nrm.errors import NullEventError
 
     net = network()
-    m = net.measure(Zero()).at(point(net))
+    m = SymbolicMeasure(net, Zero()).at(point(net))
     try:
         m.conditional(At("h1", index=[1]), At("input", index=[0]) | At("h1", index=[0]))
     except NullEventError:

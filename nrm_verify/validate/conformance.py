@@ -8,10 +8,13 @@ invariances, :data:`COLUMNS`) a :class:`Cell` says one of
 * ``proved`` — :mod:`nrm_verify.symbolic` proved the law for the rule on its symbolic
   networks, and the search below found no counterexample;
 * ``held`` — a hypothesis search (:mod:`nrm_verify.properties.strategies`, the law arguments of
-  :data:`nrm_verify.properties.checks.CHECKS`) found no violation in N cases where the law applied;
+  :mod:`nrm_verify.laws.catalogue`) found no violation in N cases where the law applied;
 * ``violated`` — with a runnable counterexample (shrunk by the validator's search);
-* ``n/a`` — the law says nothing about the row (with the reason);
-* ``not checked`` — no check exists yet (L15, L16, L18) or the source was not run.
+* ``not applicable`` — the law says nothing about the row (with the reason; shown ``n/a``);
+* ``not checked`` — the source was not run (shown ``·``).
+
+The columns are the laws of the catalogue (:mod:`nrm_verify.laws.catalogue`) that the
+matrix shows, in its order, and PEERS; a law registered there gets its column.
 
 The search draws one case at a time (network, input, target, the row's rules) and checks
 every applicable law on it, each with its own drawn arguments — the case construction of
@@ -35,7 +38,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,22 +50,39 @@ import nrm
 from nrm.errors import RelevanceDependentRuleError, ZeroOutputError
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
 from nrm_verify import laws
+from nrm_verify.laws import catalogue
+from nrm_verify.laws.catalogue import Check
+from nrm_verify.laws.status import HELD, NOT_APPLICABLE, NOT_CHECKED, NOT_SETTLED, PROVED, REFUTED, SHORT, VIOLATED
 from nrm_verify.properties import strategies as S
-from nrm_verify.properties.checks import CHECKS, LATER, LawCheck
+from nrm_verify.symbolic.job import ProofJob, ProofOutcome
+from nrm_verify.validate.search import ERROR, Failure, Verdict, describe_failure, run_check, search_settings
 
-PROVED, HELD, VIOLATED, NOT_APPLICABLE, NOT_CHECKED = "proved", "held", "violated", "n/a", "not checked"
 STATUSES = (PROVED, HELD, VIOLATED, NOT_APPLICABLE, NOT_CHECKED)
+"""The statuses a cell takes (:mod:`nrm_verify.laws.status`)."""
 
-COLUMNS = tuple(f"L{i}" for i in range(1, 19)) + ("INV",)
-"""The laws of NRM-SPEC §4 and the invariances (INV: a batch gives the per-sample result)."""
+PEERS = "PEERS"
+PEERS_TITLE = "peer equivalence"
 
-TITLES = {
-    "L1": "normalization", "L2": "additivity", "L3": "marginalization", "L4": "chain rule", "L5": "Bayes",
-    "L6": "total measure", "L7": "Markov", "L8": "LRP equivalence", "L9": "LRP-0 = gradient × input",
-    "L10": "ε → 0 gives LRP-0", "L11": "γ = 0 gives LRP-0", "L12": "γ → ∞ gives z⁺", "L13": "α1β0 = z⁺",
-    "L14": "input independence / z^B ≥ 0", "L15": "GNN-LRP walks", "L16": "CRP", "L17": "channel heatmaps add up",
-    "L18": "modularity", "INV": "batch invariance", "PEERS": "peer equivalence",
-}
+
+def columns() -> tuple[str, ...]:
+    """The law columns: the catalogue's laws that the matrix shows, in order (L1 … L18, INV
+    and any law registered since)."""
+    return tuple(catalogue.keys(column=True))
+
+
+def titles() -> dict[str, str]:
+    """Column key → title (the catalogue's, and PEERS)."""
+    return {**catalogue.titles(), PEERS: PEERS_TITLE}
+
+
+def __getattr__(name: str):
+    """``COLUMNS`` and ``TITLES`` read the catalogue when used (registered laws appear)."""
+    if name == "COLUMNS":
+        return columns()
+    if name == "TITLES":
+        return titles()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -182,17 +201,12 @@ def select_rows(only: Sequence[str] | None, rows: Sequence[Row] | None = None) -
     return [by_name[w.lower()] for w in dict.fromkeys(wanted)]
 
 
-def applies(check: LawCheck, row: Row) -> str:
-    """'' when ``check`` applies to ``row``, else the reason."""
+def applies(check: Check, row: Row) -> str:
+    """'' when ``check`` applies to ``row``, else the reason (the catalogue decides: its
+    ``rule`` test for a rule row, its ``preset`` test for a preset row)."""
     if row.representative is not None:
-        return check.applies(row.representative)
-    if check.name == "z^B non-negative":
-        if isinstance(row.first_rule, ZBox):
-            return ""
-        return "the preset does not use z^B on the first layer"
-    if check.law in ("L9", "L10", "L11", "L12", "L13", "L14"):
-        return f"{check.law} relates single rules (see the rule rows); a preset mixes rules by layer"
-    return ""
+        return "the law is not about rules" if check.rule is None else check.rule(row.representative)
+    return "the law is not about presets" if check.preset is None else check.preset(row.preset)
 
 
 # -- cells and the result -----------------------------------------------------------------------
@@ -212,10 +226,10 @@ class Cell:
 
     @property
     def short(self) -> str:
+        """How the table shows the cell (``held 40``, ``n/a``, ``·``, …)."""
         if self.status == HELD:
             return f"held {self.cases}"
-        return {PROVED: "proved", VIOLATED: "VIOLATED", NOT_APPLICABLE: "n/a", NOT_CHECKED: "·"}.get(self.status,
-                                                                                                   self.status)
+        return SHORT.get(self.status, self.status)
 
 
 @dataclass
@@ -224,7 +238,7 @@ class Conformance:
 
     rows: list[str]
     kinds: dict[str, str]
-    columns: tuple[str, ...] = COLUMNS + ("PEERS",)
+    columns: tuple[str, ...] = field(default_factory=lambda: columns() + (PEERS,))
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     profile: str = "ci"
     examples: int = 0
@@ -267,7 +281,7 @@ class Conformance:
             "ok": self.ok, "exit_code": self.exit_code, "profile": self.profile, "examples": self.examples,
             "seconds": self.seconds, "notes": self.notes, "sources": self.sources,
             "rows": [{"name": r, "kind": self.kinds.get(r, "")} for r in self.rows],
-            "columns": [{"key": c, "title": TITLES.get(c, c)} for c in self.columns],
+            "columns": [{"key": c, "title": titles().get(c, c)} for c in self.columns],
             "cells": {r: {c: _cell_dict(self.cell(r, c)) for c in self.columns} for r in self.rows},
             "counts": dict(self.counts()), "failures": self.failures,
             "violated": [{"row": r, "column": c} for r, c in self.violated],
@@ -311,11 +325,6 @@ def _relative(d: float, tol: float | None) -> float:
     return d / tol if tol else d
 
 
-def _search_settings(profile: str, examples: int | None) -> settings:
-    from nrm_verify.validate.rules import search_settings
-    return search_settings(profile, examples)
-
-
 class _RowContext:
     """What the law checks' argument draws read (the validator's ``Context``): the rule
     under test for L14, the input domain for a second input."""
@@ -327,7 +336,7 @@ class _RowContext:
             self.input_kind = "nonnegative"
 
 
-def search_row(row: Row, checks: Sequence[LawCheck], hyp: settings) -> dict[int, _Tally]:
+def search_row(row: Row, checks: Sequence[Check], hyp: settings) -> dict[int, _Tally]:
     """One hypothesis search for ``row``: every case is checked against every check in
     ``checks`` (indexed by position), each with its own drawn arguments."""
     tallies = {i: _Tally() for i in range(len(checks))}
@@ -342,7 +351,7 @@ def search_row(row: Row, checks: Sequence[LawCheck], hyp: settings) -> dict[int,
                 continue  # batch invariance needs two samples
             call = None
             try:
-                call = check.draw(data, case, ctx)
+                call = check.call(data, case, ctx)
                 result = call.run(case)
             except ZeroOutputError:
                 return  # f_c(x) = 0: no measure; the case is dropped for every law
@@ -367,25 +376,23 @@ def search_row(row: Row, checks: Sequence[LawCheck], hyp: settings) -> dict[int,
     return tallies
 
 
-def _counterexample(row: Row, check: LawCheck, tally: _Tally, profile: str, examples: int) -> tuple[str, str]:
+def _counterexample(row: Row, check: Check, tally: _Tally, profile: str, examples: int) -> tuple[str, str]:
     """(detail, runnable program) for a violated check: the validator's shrinking search
     for a small case first; the case the search found when that finds nothing."""
-    from nrm_verify.validate import rules as validate
-
-    verdict = validate._run_check(check, row, _search_settings(profile, max(8, examples)))
-    if verdict.status in (validate.VIOLATED, validate.ERROR) and verdict.counterexample is not None:
+    verdict = run_check(check, row, search_settings(profile, max(8, examples)))
+    if verdict.status in (VIOLATED, ERROR) and verdict.counterexample is not None:
         return verdict.detail, verdict.counterexample.script
     case, call, result, error = tally.failure
-    verdict = validate.Verdict(check.law, check.name, validate.HELD)
+    verdict = Verdict(check.law, check.name, HELD)
     if call is None:
         return f"drawing the law's arguments raised {type(error).__name__}: {error}", ""
-    validate._describe_failure(verdict, validate._Failure(case, call, result=result, error=error), row)
+    describe_failure(verdict, Failure(case, call, result=result, error=error), row)
     return verdict.detail, verdict.counterexample.script if verdict.counterexample else ""
 
 
-def _fill_search(result: Conformance, row: Row, checks: Sequence[LawCheck], tallies: dict[int, _Tally],
+def _fill_search(result: Conformance, row: Row, checks: Sequence[Check], tallies: dict[int, _Tally],
                  profile: str, examples: int) -> None:
-    for column in COLUMNS:
+    for column in columns():
         mine = [(i, c) for i, c in enumerate(checks) if c.law == column]
         if not mine:
             continue
@@ -417,79 +424,53 @@ def _fill_search(result: Conformance, row: Row, checks: Sequence[LawCheck], tall
 
 
 # -- symbolic proofs -----------------------------------------------------------------------------
-def _prove(keys: tuple[str, ...]) -> list[dict]:  # runs in a child process
-    from nrm_verify.symbolic import catalog, prove
+class SymbolicProofs:
+    """The symbolic proofs for the rows' catalogue rules (:class:`~nrm_verify.symbolic.job.ProofJob`),
+    started at once and collected after the search."""
 
-    torch.set_num_threads(1)
-    specs = [r for r in catalog.RULES if r.key in keys]
-    out = []
-    for p in prove.run(prove.jobs(catalog.ARCHITECTURES, specs, catalog.CASES), workers=1):
-        step = p.counterexample()
-        out.append({"law": p.law, "rule": p.rule, "arch": p.arch, "case": p.case, "status": p.status,
-                    "expect": p.expect, "good": p.good, "note": p.note,
-                    "point": "" if step is None else f"{step.claim}: left {step.lhs_value}, right {step.rhs_value}"})
-    return out
-
-
-class SymbolicJob:
-    """The symbolic proofs for the rows' catalogue rules, in a child process started at
-    once and collected later (the search runs meanwhile)."""
-
-    def __init__(self, rows: Sequence[Row]):
+    def __init__(self, rows: Sequence[Row], timeout: float):
         self.rows = list(rows)
-        self.keys = tuple(k for r in rows for k in r.symbolic_keys)
-        self.future: Future | None = None
-        self.pool = None
-        self.started = time.perf_counter()
-        if self.keys:
-            import multiprocessing
-            self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-            self.future = self.pool.submit(_prove, self.keys)
+        self.keys = list(dict.fromkeys(k for r in rows for k in r.symbolic_keys))
+        laws_wanted = [law.key for law in catalogue.symbolic_laws() if law.column]
+        self.job = ProofJob(self.keys, laws_wanted, timeout) if self.keys else None
 
-    def collect(self, result: Conformance, timeout: float) -> None:
-        if self.future is None:
+    def collect(self, result: Conformance) -> None:
+        if self.job is None:
             result.sources["symbolic"] = "no row has a symbolic rule in the catalogue"
             return
-        try:
-            proofs = self.future.result(timeout=max(1.0, timeout))
-        except Exception as e:  # noqa: BLE001 — a timeout or a crash of the child: the cells say "not checked"
-            result.notes.append(f"symbolic proofs gave no result ({type(e).__name__}: {e})")
+        proofs = self.job.collect()
+        if not self.job.started_child or (proofs.note and not proofs.outcomes):
+            result.notes.append(f"symbolic proofs gave no result ({proofs.note or self.job.note})")
             result.sources["symbolic"] = "not finished"
-            for process in list(getattr(self.pool, "_processes", {}).values()):
-                process.kill()
-            self.pool.shutdown(wait=False, cancel_futures=True)
             return
-        self.pool.shutdown()
-        result.seconds["symbolic"] = time.perf_counter() - self.started
-        counts = Counter(p["status"] for p in proofs)
-        result.sources["symbolic"] = f"{len(proofs)} proofs (" + ", ".join(f"{v} {k}" for k, v in
-                                                                          sorted(counts.items())) + ")"
-        titles = {}
-        from nrm_verify.symbolic import catalog
-        for spec in catalog.RULES:
-            titles[spec.title] = spec.key
+        if proofs.note:
+            result.notes.append(proofs.note)
+        result.seconds["symbolic"] = time.perf_counter() - self.job.started
+        counts = Counter(o.status for o in proofs.outcomes)
+        result.sources["symbolic"] = f"{len(proofs.outcomes)} proofs (" + ", ".join(
+            f"{v} {k}" for k, v in sorted(counts.items())) + ")"
         for row in self.rows:
-            mine = [p for p in proofs if titles.get(p["rule"]) in row.symbolic_keys]
-            for column in COLUMNS:
-                ps = [p for p in mine if p["law"] == column]
+            mine = [o for o in proofs.outcomes if self.keys[o.subject] in row.symbolic_keys]
+            for column in columns():
+                ps = [o for o in mine if o.law == column]
                 if ps:
                     merge_symbolic(result.cell(row.name, column), ps)
 
 
-def merge_symbolic(cell: Cell, proofs: list[dict]) -> None:
+def merge_symbolic(cell: Cell, proofs: list[ProofOutcome]) -> None:
     """Fold the proofs of one law for one row into its cell. The law's claims (expect
     "holds") proved everywhere upgrade "held" (or an unsearched cell) to "proved"; a
     claimed case refuted makes the cell violated; a case the suite shows false on purpose
     (outside the law's hypothesis, or a law about another rule) is noted only."""
-    claimed = [p for p in proofs if p["expect"] == "holds" and p["status"] != "n/a"]
-    refuted = [p for p in claimed if p["status"] == "refuted"]
-    failed = [p for p in proofs if p["status"] == "failed"]
-    expected_false = [p for p in proofs if p["expect"] == "fails" and p["status"] == "refuted"]
+    claimed = [p for p in proofs if p.expect == "holds" and p.status != NOT_APPLICABLE]
+    refuted = [p for p in claimed if p.status == REFUTED]
+    unsettled = [p for p in proofs if p.status == NOT_SETTLED]
+    expected_false = [p for p in proofs if p.expect == "fails" and p.status == REFUTED]
     if refuted:
         p = refuted[0]
         cell.status = VIOLATED
-        cell.symbolic = f"refuted on {p['arch']} case {p['case']}: {p['point']}"[:400]
-    elif claimed and all(p["status"] == "proved" for p in claimed):
+        cell.symbolic = f"refuted on {p.arch} case {p.case}: {p.point}"[:400]
+    elif claimed and all(p.status == PROVED for p in claimed):
         cell.symbolic = f"proved on {len(claimed)} symbolic network case(s)"
         if cell.status in (HELD, NOT_CHECKED):
             cell.status = PROVED
@@ -499,10 +480,10 @@ def merge_symbolic(cell: Cell, proofs: list[dict]) -> None:
         cell.symbolic = f"shown false by counterexample on {len(expected_false)} case(s): the law does not " \
                         "extend to this rule"
     elif not claimed:
-        notes = [p["note"] for p in proofs if p["note"]]
-        cell.symbolic = f"n/a ({notes[0]})"[:300] if notes else "n/a"
-    if failed:
-        cell.symbolic += f"; {len(failed)} proof(s) not settled"
+        notes = [p.note for p in proofs if p.note]
+        cell.symbolic = f"not applicable ({notes[0]})"[:300] if notes else "not applicable"
+    if unsettled:
+        cell.symbolic += f"; {len(unsettled)} proof(s) not settled"
     if claimed and expected_false:
         cell.symbolic += f"; a hypothesis of the law shown necessary on {len(expected_false)} case(s)"
 
@@ -658,10 +639,13 @@ def merge_peers(result: Conformance, rows: Sequence[Row], records: list[dict],
 
 
 # -- the whole check -----------------------------------------------------------------------------
-def checks_for(row: Row, laws_wanted: Sequence[str] | None = None) -> tuple[list[LawCheck], dict[str, str]]:
+def checks_for(row: Row, laws_wanted: Sequence[str] | None = None) -> tuple[list[Check], dict[str, str]]:
     """The checks that apply to ``row`` and, per column, why none applies."""
     usable, reasons = [], {}
-    for check in CHECKS:
+    shown = set(columns())
+    for check in catalogue.checks():
+        if check.law not in shown:
+            continue
         if laws_wanted and check.law not in laws_wanted:
             continue
         why = applies(check, row)
@@ -681,13 +665,15 @@ def check(only: Sequence[str] | None = None, *, rows: Sequence[Row] | None = Non
     """The conformance table: ``only`` names rows (rules or presets, case-insensitive);
     ``rows`` replaces the built-in rows (e.g. ``[Row.of_rule(MyRule())]``); ``examples``
     cases per row (default: the profile's); ``progress(label, done, total)`` is called
-    before each row and before waiting for the symbolic proofs and the peer suite."""
+    before each row and before waiting for the symbolic proofs and the peer suite;
+    ``symbolic_timeout`` bounds the symbolic proofs (seconds from the start: they run
+    beside the search), ``peer_timeout`` the wait for the peer suite after the search."""
     start = time.perf_counter()
     chosen = select_rows(only, rows)
-    hyp = _search_settings(profile, examples)
+    hyp = search_settings(profile, examples)
     result = Conformance([r.name for r in chosen], {r.name: r.kind for r in chosen}, profile=profile,
                          examples=hyp.max_examples)
-    sym = SymbolicJob(chosen) if symbolic else None
+    sym = SymbolicProofs(chosen, symbolic_timeout) if symbolic else None
     peer_job = PeerJob(peers)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny networks: threads only add start-up cost
@@ -702,9 +688,6 @@ def check(only: Sequence[str] | None = None, *, rows: Sequence[Row] | None = Non
                 cell.status, cell.detail = NOT_APPLICABLE, why
             tallies = search_row(row, usable, hyp)
             _fill_search(result, row, usable, tallies, profile, hyp.max_examples)
-            for law, name, why in LATER:
-                if (row.name, law) not in result.cells or result.cell(row.name, law).status == NOT_CHECKED:
-                    result.cell(row.name, law).detail = f"{name}: {why}"
             result.seconds[f"search {row.name}"] = time.perf_counter() - t0
     finally:
         torch.set_num_threads(threads)
@@ -712,7 +695,7 @@ def check(only: Sequence[str] | None = None, *, rows: Sequence[Row] | None = Non
     if sym is not None:
         if progress:
             progress("symbolic proofs (waiting for the child process)", len(chosen), len(chosen))
-        sym.collect(result, symbolic_timeout)
+        sym.collect(result)
     else:
         result.sources["symbolic"] = "not run (--no-symbolic)"
     if progress and peer_job.process is not None:
@@ -723,7 +706,7 @@ def check(only: Sequence[str] | None = None, *, rows: Sequence[Row] | None = Non
     return result
 
 
-__all__ = ["check", "Conformance", "Cell", "Row", "default_rows", "select_rows", "COLUMNS", "TITLES", "STATUSES",
+__all__ = ["check", "Conformance", "Cell", "Row", "default_rows", "select_rows", "columns", "titles", "STATUSES",
            "PROVED", "HELD", "VIOLATED", "NOT_APPLICABLE", "NOT_CHECKED", "merge_symbolic",
            "read_peer_results", "merge_peers", "peer_row",
            "search_row", "checks_for"]

@@ -41,10 +41,14 @@ from torch import nn
 
 import nrm
 from nrm.layers import Kind
+from nrm_verify.laws import catalogue
+from nrm_verify.laws.catalogue import Check
+from nrm_verify.laws.status import NOT_APPLICABLE
 from nrm_verify.properties import strategies as S
-from nrm_verify.properties.checks import CHECKS, MODEL, RULES, SOUND_OTHERS, TARGET, Call, LawCheck, M, X
+from nrm_verify.properties.checks import SOUND_OTHERS
 from nrm_verify.properties.codegen import load_object
-from nrm_verify.validate.rules import NOT_APPLICABLE, SEARCH_TIMEOUT, RuleReport, Verdict, run_check, search_settings
+from nrm_verify.validate.rules import SEARCH_TIMEOUT, RuleReport
+from nrm_verify.validate.search import Verdict, run_check, search_settings
 
 
 class LayerReport(RuleReport):
@@ -115,20 +119,17 @@ class LayerContext:
 
 
 # -- the checks -------------------------------------------------------------------------------
-def _law9(kind: Kind) -> str:
-    if kind.role == "elementwise" and not getattr(kind, "homogeneous", False):
-        return (f"{kind.name} is an elementwise function that is not positively homogeneous (σ(z) ≠ σ'(z) z), "
-                "so LRP-0 through it is not Gradient × Input")
-    if kind.role == "linear" and getattr(kind, "linearized", False):
-        return f"{kind.name}'s map is a linearization at the input, not the operation"
-    return ""
+def layer_checks() -> list[Check]:
+    """The checks of a layer kind: the catalogue's checks that say how they apply to a
+    kind: the kind's own laws first (K2, K3, K5: not columns of the rule matrix), then
+    L1 – L9, L18, INV and any law registered with a ``kind`` test."""
+    return sorted(catalogue.checks("kind"), key=lambda c: catalogue.law(c.law).column)
 
 
-LAYER_CHECKS: tuple[LawCheck, ...] = (
-    LawCheck("K2", "layer maps reproduce the module", lambda d, c, x: Call("layer_maps", (M,))),
-    LawCheck("K3", "transposes are adjoints", lambda d, c, x: Call("layer_transposes", (M,))),
-    LawCheck("K5", "exact oracle", lambda d, c, x: Call("exact_oracle", (MODEL, X, TARGET, RULES))),
-) + tuple(c for c in CHECKS if c.law in ("L1", "L2", "L3", "L4", "L5", "L6", "L7", "L8", "L9", "L18", "INV"))
+def __getattr__(name: str):
+    if name == "LAYER_CHECKS":  # read from the catalogue when used
+        return tuple(layer_checks())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_layer(kind, *, profile: str | None = None, max_examples: int | None = None,
@@ -139,7 +140,7 @@ def check_layer(kind, *, profile: str | None = None, max_examples: int | None = 
     kind is registered for the duration of the check (and unregistered after, unless it
     already was).
 
-    ``only`` restricts the checks (keys of :data:`LAYER_CHECKS`: K2, K3, K5, L1 …, any
+    ``only`` restricts the checks (keys of :func:`layer_checks`: K2, K3, K5, L1 …, any
     case); ``search_timeout`` bounds the whole search in seconds (default
     :data:`nrm_verify.validate.rules.SEARCH_TIMEOUT` of the profile): checks it does not reach are
     "not settled"."""
@@ -171,10 +172,10 @@ def check_layer(kind, *, profile: str | None = None, max_examples: int | None = 
             return report
         ctx = LayerContext(instance, examples)
         hyp = settings(search_settings(profile, max_examples), suppress_health_check=list(HealthCheck))
-        for check in LAYER_CHECKS:
+        for check in layer_checks():
             if only and check.law not in only:
                 continue
-            reason = _applies(check, instance)
+            reason = check.kind(instance)
             if reason:
                 report.verdicts.append(Verdict(check.law, check.name, NOT_APPLICABLE, detail=reason))
                 continue
@@ -191,7 +192,7 @@ def _laws(only: Sequence[str] | None) -> list[str] | None:
     """The check keys asked for, in their canonical case; an unknown key is an error."""
     if not only:
         return None
-    known = {c.law.upper(): c.law for c in LAYER_CHECKS}
+    known = {c.law.upper(): c.law for c in layer_checks()}
     if isinstance(only, str):
         only = [only]
     unknown = [k for k in only if not isinstance(k, str) or k.upper() not in known]
@@ -210,14 +211,6 @@ def _options(max_examples, search_timeout) -> None:
         raise InvalidKind(f"search_timeout must be a number of seconds > 0, got {search_timeout!r}")
 
 
-def _applies(check: LawCheck, kind: Kind) -> str:
-    if check.law == "L9":
-        return _law9(kind)
-    if check.law == "K3" and kind.role != "linear":
-        return f"{kind.name} is not a linear map ({kind.role}): it has no transpose of its own"
-    return ""
-
-
 def _recognized(kind: Kind, examples) -> str:
     """'' when every example is read by this kind, else why not."""
     for module, shape in examples:
@@ -233,4 +226,4 @@ def _recognized(kind: Kind, examples) -> str:
     return ""
 
 
-__all__ = ["check_layer", "load_kind", "LayerReport", "InvalidKind", "LAYER_CHECKS"]
+__all__ = ["check_layer", "load_kind", "LayerReport", "InvalidKind", "layer_checks"]

@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from nrm_verify.zoo.models import _fill, _fill_batchnorm, _materialize
+from nrm_verify.zoo.models import fill, fill_batchnorm, materialize
 
 
 class BasicBlock(nn.Module):
@@ -176,9 +176,9 @@ def _seed(model: nn.Module, seed: int, dtype) -> nn.Module:
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            _fill(module, generator, gain=1.0 if module is last else math.sqrt(2.0), bias_std=0.05)
+            fill(module, generator, gain=1.0 if module is last else math.sqrt(2.0), bias_std=0.05)
         elif isinstance(module, nn.BatchNorm2d):
-            _fill_batchnorm(module, generator)
+            fill_batchnorm(module, generator)
     return model.to(dtype).eval()
 
 
@@ -189,21 +189,21 @@ def resnet(block: str = "basic", seed: int = 0, widths=(8, 16), blocks_per_stage
         raise ValueError(f"block is 'basic' or 'bottleneck', got {block!r}")
     with torch.device("meta"):
         model = ResNet(block, widths, blocks_per_stage, in_channels, num_classes)
-    return _seed(_materialize(model), seed, dtype)
+    return _seed(materialize(model), seed, dtype)
 
 
 def inception(seed: int = 0, in_channels: int = 3, num_classes: int = 10, dtype=torch.float32) -> Inception:
     """A stem and one Inception-style block, seeded (inputs of 4×4 or more)."""
     with torch.device("meta"):
         model = Inception(in_channels, num_classes)
-    return _seed(_materialize(model), seed, dtype)
+    return _seed(materialize(model), seed, dtype)
 
 
 def densenet(seed: int = 0, in_channels: int = 3, num_classes: int = 10, dtype=torch.float32) -> DenseNet:
     """A stem and one DenseNet-style block of three layers, seeded (inputs of 2×2 or more)."""
     with torch.device("meta"):
         model = DenseNet(in_channels, num_classes)
-    return _seed(_materialize(model), seed, dtype)
+    return _seed(materialize(model), seed, dtype)
 
 
 BUILDERS = {

@@ -35,7 +35,7 @@ BIAS_STD = 0.01
 """Standard deviation of the seeded biases (small, non-zero: the absorbers get some mass)."""
 
 
-def _fill(module: nn.Module, generator: torch.Generator, gain: float, bias_std: float) -> None:
+def fill(module: nn.Module, generator: torch.Generator, gain: float, bias_std: float) -> None:
     """Weights ~ N(0, gain² / fan_in), biases ~ N(0, bias_std²), drawn from ``generator``."""
     weight = module.weight
     fan_in = weight[0].numel()
@@ -45,7 +45,7 @@ def _fill(module: nn.Module, generator: torch.Generator, gain: float, bias_std: 
             module.bias.normal_(0.0, bias_std, generator=generator)
 
 
-def _fill_batchnorm(bn: nn.BatchNorm2d, generator: torch.Generator) -> None:
+def fill_batchnorm(bn: nn.BatchNorm2d, generator: torch.Generator) -> None:
     """Non-trivial affine parameters and running statistics, so that folding is exercised."""
     n = bn.num_features
     with torch.no_grad():
@@ -56,7 +56,7 @@ def _fill_batchnorm(bn: nn.BatchNorm2d, generator: torch.Generator) -> None:
         bn.num_batches_tracked.fill_(1)
 
 
-def _materialize(model: nn.Module) -> nn.Module:
+def materialize(model: nn.Module) -> nn.Module:
     """Allocate a model built on the meta device (skipping torch's default init, which
     would use and advance the global random state)."""
     return model.to_empty(device="cpu")
@@ -106,14 +106,14 @@ def vgg16(num_classes: int = 1000, seed: int = 0, batch_norm: bool = False,
         model = nn.Sequential(OrderedDict(
             features=features, avgpool=nn.AdaptiveAvgPool2d((7, 7)), flatten=nn.Flatten(), classifier=classifier,
         ))
-    _materialize(model)
+    materialize(model)
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             last = module is classifier[6]
             # He init for layers followed by ReLU; the logits get gain 1 (no ReLU after them)
-            _fill(module, generator, gain=1.0 if last else math.sqrt(2.0), bias_std=BIAS_STD)
+            fill(module, generator, gain=1.0 if last else math.sqrt(2.0), bias_std=BIAS_STD)
         elif isinstance(module, nn.BatchNorm2d):
-            _fill_batchnorm(module, generator)
+            fill_batchnorm(module, generator)
     return model.to(dtype).eval()
 
 
@@ -136,10 +136,10 @@ def mlp(widths: Sequence[int], seed: int = 0, bias: bool = True, dtype: torch.dt
             if i < n - 1:
                 modules[f"relu{i + 1}"] = nn.ReLU() if negative_slope is None else nn.LeakyReLU(negative_slope)
         model = nn.Sequential(modules)
-    _materialize(model)
+    materialize(model)
     for i in range(n):
         gain = 1.0 if i == n - 1 else math.sqrt(2.0)
-        _fill(modules[f"fc{i + 1}"], generator, gain=gain, bias_std=0.1)
+        fill(modules[f"fc{i + 1}"], generator, gain=gain, bias_std=0.1)
     return model.to(dtype).eval()
 
 
@@ -163,11 +163,11 @@ def small_cnn(seed: int = 0, num_classes: int = 10, in_channels: int = 3,
             flatten=nn.Flatten(),
             classifier=nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, num_classes)),
         ))
-    _materialize(model)
+    materialize(model)
     last = model.classifier[2]
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            _fill(module, generator, gain=1.0 if module is last else math.sqrt(2.0), bias_std=0.05)
+            fill(module, generator, gain=1.0 if module is last else math.sqrt(2.0), bias_std=0.05)
     return model.to(dtype).eval()
 
 
@@ -265,9 +265,9 @@ def alexnet_lrn(seed: int = 0, num_classes: int = 1000, size: int = 5, *, width:
         model = nn.Sequential(OrderedDict(
             features=features, avgpool=nn.AdaptiveAvgPool2d((6, 6)), flatten=nn.Flatten(), classifier=classifier,
         ))
-    _materialize(model)
+    materialize(model)
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             last = module is classifier[6]
-            _fill(module, generator, gain=1.0 if last else math.sqrt(2.0), bias_std=BIAS_STD)
+            fill(module, generator, gain=1.0 if last else math.sqrt(2.0), bias_std=BIAS_STD)
     return model.to(dtype).eval()
