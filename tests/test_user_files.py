@@ -138,7 +138,7 @@ def test_an_explain_model_file_imports_its_sibling(project):
     (project / "net.py").write_text("import torch\nfrom blocks import block\n\n"
                                     "def make():\n    return torch.nn.Sequential(block(), torch.nn.ReLU(), "
                                     "torch.nn.Linear(3, 2))\n")
-    code = "from nrm_verify.properties.codegen import load_object; print(type(load_object('net.py:make()')).__name__)"
+    code = "from nrm_verify.properties.loader import load_object; print(type(load_object('net.py:make()')).__name__)"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, cwd=project, env=env,
                          timeout=120)  # -P: the current directory is not put on sys.path

@@ -21,7 +21,7 @@ from typing import Any
 
 from nrm.presets import PRESETS
 from nrm.rules import RULES, Rule
-from nrm_verify.properties.codegen import load_object
+from nrm_verify.properties.loader import load_object
 
 
 class RuleSpecError(ValueError):

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from nrm_verify.properties import specs
-from nrm_verify.properties.codegen import load_object
+from nrm_verify.properties.loader import load_object
 from nrm_verify.zoo import models
 
 FORMAT = "nrm-verify-snapshot/1"

@@ -46,7 +46,7 @@ from nrm_verify.laws.catalogue import Check
 from nrm_verify.laws.status import NOT_APPLICABLE
 from nrm_verify.properties import strategies as S
 from nrm_verify.properties.checks import SOUND_OTHERS
-from nrm_verify.properties.codegen import load_object
+from nrm_verify.properties.loader import load_object
 from nrm_verify.validate.rules import SEARCH_TIMEOUT, RuleReport
 from nrm_verify.validate.search import Verdict, run_check, search_settings
 
