@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from nrm_verify.commands.arguments import nonnegative_int, one_line, positive_int
+from nrm_verify.commands.progress import Progress
 
 PROG = "nrm-verify explain"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -321,7 +322,6 @@ def _check_layers(measure, layers: list[str], what: str) -> None:
 
 def run(args) -> int:
     import nrm
-    from nrm_verify.report import Progress
 
     bar = Progress(8 + bool(args.selection), enabled=not args.quiet)
     try:
