@@ -14,7 +14,7 @@ from torch import nn
 pytest.importorskip("matplotlib", reason="the explain figures need matplotlib (the report extra)")
 
 from nrm_verify.commands import main  # noqa: E402
-from nrm_verify.commands.explain import sequential_from_script  # noqa: E402
+from nrm_verify.commands.loading import sequential_from_script  # noqa: E402
 from nrm_verify.zoo.models import small_cnn  # noqa: E402
 
 FIGURES = ("heatmap.png", "masses.png", "joint.png", "flow.png", "concepts.png")
