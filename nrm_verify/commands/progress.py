@@ -10,16 +10,17 @@ way, for ``summary.json``.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
 from tqdm import tqdm
 
-BAR_FORMAT = "{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}]"
+BAR_FORMAT = "{desc} |{bar:24}| {n_fmt}/{total_fmt} [{elapsed}]"
 
 
 class Progress:
-    """Stages on stderr: ``[3/9] per-layer masses |█████     | 4/9 [00:01]``.
+    """Stages on stderr: ``[4/9] per-layer masses |█████████████           | 5/9 [00:01]``.
 
     ``step(label)`` ends the current stage and starts the next; ``tick(done, total)``
     advances the bar within a stage; ``finish()`` ends the last stage and returns the
@@ -44,8 +45,10 @@ class Progress:
         self.label = label
         self._stage_start = time.perf_counter()
         if self.enabled:
+            # the size from shutil, which falls back to 80 × 24 where a terminal reports 0 × 0 (tqdm then draws nothing)
+            size = shutil.get_terminal_size()
             self._bar = tqdm(total=1, desc=f"[{self.done}/{self.stages}] {label}", file=self.stream, leave=True,
-                             bar_format=BAR_FORMAT, dynamic_ncols=True)
+                             bar_format=BAR_FORMAT, ncols=size.columns, nrows=size.lines)
 
     def tick(self, done: int, total: int) -> None:
         if self._bar is not None:
