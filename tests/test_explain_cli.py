@@ -218,7 +218,7 @@ def test_bad_rules(tmp_path, capsys):
     common = ["--model", str(path), "--size", "16", "--out", str(tmp_path / "o")]
     _bad(common + ["--rules", "Foo(1)"], capsys, "unknown name 'Foo'")
     _bad(common + ["--rules", "Epsilon(-1)"], capsys, "Epsilon(-1)")
-    _bad(common + ["--rules", "Epsilon(1e-6"], capsys, "is not a preset or a rule")
+    _bad(common + ["--rules", "Epsilon(1e-6"], capsys, "is not a name or a call with literal arguments")
     _bad(common + ["--rules", "Epsilon(eps=x)"], capsys, "literal arguments")
     _bad(common + ["--target", "10"], capsys, "out of range")
 
