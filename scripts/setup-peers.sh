@@ -66,11 +66,11 @@ if ! have "${PEERS[@]}" "$CRP"; then
     pip_install --no-deps "$CRP"
     INSTALLED=1
 fi
-# this project, editable, with its test extras; torch stays pinned so nothing is replaced.
+# this project, editable, with its test extra (and so its verify extra); torch stays pinned so nothing is replaced.
 # Skipped when this checkout is already installed editable (FORCE=1 reinstalls it).
 if [ -n "${FORCE:-}" ] || ! "$VENV/bin/python" - <<'EOF'
 import importlib.util, pathlib, sys
-specs = {name: importlib.util.find_spec(name) for name in ("nrm", "nrm_verify", "pytest", "hypothesis", "sympy")}
+specs = {name: importlib.util.find_spec(name) for name in ("nrm", "nrm_verify", "pytest", "hypothesis", "sympy", "tqdm")}
 if any(spec is None for spec in specs.values()):
     sys.exit(1)
 sys.exit(0 if pathlib.Path(specs["nrm"].origin).resolve().is_relative_to(pathlib.Path.cwd().resolve()) else 1)

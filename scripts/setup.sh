@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a virtual environment for nrm-verify: torch 2.13.0 first (the CPU wheel that pip
-# finds on this machine), then the project in editable mode with its test extras.
+# finds on this machine), then the project in editable mode with its test extra (which
+# includes the verify extra: sympy, hypothesis, tqdm; the core nrm needs only torch and numpy).
 #
 #   bash scripts/setup.sh                 # makes or reuses .venv
 #   VENV=.venv-ci bash scripts/setup.sh   # another folder (CI uses .venv-ci)

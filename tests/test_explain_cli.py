@@ -14,7 +14,7 @@ from torch import nn
 pytest.importorskip("matplotlib", reason="the explain figures need matplotlib (the report extra)")
 
 from nrm_verify.commands import main  # noqa: E402
-from nrm_verify.commands.explain import sequential_from_script  # noqa: E402
+from nrm_verify.commands.loading import sequential_from_script  # noqa: E402
 from nrm_verify.zoo.models import small_cnn  # noqa: E402
 
 FIGURES = ("heatmap.png", "masses.png", "joint.png", "flow.png", "concepts.png")
@@ -218,7 +218,7 @@ def test_bad_rules(tmp_path, capsys):
     common = ["--model", str(path), "--size", "16", "--out", str(tmp_path / "o")]
     _bad(common + ["--rules", "Foo(1)"], capsys, "unknown name 'Foo'")
     _bad(common + ["--rules", "Epsilon(-1)"], capsys, "Epsilon(-1)")
-    _bad(common + ["--rules", "Epsilon(1e-6"], capsys, "is not a preset or a rule")
+    _bad(common + ["--rules", "Epsilon(1e-6"], capsys, "is not a name or a call with literal arguments")
     _bad(common + ["--rules", "Epsilon(eps=x)"], capsys, "literal arguments")
     _bad(common + ["--target", "10"], capsys, "out of range")
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nrm.errors import RuleParameterError, ShapeError, UnsupportedModuleError
+from nrm.errors import RuleAssignmentError, RuleParameterError, ShapeError, UnsupportedModuleError
 from nrm.lrn import (
     LRNIdentity,
     LRNMap,
@@ -390,6 +390,23 @@ def test_expansion_of_rules():
     assert expansion_of(LRNIdentity()) == "identity"
     assert LRNIdentity.lrn_only and not LRNIdentity.depends_on_input
 
+
+
+def test_an_lrn_only_rule_on_another_layer_is_refused():
+    """LRNIdentity would act as Flat on a convolution; nrm.explain refuses it there, naming
+    the layer, whether it is the one rule, keyed by type or keyed by name."""
+    import nrm
+
+    model = nn.Sequential(nn.Conv2d(2, 3, 1), nn.ReLU(), nn.LocalResponseNorm(3), nn.Flatten(),
+                          nn.Linear(12, 2)).to(DT).eval()
+    x = seeded_image(2, channels=2, dtype=DT)
+    others = {nn.Linear: Zero()}
+    for rules in (LRNIdentity(), {nn.Conv2d: LRNIdentity(), **others}, {"0": LRNIdentity(), nn.Conv2d: Zero(),
+                                                                           nn.LocalResponseNorm: Zero(), **others}):
+        with pytest.raises(RuleAssignmentError, match=r"given to '0' \(Conv2d\); key it by nn.LocalResponseNorm"):
+            nrm.explain(model, x, target=0, rules=rules)
+    m = nrm.explain(model, x, target=0, rules={nn.LocalResponseNorm: LRNIdentity(), nn.Conv2d: Zero(), **others})
+    assert m.rule("2") == LRNIdentity()
 
 def test_rule_reprs_and_equality():
     assert repr(LRNTaylor()) == "nrm.lrn.LRNTaylor(0.0)"

@@ -4,7 +4,8 @@ on stderr and exit status 2 — from argparse itself, before any work is done.
 ``positive_int`` and friends are ``type=`` functions (argparse turns their
 ``ArgumentTypeError`` into ``nrm-verify CMD: error: argument --x: …``);
 :func:`output_problem` says why a file cannot be written at a path, before a long run
-would find out.
+would find out; :class:`UsageError` is a bad argument that only shows once the command
+reads it (a file that is missing or of the wrong kind).
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ import argparse
 import math
 import os
 from pathlib import Path
+
+
+class UsageError(Exception):
+    """A bad argument found after parsing (a missing file, a model that does not fit):
+    the command prints it as one line and exits with status 2."""
 
 
 def _number(text: str, kind):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from nrm_verify.commands.arguments import output_problem
+from nrm_verify.commands.progress import Progress
 
 DEFAULT_OUT = "nrm-report"
 QUICK_EXAMPLES = 5
@@ -41,7 +42,6 @@ def run(args) -> int:
             return _usage(f"--rule {spec}: {problem}")
         rows.append(Row.of_rule(rule, name=spec.rpartition(":")[2]))
     try:
-        from nrm_verify.report import Progress
         from nrm_verify.report import conformance as report
     except ImportError as e:
         return _usage(f"the report needs matplotlib ({e}); install nrm-verify with its dependencies")

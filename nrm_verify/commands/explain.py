@@ -14,237 +14,18 @@ import argparse
 import json
 import os
 import sys
-from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from nrm_verify.commands.arguments import nonnegative_int, one_line, positive_int
+from nrm_verify.commands.arguments import UsageError, nonnegative_int, one_line, positive_int
+from nrm_verify.commands.loading import load_input, load_model
+from nrm_verify.commands.progress import Progress
 
 PROG = "nrm-verify explain"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class UsageError(Exception):
-    """A bad argument: printed as one line, exit status 2."""
-
-
-# -- the model ----------------------------------------------------------------------------------
-def load_model(spec: str | None, state_dict: str | None, seed: int) -> tuple[nn.Module, str]:
-    """The model to explain (in eval mode; always a new object, never one the caller holds)
-    and a description of it."""
-    if spec is None:
-        from nrm_verify.zoo.models import vgg16
-        model, what = vgg16(seed=seed), f"built-in VGG16 (seeded weights, seed {seed})"
-    elif ":" in spec and not Path(spec).is_file():
-        model, what = _model_from_object(spec), spec
-    else:
-        model, what = _model_from_torchscript(spec), f"TorchScript {spec}"
-    if state_dict is not None:
-        _load_state_dict(model, state_dict)
-        what += f" with weights from {state_dict}"
-    return model.eval(), what
-
-
-def _model_from_object(spec: str) -> nn.Module:
-    from nrm_verify.properties.codegen import load_object
-    try:
-        obj = load_object(spec)
-    except (ImportError, AttributeError, FileNotFoundError, ValueError) as e:
-        raise UsageError(f"cannot load --model {spec!r}: {e}") from None
-    except Exception as e:  # the user's module raised while importing
-        raise UsageError(f"importing --model {spec!r} raised {type(e).__name__}: {e}") from None
-    if isinstance(obj, type) and issubclass(obj, nn.Module):
-        try:
-            obj = obj()
-        except Exception as e:
-            raise UsageError(f"{spec}() raised {type(e).__name__}: {e} (the class must build without arguments; "
-                             "give a factory instead: module:make_net())") from None
-    if not isinstance(obj, nn.Module):
-        raise UsageError(f"--model {spec!r} gives a {type(obj).__name__}, not a torch.nn.Module")
-    return obj
-
-
-def _load_state_dict(model: nn.Module, path: str) -> None:
-    if not Path(path).is_file():
-        raise UsageError(f"--state-dict: no such file: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UsageError(f"--state-dict {path}: cannot read it as a torch state dict ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UsageError(f"--state-dict {path}: holds a {type(state).__name__}, not a state dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise UsageError(f"--state-dict {path} does not fit the model: {' '.join(str(e).split())}") from None
-
-
-def _model_from_torchscript(path: str) -> nn.Sequential:
-    if not Path(path).is_file():
-        raise UsageError(f"--model: no such file: {path}")
-    try:
-        scripted = torch.jit.load(path, map_location="cpu")
-    except Exception as e:
-        raise UsageError(f"--model {path} is not a TorchScript archive ({type(e).__name__}); save one with "
-                         "torch.jit.script(model).save(path), or give --model module:Class --state-dict file") from None
-    model = sequential_from_script(scripted)
-    return model
-
-
-def _first_float(module: nn.Module) -> torch.dtype:
-    for t in list(module.parameters()) + list(module.buffers()):
-        if t.is_floating_point():
-            return t.dtype
-    return torch.float32
-
-
-def sequential_from_script(scripted) -> nn.Sequential:
-    """An ``nn.Sequential`` equal to a scripted one: the same module names, types,
-    hyperparameters, parameters and buffers, rebuilt from the submodules of the
-    ScriptModule (each keeps its type in ``original_name`` and, when scripted, its
-    constants as attributes). Raises :class:`UsageError` when it is not possible."""
-    kind = getattr(scripted, "original_name", type(scripted).__name__)
-    if kind != "Sequential":
-        raise UsageError(f"the TorchScript model is a scripted {kind}, not an nn.Sequential; nrm reads Sequential "
-                         "models: give --model module:Class --state-dict file instead")
-    model = _rebuild(scripted, "")
-    state = scripted.state_dict()
-    model = model.to(_first_float(scripted))
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise UsageError(f"cannot copy the TorchScript model's parameters: {' '.join(str(e).split())}") from None
-    return model
-
-
-def _rebuild(sm, path: str) -> nn.Module:
-    kind = getattr(sm, "original_name", type(sm).__name__)
-    where = f"at {path!r}" if path else "at the top"
-    if kind == "Sequential":
-        return nn.Sequential(OrderedDict((name, _rebuild(child, f"{path}.{name}" if path else name))
-                                         for name, child in sm.named_children()))
-    builder = _BUILDERS.get(kind)
-    if builder is None:
-        raise UsageError(f"the TorchScript model has a {kind} {where}, which nrm cannot rebuild; supported: "
-                         f"{', '.join(sorted(_BUILDERS))} and Sequential")
-    try:
-        return builder(sm)
-    except (AttributeError, RuntimeError):
-        raise UsageError(f"the TorchScript {kind} {where} does not keep its hyperparameters (a torch.jit.trace "
-                         "archive?); save the model with torch.jit.script, or give --model module:Class "
-                         "--state-dict file") from None
-
-
-def _conv(cls):
-    return lambda c: cls(c.in_channels, c.out_channels, c.kernel_size, stride=c.stride, padding=c.padding,
-                         dilation=c.dilation, groups=c.groups, bias=c.bias is not None, padding_mode=c.padding_mode)
-
-
-def _batchnorm(cls):
-    return lambda c: cls(c.num_features, eps=c.eps, momentum=c.momentum, affine=c.affine,
-                         track_running_stats=c.track_running_stats)
-
-
-_BUILDERS = {
-    "Linear": lambda c: nn.Linear(c.in_features, c.out_features, bias=c.bias is not None),
-    "Conv1d": _conv(nn.Conv1d),
-    "Conv2d": _conv(nn.Conv2d),
-    "ReLU": lambda c: nn.ReLU(),
-    "LeakyReLU": lambda c: nn.LeakyReLU(c.negative_slope),
-    "MaxPool2d": lambda c: nn.MaxPool2d(c.kernel_size, c.stride, c.padding, c.dilation, ceil_mode=c.ceil_mode),
-    "AvgPool2d": lambda c: nn.AvgPool2d(c.kernel_size, c.stride, c.padding, ceil_mode=c.ceil_mode,
-                                        count_include_pad=c.count_include_pad, divisor_override=c.divisor_override),
-    "AdaptiveAvgPool2d": lambda c: nn.AdaptiveAvgPool2d(c.output_size),
-    "Flatten": lambda c: nn.Flatten(c.start_dim, c.end_dim),
-    "Dropout": lambda c: nn.Dropout(c.p),
-    "Identity": lambda c: nn.Identity(),
-    "BatchNorm1d": _batchnorm(nn.BatchNorm1d),
-    "BatchNorm2d": _batchnorm(nn.BatchNorm2d),
-}
-
-
-# -- the input ----------------------------------------------------------------------------------
-def _first_leaf(model: nn.Module) -> nn.Module | None:
-    for m in model.modules():
-        if not list(m.children()):
-            return m
-    return None
-
-
-def load_input(spec: str | None, model: nn.Module, size: int, seed: int, normalize: str) -> tuple[torch.Tensor, str]:
-    """One sample (1, …) in the model's dtype, and a description of it."""
-    dtype = _first_float(model)
-    first = _first_leaf(model)
-    channels = getattr(first, "in_channels", 3)
-    if spec is None:
-        from nrm_verify.zoo.models import seeded_image
-        if isinstance(first, nn.Linear):
-            x = seeded_image((1, first.in_features), seed=seed, channels=1).reshape(1, first.in_features)
-            return x.to(dtype), f"seeded vector of {first.in_features} values (seed {seed})"
-        if isinstance(first, nn.Conv1d):
-            x = seeded_image((1, size), seed=seed, channels=channels)[:, :, 0, :]
-            return x.to(dtype), f"seeded signal {channels}×{size} (seed {seed})"
-        return seeded_image(size, seed=seed, channels=channels).to(dtype), f"seeded image {size}×{size} (seed {seed})"
-    path = Path(spec)
-    if not path.is_file():
-        raise UsageError(f"--input: no such file: {spec}")
-    if path.suffix.lower() in (".pt", ".pth"):
-        try:
-            x = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UsageError(f"--input {spec}: cannot read it with torch.load ({type(e).__name__})") from None
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise UsageError(f"--input {spec} holds a {type(x).__name__}, not a floating-point tensor")
-        batched = x.dim() >= 2 and x.shape[0] == 1  # already a batch of one sample
-        dense = isinstance(first, nn.Linear)
-        unbatched = dense and x.dim() == 1 or not dense and x.dim() in (2, 3)
-        if not batched and not unbatched:
-            raise UsageError(f"--input {spec} has shape {tuple(x.shape)}; give one sample, e.g. (1, C, H, W) or "
-                             "(C, H, W)")
-        if not batched:
-            x = x.unsqueeze(0)  # one sample without its batch dimension
-        return x.to(dtype), f"tensor {spec} of shape {tuple(x.shape)}"
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise UsageError(f"--input {spec}: expected an image ({', '.join(IMAGE_SUFFIXES)}) or a tensor (.pt)")
-    img = _read_image(path, grey=channels == 1)  # (C, H, W) in [0, 1]
-    x = torch.nn.functional.interpolate(img.unsqueeze(0), size=(size, size), mode="bilinear", antialias=True,
-                                        align_corners=False)
-    if normalize == "imagenet" and x.shape[1] == 3:
-        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).reshape(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=x.dtype).reshape(1, 3, 1, 1)
-        x = (x - mean) / std
-    return x.to(dtype), f"image {spec} resized to {size}×{size}" + (", ImageNet-normalized" if normalize ==
-                                                                       "imagenet" and x.shape[1] == 3 else "")
-
-
-def _read_image(path: Path, grey: bool) -> torch.Tensor:
-    try:
-        from PIL import Image
-    except ModuleNotFoundError:
-        Image = None
-    try:
-        if Image is not None:
-            import numpy as np
-            with Image.open(path) as im:
-                a = np.asarray(im.convert("L" if grey else "RGB"), dtype=np.float32) / 255.0
-            arr = torch.from_numpy(a[..., None] if a.ndim == 2 else a)
-        else:
-            import matplotlib.image
-            import numpy as np
-            a = np.asarray(matplotlib.image.imread(path), dtype=np.float32)
-            a = a / 255.0 if a.max() > 1.0 else a
-            a = a[..., None] if a.ndim == 2 else a[..., :3]
-            arr = torch.from_numpy(a.mean(-1, keepdims=True) if grey else (a if a.shape[-1] == 3 else a.repeat(3, -1)))
-    except Exception as e:
-        raise UsageError(f"--input {path}: cannot read the image ({type(e).__name__}: {e})") from None
-    return arr.permute(2, 0, 1).contiguous()
 
 
 # -- the rules ----------------------------------------------------------------------------------
@@ -321,7 +102,6 @@ def _check_layers(measure, layers: list[str], what: str) -> None:
 
 def run(args) -> int:
     import nrm
-    from nrm_verify.report import Progress
 
     bar = Progress(8 + bool(args.selection), enabled=not args.quiet)
     try:
@@ -336,10 +116,48 @@ def run(args) -> int:
 
 
 def _run(args, bar) -> int:
-    import nrm
-    from nrm_verify import report
-    from nrm_verify.report import figures
+    """The stages of the command, each writing its files into ``--out``."""
+    out = _Output(_prepare(args))
+    bar.step("load the model and the input")
+    model, model_what = load_model(args.model, args.state_dict, args.seed)
+    x, input_what = load_input(args.input, model, args.size, args.seed, args.normalize)
+    rules = parse_rules(args.rules, x)
+    check_box_bounds(rules, x)
+    bar.step("forward pass and kernels (nrm.explain)")
+    target, m = _measure(model, x, rules, args.target)
+    layers = _choose_layers(args, model, m)
+    bar.step("input heatmap")
+    heat = _write_heatmap(out, m, x, target)
+    bar.step("per-layer masses")
+    _write_masses(out, m, bar.tick)
+    bar.step(f"joint {layers.joint[0]} × {layers.joint[1]}")
+    _write_joint(out, m, layers.joint)
+    bar.step(f"flow and critical paths through {len(layers.flow)} layers")
+    fl = _write_flow(out, m, layers.flow, args, bar.tick)
+    bar.step(f"conditional heatmaps of {layers.concept}")
+    _write_concepts(out, m, x, heat, layers.concept, args.concepts, bar.tick)
+    if args.selection:
+        bar.step(f"neuron selection at {args.selection}")
+        _write_selection(out, model, x, target, m, args)
+    bar.step("summary")
+    summary = {"model": model_what, "input": input_what, "input_shape": list(x.shape), "target": target,
+               "f": float(m.f[0]), "rules": repr(rules), "layers": layers.names, "flow_layers": fl["layers"],
+               "joint_layers": list(layers.joint), "concept_layer": layers.concept,
+               "critical_paths": fl["paths"], "notes": fl["notes"], "files": out.files}
+    _write_json(out.folder / "summary.json", summary)
+    summary["seconds"] = bar.finish()
+    summary["stage_seconds"] = bar.times
+    _write_json(out.folder / "summary.json", summary)
+    print(f"explained {model_what} at {input_what}: target {target}, f = {float(m.f[0]):.6g}; "
+          f"{len(out.files) + 1} files in {out.folder}/ ({summary['seconds']:.1f} s)")
+    for note in fl["notes"]:
+        print(f"note: flow figure: {note}")
+    return 0
 
+
+def _prepare(args) -> Path:
+    """Check the arguments that argparse cannot check alone and make the output folder;
+    a usage error before any work is done."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.size < 1:
@@ -360,23 +178,41 @@ def _run(args, bar) -> int:
         raise UsageError(f"--out {args.out}: cannot create the folder ({e.strerror})") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise UsageError(f"--out {args.out}: the folder is not writable")
-    bar.step("load the model and the input")
-    model, model_what = load_model(args.model, args.state_dict, args.seed)
-    x, input_what = load_input(args.input, model, args.size, args.seed, args.normalize)
-    rules = parse_rules(args.rules, x)
-    check_box_bounds(rules, x)
-    bar.step("forward pass and kernels (nrm.explain)")
+    return out
+
+
+def _measure(model: nn.Module, x: torch.Tensor, rules, target: int | None):
+    """The target (``target``, or else the model's argmax) and the measure of ``x`` for it."""
+    import nrm
+
     with torch.no_grad():
         try:
             logits = model(x)
         except Exception as e:
             raise UsageError(f"the input of shape {tuple(x.shape)} does not fit the model: "
                              f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
-    target = int(logits.reshape(1, -1).argmax()) if args.target is None else args.target
+    target = int(logits.reshape(1, -1).argmax()) if target is None else target
     try:
-        m = nrm.explain(model, x, target=target, rules=rules)
+        return target, nrm.explain(model, x, target=target, rules=rules)
     except nrm.NRMError as e:
         raise UsageError(" ".join(str(e).split())) from None
+
+
+@dataclass
+class _Layers:
+    """The layers that the figures show: every layer's name, the flow layers, the two
+    layers of the joint and the layer of the conditional heatmaps."""
+
+    names: list[str]
+    flow: list[str]
+    joint: list[str]
+    concept: str
+
+
+def _choose_layers(args, model: nn.Module, m) -> _Layers:
+    """The layers given by the arguments, or the defaults, each checked against ``m``."""
+    from nrm_verify import report
+
     names = report.layer_names(m)
     flow_layers = args.flow_layers or default_flow_layers(model, names, m)
     _check_layers(m, flow_layers, "--flow-layers")
@@ -392,81 +228,107 @@ def _run(args, bar) -> int:
         report.sort_layers(m, flow_layers)
     except ValueError as e:
         raise UsageError(f"--flow-layers: {e}") from None
-    files: dict[str, str] = {}
+    return _Layers(names, flow_layers, joint_layers, concept_layer)
 
-    def written(key: str, path: Path) -> None:
-        files[key] = str(path)
 
-    bar.step("input heatmap")
-    plain = report.input_map(m.marginal("input"))[0]
-    heat = plain.double().cpu().numpy()
-    written("heatmap", figures.heatmap(out / "heatmap.png", x[0], heat,
-                                       f"μ(X_input = i), target {target}, f = {float(m.f[0]):.4g}"))
-    import numpy as np
-    np.save(out / "heatmap.npy", heat)
-    written("heatmap_npy", out / "heatmap.npy")
+# -- the files ----------------------------------------------------------------------------------
+@dataclass
+class _Output:
+    """The output folder and the files written into it, by key, in the order written
+    (``summary.json`` lists them)."""
 
-    bar.step("per-layer masses")
-    rows = report.layer_masses(m, tick=bar.tick)
-    _write_json(out / "masses.json", rows)
-    written("masses_json", out / "masses.json")
-    written("masses", figures.masses(out / "masses.png", rows))
+    folder: Path
+    files: dict[str, str] = field(default_factory=dict)
 
-    bar.step(f"joint {joint_layers[0]} × {joint_layers[1]}")
-    J = m.joint(joint_layers[0], joint_layers[1], by="channel")[0].double().cpu().numpy()
-    np.save(out / "joint.npy", J)
-    written("joint_npy", out / "joint.npy")
-    _write_json(out / "joint.json", report.joint_summary(torch.from_numpy(J), *joint_layers))
-    written("joint_json", out / "joint.json")
-    written("joint", figures.joint(out / "joint.png", J, *joint_layers))
+    def written(self, key: str, path: Path) -> None:
+        self.files[key] = str(path)
 
-    bar.step(f"flow and critical paths through {len(flow_layers)} layers")
-    fl = report.flow(m, flow_layers, top=args.top, paths=args.paths, beam=args.beam, tick=bar.tick).to_dict()
-    _write_json(out / "flow.json", fl)
-    written("flow_json", out / "flow.json")
-    written("flow", figures.flow(out / "flow.png", fl))
+    def json(self, key: str, name: str, data) -> None:
+        _write_json(self.folder / name, data)
+        self.written(key, self.folder / name)
 
-    bar.step(f"conditional heatmaps of {concept_layer}")
-    marg = report.channel_marginals(m, concept_layer)
-    top = report.top_channels(marg, args.concepts)
-    maps = report.concept_heatmaps(m, concept_layer, top, tick=bar.tick).double().cpu().numpy()
-    np.save(out / "concepts.npy", maps)
-    written("concepts_npy", out / "concepts.npy")
-    _write_json(out / "concepts.json", {"layer": concept_layer, "channels": top,
-                                        "mu": [float(marg[c]) for c in top],
-                                        "heatmap_sums": [float(h.sum()) for h in maps],
-                                        "input_absorbed": m.absorbed("input", within=[
-                                            nrm.At(concept_layer, channels=[c]) for c in top])[:, 0].tolist()})
-    written("concepts_json", out / "concepts.json")
-    written("concepts", figures.concepts(out / "concepts.png", x[0], heat, maps, concept_layer, top,
-                                         [float(marg[c]) for c in top]))
+    def npy(self, key: str, name: str, array: np.ndarray) -> None:
+        np.save(self.folder / name, array)
+        self.written(key, self.folder / name)
 
-    if args.selection:
-        from nrm_verify.report.selection import selection_curves
-        bar.step(f"neuron selection at {args.selection}")
-        try:
-            curves = selection_curves(model, x, args.selection, target, measure=m, random_draws=args.random_draws,
-                                      seed=args.seed).to_dict()
-        except ValueError as e:
-            raise UsageError(f"--selection: {e}") from None
-        _write_json(out / "selection.json", curves)
-        written("selection_json", out / "selection.json")
-        written("selection", figures.selection(out / "selection.png", curves))
 
-    bar.step("summary")
-    summary = {"model": model_what, "input": input_what, "input_shape": list(x.shape), "target": target,
-               "f": float(m.f[0]), "rules": repr(rules), "layers": names, "flow_layers": fl["layers"],
-               "joint_layers": list(joint_layers), "concept_layer": concept_layer,
-               "critical_paths": fl["paths"], "notes": fl["notes"], "files": files}
-    _write_json(out / "summary.json", summary)
-    summary["seconds"] = bar.finish()
-    summary["stage_seconds"] = bar.times
-    _write_json(out / "summary.json", summary)
-    print(f"explained {model_what} at {input_what}: target {target}, f = {float(m.f[0]):.6g}; "
-          f"{len(files) + 1} files in {out}/ ({summary['seconds']:.1f} s)")
-    for note in fl["notes"]:
-        print(f"note: flow figure: {note}")
-    return 0
+def _write_heatmap(out: _Output, m, x: torch.Tensor, target: int) -> np.ndarray:
+    """heatmap.png and heatmap.npy: μ(X_input = i), summed over the input's channels."""
+    from nrm_verify import report
+    from nrm_verify.report import figures
+
+    heat = report.input_map(m.marginal("input"))[0].double().cpu().numpy()
+    out.written("heatmap", figures.heatmap(out.folder / "heatmap.png", x[0], heat,
+                                           f"μ(X_input = i), target {target}, f = {float(m.f[0]):.4g}"))
+    out.npy("heatmap_npy", "heatmap.npy", heat)
+    return heat
+
+
+def _write_masses(out: _Output, m, tick) -> None:
+    """masses.json and masses.png: per layer Σ_j m_l(j), m_l(⊥) and the signed parts."""
+    from nrm_verify import report
+    from nrm_verify.report import figures
+
+    rows = report.layer_masses(m, tick=tick)
+    out.json("masses_json", "masses.json", rows)
+    out.written("masses", figures.masses(out.folder / "masses.png", rows))
+
+
+def _write_joint(out: _Output, m, layers: list[str]) -> None:
+    """joint.npy, joint.json and joint.png: μ(X_a ∈ i, X_b ∈ k) over the channels of two layers."""
+    from nrm_verify import report
+    from nrm_verify.report import figures
+
+    J = m.joint(layers[0], layers[1], by="channel")[0].double().cpu().numpy()
+    out.npy("joint_npy", "joint.npy", J)
+    out.json("joint_json", "joint.json", report.joint_summary(torch.from_numpy(J), *layers))
+    out.written("joint", figures.joint(out.folder / "joint.png", J, *layers))
+
+
+def _write_flow(out: _Output, m, layers: list[str], args, tick) -> dict:
+    """flow.json and flow.png: the top channels of the flow layers, their joints and the
+    critical paths; returns the flow as written."""
+    from nrm_verify import report
+    from nrm_verify.report import figures
+
+    fl = report.flow(m, layers, top=args.top, paths=args.paths, beam=args.beam, tick=tick).to_dict()
+    out.json("flow_json", "flow.json", fl)
+    out.written("flow", figures.flow(out.folder / "flow.png", fl))
+    return fl
+
+
+def _write_concepts(out: _Output, m, x: torch.Tensor, heat: np.ndarray, layer: str, count: int, tick) -> None:
+    """concepts.npy, concepts.json and concepts.png: μ(X_input = i, X_layer ∈ c) for the
+    ``count`` channels c of ``layer`` with the largest |μ(X_layer ∈ c)|."""
+    import nrm
+    from nrm_verify import report
+    from nrm_verify.report import figures
+
+    marg = report.channel_marginals(m, layer)
+    top = report.top_channels(marg, count)
+    maps = report.concept_heatmaps(m, layer, top, tick=tick).double().cpu().numpy()
+    out.npy("concepts_npy", "concepts.npy", maps)
+    out.json("concepts_json", "concepts.json", {
+        "layer": layer, "channels": top, "mu": [float(marg[c]) for c in top],
+        "heatmap_sums": [float(h.sum()) for h in maps],
+        "input_absorbed": m.absorbed("input", within=[nrm.At(layer, channels=[c]) for c in top])[:, 0].tolist()})
+    out.written("concepts", figures.concepts(out.folder / "concepts.png", x[0], heat, maps, layer, top,
+                                             [float(marg[c]) for c in top]))
+
+
+def _write_selection(out: _Output, model: nn.Module, x: torch.Tensor, target: int, m, args) -> None:
+    """selection.json and selection.png: the output error when only the top-k channels of
+    ``--selection`` are kept, ranked by relevance, gradient × input or at random."""
+    from nrm_verify.report import figures
+    from nrm_verify.report.selection import selection_curves
+
+    try:
+        curves = selection_curves(model, x, args.selection, target, measure=m, random_draws=args.random_draws,
+                                  seed=args.seed).to_dict()
+    except ValueError as e:
+        raise UsageError(f"--selection: {e}") from None
+    out.json("selection_json", "selection.json", curves)
+    out.written("selection", figures.selection(out.folder / "selection.png", curves))
 
 
 def _write_json(path: Path, data) -> None:

@@ -14,8 +14,6 @@ of one sample:
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,69 +21,6 @@ import torch
 
 import nrm
 from nrm import At
-
-
-class Progress:
-    """A dependency-free progress bar on stderr: ``[#####-----] 3/7 label (12.3 s)``.
-
-    ``step(label)`` starts the next stage; ``tick(done, total)`` redraws the bar within a
-    stage. Nothing is printed when ``enabled`` is False, or when the stream is not a
-    terminal (a log or a pipe would keep every redraw; the stage times are still kept).
-    :meth:`abort` erases the unfinished bar, so that an error message stands alone on its line.
-    """
-
-    def __init__(self, stages: int, enabled: bool = True, stream=None, width: int = 24):
-        self.stream = sys.stderr if stream is None else stream
-        isatty = getattr(self.stream, "isatty", None)
-        self.stages, self.enabled, self.width = stages, enabled and bool(isatty and isatty()), width
-        self.done = 0
-        self.label = ""
-        self.start = time.perf_counter()
-        self.times: dict[str, float] = {}
-        self._stage_start = self.start
-
-    def step(self, label: str) -> None:
-        self._close()
-        self.done += 1
-        self.label = label
-        self._stage_start = time.perf_counter()
-        self._draw(self.done - 1, self.stages)
-
-    def tick(self, done: int, total: int) -> None:
-        self._draw(done, total, inner=True)
-
-    def finish(self) -> float:
-        self._close()
-        total = time.perf_counter() - self.start
-        if self.enabled:
-            self.stream.write(f"done in {total:.1f} s\n")
-            self.stream.flush()
-        return total
-
-    def abort(self) -> None:
-        """Erase the unfinished bar (before an error message), without marking the stage done."""
-        if self.label and self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-        self.label = ""
-
-    def _close(self) -> None:
-        if self.label:
-            self.times[self.label] = time.perf_counter() - self._stage_start
-            if self.enabled:
-                self.stream.write(f"\r[{'#' * self.width}] {self.label} ({self.times[self.label]:.1f} s)\x1b[K\n")
-                self.stream.flush()
-            self.label = ""
-
-    def _draw(self, done: int, total: int, inner: bool = False) -> None:
-        if not self.enabled:
-            return
-        filled = int(self.width * done / max(total, 1))
-        where = f"{done}/{total}" if inner else f"stage {self.done}/{self.stages}"
-        elapsed = time.perf_counter() - self._stage_start
-        bar = "#" * filled + "-" * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {self.label}: {where} ({elapsed:.1f} s)\x1b[K")
-        self.stream.flush()
 
 
 def _quiet(done: int, total: int) -> None:
