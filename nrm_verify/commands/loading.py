@@ -37,7 +37,7 @@ def load_model(spec: str | None, state_dict: str | None, seed: int) -> tuple[nn.
 
 
 def _model_from_object(spec: str) -> nn.Module:
-    from nrm_verify.properties.codegen import load_object
+    from nrm_verify.properties.loader import load_object
     try:
         obj = load_object(spec)
     except (ImportError, AttributeError, FileNotFoundError, ValueError) as e:
