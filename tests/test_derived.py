@@ -2,7 +2,8 @@
 (:mod:`nrm_verify.references.derived`), and law L18 on rules of one's own.
 
 * for every built-in rule × conventions, the derived kernel equals the hand-written table
-  of :mod:`nrm_verify.references.explicit` (float64, ≤ 1e-12 relative) on random layers
+  of :mod:`nrm_verify.references.explicit`: bit for bit on dyadic layers (every sum exact in
+  float64), ≤ 1e-12 relative on random layers
   (zero weights, dead columns, per-sample LRN matrices) and on every linear node of MLPs,
   CNNs, 1-d CNNs, residual and concatenating networks;
 * :func:`~nrm_verify.references.explicit.supports` says which rules the reference cannot
@@ -12,6 +13,8 @@
   coefficients, a subclass of AlphaBeta, the sign-aware example with its own column), and is
   violated for a rule whose weight function is not elementwise (on a branch merge the engine
   sees the sum's weights (1, 1), the reference the matrix [I I]);
+* L18 catches a deliberately broken engine path for a user rule (``Rule.column`` halved by a
+  monkeypatch: columns still sum to one, the derived reference does not call it);
 * ``check_rule(<user rule>, only=["L18"])`` checks L18 (it was "not applicable" before).
 """
 
@@ -30,9 +33,10 @@ import nrm
 from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.rules import AlphaBeta, Part, Rule, Share, identity, negative, positive
 from nrm_verify import laws
+from nrm_verify.laws import catalogue
 from nrm_verify.references import explicit
 from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel
-from nrm_verify.references.explicit import reference_lrp, rule_kernel, supports
+from nrm_verify.references.explicit import reference_lrp, rule_kernel, supports, unsupported_reason
 from nrm_verify.validate import HELD, NOT_APPLICABLE, VIOLATED, check_rule
 from nrm_verify.zoo import architectures as A
 
@@ -174,6 +178,37 @@ def test_derived_equals_the_table_on_random_layers(rule_name, seed):
             assert torch.isfinite(Qd).all() and torch.isfinite(qbotd).all(), what
 
 
+def dyadic_layer(seed: int, per_sample: bool = False):
+    """Like :func:`random_layer`, on a grid of quarters and halves (|a|, |b| ≤ 1, |w| ≤ 2): every
+    product and sum of the kernel is exact in float64, so only the divisions (and adding ε)
+    round — once, in both implementations, whatever their order of summation."""
+    g = torch.Generator().manual_seed(seed)
+    B, N, K = 3, 6, 5
+    a = torch.randint(-4, 5, (B, N), generator=g).to(DTYPE) / 4
+    M = torch.rand(K, N, generator=g) < 0.7
+    M[0] = False  # no connection
+    W = torch.randint(-4, 5, (B, K, N) if per_sample else (K, N), generator=g).to(DTYPE) / 2 * M
+    M[2, 0] = True  # a zero weight that is a connection
+    b = torch.randint(-4, 5, (K,), generator=g).to(DTYPE) / 4
+    return a, W, b, M
+
+
+@pytest.mark.parametrize("rule_name", sorted(BUILTIN))
+def test_derived_equals_the_table_exactly_on_dyadic_inputs(rule_name):
+    """Bit for bit (torch.equal), every built-in rule × conventions, 20 layers with and without
+    bias, shared and per-sample weights: zero and tied denominators, dead columns included."""
+    rule = BUILTIN[rule_name]()
+    for seed in range(20):
+        for bias in (True, False):
+            for per_sample in (False, True):
+                a, W, b, M = dyadic_layer(seed, per_sample)
+                b = b if bias else None
+                Q, qbot = rule_kernel(rule, a, W, b, M, (a.shape[1],))
+                Qd, qbotd = rule_kernel(rule, a, W, b, M, (a.shape[1],), derive=True)
+                what = f"{rule!r}, seed={seed}, bias={bias}, per_sample={per_sample}"
+                assert torch.equal(Qd, Q) and torch.equal(qbotd, qbot), what
+
+
 def test_derived_column_by_hand():
     """The column of tests/test_reference.py (a = (1, −2, 0.5), w = (2, 1, −4), b = 0.5,
     z = −1.5), derived: LRP-0, αβ and z^B as the equations give them."""
@@ -290,11 +325,16 @@ class ThreeCoefficients(EpsilonPlusMix):
 
 def test_supports_says_which_rules_have_no_kernel_and_why():
     for make in [*BUILTIN.values(), *LRN_RULES.values(), *USER_RULES.values(), MeanFreeZero]:
-        assert supports(make()) == "", make()
-    assert "reads the incoming relevance" in supports(RelevanceGatedZPlus())
-    assert "shares() raised RuntimeError: not today" in supports(RaisingShares())
-    assert "not an nrm.rules.Share" in supports(NotShares())
-    assert "3 coefficients for 2 shares" in supports(ThreeCoefficients())
+        assert supports(make()) is True and unsupported_reason(make()) == "", make()
+    for rule, why in ((RelevanceGatedZPlus(), "reads the incoming relevance"),
+                      (RaisingShares(), "shares() raised RuntimeError: not today"),
+                      (NotShares(), "not an nrm.rules.Share"),
+                      (ThreeCoefficients(), "3 coefficients for 2 shares")):
+        assert supports(rule) is False, rule
+        assert why in unsupported_reason(rule), rule
+        assert why in catalogue.law("L18").checks[0].applies(rule), rule  # L18: not applicable, with the reason
+    for make in [*BUILTIN.values(), *USER_RULES.values(), MeanFreeZero]:
+        assert catalogue.law("L18").checks[0].applies(make()) == "", make()
     a, W, b, M = random_layer(0)
     for rule in (RelevanceGatedZPlus(), RaisingShares()):
         with pytest.raises(UnsupportedRuleError, match=type(rule).__name__):
@@ -335,11 +375,36 @@ def test_l18_is_violated_by_a_rule_that_is_not_elementwise(network):
     assert result.holds is False and result.deviation > 1e-3, str(result)
 
 
-def test_check_rule_checks_l18_for_a_user_rule():
+def _halve_the_engines_columns(monkeypatch) -> None:
+    """A deliberately broken engine path: nrm's rule arithmetic (:meth:`nrm.rules.Rule.column`,
+    which the engine calls for a rule with several shares) halves every scale and sends the
+    other half to ⊥. Columns still sum to one, so L1 cannot see it; the explicit reference
+    derives the user rule's kernel without calling ``Rule.column``, so L18 does."""
+    original = Rule.column
+
+    def halved(self, ops, contributions, biases, **kwargs):
+        scales, _ = original(self, ops, contributions, biases, **kwargs)
+        scales = tuple(0.5 * s for s in scales)
+        real = sum(s * z for s, z in zip(scales, contributions))
+        return scales, 1 - real
+
+    monkeypatch.setattr(Rule, "column", halved)
+
+
+@pytest.mark.parametrize("network", ["residual_mlp", "residual_cnn", "resnet-basic"])
+def test_l18_catches_a_broken_engine_path_for_a_user_rule(network, monkeypatch):
+    assert _modularity(network, EpsilonPlusMix()).holds is True
+    _halve_the_engines_columns(monkeypatch)
+    result = _modularity(network, EpsilonPlusMix())
+    assert result.holds is False and result.deviation > 1e-3, str(result)
+
+
+def test_check_rule_checks_l18_for_a_user_rule(monkeypatch):
     report = check_rule(ZeroByParts(), only=["L18"], max_examples=5, symbolic=False)
     v = report.verdict("L18")
     assert v.status == HELD and v.cases > 0, str(report)
-    report = check_rule(MeanFreeZero(), only=["L18"], max_examples=5, symbolic=False)
+    _halve_the_engines_columns(monkeypatch)
+    report = check_rule(EpsilonPlusMix(), only=["L18"], max_examples=5, symbolic=False)
     assert report.verdict("L18").status == VIOLATED, str(report)
     assert report.exit_code == 1
 

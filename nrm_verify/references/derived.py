@@ -37,8 +37,10 @@ elementwise (one that reads the tensor's layout or a statistic of it) can theref
 another kernel here than in the engine, which holds a convolution's weight as its kernel:
 law L18 then fails, which is what it should do for such a rule.
 
-Refused (:func:`supports` says why): a rule that reads the incoming relevance (no fixed
-kernel exists) and a rule whose ``shares()`` raise or do not return Shares of Parts.
+Refused (:func:`why_not_derivable` says why): a rule that reads the incoming relevance (no
+fixed kernel exists) and a rule whose ``shares()`` raise or do not return Shares of Parts.
+:func:`nrm_verify.references.explicit.supports` answers for the explicit reference as a whole
+(the built-in rules of its table, and every rule derived here).
 
 References: Bach et al., PLoS ONE 10(7), 2015 (LRP); Montavon et al., *Layer-wise relevance
 propagation: an overview*, LNCS 11700, 2019 (the rules as fractions of modified
@@ -59,11 +61,11 @@ HOOKS = ("share_coefficients", "coefficients", "stabilize", "column")
 
 
 class UnsupportedRuleError(RuleParameterError):
-    """The reference cannot write this rule's kernel (see :func:`supports`)."""
+    """The reference cannot write this rule's kernel (see :func:`why_not_derivable`)."""
 
 
-def supports(rule: Any) -> str:
-    """'' when the explicit references can derive ``rule``'s kernel from the rule object,
+def why_not_derivable(rule: Any) -> str:
+    """'' when the references can derive ``rule``'s kernel from the rule object,
     else the reason: the rule reads the incoming relevance (``reads_relevance``: no fixed
     kernel q(j | k), so there is no layer-by-layer LRP with fixed matrices to compare with),
     or its ``shares()`` raise or do not give a non-empty tuple of :class:`nrm.rules.Share`
@@ -173,8 +175,8 @@ def derived_kernel(rule: Any, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor 
     definition): Q (B, N, K) with Q[b, j, k] = q(j | k) for sample b, and q(⊥ | k) (B, K).
     Arguments as :func:`contributions`; ``in_shape`` is one sample's input shape (N entries)
     in which the rule's input functions see the activations. Raises
-    :class:`UnsupportedRuleError` where :func:`supports` gives a reason."""
-    why = supports(rule)
+    :class:`UnsupportedRuleError` where :func:`why_not_derivable` gives a reason."""
+    why = why_not_derivable(rule)
     if why:
         raise UnsupportedRuleError(f"the explicit reference cannot write the kernel of {rule!r}: {why}")
     cs, zs, betas = contributions(rule, a, W, b, M, in_shape)
@@ -201,4 +203,4 @@ def derived_kernel(rule: Any, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor 
     return Q, torch.where(dead, one, qbot)
 
 
-__all__ = ["supports", "derived_kernel", "contributions", "UnsupportedRuleError"]
+__all__ = ["why_not_derivable", "derived_kernel", "contributions", "UnsupportedRuleError"]

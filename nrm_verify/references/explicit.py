@@ -28,7 +28,7 @@ c_s(j,k) = Σ_p u_p(a_j) v_p(w_jk) on in(k), and the conventions written out as 
 (:mod:`nrm_verify.references.derived`, where the equations are; hooks the rule overrides,
 such as its own ``column``, are its definition and are called). So L18 applies to user
 rules too; :func:`supports` says which rules have no kernel here (one that reads the
-incoming relevance, or one whose ``shares()`` are unusable), and ``derive=True`` derives
+incoming relevance, or one whose ``shares()`` are unusable; :func:`unsupported_reason` why), and ``derive=True`` derives
 the built-in rules' kernels as well, which agree with the table (tests/test_derived.py).
 
 Non-linear nodes route relevance with q = 1: elementwise activations (ReLU, LeakyReLU,
@@ -71,7 +71,7 @@ from nrm.graph import reaching_calls, rule_types
 from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
-from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel, supports
+from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel, why_not_derivable
 
 DTYPE = torch.float64
 
@@ -445,6 +445,23 @@ TABLE = (Zero, Epsilon, LRNTaylor, Gamma, ZPlus, WSquare, Flat, LRNIdentity, ZBo
 rule's is derived from the rule object (:func:`nrm_verify.references.derived.derived_kernel`)."""
 
 
+def unsupported_reason(rule) -> str:
+    """'' when :func:`reference_lrp` can compute ``rule`` (see :func:`supports`), else why not."""
+    if type(rule) in TABLE:
+        return ""
+    return why_not_derivable(rule)
+
+
+def supports(rule) -> bool:
+    """Whether this reference computes ``rule``'s kernel: the built-in rules of :data:`TABLE` by
+    the hand-written formulas, any other rule (a user's, a subclass of a built-in) by deriving it
+    from the rule object (:mod:`nrm_verify.references.derived`). Not supported: a rule that reads
+    the incoming relevance (``reads_relevance = True``: no fixed kernel q(j|k)) and a rule whose
+    ``shares()`` raise, are not Shares of Parts, or do not match its ``share_coefficients()``;
+    :func:`unsupported_reason` says which. Law L18 is not applicable to those."""
+    return not unsupported_reason(rule)
+
+
 def rule_kernel(rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, M: torch.Tensor,
                 in_shape: tuple[int, ...], *, derive: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernel of ``rule`` at one linear layer: Q (B, N, K) with Q[b, j, k] = q(j|k) for sample b,
@@ -453,7 +470,7 @@ def rule_kernel(rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, 
     hand-written formula; any other rule, or every rule with ``derive=True``, the kernel derived
     from its shares() and conventions (:mod:`nrm_verify.references.derived`; the two agree on the
     built-in rules, tests/test_derived.py)."""
-    why = supports(rule)
+    why = unsupported_reason(rule)
     if why:
         raise UnsupportedRuleError(f"the LRP reference cannot write the kernel of {rule!r}: {why}")
     if derive or type(rule) not in TABLE:
@@ -707,7 +724,7 @@ def _start(graph: _Graph, target) -> tuple[torch.Tensor, torch.Tensor]:
 def reference_lrp(model: nn.Module, x: torch.Tensor, target, rules=None, *, derive: bool = False) -> Reference:
     """Standard LRP of ``model`` at ``x`` for output ``target`` (an index, or one per sample),
     in float64, by explicit dense kernels; ``rules`` as :func:`nrm.explain` takes them, built-in
-    or a user's (:func:`supports` says which cannot be computed, and why). ``derive=True``
+    or a user's (:func:`supports` says which cannot be computed, :func:`unsupported_reason` why). ``derive=True``
     derives the built-in rules' kernels from their shares() too, instead of the table.
 
     By L8 its marginals R/f equal nrm's m_l at every layer; by L9, with LRP-0 everywhere,
