@@ -145,6 +145,25 @@ def test_l15_holds_for_a_user_rule_through_its_own_kernel():
     assert r.holds is True and r.measured != 0, str(r)
 
 
+def test_l15_holds_for_a_user_rule_derived_from_its_shares():
+    """A user rule with no column of its own: the reference derives its kernel from shares() and
+    the conventions (nrm_verify.references.derived, shared with the explicit LRP reference):
+    LRP-ε by parts, c = a w⁺ + a w⁻, on the worked example = Epsilon(0.1)'s walk relevance."""
+    class EpsilonByParts(nrm.rules.Rule):
+        def shares(self):
+            parts = (nrm.rules.Part(nrm.rules.identity, nrm.rules.positive),
+                     nrm.rules.Part(nrm.rules.identity, nrm.rules.negative))
+            return (nrm.rules.Share(parts, nrm.rules.identity),)
+
+    model, x = worked_example(bias=(1.0, -0.5))
+    rule = EpsilonByParts(stabilizer=0.1)
+    r = laws.walk_relevance(model, x, 0, [1, 0, 0], rule)
+    assert r.holds is True and r.measured != 0, str(r)
+    by_parts = gnnlrp.walk_relevance(model, x, 0, {"input": [0, 1]}, rule)
+    assert float(by_parts) == pytest.approx(float(gnnlrp.walk_relevance(model, x, 0, {"input": [0, 1]},
+                                                                        nrm.rules.Epsilon(0.1))), rel=1e-13)
+
+
 def test_the_reference_keeps_a_leaking_rule_leaking():
     """BiasDroppingZero forgets its bias share; the reference uses the rule's own q(⊥ | k) = 0,
     so the input's neurons and ⊥ carry 2 of f = 3: the bias share 1/4 of h1's 4/3 is lost

@@ -17,7 +17,9 @@ the standard-LRP comparison L8 through the absorber.
 What the validator says (``ci``): L1 normalization and column-stochastic kernels
 VIOLATED (measured 0, expected 1) on ``nn.Sequential(linear([[0.0]], [0.25]))`` at x = 0 —
 two neurons, the output's relevance is all bias and the column drops it; L2, L3, L6 and
-L8 violated too; L4, L5, L7, L17 and batch invariance hold.
+L8 violated too; L4, L5, L7, L17, L18 and batch invariance hold (L18: the explicit LRP
+reference calls the rule's own ``column`` too, so both sides leak alike; leaking is L1's
+business).
 """
 
 from __future__ import annotations

@@ -21,9 +21,11 @@ depends on forward quantities only, so every law of the measure applies.
 
     nrm-verify check-rule examples/rules/sign_aware.py:SignAwareGammaEpsilon
 
-What the validator says (``ci``): every applicable law holds — L1–L8, L17 and batch
-invariance on 18–30 generated cases each, L9–L16 and L18 not applicable with the reason;
-exit status 0 (details and timing in docs/validate.md; tested in tests/test_validate.py).
+What the validator says (``ci``): every applicable law holds — L1–L8, L15–L18 and batch
+invariance on 18–30 generated cases each (L18 against the explicit LRP reference, which
+derives this rule's kernel from its shares and calls its own ``column``), L9–L14 not
+applicable with the reason; exit status 0 (details and timing in docs/validate.md; tested
+in tests/test_validate.py).
 """
 
 from __future__ import annotations

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
+from nrm.rules import AlphaBeta, Epsilon, Gamma, ZBox, Zero, ZPlus
 from nrm_verify.laws import graph, invariance, kinds, limits, measure, walks
 from nrm_verify.properties import draws
 from nrm_verify.properties.calls import LawCall
+from nrm_verify.references import explicit
 
 Applies = Callable[[Any], str]
 """``applies(subject) -> ''`` when a check applies to the subject, else the reason."""
@@ -130,10 +131,12 @@ def _fixed_kernel(rule) -> str:
 
 
 def _explicit_reference(rule) -> str:
-    """L18 compares with the explicit LRP reference (:mod:`nrm_verify.references.explicit`)."""
-    builtin = (Zero, Epsilon, Gamma, ZPlus, AlphaBeta, WSquare, Flat, ZBox)
-    return _fixed_kernel(rule) or ("" if type(rule) in builtin else
-                                   "the explicit LRP reference knows the built-in rules only")
+    """L18 compares with the explicit LRP reference (:mod:`nrm_verify.references.explicit`): the
+    built-in rules by its hand-written table, any other rule derived from the rule object;
+    :func:`~nrm_verify.references.explicit.supports` says which it cannot compute."""
+    if explicit.supports(rule):
+        return ""
+    return _fixed_kernel(rule) or f"the explicit LRP reference cannot compute it: {explicit.unsupported_reason(rule)}"
 
 
 def _single_rule(preset) -> str:

@@ -1,7 +1,7 @@
 """Slow, explicit LRP written from the equations: the reference side of L8 on any graph.
 
-Independent of :mod:`nrm.engine`, :mod:`nrm.graph` and of the rules' ``shares()`` /
-``column()``: the model is traced here with ``torch.fx``, every linear neuron layer
+Independent of :mod:`nrm.engine` and of nrm's rule arithmetic (:meth:`nrm.rules.Rule.column`):
+the model is read from what it computed (nrm's capture), every linear neuron layer
 (``Linear``, ``Conv1d``/``Conv2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, a residual
 addition) is turned into an explicit dense float64 matrix W (out neurons × in neurons,
 obtained by applying the map to the identity basis), batch norm is folded into the
@@ -20,7 +20,16 @@ table of NRM-SPEC §2 (x⁺ = max(x, 0), x⁻ = min(x, 0), s(0) = +1, ρ_γ(w) =
 with stab(D) = D + ε s(D) (``stabilizer_sign="signed"``) or D + ε (``"unsigned"``) and
 q(⊥|k) the bias and stabilizer share. A zero denominator sends the column wholly to ⊥;
 ``leak="renormalize"`` rescales each column to sum 1 over real neurons (a column with no
-real mass then goes to ⊥). A rule object is only *read* (ε, γ, α, β, bounds, flags).
+real mass then goes to ⊥). A built-in rule object is only *read* (ε, γ, α, β, bounds, flags).
+
+Any other rule — a user's, or a subclass of a built-in — gets the kernel derived from the
+rule object itself: its ``shares()`` evaluated on the same dense matrices,
+c_s(j,k) = Σ_p u_p(a_j) v_p(w_jk) on in(k), and the conventions written out as above
+(:mod:`nrm_verify.references.derived`, where the equations are; hooks the rule overrides,
+such as its own ``column``, are its definition and are called). So L18 applies to user
+rules too; :func:`supports` says which rules have no kernel here (one that reads the
+incoming relevance, or one whose ``shares()`` are unusable; :func:`unsupported_reason` why), and ``derive=True`` derives
+the built-in rules' kernels as well, which agree with the table (tests/test_derived.py).
 
 Non-linear nodes route relevance with q = 1: elementwise activations (ReLU, LeakyReLU,
 ``F.relu``, ``.relu()``), Dropout/Identity, reshapes (Flatten, ``view``, ``reshape``,
@@ -53,7 +62,6 @@ import nrm
 from nrm.capture import Value
 from nrm.errors import (
     RuleAssignmentError,
-    RuleParameterError,
     TrainingModeError,
     UnknownLayerError,
     UnsupportedModuleError,
@@ -63,6 +71,7 @@ from nrm.graph import reaching_calls, rule_types
 from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
+from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel, why_not_derivable
 
 DTYPE = torch.float64
 
@@ -431,13 +440,41 @@ def _fraction(rule, c: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, 
     return _divide(c, Ds), qbot
 
 
+TABLE = (Zero, Epsilon, LRNTaylor, Gamma, ZPlus, WSquare, Flat, LRNIdentity, ZBox, AlphaBeta)
+"""The rules whose kernel is written here by hand (the table of the module docstring); any other
+rule's is derived from the rule object (:func:`nrm_verify.references.derived.derived_kernel`)."""
+
+
+def unsupported_reason(rule) -> str:
+    """'' when :func:`reference_lrp` can compute ``rule`` (see :func:`supports`), else why not."""
+    if type(rule) in TABLE:
+        return ""
+    return why_not_derivable(rule)
+
+
+def supports(rule) -> bool:
+    """Whether this reference computes ``rule``'s kernel: the built-in rules of :data:`TABLE` by
+    the hand-written formulas, any other rule (a user's, a subclass of a built-in) by deriving it
+    from the rule object (:mod:`nrm_verify.references.derived`). Not supported: a rule that reads
+    the incoming relevance (``reads_relevance = True``: no fixed kernel q(j|k)) and a rule whose
+    ``shares()`` raise, are not Shares of Parts, or do not match its ``share_coefficients()``;
+    :func:`unsupported_reason` says which. Law L18 is not applicable to those."""
+    return not unsupported_reason(rule)
+
+
 def rule_kernel(rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, M: torch.Tensor,
-                in_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+                in_shape: tuple[int, ...], *, derive: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernel of ``rule`` at one linear layer: Q (B, N, K) with Q[b, j, k] = q(j|k) for sample b,
     and q(⊥|k) (B, K). ``a`` (B, N) are the inputs, ``W`` (K, N), ``b`` (K,) or None, ``M`` the
-    structural fan-in in(k) as (K, N) booleans."""
-    if getattr(rule, "reads_relevance", False):
-        raise RuleParameterError(f"{rule!r} reads the incoming relevance; the reference has fixed kernels only")
+    structural fan-in in(k) as (K, N) booleans. A rule of :data:`TABLE` (its exact class) gets the
+    hand-written formula; any other rule, or every rule with ``derive=True``, the kernel derived
+    from its shares() and conventions (:mod:`nrm_verify.references.derived`; the two agree on the
+    built-in rules, tests/test_derived.py)."""
+    why = unsupported_reason(rule)
+    if why:
+        raise UnsupportedRuleError(f"the LRP reference cannot write the kernel of {rule!r}: {why}")
+    if derive or type(rule) not in TABLE:
+        return derived_kernel(rule, a, W, b, M, in_shape)
     B, (K, N) = a.shape[0], W.shape[-2:]
     A = a.unsqueeze(2)  # (B, N, 1)
     Wt = W.transpose(-1, -2) if W.dim() == 3 else W.T.unsqueeze(0)  # (B or 1, N, K)
@@ -461,10 +498,8 @@ def rule_kernel(rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, 
         low = torch.broadcast_to(torch.as_tensor(rule.low, dtype=DTYPE), in_shape).reshape(1, N, 1)
         high = torch.broadcast_to(torch.as_tensor(rule.high, dtype=DTYPE), in_shape).reshape(1, N, 1)
         Q, qbot = _fraction(rule, A * Wt - low * pos(Wt) - high * neg(Wt), 0 * bias)
-    elif kind is AlphaBeta:
+    else:  # AlphaBeta
         Q, qbot = _alpha_beta(rule, A, Wt, bias)
-    else:
-        raise RuleParameterError(f"the LRP reference knows the built-in rules only, not {kind.__name__}")
     if rule.leak == "renormalize":
         real = Q.sum(1)
         empty = real == 0
@@ -563,7 +598,7 @@ class Reference:
 
 
 class _Graph:
-    def __init__(self, model, x, rules):
+    def __init__(self, model, x, rules, derive: bool = False):
         tracer = _Tracer(model, x)
         self.nodes, self.B, self.output = tracer.nodes, tracer.B, tracer.output
         # a module whose call returned a value (a block, a container) names that value's node, as in nrm
@@ -579,7 +614,8 @@ class _Graph:
             if node.kind == "linear":
                 a = torch.cat([self.nodes[i].value.reshape(self.B, -1) for i in node.inputs], 1)
                 in_shape = self.nodes[node.inputs[0]].shape if len(node.inputs) == 1 else (a.shape[1],)
-                node.Q, node.qbot = rule_kernel(node.rule, a, node.weight, node.bias, node.structure, in_shape)
+                node.Q, node.qbot = rule_kernel(node.rule, a, node.weight, node.bias, node.structure, in_shape,
+                                                derive=derive)
 
     def result(self, R, absorbed, pending, leaked, f) -> Reference:
         def aliased(d):
@@ -685,13 +721,15 @@ def _start(graph: _Graph, target) -> tuple[torch.Tensor, torch.Tensor]:
     return R.reshape(graph.nodes[graph.output].value.shape), f
 
 
-def reference_lrp(model: nn.Module, x: torch.Tensor, target, rules=None) -> Reference:
+def reference_lrp(model: nn.Module, x: torch.Tensor, target, rules=None, *, derive: bool = False) -> Reference:
     """Standard LRP of ``model`` at ``x`` for output ``target`` (an index, or one per sample),
-    in float64, by explicit dense kernels; ``rules`` as :func:`nrm.explain` takes them.
+    in float64, by explicit dense kernels; ``rules`` as :func:`nrm.explain` takes them, built-in
+    or a user's (:func:`supports` says which cannot be computed, :func:`unsupported_reason` why). ``derive=True``
+    derives the built-in rules' kernels from their shares() too, instead of the table.
 
     By L8 its marginals R/f equal nrm's m_l at every layer; by L9, with LRP-0 everywhere,
     R = a ⊙ ∂f/∂a at every node of a ReLU network, residual ones included."""
-    graph = _Graph(model, x, rules)
+    graph = _Graph(model, x, rules, derive)
     start, f = _start(graph, target)
     R, absorbed, pending, leaked, _ = graph.propagate(start)
     return graph.result(R, absorbed, pending, leaked, f)

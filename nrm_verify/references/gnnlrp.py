@@ -26,10 +26,12 @@ built-in rules straight from the NRM-SPEC §2 table — q(j | k) as a dense matr
 ``modify_bias`` (γ), ``bias`` (z⁺, w²) and the zero-denominator and αβ fallbacks.
 Max-pooling sends each output's relevance to its argmax (``max_pool2d``'s index).
 
-A rule that is not one of the built-in classes (a user's rule, or a subclass that
-overrides anything) is evaluated through its own ``shares()`` and ``column()`` on the
-same dense matrices (:data:`nrm.ops.TORCH`), so L15 can check it too; a rule that reads
-the incoming relevance has no fixed kernel and is refused (:class:`UnsupportedRuleError`).
+A rule that is not one of the built-in classes (a user's rule, or a subclass of one) gets
+the kernel derived from the rule object on the same dense matrices — its ``shares()`` and
+conventions, the hooks it overrides called — by the derivation the explicit LRP reference
+uses (:func:`nrm_verify.references.derived.derived_kernel`), so L15 can check it too; a
+rule that reads the incoming relevance has no fixed kernel and is refused
+(:class:`UnsupportedRuleError`).
 Rules are assigned to layers as ``nrm.explain`` assigns them (:class:`nrm.presets.RuleMap`).
 
 Cost: dense matrices per layer and sample — meant for the small networks of the tests.
@@ -48,14 +50,10 @@ from torch import nn
 
 from nrm.events import OMEGA, At, Event
 from nrm.graph import ProperFFNN, rule_types
-from nrm.ops import TORCH
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
+from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel
 from nrm_verify.references.explicit import apply_recorded, with_constants
-
-
-class UnsupportedRuleError(ValueError):
-    """The reference cannot evaluate this rule (it reads the incoming relevance)."""
 
 
 class UnsupportedModelError(ValueError):
@@ -131,6 +129,7 @@ class Forward:
     winners: dict[int, torch.Tensor]  # l -> flat input index of each max-pool output
     names: dict[str, tuple[int, tuple[int, ...]]]  # layer name -> (layer, shape it sees)
     terms: dict[int, tuple[torch.Tensor, torch.Tensor]]  # l -> (Σ_j |a_j w_jk| + |b_k|, z_k)
+    in_shapes: dict[int, tuple[int, ...]] = field(default_factory=dict)  # l -> one sample's input shape
 
 
 def _run(calls, t: torch.Tensor) -> torch.Tensor:
@@ -195,7 +194,7 @@ def forward(model: Model, i: int) -> Forward:
     a = _value(net, model.layers[0].steps, x, i)
     for step in model.layers[0].steps:
         names[step.name] = (0, tuple(net.value(step.value).shape[1:]))
-    acts, shapes, maps, winners, terms = [a.reshape(-1)], [tuple(x.shape[1:])], {}, {}, {}
+    acts, shapes, maps, winners, terms, in_shapes = [a.reshape(-1)], [tuple(x.shape[1:])], {}, {}, {}, {}
     with torch.no_grad():
         for layer in model.layers[1:]:
             l = layer.index
@@ -207,6 +206,7 @@ def forward(model: Model, i: int) -> Forward:
                 W, b = _dense([s.call for s in folded], in_shape, dtype, device)
                 S = _structure(producer.call, in_shape, dtype, device)
                 maps[l] = (W, b, S)
+                in_shapes[l] = in_shape
                 z = net.value(folded[-1].value)[i:i + 1]
                 terms[l] = (W.abs() @ a.reshape(-1).abs() + b.abs(), z.reshape(-1))
                 out_shape = tuple(out.shape[1:])
@@ -228,7 +228,7 @@ def forward(model: Model, i: int) -> Forward:
     names["output"] = (len(model.layers) - 1, shapes[-1])
     for alias, (l, value) in net.aliases.items():
         names.setdefault(alias, (l, tuple(net.value(value).shape[1:])))
-    return Forward(acts, shapes, maps, winners, names, terms)
+    return Forward(acts, shapes, maps, winners, names, terms, in_shapes)
 
 
 def _value(net, steps, default: torch.Tensor, i: int) -> torch.Tensor:
@@ -297,35 +297,17 @@ def table_kernel(rule: Rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor, 
     return None
 
 
-def rule_kernel(rule: Rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor, S: torch.Tensor):
-    """(q[k, j], q(⊥ | k)) for any other rule: its own shares and ``column`` (nrm.ops.TORCH) on the
-    dense matrices — c_s(j, k) = Σ_p u_p(a_j) v_p(w_jk) on the structural connections."""
-    if getattr(rule, "reads_relevance", False):
-        raise UnsupportedRuleError(f"{rule!r} reads the incoming relevance: it has no fixed kernel, so walk "
-                                   "relevance is not defined by nested masking")
-    cs, zs, bs = [], [], []
-    for share in rule.shares():
-        c = torch.zeros_like(W)
-        for part in share.parts:
-            c = c + part.input(TORCH, a).unsqueeze(0) * torch.where(S, part.weight(TORCH, W), torch.zeros_like(W))
-        cs.append(c)
-        zs.append(c.sum(1))
-        bs.append(None if share.bias is None else share.bias(TORCH, b))
-    scales, qbot = rule.column(TORCH, tuple(zs), tuple(bs))
-    q = torch.zeros_like(W)
-    for s, c in zip(scales, cs):
-        q = q + torch.as_tensor(s, dtype=W.dtype, device=W.device).reshape(-1, 1) * c
-    return q, torch.as_tensor(qbot, dtype=W.dtype, device=W.device).expand(W.shape[0])
-
-
-def kernel(rule: Rule, a, W, b, S) -> tuple[torch.Tensor, torch.Tensor]:
+def kernel(rule: Rule, a, W, b, S, in_shape: tuple[int, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(Q (n_in, n_out) with Q[j, k] = q(j | k), q(⊥ | k) (n_out,)) with the rule's leak
     convention: "absorb" gives q(⊥ | k) = 1 − Σ_j q(j | k); "renormalize" divides each
-    column by Σ_j q(j | k) (a column with no real mass goes to ⊥)."""
+    column by Σ_j q(j | k) (a column with no real mass goes to ⊥). A rule without a table
+    formula: derived from the rule object (its own column, if it has one, keeps its own
+    q(⊥ | k): a leaking rule keeps its leak); ``in_shape`` is the shape in which its input
+    functions see ``a`` (default: flat)."""
     q = table_kernel(rule, a, W, b, S)
-    if q is None:  # the rule's own column, with its own q(⊥ | k) (a leaking rule keeps its leak)
-        q, qbot = rule_kernel(rule, a, W, b, S)
-        return q.T, qbot
+    if q is None:
+        Q, qbot = derived_kernel(rule, a.reshape(1, -1), W, b, S, in_shape or (a.numel(),))
+        return Q[0], qbot[0]
     if rule.leak == "renormalize":
         real = q.sum(1)
         empty = real == 0
@@ -465,7 +447,7 @@ def masked_relevance(model: nn.Module, x: torch.Tensor, target, masks: Mapping[i
                 size = torch.maximum(size, R.abs().sum() + bot.abs())
             else:
                 W, b, S = fw.maps[l]
-                Q, qbot = kernel(layers.layers[l].rule, a, W, b, S)
+                Q, qbot = kernel(layers.layers[l].rule, a, W, b, S, fw.in_shapes.get(l))
                 Rl = Q @ R
                 qbot_mass = (qbot * R).sum()
                 size = torch.maximum(size, (Q.abs() @ R.abs()).sum() + (qbot * R).abs().sum() + bot.abs())
@@ -532,4 +514,4 @@ def as_event(model: nn.Module, x: torch.Tensor, walks) -> Event:
 
 
 __all__ = ["walk_relevance", "masked_relevance", "as_event", "read_layers", "forward", "kernel", "table_kernel",
-           "rule_kernel", "UnsupportedRuleError", "UnsupportedModelError", "Layer", "Forward"]
+           "UnsupportedRuleError", "UnsupportedModelError", "Layer", "Forward"]
