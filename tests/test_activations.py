@@ -202,3 +202,11 @@ def test_check_layer_passes_a_new_kind(kind):
     statuses = {f"{v.law} {v.name}": v.status for v in report.verdicts}
     l9 = statuses["L9 LRP-0 = gradient × input"]
     assert l9 in ((HELD, PROVED) if kind == "PReLU" else (NOT_APPLICABLE,)), l9
+
+
+def test_check_layer_takes_a_built_in_kind_by_its_class():
+    """``nrm-verify check-layer nrm.layers.activations:Tanh`` checks the registered kind
+    (a fresh instance of the class would read no call: the registry's does)."""
+    report = check_layer("nrm.layers.activations:Tanh", max_examples=2, only=["K2"])
+    assert report.ok and not report.invalid, str(report)
+    assert "Tanh" in nrm.layers.REGISTRY.kinds  # still registered afterwards
