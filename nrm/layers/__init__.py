@@ -8,13 +8,13 @@
 Roles (:mod:`nrm.layers.base`): :class:`Linear` (a map a rule splits), :class:`Sum`,
 :class:`Winner`, :class:`Concat`, :class:`Elementwise` (relevance passes unchanged),
 :class:`Reshape`, :class:`Alias`, :class:`BatchNorm`. The built-in kinds are in
-:mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.shape`,
-:mod:`~nrm.layers.pooling` and :mod:`~nrm.layers.norm`.
+:mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.activations`,
+:mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling` and :mod:`~nrm.layers.norm`.
 """
 
 from __future__ import annotations
 
-from . import elementwise, linear, norm, pooling, shape
+from . import activations, elementwise, linear, norm, pooling, shape
 from .base import (
     ROLES,
     Alias,
@@ -34,11 +34,15 @@ from .base import (
 )
 
 REGISTRY = Registry()
+# a later kind is asked first: ReLU6 reads F.hardtanh(z, 0, 6) (nn.ReLU6) before Hardtanh does
 """Every kind the capture knows: the built-in ones and those registered by users."""
 
 BUILTIN_KINDS = (
     linear.Dense, linear.Conv, linear.AvgPool, linear.AdaptiveAvgPool, linear.Add,
     elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
+    activations.Hardtanh, activations.ReLU6, activations.PReLU, activations.Hardsigmoid, activations.Hardswish,
+    activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
+    activations.Mish, activations.ELU,
     shape.View, shape.Cat, pooling.MaxPool, norm.BatchNormFold, norm.LocalResponseNorm,
 )
 for _kind in BUILTIN_KINDS:

@@ -25,14 +25,32 @@ from nrm_verify.laws.base import (
 )
 
 
+def non_homogeneous_activations(m: Measure) -> list[str]:
+    """The kinds of the model's elementwise activations with σ(z) ≠ σ'(z) z for some z
+    (sigmoid, a clamp, …), in order: L9 does not apply through them."""
+    found: list[str] = []
+    for block in m.network.blocks:
+        for step in ([block.producer] if block.producer is not None else []) + list(block.trailing):
+            kind = step.layer_kind
+            if step.role == "elementwise" and not getattr(kind, "homogeneous", False) and kind.name not in found:
+                found.append(kind.name)
+    return found
+
+
 def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult:
     """L9: with LRP-0 everywhere, m_l(j) = a_j ∂f_c/∂a_j / f_c at every layer (activations
-    with σ(z) = σ'(z) z: ReLU, leaky ReLU, identity, max-pool).
+    with σ(z) = σ'(z) z: ReLU, leaky ReLU, PReLU, identity, max-pool; not applicable when
+    the model uses another elementwise activation).
 
     LRP-0 needs z_k ≠ 0: a neuron with z_k = 0 exactly has its column sent to ⊥ while the
     gradient may still pass it (identity or leaky activations, σ'(0) ≠ 0). Such samples —
     z_k = 0 with ∂f/∂z_k ≠ 0 — are outside the law and skipped."""
     m = nrm.explain(model, x, target, rules=nrm.rules.Zero())
+    kinds = non_homogeneous_activations(m)
+    if kinds:
+        return LawResult("L9", "LRP-0 = gradient × input", None,
+                         detail=f"the model uses {', '.join(kinds)}: elementwise functions that are not positively "
+                                "homogeneous (σ(z) ≠ σ'(z) z), so LRP-0 through them is not Gradient × Input")
     tol = tolerance_for(m, tol)
     eng = m.engine
     names = canonical_layers(m)

@@ -159,6 +159,9 @@ def check_layer(kind, *, profile: str | None = None, max_examples: int | None = 
         return LayerReport(label, invalid=str(e), profile=profile)
     budget = search_timeout if search_timeout is not None else SEARCH_TIMEOUT.get(profile, SEARCH_TIMEOUT["ci"])
     deadline = start + budget
+    current = nrm.layers.REGISTRY.kinds.get(instance.name)
+    if current is not None and type(current) is type(instance):
+        instance = current  # a registered kind named by its class (a built-in one): check the one the capture uses
     registered = instance.name in nrm.layers.REGISTRY.kinds
     if not registered:
         nrm.layers.register(instance)
