@@ -39,7 +39,8 @@ REGISTRY = Registry()
 BUILTIN_KINDS = (
     linear.Dense, linear.Conv, linear.AvgPool, linear.AdaptiveAvgPool, linear.Add,
     elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
-    shape.View, shape.Cat, pooling.MaxPool, norm.BatchNormFold, norm.LocalResponseNorm,
+    shape.View, shape.Permute, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
+    norm.BatchNormFold, norm.LocalResponseNorm,
 )
 for _kind in BUILTIN_KINDS:
     REGISTRY.register(_kind)
