@@ -37,7 +37,7 @@ REGISTRY = Registry()
 """Every kind the capture knows: the built-in ones and those registered by users."""
 
 BUILTIN_KINDS = (
-    linear.Dense, linear.Conv, linear.AvgPool, linear.AdaptiveAvgPool, linear.Add,
+    linear.Dense, linear.Conv, linear.AvgPool, linear.AdaptiveAvgPool, linear.Reduce, linear.Add,
     elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
     shape.View, shape.Permute, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
     norm.BatchNormFold, norm.LocalResponseNorm,
