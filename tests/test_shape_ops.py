@@ -69,7 +69,7 @@ class Last(nn.Module):
         return self.fc(h.permute(0, 3, 1, 2).reshape(h.size(0), -1))
 
 
-class Sequence(nn.Module):
+class TokenMajor(nn.Module):
     """conv1d → relu → x.transpose(1, 2) → linear over channels (a token-major layout)."""
 
     def __init__(self):
@@ -146,7 +146,7 @@ def _randomize_batchnorms(model: nn.Module) -> nn.Module:
 CASES = {
     "Tensor.permute": (lambda: Last(False), (1, 2, 4, 4)),
     "torch.permute": (lambda: Last(True), (1, 2, 4, 4)),
-    "Tensor.transpose": (lambda: Sequence(), (1, 2, 5)),
+    "Tensor.transpose": (lambda: TokenMajor(), (1, 2, 5)),
     "torch.transpose/view/contiguous (channel shuffle)": (
         lambda: Head(lambda h: channel_shuffle(h, 2), 4 * 2 * 3), (1, 2, 3, 4)),
     "torch.flatten/Tensor.reshape": (lambda: Head(lambda h: torch.flatten(h, 1).reshape(h.size(0), 2, -1), 24),
