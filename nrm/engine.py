@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .check import check_map, check_winners
+from .check import check_map, check_route, check_winners
 from .errors import RelevanceDependentRuleError
 from .graph import Block, ProperFFNN, all_finite
 from .ops import TORCH
@@ -155,6 +155,8 @@ class Engine:
             route = block.route()
             if route is not None:
                 self.routes[l] = torch.as_tensor(route, dtype=torch.long, device=self.device)
+                if self.check:
+                    check_route(step, a, self.routes[l], out)
             return out
         if kind == "maxpool":
             idx, pooled = step.layer_kind.winners(step.call, a)

@@ -263,3 +263,18 @@ def test_an_operation_that_mixes_samples_is_refused_with_its_reason(op, why):
     model = _seeded(Mixer(op))
     with pytest.raises(nrm.UnsupportedOperationError, match=why):
         nrm.explain(model, _x(2, 3), target=0)
+
+
+def test_the_self_check_catches_a_wrong_index_map():
+    class ReversedPermute(nrm.layers.shape.Permute):  # a broken kind: the neurons in reverse order
+        def index(self, call):
+            return super().index(call)[::-1].copy()
+
+    model, x = _case("Tensor.transpose")
+    nrm.layers.register(ReversedPermute)
+    try:
+        with pytest.raises(nrm.CaptureMismatchError, match="index map of layer"):
+            nrm.explain(model, x, target=0)
+    finally:
+        nrm.layers.unregister(ReversedPermute)
+    nrm.explain(model, x, target=0)  # the built-in kind again
