@@ -52,7 +52,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .layers import REGISTRY, base_name
-from .recorded import Value, dispatch_name
+from .recorded import Piece, Value, dispatch_name
 
 _MISSING = object()
 _TORCH_DIR = os.path.dirname(torch.__file__)
@@ -79,6 +79,11 @@ VALUE_READS = {
     torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.__complex__,
 }
 """Functions that read an input-derived tensor's values into Python: data-dependent control flow."""
+
+PIECEWISE = {torch.chunk, torch.Tensor.chunk, torch.split, torch.Tensor.split, torch.unbind, torch.Tensor.unbind,
+             torch.tensor_split, torch.Tensor.tensor_split}
+"""Functions that return several tensors, each a piece of their input: recorded as one call
+per piece (:class:`~nrm.recorded.Piece`), so that every recorded call has one output."""
 
 
 @dataclass(eq=False)
@@ -340,7 +345,12 @@ class _Recorder(TorchFunctionMode):
             self._fail(DataDependentControlFlowError(
                 f"{func_name(func)} at {user_location() or 'an unknown place'} turns input-derived tensors into a "
                 f"Python {type(out).__name__}: data-dependent control flow, which nrm does not follow"))
-        self._record(func, args, kwargs, None, out, self.stack[-1] if self.stack else None, target=target)
+        frame = self.stack[-1] if self.stack else None
+        if _key(func) in PIECEWISE and isinstance(out, (list, tuple)):  # one call per piece
+            for i, piece in enumerate(out):
+                self._record(Piece(func, i), args, kwargs, None, piece, frame)
+            return out
+        self._record(func, args, kwargs, None, out, frame, target=target)
         return out
 
     # -- bookkeeping ---------------------------------------------------------------------

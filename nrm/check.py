@@ -90,6 +90,17 @@ def check_winners(step, pooled: torch.Tensor, recorded: torch.Tensor) -> None:
             f"what the model computed there (max deviation {worst:.3e})")
 
 
+def check_route(step, a: torch.Tensor, index: torch.Tensor, recorded: torch.Tensor) -> None:
+    """An index map (:meth:`nrm.layers.Reshape.index`) takes the recorded output from its
+    input exactly: output k is input neuron index[k] of the same sample."""
+    picked = a.reshape(a.shape[0], -1).index_select(1, index)
+    if picked.shape[1] != recorded[0].numel() or not torch.equal(picked, recorded.reshape(picked.shape)):
+        raise CaptureMismatchError(
+            f"the index map of layer '{step.name}' ({step.layer_kind.name}, {step.call.describe()}) does not "
+            f"reproduce what the model computed there ({picked.shape[1]} indices for an output of shape "
+            f"{tuple(recorded.shape[1:])})")
+
+
 def forget() -> None:
     """Forget which signatures were checked (the next explain checks every map again)."""
     _CHECKED.clear()

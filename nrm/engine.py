@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .check import check_map, check_winners
+from .check import check_map, check_route, check_winners
 from .errors import RelevanceDependentRuleError
 from .graph import Block, ProperFFNN, all_finite
 from .ops import TORCH
@@ -100,6 +100,7 @@ class Engine:
         self.pre: dict[int, torch.Tensor] = {}  # pre-activations W a + b of the linear layers
         self.z_nobias = _NoBias(self)  # W a, formed from them when asked for
         self.winners: dict[int, torch.Tensor] = {}
+        self.routes: dict[int, torch.Tensor] = {}  # index maps of pass layers (permute, slicing): input of each output
         self.maps: dict = {}
         self.in_shape: dict[int, tuple] = {}
         self.shape: dict[int, tuple] = {}  # canonical per-sample shape of each layer
@@ -151,6 +152,11 @@ class Engine:
         self.inputs[l] = a
         self.in_shape[l] = tuple(a.shape[1:])
         if kind == "pass":
+            route = block.route()
+            if route is not None:
+                self.routes[l] = torch.as_tensor(route, dtype=torch.long, device=self.device)
+                if self.check:
+                    check_route(step, a, self.routes[l], out)
             return out
         if kind == "maxpool":
             idx, pooled = step.layer_kind.winners(step.call, a)
@@ -312,6 +318,10 @@ class Engine:
         K, B = r.shape[:2]
         block = self.net.blocks[l]
         in_shape = self.in_shape[l]
+        if l in self.routes:  # q(j|k) = [j = index[k]]: relevance moves with the values
+            out = torch.zeros((K, B, _prod(in_shape)), dtype=r.dtype, device=r.device)
+            out.index_add_(2, self.routes[l], r.reshape(K, B, -1))
+            return out.reshape((K, B) + in_shape), rbot
         if block.kind in ("pass", "concat"):  # q(j|k) = δ_jk: relevance passes unchanged
             return r.reshape((K, B) + in_shape), rbot
         if block.kind == "maxpool":
@@ -364,6 +374,8 @@ class Engine:
             v_in = torch.stack([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], 2)
         else:
             v_in = vs[0].reshape((K, B) + in_shape)
+        if l in self.routes:
+            return v_in.reshape(K, B, -1).index_select(2, self.routes[l]).reshape((K, B) + self.shape[l]), vbot
         if block.kind in ("pass", "concat"):
             return v_in.reshape((K, B) + self.shape[l]), vbot
         if block.kind == "maxpool":

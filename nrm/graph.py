@@ -10,7 +10,8 @@ recorded (only those that lead to the output), read through their layer kinds
   alias, or a batch norm folded into the ``Linear`` / ``Conv`` before it — when that
   layer's value has no other reader;
 * a **pass layer** (q(j|k) = δ_jk) — the same activation or reshape when the value it reads
-  also goes elsewhere.
+  also goes elsewhere; and every index map (permute, transpose, slicing, a piece of chunk:
+  q(j|k) = [j = index[k]], :meth:`Block.route`).
 
 Fan-out needs nothing more: relevance that reaches a value from several readers adds up
 there (the duplication neurons of §1), and a skip path's relevance waits in the copies of
@@ -130,6 +131,13 @@ class Block:
             return "input"
         k = self.producer.kind
         return k if k in ("linear", "maxpool", "concat") else "pass"
+
+    def route(self):
+        """For a pass layer that is an index map (:meth:`nrm.layers.Reshape.index`): the flat
+        input index of every output neuron (an int64 numpy array); otherwise None (q = δ)."""
+        if self.producer is None or self.producer.role != "reshape":
+            return None
+        return self.producer.layer_kind.index(self.producer.call)
 
     @property
     def tip(self) -> Value:
@@ -346,7 +354,9 @@ class _Builder:
 
     def _elementwise(self, call: Call, step: Step, src: Value) -> None:
         l = self.where[src]
-        if self.blocks[l].tip == src and self.readers[src] == 1:
+        if call.kind.role == "reshape" and call.kind.index(call) is not None:  # an index map: a pass layer
+            self._producer(call, step, [l])
+        elif self.blocks[l].tip == src and self.readers[src] == 1:
             self.blocks[l].trailing.append(step)
             self.where[step.value] = l
         else:  # the value fans out (or the layer's value is read before this step): a layer of its own, q = δ

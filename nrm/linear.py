@@ -177,6 +177,27 @@ class PoolMatrixMap(LinearMap):
         return weight * self.mask
 
 
+class ReduceMap(LinearMap):
+    """A weighted sum over some per-sample dimensions (``x.mean(dims)``, ``x.sum(dims)``):
+    z_k = Σ_{j reduced into k} w_j a_j. ``weight`` has one sample's input shape (1 for a sum,
+    1/n for a mean over n positions); ``dims`` are dimensions of the batched tensor (≥ 1)."""
+
+    fuses_bias = True
+
+    def __init__(self, weight: torch.Tensor, dims: tuple[int, ...], keepdim: bool):
+        self.weight, self.bias = weight, None
+        self.dims, self.keepdim = tuple(sorted(dims)), keepdim
+
+    def forward(self, x, weight, bias=None):
+        return self._plus((x * weight.unsqueeze(0)).sum(self.dims, keepdim=self.keepdim), bias)
+
+    def transpose(self, g, weight, in_shape):
+        n = g.shape[0]
+        if not self.keepdim:
+            g = g.reshape((n,) + tuple(1 if d + 1 in self.dims else s for d, s in enumerate(in_shape)))
+        return g.expand((n,) + tuple(in_shape)) * weight.unsqueeze(0)
+
+
 def avgpool_map(channels: int, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
                 dtype: torch.dtype, device: torch.device, divisor: float | None = None) -> ConvMap:
     """Average pooling as a depthwise convolution with constant weights 1/|window|."""

@@ -22,6 +22,26 @@ class Value:
         return f"%{'input' if self.node < 0 else self.node}" + ("" if self.item is None else f"[{self.item}]")
 
 
+class Piece:
+    """Piece ``item`` of an operation that returns several tensors (``torch.chunk``,
+    ``torch.split``, ``Tensor.unbind``): the capture records each piece as one call of its
+    own, ``Piece(torch.chunk, 1)(x, 2, 1)`` = ``torch.chunk(x, 2, 1)[1]``, so that every
+    recorded call has one output and a kind reads each piece as an index map. It is named
+    as the function it is a piece of (``__name__``, ``__module__``, ``__objclass__``)."""
+
+    def __init__(self, func: Any, item: int):
+        self.func, self.item = func, item
+        self.__name__ = getattr(func, "__name__", "piece")
+        self.__module__ = getattr(func, "__module__", "") or ""
+        self.__objclass__ = getattr(func, "__objclass__", None)
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)[self.item]
+
+    def __repr__(self) -> str:
+        return f"Piece({getattr(self.func, '__qualname__', self.func)}, {self.item})"
+
+
 DISPATCH_NAMES = {
     f: name for name in ("max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
                          "adaptive_max_pool3d", "fractional_max_pool2d", "fractional_max_pool3d")
@@ -39,4 +59,4 @@ def dispatch_name(func: Any, default: str) -> str:
         return default
 
 
-__all__ = ["Value", "DISPATCH_NAMES", "dispatch_name"]
+__all__ = ["Value", "Piece", "DISPATCH_NAMES", "dispatch_name"]

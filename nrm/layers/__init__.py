@@ -38,12 +38,13 @@ REGISTRY = Registry()
 """Every kind the capture knows: the built-in ones and those registered by users."""
 
 BUILTIN_KINDS = (
-    linear.Dense, linear.Conv, linear.AvgPool, linear.AdaptiveAvgPool, linear.Add,
+    linear.Dense, linear.Conv, linear.AvgPool, linear.AdaptiveAvgPool, linear.Reduce, linear.Add,
     elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
     activations.Hardtanh, activations.ReLU6, activations.PReLU, activations.Hardsigmoid, activations.Hardswish,
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
     activations.Mish, activations.ELU,
-    shape.View, shape.Cat, pooling.MaxPool, norm.BatchNormFold, norm.LocalResponseNorm,
+    shape.View, shape.Permute, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
+    norm.BatchNormFold, norm.LocalResponseNorm,
 )
 for _kind in BUILTIN_KINDS:
     REGISTRY.register(_kind)

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import UnsupportedModuleError
-from ..recorded import dispatch_name
+from ..recorded import Piece, dispatch_name
 
 ROLES = ("linear", "sum", "winner", "concat", "elementwise", "reshape", "alias", "batchnorm")
 
@@ -243,9 +243,23 @@ class Elementwise(Kind):
 
 
 class Reshape(Kind):
-    """The same neurons in another per-sample shape (view, reshape, flatten)."""
+    """The same neurons in another per-sample shape (view, reshape, flatten), or an index map:
+    each output neuron k is one input neuron j = index[k], and its relevance moves with its
+    value, q(j | k) = [j = index[k]] (permute, transpose, slicing, a piece of chunk). An input
+    neuron no output takes (a slice) receives nothing; one several outputs take (a repeated
+    index) receives the sum of theirs.
+
+    A kind that is not a row-major renaming defines :meth:`index`; its call is then a layer
+    of its own (a pass layer), whose kernel the engine, the exact oracle and the references
+    read from the index."""
 
     role = "reshape"
+
+    def index(self, call) -> np.ndarray | None:
+        """The flat (row-major, per-sample) input index of every output neuron, in the
+        output's row-major order (an int64 array); None when the operation keeps the row-major
+        order of the neurons (view, reshape, flatten)."""
+        return None
 
 
 class Alias(Kind):
@@ -331,6 +345,8 @@ class Registry:
 
 
 def _key(func: Any) -> Any:
+    if isinstance(func, Piece):  # a piece of torch.chunk is read by the kind of torch.chunk
+        return func.func
     owner = getattr(func, "__self__", None)
     if getattr(func, "__name__", None) == "__get__" and type(owner).__name__ == "getset_descriptor":
         return owner

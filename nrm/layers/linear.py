@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..linear import ConvMap, DenseMap, adaptive_avgpool_map, avgpool_map
+from ..linear import ConvMap, DenseMap, ReduceMap, adaptive_avgpool_map, avgpool_map
 from ..markers import Sum as SumMarker
 from ..recorded import Value
 from .base import ExactMap, Linear, Sum, seeded, to_fractions, zeros_object
@@ -282,6 +282,73 @@ class AdaptiveAvgPool(Linear):
         return ExactMap(W, S, None, out_shape)
 
 
+class Reduce(Linear):
+    """``x.mean(dim, keepdim)``, ``torch.mean``, ``x.sum(dim, keepdim)``, ``torch.sum`` over
+    per-sample dimensions: a linear neuron per kept position whose weights are 1/n (a mean
+    over n positions) or 1 (a sum) on the positions it reduces, no bias — the rules split it,
+    as they split a global average pool. A reduction over the batch dimension (or over every
+    dimension: ``x.mean()``) mixes the samples of the batch and is refused.
+
+    Definition (R the reduced dimensions, n = Π_{d∈R} size_d)::
+
+        z_k = Σ_{j : j agrees with k outside R} w a_j,   w = 1/n (mean) or 1 (sum)
+    """
+
+    functions = (torch.Tensor.mean, torch.mean, torch.Tensor.sum, torch.sum)
+    rule_types = (nn.AdaptiveAvgPool2d,)
+    """A mean over positions is a global average pool: keyed like ``nn.AdaptiveAvgPool2d``."""
+
+    def examples(self):
+        return [(Reduced("mean", (2, 3)), (2, 2, 3)), (Reduced("sum", (-1,), keepdim=True), (3, 2))]
+
+    def dims(self, call) -> tuple[int, ...] | None:
+        """The reduced dimensions of the batched tensor, or None for every dimension."""
+        dim = call.arg(1, "dim", None)
+        ndim = len(call.in_shapes[0])
+        if dim is None or (isinstance(dim, (tuple, list)) and not dim):
+            return None
+        dims = dim if isinstance(dim, (tuple, list, torch.Size)) else (dim,)
+        return tuple(sorted({int(d) % ndim for d in dims}))
+
+    def keepdim(self, call) -> bool:
+        return bool(call.arg(2, "keepdim", False))
+
+    def accepts(self, call):
+        if len(call.args) > 1 and not isinstance(call.args[1], (int, tuple, list, torch.Size)):
+            return f"reduces with arguments {call.args[1:]!r}; nrm reads mean/sum over integer dimensions"
+        if call.kwargs.get("dtype") is not None or (len(call.args) > 3 and call.args[3] is not None):
+            return "reduces with a dtype= conversion; convert the tensor before the reduction"
+        dims = self.dims(call)
+        if dims is None or 0 in dims:
+            what = "every dimension" if dims is None else "the batch dimension"
+            return (f"reduces over {what}, which mixes the samples of the batch; nrm explains each sample on its "
+                    "own: reduce over per-sample dimensions only (x.mean([2, 3]), x.sum(1))")
+        return None
+
+    def weight(self, call, shape: tuple) -> float | Fraction:
+        """The weight of every input: 1/n for a mean, 1 for a sum (``shape`` the batched input's)."""
+        if call.func.__name__ != "mean":
+            return 1
+        return Fraction(1, math.prod(shape[d] for d in self.dims(call)))
+
+    def map(self, call, a, rule=None):
+        w = torch.full(tuple(a.shape[1:]), float(self.weight(call, tuple(a.shape))), dtype=a.dtype, device=a.device)
+        return ReduceMap(w, self.dims(call), self.keepdim(call))
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        in_shape = tuple(a.shape[1:])
+        dims, keep = self.dims(call), self.keepdim(call)
+        kept = tuple(1 if d + 1 in dims else s for d, s in enumerate(in_shape))
+        out_shape = kept if keep else tuple(s for d, s in enumerate(in_shape) if d + 1 not in dims)
+        n_in, n_out = math.prod(in_shape), math.prod(out_shape)
+        W, S = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool)
+        w = Fraction(self.weight(call, tuple(a.shape)))
+        for j, pos in enumerate(np.ndindex(*in_shape)):
+            k = np.ravel_multi_index(tuple(0 if d + 1 in dims else p for d, p in enumerate(pos)), kept)
+            W[j, k], S[j, k] = w, True
+        return ExactMap(W, S, None, out_shape)
+
+
 class Add(Sum):
     """``a + b``, ``torch.add``, ``a += b`` of two input-derived tensors of one shape: the sum
     of branches, a linear neuron with weights 1 (rule key :class:`nrm.Sum`; LRP-0 splits
@@ -322,3 +389,14 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return x + self.inner(F.relu(x))
+
+
+class Reduced(nn.Module):
+    """relu(x).mean(dims) or .sum(dims) (an example of :class:`Reduce`)."""
+
+    def __init__(self, how: str = "mean", dims: tuple = (2, 3), keepdim: bool = False):
+        super().__init__()
+        self.how, self.dims, self.keepdim = how, dims, keepdim
+
+    def forward(self, x):
+        return getattr(F.relu(x), self.how)(list(self.dims), keepdim=self.keepdim)

@@ -1,17 +1,27 @@
 """Shape kinds: the same neurons under another per-sample shape, and concatenations.
 
-A reshape renames neurons (q = 1 to the one neuron it is); a concatenation joins branches
-into one layer whose parts are the branches' neurons (q = 1 to each part). The batch
-dimension stays first and is never mixed.
+A reshape renames neurons (q = 1 to the one neuron it is); an index map (permute,
+transpose, slicing, a piece of chunk or split) takes each output neuron from one input
+neuron, q(j | k) = [j = index[k]], so relevance moves with the values; a concatenation
+joins branches into one layer whose parts are the branches' neurons (q = 1 to each part).
+The batch dimension stays first and is never mixed: an operation that would move or mix
+it is refused.
+
+Every index map is written here from the definition of the operation, on numpy index
+arrays (never by running the torch operation): the explicit reference reads the recorded
+operation itself, so the two are independent.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..recorded import Value
+from ..recorded import Piece, Value
 from .base import Concat, Reshape
 
 
@@ -32,6 +42,160 @@ class View(Reshape):
             return (f"changes the batch dimension ({before} → {after}); nrm keeps it first "
                     "(x.flatten(1), x.view(x.size(0), -1))")
         return None
+
+
+def _sample_dims(call) -> tuple[int, ...]:
+    """The per-sample shape of the call's (first) input."""
+    return tuple(call.in_shapes[0][1:])
+
+
+def _dim(d: int, ndim: int) -> int:
+    return d + ndim if d < 0 else d
+
+
+class Permute(Reshape):
+    """``permute``, ``transpose`` / ``swapaxes`` / ``swapdims`` and ``t`` with the batch
+    dimension left first: the same neurons, reordered.
+
+    Definition (σ the permutation of the per-sample dimensions)::
+
+        y[b, i_σ(1), …, i_σ(d)] = x[b, i_1, …, i_d]        q(j | k) = [j = index[k]]
+    """
+
+    functions = (torch.Tensor.permute, torch.permute, torch.Tensor.transpose, torch.transpose, torch.Tensor.t,
+                 torch.t, torch.Tensor.swapaxes, torch.swapaxes, torch.Tensor.swapdims, torch.swapdims)
+
+    def examples(self):
+        return [(Transposed().eval(), (2, 3, 2)), (ChannelsLast().eval(), (2, 2, 3))]
+
+    def order(self, call) -> tuple[int, ...]:
+        """The permutation of all dimensions, batch included (output dim i is input dim order[i])."""
+        ndim = len(call.in_shapes[0])
+        name = call.func.__name__
+        if name == "t":
+            return tuple(range(ndim))[::-1] if ndim == 2 else tuple(range(ndim))
+        if name == "permute":
+            dims = call.args[1:] if len(call.args) > 1 else call.kwargs.get("dims", ())
+            if len(dims) == 1 and isinstance(dims[0], (tuple, list, torch.Size)):
+                dims = dims[0]
+            return tuple(_dim(int(d), ndim) for d in dims)
+        d0 = _dim(int(call.arg(1, "dim0", call.kwargs.get("axis0"))), ndim)
+        d1 = _dim(int(call.arg(2, "dim1", call.kwargs.get("axis1"))), ndim)
+        order = list(range(ndim))
+        order[d0], order[d1] = d1, d0
+        return tuple(order)
+
+    def accepts(self, call):
+        order = self.order(call)
+        if order and order[0] != 0:
+            return (f"moves the batch dimension (dimension order {order}); nrm keeps it first and never mixes "
+                    "samples")
+        return None
+
+    def index(self, call):
+        shape = _sample_dims(call)
+        perm = [d - 1 for d in self.order(call)[1:]]
+        return np.arange(math.prod(shape), dtype=np.int64).reshape(shape).transpose(perm).reshape(-1)
+
+
+class Index(Reshape):
+    """``x[...]`` (``Tensor.__getitem__``) with integers, slices, ``None``, ``...`` and constant
+    integer index lists, keeping the whole batch first: each output neuron is one input
+    neuron (a slice drops the others; a repeated index copies one).
+
+    Definition (numpy's basic and advanced indexing, as torch's)::
+
+        y[b, k] = x[b, index[k]]        q(j | k) = [j = index[k]]
+    """
+
+    functions = (torch.Tensor.__getitem__,)
+
+    def examples(self):
+        return [(Sliced().eval(), (4, 2)), (Sliced(key=(slice(None), 1)).eval(), (3, 2))]
+
+    @staticmethod
+    def key(call) -> tuple:
+        key = call.args[1]
+        return key if isinstance(key, tuple) else (key,)
+
+    def accepts(self, call):
+        parts = self.key(call)
+        for p in parts:
+            if isinstance(p, Value):
+                return "indexes with an input-derived tensor (a data-dependent selection); nrm reads constant indices"
+            if isinstance(p, slice) and p.step is not None and p.step < 0:
+                return "slices with a negative step"
+        first = next((p for p in parts if p is not None), slice(None))
+        if not (first is Ellipsis or (isinstance(first, slice) and first == slice(None))):
+            return (f"selects along the batch dimension ({call.args[1]!r}); nrm keeps every sample: index from "
+                    "dimension 1 on (x[:, …])")
+        if tuple(call.output.shape[:1]) != tuple(call.in_shapes[0][:1]):
+            return "changes the batch dimension"
+        return None
+
+    def index(self, call):
+        full = tuple(call.in_shapes[0])
+        numpy_key = tuple(p.detach().cpu().numpy() if isinstance(p, torch.Tensor) else p for p in self.key(call))
+        # one sample (the batch dimension of size 1): the map is the same for every sample
+        names = np.arange(math.prod(full[1:]), dtype=np.int64).reshape((1,) + full[1:])
+        picked = names[numpy_key]
+        return np.ascontiguousarray(picked).reshape(-1)
+
+
+class Chunk(Reshape):
+    """One piece of ``chunk``, ``split``, ``tensor_split`` or ``unbind`` along a per-sample
+    dimension (the capture records each piece as one call, :class:`~nrm.recorded.Piece`):
+    the neurons of that piece.
+
+    Definition (piece p covers positions s_p … s_p + n_p − 1 along dimension d)::
+
+        y[b, …, i, …] = x[b, …, s_p + i, …]        q(j | k) = [j = index[k]]
+    """
+
+    functions = (torch.chunk, torch.Tensor.chunk, torch.split, torch.Tensor.split, torch.unbind,
+                 torch.Tensor.unbind, torch.tensor_split, torch.Tensor.tensor_split)
+
+    def examples(self):
+        return [(Halves().eval(), (4, 2)), (Halves(dim=-1, piece=1).eval(), (2, 3))]
+
+    def dim(self, call) -> int:
+        position = 1 if call.func.__name__ == "unbind" else 2
+        return _dim(int(call.arg(position, "dim", 0)), len(call.in_shapes[0]))
+
+    def accepts(self, call):
+        if not isinstance(call.func, Piece):
+            return "returns several tensors; nrm reads each piece (recorded by the capture)"
+        if self.dim(call) == 0:
+            return "splits the batch dimension; nrm keeps every sample together"
+        return None
+
+    def positions(self, call) -> range | int:
+        """The positions of this piece along its dimension (an int for unbind: the dimension goes)."""
+        n, item, name = call.in_shapes[0][self.dim(call)], call.func.item, call.func.__name__
+        if name == "unbind":
+            return item
+        if name == "chunk":
+            size = -(-n // int(call.arg(1, "chunks")))
+            return range(item * size, min(n, (item + 1) * size))
+        how = call.arg(1, "split_size_or_sections" if name == "split" else "indices_or_sections")
+        if name == "split":
+            sizes = [int(v) for v in how] if isinstance(how, (list, tuple)) else [int(how)] * (-(-n // int(how)))
+            start = sum(sizes[:item])
+            return range(start, min(n, start + sizes[item]))
+        if isinstance(how, (list, tuple)):  # tensor_split at indices
+            cuts = [0] + [min(max(int(v), 0), n) for v in how] + [n]
+            return range(cuts[item], max(cuts[item], cuts[item + 1]))
+        k = int(how)  # tensor_split into k sections: the first n % k have one more
+        sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        return range(sum(sizes[:item]), sum(sizes[:item + 1]))
+
+    def index(self, call):
+        shape = _sample_dims(call)
+        names = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+        where = self.positions(call)
+        axis = self.dim(call) - 1
+        picked = np.take(names, where if isinstance(where, int) else np.asarray(where, dtype=np.int64), axis=axis)
+        return np.ascontiguousarray(picked).reshape(-1)
 
 
 class Cat(Concat):
@@ -72,3 +236,39 @@ class Branches(nn.Module):
 
     def forward(self, x):
         return torch.cat([x, F.relu(x)], self.dim)
+
+
+class Transposed(nn.Module):
+    """torch.transpose(x, 1, 2) then a Linear on the last dimension (an example of :class:`Permute`)."""
+
+    def forward(self, x):
+        return torch.transpose(x, 1, 2).contiguous()
+
+
+class ChannelsLast(nn.Module):
+    """x.permute(0, 2, 3, 1) (an example of :class:`Permute`)."""
+
+    def forward(self, x):
+        return x.permute(0, 2, 3, 1)
+
+
+class Sliced(nn.Module):
+    """x[key] (an example of :class:`Index`); by default x[:, 1:3]."""
+
+    def __init__(self, key=(slice(None), slice(1, 3))):
+        super().__init__()
+        self.key = key
+
+    def forward(self, x):
+        return x[self.key]
+
+
+class Halves(nn.Module):
+    """One piece of x.chunk(2, dim) (an example of :class:`Chunk`)."""
+
+    def __init__(self, dim: int = 1, piece: int = 0):
+        super().__init__()
+        self.dim, self.piece = dim, piece
+
+    def forward(self, x):
+        return x.chunk(2, self.dim)[self.piece]

@@ -23,6 +23,7 @@ from nrm_verify.laws.base import (
     restricted_deviation,
     tolerance_for,
 )
+from nrm_verify.references.autograd import routed
 
 
 def non_homogeneous_activations(m: Measure) -> list[str]:
@@ -67,6 +68,8 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
             bias = lmap.bias_for(z)
             out = z if bias is None else z + bias
             pres.append(out)
+        elif block.route() is not None:  # an index map (permute, slicing)
+            out = routed(m.network, block, inp)
         else:
             k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
             out = torch.nn.functional.max_pool2d(inp, k, s, p, d, ceil)

@@ -53,6 +53,8 @@ def relevance(model: nn.Module, x: torch.Tensor, target=None, *, rules=None,
                 out = out if bias is None else out + bias
             elif block.producer.kind == "maxpool":
                 out = _maxpool(block.producer, a)
+            elif block.route() is not None:  # an index map: each output is one input neuron
+                out = routed(network, block, a)
             else:
                 raise UnsupportedModuleError(f"the autograd LRP reference reads sequential models; "
                                              f"'{block.name}' is a {block.kind} layer")
@@ -78,7 +80,7 @@ def relevance(model: nn.Module, x: torch.Tensor, target=None, *, rules=None,
             R_in = _linear_step(network, block, inp, R)
         else:
             leaf = inp.detach().clone().requires_grad_(True)
-            y = _maxpool(block.producer, leaf)
+            y = _maxpool(block.producer, leaf) if block.route() is None else routed(network, block, leaf)
             (R_in,) = torch.autograd.grad(y, leaf, R.reshape(y.shape))
         R = R_in.reshape((x.shape[0],) + shapes[l - 1])
         out[names[l - 1]] = R
@@ -93,6 +95,14 @@ def _trailing(network: ProperFFNN, block, out: torch.Tensor) -> torch.Tensor:
         elif step.role == "reshape":
             out = out.reshape((out.shape[0],) + tuple(network.value(step.value).shape[1:]))
     return out
+
+
+def routed(network: ProperFFNN, block, a: torch.Tensor) -> torch.Tensor:
+    """An index-map layer (permute, slicing, a piece of chunk) on ``a``: output k is input
+    neuron index[k] (:meth:`nrm.graph.Block.route`); autograd sends R back along it."""
+    index = torch.as_tensor(block.route(), dtype=torch.long, device=a.device)
+    shape = tuple(network.value(block.producer.value).shape[1:])
+    return a.reshape(a.shape[0], -1).index_select(1, index).reshape((a.shape[0],) + shape)
 
 
 def _maxpool(step, a: torch.Tensor) -> torch.Tensor:

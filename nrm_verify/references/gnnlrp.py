@@ -71,7 +71,7 @@ class Layer:
     index: int
     name: str
     steps: list = field(default_factory=list)
-    kind: str = "input"  # "input", "affine", "maxpool", "pass"
+    kind: str = "input"  # "input", "affine", "maxpool" (also an index map: fixed winners), "pass"
     rule: Rule | None = None
 
 
@@ -97,8 +97,8 @@ def read_layers(model: nn.Module, x: torch.Tensor) -> Model:
         if block.producer.role not in ("linear", "winner", "elementwise", "reshape", "alias"):
             raise UnsupportedModelError(f"{block.producer.call.describe()}: the GNN-LRP reference reads affine "
                                         "maps, max-pooling and operations through which relevance passes")
-        layers.append(Layer(block.index, block.name, [block.producer] + list(block.trailing),
-                            kinds.get(block.kind, "pass")))
+        kind = "maxpool" if block.route() is not None else kinds.get(block.kind, "pass")  # an index map: fixed winners
+        layers.append(Layer(block.index, block.name, [block.producer] + list(block.trailing), kind))
     return Model(layers, network)
 
 
@@ -209,6 +209,9 @@ def forward(model: Model, i: int) -> Forward:
                 in_shapes[l] = in_shape
                 z = net.value(folded[-1].value)[i:i + 1]
                 terms[l] = (W.abs() @ a.reshape(-1).abs() + b.abs(), z.reshape(-1))
+                out_shape = tuple(out.shape[1:])
+            elif layer.kind == "maxpool" and producer.role == "reshape":  # an index map: each output's one input
+                winners[l] = torch.as_tensor(producer.layer_kind.index(producer.call), device=device)
                 out_shape = tuple(out.shape[1:])
             elif layer.kind == "maxpool":
                 k, st, p, d, ceil = producer.layer_kind.params(producer.call)

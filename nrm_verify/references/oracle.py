@@ -250,13 +250,15 @@ class ExactNetwork:
                 layer = _maxpool_layer(block, a, shape)
             elif block.kind == "linear":
                 layer = _linear_layer(network, block, a, shape)
-            else:  # a pass layer: q = δ
+            else:  # a pass layer: q = δ, or q(j|k) = [j = index[k]] for an index map
+                route = block.route()
                 n = len(a)
-                kernel = _zeros((n, n))
-                kernel[np.arange(n), np.arange(n)] = ONE
+                source = np.arange(n) if route is None else np.asarray(route, dtype=int)
+                kernel = _zeros((n, len(source)))
+                kernel[source, np.arange(len(source))] = ONE
                 out_shape = tuple(network.value(block.producer.value).shape[1:])
-                layer = ExactLayer(block.index, block.name, out_shape, _elementwise(block.producer, a), kernel,
-                                   _zeros(n))
+                layer = ExactLayer(block.index, block.name, out_shape, _elementwise(block.producer, a[source]),
+                                   kernel, _zeros(len(source)))
             if block.producer is not None:
                 names[block.producer.name] = (block.index, layer.shape)
             current = layer.shape  # the elementwise steps act on the layer; a reshape renames it

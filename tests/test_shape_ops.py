@@ -1,0 +1,280 @@
+"""Shape operations, functional pooling and reductions (issue 13): each in a small float64
+model's ``forward()``, explained with a couple of rules.
+
+For each: f_c(x) is ``model(x)[:, c]``; every layer's marginal sums to one with its absorber
+(and, on a branched model, the walks bypassing it) (L1); the engine equals the exact rational
+oracle (sequential models) and the explicit LRP reference (which reads the recorded
+operation itself, not the kind's index map); LRP-0 equals Gradient × Input (L9: every model
+here is ReLU, linear, max-pooling). A reduction or an index over the batch dimension is
+refused, naming why: it mixes the samples.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nrm
+from nrm.capture import capture
+from nrm.recorded import Piece
+from nrm_verify.references.explicit import reference_lrp
+from nrm_verify.references.oracle import ExactNetwork
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+D = torch.float64
+RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1)]
+
+
+def _seeded(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    model = model.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
+    return model.eval()
+
+
+def _x(*shape, seed=1):
+    return torch.randn(shape, dtype=D, generator=torch.Generator().manual_seed(seed))
+
+
+class Head(nn.Module):
+    """conv → relu → op(h) → flatten → linear: the operation between two learned layers."""
+
+    def __init__(self, op, features: int, channels: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(2, channels, 2)
+        self.op = op
+        self.fc = nn.Linear(features, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.op(F.relu(self.conv(x))), 1))
+
+
+class Last(nn.Module):
+    """conv → relu → permute to channels last → linear on the channels (convnext's block)."""
+
+    def __init__(self, functional: bool):
+        super().__init__()
+        self.conv, self.mix, self.fc = nn.Conv2d(2, 4, 2), nn.Linear(4, 3), nn.Linear(3 * 3 * 3, 2)
+        self.functional = functional
+
+    def forward(self, x):
+        h = F.relu(self.conv(x))
+        h = torch.permute(h, (0, 2, 3, 1)) if self.functional else h.permute(0, 2, 3, 1)
+        h = F.relu(self.mix(h))  # (B, H, W, 3)
+        return self.fc(h.permute(0, 3, 1, 2).reshape(h.size(0), -1))
+
+
+class TokenMajor(nn.Module):
+    """conv1d → relu → x.transpose(1, 2) → linear over channels (a token-major layout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.mix, self.fc = nn.Conv1d(2, 3, 2), nn.Linear(3, 2), nn.Linear(2 * 4, 2)
+
+    def forward(self, x):
+        h = F.relu(self.conv(x)).transpose(1, 2)
+        return self.fc(F.relu(self.mix(h)).flatten(1))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """torchvision's shufflenetv2.channel_shuffle, as written there."""
+    batchsize, num_channels, height, width = x.size()
+    channels_per_group = num_channels // groups
+    x = x.view(batchsize, groups, channels_per_group, height, width)
+    x = torch.transpose(x, 1, 2).contiguous()
+    x = x.view(batchsize, -1, height, width)
+    return x
+
+
+class ShuffleBlock(nn.Module):
+    """torchvision's shufflenetv2.InvertedResidual (in spirit, small): stride 1 splits the
+    channels in two (chunk), transforms one half and shuffles them back together; stride 2
+    has two branches on the whole input."""
+
+    def __init__(self, inp: int, oup: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        half = oup // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False),
+                                         nn.BatchNorm2d(inp), nn.Conv2d(inp, half, 1, bias=False),
+                                         nn.BatchNorm2d(half), nn.ReLU(inplace=True))
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(nn.Conv2d(inp if stride > 1 else half, half, 1, bias=False),
+                                     nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+                                     nn.Conv2d(half, half, 3, stride, 1, groups=half, bias=False),
+                                     nn.BatchNorm2d(half), nn.Conv2d(half, half, 1, bias=False),
+                                     nn.BatchNorm2d(half), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class TinyShuffleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(2, 4, 3, 1, 1, bias=False), nn.BatchNorm2d(4), nn.ReLU(inplace=True))
+        self.stage = nn.Sequential(ShuffleBlock(4, 8, 2), ShuffleBlock(8, 8, 1))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.stage(self.conv1(x))
+        return self.fc(x.mean([2, 3]))  # globalpool, as torchvision writes it
+
+
+def _randomize_batchnorms(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(5)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g, dtype=D) * 0.3)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g, dtype=D) + 0.5)
+    return model
+
+
+# name → (model, input shape): every one of the issue's operations in forward()
+CASES = {
+    "Tensor.permute": (lambda: Last(False), (1, 2, 4, 4)),
+    "torch.permute": (lambda: Last(True), (1, 2, 4, 4)),
+    "Tensor.transpose": (lambda: TokenMajor(), (1, 2, 5)),
+    "torch.transpose/view/contiguous (channel shuffle)": (
+        lambda: Head(lambda h: channel_shuffle(h, 2), 4 * 2 * 3), (1, 2, 3, 4)),
+    "torch.flatten/Tensor.reshape": (lambda: Head(lambda h: torch.flatten(h, 1).reshape(h.size(0), 2, -1), 24),
+                                     (1, 2, 3, 4)),
+    "getitem x[:, a:b]": (lambda: Head(lambda h: h[:, 1:3], 2 * 2 * 3), (1, 2, 3, 4)),
+    "getitem x[:, :, 0] and x[..., ::2]": (lambda: Head(lambda h: h[:, :, 0][..., ::2], 4 * 2), (1, 2, 3, 4)),
+    "getitem x[:, [0, 2, 2]] (a repeated index)": (lambda: Head(lambda h: h[:, [0, 2, 2]], 3 * 2 * 3),
+                                                   (1, 2, 3, 4)),
+    "getitem x[:, None]": (lambda: Head(lambda h: h[:, None], 4 * 2 * 3), (1, 2, 3, 4)),
+    "chunk (one piece read)": (lambda: Head(lambda h: h.chunk(2, dim=1)[1], 2 * 2 * 3), (1, 2, 3, 4)),
+    "chunk (both pieces, swapped)": (lambda: Head(lambda h: torch.cat(torch.chunk(h, 2, 1)[::-1], 1), 24),
+                                     (1, 2, 3, 4)),
+    "split (sections)": (lambda: Head(lambda h: torch.cat([p for p in h.split([1, 3], dim=1)][::-1], 1), 24),
+                         (1, 2, 3, 4)),
+    "split (size, last dim) and unbind": (lambda: Head(lambda h: h.split(2, -1)[1].unbind(2)[0], 4 * 1),
+                                          (1, 2, 3, 4)),
+    "F.avg_pool2d": (lambda: Head(lambda h: F.avg_pool2d(h, kernel_size=3, stride=1, padding=1), 24),
+                     (1, 2, 3, 4)),
+    "F.adaptive_avg_pool2d": (lambda: Head(lambda h: F.adaptive_avg_pool2d(h, 1), 4), (1, 2, 3, 4)),
+    "F.max_pool2d": (lambda: Head(lambda h: F.max_pool2d(h, 2), 4), (1, 2, 3, 4)),
+    "Tensor.mean(dims)": (lambda: Head(lambda h: h.mean([2, 3]), 4), (1, 2, 3, 4)),
+    "torch.mean(dim, keepdim)": (lambda: Head(lambda h: torch.mean(h, dim=(-1, -2), keepdim=True), 4),
+                                 (1, 2, 3, 4)),
+    "Tensor.sum(dim) and torch.sum(dim)": (lambda: Head(lambda h: torch.sum(h.sum(-1), 1), 2), (1, 2, 3, 4)),
+    "channel shuffle block (shufflenet)": (lambda: _randomize_batchnorms(TinyShuffleNet()), (1, 2, 4, 4)),
+}
+
+
+def _case(name):
+    make, shape = CASES[name]
+    return _seeded(make()), _x(*shape)
+
+
+def _grad_x_input(model, x, target):
+    xx = x.clone().requires_grad_(True)
+    y = model(xx)[:, target]
+    (g,) = torch.autograd.grad(y.sum(), xx)
+    return (g * x / y.detach().reshape((-1,) + (1,) * (x.dim() - 1))).detach()
+
+
+def _exact(t):
+    return torch.tensor([float(v) for v in t.reshape(-1)], dtype=D)
+
+
+@pytest.mark.parametrize("rules", RULES, ids=repr)
+@pytest.mark.parametrize("name", list(CASES))
+def test_an_operation_against_the_model_the_oracle_and_the_reference(name, rules):
+    model, x = _case(name)
+    m = nrm.explain(model, x, target=1, rules=rules, check="full")
+    with torch.no_grad():
+        torch.testing.assert_close(m.f, model(x)[:, 1], rtol=1e-12, atol=1e-12)
+    sequential = m.network.sequential
+    for layer in m.canonical_names():  # L1 at every layer (with the copies on a branched model)
+        total = m.marginal(layer).sum() + m.absorbed(layer).sum()
+        if not sequential:
+            total = total + m.bypassing(layer).sum()
+        assert abs(float(total) - 1) <= 1e-12, (name, layer, float(total))
+    ref = reference_lrp(model, x, 1, rules)
+    torch.testing.assert_close(m.relevance("input"), ref.relevance["input"].reshape(x.shape), rtol=1e-10,
+                               atol=1e-12)
+    if sequential:
+        exact = ExactNetwork.from_model(model, x, rules).explain(target=1)
+        scale = max(1.0, float(exact.total_variation()))
+        for layer in m.canonical_names():
+            got = m.marginal(layer).reshape(-1)
+            assert float((got - _exact(exact.marginal(layer))).abs().max()) <= 1e-9 * scale, (name, layer)
+    if isinstance(rules, nrm.rules.Zero):  # L9
+        torch.testing.assert_close(m.marginal("input"), _grad_x_input(model, x, 1), rtol=1e-9, atol=1e-12)
+
+
+def test_the_shuffle_block_in_a_batch_and_the_kinds_that_read_it():
+    model = _seeded(_randomize_batchnorms(TinyShuffleNet()))
+    x = _x(3, 2, 4, 4, seed=4)
+    m = nrm.explain(model, x, target=2, check="full")
+    with torch.no_grad():
+        torch.testing.assert_close(m.f, model(x)[:, 2], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(m.marginal("input"), _grad_x_input(model, x, 2), rtol=1e-9, atol=1e-12)
+    kinds = {c.kind.name for c in capture(model, x).calls if c.kind is not None}
+    assert {"Chunk", "Permute", "View", "Same", "Cat", "Reduce"} <= kinds
+
+
+def test_each_piece_of_chunk_is_one_recorded_call():
+    class Pieces(nn.Module):
+        def forward(self, x):
+            a, b, c = x.chunk(3, dim=1)
+            return torch.cat([c, a], 1)
+
+    calls = capture(Pieces().eval(), _x(2, 6)).calls
+    pieces = [c for c in calls if isinstance(c.func, Piece)]
+    assert [c.func.item for c in pieces] == [0, 1, 2] and [c.name for c in pieces] == ["chunk", "chunk_1", "chunk_2"]
+    assert all(c.kind.name == "Chunk" and len(c.outputs) == 1 for c in pieces)
+    assert [tuple(c.kind.index(c)) for c in pieces] == [(0, 1), (2, 3), (4, 5)]
+
+
+class Mixer(nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.fc, self.op = nn.Linear(3, 3), op
+
+    def forward(self, x):
+        return self.op(F.relu(self.fc(x)))
+
+
+@pytest.mark.parametrize("op, why", [
+    (lambda h: h - h.mean(0, keepdim=True) * 0 + h.mean(0, keepdim=True), "reduces over the batch dimension"),
+    (lambda h: h + h.sum(), "reduces over every dimension"),
+    (lambda h: torch.sum(h, dim=(0, 1)).expand(2, 1), "reduces over the batch dimension"),
+    (lambda h: h.t(), "moves the batch dimension"),
+    (lambda h: h.transpose(0, 1).transpose(0, 1), "moves the batch dimension"),
+    (lambda h: h[0:1], "selects along the batch dimension"),
+    (lambda h: torch.cat(h.chunk(2, 0)[::-1], 0), "splits the batch dimension"),
+], ids=["mean(0)", "sum()", "sum((0, 1))", "t()", "transpose(0, 1)", "x[0:1]", "chunk(2, 0)"])
+def test_an_operation_that_mixes_samples_is_refused_with_its_reason(op, why):
+    model = _seeded(Mixer(op))
+    with pytest.raises(nrm.UnsupportedOperationError, match=why):
+        nrm.explain(model, _x(2, 3), target=0)
+
+
+def test_the_self_check_catches_a_wrong_index_map():
+    class ReversedPermute(nrm.layers.shape.Permute):  # a broken kind: the neurons in reverse order
+        def index(self, call):
+            return super().index(call)[::-1].copy()
+
+    model, x = _case("Tensor.transpose")
+    nrm.layers.register(ReversedPermute)
+    try:
+        with pytest.raises(nrm.CaptureMismatchError, match="index map of layer"):
+            nrm.explain(model, x, target=0)
+    finally:
+        nrm.layers.unregister(ReversedPermute)
+    nrm.explain(model, x, target=0)  # the built-in kind again
