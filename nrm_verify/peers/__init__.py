@@ -1,6 +1,17 @@
-"""Adapters that run other LRP implementations on the same case as nrm.
+"""Adapters that run other LRP implementations on the same case as nrm, behind one interface.
 
-Each module maps nrm rules and presets to a peer's rules and composites, with every
+Every implementation — nrm's own and each peer's — is an :class:`Explainer`
+(:mod:`nrm_verify.peers.explainer`): ``explainer(model, x, target, layers=[…])`` returns LRP's
+relevance R per layer (``"input"`` for the input), and ``explainer.name`` (the peer),
+``explainer.rules`` (the nrm rule or preset it reproduces) and ``explainer.row`` (the row of
+the conformance table it speaks for) say what it is:
+
+* :class:`NRMExplainer` — nrm's measure;
+* :class:`ZennitExplainer` — zennit, for nrm rules or a composite of zennit's own;
+* :class:`CaptumExplainer` — captum's ``LRP`` for nrm rules, or one of captum's methods;
+* :class:`CRPExplainer` — zennit-crp's conditional heatmaps under a condition {layer: channels}.
+
+Each adapter module maps nrm rules and presets to a peer's rules and composites, with every
 convention matched (stabilizer sign and value, bias handling, pooling, batch norm), and
 computes the peer's relevance for ``(model, x, target)``:
 
@@ -61,4 +72,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["SETUP_COMMAND", "PeerMissingError", "PeerConventionError", "require", "versions"]
+# after the names above: the adapter modules import them from this package
+from nrm_verify.peers.captum import CaptumExplainer  # noqa: E402
+from nrm_verify.peers.crp import CRPExplainer  # noqa: E402
+from nrm_verify.peers.explainer import Explainer, NRMExplainer, row_of  # noqa: E402
+from nrm_verify.peers.zennit import ZennitExplainer  # noqa: E402
+
+__all__ = ["SETUP_COMMAND", "PeerMissingError", "PeerConventionError", "require", "versions", "Explainer",
+           "NRMExplainer", "ZennitExplainer", "CaptumExplainer", "CRPExplainer", "row_of"]
