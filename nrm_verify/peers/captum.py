@@ -51,7 +51,7 @@ from nrm.presets import assign
 from nrm.rules import Epsilon, Gamma, Part, Rule, Share, Zero, ZPlus
 from nrm.rules import identity as _identity
 from nrm.rules import positive as _positive
-from nrm_verify.peers import PeerConventionError, require
+from nrm_verify.peers.base import PeerConventionError, require
 from nrm_verify.peers.explainer import Explainer
 
 PASS_EPSILON = 1e-300

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from nrm.errors import ArgumentError
-from nrm_verify.peers import require
+from nrm_verify.peers.base import require
 from nrm_verify.peers.explainer import Explainer
 
 

@@ -67,7 +67,7 @@ from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, WSquar
 from nrm.rules import identity as _identity
 from nrm.rules import negative as _negative
 from nrm.rules import positive as _positive
-from nrm_verify.peers import PeerConventionError, require
+from nrm_verify.peers.base import PeerConventionError, require
 from nrm_verify.peers.explainer import Explainer
 
 POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
