@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from nrm_verify.peers import Explainer
+from nrm_verify.peers.explainer import check_row
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))  # `import cases` from every test module
 
@@ -64,7 +65,7 @@ class Recorder:
     def _record(self, explainer, label, model, ours, theirs, what, row, equivalence: bool) -> float:
         assert isinstance(explainer, Explainer), f"record() takes the peer's Explainer, got {explainer!r}"
         peer = explainer.name
-        row = explainer.row if row is ... else row
+        row = explainer.row if row is ... else check_row(row)  # a row of the table, or None
         self._speaks_for(row)
         ours = ours.detach().reshape(-1).double()
         theirs = theirs.detach().reshape(-1).double()

@@ -18,24 +18,27 @@ from torch import nn
 
 import nrm
 from nrm.rules import Epsilon, Gamma, ZPlus
-from nrm_verify.peers import CaptumExplainer, PeerConventionError, row_of
+from nrm_verify.peers import CaptumExplainer, PeerConventionError
 from nrm_verify.peers import captum as cp
 
 CAPTUM_EPS = 1e-9
 
+# captum's rule → (the conformance row it speaks for, the matched nrm rule). captum's
+# Alpha1_Beta0_Rule is α1β0, the AlphaBeta row (as zennit's AlphaBeta(1, 0) in cases.py);
+# cp.BiaslessGamma and cp.RawBiasZPlus carry captum's bias conventions.
 RULES = {
-    "EpsilonRule(0.05)": lambda: Epsilon(0.05),
-    "GammaRule()": lambda: Gamma(0.25, stabilizer=CAPTUM_EPS, modify_bias=False),
-    "GammaRule(set_bias_to_zero=True)": lambda: cp.BiaslessGamma(0.25, stabilizer=CAPTUM_EPS),
-    "Alpha1_Beta0_Rule()": lambda: cp.RawBiasZPlus(stabilizer=CAPTUM_EPS),
-    "Alpha1_Beta0_Rule(set_bias_to_zero=True)": lambda: ZPlus(bias=False, stabilizer=CAPTUM_EPS),
+    "EpsilonRule(0.05)": ("Epsilon", lambda: Epsilon(0.05)),
+    "GammaRule()": ("Gamma", lambda: Gamma(0.25, stabilizer=CAPTUM_EPS, modify_bias=False)),
+    "GammaRule(set_bias_to_zero=True)": ("Gamma", lambda: cp.BiaslessGamma(0.25, stabilizer=CAPTUM_EPS)),
+    "Alpha1_Beta0_Rule()": ("AlphaBeta", lambda: cp.RawBiasZPlus(stabilizer=CAPTUM_EPS)),
+    "Alpha1_Beta0_Rule(set_bias_to_zero=True)": ("AlphaBeta", lambda: ZPlus(bias=False, stabilizer=CAPTUM_EPS)),
 }
 
 
 def _rules(rule: str, model_name: str):
     """The rule on every convolution and dense layer (VGG: dense layers keep ε = 1e-9,
     captum's default), average pooling with captum's default EpsilonRule (ε = 1e-9)."""
-    r = RULES[rule]()
+    r = RULES[rule][1]()
     dense = Epsilon(CAPTUM_EPS) if is_vgg(model_name) else r
     return nrm.RuleMap(by_type={nn.Conv2d: r, nn.Linear: dense, nn.AdaptiveAvgPool2d: Epsilon(CAPTUM_EPS)})
 
@@ -49,8 +52,7 @@ def test_rule(record, rule, model_name):
     rules = _rules(rule, model_name)
     m = nrm.explain(model, x, target=target, rules=rules)
     layers = LAYERS[model_name]
-    # the row: the nrm rule on the convolutions (cp.BiaslessGamma, cp.RawBiasZPlus: rules of their own)
-    cap = record.uses(CaptumExplainer(rules, row=row_of(RULES[rule]())))
+    cap = record.uses(CaptumExplainer(rules, row=RULES[rule][0]))
     theirs = cap(model, x, target, layers=layers)
     for layer in ["input", *layers]:
         ours = m.relevance(layer)

@@ -24,7 +24,7 @@ from torch import nn
 
 import nrm
 from nrm.rules import AlphaBeta, Epsilon, Gamma, ZPlus
-from nrm_verify.peers import CaptumExplainer, CRPExplainer, PeerConventionError, ZennitExplainer, row_of
+from nrm_verify.peers import CaptumExplainer, CRPExplainer, PeerConventionError, ZennitExplainer
 from nrm_verify.peers import captum as cp
 from nrm_verify.peers import crp as cr
 from nrm_verify.peers import zennit as zp
@@ -331,10 +331,10 @@ def test_crp_concept_relevance(record, layer):
 # --- captum ---------------------------------------------------------------------------
 
 CAPTUM_EPS = 1e-9
-CAPTUM_RULES = {
-    "EpsilonRule(0.05)": lambda: Epsilon(0.05),
-    "GammaRule()": lambda: Gamma(0.25, stabilizer=CAPTUM_EPS, modify_bias=False),
-    "Alpha1_Beta0_Rule()": lambda: cp.RawBiasZPlus(stabilizer=CAPTUM_EPS),
+CAPTUM_RULES = {  # captum's rule → (the conformance row, the matched nrm rule), as in test_captum.py
+    "EpsilonRule(0.05)": ("Epsilon", lambda: Epsilon(0.05)),
+    "GammaRule()": ("Gamma", lambda: Gamma(0.25, stabilizer=CAPTUM_EPS, modify_bias=False)),
+    "Alpha1_Beta0_Rule()": ("AlphaBeta", lambda: cp.RawBiasZPlus(stabilizer=CAPTUM_EPS)),
 }
 CAPTUM_LAYERS = ["conv1", "layer1.0.conv2", "layer1.0.bn2", "layer2.0.downsample.0", "layer2.0.addition",
                  "layer3.1.conv1", "fc"]
@@ -365,13 +365,14 @@ def test_captum_with_addition_module(record, rule):
     original = case("resnet18")[0]
     with torch.no_grad():
         assert torch.allclose(model(x), original(x), rtol=1e-12, atol=1e-14)  # the same function
-    rules = _captum_rules(CAPTUM_RULES[rule](), bns, Epsilon(CAPTUM_EPS))
+    row, make = CAPTUM_RULES[rule]
+    rules = _captum_rules(make(), bns, Epsilon(CAPTUM_EPS))
     m = nrm.explain(model, x, target=target, rules=rules)
     sums = cp.addition_modules(model, x=x)
     assert sums["layer1.0.addition"] == "layer1.0.addition"  # the sum is the one operation of its module
     nrm_names = {v: k for k, v in sums.items()}
     cap = record.uses(CaptumExplainer(rules, module_rules={n: IdentityRule() for n in bns},
-                                      row=row_of(CAPTUM_RULES[rule]())))
+                                      row=row))
     theirs = cap(model, x, target, layers=CAPTUM_LAYERS)
     for layer in ["input", *CAPTUM_LAYERS]:
         ours = m.relevance(nrm_names.get(layer, layer))

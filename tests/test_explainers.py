@@ -84,6 +84,11 @@ def test_rows_come_from_the_rules_or_are_named():
     assert row_of(nrm.presets.EpsilonGammaBox(-1.0, 1.0)) == "EpsilonGammaBox"
     assert row_of(nrm.RuleMap(Epsilon(0.1), first=Zero())) is None  # several rules: no one row
     assert row_of(None) is None
+
+    class Stricter(Epsilon):  # a subclass with conventions of its own is no built-in row
+        pass
+
+    assert row_of(Stricter(0.1)) is None and NRMExplainer(Stricter(0.1), row="Epsilon").row == "Epsilon"
     assert ZennitExplainer(nrm.presets.EpsilonPlusFlat()).row == "EpsilonPlusFlat"
     assert ZennitExplainer(composite=lambda: None).row is None  # zennit's own composite
     assert ZennitExplainer(composite=lambda: None, row="Gamma").row == "Gamma"
@@ -110,6 +115,7 @@ def test_rows_come_from_the_rules_or_are_named():
     (lambda m, x: ZennitExplainer(composite=3), "composite= takes a zennit composite"),
     (lambda m, x: ZennitExplainer(Zero(), start="ones"), "start= takes one of"),
     (lambda m, x: ZennitExplainer(Zero(), row=3), "row= takes the name"),
+    (lambda m, x: CaptumExplainer(Zero(), row="RawBiasZPlus"), "row= takes the name of a conformance row"),
     (lambda m, x: CaptumExplainer(), "one of rules= .* or method="),
     (lambda m, x: CaptumExplainer(method=3), "method= takes a captum.attr class"),
     (lambda m, x: CaptumExplainer(Zero(), attribute={"n_steps": 4}), "attribute= takes"),

@@ -40,19 +40,34 @@ from nrm.errors import ArgumentError
 
 
 def row_of(rules) -> str | None:
-    """The conformance row that ``rules`` is: a rule's class name, a preset's name (a
-    :class:`nrm.presets.RuleMap` built by a function of :data:`nrm.presets.PRESETS`), or
-    ``None`` (a mapping of several rules, or nothing)."""
+    """The conformance row that ``rules`` is: a built-in rule's name (:data:`nrm.rules.RULES`),
+    a preset's name (a :class:`nrm.presets.RuleMap` built by a function of
+    :data:`nrm.presets.PRESETS`), or ``None`` (a mapping of several rules, a rule of one's
+    own or a subclass with other conventions — ``row=`` names its row — or nothing)."""
     from nrm.presets import PRESETS, RuleMap
-    from nrm.rules import Rule
+    from nrm.rules import RULES, Rule
 
     if isinstance(rules, Rule):
-        return type(rules).__name__
+        name = type(rules).__name__
+        return name if RULES.get(name) is type(rules) else None
     if isinstance(rules, RuleMap) and rules.name:
         # a preset's RuleMap is named by the call that built it, "EpsilonPlus(epsilon=1e-06)"
         head = rules.name.partition("(")[0]
         return head if head in PRESETS else None
     return None
+
+
+ROWS_HELP = "a built-in rule's name (nrm.rules.RULES) or a preset's (nrm.presets.PRESETS)"
+
+
+def check_row(row) -> str | None:
+    """``row`` as the name of a row of ``nrm-verify check``'s table, or ``None``."""
+    from nrm.presets import PRESETS
+    from nrm.rules import RULES
+
+    if row is not None and (not isinstance(row, str) or (row not in RULES and row not in PRESETS)):
+        raise ArgumentError(f"row= takes the name of a conformance row, {ROWS_HELP}, or None; got {row!r:.80}")
+    return row
 
 
 def check_target(target, batch: int) -> int | list[int]:
@@ -100,13 +115,11 @@ class Explainer(ABC):
     name: ClassVar[str] = ""
 
     def __init__(self, rules=None, *, row: str | None = None, spec: str | None = None):
-        if row is not None and not isinstance(row, str):
-            raise ArgumentError(f"row= takes the name of a conformance row (e.g. 'Epsilon') or None, got {row!r:.80}")
         if spec is not None and not isinstance(spec, str):
             raise ArgumentError(f"spec= takes the text the explainer was loaded from, got {type(spec).__name__}")
         self.rules = rules
         self.spec = spec
-        self._row = row
+        self._row = check_row(row)
 
     @property
     def row(self) -> str | None:
@@ -192,4 +205,4 @@ class NRMExplainer(Explainer):
         return out
 
 
-__all__ = ["Explainer", "NRMExplainer", "row_of", "check_target", "check_layers", "OUTPUTS"]
+__all__ = ["Explainer", "NRMExplainer", "row_of", "check_row", "check_target", "check_layers", "OUTPUTS"]
