@@ -133,24 +133,31 @@ def is_vgg(name: str) -> bool:
     return name.startswith("vgg")
 
 
-# name → (zennit rule, nrm rule, zennit first-layer rule, nrm first-layer rule); each a
-# function of (zennit module, model name). zennit's defaults throughout (stabilizer 1e-6).
+# name → (conformance row, zennit rule, nrm rule, zennit first-layer rule, nrm first-layer rule);
+# the rules are functions of (zennit module, model name) / (model name). zennit's defaults
+# throughout (stabilizer 1e-6).
 RULES = {
-    "Epsilon(0.05)": (lambda z, m: z.rules.Epsilon(0.05), lambda m: Epsilon(0.05), None, None),
-    "Zero": (lambda z, m: z.rules.Epsilon(0.0), lambda m: Zero(), None, None),
-    "ZPlus": (lambda z, m: z.rules.ZPlus(), lambda m: ZPlus(stabilizer=ZENNIT_EPS),
+    "Epsilon(0.05)": ("Epsilon", lambda z, m: z.rules.Epsilon(0.05), lambda m: Epsilon(0.05), None, None),
+    "Zero": ("Zero", lambda z, m: z.rules.Epsilon(0.0), lambda m: Zero(), None, None),
+    "ZPlus": ("ZPlus", lambda z, m: z.rules.ZPlus(), lambda m: ZPlus(stabilizer=ZENNIT_EPS),
               None, lambda m: AlphaBeta(1, 0, stabilizer=ZENNIT_EPS)),
-    "Gamma(0.25)": (lambda z, m: z.rules.Gamma(0.25), lambda m: Gamma(0.25, stabilizer=ZENNIT_EPS),
+    "Gamma(0.25)": ("Gamma", lambda z, m: z.rules.Gamma(0.25), lambda m: Gamma(0.25, stabilizer=ZENNIT_EPS),
                     None, lambda m: GeneralizedGamma(0.25, stabilizer=ZENNIT_EPS)),
-    "AlphaBeta(2,1)": (lambda z, m: z.rules.AlphaBeta(2.0, 1.0), lambda m: AlphaBeta(2, 1, stabilizer=ZENNIT_EPS),
-                       None, None),
-    "AlphaBeta(1,0)": (lambda z, m: z.rules.AlphaBeta(1.0, 0.0), lambda m: AlphaBeta(1, 0, stabilizer=ZENNIT_EPS),
-                       None, None),
-    "WSquare": (lambda z, m: z.rules.WSquare(), lambda m: WSquare(bias=True, stabilizer=ZENNIT_EPS), None, None),
-    "Flat": (lambda z, m: z.rules.Flat(), lambda m: Flat(stabilizer=ZENNIT_EPS), None, None),
-    "ZBox": (lambda z, m: z.rules.Epsilon(ZENNIT_EPS), lambda m: Epsilon(ZENNIT_EPS),
+    "AlphaBeta(2,1)": ("AlphaBeta", lambda z, m: z.rules.AlphaBeta(2.0, 1.0),
+                       lambda m: AlphaBeta(2, 1, stabilizer=ZENNIT_EPS), None, None),
+    "AlphaBeta(1,0)": ("AlphaBeta", lambda z, m: z.rules.AlphaBeta(1.0, 0.0),
+                       lambda m: AlphaBeta(1, 0, stabilizer=ZENNIT_EPS), None, None),
+    "WSquare": ("WSquare", lambda z, m: z.rules.WSquare(), lambda m: WSquare(bias=True, stabilizer=ZENNIT_EPS),
+                None, None),
+    "Flat": ("Flat", lambda z, m: z.rules.Flat(), lambda m: Flat(stabilizer=ZENNIT_EPS), None, None),
+    "ZBox": ("ZBox", lambda z, m: z.rules.Epsilon(ZENNIT_EPS), lambda m: Epsilon(ZENNIT_EPS),
              lambda z, m: z.rules.ZBox(*box(m)), lambda m: ZBox(*box(m), stabilizer=ZENNIT_EPS)),
 }
+
+
+def rule_row(rule: str) -> str:
+    """The conformance row a single-rule case speaks for (ZBox: the rule of the first layer)."""
+    return RULES[rule][0]
 
 
 def single_rule(rule: str, model_name: str):
@@ -161,7 +168,7 @@ def single_rule(rule: str, model_name: str):
     import zennit
 
     z = zennit
-    zr, nr, zf, nf = RULES[rule]
+    _, zr, nr, zf, nf = RULES[rule]
     zf = zf or zr
     nf = nf or nr
     dense_z = (lambda: z.rules.Epsilon(ZENNIT_EPS)) if is_vgg(model_name) else (lambda: zr(z, model_name))

@@ -9,7 +9,8 @@ with eps 0 while merged — ``zp.resnet_canonizers``), CRP with the same composi
 
 Relevance is compared at the input and at layers inside blocks (``conv1``, ``conv2``,
 ``downsample.0``), at block outputs (a block module's output = nrm's sum layer, the ReLU
-after it passes relevance unchanged) and at the stem and classifier.
+after it passes relevance unchanged) and at the stem and classifier. Every peer result
+comes from an :class:`~nrm_verify.peers.Explainer`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import nn
 
 import nrm
 from nrm.rules import AlphaBeta, Epsilon, Gamma, ZPlus
-from nrm_verify.peers import PeerConventionError
+from nrm_verify.peers import CaptumExplainer, CRPExplainer, PeerConventionError, ZennitExplainer
 from nrm_verify.peers import captum as cp
 from nrm_verify.peers import crp as cr
 from nrm_verify.peers import zennit as zp
@@ -52,12 +53,14 @@ def _kw(name):
     return {"low": LOW, "high": HIGH} if name == "epsilon_gamma_box" else {}
 
 
-def _compare(record, label, model_name, m, theirs, layers):
-    model, _, _ = case(model_name)
+def _compare(record, label, model_name, m, explainer):
+    """nrm's measure ``m`` against the zennit ``explainer`` at the input and :data:`LAYERS`."""
+    model, x, target = case(model_name)
+    theirs = record.uses(explainer)(model, x, target, layers=LAYERS[model_name])
     devs = {}
-    for layer in ["input", *layers]:
+    for layer in ["input", *LAYERS[model_name]]:
         ours = m.relevance(layer)
-        devs[layer] = (record("zennit", label, model_name, ours, theirs[layer], what=layer), float(ours.abs().max()))
+        devs[layer] = (record(explainer, label, model_name, ours, theirs[layer], what=layer), float(ours.abs().max()))
     return devs
 
 
@@ -80,10 +83,8 @@ def test_zennit_composite_equals_mirror(record, preset, model_name):
     rules = zp.mirror(name, model, x=x, **_kw(name))
     assert all(rules.by_name[s] == Epsilon(1e-6) for s in block_outputs(model, x).values())
     m = nrm.explain(model, x, target=target, rules=rules)
-    theirs = zp.relevance(model, x, target, zp.builtin_composite(name, resnet=True, **_kw(name)),
-                          layers=LAYERS[model_name])
-    _assert_close(_compare(record, f"{preset} (zennit defaults, ResNet canonizer)", model_name, m, theirs,
-                           LAYERS[model_name]))
+    zennit_own = ZennitExplainer(composite=zp.builtin_composite(name, resnet=True, **_kw(name)))  # = the mirror
+    _assert_close(_compare(record, f"{preset} (zennit defaults, ResNet canonizer)", model_name, m, zennit_own))
     # conservation on the branched model: at a layer inside a block, through + bypassing + ⊥ = 1
     inside = "layer2.0.conv2" if model_name == "resnet18" else "layer2.0.conv3"
     total = m.marginal(inside).sum() + m.bypassing(inside).sum() + m.absorbed(inside).sum()
@@ -99,9 +100,8 @@ def test_nrm_preset_equals_zennit_with_zero_stabilizer(record, preset):
     name = COMPOSITES[preset]
     m = nrm.explain(model, x, target=target, rules=nrm.presets.PRESETS[preset]())
     assert m.rule("add") == nrm.rules.Zero()
-    composite = zp.builtin_composite(name, stabilizer=zp.safe_denominator, resnet=True)
-    theirs = zp.relevance(model, x, target, composite, layers=LAYERS["resnet18"])
-    _assert_close(_compare(record, f"{preset} (nrm preset)", "resnet18", m, theirs, LAYERS["resnet18"]))
+    zen = ZennitExplainer(composite=zp.builtin_composite(name, stabilizer=zp.safe_denominator, resnet=True), row=preset)
+    _assert_close(_compare(record, f"{preset} (nrm preset)", "resnet18", m, zen))
 
 
 @pytest.mark.parametrize("preset", sorted(nrm.presets.PRESETS))
@@ -112,8 +112,7 @@ def test_adapter_composite_of_every_preset(record, preset):
     model, x, target = case("resnet18")
     rules = nrm.presets.PRESETS[preset](**({"low": LOW, "high": HIGH} if preset == "EpsilonGammaBox" else {}))
     m = nrm.explain(model, x, target=target, rules=rules)
-    theirs = zp.relevance(model, x, target, zp.composite(model, rules, x=x), layers=LAYERS["resnet18"])
-    _assert_close(_compare(record, f"{preset} (adapter)", "resnet18", m, theirs, LAYERS["resnet18"]))
+    _assert_close(_compare(record, f"{preset} (adapter)", "resnet18", m, ZennitExplainer(rules)))
 
 
 def test_generalized_gamma_before_the_sum(record):
@@ -128,13 +127,14 @@ def test_generalized_gamma_before_the_sum(record):
     assert "layer1.0.conv2" in general and "layer2.0.downsample.0" in general and "layer1.0.conv1" not in general
     plain = nrm.RuleMap(by_name={k: (Gamma(0.25, stabilizer=1e-6) if type(r) is zp.GeneralizedGamma else r)
                                  for k, r in mirror.by_name.items()})
-    theirs = zp.relevance(model, x, target, zp.builtin_composite("epsilon_gamma_box", resnet=True, low=LOW, high=HIGH))
+    zen = ZennitExplainer(composite=zp.builtin_composite("epsilon_gamma_box", resnet=True, low=LOW, high=HIGH))
+    theirs = zen(model, x, target)
     m_plain = nrm.explain(model, x, target=target, rules=plain)
     m_mirror = nrm.explain(model, x, target=target, rules=mirror)
     scale = float(theirs["input"].abs().max())
-    dev_plain = record("zennit", "EpsilonGammaBox with nrm Gamma before the sums", "resnet18",
-                       m_plain.relevance("input"), theirs["input"])
-    dev_mirror = record("zennit", "EpsilonGammaBox with GeneralizedGamma before the sums", "resnet18",
+    dev_plain = record.difference(zen, "EpsilonGammaBox with nrm Gamma before the sums", "resnet18",
+                                  m_plain.relevance("input"), theirs["input"])
+    dev_mirror = record(zen, "EpsilonGammaBox with GeneralizedGamma before the sums", "resnet18",
                         m_mirror.relevance("input"), theirs["input"])
     assert close(dev_mirror, scale)
     assert dev_plain > 1e-3 * scale
@@ -154,10 +154,12 @@ def test_sum_rule_convention(record):
     bare = nrm.RuleMap(by_name={k: r for k, r in mirror.by_name.items() if k not in sums},
                        by_type={nrm.Sum: nrm.rules.Zero()})  # nrm's presets: LRP-0 on sums
     m_bare = nrm.explain(model, x, target=target, rules=bare)
-    theirs = zp.relevance(model, x, target, zp.builtin_composite("epsilon_plus_flat", resnet=True))["input"]
+    zen = ZennitExplainer(composite=zp.builtin_composite("epsilon_plus_flat", resnet=True))
+    theirs = zen(model, x, target)["input"]
     ours = nrm.explain(model, x, target=target, rules=mirror).relevance("input")
     scale = float(ours.abs().max())
-    dev = record("zennit", "EpsilonPlusFlat with LRP-0 on the sums", "resnet18", m_bare.relevance("input"), theirs)
+    dev = record.difference(zen, "EpsilonPlusFlat with LRP-0 on the sums", "resnet18", m_bare.relevance("input"),
+                            theirs)
     assert 1e-13 * scale < dev < 1e-3 * scale
     assert close(float((ours - theirs).abs().max()), scale)
 
@@ -170,12 +172,13 @@ def test_resnet_canonizer_keeps_batchnorm_eps(record):
     model, x, target = case("resnet18")
     rules = zp.mirror("epsilon_plus_flat", model, x=x)
     ours = nrm.explain(model, x, target=target, rules=rules).relevance("input")
-    theirs = zp.relevance(model, x, target, zennit.composites.EpsilonPlusFlat(
-        canonizers=[zennit.torchvision.ResNetCanonizer()]))["input"]
+    zennit_canonizer = zennit.composites.EpsilonPlusFlat(canonizers=[zennit.torchvision.ResNetCanonizer()])
+    zen = ZennitExplainer(composite=zennit_canonizer)
+    theirs = zen(model, x, target)["input"]
     scale = float(ours.abs().max())
-    dev = record("zennit", "EpsilonPlusFlat (zennit's ResNetCanonizer, BN eps kept)", "resnet18", ours, theirs)
+    dev = record.difference(zen, "EpsilonPlusFlat (zennit's ResNetCanonizer, BN eps kept)", "resnet18", ours, theirs)
     assert 1e-9 * scale < dev < 1e3 * 1e-5 * scale
-    exact = zp.relevance(model, x, target, zp.builtin_composite("epsilon_plus_flat", resnet=True))["input"]
+    exact = ZennitExplainer(composite=zp.builtin_composite("epsilon_plus_flat", resnet=True))(model, x, target)["input"]
     assert close(float((ours - exact).abs().max()), scale)
     assert all(bn.eps == 1e-5 for bn in model.modules() if isinstance(bn, nn.BatchNorm2d))  # restored
 
@@ -217,19 +220,20 @@ def test_crp_conditional_heatmaps(record, layer, exclude_parallel):
     ``conv2``); at a block output nothing bypasses the layer and they coincide."""
     model, x, target, composite, m = _crp_setup()
     channels, lower = CRP_LAYERS[layer]
-    theirs = cr.conditional_heatmaps(model, x, target, composite, layer, [[c] for c in channels], record=lower,
-                                     exclude_parallel=exclude_parallel)
+    crp = record.uses(CRPExplainer(composite=composite, condition=[{layer: [c]} for c in channels],
+                                   exclude_parallel=exclude_parallel))
+    theirs = crp(model, x, target, layers=lower)
     events = [nrm.At(layer, channels=[c], parallel=not exclude_parallel) for c in channels]
     f = m.f.reshape(-1)
     label = f"conditional heatmap, exclude_parallel={exclude_parallel}"
     ours = f * m.marginal("input", within=events)[:, 0]
     scale = float(ours.abs().max())
     assert scale > 0
-    assert close(record("zennit-crp", label, "resnet18", ours, theirs["heatmap"], what=f"input | {layer}"), scale)
+    assert close(record(crp, label, "resnet18", ours, theirs["input"], what=f"input | {layer}"), scale)
     for low in lower:
         ours_low = f * m.marginal(low, within=events)[:, 0]
-        assert close(record("zennit-crp", f"conditional relevance, exclude_parallel={exclude_parallel}", "resnet18",
-                            ours_low, theirs["relevances"][low], what=f"{low} | {layer}"),
+        assert close(record(crp, f"conditional relevance, exclude_parallel={exclude_parallel}", "resnet18",
+                            ours_low, theirs[low], what=f"{low} | {layer}"),
                      float(ours_low.abs().max()))
     other = [nrm.At(layer, channels=[c], parallel=exclude_parallel) for c in channels]
     gap = float((f * m.marginal("input", within=other)[:, 0] - ours).abs().max())
@@ -250,8 +254,9 @@ def test_crp_relevance_on_the_parallel_branch(record):
     parallel branches."""
     model, x, target, composite, m = _crp_setup()
     layer, ds, channels = "layer2.0.conv2", "layer2.0.downsample.0", [0, 17]
-    theirs = cr.conditional_heatmaps(model, x, target, composite, layer, [[c] for c in channels], record=[ds],
-                                     exclude_parallel=False)["relevances"][ds]
+    crp = record.uses(CRPExplainer(composite=composite, condition=[{layer: [c]} for c in channels],
+                                   exclude_parallel=False))
+    theirs = crp(model, x, target, layers=[ds])[ds]
     f = m.f.reshape(-1)
     events = [nrm.At(layer, channels=[c], parallel=True) for c in channels]
     assert m.layers.index(ds) > m.layers.index(layer)  # torchvision's order: the shortcut is numbered above
@@ -259,7 +264,7 @@ def test_crp_relevance_on_the_parallel_branch(record):
     whole = m.relevance(ds)[0]
     scale = float(whole.abs().max())
     assert close(float((theirs - whole).abs().max()), scale)  # CRP: the shortcut's whole relevance
-    assert close(record("zennit-crp", "relevance on the parallel shortcut, exclude_parallel=False (torchvision order)",
+    assert close(record(crp, "relevance on the parallel shortcut, exclude_parallel=False (torchvision order)",
                         "resnet18", ours, theirs, what=f"{ds} | {layer}"), scale)
     # nothing of the shortcut's relevance is at conv2's absorber: its bias bypasses conv2
     at_bottom = f * m.marginal(ds, within=nrm.At(layer, index=[], absorber=True))[0]
@@ -269,7 +274,7 @@ def test_crp_relevance_on_the_parallel_branch(record):
     m_first = nrm.explain(first, x, target=target, rules=zp.mirror("epsilon_gamma_box", first, x=x, low=LOW, high=HIGH))
     assert m_first.layers.index(ds) < m_first.layers.index(layer)
     ours_first = f * m_first.marginal(ds, within=events)[:, 0]
-    assert close(record("zennit-crp", "relevance on the parallel shortcut, exclude_parallel=False (shortcut first)",
+    assert close(record(crp, "relevance on the parallel shortcut, exclude_parallel=False (shortcut first)",
                         "resnet18", ours_first, theirs, what=f"{ds} | {layer}"), scale)
     assert close(float((m_first.bypassing(layer) - m.bypassing(layer)).abs().max()), 1.0)
 
@@ -287,9 +292,10 @@ def test_crp_channel_heatmaps_sum(record, layer, exclude_parallel):
     name = layer
     groups = [list(range(i, m.layer_shape(name)[0], 8)) for i in range(8)]
     assert sorted(c for g in groups for c in g) == list(range(64))
-    theirs = cr.conditional_heatmaps(model, x, target, composite, layer, groups,
-                                     exclude_parallel=exclude_parallel)["heatmap"].sum(0)
-    plain = cr.heatmap(model, x, target, composite)[0]
+    crp = record.uses(CRPExplainer(composite=composite, condition=[{layer: g} for g in groups],
+                                   exclude_parallel=exclude_parallel))
+    theirs = crp(model, x, target)["input"].sum(0)
+    plain = CRPExplainer(composite=composite)(model, x, target)["input"][0]
     f = m.f.reshape(-1)
     plain_ours = m.relevance("input")[0]
     scale = float(plain_ours.abs().max())
@@ -297,7 +303,7 @@ def test_crp_channel_heatmaps_sum(record, layer, exclude_parallel):
     bypass = (f * m.marginal("input", within=nrm.At(name, index=[], parallel=True)))[0]
     ours = (f * m.marginal("input", within=[nrm.At(name, channels=g, parallel=not exclude_parallel)
                                             for g in groups])[:, 0]).sum(0)
-    record("zennit-crp", f"sum of channel heatmaps, exclude_parallel={exclude_parallel}", "resnet18", ours, theirs,
+    record(crp, f"sum of channel heatmaps, exclude_parallel={exclude_parallel}", "resnet18", ours, theirs,
            what=f"input | {layer}")
     assert close(float((ours - theirs).abs().max()), scale)
     if layer == "layer1.0":
@@ -316,18 +322,19 @@ def test_crp_concept_relevance(record, layer):
     model, x, target, composite, m = _crp_setup()
     marg = m.marginal(layer)
     ours = m.f.reshape(-1, 1) * marg.reshape(marg.shape[0], marg.shape[1], -1).sum(-1)
-    theirs = cr.concept_relevance(model, x, target, composite, layer, abs_norm=False)
-    assert close(record("zennit-crp", "concept relevance", "resnet18", ours, theirs, what=layer),
+    crp = record.uses(CRPExplainer(composite=composite))
+    theirs = cr.concept_relevance(crp(model, x, target, layers=[layer])[layer], abs_norm=False)
+    assert close(record(crp, "concept relevance", "resnet18", ours, theirs, what=layer),
                  float(ours.abs().max()))
 
 
 # --- captum ---------------------------------------------------------------------------
 
 CAPTUM_EPS = 1e-9
-CAPTUM_RULES = {
-    "EpsilonRule(0.05)": lambda: Epsilon(0.05),
-    "GammaRule()": lambda: Gamma(0.25, stabilizer=CAPTUM_EPS, modify_bias=False),
-    "Alpha1_Beta0_Rule()": lambda: cp.RawBiasZPlus(stabilizer=CAPTUM_EPS),
+CAPTUM_RULES = {  # captum's rule → (the conformance row, the matched nrm rule), as in test_captum.py
+    "EpsilonRule(0.05)": ("Epsilon", lambda: Epsilon(0.05)),
+    "GammaRule()": ("Gamma", lambda: Gamma(0.25, stabilizer=CAPTUM_EPS, modify_bias=False)),
+    "Alpha1_Beta0_Rule()": ("AlphaBeta", lambda: cp.RawBiasZPlus(stabilizer=CAPTUM_EPS)),
 }
 CAPTUM_LAYERS = ["conv1", "layer1.0.conv2", "layer1.0.bn2", "layer2.0.downsample.0", "layer2.0.addition",
                  "layer3.1.conv1", "fc"]
@@ -358,16 +365,18 @@ def test_captum_with_addition_module(record, rule):
     original = case("resnet18")[0]
     with torch.no_grad():
         assert torch.allclose(model(x), original(x), rtol=1e-12, atol=1e-14)  # the same function
-    rules = _captum_rules(CAPTUM_RULES[rule](), bns, Epsilon(CAPTUM_EPS))
+    row, make = CAPTUM_RULES[rule]
+    rules = _captum_rules(make(), bns, Epsilon(CAPTUM_EPS))
     m = nrm.explain(model, x, target=target, rules=rules)
     sums = cp.addition_modules(model, x=x)
     assert sums["layer1.0.addition"] == "layer1.0.addition"  # the sum is the one operation of its module
     nrm_names = {v: k for k, v in sums.items()}
-    theirs = cp.relevance(model, x, target, rules, layers=CAPTUM_LAYERS,
-                          module_rules={n: IdentityRule() for n in bns})
+    cap = record.uses(CaptumExplainer(rules, module_rules={n: IdentityRule() for n in bns},
+                                      row=row))
+    theirs = cap(model, x, target, layers=CAPTUM_LAYERS)
     for layer in ["input", *CAPTUM_LAYERS]:
         ours = m.relevance(nrm_names.get(layer, layer))
-        dev = record("captum", f"{rule}, Addition_Module", "resnet18", ours, theirs[layer], what=layer)
+        dev = record(cap, f"{rule}, Addition_Module", "resnet18", ours, theirs[layer], what=layer)
         assert close(dev, float(ours.abs().max())), f"{layer}: max |Δ| = {dev:.3g}"
 
 
@@ -382,13 +391,14 @@ def test_captum_plain_sum_copies_relevance(record):
     bns = [n for n, mod in model.named_modules() if isinstance(mod, nn.BatchNorm2d)]
     rules = _captum_rules(Epsilon(0.05), bns, Epsilon(CAPTUM_EPS))
     with pytest.raises(PeerConventionError, match="Addition_Module"):
-        cp.relevance(plain, x, target, rules)
-    theirs = cp.relevance(plain, x, target, rules, layers=["layer4.1.bn2"], plain_sums=True,
-                          module_rules={n: IdentityRule() for n in bns})
+        CaptumExplainer(rules)(plain, x, target)
+    cap = record.uses(CaptumExplainer(rules, plain_sums=True, module_rules={n: IdentityRule() for n in bns},
+                                      row="Epsilon"))
+    theirs = cap(plain, x, target, layers=["layer4.1.bn2"])
     m = nrm.explain(plain, x, target=target, rules=rules)
     whole, share = m.relevance("add_7"), m.relevance("layer4.1.bn2")
     scale = float(whole.abs().max())
-    assert close(record("captum", "plain '+': branch gets the sum's relevance", "resnet18", whole,
+    assert close(record.difference(cap, "plain '+': branch gets the sum's relevance", "resnet18", whole,
                         theirs["layer4.1.bn2"], what="layer4.1.bn2 vs add_7"), scale)
     assert float((share - theirs["layer4.1.bn2"]).abs().max()) > 1e-2 * scale
 
@@ -397,4 +407,4 @@ def test_addition_rule_must_be_epsilon():
     model, x, target, bns = _captum_case()
     rules = _captum_rules(Epsilon(0.05), bns, AlphaBeta(2, 1))
     with pytest.raises(PeerConventionError, match="Addition_Module takes EpsilonRule"):
-        cp.relevance(model, x, target, rules)
+        CaptumExplainer(rules)(model, x, target)

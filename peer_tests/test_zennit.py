@@ -1,7 +1,8 @@
 """nrm equals zennit: every rule, the composites, on an MLP, CNNs and VGG16 (float64).
 
 Each test compares nrm's ``m.relevance(layer)`` (= f · m_l, LRP's R) with the relevance
-zennit's hooks put on the same layer, at the input and at intermediate linear layers.
+zennit's hooks put on the same layer (a :class:`~nrm_verify.peers.ZennitExplainer`), at the
+input and at intermediate linear layers.
 Where nrm and zennit differ by convention, a test measures the difference and checks that
 it is the predicted one (the convention bridged on the nrm side removes it).
 """
@@ -11,12 +12,12 @@ from __future__ import annotations
 import pytest
 import torch
 import zennit
-from cases import LAYERS, MODELS, RULES, ZENNIT_EPS, box, case, close, single_rule
+from cases import LAYERS, MODELS, RULES, ZENNIT_EPS, box, case, close, rule_row, single_rule
 from torch import nn
 
 import nrm
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, Zero, ZPlus
-from nrm_verify.peers import PeerConventionError
+from nrm_verify.peers import PeerConventionError, ZennitExplainer
 from nrm_verify.peers import zennit as zp
 
 COMPOSITES = {  # nrm preset name → zennit composite name
@@ -26,15 +27,15 @@ COMPOSITES = {  # nrm preset name → zennit composite name
 }
 
 
-def _compare(record, label, model_name, rules, composite, layers=None):
+def _compare(record, label, model_name, rules, explainer, layers=None):
     model, x, target = case(model_name)
     layers = LAYERS[model_name] if layers is None else layers
     m = nrm.explain(model, x, target=target, rules=rules)
-    theirs = zp.relevance(model, x, target, composite, layers=layers)
+    theirs = record.uses(explainer)(model, x, target, layers=layers)
     devs = {}
     for layer in ["input", *layers]:
         ours = m.relevance(layer)
-        dev = record("zennit", label, model_name, ours, theirs[layer], what=layer)
+        dev = record(explainer, label, model_name, ours, theirs[layer], what=layer)
         devs[layer] = (dev, float(ours.abs().max()))
     return devs
 
@@ -52,7 +53,7 @@ SINGLE = [(r, mname) for r in RULES for mname in ("mlp", "cnn", "cnn_bn")] + [
 @pytest.mark.parametrize("rule,model_name", SINGLE)
 def test_single_rule(record, rule, model_name):
     rules, composite = single_rule(rule, model_name)
-    _assert_close(_compare(record, rule, model_name, rules, composite))
+    _assert_close(_compare(record, rule, model_name, rules, ZennitExplainer(composite=composite, row=rule_row(rule))))
 
 
 @pytest.mark.parametrize("model_name", MODELS)
@@ -65,8 +66,8 @@ def test_builtin_composite_equals_mirror(record, preset, model_name):
     low, high = box(model_name)
     kw = {"low": low, "high": high} if name == "epsilon_gamma_box" else {}
     rules = zp.mirror(name, model, x=x, **kw)
-    composite = zp.builtin_composite(name, **kw)
-    _assert_close(_compare(record, f"{preset} (zennit defaults)", model_name, rules, composite))
+    zennit_own = ZennitExplainer(composite=zp.builtin_composite(name, **kw))  # reproduces the mirror, no nrm row
+    _assert_close(_compare(record, f"{preset} (zennit defaults)", model_name, rules, zennit_own))
 
 
 NRM_PRESETS = [(p, mname) for p in COMPOSITES for mname in ("mlp", "cnn", "cnn_bn")
@@ -81,7 +82,7 @@ def test_nrm_preset_equals_zennit_composite(record, preset, model_name):
     name = COMPOSITES[preset]
     kw = {"low": low, "high": high} if name == "epsilon_gamma_box" else {}
     rules = nrm.presets.PRESETS[preset](**kw)
-    composite = zp.builtin_composite(name, stabilizer=zp.safe_denominator, **kw)
+    composite = ZennitExplainer(composite=zp.builtin_composite(name, stabilizer=zp.safe_denominator, **kw), row=preset)
     _assert_close(_compare(record, f"{preset} (nrm preset)", model_name, rules, composite))
 
 
@@ -89,19 +90,19 @@ def test_nrm_preset_equals_zennit_composite(record, preset, model_name):
 def test_adapter_composite_of_every_preset(record, preset):
     """``zp.composite(model, rules)`` turns any nrm preset into a zennit composite that
     computes the same relevance (here on the CNN with batch norm)."""
-    model, x, _ = case("cnn_bn")
     low, high = box("cnn_bn")
     kw = {"low": low, "high": high} if preset == "EpsilonGammaBox" else {}
     rules = nrm.presets.PRESETS[preset](**kw)
-    _assert_close(_compare(record, f"{preset} (adapter)", "cnn_bn", rules, zp.composite(model, rules, x=x)))
+    explainer = ZennitExplainer(rules)
+    assert explainer.row == preset
+    _assert_close(_compare(record, f"{preset} (adapter)", "cnn_bn", rules, explainer))
 
 
 @pytest.mark.parametrize("rule", list(RULES))
 def test_adapter_maps_each_rule(record, rule):
     """``zp.composite`` of the nrm side of every single-rule case equals nrm (on the CNN)."""
-    model, x, _ = case("cnn")
     rules, _ = single_rule(rule, "cnn")
-    _assert_close(_compare(record, f"{rule} (adapter)", "cnn", rules, zp.composite(model, rules, x=x)))
+    _assert_close(_compare(record, f"{rule} (adapter)", "cnn", rules, ZennitExplainer(rules, row=rule_row(rule))))
 
 
 # --- conventions that differ: measured, and bridged -----------------------------------
@@ -119,16 +120,18 @@ def test_signed_input_convention(record, plain, bridged, zname):
     not. On a non-negative input the plain nrm rules match zennit everywhere."""
     model, x, target = case("cnn")
     _, composite = single_rule(zname, "cnn")
-    theirs = zp.relevance(model, x, target, composite)["input"]
+    zen = record.uses(ZennitExplainer(composite=composite, row=rule_row(zname)))
+    theirs = zen(model, x, target)["input"]
+
     def rules(first):
         return nrm.RuleMap(by_type={nn.Conv2d: plain, nn.Linear: plain, nn.AdaptiveAvgPool2d: Epsilon(ZENNIT_EPS)},
                            first=first)
 
     plain_m = nrm.explain(model, x, target=target, rules=rules(plain))
     bridged_m = nrm.explain(model, x, target=target, rules=rules(bridged))
-    dev_plain = record("zennit", f"{zname} with nrm {type(plain).__name__} on signed input", "cnn",
-                       plain_m.relevance("input"), theirs)
-    dev_bridged = record("zennit", f"{zname} with nrm {type(bridged).__name__} first", "cnn",
+    dev_plain = record.difference(zen, f"{zname} with nrm {type(plain).__name__} on signed input", "cnn",
+                                  plain_m.relevance("input"), theirs)
+    dev_bridged = record(zen, f"{zname} with nrm {type(bridged).__name__} first", "cnn",
                          bridged_m.relevance("input"), theirs)
     scale = float(theirs.abs().max())
     assert close(dev_bridged, scale)
@@ -137,8 +140,8 @@ def test_signed_input_convention(record, plain, bridged, zname):
     # with x ≥ 0 the plain nrm rule is zennit's rule on every layer
     xp = x.abs()
     zplus = nrm.explain(model, xp, target=target, rules=rules(plain))
-    theirs_p = zp.relevance(model, xp, target, composite)["input"]
-    assert close(record("zennit", f"{zname} with nrm {type(plain).__name__}, input >= 0", "cnn",
+    theirs_p = zen(model, xp, target)["input"]
+    assert close(record(zen, f"{zname} with nrm {type(plain).__name__}, input >= 0", "cnn",
                         zplus.relevance("input"), theirs_p), float(theirs_p.abs().max()))
 
 
@@ -163,29 +166,32 @@ def test_epsilon_sign_at_zero_and_zero_denominator(record):
     layer_map = lambda hidden: [(nn.ReLU, zennit.rules.Pass()), (nn.Linear, hidden)]  # noqa: E731
     name_map = [(("2",), zennit.rules.Flat(stabilizer=ZENNIT_EPS))]
 
-    def run(hidden):
+    def zennit_with(hidden, row):
         comp = zennit.composites.NameLayerMapComposite(name_map=name_map, layer_map=layer_map(hidden))
-        return zp.relevance(model, x, 0, comp)["input"]
+        return record.uses(ZennitExplainer(composite=comp, row=row))
 
     for eps in (0.1, ZENNIT_EPS):
         m = nrm.explain(model, x, target=0, rules={"0": Epsilon(eps), "2": Flat(stabilizer=ZENNIT_EPS)})
         ours = m.relevance("input")
-        dev = record("zennit", f"Epsilon({eps}) at z=0", "2-2-1 zero column", ours, run(zennit.rules.Epsilon(eps)))
+        zen = zennit_with(zennit.rules.Epsilon(eps), "Epsilon")
+        dev = record(zen, f"Epsilon({eps}) at z=0", "2-2-1 zero column", ours, zen(model, x, 0)["input"])
         assert close(dev, float(ours.abs().max()))
         assert float(ours.abs().max()) > 0.1 / eps  # the zero column carries R_1 · (1, -1) / ε
         # the unsigned convention (D + ε) maps to a callable stabilizer
         mu = nrm.explain(model, x, target=0,
                          rules={"0": Epsilon(eps, stabilizer_sign="unsigned"), "2": Flat(stabilizer=ZENNIT_EPS)})
-        dev_u = record("zennit", f"Epsilon({eps}, unsigned) at z=0", "2-2-1 zero column", mu.relevance("input"),
-                       run(zp.zennit_rule(Epsilon(eps, stabilizer_sign="unsigned"))))
+        zen_u = zennit_with(zp.zennit_rule(Epsilon(eps, stabilizer_sign="unsigned")), "Epsilon")
+        dev_u = record(zen_u, f"Epsilon({eps}, unsigned) at z=0", "2-2-1 zero column", mu.relevance("input"),
+                       zen_u(model, x, 0)["input"])
         assert close(dev_u, float(mu.relevance("input").abs().max()))
     m0 = nrm.explain(model, x, target=0, rules={"0": Zero(), "2": Flat(stabilizer=ZENNIT_EPS)})
-    raw = run(zennit.rules.Epsilon(0.0))
+    raw = zennit_with(zennit.rules.Epsilon(0.0), "Zero")(model, x, 0)["input"]
     assert not bool(torch.isfinite(raw).any()), "zennit's LRP-0 divides by the zero denominator"
     assert bool(torch.isfinite(m0.relevance("input")).all())
     assert float(m0.absorbed("0")) > 0  # nrm: the zero column's share went to ⊥
-    dev0 = record("zennit", "Zero at z=0 (safe_denominator)", "2-2-1 zero column", m0.relevance("input"),
-                  run(zp.zennit_rule(Zero())))
+    zen0 = zennit_with(zp.zennit_rule(Zero()), "Zero")
+    dev0 = record(zen0, "Zero at z=0 (safe_denominator)", "2-2-1 zero column", m0.relevance("input"),
+                  zen0(model, x, 0)["input"])
     assert close(dev0, 1.0)
 
 
@@ -196,14 +202,15 @@ def test_box_rule_only_on_a_convolution(record):
     model, x, target = case("mlp")
     low, high = box("mlp")
     composite = zp.builtin_composite("epsilon_gamma_box", low=low, high=high, stabilizer=zp.safe_denominator)
-    theirs = zp.relevance(model, x, target, composite)["input"]
+    zen = record.uses(ZennitExplainer(composite=composite, row="EpsilonGammaBox"))  # the preset's, on CNNs
+    theirs = zen(model, x, target)["input"]
     preset = nrm.explain(model, x, target=target, rules=nrm.presets.EpsilonGammaBox(low, high))
     mirrored = nrm.explain(model, x, target=target, rules=zp.mirror("epsilon_gamma_box", model, x=x, low=low, high=high,
                                                                     stabilizer=zp.safe_denominator))
-    dev_preset = record("zennit", "EpsilonGammaBox (nrm preset, dense first layer)", "mlp",
-                        preset.relevance("input"), theirs)
-    dev_mirror = record("zennit", "EpsilonGammaBox (mirror, dense first layer)", "mlp",
-                        mirrored.relevance("input"), theirs)
+    dev_preset = record.difference(zen, "EpsilonGammaBox (nrm preset, dense first layer)", "mlp",
+                                   preset.relevance("input"), theirs)
+    dev_mirror = record(zen, "EpsilonGammaBox (mirror, dense first layer)", "mlp", mirrored.relevance("input"),
+                        theirs, row=None)  # equal to the mirror, not to the preset
     scale = float(theirs.abs().max())
     assert close(dev_mirror, scale)
     assert dev_preset > 1e-3 * scale
@@ -216,9 +223,11 @@ def test_default_stabilizer_difference(record):
     either the nrm rules given stabilizer=1e-6 (``mirror``) or zennit given a zero one."""
     model, x, target = case("cnn")
     low, high = box("cnn")
-    theirs = zp.relevance(model, x, target, zp.builtin_composite("epsilon_gamma_box", low=low, high=high))["input"]
+    zen = ZennitExplainer(composite=zp.builtin_composite("epsilon_gamma_box", low=low, high=high))
+    theirs = zen(model, x, target)["input"]
     ours = nrm.explain(model, x, target=target, rules=nrm.presets.EpsilonGammaBox(low, high)).relevance("input")
-    dev = record("zennit", "EpsilonGammaBox (nrm preset vs zennit defaults)", "cnn", ours, theirs)
+    dev = record.difference(zen, "EpsilonGammaBox (nrm preset vs zennit defaults)", "cnn", ours, theirs,
+                            row="EpsilonGammaBox")
     scale = float(theirs.abs().max())
     assert 1e-12 * scale < dev < 1e-3 * scale
 
@@ -227,12 +236,15 @@ def test_wsquare_bias_convention(record):
     """zennit's w² keeps b² in the denominator: nrm's WSquare(bias=True); nrm's default
     WSquare() leaves it out, which is zennit's WSquare(zero_params=['bias'])."""
     model, x, target = case("mlp")
-    comp = lambda rule: zennit.composites.LayerMapComposite(  # noqa: E731
-        [(nn.ReLU, zennit.rules.Pass()), (nn.Linear, rule)])
-    default = zp.relevance(model, x, target, comp(zennit.rules.WSquare()))["input"]
-    nobias = zp.relevance(model, x, target, comp(zennit.rules.WSquare(zero_params=["bias"])))["input"]
+    def zennit_with(rule):
+        return record.uses(ZennitExplainer(row="WSquare", composite=zennit.composites.LayerMapComposite(
+            [(nn.ReLU, zennit.rules.Pass()), (nn.Linear, rule)])))
+
+    default = zennit_with(zennit.rules.WSquare())(model, x, target)["input"]
+    zen = zennit_with(zennit.rules.WSquare(zero_params=["bias"]))
+    nobias = zen(model, x, target)["input"]
     ours = nrm.explain(model, x, target=target, rules=WSquare(stabilizer=ZENNIT_EPS)).relevance("input")
-    assert close(record("zennit", "WSquare(zero_params=bias)", "mlp", ours, nobias), float(nobias.abs().max()))
+    assert close(record(zen, "WSquare(zero_params=bias)", "mlp", ours, nobias), float(nobias.abs().max()))
     assert float((ours - default).abs().max()) > 1e-6 * float(default.abs().max())
 
 
@@ -241,15 +253,17 @@ def test_unmappable_conventions_are_refused():
         zp.zennit_rule(Epsilon(0.1, leak="renormalize"))
     with pytest.raises(PeerConventionError, match="modify_bias"):
         zp.zennit_rule(Gamma(0.25, modify_bias=False))
-    model, x, _ = case("cnn")
+    model, x, target = case("cnn")
     with pytest.raises(PeerConventionError, match="Norm"):
         zp.composite(model, nrm.RuleMap(Epsilon(0.1), by_type={nn.AdaptiveAvgPool2d: Flat()}), x=x)
+    with pytest.raises(PeerConventionError, match="Norm"):  # the explainer maps its rules with the same adapter
+        ZennitExplainer(nrm.RuleMap(Epsilon(0.1), by_type={nn.AdaptiveAvgPool2d: Flat()}))(model, x, target)
 
 
 def test_model_left_as_found():
     model, x, target = case("cnn_bn")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    zp.relevance(model, x, target, zp.builtin_composite("epsilon_plus_flat"))
+    ZennitExplainer(composite=zp.builtin_composite("epsilon_plus_flat"))(model, x, target, layers=["features.0"])
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
@@ -267,10 +281,12 @@ def test_batchnorm_merge_keeps_eps(record):
         t = torch.linspace(-1, 1, 8 * 3 * 3, dtype=torch.float64).reshape(1, 8, 3, 3)
         assert torch.allclose(bn(t), t / (1 + bn.eps) ** 0.5, rtol=1e-15, atol=0)
     ours = nrm.explain(model, x, target=target, rules=zp.mirror("epsilon_plus_flat", model, x=x)).relevance("input")
-    theirs = zp.relevance(model, x, target, plain)["input"]
+    zen_plain = ZennitExplainer(composite=plain)
+    theirs = zen_plain(model, x, target)["input"]
     scale = float(ours.abs().max())
-    dev = record("zennit", "EpsilonPlusFlat (zennit's BN merge, eps kept)", "cnn_bn", ours, theirs)
+    dev = record.difference(zen_plain, "EpsilonPlusFlat (zennit's BN merge, eps kept)", "cnn_bn", ours, theirs)
     assert 1e-9 * scale < dev < 1e3 * bn.eps * scale
-    exact = zp.relevance(model, x, target, zp.builtin_composite("epsilon_plus_flat"))["input"]
-    assert close(record("zennit", "EpsilonPlusFlat (BN merge with eps 0)", "cnn_bn", ours, exact), scale)
+    zen_exact = ZennitExplainer(composite=zp.builtin_composite("epsilon_plus_flat"))
+    exact = zen_exact(model, x, target)["input"]
+    assert close(record(zen_exact, "EpsilonPlusFlat (BN merge with eps 0)", "cnn_bn", ours, exact), scale)
     assert bn.eps == 1e-5  # restored

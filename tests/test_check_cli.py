@@ -156,22 +156,26 @@ def test_symbolic_merge():
     assert cell.status == C.NOT_APPLICABLE and "does not extend" in cell.symbolic
 
 
+def _record(peer, rule, row, equivalence, dev, scale=0.5):
+    return {"peer": peer, "row": row, "equivalence": equivalence, "rule": rule, "model": "cnn", "layer": "input",
+            "max_abs_dev": dev, "max_abs_relevance": scale}
+
+
 def test_peer_results_are_merged_per_row(tmp_path):
     path = tmp_path / "deviations.json"
     path.write_text(json.dumps([
-        {"peer": "zennit", "rule": "Epsilon(0.05)", "model": "cnn", "layer": "input", "max_abs_dev": 1e-16,
-         "max_abs_relevance": 0.5},
-        {"peer": "captum", "rule": "EpsilonRule(0.05)", "model": "cnn", "layer": "input", "max_abs_dev": 2e-16,
-         "max_abs_relevance": 0.5},
-        # a documented convention difference: recorded, but not an equivalence of the row
-        {"peer": "zennit", "rule": "ZPlus with nrm ZPlus on signed input", "model": "cnn", "layer": "input",
-         "max_abs_dev": 0.5, "max_abs_relevance": 0.5},
-        {"peer": "zennit", "rule": "EpsilonPlusFlat (nrm preset)", "model": "cnn", "layer": "input",
-         "max_abs_dev": 1e-16, "max_abs_relevance": 1.0},
+        _record("zennit", "Epsilon(0.05)", "Epsilon", True, 1e-16),
+        _record("captum", "EpsilonRule(0.05)", "Epsilon", True, 2e-16),
+        # a documented convention difference: it speaks for the row, but states no equivalence
+        _record("zennit", "ZPlus with nrm ZPlus on signed input", "ZPlus", False, 0.5),
+        _record("zennit", "EpsilonPlusFlat (nrm preset)", "EpsilonPlusFlat", True, 1e-16, 1.0),
+        # a label that names a row but a record that speaks for none: not the row's evidence
+        _record("zennit", "Flat (zennit defaults)", None, True, 0.4),
     ]))
     result = C.Conformance(["Epsilon", "ZPlus", "EpsilonPlusFlat", "Flat"], {})
     rows = [r for r in C.default_rows() if r.name in result.rows]
-    failures = [("peer_tests.test_zennit::test_nrm_preset_equals_zennit_composite[EpsilonPlusFlat-cnn]", "Δ 0.3")]
+    failures = [C.PeerFailure("peer_tests.test_zennit::test_nrm_preset_equals_zennit_composite[x-cnn]", "Δ 0.3",
+                              ("EpsilonPlusFlat",))]
     C.merge_peers(result, rows, C.read_peer_results(path), failures)
     eps = result.cell("Epsilon", "PEERS")
     assert eps.status == C.HELD and eps.cases == 2 and eps.deviation == pytest.approx(4e-16)
@@ -179,14 +183,47 @@ def test_peer_results_are_merged_per_row(tmp_path):
     zplus = result.cell("ZPlus", "PEERS")
     assert zplus.status == C.HELD and zplus.cases == 0 and zplus.deviation is None
     assert result.cell("EpsilonPlusFlat", "PEERS").status == C.VIOLATED
-    assert result.cell("Flat", "PEERS").status == C.NOT_APPLICABLE
-    assert result.exit_code == 1 and not result.failures
+    flat = result.cell("Flat", "PEERS")
+    assert flat.status == C.NOT_APPLICABLE and flat.deviation is None
+    assert result.exit_code == 1 and not result.failures and not result.notes
+    # a failure that speaks for no row of the table (by its id it would look like Flat's) fails the check
     other = C.Conformance(["Flat"], {})
-    C.merge_peers(other, rows[-1:], [], [("peer_tests.test_crp::test_sum", "boom")])
-    assert other.failures and other.exit_code == 1
+    flat_row = [r for r in rows if r.name == "Flat"]
+    C.merge_peers(other, flat_row, [], [("peer_tests.test_zennit::test_single_rule[Flat-cnn]", "boom", ())])
+    assert other.failures == ["peer suite: peer_tests.test_zennit::test_single_rule[Flat-cnn]: boom"]
+    assert other.cell("Flat", "PEERS").status == C.NOT_APPLICABLE and other.exit_code == 1
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="list of objects"):
         C.read_peer_results(path)
+
+
+def test_peer_results_of_the_older_format_ask_to_be_regenerated(tmp_path):
+    """A deviations.json of free-text labels only (no ``row``): the rows are not checked, and
+    a note says how to regenerate the file; a failure that carries its row still counts."""
+    old = [{"peer": "zennit", "rule": "Epsilon(0.05)", "model": "cnn", "layer": "input", "max_abs_dev": 1e-16,
+            "max_abs_relevance": 0.5}]
+    result = C.Conformance(["Epsilon", "Gamma"], {})
+    rows = [r for r in C.default_rows() if r.name in result.rows]
+    C.merge_peers(result, rows, old, [C.PeerFailure("peer_tests.test_zennit::t", "Δ", ("Gamma",))])
+    eps = result.cell("Epsilon", "PEERS")
+    assert eps.status == C.NOT_CHECKED and "regenerate" in eps.detail and "pytest peer_tests" in eps.detail
+    assert result.notes == [C.UNSTRUCTURED_PEER_RESULTS]
+    assert result.cell("Gamma", "PEERS").status == C.VIOLATED
+
+
+def test_junit_failures_carry_their_rows(tmp_path):
+    path = tmp_path / "junit.xml"
+    path.write_text(
+        '<testsuites><testsuite><testcase classname="peer_tests.test_zennit" name="test_single_rule[Gamma-cnn]">'
+        '<properties><property name="row" value="Gamma"/><property name="other" value="x"/></properties>'
+        '<failure message="deviation beyond tolerance"/></testcase>'
+        '<testcase classname="peer_tests.test_crp" name="test_sum"><error message="boom"/></testcase>'
+        '<testcase classname="peer_tests.test_crp" name="test_ok"><properties><property name="row" value="Zero"/>'
+        '</properties></testcase></testsuite></testsuites>')
+    assert C.read_junit_failures(path) == [
+        C.PeerFailure("peer_tests.test_zennit::test_single_rule[Gamma-cnn]", "deviation beyond tolerance", ("Gamma",)),
+        C.PeerFailure("peer_tests.test_crp::test_sum", "boom", ())]
+    assert C.read_junit_failures(tmp_path / "missing.xml") == []
 
 
 def test_missing_peer_environment_is_reported(tmp_path):

@@ -1,6 +1,17 @@
-"""Adapters that run other LRP implementations on the same case as nrm.
+"""Adapters that run other LRP implementations on the same case as nrm, behind one interface.
 
-Each module maps nrm rules and presets to a peer's rules and composites, with every
+Every implementation — nrm's own and each peer's — is an :class:`Explainer`
+(:mod:`nrm_verify.peers.explainer`): ``explainer(model, x, target, layers=[…])`` returns LRP's
+relevance R per layer (``"input"`` for the input), and ``explainer.name`` (the peer),
+``explainer.rules`` (the nrm rule or preset it reproduces) and ``explainer.row`` (the row of
+the conformance table it speaks for) say what it is:
+
+* :class:`NRMExplainer` — nrm's measure;
+* :class:`ZennitExplainer` — zennit, for nrm rules or a composite of zennit's own;
+* :class:`CaptumExplainer` — captum's ``LRP`` for nrm rules, or one of captum's methods;
+* :class:`CRPExplainer` — zennit-crp's conditional heatmaps under a condition {layer: channels}.
+
+Each adapter module maps nrm rules and presets to a peer's rules and composites, with every
 convention matched (stabilizer sign and value, bias handling, pooling, batch norm), and
 computes the peer's relevance for ``(model, x, target)``:
 
@@ -21,44 +32,11 @@ how each difference is bridged are described in ``docs/peers.md``.
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from nrm_verify.peers.base import SETUP_COMMAND, PeerConventionError, PeerMissingError, require, versions
+from nrm_verify.peers.captum import CaptumExplainer
+from nrm_verify.peers.crp import CRPExplainer
+from nrm_verify.peers.explainer import Explainer, NRMExplainer, row_of
+from nrm_verify.peers.zennit import ZennitExplainer
 
-SETUP_COMMAND = "bash scripts/setup-peers.sh"
-"""Builds ``.venv-peers`` with torch 2.14.1, torchvision, zennit, zennit-crp and captum."""
-
-
-class PeerMissingError(ImportError):
-    """A peer library (zennit, zennit-crp, captum) is not importable here."""
-
-
-class PeerConventionError(ValueError):
-    """An nrm rule or setting that the peer cannot express (its message says which and why)."""
-
-
-def require(module: str, package: str) -> ModuleType:
-    """Import ``module`` of the peer ``package``, or raise :class:`PeerMissingError` that
-    names the environment to build."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise PeerMissingError(
-            f"the peer '{package}' is not importable in this environment ({error}); build the peer environment "
-            f"with `{SETUP_COMMAND}` and run under it: .venv-peers/bin/python -m pytest peer_tests"
-        ) from error
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of torch and the peers (``None`` for a missing one)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "torchvision", "zennit", "zennit-crp", "captum"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-__all__ = ["SETUP_COMMAND", "PeerMissingError", "PeerConventionError", "require", "versions"]
+__all__ = ["SETUP_COMMAND", "PeerMissingError", "PeerConventionError", "require", "versions", "Explainer",
+           "NRMExplainer", "ZennitExplainer", "CaptumExplainer", "CRPExplainer", "row_of"]

@@ -3,7 +3,8 @@ interpretability library for PyTorch*, arXiv:2009.07896, 2020) on the same case 
 
 :func:`captum_rule` maps an nrm rule to captum's propagation rule, :func:`relevance` runs
 captum with the rules of an nrm ``rules=`` specification and returns LRP's R at the input
-and at named layers.
+and at named layers; :class:`CaptumExplainer` is it (or one of captum's own attribution
+methods) behind the :class:`~nrm_verify.peers.Explainer` interface.
 
 Captum's conventions, and how each is matched:
 
@@ -45,11 +46,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nrm.errors import ArgumentError
 from nrm.presets import assign
 from nrm.rules import Epsilon, Gamma, Part, Rule, Share, Zero, ZPlus
 from nrm.rules import identity as _identity
 from nrm.rules import positive as _positive
-from nrm_verify.peers import PeerConventionError, require
+from nrm_verify.peers.base import PeerConventionError, require
+from nrm_verify.peers.explainer import Explainer
 
 PASS_EPSILON = 1e-300
 """ε of captum's EpsilonRule on max-pooling and flatten: a / (a + ε) = 1 in float64."""
@@ -236,6 +239,58 @@ def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Seq
     return result
 
 
+class CaptumExplainer(Explainer):
+    """captum as an :class:`~nrm_verify.peers.Explainer`. One of:
+
+    * ``rules`` — nrm rules (a rule, a mapping or a preset) run as captum's ``LRP`` with
+      the matching captum rule on each layer (:func:`relevance`; ``module_rules`` and
+      ``plain_sums`` are its own); the row is the rule's or preset's;
+    * ``method`` — one of captum's own attribution methods, ``captum.attr.<Method>`` (the
+      class or its name): ``Method(model).attribute(x, target=target, **attribute)``, returned
+      as ``{"input": …}`` (the method's own output: R for ``LRP``, a gradient for
+      ``Saliency``). ``row=`` names the conformance row it reproduces, if it reproduces one.
+
+    ``layers`` (with ``rules`` only) are module names: R at the module's output.
+    """
+
+    name = "captum"
+
+    def __init__(self, rules=None, *, method=None, attribute: dict | None = None, module_rules: dict | None = None,
+                 plain_sums: bool = False, row: str | None = None, spec: str | None = None):
+        if (rules is None) == (method is None):
+            raise ArgumentError("CaptumExplainer takes one of rules= (nrm rules, run as captum's LRP with the matching "
+                                "rules) or method= (a captum.attr attribution method, run as it is)")
+        if method is not None and (module_rules or plain_sums):
+            raise ArgumentError("module_rules= and plain_sums= belong to rules=; a captum method runs as it is")
+        if attribute is not None and (rules is not None or not isinstance(attribute, dict)):
+            raise ArgumentError("attribute= takes a dict of keyword arguments of a method's attribute() (with method=)")
+        if module_rules is not None and not isinstance(module_rules, dict):
+            raise ArgumentError(f"module_rules= takes {{module name: captum rule}}, got {type(module_rules).__name__}")
+        if isinstance(method, str):
+            attr = _captum()
+            found = getattr(attr, method, None)
+            if not isinstance(found, type):
+                raise ArgumentError(f"captum.attr has no attribution method {method!r}")
+            method = found
+        elif method is not None and not isinstance(method, type):
+            raise ArgumentError(f"method= takes a captum.attr class or its name, got {type(method).__name__}")
+        super().__init__(rules, row=row, spec=spec)
+        self.method, self.attribute = method, dict(attribute or {})
+        self.module_rules, self.plain_sums = module_rules, plain_sums
+
+    def relevance(self, model, x, target, layers):
+        layers = [n for n in layers or [] if n != "input"]
+        if self.method is not None:
+            if layers:
+                raise ArgumentError(f"captum.attr.{self.method.__name__} attributes the input only; layers= needs "
+                                    "rules= (captum's LRP records each layer's relevance)")
+            return {"input": self.method(model).attribute(x, target=target, **self.attribute)}
+        out = relevance(model, x, target, self.rules, layers=layers, module_rules=self.module_rules,
+                        plain_sums=self.plain_sums)
+        del out["output"]
+        return out
+
+
 class _ResidualBlock(nn.Module):
     """A torchvision ``BasicBlock`` / ``Bottleneck`` for captum: the same convolutions,
     batch norms and shortcut, one ReLU module per use (not in place), and the residual sum
@@ -308,5 +363,5 @@ def bn_as_conv(model: nn.Module) -> nn.Module:
     return model
 
 
-__all__ = ["RawBiasZPlus", "BiaslessGamma", "captum_rule", "relevance", "addition_modules", "with_addition_modules",
-           "bn_as_conv", "PASS_EPSILON"]
+__all__ = ["RawBiasZPlus", "BiaslessGamma", "captum_rule", "relevance", "CaptumExplainer", "addition_modules",
+           "with_addition_modules", "bn_as_conv", "PASS_EPSILON"]

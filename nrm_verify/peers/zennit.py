@@ -12,7 +12,9 @@ Three things:
   ``EpsilonPlusFlat``, ``EpsilonGammaBox``, ``EpsilonAlpha2Beta1``,
   ``EpsilonAlpha2Beta1Flat``): the nrm rule mapping that equals the composite, every
   convention included; :func:`builtin_composite` builds zennit's own composite.
-* :func:`relevance` runs zennit and returns LRP's R at the input and at named layers.
+* :func:`relevance` runs zennit and returns LRP's R at the input and at named layers;
+  :class:`ZennitExplainer` is it behind the :class:`~nrm_verify.peers.Explainer` interface,
+  for nrm rules (through :func:`composite`) or a composite of zennit's own.
 
 Conventions (all matched here; ``docs/peers.md`` has the table):
 
@@ -52,18 +54,21 @@ ReLU.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from nrm.errors import ArgumentError, UnknownLayerError
 from nrm.presets import RuleMap, assign
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, WSquare, ZBox, Zero, ZPlus
 from nrm.rules import identity as _identity
 from nrm.rules import negative as _negative
 from nrm.rules import positive as _positive
-from nrm_verify.peers import PeerConventionError, require
+from nrm_verify.peers.base import PeerConventionError, require
+from nrm_verify.peers.explainer import Explainer
 
 POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -418,28 +423,39 @@ def builtin_composite(name: str, *, epsilon=1e-6, gamma=0.25, stabilizer=1e-6, l
     return kinds[name](epsilon=epsilon, stabilizer=stabilizer, canonizers=canonizers)
 
 
-def start_vector(output: torch.Tensor, target) -> torch.Tensor:
-    """R at the output: f_c(x) at the target, 0 elsewhere (one target, or one per sample)."""
+STARTS = ("f", "one-hot")
+"""R at the output: ``"f"`` is LRP's R_c = f_c(x); ``"one-hot"`` is R_c = 1 (zennit's
+``Gradient`` attributor given the one-hot of the target), which gives R / f_c."""
+
+
+def start_vector(output: torch.Tensor, target, start: str = "f") -> torch.Tensor:
+    """R at the output: f_c(x) at the target (``start="one-hot"``: 1), 0 elsewhere (one
+    target, or one per sample)."""
     c = torch.as_tensor(target, device=output.device).reshape(-1)
     if c.numel() == 1:
         c = c.expand(output.shape[0])
     onehot = torch.zeros_like(output)
     onehot[torch.arange(output.shape[0]), c] = 1.0
-    return onehot * output.detach()
+    return onehot if start == "one-hot" else onehot * output.detach()
 
 
-def relevance(model: nn.Module, x: torch.Tensor, target, composite_, layers: Sequence[str] = ()) -> dict:
+def relevance(model: nn.Module, x: torch.Tensor, target, composite_, layers: Sequence[str] = (),
+              start: str = "f") -> dict:
     """zennit's relevance R for ``model`` at ``x`` and output ``target`` under ``composite_``.
 
     Returns ``{"input": R_0, layer: R_layer, …, "output": f(x)}``: R_layer is the relevance
     arriving at the named module's output (for a linear module: its neurons' relevance,
-    LRP's R^(l) of nrm's layer of that name). The model is left as it was (zennit's
-    context removes hooks and undoes canonizers).
+    LRP's R^(l) of nrm's layer of that name). ``start="one-hot"`` starts from R_c = 1
+    instead of f_c(x) (:data:`STARTS`). The model is left as it was (zennit's context
+    removes hooks and undoes canonizers).
     """
+    if start not in STARTS:
+        raise PeerConventionError(f"start= takes one of {STARTS}, got {start!r}")
     modules = dict(model.named_modules())
     unknown = [n for n in layers if n not in modules]
     if unknown:
-        raise KeyError(f"the model has no modules {unknown}")
+        raise UnknownLayerError(f"the model has no modules {unknown}; zennit records relevance at a module's output, "
+                                "so name modules (model.named_modules())")
     outs: dict[str, torch.Tensor] = {}
     x = x.detach().clone().requires_grad_(True)
     with composite_.context(model) as modified:
@@ -449,12 +465,72 @@ def relevance(model: nn.Module, x: torch.Tensor, target, composite_, layers: Seq
         finally:
             for h in handles:
                 h.remove()
-        grads = torch.autograd.grad(y, [x] + [outs[n] for n in layers], grad_outputs=start_vector(y, target))
+        grads = torch.autograd.grad(y, [x] + [outs[n] for n in layers], grad_outputs=start_vector(y, target, start))
     result = {"input": grads[0].detach()}
     result.update({n: g.detach() for n, g in zip(layers, grads[1:])})
     result["output"] = y.detach()
     return result
 
 
+class ZennitExplainer(Explainer):
+    """zennit's relevance (:func:`relevance`) as an :class:`~nrm_verify.peers.Explainer`.
+
+    One of:
+
+    * ``rules`` — nrm rules (a rule, a mapping or a preset), mapped to a zennit composite
+      for each model by :func:`composite`; the row is the rule's or preset's;
+    * ``composite`` — zennit's own composite, run as zennit defines it: a composite object,
+      or a function of no arguments that builds one (a composite class,
+      ``functools.partial(EpsilonGammaBox, low=-2.0, high=2.0)``, :func:`builtin_composite`
+      wrapped in a lambda); :meth:`named` finds one in ``zennit.composites`` by name.
+      ``row=`` names the conformance row it reproduces, if it reproduces one.
+
+    ``start``: R at the output (:data:`STARTS`): ``"f"`` (LRP's R, the default) or
+    ``"one-hot"``. ``layers`` are module names (R at the module's output); ``"input"`` is
+    always returned.
+    """
+
+    name = "zennit"
+
+    def __init__(self, rules=None, *, composite=None, start: str = "f", row: str | None = None,
+                 spec: str | None = None):
+        if (rules is None) == (composite is None):
+            raise ArgumentError("ZennitExplainer takes one of rules= (nrm rules, mapped to a zennit composite) or "
+                                "composite= (a zennit composite or a function that builds one, run as it is)")
+        if composite is not None and not (callable(composite) or hasattr(composite, "context")):
+            raise ArgumentError(f"composite= takes a zennit composite or a function of no arguments that builds one, "
+                                f"got {type(composite).__name__}")
+        if start not in STARTS:
+            raise ArgumentError(f"start= takes one of {STARTS}, got {start!r}")
+        super().__init__(rules, row=row, spec=spec)
+        self.composite, self.start = composite, start
+
+    @classmethod
+    def named(cls, name: str, args: Sequence = (), kwargs: dict | None = None, **options) -> ZennitExplainer:
+        """zennit's composite ``zennit.composites.<name>(*args, **kwargs)``, built for each
+        call; ``options`` go to the explainer (``start=``, ``row=``, ``spec=``). Raises
+        :class:`~nrm_verify.peers.PeerMissingError` without zennit and
+        :class:`~nrm.errors.ArgumentError` for a name that is no composite."""
+        composites = require("zennit.composites", "zennit")
+        klass = getattr(composites, name, None) if isinstance(name, str) else None
+        if not isinstance(klass, type):
+            raise ArgumentError(f"zennit.composites has no composite {name!r}")
+        return cls(composite=functools.partial(klass, *args, **(kwargs or {})), **options)
+
+    def composite_for(self, model: nn.Module, x: torch.Tensor):
+        """The zennit composite this explainer runs on ``model`` (a fresh one where it is built)."""
+        if self.rules is not None:
+            return composite(model, self.rules, x=x)
+        built = isinstance(self.composite, type) or not hasattr(self.composite, "context")  # a class or a function
+        return self.composite() if built else self.composite
+
+    def relevance(self, model, x, target, layers):
+        out = relevance(model, x, target, self.composite_for(model, x), [n for n in layers or [] if n != "input"],
+                        start=self.start)
+        del out["output"]
+        return out
+
+
 __all__ = ["GeneralizedGamma", "zennit_rule", "composite", "merge_batchnorm", "resnet_canonizers", "sum_modules",
-           "mirror", "builtin_composite", "relevance", "start_vector", "safe_denominator", "BUILTIN"]
+           "mirror", "builtin_composite", "relevance", "start_vector", "safe_denominator", "BUILTIN", "STARTS",
+           "ZennitExplainer"]

@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from nrm.errors import ArgumentError
+from nrm_verify.peers import CaptumExplainer, Explainer, NRMExplainer, PeerMissingError, ZennitExplainer
 from nrm_verify.properties import specs
 from nrm_verify.properties.loader import load_object
 from nrm_verify.zoo import models
@@ -284,39 +286,6 @@ def _call_parts(text: str, spec: str) -> tuple[str, tuple, dict]:
         raise ExplainerSpecError(f"{spec!r}: {e}") from None
 
 
-class NRMExplainer:
-    """nrm's measure under a preset or one rule on every linear layer: for each layer of the
-    case (every layer when the case names none), ``marginal/<layer>`` = m_l (B, *shape) and
-    ``absorbed/<layer>`` = m_l(⊥) (B,); with ``relevance=True`` LRP's R_l = f · m_l
-    (``relevance/<layer>``) and ``f`` = f_c(x) instead (NRM-SPEC §3, law L8)."""
-
-    accepts_layers = True
-
-    def __init__(self, spec: str, rules, relevance: bool = False):
-        self.spec, self.rules, self.relevance = spec, rules, relevance
-
-    def __call__(self, model, x, target, *, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        import nrm
-
-        m = nrm.explain(model, x, target=target, rules=self.rules)
-        if layers is None:
-            first: dict[int, str] = {}
-            for name in m.layers:
-                first.setdefault(m.layer_index(name), name)
-            layers = [first[i] for i in sorted(first)]
-        out: dict[str, torch.Tensor] = {"f": m.f} if self.relevance else {}
-        for name in layers:
-            if self.relevance:
-                out[f"relevance/{name}"] = m.relevance(name)
-            else:
-                out[f"absorbed/{name}"] = m.absorbed(name)  # first: its pass (with ⊥) serves the marginal too
-                out[f"marginal/{name}"] = m.marginal(name)
-        return out
-
-    def __repr__(self) -> str:
-        return f"NRMExplainer({self.spec!r})"
-
-
 def _nrm_explainer(spec: str, text: str, relevance: bool) -> NRMExplainer:
     from nrm.presets import PRESETS
     from nrm.rules import RULES
@@ -329,45 +298,20 @@ def _nrm_explainer(spec: str, text: str, relevance: bool) -> NRMExplainer:
         rules = specs.builtin(text)
     except specs.RuleSpecError as e:
         raise ExplainerSpecError(f"{spec!r}: {e}") from None
-    return NRMExplainer(spec, rules, relevance)
+    return NRMExplainer(rules, outputs="relevance+f" if relevance else "marginal", spec=spec)
 
 
-def _peer(module: str, spec: str):
+def _peer(spec: str, build: Callable[[], Explainer]) -> Explainer:
+    """The peer explainer ``build()`` makes for ``spec``, its errors as :class:`ExplainerSpecError`."""
+    peer = spec.partition(":")[0]
     try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as e:
-        raise ExplainerSpecError(f"{spec!r} needs {module.split('.')[0]}, which cannot be imported ({e}); "
-                                 f"install it (pip install -e '.[peers]'), or run in .venv-peers "
-                                 f"(bash scripts/setup-peers.sh)") from None
-
-
-class _Zennit:
-    """zennit's ``Gradient`` attributor with a composite; the output gradient is the one-hot
-    of the target, so the input attribution is zennit's LRP relevance R_0."""
-
-    def __init__(self, spec: str, composite_cls, args, kwargs):
-        self.spec, self.composite_cls, self.args, self.kwargs = spec, composite_cls, args, kwargs
-
-    def __call__(self, model, x, target):
-        from zennit.attribution import Gradient
-
-        with torch.no_grad():
-            y = model(x)
-        onehot = torch.zeros_like(y)
-        onehot[torch.arange(y.shape[0]), torch.as_tensor(target).expand(y.shape[0])] = 1
-        with Gradient(model=model, composite=self.composite_cls(*self.args, **self.kwargs)) as attributor:
-            _, relevance = attributor(x.requires_grad_(True), onehot)
-        return {"input": relevance}
-
-
-class _Captum:
-    """``captum.attr.<Method>(model).attribute(x, target=target, **kwargs)``."""
-
-    def __init__(self, spec: str, method_cls, kwargs):
-        self.spec, self.method_cls, self.kwargs = spec, method_cls, kwargs
-
-    def __call__(self, model, x, target):
-        return {"input": self.method_cls(model).attribute(x, target=target, **self.kwargs)}
+        return build()
+    except PeerMissingError as e:
+        raise ExplainerSpecError(f"{spec!r} needs {peer}, which cannot be imported ({e.__cause__ or e}); install it "
+                                 f"(pip install -e '.[peers]'), or run in .venv-peers (bash scripts/setup-peers.sh)") \
+            from None
+    except ArgumentError as e:
+        raise ExplainerSpecError(f"{spec!r}: {e}") from None
 
 
 class _Function:
@@ -385,11 +329,14 @@ def load_explainer(spec: str) -> Callable:
 
     * ``nrm:EpsilonGammaFlat``, ``nrm:EpsilonGammaBox(-2.0, 2.0)`` — a preset of
       :data:`nrm.presets.PRESETS`; ``nrm:Epsilon(1e-6)``, ``nrm:Zero()`` — one rule of
-      :mod:`nrm.rules` on every linear layer: marginals and absorbed mass (:class:`NRMExplainer`);
-    * ``nrm-relevance:…`` — the same, as LRP relevances f · m_l;
-    * ``zennit:EpsilonGammaFlat`` — a composite of ``zennit.composites`` (arguments go to it);
+      :mod:`nrm.rules` on every linear layer: marginals and absorbed mass
+      (:class:`~nrm_verify.peers.NRMExplainer` with ``outputs="marginal"``);
+    * ``nrm-relevance:…`` — the same, as LRP relevances f · m_l (``outputs="relevance+f"``);
+    * ``zennit:EpsilonGammaFlat`` — a composite of ``zennit.composites`` (arguments go to it),
+      run with the one-hot of the target as output relevance
+      (:class:`~nrm_verify.peers.ZennitExplainer` with ``start="one-hot"``): ``input``;
     * ``captum:InputXGradient``, ``captum:IntegratedGradients(n_steps=16)`` — a method of
-      ``captum.attr`` (arguments go to ``attribute``);
+      ``captum.attr`` (arguments go to ``attribute``; :class:`~nrm_verify.peers.CaptumExplainer`);
     * ``package.module:function``, ``path/file.py:function``, ``module:factory()`` — a user's function.
     """
     if not isinstance(spec, str) or ":" not in spec:
@@ -399,18 +346,13 @@ def load_explainer(spec: str) -> Callable:
         return _nrm_explainer(spec, text, relevance=prefix == "nrm-relevance")
     if prefix == "zennit":
         name, args, kwargs = _call_parts(text, spec)
-        composites = _peer("zennit.composites", spec)
-        if not isinstance(getattr(composites, name, None), type):
-            raise ExplainerSpecError(f"{spec!r}: zennit.composites has no composite {name!r}")
-        return _Zennit(spec, getattr(composites, name), args, kwargs)
+        # zennit's Gradient attributor with the one-hot of the target: R / f_c, as recorded since the first format
+        return _peer(spec, lambda: ZennitExplainer.named(name, args, kwargs, start="one-hot", spec=spec))
     if prefix == "captum":
         name, args, kwargs = _call_parts(text, spec)
         if args:
             raise ExplainerSpecError(f"{spec!r}: captum arguments go to attribute() by keyword, e.g. n_steps=16")
-        attr = _peer("captum.attr", spec)
-        if not isinstance(getattr(attr, name, None), type):
-            raise ExplainerSpecError(f"{spec!r}: captum.attr has no attribution method {name!r}")
-        return _Captum(spec, getattr(attr, name), kwargs)
+        return _peer(spec, lambda: CaptumExplainer(method=name, attribute=kwargs, spec=spec))
     try:
         fn = load_object(spec)
     except FileNotFoundError as e:
@@ -513,8 +455,7 @@ def split_label(text: str) -> tuple[str, str]:
 
 def _spec_of(explainer) -> str | None:
     """The spec a loaded explainer came from (None for a Python callable: it cannot be re-run by name)."""
-    return getattr(explainer, "spec", None) if isinstance(explainer, (NRMExplainer, _Zennit, _Captum, _Function)) \
-        else None
+    return getattr(explainer, "spec", None) if isinstance(explainer, (Explainer, _Function)) else None
 
 
 # -- files -------------------------------------------------------------------------------------------

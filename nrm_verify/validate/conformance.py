@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -492,8 +492,9 @@ def merge_symbolic(cell: Cell, proofs: list[ProofOutcome]) -> None:
 class PeerJob:
     """The peer-equivalence suite (``peer_tests``, run with ``.venv-peers/bin/python``),
     started in the background. Its deviations are read from :data:`PEER_RESULTS` (the
-    records its conftest writes: peer, rule, model, layer, max_abs_dev, max_abs_relevance)
-    and its failures from a JUnit XML file."""
+    records its conftest writes: peer, row, equivalence, rule, model, layer, max_abs_dev,
+    max_abs_relevance) and its failures, each with the rows it speaks for, from a JUnit XML
+    file (:func:`read_junit_failures`)."""
 
     def __init__(self, enabled: bool, python: Path = PEER_PYTHON, results: Path = PEER_RESULTS):
         import tempfile
@@ -542,13 +543,24 @@ class PeerJob:
             records = []
             result.notes.append(f"could not read {self.results}: {e}")
         if self.process.returncode not in (0, 1) and not failures:
-            failures = [("peer_tests", f"the suite exited {self.process.returncode}: " + " | ".join(
+            failures = [PeerFailure("peer_tests", f"the suite exited {self.process.returncode}: " + " | ".join(
                 (out or "").strip().splitlines()[-3:]))]
         merge_peers(result, rows, records, failures)
 
 
-def read_junit_failures(path: Path) -> list[tuple[str, str]]:
-    """[(test id, message)] of the failed or erroring tests in a JUnit XML file."""
+@dataclass(frozen=True)
+class PeerFailure:
+    """A failed or erroring test of the peer suite: its id, the failure's message, and the
+    conformance rows it speaks for (its JUnit properties named ``row``, which the suite's
+    ``record`` fixture sets from the explainers a test uses)."""
+
+    test: str
+    message: str
+    rows: tuple[str, ...] = ()
+
+
+def read_junit_failures(path: Path) -> list[PeerFailure]:
+    """The failed or erroring tests of a JUnit XML file, with their ``row`` properties."""
     import xml.etree.ElementTree as ET
 
     try:
@@ -557,15 +569,19 @@ def read_junit_failures(path: Path) -> list[tuple[str, str]]:
         return []
     out = []
     for case in root.iter("testcase"):
+        rows = tuple(p.get("value", "") for p in case.iter("property") if p.get("name") == "row")
         for bad in list(case.findall("failure")) + list(case.findall("error")):
-            out.append((f"{case.get('classname', '')}::{case.get('name', '')}", (bad.get("message") or "")[:300]))
+            out.append(PeerFailure(f"{case.get('classname', '')}::{case.get('name', '')}",
+                                   (bad.get("message") or "")[:300], rows))
     return out
 
 
 def read_peer_results(path: Path) -> list[dict]:
     """The records of ``deviations.json``: a list of objects (or {"results": [...]}), each
-    with ``peer``, ``rule`` (a label such as "Gamma(0.25)", "EpsilonPlusFlat (nrm preset)")
-    and ``max_abs_dev`` (``max_abs_relevance`` for the scale)."""
+    with ``peer`` (the explainer's name), ``row`` (the conformance row it speaks for, or
+    null), ``equivalence`` (true where the test states equality, false where it measures a
+    convention difference on purpose), ``rule`` (a label for people), ``model``, ``layer``,
+    ``max_abs_dev`` and ``max_abs_relevance`` (the scale)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(data, dict):
         data = data.get("results", data.get("records"))
@@ -574,49 +590,38 @@ def read_peer_results(path: Path) -> list[dict]:
     return data
 
 
-PEER_NAMES = {"EpsilonRule": "Epsilon", "GammaRule": "Gamma", "Alpha1_Beta0_Rule": "AlphaBeta",
-              "IdentityRule": "Zero"}
-"""captum's rule classes under the row they are compared with."""
-PLAIN_LABELS = ("", "(adapter)", "(nrm preset)", "(zennit defaults)")
-"""Record labels that state an equivalence; others ("… with nrm ZPlus on signed input",
-"… vs …") document a convention difference on purpose and carry no deviation to the row."""
-
-
-def peer_row(label: str, names: Iterable[str]) -> tuple[str | None, bool]:
-    """(the row a record's label is about, or None; whether it states an equivalence)."""
-    import re
-
-    names = {n.lower(): n for n in names}
-    m = re.match(r"^([A-Za-z0-9_]+)(\([^)]*\))?\s*(.*)$", label.strip())
-    if m:
-        head = PEER_NAMES.get(m.group(1), m.group(1))
-        if head.lower() in names:
-            return names[head.lower()], m.group(3).strip() in PLAIN_LABELS
-    inner = re.findall(r"\(([A-Za-z0-9_]+)\)", label)  # zennit-crp: "conditional heatmap (EpsilonGammaBox)"
-    for name in inner:
-        if name.lower() in names:
-            return names[name.lower()], True
-    return None, False
+UNSTRUCTURED_PEER_RESULTS = (
+    "the peer results carry no 'row' field: they were written by an older peer suite, whose free-text labels are "
+    "no longer read; regenerate them with `.venv-peers/bin/python -m pytest peer_tests` (or run `nrm-verify check` "
+    "with the peers)")
+"""The note (and the PEERS cells' detail) for a ``deviations.json`` of the older format."""
 
 
 def merge_peers(result: Conformance, rows: Sequence[Row], records: list[dict],
-                failures: Sequence[tuple[str, str]] = ()) -> None:
-    """The PEERS column: held where the suite compared the row with a peer and passed,
-    violated where a failed test names the row; failures that name no row are kept in
-    :attr:`Conformance.failures` (they fail the check too)."""
-    import re
+                failures: Sequence[PeerFailure | tuple] = ()) -> None:
+    """The PEERS column from the peer suite's records and failures:
 
-    names = [r.name for r in rows]
+    * violated — a failed test speaks for the row (its JUnit property ``row``);
+    * held — records speak for the row (``row`` is its name), with the worst
+      max |Δ| / max |R| over those that state an equivalence (``equivalence`` true);
+    * n/a — no record speaks for the row.
+
+    Failures that speak for no row of the table are kept in :attr:`Conformance.failures`
+    (they fail the check too). Records without ``row`` (an older suite's file) leave the
+    rows not checked, with a note to regenerate them."""
+    failures = [f if isinstance(f, PeerFailure) else PeerFailure(*f) for f in failures]
+    unstructured = any("row" not in r for r in records)
+    if unstructured:
+        result.notes.append(UNSTRUCTURED_PEER_RESULTS)
     attributed = set()
     for row in rows:
         cell = result.cell(row.name, "PEERS")
-        mine = [r for r in records if peer_row(str(r.get("rule", "")), names)[0] == row.name]
-        plain = [r for r in mine if peer_row(str(r.get("rule", "")), names)[1]]
-        word = re.compile(rf"(?<![A-Za-z0-9]){re.escape(row.name)}(?![A-Za-z0-9])")
-        bad = [(t, msg) for t, msg in failures if word.search(t)]
-        attributed |= {t for t, _ in bad}
+        bad = [f for f in failures if row.name in f.rows]
+        attributed |= {f.test for f in bad}
+        mine = [] if unstructured else [r for r in records if r.get("row") == row.name]
+        plain = [r for r in mine if r.get("equivalence") is True]
         for r in plain:
-            dev = float(r.get("max_abs_dev", r.get("deviation", 0.0)))
+            dev = float(r.get("max_abs_dev", 0.0))
             scale = float(r.get("max_abs_relevance", 0.0) or 0.0)
             rel = dev / scale if scale > 0 else dev
             if cell.deviation is None or rel > cell.deviation:
@@ -625,7 +630,9 @@ def merge_peers(result: Conformance, rows: Sequence[Row], records: list[dict],
         cell.cases = len(plain)
         if bad:
             cell.status = VIOLATED
-            cell.detail = "; ".join(f"{t}: {msg}" for t, msg in bad[:3])
+            cell.detail = "; ".join(f"{f.test}: {f.message}" for f in bad[:3])
+        elif unstructured:
+            cell.status, cell.detail = NOT_CHECKED, UNSTRUCTURED_PEER_RESULTS
         elif mine:
             cell.status = HELD
             cell.detail = f"equal to {', '.join(peers)} on {len(plain)} comparison(s) (max |Δ| / max |R| " \
@@ -633,9 +640,9 @@ def merge_peers(result: Conformance, rows: Sequence[Row], records: list[dict],
         else:
             cell.status = NOT_APPLICABLE
             cell.detail = "no peer comparison for this rule or preset"
-    for test, message in failures:
-        if test not in attributed:
-            result.failures.append(f"peer suite: {test}: {message}")
+    for f in failures:
+        if f.test not in attributed:
+            result.failures.append(f"peer suite: {f.test}: {f.message}")
 
 
 # -- the whole check -----------------------------------------------------------------------------
@@ -708,7 +715,7 @@ def check(only: Sequence[str] | None = None, *, rows: Sequence[Row] | None = Non
 
 __all__ = ["check", "Conformance", "Cell", "Row", "default_rows", "select_rows", "columns", "titles", "STATUSES",
            "PROVED", "HELD", "VIOLATED", "NOT_APPLICABLE", "NOT_CHECKED", "merge_symbolic",
-           "read_peer_results", "merge_peers", "peer_row",
+           "read_peer_results", "read_junit_failures", "merge_peers", "PeerFailure",
            "search_row", "checks_for"]
 
 if __name__ == "__main__":  # pragma: no cover
