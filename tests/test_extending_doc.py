@@ -28,6 +28,7 @@ def test_every_python_block_of_the_page_runs(tmp_path, monkeypatch, single_threa
     assert "L19 complement" in out and "held" in out
     assert namespace["matrix"].cell("Epsilon", "L19").status == "held"
     assert "L19" not in catalogue.keys()
+    assert namespace["peer"].row == "Zero" and namespace["peer_deviation"] < 1e-12
 
 
 def test_the_page_names_where_each_thing_goes():
