@@ -9,6 +9,7 @@ import torch
 
 import nrm
 from nrm.engine import Engine
+from nrm.errors import UnsupportedModuleError
 from nrm.graph import ProperFFNN, check_eval_mode
 from nrm.measure import Measure
 from nrm.presets import assign
@@ -38,6 +39,47 @@ def non_homogeneous_activations(m: Measure) -> list[str]:
     return found
 
 
+def _replay(m: Measure) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """A differentiable replay of the proper FFNN (a DAG: sums and concatenations read
+    several layers), reading the same forward record: every layer's value after its
+    elementwise steps (the first one a leaf that requires grad), and the pre-activations
+    of the linear layers with Σ_j |a_j w_jk| (the column's total contribution)."""
+    eng = m.engine
+    acts = [eng.values[0].detach().clone().requires_grad_(True)]
+    post = {0: acts[0].reshape((acts[0].shape[0],) + eng.post_shape[0])}
+    pres = []
+    for block in m.network.blocks[1:]:
+        l = block.index
+        ins = [post[u] for u in block.inputs]
+        if block.kind == "concat":
+            out = torch.cat(ins, eng.concat[l][0])
+        elif block.producer.kind == "linear":
+            inp = (torch.stack(ins, 1) if block.producer.role == "sum" else ins[0]).reshape(
+                (ins[0].shape[0],) + eng.in_shape[l])
+            lmap = eng.maps[l]
+            z = lmap.forward(inp, lmap.weight)
+            bias = lmap.bias_for(z)
+            out = z if bias is None else z + bias
+            with torch.no_grad():  # Σ_j |a_j w_jk|: 0 where the column has no contribution at all
+                mass = lmap.forward(inp.abs(), lmap.weight.abs())
+            pres.append((out, mass))
+        elif block.route() is not None:  # an index map (permute, slicing)
+            out = routed(m.network, block, ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l]))
+        elif block.producer.kind == "maxpool":
+            k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
+            out = torch.nn.functional.max_pool2d(ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l]), k, s, p, d,
+                                                 ceil)
+        else:
+            raise UnsupportedModuleError(f"L9's replay does not read the {block.kind} layer {block.name!r}")
+        for step in block.trailing:
+            if step.role == "elementwise":
+                out = step.layer_kind.evaluate(step.call, out)
+        act = out.reshape((out.shape[0],) + eng.shape[l])
+        acts.append(act)
+        post[l] = act.reshape((act.shape[0],) + eng.post_shape[l])
+    return acts, pres
+
+
 def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult:
     """L9: with LRP-0 everywhere, m_l(j) = a_j ∂f_c/∂a_j / f_c at every layer (activations
     with σ(z) = σ'(z) z: ReLU, leaky ReLU, PReLU, identity, max-pool; not applicable when
@@ -45,7 +87,10 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
 
     LRP-0 needs z_k ≠ 0: a neuron with z_k = 0 exactly has its column sent to ⊥ while the
     gradient may still pass it (identity or leaky activations, σ'(0) ≠ 0). Such samples —
-    z_k = 0 with ∂f/∂z_k ≠ 0 — are outside the law and skipped."""
+    z_k = 0 with ∂f/∂z_k ≠ 0 and some contribution a_j w_jk ≠ 0 that cancels — are outside
+    the law and skipped (a column with no contribution at all, e.g. an average of dead ReLUs,
+    gives 0 on both sides). Branched models (sums, concatenations) are replayed as the DAG
+    they are."""
     m = nrm.explain(model, x, target, rules=nrm.rules.Zero())
     kinds = non_homogeneous_activations(m)
     if kinds:
@@ -55,38 +100,15 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
     tol = tolerance_for(m, tol)
     eng = m.engine
     names = canonical_layers(m)
-    # a differentiable replay of the proper FFNN, reading the same forward record
-    acts = [eng.values[0].detach().clone().requires_grad_(True)]
-    pres = []
-    a = acts[0]
-    for block in m.network.blocks[1:]:
-        l = block.index
-        inp = a.reshape((a.shape[0],) + eng.in_shape[l])
-        if block.producer.kind == "linear":
-            lmap = eng.maps[l]
-            z = lmap.forward(inp, lmap.weight)
-            bias = lmap.bias_for(z)
-            out = z if bias is None else z + bias
-            pres.append(out)
-        elif block.route() is not None:  # an index map (permute, slicing)
-            out = routed(m.network, block, inp)
-        else:
-            k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
-            out = torch.nn.functional.max_pool2d(inp, k, s, p, d, ceil)
-        for step in block.trailing:
-            if step.role == "elementwise":
-                out = step.layer_kind.evaluate(step.call, out)
-        out = out.reshape((out.shape[0],) + eng.shape[l])
-        acts.append(out)
-        a = out
+    acts, pres = _replay(m)
     f = m.f
     # Σ_k π_k y_k = f_c for π = δ_c
     objective = (acts[-1].reshape(acts[-1].shape[0], -1) * m.start.reshape(m.start.shape[0], -1)).sum()
-    grads = torch.autograd.grad(objective, acts[:-1] + pres, allow_unused=True)
+    grads = torch.autograd.grad(objective, acts[:-1] + [z for z, _ in pres], allow_unused=True)
     keep = torch.ones(eng.batch, dtype=torch.bool, device=eng.device)
-    for z, g in zip(pres, grads[len(acts) - 1:]):
-        if g is not None:
-            keep &= ~((z.detach() == 0) & (g != 0)).reshape(eng.batch, -1).any(1)
+    for (z, mass), g in zip(pres, grads[len(acts) - 1:]):
+        if g is not None:  # a column without any contribution (mass 0) gives 0 on both sides
+            keep &= ~((z.detach() == 0) & (mass != 0) & (g != 0)).reshape(eng.batch, -1).any(1)
     if not bool(keep.any()):
         return LawResult("L9", "LRP-0 = gradient × input", None,
                          detail="a neuron with z_k = 0 passes gradient in every sample (LRP-0 needs z_k ≠ 0)")

@@ -1,0 +1,198 @@
+"""Every convolutional classification model of torchvision through ``nrm.explain``.
+
+Run from ``.venv-peers`` (torchvision does not import beside ``.venv``'s torch):
+
+    .venv-peers/bin/python benchmarks/zoo_torchvision.py                 # every model, 64×64
+    .venv-peers/bin/python benchmarks/zoo_torchvision.py resnet18 convnext_tiny --size 32
+
+Each model is built with random weights (``weights=None``, seed 0), in float64 and eval
+mode, and explained for one seeded image (batch 1), target = the arg-max logit, with LRP-0,
+LRP-ε and every preset of :data:`nrm.presets.PRESETS`. Per model and rule: accepted or the
+refusal's first line, L1's worst deviation (:func:`nrm_verify.laws.normalization`, every
+layer with ⊥ and the bypassing walks), and the time of ``explain`` plus the input heatmap;
+per model L9 (:func:`nrm_verify.laws.gradient_x_input`, LRP-0 = gradient × input, or not
+applicable with its reason). Each model runs in a child process with a time limit (a
+refusal, a crash or running out of memory stays with that model).
+
+Writes ``benchmarks/results/zoo_torchvision.json`` and prints the README's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "zoo_torchvision.json"
+
+CONVOLUTIONAL = [
+    "alexnet",
+    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    "densenet121", "densenet161", "densenet169", "densenet201",
+    "googlenet", "inception_v3", "squeezenet1_0", "squeezenet1_1",
+    "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+    "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
+    "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
+    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4",
+    "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
+    "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+    "regnet_x_400mf", "regnet_x_800mf", "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf", "regnet_x_16gf",
+    "regnet_x_32gf",
+    "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf", "regnet_y_8gf", "regnet_y_16gf",
+    "regnet_y_32gf", "regnet_y_128gf",
+    "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+]
+"""torchvision's convolutional classifiers (the attention models vit, swin, maxvit are not here)."""
+
+MIN_SIZE = {"inception_v3": 80, "googlenet": 64}
+"""Models whose stem needs a larger image than the default."""
+
+
+FULL_L1 = ("LRP-0", "EpsilonGammaFlat")
+"""Rules whose L1 is checked at every layer (with ⊥ and the bypassing walks)."""
+
+
+def rules_to_try():
+    import nrm
+    out = {"LRP-0": nrm.rules.Zero(), "Epsilon(1e-6)": nrm.rules.Epsilon(1e-6)}
+    for name, preset in nrm.presets.PRESETS.items():
+        out[name] = preset(-3.0, 3.0) if name == "EpsilonGammaBox" else preset()
+    return out
+
+
+def build(name: str, size: int):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    kwargs = {"weights": None}
+    if name == "inception_v3":
+        kwargs.update(aux_logits=True, init_weights=False)
+    if name == "googlenet":
+        kwargs.update(aux_logits=False, init_weights=False)
+    model = getattr(torchvision.models, name)(**kwargs).double().eval()
+    x = torch.randn(1, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return model, x
+
+
+def first_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}"
+    return text.splitlines()[0][:300]
+
+
+def child(name: str, size: int) -> dict:
+    """One model: every rule, L1, L9 (runs in its own process)."""
+    import torch
+
+    import nrm
+    from nrm_verify import laws
+
+    torch.set_num_threads(int(os.environ.get("NRM_ZOO_THREADS", "2")))
+    size = max(size, MIN_SIZE.get(name, size))
+    model, x = build(name, size)
+    with torch.no_grad():
+        logits = model(x)
+    target = int(logits.argmax(1))
+    row = {"model": name, "size": size, "params": sum(p.numel() for p in model.parameters()), "target": target,
+           "rules": {}}
+    for label, rules in rules_to_try().items():
+        start = time.perf_counter()
+        try:
+            m = nrm.explain(model, x, target, rules=rules)
+            m.marginal("input")
+            seconds = time.perf_counter() - start
+            row["rules"][label] = {"accepted": True, "seconds": seconds, "layers": len(m.layers)}
+            if label in FULL_L1:  # L1 at every layer costs one pass per layer of a branched model
+                l1 = laws.normalization(m)
+                row["rules"][label].update(l1=l1.deviation, l1_holds=l1.holds)
+        except Exception as e:  # noqa: BLE001 — the refusal is the result
+            row["rules"][label] = {"accepted": False, "error": first_line(e)}
+    try:
+        l9 = laws.gradient_x_input(model, x, target)
+        row["l9"] = {"holds": l9.holds, "deviation": l9.deviation, "detail": l9.detail[:300]}
+    except Exception as e:  # noqa: BLE001
+        row["l9"] = {"holds": None, "error": first_line(e)}
+    return row
+
+
+def run_child(name: str, size: int, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--size", str(size)]
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "size": size, "failed": f"over the time limit of {timeout:.0f} s"}
+    wall = time.perf_counter() - start
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+        return {"model": name, "size": size, "failed": f"exit {done.returncode}: {tail}"}
+    row = json.loads(lines[-1])
+    row["wall"] = wall
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    out = ["| model | params | image | rules accepted | L1 worst | L9 (LRP-0 = grad × input) | LRP-0 s "
+           "| EpsilonGammaFlat s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "failed" in r:
+            out.append(f"| {r['model']} | | {r['size']} | **failed**: {r['failed']} | | | | |")
+            continue
+        rules = r["rules"]
+        ok = [v for v in rules.values() if v["accepted"]]
+        refused = [f"{k}: {v['error']}" for k, v in rules.items() if not v["accepted"]]
+        accepted = f"{len(ok)}/{len(rules)}" + (f" (refused: {refused[0]})" if refused else "")
+        l1 = max((v["l1"] for v in ok if "l1" in v), default=float("nan"))
+        l9 = r.get("l9", {})
+        l9_text = ("held" if l9.get("holds") else "VIOLATED" if l9.get("holds") is False else "n/a")
+        if l9.get("holds") is not None:
+            l9_text += f" {l9['deviation']:.1e}"
+        t0 = rules.get("LRP-0", {}).get("seconds")
+        tg = rules.get("EpsilonGammaFlat", {}).get("seconds")
+        times = " | ".join("" if t is None else f"{t:.2f}" for t in (t0, tg))
+        out.append(f"| {r['model']} | {r['params'] / 1e6:.1f} M | {r['size']} | {accepted} | {l1:.1e} | {l9_text} "
+                   f"| {times} |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("models", nargs="*", help="model names (default: every convolutional model)")
+    p.add_argument("--size", type=int, default=64, help="image side (default 64)")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per model (default 900)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.size)))
+        return 0
+    unknown = [m for m in args.models if m not in CONVOLUTIONAL]
+    if unknown:
+        p.error(f"not a convolutional model of torchvision: {', '.join(unknown)}")
+    rows = []
+    for name in args.models or CONVOLUTIONAL:
+        row = run_child(name, args.size, args.timeout)
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+    import torch
+    import torchvision
+    meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d")}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print()
+    print(table(rows))
+    return 0 if all("failed" not in r and all(v["accepted"] for v in r["rules"].values()) for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
