@@ -312,6 +312,9 @@ class _Tracer:
             for v in set(c.inputs):
                 self.readers[v] = self.readers.get(v, 0) + 1
         self.readers[self.captured.output] = self.readers.get(self.captured.output, 0) + 1
+        products = {c.index for c in reaching if c.kind is not None and c.kind.role == "product"}
+        self.inner = {v for c in reaching if c.index in products for v in c.inputs
+                      if v.node in products and v.item is None and self.readers[v] == 1}
         self.B = x.shape[0]
         self.of: dict = {Value(-1): "input"}  # captured value → RefNode name
         self.nodes: dict[str, RefNode] = {}
@@ -424,6 +427,9 @@ class _Tracer:
         "equal": 1/n; "signal": 1 to the one factor that is not a gate, 0 to the gates."""
         factors = self._factors(call)
         n = len(factors)
+        if Value(call.index) in self.inner:  # flattened into the product that reads it: no kernel of its own
+            self._add(Value(call.index), RefNode(call.name, "product", call.output, [], call, factors=factors))
+            return
         if call.kind.split == "equal":
             theta = [1.0 / n] * n
         else:
