@@ -260,3 +260,18 @@ def test_product_with_a_constant_is_not_a_product_of_activations():
 def test_split_must_be_named():
     with pytest.raises(ValueError, match="split must be one of"):
         Multiply(split="proportional")
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_check_layer_on_the_product_kind(how):
+    """nrm-verify check-layer on Multiply (its examples: an SE gate; under "equal" also a
+    product of two branches): K5 against the exact DAG oracle, L1–L7, L18 against the explicit
+    reference; K3, L8 and L9 not applicable, with the reason."""
+    from nrm_verify.validate.layers import check_layer
+
+    with split(how):
+        report = check_layer(Multiply, max_examples=3, only=["K5", "L1", "L2", "L7", "L8", "L9", "L18"])
+    assert report.ok, str(report)
+    verdicts = {v.law: v for v in report.verdicts}
+    assert "multiplies activations" in verdicts["L9"].detail
+    assert "joins branches" in verdicts["L8"].detail
