@@ -12,6 +12,7 @@ Framework to Explain Neural Network Latent Structures*, arXiv:2606.00557 (2026).
 from . import layers, presets, rules
 from .capture import capture
 from .errors import (
+    AmbiguousProductError,
     CaptureMismatchError,
     DataDependentControlFlowError,
     DeviceMismatchError,
@@ -44,7 +45,8 @@ __all__ = [
     "explain", "capture", "layers", "Measure",
     "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN", "Sum", "Concat",
     "rules", "presets",
-    "NRMError", "UnsupportedModuleError", "UnsupportedOperationError", "RuleParameterError", "RuleAssignmentError",
+    "NRMError", "UnsupportedModuleError", "UnsupportedOperationError", "AmbiguousProductError",
+    "RuleParameterError", "RuleAssignmentError",
     "ZeroOutputError",
     "NullEventError", "RelevanceDependentRuleError", "UnknownLayerError", "EventIndexError", "NonFiniteError",
     "DeviceMismatchError",

@@ -121,6 +121,7 @@ class Engine:
         post: dict[int, torch.Tensor] = {}  # each layer's value as its readers see it (after trailing steps)
         self.post_shape: dict[int, tuple] = {}
         self.concat: dict[int, tuple] = {}  # concatenation layers: (dim, sizes)
+        self.splits: dict[int, list] = {}  # product layers: (θ_i, factor shape) per input
         a = net.captured.input
         for block in net.blocks:
             l = block.index
@@ -143,6 +144,10 @@ class Engine:
     def _produce(self, block: Block, ins: list[torch.Tensor]) -> torch.Tensor:
         l, kind, step = block.index, block.kind, block.producer
         out = self.net.value(step.value)
+        if kind == "product":  # the kernel is the split θ, fixed: nothing to prepare but the shapes
+            self.in_shape[l] = tuple(out.shape[1:])
+            self.splits[l] = [(float(t), tuple(x.shape[1:])) for t, x in zip(block.split, ins)]
+            return out
         if kind == "concat":
             dim = step.layer_kind.dim(step.call)
             self.concat[l] = (dim, tuple(t.shape[dim] for t in ins))
@@ -294,6 +299,9 @@ class Engine:
         concatenation it is the stack (K, B, n, *shape) or the concatenation of the parts
         (:meth:`step_down_parts` splits it). ``rbot=None`` skips the absorber (a marginal
         over real neurons never needs it: the absorber chain only feeds itself)."""
+        if l in self.splits:
+            parts, rbot = self.step_down_parts(l, r, rbot)
+            return torch.cat([t.reshape(t.shape[:2] + (-1,)) for _, t in parts], 2), rbot
         total, rbot = self._down(l, r, rbot)
         inputs = self.net.blocks[l].inputs
         if len(inputs) == 1 and self.net.blocks[l].kind != "concat":
@@ -302,6 +310,10 @@ class Engine:
 
     def step_down_parts(self, l: int, r: torch.Tensor, rbot: torch.Tensor | None):
         """As :meth:`step_down`, split per input: ([(input layer, relevance)], r⊥)."""
+        if l in self.splits:  # a product: θ_i r, summed over the positions factor i is broadcast to
+            K, B = r.shape[:2]
+            return [(u, _unbroadcast(theta * r, (K, B) + shape).reshape((K, B) + self.shape[u]))
+                    for u, (theta, shape) in zip(self.net.blocks[l].inputs, self.splits[l])], rbot
         total, rbot = self._down(l, r, rbot)
         block = self.net.blocks[l]
         K, B = total.shape[:2]
@@ -367,6 +379,12 @@ class Engine:
         vs = v if isinstance(v, (list, tuple)) else [v]
         K, B = vs[0].shape[:2]
         in_shape = self.in_shape[l]
+        if l in self.splits:  # Σ_i θ_i v(src_i(k)): no absorber share
+            out = None
+            for t, (theta, shape) in zip(vs, self.splits[l]):
+                term = theta * t.reshape((K, B) + shape)
+                out = term if out is None else out + term
+            return out.expand((K, B) + self.shape[l]).clone(), vbot
         if block.kind == "concat":
             dim = self.concat[l][0]
             v_in = torch.cat([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], dim + 1)
@@ -636,6 +654,12 @@ def _affine(lmap, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         return lmap.forward(x, weight, bias)
     z = lmap.forward(x, weight)
     return z + bias if bias is not lmap.bias else z + lmap.bias_for(z)
+
+
+def _unbroadcast(t: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """t summed over the dimensions where ``shape`` (same rank) has size 1 and t does not."""
+    dims = [d for d, (n, m) in enumerate(zip(shape, t.shape)) if n == 1 and m != 1]
+    return t.sum(dims, keepdim=True) if dims else t
 
 
 def _has_zero(t: torch.Tensor) -> bool:

@@ -15,6 +15,11 @@ class UnsupportedOperationError(UnsupportedModuleError):
     """An operation of a traced model (a function, a method, a module) without a rule."""
 
 
+class AmbiguousProductError(UnsupportedOperationError):
+    """A product of activations whose split does not say which factor takes the relevance
+    (split="signal" with no gate or several signals)."""
+
+
 class RuleParameterError(NRMError, ValueError):
     """A rule constructed with invalid parameters."""
 

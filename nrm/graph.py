@@ -46,7 +46,8 @@ from .linear import LinearMap, SumMap
 from .markers import Concat, Sum
 
 ROLE_KINDS = {"linear": "linear", "sum": "linear", "winner": "maxpool", "concat": "concat",
-              "elementwise": "activation", "reshape": "reshape", "alias": "alias", "batchnorm": "alias"}
+              "elementwise": "activation", "reshape": "reshape", "alias": "alias", "batchnorm": "alias",
+              "product": "product"}
 """The engine's name for each role of :mod:`nrm.layers`."""
 
 
@@ -114,6 +115,10 @@ class Block:
     batchnorms: list[Step] = field(default_factory=list)
     rule: Any = None
     inputs: list[int] | None = None
+    factors: list[Value] | None = None
+    """For a product: the values of its (flattened) factors, one per input."""
+    split: tuple | None = None
+    """For a product: θ_i = q(factor i | output) per input (fractions summing to 1)."""
 
     def __post_init__(self):
         if self.inputs is None:
@@ -125,12 +130,12 @@ class Block:
 
     @property
     def kind(self) -> str:
-        """input, linear (a linear map or a sum), maxpool, concat, or pass (an activation or
-        reshape that is a layer of its own because its input fans out: q(j|k) = δ_jk)."""
+        """input, linear (a linear map or a sum), maxpool, concat, product, or pass (an activation
+        or reshape that is a layer of its own because its input fans out: q(j|k) = δ_jk)."""
         if self.producer is None:
             return "input"
         k = self.producer.kind
-        return k if k in ("linear", "maxpool", "concat") else "pass"
+        return k if k in ("linear", "maxpool", "concat", "product") else "pass"
 
     def route(self):
         """For a pass layer that is an index map (:meth:`nrm.layers.Reshape.index`): the flat
@@ -299,8 +304,11 @@ class _Builder:
         calls = reaching_calls(self.captured)
         self.readers = Counter(v for c in calls for v in set(_relevance_inputs(c)))
         self.readers[self.captured.output] += 1
+        self.calls = {c.index: c for c in self.captured.calls}
         for call in calls:
             self._add(call)
+        if not self.problems:
+            self._flatten_products()
         if self.problems:
             raise UnsupportedOperationError(_unsupported_message(self.problems))
         out = self.captured.output
@@ -327,6 +335,9 @@ class _Builder:
             self._producer(call, step, [self.where[ins[0]]])
         elif role in ("sum", "concat"):
             self._producer(call, step, [self.where[v] for v in ins])
+        elif role == "product":
+            self._producer(call, step, [self.where[v] for v in ins])
+            self.blocks[-1].factors = list(ins)
         elif role == "batchnorm":
             self._batchnorm(call, step, ins[0])
         else:
@@ -336,6 +347,49 @@ class _Builder:
         block = Block(len(self.blocks), step, inputs=inputs)
         self.blocks.append(block)
         self.where[step.value] = block.index
+
+    def _flatten_products(self) -> None:
+        """Merge a product into the product that is its only reader (L19: one n-ary product,
+        whatever the association), renumber the layers, and give every product its split."""
+        merged: set[int] = set()
+        for block in self.blocks:
+            if block.factors is None:
+                continue
+            inputs, factors = [], []
+            for u, v in zip(block.inputs, block.factors):
+                inner = self.blocks[u]
+                if inner.factors is not None and inner.tip == v and self.readers[v] == 1:
+                    merged.add(u)
+                    inputs += inner.inputs
+                    factors += inner.factors
+                else:
+                    inputs.append(u)
+                    factors.append(v)
+            block.inputs, block.factors = inputs, factors
+        if merged:
+            new = {}
+            for block in self.blocks:
+                if block.index not in merged:
+                    new[block.index] = len(new)
+            self.blocks = [b for b in self.blocks if b.index not in merged]
+            for b in self.blocks:
+                b.index, b.inputs = new[b.index], [new[u] for u in b.inputs]
+            self.where = {v: new[l] for v, l in self.where.items() if l in new}
+        for block in self.blocks:
+            if block.factors is not None:
+                gates = [self._is_gate(v) for v in block.factors]
+                block.split = block.producer.layer_kind.shares(gates, block.producer.call.describe())
+
+    def _is_gate(self, v: Value) -> bool:
+        """Whether a factor is the output of a gating activation, seen through views and aliases."""
+        while v.node >= 0:
+            call = self.calls[v.node]
+            role = call.kind.role if call.kind is not None else None
+            if role in ("alias", "reshape") and _relevance_inputs(call):
+                v = _relevance_inputs(call)[0]
+                continue
+            return role == "elementwise" and bool(getattr(call.kind, "gate", False))
+        return False
 
     def _batchnorm(self, call: Call, step: Step, src: Value) -> None:
         l = self.where[src]

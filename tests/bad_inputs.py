@@ -17,6 +17,7 @@ from torch import nn
 
 import nrm
 from nrm.errors import (
+    AmbiguousProductError,
     ArgumentError,
     CaptureMismatchError,
     DataDependentControlFlowError,
@@ -85,7 +86,7 @@ def with_module(*modules: nn.Module, x_shape=(2, 4)) -> Callable[[], tuple[nn.Mo
 
 
 class Gated(nn.Module):
-    """A product gate: no rule says where its relevance goes."""
+    """A product of two factors, neither a gate: split="signal" cannot tell which is the signal."""
 
     def __init__(self):
         super().__init__()
@@ -288,8 +289,8 @@ CASES: list[BadInput] = [
              with_module(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), explain()),
     BadInput("unsupported-gelu-nested", UnsupportedOperationError, ("F.gelu", "GELU", "'body.1'"), nested_gelu,
              explain()),
-    BadInput("unsupported-product-gate", UnsupportedOperationError,
-             ("Tensor.mul", "Gated", "'block'", "bad_inputs.py", "return x * self.inner(x)"),
+    BadInput("unsupported-product-gate", AmbiguousProductError,
+             ("Tensor.mul", "Gated", "'block'", "bad_inputs.py", "return x * self.inner(x)", "split='equal'"),
              custom_container(Gated), explain()),
     BadInput("unsupported-control-flow", DataDependentControlFlowError,
              ("control flow", "bad_inputs.py", "if x.sum() > 0", "Tensor.__bool__"),

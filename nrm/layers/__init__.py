@@ -7,14 +7,16 @@
 
 Roles (:mod:`nrm.layers.base`): :class:`Linear` (a map a rule splits), :class:`Sum`,
 :class:`Winner`, :class:`Concat`, :class:`Elementwise` (relevance passes unchanged),
-:class:`Reshape`, :class:`Alias`, :class:`BatchNorm`. The built-in kinds are in
+:class:`Reshape`, :class:`Alias`, :class:`BatchNorm`, :class:`Product` (a product of
+activations). The built-in kinds are in
 :mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.activations`,
-:mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling` and :mod:`~nrm.layers.norm`.
+:mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling`, :mod:`~nrm.layers.norm` and
+:mod:`~nrm.layers.products`.
 """
 
 from __future__ import annotations
 
-from . import activations, elementwise, linear, norm, pooling, shape
+from . import activations, elementwise, linear, norm, pooling, products, shape
 from .base import (
     ROLES,
     Alias,
@@ -24,6 +26,7 @@ from .base import (
     ExactMap,
     Kind,
     Linear,
+    Product,
     Registry,
     Reshape,
     Sum,
@@ -44,7 +47,7 @@ BUILTIN_KINDS = (
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
     activations.Mish, activations.ELU,
     shape.View, shape.Permute, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
-    norm.BatchNormFold, norm.LocalResponseNorm,
+    norm.BatchNormFold, norm.LocalResponseNorm, products.Multiply,
 )
 for _kind in BUILTIN_KINDS:
     REGISTRY.register(_kind)
@@ -64,6 +67,6 @@ def unregister(kind) -> None:
 
 __all__ = [
     "REGISTRY", "BUILTIN_KINDS", "register", "unregister", "Kind", "Linear", "Sum", "Winner", "Concat",
-    "Elementwise", "Reshape", "Alias", "BatchNorm", "ExactMap", "Registry", "ROLES", "base_name", "exact_from_map",
-    "to_fractions",
+    "Elementwise", "Product", "Reshape", "Alias", "BatchNorm", "ExactMap", "Registry", "ROLES", "base_name",
+    "exact_from_map", "to_fractions",
 ]

@@ -140,6 +140,7 @@ class Hardsigmoid(Elementwise):
     so L9 is reported not applicable."""
 
     functions = (F.hardsigmoid, _NN.hardsigmoid, _NN.hardsigmoid_)
+    gate = True
 
     def examples(self):
         return [(nn.Hardsigmoid().eval(), (3,)), (nn.Hardsigmoid(inplace=True).eval(), (2, 2))]
@@ -225,6 +226,7 @@ class Sigmoid(Smooth):
 
     functions = (torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_, F.sigmoid,
                  torch.special.expit)
+    gate = True
 
     def examples(self):
         return [(nn.Sigmoid().eval(), (3,))]

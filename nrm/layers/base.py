@@ -39,10 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import UnsupportedModuleError
+from ..errors import AmbiguousProductError, UnsupportedModuleError
 from ..recorded import Piece, dispatch_name
 
-ROLES = ("linear", "sum", "winner", "concat", "elementwise", "reshape", "alias", "batchnorm")
+ROLES = ("linear", "sum", "winner", "concat", "elementwise", "reshape", "alias", "batchnorm", "product")
 
 
 def base_name(func: Any) -> str:
@@ -227,6 +227,9 @@ class Elementwise(Kind):
     role = "elementwise"
     homogeneous: ClassVar[bool] = False
     """σ(z) = σ'(z) z for every z (ReLU, leaky ReLU): LRP-0 stays Gradient × Input."""
+    gate: ClassVar[bool] = False
+    """Its output is a gate in (0, 1) (sigmoid, hardsigmoid): a factor of a product computed by
+    it is the gate that ``split="signal"`` gives nothing (:class:`Product`)."""
 
     def exact(self, call, z: np.ndarray) -> np.ndarray:
         """σ on exact values (an object array): by default σ in float64, as fractions."""
@@ -240,6 +243,53 @@ class Elementwise(Kind):
             return call.func(z)
         args = (z,) + tuple(a for a in call.args[1:])
         return call.func(*args, **call.kwargs)
+
+
+SPLITS = ("signal", "equal")
+
+
+class Product(Kind):
+    """An elementwise product of n ≥ 2 input-derived factors, o = Π_i a⁽ⁱ⁾ with broadcasting
+    (NRM-SPEC §8): output neuron k has one parent in each factor (its broadcast source), and
+    q(a⁽ⁱ⁾_{src_i(k)} | o_k) = θ_i with Σ_i θ_i = 1 — no absorber share, the kernel is exact.
+    A factor neuron that several outputs broadcast to (a gate (B, C, 1, 1) against
+    (B, C, H, W)) receives the sum of their shares. Nested products whose inner value has no
+    other reader are flattened into one n-ary product first (law L19: the split does not
+    depend on how ``a * b * c`` was associated). The split is the named parameter ``split``:
+
+    * ``"signal"`` (default; LSTM-LRP, CP-LRP): a **gate** — a factor whose value is the output
+      of a gating activation (:attr:`Elementwise.gate`: sigmoid, hardsigmoid), possibly seen
+      through views, reshapes or aliases — gets θ = 0, and the one other factor, the signal,
+      θ = 1. Anything else (no gate, or more than one non-gate factor) is ambiguous and raises
+      :class:`~nrm.errors.AmbiguousProductError`, which says how to choose;
+    * ``"equal"`` (AttnLRP's uniform rule): θ_i = 1/n.
+
+    Choose with ``nrm.layers.register(nrm.layers.products.Multiply(split="equal"))``.
+    """
+
+    role = "product"
+
+    def __init__(self, split: str = "signal"):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.split = split
+
+    def shares(self, gates: list[bool], where: str = "a product") -> tuple[Fraction, ...]:
+        """θ_i of the flattened factors, given which of them are gates."""
+        n = len(gates)
+        if self.split == "equal":
+            return (Fraction(1, n),) * n
+        signals = [i for i, g in enumerate(gates) if not g]
+        if len(signals) != 1:
+            what = "no factor" if not signals else f"{len(signals)} factors"
+            raise AmbiguousProductError(
+                f"{where}: split='signal' gives everything to the one factor that is not a gate (not the output of "
+                f"a sigmoid or hardsigmoid), but {what} of the {n} {'is' if len(signals) == 1 else 'are'} not a "
+                "gate. Choose the uniform split: nrm.layers.register(nrm.layers.products.Multiply(split='equal'))")
+        return tuple(Fraction(int(i == signals[0])) for i in range(n))
+
+    def __repr__(self) -> str:
+        return f"nrm.layers.{self.name}(split={self.split!r})"
 
 
 class Reshape(Kind):

@@ -17,7 +17,7 @@ arguments are drawn, its symbolic form, its proof file).
 from __future__ import annotations
 
 from nrm_verify.laws.base import DEFAULT_TOL, LawResult, canonical_layers, magnitude
-from nrm_verify.laws.graph import modularity, normalization_with_copies
+from nrm_verify.laws.graph import association, modularity, normalization_with_copies
 from nrm_verify.laws.invariance import available_devices, batch_invariance, device_invariance
 from nrm_verify.laws.kinds import exact_oracle, layer_maps, layer_transposes
 from nrm_verify.laws.limits import (
@@ -52,5 +52,6 @@ __all__ = [
     "bayes", "total_measure", "markov", "lrp_equivalence", "channel_sum", "complement_atom",
     "gradient_x_input", "epsilon_limit", "gamma_zero", "gamma_limit", "alpha1_beta0", "input_independence",
     "zbox_nonnegative", "walk_relevance", "gnn_lrp", "crp_conditional", "modularity", "normalization_with_copies",
+    "association",
     "batch_invariance", "device_invariance", "available_devices", "layer_maps", "layer_transposes", "exact_oracle",
 ]

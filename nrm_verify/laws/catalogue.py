@@ -148,11 +148,21 @@ def _box_first(preset) -> str:
 
 
 def _gradient_kind(kind) -> str:
+    if kind.role == "product":
+        return (f"{kind.name} multiplies activations: its kernel splits relevance by fixed shares θ_i, while the "
+                "gradient gives every factor the whole product, so LRP-0 is not Gradient × Input through it")
     if kind.role == "elementwise" and not getattr(kind, "homogeneous", False):
         return (f"{kind.name} is an elementwise function that is not positively homogeneous (σ(z) ≠ σ'(z) z), "
                 "so LRP-0 through it is not Gradient × Input")
     if kind.role == "linear" and getattr(kind, "linearized", False):
         return f"{kind.name}'s map is a linearization at the input, not the operation"
+    return ""
+
+
+def _chain_kind(kind) -> str:
+    if kind.role == "product":
+        return (f"{kind.name} joins branches; the autograd LRP reference of L8 reads sequential models (L18 compares "
+                "the graph with the explicit LRP reference, K5 with the exact oracle)")
     return ""
 
 
@@ -288,7 +298,7 @@ BUILTIN: tuple[Law, ...] = (
         (Check("Markov", measure.markov, draws.markov_arguments, kind=always),),
         _symbolic("markov"), "L07_markov.py"),
     Law("L8", "LRP equivalence", r"m_l(j)=R^{(l)}_j/f_c(x),\ m_l(\bot_l)=1-\sum_j R^{(l)}_j/f_c(x)",
-        (Check("LRP equivalence", measure.lrp_equivalence, draws.measure_only, kind=always),)),
+        (Check("LRP equivalence", measure.lrp_equivalence, draws.measure_only, kind=_chain_kind),)),
     Law("L9", "LRP-0 = gradient × input", r"m_l(j)=a_j\,\partial f/\partial a_j\,/\,f",
         (Check("LRP-0 = gradient × input", limits.gradient_x_input, draws.model_input_target, _lrp0, _single_rule,
                _gradient_kind),),

@@ -92,6 +92,12 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
     gives 0 on both sides). Branched models (sums, concatenations) are replayed as the DAG
     they are."""
     m = nrm.explain(model, x, target, rules=nrm.rules.Zero())
+    products = [b.name for b in m.network.blocks if b.kind == "product"]
+    if products:
+        return LawResult("L9", "LRP-0 = gradient × input", None,
+                         detail=f"the model multiplies activations ({', '.join(products)}): a product's kernel splits "
+                                "its relevance by fixed shares θ_i, while the gradient gives every factor the whole "
+                                "product (a·∂(ab)/∂a = ab for each factor): LRP-0 is not Gradient × Input through it")
     kinds = non_homogeneous_activations(m)
     if kinds:
         return LawResult("L9", "LRP-0 = gradient × input", None,

@@ -85,6 +85,7 @@ RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape)
 PASS_METHODS = ("relu", "contiguous")
 RESHAPE_METHODS = ("view", "reshape", "flatten")
 CONSTANT_METHODS = ("size", "dim")
+GATES = ("sigmoid", "hardsigmoid", "expit")
 
 
 # -- the traced graph -----------------------------------------------------------------------
@@ -110,6 +111,7 @@ class RefNode:
     structure: torch.Tensor | None = None  # (n_out, n_in_total) bool: in(k)
     route: torch.Tensor | None = None  # (B, n_out) int64
     aliases: list[str] = field(default_factory=list)  # pass-through names after it (rule lookup)
+    factors: list = field(default_factory=list)  # a product's factors (captured values), flattened
     rule: object = None
     Q: torch.Tensor | None = None  # (B, n_in_total, n_out)
     qbot: torch.Tensor | None = None  # (B, n_out)
@@ -303,12 +305,22 @@ class _Tracer:
         self.model = copy.deepcopy(model).to(DTYPE)
         x = x.detach().to(DTYPE)
         self.captured = nrm.capture(self.model, x)
+        self.calls = {c.index: c for c in self.captured.calls}
+        reaching = reaching_calls(self.captured)
+        self.readers = {}
+        for c in reaching:
+            for v in set(c.inputs):
+                self.readers[v] = self.readers.get(v, 0) + 1
+        self.readers[self.captured.output] = self.readers.get(self.captured.output, 0) + 1
+        products = {c.index for c in reaching if c.kind is not None and c.kind.role == "product"}
+        self.inner = {v for c in reaching if c.index in products for v in c.inputs
+                      if v.node in products and v.item is None and self.readers[v] == 1}
         self.B = x.shape[0]
         self.of: dict = {Value(-1): "input"}  # captured value → RefNode name
         self.nodes: dict[str, RefNode] = {}
         self._add(Value(-1), RefNode("input", "input", self.captured.input))
         with torch.no_grad():
-            for call in reaching_calls(self.captured):
+            for call in reaching:
                 self._visit(call)
         self.output = self.of[self.captured.output]
 
@@ -361,6 +373,8 @@ class _Tracer:
                                      structure=M))
         elif role == "sum":
             self._sum(call)
+        elif role == "product":
+            self._product(call)
         elif role == "winner":
             a = self._input(call)
             route = _winners(call.name, call.kind.params(call), a.value, call.output)
@@ -385,6 +399,61 @@ class _Tracer:
                           None, call.output)
         self._add(Value(call.index), RefNode(call.name, "linear", call.output, [a.name, b.name], call, is_sum=True,
                                              weight=W, structure=W != 0))
+
+    def _factors(self, call) -> list:
+        """The factors (captured values) of a product, nested products read only here expanded."""
+        out = []
+        for v in call.kind.relevance_inputs(call):
+            inner = self.nodes.get(self.of.get(v, ""))
+            if inner is not None and inner.kind == "product" and self.readers[v] == 1:
+                out += inner.factors
+                del self.nodes[inner.name]
+            else:
+                out.append(v)
+        return out
+
+    def _is_gate(self, v) -> bool:
+        """A factor computed by a sigmoid or hardsigmoid, seen through reshapes and aliases."""
+        while v.node >= 0:
+            call = self.calls[v.node]
+            if call.kind.role in ("alias", "reshape"):
+                v = call.kind.relevance_inputs(call)[0]
+                continue
+            return nrm.layers.base_name(call.module if call.whole else call.func) in GATES
+        return False
+
+    def _product(self, call) -> None:
+        """o = Π_i a⁽ⁱ⁾ (broadcast): Q[src_i(k), k] = θ_i, θ from the kind's ``split`` —
+        "equal": 1/n; "signal": 1 to the one factor that is not a gate, 0 to the gates."""
+        factors = self._factors(call)
+        n = len(factors)
+        if Value(call.index) in self.inner:  # flattened into the product that reads it: no kernel of its own
+            self._add(Value(call.index), RefNode(call.name, "product", call.output, [], call, factors=factors))
+            return
+        if call.kind.split == "equal":
+            theta = [1.0 / n] * n
+        else:
+            gates = [self._is_gate(v) for v in factors]
+            if gates.count(False) != 1:
+                raise UnsupportedModuleError(f"{call.describe()}: split='signal' needs exactly one factor that is not "
+                                             "a gate")
+            theta = [0.0 if g else 1.0 for g in gates]
+        nodes = [self.nodes[self.of[v]] for v in factors]
+        out_shape = tuple(call.output.shape[1:])
+        K = _numel(out_shape)
+        sizes = [_numel(a.shape) for a in nodes]
+        Q = torch.zeros((self.B, sum(sizes), K), dtype=DTYPE)
+        offset, value = 0, torch.ones((self.B,) + out_shape, dtype=DTYPE)
+        for a, size, t in zip(nodes, sizes, theta):
+            src = torch.arange(size).reshape(a.shape).expand(out_shape).reshape(-1)
+            Q[:, offset + src, torch.arange(K)] += t
+            offset += size
+            value = value * a.value
+        err = float((value - call.output).abs().max())
+        if err > 1e-9 * max(1.0, float(call.output.abs().max())):
+            raise RuntimeError(f"the product at '{call.name}' does not reproduce its forward (error {err:.2e})")
+        self._add(Value(call.index), RefNode(call.name, "product", call.output, [a.name for a in nodes], call,
+                                             factors=factors, Q=Q, qbot=torch.zeros((self.B, K), dtype=DTYPE)))
 
     def _batchnorm(self, call) -> None:
         """Fold y = s (z − μ) + β, s = γ / √(σ² + eps), into the Linear/Conv before it."""
@@ -642,7 +711,7 @@ class _Graph:
         """R over the node's outputs → R over each input slot, and the relevance sent to ⊥."""
         B = self.B
         r = r.reshape(B, -1)
-        if node.kind == "linear":
+        if node.Q is not None:
             r_in = torch.einsum("bnk,bk->bn", node.Q, r)
             leak = (node.qbot * r).sum(1)
         else:
@@ -668,7 +737,7 @@ class _Graph:
     def up(self, node: RefNode, v_in: list[torch.Tensor]) -> torch.Tensor:
         """v over the input slots → Σ_j q(j|k) v(j) over the outputs (⊥ not in the event)."""
         v = torch.cat([t.reshape(self.B, -1) for t in v_in], 1)
-        if node.kind == "linear":
+        if node.Q is not None:
             return torch.einsum("bnk,bn->bk", node.Q, v)
         return v.gather(1, node.route)
 

@@ -1,0 +1,277 @@
+"""Products of activations (issue 13, NRM-SPEC §8, L19): ``a * b`` of two input-derived tensors,
+read by :class:`nrm.layers.products.Multiply` with the split ``"signal"`` (the gate gets
+nothing) or ``"equal"`` (θ_i = 1/n).
+
+Exact first: every model here is evaluated by the exact DAG oracle in fractions
+(:mod:`nrm_verify.references.exact_dag`) — L1 holds exactly there — and by the explicit LRP
+reference (:mod:`nrm_verify.references.explicit`), and the engine equals both. Then the laws:
+L1 (≤ 1e-12), L2–L7 through :mod:`nrm_verify.laws`, association (L19), L9 not applicable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nrm
+from nrm import At
+from nrm.layers.products import Multiply
+from nrm_verify import laws
+from nrm_verify.references.exact_dag import ExactGraph
+from nrm_verify.references.explicit import reference_lrp
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+SPLITS = ("signal", "equal")
+
+
+@contextlib.contextmanager
+def split(how: str):
+    """Read every product with ``split=how`` (the default kind back afterwards)."""
+    nrm.layers.register(Multiply(split=how))
+    try:
+        yield
+    finally:
+        nrm.layers.register(Multiply())
+
+
+def _seeded(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.7)
+    return module.eval()
+
+
+class SE(nn.Module):
+    """conv → ReLU → [avgpool → fc → ReLU → fc → sigmoid] × signal → conv (squeeze-excitation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = nn.Conv2d(3, 2, 1), nn.Conv2d(2, 3, 1)
+        self.conv2 = nn.Conv2d(3, 2, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        gate = torch.sigmoid(self.fc2(torch.relu(self.fc1(self.pool(h)))))
+        return self.conv2(h * gate).flatten(1)
+
+
+class TwoBranches(nn.Module):
+    """relu(A x) · (B x) → C: a product of two branches, neither a gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.a(x)) * self.b(x))
+
+
+class Triple(nn.Module):
+    """Three branches multiplied as (a·b)·c or a·(b·c); ``gates`` puts sigmoids on a and c."""
+
+    def __init__(self, left: bool, gates: bool = False):
+        super().__init__()
+        self.left, self.gates = left, gates
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(3, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        act = torch.sigmoid if self.gates else torch.relu
+        a, b, c = act(self.a(x)), torch.relu(self.b(x)), act(self.c(x))
+        return self.out((a * b) * c if self.left else a * (b * c))
+
+
+def _case(cls, seed=0, shape=(2, 4, 4), **kw):
+    model = _seeded(cls(**kw).double(), seed)
+    x = torch.randn((1,) + shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 100))
+    return model, x
+
+
+def _agree(model, x, target):
+    """engine = exact oracle = explicit reference at every layer; the oracle's L1 is exact."""
+    m = nrm.explain(model, x, target=target)
+    exact, bottom = ExactGraph(model, x).marginals(target)
+    assert sum(exact[0], Fraction(0)) + bottom[0] == 1  # L1, exactly
+    ref = reference_lrp(model, x, target)
+    scale = 1 + float(sum(abs(v) for v in exact[0]))
+    for name in m.layers:
+        l = m.layer_index(name)
+        want = np.array([float(v) for v in exact[l]])
+        got = m.marginal(name).reshape(-1).numpy()
+        assert np.abs(got - want).max() <= 1e-12 * scale, name
+        assert abs(float(m.absorbed(name)[0]) - float(bottom[l])) <= 1e-12 * scale, name
+        if name in ref.relevance:
+            r = ref.marginal(name).reshape(-1).numpy()
+            assert np.abs(r - want).max() <= 1e-12 * scale, name
+    return m
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_se_block_engine_equals_oracle_and_reference(how):
+    model, x = _case(SE)
+    with split(how):
+        m = _agree(model, x, 1)
+        assert float(laws.normalization(m).deviation) <= 1e-12
+        assert laws.column_sums(m).holds is True
+
+
+def test_signal_gives_the_gate_nothing():
+    """split="signal": the gate branch (sigmoid and everything before it on the branch) gets 0;
+    "equal" gives it half of what reaches the product."""
+    model, x = _case(SE, seed=1)
+    with split("signal"):
+        m = nrm.explain(model, x, target=0)
+    with split("equal"):
+        e = nrm.explain(model, x, target=0)
+    for name in ("sigmoid", "fc2", "fc1", "pool"):
+        assert float(m.marginal(name).abs().max()) == 0.0, name
+    mul = e.marginal("mul")
+    assert float(e.marginal("sigmoid").sum()) == pytest.approx(float(mul.sum()) / 2, rel=1e-12)
+    assert not torch.allclose(m.marginal("input"), e.marginal("input"))
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_broadcast_gate_neuron_sums_its_shares(how):
+    """A gate neuron (c) of shape (B, C, 1, 1) receives Σ_{h,w} θ m(o_{c,h,w})."""
+    model, x = _case(SE, seed=2)
+    with split(how):
+        m = nrm.explain(model, x, target=1)
+    theta = 0.0 if how == "signal" else 0.5
+    want = theta * m.marginal("mul").sum((2, 3), keepdim=True)
+    torch.testing.assert_close(m.marginal("sigmoid").reshape(want.shape), want, rtol=1e-12, atol=1e-14)
+
+
+def test_two_branches():
+    """Neither factor is a gate: "signal" refuses and says how to choose; "equal" is exact."""
+    model, x = _case(TwoBranches, shape=(3,))
+    with pytest.raises(nrm.AmbiguousProductError, match="split='equal'"):
+        nrm.explain(model, x, target=0)
+    with split("equal"):
+        m = _agree(model, x, 0)
+        mul = m.marginal("mul")
+        torch.testing.assert_close(m.marginal("relu"), mul / 2, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(m.marginal("b"), mul / 2, rtol=1e-12, atol=1e-14)
+
+
+class Coordinates(nn.Module):
+    """x1 · x2 · x3 of the input's coordinates, associated as (x1·x2)·x3 or x1·(x2·x3)."""
+
+    def __init__(self, left: bool):
+        super().__init__()
+        self.left = left
+
+    def forward(self, x):
+        a, b, c = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+        return (a * b) * c if self.left else a * (b * c)
+
+
+@pytest.mark.parametrize("left", (True, False))
+def test_spec_numbers_of_the_nary_uniform_rule(left):
+    """NRM-SPEC §8: x1·x2·x3 at (2, 3, 4) under the n-ary uniform rule gives relevance
+    (8, 8, 8) for either association (a binary rule would give (6, 6, 12) or (12, 6, 6))."""
+    x = torch.tensor([[2.0, 3.0, 4.0]], dtype=torch.float64)
+    model = Coordinates(left).eval()
+    with split("equal"):
+        m = nrm.explain(model, x, target=0)
+        exact, _ = ExactGraph(model, x).marginals(0)
+    assert [b.kind for b in m.network.blocks].count("product") == 1
+    torch.testing.assert_close(m.marginal("input") * 24, torch.tensor([[8.0, 8.0, 8.0]], dtype=torch.float64),
+                               rtol=1e-14, atol=1e-14)
+    assert list(exact[0]) == [Fraction(1, 3)] * 3
+
+
+@pytest.mark.parametrize(("how", "gates"), [("equal", False), ("equal", True), ("signal", True)])
+def test_association_law(how, gates):
+    """L19: (a·b)·c and a·(b·c) give the same measure (flattened into one ternary product).
+    With gates (a and c sigmoids, b the signal) both associations flatten to one product with
+    one signal."""
+    left, x = _case(Triple, seed=5, shape=(3,), left=True, gates=gates)
+    right = _seeded(Triple(left=False, gates=gates).double(), 5)
+    with split(how):
+        ml, mr = _agree(left, x, 1), _agree(right, x, 1)
+    result = laws.association(ml, mr, ["input", "a", "b", "c"])
+    assert result.holds is True, str(result)
+    n = [b.kind for b in ml.network.blocks].count("product")
+    assert n == 1 == [b.kind for b in mr.network.blocks].count("product")
+
+
+def test_nested_gates_are_flattened_before_the_split():
+    """sigmoid(a)·sigmoid(c) alone has no signal; multiplied by relu(b) it is a ternary
+    product with one signal, so split="signal" accepts it."""
+    model, x = _case(Triple, seed=6, shape=(3,), left=False, gates=True)
+
+    class Gates(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            i = self.inner
+            return i.out((torch.sigmoid(i.a(x)) * torch.sigmoid(i.c(x))) * torch.relu(i.b(x)))
+
+    m = _agree(Gates(model).eval(), x, 0)
+    assert float(m.marginal("inner.a").abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_laws_l2_to_l7_on_the_se_block(how):
+    model, x = _case(SE, seed=7)
+    x = torch.cat([x, -x])
+    a, b = At("conv1", index=[0, 5, 9]), At("mul", index=[1, 2, 20])
+    with split(how):  # the explicit reference of L18 reads the split too
+        m = nrm.explain(model, x, target=1)
+        results = (laws.additivity(m, a, b), laws.marginalization(m, "conv1", b),
+                   laws.joint_marginals(m, "conv1", "mul"), laws.multiplicative(m, a, b), laws.bayes(m, a, b),
+                   laws.total_measure(m, b, "conv1"), laws.markov(m, "conv2", 1, [0, 1], nrm.OMEGA),
+                   laws.modularity(m, model, x, 1))
+    for result in results:
+        assert result.holds is True, str(result)
+
+
+def test_gradient_x_input_not_applicable_through_a_product():
+    model, x = _case(TwoBranches, shape=(3,))
+    with split("equal"):
+        result = laws.gradient_x_input(model, x, 0)
+    assert result.holds is None
+    assert "multiplies activations" in result.detail and "mul" in result.detail
+
+
+def test_product_with_a_constant_is_not_a_product_of_activations():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = nn.Parameter(torch.ones(3, dtype=torch.float64))
+
+        def forward(self, x):
+            return torch.relu(x) * self.s
+
+    with pytest.raises(nrm.UnsupportedOperationError, match="diagonal linear map"):
+        nrm.explain(Scale().eval(), torch.ones(1, 3, dtype=torch.float64), target=0)
+
+
+def test_split_must_be_named():
+    with pytest.raises(ValueError, match="split must be one of"):
+        Multiply(split="proportional")
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_check_layer_on_the_product_kind(how):
+    """nrm-verify check-layer on Multiply (its examples: an SE gate; under "equal" also a
+    product of two branches): K5 against the exact DAG oracle, L1–L7, L18 against the explicit
+    reference; K3, L8 and L9 not applicable, with the reason."""
+    from nrm_verify.validate.layers import check_layer
+
+    with split(how):
+        report = check_layer(Multiply, max_examples=3, only=["K5", "L1", "L2", "L7", "L8", "L9", "L18"])
+    assert report.ok, str(report)
+    verdicts = {v.law: v for v in report.verdicts}
+    assert "multiplies activations" in verdicts["L9"].detail
+    assert "joins branches" in verdicts["L8"].detail
