@@ -349,7 +349,7 @@ class _Builder:
         self.where[step.value] = block.index
 
     def _flatten_products(self) -> None:
-        """Merge a product into the product that is its only reader (L19: one n-ary product,
+        """Merge a product into the product that is its only reader (law K6: one n-ary product,
         whatever the association), renumber the layers, and give every product its split."""
         merged: set[int] = set()
         for block in self.blocks:

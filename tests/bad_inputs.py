@@ -178,9 +178,9 @@ def stale(model, x):
     return m.marginal("input")
 
 
-def nested_gelu():
+def nested_logsigmoid():
     model = nn.Sequential(OrderedDict(
-        head=nn.Linear(4, 4), body=nn.Sequential(nn.Linear(4, 4), nn.GELU()), out=nn.Linear(4, 2),
+        head=nn.Linear(4, 4), body=nn.Sequential(nn.Linear(4, 4), nn.LogSigmoid()), out=nn.Linear(4, 2),
     )).eval()
     return model, torch.linspace(-1.0, 1.0, 8).reshape(2, 4)
 
@@ -284,11 +284,11 @@ NULL_UNION = nrm.At("input", index=[0]) | nrm.At("0", index=[0])  # μ = 1/2 + 1
 CASES: list[BadInput] = [
     # unsupported operations: the message names the operation, its module, its path, the line of the
     # model's code, and how to declare a layer kind
-    BadInput("unsupported-tanh", UnsupportedOperationError,
-             ("torch.tanh", "in Tanh", "at '1'", "no layer kind", "nrm.layers.register"),
-             with_module(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2)), explain()),
-    BadInput("unsupported-gelu-nested", UnsupportedOperationError, ("F.gelu", "GELU", "'body.1'"), nested_gelu,
-             explain()),
+    BadInput("unsupported-softmax", UnsupportedOperationError,
+             ("F.softmax", "in Softmax", "at '1'", "no layer kind", "nrm.layers.register"),
+             with_module(nn.Linear(4, 3), nn.Softmax(dim=1), nn.Linear(3, 2)), explain()),
+    BadInput("unsupported-logsigmoid-nested", UnsupportedOperationError, ("F.log_sigmoid", "LogSigmoid", "'body.1'"),
+             nested_logsigmoid, explain()),
     BadInput("unsupported-product-gate", AmbiguousProductError,
              ("Tensor.mul", "Gated", "'block'", "bad_inputs.py", "return x * self.inner(x)", "split='equal'"),
              custom_container(Gated), explain()),

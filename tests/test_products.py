@@ -1,11 +1,11 @@
-"""Products of activations (issue 13, NRM-SPEC §8, L19): ``a * b`` of two input-derived tensors,
+"""Products of activations (issue 13, NRM-SPEC §8, K6): ``a * b`` of two input-derived tensors,
 read by :class:`nrm.layers.products.Multiply` with the split ``"signal"`` (the gate gets
 nothing) or ``"equal"`` (θ_i = 1/n).
 
 Exact first: every model here is evaluated by the exact DAG oracle in fractions
 (:mod:`nrm_verify.references.exact_dag`) — L1 holds exactly there — and by the explicit LRP
 reference (:mod:`nrm_verify.references.explicit`), and the engine equals both. Then the laws:
-L1 (≤ 1e-12), L2–L7 through :mod:`nrm_verify.laws`, association (L19), L9 not applicable.
+L1 (≤ 1e-12), L2–L7 through :mod:`nrm_verify.laws`, association (K6), L9 not applicable.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ def test_spec_numbers_of_the_nary_uniform_rule(left):
 
 @pytest.mark.parametrize(("how", "gates"), [("equal", False), ("equal", True), ("signal", True)])
 def test_association_law(how, gates):
-    """L19: (a·b)·c and a·(b·c) give the same measure (flattened into one ternary product).
+    """K6: (a·b)·c and a·(b·c) give the same measure (flattened into one ternary product).
     With gates (a and c sigmoids, b the signal) both associations flatten to one product with
     one signal."""
     left, x = _case(Triple, seed=5, shape=(3,), left=True, gates=gates)

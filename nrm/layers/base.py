@@ -254,7 +254,7 @@ class Product(Kind):
     q(a⁽ⁱ⁾_{src_i(k)} | o_k) = θ_i with Σ_i θ_i = 1 — no absorber share, the kernel is exact.
     A factor neuron that several outputs broadcast to (a gate (B, C, 1, 1) against
     (B, C, H, W)) receives the sum of their shares. Nested products whose inner value has no
-    other reader are flattened into one n-ary product first (law L19: the split does not
+    other reader are flattened into one n-ary product first (law K6: the split does not
     depend on how ``a * b * c`` was associated). The split is the named parameter ``split``:
 
     * ``"signal"`` (default; LSTM-LRP, CP-LRP): a **gate** — a factor whose value is the output

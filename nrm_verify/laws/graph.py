@@ -9,7 +9,7 @@
   explicit layer-by-layer LRP on the original graph (:func:`nrm_verify.references.explicit.reference_lrp`,
   written from the equations, independent of the engine), so the proper-FFNN view with its
   duplication and padding neurons computes exactly what LRP computes on the graph.
-* :func:`association` — L19: two models that write one n-ary product as different binary
+* :func:`association` — K6: two models that write one n-ary product as different binary
   products ((a·b)·c and a·(b·c)) give the same measure: the product is flattened first.
 """
 
@@ -94,7 +94,7 @@ def modularity(m: Measure, model=None, x=None, target=None, rules=None, *, tol: 
 
 
 def association(left: Measure, right: Measure, layers=None, *, tol: float | None = None) -> LawResult:
-    """L19: μ does not depend on how an n-ary product was associated. ``left`` and ``right``
+    """K6: μ does not depend on how an n-ary product was associated. ``left`` and ``right``
     are the measures of two models that compute the same function with the product written
     as different binary products (same input, target, rules and split); their marginals agree
     at every layer both name (``layers``: the names to compare, default all shared names but
@@ -109,7 +109,7 @@ def association(left: Measure, right: Measure, layers=None, *, tol: float | None
             continue
         worst.add(a, b, _per_sample(scale, a), name)
         worst.add(left.absorbed(name), right.absorbed(name), scale, f"⊥ of {name!r}")
-    return law_result("L19", "association of products", worst.deviation, tol,
+    return law_result("K6", "association of products", worst.deviation, tol,
                       f"marginals of both associations agree at {len(names)} layers; worst at {worst.where!r}",
                       ["both models compute the same product of the same factors"], worst.pair)
 
