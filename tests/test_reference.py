@@ -457,9 +457,9 @@ def test_crp_events_nrm_on_dags(kind, parallel):
 # -- errors and hygiene ---------------------------------------------------------------------------
 
 
-class _Sigmoid(nn.Module):
+class _Exp(nn.Module):
     def forward(self, x):
-        return torch.sigmoid(x)
+        return torch.exp(x)
 
 
 class _Scale(nn.Module):
@@ -472,8 +472,8 @@ class _Scale(nn.Module):
 
 
 @pytest.mark.parametrize("build,name", [
-    (lambda: nn.Sequential(linear(2, 2), nn.GELU()), "GELU"),
-    (lambda: nn.Sequential(linear(2, 2), _Sigmoid()), "sigmoid"),
+    (lambda: nn.Sequential(linear(2, 2), nn.Softmax(dim=1)), "softmax"),
+    (lambda: nn.Sequential(linear(2, 2), _Exp()), "exp"),
     (_Scale, "mul"),
     (lambda: nn.Sequential(linear(2, 2), nn.ReLU(), nn.BatchNorm1d(2, dtype=DTYPE)), "BatchNorm1d"),
 ])
