@@ -51,7 +51,7 @@ CONVOLUTIONAL = [
 ]
 """torchvision's convolutional classifiers (the attention models vit, swin, maxvit are not here)."""
 
-MIN_SIZE = {"inception_v3": 80, "googlenet": 64}
+MIN_SIZE = {"inception_v3": 80, "googlenet": 64, "alexnet": 64}
 """Models whose stem needs a larger image than the default."""
 
 
