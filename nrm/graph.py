@@ -8,7 +8,8 @@ recorded (only those that lead to the output), read through their layer kinds
   winner-takes-all max-pool, or a concatenation (branches sharing a layer);
 * a **trailing step** of the layer it reads — an elementwise activation, a reshape, an
   alias, or a batch norm folded into the ``Linear`` / ``Conv`` before it — when that
-  layer's value has no other reader;
+  layer's value has no other reader (a batch norm that cannot fold is a producer: the
+  diagonal map of its kind's ``unfolded`` kind, :class:`nrm.layers.norm.BatchNormAffine`);
 * a **pass layer** (q(j|k) = δ_jk) — the same activation or reshape when the value it reads
   also goes elsewhere; and every index map (permute, transpose, slicing, a piece of chunk:
   q(j|k) = [j = index[k]], :meth:`Block.route`).
@@ -42,6 +43,7 @@ from .errors import (
     TrainingModeError,
     UnsupportedOperationError,
 )
+from .layers import REGISTRY
 from .linear import LinearMap, SumMap
 from .markers import Concat, Sum
 
@@ -57,20 +59,22 @@ class Step:
 
     name: str
     call: Call
+    unfolded: Any = None
+    """The kind that reads the call in place of the capture's (a batch norm that cannot fold)."""
 
     @property
     def kind(self) -> str:
         """linear, maxpool, concat, activation, reshape or alias (the engine's names)."""
-        return ROLE_KINDS[self.call.kind.role]
+        return ROLE_KINDS[self.layer_kind.role]
 
     @property
     def role(self) -> str:
-        return self.call.kind.role
+        return self.layer_kind.role
 
     @property
     def layer_kind(self):
         """The :class:`nrm.layers.Kind` that reads this call."""
-        return self.call.kind
+        return self.unfolded or self.call.kind
 
     @property
     def value(self) -> Value:
@@ -80,7 +84,7 @@ class Step:
     def module(self) -> nn.Module | None:
         """The module whose one operation this is (``nn.Conv2d`` for its ``F.conv2d``), the
         marker :class:`~nrm.Sum` / :class:`~nrm.Concat` for a sum or a concatenation, else None."""
-        role = self.call.kind.role
+        role = self.layer_kind.role
         if role == "sum":
             return Sum(len(self.call.inputs))
         if role == "concat":
@@ -89,15 +93,15 @@ class Step:
 
     @property
     def rule_types(self) -> tuple[type, ...]:
-        return rule_types(self.call)
+        return rule_types(self.call, self.layer_kind)
 
 
-def rule_types(call: Call) -> tuple[type, ...]:
+def rule_types(call: Call, kind=None) -> tuple[type, ...]:
     """Types a rule mapping may key a call's layer by: its module's classes when it is that
     module's one operation (most specific first), then its kind's (``nn.Conv2d`` for
     ``F.conv2d``, :class:`~nrm.Sum` for a sum)."""
     own = tuple(type(call.module).__mro__) if call.owned and call.module is not None else ()
-    return own + tuple(call.kind.types(call))
+    return own + tuple((kind or call.kind).types(call))
 
 
 @dataclass
@@ -398,6 +402,10 @@ class _Builder:
         clean = all(s.role == "alias" for s in block.trailing)
         if (producer is None or producer.role != "linear" or not producer.layer_kind.folds_batchnorm
                 or block.tip != src or self.readers[src] != 1 or not clean):
+            unfolded = REGISTRY.kinds.get(getattr(call.kind, "unfolded", None) or "")
+            if unfolded is not None and unfolded.accepts(call) is None:  # a diagonal affine layer of its own
+                self._producer(call, Step(call.name, call, unfolded), [l])
+                return
             self.problems.append(
                 f"{call.describe()}: this batch norm does not directly follow a Linear or Conv layer whose output "
                 "goes nowhere else, so it cannot be folded into it; place it right after its Linear/Conv layer")

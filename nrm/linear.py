@@ -154,6 +154,55 @@ class DiagonalMap(LinearMap):
         return None if bias is None else self._view(bias, z)
 
 
+class CentringMap(LinearMap):
+    """A normalization with its σ held at the forward value (layer norm, group norm): the
+    per-sample flat input splits into P contiguous groups of n neurons, and within a group
+
+        z_k = Σ_j a_j W_jk + b_k,    W_jk = (γ_k / σ_g) (δ_jk − 1/n)
+
+    (AttnLRP Prop. 3.4, the identity on 1/σ). Every entry of a column k off its diagonal is
+    the same number, so a weight modified elementwise (w⁺, w + γw⁺, 1 for flat) is held as
+    two values per column: ``weight`` (B, P, 2, n) is [diagonal W_kk, off-diagonal W_jk]
+    per sample b, group and output k. ``bias`` (P, n) is β. σ depends on the sample, so
+    :meth:`forward` and :meth:`transpose` accept R·B stacked rows (row i is sample i mod B).
+
+    Definition::
+
+        forward:    z_k = d_k a_k + o_k (Σ_{j ∈ g} a_j − a_k)
+        transpose:  t_j = d_j g_j + Σ_{k ∈ g} o_k g_k − o_j g_j
+    """
+
+    fuses_bias = False
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        self.weight, self.bias = weight, bias
+        self.batch = weight.shape[0]
+
+    def _groups(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[0]
+        if rows % self.batch:
+            raise ValueError(f"the map was built for a batch of {self.batch} samples but got {rows} rows")
+        return x.reshape((rows // self.batch, self.batch) + tuple(self.weight.shape[1:2]) + (-1,))
+
+    def forward(self, x, weight, bias=None):
+        a = self._groups(x)
+        d, o = weight[:, :, 0], weight[:, :, 1]
+        z = d * a + o * (a.sum(-1, keepdim=True) - a)
+        z = z.reshape(x.shape)
+        return z if bias is None else z + bias.reshape((1,) + tuple(x.shape[1:]))
+
+    def transpose(self, g, weight, in_shape):
+        r = self._groups(g)
+        d, o = weight[:, :, 0], weight[:, :, 1]
+        og = o * r
+        t = d * r + og.sum(-1, keepdim=True) - og
+        return t.reshape((g.shape[0],) + tuple(in_shape))
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        return None if bias is None else bias.reshape((1,) + tuple(z.shape[1:]))
+
+
 class PoolMatrixMap(LinearMap):
     """Adaptive average pooling with windows of unequal size, as a per-channel matrix
     P (out_positions, in_positions); zeros of P are not connections."""

@@ -26,3 +26,9 @@ class Concat(nn.Module):
     def __init__(self, dim: int = 1, sizes: tuple[int, ...] = ()):
         super().__init__()
         self.dim, self.sizes = dim, sizes
+
+
+class Scale(nn.Module):
+    """A product by a constant, z = c ⊙ a (a layer scale, ``x * c``, ``x / c``): a diagonal
+    linear map, to which any rule applies. Key of a rule mapping: ``{nrm.markers.Scale: rule}``.
+    Never called."""

@@ -189,8 +189,8 @@ def test_a_forward_hook_that_changes_the_output_is_part_of_the_computation():
     model = _seeded(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).double())
     handle = model[0].register_forward_hook(lambda mod, inp, out: out * 2.0 - 0.0 * out)
     try:
-        with pytest.raises(nrm.UnsupportedOperationError, match="Tensor.mul"):
-            nrm.explain(model, _x(2, 4), target=0)  # x * 2.0: a constant scale, not a kind yet
+        with pytest.raises(nrm.UnsupportedOperationError, match="Tensor.sub"):
+            nrm.explain(model, _x(2, 4), target=0)  # x * 2.0 is a constant scale (ConstantScale); a − b has no kind
     finally:
         handle.remove()
     handle = model[2].register_forward_pre_hook(lambda mod, args: (F.relu(args[0]),))

@@ -57,10 +57,12 @@ def _scaled_cnn() -> tuple[nn.Module, torch.Tensor]:
 
 def test_an_unregistered_user_module_is_read_through_its_operations():
     """Without a kind, the module's forward is recorded operation by operation: x * scale is
-    a product with a parameter, for which no kind is declared yet — named with its module."""
+    a product with a parameter, read by the built-in ConstantScale (issue 13; before it, the
+    product was refused, named with its module)."""
     model, x = _scaled_cnn()
-    with pytest.raises(nrm.UnsupportedOperationError, match="in ChannelScale at '2'"):
-        nrm.explain(model, x, target=0)
+    m = nrm.explain(model, x, target=0)
+    assert "ConstantScale" in [b.producer.layer_kind.name for b in m.network.blocks[1:]]
+    assert laws.normalization(m, tol=1e-12).holds
 
 
 @pytest.mark.parametrize("rules", RULES + ["preset"], ids=repr)

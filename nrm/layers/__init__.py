@@ -10,13 +10,13 @@ Roles (:mod:`nrm.layers.base`): :class:`Linear` (a map a rule splits), :class:`S
 :class:`Reshape`, :class:`Alias`, :class:`BatchNorm`, :class:`Product` (a product of
 activations). The built-in kinds are in
 :mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.activations`,
-:mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling`, :mod:`~nrm.layers.norm` and
-:mod:`~nrm.layers.products`.
+:mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling`, :mod:`~nrm.layers.norm`,
+:mod:`~nrm.layers.products` and :mod:`~nrm.layers.scale`.
 """
 
 from __future__ import annotations
 
-from . import activations, elementwise, linear, norm, pooling, products, shape
+from . import activations, elementwise, linear, norm, pooling, products, scale, shape
 from .base import (
     ROLES,
     Alias,
@@ -47,8 +47,11 @@ BUILTIN_KINDS = (
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
     activations.Mish, activations.ELU,
     shape.View, shape.Permute, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
-    norm.BatchNormFold, norm.LocalResponseNorm, products.Multiply,
+    norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
+    norm.GroupNormCentring, scale.ConstantScale, products.Multiply,
 )
+# BatchNormAffine before BatchNormFold: the capture asks the fold first, and the graph turns a
+# batch norm that cannot fold into its own diagonal layer (BatchNormFold.unfolded)
 for _kind in BUILTIN_KINDS:
     REGISTRY.register(_kind)
 

@@ -160,6 +160,10 @@ class Linear(Kind):
     role = "linear"
     folds_batchnorm: ClassVar[bool] = False
     """Whether a batch norm right after this map (and only read there) folds into it."""
+    jacobian: ClassVar[bool] = True
+    """Whether the map's W is the layer's Jacobian (LRP-0 through it is then Gradient ×
+    Input, law L9); False for a map that holds an input-dependent factor at its forward
+    value (layer norm's σ)."""
 
     def map(self, call, a: torch.Tensor, rule: Any = None):
         """The :class:`~nrm.linear.LinearMap` of ``call`` for its recorded input ``a``

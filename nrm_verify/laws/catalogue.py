@@ -156,6 +156,9 @@ def _gradient_kind(kind) -> str:
                 "so LRP-0 through it is not Gradient × Input")
     if kind.role == "linear" and getattr(kind, "linearized", False):
         return f"{kind.name}'s map is a linearization at the input, not the operation"
+    if kind.role == "linear" and not getattr(kind, "jacobian", True):
+        return (f"{kind.name}'s map holds σ at its forward value (σ depends on the input), so LRP-0 through it is "
+                "Gradient × Input only with σ detached, not with the model's gradient")
     return ""
 
 

@@ -80,6 +80,18 @@ def _replay(m: Measure) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return acts, pres
 
 
+def held_factor_maps(m: Measure) -> list[str]:
+    """The kinds of the model's linear layers whose map holds an input-dependent factor at
+    its forward value (layer norm's σ: ``jacobian = False``), in order: their W is not the
+    layer's Jacobian, so L9 does not hold against the model's gradient through them."""
+    found: list[str] = []
+    for block in m.network.linear_blocks():
+        kind = block.producer.layer_kind
+        if not getattr(kind, "jacobian", True) and kind.name not in found:
+            found.append(kind.name)
+    return found
+
+
 def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult:
     """L9: with LRP-0 everywhere, m_l(j) = a_j ∂f_c/∂a_j / f_c at every layer (activations
     with σ(z) = σ'(z) z: ReLU, leaky ReLU, PReLU, identity, max-pool; not applicable when
@@ -103,6 +115,12 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
         return LawResult("L9", "LRP-0 = gradient × input", None,
                          detail=f"the model uses {', '.join(kinds)}: elementwise functions that are not positively "
                                 "homogeneous (σ(z) ≠ σ'(z) z), so LRP-0 through them is not Gradient × Input")
+    held = held_factor_maps(m)
+    if held:
+        return LawResult("L9", "LRP-0 = gradient × input", None,
+                         detail=f"the model uses {', '.join(held)}: linear maps that hold σ at its forward value "
+                                "(σ depends on the input), so LRP-0 through them is Gradient × Input only with σ "
+                                "detached, not with the model's gradient")
     tol = tolerance_for(m, tol)
     eng = m.engine
     names = canonical_layers(m)

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import operator
 from dataclasses import dataclass, field
 
@@ -106,6 +107,7 @@ class RefNode:
     call: object = None  # the recorded operation (nrm.capture.Call)
     is_sum: bool = False
     lrn: bool = False  # a local response normalization: W and b at its input, by its rule's expansion
+    reader: object = None  # the layer kind nrm reads the call with, when not the capture's (an unfolded batch norm)
     weight: torch.Tensor | None = None  # (n_out, n_in_total)
     bias: torch.Tensor | None = None  # (n_out,)
     structure: torch.Tensor | None = None  # (n_out, n_in_total) bool: in(k)
@@ -185,6 +187,37 @@ def _affine(call, in_shape) -> tuple:
     else:
         M = W != 0
     return W, (b if bool(b.abs().max() > 0) else None), M
+
+
+def _centring_matrices(call, a: torch.Tensor) -> tuple:
+    """Layer norm or group norm at its input a (B, *in) with σ held (AttnLRP Prop. 3.4), per
+    sample, from the definition by explicit loops over the groups: W[b, k, j] =
+    γ_k / σ_{b,g} (δ_jk − 1/n) for j, k in group g, b_k = β_k. Structure: the groups."""
+    B, shape = a.shape[0], tuple(a.shape[1:])
+    N = _numel(shape)
+    gamma, beta, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
+    if call.func is F.layer_norm:
+        n = math.prod(call.arg(1, "normalized_shape"))
+        g = gamma.detach().reshape(-1).repeat(N // n) if gamma is not None else torch.ones(N, dtype=DTYPE)
+        bias = beta.detach().reshape(-1).repeat(N // n) if beta is not None else None
+    else:
+        G, per = call.arg(1, "num_groups"), math.prod(shape[1:])
+        n = N // G
+        g = gamma.detach().repeat_interleave(per) if gamma is not None else torch.ones(N, dtype=DTYPE)
+        bias = beta.detach().repeat_interleave(per) if beta is not None else None
+    W = torch.zeros((B, N, N), dtype=DTYPE)
+    M = torch.zeros((N, N), dtype=torch.bool)
+    flat = a.reshape(B, N)
+    for start in range(0, N, n):
+        group = slice(start, start + n)
+        for b in range(B):
+            x = flat[b, group]
+            sigma = torch.sqrt(((x - x.sum() / n) ** 2).sum() / n + eps)
+            for k in range(start, start + n):
+                for j in range(start, start + n):
+                    W[b, k, j] = g[k] / sigma * ((1.0 if j == k else 0.0) - 1.0 / n)
+        M[group, group] = True
+    return W, bias, M
 
 
 def _constants(call) -> list:
@@ -367,6 +400,12 @@ class _Tracer:
             if call.func is F.local_response_norm:  # its matrices depend on the rule: built once it is known
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, lrn=True))
                 return
+            if call.func in (F.layer_norm, F.group_norm):
+                W, b, M = _centring_matrices(call, a.value)
+                self._check_dense(call.name, a.value, W, b, call.output)
+                self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
+                                         structure=M))
+                return
             W, b, M = _affine(call, a.shape)
             self._check_dense(call.name, a.value, W, b, call.output)
             self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
@@ -458,15 +497,21 @@ class _Tracer:
     def _batchnorm(self, call) -> None:
         """Fold y = s (z − μ) + β, s = γ / √(σ² + eps), into the Linear/Conv before it."""
         p = self._input(call)
-        if p.kind != "linear" or p.is_sum or p.call is None or not p.call.kind.folds_batchnorm:
-            raise UnsupportedModuleError(f"{call.describe()} does not directly follow a Linear or Conv layer, so it "
-                                         "cannot be folded into one")
         mean, var = call.arg(1, "running_mean"), call.arg(2, "running_var")
         gamma, beta, eps = call.arg(3, "weight", None), call.arg(4, "bias", None), float(call.arg(7, "eps", 1e-5))
         scale = (gamma.detach() if gamma is not None else 1.0) / torch.sqrt(var.detach() + eps)
         shift = beta.detach() if beta is not None else torch.zeros_like(scale)
         channel = torch.arange(p.shape[0]).reshape((-1,) + (1,) * (len(p.shape) - 1)).expand(p.shape).reshape(-1)
         s, mu, t = scale[channel], mean.detach()[channel], shift[channel]
+        if (p.kind != "linear" or p.is_sum or p.call is None or not p.call.kind.folds_batchnorm
+                or self.readers.get(Value(p.call.index), 0) != 1):
+            # a diagonal affine layer of its own: z = s a + (β − s μ)
+            W, b = torch.diag(s), t - s * mu
+            self._check_dense(call.name, p.value, W, b, call.output)
+            self._add(Value(call.index), RefNode(call.name, "linear", call.output, [p.name], call, weight=W, bias=b,
+                                                 structure=torch.eye(len(s), dtype=torch.bool),
+                                                 reader=nrm.layers.REGISTRY.kinds.get("BatchNormAffine")))
+            return
         bias = torch.zeros(len(channel), dtype=DTYPE) if p.bias is None else p.bias
         p.weight, p.bias = p.weight * s.reshape(-1, 1), (bias - mu) * s + t
         self._check_dense(p.name, self.nodes[p.inputs[0]].value, p.weight, p.bias, call.output)
@@ -597,11 +642,12 @@ def _alpha_beta(rule, A, Wt, bias):
 # -- rule assignment -------------------------------------------------------------------------
 
 
-def _assign(nodes: dict[str, RefNode], order: list[str], rules) -> None:
+def _assign(nodes: dict[str, RefNode], order: list[str], rules, aliases: dict | None = None) -> None:
     """Rules as nrm.explain assigns them: by name (a linear layer's own name or that of a
     pass-through right after it), nrm.FIRST (a linear node with no linear node between it
     and the input), module type, default. Residual sums: by name, then the key type
-    ``nrm.Sum`` (presets map it to LRP-0), then the default."""
+    ``nrm.Sum`` (presets map it to LRP-0), then the default. ``aliases``: names of module
+    outputs (a block's name → the node of its value), which a rule mapping may also use."""
     rmap = RuleMap.of(rules)
     consumers: dict[str, list[str]] = {n: [] for n in order}
     for n in order:
@@ -620,6 +666,9 @@ def _assign(nodes: dict[str, RefNode], order: list[str], rules) -> None:
                 break
             node.aliases.append(nxt.name)
             cur = nxt.name
+    for name, n in (aliases or {}).items():
+        if nodes[n].kind == "linear" and name not in nodes[n].aliases:
+            nodes[n].aliases.append(name)
     names = {n for n in order if nodes[n].kind == "linear"} | {a for n in order for a in nodes[n].aliases}
     unknown = sorted(set(rmap.by_name) - names)
     if unknown:
@@ -634,7 +683,7 @@ def _assign(nodes: dict[str, RefNode], order: list[str], rules) -> None:
         elif node.is_sum:  # as nrm assigns it: key type nrm.Sum, then the default; LRP-0 before nrm had Sum
             node.rule = rmap.rule_for(n, nrm.Sum(len(node.inputs)), False) if hasattr(nrm, "Sum") else Zero()
         else:
-            node.rule = rmap.rule_for(n, rule_types(node.call), not linear_above[n])
+            node.rule = rmap.rule_for(n, rule_types(node.call, node.reader), not linear_above[n])
         if node.rule is None:
             raise RuleAssignmentError(f"no rule for '{n}' ({node.call.describe()})")
 
@@ -674,7 +723,7 @@ class _Graph:
         self.aliases = {name: tracer.of[v] for name, v in tracer.captured.module_outputs.items()
                         if v in tracer.of and name not in self.nodes}
         self.order = list(self.nodes)
-        _assign(self.nodes, self.order, rules)
+        _assign(self.nodes, self.order, rules, self.aliases)
         for node in self.nodes.values():
             if node.lrn:
                 a = self.nodes[node.inputs[0]].value

@@ -222,7 +222,8 @@ def _recognized(kind: Kind, examples) -> str:
             captured = nrm.capture(model, torch.zeros((1,) + tuple(shape), dtype=torch.float64))
         except nrm.NRMError as e:
             return f"capturing the example {type(module).__name__} failed: {e}"
-        if not any(c.kind is kind for c in captured.calls):
+        unfolded = [nrm.layers.REGISTRY.kinds.get(getattr(c.kind, "unfolded", None) or "") for c in captured.calls]
+        if not any(c.kind is kind for c in captured.calls) and kind not in unfolded:  # a batch norm that cannot fold
             found = sorted({c.kind.name if c.kind else f"(none: {c.refusal})" for c in captured.calls})
             return (f"no operation of the example {type(module).__name__} is read by {kind.name} (its operations are "
                     f"read by {found}); check functions= / modules=")
