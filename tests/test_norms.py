@@ -21,6 +21,7 @@ from torch import nn
 
 import nrm
 from nrm.capture import capture
+from nrm.layers.scale import ConstantScale
 from nrm_verify import laws
 from nrm_verify.laws.limits import gradient_x_input
 from nrm_verify.references.explicit import reference_lrp
@@ -237,13 +238,16 @@ def test_l9_is_not_applicable_through_layer_norm_but_holds_with_sigma_detached()
 
 
 def test_a_product_of_two_activations_is_not_a_layer_scale():
+    """ConstantScale refuses it (two input-derived factors); the product kind reads it, and
+    without a gate among the factors the default split asks for one."""
     class Product(nn.Module):
         def forward(self, x):
             return torch.relu(x) * x
 
     calls = capture(Product().double(), _x(1, 3)).calls
-    assert calls[-1].kind is None and "two input-derived tensors" in calls[-1].refusal
-    with pytest.raises(nrm.NRMError, match="product of activations"):
+    assert "two input-derived tensors" in (ConstantScale().accepts(calls[-1]) or "")
+    assert calls[-1].kind is not None and calls[-1].kind.role == "product"
+    with pytest.raises(nrm.AmbiguousProductError, match="split='equal'"):
         nrm.explain(nn.Sequential(Product(), nn.Linear(3, 2).double()).eval(), _x(1, 3), target=0)
 
 

@@ -253,8 +253,12 @@ def test_product_with_a_constant_is_not_a_product_of_activations():
         def forward(self, x):
             return torch.relu(x) * self.s
 
-    with pytest.raises(nrm.UnsupportedOperationError, match="diagonal linear map"):
-        nrm.explain(Scale().eval(), torch.ones(1, 3, dtype=torch.float64), target=0)
+    model, x = Scale().eval(), torch.tensor([[1.0, -2.0, 3.0]], dtype=torch.float64)
+    calls = nrm.capture(model, x).calls
+    assert calls[-1].kind is not None and calls[-1].kind.name == "ConstantScale"  # a diagonal map, not Multiply
+    assert "diagonal linear map" in Multiply().accepts(calls[-1])
+    m = nrm.explain(model, x, target=2)
+    assert float(m.f) == pytest.approx(3.0)
 
 
 def test_split_must_be_named():

@@ -394,8 +394,10 @@ class Registry:
             reason = kind.accepts(call)
             if reason is None:
                 return kind, None
-            reasons.append(reason)
-        return None, (reasons[0] if reasons else None)
+            reasons.append((kind.name, reason))
+        if len(reasons) > 1:  # several kinds read this function: each says why not
+            return None, "; ".join(f"{name}: {reason}" for name, reason in reasons)
+        return None, (reasons[0][1] if reasons else None)
 
 
 def _key(func: Any) -> Any:

@@ -52,8 +52,8 @@ class ConstantScale(Linear):
     def accepts(self, call):
         a, b = self.operands(call)
         if isinstance(a, Value) and isinstance(b, Value):
-            return ("multiplies two input-derived tensors: a product of activations is not a linear map of either; "
-                    "nrm reads it once a product kind is declared for it")
+            return ("multiplies two input-derived tensors: a product of activations is not a linear map of either "
+                    "(the product kind, nrm.layers.products.Multiply, reads it)")
         if call.kwargs.get("rounding_mode") is not None:
             return "divides with rounding_mode=; nrm reads a true division by a constant"
         constant = b if isinstance(a, Value) else a
