@@ -28,6 +28,7 @@ import sympy as sp
 from nrm.rules import Epsilon, Gamma, Part, Rule, Share, identity
 from nrm_verify.symbolic import SymbolicNetwork
 from nrm_verify.symbolic.crosscheck import crosscheck
+from nrm_verify.symbolic.derive import SymbolicMeasure
 from nrm_verify.symbolic.network import DYADIC_MAGNITUDES
 from nrm_verify.symbolic.proof import check_identity, point_text
 from nrm_verify.symbolic.prove import prove_rule
@@ -76,16 +77,16 @@ def network() -> SymbolicNetwork:
 
 def equations() -> list[tuple[str, str]]:
     """The kernels and marginals of the hybrid on the 2-2-1 network, as text."""
-    m = network().measure(RULE)
+    m = SymbolicMeasure(network(), RULE)
     return m.equations(walks=False)
 
 
 def own_identities() -> list:
     """ε → 0 gives LRP-γ and γ = 0 gives LRP-ε, entry by entry of every kernel."""
     net = network()
-    hybrid = net.measure(RULE, assume_nonzero_denominators=True)
-    gamma = net.measure(Gamma(GAMMA), assume_nonzero_denominators=True)
-    eps = net.measure(Epsilon(EPS), assume_nonzero_denominators=True)
+    hybrid = SymbolicMeasure(net, RULE, assume_nonzero_denominators=True)
+    gamma = SymbolicMeasure(net, Gamma(GAMMA), assume_nonzero_denominators=True)
+    eps = SymbolicMeasure(net, Epsilon(EPS), assume_nonzero_denominators=True)
     steps = []
     for l in (1, 2):
         rows, cols = hybrid.kernels[l].shape
@@ -108,7 +109,7 @@ def engine_agrees(seed: int = 0) -> float:
     """The largest difference between the closed forms at a dyadic point and the torch
     engine (float64); the exact oracle must agree exactly (checked inside)."""
     net = network()
-    m = net.measure(RULE)
+    m = SymbolicMeasure(net, RULE)
     point = net.sample(random.Random(seed), extra=(GAMMA, EPS), magnitudes=DYADIC_MAGNITUDES)
     rows = crosscheck(m, point)
     if not all(r.oracle_agrees for r in rows):
@@ -124,7 +125,7 @@ def main() -> None:
         else:
             print(f"  {left} = … ({len(right)} characters)")
     print("\nIn LaTeX, the first kernel entry:")
-    m = network().measure(RULE)
+    m = SymbolicMeasure(network(), RULE)
     print("  " + m.equations(latex=True, walks=False, marginals=False)[0][1])
     print("\nThe laws (NRM-SPEC §4) on 2-2-1; case B is split on the signs of the denominators the")
     print("assumptions leave open (the stabilizer ε s(D) branches on them): B++, B+-, B-+, B--.")

@@ -183,7 +183,7 @@ def test_events_joints_and_conditionals():
 
 
 def test_text_and_latex():
-    m = SymbolicNetwork.dense([2, 2, 1]).measure(Epsilon(sp.Symbol("eps", positive=True)))
+    m = SymbolicMeasure(SymbolicNetwork.dense([2, 2, 1]), Epsilon(sp.Symbol("eps", positive=True)))
     text = m.text()
     assert "q1(x1 | h1_1) = w1_11*x1/(eps + z1_1)" in text
     latex = dict(m.equations(latex=True))

@@ -15,6 +15,7 @@ from nrm.rules import BUILTIN_RULES, AlphaBeta, Flat, WSquare, Zero, ZPlus
 from nrm_verify.symbolic import SymbolicNetwork
 from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES
 from nrm_verify.symbolic.crosscheck import crosscheck, numeric_rule
+from nrm_verify.symbolic.derive import SymbolicMeasure
 from nrm_verify.symbolic.network import DYADIC_MAGNITUDES
 from nrm_verify.symbolic.prove import subject
 
@@ -54,7 +55,7 @@ def test_the_very_same_rule_object_runs_in_both(rule):
     """A rule without symbolic parameters is handed to the engine as the same object."""
     net = SymbolicNetwork.dense([3, 2, 2], inputs="positive", weights="alternating", biases="alternating",
                                 pattern=["+-"], output_signs="+-")
-    m = net.measure(rule)
+    m = SymbolicMeasure(net, rule)
     point = net.sample(random.Random(3), magnitudes=DYADIC_MAGNITUDES)
     assert numeric_rule(rule, point, net.input_shape) is rule
     _agree(crosscheck(m, point), repr(rule))
@@ -65,7 +66,7 @@ def test_piecewise_closed_forms_also_agree():
     the branches the numbers select agree with the engine."""
     net = SymbolicNetwork.dense([2, 2, 1], inputs="positive", pattern="active")
     for rule in (ZPlus(), AlphaBeta(2, 1)):
-        m = net.measure(rule)
+        m = SymbolicMeasure(net, rule)
         assert any(m.q(1, j, k).has(sp.Piecewise) for j in range(3) for k in range(2))
         for seed in range(4):
             point = net.sample(random.Random(seed), magnitudes=DYADIC_MAGNITUDES)

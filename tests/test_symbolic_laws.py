@@ -10,6 +10,7 @@ from nrm_verify.laws import catalogue
 from nrm_verify.laws.status import NOT_SETTLED, PROVED, REFUTED
 from nrm_verify.symbolic import SymbolicNetwork
 from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES
+from nrm_verify.symbolic.derive import SymbolicMeasure
 from nrm_verify.symbolic.proof import check_identity
 from nrm_verify.symbolic.prove import CASE_C, prove_rule, run_law, subject, subjects
 
@@ -59,7 +60,7 @@ def test_not_applicable_says_why():
 
 def test_a_failing_identity_shows_its_residual_and_a_counterexample():
     net = SymbolicNetwork.dense([2, 2, 1], inputs="positive")
-    m = net.measure(Zero())
+    m = SymbolicMeasure(net, Zero())
     step = check_identity("m0(x1) = q1(x1|h1_1)", m.marginal(0)[0], m.q(1, 0, 0), net)
     assert step.status == REFUTED and step.residual and net.satisfies(step.point)
     ok = check_identity("column sum", sum(m.q(1, j, 0) for j in (0, 1, None)), 1, net)

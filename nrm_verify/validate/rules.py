@@ -391,7 +391,11 @@ def _not_settled(rule, label, profile, only, budget, start) -> RuleReport:
     detail = f"the rule's shares() did not return within the {budget:g} s time budget (a blocking rule?)"
     for check in CHECKS:
         if not only or check.law in only:
-            reason = check.applies(rule)
+            try:  # a predicate may read the rule's shares() again (L18's explicit reference): 1 s each
+                with alarm(time.perf_counter() + 1.0):
+                    reason = check.applies(rule)
+            except OutOfTime:
+                reason = ""
             report.verdicts.append(Verdict(check.law, check.name, NOT_APPLICABLE if reason else NOT_SETTLED,
                                            detail=reason or detail))
     report.verdicts.sort(key=lambda v: law_order(v.law))
