@@ -188,6 +188,12 @@ def _empty(cylinder: frozenset) -> bool:
     return any(a.complement() in cylinder for a in cylinder if not a.negated)
 
 
+def _cylinder_order(cylinder: frozenset) -> tuple:
+    """Longest first, then by the atoms' text: an order that does not depend on hashing, so
+    that one event has one decomposition in every process (PYTHONHASHSEED)."""
+    return -len(cylinder), sorted(map(repr, cylinder))
+
+
 def _simplified(terms: dict) -> Event:
     """The event with P − (P ∩ a) → P ∩ ¬a and (P ∩ a) + (P ∩ ¬a) → P applied until neither
     applies (both are identities of events; each removes a cylinder)."""
@@ -195,11 +201,11 @@ def _simplified(terms: dict) -> Event:
     changed = True
     while changed:
         changed = False
-        for key in sorted(terms, key=len, reverse=True):
+        for key in sorted(terms, key=_cylinder_order):
             c = terms.get(key)
             if not c:
                 continue
-            for atom in key:
+            for atom in sorted(key, key=repr):
                 rest = key - {atom}
                 other = rest | {atom.complement()}
                 if terms.get(rest) == -c:  # P − (P ∩ a) = P ∩ ¬a   (with the roles of ± c as given)

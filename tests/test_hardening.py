@@ -100,6 +100,34 @@ def test_a_union_across_layers_grows_linearly_and_equals_inclusion_exclusion():
     torch.testing.assert_close(m(~union), nothing)
 
 
+_DECOMPOSE = """
+import nrm
+atoms = [nrm.At(layer, index=[i]) for layer in ("input", "0", "2") for i in range(3)]
+union = atoms[0]
+for a in atoms[1:]:
+    union = union | a
+for event in (atoms[0] | atoms[4], union, (atoms[1] | atoms[5]) & ~atoms[8], union - atoms[2]):
+    print(sorted(sorted(map(repr, cylinder)) + [c] for cylinder, c in event.terms.items()))
+"""
+
+
+def test_an_event_has_one_decomposition_whatever_the_hash_seed():
+    """The cylinders an event is written with decide how μ(event) is summed (and how the
+    proof report prints it): they must not follow Python's per-process string hashing."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = set()
+    for seed in ("0", "1", "5", "77"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, "-c", _DECOMPOSE], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout)
+    assert len(outputs) == 1, outputs
+
+
 def test_the_complement_of_an_atom_is_one_atom():
     a = nrm.At("0", index=[1, 2], absorber=True)
     assert len((~a).terms) == 1 and repr(~a) == "~At('0', index=[1, 2], absorber=True)"

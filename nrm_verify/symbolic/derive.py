@@ -234,7 +234,7 @@ class SymbolicMeasure:
             raise TypeError(f"expected an nrm event (nrm.At(...) and combinations), got {type(event).__name__}")
         alg = self.algebra(raw)
         total = alg.zero
-        for cyl, c in sorted(event.terms.items(), key=repr):
+        for cyl, c in sorted(event.terms.items(), key=lambda kv: sorted(map(repr, kv[0]))):
             total = total + c * alg.cylinder(cyl)
         return total
 
