@@ -261,21 +261,26 @@ def test_product_with_a_constant_is_not_a_product_of_activations():
     assert float(m.f) == pytest.approx(3.0)
 
 
-def test_split_must_be_named():
-    with pytest.raises(ValueError, match="split must be one of"):
-        Multiply(split="proportional")
+@pytest.mark.parametrize("bad", ["proportional", "Equal", "", None, 0.5, ["equal"], ("signal",)])
+def test_split_must_be_named(bad):
+    with pytest.raises(nrm.errors.ArgumentError, match=r"Multiply\(split=…\) takes one of 'signal', 'equal'"):
+        Multiply(split=bad)
+    assert Multiply().split == "signal" and Multiply(split="equal").split == "equal"
 
 
 @pytest.mark.parametrize("how", SPLITS)
 def test_check_layer_on_the_product_kind(how):
     """nrm-verify check-layer on Multiply (its examples: an SE gate; under "equal" also a
     product of two branches): K5 against the exact DAG oracle, L1–L7, L18 against the explicit
-    reference; K3, L8 and L9 not applicable, with the reason."""
+    reference; K3, L8 and L9 against the model's gradient not applicable, with the reason; L9's
+    general form (gates detached) held."""
     from nrm_verify.validate.layers import check_layer
 
     with split(how):
         report = check_layer(Multiply, max_examples=3, only=["K5", "L1", "L2", "L7", "L8", "L9", "L18"])
     assert report.ok, str(report)
     verdicts = {v.law: v for v in report.verdicts}
-    assert "multiplies activations" in verdicts["L9"].detail
+    l9 = {v.status: v.detail for v in report.verdicts if v.law == "L9"}  # the model's gradient; its general form
+    assert set(l9) == {"not applicable", "held"}, l9
+    assert "multiplies activations" in l9["not applicable"]
     assert "joins branches" in verdicts["L8"].detail

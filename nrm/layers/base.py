@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import AmbiguousProductError, UnsupportedModuleError
+from ..errors import AmbiguousProductError, ArgumentError, UnsupportedModuleError
 from ..recorded import Piece, dispatch_name
 
 ROLES = ("linear", "sum", "winner", "concat", "elementwise", "reshape", "alias", "batchnorm", "product")
@@ -274,8 +274,9 @@ class Product(Kind):
     role = "product"
 
     def __init__(self, split: str = "signal"):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if not isinstance(split, str) or split not in SPLITS:
+            raise ArgumentError(f"Multiply(split=…) takes one of {', '.join(map(repr, SPLITS))} (the gate gets "
+                                f"nothing, or θ = 1/n for each factor), got {split!r}")
         self.split = split
 
     def shares(self, gates: list[bool], where: str = "a product") -> tuple[Fraction, ...]:
