@@ -178,7 +178,7 @@ def _affine(call, in_shape) -> tuple:
     b = apply_recorded(call, lambda v: zero).reshape(-1)
     out = apply_recorded(call, lambda v: basis)
     W = (out.reshape(out.shape[0], -1) - b).T.contiguous()
-    params = [t for t in _constants(call) if isinstance(t, nn.Parameter) or t.dim() >= 2]
+    params = structural_parameters(call)
     if params:
         ones = {id(t): torch.ones_like(t) for t in params}
         flat = apply_recorded(with_constants(call, ones), lambda v: basis)
@@ -220,7 +220,8 @@ def _centring_matrices(call, a: torch.Tensor) -> tuple:
     return W, bias, M
 
 
-def _constants(call) -> list:
+def call_tensors(call) -> list:
+    """Every tensor among a recorded call's arguments (nested in lists, tuples and dicts)."""
     found = []
 
     def walk(o):
@@ -235,6 +236,12 @@ def _constants(call) -> list:
 
     walk((call.args, call.kwargs))
     return found
+
+
+def structural_parameters(call) -> list:
+    """The call's parameter arguments (``nn.Parameter`` or at least 2-d): set to one, they
+    give the structural fan-in that the flat rule counts."""
+    return [t for t in call_tensors(call) if isinstance(t, nn.Parameter) or t.dim() >= 2]
 
 
 def with_constants(call, replace: dict):

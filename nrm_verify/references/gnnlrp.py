@@ -53,7 +53,7 @@ from nrm.graph import ProperFFNN, rule_types
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
 from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel
-from nrm_verify.references.explicit import apply_recorded, with_constants
+from nrm_verify.references.explicit import apply_recorded, structural_parameters, with_constants
 
 
 class UnsupportedModelError(ValueError):
@@ -158,29 +158,12 @@ def _structure(call, in_shape, dtype, device) -> torch.Tensor:
     the operation with its parameters set to one (zero weights are connections: the flat
     rule counts them), or its non-zero entries when it has none."""
     W, _ = _dense([call], in_shape, dtype, device)
-    params = [t for t in _tensors(call) if isinstance(t, nn.Parameter) or t.dim() >= 2]
+    params = structural_parameters(call)
     if not params:
         return W != 0
     ones = with_constants(call, {id(t): torch.ones_like(t) for t in params})
     flat, _ = _dense([ones], in_shape, dtype, device)
     return flat != 0
-
-
-def _tensors(call) -> list:
-    out = []
-
-    def walk(o):
-        if isinstance(o, torch.Tensor):
-            out.append(o)
-        elif isinstance(o, (list, tuple)):
-            for i in o:
-                walk(i)
-        elif isinstance(o, dict):
-            for i in o.values():
-                walk(i)
-
-    walk((call.args, call.kwargs))
-    return out
 
 
 def forward(model: Model, i: int) -> Forward:
