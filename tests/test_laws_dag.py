@@ -133,3 +133,66 @@ def test_l9_holds_through_an_average_of_dead_relus():
     x = torch.rand(1, 1, 3, 3, dtype=torch.float64) + 0.5  # channel 1 is dead everywhere
     r = laws.gradient_x_input(model, x, 0)
     assert r.holds is True, str(r)
+
+
+# -- L9 in its general form: the gradient of the model with σ, gates and ratios detached ------
+class _GatedNormed(torch.nn.Module):
+    """conv → SiLU → squeeze-excitation gate (sigmoid) × → mean → LayerNorm → GELU → linear:
+    every convention the general L9 detaches (an activation's ratio, a gate, σ)."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.se = torch.nn.Conv2d(4, 4, 1)
+        self.norm = torch.nn.LayerNorm(4)
+        self.fc = torch.nn.Linear(4, 3)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.7)
+
+    def forward(self, x, detach=False):
+        ratio = (lambda z, a: z * (a / z).detach()) if detach else (lambda z, a: a)
+        z = self.conv(x)
+        a = ratio(z, torch.nn.functional.silu(z))
+        gate = torch.sigmoid(self.se(a.mean((2, 3), keepdim=True)))
+        o = (a * (gate.detach() if detach else gate)).mean((2, 3))
+        if detach:  # the layer norm with σ at its forward value: a linear map with centring
+            sigma = torch.sqrt(o.var(1, unbiased=False, keepdim=True) + self.norm.eps).detach()
+            n = (o - o.mean(1, keepdim=True)) / sigma * self.norm.weight + self.norm.bias
+        else:
+            n = self.norm(o)
+        h = torch.nn.functional.gelu(n)
+        return self.fc(ratio(n, h) if detach else h)
+
+
+def test_l9_detached_is_the_gradient_of_the_model_written_with_its_conventions_detached():
+    """The general L9 (``detached=True``) against an independent reference: the same model
+    written by hand with the ratios σ(z)/z, the gate and the layer norm's σ detached. LRP-0's
+    input marginal is that model's gradient × input over f; the plain L9 is not applicable
+    (it names the product), the general one holds at every layer."""
+    model = _GatedNormed().double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    target = 1
+    xx = x.clone().requires_grad_(True)
+    out = model(xx, detach=True)[:, target]
+    torch.testing.assert_close(out.detach(), model(x)[:, target], rtol=1e-12, atol=1e-14)  # same values
+    (grad,) = torch.autograd.grad(out.sum(), xx)
+    m = nrm.explain(model, x, target, rules=nrm.rules.Zero())
+    expected = x * grad / m.f.reshape(-1, 1, 1, 1)
+    torch.testing.assert_close(m.marginal("input"), expected, rtol=1e-10, atol=1e-12)
+    plain = laws.gradient_x_input(model, x, target)
+    assert plain.holds is None and "multiplies activations" in plain.detail, str(plain)
+    general = laws.gradient_x_input(model, x, target, detached=True)
+    assert general.holds is True and general.deviation < 1e-12, str(general)
+    with pytest.raises(TypeError, match="detached must be True or False"):
+        laws.gradient_x_input(model, x, target, detached="yes")
+
+
+@pytest.mark.parametrize("name", sorted(dag_models.BUILDERS))
+def test_l9_detached_agrees_with_l9_where_both_apply(name):
+    """On a model of ReLUs, sums and concatenations nothing is detached: both forms agree."""
+    model, x = dag_models.BUILDERS[name](3)
+    target = int(model(x)[0].argmax())
+    plain, general = laws.gradient_x_input(model, x, target), laws.gradient_x_input(model, x, target, detached=True)
+    assert plain.holds == general.holds, (str(plain), str(general))

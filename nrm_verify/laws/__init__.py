@@ -26,6 +26,7 @@ from nrm_verify.laws.limits import (
     gamma_limit,
     gamma_zero,
     gradient_x_input,
+    gradient_x_input_detached,
     input_independence,
     zbox_nonnegative,
 )
@@ -50,7 +51,8 @@ __all__ = [
     "LawResult", "DEFAULT_TOL", "magnitude", "canonical_layers",
     "normalization", "column_sums", "additivity", "marginalization", "joint_marginals", "chain_rule", "multiplicative",
     "bayes", "total_measure", "markov", "lrp_equivalence", "channel_sum", "complement_atom",
-    "gradient_x_input", "epsilon_limit", "gamma_zero", "gamma_limit", "alpha1_beta0", "input_independence",
+    "gradient_x_input", "gradient_x_input_detached", "epsilon_limit", "gamma_zero", "gamma_limit", "alpha1_beta0",
+    "input_independence",
     "zbox_nonnegative", "walk_relevance", "gnn_lrp", "crp_conditional", "modularity", "normalization_with_copies",
     "association",
     "batch_invariance", "device_invariance", "available_devices", "layer_maps", "layer_transposes", "exact_oracle",

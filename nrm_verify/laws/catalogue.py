@@ -162,6 +162,14 @@ def _gradient_kind(kind) -> str:
     return ""
 
 
+def _detached_gradient_kind(kind) -> str:
+    """L9's general form detaches what the conventions hold (ratios, gates, σ): only a map
+    that linearizes the operation at the input is outside it."""
+    if kind.role == "linear" and getattr(kind, "linearized", False):
+        return f"{kind.name}'s map is a linearization at the input, not the operation"
+    return ""
+
+
 def _chain_kind(kind) -> str:
     if kind.role == "product":
         return (f"{kind.name} joins branches; the autograd LRP reference of L8 reads sequential models (L18 compares "
@@ -304,7 +312,9 @@ BUILTIN: tuple[Law, ...] = (
         (Check("LRP equivalence", measure.lrp_equivalence, draws.measure_only, kind=_chain_kind),)),
     Law("L9", "LRP-0 = gradient × input", r"m_l(j)=a_j\,\partial f/\partial a_j\,/\,f",
         (Check("LRP-0 = gradient × input", limits.gradient_x_input, draws.model_input_target, _lrp0, _single_rule,
-               _gradient_kind),),
+               _gradient_kind),
+         Check("LRP-0 = gradient × input, σ, gates and ratios detached", limits.gradient_x_input_detached,
+               draws.model_input_target, _lrp0, _single_rule, _detached_gradient_kind)),
         _symbolic("gradient_times_input"), "L09_gradient_times_input.py"),
     Law("L10", "ε → 0 gives LRP-0", r"\lim_{\varepsilon\to0^+}q^{\varepsilon}=q^{0}",
         (Check("ε → 0 gives LRP-0", limits.epsilon_limit, draws.model_input_target, _only(Epsilon), _single_rule),),

@@ -39,11 +39,41 @@ def non_homogeneous_activations(m: Measure) -> list[str]:
     return found
 
 
-def _replay(m: Measure) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def pass_through(z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """a = σ(z) with the ratio r = a / z detached: the value is a, the derivative r (0 where
+    z = 0). z ∂f/∂z = a ∂f/∂a, which is what the identity rule does with the relevance."""
+    r = torch.where(z != 0, a / torch.where(z != 0, z, torch.ones_like(z)), torch.zeros_like(z)).detach()
+    out = z * r
+    return out + (a - out).detach()
+
+
+def split_product(factors: list[torch.Tensor], thetas: list[float]) -> torch.Tensor:
+    """o = Π_i a⁽ⁱ⁾ (broadcast) with the derivative Σ_i θ_i ∂/∂a⁽ⁱ⁾ of the detached others:
+    a⁽ⁱ⁾ ∂f/∂a⁽ⁱ⁾ = θ_i o ∂f/∂o, the product kernel's split (a gate with θ = 0 detached)."""
+    value = factors[0]
+    for a in factors[1:]:
+        value = value * a
+    out = torch.zeros((), dtype=value.dtype, device=value.device)
+    for i, (a, theta) in enumerate(zip(factors, thetas)):
+        if theta == 0:
+            continue
+        term = a
+        for j, b in enumerate(factors):
+            if j != i:
+                term = term * b.detach()
+        out = out + theta * term
+    return out + (value - out).detach()
+
+
+def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """A differentiable replay of the proper FFNN (a DAG: sums and concatenations read
     several layers), reading the same forward record: every layer's value after its
     elementwise steps (the first one a leaf that requires grad), and the pre-activations
-    of the linear layers with Σ_j |a_j w_jk| (the column's total contribution)."""
+    of the linear layers with Σ_j |a_j w_jk| (the column's total contribution).
+
+    Linear maps are the engine's (a layer norm's σ held at its forward value). With
+    ``detached``, an activation that is not homogeneous is :func:`pass_through` and a product
+    :func:`split_product` with its split θ — the model whose gradient × input is LRP-0."""
     eng = m.engine
     acts = [eng.values[0].detach().clone().requires_grad_(True)]
     post = {0: acts[0].reshape((acts[0].shape[0],) + eng.post_shape[0])}
@@ -53,6 +83,9 @@ def _replay(m: Measure) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         ins = [post[u] for u in block.inputs]
         if block.kind == "concat":
             out = torch.cat(ins, eng.concat[l][0])
+        elif block.kind == "product" and detached:
+            factors = [a.reshape((a.shape[0],) + shape) for a, (_, shape) in zip(ins, eng.splits[l])]
+            out = split_product(factors, [theta for theta, _ in eng.splits[l]])
         elif block.producer.kind == "linear":
             inp = (torch.stack(ins, 1) if block.producer.role == "sum" else ins[0]).reshape(
                 (ins[0].shape[0],) + eng.in_shape[l])
@@ -69,11 +102,14 @@ def _replay(m: Measure) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
             k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
             out = torch.nn.functional.max_pool2d(ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l]), k, s, p, d,
                                                  ceil)
+        elif block.producer.role == "elementwise":  # an activation that opens its layer
+            out = ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l])
         else:
             raise UnsupportedModuleError(f"L9's replay does not read the {block.kind} layer {block.name!r}")
-        for step in block.trailing:
-            if step.role == "elementwise":
-                out = step.layer_kind.evaluate(step.call, out)
+        steps = ([block.producer] if block.producer is not None and block.producer.role == "elementwise" else [])
+        for step in steps + [t for t in block.trailing if t.role == "elementwise"]:
+            a = step.layer_kind.evaluate(step.call, out)
+            out = pass_through(out, a) if detached and not getattr(step.layer_kind, "homogeneous", False) else a
         act = out.reshape((out.shape[0],) + eng.shape[l])
         acts.append(act)
         post[l] = act.reshape((act.shape[0],) + eng.post_shape[l])
@@ -92,10 +128,20 @@ def held_factor_maps(m: Measure) -> list[str]:
     return found
 
 
-def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult:
+def gradient_x_input(model, x, target, *, detached: bool = False, tol: float | None = None) -> LawResult:
     """L9: with LRP-0 everywhere, m_l(j) = a_j ∂f_c/∂a_j / f_c at every layer (activations
     with σ(z) = σ'(z) z: ReLU, leaky ReLU, PReLU, identity, max-pool; not applicable when
-    the model uses another elementwise activation).
+    the model uses another elementwise activation, multiplies activations or holds a layer
+    norm's σ).
+
+    ``detached=True`` is the general form, for every model: the gradient is that of the
+    model with what the default conventions hold fixed detached (autograd on a replay, the
+    model untouched) — each activation that is not homogeneous as a = z · (σ(z)/z) with the
+    ratio detached (the identity rule: the relevance at z is the relevance at a), each
+    product as Σ_i θ_i a⁽ⁱ⁾ Π_{j≠i} a⁽ʲ⁾ with the others detached (its split θ; a gate,
+    θ = 0, detached entirely), each layer norm's σ at its forward value. In NRM-SPEC terms:
+    the kernels of LRP-0 are q(j | k) = a_j ∂z_k/∂a_j / z_k of that model's linear layers,
+    so μ's marginal at every layer is its gradient × input over f (§4, L9).
 
     LRP-0 needs z_k ≠ 0: a neuron with z_k = 0 exactly has its column sent to ⊥ while the
     gradient may still pass it (identity or leaky activations, σ'(0) ≠ 0). Such samples —
@@ -103,20 +149,23 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
     the law and skipped (a column with no contribution at all, e.g. an average of dead ReLUs,
     gives 0 on both sides). Branched models (sums, concatenations) are replayed as the DAG
     they are."""
+    if not isinstance(detached, bool):
+        raise TypeError(f"detached must be True or False, got {detached!r}")
     m = nrm.explain(model, x, target, rules=nrm.rules.Zero())
+    law = "LRP-0 = gradient × input" + (" (σ, gates and ratios detached)" if detached else "")
     products = [b.name for b in m.network.blocks if b.kind == "product"]
-    if products:
+    if products and not detached:
         return LawResult("L9", "LRP-0 = gradient × input", None,
                          detail=f"the model multiplies activations ({', '.join(products)}): a product's kernel splits "
                                 "its relevance by fixed shares θ_i, while the gradient gives every factor the whole "
                                 "product (a·∂(ab)/∂a = ab for each factor): LRP-0 is not Gradient × Input through it")
     kinds = non_homogeneous_activations(m)
-    if kinds:
+    if kinds and not detached:
         return LawResult("L9", "LRP-0 = gradient × input", None,
                          detail=f"the model uses {', '.join(kinds)}: elementwise functions that are not positively "
                                 "homogeneous (σ(z) ≠ σ'(z) z), so LRP-0 through them is not Gradient × Input")
     held = held_factor_maps(m)
-    if held:
+    if held and not detached:
         return LawResult("L9", "LRP-0 = gradient × input", None,
                          detail=f"the model uses {', '.join(held)}: linear maps that hold σ at its forward value "
                                 "(σ depends on the input), so LRP-0 through them is Gradient × Input only with σ "
@@ -124,7 +173,7 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
     tol = tolerance_for(m, tol)
     eng = m.engine
     names = canonical_layers(m)
-    acts, pres = _replay(m)
+    acts, pres = _replay(m, detached)
     f = m.f
     # Σ_k π_k y_k = f_c for π = δ_c
     objective = (acts[-1].reshape(acts[-1].shape[0], -1) * m.start.reshape(m.start.shape[0], -1)).sum()
@@ -134,7 +183,7 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
         if g is not None:  # a column without any contribution (mass 0) gives 0 on both sides
             keep &= ~((z.detach() == 0) & (mass != 0) & (g != 0)).reshape(eng.batch, -1).any(1)
     if not bool(keep.any()):
-        return LawResult("L9", "LRP-0 = gradient × input", None,
+        return LawResult("L9", law, None,
                          detail="a neuron with z_k = 0 passes gradient in every sample (LRP-0 needs z_k ≠ 0)")
     worst = Worst()
     for name, act, g in zip(names[:-1], acts[:-1], grads):
@@ -145,11 +194,19 @@ def gradient_x_input(model, x, target, *, tol: float | None = None) -> LawResult
         scale = marg.abs().reshape(marg.shape[0], -1).sum(1).reshape((-1,) + (1,) * (marg.dim() - 1))
         worst.add(marg[keep], gxi[keep], scale[keep], where=name)
     skipped = int((~keep).sum())
-    return law_result("L9", "LRP-0 = gradient × input", worst.deviation, tol,
-                   "every layer" + (f"; worst at {worst.where!r}" if worst.deviation > 0 else "") +
-                   (f"; {skipped} samples skipped (z_k = 0 passing gradient)" if skipped else ""),
-                   ["LRP-0 on every layer", "activations with σ(z) = σ'(z)·z", "z_k ≠ 0 where gradient passes"],
-                   pair=worst.pair)
+    conditions = ["LRP-0 on every layer", "z_k ≠ 0 where gradient passes"]
+    conditions.insert(1, "the gradient of the model with σ, gates and activation ratios detached" if detached
+                      else "activations with σ(z) = σ'(z)·z")
+    return law_result("L9", law, worst.deviation, tol,
+                      "every layer" + (f"; worst at {worst.where!r}" if worst.deviation > 0 else "") +
+                      (f"; {skipped} samples skipped (z_k = 0 passing gradient)" if skipped else ""),
+                      conditions, pair=worst.pair)
+
+
+def gradient_x_input_detached(model, x, target, *, tol: float | None = None) -> LawResult:
+    """L9 in its general form: :func:`gradient_x_input` with ``detached=True`` (the gradient
+    of the model with activation ratios, gates and layer norms' σ detached)."""
+    return gradient_x_input(model, x, target, detached=True, tol=tol)
 
 
 def _relevant_preactivations(m: Measure) -> torch.Tensor:
