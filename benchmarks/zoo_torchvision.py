@@ -11,10 +11,14 @@ LRP-ε and every preset of :data:`nrm.presets.PRESETS`. Per model and rule: acce
 refusal's first line, L1's worst deviation (:func:`nrm_verify.laws.normalization`, every
 layer with ⊥ and the bypassing walks), and the time of ``explain`` plus the input heatmap;
 per model L9 (:func:`nrm_verify.laws.gradient_x_input`, LRP-0 = gradient × input, or not
-applicable with its reason). Each model runs in a child process with a time limit (a
+applicable with its reason) and its general form (``detached=True``: the gradient of the
+model with activation ratios, gates and layer norms' σ detached, which applies to every
+model). Each model runs in a child process with a time limit (a
 refusal, a crash or running out of memory stays with that model).
 
-Writes ``benchmarks/results/zoo_torchvision.json`` and prints the README's table.
+Rows are merged into ``benchmarks/results/zoo_torchvision.json`` (a model run again replaces
+its row; the others stay, in the order of :data:`CONVOLUTIONAL`), so that the zoo can be run
+in parts; ``--table`` prints the README's table from that file without running anything.
 """
 
 from __future__ import annotations
@@ -94,7 +98,6 @@ def child(name: str, size: int) -> dict:
     import nrm
     from nrm_verify import laws
 
-    torch.set_num_threads(int(os.environ.get("NRM_ZOO_THREADS", "2")))
     size = max(size, MIN_SIZE.get(name, size))
     model, x = build(name, size)
     with torch.no_grad():
@@ -114,11 +117,12 @@ def child(name: str, size: int) -> dict:
                 row["rules"][label].update(l1=l1.deviation, l1_holds=l1.holds)
         except Exception as e:  # noqa: BLE001 — the refusal is the result
             row["rules"][label] = {"accepted": False, "error": first_line(e)}
-    try:
-        l9 = laws.gradient_x_input(model, x, target)
-        row["l9"] = {"holds": l9.holds, "deviation": l9.deviation, "detail": l9.detail[:300]}
-    except Exception as e:  # noqa: BLE001
-        row["l9"] = {"holds": None, "error": first_line(e)}
+    for key, detached in (("l9", False), ("l9_detached", True)):
+        try:
+            l9 = laws.gradient_x_input(model, x, target, detached=detached)
+            row[key] = {"holds": l9.holds, "deviation": l9.deviation, "detail": l9.detail[:300]}
+        except Exception as e:  # noqa: BLE001
+            row[key] = {"holds": None, "error": first_line(e)}
     return row
 
 
@@ -139,8 +143,15 @@ def run_child(name: str, size: int, timeout: float) -> dict:
     return row
 
 
+def _verdict(l9: dict) -> str:
+    if "error" in l9:
+        return "error"
+    text = "held" if l9.get("holds") else "VIOLATED" if l9.get("holds") is False else "n/a" if l9 else "—"
+    return text + (f" {l9['deviation']:.1e}" if l9.get("holds") is not None else "")
+
+
 def table(rows: list[dict]) -> str:
-    out = ["| model | params | image | rules accepted | L1 worst | L9 (LRP-0 = grad × input) | LRP-0 s "
+    out = ["| model | params | image | rules accepted | L1 worst | L9: model's gradient / detached | LRP-0 s "
            "| EpsilonGammaFlat s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "failed" in r:
@@ -151,10 +162,7 @@ def table(rows: list[dict]) -> str:
         refused = [f"{k}: {v['error']}" for k, v in rules.items() if not v["accepted"]]
         accepted = f"{len(ok)}/{len(rules)}" + (f" (refused: {refused[0]})" if refused else "")
         l1 = max((v["l1"] for v in ok if "l1" in v), default=float("nan"))
-        l9 = r.get("l9", {})
-        l9_text = ("held" if l9.get("holds") else "VIOLATED" if l9.get("holds") is False else "n/a")
-        if l9.get("holds") is not None:
-            l9_text += f" {l9['deviation']:.1e}"
+        l9_text = " / ".join(_verdict(r.get(key, {})) for key in ("l9", "l9_detached"))
         t0 = rules.get("LRP-0", {}).get("seconds")
         tg = rules.get("EpsilonGammaFlat", {}).get("seconds")
         times = " | ".join("" if t is None else f"{t:.2f}" for t in (t0, tg))
@@ -169,29 +177,56 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=64, help="image side (default 64)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per model (default 900)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--table", action="store_true", help="print the table of the results file and stop")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("NRM_ZOO_THREADS", "2")))
         print(json.dumps(child(args.child, args.size)))
+        return 0
+    if args.table:
+        if not args.out.is_file():
+            p.error(f"no results at {args.out}: run the zoo first")
+        print(table(load(args.out)))
         return 0
     unknown = [m for m in args.models if m not in CONVOLUTIONAL]
     if unknown:
-        p.error(f"not a convolutional model of torchvision: {', '.join(unknown)}")
-    rows = []
-    for name in args.models or CONVOLUTIONAL:
-        row = run_child(name, args.size, args.timeout)
-        rows.append(row)
-        print(table([row]).splitlines()[-1], flush=True)
+        p.error(f"not a convolutional model of torchvision: {', '.join(unknown)} (see --help; the names are "
+                "torchvision.models' builders)")
     import torch
     import torchvision
     meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": os.cpu_count(), "load": os.getloadavg(),
-            "date": time.strftime("%Y-%m-%d")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+            "machine": platform.machine(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
+    rows = []
+    for name in args.models or CONVOLUTIONAL:
+        row = run_child(name, args.size, args.timeout)
+        row.update(meta, load=os.getloadavg()[0])
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+        save(args.out, rows)  # after each model: a long run that is stopped keeps what it did
     print()
     print(table(rows))
-    return 0 if all("failed" not in r and all(v["accepted"] for v in r["rules"].values()) for r in rows) else 1
+    return 0 if all(good(r) for r in rows) else 1
+
+
+def good(row: dict) -> bool:
+    return "failed" not in row and all(v["accepted"] for v in row["rules"].values())
+
+
+def load(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
+def save(path: Path, rows: list[dict]) -> None:
+    """Merge ``rows`` into the results file: a model's new row replaces its old one."""
+    merged = {r["model"]: r for r in load(path)}
+    merged.update({r["model"]: r for r in rows})
+    order = {name: i for i, name in enumerate(CONVOLUTIONAL)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"rows": sorted(merged.values(), key=lambda r: order.get(r["model"], len(order)))},
+                               indent=1))
 
 
 if __name__ == "__main__":

@@ -245,6 +245,7 @@ def composite(model: nn.Module, rules, *, x: torch.Tensor):
 
     z = _zennit()
     network = ProperFFNN(model, x[:1])
+    reproducible(network, model, x)
     assign(network, rules)
     sums = sum_modules(model, x=x) if any(isinstance(b.producer.module, Sum) for b in network.linear_blocks()) else {}
     name_map = []
@@ -266,6 +267,43 @@ def composite(model: nn.Module, rules, *, x: torch.Tensor):
         [z.composites.NameMapComposite(name_map), passing],
         canonizers=resnet_canonizers() if sums else [merge_batchnorm()],
     )
+
+
+def reproducible(network, model: nn.Module | None = None, x: torch.Tensor | None = None) -> None:
+    """Raise :class:`~nrm_verify.peers.PeerConventionError` where zennit cannot run nrm's
+    rules on the network, naming every cause found (the first layer of each): a product of
+    activations (zennit has no rule for one; the gradient it falls back to gives every
+    factor the whole product, where nrm splits it by θ); a linear layer that is not a module
+    zennit hooks (a linear or convolutional module, an average pooling, a residual sum its
+    canonizer rewrites) — a batch norm of its own (zennit passes it, nrm applies the rule to
+    it), a layer norm or layer scale, a functional mean: zennit would pass it, or its plain
+    gradient, not the rule; with ``model`` and ``x``, a sum outside torchvision's ResNet
+    blocks (:func:`sum_modules`)."""
+    from nrm.graph import Sum
+
+    problems: list[str] = []
+    products = [b.name for b in network.blocks[1:] if b.kind == "product"]
+    if products:
+        problems.append(f"'{products[0]}' multiplies activations (a gate; {len(products)} such products): zennit has "
+                        "no rule for a product, and the gradient it falls back to gives every factor the whole "
+                        "product, where nrm splits it by the shares θ")
+    hooked = (Sum, nn.Linear) + POOLS + CONVS
+    for block in network.linear_blocks():
+        module = block.producer.module
+        if not isinstance(module, hooked):
+            what = type(module).__name__ if isinstance(module, nn.Module) else "a function call"
+            problems.append(f"the linear layer '{block.name}' ({block.producer.layer_kind.name}, {what}) is not a "
+                            "module zennit applies a rule to (linear, convolution, average pooling, a canonized "
+                            "residual sum): zennit would pass it as it is or by its gradient, where nrm applies the "
+                            "layer's rule")
+            break
+    if model is not None and any(isinstance(b.producer.module, Sum) for b in network.linear_blocks()):
+        try:
+            sum_modules(model, x=x)
+        except PeerConventionError as e:
+            problems.append(str(e))
+    if problems:
+        raise PeerConventionError("zennit cannot run these rules on this model: " + "; ".join(problems))
 
 
 def _relu_after(block) -> bool:

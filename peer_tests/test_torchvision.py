@@ -1,0 +1,106 @@
+"""torchvision's convolutional models, small, in the suite (issue 13).
+
+torchvision imports only in ``.venv-peers``, so this module lives with the peer suite (run
+by ``tests/test_peers.py`` in CI). Each model runs through the same code as the zoo command
+that writes the README's table (``benchmarks/zoo_torchvision.py``: random weights, seed 0,
+float64, eval mode, one seeded image, target = the arg-max logit): LRP-0, LRP-ε and every
+preset accepted, L1 at every layer (with ⊥ and the bypassing walks) for LRP-0 and
+EpsilonGammaFlat, L9 (LRP-0 = gradient × input) where it applies — or not applicable
+with its reason (smooth activations, products, layer norms) — and L9's general form on
+every model (the gradient with activation ratios, gates and σ detached). Then batch invariance: a batch of two
+images gives each image's measure alone. The models are one of each family that the
+earlier layer vocabulary refused: dense blocks (BN → ReLU → conv), SE gates with
+Hardswish/SiLU, channel shuffle, inverted residuals with ReLU6, ConvNeXt's permute →
+LayerNorm → GELU → layer scale, and squeezenet's pooled flatten as the output.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import pytest
+import torch
+
+import nrm
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import zoo_torchvision as zoo  # noqa: E402 — the zoo command's build and per-model check
+
+SMALL = ("squeezenet1_1", "densenet121", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5",
+         "efficientnet_b0", "convnext_tiny")
+SIZE = 32
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_every_rule_is_accepted_and_the_laws_hold(name):
+    row = zoo.child(name, SIZE)
+    refused = {k: v["error"] for k, v in row["rules"].items() if not v["accepted"]}
+    assert not refused, refused
+    for label in zoo.FULL_L1:
+        assert row["rules"][label]["l1_holds"], (label, row["rules"][label]["l1"])
+        assert row["rules"][label]["l1"] <= 1e-12, (label, row["rules"][label]["l1"])
+    l9, general = row["l9"], row["l9_detached"]
+    assert "error" not in l9 and "error" not in general, (l9, general)
+    assert l9["holds"] is not False, l9  # held, or not applicable, naming what it cannot pass
+    if l9["holds"] is None:
+        assert any(w in l9["detail"] for w in ("multiplies activations", "not positively homogeneous",
+                                                  "hold σ at its forward value")), l9
+    assert general["holds"] is True and general["deviation"] <= 1e-12, general  # the general form: every model
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "shufflenet_v2_x0_5", "mnasnet0_5"])
+def test_a_batch_gives_each_image_its_own_measure(name):
+    """Batch invariance (:func:`nrm_verify.laws.batch_invariance`, every layer and its ⊥):
+    a batch of two images gives each image's measure alone, each with its own target."""
+    from nrm_verify import laws
+
+    model, x = zoo.build(name, SIZE)
+    x2 = torch.cat([x, torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(7))])
+    with torch.no_grad():
+        targets = model(x2).argmax(1)
+    result = laws.batch_invariance(model, x2, targets, nrm.presets.EpsilonGammaFlat())
+    assert result.holds is True, str(result)
+
+
+# -- zennit on the zoo ------------------------------------------------------------------------
+ZENNIT_PRESETS = ("EpsilonPlusFlat", "EpsilonGammaFlat")
+
+
+@pytest.mark.parametrize("preset", ZENNIT_PRESETS)
+def test_zennit_equals_nrm_on_squeezenet(record, preset):
+    """squeezenet1_1 is a model zennit runs as nrm does: convolutions, ReLUs (``Pass``), max
+    pooling, concatenations (their gradient routes relevance), the pooled flatten as output."""
+    from cases import close
+
+    from nrm_verify.peers import ZennitExplainer
+
+    model, x = zoo.build("squeezenet1_1", SIZE)
+    target = int(model(x).argmax())
+    rules = getattr(nrm.presets, preset)()
+    m = nrm.explain(model, x, target, rules=rules)
+    layers = ["features.0", "features.3.squeeze", "features.3.expand3x3", "features.12.squeeze", "classifier.1"]
+    theirs = record.uses(ZennitExplainer(rules))(model, x, target, layers=layers)
+    for layer in ["input", *layers]:
+        ours = m.relevance(layer)
+        dev = record(ZennitExplainer(rules), preset, "squeezenet1_1", ours, theirs[layer], what=layer)
+        assert close(dev, float(ours.abs().max())), (layer, dev)
+
+
+@pytest.mark.parametrize("name,cause", [
+    ("mobilenet_v2", "not the residual sum of a torchvision BasicBlock"),  # InvertedResidual's x + conv(x)
+    ("efficientnet_b0", "multiplies activations"),  # squeeze-excitation gates
+    ("mobilenet_v3_small", "multiplies activations"),
+    ("densenet121", "BatchNorm2d"),  # a batch norm of its own: zennit passes it, nrm applies the rule
+    ("convnext_tiny", "is not a module zennit"),  # layer norm over permuted channels, layer scale
+    ("mnasnet0_5", "a function call"),  # x.mean([2, 3]): zennit would pass its gradient
+])
+def test_zennit_refuses_what_it_cannot_reproduce_and_names_the_cause(name, cause):
+    """Where zennit has no rule or canonizer for a layer, running it would give relevance
+    that differs from the rules asked for; the adapter refuses and names the layer."""
+    from nrm_verify.peers import PeerConventionError, ZennitExplainer
+
+    model, x = zoo.build(name, SIZE)
+    target = int(model(x).argmax())
+    with pytest.raises(PeerConventionError, match=cause):
+        ZennitExplainer(nrm.presets.EpsilonPlusFlat())(model, x, target)
