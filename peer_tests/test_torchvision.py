@@ -104,3 +104,34 @@ def test_zennit_refuses_what_it_cannot_reproduce_and_names_the_cause(name, cause
     target = int(model(x).argmax())
     with pytest.raises(PeerConventionError, match=cause):
         ZennitExplainer(nrm.presets.EpsilonPlusFlat())(model, x, target)
+
+
+def test_alpha_beta_on_squeezenet_differs_by_nrm_s_fallback_and_only_by_it(record):
+    """EpsilonAlpha2Beta1 on squeezenet1_1 differs from zennit by about 2% of the largest
+    relevance: at 7×7 the fire modules' expand convolutions have columns whose contributions
+    are all positive (N_k = 0). nrm's αβ then falls back to (α, β) = (1, 0) (NRM-SPEC §2) and
+    keeps Σ R = f; zennit's β term is 0/ε there, so the column passes α R = 2R and the input
+    relevance exceeds f. With a stabilizer (zennit's P + ε, N − ε) nrm's fallback never
+    applies, and the two agree."""
+    from cases import close
+    from torch import nn
+
+    from nrm.rules import AlphaBeta, Epsilon
+    from nrm_verify.peers import ZennitExplainer
+
+    model, x = zoo.build("squeezenet1_1", SIZE)
+    target = int(model(x).argmax())
+    preset = nrm.presets.EpsilonAlpha2Beta1()
+    m = nrm.explain(model, x, target, rules=preset)
+    zen = record.uses(ZennitExplainer(preset))
+    theirs = zen(model, x, target)["input"]
+    ours = m.relevance("input")
+    dev = record.difference(zen, "EpsilonAlpha2Beta1 (fallback)", "squeezenet1_1", ours, theirs)
+    assert dev > 1e-3 * float(ours.abs().max()), dev  # a real difference
+    assert float(ours.sum()) == pytest.approx(float(m.f), rel=1e-12)  # nrm conserves (L1, no bias absorbs here)
+    assert float(theirs.sum()) > float(m.f) * (1 + 1e-3)  # zennit passes 2R where N_k = 0
+    stabilized = nrm.RuleMap(Epsilon(1e-6), by_type={nn.Conv2d: AlphaBeta(2, 1, stabilizer=1e-6)})
+    bridged = ZennitExplainer(stabilized)
+    ours = nrm.explain(model, x, target, rules=stabilized).relevance("input")
+    dev = record(bridged, "αβ(2,1) with stabilizer 1e-6", "squeezenet1_1", ours, bridged(model, x, target)["input"])
+    assert close(dev, float(ours.abs().max())), dev
