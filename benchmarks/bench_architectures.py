@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_core  # noqa: E402 — the cases and their interleaved timing
+from zoo_torchvision import CONVOLUTIONAL  # noqa: E402 — torchvision's convolutional models, named once
 
 MODELS = ("efficientnet_b0", "convnext_tiny")
 CASES = ("gradient", "epsilon", "preset")
@@ -55,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    unknown = [m for m in args.models if m not in CONVOLUTIONAL]
+    if unknown:
+        p.error(f"not a convolutional model of torchvision: {', '.join(unknown)} (the names of "
+                "benchmarks/zoo_torchvision.py's CONVOLUTIONAL)")
+    for name in ("size", "threads", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be 0 or more, got {args.warmup}")
     torch.set_num_threads(args.threads)
     rows = {}
     for name in args.models:
