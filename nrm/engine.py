@@ -122,6 +122,7 @@ class Engine:
         self.post_shape: dict[int, tuple] = {}
         self.concat: dict[int, tuple] = {}  # concatenation layers: (dim, sizes)
         self.splits: dict[int, list] = {}  # product layers: (θ_i, factor shape) per input
+        self.product_bot: dict[int, torch.Tensor] = {}  # q(⊥|k) (B, *shape) of a proportional product
         a = net.captured.input
         for block in net.blocks:
             l = block.index
@@ -144,9 +145,13 @@ class Engine:
     def _produce(self, block: Block, ins: list[torch.Tensor]) -> torch.Tensor:
         l, kind, step = block.index, block.kind, block.producer
         out = self.net.value(step.value)
-        if kind == "product":  # the kernel is the split θ, fixed: nothing to prepare but the shapes
+        if kind == "product":  # the kernel is the split θ: fixed, or (proportional) the factors' values
             self.in_shape[l] = tuple(out.shape[1:])
-            self.splits[l] = [(float(t), tuple(x.shape[1:])) for t, x in zip(block.split, ins)]
+            if block.split is None:
+                thetas, self.product_bot[l] = step.layer_kind.proportional([x.detach() for x in ins])
+            else:
+                thetas = [float(t) for t in block.split]
+            self.splits[l] = [(t, tuple(x.shape[1:])) for t, x in zip(thetas, ins)]
             return out
         if kind == "concat":
             dim = step.layer_kind.dim(step.call)
@@ -312,6 +317,8 @@ class Engine:
         """As :meth:`step_down`, split per input: ([(input layer, relevance)], r⊥)."""
         if l in self.splits:  # a product: θ_i r, summed over the positions factor i is broadcast to
             K, B = r.shape[:2]
+            if rbot is not None and l in self.product_bot:
+                rbot = rbot + self._absorbed(r, self.product_bot[l])
             return [(u, _unbroadcast(theta * r, (K, B) + shape).reshape((K, B) + self.shape[u]))
                     for u, (theta, shape) in zip(self.net.blocks[l].inputs, self.splits[l])], rbot
         total, rbot = self._down(l, r, rbot)
@@ -379,12 +386,15 @@ class Engine:
         vs = v if isinstance(v, (list, tuple)) else [v]
         K, B = vs[0].shape[:2]
         in_shape = self.in_shape[l]
-        if l in self.splits:  # Σ_i θ_i v(src_i(k)): no absorber share
+        if l in self.splits:  # Σ_i θ_i v(src_i(k)) (+ q(⊥|k) v(⊥) for the proportional split)
             out = None
             for t, (theta, shape) in zip(vs, self.splits[l]):
                 term = theta * t.reshape((K, B) + shape)
                 out = term if out is None else out + term
-            return out.expand((K, B) + self.shape[l]).clone(), vbot
+            out = out.expand((K, B) + self.shape[l])
+            if l in self.product_bot:
+                return out + self.product_bot[l] * vbot.reshape((K, B) + (1,) * len(self.shape[l])), vbot
+            return out.clone(), vbot
         if block.kind == "concat":
             dim = self.concat[l][0]
             v_in = torch.cat([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], dim + 1)

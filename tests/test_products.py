@@ -1,6 +1,7 @@
 """Products of activations (issue 13, NRM-SPEC §8, K6): ``a * b`` of two input-derived tensors,
 read by :class:`nrm.layers.products.Multiply` with the split ``"signal"`` (the gate gets
-nothing) or ``"equal"`` (θ_i = 1/n).
+nothing), ``"equal"`` (θ_i = 1/n) or ``"proportional"`` (θ_i = a⁽ⁱ⁾ / (Σ_j a⁽ʲ⁾ + ε sign), the
+rest to ⊥).
 
 Exact first: every model here is evaluated by the exact DAG oracle in fractions
 (:mod:`nrm_verify.references.exact_dag`) — L1 holds exactly there — and by the explicit LRP
@@ -26,7 +27,7 @@ from nrm_verify.references.exact_dag import ExactGraph
 from nrm_verify.references.explicit import reference_lrp
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-SPLITS = ("signal", "equal")
+SPLITS = ("signal", "equal", "proportional")
 
 
 @contextlib.contextmanager
@@ -144,8 +145,13 @@ def test_broadcast_gate_neuron_sums_its_shares(how):
     model, x = _case(SE, seed=2)
     with split(how):
         m = nrm.explain(model, x, target=1)
-    theta = 0.0 if how == "signal" else 0.5
-    want = theta * m.marginal("mul").sum((2, 3), keepdim=True)
+    if how == "proportional":  # θ_gate(c, h, w) = g_c / (h_chw + g_c + ε sign(h_chw + g_c))
+        h, g = m.activations("relu"), m.activations("sigmoid")
+        total = h + g
+        theta = g / (total + 1e-6 * torch.where(total >= 0, 1.0, -1.0).to(total.dtype))
+    else:
+        theta = 0.0 if how == "signal" else 0.5
+    want = (theta * m.marginal("mul")).sum((2, 3), keepdim=True)
     torch.testing.assert_close(m.marginal("sigmoid").reshape(want.shape), want, rtol=1e-12, atol=1e-14)
 
 
@@ -159,6 +165,9 @@ def test_two_branches():
         mul = m.marginal("mul")
         torch.testing.assert_close(m.marginal("relu"), mul / 2, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(m.marginal("b"), mul / 2, rtol=1e-12, atol=1e-14)
+    with split("proportional"):
+        m = _agree(model, x, 0)
+        assert laws.normalization(m).holds is True and laws.column_sums(m).holds is True
 
 
 class Coordinates(nn.Module):
@@ -188,7 +197,8 @@ def test_spec_numbers_of_the_nary_uniform_rule(left):
     assert list(exact[0]) == [Fraction(1, 3)] * 3
 
 
-@pytest.mark.parametrize(("how", "gates"), [("equal", False), ("equal", True), ("signal", True)])
+@pytest.mark.parametrize(("how", "gates"), [("equal", False), ("equal", True), ("signal", True),
+                                            ("proportional", False), ("proportional", True)])
 def test_association_law(how, gates):
     """K6: (a·b)·c and a·(b·c) give the same measure (flattened into one ternary product).
     With gates (a and c sigmoids, b the signal) both associations flatten to one product with
@@ -261,11 +271,55 @@ def test_product_with_a_constant_is_not_a_product_of_activations():
     assert float(m.f) == pytest.approx(3.0)
 
 
-@pytest.mark.parametrize("bad", ["proportional", "Equal", "", None, 0.5, ["equal"], ("signal",)])
+@pytest.mark.parametrize("bad", ["Proportional", "Equal", "", None, 0.5, ["equal"], ("signal",)])
 def test_split_must_be_named(bad):
-    with pytest.raises(nrm.errors.ArgumentError, match=r"Multiply\(split=…\) takes one of 'signal', 'equal'"):
+    with pytest.raises(nrm.errors.ArgumentError,
+                       match=r"Multiply\(split=…\) takes one of 'signal', 'equal', 'proportional'"):
         Multiply(split=bad)
     assert Multiply().split == "signal" and Multiply(split="equal").split == "equal"
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -1e-6, float("nan"), float("inf"), True, "1e-6", None, [1e-6]])
+def test_the_proportional_stabilizer_is_a_positive_number(bad):
+    with pytest.raises(nrm.errors.ArgumentError, match=r"Multiply\(stabilizer=…\) is a finite number > 0"):
+        Multiply(split="proportional", stabilizer=bad)
+    assert Multiply(split="proportional", stabilizer=1e-3).stabilizer == 1e-3
+
+
+@pytest.mark.parametrize(("point", "left"), [((2.0, 3.0, 4.0), True), ((2.0, 3.0, 4.0), False),
+                                             ((2.0, -5.0, 1.0), True), ((1.0, -1.0, 3.0), False)])
+def test_numbers_of_the_proportional_split(point, left):
+    """LRP-prop on x1·x2·x3: factor i gets a_i / (S + ε sign S) of the product, S = Σ a_j,
+    and ⊥ the rest, ε sign S / (S + ε sign S) — exactly in fractions, for either association
+    and whatever the sign of S; at (2, 3, 4) the relevance of 24 is 24·(2, 3, 4)/(9 + ε)."""
+    x = torch.tensor([point], dtype=torch.float64)
+    model = Coordinates(left).eval()
+    with split("proportional"):
+        m = nrm.explain(model, x, target=0)
+        exact, bottom = ExactGraph(model, x).marginals(0)
+    eps = Fraction(1e-6)
+    a = [Fraction(v) for v in point]
+    total = sum(a)
+    sign = 1 if total >= 0 else -1
+    assert list(exact[0]) == [v / (total + eps * sign) for v in a]
+    assert bottom[0] == eps * sign / (total + eps * sign)
+    want = torch.tensor([[float(v / (total + eps * sign)) for v in a]], dtype=torch.float64)
+    torch.testing.assert_close(m.marginal("input"), want, rtol=1e-14, atol=1e-15)
+    assert float(m.absorbed("input")[0]) == pytest.approx(float(bottom[0]), rel=1e-9, abs=1e-18)
+
+
+@pytest.mark.parametrize("cls,shape,target", [(SE, (2, 4, 4), 1), (TwoBranches, (3,), 0)])
+def test_gradient_x_input_general_form_through_the_proportional_split(cls, shape, target):
+    """L9's general form: LRP-0 equals the gradient × input of the model whose products are
+    Σ_i θ_i a⁽ⁱ⁾ Π_{j≠i} a⁽ʲ⁾ with θ and the other factors detached — θ_i(k) the proportional
+    shares, whose sum 1 − q(⊥|k) leaves the stabilizer's share out of the gradient as LRP-0
+    leaves it at ⊥."""
+    model, x = _case(cls, seed=3, shape=shape)
+    with split("proportional"):
+        result = laws.gradient_x_input(model, x, target, detached=True)
+        plain = laws.gradient_x_input(model, x, target)
+    assert result.holds is True and result.deviation <= 1e-12, str(result)
+    assert plain.holds is None and "multiplies activations" in plain.detail
 
 
 @pytest.mark.parametrize("how", SPLITS)

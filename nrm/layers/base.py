@@ -249,39 +249,53 @@ class Elementwise(Kind):
         return call.func(*args, **call.kwargs)
 
 
-SPLITS = ("signal", "equal")
+SPLITS = ("signal", "equal", "proportional")
 
 
 class Product(Kind):
     """An elementwise product of n ≥ 2 input-derived factors, o = Π_i a⁽ⁱ⁾ with broadcasting
     (NRM-SPEC §8): output neuron k has one parent in each factor (its broadcast source), and
-    q(a⁽ⁱ⁾_{src_i(k)} | o_k) = θ_i with Σ_i θ_i = 1 — no absorber share, the kernel is exact.
-    A factor neuron that several outputs broadcast to (a gate (B, C, 1, 1) against
-    (B, C, H, W)) receives the sum of their shares. Nested products whose inner value has no
-    other reader are flattened into one n-ary product first (law K6: the split does not
-    depend on how ``a * b * c`` was associated). The split is the named parameter ``split``:
+    q(a⁽ⁱ⁾_{src_i(k)} | o_k) = θ_i(k) with Σ_i θ_i(k) + q(⊥ | o_k) = 1. A factor neuron that
+    several outputs broadcast to (a gate (B, C, 1, 1) against (B, C, H, W)) receives the sum
+    of their shares. Nested products whose inner value has no other reader are flattened into
+    one n-ary product first (law K6: the split does not depend on how ``a * b * c`` was
+    associated). The split is the named parameter ``split``:
 
     * ``"signal"`` (default; LSTM-LRP, CP-LRP): a **gate** — a factor whose value is the output
       of a gating activation (:attr:`Elementwise.gate`: sigmoid, hardsigmoid), possibly seen
       through views, reshapes or aliases — gets θ = 0, and the one other factor, the signal,
       θ = 1. Anything else (no gate, or more than one non-gate factor) is ambiguous and raises
       :class:`~nrm.errors.AmbiguousProductError`, which says how to choose;
-    * ``"equal"`` (AttnLRP's uniform rule): θ_i = 1/n.
+    * ``"equal"`` (AttnLRP's uniform rule): θ_i = 1/n;
+    * ``"proportional"`` (LRP-prop, Arras et al. 2019): each factor in proportion to its value,
+      θ_i(k) = a⁽ⁱ⁾_{src_i(k)} / (S_k + ε s_k), S_k = Σ_j a⁽ʲ⁾_{src_j(k)}, s_k = sign(S_k)
+      (+1 at 0), and q(⊥ | o_k) = ε s_k / (S_k + ε s_k): the stabilizer ε = ``stabilizer``
+      (> 0) keeps the shares finite where the factors cancel, and its share goes to ⊥.
 
+    The fixed splits give no absorber share (the kernel is exact); the proportional one is
+    a kernel of the factors' values, like a rule's (:meth:`proportional`, :meth:`exact_proportional`).
     Choose with ``nrm.layers.register(nrm.layers.products.Multiply(split="equal"))``.
     """
 
     role = "product"
 
-    def __init__(self, split: str = "signal"):
+    def __init__(self, split: str = "signal", stabilizer: float = 1e-6):
         if not isinstance(split, str) or split not in SPLITS:
             raise ArgumentError(f"Multiply(split=…) takes one of {', '.join(map(repr, SPLITS))} (the gate gets "
-                                f"nothing, or θ = 1/n for each factor), got {split!r}")
-        self.split = split
+                                f"nothing, θ = 1/n for each factor, or θ in proportion to the factors' values), "
+                                f"got {split!r}")
+        if (isinstance(stabilizer, bool) or not isinstance(stabilizer, (int, float))
+                or not math.isfinite(stabilizer) or stabilizer <= 0):
+            raise ArgumentError(f"Multiply(stabilizer=…) is a finite number > 0 (the ε of the proportional split's "
+                                f"S + ε sign(S)), got {stabilizer!r}")
+        self.split, self.stabilizer = split, float(stabilizer)
 
-    def shares(self, gates: list[bool], where: str = "a product") -> tuple[Fraction, ...]:
-        """θ_i of the flattened factors, given which of them are gates."""
+    def shares(self, gates: list[bool], where: str = "a product") -> tuple[Fraction, ...] | None:
+        """θ_i of the flattened factors, given which of them are gates; None for the
+        proportional split, whose shares depend on the factors' values (:meth:`proportional`)."""
         n = len(gates)
+        if self.split == "proportional":
+            return None
         if self.split == "equal":
             return (Fraction(1, n),) * n
         signals = [i for i, g in enumerate(gates) if not g]
@@ -290,11 +304,33 @@ class Product(Kind):
             raise AmbiguousProductError(
                 f"{where}: split='signal' gives everything to the one factor that is not a gate (not the output of "
                 f"a sigmoid or hardsigmoid), but {what} of the {n} {'is' if len(signals) == 1 else 'are'} not a "
-                "gate. Choose the uniform split: nrm.layers.register(nrm.layers.products.Multiply(split='equal'))")
+                "gate. Choose the uniform split, nrm.layers.register(nrm.layers.products.Multiply(split='equal')), or "
+                "the proportional one (split='proportional')")
         return tuple(Fraction(int(i == signals[0])) for i in range(n))
 
+    def proportional(self, factors: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The proportional split on tensors: factors (B, *shape_i) broadcasting to the output
+        → ([θ_i (B, *out)], q(⊥) (B, *out)), θ_i = a⁽ⁱ⁾ / (S + ε s), q(⊥) = ε s / (S + ε s)."""
+        shape = torch.broadcast_shapes(*(f.shape for f in factors))
+        full = [f.expand(shape) for f in factors]
+        total = torch.stack(full).sum(0)
+        eps = self.stabilizer * torch.where(total >= 0, 1.0, -1.0).to(total.dtype)
+        denom = total + eps
+        return [f / denom for f in full], eps / denom
+
+    def exact_proportional(self, factors: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+        """The proportional split on exact values (object arrays of fractions at each output
+        neuron's sources, one per factor): the same formula, ε read as the fraction of its
+        float64 value."""
+        eps = Fraction(self.stabilizer)
+        total = sum(factors[1:], factors[0])
+        sign = np.array([1 if t >= 0 else -1 for t in total], dtype=object)
+        denom = total + eps * sign
+        return [f / denom for f in factors], (eps * sign) / denom
+
     def __repr__(self) -> str:
-        return f"nrm.layers.{self.name}(split={self.split!r})"
+        extra = f", stabilizer={self.stabilizer!r}" if self.split == "proportional" else ""
+        return f"nrm.layers.{self.name}(split={self.split!r}{extra})"
 
 
 class Reshape(Kind):

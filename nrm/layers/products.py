@@ -23,7 +23,10 @@ class Multiply(Product):
 
     Definition::
 
-        o_k = Π_i a⁽ⁱ⁾_{src_i(k)},   q(a⁽ⁱ⁾_{src_i(k)} | o_k) = θ_i,   Σ_i θ_i = 1,   q(⊥ | o_k) = 0
+        o_k = Π_i a⁽ⁱ⁾_{src_i(k)},   q(a⁽ⁱ⁾_{src_i(k)} | o_k) = θ_i(k),   q(⊥ | o_k) = 1 − Σ_i θ_i(k)
+
+    with θ fixed ("signal": the gate 0, "equal": 1/n; q(⊥) = 0) or, for "proportional",
+    θ_i(k) = a⁽ⁱ⁾_{src_i(k)} / (S_k + ε sign S_k), S_k = Σ_j a⁽ʲ⁾_{src_j(k)}.
     """
 
     functions = (torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.Tensor.__mul__, torch.Tensor.__rmul__,
@@ -31,7 +34,7 @@ class Multiply(Product):
 
     def examples(self):
         out = [(Gate(2).eval(), (2, 3, 3))]
-        return out + [(Bilinear(3).eval(), (3,))] if self.split == "equal" else out  # no gate: ambiguous under "signal"
+        return out + [(Bilinear(3).eval(), (3,))] if self.split != "signal" else out  # no gate: ambiguous under "signal"
 
     def accepts(self, call):
         operands = [call.args[0] if call.args else call.kwargs.get("input"),
@@ -65,7 +68,7 @@ class Gate(nn.Module):
 
 class Bilinear(nn.Module):
     """relu(A x) · (B x): a product of two branches (an example of :class:`Multiply` with
-    ``split="equal"``; under ``"signal"`` it is ambiguous)."""
+    ``split="equal"`` or ``"proportional"``; under ``"signal"`` it is ambiguous)."""
 
     def __init__(self, n: int):
         super().__init__()

@@ -55,7 +55,9 @@ def split_product(factors: list[torch.Tensor], thetas: list[float]) -> torch.Ten
         value = value * a
     out = torch.zeros((), dtype=value.dtype, device=value.device)
     for i, (a, theta) in enumerate(zip(factors, thetas)):
-        if theta == 0:
+        if isinstance(theta, torch.Tensor):  # the proportional split: θ_i(k) of the factors' values, held
+            theta = theta.detach()
+        elif theta == 0:
             continue
         term = a
         for j, b in enumerate(factors):

@@ -113,14 +113,20 @@ class ExactGraph:
         sizes = [len(self.values[u]) for u in block.inputs]
         q = _zeros((sum(sizes), K))
         values = np.full(K, ONE, dtype=object)
+        sources = [np.broadcast_to(np.arange(size).reshape(self.shapes[u]), out_shape).reshape(-1)
+                   for u, size in zip(block.inputs, sizes)]
+        at_k = [self.values[u][src] for u, src in zip(block.inputs, sources)]  # a⁽ⁱ⁾_{src_i(k)}
+        if block.split is None:  # proportional: θ_i(k) = a⁽ⁱ⁾ / (S + ε s), q(⊥|k) = ε s / (S + ε s)
+            thetas, bot = block.producer.layer_kind.exact_proportional(at_k)
+        else:
+            thetas, bot = [np.full(K, theta, dtype=object) for theta in block.split], _zeros(K)
         offset = 0
-        for u, size, theta in zip(block.inputs, sizes, block.split):
-            src = np.broadcast_to(np.arange(size).reshape(self.shapes[u]), out_shape).reshape(-1)
+        for u, src, theta, a in zip(block.inputs, sources, thetas, at_k):
             for k in range(K):
-                q[offset + src[k], k] += theta
-            values = values * self.values[u][src]
+                q[offset + src[k], k] += theta[k]
+            values = values * a
             offset += len(self.values[u])
-        return values, (q, _zeros(K))
+        return values, (q, bot)
 
     def layer(self, name) -> int:
         if isinstance(name, int):

@@ -470,13 +470,23 @@ class _Tracer:
 
     def _product(self, call) -> None:
         """o = Π_i a⁽ⁱ⁾ (broadcast): Q[src_i(k), k] = θ_i, θ from the kind's ``split`` —
-        "equal": 1/n; "signal": 1 to the one factor that is not a gate, 0 to the gates."""
+        "equal": 1/n; "signal": 1 to the one factor that is not a gate, 0 to the gates; "proportional":
+        θ_i(k) = a⁽ⁱ⁾_{src_i(k)} / (S_k + ε sign S_k), S_k = Σ_j a⁽ʲ⁾_{src_j(k)}, the rest ε sign S_k / (…) to ⊥."""
         factors = self._factors(call)
         n = len(factors)
         if Value(call.index) in self.inner:  # flattened into the product that reads it: no kernel of its own
             self._add(Value(call.index), RefNode(call.name, "product", call.output, [], call, factors=factors))
             return
-        if call.kind.split == "equal":
+        nodes = [self.nodes[self.of[v]] for v in factors]
+        out_shape = tuple(call.output.shape[1:])
+        qbot = torch.zeros((self.B,) + out_shape, dtype=DTYPE)
+        if call.kind.split == "proportional":  # LRP-prop: θ_i(k) = a⁽ⁱ⁾_{src_i(k)} / (S_k + ε sign S_k)
+            full = [a.value.expand((self.B,) + out_shape) for a in nodes]
+            S = sum(full[1:], full[0])
+            eps = call.kind.stabilizer * torch.where(S >= 0, 1.0, -1.0).to(DTYPE)
+            theta = [a / (S + eps) for a in full]
+            qbot = eps / (S + eps)
+        elif call.kind.split == "equal":
             theta = [1.0 / n] * n
         else:
             gates = [self._is_gate(v) for v in factors]
@@ -484,14 +494,13 @@ class _Tracer:
                 raise UnsupportedModuleError(f"{call.describe()}: split='signal' needs exactly one factor that is not "
                                              "a gate")
             theta = [0.0 if g else 1.0 for g in gates]
-        nodes = [self.nodes[self.of[v]] for v in factors]
-        out_shape = tuple(call.output.shape[1:])
         K = _numel(out_shape)
         sizes = [_numel(a.shape) for a in nodes]
         Q = torch.zeros((self.B, sum(sizes), K), dtype=DTYPE)
         offset, value = 0, torch.ones((self.B,) + out_shape, dtype=DTYPE)
         for a, size, t in zip(nodes, sizes, theta):
             src = torch.arange(size).reshape(a.shape).expand(out_shape).reshape(-1)
+            t = t.reshape(self.B, K) if isinstance(t, torch.Tensor) else t
             Q[:, offset + src, torch.arange(K)] += t
             offset += size
             value = value * a.value
@@ -499,7 +508,7 @@ class _Tracer:
         if err > 1e-9 * max(1.0, float(call.output.abs().max())):
             raise RuntimeError(f"the product at '{call.name}' does not reproduce its forward (error {err:.2e})")
         self._add(Value(call.index), RefNode(call.name, "product", call.output, [a.name for a in nodes], call,
-                                             factors=factors, Q=Q, qbot=torch.zeros((self.B, K), dtype=DTYPE)))
+                                             factors=factors, Q=Q, qbot=qbot.reshape(self.B, K)))
 
     def _batchnorm(self, call) -> None:
         """Fold y = s (z − μ) + β, s = γ / √(σ² + eps), into the Linear/Conv before it."""
