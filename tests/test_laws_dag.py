@@ -96,7 +96,40 @@ def test_laws_on_branched_models(config, data):
         n = int(torch.tensor(m.layer_shape(hi)).prod())
         _check(laws.markov(m, hi, n // 2, [0, 1], OMEGA_ABOVE(m, hi)))
     applied += _check(laws.modularity(m, model, x, target, _rules(config)))
-    assert applied >= 6
+    applied += _check(laws.channel_sum(m, lo))  # L17: with ⊥ and the walks that bypass the layer
+    applied += _check(laws.channel_sum(m, hi))
+    assert applied >= 8
+
+
+@pytest.mark.parametrize("name", sorted(dag_models.BUILDERS))
+def test_channel_heatmaps_add_up_with_the_walks_that_bypass_the_layer(name):
+    """L17 on a branched model: the channel heatmaps of a layer, its ⊥ and the walks that
+    bypass its node (a skip path's copies) partition the input heatmap, at every layer.
+    Without the bypassing cell the sum misses the skip path's mass (it did, before)."""
+    model, x = dag_models.BUILDERS[name](3)
+    m = nrm.explain(model, x, target=0, rules=nrm.presets.EpsilonGammaFlat())
+    names = m.canonical_names()
+    for layer in names[1:]:
+        result = laws.channel_sum(m, layer)
+        assert result.holds is True, str(result)
+    skipped = [n for n in names[1:] if float(m.bypassing(n).abs().max()) > 1e-6]
+    assert skipped, "a branched model has layers that walks bypass"
+
+
+@pytest.mark.parametrize("name", sorted(dag_models.BUILDERS))
+def test_lrp_equivalence_says_why_it_does_not_apply_to_a_branched_model(name):
+    """L8 compares with the autograd LRP reference, which reads chains: on a branched model
+    it is not applicable, with the reason (it raised a RuntimeError from deep in a convolution
+    before), and the reference itself refuses with a named error."""
+    from nrm.errors import UnsupportedModuleError
+    from nrm_verify.references import autograd
+
+    model, x = dag_models.BUILDERS[name](3)
+    m = nrm.explain(model, x, target=0)
+    result = laws.lrp_equivalence(m)
+    assert result.holds is None and "sequential models only" in result.detail, str(result)
+    with pytest.raises(UnsupportedModuleError, match="reads sequential models; layer '.+' reads"):
+        autograd.relevance(model, x, 0)
 
 
 def OMEGA_ABOVE(m, layer):

@@ -309,9 +309,15 @@ def lrp_equivalence(m: Measure, reference: dict | None = None, f: torch.Tensor |
     ``reference`` maps layer names to R^(l) (B, *shape) — relevance from any LRP
     implementation, with ``f`` (B,) the relevance it started from (default: the measure's
     f). Without ``reference``, :func:`nrm_verify.references.autograd.relevance` computes it (autograd,
-    the gradient trick) for the measure's own model, input, start vector and rules."""
+    the gradient trick) for the measure's own model, input, start vector and rules; it reads
+    sequential models, so on a branched model L8 is then "not applicable", saying so."""
 
     tol = tolerance_for(m, tol)
+    if reference is None and not m.network.sequential:
+        return LawResult("L8", "LRP equivalence", None,
+                         detail="the model branches (a residual sum, a concatenation or a product) and the autograd "
+                                "LRP reference reads sequential models only; pass reference= (R per layer) from an "
+                                "LRP implementation that reads branches")
     if reference is None:
         x = m.input
         rules = {b.name: b.rule for b in m.network.linear_blocks()}
@@ -335,14 +341,17 @@ def lrp_equivalence(m: Measure, reference: dict | None = None, f: torch.Tensor |
 # -- L17 and invariances ------------------------------------------------------------------
 def channel_sum(m: Measure, layer: str, target: str = "input", *, tol: float | None = None) -> LawResult:
     """L17: the channel-conditional heatmaps of a layer plus the absorber's sum to the
-    plain heatmap: Σ_c μ(X_0 = i, X_layer ∈ c) + μ(X_0 = i, X_layer = ⊥) = m_0(i)."""
+    plain heatmap: Σ_c μ(X_0 = i, X_layer ∈ c) + μ(X_0 = i, X_layer = ⊥) = m_0(i). In a
+    model with branches the walks that bypass the layer's node (a skip path's copies,
+    NRM-SPEC §1) are a cell of the partition too, as in L3 and L6."""
     tol = tolerance_for(m, tol)
     shape = m.layer_shape(layer)
     channels = shape[0] if len(shape) > 1 else (shape[0] if shape else 1)
     events = [At(layer, channels=[c]) if len(shape) > 1 else At(layer, index=[c]) for c in range(channels)]
-    events.append(At(layer, index=[], absorber=True))
+    events.append(At(layer, index=[], absorber=True, parallel=not m.network.sequential))
     maps = m.marginal(target, within=events)
     plain = m.marginal(target)
     d, x, y = worst_pair(maps.sum(0), plain, big_terms(m, maps.abs().sum(0)))
+    cells = "⊥" if m.network.sequential else "⊥ and the walks that bypass it"
     return law_result("L17", "channel-conditional heatmaps add up", d, tol,
-                   f"{channels} channels of {layer!r} and ⊥, heatmaps at {target!r}", pair=(x, y))
+                   f"{channels} channels of {layer!r} and {cells}, heatmaps at {target!r}", pair=(x, y))

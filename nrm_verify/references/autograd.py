@@ -39,6 +39,13 @@ def relevance(model: nn.Module, x: torch.Tensor, target=None, *, rules=None,
     those :meth:`nrm.Measure.walk` uses (the first name of a layer with its own shape)."""
     check_eval_mode(model)
     network = ProperFFNN(model, x)
+    branch = next((b for b in network.blocks[1:] if b.inputs != [b.index - 1]), None)
+    if branch is not None:
+        raise UnsupportedModuleError(
+            f"the autograd LRP reference reads sequential models; layer '{branch.name}' reads "
+            f"{'the layers ' + str(branch.inputs) if len(branch.inputs) > 1 else 'layer ' + str(branch.inputs[0])}, "
+            f"not the layer before it (a branch). Compare a branched model with the explicit reference "
+            f"(nrm_verify.references.explicit) or pass L8 a reference of your own")
     assign(network, rules)
     inputs, outputs, shapes, names = {}, {}, {0: tuple(x.shape[1:])}, {0: "input"}
     with torch.no_grad():
