@@ -312,6 +312,10 @@ def lrp_equivalence(m: Measure, reference: dict | None = None, f: torch.Tensor |
     the gradient trick) for the measure's own model, input, start vector and rules."""
 
     tol = tolerance_for(m, tol)
+    if reference is None and not m.network.sequential:
+        return LawResult("L8", "LRP equivalence", None,
+                         detail="the model has branches (sums, products, attention); the autograd LRP reference of "
+                                "L8 reads sequential models (L18 compares the graph with the explicit LRP reference)")
     if reference is None:
         x = m.input
         rules = {b.name: b.rule for b in m.network.linear_blocks()}
@@ -335,12 +339,16 @@ def lrp_equivalence(m: Measure, reference: dict | None = None, f: torch.Tensor |
 # -- L17 and invariances ------------------------------------------------------------------
 def channel_sum(m: Measure, layer: str, target: str = "input", *, tol: float | None = None) -> LawResult:
     """L17: the channel-conditional heatmaps of a layer plus the absorber's sum to the
-    plain heatmap: Σ_c μ(X_0 = i, X_layer ∈ c) + μ(X_0 = i, X_layer = ⊥) = m_0(i)."""
+    plain heatmap: Σ_c μ(X_0 = i, X_layer ∈ c) + μ(X_0 = i, X_layer = ⊥) = m_0(i). On a model
+    with branches, the walks that bypass the layer's node (on the copies of a parallel or skip
+    path, :meth:`nrm.Measure.bypassing`) are the third part of the partition."""
     tol = tolerance_for(m, tol)
     shape = m.layer_shape(layer)
     channels = shape[0] if len(shape) > 1 else (shape[0] if shape else 1)
     events = [At(layer, channels=[c]) if len(shape) > 1 else At(layer, index=[c]) for c in range(channels)]
     events.append(At(layer, index=[], absorber=True))
+    if not m.network.sequential:
+        events.append(At(layer, index=[], parallel=True))
     maps = m.marginal(target, within=events)
     plain = m.marginal(target)
     d, x, y = worst_pair(maps.sum(0), plain, big_terms(m, maps.abs().sum(0)))
