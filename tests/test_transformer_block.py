@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import nrm
+from nrm.errors import CaptureMismatchError, UnsupportedOperationError
 from nrm.layers.attention import MatMul
 from nrm_verify import laws
 from nrm_verify.properties.checks import laws_on_case
@@ -146,3 +147,120 @@ def test_batch_and_float32():
     m32 = nrm.explain(copy.deepcopy(model).float(), x.float(), target=1)
     assert float(laws.normalization(m32).deviation) <= 1e-5
     torch.testing.assert_close(m32.marginal("input").double(), want, rtol=1e-3, atol=1e-4)
+
+
+# -- torch's attention: F.scaled_dot_product_attention and nn.MultiheadAttention -----------------
+
+
+class FusedHead(nn.Module):
+    """Two heads through F.scaled_dot_product_attention on x (B, 3, 4)."""
+
+    def __init__(self, **sdpa):
+        super().__init__()
+        self.q, self.k, self.v, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(12, 2)
+        self.sdpa = sdpa
+
+    def forward(self, x):
+        q, k, v = (p(x).view(x.shape[0], 3, 2, 2).transpose(1, 2) for p in (self.q, self.k, self.v))
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v, **self.sdpa)
+        return self.head(o.transpose(1, 2).flatten(1))
+
+
+class TorchMHA(nn.Module):
+    """nn.MultiheadAttention(4, 2) on x (B, 3, 4), a residual, LayerNorm and a dense head."""
+
+    def __init__(self, need_weights=True, batch_first=True, **call):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=batch_first)
+        self.ln, self.head = nn.LayerNorm(4), nn.Linear(12, 2)
+        self.need_weights, self.call = need_weights, call
+
+    def forward(self, x):
+        a, _ = self.attn(x, x, x, need_weights=self.need_weights, **self.call)
+        return self.head(self.ln(x + a).flatten(1))
+
+
+def _seeded_model(model, seed=0, batch=1):
+    g = torch.Generator().manual_seed(seed)
+    model = model.double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
+    return model, torch.randn((batch, 3, 4), generator=g, dtype=D)
+
+
+TORCH_ATTENTION = [("sdpa", FusedHead), ("mha", TorchMHA), ("mha-sdpa", lambda: TorchMHA(need_weights=False))]
+
+
+@pytest.mark.parametrize("name,build", TORCH_ATTENTION, ids=[n for n, _ in TORCH_ATTENTION])
+@pytest.mark.parametrize("rules", [None, nrm.rules.Epsilon(0.01)], ids=repr)
+def test_torch_attention_engine_equals_exact_oracle_and_reference(name, build, rules):
+    model, x = _seeded_model(build(), seed=3)
+    m = nrm.explain(model, x, target=1, rules=rules, check="full")
+    exact, bottom = ExactGraph(model, x, rules).marginals(1)
+    ref = reference_lrp(model, x, 1, rules)
+    assert sum(exact[0], Fraction(0)) + bottom[0] == 1
+    assert {"MatMul", "Softmax"} <= {b.producer.layer_kind.name for b in m.network.blocks[1:]}
+    scale = 1 + float(sum(abs(v) for v in exact[0]))
+    for layer in m.layers:
+        l = m.layer_index(layer)
+        want = np.array([float(v) for v in exact[l]])
+        assert np.abs(m.marginal(layer).reshape(-1).numpy() - want).max() <= 1e-12 * scale, layer
+        if layer in ref.relevance:
+            assert np.abs(ref.marginal(layer).reshape(-1).numpy() - want).max() <= 1e-12 * scale, layer
+    assert float(laws.normalization(m).deviation) <= 1e-12
+
+
+@pytest.mark.parametrize("name,build", TORCH_ATTENTION, ids=[n for n, _ in TORCH_ATTENTION])
+def test_torch_attention_output_is_the_models(name, build):
+    """f equals model(x) — with gradients, and in eval mode without them, where nn.MultiheadAttention
+    takes torch's fused fast path (aten::_native_multi_head_attention, seen by the profiler) — within
+    a few ulp (nrm reads the decomposition; the fused kernels sum in another order); L1 holds."""
+    model, x = _seeded_model(build(), seed=4, batch=3)
+    m = nrm.explain(model, x, target=0)
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        fast = model(x)[:, 0]
+    if name == "mha":
+        assert "aten::_native_multi_head_attention" in {e.name for e in prof.events()}
+    slow = model(x)[:, 0].detach()
+    for want in (fast, slow):
+        torch.testing.assert_close(m.f, want, rtol=1e-13, atol=1e-15)
+    assert float(laws.normalization(m).deviation) <= 1e-12
+
+
+def test_torch_attention_in_float32():
+    model, x = _seeded_model(TorchMHA(), seed=5, batch=2)
+    model, x = model.float(), x.float()
+    m = nrm.explain(model, x, target=0)
+    with torch.no_grad():
+        torch.testing.assert_close(m.f, model(x)[:, 0], rtol=1e-5, atol=1e-6)
+    assert float(laws.normalization(m).deviation) <= 1e-5
+
+
+REFUSED = [
+    ("sdpa-causal", lambda: FusedHead(is_causal=True), UnsupportedOperationError,
+     ("scaled_dot_product_attention", "is_causal", "−∞")),
+    ("mha-seq-first", lambda: TorchMHA(batch_first=False), UnsupportedOperationError,
+     ("MultiheadAttention at 'attn'", "batch_first=False")),
+    ("mha-mask", lambda: TorchMHA(attn_mask=torch.zeros(3, 3, dtype=D)), UnsupportedOperationError,
+     ("MultiheadAttention at 'attn'", "attn_mask")),
+]
+
+
+@pytest.mark.parametrize("name,build,error,words", REFUSED, ids=[r[0] for r in REFUSED])
+def test_torch_attention_nrm_cannot_read_is_refused_by_name(name, build, error, words):
+    model, x = _seeded_model(build(), seed=6)
+    with pytest.raises(error) as info:
+        nrm.explain(model, x, target=0)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_mha_whose_output_differs_from_its_definition_is_a_capture_mismatch():
+    """A MultiheadAttention whose forward was replaced (here: its output shifted by 1) is not what
+    its definition computes: the capture refuses it rather than explain something else."""
+    model, x = _seeded_model(TorchMHA(), seed=7)
+    original = model.attn.forward
+    model.attn.forward = lambda *a, **k: (original(*a, **k)[0] + 1, None)
+    with pytest.raises(CaptureMismatchError, match="does not reproduce the module's output"):
+        nrm.explain(model, x, target=0)
