@@ -280,3 +280,20 @@ def test_unreadable_attention_operations_are_named(module, shape, words):
         nrm.explain(module.eval(), x, target=0)
     for w in words:
         assert w in str(info.value), (w, str(info.value))
+
+
+def test_softmax_shift_moves_the_real_shares_not_the_absorber():
+    """softmax(x + c) = softmax(x), but the kernel is a Taylor expansion at x: the real shares move
+    by c (δ_ij − s_i) (a column sum of 0) and ⊥'s share 1 − x_j + Σ_i s_i x_i does not. Measured,
+    not forced: the input marginal changes by c (R_i − s_i Σ_j R_j) / f."""
+    model = _seeded(nn.Sequential(SoftmaxOfInput(), nn.Linear(6, 2)).double(), 12)
+    x = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(13), dtype=D)
+    c = 0.75
+    m, shifted = nrm.explain(model, x, target=0), nrm.explain(model, x + c, target=0)
+    assert float(m.f[0]) == pytest.approx(float(shifted.f[0]), rel=1e-15)
+    torch.testing.assert_close(shifted.absorbed("input"), m.absorbed("input"), rtol=1e-12, atol=1e-14)
+    R = m.marginal("0").reshape(1, 2, 3)
+    s = torch.softmax(x, -1)
+    torch.testing.assert_close(shifted.marginal("input") - m.marginal("input"),
+                               c * (R - s * R.sum(-1, keepdim=True)), rtol=1e-10, atol=1e-13)
+    assert float((shifted.marginal("input") - m.marginal("input")).abs().max()) > 1e-3

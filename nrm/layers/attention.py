@@ -277,8 +277,8 @@ class SDPADecomposition:
     The capture runs this in place of the fused call (:mod:`nrm.capture`), so its pieces are
     recorded as :class:`~nrm.layers.scale.ConstantScale`, :class:`~nrm.layers.shape.Permute`,
     :class:`MatMul` and :class:`Softmax` layers; the value the model goes on with is this
-    decomposition's (equal to the fused kernel's within rounding; bit for bit where torch runs
-    its math backend, as for float64 on CPU). Refused, by name: an attention mask or
+    decomposition's, equal to the fused kernel's within rounding (the kernels may sum in
+    another order; a few ulp in the tests). Refused, by name: an attention mask or
     ``is_causal`` (a masked position is −∞ before the softmax, not read yet), dropout, and
     grouped-query attention (``enable_gqa``)."""
 
