@@ -297,3 +297,12 @@ def test_softmax_shift_moves_the_real_shares_not_the_absorber():
     torch.testing.assert_close(shifted.marginal("input") - m.marginal("input"),
                                c * (R - s * R.sum(-1, keepdim=True)), rtol=1e-10, atol=1e-13)
     assert float((shifted.marginal("input") - m.marginal("input")).abs().max()) > 1e-3
+
+
+def test_gnn_lrp_reference_says_a_softmax_is_not_affine():
+    """The GNN-LRP reference reads affine maps from the recorded operation on the unit basis; a
+    softmax is linear only at its forward value, so L15 is not applicable (not a wrong number)."""
+    model = _seeded(nn.Sequential(nn.Linear(3, 3), nn.Softmax(-1), nn.Flatten(), nn.Linear(6, 2)).double(), 14)
+    x = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(15), dtype=D)
+    result = laws.walk_relevance(model, x, 0, {"1": [0]})
+    assert result.holds is None and "not an affine operation" in result.detail
