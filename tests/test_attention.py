@@ -306,3 +306,14 @@ def test_gnn_lrp_reference_says_a_softmax_is_not_affine():
     x = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(15), dtype=D)
     result = laws.walk_relevance(model, x, 0, {"1": [0]})
     assert result.holds is None and "not an affine operation" in result.detail
+
+
+@pytest.mark.parametrize("split", [0, Fraction(1, 3), 1], ids=str)
+def test_check_layer_passes_matmul_at_other_splits(split):
+    """The built-in kinds' check (tests/test_layers.py) runs θ = ½; the other splits pass it too,
+    and the registry is back to the default afterwards."""
+    from nrm_verify.validate.layers import check_layer
+
+    report = check_layer(MatMul(theta=split), max_examples=3, only=["K2", "K3", "K5", "L1", "L18"])
+    assert report.ok, str(report)
+    assert nrm.layers.REGISTRY.kinds["MatMul"].theta == Fraction(1, 2)
