@@ -53,7 +53,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .layers import REGISTRY, base_name
-from .layers.attention import DECOMPOSED_FUNCTIONS, DECOMPOSED_MODULES
+from .layers.fused import DECOMPOSED_FUNCTIONS, DECOMPOSED_MODULES
 from .recorded import Piece, Value, dispatch_name
 
 _MISSING = object()

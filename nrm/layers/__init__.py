@@ -11,7 +11,8 @@ Roles (:mod:`nrm.layers.base`): :class:`Linear` (a map a rule splits), :class:`S
 activations). The built-in kinds are in
 :mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.activations`,
 :mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling`, :mod:`~nrm.layers.norm`,
-:mod:`~nrm.layers.products`, :mod:`~nrm.layers.scale` and :mod:`~nrm.layers.attention`.
+:mod:`~nrm.layers.products`, :mod:`~nrm.layers.scale` and :mod:`~nrm.layers.attention`;
+fused operations the capture records through their definitions are in :mod:`~nrm.layers.fused`.
 """
 
 from __future__ import annotations
