@@ -317,3 +317,23 @@ def test_check_layer_passes_matmul_at_other_splits(split):
     report = check_layer(MatMul(theta=split), max_examples=3, only=["K2", "K3", "K5", "L1", "L18"])
     assert report.ok, str(report)
     assert nrm.layers.REGISTRY.kinds["MatMul"].theta == Fraction(1, 2)
+
+
+class Batched(nn.Module):
+    """torch.bmm and Tensor.matmul of two projections of x (B, 3, 2): (x W_a)(x W_b)ᵀ then times x W_c."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c, self.head = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(6, 2)
+
+    def forward(self, x):
+        scores = torch.bmm(self.a(x), self.b(x).transpose(1, 2))
+        return self.head(scores.matmul(self.c(x)).flatten(1))
+
+
+@pytest.mark.parametrize("rules", [None, nrm.rules.Epsilon(0.1)], ids=repr)
+def test_bmm_and_tensor_matmul_are_read(rules):
+    model = _seeded(Batched().double(), 16)
+    x = torch.randn((1, 3, 2), generator=torch.Generator().manual_seed(17), dtype=D)
+    m = _agree(model, x, 0, rules)
+    assert [b.producer.layer_kind.name for b in m.network.blocks[1:]].count("MatMul") == 2
