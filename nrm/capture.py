@@ -45,6 +45,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from .errors import (
+    CaptureMismatchError,
     DataDependentControlFlowError,
     InPlaceViewError,
     NRMError,
@@ -52,6 +53,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .layers import REGISTRY, base_name
+from .layers.fused import DECOMPOSED_FUNCTIONS, DECOMPOSED_MODULES
 from .recorded import Piece, Value, dispatch_name
 
 _MISSING = object()
@@ -236,13 +238,14 @@ def _source_line(filename: str, lineno: int) -> str:
 class _Frame:
     """One module call on the stack."""
 
-    __slots__ = ("module", "name", "direct", "children", "whole", "inputs")
+    __slots__ = ("module", "name", "direct", "children", "whole", "inputs", "decompose")
 
     def __init__(self, module: nn.Module, name: str, whole: Any):
         self.module, self.name, self.whole = module, name, whole
         self.direct: list[int] = []  # calls recorded directly in this module's forward()
         self.children = False  # whether a module called inside recorded anything
         self.inputs: list[Value] | None = None
+        self.decompose: Any = None  # a module read through its definition (DECOMPOSED_MODULES)
 
 
 class _Recorder(TorchFunctionMode):
@@ -284,11 +287,19 @@ class _Recorder(TorchFunctionMode):
             if whole is not None:
                 frame.inputs = self._tainted(args, strict=False)
                 self.leaf += 1
+            elif not self.leaf and type(module) in DECOMPOSED_MODULES:  # its own forward runs unrecorded
+                frame.decompose = DECOMPOSED_MODULES[type(module)]
+                self.leaf += 1
             self.stack.append(frame)
 
-    def post_hook(self, module: nn.Module, args: tuple, *rest) -> None:
+    def post_hook(self, module: nn.Module, args: tuple, *rest) -> Any:
         if threading.get_ident() != self.thread or not self.stack or self.stack[-1].module is not module:
-            return
+            return None
+        replaced = None
+        if self.stack[-1].decompose is not None:
+            self.leaf -= 1
+            if sys.exc_info()[0] is None and self.error is None:
+                replaced = self._decompose(self.stack[-1], args, rest)
         with torch._C.DisableTorchFunction():
             output = rest[-1]
             kwargs = rest[0] if len(rest) == 2 else {}
@@ -313,6 +324,34 @@ class _Recorder(TorchFunctionMode):
                 if not call.name:
                     call.name, call.owned = frame.name, True
             self.module_calls.append(frame.name)
+        return replaced
+
+    def _decompose(self, frame: _Frame, args: tuple, rest: tuple) -> Any:
+        """A module of DECOMPOSED_MODULES after its own forward ran unrecorded: run its
+        definition recorded, on the same arguments, and return that output in place of the
+        module's, which it must reproduce (each tensor within 10³ ulp of its largest value)."""
+        kwargs, output = (rest[0] if len(rest) == 2 else {}), rest[-1]
+        with torch._C.DisableTorchFunction():
+            why = frame.decompose.refusal(frame.module, args, kwargs)
+        if why is not None:
+            self._fail(UnsupportedOperationError(
+                f"{type(frame.module).__name__} at '{frame.name}' ({user_location() or 'forward'}) {why}"))
+        replaced = frame.decompose(frame.module, *args, **kwargs)
+        with torch._C.DisableTorchFunction():
+            for mine, theirs in zip(_flat(replaced), _flat(output)):
+                if (mine is None) != (theirs is None):
+                    self._fail(CaptureMismatchError(f"the decomposition of {type(frame.module).__name__} at "
+                                                    f"'{frame.name}' returns other outputs than the module"))
+                if mine is None:
+                    continue
+                bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
+                worst = float((mine - theirs).abs().max()) if mine.shape == theirs.shape else float("inf")
+                if not worst <= bound:
+                    self._fail(CaptureMismatchError(
+                        f"the decomposition of {type(frame.module).__name__} at '{frame.name}' does not reproduce the "
+                        f"module's output (max deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it "
+                        "faithfully"))
+        return replaced
 
     def _call_name(self, module: nn.Module) -> str:
         """The i-th call of a module takes its i-th name in the model (a module registered
@@ -337,6 +376,11 @@ class _Recorder(TorchFunctionMode):
                 f"forward() reads the values of an input-derived tensor into Python ({func_name(func)}) at "
                 f"{user_location() or 'an unknown place'}: data-dependent control flow, which nrm does not follow. "
                 "Compute it with tensor operations (torch.where, masks) instead of Python branching"))
+        decomposition = DECOMPOSED_FUNCTIONS.get(_key(func))
+        why = None if decomposition is None else decomposition.refusal(args, kwargs)
+        if decomposition is not None and why is None:  # recorded as the operations that define it
+            with self:
+                return decomposition(*args, **kwargs)
         target = _inplace_target(func, args, kwargs)
         if target is not None:
             self._copy_on_write(target)
@@ -351,6 +395,8 @@ class _Recorder(TorchFunctionMode):
                 self._record(Piece(func, i), args, kwargs, None, piece, frame)
             return out
         self._record(func, args, kwargs, None, out, frame, target=target)
+        if why is not None and self.calls[-1].kind is None:
+            self.calls[-1].refusal = why
         return out
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -448,6 +494,11 @@ def _key(func: Any) -> Any:
     if getattr(func, "__name__", None) == "__get__" and type(owner).__name__ == "getset_descriptor":
         return owner
     return func
+
+
+def _flat(out: Any) -> list:
+    """A module's output as a list of tensors (or None)."""
+    return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 def _tensors_only(out: Any) -> bool:

@@ -27,7 +27,7 @@ import torch
 
 from .check import check_map, check_route, check_winners
 from .errors import RelevanceDependentRuleError
-from .graph import Block, ProperFFNN, all_finite
+from .graph import Block, ProperFFNN, all_finite, pack_inputs
 from .ops import TORCH
 from .rules import Rule, identity, ones
 
@@ -123,6 +123,7 @@ class Engine:
         self.concat: dict[int, tuple] = {}  # concatenation layers: (dim, sizes)
         self.splits: dict[int, list] = {}  # product layers: (θ_i, factor shape) per input
         self.product_bot: dict[int, torch.Tensor] = {}  # q(⊥|k) (B, *shape) of a proportional product
+        self.packed: dict[int, list] = {}  # linear maps of several inputs: neurons per input (pack_inputs)
         a = net.captured.input
         for block in net.blocks:
             l = block.index
@@ -158,7 +159,9 @@ class Engine:
             self.concat[l] = (dim, tuple(t.shape[dim] for t in ins))
             self.in_shape[l] = tuple(out.shape[1:])
             return out
-        a = torch.stack(ins, 1) if step.role == "sum" else ins[0]
+        a = pack_inputs(step, ins)
+        if len(ins) > 1 and step.role != "sum":
+            self.packed[l] = [t[0].numel() for t in ins]
         self.inputs[l] = a
         self.in_shape[l] = tuple(a.shape[1:])
         if kind == "pass":
@@ -327,6 +330,8 @@ class Engine:
         if block.kind == "concat":
             dim, sizes = self.concat[l]
             parts = torch.split(total, list(sizes), dim=dim + 1)
+        elif l in self.packed:
+            parts = torch.split(total.reshape(K, B, -1), self.packed[l], dim=2)
         elif len(block.inputs) > 1:
             parts = total.unbind(2)
         else:
@@ -398,6 +403,8 @@ class Engine:
         if block.kind == "concat":
             dim = self.concat[l][0]
             v_in = torch.cat([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], dim + 1)
+        elif l in self.packed:
+            v_in = torch.cat([t.reshape(K, B, -1) for t in vs], 2)
         elif len(vs) > 1:
             v_in = torch.stack([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], 2)
         else:

@@ -335,9 +335,9 @@ class _Builder:
             return  # reads the output of a refused call (listed already) or only constants
         step = Step(call.name, call)
         role = call.kind.role
-        if role in ("linear", "winner"):
+        if role == "winner":
             self._producer(call, step, [self.where[ins[0]]])
-        elif role in ("sum", "concat"):
+        elif role in ("linear", "sum", "concat"):  # a linear map of several inputs reads them packed (pack_inputs)
             self._producer(call, step, [self.where[v] for v in ins])
         elif role == "product":
             self._producer(call, step, [self.where[v] for v in ins])
@@ -435,6 +435,18 @@ class _Builder:
             if name not in out and value in self.where:
                 out[name] = (self.where[value], value)
         return out
+
+
+def pack_inputs(step: Step, ins: list[torch.Tensor]) -> torch.Tensor:
+    """The input of a linear layer's map: the one tensor it reads; the stack of the summands of a
+    sum (B, n, *shape); for a map of several input-derived tensors (a matrix product of two
+    activations, :class:`nrm.layers.attention.MatMul`) their per-sample neurons concatenated in
+    row-major order, (B, Σ_i |a⁽ⁱ⁾|) — the layer's in-neurons are the union of its parents."""
+    if step.role == "sum":
+        return torch.stack(ins, 1)
+    if len(ins) == 1:
+        return ins[0]
+    return torch.cat([t.reshape(t.shape[0], -1) for t in ins], 1)
 
 
 def _relevance_inputs(call: Call) -> list[Value]:

@@ -275,3 +275,122 @@ def adaptive_avgpool_map(channels: int, in_hw: tuple[int, int], out_hw: tuple[in
 
 def _tuple(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+class MatMulMap(LinearMap):
+    """A matrix product of two activations, O = A · V (``A @ V``, ``torch.bmm``; attention's
+    Q · Kᵀ and A · V), as a linear map of the packed input [A, V] (``nrm.graph.pack_inputs``)
+    with the other factor held at its forward value and the product split by θ:
+
+        O_jp = Σ_i A_ji (θ V_ip) + Σ_i ((1 − θ) A_ji) V_ip
+
+    ``weight`` (B, |V| + |A|) holds, per sample, θ V (the weights of A's edges) then (1 − θ) A
+    (the weights of V's edges), so a rule modifies them elementwise as any weight. A and V
+    have the shapes (*lead, n, m) and (*lead, m, d) per sample. The map depends on the sample:
+    :meth:`forward` and :meth:`transpose` accept R·B stacked rows (row i is sample i mod B).
+    A factor with no share (θ = 0: A, θ = 1: V) is no parent: :meth:`structured` zeroes its
+    edges.
+
+    Definition::
+
+        forward:    z = x_A @ W_A + W_V @ x_V
+        transpose:  t_A = g @ W_Aᵀ,   t_V = W_Vᵀ @ g
+    """
+
+    fuses_bias = True
+
+    def __init__(self, weight: torch.Tensor, a_shape: tuple, v_shape: tuple, connected: torch.Tensor):
+        self.weight, self.bias = weight, None
+        self.a_shape, self.v_shape = tuple(a_shape), tuple(v_shape)
+        self.na, self.nv = _numel(self.a_shape), _numel(self.v_shape)
+        self.out_shape = self.a_shape[:-1] + self.v_shape[-1:]
+        self.batch = weight.shape[0]
+        self.connected = connected  # (|V| + |A|,) bool
+
+    def _rows(self, t: torch.Tensor) -> int:
+        if t.shape[0] % self.batch:
+            raise ValueError(f"the map was built for a batch of {self.batch} samples but got {t.shape[0]} rows")
+        return t.shape[0] // self.batch
+
+    def _weights(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B = self.batch
+        return (weight[:, :self.nv].reshape((B,) + self.v_shape), weight[:, self.nv:].reshape((B,) + self.a_shape))
+
+    def forward(self, x, weight, bias=None):
+        R, B = self._rows(x), self.batch
+        flat = x.reshape(R, B, -1)
+        xa, xv = flat[..., :self.na].reshape((R, B) + self.a_shape), flat[..., self.na:].reshape((R, B) + self.v_shape)
+        wa, wv = self._weights(weight)
+        z = torch.matmul(xa, wa) + torch.matmul(wv, xv)
+        return z.reshape((R * B,) + self.out_shape)
+
+    def transpose(self, g, weight, in_shape):
+        R, B = self._rows(g), self.batch
+        g = g.reshape((R, B) + self.out_shape)
+        wa, wv = self._weights(weight)
+        ta = torch.matmul(g, wa.transpose(-1, -2)).reshape(R * B, -1)
+        tv = torch.matmul(wv.transpose(-1, -2), g).reshape(R * B, -1)
+        return torch.cat([ta, tv], 1).reshape((R * B,) + tuple(in_shape))
+
+    def structured(self, weight):
+        return weight * self.connected.to(weight.dtype)
+
+
+class SoftmaxMap(LinearMap):
+    """s = softmax(x) along one per-sample dimension, linearized at the forward value x (the
+    Taylor expansion of AttnLRP Prop. 3.1): z = J x + b with J the Jacobian and the remainder
+    b = s − J x as the bias, so z = s. Within a group of n neurons along the softmax
+    dimension (every other index fixed), in-neuron j and out-neuron k:
+
+        W_jk = ∂s_k/∂x_j = s_k (δ_jk − s_j),    b_k = s_k − Σ_j x_j W_jk
+
+    ``weight`` (B, G, n, n) is W per sample and group; ``bias`` (B, *shape) per sample. The map
+    depends on the sample: :meth:`forward` and :meth:`transpose` accept R·B stacked rows.
+    ``dim`` is the softmax dimension of one sample (0-based, the batch dimension excluded).
+
+    Definition::
+
+        forward:    z_k = Σ_{j in k's group} x_j W_jk
+        transpose:  t_j = Σ_{k in j's group} W_jk g_k
+    """
+
+    fuses_bias = False
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, shape: tuple, dim: int):
+        self.weight, self.bias = weight, bias
+        self.shape, self.dim = tuple(shape), dim
+        self.batch = weight.shape[0]
+
+    def _groups(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
+        rows = t.shape[0]
+        if rows % self.batch:
+            raise ValueError(f"the map was built for a batch of {self.batch} samples but got {rows} rows")
+        moved = t.reshape((rows,) + self.shape).movedim(self.dim + 1, -1)
+        return moved.reshape(rows // self.batch, self.batch, -1, self.shape[self.dim]), rows
+
+    def _back(self, t: torch.Tensor, rows: int) -> torch.Tensor:
+        moved = tuple(s for i, s in enumerate(self.shape) if i != self.dim) + (self.shape[self.dim],)
+        return t.reshape((rows,) + moved).movedim(-1, self.dim + 1).contiguous()
+
+    def forward(self, x, weight, bias=None):
+        xg, rows = self._groups(x)
+        z = self._back(torch.einsum("rbgj,bgjk->rbgk", xg, weight), rows)
+        return z if bias is None else z + self.bias_for(z, bias)
+
+    def transpose(self, g, weight, in_shape):
+        gg, rows = self._groups(g)
+        return self._back(torch.einsum("bgjk,rbgk->rbgj", weight, gg), rows)
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        if bias is None:
+            return None
+        rows = z.shape[0]
+        return bias.repeat((rows // self.batch,) + (1,) * (bias.dim() - 1)) if rows != self.batch else bias
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

@@ -32,3 +32,9 @@ class Scale(nn.Module):
     """A product by a constant, z = c ⊙ a (a layer scale, ``x * c``, ``x / c``): a diagonal
     linear map, to which any rule applies. Key of a rule mapping: ``{nrm.markers.Scale: rule}``.
     Never called."""
+
+
+class MatrixProduct(nn.Module):
+    """A matrix product of two activations, O = A · V (attention's Q · Kᵀ and A · V), read by
+    :class:`nrm.layers.attention.MatMul` as a linear map of its two factors split by θ. Key of a
+    rule mapping: ``{nrm.markers.MatrixProduct: rule}``. Never called."""

@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import RuleAssignmentError, RuleParameterError
 from .lrn import LRNTaylor
-from .markers import Scale, Sum
+from .markers import MatrixProduct, Scale, Sum
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, ZBox, Zero, ZPlus
 
 
@@ -35,9 +35,10 @@ FIRST = _First()
 DENSE = (nn.Linear,)
 CONV = (nn.Conv1d, nn.Conv2d)
 POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, Sum)  # average pooling and sums of branches: LRP-0 by default
-NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, Scale)
+NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, Scale, nn.Softmax)
 """Normalizations that are layers of their own (a batch norm that cannot fold, layer and group
-norm with σ held) and products by a constant (a layer scale): LRP-0 in every preset."""
+norm with σ held), products by a constant (a layer scale) and the softmax (its Taylor
+linearization, AttnLRP Prop. 3.1): LRP-0 in every preset."""
 
 
 class RuleMap:
@@ -185,8 +186,9 @@ def _reads_input(network, block) -> bool:
 
 def _preset(name, dense, conv, first=None, pool=None) -> RuleMap:
 
-    by_type = ({t: dense for t in DENSE} | {t: conv for t in CONV} | {t: pool or Zero() for t in POOL}
-               | {t: Zero() for t in NORM} | {nn.LocalResponseNorm: LRNTaylor()})
+    # a product of activations (attention's Q·Kᵀ, A·V) takes the dense rule (AttnLRP: ε on the uniform split)
+    by_type = ({t: dense for t in DENSE + (MatrixProduct,)} | {t: conv for t in CONV}
+               | {t: pool or Zero() for t in POOL} | {t: Zero() for t in NORM} | {nn.LocalResponseNorm: LRNTaylor()})
     return RuleMap(by_type=by_type, first=first, name=name)
 
 

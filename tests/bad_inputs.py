@@ -284,9 +284,9 @@ NULL_UNION = nrm.At("input", index=[0]) | nrm.At("0", index=[0])  # μ = 1/2 + 1
 CASES: list[BadInput] = [
     # unsupported operations: the message names the operation, its module, its path, the line of the
     # model's code, and how to declare a layer kind
-    BadInput("unsupported-softmax", UnsupportedOperationError,
-             ("F.softmax", "in Softmax", "at '1'", "no layer kind", "nrm.layers.register"),
-             with_module(nn.Linear(4, 3), nn.Softmax(dim=1), nn.Linear(3, 2)), explain()),
+    BadInput("unsupported-log-softmax", UnsupportedOperationError,
+             ("F.log_softmax", "in LogSoftmax", "at '1'", "no layer kind", "nrm.layers.register"),
+             with_module(nn.Linear(4, 3), nn.LogSoftmax(dim=1), nn.Linear(3, 2)), explain()),
     BadInput("unsupported-logsigmoid-nested", UnsupportedOperationError, ("F.log_sigmoid", "LogSigmoid", "'body.1'"),
              nested_logsigmoid, explain()),
     BadInput("unsupported-product-gate", AmbiguousProductError,

@@ -472,7 +472,7 @@ class _Scale(nn.Module):
 
 
 @pytest.mark.parametrize("build,name", [
-    (lambda: nn.Sequential(linear(2, 2), nn.Softmax(dim=1)), "softmax"),
+    (lambda: nn.Sequential(linear(2, 2), nn.LogSoftmax(dim=1)), "log_softmax"),
     (lambda: nn.Sequential(linear(2, 2), _Exp()), "exp"),
     (_Scale, "mul"),
 ])

@@ -160,6 +160,10 @@ class Linear(Kind):
     role = "linear"
     folds_batchnorm: ClassVar[bool] = False
     """Whether a batch norm right after this map (and only read there) folds into it."""
+    arity: ClassVar[int] = 1
+    """How many input-derived tensors the map reads: 1, or more for a product of activations
+    (:class:`nrm.layers.attention.MatMul`, 2), whose factors are packed into one input
+    (:func:`nrm.graph.pack_inputs`): its parents are the union of their neurons."""
     jacobian: ClassVar[bool] = True
     """Whether the map's W is the layer's Jacobian (LRP-0 through it is then Gradient ×
     Input, law L9); False for a map that holds an input-dependent factor at its forward

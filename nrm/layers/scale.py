@@ -77,7 +77,10 @@ class ConstantScale(Linear):
     def constant(self, call, like: torch.Tensor) -> torch.Tensor:
         """c broadcast to one sample's shape (the input's per-sample shape), as ``like``'s dtype."""
         a, b = self.operands(call)
-        c = torch.as_tensor(b if isinstance(a, Value) else a).detach().to(like.dtype).to(like.device)
+        c = b if isinstance(a, Value) else a
+        # a Python number as like's dtype directly: torch.as_tensor would round it to float32 first
+        c = (c.detach() if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=like.dtype)).to(like.dtype)
+        c = c.to(like.device)
         per = tuple(like.shape[1:])
         if c.dim() == len(per) + 1:
             c = c[0]

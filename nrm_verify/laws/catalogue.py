@@ -156,6 +156,10 @@ def _gradient_kind(kind) -> str:
                 "so LRP-0 through it is not Gradient × Input")
     if kind.role == "linear" and getattr(kind, "linearized", False):
         return f"{kind.name}'s map is a linearization at the input, not the operation"
+    if kind.role == "linear" and getattr(kind, "arity", 1) > 1:
+        return (f"{kind.name} multiplies activations: its map holds each factor at its forward value and splits the "
+                "product by θ, while the gradient gives every factor the whole product, so LRP-0 is Gradient × Input "
+                "only with the held factor detached")
     if kind.role == "linear" and not getattr(kind, "jacobian", True):
         return (f"{kind.name}'s map holds σ at its forward value (σ depends on the input), so LRP-0 through it is "
                 "Gradient × Input only with σ detached, not with the model's gradient")
@@ -171,7 +175,7 @@ def _detached_gradient_kind(kind) -> str:
 
 
 def _chain_kind(kind) -> str:
-    if kind.role == "product":
+    if kind.role == "product" or getattr(kind, "arity", 1) > 1:
         return (f"{kind.name} joins branches; the autograd LRP reference of L8 reads sequential models (L18 compares "
                 "the graph with the explicit LRP reference, K5 with the exact oracle)")
     return ""

@@ -10,7 +10,7 @@ import torch
 import nrm
 from nrm.engine import Engine
 from nrm.errors import UnsupportedModuleError
-from nrm.graph import ProperFFNN, check_eval_mode
+from nrm.graph import ProperFFNN, check_eval_mode, pack_inputs
 from nrm.measure import Measure
 from nrm.presets import assign
 from nrm_verify.laws.base import (
@@ -89,8 +89,7 @@ def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], lis
             factors = [a.reshape((a.shape[0],) + shape) for a, (_, shape) in zip(ins, eng.splits[l])]
             out = split_product(factors, [theta for theta, _ in eng.splits[l]])
         elif block.producer.kind == "linear":
-            inp = (torch.stack(ins, 1) if block.producer.role == "sum" else ins[0]).reshape(
-                (ins[0].shape[0],) + eng.in_shape[l])
+            inp = pack_inputs(block.producer, ins).reshape((ins[0].shape[0],) + eng.in_shape[l])
             lmap = eng.maps[l]
             z = lmap.forward(inp, lmap.weight)
             bias = lmap.bias_for(z)
@@ -120,8 +119,9 @@ def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], lis
 
 def held_factor_maps(m: Measure) -> list[str]:
     """The kinds of the model's linear layers whose map holds an input-dependent factor at
-    its forward value (layer norm's σ: ``jacobian = False``), in order: their W is not the
-    layer's Jacobian, so L9 does not hold against the model's gradient through them."""
+    its forward value (layer norm's σ, the other factor of a matrix product of activations:
+    ``jacobian = False``), in order: their W is not the layer's Jacobian, so L9 does not hold
+    against the model's gradient through them."""
     found: list[str] = []
     for block in m.network.linear_blocks():
         kind = block.producer.layer_kind
@@ -169,9 +169,10 @@ def gradient_x_input(model, x, target, *, detached: bool = False, tol: float | N
     held = held_factor_maps(m)
     if held and not detached:
         return LawResult("L9", "LRP-0 = gradient × input", None,
-                         detail=f"the model uses {', '.join(held)}: linear maps that hold σ at its forward value "
-                                "(σ depends on the input), so LRP-0 through them is Gradient × Input only with σ "
-                                "detached, not with the model's gradient")
+                         detail=f"the model uses {', '.join(held)}: linear maps that hold an input-dependent factor at "
+                                "its forward value (a layer norm's σ, the other factor of a matrix product split by "
+                                "θ), so LRP-0 through them is Gradient × Input only with that factor detached, not "
+                                "with the model's gradient")
     tol = tolerance_for(m, tol)
     eng = m.engine
     names = canonical_layers(m)

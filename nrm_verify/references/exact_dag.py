@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from nrm.errors import ShapeError, UnknownLayerError, ZeroOutputError
-from nrm.graph import ProperFFNN, check_eval_mode
+from nrm.graph import ProperFFNN, check_eval_mode, pack_inputs
 from nrm.layers import ExactMap
 from nrm.presets import assign
 from nrm_verify.references.oracle import fractions, maxpool_winners, rule_kernel
@@ -83,12 +83,12 @@ class ExactGraph:
                 dmap = ExactMap(np.vstack([eye] * len(ins)), np.vstack([np.eye(n, dtype=bool)] * len(ins)), None,
                                 self.shapes[ins[0]])
                 in_shape = (len(a),)
-            else:
-                recorded = self.network.value(self.network.blocks[ins[0]].tip)[:1]
+            else:  # a map of several inputs (a matrix product) reads them packed, as the engine does
+                recorded = pack_inputs(step, [self.network.value(self.network.blocks[u].tip)[:1] for u in ins])
                 dmap = step.layer_kind.exact(step.call, recorded, block.rule)
                 for bn in block.batchnorms:
                     dmap = bn.layer_kind.fold_exact(bn.call, dmap)
-                in_shape = self.shapes[ins[0]]
+                in_shape = self.shapes[ins[0]] if len(ins) == 1 else (len(a),)
             z = a @ dmap.weight + (0 if dmap.bias is None else dmap.bias)
             q, qbot, _ = rule_kernel(block.rule, a.reshape(in_shape), dmap)
             return np.asarray(z, dtype=object), (q, qbot)

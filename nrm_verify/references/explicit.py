@@ -69,6 +69,7 @@ from nrm.errors import (
     ZeroOutputError,
 )
 from nrm.graph import reaching_calls, rule_types
+from nrm.layers.attention import MatMul, Softmax
 from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
@@ -218,6 +219,55 @@ def _centring_matrices(call, a: torch.Tensor) -> tuple:
                     W[b, k, j] = g[k] / sigma * ((1.0 if j == k else 0.0) - 1.0 / n)
         M[group, group] = True
     return W, bias, M
+
+
+def _softmax_matrices(call, a: torch.Tensor) -> tuple:
+    """A softmax at its input a (B, *in), linearized at a (AttnLRP Prop. 3.1), per sample, by
+    explicit loops over the groups along its dimension: s = exp(x − max) / Σ exp(x − max),
+    W[b, k, j] = ∂s_k/∂x_j = s_k (δ_jk − s_j), b = s − W a (the Taylor remainder). Structure: the groups."""
+    B, shape = a.shape[0], tuple(a.shape[1:])
+    N, d = _numel(shape), call.kind.dim(call)
+    index = torch.arange(N).reshape(shape).movedim(d, -1).reshape(-1, shape[d])
+    flat = a.reshape(B, N)
+    W = torch.zeros((B, N, N), dtype=DTYPE)
+    M = torch.zeros((N, N), dtype=torch.bool)
+    for group in index.tolist():
+        for b in range(B):
+            x = flat[b, group]
+            e = torch.exp(x - x.max())
+            s = e / e.sum()
+            for kk, k in enumerate(group):
+                for jj, j in enumerate(group):
+                    W[b, k, j] = s[kk] * ((1.0 if jj == kk else 0.0) - s[jj])
+        M[torch.tensor(group).reshape(-1, 1), torch.tensor(group).reshape(1, -1)] = True
+    s_all = torch.zeros((B, N), dtype=DTYPE)
+    for group in index.tolist():
+        x = flat[:, group]
+        e = torch.exp(x - x.max(1, keepdim=True).values)
+        s_all[:, group] = e / e.sum(1, keepdim=True)
+    bias = s_all - torch.einsum("bkn,bn->bk", W, flat)
+    return W, bias, M
+
+
+def _matmul_matrices(A: torch.Tensor, V: torch.Tensor, theta: float) -> tuple:
+    """O = A · V, A (B, *lead, n, m), V (B, *lead, m, d): W (B, |O|, |A| + |V|) by loops over
+    the indices, W[b, (g,j,p), (g,j,i)] = θ V_ip and W[b, (g,j,p), |A| + (g,i,p)] = (1 − θ) A_ji;
+    M the connections (A's edges when θ ≠ 0, V's when θ ≠ 1)."""
+    B, (n, m), d = A.shape[0], A.shape[-2:], V.shape[-1]
+    L = _numel(A.shape[1:-2])
+    a, v = A.reshape(B, L, n, m), V.reshape(B, L, m, d)
+    na = L * n * m
+    W = torch.zeros((B, L * n * d, na + L * m * d), dtype=DTYPE)
+    M = torch.zeros((L * n * d, na + L * m * d), dtype=torch.bool)
+    for g in range(L):
+        for j in range(n):
+            for p in range(d):
+                k = (g * n + j) * d + p
+                for i in range(m):
+                    ia, iv = (g * n + j) * m + i, na + (g * m + i) * d + p
+                    W[:, k, ia], W[:, k, iv] = theta * v[:, g, i, p], (1 - theta) * a[:, g, j, i]
+                    M[k, ia], M[k, iv] = theta != 0, theta != 1
+    return W, M
 
 
 def call_tensors(call) -> list:
@@ -402,8 +452,16 @@ class _Tracer:
             raise UnsupportedModuleError(f"{call.describe()}: {call.refusal or 'has no layer kind'}; the LRP "
                                          "reference reads what nrm reads")
         role, value = call.kind.role, Value(call.index)
-        if role == "linear":
+        if role == "linear" and isinstance(call.kind, MatMul):
+            self._matmul(call)
+        elif role == "linear":
             a = self._input(call)
+            if isinstance(call.kind, Softmax):
+                W, b, M = _softmax_matrices(call, a.value)
+                self._check_dense(call.name, a.value, W, b, call.output)
+                self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
+                                         structure=M))
+                return
             if call.func is F.local_response_norm:  # its matrices depend on the rule: built once it is known
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, lrn=True))
                 return
@@ -445,6 +503,16 @@ class _Tracer:
                           None, call.output)
         self._add(Value(call.index), RefNode(call.name, "linear", call.output, [a.name, b.name], call, is_sum=True,
                                              weight=W, structure=W != 0))
+
+    def _matmul(self, call) -> None:
+        """O = A · V of two activations: a linear node over [A, V] (A's neurons first), per sample
+        W[b, (j,p), A_ji] = θ V_ip and W[b, (j,p), V_ip] = (1 − θ) A_ji, θ the kind's split."""
+        A, V = (self._input(call, i) for i in range(2))
+        W, M = _matmul_matrices(A.value, V.value, float(call.kind.theta))
+        self._check_dense(call.name, torch.cat([A.value.reshape(self.B, -1), V.value.reshape(self.B, -1)], 1), W,
+                          None, call.output)
+        self._add(Value(call.index), RefNode(call.name, "linear", call.output, [A.name, V.name], call, weight=W,
+                                             structure=M))
 
     def _factors(self, call) -> list:
         """The factors (captured values) of a product, nested products read only here expanded."""

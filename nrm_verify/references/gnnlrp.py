@@ -192,6 +192,10 @@ def forward(model: Model, i: int) -> Forward:
                 in_shapes[l] = in_shape
                 z = net.value(folded[-1].value)[i:i + 1]
                 terms[l] = (W.abs() @ a.reshape(-1).abs() + b.abs(), z.reshape(-1))
+                if not bool(((W @ a.reshape(-1) + b - z.reshape(-1)).abs() <= 1e-9 * (1 + terms[l][0])).all()):
+                    raise UnsupportedModelError(  # a softmax, a layer norm: linear only at the forward value
+                        f"{producer.call.describe()}: not an affine operation (nrm reads it as a map built at the "
+                        "forward value); the GNN-LRP reference reads affine maps")
                 out_shape = tuple(out.shape[1:])
             elif layer.kind == "maxpool" and producer.role == "reshape":  # an index map: each output's one input
                 winners[l] = torch.as_tensor(producer.layer_kind.index(producer.call), device=device)

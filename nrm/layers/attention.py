@@ -1,0 +1,263 @@
+"""Attention's operations as kernels (NRM-SPEC §8; issue 14): the matrix product of two
+activations (Q · Kᵀ, A · V) and the softmax, each a linear map at the forward value that a
+rule splits, so ⊥, the walk measure and the laws carry over unchanged (``docs/attention.md``).
+
+* :class:`MatMul` — O = A · V with both factors computed from the input: the parents of O_jp
+  are {A_ji}_i ∪ {V_ip}_i ∪ {⊥}, and the product A_ji V_ip is split by θ between its two
+  factors (θ = ½: AttnLRP's uniform rule, Achtibat et al., ICML 2024, Prop. 3.3; θ = 0:
+  CP-LRP, Ali et al., ICML 2022, the attention held constant).
+* :class:`Softmax` — s = softmax(x) along one dimension, as its first-order Taylor expansion
+  at x with the remainder as bias (AttnLRP Prop. 3.1): under LRP-0,
+  q(x_i | s_j) = x_i (δ_ij − s_i), q(⊥ | s_j) = 1 − x_j + Σ_i s_i x_i.
+
+torch's fused attention (``F.scaled_dot_product_attention``, ``nn.MultiheadAttention``) reaches
+these kinds through its definition: :mod:`nrm.layers.fused`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from fractions import Fraction
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ArgumentError
+from ..linear import MatMulMap, SoftmaxMap
+from ..markers import MatrixProduct
+from ..recorded import Value
+from .base import ExactMap, Linear, seeded, to_fractions, zeros_object
+
+THETAS = {"equal": Fraction(1, 2), "values": Fraction(0)}
+"""Named splits of :class:`MatMul`: ``"equal"`` θ = ½ (AttnLRP), ``"values"`` θ = 0 (CP-LRP:
+everything to the second factor, the values of A · V)."""
+
+
+def _theta(theta) -> Fraction:
+    """θ as an exact fraction in [0, 1] (a name of :data:`THETAS`, a Fraction, an int or a
+    float — a float by its exact binary value); anything else is an :class:`ArgumentError`."""
+    if isinstance(theta, str) and theta in THETAS:
+        return THETAS[theta]
+    if isinstance(theta, (Fraction, int, float)) and not isinstance(theta, bool):
+        if isinstance(theta, float) and not math.isfinite(theta):
+            value = None
+        else:
+            value = Fraction(theta)
+        if value is not None and 0 <= value <= 1:
+            return value
+    raise ArgumentError(f"MatMul(theta=…) takes a number in [0, 1] (the first factor's share of each product "
+                        f"A_ji V_ip; the second factor gets 1 − θ) or one of {', '.join(map(repr, THETAS))} "
+                        f"(θ = ½, AttnLRP; θ = 0, CP-LRP), got {theta!r}")
+
+
+class MatMul(Linear):
+    """``A @ V``, ``torch.matmul``, ``Tensor.matmul``, ``torch.bmm`` of two input-derived
+    tensors of shapes (B, *lead, n, m) and (B, *lead, m, d) with the same leading dimensions:
+    attention's scores Q · Kᵀ and its output A · V. The factors are the layer's parents
+    (their neurons packed, A's first); each product A_ji V_ip is split by the named
+    parameter θ (``theta``), the first factor's share.
+
+    Definition (the rule's kernel on the map; LRP-ε shown, s(z) the sign with s(0) = +1)::
+
+        O_jp = Σ_i A_ji V_ip,   as the linear map  z = Σ_i A_ji (θ V_ip) + Σ_i ((1 − θ) A_ji) V_ip
+        q(A_ji | O_jp) = θ A_ji V_ip / (O_jp + ε s(O_jp))
+        q(V_ip | O_jp) = (1 − θ) A_ji V_ip / (O_jp + ε s(O_jp))
+        q(⊥ | O_jp)    = ε s(O_jp) / (O_jp + ε s(O_jp))
+
+    θ = ½ (default, ``"equal"``) is AttnLRP's uniform rule (Achtibat et al., ICML 2024,
+    Prop. 3.3); θ = 0 (``"values"``) is CP-LRP (Ali et al., ICML 2022): A takes nothing, as if it
+    were a constant, and is then no parent (its edges are not connections, also for the
+    flat rule). Choose with ``nrm.layers.register(nrm.layers.attention.MatMul(theta=0))``.
+    Any rule applies (key it by :class:`nrm.markers.MatrixProduct`). Law L9 holds only in its
+    general form (the gradient of O = θ A V̄ + (1 − θ) Ā V, bars detached). Exact form: the
+    weights θ V_ip and (1 − θ) A_ji in fractions, θ exact.
+    """
+
+    functions = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__,
+                 operator.matmul, torch.bmm, torch.Tensor.bmm)
+    rule_types = (MatrixProduct,)
+    arity = 2
+    jacobian = False
+
+    def __init__(self, theta=Fraction(1, 2)):
+        self.theta = _theta(theta)
+
+    def operands(self, call) -> tuple:
+        """(A, V) as given (a :class:`~nrm.recorded.Value` or a constant): ``b.__rmatmul__(a)`` is a @ b."""
+        first = call.args[0] if call.args else call.kwargs.get("input")
+        second = call.args[1] if len(call.args) > 1 else call.kwargs.get("other", call.kwargs.get("mat2"))
+        return (second, first) if call.func is torch.Tensor.__rmatmul__ else (first, second)
+
+    def relevance_inputs(self, call):
+        return list(self.operands(call))
+
+    def accepts(self, call):
+        a, v = self.operands(call)
+        if not (isinstance(a, Value) and isinstance(v, Value)):
+            return ("multiplies an input-derived tensor by a constant matrix: a linear map, not a product of "
+                    "activations; write it with F.linear / nn.Linear")
+        if call.kwargs.get("out") is not None:
+            return "writes into out="
+        shapes = [tuple(s) for s in call.in_shapes]
+        if call.func is torch.Tensor.__rmatmul__:
+            shapes = shapes[::-1]
+        (sa, sv), out = shapes, tuple(call.output.shape)
+        if len(sa) < 3 or len(sv) < 3 or sa[:-2] != sv[:-2] or sa[-1] != sv[-2] or out != sa[:-1] + sv[-1:]:
+            return (f"multiplies tensors of shapes {sa} and {sv}; nrm reads (B, *lead, n, m) @ (B, *lead, m, d) "
+                    "with the batch first and the same leading dimensions (no broadcasting, no vectors)")
+        if len(set(call.in_dtypes + [call.output.dtype])) != 1:
+            return "multiplies tensors of different dtypes"
+        return None
+
+    def shapes(self, call) -> tuple[tuple, tuple]:
+        """The per-sample shapes of A and V."""
+        shapes = [tuple(s[1:]) for s in call.in_shapes]
+        return (shapes[1], shapes[0]) if call.func is torch.Tensor.__rmatmul__ else (shapes[0], shapes[1])
+
+    def split(self, call, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A and V (B, *shape) from the packed input (B, |A| + |V|)."""
+        sa, sv = self.shapes(call)
+        flat = a.reshape(a.shape[0], -1)
+        na = math.prod(sa)
+        return flat[:, :na].reshape((a.shape[0],) + sa), flat[:, na:].reshape((a.shape[0],) + sv)
+
+    def map(self, call, a, rule=None):
+        A, V = self.split(call, a)
+        theta = float(self.theta)
+        weight = torch.cat([(theta * V).reshape(a.shape[0], -1), ((1 - theta) * A).reshape(a.shape[0], -1)], 1)
+        connected = torch.cat([torch.full((V[0].numel(),), self.theta != 0, device=a.device),
+                               torch.full((A[0].numel(),), self.theta != 1, device=a.device)])
+        return MatMulMap(weight, A.shape[1:], V.shape[1:], connected)
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        """W[(A, lead, j, i), (lead, j, p)] = θ V_ip and W[(V, lead, i, p), (lead, j, p)] = (1 − θ) A_ji, in
+        fractions from the definition (loops over the indices)."""
+        A, V = (to_fractions(t[0]) for t in self.split(call, a))
+        lead, (n, m), d = A.shape[:-2], A.shape[-2:], V.shape[-1]
+        na, L = A.size, math.prod(lead)
+        A, V = A.reshape(L, n, m), V.reshape(L, m, d)
+        W, S = zeros_object((na + V.size, L * n * d)), np.zeros((na + V.size, L * n * d), bool)
+        t = self.theta
+        for g in range(L):
+            for j in range(n):
+                for p in range(d):
+                    k = (g * n + j) * d + p
+                    for i in range(m):
+                        ia, iv = (g * n + j) * m + i, na + (g * m + i) * d + p
+                        W[ia, k], W[iv, k] = t * V[g, i, p], (1 - t) * A[g, j, i]
+                        S[ia, k], S[iv, k] = t != 0, t != 1
+        return ExactMap(W, S, None, tuple(lead) + (n, d))
+
+    def examples(self):
+        return [(Scores(3).eval(), (2, 3)), (SingleHead(3).eval(), (3, 3))]
+
+    def __repr__(self) -> str:
+        return f"nrm.layers.{self.name}(theta={self.theta})"
+
+
+class Softmax(Linear):
+    """``F.softmax``, ``torch.softmax``, ``Tensor.softmax`` (``nn.Softmax``) along one per-sample
+    dimension, linearized at the forward value (AttnLRP, Achtibat et al., ICML 2024, Prop. 3.1):
+    the linear map z = J x + b with J its Jacobian at x and the Taylor remainder b = s − J x as
+    the bias, so that z = s (:class:`nrm.linear.SoftmaxMap`). Over one group (the n neurons
+    along the softmax dimension at one position of the others):
+
+    Definition (under LRP-0; any rule applies, key it by ``nn.Softmax``)::
+
+        W_ij = ∂s_j/∂x_i = s_j (δ_ij − s_i),    b_j = s_j − Σ_i x_i W_ij
+        q(x_i | s_j) = x_i W_ij / s_j = x_i (δ_ij − s_i)
+        q(⊥ | s_j)   = b_j / s_j = 1 − x_j + Σ_i s_i x_i
+
+    Columns sum to one: Σ_i x_i (δ_ij − s_i) = x_j − Σ_i s_i x_i. As relevance,
+    R_i = x_i (R_i − s_i Σ_j R_j) (AttnLRP eq. 9). W is the Jacobian, so LRP-0 through the
+    softmax keeps Gradient × Input (law L9) wherever it holds above it. The kernel is not
+    invariant to a constant shift of x (softmax is): the real parents' shares move by
+    c (δ_ij − s_i), ⊥'s share does not. A masked input (x = −∞) is refused for now
+    (``docs/attention.md``). Exact form: s and x as their float64 values in fractions, W and
+    b computed from them exactly (so z = s in the oracle).
+    """
+
+    functions = (F.softmax, torch.softmax, torch.Tensor.softmax)
+    rule_types = (nn.Softmax,)
+
+    def dim(self, call) -> int | None:
+        """The softmax dimension of one sample (0-based, the batch excluded), or None."""
+        d = call.arg(1, "dim", None)
+        if not isinstance(d, int) or isinstance(d, bool):
+            return None
+        n = len(call.in_shapes[0])
+        d = d + n if d < 0 else d
+        return d - 1 if 1 <= d < n else None
+
+    def accepts(self, call):
+        if self.dim(call) is None:
+            return ("takes the softmax over the batch dimension or without an explicit dim; nrm reads a softmax "
+                    "along one per-sample dimension (dim=-1)")
+        if call.output.dtype != call.in_dtypes[0]:
+            return "changes the dtype (dtype=…); cast before the softmax"
+        return None
+
+    def jacobian_at(self, call, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s, W (B, G, n, n)) at the input a (B, *shape): W[b, g, i, j] = s_j (δ_ij − s_i)."""
+        d = self.dim(call)
+        s = torch.softmax(a, d + 1)
+        grouped = s.movedim(d + 1, -1).reshape(a.shape[0], -1, a.shape[d + 1])
+        eye = torch.eye(grouped.shape[-1], dtype=a.dtype, device=a.device)
+        W = grouped.unsqueeze(-2) * (eye - grouped.unsqueeze(-1))
+        return s, W
+
+    def map(self, call, a, rule=None):
+        s, W = self.jacobian_at(call, a)
+        lmap = SoftmaxMap(W, None, tuple(a.shape[1:]), self.dim(call))
+        lmap.bias = s - lmap.forward(a, W)
+        return lmap
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        """W and b from the definition, in fractions of the float64 s and x (loops over the groups)."""
+        d = self.dim(call)
+        shape = tuple(a.shape[1:])
+        x, s = to_fractions(a[0]), to_fractions(torch.softmax(a.double(), d + 1)[0])
+        N = x.size
+        index = np.arange(N).reshape(shape)
+        groups = np.moveaxis(index, d, -1).reshape(-1, shape[d])
+        W, S = zeros_object((N, N)), np.zeros((N, N), bool)
+        xf, sf, bias = x.reshape(-1), s.reshape(-1), zeros_object(N)
+        for group in groups:
+            for j in group:
+                for i in group:
+                    W[i, j] = sf[j] * ((1 if i == j else 0) - sf[i])
+                    S[i, j] = True
+                bias[j] = sf[j] - sum((xf[i] * W[i, j] for i in group), Fraction(0))
+        return ExactMap(W, S, bias, shape)
+
+    def examples(self):
+        return [(nn.Softmax(dim=-1).eval(), (2, 3)), (nn.Softmax(dim=1).eval(), (3, 2))]
+
+
+class Scores(nn.Module):
+    """Attention scores of one head, (x W_q)(x W_k)ᵀ / √d on x (T, d) (an example of :class:`MatMul`)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.q, self.k = seeded(nn.Linear(d, d), 11), seeded(nn.Linear(d, d), 12)
+        self.scale = 1 / math.sqrt(d)
+
+    def forward(self, x):
+        return self.q(x) @ self.k(x).transpose(-1, -2) * self.scale
+
+
+class SingleHead(nn.Module):
+    """One self-attention head, softmax((x W_q)(x W_k)ᵀ / √d)(x W_v) on x (T, d) (an example of
+    :class:`MatMul` and :class:`Softmax` together)."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.scores = Scores(d)
+        self.v = seeded(nn.Linear(d, d), 13)
+
+    def forward(self, x):
+        return torch.matmul(F.softmax(self.scores(x), dim=-1), self.v(x))
+

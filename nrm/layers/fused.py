@@ -1,0 +1,166 @@
+"""Fused operations read through their definitions (issue 14): a call with no Python body to
+record (``F.scaled_dot_product_attention``), or a module whose own forward moves the batch
+dimension or takes a fused kernel (``nn.MultiheadAttention``), is recorded by the capture
+(:mod:`nrm.capture`) as the operations that define it — matrix products, softmax, linear
+maps, index maps — which the layer kinds of :mod:`nrm.layers.attention` and the others read.
+What cannot be decomposed faithfully is refused with its reason (``docs/attention.md``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _sdpa_arguments(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                    enable_gqa=False) -> dict:
+    return dict(query=query, key=key, value=value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                scale=scale, enable_gqa=enable_gqa)
+
+
+class SDPADecomposition:
+    """``F.scaled_dot_product_attention`` (one fused call, with no Python body to record), read
+    as the operations that define it — torch's math backend, step for step::
+
+        f = √scale (scale = 1/√d by default);   softmax((Q f)(Kᵀ f)) V
+
+    The capture runs this in place of the fused call (:mod:`nrm.capture`), so its pieces are
+    recorded as :class:`~nrm.layers.scale.ConstantScale`, :class:`~nrm.layers.shape.Permute`,
+    :class:`~nrm.layers.attention.MatMul` and :class:`~nrm.layers.attention.Softmax` layers; the
+    value the model goes on with is this decomposition's, equal to the fused kernel's within
+    rounding (the kernels may sum in
+    another order; a few ulp in the tests). Refused, by name: an attention mask or
+    ``is_causal`` (a masked position is −∞ before the softmax, not read yet), dropout, and
+    grouped-query attention (``enable_gqa``)."""
+
+    function = F.scaled_dot_product_attention
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        """Why this call cannot be decomposed faithfully, or None."""
+        try:
+            a = _sdpa_arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.scaled_dot_product_attention ({e})"
+        if a["attn_mask"] is not None or a["is_causal"]:
+            return ("masks attention (attn_mask= or is_causal=True): masked positions are −∞ before the softmax, "
+                    "which nrm does not read yet (docs/attention.md)")
+        if a["dropout_p"]:
+            return "applies dropout (dropout_p > 0): random, not a function of the input"
+        if a["enable_gqa"]:
+            return "uses grouped-query attention (enable_gqa=True), which nrm does not decompose yet"
+        if any(not isinstance(t, torch.Tensor) or t.dim() < 3 for t in (a["query"], a["key"], a["value"])):
+            return "takes query, key and value without a batch and a leading dimension"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        a = _sdpa_arguments(*args, **kwargs)
+        q, k, v = a["query"], a["key"], a["value"]
+        scale = 1 / math.sqrt(q.size(-1)) if a["scale"] is None else a["scale"]
+        factor = math.sqrt(abs(scale))
+        scores = torch.matmul(q * (-factor if scale < 0 else factor), k.transpose(-2, -1) * factor)
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
+def _mha_arguments(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                   average_attn_weights=True, is_causal=False) -> dict:
+    return dict(query=query, key=key, value=value, key_padding_mask=key_padding_mask, need_weights=need_weights,
+                attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
+
+
+class MHADecomposition:
+    """``nn.MultiheadAttention`` read as the operations that define it, with the batch kept
+    first (torch's own path moves it, and in eval mode without gradients takes the fused
+    ``torch._native_multi_head_attention``, which nrm cannot see into)::
+
+        Q = x_q W_qᵀ + b_q,  K, V alike;  heads: (B, L, h, d) → (B, h, L, d)
+        A = softmax((Q √(1/d)) Kᵀ);  O = (A V) → (B, L, E);  out = O W_oᵀ + b_o
+
+    (``need_weights=False``: the scores as :class:`SDPADecomposition` forms them). The capture
+    runs the module's own forward unrecorded, then this decomposition recorded, and requires
+    the two outputs to agree within 10³ ulp of the largest value
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise); the model goes on with the
+    decomposition's output. Refused, by name: ``batch_first=False`` (the batch is not first),
+    masks (``attn_mask``, ``key_padding_mask``, ``is_causal``), ``add_bias_kv``,
+    ``add_zero_attn``, dropout in training mode and unbatched inputs."""
+
+    module = nn.MultiheadAttention
+
+    def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = _mha_arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of nn.MultiheadAttention.forward ({e})"
+        if not module.batch_first:
+            return ("has batch_first=False: its inputs are (L, B, E), the batch is not first; construct it with "
+                    "batch_first=True")
+        if a["attn_mask"] is not None or a["key_padding_mask"] is not None or a["is_causal"]:
+            return ("masks attention (attn_mask=, key_padding_mask= or is_causal=True): masked positions are −∞ "
+                    "before the softmax, which nrm does not read yet (docs/attention.md)")
+        if module.bias_k is not None or module.bias_v is not None or module.add_zero_attn:
+            return "appends a learned or zero key/value (add_bias_kv, add_zero_attn), which nrm does not decompose"
+        if module.training and module.dropout:
+            return "applies dropout in training mode; call model.eval()"
+        if any(not isinstance(t, torch.Tensor) or t.dim() != 3 for t in (a["query"], a["key"], a["value"])):
+            return "takes unbatched inputs; nrm reads (B, L, E)"
+        return None
+
+    def projections(self, module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(W, b) of the query, key and value projections (slices of in_proj_* when packed)."""
+        E = module.embed_dim
+        bias = module.in_proj_bias
+        if module._qkv_same_embed_dim:
+            weights = [module.in_proj_weight[i * E:(i + 1) * E] for i in range(3)]
+        else:
+            weights = [module.q_proj_weight, module.k_proj_weight, module.v_proj_weight]
+        return [(w, None if bias is None else bias[i * E:(i + 1) * E]) for i, w in enumerate(weights)]
+
+    def __call__(self, module: nn.Module, *args, **kwargs):
+        a = _mha_arguments(*args, **kwargs)
+        h, E = module.num_heads, module.embed_dim
+        d = E // h
+
+        def heads(t, wb):
+            p = F.linear(t, *wb)
+            return p.view(p.shape[0], p.shape[1], h, d).transpose(1, 2)
+
+        q, k, v = (heads(a[n], wb) for n, wb in zip(("query", "key", "value"), self.projections(module)))
+        if a["need_weights"]:
+            weights = torch.softmax(torch.matmul(q * math.sqrt(1.0 / d), k.transpose(-2, -1)), dim=-1)
+            o = torch.matmul(weights, v)
+        else:
+            weights, o = None, SDPADecomposition()(q, k, v)
+        o = o.transpose(1, 2).reshape(q.shape[0], q.shape[2], E)
+        out = F.linear(o, module.out_proj.weight, module.out_proj.bias)
+        if weights is not None and a["average_attn_weights"]:
+            weights = weights.mean(dim=1)
+        return out, weights
+
+
+class Refused:
+    """A fused function nrm cannot read, refused with its reason (the capture lists it among the
+    unsupported operations)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def refusal(self, args: tuple, kwargs: dict) -> str:
+        return self.reason
+
+
+DECOMPOSED_FUNCTIONS = {
+    F.scaled_dot_product_attention: SDPADecomposition(),
+    F.multi_head_attention_forward: Refused(
+        "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
+        "nn.MultiheadAttention(batch_first=True) modules through their definition, with the batch first"),
+    torch._native_multi_head_attention: Refused(
+        "is torch's fused multi-head attention, which nrm cannot see into; nrm reads "
+        "nn.MultiheadAttention(batch_first=True) modules through their definition"),
+}
+"""Fused functions the capture records as the operations that define them."""
+
+DECOMPOSED_MODULES = {nn.MultiheadAttention: MHADecomposition()}
+"""Module types whose call the capture records as the operations that define it (checked
+against the module's own output)."""
