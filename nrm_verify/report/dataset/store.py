@@ -150,8 +150,10 @@ class Store:
         if not shapes:
             return {}
         group = zarr.open_group(str(self.folder / "arrays.zarr"), mode="a")
-        return {name: group.require_array(name, shape=(n,) + tuple(shape), chunks=(1,) + tuple(shape), dtype=dtype,
-                                          fill_value=0) for name, shape in shapes.items()}
+        # zarr 3 names it require_array; zarr 2 (the newest on Python 3.10) require_dataset
+        require = getattr(group, "require_array", None) or group.require_dataset
+        return {name: require(name, shape=(n,) + tuple(shape), chunks=(1,) + tuple(shape), dtype=dtype, fill_value=0)
+                for name, shape in shapes.items()}
 
     def commit(self, name: str, table: pa.Table, reductions: Reductions) -> None:
         """Write a batch's reductions, then its rows (the rename of the rows commits it)."""
