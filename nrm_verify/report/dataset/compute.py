@@ -53,9 +53,13 @@ class Spec:
     def __post_init__(self):
         for name in ("layers", "full", "laws"):
             value = getattr(self, name)
-            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            if isinstance(value, str) or not hasattr(value, "__iter__") or not all(isinstance(v, str) for v in value):
                 raise SpecError(f"{name}= takes a list of names, got {value!r:.80}")
             object.__setattr__(self, name, tuple(value))
+        for name in ("events", "conditional", "explainers"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise SpecError(f"{name}= takes a dict of names, got {type(getattr(self, name)).__name__}")
+            object.__setattr__(self, name, dict(getattr(self, name)))
         for name in ("top_k", "channel_top_k"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "top_k" else 1):

@@ -78,8 +78,7 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
     OutputFolderError, RunMismatchError, nrm.UnknownLayerError, nrm.EventIndexError,
     nrm.TrainingModeError.
     """
-    spec = Spec(tuple(layers), tuple(full), top_k, channel_top_k, dict(events or {}), dict(conditional or {}),
-                tuple(laws), dict(explainers or {}))
+    spec = Spec(layers, full, top_k, channel_top_k, events or {}, conditional or {}, laws, explainers or {})
     _check_options(model, batch_size, engine, prefetch, seed)
     source = as_source(data, size=size, normalize=normalize)
     if not len(source):
