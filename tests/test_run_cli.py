@@ -27,6 +27,22 @@ def cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
                           cwd=ROOT, timeout=timeout, env=ENV)
 
 
+def in_process(capsys, *argv: str) -> tuple[int, str, str]:
+    """The command's ``main`` in this process (argparse's errors exit by SystemExit): status, stdout, stderr."""
+    from nrm_verify.commands.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = main(["run", *argv])
+    except SystemExit as e:
+        code = e.code
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.fixture(scope="module")
 def places(tmp_path_factory) -> dict[str, str]:
     from PIL import Image
@@ -71,7 +87,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("argv, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_a_bad_argument_is_one_line_and_exit_2(places, tmp_path, argv, words):
+def test_a_bad_argument_is_one_line_and_exit_2(places, tmp_path, capsys, argv, words):
     subs = {"{tmp}": str(tmp_path), **{f"{{{k}}}": v for k, v in places.items()}}
     args = []
     for a in argv:
@@ -80,22 +96,24 @@ def test_a_bad_argument_is_one_line_and_exit_2(places, tmp_path, argv, words):
         args.append(a)
     if "--model" not in args:
         args += ["--model", SMALL]
-    done = cli(*args, "--quiet")
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2, (done.returncode, done.stdout[-800:], done.stderr[-2000:])
-    assert len(lines) == 1 and "Traceback" not in done.stderr and lines[0].startswith("nrm-verify run"), done.stderr
+    code, out, err = in_process(capsys, *args, "--quiet")
+    lines = err.strip().splitlines()
+    assert code == 2, (code, out[-800:], err[-2000:])
+    assert len(lines) == 1 and "Traceback" not in err and lines[0].startswith("nrm-verify run"), err
     for w in words:
         assert w in lines[0], (w, lines[0])
     assert not (tmp_path / "o").exists()
 
 
-def test_a_second_run_of_other_rules_into_the_same_folder_is_refused(places, tmp_path):
-    first = cli(places["data"], "--model", SMALL, "--out", str(tmp_path / "o"), "--quiet", "--full")
-    assert first.returncode == 0, first.stderr
+def test_a_second_run_of_other_rules_into_the_same_folder_is_refused(places, tmp_path, capsys):
+    code, _, err = in_process(capsys, places["data"], "--model", SMALL, "--out", str(tmp_path / "o"), "--quiet",
+                              "--full")
+    assert code == 0, err
     before = sorted(p.read_bytes() for p in (tmp_path / "o" / "samples").iterdir())
-    second = cli(places["data"], "--model", SMALL, "--rules", "Zero", "--out", str(tmp_path / "o"), "--quiet", "--full")
-    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1
-    assert "RunMismatchError" in second.stderr and "another rules" in second.stderr
+    code, _, err = in_process(capsys, places["data"], "--model", SMALL, "--rules", "Zero", "--out",
+                              str(tmp_path / "o"), "--quiet", "--full")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "RunMismatchError" in err and "another rules" in err
     assert sorted(p.read_bytes() for p in (tmp_path / "o" / "samples").iterdir()) == before
 
 
