@@ -166,3 +166,12 @@ def test_without_the_run_extra_the_package_and_the_command_say_what_to_install(p
     assert "IMPORT: dataset runs need pyarrow, zarr" in done.stdout and "pip install 'nrm-verify[run]'" in done.stdout
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install 'nrm-verify[run]'" in lines[0] and lines[0].startswith("nrm-verify run")
+
+
+def test_the_run_extra_is_what_the_package_checks_for_and_ci_installs_it():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    import nrm_verify.report.dataset as dataset
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    assert [spec.split(">")[0].strip() for spec in extras[dataset.EXTRA]] == list(dataset.REQUIRES)
+    assert f"nrm-verify[{dataset.EXTRA}]" in extras["test"]  # scripts/setup.sh and CI install .[test]
