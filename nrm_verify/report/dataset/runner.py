@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,17 +106,34 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
             for b in range(0, len(source), batch_size)]
     todo = [rows for rows in todo if rows]
     started = time.perf_counter()
-    written = 0
     with progress_bar(len(source), len(done), progress) as bar:
         try:
-            for batch in prefetched(source, todo, shape, dtype, device, max(prefetch, 1)):
-                written += _commit(context, batch)
-                bar.update(len(batch.rows))
+            written = _loop(context, prefetched(source, todo, shape, dtype, device, max(prefetch, 1)), bar)
         except BaseException:
             manifest["status"] = "interrupted"
             store.write_manifest(manifest)
             raise
     return _finish(store, manifest, len(source), written, len(done), time.perf_counter() - started)
+
+
+def _loop(ctx: _Context, batches, bar) -> int:
+    """Explain the batches here while a thread writes the previous one (arrays, reductions,
+    then the rows that commit it, in order); the rows written. On an interruption the
+    batches already explained are still committed (the pool's exit waits for them)."""
+    written = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nrm-run-write") as writer:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(writer.submit(_write, ctx, *_explain(ctx, batch)))
+            while len(pending) > 1 or (pending and pending[0].done()):
+                n = pending.popleft().result()
+                written += n
+                bar.update(n)
+        while pending:
+            n = pending.popleft().result()
+            written += n
+            bar.update(n)
+    return written
 
 
 @dataclass
@@ -131,8 +150,8 @@ class _Context:
     arrays: dict
 
 
-def _commit(ctx: _Context, batch: Batch) -> int:
-    """Explain one batch, write its arrays, reductions and rows; the number of rows."""
+def _explain(ctx: _Context, batch: Batch) -> tuple[Batch, Explained, dict]:
+    """The results of one batch and the reason for each row without one."""
     errors = dict(batch.errors)
     targets: list = []
     keep: list[int] = []
@@ -142,22 +161,36 @@ def _commit(ctx: _Context, batch: Batch) -> int:
             keep.append(p)
         except RunError as e:
             errors[r] = f"{type(e).__name__}: {e}"
-    if batch.x is not None and keep:
-        x = batch.x[keep]
-        done = explain_batch(ctx.model, ctx.rules, ctx.spec, ctx.plan, x, targets)
-        loaded = [batch.loaded[p] for p in keep]
-        errors.update({loaded[p]: reason for p, reason in done.errors.items()})
-        batch = Batch(batch.rows, loaded, x, batch.labels, batch.errors)
-    else:
-        done = Explained([], {}, {}, {})
+    if batch.x is None or not keep:
+        return batch, Explained([], {}, {}, {}), errors
+    x = batch.x[keep]
+    done = explain_batch(ctx.model, ctx.rules, ctx.spec, ctx.plan, x, targets)
+    loaded = [batch.loaded[p] for p in keep]
+    errors.update({loaded[p]: reason for p, reason in done.errors.items()})
+    return Batch(batch.rows, loaded, x, batch.labels, batch.errors), done, errors
+
+
+def _write(ctx: _Context, batch: Batch, done: Explained, errors: dict) -> int:
+    """Write one batch's arrays, reductions and rows (the rows commit it); the number of rows."""
     rows = np.asarray([batch.loaded[p] for p in done.positions], dtype=np.int64)
     for name, values in done.arrays.items():
-        for r, v in zip(rows.tolist(), values):
-            ctx.arrays[name][r] = v
+        for start, stop, first in _runs(rows):  # one write per run of consecutive rows (a chunk each, written at once)
+            ctx.arrays[name][start:stop] = values[first:first + stop - start]
     red = reduce_batch(ctx.plan, ctx.spec, done, rows) if len(rows) else empty_reductions(ctx.plan, ctx.spec)
     table = table_of(batch, done, errors, ctx.source.ids, ctx.schema, ctx.constants)
     ctx.store.commit(f"part-{batch.rows[0]:09d}-{len(batch.rows):06d}", table, red)
     return len(batch.rows)
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first row, end row, position in ``rows``) of each run of consecutive rows."""
+    out = []
+    for i, r in enumerate(rows.tolist()):
+        if out and out[-1][1] == r:
+            out[-1] = (out[-1][0], r + 1, out[-1][2])
+        else:
+            out.append((r, r + 1, i))
+    return out
 
 
 def _finish(store: Store, manifest: dict, n: int, written: int, skipped: int, seconds: float) -> RunResult:

@@ -150,10 +150,15 @@ class Store:
         if not shapes:
             return {}
         group = zarr.open_group(str(self.folder / "arrays.zarr"), mode="a")
-        # zarr 3 names it require_array; zarr 2 (the newest on Python 3.10) require_dataset
-        require = getattr(group, "require_array", None) or group.require_dataset
-        return {name: require(name, shape=(n,) + tuple(shape), chunks=(1,) + tuple(shape), dtype=dtype, fill_value=0)
-                for name, shape in shapes.items()}
+        # zarr 3 names it require_array; zarr 2 (the newest on Python 3.10) require_dataset. Chunk keys
+        # "c.<row>.0.0" keep every chunk a file of one folder (zarr 3's default nests a folder per index)
+        if hasattr(group, "require_array"):
+            options = {"chunk_key_encoding": {"name": "default", "separator": "."}}
+            require = group.require_array
+        else:
+            options, require = {}, group.require_dataset
+        return {name: require(name, shape=(n,) + tuple(shape), chunks=(1,) + tuple(shape), dtype=dtype, fill_value=0,
+                              **options) for name, shape in shapes.items()}
 
     def commit(self, name: str, table: pa.Table, reductions: Reductions) -> None:
         """Write a batch's reductions, then its rows (the rename of the rows commits it)."""
