@@ -107,6 +107,8 @@ BAD_TARGETS = [
     ("2-d tensor", torch.zeros(6, 1, dtype=torch.int64), "integer tensor"),
     ("too few", [1, 2], "2 entries for 6 samples"),
     ("floats in a list", [1.0] * 6, "takes ints"),
+    ("a float numpy array", np.zeros(6), "takes integers"),
+    ("a numpy array out of range", np.arange(6) * 5, "out of range"),
     ("a word", "largest", "takes None, 'argmax', 'label'"),
     ("labels that the data does not have", "label", "has no label"),
 ]
@@ -114,7 +116,7 @@ BAD_TARGETS = [
 
 @pytest.mark.parametrize("targets, words", [c[1:] for c in BAD_TARGETS], ids=[c[0] for c in BAD_TARGETS])
 def test_bad_targets_are_a_target_error(model, x, targets, words, tmp_path):
-    if targets == "label":  # a per-row problem: each row records it, none is explained
+    if isinstance(targets, str) and targets == "label":  # a per-row problem: each row records it, none is explained
         result = quiet(model, x, tmp_path / "out", targets=targets)
         errors = pq.read_table(tmp_path / "out" / "samples").column("error").to_pylist()
         assert result.errors == 6 and all(words in e and e.startswith("TargetError") for e in errors)

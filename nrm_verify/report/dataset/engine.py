@@ -39,9 +39,9 @@ class Targets:
 
     def __init__(self, targets, n: int):
         self.values: list[int] | None = None
-        if targets is None or targets == "argmax":
+        if targets is None or (isinstance(targets, str) and targets == "argmax"):
             self.mode = "argmax"
-        elif targets == "label":
+        elif isinstance(targets, str) and targets == "label":
             self.mode = "label"
         elif isinstance(targets, Integral) and not isinstance(targets, bool):
             self.mode, self.values = "given", [int(targets)] * n
