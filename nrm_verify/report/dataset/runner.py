@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,25 +15,15 @@ from torch import nn
 
 import nrm
 from nrm.graph import check_eval_mode
-from nrm_verify.report.dataset.compute import Explained, Spec, explain_batch
-from nrm_verify.report.dataset.engine import (
-    Batch,
-    Targets,
-    empty_reductions,
-    model_device,
-    model_dtype,
-    prefetched,
-    probe,
-    progress_bar,
-    reduce_batch,
-    table_of,
-)
-from nrm_verify.report.dataset.errors import DatasetError, RunError, SpecError
+from nrm_verify.report.dataset.compute import Spec
+from nrm_verify.report.dataset.engine import Targets, model_device, model_dtype, prefetched, probe, progress_bar
+from nrm_verify.report.dataset.errors import DatasetError, SpecError
+from nrm_verify.report.dataset.parts import RunJob, Sink, local_loop
 from nrm_verify.report.dataset.reduce import Reductions
 from nrm_verify.report.dataset.sources import as_source
 from nrm_verify.report.dataset.store import Store, model_fingerprint, schema
 
-ENGINES = ("local",)
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -55,7 +43,8 @@ class RunResult:
 def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=None, layers=("input",),
         full=(), top_k: int = 5, channel_top_k: int = 8, events=None, conditional=None, laws=("L1",),
         explainers=None, batch_size: int = 32, engine: str = "local", prefetch: int = 2, seed: int = 0,
-        size: int | None = None, normalize: str = "none", progress: bool | None = None) -> RunResult:
+        size: int | None = None, normalize: str = "none", progress: bool | None = None, address: str | None = None,
+        concurrency: int = 2, worker_cpus: float = 1.0, worker_gpus: float = 0.0) -> RunResult:
     """Explain every sample of ``data`` with ``nrm.explain(model, x, target, rules=rules)`` and
     write one row per sample (Parquet), the large arrays (Zarr), the reductions and a
     manifest into ``out``. A rerun into the same folder skips the samples already written.
@@ -71,7 +60,9 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
         layers, full, top_k, channel_top_k, events, conditional, laws, explainers: what to
             compute (:class:`~nrm_verify.report.dataset.compute.Spec`).
         batch_size: samples per ``explain`` call and per committed part.
-        engine: "local" (in-process; the batches are read ``prefetch`` ahead on a thread).
+        engine: "local" (in-process; the batches are read ``prefetch`` ahead on a thread) or
+            "ray" (``concurrency`` Ray Data workers of ``worker_cpus`` CPUs and ``worker_gpus``
+            GPUs each; on a cluster at ``address``, else on a local Ray started for the run).
         seed: seeds torch's global generator before the run (recorded in every row).
         size, normalize: for image files: resize to size × size, "imagenet" or "none".
         progress: a tqdm bar on stderr (None: when stderr is a terminal).
@@ -82,6 +73,7 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
     """
     spec = Spec(layers, full, top_k, channel_top_k, events or {}, conditional or {}, laws, explainers or {})
     _check_options(model, batch_size, engine, prefetch, seed)
+    _check_ray_options(engine, address, concurrency, worker_cpus, worker_gpus)
     source = as_source(data, size=size, normalize=normalize)
     if not len(source):
         raise DatasetError("the dataset has no samples")
@@ -97,10 +89,22 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
     store = Store(out, fingerprint)
     manifest = store.open({"layers": plan.canonical, "channels": plan.channels, "seed": seed, "device": str(device),
                            "arrays": {k: list(v) for k, v in plan.arrays.items()}, "batch_size": batch_size})
-    context = _Context(model, rules, spec, plan, source, wanted, store, schema(plan.canonical, spec),
-                       {"torch": torch.__version__, "nrm": nrm.__version__, "rules": fingerprint["rules"],
-                        "seed": seed, "device": str(device), "dtype": str(dtype)},
-                       store.arrays(plan.arrays, len(source), np.dtype(str(dtype).replace("torch.", ""))))
+    job = RunJob(model, rules, spec, plan, source, wanted)
+    on_gpu = engine == "ray" and worker_gpus > 0
+    sink = Sink(store, schema(plan.canonical, spec),
+                {"torch": torch.__version__, "nrm": nrm.__version__, "rules": fingerprint["rules"], "seed": seed,
+                 "device": "cuda" if on_gpu else str(device), "dtype": str(dtype)},
+                store.arrays(plan.arrays, len(source), np.dtype(str(dtype).replace("torch.", ""))))
+    engine_options = {"engine": engine, "prefetch": prefetch, "address": address, "concurrency": concurrency,
+                      "worker_cpus": worker_cpus, "worker_gpus": worker_gpus}
+    return _execute(job, sink, manifest, batch_size, shape, progress, engine_options)
+
+
+def _execute(job: RunJob, sink: Sink, manifest: dict, batch_size: int, shape: tuple, progress,
+             options: dict) -> RunResult:
+    """The batches not yet in the folder, through the engine; the finished folder's summary."""
+    store, source = sink.store, job.source
+    dtype, device = model_dtype(job.model), model_device(job.model)
     done = store.done_ids()
     todo = [[r for r in range(b, min(b + batch_size, len(source))) if source.ids[r] not in done]
             for b in range(0, len(source), batch_size)]
@@ -108,89 +112,19 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
     started = time.perf_counter()
     with progress_bar(len(source), len(done), progress) as bar:
         try:
-            written = _loop(context, prefetched(source, todo, shape, dtype, device, max(prefetch, 1)), bar)
+            if options["engine"] == "ray" and todo:
+                from nrm_verify.report.dataset.ray_engine import ray_loop
+                written = ray_loop(job, sink, todo, shape, bar, address=options["address"],
+                                   concurrency=options["concurrency"], worker_cpus=options["worker_cpus"],
+                                   worker_gpus=options["worker_gpus"])
+            else:
+                batches = prefetched(source, todo, shape, dtype, device, max(options["prefetch"], 1))
+                written = local_loop(job, sink, batches, bar)
         except BaseException:
             manifest["status"] = "interrupted"
             store.write_manifest(manifest)
             raise
     return _finish(store, manifest, len(source), written, len(done), time.perf_counter() - started)
-
-
-def _loop(ctx: _Context, batches, bar) -> int:
-    """Explain the batches here while a thread writes the previous one (arrays, reductions,
-    then the rows that commit it, in order); the rows written. On an interruption the
-    batches already explained are still committed (the pool's exit waits for them)."""
-    written = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nrm-run-write") as writer:
-        pending: deque = deque()
-        for batch in batches:
-            pending.append(writer.submit(_write, ctx, *_explain(ctx, batch)))
-            while len(pending) > 1 or (pending and pending[0].done()):
-                n = pending.popleft().result()
-                written += n
-                bar.update(n)
-        while pending:
-            n = pending.popleft().result()
-            written += n
-            bar.update(n)
-    return written
-
-
-@dataclass
-class _Context:
-    model: nn.Module
-    rules: object
-    spec: Spec
-    plan: object
-    source: object
-    targets: Targets
-    store: Store
-    schema: object
-    constants: dict
-    arrays: dict
-
-
-def _explain(ctx: _Context, batch: Batch) -> tuple[Batch, Explained, dict]:
-    """The results of one batch and the reason for each row without one."""
-    errors = dict(batch.errors)
-    targets: list = []
-    keep: list[int] = []
-    for p, r in enumerate(batch.loaded):
-        try:
-            targets.append(ctx.targets.of(r, batch.labels[r], ctx.plan.outputs))
-            keep.append(p)
-        except RunError as e:
-            errors[r] = f"{type(e).__name__}: {e}"
-    if batch.x is None or not keep:
-        return batch, Explained([], {}, {}, {}), errors
-    x = batch.x[keep]
-    done = explain_batch(ctx.model, ctx.rules, ctx.spec, ctx.plan, x, targets)
-    loaded = [batch.loaded[p] for p in keep]
-    errors.update({loaded[p]: reason for p, reason in done.errors.items()})
-    return Batch(batch.rows, loaded, x, batch.labels, batch.errors), done, errors
-
-
-def _write(ctx: _Context, batch: Batch, done: Explained, errors: dict) -> int:
-    """Write one batch's arrays, reductions and rows (the rows commit it); the number of rows."""
-    rows = np.asarray([batch.loaded[p] for p in done.positions], dtype=np.int64)
-    for name, values in done.arrays.items():
-        for start, stop, first in _runs(rows):  # one write per run of consecutive rows (a chunk each, written at once)
-            ctx.arrays[name][start:stop] = values[first:first + stop - start]
-    red = reduce_batch(ctx.plan, ctx.spec, done, rows) if len(rows) else empty_reductions(ctx.plan, ctx.spec)
-    table = table_of(batch, done, errors, ctx.source.ids, ctx.schema, ctx.constants)
-    ctx.store.commit(f"part-{batch.rows[0]:09d}-{len(batch.rows):06d}", table, red)
-    return len(batch.rows)
-
-
-def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
-    """(first row, end row, position in ``rows``) of each run of consecutive rows."""
-    out = []
-    for i, r in enumerate(rows.tolist()):
-        if out and out[-1][1] == r:
-            out[-1] = (out[-1][0], r + 1, out[-1][2])
-        else:
-            out.append((r, r + 1, i))
-    return out
 
 
 def _finish(store: Store, manifest: dict, n: int, written: int, skipped: int, seconds: float) -> RunResult:
@@ -216,3 +150,18 @@ def _check_options(model, batch_size, engine, prefetch, seed) -> None:
             raise SpecError(f"{name}= takes a whole number >= {low}, got {value!r}")
     if engine not in ENGINES:
         raise SpecError(f"engine= takes one of {ENGINES}, got {engine!r}")
+
+
+def _check_ray_options(engine, address, concurrency, worker_cpus, worker_gpus) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise SpecError(f"concurrency= takes a whole number >= 1 (Ray workers), got {concurrency!r}")
+    for name, value in (("worker_cpus", worker_cpus), ("worker_gpus", worker_gpus)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+            raise SpecError(f"{name}= takes a finite number >= 0, got {value!r}")
+    if worker_cpus == 0:
+        raise SpecError("worker_cpus= must be > 0 (fractions such as 0.5 let several workers share a CPU)")
+    if address is not None and not isinstance(address, str):
+        raise SpecError(f"address= takes a Ray address such as 'ray://head:10001' or 'auto', got {address!r}")
+    if engine == "ray":
+        from nrm_verify.report.dataset.ray_engine import require_ray
+        require_ray()
