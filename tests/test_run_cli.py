@@ -143,10 +143,10 @@ def test_sigint_keeps_the_finished_batches_and_the_same_command_resumes(places, 
 
 
 BLOCKED = """
-import sys
+import os, sys
 class Blocker:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("pyarrow", "zarr"):
+        if name.split(".")[0] in os.environ["NRM_TEST_BLOCKED"].split(","):
             raise ModuleNotFoundError(f"blocked: {name}", name=name)
 sys.meta_path.insert(0, Blocker())
 import nrm_verify, nrm_verify.report, nrm_verify.laws
@@ -161,7 +161,8 @@ sys.exit(main(sys.argv[1:]))
 
 def test_without_the_run_extra_the_package_and_the_command_say_what_to_install(places, tmp_path):
     done = subprocess.run([sys.executable, "-c", BLOCKED, "run", places["data"], "--model", SMALL, "--out",
-                           str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+                           str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**ENV, "NRM_TEST_BLOCKED": "pyarrow,zarr"})
     assert done.returncode == 2, done.stderr
     assert "IMPORT: dataset runs need pyarrow, zarr" in done.stdout and "pip install 'nrm-verify[run]'" in done.stdout
     lines = done.stderr.strip().splitlines()
@@ -175,3 +176,12 @@ def test_the_run_extra_is_what_the_package_checks_for_and_ci_installs_it():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
     assert [spec.split(">")[0].strip() for spec in extras[dataset.EXTRA]] == list(dataset.REQUIRES)
     assert f"nrm-verify[{dataset.EXTRA}]" in extras["test"]  # scripts/setup.sh and CI install .[test]
+
+
+def test_engine_ray_without_ray_says_what_to_install(places, tmp_path):
+    done = subprocess.run([sys.executable, "-c", BLOCKED, "run", places["data"], "--model", SMALL, "--engine", "ray",
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**ENV, "NRM_TEST_BLOCKED": "ray"})
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "pip install 'nrm-verify[ray]'" in lines[0] and not (tmp_path / "o").exists()

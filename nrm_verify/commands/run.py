@@ -15,7 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from nrm_verify.commands.arguments import UsageError, nonnegative_int, one_line, positive_int
+from nrm_verify.commands.arguments import (
+    UsageError,
+    nonnegative_float,
+    nonnegative_int,
+    one_line,
+    positive_float,
+    positive_int,
+)
 
 PROG = "nrm-verify run"
 
@@ -99,7 +106,9 @@ def _run(args) -> int:
     result = run_dataset(model, data, args.out, rules=rules, targets=args.target, layers=args.layers,
                          full=args.full, top_k=args.top_k, channel_top_k=args.channel_top_k, laws=args.laws,
                          batch_size=args.batch_size, prefetch=args.prefetch, seed=args.seed, size=args.size,
-                         normalize=args.normalize, progress=False if args.quiet else None)
+                         normalize=args.normalize, progress=False if args.quiet else None, engine=args.engine,
+                         address=args.address, concurrency=args.concurrency, worker_cpus=args.worker_cpus,
+                         worker_gpus=args.worker_gpus)
     worst = result.reductions["l1_residual"].value if result.reductions and "L1" in args.laws else None
     print(f"{result.samples} samples of {args.data} through {what}: {result.written} explained now, "
           f"{result.skipped} already there, {result.errors} failed (their rows say why)"
@@ -151,7 +160,15 @@ def register(commands) -> None:
                    help="how image pixels in [0, 1] are normalized (default imagenet)")
     i.add_argument("--batch-size", type=positive_int, default=32, help="samples per explain call (default 32)")
     i.add_argument("--prefetch", type=nonnegative_int, default=2, help="batches read ahead (default 2)")
-    i.add_argument("--engine", choices=["local"], default="local", help="where the batches run (default local)")
+    i.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where the batches run: local (default, in this process) or ray (Ray Data workers)")
+    i.add_argument("--address", metavar="ADDR", help="with --engine ray: the Ray cluster ('auto', 'ray://head:10001'); "
+                                                     "default: a local Ray started for the run")
+    i.add_argument("--concurrency", type=positive_int, default=2, help="with --engine ray: workers (default 2)")
+    i.add_argument("--worker-cpus", type=positive_float, default=1.0,
+                   help="with --engine ray: CPUs per worker (fractions share a CPU; default 1)")
+    i.add_argument("--worker-gpus", type=nonnegative_float, default=0.0,
+                   help="with --engine ray: GPUs per worker (e.g. 1 on a GPU cluster; default 0)")
     i.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     i.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=run)

@@ -14,6 +14,7 @@ KubeRay / SLURM); without it a local Ray is started and stopped around the run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 
@@ -68,14 +69,15 @@ def ray_loop(job: RunJob, sink: Sink, todo: list[list[int]], shape: tuple, bar, 
         path = os.pathsep.join([here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
         options = {"address": address} if address else {
             "num_cpus": max(os.cpu_count() or 1, 1), "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **options)
+        ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **options)
     try:
         ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
+        ctx.enable_progress_bars = False  # the run has its own bar
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         threads = max(1, int(round(worker_cpus))) if worker_cpus >= 1 else 1
         items = ray.data.from_items([{"rows": json.dumps(rows)} for rows in todo], override_num_blocks=len(todo))
-        parts = items.map_batches(RayWorker, batch_size=1, concurrency=concurrency, num_cpus=worker_cpus,
-                                  num_gpus=worker_gpus or None,
+        parts = items.map_batches(RayWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=concurrency),
+                                  num_cpus=worker_cpus, num_gpus=worker_gpus or None,
                                   fn_constructor_kwargs={"job": pickle.dumps(job), "shape": shape,
                                                          "gpus": worker_gpus, "threads": threads})
         written = 0
