@@ -238,3 +238,18 @@ def test_the_model_is_left_as_it_was(tmp_path, data):
     assert not model.training and all(p.grad is None for p in model.parameters())
     assert len(model.features[0]._forward_hooks) == 1
     handle.remove()
+
+
+def test_the_progress_bar_is_tqdms_with_rate_and_count(tmp_path, data, capsys):
+    run(small_cnn(seed=1), data, tmp_path / "bar", rules=RULES, batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "nrm run" in err and "10/10" in err and "sample/s" in err
+
+
+def test_the_least_a_run_can_compute(tmp_path, data):
+    """No layers, no top-k, no laws: still f, target and the absorbed mass per layer per row."""
+    result = run(small_cnn(seed=1), data[:3], tmp_path / "least", layers=[], top_k=0, laws=[], progress=False)
+    rows = rows_of(tmp_path / "least")
+    assert result.errors == 0 and "l1_residual" not in rows[0] and not any(k.startswith("top_k") for k in rows[0])
+    assert all(isinstance(r["f"], float) and r["absorbed/input"] is not None for r in rows)
+    assert result.reductions.names() == ["absorbed", "absorbed_histogram", "f"]
