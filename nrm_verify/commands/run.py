@@ -2,7 +2,7 @@
 (:mod:`nrm_verify.report.dataset`; ``docs/run.md``).
 
     nrm-verify run images/ --model net.pt --size 224 --layers input features.28 --out runs/net
-    nrm-verify run data.pt --model nrm_verify.zoo.models:small_cnn() --laws L1 L9 --out runs/cnn
+    nrm-verify run data.pt --model "nrm_verify.zoo.models:small_cnn()" --laws L1 L9 --out runs/cnn
 
 Rerunning the same command resumes: the samples already written are skipped. Exit status
 0 when every sample has its row (failed samples are rows with their reason), 2 on a bad
@@ -121,13 +121,17 @@ def register(commands) -> None:
     p = commands.add_parser(
         "run", help="explain every sample of a dataset: Parquet rows, Zarr arrays, reductions (resumable)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Explain every sample of DATA with nrm.explain and write into --out: samples/*.parquet (one row "
-                    "per sample: target, f, absorbed mass per layer, top-k neurons, channel sums, law residuals), "
-                    "arrays.zarr (whole marginals of --full layers, one chunk per sample), reductions.json "
-                    "(moments, histograms, top samples per channel) and manifest.json. Rerun to resume.\n\n"
+        description="Explain every sample of DATA with nrm.explain and write into --out:\n"
+                    "  samples/*.parquet  one row per sample: target, f, absorbed mass per layer, top-k neurons,\n"
+                    "                     channel sums, law residuals (pyarrow, pandas, polars read the folder)\n"
+                    "  arrays.zarr        the whole marginals of --full layers, one chunk per sample\n"
+                    "  reductions.json    moments, histograms, the top samples per channel\n"
+                    "  manifest.json      what was run, versions, status\n"
+                    "Rerun the same command to resume (the samples already written are skipped).\n\n"
                     "Examples:\n"
                     "  nrm-verify run images/ --model net.pt --layers input features.28 --out runs/net\n"
-                    "  nrm-verify run data.pt --model nrm_verify.zoo.models:small_cnn() --size 16 --out runs/cnn\n\n"
+                    "  nrm-verify run data.pt --model 'nrm_verify.zoo.models:small_cnn()' --laws L1 L9 --out runs/cnn\n"
+                    "  nrm-verify run images/ --model net.pt --engine ray --address auto --worker-gpus 1 --out r/\n\n"
                     "Exit status 0 when every sample has its row, 2 on a bad argument, 130 when interrupted.")
     p.add_argument("data", metavar="DATA", help="a folder of images (sub-folders = classes) or .npy arrays, a "
                                                 ".parquet index (column path, optional id and label), a .pt tensor "
