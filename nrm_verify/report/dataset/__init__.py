@@ -41,9 +41,12 @@ from nrm_verify.report.dataset.errors import (  # noqa: E402
     TargetError,
 )
 from nrm_verify.report.dataset.reduce import Extreme, Histogram, Moments, Reductions, TopK, merge_all  # noqa: E402
+from nrm_verify.report.dataset.regress import RunComparison, SampleDeviation, compare_run  # noqa: E402
+from nrm_verify.report.dataset.report import build_report, figures  # noqa: E402
 from nrm_verify.report.dataset.runner import ENGINES, RunResult, run  # noqa: E402
 from nrm_verify.report.dataset.sources import Source, as_source  # noqa: E402
 
 __all__ = ["run", "RunResult", "Spec", "LAWS", "ENGINES", "as_source", "Source",
+           "compare_run", "RunComparison", "SampleDeviation", "build_report", "figures",
            "Moments", "Histogram", "TopK", "Extreme", "Reductions", "merge_all",
            "RunError", "DatasetError", "TargetError", "SpecError", "OutputFolderError", "RunMismatchError"]

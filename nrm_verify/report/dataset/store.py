@@ -178,6 +178,25 @@ class Store:
         return pa.concat_tables(tables).sort_by("row")
 
 
+def is_run(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the folder of a dataset run (its manifest says so)."""
+    manifest = Path(path) / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
+def read_run(folder: str | os.PathLike) -> tuple[dict, Store]:
+    """The manifest and the :class:`Store` of a finished or partial run; RunMismatchError if none."""
+    if not is_run(folder):
+        raise RunMismatchError(f"{folder} is not the folder of a run (no {MANIFEST} of format {FORMAT})")
+    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    return manifest, Store(folder, manifest["fingerprint"])
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
