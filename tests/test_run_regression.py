@@ -130,3 +130,19 @@ def test_bad_arguments_for_a_run_folder_are_one_line_and_exit_2(record, capsys, 
 def test_run_options_with_a_snapshot_path_are_refused(tmp_path, capsys):
     code, out, err = snapshot(capsys, "compare", str(tmp_path / "snap"), "--data", "x.pt")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "only go with a run folder" in err
+
+
+class OneHotStart:
+    """An explainer in the convention of the zennit:… specs (start="one-hot"): under "input" it
+    returns R / f_c, which is nrm's marginal m_input."""
+
+    start = "one-hot"
+
+    def __call__(self, model, x, target):
+        return {"input": nrm.explain(model, x, target, rules=nrm.presets.EpsilonGammaFlat()).marginal("input")}
+
+
+def test_an_explainer_that_starts_from_the_one_hot_is_compared_with_the_marginal(record):
+    folder, x = record
+    result = compare_run(folder / "run", small_cnn(seed=0), x, OneHotStart(), worst=1)
+    assert result.quantity == "marginal" and result.ok and max(s.deviation for s in result.samples) < 1e-5

@@ -9,7 +9,8 @@ run recorded. What it returns is compared with what the run recorded:
 
 * ``marginal/<layer>`` or a bare tensor: with m_l;
 * ``<layer>`` (the :class:`~nrm_verify.peers.Explainer` convention) or ``relevance/<layer>``:
-  with R_l = f · m_l, f the run's recorded f_c(x).
+  with R_l = f · m_l, f the run's recorded f_c(x) — except for an explainer whose ``start`` is
+  ``"one-hot"`` (the ``zennit:…`` specs: R_c = 1 at the output, so R / f_c = m_l): with m_l.
 
 Per sample, as the snapshots do: deviation = max |current − recorded| / scale, scale =
 max |recorded|; it passes when max |current − recorded| ≤ atol + rtol · scale. The
@@ -188,6 +189,8 @@ def compare_run(folder: str | os.PathLike, model: torch.nn.Module, data, explain
         x = torch.stack([source.load(r["row"])[0] for r in batch]).to(model_dtype(model))
         with torch.enable_grad():
             current, quantity = _current(fn(model, x, [r["target"] for r in batch]), layer)
+        if getattr(fn, "start", "f") == "one-hot":  # zennit:… specs start from R_c = 1: R / f_c = m
+            quantity = MARGINAL
         for i, r in enumerate(batch):
             old = np.asarray(recorded[r["row"]], dtype=np.float64)
             if quantity == RELEVANCE:
