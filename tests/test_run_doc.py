@@ -13,7 +13,7 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "run.md"
 
 def test_every_python_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -28,3 +28,8 @@ def test_every_python_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
     assert "40 (40, 3, 16, 16) (1, 3, 16, 16)" in lines
     assert namespace["top"].rows.shape == (16, 8) and namespace["worst"]["l1_residual"] < 1e-5
     assert (tmp_path / "runs" / "demo" / "manifest.json").is_file()
+    assert lines[-4:] == ["runs/demo/report/index.html", "True 40", "False ['15', '1', '13']",
+                          "runs/demo-vs-epsilonplus/comparison.html"]
+    for name in ("absorbed", "residuals", "top-input", "top-features.3"):
+        assert (tmp_path / "runs" / "demo" / "report" / f"{name}.png").is_file()
+    assert (tmp_path / "runs" / "demo-vs-epsilonplus" / "worst.png").is_file()

@@ -98,3 +98,34 @@ def test_bad_arguments_are_one_line_and_exit_2(finished, tmp_path, capsys, argv,
     argv = [str(folder) if a == "RUN" else str(tmp_path) if a == "NOT_A_RUN" else a for a in argv]
     code, out, err = report(capsys, *argv)
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and words in err
+
+
+def test_the_readme_two_commands_analyse_a_folder_of_images_and_open_its_report(tmp_path, capsys, monkeypatch):
+    """README's two lines, with a folder of 5 PNGs, the small CNN for net.pt and 16×16 images."""
+    import re
+    import webbrowser
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from nrm_verify.commands.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    first, second = re.search(r"two commands.*?```bash\n(.*?)\n(.*?)\n```", readme, re.S).groups()
+    assert first == "nrm-verify run images/ --model net.pt --out runs/net"
+    assert second == "nrm-verify report runs/net --open"
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    for k in range(5):
+        Image.fromarray(rng.integers(0, 255, (18, 18, 3), dtype=np.uint8)).save(tmp_path / "images" / f"im{k}.png")
+    monkeypatch.chdir(tmp_path)
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    small = "nrm_verify.zoo.models:small_cnn()"
+    assert main(first.replace("net.pt", small).split()[1:] + ["--size", "16", "--quiet"]) == 0
+    assert main(second.split()[1:]) == 0, capsys.readouterr().err
+    assert opened == [(tmp_path / "runs" / "net" / "report" / "index.html").as_uri()]
+    grid = figures("runs/net", channels=1)["top-input"].axes
+    assert grid[0].images[0].get_array().shape == (16, 16, 3)  # the images, read again from the folder
+    assert grid[0].get_title().split()[0].startswith("im")
