@@ -21,6 +21,7 @@ side by side (recorded, current, difference).
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -115,9 +116,10 @@ class RunComparison:
         figure = worst_figure(self)
         if figure is not None:
             figure.savefig(out / "worst.png", dpi=90, bbox_inches="tight", facecolor="white")
-        rows = "".join(f"<tr><td>{s.id}</td><td>{s.row}</td><td>{s.deviation:.3g}</td>"
+        rows = "".join(f"<tr><td>{html.escape(s.id)}</td><td>{s.row}</td><td>{s.deviation:.3g}</td>"
                        f"<td>{'ok' if s.ok else 'FAIL'}</td></tr>" for s in self.worst)
-        body = (f"<p>{self.summary().splitlines()[0]}</p><table><tr><th>id</th><th>row</th><th>deviation</th>"
+        head = html.escape(self.summary().splitlines()[0])
+        body = (f"<p>{head}</p><table><tr><th>id</th><th>row</th><th>deviation</th>"
                 f"<th></th></tr>{rows}</table>" + ('<img src="worst.png">' if figure is not None else ""))
         (out / "comparison.html").write_text(html_page(f"comparison of {self.run.name}", body))
         return out / "comparison.html"
@@ -138,10 +140,10 @@ def _explainer(explainer) -> tuple[Callable, str]:
 def _current(value, layer: str) -> tuple[np.ndarray, str]:
     """The explainer's output for ``layer`` and whether it is a marginal or a relevance."""
     if isinstance(value, Mapping):
-        for key, quantity in ((f"marginal/{layer}", MARGINAL), (layer, RELEVANCE), (f"relevance/{layer}", RELEVANCE)):
-            if key in value:
-                value = value[key]
-                break
+        keys = {f"marginal/{layer}": MARGINAL, layer: RELEVANCE, f"relevance/{layer}": RELEVANCE}
+        found = [key for key in keys if key in value]
+        if found:
+            value, quantity = value[found[0]], keys[found[0]]
         else:
             raise SpecError(f"the explainer returned {sorted(value)[:6]}; none of marginal/{layer}, {layer}, "
                             f"relevance/{layer}")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nrm_verify.report.dataset.store import read_run
 from nrm_verify.report.dataset.sources import as_source
+from nrm_verify.report.dataset.store import read_run
 
 MAX_CHANNELS = 16
 
