@@ -14,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("check", "check_rule", "check_layer", "prove", "explain", "bench", "snapshot")
+COMMANDS = ("check", "check_rule", "check_layer", "prove", "explain", "run", "report", "bench", "snapshot")
 """Module names in the order ``--help`` lists them; a module that is absent is skipped."""
 
 

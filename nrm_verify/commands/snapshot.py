@@ -14,7 +14,14 @@ import json
 import shlex
 import sys
 
-from nrm_verify.commands.arguments import nonnegative_float, one_line, output_file, output_problem
+from nrm_verify.commands.arguments import (
+    nonnegative_float,
+    nonnegative_int,
+    one_line,
+    output_file,
+    output_problem,
+    positive_int,
+)
 
 
 def _explainers(args) -> list[str] | None:
@@ -70,9 +77,54 @@ def run_record(args) -> int:
     return 0
 
 
+RUN_ONLY = ("model", "data", "state_dict", "seed", "worst", "layer", "out", "batch_size", "size", "normalize")
+"""compare's options that only a run folder takes (a snapshot holds its own models and inputs)."""
+
+
+def compare_run_folder(args) -> int:
+    """``snapshot compare RUN_FOLDER --model M --data D --explainer SPEC``: the run is the record;
+    the explainer is compared with it sample by sample (:mod:`nrm_verify.report.dataset.regress`)."""
+    from nrm_verify.commands.arguments import UsageError
+    from nrm_verify.commands.loading import load_model
+    from nrm_verify.commands.run import load_data
+
+    try:
+        from nrm_verify.report.dataset import RunError, compare_run
+        if len(args.explainer or []) != 1 or args.suite:
+            raise UsageError("a run folder is compared with one --explainer SPEC (no --suite)")
+        if not args.data:
+            raise UsageError("a run folder is compared on its dataset: give --data (the run's DATA)")
+        for name in ("cases", "case", "failures_only"):
+            if getattr(args, name):
+                raise UsageError(f"--{name.replace('_', '-')} is for snapshots; a run folder has samples, not cases")
+        model, _ = load_model(args.model, args.state_dict, args.seed)
+        result = compare_run(args.path, model, load_data(args.data), args.explainer[0], layer=args.layer,
+                             worst=args.worst, batch_size=args.batch_size, rtol=args.rtol, atol=args.atol or 0.0,
+                             size=args.size, normalize=args.normalize)
+        page = result.write(args.out or f"{args.path.rstrip('/')}/comparison")
+    except (ImportError, UsageError) as e:
+        return _error("compare", str(e))
+    except Exception as e:  # noqa: BLE001 — the named errors of nrm and of the run, one line each
+        import nrm
+        if not isinstance(e, (RunError, nrm.NRMError)):
+            raise
+        return _error("compare", f"{type(e).__name__}: {e}")
+    print(result.summary())
+    print(f"report: {page}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result.to_dict(), fh, indent=2)
+    return result.exit_code
+
+
 def run_compare(args) -> int:
     from nrm_verify.report.snapshots import SnapshotError, compare
 
+    given = [f"--{n.replace('_', '-')}" for n in RUN_ONLY if getattr(args, n) not in (None, DEFAULTS.get(n))]
+    if _is_run(args.path):
+        return compare_run_folder(args)
+    if given:
+        return _error("compare", f"{' '.join(given)} only go with a run folder; {args.path} is a snapshot")
     try:
         report = compare(args.path, _explainers(args), cases=args.cases, only_cases=args.case, rtol=args.rtol,
                          atol=args.atol)
@@ -89,6 +141,19 @@ def run_compare(args) -> int:
         except OSError as e:
             return _error("compare", f"--json {args.json}: cannot write it ({e.strerror or e})")
     return report.exit_code
+
+
+DEFAULTS = {"worst": 5, "layer": "input", "batch_size": 32, "size": 224, "normalize": "imagenet", "seed": 0}
+
+
+def _is_run(path: str) -> bool:
+    from pathlib import Path
+    if not (Path(path) / "manifest.json").is_file():
+        return False
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("format", "").startswith("nrm-run/")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def register(commands) -> None:
@@ -129,4 +194,18 @@ def register(commands) -> None:
     cmp.add_argument("--atol", type=nonnegative_float, default=None, help="override the recorded absolute tolerances")
     cmp.add_argument("--failures-only", action="store_true", help="print only the failing results")
     cmp.add_argument("--json", metavar="FILE", type=output_file, help="also write the comparison as JSON")
+    ds = cmp.add_argument_group("a run folder as the record (docs/regression.md, 'Dataset scale')")
+    ds.add_argument("--model", metavar="FILE.pt|MODULE:CLASS", help="the run's model (as nrm-verify run takes it)")
+    ds.add_argument("--state-dict", metavar="FILE", help="weights to load into --model module:Class")
+    ds.add_argument("--seed", type=nonnegative_int, default=0, help="the built-in weights' seed (default 0)")
+    ds.add_argument("--data", metavar="DATA", help="the run's DATA (folder, .parquet index, .pt, module:factory())")
+    ds.add_argument("--layer", default=DEFAULTS["layer"], help="the recorded marginal compared (default input)")
+    ds.add_argument("--worst", type=positive_int, default=DEFAULTS["worst"],
+                    help="the worst samples listed and drawn (default 5)")
+    ds.add_argument("--batch-size", type=positive_int, default=DEFAULTS["batch_size"],
+                    help="samples per explainer call (default 32)")
+    ds.add_argument("--size", type=positive_int, default=DEFAULTS["size"], help="image files: the run's --size (224)")
+    ds.add_argument("--normalize", choices=["imagenet", "none"], default=DEFAULTS["normalize"],
+                    help="image files: the run's --normalize (imagenet)")
+    ds.add_argument("--out", metavar="DIR", help="where the comparison goes (default RUN/comparison)")
     cmp.set_defaults(run=run_compare)

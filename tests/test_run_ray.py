@@ -1,0 +1,120 @@
+"""The Ray engine (issue 16, items 4 and 5): on a local two-worker Ray started and stopped by
+the test, a run gives the local engine's folder bitwise (rows, arrays, reductions); a worker
+process that dies mid-batch is replaced, its batch done again, and nothing is lost or
+duplicated; a run interrupted on the local engine resumes on Ray to the same folder.
+
+Ray is the ``ray`` extra (``pip install 'nrm-verify[ray]'``, in the ``test`` extra); outside
+CI the tests skip where it is not installed, in CI they fail."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import nrm
+from nrm_verify.report.dataset import run
+from nrm_verify.report.dataset.sources import TensorSource
+
+try:
+    import ray
+except ModuleNotFoundError:
+    ray = None
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("Ray is not installed (pip install 'nrm-verify[ray]'); CI installs it and runs these",
+                allow_module_level=True)
+
+from test_run_local import Interrupting, folder_state  # noqa: E402
+
+from nrm_verify.zoo.models import small_cnn  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+KW = dict(rules=nrm.presets.EpsilonGammaFlat(), layers=["input", "features.3"], full=["input"],
+          conditional={"h2": ("input", nrm.At("features.3", channels=[2]))}, laws=["L1"], batch_size=4,
+          progress=False)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """Two CPUs, workers of half a CPU each (so that two workers and Ray Data's read task fit)."""
+    path = os.pathsep.join([str(ROOT), str(TESTS)])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path, "OMP_NUM_THREADS": "1"}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return torch.randn(12, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+
+
+class DyingOnce(TensorSource):
+    """A tensor's samples; the first Ray worker to read row ``row`` dies there (os._exit), as
+    a killed worker process would; the marker file says it happened."""
+
+    def __init__(self, x, marker: str, row: int):
+        super().__init__(x)
+        self.marker, self.row = marker, row
+
+    def load(self, i):
+        if i == self.row and os.getpid() != self.driver and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+        return super().load(i)
+
+
+def test_ray_gives_the_local_folder_bitwise(local_ray, data, tmp_path):
+    model = small_cnn(seed=1)
+    local = run(model, Interrupting(data), tmp_path / "local", **KW)
+    on_ray = run(model, Interrupting(data), tmp_path / "ray", engine="ray", concurrency=2, worker_cpus=0.5, **KW)
+    assert (on_ray.written, on_ray.errors) == (12, 0)
+    assert folder_state(tmp_path / "ray") == folder_state(tmp_path / "local")
+    assert on_ray.reductions.to_dict() == local.reductions.to_dict()
+
+
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(local_ray, data, tmp_path):
+    model = small_cnn(seed=1)
+    run(model, Interrupting(data), tmp_path / "local", **KW)
+    source = DyingOnce(data, str(tmp_path / "died"), row=5)
+    source.driver = os.getpid()
+    result = run(model, source, tmp_path / "ray", engine="ray", concurrency=2, worker_cpus=0.5, **KW)
+    assert (tmp_path / "died").exists()  # a worker did die
+    ids = pq.read_table(tmp_path / "ray" / "samples").column("id").to_pylist()
+    assert sorted(ids, key=int) == [str(i) for i in range(12)] and result.errors == 0
+    assert folder_state(tmp_path / "ray") == folder_state(tmp_path / "local")
+
+
+def test_a_local_run_interrupted_resumes_on_ray(local_ray, data, tmp_path):
+    model = small_cnn(seed=1)
+    run(model, Interrupting(data), tmp_path / "whole", **KW)
+    with pytest.raises(KeyboardInterrupt):
+        run(model, Interrupting(data, stop=6), tmp_path / "cut", **KW)
+    resumed = run(model, Interrupting(data), tmp_path / "cut", engine="ray", concurrency=2, worker_cpus=0.5, **KW)
+    assert (resumed.skipped, resumed.written) == (4, 8)
+    assert folder_state(tmp_path / "cut") == folder_state(tmp_path / "whole")
+
+
+def test_the_command_on_ray_writes_what_the_local_command_writes(data, tmp_path):
+    """``nrm-verify run --engine ray`` starts and stops its own local Ray (no ``--address``)."""
+    import subprocess
+    import sys
+
+    torch.save(data, tmp_path / "data.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "nrm_verify.commands", "run", str(tmp_path / "data.pt"), "--model",
+            "nrm_verify.zoo.models:small_cnn()", "--batch-size", "4", "--quiet"]
+    run(small_cnn(), data, tmp_path / "local", rules=nrm.presets.EpsilonGammaFlat(), full=["input"], batch_size=4,
+        progress=False)  # what the command does by default, in this process
+    on_ray = subprocess.run(argv + ["--out", str(tmp_path / "ray"), "--engine", "ray", "--concurrency", "2",
+                                    "--worker-cpus", "0.5"], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=300)
+    assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+    assert "12 explained now" in on_ray.stdout
+    rows = [pq.read_table(tmp_path / f / "samples").sort_by("row").to_pylist() for f in ("local", "ray")]
+    assert rows[0] == rows[1]
