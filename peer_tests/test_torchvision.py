@@ -135,3 +135,59 @@ def test_alpha_beta_on_squeezenet_differs_by_nrm_s_fallback_and_only_by_it(recor
     ours = nrm.explain(model, x, target, rules=stabilized).relevance("input")
     dev = record(bridged, "αβ(2,1) with stabilizer 1e-6", "squeezenet1_1", ours, bridged(model, x, target)["input"])
     assert close(dev, float(ours.abs().max())), dev
+
+
+# -- stochastic depth ------------------------------------------------------------------------
+class _Residual(torch.nn.Module):
+    """x + drop(conv(relu(conv(x)))), ConvNeXt's and EfficientNet's residual with
+    torchvision's ``StochasticDepth`` (or anything else as ``drop``)."""
+
+    def __init__(self, drop: torch.nn.Module, functional: bool = False):
+        super().__init__()
+        gen = torch.Generator().manual_seed(3)
+        self.a, self.b = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 3, 3, padding=1)
+        self.head = torch.nn.Linear(3 * 6 * 6, 4)
+        for p in self.parameters():
+            p.data = torch.randn(p.shape, generator=gen) * 0.5
+        self.drop, self.functional = drop, functional
+
+    def forward(self, x):
+        h = self.b(torch.relu(self.a(x)))
+        if self.functional:
+            from torchvision.ops import stochastic_depth
+            h = stochastic_depth(h, 0.5, "row", self.training)
+        else:
+            h = self.drop(h)
+        return self.head(torch.relu(x + h).flatten(1))
+
+
+@pytest.mark.parametrize("functional", [False, True], ids=["module", "functional"])
+def test_stochastic_depth_in_eval_mode_is_the_identity(functional):
+    """torchvision's stochastic depth in eval mode returns its input: the measure of a model
+    with it equals, bit for bit at every layer and its ⊥, the measure of the same model
+    without it (``nn.Identity`` in its place); its output is ``model(x)``."""
+    from torchvision.ops import StochasticDepth
+
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    with_sd = _Residual(StochasticDepth(0.5, "row"), functional).double().eval()
+    without = _Residual(torch.nn.Identity()).double().eval()
+    without.load_state_dict(with_sd.state_dict())
+    targets = with_sd(x).argmax(1)
+    m, ref = (nrm.explain(model, x, targets, rules=nrm.presets.EpsilonGammaFlat()) for model in (with_sd, without))
+    assert torch.equal(m.f, with_sd(x).gather(1, targets[:, None])[:, 0])
+    assert m.canonical_names() == ref.canonical_names()
+    for name in m.canonical_names():
+        assert torch.equal(m.marginal(name), ref.marginal(name)), name
+        assert torch.equal(m.absorbed(name), ref.absorbed(name)), name
+
+
+def test_stochastic_depth_in_training_mode_is_refused():
+    """In training mode stochastic depth drops residual branches at random: refused, naming it
+    (nrm never switches a model's mode)."""
+    from torchvision.ops import StochasticDepth
+
+    model = _Residual(StochasticDepth(0.5, "row")).double().eval()
+    model.drop.train()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    with pytest.raises(nrm.errors.TrainingModeError, match="drop"):
+        nrm.explain(model, x, 0)
