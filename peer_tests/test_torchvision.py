@@ -17,6 +17,7 @@ LayerNorm → GELU → layer scale, and squeezenet's pooled flatten as the outpu
 from __future__ import annotations
 
 import pathlib
+import re
 import sys
 
 import pytest
@@ -104,6 +105,79 @@ def test_zennit_refuses_what_it_cannot_reproduce_and_names_the_cause(name, cause
     target = int(model(x).argmax())
     with pytest.raises(PeerConventionError, match=cause):
         ZennitExplainer(nrm.presets.EpsilonPlusFlat())(model, x, target)
+
+
+# -- captum on the zoo ------------------------------------------------------------------------
+def _captum_rules():
+    from nrm.rules import Epsilon, Gamma
+
+    return {"Epsilon(1e-6)": Epsilon(1e-6),
+            "ε on dense, γ=0.25 (raw bias) on convolutions": nrm.RuleMap(
+                Epsilon(1e-6), by_type={torch.nn.Conv2d: Gamma(0.25, modify_bias=False, stabilizer=1e-9)})}
+
+
+@pytest.mark.parametrize("label", ["Epsilon(1e-6)", "ε on dense, γ=0.25 (raw bias) on convolutions"])
+def test_captum_equals_nrm_on_squeezenet(record, label):
+    """squeezenet1_1 is a model captum's LRP runs as nrm does: every linear layer a module
+    captum gives a rule (convolutions, the adaptive pooling), ReLUs passed, max pooling and
+    flatten with ε = 1e-300 (exact), the concatenations routed by their gradient."""
+    from cases import close
+
+    from nrm_verify.peers import CaptumExplainer
+
+    model, x = zoo.build("squeezenet1_1", SIZE)
+    target = int(model(x).argmax())
+    rules = _captum_rules()[label]
+    m = nrm.explain(model, x, target, rules=rules)
+    layers = ["features.0", "features.3.squeeze", "features.3.expand3x3", "features.12.squeeze", "classifier.1"]
+    theirs = record.uses(CaptumExplainer(rules))(model, x, target, layers=layers)
+    for layer in ["input", *layers]:
+        ours = m.relevance(layer)
+        dev = record(CaptumExplainer(rules), label, "squeezenet1_1", ours, theirs[layer], what=layer)
+        assert close(dev, float(ours.abs().max())), (layer, dev)
+
+
+@pytest.mark.parametrize("name,cause", [
+    ("densenet121", "'adaptive_avg_pool2d' (AdaptiveAvgPool, a function call)"),  # F.adaptive_avg_pool2d in forward
+    ("shufflenet_v2_x0_5", "'stage2.1.branch1' (Sequential) has no captum rule"),  # an empty Sequential, and x.mean
+    ("mobilenet_v2", "is a plain '+'"),  # InvertedResidual's x + conv(x): no Addition_Module
+    ("efficientnet_b0", "is a plain '+'"),
+    ("convnext_tiny", "is a plain '+'"),
+])
+def test_captum_refuses_what_it_cannot_reproduce_and_names_the_cause(name, cause):
+    """Where captum's LRP would pass a layer by its gradient (a functional pooling or mean,
+    a plain residual '+') or stop with a TypeError (a leaf module it has no rule for), the
+    adapter refuses and names the layer, instead of measuring a difference that only says
+    captum ran another method."""
+    from nrm_verify.peers import CaptumExplainer, PeerConventionError
+
+    model, x = zoo.build(name, SIZE)
+    target = int(model(x).argmax())
+    with pytest.raises(PeerConventionError, match=re.escape(cause)):
+        CaptumExplainer(nrm.rules.Epsilon(1e-6))(model, x, target)
+
+
+def test_captum_refuses_a_product_of_activations():
+    """A squeeze-excitation gate without residual sums (the product is captum's gradient,
+    which gives each factor the whole product): refused, naming the product."""
+    from torch import nn
+
+    from nrm_verify.peers import CaptumExplainer, PeerConventionError
+
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc, self.head = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1), nn.Linear(4 * 4 * 4, 3)
+            self.pool, self.relu, self.gate = nn.AdaptiveAvgPool2d(1), nn.ReLU(), nn.Sigmoid()
+
+        def forward(self, x):
+            h = self.relu(self.conv(x))
+            return self.head((h * self.gate(self.fc(self.pool(h)))).flatten(1))
+
+    model = SE().double().eval()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    with pytest.raises(PeerConventionError, match="multiplies activations"):
+        CaptumExplainer(nrm.rules.Epsilon(1e-6))(model, x, 0)
 
 
 def test_alpha_beta_on_squeezenet_differs_by_nrm_s_fallback_and_only_by_it(record):

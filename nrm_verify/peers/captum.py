@@ -170,6 +170,45 @@ def addition_modules(model: nn.Module, *, x: torch.Tensor) -> dict[str, str]:
     return out
 
 
+def reproducible(network, model: nn.Module, attached: dict) -> None:
+    """Raise :class:`~nrm_verify.peers.PeerConventionError` where captum's LRP cannot run
+    nrm's rules on the network, naming every cause found (the first layer of each): a
+    product of activations (captum has no rule for one; the gradient it falls back to gives
+    every factor the whole product, where nrm splits it by θ); a linear layer computed by a
+    function call, not a module captum gives a rule (captum passes it by its gradient — LRP-0
+    — where nrm applies the layer's rule: DenseNet's ``F.adaptive_avg_pool2d``, MNASNet's
+    ``x.mean``); a leaf module captum has neither a rule nor a pass for (an activation other
+    than ReLU and Tanh, a layer norm, an empty ``nn.Sequential``: captum stops with a
+    TypeError)."""
+    from nrm.graph import Sum
+
+    lrp = require("captum.attr._core.lrp", "captum")
+    addition = require("captum.attr._utils.custom_modules", "captum").Addition_Module
+    problems: list[str] = []
+    products = [b.name for b in network.blocks[1:] if b.kind == "product"]
+    if products:
+        problems.append(f"'{products[0]}' multiplies activations ({len(products)} such products): captum has no rule "
+                        "for a product, and the gradient it falls back to gives every factor the whole product, where "
+                        "nrm splits it by the shares θ")
+    ruled = tuple(lrp.SUPPORTED_LAYERS_WITH_RULES) + (Sum, addition)
+    for block in network.linear_blocks():
+        module = block.producer.module
+        if not isinstance(module, ruled):
+            what = type(module).__name__ if isinstance(module, nn.Module) else "a function call"
+            problems.append(f"the linear layer '{block.name}' ({block.producer.layer_kind.name}, {what}) is not a "
+                            "module captum gives a rule: captum passes it by its gradient (LRP-0), where nrm applies "
+                            "the layer's rule")
+            break
+    passed = tuple(lrp.SUPPORTED_NON_LINEAR_LAYERS)
+    for name, module in _leaves(model):
+        if name not in attached and not isinstance(module, ruled + passed):
+            problems.append(f"the module '{name}' ({type(module).__name__}) has no captum rule and is not one captum "
+                            "passes (ReLU, Tanh, Dropout): captum stops with a TypeError")
+            break
+    if problems:
+        raise PeerConventionError("captum cannot run these rules on this model: " + "; ".join(problems))
+
+
 def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Sequence[str] = (),
               module_rules: dict | None = None, plain_sums: bool = False) -> dict:
     """captum's LRP relevance R for ``model`` at ``x`` and output ``target``, with the nrm
@@ -215,6 +254,7 @@ def relevance(model: nn.Module, x: torch.Tensor, target: int, rules, layers: Seq
             attached[name] = captum_rule(rule)
         elif isinstance(module, (nn.MaxPool2d, nn.Flatten)):
             attached[name] = lr.EpsilonRule(epsilon=PASS_EPSILON)
+    reproducible(network, model, attached)
     modules = dict(model.named_modules())
     for name, rule in attached.items():
         modules[name].rule = rule
