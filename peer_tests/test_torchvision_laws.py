@@ -21,9 +21,19 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torchvision import models as tvm
-from torchvision.models import convnext, densenet, efficientnet, mnasnet, mobilenetv2, mobilenetv3, regnet, resnet
-from torchvision.models import shufflenetv2, squeezenet, vgg
+from torchvision.models import (
+    convnext,
+    densenet,
+    efficientnet,
+    mnasnet,
+    mobilenetv2,
+    mobilenetv3,
+    regnet,
+    resnet,
+    shufflenetv2,
+    squeezenet,
+    vgg,
+)
 from torchvision.models.googlenet import Inception
 from torchvision.models.inception import InceptionA, InceptionB
 

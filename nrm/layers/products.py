@@ -34,7 +34,8 @@ class Multiply(Product):
 
     def examples(self):
         out = [(Gate(2).eval(), (2, 3, 3))]
-        return out + [(Bilinear(3).eval(), (3,))] if self.split != "signal" else out  # no gate: ambiguous under "signal"
+        # two branches and no gate: ambiguous under "signal"
+        return out + [(Bilinear(3).eval(), (3,))] if self.split != "signal" else out
 
     def accepts(self, call):
         operands = [call.args[0] if call.args else call.kwargs.get("input"),
