@@ -63,7 +63,9 @@ def ray_engine(model, x: torch.Tensor, batch: int, layers: list[str], folder: Pa
 def steady_rate(folder: Path, batch: int) -> float:
     """Samples per second between the first and the last committed batch (their files' mtimes)."""
     times = sorted(p.stat().st_mtime for p in (folder / "samples").glob("part-*.parquet"))
-    return (len(times) - 1) * batch / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else float("nan")
+    if len(times) < 2 or times[-1] <= times[0]:
+        return float("nan")
+    return (len(times) - 1) * batch / (times[-1] - times[0])
 
 
 def main() -> None:
@@ -116,7 +118,8 @@ def main() -> None:
     result = {"model": args.model, "size": args.size, "samples": args.samples, "batch": args.batch,
               "threads": args.threads, "torch": torch.__version__, "seconds": times, "median": med, "ratio": ratio,
               "steady samples/s": rates, "steady median": steady}
-    output = args.output or Path(__file__).parent / "results" / f"{'engines' if args.engines else 'run'}_{args.model}.json"
+    kind = "engines" if args.engines else "run"
+    output = args.output or Path(__file__).parent / "results" / f"{kind}_{args.model}.json"
     Path(output).write_text(json.dumps(result, indent=1) + "\n")
 
 

@@ -71,6 +71,8 @@ def schema(canonical: list[str], spec) -> pa.Schema:
             fields += [(f"top_k/{name}/index", pa.list_(pa.int64())), (f"top_k/{name}/value", pa.list_(pa.float64()))]
     fields += [(f"event/{k}", pa.float64()) for k in spec.events]
     fields += [(f"peer/{k}", pa.float64()) for k in spec.explainers]
+    fields += [(f"selection/{layer}/{r}/{metric}", pa.list_(pa.float64()))
+               for layer in spec.selection for r in spec.rankings() for metric in ("mse", "smape")]
     fields += [("torch", pa.string()), ("nrm", pa.string()), ("rules", pa.string()), ("seed", pa.int64()),
                ("device", pa.string()), ("dtype", pa.string())]
     return pa.schema(fields)
