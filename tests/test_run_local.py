@@ -25,12 +25,7 @@ RULES = nrm.presets.EpsilonGammaFlat()
 EVENT = nrm.At("features.3", channels=[2])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

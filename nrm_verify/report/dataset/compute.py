@@ -270,7 +270,7 @@ def _measures(model, rules, x: torch.Tensor, targets: list[int], good: list[int]
     try:
         return [(good, nrm.explain(model, x[good], target=[targets[i] for i in good], rules=rules))]
     except nrm.NRMError:
-        pass
+        pass  # one sample spoils the batch's explain: fall through and explain each alone, recording who failed
     out = []
     for i in good:
         try:
