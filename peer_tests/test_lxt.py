@@ -95,7 +95,7 @@ def rms_norm_in_input_dtype():
 
 def explain(name, model, x, variant="attnlrp", target=TARGET):
     with rms_norm_in_input_dtype(), peer.conventions(variant):
-        return nrm.explain(Logit(model, name != "bert"), x, target=target, check="full")
+        return nrm.explain(Logit(model, name != "bert").eval(), x, target=target, check="full")
 
 
 def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -109,15 +109,13 @@ MODELS = [("gpt2", "sdpa"), ("llama", "sdpa"), ("bert", "eager"), ("bert", "sdpa
 @pytest.mark.parametrize("variant", peer.VARIANTS)
 def test_nrm_reads_the_model_and_l1_holds_at_every_layer(name, attn, variant):
     """Captured (check='full': every map reproduces the model's values); f is the model's logit;
-    L1 ≤ 1e-12 at every layer; the kinds of a transformer are all there."""
+    L1 ≤ 1e-12 (nrm_verify.laws.normalization: every layer, copies of the residual stream
+    counted); the kinds of a transformer are all there."""
     model, x = build(name, attn)
     m = explain(name, model, x, variant, target=1)
     with torch.no_grad(), rms_norm_in_input_dtype():
         assert abs(float(m.f[0]) - float(Logit(model, name != "bert")(x)[0, 1])) <= 1e-12
     assert float(laws.normalization(m).deviation) <= 1e-12
-    for layer in m.layers:
-        total = float(m.marginal(layer).sum() + m.absorbed(layer).sum())
-        assert abs(total - 1) <= 1e-12, layer
     kinds = {b.producer.layer_kind.name for b in m.network.blocks[1:]}
     assert {"MatMul", "Softmax", "Dense", "Add", "AddConstant"} <= kinds
     if name == "llama":
@@ -166,8 +164,14 @@ def test_lxt_equals_nrm_at_every_block_output(name, blocks):
                 h.remove()
     for i in range(len(layers)):
         theirs = (kept[i] * kept[i].grad).detach()
-        ours = m.marginal(f"model.{blocks}.{i}") * m.f[0]
-        assert relative(ours, theirs) <= 1e-10, i
+        # nrm's layer of the block's output: the one whose recorded value is that tensor (its residual sum;
+        # LXT's patched norms compute it in another order, so within rounding)
+        h = kept[i].detach()
+        same = [n for n in m.layers if n != "input" and m.activations(n).shape == h.shape
+                and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
+        assert same, i
+        ours = m.marginal(same[-1]) * m.f[0]
+        assert relative(ours, theirs) <= 1e-10, (i, same)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
@@ -218,13 +222,13 @@ def test_what_nrm_cannot_read_is_refused_by_name(name, attn, words):
     in a float64 model. Both refused with the reason, naming the line."""
     model, x = build(name, attn)
     with pytest.raises(UnsupportedOperationError, match=words), rms_norm_in_input_dtype():
-        nrm.explain(Logit(model), x, target=TARGET)
+        nrm.explain(Logit(model).eval(), x, target=TARGET)
 
 
 def test_llama_float64_rms_norm_is_refused_by_name():
     model, x = build("llama")
     with pytest.raises(UnsupportedOperationError, match="converts torch.float64 to torch.float32"):
-        nrm.explain(Logit(model), x, target=TARGET)
+        nrm.explain(Logit(model).eval(), x, target=TARGET)
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -234,7 +238,7 @@ def test_llama_float32_as_transformers_writes_it(attn):
     model, x = build("llama", attn)
     model, x = model.float(), x.float()
     with peer.conventions("attnlrp"):
-        m = nrm.explain(Logit(model), x, target=TARGET)
+        m = nrm.explain(Logit(model).eval(), x, target=TARGET)
     assert float(laws.normalization(m).deviation) <= 1e-5
 
 
