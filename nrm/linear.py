@@ -74,6 +74,8 @@ class ConvMap(LinearMap):
 
     def forward(self, x, weight, bias=None):
         conv = F.conv1d if self.dim == 1 else F.conv2d
+        if self._tiled(weight, x.shape[1]):
+            return self._plus(_tiled_forward(x, weight), bias)
         kernel = self._shared(weight)
         if kernel is not None:  # every channel alike: one single-channel convolution over all channels
             n, c = x.shape[:2]
@@ -89,7 +91,28 @@ class ConvMap(LinearMap):
         first = weight[:1]
         return first if torch.equal(weight, first.expand_as(weight)) else None
 
+    def _tiled(self, weight, channels: int) -> bool:
+        """Whether the map is depthwise (one kernel per channel) with windows that tile the
+        input without overlap (stride = kernel, no padding or dilation): average pooling,
+        global average pooling (a squeeze-excitation's) — computed by reshapes, not by a
+        grouped convolution, whose CPU kernels are slow for large windows and many channels."""
+        n = self.dim
+        return (weight.shape[1] == 1 and self.groups == weight.shape[0] == channels
+                and not isinstance(self.padding, str) and _tuple(self.padding, n) == (0,) * n
+                and _tuple(self.dilation, n) == (1,) * n and _tuple(self.stride, n) == tuple(weight.shape[2:]))
+
+    def _pointwise(self, weight) -> bool:
+        """Whether the map is a 1×1 convolution of stride 1, no padding, no groups: z = W a per position."""
+        n = self.dim
+        return (self.groups == 1 and tuple(weight.shape[2:]) == (1,) * n and _tuple(self.stride, n) == (1,) * n
+                and not isinstance(self.padding, str) and _tuple(self.padding, n) == (0,) * n)
+
     def transpose(self, g, weight, in_shape):
+        if self._tiled(weight, in_shape[0]):
+            return _tiled_transpose(g, weight, in_shape)
+        if self._pointwise(weight):  # Σ_k w_kj g_k per position: one matrix product
+            w = weight.reshape(weight.shape[0], weight.shape[1])
+            return torch.matmul(w.t(), g.reshape(g.shape[0], g.shape[1], -1)).reshape((g.shape[0],) + tuple(in_shape))
         kernel = self._shared(weight)
         if kernel is not None:
             n, c = g.shape[:2]
@@ -275,6 +298,33 @@ def adaptive_avgpool_map(channels: int, in_hw: tuple[int, int], out_hw: tuple[in
 
 def _tuple(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def _tiled_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """z[n, c, o] = Σ_a x[n, c, o·k + a] w[c, 0, a] over non-overlapping windows k (the rows
+    and columns past the last whole window are not read, as a convolution of stride k)."""
+    k = tuple(weight.shape[2:])
+    n, c = x.shape[:2]
+    out = tuple(s // w for s, w in zip(x.shape[2:], k))
+    x = x[(slice(None), slice(None)) + tuple(slice(0, o * w) for o, w in zip(out, k))]
+    split = (n, c) + tuple(v for pair in zip(out, k) for v in pair)
+    kernel = weight.reshape((1, c) + tuple(v for w in k for v in (1, w)))
+    return (x.reshape(split) * kernel).sum(dim=tuple(range(3, 2 + 2 * len(k), 2)))
+
+
+def _tiled_transpose(g: torch.Tensor, weight: torch.Tensor, in_shape: tuple) -> torch.Tensor:
+    """t[n, c, o·k + a] = g[n, c, o] w[c, 0, a]: each input neuron lies in at most one window
+    (the rows and columns past the last whole window get 0)."""
+    k = tuple(weight.shape[2:])
+    n, c = g.shape[:2]
+    out = tuple(g.shape[2:])
+    spread = g.reshape((n, c) + tuple(v for o in out for v in (o, 1)))
+    kernel = weight.reshape((1, c) + tuple(v for w in k for v in (1, w)))
+    t = (spread * kernel).reshape((n, c) + tuple(o * w for o, w in zip(out, k)))
+    missing = [s - o * w for s, o, w in zip(in_shape[1:], out, k)]
+    if any(missing):
+        t = F.pad(t, [v for m in reversed(missing) for v in (0, m)])
+    return t
 
 
 class MatMulMap(LinearMap):

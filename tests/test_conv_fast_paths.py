@@ -1,0 +1,93 @@
+"""The fast paths of :class:`nrm.linear.ConvMap` against torch's convolution and its VJP
+(``aten.convolution_backward``), which they replace where they apply: depthwise maps whose
+windows tile the input (average pooling, a squeeze-excitation's global pooling: reshapes in
+place of a grouped convolution) and 1×1 convolutions (one matrix product). float64; the
+tiled maps multiply one weight per term, so they agree to the last bits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nrm
+from nrm.linear import ConvMap, _tuple
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def vjp(m: ConvMap, g: torch.Tensor, w: torch.Tensor, in_shape: tuple) -> torch.Tensor:
+    n = m.dim
+    return torch.ops.aten.convolution_backward(
+        g, g.new_empty((g.shape[0],) + tuple(in_shape)), w, None, _tuple(m.stride, n), _tuple(m.padding, n),
+        _tuple(m.dilation, n), False, (0,) * n, m.groups, (True, False, False))[0]
+
+
+def conv(dim: int):
+    return F.conv1d if dim == 1 else F.conv2d
+
+
+TILED = [(dim, size, k, c) for dim in (1, 2) for size, k, c in
+         [(7, 7, 5), (14, 2, 3), (15, 2, 4), (9, 3, 2), (8, 8, 1), (11, 4, 3)]]
+
+
+@pytest.mark.parametrize("dim, size, k, channels", TILED, ids=[f"{d}d-{s}-k{k}-c{c}" for d, s, k, c in TILED])
+def test_tiled_depthwise_maps_equal_the_convolution_and_its_transpose(dim, size, k, channels):
+    g = torch.Generator().manual_seed(size * k + channels)
+    w = torch.randn((channels, 1) + (k,) * dim, dtype=torch.float64, generator=g)
+    m = ConvMap(w, None, k, 0, 1, channels)
+    assert m._tiled(w, channels)
+    in_shape = (channels,) + (size,) * dim
+    x = torch.randn((3,) + in_shape, dtype=torch.float64, generator=g)
+    z = conv(dim)(x, w, None, k, 0, 1, channels)
+    torch.testing.assert_close(m.forward(x, w), z, rtol=1e-14, atol=1e-14)
+    out = torch.randn(z.shape, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(m.transpose(out, w, in_shape), vjp(m, out, w, in_shape), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_pointwise_maps_transpose_as_the_convolution_does(dim):
+    g = torch.Generator().manual_seed(dim)
+    w = torch.randn((6, 4) + (1,) * dim, dtype=torch.float64, generator=g)
+    m = ConvMap(w, None, 1, 0, 1, 1)
+    assert m._pointwise(w)
+    in_shape = (4,) + (5,) * dim
+    out = torch.randn((3, 6) + (5,) * dim, dtype=torch.float64, generator=g)
+    torch.testing.assert_close(m.transpose(out, w, in_shape), vjp(m, out, w, in_shape), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("what, make", [
+    ("overlapping windows", lambda w: ConvMap(w, None, 1, 0, 1, 3)),
+    ("padding", lambda w: ConvMap(w, None, 2, 1, 1, 3)),
+    ("padding 'same'", lambda w: ConvMap(w, None, 1, "same", 1, 3)),
+    ("dilation", lambda w: ConvMap(w, None, 2, 0, 2, 3)),
+])
+def test_the_fast_paths_stay_out_of_what_they_do_not_compute(what, make):
+    w = torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    m = make(w)
+    assert not m._tiled(w, 3) and not m._pointwise(w)
+    assert not ConvMap(torch.randn(3, 3, 1, 1), None, 2, 0, 1, 1)._pointwise(torch.randn(3, 3, 1, 1))  # strided
+
+
+def test_a_squeeze_excitation_block_keeps_normalization():
+    """Global pooling as a tiled map inside a gate, explained end to end: L1 at every layer."""
+    from torch import nn
+
+    from nrm_verify import laws
+
+    class SE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 1)
+            self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(4, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            h = h * torch.sigmoid(self.fc(self.pool(h)))
+            return self.head(self.pool(h).flatten(1))
+
+    torch.manual_seed(0)
+    model = SE().double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    m = nrm.explain(model, x, target=[0, 1], rules=nrm.rules.Epsilon(1e-9))
+    assert laws.normalization(m).holds is True
