@@ -38,3 +38,12 @@ class MatrixProduct(nn.Module):
     """A matrix product of two activations, O = A · V (attention's Q · Kᵀ and A · V), read by
     :class:`nrm.layers.attention.MatMul` as a linear map of its two factors split by θ. Key of a
     rule mapping: ``{nrm.markers.MatrixProduct: rule}``. Never called."""
+
+
+class Constant(nn.Module):
+    """An additive constant beside an activation: ``x + c`` (a position embedding, a relative
+    position bias, an attention mask added to the logits) or a constant placed beside ``x`` by
+    ``torch.cat`` (a class token). Read by :mod:`nrm.layers.constant` as a linear map with
+    weights 1 whose bias is the constant, so the constant's share of every neuron goes to the
+    absorber ⊥ (NRM-SPEC §1, §8). Key of a rule mapping: ``{nrm.markers.Constant: rule}``;
+    the presets give it the rule of sums of branches (LRP-0). Never called."""
