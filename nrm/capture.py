@@ -57,7 +57,7 @@ from .layers.fused import DECOMPOSED_FUNCTIONS, DECOMPOSED_MODULES
 from .recorded import Piece, Value, dispatch_name
 
 _MISSING = object()
-_TORCH_DIR = os.path.dirname(torch.__file__)
+_TORCH_DIR = os.path.join(os.path.dirname(torch.__file__), "")  # with its separator: torchvision is not torch
 _NRM_DIR = os.path.dirname(__file__)
 
 METADATA = {
