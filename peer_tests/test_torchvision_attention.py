@@ -6,7 +6,8 @@ built with torchvision's own classes at reduced widths and depths (seeded weight
 that keeps every layer O(1), float64, eval mode). What they needed, and the conventions
 (class token, position embeddings, relative position bias, masks): ``docs/attention.md``.
 
-For every model that nrm reads: ε, EpsilonGammaFlat and LRP-0 accepted, the captured output
+For every model that nrm reads: ε, EpsilonGammaFlat, EpsilonPlus and LRP-0 accepted, and CP-LRP
+(θ = 0: the attention weights take nothing), the captured output
 equal to ``model(x)`` (``explain`` checks it), L1 ≤ 1e-12 at every layer; L9 (LRP-0 = gradient
 × input) not applicable with its reason — the matrix products hold one factor at its forward
 value (θ = ½ each, while the gradient gives each factor the whole product), layer norms hold
@@ -95,6 +96,27 @@ def test_every_rule_is_accepted_and_l1_holds_at_every_layer(name):
         l1 = laws.normalization(m, tol=1e-12)
         assert l1.holds is True and l1.deviation <= 1e-12, (label, str(l1))
         assert laws.column_sums(m).holds is True, label
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cp_lrp_gives_the_attention_weights_nothing(name):
+    """θ = 0 on every matrix product (CP-LRP, the attention held constant): L1 ≤ 1e-12 at every
+    layer, and every softmax layer — the attention weights — carries no relevance at all."""
+    from nrm.layers.attention import MatMul
+
+    model, x = _instance(MODELS[name])
+    targets = model(x).argmax(1)
+    nrm.layers.register(MatMul(theta=0))
+    try:
+        m = nrm.explain(model, x, targets, rules=nrm.presets.EpsilonGammaFlat())
+    finally:
+        nrm.layers.register(MatMul())
+    l1 = laws.normalization(m, tol=1e-12)
+    assert l1.holds is True, str(l1)
+    softmaxes = [b.name for b in m.network.blocks[1:] if b.producer.layer_kind.name == "Softmax"]
+    assert softmaxes, "no softmax layer"
+    for layer in softmaxes:
+        assert float(m.marginal(layer).abs().max()) == 0.0, layer
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -188,7 +188,7 @@ class EinsumDecomposition:
             return "sums a subscript of one operand alone (or invents one); nrm decomposes batched matrix products"
         if not (a[0] == b[0] == out[0]):
             return ("does not keep the sample dimension first in both operands and the output; nrm keeps the batch "
-                    "first and never mixes samples")
+                    "first and never mixes samples (an einsum with a weight is a linear map: write it with F.linear)")
         return None
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
