@@ -4,6 +4,15 @@ batches and keeps them in memory (issue 16: the engine should cost at most ~10 %
 
     .venv/bin/python benchmarks/bench_run.py                       # small_cnn at 32×32, 256 samples
     .venv/bin/python benchmarks/bench_run.py --model vgg16 --size 32 --samples 64 --batch 16
+    .venv/bin/python benchmarks/bench_run.py --engines --model small_cnn --size 96 --samples 256 --batch 16
+
+``--engines`` times the engines instead: the local engine (one worker, one torch thread)
+against the Ray engine with two workers of one CPU and one thread each, on a local Ray started
+once before the rounds (``results/engines_<model>.json``; the issue's target is ≥ 1.6×). Besides
+the end-to-end time (which carries Ray's fixed cost: starting the worker processes, each
+importing torch and unpickling the job, and stopping them) it records the steady rate: the
+samples committed between the first and the last batch's commit over that time, read from the
+committed parts' modification times.
 
 Both cases run in interleaved rounds (one of each per round) so that a change of machine
 load hits both alike; the median of each and their ratio are printed and saved to
@@ -46,6 +55,19 @@ def engine(model, x: torch.Tensor, batch: int, layers: list[str], folder: Path) 
     run(model, x, folder, rules=RULES, layers=layers, full=["input"], batch_size=batch, progress=False)
 
 
+def ray_engine(model, x: torch.Tensor, batch: int, layers: list[str], folder: Path) -> None:
+    run(model, x, folder, rules=RULES, layers=layers, full=["input"], batch_size=batch, progress=False,
+        engine="ray", concurrency=2, worker_cpus=1.0)
+
+
+def steady_rate(folder: Path, batch: int) -> float:
+    """Samples per second between the first and the last committed batch (their files' mtimes)."""
+    times = sorted(p.stat().st_mtime for p in (folder / "samples").glob("part-*.parquet"))
+    if len(times) < 2 or times[-1] <= times[0]:
+        return float("nan")
+    return (len(times) - 1) * batch / (times[-1] - times[0])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["small_cnn", "vgg16"], default="small_cnn")
@@ -54,30 +76,50 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--engines", action="store_true", help="the local engine against Ray with 2 workers")
     p.add_argument("--output", help="where the JSON goes (default results/run_<model>.json)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model = getattr(models, args.model)(seed=0, **({"num_classes": 10} if args.model == "vgg16" else {}))
     x = models.seeded_image(args.size, batch=args.samples, seed=1)
     layers = ["input", "features.3"]
-    times: dict[str, list[float]] = {"hand loop": [], "run (local)": []}
+    if args.engines:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        cases = {"run (local)": lambda d: engine(model, x, args.batch, layers, d),
+                 "run (ray, 2 workers)": lambda d: ray_engine(model, x, args.batch, layers, d)}
+        base, other = "run (local)", "run (ray, 2 workers)"
+    else:
+        cases = {"hand loop": lambda d: hand_loop(model, x, args.batch, layers),
+                 "run (local)": lambda d: engine(model, x, args.batch, layers, d)}
+        base, other = "hand loop", "run (local)"
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    rates: dict[str, list[float]] = {name: [] for name in cases if name.startswith("run")}
     with tempfile.TemporaryDirectory() as tmp:
         hand_loop(model, x[: args.batch], args.batch, layers)  # warm-up: the self-check runs once per signature
         for _ in range(args.repeats):
-            for name, job in (("hand loop", lambda: hand_loop(model, x, args.batch, layers)),
-                              ("run (local)", lambda: engine(model, x, args.batch, layers, Path(tmp) / "r"))):
+            for name, job in cases.items():
                 shutil.rmtree(Path(tmp) / "r", ignore_errors=True)  # outside the timing
                 start = time.perf_counter()
-                job()
+                job(Path(tmp) / "r")
                 times[name].append(time.perf_counter() - start)
+                if name in rates:
+                    rates[name].append(steady_rate(Path(tmp) / "r", args.batch))
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratio = med["run (local)"] / med["hand loop"]
+    ratio = med[other] / med[base] if not args.engines else med[base] / med[other]
+    steady = {k: statistics.median(v) for k, v in rates.items()}
     for k, v in med.items():
-        print(f"{k:12s} {v:7.3f} s   {args.samples / v:7.1f} samples/s")
-    print(f"ratio run / hand loop: {ratio:.3f}")
+        print(f"{k:12s} {v:7.3f} s   {args.samples / v:7.1f} samples/s"
+              + (f"   steady {steady[k]:7.1f} samples/s" if k in steady else ""))
+    if args.engines:
+        print(f"steady-rate speed-up of Ray over local: {steady[other] / steady[base]:.2f}×")
+    print(f"speed-up of Ray over local: {ratio:.2f}×" if args.engines else f"ratio run / hand loop: {ratio:.3f}")
     result = {"model": args.model, "size": args.size, "samples": args.samples, "batch": args.batch,
-              "threads": args.threads, "torch": torch.__version__, "seconds": times, "median": med, "ratio": ratio}
-    output = args.output or Path(__file__).parent / "results" / f"run_{args.model}.json"
+              "threads": args.threads, "torch": torch.__version__, "seconds": times, "median": med, "ratio": ratio,
+              "steady samples/s": rates, "steady median": steady}
+    kind = "engines" if args.engines else "run"
+    output = args.output or Path(__file__).parent / "results" / f"{kind}_{args.model}.json"
     Path(output).write_text(json.dumps(result, indent=1) + "\n")
 
 

@@ -53,7 +53,7 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .layers import REGISTRY, base_name
-from .layers.fused import DECOMPOSED_FUNCTIONS, DECOMPOSED_MODULES
+from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of
 from .recorded import Piece, Value, dispatch_name
 
 _MISSING = object()
@@ -294,8 +294,8 @@ class _Recorder(TorchFunctionMode):
             if whole is not None:
                 frame.inputs = self._tainted(args, strict=False)
                 self.leaf += 1
-            elif not self.leaf and type(module) in DECOMPOSED_MODULES:  # its own forward runs unrecorded
-                frame.decompose = DECOMPOSED_MODULES[type(module)]
+            elif not self.leaf and decomposition_of(module) is not None:  # its own forward runs unrecorded
+                frame.decompose = decomposition_of(module)
                 self.leaf += 1
             self.stack.append(frame)
 

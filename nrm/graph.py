@@ -381,18 +381,21 @@ class _Builder:
             self.where = {v: new[l] for v, l in self.where.items() if l in new}
         for block in self.blocks:
             if block.factors is not None:
-                gates = [self._is_gate(v) for v in block.factors]
-                block.split = block.producer.layer_kind.shares(gates, block.producer.call.describe())
+                extra = getattr(block.producer.layer_kind, "gates", ())
+                gates = [self._is_gate(v, "gate", extra) for v in block.factors]
+                held = [self._is_gate(v, "held") for v in block.factors]
+                block.split = block.producer.layer_kind.shares(gates, block.producer.call.describe(), held)
 
-    def _is_gate(self, v: Value) -> bool:
-        """Whether a factor is the output of a gating activation, seen through views and aliases."""
+    def _is_gate(self, v: Value, what: str = "gate", names: tuple = ()) -> bool:
+        """Whether a factor is the output of a gating activation (``what="held"``: of a normalizer
+        held at its forward value), seen through views and aliases."""
         while v.node >= 0:
             call = self.calls[v.node]
             role = call.kind.role if call.kind is not None else None
             if role in ("alias", "reshape") and _relevance_inputs(call):
                 v = _relevance_inputs(call)[0]
                 continue
-            return role == "elementwise" and bool(getattr(call.kind, "gate", False))
+            return role == "elementwise" and (bool(getattr(call.kind, what, False)) or call.kind.name in names)
         return False
 
     def _batchnorm(self, call: Call, step: Step, src: Value) -> None:

@@ -64,27 +64,44 @@ def test_a_batch_gives_each_image_its_own_measure(name):
     assert result.holds is True, str(result)
 
 
-# -- zennit on the zoo ------------------------------------------------------------------------
+# -- zennit and captum on the zoo ---------------------------------------------------------------
 ZENNIT_PRESETS = ("EpsilonPlusFlat", "EpsilonGammaFlat")
 
 
-@pytest.mark.parametrize("preset", ZENNIT_PRESETS)
-def test_zennit_equals_nrm_on_squeezenet(record, preset):
-    """squeezenet1_1 is a model zennit runs as nrm does: convolutions, ReLUs (``Pass``), max
-    pooling, concatenations (their gradient routes relevance), the pooled flatten as output."""
+def _squeezenet_cases():
+    from nrm.rules import Epsilon, Gamma
+
+    captum_gamma = nrm.RuleMap(Epsilon(1e-6), by_type={torch.nn.Conv2d: Gamma(0.25, modify_bias=False,
+                                                                             stabilizer=1e-9)})
+    return {("zennit", preset): getattr(nrm.presets, preset)() for preset in ZENNIT_PRESETS} | {
+        ("captum", "Epsilon(1e-6)"): Epsilon(1e-6),
+        ("captum", "ε on dense, γ=0.25 (raw bias) on convolutions"): captum_gamma}
+
+
+SQUEEZENET_CASES = [("zennit", p) for p in ZENNIT_PRESETS] + [
+    ("captum", "Epsilon(1e-6)"), ("captum", "ε on dense, γ=0.25 (raw bias) on convolutions")]
+
+
+@pytest.mark.parametrize("peer, label", SQUEEZENET_CASES, ids=[f"{p}-{label}" for p, label in SQUEEZENET_CASES])
+def test_the_peer_equals_nrm_on_squeezenet(record, peer, label):
+    """squeezenet1_1 is a model zennit and captum run as nrm does: convolutions (every linear
+    layer a module the peer gives a rule, the adaptive pooling too), ReLUs passed, max pooling
+    and flatten with ε = 1e-300 (exact), the concatenations routed by their gradient, the
+    pooled flatten as the output."""
     from cases import close
 
-    from nrm_verify.peers import ZennitExplainer
+    from nrm_verify.peers import CaptumExplainer, ZennitExplainer
 
     model, x = zoo.build("squeezenet1_1", SIZE)
     target = int(model(x).argmax())
-    rules = getattr(nrm.presets, preset)()
+    rules = _squeezenet_cases()[(peer, label)]
+    explainer = (ZennitExplainer if peer == "zennit" else CaptumExplainer)(rules)
     m = nrm.explain(model, x, target, rules=rules)
     layers = ["features.0", "features.3.squeeze", "features.3.expand3x3", "features.12.squeeze", "classifier.1"]
-    theirs = record.uses(ZennitExplainer(rules))(model, x, target, layers=layers)
+    theirs = record.uses(explainer)(model, x, target, layers=layers)
     for layer in ["input", *layers]:
         ours = m.relevance(layer)
-        dev = record(ZennitExplainer(rules), preset, "squeezenet1_1", ours, theirs[layer], what=layer)
+        dev = record(explainer, label, "squeezenet1_1", ours, theirs[layer], what=layer)
         assert close(dev, float(ours.abs().max())), (layer, dev)
 
 
@@ -108,35 +125,6 @@ def test_zennit_refuses_what_it_cannot_reproduce_and_names_the_cause(name, cause
 
 
 # -- captum on the zoo ------------------------------------------------------------------------
-def _captum_rules():
-    from nrm.rules import Epsilon, Gamma
-
-    return {"Epsilon(1e-6)": Epsilon(1e-6),
-            "ε on dense, γ=0.25 (raw bias) on convolutions": nrm.RuleMap(
-                Epsilon(1e-6), by_type={torch.nn.Conv2d: Gamma(0.25, modify_bias=False, stabilizer=1e-9)})}
-
-
-@pytest.mark.parametrize("label", ["Epsilon(1e-6)", "ε on dense, γ=0.25 (raw bias) on convolutions"])
-def test_captum_equals_nrm_on_squeezenet(record, label):
-    """squeezenet1_1 is a model captum's LRP runs as nrm does: every linear layer a module
-    captum gives a rule (convolutions, the adaptive pooling), ReLUs passed, max pooling and
-    flatten with ε = 1e-300 (exact), the concatenations routed by their gradient."""
-    from cases import close
-
-    from nrm_verify.peers import CaptumExplainer
-
-    model, x = zoo.build("squeezenet1_1", SIZE)
-    target = int(model(x).argmax())
-    rules = _captum_rules()[label]
-    m = nrm.explain(model, x, target, rules=rules)
-    layers = ["features.0", "features.3.squeeze", "features.3.expand3x3", "features.12.squeeze", "classifier.1"]
-    theirs = record.uses(CaptumExplainer(rules))(model, x, target, layers=layers)
-    for layer in ["input", *layers]:
-        ours = m.relevance(layer)
-        dev = record(CaptumExplainer(rules), label, "squeezenet1_1", ours, theirs[layer], what=layer)
-        assert close(dev, float(ours.abs().max())), (layer, dev)
-
-
 @pytest.mark.parametrize("name,cause", [
     ("densenet121", "'adaptive_avg_pool2d' (AdaptiveAvgPool, a function call)"),  # F.adaptive_avg_pool2d in forward
     ("shufflenet_v2_x0_5", "'stage2.1.branch1' (Sequential) has no captum rule"),  # an empty Sequential, and x.mean

@@ -297,7 +297,7 @@ CASES: list[BadInput] = [
              ("control flow", "bad_inputs.py", "if x.sum() > 0", "Tensor.__bool__"),
              lambda: (Branchy().eval(), torch.ones(2, 4)), explain()),
     BadInput("unsupported-infinite-constant-addition", UnsupportedOperationError,
-             ("Tensor.add", "not finite", "MaskedByInf"), custom_container(MaskedByInf), explain()),
+             ("Tensor.add", "−inf, +inf or NaN", "MaskedByInf"), custom_container(MaskedByInf), explain()),
     BadInput("in-place-write-through-a-view", InPlaceViewError,
              ("changed in place through a view", "bad_inputs.py", "return self.out(h)"),
              lambda: (ViewWrite().eval(), torch.linspace(-1.0, 1.0, 8).reshape(2, 4)), explain()),

@@ -1,7 +1,7 @@
 """Additive constants and einsum products (issue 14, the vision transformers): a position
 embedding, a relative position bias or a mask added to an activation
-(:class:`nrm.layers.constant.AddConstant`), a class token concatenated before the tokens
-(:class:`nrm.layers.constant.CatConstant`), a tensor made from an input's shape alone
+(:class:`nrm.layers.constants.AddConstant`), a class token concatenated before the tokens
+(:class:`nrm.layers.constants.CatConstant`), a tensor made from an input's shape alone
 (``x.new_zeros``: a constant), and ``torch.einsum`` of two activations read as a matrix product
 (:class:`nrm.layers.fused.EinsumDecomposition`).
 
@@ -236,8 +236,6 @@ class Adds(nn.Module):
             return h + torch.tensor([0.0, -math.inf], dtype=h.dtype)
         if self.how == "per-sample":
             return h + torch.arange(h.shape[0], dtype=h.dtype).reshape(-1, 1)
-        if self.how == "alpha":
-            return torch.add(h, torch.ones(2, dtype=h.dtype), alpha=2)
         if self.how == "enlarges":
             return h.unsqueeze(1) + torch.ones(3, 1, dtype=h.dtype)
         if self.how == "two-parts":
@@ -254,9 +252,8 @@ class Adds(nn.Module):
 
 
 @pytest.mark.parametrize("how, words", [
-    ("inf", "not finite"),
-    ("per-sample", "differs between the samples"),
-    ("alpha", "alpha="),
+    ("inf", "−inf, +inf or NaN"),
+    ("per-sample", "one per sample"),
     ("enlarges", "enlarges it"),
     ("two-parts", "several input-derived tensors with constants"),
     ("ellipsis", "'...'"),

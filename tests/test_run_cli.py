@@ -83,6 +83,11 @@ CASES = [
     ("missing model", ["{data}", "--model", "no_such_module_xyz:f()", "--out", "{tmp}/o"], ("cannot load",)),
     ("out under a file", ["{data}", "--out", "{file}/sub"], ("OutputFolderError", "cannot write into")),
     ("no out", ["{data}"], ("--out", "required")),
+    ("selection at the output", ["{data}", "--selection", "output", "--out", "{tmp}/o"], ("SpecError", "output")),
+    ("selection of an unknown layer", ["{data}", "--selection", "nope", "--out", "{tmp}/o"],
+     ("UnknownLayerError", "'nope'")),
+    ("negative selection draws", ["{data}", "--selection-draws", "-1", "--out", "{tmp}/o"],
+     ("--selection-draws", "0 or more")),
 ]
 
 

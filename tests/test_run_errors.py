@@ -24,13 +24,7 @@ from nrm_verify.report.dataset import (
 )
 from nrm_verify.zoo.models import mlp, small_cnn
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture

@@ -25,12 +25,7 @@ RULES = nrm.presets.EpsilonGammaFlat()
 EVENT = nrm.At("features.3", channels=[2])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +248,14 @@ def test_the_least_a_run_can_compute(tmp_path, data):
     assert result.errors == 0 and "l1_residual" not in rows[0] and not any(k.startswith("top_k") for k in rows[0])
     assert all(isinstance(r["f"], float) and r["absorbed/input"] is not None for r in rows)
     assert result.reductions.names() == ["absorbed", "absorbed_histogram", "f"]
+
+
+def test_each_array_is_one_file_per_batch_and_one_chunk_per_sample(finished, data):
+    """Shards of one batch (10 samples at batch 4: 3 files per array), chunks of one sample."""
+    _, out, _ = finished
+    arrays = zarr.open_group(str(out / "arrays.zarr"), mode="r")
+    for name in ("marginal/input", "conditional/h2"):
+        files = sorted(p.name for p in (out / "arrays.zarr" / name).iterdir() if p.name.startswith("c."))
+        assert files == ["c.0.0.0.0", "c.1.0.0.0", "c.2.0.0.0"]
+        assert arrays[name].chunks == (1, 3, 16, 16) and arrays[name].shards == (4, 3, 16, 16)
+

@@ -12,13 +12,13 @@ activations). The built-in kinds are in
 :mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.activations`,
 :mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling`, :mod:`~nrm.layers.norm`,
 :mod:`~nrm.layers.products`, :mod:`~nrm.layers.scale`, :mod:`~nrm.layers.attention` and
-:mod:`~nrm.layers.constant`;
+:mod:`~nrm.layers.constants`;
 fused operations the capture records through their definitions are in :mod:`~nrm.layers.fused`.
 """
 
 from __future__ import annotations
 
-from . import activations, attention, constant, elementwise, linear, norm, pooling, products, scale, shape
+from . import activations, attention, constants, elementwise, linear, norm, pooling, products, scale, shape
 from .base import (
     ROLES,
     Alias,
@@ -51,7 +51,8 @@ BUILTIN_KINDS = (
     shape.View, shape.Permute, shape.Roll, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul, attention.Softmax,
-    constant.AddConstant, constant.CatConstant,
+    constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt, constants.Expand,
+    constants.CatConstant,
 )
 # BatchNormAffine before BatchNormFold: the capture asks the fold first, and the graph turns a
 # batch norm that cannot fold into its own diagonal layer (BatchNormFold.unfolded)

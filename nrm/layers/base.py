@@ -238,6 +238,9 @@ class Elementwise(Kind):
     gate: ClassVar[bool] = False
     """Its output is a gate in (0, 1) (sigmoid, hardsigmoid): a factor of a product computed by
     it is the gate that ``split="signal"`` gives nothing (:class:`Product`)."""
+    held: ClassVar[bool] = False
+    """Its output is a normalizer held at its forward value (RMSNorm's 1/σ, AttnLRP Prop. 3.4):
+    a factor of a product computed by it gets nothing under every split (:class:`Product`)."""
 
     def exact(self, call, z: np.ndarray) -> np.ndarray:
         """σ on exact values (an object array): by default σ in float64, as fractions."""
@@ -278,12 +281,14 @@ class Product(Kind):
 
     The fixed splits give no absorber share (the kernel is exact); the proportional one is
     a kernel of the factors' values, like a rule's (:meth:`proportional`, :meth:`exact_proportional`).
-    Choose with ``nrm.layers.register(nrm.layers.products.Multiply(split="equal"))``.
+    Choose with ``nrm.layers.register(nrm.layers.products.Multiply(split="equal"))``. ``gates``
+    names further elementwise kinds whose outputs count as gates (``gates=("SiLU",)``: the gate
+    of SwiGLU's act(gate(x)) · up(x) takes nothing under ``"signal"``, as in CP-LRP).
     """
 
     role = "product"
 
-    def __init__(self, split: str = "signal", stabilizer: float = 1e-6):
+    def __init__(self, split: str = "signal", stabilizer: float = 1e-6, gates: tuple[str, ...] = ()):
         if not isinstance(split, str) or split not in SPLITS:
             raise ArgumentError(f"Multiply(split=…) takes one of {', '.join(map(repr, SPLITS))} (the gate gets "
                                 f"nothing, θ = 1/n for each factor, or θ in proportion to the factors' values), "
@@ -292,11 +297,31 @@ class Product(Kind):
                 or not math.isfinite(stabilizer) or stabilizer <= 0):
             raise ArgumentError(f"Multiply(stabilizer=…) is a finite number > 0 (the ε of the proportional split's "
                                 f"S + ε sign(S)), got {stabilizer!r}")
-        self.split, self.stabilizer = split, float(stabilizer)
+        if isinstance(gates, str) or not all(isinstance(g, str) for g in gates):
+            raise ArgumentError(f"Multiply(gates=…) is a tuple of elementwise kind names (e.g. ('SiLU',) for SwiGLU's "
+                                f"act(gate(x)) · up(x)), got {gates!r}")
+        self.split, self.stabilizer, self.gates = split, float(stabilizer), tuple(gates)
 
-    def shares(self, gates: list[bool], where: str = "a product") -> tuple[Fraction, ...] | None:
+    def shares(self, gates: list[bool], where: str = "a product",
+               held: list[bool] | None = None) -> tuple[Fraction, ...] | None:
         """θ_i of the flattened factors, given which of them are gates; None for the
-        proportional split, whose shares depend on the factors' values (:meth:`proportional`)."""
+        proportional split, whose shares depend on the factors' values (:meth:`proportional`).
+        A **held** factor (:attr:`Elementwise.held`, a normalizer's 1/σ) gets θ = 0 under every
+        split and the others share as if it were not there (one other factor: θ = 1)."""
+        if held and any(held):
+            rest = [i for i, h in enumerate(held) if not h]
+            if len(rest) == 1:
+                return tuple(Fraction(int(i == rest[0])) for i in range(len(held)))
+            if self.split == "proportional":
+                raise AmbiguousProductError(
+                    f"{where}: a factor is a normalizer held at its forward value (1/σ) and {len(rest)} others are "
+                    "not; split='proportional' does not say how to share among them. Choose split='equal' or "
+                    "'signal'")
+            inner = self.shares([gates[i] for i in rest], where)
+            out = [Fraction(0)] * len(held)
+            for i, t in zip(rest, inner):
+                out[i] = t
+            return tuple(out)
         n = len(gates)
         if self.split == "proportional":
             return None
@@ -334,6 +359,7 @@ class Product(Kind):
 
     def __repr__(self) -> str:
         extra = f", stabilizer={self.stabilizer!r}" if self.split == "proportional" else ""
+        extra += f", gates={self.gates!r}" if self.gates else ""
         return f"nrm.layers.{self.name}(split={self.split!r}{extra})"
 
 

@@ -73,7 +73,7 @@ class Same(Alias):
     conversion to the dtype and device the tensor already has."""
 
     functions = (torch.Tensor.contiguous, torch.Tensor.clone, torch.clone, torch.Tensor.detach, torch.detach,
-                 torch.Tensor.to, torch.Tensor.float, torch.Tensor.double, torch.Tensor.type_as,
+                 torch.Tensor.to, torch.Tensor.float, torch.Tensor.double, torch.Tensor.type_as, torch.Tensor.type,
                  torch.Tensor.__pos__, torch.positive)
 
     def examples(self):

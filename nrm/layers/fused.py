@@ -31,10 +31,23 @@ class SDPADecomposition:
     recorded as :class:`~nrm.layers.scale.ConstantScale`, :class:`~nrm.layers.shape.Permute`,
     :class:`~nrm.layers.attention.MatMul` and :class:`~nrm.layers.attention.Softmax` layers; the
     value the model goes on with is this decomposition's, equal to the fused kernel's within
-    rounding (the kernels may sum in
-    another order; a few ulp in the tests). Refused, by name: an attention mask or
-    ``is_causal`` (a masked position is −∞ before the softmax, not read yet), dropout, and
-    grouped-query attention (``enable_gqa``)."""
+    rounding (the kernels may sum in another order; a few ulp in the tests).
+
+    **Masks.** torch adds −∞ at masked positions (a boolean ``attn_mask`` False, or above the
+    diagonal under ``is_causal=True``); nrm records only finite values, so the decomposition
+    writes ``torch.where(keep, scores, finfo.min)`` (read by :class:`~nrm.layers.constants.Select`)
+    and a float mask as ``scores + attn_mask.clamp(min=finfo.min)``
+    (:class:`~nrm.layers.constants.AddConstant`). The softmax then gives exactly what torch's
+    does — exp(finfo.min − max) and exp(−∞) are both 0 — as long as every query keeps one key;
+    a query that attends to nothing (torch: NaN) is refused. Masked positions have s = 0, so
+    the softmax kernel x_i (δ_ij − s_i) gives them no relevance, and their columns go to ⊥.
+
+    **Grouped-query attention** (``enable_gqa=True``, h_q = n·h_kv heads): K and V are repeated
+    as torch does (each key/value head serves n consecutive query heads), written
+    ``K[:, :, None].expand(B, h_kv, n, S, d).reshape(B, h_q, S, d)`` — index maps, so a key
+    head's relevance is the sum over the query heads it serves.
+
+    Refused, by name: dropout, a mask computed from the input, a mask with a batch of its own."""
 
     function = F.scaled_dot_product_attention
 
@@ -44,23 +57,48 @@ class SDPADecomposition:
             a = _sdpa_arguments(*args, **kwargs)
         except TypeError as e:
             return f"its arguments are not those of F.scaled_dot_product_attention ({e})"
-        if a["attn_mask"] is not None or a["is_causal"]:
-            return ("masks attention (attn_mask= or is_causal=True): masked positions are −∞ before the softmax, "
-                    "which nrm does not read yet (docs/attention.md)")
         if a["dropout_p"]:
             return "applies dropout (dropout_p > 0): random, not a function of the input"
-        if a["enable_gqa"]:
-            return "uses grouped-query attention (enable_gqa=True), which nrm does not decompose yet"
         if any(not isinstance(t, torch.Tensor) or t.dim() < 3 for t in (a["query"], a["key"], a["value"])):
             return "takes query, key and value without a batch and a leading dimension"
+        q, k = a["query"], a["key"]
+        if a["enable_gqa"]:
+            if q.dim() != 4 or k.dim() != 4 or q.size(1) % k.size(1):
+                return ("uses grouped-query attention (enable_gqa=True) with shapes nrm does not decompose: it reads "
+                        "(B, h, L, d) with the query heads a multiple of the key heads")
+        elif q.dim() == 4 and k.dim() == 4 and q.size(1) != k.size(1):
+            return "takes other numbers of query and key heads without enable_gqa=True"
+        mask = a["attn_mask"]
+        if mask is not None and a["is_causal"]:
+            return "takes both attn_mask= and is_causal=True (torch refuses it as well)"
+        if mask is not None:
+            if not isinstance(mask, torch.Tensor):
+                return f"takes an attn_mask of type {type(mask).__name__}"
+            keep = mask if mask.dtype == torch.bool else mask > float("-inf")
+            if not bool(keep.any(-1).all()):
+                return ("masks every key of some query (a row of attn_mask is all False or −inf): torch's softmax "
+                        "gives NaN there")
         return None
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         a = _sdpa_arguments(*args, **kwargs)
         q, k, v = a["query"], a["key"], a["value"]
+        if a["enable_gqa"] and q.size(1) != k.size(1):
+            n = q.size(1) // k.size(1)
+            k, v = (t[:, :, None].expand(t.size(0), t.size(1), n, t.size(2), t.size(3))
+                    .reshape(t.size(0), t.size(1) * n, t.size(2), t.size(3)) for t in (k, v))
         scale = 1 / math.sqrt(q.size(-1)) if a["scale"] is None else a["scale"]
         factor = math.sqrt(abs(scale))
         scores = torch.matmul(q * (-factor if scale < 0 else factor), k.transpose(-2, -1) * factor)
+        low = torch.finfo(scores.dtype).min
+        mask = a["attn_mask"]
+        if a["is_causal"]:
+            L, S = q.size(-2), k.size(-2)
+            mask = torch.ones(L, S, dtype=torch.bool, device=q.device).tril(diagonal=0)
+        if mask is not None and mask.dtype == torch.bool:
+            scores = torch.where(mask, scores, low)
+        elif mask is not None:
+            scores = scores + mask.clamp(min=low)
         return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
@@ -231,6 +269,23 @@ class EinsumDecomposition:
         return O
 
 
+class Conv1DDecomposition:
+    """``transformers.pytorch_utils.Conv1D`` (GPT-2's projections), read as the linear map it
+    computes, ``F.linear(x, Wᵀ, b)``: its own forward flattens the batch into the tokens
+    (``torch.addmm(b, x.view(-1, n), W)``), which nrm does not read, so it runs unrecorded and
+    the decomposition, recorded, must reproduce it within 10³ ulp (as for
+    :class:`MHADecomposition`). Matched by the exact type (a subclass with its own forward is
+    recorded as that forward runs)."""
+
+    def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() < 2:
+            return "is called with other arguments than one batched tensor"
+        return None
+
+    def __call__(self, module: nn.Module, x):
+        return F.linear(x, module.weight.t(), module.bias)
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -257,3 +312,15 @@ DECOMPOSED_FUNCTIONS = {
 DECOMPOSED_MODULES = {nn.MultiheadAttention: MHADecomposition()}
 """Module types whose call the capture records as the operations that define it (checked
 against the module's own output)."""
+
+DECOMPOSED_BY_NAME = {("transformers.pytorch_utils", "Conv1D"): Conv1DDecomposition()}
+"""Module types of other libraries (matched by module and qualified name, without importing
+them), recorded through their definition like :data:`DECOMPOSED_MODULES`."""
+
+
+def decomposition_of(module: nn.Module):
+    """The decomposition the capture records in place of ``module``'s call, or None (the exact
+    type only)."""
+    kind = type(module)
+    found = DECOMPOSED_MODULES.get(kind)
+    return found if found is not None else DECOMPOSED_BY_NAME.get((kind.__module__, kind.__qualname__))

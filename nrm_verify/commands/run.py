@@ -108,12 +108,16 @@ def _run(args) -> int:
                          batch_size=args.batch_size, prefetch=args.prefetch, seed=args.seed, size=args.size,
                          normalize=args.normalize, progress=False if args.quiet else None, engine=args.engine,
                          address=args.address, concurrency=args.concurrency, worker_cpus=args.worker_cpus,
-                         worker_gpus=args.worker_gpus)
+                         worker_gpus=args.worker_gpus, selection=args.selection,
+                         selection_draws=args.selection_draws)
     worst = result.reductions["l1_residual"].value if result.reductions and "L1" in args.laws else None
     print(f"{result.samples} samples of {args.data} through {what}: {result.written} explained now, "
           f"{result.skipped} already there, {result.errors} failed (their rows say why)"
           + (f"; worst L1 residual {worst:.3g}" if worst is not None and result.errors < result.samples else "")
           + f"; results in {result.folder}/")
+    if args.report:
+        from nrm_verify.report.dataset.report import build_report
+        print(f"report: {build_report(result.folder)}")
     return 0
 
 
@@ -127,6 +131,7 @@ def register(commands) -> None:
                     "  arrays.zarr        the whole marginals of --full layers, one chunk per sample\n"
                     "  reductions.json    moments, histograms, the top samples per channel\n"
                     "  manifest.json      what was run, versions, status\n"
+                    "  report/index.html  with --report: box plots, residual histograms, top samples, curves\n"
                     "Rerun the same command to resume (the samples already written are skipped).\n\n"
                     "Examples:\n"
                     "  nrm-verify run images/ --model net.pt --layers input features.28 --out runs/net\n"
@@ -157,6 +162,13 @@ def register(commands) -> None:
                    help="samples kept per channel in the reductions (relevance maximization, default 8)")
     w.add_argument("--laws", nargs="*", default=["L1"], choices=["L1", "L9"],
                    help="laws checked per sample (default L1; L9 costs one more pass per sample)")
+    w.add_argument("--selection", nargs="*", default=[], metavar="LAYER",
+                   help="layers whose neuron-selection curves (top-k channels kept, by relevance, gradient×input "
+                        "and random) are computed per sample and averaged over the dataset")
+    w.add_argument("--selection-draws", type=nonnegative_int, default=3,
+                   help="random rankings averaged in the 'random' selection curve (default 3; 0: none)")
+    w.add_argument("--report", action="store_true",
+                   help="write the report (OUT/report/index.html) when the run ends, as `nrm-verify report OUT` does")
     i = p.add_argument_group("reading and running")
     i.add_argument("--out", required=True, metavar="DIR", help="the output folder (a rerun resumes in it)")
     i.add_argument("--size", type=positive_int, default=224, help="image files are resized to SIZE×SIZE (default 224)")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from torch import nn
+
 SETUP_COMMAND = "bash scripts/setup-peers.sh"
 """Builds ``.venv-peers`` with torch 2.14.1, torchvision, zennit, zennit-crp and captum."""
 
@@ -46,4 +48,30 @@ def versions() -> dict[str, str]:
     return out
 
 
-__all__ = ["SETUP_COMMAND", "PeerMissingError", "PeerConventionError", "require", "versions"]
+def product_problem(network, peer: str) -> list[str]:
+    """The refusal every LRP peer without a product rule shares: the first product of
+    activations, named (the peer's gradient gives every factor the whole product, where nrm
+    splits it by the shares θ); [] when the network multiplies no activations."""
+    products = [b.name for b in network.blocks[1:] if b.kind == "product"]
+    if not products:
+        return []
+    return [f"'{products[0]}' multiplies activations ({len(products)} such products): {peer} has no rule for a "
+            "product, and the gradient it falls back to gives every factor the whole product, where nrm splits it "
+            "by the shares θ"]
+
+
+def unruled_linear_problem(network, ruled: tuple, peer: str, what_it_does: str) -> list[str]:
+    """The first linear layer whose producer is not one of the ``ruled`` module types (a
+    function call, or a module the peer gives no rule), named with ``what_it_does`` (what the
+    peer does there instead of nrm's rule); [] when every linear layer is ruled."""
+    for block in network.linear_blocks():
+        module = block.producer.module
+        if not isinstance(module, ruled):
+            kind = type(module).__name__ if isinstance(module, nn.Module) else "a function call"
+            return [f"the linear layer '{block.name}' ({block.producer.layer_kind.name}, {kind}) is not a module "
+                    f"{peer} {what_it_does}, where nrm applies the layer's rule"]
+    return []
+
+
+__all__ = ["SETUP_COMMAND", "PeerMissingError", "PeerConventionError", "require", "versions", "product_problem",
+           "unruled_linear_problem"]

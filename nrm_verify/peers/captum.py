@@ -51,7 +51,7 @@ from nrm.presets import assign
 from nrm.rules import Epsilon, Gamma, Part, Rule, Share, Zero, ZPlus
 from nrm.rules import identity as _identity
 from nrm.rules import positive as _positive
-from nrm_verify.peers.base import PeerConventionError, require
+from nrm_verify.peers.base import PeerConventionError, product_problem, require, unruled_linear_problem
 from nrm_verify.peers.explainer import Explainer
 
 PASS_EPSILON = 1e-300
@@ -184,21 +184,9 @@ def reproducible(network, model: nn.Module, attached: dict) -> None:
 
     lrp = require("captum.attr._core.lrp", "captum")
     addition = require("captum.attr._utils.custom_modules", "captum").Addition_Module
-    problems: list[str] = []
-    products = [b.name for b in network.blocks[1:] if b.kind == "product"]
-    if products:
-        problems.append(f"'{products[0]}' multiplies activations ({len(products)} such products): captum has no rule "
-                        "for a product, and the gradient it falls back to gives every factor the whole product, where "
-                        "nrm splits it by the shares θ")
     ruled = tuple(lrp.SUPPORTED_LAYERS_WITH_RULES) + (Sum, addition)
-    for block in network.linear_blocks():
-        module = block.producer.module
-        if not isinstance(module, ruled):
-            what = type(module).__name__ if isinstance(module, nn.Module) else "a function call"
-            problems.append(f"the linear layer '{block.name}' ({block.producer.layer_kind.name}, {what}) is not a "
-                            "module captum gives a rule: captum passes it by its gradient (LRP-0), where nrm applies "
-                            "the layer's rule")
-            break
+    problems = product_problem(network, "captum") + unruled_linear_problem(
+        network, ruled, "captum", "gives a rule: captum passes it by its gradient (LRP-0)")
     passed = tuple(lrp.SUPPORTED_NON_LINEAR_LAYERS)
     for name, module in _leaves(model):
         if name not in attached and not isinstance(module, ruled + passed):

@@ -67,7 +67,7 @@ from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, WSquar
 from nrm.rules import identity as _identity
 from nrm.rules import negative as _negative
 from nrm.rules import positive as _positive
-from nrm_verify.peers.base import PeerConventionError, require
+from nrm_verify.peers.base import PeerConventionError, product_problem, require, unruled_linear_problem
 from nrm_verify.peers.explainer import Explainer
 
 POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
@@ -281,22 +281,10 @@ def reproducible(network, model: nn.Module | None = None, x: torch.Tensor | None
     blocks (:func:`sum_modules`)."""
     from nrm.graph import Sum
 
-    problems: list[str] = []
-    products = [b.name for b in network.blocks[1:] if b.kind == "product"]
-    if products:
-        problems.append(f"'{products[0]}' multiplies activations (a gate; {len(products)} such products): zennit has "
-                        "no rule for a product, and the gradient it falls back to gives every factor the whole "
-                        "product, where nrm splits it by the shares θ")
     hooked = (Sum, nn.Linear) + POOLS + CONVS
-    for block in network.linear_blocks():
-        module = block.producer.module
-        if not isinstance(module, hooked):
-            what = type(module).__name__ if isinstance(module, nn.Module) else "a function call"
-            problems.append(f"the linear layer '{block.name}' ({block.producer.layer_kind.name}, {what}) is not a "
-                            "module zennit applies a rule to (linear, convolution, average pooling, a canonized "
-                            "residual sum): zennit would pass it as it is or by its gradient, where nrm applies the "
-                            "layer's rule")
-            break
+    problems = product_problem(network, "zennit") + unruled_linear_problem(
+        network, hooked, "zennit", "applies a rule to (linear, convolution, average pooling, a canonized residual "
+        "sum): zennit would pass it as it is or by its gradient")
     if model is not None and any(isinstance(b.producer.module, Sum) for b in network.linear_blocks()):
         try:
             sum_modules(model, x=x)

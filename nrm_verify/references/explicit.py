@@ -88,6 +88,9 @@ PASS_METHODS = ("relu", "contiguous")
 RESHAPE_METHODS = ("view", "reshape", "flatten")
 CONSTANT_METHODS = ("size", "dim")
 GATES = ("sigmoid", "hardsigmoid", "expit")
+HELD = ("rsqrt",)
+"""Functions whose output, as a factor of a product, is a normalizer held at its forward value
+(RMSNorm's 1/σ): it gets nothing under every split, the other factors share the rest."""
 
 
 # -- the traced graph -----------------------------------------------------------------------
@@ -539,14 +542,14 @@ class _Tracer:
                 out.append(v)
         return out
 
-    def _is_gate(self, v) -> bool:
+    def _is_gate(self, v, names=GATES) -> bool:
         """A factor computed by a sigmoid or hardsigmoid, seen through reshapes and aliases."""
         while v.node >= 0:
             call = self.calls[v.node]
             if call.kind.role in ("alias", "reshape"):
                 v = call.kind.relevance_inputs(call)[0]
                 continue
-            return nrm.layers.base_name(call.module if call.whole else call.func) in GATES
+            return nrm.layers.base_name(call.module if call.whole else call.func) in names
         return False
 
     def _product(self, call) -> None:
@@ -561,7 +564,14 @@ class _Tracer:
         nodes = [self.nodes[self.of[v]] for v in factors]
         out_shape = tuple(call.output.shape[1:])
         qbot = torch.zeros((self.B,) + out_shape, dtype=DTYPE)
-        if call.kind.split == "proportional":  # LRP-prop: θ_i(k) = a⁽ⁱ⁾_{src_i(k)} / (S_k + ε sign S_k)
+        held = [self._is_gate(v, HELD) for v in factors]
+        if any(held):  # a held normalizer takes nothing; the other factors share as without it
+            rest = [i for i, h in enumerate(held) if not h]
+            if len(rest) != 1 and call.kind.split != "equal":
+                raise UnsupportedModuleError(f"{call.describe()}: a held normalizer beside {len(rest)} other factors "
+                                             f"under split={call.kind.split!r}")
+            theta = [0.0 if h else 1.0 / len(rest) for h in held]
+        elif call.kind.split == "proportional":  # LRP-prop: θ_i(k) = a⁽ⁱ⁾_{src_i(k)} / (S_k + ε sign S_k)
             full = [a.value.expand((self.B,) + out_shape) for a in nodes]
             S = sum(full[1:], full[0])
             eps = call.kind.stabilizer * torch.where(S >= 0, 1.0, -1.0).to(DTYPE)
@@ -570,7 +580,8 @@ class _Tracer:
         elif call.kind.split == "equal":
             theta = [1.0 / n] * n
         else:
-            gates = [self._is_gate(v) for v in factors]
+            names = GATES + tuple(g.lower() for g in getattr(call.kind, "gates", ()))
+            gates = [self._is_gate(v, names) for v in factors]
             if gates.count(False) != 1:
                 raise UnsupportedModuleError(f"{call.describe()}: split='signal' needs exactly one factor that is not "
                                              "a gate")

@@ -199,9 +199,10 @@ def _per_channel(t: torch.Tensor) -> torch.Tensor:
     return t if t.dim() == 1 else t.reshape(t.shape[0], -1).sum(1)
 
 
-def relevance_scores(measure: nrm.Measure, layer: str, within: nrm.Event | None = None) -> torch.Tensor:
-    """Σ_{j ∈ c} μ(X_l = j [, E]) per channel c of the layer, sample 0, tensor (C,)."""
-    m = measure.marginal(layer, within=within)[0]
+def relevance_scores(measure: nrm.Measure, layer: str, within: nrm.Event | None = None,
+                     sample: int = 0) -> torch.Tensor:
+    """Σ_{j ∈ c} μ(X_l = j [, E]) per channel c of the layer, of one sample of the measure, tensor (C,)."""
+    m = measure.marginal(layer, within=within)[sample]
     return _per_channel(m)
 
 
@@ -230,7 +231,8 @@ def ranking(scores: torch.Tensor, by: str = "absolute") -> list[int]:
 def selection_curves(model: nn.Module, x: torch.Tensor, layer: str, target: int, *, rules=None,
                      measure: nrm.Measure | None = None, within: nrm.Event | None = None,
                      ks: Sequence[int] | None = None, by: str = "absolute", random_draws: int = 5, seed: int = 0,
-                     progress: Callable[[str], None] | None = None) -> SelectionCurves:
+                     progress: Callable[[str], None] | None = None, sample: int = 0,
+                     cut: LayerCut | None = None) -> SelectionCurves:
     """MSE and SMAPE of the output as the top-k channels of ``layer`` are kept, for the
     relevance, gradient×input and random rankings (see the module docstring).
 
@@ -240,17 +242,21 @@ def selection_curves(model: nn.Module, x: torch.Tensor, layer: str, target: int,
         layer: a layer name of the measure, with a channel dimension.
         target: the output index c explained.
         rules: nrm rules for the relevance ranking (ignored when ``measure`` is given).
-        measure: an ``nrm.explain`` result for (model, x, target) to reuse.
+        measure: an ``nrm.explain`` result for (model, x, target) to reuse — or of a batch
+            whose row ``sample`` is x (a dataset run reuses its batch's measure).
         within: an upper event E; the relevance ranking is then μ(X_l ∈ c, E).
         ks: channel counts to keep (default :func:`default_ks`).
         random_draws: random permutations averaged for the ``random`` curve.
         seed: seeds the random permutations.
         progress: called with a short label before each ranking's curve.
+        sample: the row of ``measure`` that is x (0 for a measure of x alone).
+        cut: a :class:`LayerCut` of this model at ``layer`` to reuse (a dataset run makes one
+            per batch, not one deep copy of the model per sample).
     """
     if x.dim() < 2 or x.shape[0] != 1:
         raise ValueError(f"selection_curves takes one sample, shape (1, …); got {tuple(x.shape)}")
     if measure is None:
-        measure = nrm.explain(model, x, target=target, rules=rules)
+        measure, sample = nrm.explain(model, x, target=target, rules=rules), 0
     shape = measure.layer_shape(layer)
     if len(shape) == 0:
         raise ValueError(f"layer {layer!r} has no channel dimension")
@@ -258,7 +264,7 @@ def selection_curves(model: nn.Module, x: torch.Tensor, layer: str, target: int,
     ks = default_ks(channels) if ks is None else sorted({int(k) for k in ks})
     if ks[0] < 0 or ks[-1] > channels:
         raise ValueError(f"ks must lie in 0 … {channels} (the channels of {layer!r}), got {ks}")
-    cut = LayerCut(model, measure, layer)
+    cut = LayerCut(model, measure, layer) if cut is None else cut
     with torch.no_grad():
         a = cut.head(x)
         full = cut.tail(a, x)
@@ -279,7 +285,7 @@ def selection_curves(model: nn.Module, x: torch.Tensor, layer: str, target: int,
         curves.smape[name] = [sum(smape(r[i], full_flat) for r in runs) / len(runs) for i in range(len(ks))]
         curves.target[name] = [sum(float(r[i, target]) for r in runs) / len(runs) for i in range(len(ks))]
 
-    record("relevance", [ranking(relevance_scores(measure, layer, within), by)])
+    record("relevance", [ranking(relevance_scores(measure, layer, within, sample), by)])
     record("gradient×input", [ranking(gradient_input_scores(cut, x, target), by)])
     if random_draws > 0:
         generator = torch.Generator().manual_seed(seed)

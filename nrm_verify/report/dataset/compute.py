@@ -16,7 +16,14 @@ the measure μ; then, per sample:
   ``l9_residual``: the deviation of :func:`nrm_verify.laws.gradient_x_input` on the sample
   alone (LRP-0 against gradient × input; null with a note where the law does not apply);
 * ``peer/<name>``: max_i |R_i − f·m_input(i)| / Σ_i |f·m_input(i)| between an
-  :class:`~nrm_verify.peers.explainer.Explainer`'s input relevance and nrm's.
+  :class:`~nrm_verify.peers.explainer.Explainer`'s input relevance and nrm's;
+* ``selection`` layers: Guercio et al.'s neuron-selection curves of the sample
+  (:mod:`nrm_verify.report.selection`): with the top k channels of the layer kept and the
+  rest silenced, ``selection/<layer>/<ranking>/mse`` and ``…/smape`` of the output against
+  the full one, for every k of :func:`~nrm_verify.report.selection.default_ks` (the same ks
+  for every sample, so the run's reductions average the curves over the dataset), for the
+  rankings ``relevance`` (the sample's NRM channel marginals), ``gradient×input`` and
+  ``random`` (``selection_draws`` seeded permutations, the same for every sample).
 
 A sample that cannot be explained (NaN or Inf in it, f_c(x) = 0, a result that is not
 finite) is an error row with its reason; the others of its batch are unaffected.
@@ -32,6 +39,7 @@ import torch
 
 import nrm
 from nrm_verify.report.dataset.errors import SpecError
+from nrm_verify.report.selection import RANKINGS, LayerCut, default_ks, selection_curves
 
 LAWS = ("L1", "L9")
 """The laws a run can check per sample."""
@@ -49,9 +57,11 @@ class Spec:
     conditional: Mapping[str, tuple[str, nrm.Event]] = field(default_factory=dict)
     laws: tuple[str, ...] = ("L1",)
     explainers: Mapping[str, object] = field(default_factory=dict)
+    selection: tuple[str, ...] = ()
+    selection_draws: int = 3
 
     def __post_init__(self):
-        for name in ("layers", "full", "laws"):
+        for name in ("layers", "full", "laws", "selection"):
             value = getattr(self, name)
             if isinstance(value, str) or not hasattr(value, "__iter__") or not all(isinstance(v, str) for v in value):
                 raise SpecError(f"{name}= takes a list of names, got {value!r:.80}")
@@ -60,10 +70,10 @@ class Spec:
             if not isinstance(getattr(self, name), Mapping):
                 raise SpecError(f"{name}= takes a dict of names, got {type(getattr(self, name)).__name__}")
             object.__setattr__(self, name, dict(getattr(self, name)))
-        for name in ("top_k", "channel_top_k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "top_k" else 1):
-                raise SpecError(f"{name}= takes a whole number >= {0 if name == 'top_k' else 1}, got {value!r}")
+        for name in ("top_k", "channel_top_k", "selection_draws"):
+            value, low = getattr(self, name), (1 if name == "channel_top_k" else 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise SpecError(f"{name}= takes a whole number >= {low}, got {value!r}")
         unknown = [law for law in self.laws if law not in LAWS]
         if unknown:
             raise SpecError(f"unknown law {unknown[0]!r}; a run checks {', '.join(LAWS)}")
@@ -89,26 +99,34 @@ class Spec:
         return {"layers": list(self.layers), "full": list(self.full), "top_k": self.top_k,
                 "channel_top_k": self.channel_top_k, "events": {k: repr(v) for k, v in sorted(self.events.items())},
                 "conditional": {k: [v[0], repr(v[1])] for k, v in sorted(self.conditional.items())},
-                "laws": list(self.laws), "explainers": {k: repr(v) for k, v in sorted(self.explainers.items())}}
+                "laws": list(self.laws), "explainers": {k: repr(v) for k, v in sorted(self.explainers.items())},
+                "selection": list(self.selection), "selection_draws": self.selection_draws}
+
+    def rankings(self) -> tuple[str, ...]:
+        """The rankings of the selection curves: relevance, gradient×input[, random]."""
+        return RANKINGS if self.selection_draws else RANKINGS[:2]
 
 
 @dataclass
 class Plan:
     """The spec resolved against the model: every layer's name (``canonical``), the channel
-    count of each of ``layers``, and the per-sample shape of every stored array."""
+    count of each of ``layers``, the per-sample shape of every stored array, and the channel
+    counts k kept along each selection curve."""
 
     canonical: list[str]
     channels: dict[str, int]
     arrays: dict[str, tuple[int, ...]]
     outputs: int
     sequential: bool
+    selection: dict[str, list[int]] = field(default_factory=dict)
 
 
-def plan_for(m: nrm.Measure, spec: Spec) -> Plan:
+def plan_for(m: nrm.Measure, spec: Spec, model=None) -> Plan:
     """Check the spec on a measure of one sample (unknown layers, events that do not fit)
     and resolve it: :class:`nrm.UnknownLayerError`, :class:`nrm.EventIndexError` before any
     result is written."""
     wanted = list(spec.layers) + list(spec.full) + [layer for layer, _ in spec.conditional.values()]
+    wanted += list(spec.selection)
     for name in wanted:
         if name not in m.layers:
             raise nrm.UnknownLayerError(f"no layer named {name!r}; valid names are {m.layers}")
@@ -120,7 +138,21 @@ def plan_for(m: nrm.Measure, spec: Spec) -> Plan:
     arrays.update({f"conditional/{k}": m.layer_shape(layer) for k, (layer, _) in spec.conditional.items()})
     channels = {name: _channel_count(m.layer_shape(name)) for name in spec.layers}
     outputs = int(np.prod(m.layer_shape("output"))) if m.layer_shape("output") else 1
-    return Plan(m.canonical_names(), channels, arrays, outputs, m.network.sequential)
+    return Plan(m.canonical_names(), channels, arrays, outputs, m.network.sequential, _selection_ks(model, m, spec))
+
+
+def _selection_ks(model, m: nrm.Measure, spec: Spec) -> dict[str, list[int]]:
+    """The ks of each selection layer; a layer the curves cannot cut raises SpecError now."""
+    out = {}
+    for layer in spec.selection:
+        try:
+            LayerCut(model, m, layer)
+        except ValueError as e:
+            raise SpecError(f"selection= {layer!r}: {e}") from None
+        if not m.layer_shape(layer):
+            raise SpecError(f"selection= {layer!r} has no channel dimension; name a layer with channels")
+        out[layer] = default_ks(m.layer_shape(layer)[0])
+    return out
 
 
 def _channel_count(shape: tuple[int, ...]) -> int:
@@ -174,12 +206,28 @@ def measure_columns(model, m: nrm.Measure, x: torch.Tensor, targets: list[int], 
     arrays = {f"marginal/{name}": m.marginal(name).cpu().numpy() for name in spec.full}
     for key, (layer, ev) in spec.conditional.items():
         arrays[f"conditional/{key}"] = m.marginal(layer, within=ev).cpu().numpy()
+    for layer, ks in plan.selection.items():
+        cols.update(selection_columns(model, m, x, targets, layer, ks, spec))
     if spec.explainers:
         ref = m.relevance("input").reshape(x.shape[0], -1)
         for key, explainer in spec.explainers.items():
             R = explainer(model, x, targets)["input"].reshape(x.shape[0], -1).to(ref.dtype)
             cols[f"peer/{key}"] = _np((R - ref).abs().max(1).values / ref.abs().sum(1))
     return cols, arrays
+
+
+def selection_columns(model, m: nrm.Measure, x: torch.Tensor, targets: list[int], layer: str, ks: list[int],
+                      spec: Spec) -> dict[str, np.ndarray]:
+    """The selection curves of each sample of the batch (one model cut per batch), (n, len(ks)) per column."""
+    cut = LayerCut(model, m, layer)
+    cols = {f"selection/{layer}/{r}/{metric}": [] for r in spec.rankings() for metric in ("mse", "smape")}
+    for i in range(x.shape[0]):
+        curves = selection_curves(model, x[i:i + 1], layer, targets[i], measure=m, sample=i, ks=ks,
+                                  random_draws=spec.selection_draws, seed=0, cut=cut)
+        for r in spec.rankings():
+            cols[f"selection/{layer}/{r}/mse"].append(curves.mse[r])
+            cols[f"selection/{layer}/{r}/smape"].append(curves.smape[r])
+    return {k: np.asarray(v, dtype=np.float64).reshape(x.shape[0], len(ks)) for k, v in cols.items()}
 
 
 def l9_columns(model, x: torch.Tensor, targets: list[int]) -> dict[str, np.ndarray | list]:
@@ -222,7 +270,7 @@ def _measures(model, rules, x: torch.Tensor, targets: list[int], good: list[int]
     try:
         return [(good, nrm.explain(model, x[good], target=[targets[i] for i in good], rules=rules))]
     except nrm.NRMError:
-        pass
+        pass  # one sample spoils the batch's explain: fall through and explain each alone, recording who failed
     out = []
     for i in good:
         try:

@@ -114,7 +114,7 @@ def probe(model, rules, spec: Spec, source: Source, tries: int = 16) -> tuple[Pl
         except (RuntimeError, nrm.ShapeError) as e:
             raise DatasetError(f"sample {source.ids[i]!r} of shape {tuple(x.shape)} does not fit the model: "
                                f"{type(e).__name__}: {' '.join(str(e).split())[:300]}") from None
-        return plan_for(m, spec), tuple(x.shape), reasons
+        return plan_for(m, spec, model), tuple(x.shape), reasons
     raise DatasetError(f"none of the first {min(tries, len(source))} samples can be explained: {'; '.join(reasons)}")
 
 
@@ -134,7 +134,9 @@ def model_device(model) -> torch.device:
 def empty_reductions(plan: Plan, spec: Spec) -> Reductions:
     """The reductions a run keeps, empty: f, the absorbed mass per layer (moments and a
     histogram), the laws' worst residuals and histograms, per channel of each of ``layers``
-    the moments of its relevance and its top samples, each peer's worst deviation."""
+    the moments of its relevance and its top samples, each peer's worst deviation, and the
+    moments of each selection curve (its mean over the dataset, with a band of one standard
+    deviation)."""
     n = len(plan.canonical)
     out = {"f": Moments(), "absorbed": Moments((n,)), "absorbed_histogram": Histogram(ABSORBED_EDGES, (n,))}
     for law in spec.laws:
@@ -145,6 +147,10 @@ def empty_reductions(plan: Plan, spec: Spec) -> Reductions:
         out[f"channel_top/{name}"] = TopK(plan.channels[name], spec.channel_top_k)
     for key in spec.explainers:
         out[f"peer/{key}"] = Extreme()
+    for layer, ks in plan.selection.items():
+        for r in spec.rankings():
+            for metric in ("mse", "smape"):
+                out[f"selection/{layer}/{r}/{metric}"] = Moments((len(ks),))
     return Reductions(out)
 
 
@@ -168,6 +174,10 @@ def reduce_batch(plan: Plan, spec: Spec, done: Explained, rows: np.ndarray) -> R
         red[f"channel_top/{name}"].add(c[f"channels/{name}"], rows)
     for key in spec.explainers:
         red[f"peer/{key}"].add(c[f"peer/{key}"], rows)
+    for layer in plan.selection:
+        for r in spec.rankings():
+            for metric in ("mse", "smape"):
+                red[f"selection/{layer}/{r}/{metric}"].add(c[f"selection/{layer}/{r}/{metric}"])
     return red
 
 

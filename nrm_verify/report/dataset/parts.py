@@ -74,8 +74,14 @@ def write_part(job: RunJob, sink: Sink, part: ExplainedBatch) -> int:
     batch, done = part.batch, part.done
     rows = np.asarray([batch.loaded[p] for p in done.positions], dtype=np.int64)
     for name, values in done.arrays.items():
-        for start, stop, first in consecutive(rows):  # one write per run of rows (a chunk each, written at once)
-            sink.arrays[name][start:stop] = values[first:first + stop - start]
+        # the batch's whole span in one write (a row without a result holds the fill value 0): its shard
+        # in one piece. Zarr's local store replaces a shard file atomically (a temporary file renamed),
+        # so a run killed here leaves the old shard or the new one, and the rerun of the batch rewrites it
+        span = np.asarray(batch.rows, dtype=np.int64)
+        block = np.zeros((len(span),) + values.shape[1:], dtype=values.dtype)
+        block[np.searchsorted(span, rows)] = values
+        for start, stop, first in consecutive(span):
+            sink.arrays[name][start:stop] = block[first:first + stop - start]
     red = reduce_batch(job.plan, job.spec, done, rows) if len(rows) else empty_reductions(job.plan, job.spec)
     table = table_of(batch, done, part.errors, job.source.ids, sink.schema, sink.constants)
     sink.store.commit(f"part-{batch.rows[0]:09d}-{len(batch.rows):06d}", table, red)

@@ -7,6 +7,9 @@
   reference samples where the channel is most relevant (the merged ``channel_top``
   reductions): the samples' images when the dataset can be read (``data=``, or the folder or
   index the run read), else their input heatmaps when the run stored them, else their ids;
+* ``selection-<layer>.png`` — per layer of ``selection=``: the neuron-selection curves (MSE
+  and SMAPE of the output with the top-k channels kept) averaged over the dataset, one line
+  per ranking with a band of ± one standard deviation over the samples (the merged moments);
 * ``index.html`` — the counts, the worst L1 samples and the figures.
 
 :func:`figures` returns the matplotlib figures (for tests and notebooks); :func:`build_report`
@@ -150,6 +153,23 @@ def _top(plt, layer: str, top: dict, ids: dict[int, str], picture, channels: int
     return fig
 
 
+def _selection(plt, layer: str, ks: list[int], rankings: list[str], reductions: dict):
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    for ax, metric in zip(axes, ("mse", "smape")):
+        for r in rankings:
+            moments = reductions[f"selection/{layer}/{r}/{metric}"]
+            mean, n = np.asarray(moments["mean"], dtype=np.float64), moments["count"]
+            sd = np.sqrt(np.asarray(moments["m2"], dtype=np.float64) / max(n, 1))
+            ax.plot(ks, mean, marker=".", label=r)
+            ax.fill_between(ks, mean - sd, mean + sd, alpha=0.2)
+        ax.set_xlabel(f"channels of {layer} kept (k)")
+        ax.set_ylabel(metric.upper() + (" (%)" if metric == "smape" else ""))
+        ax.set_yscale("symlog" if metric == "mse" else "linear")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{layer}: selection curves, mean ± sd over {n} samples", fontsize=9)
+    return fig
+
+
 def figures(folder: str | os.PathLike, data=None, channels: int = MAX_CHANNELS) -> dict:
     """The report's figures of the run in ``folder``: ``{"absorbed": fig, "residuals": fig,
     "top-<layer>": fig, …}`` (residuals only when the run checked a law)."""
@@ -169,6 +189,9 @@ def figures(folder: str | os.PathLike, data=None, channels: int = MAX_CHANNELS) 
     for layer in spec["layers"]:
         if f"channel_top/{layer}" in reductions:
             out[f"top-{layer}"] = _top(plt, layer, reductions[f"channel_top/{layer}"], ids, picture, channels)
+    for layer, ks in manifest.get("selection", {}).items():
+        rankings = [r for r in ("relevance", "gradient×input", "random") if f"selection/{layer}/{r}/mse" in reductions]
+        out[f"selection-{layer}"] = _selection(plt, layer, ks, rankings, reductions)
     return out
 
 

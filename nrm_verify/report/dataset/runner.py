@@ -42,7 +42,8 @@ class RunResult:
 
 def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=None, layers=("input",),
         full=(), top_k: int = 5, channel_top_k: int = 8, events=None, conditional=None, laws=("L1",),
-        explainers=None, batch_size: int = 32, engine: str = "local", prefetch: int = 2, seed: int = 0,
+        explainers=None, selection=(), selection_draws: int = 3, batch_size: int = 32, engine: str = "local",
+        prefetch: int = 2, seed: int = 0,
         size: int | None = None, normalize: str = "none", progress: bool | None = None, address: str | None = None,
         concurrency: int = 2, worker_cpus: float = 1.0, worker_gpus: float = 0.0) -> RunResult:
     """Explain every sample of ``data`` with ``nrm.explain(model, x, target, rules=rules)`` and
@@ -57,8 +58,10 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
             dataset or spec is refused with :class:`RunMismatchError`).
         rules: a rule, mapping or preset, as for :func:`nrm.explain`.
         targets: None / "argmax", "label" (the dataset's), an int, or one int per sample.
-        layers, full, top_k, channel_top_k, events, conditional, laws, explainers: what to
-            compute (:class:`~nrm_verify.report.dataset.compute.Spec`).
+        layers, full, top_k, channel_top_k, events, conditional, laws, explainers, selection,
+            selection_draws: what to compute (:class:`~nrm_verify.report.dataset.compute.Spec`);
+            ``selection`` names layers whose neuron-selection curves are computed per sample
+            and averaged over the dataset.
         batch_size: samples per ``explain`` call and per committed part.
         engine: "local" (in-process; the batches are read ``prefetch`` ahead on a thread) or
             "ray" (``concurrency`` Ray Data workers of ``worker_cpus`` CPUs and ``worker_gpus``
@@ -71,7 +74,8 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
     OutputFolderError, RunMismatchError, nrm.UnknownLayerError, nrm.EventIndexError,
     nrm.TrainingModeError.
     """
-    spec = Spec(layers, full, top_k, channel_top_k, events or {}, conditional or {}, laws, explainers or {})
+    spec = Spec(layers, full, top_k, channel_top_k, events or {}, conditional or {}, laws, explainers or {},
+                selection, selection_draws)
     _check_options(model, batch_size, engine, prefetch, seed)
     _check_ray_options(engine, address, concurrency, worker_cpus, worker_gpus)
     source = as_source(data, size=size, normalize=normalize)
@@ -88,13 +92,14 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
                    "dtype": str(dtype), "sample_shape": list(shape)}
     store = Store(out, fingerprint)
     manifest = store.open({"layers": plan.canonical, "channels": plan.channels, "seed": seed, "device": str(device),
-                           "arrays": {k: list(v) for k, v in plan.arrays.items()}, "batch_size": batch_size})
+                           "arrays": {k: list(v) for k, v in plan.arrays.items()}, "batch_size": batch_size,
+                           "selection": plan.selection})
     job = RunJob(model, rules, spec, plan, source, wanted)
     on_gpu = engine == "ray" and worker_gpus > 0
     sink = Sink(store, schema(plan.canonical, spec),
                 {"torch": torch.__version__, "nrm": nrm.__version__, "rules": fingerprint["rules"], "seed": seed,
                  "device": "cuda" if on_gpu else str(device), "dtype": str(dtype)},
-                store.arrays(plan.arrays, len(source), np.dtype(str(dtype).replace("torch.", ""))))
+                store.arrays(plan.arrays, len(source), np.dtype(str(dtype).replace("torch.", "")), batch_size))
     engine_options = {"engine": engine, "prefetch": prefetch, "address": address, "concurrency": concurrency,
                       "worker_cpus": worker_cpus, "worker_gpus": worker_gpus}
     return _execute(job, sink, manifest, batch_size, shape, progress, engine_options)

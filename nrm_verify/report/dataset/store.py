@@ -3,7 +3,8 @@
     OUT/manifest.json              what was run (fingerprint), versions, status, counts, the files
     OUT/samples/part-*.parquet     one row per sample (pyarrow; pandas, polars, DuckDB read the folder)
     OUT/arrays.zarr/               the large arrays (whole marginals, conditional heatmaps), shape
-                                   (N, *layer shape), one chunk per sample, at the sample's ``row``
+                                   (N, *layer shape), one chunk per sample, at the sample's ``row``,
+                                   in shards of one batch (a file per batch)
     OUT/reductions/part-*.json     each batch's reductions (merged into reductions.json at the end)
     OUT/reductions.json            the merged reductions (:mod:`~nrm_verify.report.dataset.reduce`)
 
@@ -70,6 +71,8 @@ def schema(canonical: list[str], spec) -> pa.Schema:
             fields += [(f"top_k/{name}/index", pa.list_(pa.int64())), (f"top_k/{name}/value", pa.list_(pa.float64()))]
     fields += [(f"event/{k}", pa.float64()) for k in spec.events]
     fields += [(f"peer/{k}", pa.float64()) for k in spec.explainers]
+    fields += [(f"selection/{layer}/{r}/{metric}", pa.list_(pa.float64()))
+               for layer in spec.selection for r in spec.rankings() for metric in ("mse", "smape")]
     fields += [("torch", pa.string()), ("nrm", pa.string()), ("rules", pa.string()), ("seed", pa.int64()),
                ("device", pa.string()), ("dtype", pa.string())]
     return pa.schema(fields)
@@ -145,20 +148,24 @@ class Store:
         return seen
 
     # -- writing ------------------------------------------------------------------------------
-    def arrays(self, shapes: dict[str, tuple[int, ...]], n: int, dtype: np.dtype) -> dict:
-        """The Zarr arrays (n, *shape), one chunk per sample, created once."""
+    def arrays(self, shapes: dict[str, tuple[int, ...]], n: int, dtype: np.dtype, batch_size: int) -> dict:
+        """The Zarr arrays (n, *shape), created once: one chunk per sample (a reader fetches a
+        sample alone) stored in shards of ``batch_size`` samples, one file per batch, which the
+        batch writes whole (ImageNet's 50 000 samples make 1 563 files at batch 32, not 50 000)."""
         if not shapes:
             return {}
         group = zarr.open_group(str(self.folder / "arrays.zarr"), mode="a")
-        # zarr 3 names it require_array; zarr 2 (the newest on Python 3.10) require_dataset. Chunk keys
-        # "c.<row>.0.0" keep every chunk a file of one folder (zarr 3's default nests a folder per index)
+        # zarr 3 names it require_array; zarr 2 (the newest on Python 3.10, no sharding) require_dataset.
+        # Keys "c.<shard>.0.0" keep every shard a file of one folder (zarr 3's default nests a folder per index)
         if hasattr(group, "require_array"):
-            options = {"chunk_key_encoding": {"name": "default", "separator": "."}}
-            require = group.require_array
+            def require(name, shape):
+                return group.require_array(name, shape=(n,) + shape, chunks=(1,) + shape,
+                                           shards=(min(batch_size, n),) + shape, dtype=dtype, fill_value=0,
+                                           chunk_key_encoding={"name": "default", "separator": "."})
         else:
-            options, require = {}, group.require_dataset
-        return {name: require(name, shape=(n,) + tuple(shape), chunks=(1,) + tuple(shape), dtype=dtype, fill_value=0,
-                              **options) for name, shape in shapes.items()}
+            def require(name, shape):
+                return group.require_dataset(name, shape=(n,) + shape, chunks=(1,) + shape, dtype=dtype, fill_value=0)
+        return {name: require(name, tuple(shape)) for name, shape in shapes.items()}
 
     def commit(self, name: str, table: pa.Table, reductions: Reductions) -> None:
         """Write a batch's reductions, then its rows (the rename of the rows commits it)."""

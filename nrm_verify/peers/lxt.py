@@ -1,0 +1,138 @@
+"""LXT 2.1 (LRP eXplains Transformers; Achtibat et al., *AttnLRP: Attention-Aware Layer-Wise
+Relevance Propagation for Transformers*, ICML 2024) on the same case as nrm: its **efficient**
+mode, which patches a ``transformers`` model family (``lxt.efficient.monkey_patch`` with the
+family's map) so that Gradient × Input of the patched model is AttnLRP (or CP-LRP).
+
+What LXT's efficient mode computes, in nrm's terms (``docs/attention.md``, "LXT"):
+
+* every linear map (``nn.Linear``, GPT-2's ``Conv1D``, additions, the constants added to the
+  embeddings, rotary embeddings' x cos + rotate_half(x) sin): the plain gradient, i.e. LRP-0;
+  the biases and added constants go to ⊥;
+* the softmax: its plain gradient, i.e. AttnLRP's kernel x_i (δ_ij − s_i) under LRP-0;
+* the attention products: ``divide_gradient`` of Q and K by 4 and of V by 2 — the uniform
+  split θ = ½ of both Q Kᵀ and A V (``MatMul()``); CP-LRP: Q and K detached (``MatMul(theta=0)``);
+* LayerNorm and RMSNorm: σ detached — nrm's centring map and :class:`~nrm.layers.constants.Rsqrt`
+  held;
+* GELU and SiLU: the identity rule, but as ``σ(z) / (z + 1e-10)`` times the gradient
+  (:data:`IDENTITY_EPSILON`): a relative deviation of 1e-10 / z from nrm's exact identity;
+* SwiGLU's act(gate(x)) · up(x): ``divide_gradient(·, 2)`` — ``Multiply(split="equal")``;
+  CP-LRP: gate_proj detached — ``Multiply(gates=("SiLU",))``, the gate takes nothing.
+
+:func:`patched` applies a family's map for the duration of a block and restores every class
+method and module attribute it replaced (LXT's ``monkey_patch`` has no undo).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import ModuleType
+
+import torch
+from torch import nn
+
+import nrm
+from nrm.layers.attention import MatMul
+from nrm.layers.products import Multiply
+from nrm_verify.peers.base import PeerConventionError, require
+
+IDENTITY_EPSILON = 1e-10
+"""LXT's ``identity_rule_implicit_fn.forward(ctx, fn, input, epsilon=1e-10)``: the identity
+rule's ratio is σ(z) / (z + 1e-10), unsigned."""
+
+VARIANTS = ("attnlrp", "cp")
+"""LXT's two maps per family: ``attnLRP`` and ``cp_LRP``."""
+
+
+def _lxt():
+    require("transformers", "transformers")
+    return require("lxt.efficient", "lxt"), require("lxt.efficient.rules", "lxt")
+
+
+def family(name: str) -> ModuleType:
+    """The ``transformers`` modeling module LXT patches for ``name`` ("gpt2", "llama")."""
+    _lxt()
+    if name not in ("gpt2", "llama"):
+        raise PeerConventionError(f"LXT's efficient maps compared here are GPT-2's and Llama's, not {name!r} (LXT's "
+                                  "BERT map patches a vendored copy of modeling_bert, not transformers' own)")
+    return require(f"transformers.models.{name}.modeling_{name}", "transformers")
+
+
+def _float64_rms_norm(stop_gradient):
+    def forward(self, hidden_states):
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        return self.weight * (hidden_states * stop_gradient(torch.rsqrt(variance + self.variance_epsilon)))
+    return forward
+
+
+@contextlib.contextmanager
+def patched(name: str, variant: str = "attnlrp", identity_epsilon: float | None = None,
+            rms_in_input_dtype: bool = True) -> Iterator[None]:
+    """LXT's ``monkey_patch`` of the family ``name`` with its ``attnLRP`` or ``cp_LRP`` map, undone
+    on exit. ``identity_epsilon`` replaces LXT's 1e-10 in the identity rule (0: the exact
+    identity). ``rms_in_input_dtype``: LXT's ``rms_norm_forward`` (like transformers' RMSNorm)
+    computes in float32 whatever the model's dtype; True replaces it by the same formula in the
+    input's dtype (1/σ still detached), as the float64 comparison needs."""
+    if variant not in VARIANTS:
+        raise PeerConventionError(f"LXT variant {variant!r}: one of {VARIANTS}")
+    efficient, rules = _lxt()
+    module = family(name)
+    maps = require(f"lxt.efficient.models.{name}", "lxt")
+    patch_map = maps.attnLRP if variant == "attnlrp" else maps.cp_LRP
+    saved_methods = [(cls, cls.__dict__.get("forward")) for cls in patch_map if isinstance(cls, type)]
+    saved_attrs = {a: getattr(module, a) for a in ("eager_attention_forward", "ALL_ATTENTION_FUNCTIONS")}
+    saved_functions = dict(saved_attrs["ALL_ATTENTION_FUNCTIONS"].items())
+    defaults = rules.identity_rule_implicit_fn.forward.__defaults__
+    try:
+        efficient.monkey_patch(module, patch_map)
+        if identity_epsilon is not None:
+            rules.identity_rule_implicit_fn.forward.__defaults__ = (identity_epsilon,)
+        if rms_in_input_dtype and name == "llama":
+            module.LlamaRMSNorm.forward = _float64_rms_norm(rules.stop_gradient)
+        yield
+    finally:
+        rules.identity_rule_implicit_fn.forward.__defaults__ = defaults
+        for cls, forward in saved_methods:
+            if forward is None:
+                with contextlib.suppress(AttributeError):
+                    delattr(cls, "forward")
+            else:
+                cls.forward = forward
+        for a, value in saved_attrs.items():
+            setattr(module, a, value)
+        for key, value in saved_functions.items():  # cp_LRP writes into the shared mapping
+            saved_attrs["ALL_ATTENTION_FUNCTIONS"][key] = value
+
+
+def relevance(model: nn.Module, inputs_embeds: torch.Tensor, target: int, *, causal_lm: bool = True) -> torch.Tensor:
+    """LXT's relevance at the input embeddings, inputs_embeds · ∂f/∂inputs_embeds of the patched
+    model (call inside :func:`patched`); f is the logit ``target`` at the last position of a causal
+    LM, or of a classifier."""
+    x = inputs_embeds.detach().clone().requires_grad_(True)
+    out = model(inputs_embeds=x, use_cache=False) if causal_lm else model(inputs_embeds=x)
+    f = out.logits[:, -1, target] if causal_lm else out.logits[:, target]
+    f.sum().backward()
+    return (x * x.grad).detach()
+
+
+@contextlib.contextmanager
+def conventions(variant: str = "attnlrp") -> Iterator[None]:
+    """nrm's kinds set to LXT's conventions (the rules stay LRP-0, nrm's default): θ = ½ and
+    SwiGLU's uniform split for AttnLRP; θ = 0 and SwiGLU's gate taking nothing for CP-LRP.
+    Restores the built-in kinds on exit."""
+    if variant not in VARIANTS:
+        raise PeerConventionError(f"LXT variant {variant!r}: one of {VARIANTS}")
+    if variant == "attnlrp":
+        nrm.layers.register(MatMul())
+        nrm.layers.register(Multiply(split="equal"))
+    else:
+        nrm.layers.register(MatMul(theta=0))
+        nrm.layers.register(Multiply(gates=("SiLU",)))
+    try:
+        yield
+    finally:
+        nrm.layers.register(MatMul())
+        nrm.layers.register(Multiply())
+
+
+__all__ = ["IDENTITY_EPSILON", "VARIANTS", "family", "patched", "relevance", "conventions"]

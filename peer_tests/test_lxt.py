@@ -1,0 +1,255 @@
+"""nrm on ``transformers`` 4.55.4 models (GPT-2 LM head, a Llama causal LM, BERT sequence
+classification; small random configurations, float64, no downloads) and equivalence with LXT
+2.1's efficient AttnLRP and CP-LRP (``nrm_verify.peers.lxt``; ``docs/attention.md``, "LXT").
+
+nrm explains ``inputs_embeds`` (the embedding output is the input layer; a token's relevance is
+the sum over its hidden dimension); the target is the logit of token 7 at the last position
+(LM) or of class 1 (BERT). LXT's relevance is x · ∂f/∂x of its patched model; nrm's is
+f · m_l. Conventions: LRP-0 everywhere (nrm's default rule), θ = ½ (AttnLRP) or θ = 0 (CP-LRP),
+SwiGLU's product uniform (AttnLRP) or its gate taking nothing (CP-LRP).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import nrm
+from nrm.errors import UnsupportedOperationError
+from nrm_verify import laws
+from nrm_verify.peers import lxt as peer
+
+transformers = pytest.importorskip("transformers", reason="transformers is installed by scripts/setup-peers.sh")
+pytest.importorskip("lxt.efficient", reason="lxt 2.1 is installed by scripts/setup-peers.sh")
+
+from transformers.models.llama import modeling_llama  # noqa: E402
+
+D = torch.float64
+TARGET = 7
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build(name: str, attn: str = "sdpa", seed: int = 0):
+    """A small random model of the family and an embedded token sequence (1, 6, 16)."""
+    torch.manual_seed(seed)
+    if name == "gpt2":
+        # gelu_pytorch_tanh is F.gelu(approximate="tanh"); GPT-2's default gelu_new is the same function written
+        # with pow, tanh and products, which nrm reads as that composite, not as one activation
+        config = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2,
+                                         activation_function="gelu_pytorch_tanh", attn_implementation=attn)
+        model = transformers.GPT2LMHeadModel(config)
+    elif name == "llama":
+        config = transformers.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+                                          attn_implementation=attn)
+        model = transformers.LlamaForCausalLM(config)
+    else:
+        config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=24, max_position_embeddings=16, num_labels=3,
+                                         attn_implementation=attn)
+        model = transformers.BertForSequenceClassification(config)
+    model = model.to(D).eval()
+    ids = torch.randint(0, 50, (1, 6))
+    with torch.no_grad():
+        return model, model.get_input_embeddings()(ids).detach()
+
+
+class Logit(torch.nn.Module):
+    """inputs_embeds → the logits at the last position (LM) or the class logits (BERT)."""
+
+    def __init__(self, model, causal_lm: bool = True):
+        super().__init__()
+        self.model, self.causal_lm = model, causal_lm
+
+    def forward(self, e):
+        if self.causal_lm:
+            return self.model(inputs_embeds=e, use_cache=False).logits[:, -1, :]
+        return self.model(inputs_embeds=e).logits
+
+
+@contextlib.contextmanager
+def rms_norm_in_input_dtype():
+    """transformers' LlamaRMSNorm computes in float32 whatever the model's dtype (nrm refuses the
+    dtype change by name: test_llama_float64_rms_norm_is_refused_by_name); the same formula in the
+    input's dtype, for the float64 comparisons."""
+    original = modeling_llama.LlamaRMSNorm.forward
+
+    def forward(self, h):
+        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    modeling_llama.LlamaRMSNorm.forward = forward
+    try:
+        yield
+    finally:
+        modeling_llama.LlamaRMSNorm.forward = original
+
+
+def explain(name, model, x, variant="attnlrp", target=TARGET):
+    with rms_norm_in_input_dtype(), peer.conventions(variant):
+        return nrm.explain(Logit(model, name != "bert").eval(), x, target=target, check="full")
+
+
+def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return float((ours - theirs).abs().max() / theirs.abs().max())
+
+
+MODELS = [("gpt2", "sdpa"), ("llama", "sdpa"), ("bert", "eager"), ("bert", "sdpa")]
+
+
+@pytest.mark.parametrize("name,attn", MODELS, ids=lambda v: v)
+@pytest.mark.parametrize("variant", peer.VARIANTS)
+def test_nrm_reads_the_model_and_l1_holds_at_every_layer(name, attn, variant):
+    """Captured (check='full': every map reproduces the model's values); f is the model's logit;
+    L1 ≤ 1e-12 (nrm_verify.laws.normalization: every layer, copies of the residual stream
+    counted); the kinds of a transformer are all there."""
+    model, x = build(name, attn)
+    m = explain(name, model, x, variant, target=1)
+    with torch.no_grad(), rms_norm_in_input_dtype():
+        assert abs(float(m.f[0]) - float(Logit(model, name != "bert")(x)[0, 1])) <= 1e-12
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    kinds = {b.producer.layer_kind.name for b in m.network.blocks[1:]}
+    assert {"MatMul", "Softmax", "Dense", "Add", "AddConstant"} <= kinds
+    if name == "llama":
+        assert {"Negate", "Cat", "Expand", "Multiply", "Power", "Select"} <= kinds  # rotary, GQA, SwiGLU, RMSNorm
+    if name == "gpt2":
+        assert "Select" in kinds  # SDPA's is_causal as where(keep, scores, finfo.min)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("variant", peer.VARIANTS)
+def test_lxt_equals_nrm_at_the_input_embeddings(name, variant):
+    """LXT's efficient AttnLRP / CP-LRP (identity rule with ε = 0 in place of its 1e-10) equals
+    f · m_input of nrm with the matching conventions, ≤ 1e-10 relative (≈ 1e-16 observed); token
+    relevance (the sum over the hidden dimension) follows."""
+    model, x = build(name)
+    m = explain(name, model, x, variant)
+    ours = m.marginal("input") * m.f[0]
+    with peer.patched(name, variant, identity_epsilon=0.0):
+        theirs = peer.relevance(model, x, TARGET)
+    assert relative(ours, theirs) <= 1e-10
+    assert relative(ours.sum(-1), theirs.sum(-1)) <= 1e-10
+
+
+@pytest.mark.parametrize("name,blocks", [("gpt2", "transformer.h"), ("llama", "model.layers")])
+def test_lxt_equals_nrm_at_every_block_output(name, blocks):
+    """Relevance at each decoder block's output hidden states, h · ∂f/∂h under LXT's patch, equals
+    f · m at nrm's layer of that module's output, ≤ 1e-10 relative."""
+    model, x = build(name)
+    m = explain(name, model, x)
+    kept = {}
+
+    def keep(i):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            h.retain_grad()
+            kept[i] = h
+        return hook
+
+    layers = model.get_submodule(blocks)
+    with peer.patched(name, "attnlrp", identity_epsilon=0.0):
+        handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+        try:
+            peer.relevance(model, x, TARGET)
+        finally:
+            for h in handles:
+                h.remove()
+    for i in range(len(layers)):
+        theirs = (kept[i] * kept[i].grad).detach()
+        # nrm's layer of the block's output: the one whose recorded value is that tensor (its residual sum;
+        # LXT's patched norms compute it in another order, so within rounding)
+        h = kept[i].detach()
+        same = [n for n in m.layers if n != "input" and m.activations(n).shape == h.shape
+                and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
+        assert same, i
+        ours = m.marginal(same[-1]) * m.f[0]
+        assert relative(ours, theirs) <= 1e-10, (i, same)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_lxt_identity_rule_epsilon_is_the_whole_deviation(name):
+    """LXT's identity rule is σ(z)/(z + 1e-10) · g: with its default the deviation from nrm is
+    about 1e-10 / |z| (far above rounding), and it grows tenfold with ε = 1e-9 — the cause."""
+    model, x = build(name)
+    m = explain(name, model, x)
+    ours = m.marginal("input") * m.f[0]
+    devs = []
+    for eps in (None, 1e-9):
+        with peer.patched(name, "attnlrp", identity_epsilon=eps):
+            devs.append(relative(ours, peer.relevance(model, x, TARGET)))
+    assert 1e-13 < devs[0] < 1e-6
+    assert 5 < devs[1] / devs[0] < 15
+
+
+def test_lxt_float32_rms_norm_is_a_deviation_of_dtype():
+    """LXT's rms_norm_forward (as transformers' RMSNorm) computes in float32 in a float64 model: its
+    relevance then differs from nrm's float64 one at float32 rounding (≥ 1e-9), and not with the
+    formula in the input's dtype (test_lxt_equals_nrm_at_the_input_embeddings)."""
+    model, x = build("llama")
+    m = explain("llama", model, x)
+    ours = m.marginal("input") * m.f[0]
+    with peer.patched("llama", "attnlrp", identity_epsilon=0.0, rms_in_input_dtype=False):
+        theirs = peer.relevance(model, x, TARGET)
+    assert 1e-9 < relative(ours, theirs) < 1e-4
+
+
+def test_cp_lrp_is_conservative_and_gives_the_attention_nothing():
+    """CP-LRP on Llama (θ = 0, SwiGLU's gate takes nothing, 1/σ held): the query and key
+    projections get nothing; with LRP-0 and no biases (Llama has none) nothing reaches ⊥ except
+    through the softmax-free path, so the input marginal sums to 1 within rounding."""
+    model, x = build("llama")
+    m = explain("llama", model, x, "cp")
+    for layer in ("model.model.layers.0.self_attn.q_proj", "model.model.layers.0.self_attn.k_proj",
+                  "model.model.layers.0.mlp.gate_proj"):
+        assert float(m.marginal(layer).abs().max()) == 0.0, layer
+    assert abs(float(m.marginal("input").sum()) - 1) <= 1e-12
+
+
+@pytest.mark.parametrize("name,attn,words", [
+    ("gpt2", "eager", "overflows to ±inf"),
+    ("llama", "eager", "changes the dtype"),
+])
+def test_what_nrm_cannot_read_is_refused_by_name(name, attn, words):
+    """GPT-2's eager attention adds finfo.min twice (−inf); Llama's eager softmax computes in float32
+    in a float64 model. Both refused with the reason, naming the line."""
+    model, x = build(name, attn)
+    with pytest.raises(UnsupportedOperationError, match=words), rms_norm_in_input_dtype():
+        nrm.explain(Logit(model).eval(), x, target=TARGET)
+
+
+def test_llama_float64_rms_norm_is_refused_by_name():
+    model, x = build("llama")
+    with pytest.raises(UnsupportedOperationError, match="converts torch.float64 to torch.float32"):
+        nrm.explain(Logit(model).eval(), x, target=TARGET)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_llama_float32_as_transformers_writes_it(attn):
+    """In float32 transformers' own RMSNorm and eager softmax keep the dtype: read as written;
+    L1 to float32 precision."""
+    model, x = build("llama", attn)
+    model, x = model.float(), x.float()
+    with peer.conventions("attnlrp"):
+        m = nrm.explain(Logit(model).eval(), x, target=TARGET)
+    assert float(laws.normalization(m).deviation) <= 1e-5
+
+
+def test_patch_is_undone():
+    """peer.patched restores every class method and module attribute LXT's monkey_patch replaced."""
+    module = peer.family("llama")
+    before = (module.LlamaMLP.forward, module.LlamaRMSNorm.forward, module.eager_attention_forward,
+              module.ALL_ATTENTION_FUNCTIONS, dict(module.ALL_ATTENTION_FUNCTIONS.items()))
+    for variant in peer.VARIANTS:
+        with peer.patched("llama", variant):
+            assert module.LlamaMLP.forward is not before[0]
+    after = (module.LlamaMLP.forward, module.LlamaRMSNorm.forward, module.eager_attention_forward,
+             module.ALL_ATTENTION_FUNCTIONS, dict(module.ALL_ATTENTION_FUNCTIONS.items()))
+    assert after == before
