@@ -1,4 +1,4 @@
-"""Every convolutional classification model of torchvision through ``nrm.explain``.
+"""Every convolutional classification model of torchvision, and its attention models, through ``nrm.explain``.
 
 Run from ``.venv-peers`` (torchvision does not import beside ``.venv``'s torch):
 
@@ -17,7 +17,7 @@ model). Each model runs in a child process with a time limit (a
 refusal, a crash or running out of memory stays with that model).
 
 Rows are merged into ``benchmarks/results/zoo_torchvision.json`` (a model run again replaces
-its row; the others stay, in the order of :data:`CONVOLUTIONAL`), so that the zoo can be run
+its row; the others stay, in the order of :data:`MODELS`), so that the zoo can be run
 in parts; ``--table`` prints the README's table from that file without running anything.
 """
 
@@ -53,9 +53,17 @@ CONVOLUTIONAL = [
     "regnet_y_32gf", "regnet_y_128gf",
     "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
 ]
-"""torchvision's convolutional classifiers (the attention models vit, swin, maxvit are not here)."""
+"""torchvision's convolutional classifiers."""
 
-MIN_SIZE = {"inception_v3": 80, "googlenet": 64, "alexnet": 64}
+ATTENTION = ["vit_b_16", "vit_b_32", "swin_t", "swin_v2_t", "maxvit_t"]
+"""torchvision's attention classifiers (docs/attention.md: ViT and MaxViT are read; Swin is refused,
+naming the batch folding of its windows). ViT is built for the image size of the run (a multiple of
+its patch size); MaxViT only at 224 (its partitions of 7)."""
+
+MODELS = CONVOLUTIONAL + ATTENTION
+"""Every model the zoo runs by default, in the order of its table."""
+
+MIN_SIZE = {"inception_v3": 80, "googlenet": 64, "alexnet": 64, "maxvit_t": 224}
 """Models whose stem needs a larger image than the default."""
 
 
@@ -81,7 +89,12 @@ def build(name: str, size: int):
         kwargs.update(aux_logits=True, init_weights=False)
     if name == "googlenet":
         kwargs.update(aux_logits=False, init_weights=False)
+    if name.startswith("vit_"):
+        kwargs.update(image_size=size)
     model = getattr(torchvision.models, name)(**kwargs).double().eval()
+    if name.startswith("vit_"):  # its head is zero at initialization (every logit 0): drawn, seeded
+        with torch.no_grad():
+            model.heads.head.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(2))
     x = torch.randn(1, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     return model, x
 
@@ -173,7 +186,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("models", nargs="*", help="model names (default: every convolutional model)")
+    p.add_argument("models", nargs="*", help="model names (default: every convolutional and attention model)")
     p.add_argument("--size", type=int, default=64, help="image side (default 64)")
     p.add_argument("--timeout", type=float, default=900, help="seconds per model (default 900)")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -191,16 +204,16 @@ def main(argv=None) -> int:
             p.error(f"no results at {args.out}: run the zoo first")
         print(table(load(args.out)))
         return 0
-    unknown = [m for m in args.models if m not in CONVOLUTIONAL]
+    unknown = [m for m in args.models if m not in MODELS]
     if unknown:
-        p.error(f"not a convolutional model of torchvision: {', '.join(unknown)} (see --help; the names are "
+        p.error(f"not a classification model of the zoo: {', '.join(unknown)} (see --help; the names are "
                 "torchvision.models' builders)")
     import torch
     import torchvision
     meta = {"torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}
     rows = []
-    for name in args.models or CONVOLUTIONAL:
+    for name in args.models or MODELS:
         row = run_child(name, args.size, args.timeout)
         row.update(meta, load=os.getloadavg()[0])
         rows.append(row)
@@ -223,7 +236,7 @@ def save(path: Path, rows: list[dict]) -> None:
     """Merge ``rows`` into the results file: a model's new row replaces its old one."""
     merged = {r["model"]: r for r in load(path)}
     merged.update({r["model"]: r for r in rows})
-    order = {name: i for i, name in enumerate(CONVOLUTIONAL)}
+    order = {name: i for i, name in enumerate(MODELS)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"rows": sorted(merged.values(), key=lambda r: order.get(r["model"], len(order)))},
                                indent=1))

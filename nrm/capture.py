@@ -57,7 +57,7 @@ from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of
 from .recorded import Piece, Value, dispatch_name
 
 _MISSING = object()
-_TORCH_DIR = os.path.dirname(torch.__file__)
+_TORCH_DIR = os.path.join(os.path.dirname(torch.__file__), "")  # with its separator: torchvision is not torch
 _NRM_DIR = os.path.dirname(__file__)
 
 METADATA = {
@@ -81,6 +81,13 @@ VALUE_READS = {
     torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.__complex__,
 }
 """Functions that read an input-derived tensor's values into Python: data-dependent control flow."""
+
+FACTORIES = {
+    torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full, torch.Tensor.new_empty,
+    torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like,
+}
+"""Functions that read only a tensor's shape, dtype and device and return a new tensor: their
+result is a constant (Swin's attention mask starts as ``x.new_zeros(…)``), run and not recorded."""
 
 PIECEWISE = {torch.chunk, torch.Tensor.chunk, torch.split, torch.Tensor.split, torch.unbind, torch.Tensor.unbind,
              torch.tensor_split, torch.Tensor.tensor_split}
@@ -366,7 +373,7 @@ class _Recorder(TorchFunctionMode):
     # -- functions -----------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.leaf or _key(func) in METADATA or self.error is not None:
+        if self.leaf or _key(func) in METADATA or func in FACTORIES or self.error is not None:
             return func(*args, **kwargs)
         tainted = self._tainted((args, kwargs))
         if not tainted:
@@ -382,8 +389,12 @@ class _Recorder(TorchFunctionMode):
             with self:
                 return decomposition(*args, **kwargs)
         target = _inplace_target(func, args, kwargs)
+        before = None
         if target is not None:
             self._copy_on_write(target)
+            if id(target) not in self.live:  # a constant written with input-derived values: keep its value before
+                with torch._C.DisableTorchFunction():
+                    before = target.detach().clone()
         out = func(*args, **kwargs)
         if not _tensors_only(out):
             self._fail(DataDependentControlFlowError(
@@ -394,7 +405,7 @@ class _Recorder(TorchFunctionMode):
             for i, piece in enumerate(out):
                 self._record(Piece(func, i), args, kwargs, None, piece, frame)
             return out
-        self._record(func, args, kwargs, None, out, frame, target=target)
+        self._record(func, args, kwargs, None, out, frame, target=target, before=before)
         if why is not None and self.calls[-1].kind is None:
             self.calls[-1].refusal = why
         return out
@@ -432,7 +443,8 @@ class _Recorder(TorchFunctionMode):
         if self.input is not None and self.input.untyped_storage().data_ptr() == storage:
             self.input = self.input.clone()
 
-    def _record(self, func, args, kwargs, kind, out, frame, *, whole: bool = False, target=None) -> None:
+    def _record(self, func, args, kwargs, kind, out, frame, *, whole: bool = False, target=None,
+                before=None) -> None:
         index = len(self.calls)
 
         shapes, dtypes = [], []
@@ -445,6 +457,8 @@ class _Recorder(TorchFunctionMode):
                 shapes.append(tuple(t.shape))
                 dtypes.append(t.dtype)
                 return entry[0]
+            if t is target and before is not None:  # the constant as it was before this call wrote into it
+                return before
             self.constants.setdefault(id(t), (self._tensor_name(t, frame), t, t._version))
             return t
 

@@ -439,6 +439,43 @@ class SoftmaxMap(LinearMap):
         return bias.repeat((rows // self.batch,) + (1,) * (bias.dim() - 1)) if rows != self.batch else bias
 
 
+class PlaceMap(LinearMap):
+    """An activation placed among constants along one per-sample dimension (``torch.cat`` of
+    one input-derived tensor with constants: a class token before the patch tokens): the
+    copies of x's neurons with weight 1, the constants as the bias, zero at the copies.
+
+    ``weight`` has x's per-sample shape (ones); ``bias`` the output's per-sample shape;
+    ``dim`` is the concatenation dimension of one sample (0-based, the batch excluded) and
+    ``offset`` where x starts along it.
+
+    Definition (k a copy of x's neuron j, c a constant neuron)::
+
+        z_k = w_j x_j,   z_c = b_c            q(x_j | z_k) = 1 under LRP-0,  q(⊥ | z_c) = 1
+        forward:    z = place(x ⊙ w) + b
+        transpose:  t = narrow(g) ⊙ w
+    """
+
+    fuses_bias = True
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, out_shape: tuple, dim: int, offset: int):
+        self.weight, self.bias = weight, bias
+        self.out_shape, self.dim, self.offset = tuple(out_shape), dim, offset
+
+    def forward(self, x, weight, bias=None):
+        rows = x.shape[0]
+        placed = x.new_zeros((rows,) + self.out_shape)
+        placed.narrow(self.dim + 1, self.offset, weight.shape[self.dim]).copy_(x * weight.unsqueeze(0))
+        return placed if bias is None else placed + self.bias_for(placed, bias)
+
+    def transpose(self, g, weight, in_shape):
+        g = g.reshape((g.shape[0],) + self.out_shape)
+        return g.narrow(self.dim + 1, self.offset, weight.shape[self.dim]) * weight.unsqueeze(0)
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        return None if bias is None else bias.unsqueeze(0)
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:

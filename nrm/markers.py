@@ -38,3 +38,14 @@ class MatrixProduct(nn.Module):
     """A matrix product of two activations, O = A · V (attention's Q · Kᵀ and A · V), read by
     :class:`nrm.layers.attention.MatMul` as a linear map of its two factors split by θ. Key of a
     rule mapping: ``{nrm.markers.MatrixProduct: rule}``. Never called."""
+
+
+
+class Shift(nn.Module):
+    """A constant added beside an activation: ``x + c`` (a position embedding, a relative
+    position bias, an additive attention mask, a norm's ε), a constant selection
+    (``torch.where(mask, x, c)``) or a constant placed beside ``x`` by ``torch.cat`` (a class
+    token). Read by :mod:`nrm.layers.constants` as a diagonal (or placing) linear map whose bias
+    is the constant, so the constant's share goes to the absorber ⊥ (NRM-SPEC §1, §8). Key of a
+    rule mapping: ``{nrm.markers.Shift: rule}`` (also reachable as ``nrm.layers.constants.Shift``);
+    the presets give it the rule of sums of branches (LRP-0). Never called."""

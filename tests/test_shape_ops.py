@@ -163,6 +163,8 @@ CASES = {
                          (1, 2, 3, 4)),
     "split (size, last dim) and unbind": (lambda: Head(lambda h: h.split(2, -1)[1].unbind(2)[0], 4 * 1),
                                           (1, 2, 3, 4)),
+    "torch.roll and Tensor.roll (swin's cyclic shift)": (
+        lambda: Head(lambda h: torch.roll(h, (-1, 2), (2, 3)).roll(1, 1), 24), (1, 2, 3, 4)),
     "F.avg_pool2d": (lambda: Head(lambda h: F.avg_pool2d(h, kernel_size=3, stride=1, padding=1), 24),
                      (1, 2, 3, 4)),
     "F.adaptive_avg_pool2d": (lambda: Head(lambda h: F.adaptive_avg_pool2d(h, 1), 4), (1, 2, 3, 4)),
@@ -257,8 +259,11 @@ class Mixer(nn.Module):
     (lambda h: h.t(), "moves the batch dimension"),
     (lambda h: h.transpose(0, 1).transpose(0, 1), "moves the batch dimension"),
     (lambda h: h[0:1], "selects along the batch dimension"),
+    (lambda h: torch.roll(h, 1, 0), "rolls along the batch dimension"),
+    (lambda h: torch.roll(h, 1), "rolls the flattened tensor"),
     (lambda h: torch.cat(h.chunk(2, 0)[::-1], 0), "splits the batch dimension"),
-], ids=["mean(0)", "sum()", "sum((0, 1))", "t()", "transpose(0, 1)", "x[0:1]", "chunk(2, 0)"])
+], ids=["mean(0)", "sum()", "sum((0, 1))", "t()", "transpose(0, 1)", "x[0:1]", "roll(1, 0)", "roll(1)",
+        "chunk(2, 0)"])
 def test_an_operation_that_mixes_samples_is_refused_with_its_reason(op, why):
     model = _seeded(Mixer(op))
     with pytest.raises(nrm.UnsupportedOperationError, match=why):

@@ -48,10 +48,11 @@ BUILTIN_KINDS = (
     activations.Hardtanh, activations.ReLU6, activations.PReLU, activations.Hardsigmoid, activations.Hardswish,
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
     activations.Mish, activations.ELU,
-    shape.View, shape.Permute, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
+    shape.View, shape.Permute, shape.Roll, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul, attention.Softmax,
     constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt, constants.Expand,
+    constants.CatConstant,
 )
 # BatchNormAffine before BatchNormFold: the capture asks the fold first, and the graph turns a
 # batch norm that cannot fold into its own diagonal layer (BatchNormFold.unfolded)

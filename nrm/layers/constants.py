@@ -14,15 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..linear import DiagonalMap
-from ..markers import Scale
+from ..linear import DiagonalMap, PlaceMap
+from ..markers import Scale, Shift
 from ..recorded import Value
 from .base import Elementwise, ExactMap, Linear, Reshape, seeded, to_fractions, zeros_object
 
-
-class Shift(nn.Module):
-    """Rule key of :class:`AddConstant` and :class:`Select` (``{nrm.layers.constants.Shift: …}``):
-    a diagonal map with a constant bias."""
+__all__ = ["Shift", "AddConstant", "Select", "Negate", "Power", "Rsqrt", "Expand", "CatConstant"]
+# Shift, the rule key of the constants, is nrm.markers.Shift (one rule key for additive constants)
 
 
 _SUBTRACTIONS = ("sub", "sub_", "__sub__", "__isub__", "subtract")
@@ -39,7 +37,8 @@ def _constant_shape_refusal(call, constant) -> str | None:
     if shape != out:
         return (f"broadcasts an input of shape {shape} to {out}: the constant enlarges it; nrm reads constants that "
                 "keep the input's shape")
-    if isinstance(constant, torch.Tensor) and constant.dim() == len(out) and constant.shape[0] != 1:
+    if (isinstance(constant, torch.Tensor) and constant.dim() == len(out) and constant.shape[0] != 1
+            and not bool((constant == constant[:1]).all())):  # equal rows (zeros_like(x), an expand): one constant
         return "combines with a constant with a batch dimension (one per sample); give one per-sample shape"
     finite = (math.isfinite(constant) if not isinstance(constant, torch.Tensor)
               else bool(torch.isfinite(constant).all()))
@@ -121,9 +120,6 @@ class AddConstant(Linear):
         alpha = self.alpha(call)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
             return f"adds with alpha={alpha!r}; nrm reads a finite number"
-        if not isinstance(a, Value) and getattr(call.func, "__name__", "") in ("add_", "sub_", "__iadd__",
-                                                                                 "__isub__"):
-            return "writes into a constant in place"
         why = _constant_shape_refusal(call, b if isinstance(a, Value) else a)
         if why is None and not bool(torch.isfinite(call.output).all()):
             why = ("overflows to ±inf (a constant such as finfo.min added to a value near it: GPT-2's eager attention "
@@ -399,3 +395,113 @@ class Expanded(nn.Module):
 
     def forward(self, x):
         return self.lin(self.lin(x).expand(x.shape[0], 2, 2, 3))
+
+
+class CatConstant(Linear):
+    """``torch.cat`` of one input-derived tensor x with constants along a per-sample dimension
+    (ViT's class token before the patch tokens; each constant the same for every sample).
+
+    Definition (k the copy of x_j, c a constant neuron)::
+
+        z_k = x_j,  z_c = c         q(x_j | z_k) = 1,  q(⊥ | z_c) = 1   (LRP-0)
+
+    a linear map with weights 1 at the copies and the constants as its bias
+    (:class:`nrm.linear.PlaceMap`, rule key :class:`nrm.markers.Shift`). Under a rule with a
+    stabilizer (ε) a copy keeps x_j / (x_j + ε s) and ⊥ the rest, as for any linear map. Exact
+    form: the constants' float64 values as fractions. Refused: several input-derived parts (a
+    concatenation of branches with constants among them), the batch dimension, a constant that
+    differs between samples or is not finite.
+    """
+
+    functions = (torch.cat, torch.concat, torch.concatenate)
+    rule_types = (Shift,)
+
+    def examples(self):
+        return [(ClassToken(2), (3, 2)), (ClassToken(2, after=True), (2, 2))]
+
+    def parts(self, call) -> list:
+        return list(call.arg(0, "tensors"))
+
+    def dim(self, call) -> int:
+        d = call.arg(1, "dim", call.kwargs.get("axis", 0))
+        return d % call.output.dim()
+
+    def accepts(self, call):
+        parts = call.arg(0, "tensors", None)
+        if not isinstance(parts, (list, tuple)):
+            return "concatenates something other than a list of tensors"
+        derived = [p for p in parts if isinstance(p, Value)]
+        if len(derived) != 1:
+            return ("concatenates several input-derived tensors with constants; nrm reads a concatenation of "
+                    "branches, or one activation placed among constants")
+        if self.dim(call) == 0:
+            return "concatenates along the batch dimension"
+        batch = call.output.shape[0]
+        for p in parts:
+            if isinstance(p, Value):
+                continue
+            if not isinstance(p, torch.Tensor) or p.is_complex() or not p.is_floating_point():
+                return f"concatenates a constant {type(p).__name__} that is not a floating-point tensor"
+            if not bool(torch.isfinite(p).all()):
+                return "concatenates a constant that is not finite; every value nrm records is finite"
+            if p.dim() != call.output.dim() or p.shape[0] not in (1, batch):
+                return f"concatenates a constant of shape {tuple(p.shape)} without the batch dimension"
+            if not bool((p == p[:1]).all()):
+                return "concatenates a constant that differs between the samples of the batch"
+        return None
+
+    def layout(self, call) -> tuple[int, int]:
+        """(the per-sample concatenation dimension, where x starts along it)."""
+        d = self.dim(call)
+        offset = 0
+        for p in self.parts(call):
+            if isinstance(p, Value):
+                break
+            offset += p.shape[d]
+        return d - 1, offset
+
+    def constants(self, call, like: torch.Tensor) -> torch.Tensor:
+        """The bias: the constants at their places, zero at the copies of x (one sample's shape)."""
+        pieces = []
+        for p in self.parts(call):
+            if isinstance(p, Value):
+                pieces.append(torch.zeros((1,) + tuple(like.shape[1:]), dtype=like.dtype, device=like.device))
+            else:
+                pieces.append(p[:1].detach().to(like.dtype).to(like.device))
+        return torch.cat(pieces, self.dim(call))[0].contiguous()
+
+    def map(self, call, a, rule=None):
+        d, offset = self.layout(call)
+        bias = self.constants(call, a)
+        return PlaceMap(torch.ones(tuple(a.shape[1:]), dtype=a.dtype, device=a.device), bias, tuple(bias.shape),
+                        d, offset)
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        d, offset = self.layout(call)
+        in_shape = tuple(a.shape[1:])
+        bias = self.constants(call, a.double())
+        out_shape = tuple(bias.shape)
+        n, m = math.prod(in_shape), math.prod(out_shape)
+        W, S = zeros_object((n, m)), np.zeros((n, m), bool)
+        for j, pos in enumerate(np.ndindex(*in_shape)):
+            target = list(pos)
+            target[d] += offset
+            k = int(np.ravel_multi_index(tuple(target), out_shape))
+            W[j, k], S[j, k] = 1, True
+        return ExactMap(W, S, to_fractions(bias.reshape(-1)), out_shape)
+
+
+class ClassToken(nn.Module):
+    """cat([t, relu(x)], 1) with a learned token t of width ``width`` expanded over the batch
+    (ViT's class token), or after x: an example of :class:`CatConstant`."""
+
+    def __init__(self, width: int, after: bool = False):
+        super().__init__()
+        self.after = after
+        self.token = nn.Parameter(torch.zeros(1, 1, width, dtype=torch.float64))
+        seeded(self, 5)
+
+    def forward(self, x):
+        t = self.token.expand(x.shape[0], -1, -1)
+        h = torch.relu(x)
+        return torch.cat([h, t] if self.after else [t, h], dim=1)

@@ -76,8 +76,8 @@ class SDPADecomposition:
                 return f"takes an attn_mask of type {type(mask).__name__}"
             keep = mask if mask.dtype == torch.bool else mask > float("-inf")
             if not bool(keep.any(-1).all()):
-                return ("masks every key of some query (a row of attn_mask is all False or −inf): torch's softmax gives "
-                        "NaN there")
+                return ("masks every key of some query (a row of attn_mask is all False or −inf): torch's softmax "
+                        "gives NaN there")
         return None
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
@@ -177,6 +177,98 @@ class MHADecomposition:
         return out, weights
 
 
+class EinsumDecomposition:
+    """``torch.einsum`` of two tensors that is a batched matrix product (MaxViT's attention:
+    ``"BGHID,BGHJD->BGHIJ"`` for Q·Kᵀ, ``"BGHIJ,BGHJD->BGHID"`` for A·V), read as the operations
+    that define it. With the subscripts split into batch letters b (in both operands and the
+    output; the first is the sample dimension of all three), free letters i of the first
+    operand, free letters j of the second and contracted letters c (in both, not in the
+    output)::
+
+        A' = permute(A → b, i, c) reshaped (b, |i|, |c|);   B' = permute(B → b, c, j) reshaped (b, |c|, |j|)
+        O  = permute(reshape(A' @ B' → b, i, j) → the output's order)
+
+    so the product is a :class:`~nrm.layers.attention.MatMul` layer between index maps. The
+    decomposition's value is compared with torch's own einsum (unrecorded) and must agree within
+    10³ ulp of the largest value (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused,
+    by name: other than two operands, ``...``, a letter repeated within an operand (a diagonal),
+    a letter summed out of one operand alone, a first subscript that is not the shared sample
+    dimension."""
+
+    function = torch.einsum
+
+    @staticmethod
+    def _parse(args: tuple) -> tuple[str, list]:
+        if not args or not isinstance(args[0], str):
+            raise ValueError("takes the equation first")
+        ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        return args[0].replace(" ", ""), ops
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            equation, ops = self._parse(args)
+        except ValueError as e:
+            return f"its arguments are not those of torch.einsum ({e})"
+        if kwargs:
+            return f"takes keyword arguments {sorted(kwargs)}, which nrm does not decompose"
+        if len(ops) != 2 or not all(isinstance(t, torch.Tensor) for t in ops):
+            return "is not a product of two tensors; nrm decomposes einsum of two tensors (a batched matrix product)"
+        if "->" not in equation or "." in equation:
+            return "has no explicit output ('->') or uses '...'; write every subscript"
+        lhs, out = equation.split("->")
+        subs = lhs.split(",")
+        if len(subs) != 2 or any(len(set(x)) != len(x) for x in subs + [out]):
+            return "repeats a subscript within an operand (a diagonal or trace), which is not a matrix product"
+        a, b = subs
+        if any(len(x) != t.dim() for x, t in zip(subs, ops)):
+            return "has subscripts that do not match the operands' dimensions"
+        if set(out) - set(a) - set(b) or (set(a) ^ set(b)) - set(out):
+            return "sums a subscript of one operand alone (or invents one); nrm decomposes batched matrix products"
+        if not (a[0] == b[0] == out[0]):
+            return ("does not keep the sample dimension first in both operands and the output; nrm keeps the batch "
+                    "first and never mixes samples (an einsum with a weight is a linear map: write it with F.linear)")
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        equation, (A, B) = self._parse(args)
+        lhs, out = equation.split("->")
+        a, b = lhs.split(",")
+        size = {**dict(zip(a, A.shape)), **dict(zip(b, B.shape))}
+        batch = [x for x in a if x in b and x in out]
+        free_a = [x for x in a if x not in b]
+        free_b = [x for x in b if x not in a]
+        contracted = [x for x in a if x in b and x not in out]
+
+        def arrange(t, subs, order, shape):
+            perm = [subs.index(x) for x in order]
+            if perm != list(range(len(perm))):
+                t = t.permute(perm)
+            return t.reshape(shape) if tuple(t.shape) != tuple(shape) else t
+
+        n = lambda letters: math.prod(size[x] for x in letters)  # noqa: E731
+        lead = [size[x] for x in batch]
+        A2 = arrange(A, a, batch + free_a + contracted, lead + [n(free_a), n(contracted)])
+        B2 = arrange(B, b, batch + contracted + free_b, lead + [n(contracted), n(free_b)])
+        O = torch.matmul(A2, B2)
+        full = lead + [size[x] for x in free_a + free_b]
+        if tuple(O.shape) != tuple(full):
+            O = O.reshape(full)
+        order = batch + free_a + free_b
+        perm = [order.index(x) for x in out]
+        if perm != list(range(len(perm))):
+            O = O.permute(perm)
+        with torch._C.DisableTorchFunction():
+            theirs = torch.einsum(equation, A, B)
+            bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
+            worst = float((O - theirs).abs().max()) if O.shape == theirs.shape else float("inf")
+        if not worst <= bound:
+            raise CaptureMismatchError(f"the decomposition of torch.einsum({equation!r}) does not reproduce it (max "
+                                       f"deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it faithfully")
+        return O
+
+
 class Conv1DDecomposition:
     """``transformers.pytorch_utils.Conv1D`` (GPT-2's projections), read as the linear map it
     computes, ``F.linear(x, Wᵀ, b)``: its own forward flattens the batch into the tokens
@@ -207,6 +299,7 @@ class Refused:
 
 DECOMPOSED_FUNCTIONS = {
     F.scaled_dot_product_attention: SDPADecomposition(),
+    torch.einsum: EinsumDecomposition(),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
         "nn.MultiheadAttention(batch_first=True) modules through their definition, with the batch first"),

@@ -98,6 +98,45 @@ class Permute(Reshape):
         return np.arange(math.prod(shape), dtype=np.int64).reshape(shape).transpose(perm).reshape(-1)
 
 
+class Roll(Reshape):
+    """``torch.roll`` / ``Tensor.roll`` along per-sample dimensions (Swin's cyclic shift of the
+    windows): the same neurons, shifted cyclically.
+
+    Definition (shifts s_d along dimensions d, n_d their sizes)::
+
+        y[b, …, i_d, …] = x[b, …, (i_d − s_d) mod n_d, …]        q(j | k) = [j = index[k]]
+    """
+
+    functions = (torch.roll, torch.Tensor.roll)
+
+    def examples(self):
+        return [(Rolled().eval(), (3, 2)), (Rolled(shifts=(1, -1), dims=(1, 2)).eval(), (2, 3))]
+
+    @staticmethod
+    def shifts_dims(call) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        shifts, dims = call.arg(1, "shifts"), call.arg(2, "dims", None)
+        as_tuple = lambda v: tuple(int(i) for i in v) if isinstance(v, (tuple, list, torch.Size)) else (int(v),)  # noqa: E731
+        return as_tuple(shifts), (() if dims is None else as_tuple(dims))
+
+    def accepts(self, call):
+        shifts, dims = self.shifts_dims(call)
+        ndim = len(call.in_shapes[0])
+        if not dims:
+            return "rolls the flattened tensor (no dims=), which moves neurons across samples"
+        if len(shifts) != len(dims):
+            return "has as many shifts as dims only when they are given in pairs"
+        if any(_dim(d, ndim) == 0 for d in dims):
+            return "rolls along the batch dimension; nrm keeps every sample in its place"
+        return None
+
+    def index(self, call):
+        shape = _sample_dims(call)
+        shifts, dims = self.shifts_dims(call)
+        ndim = len(shape) + 1
+        return np.roll(np.arange(math.prod(shape), dtype=np.int64).reshape(shape), shifts,
+                       tuple(_dim(d, ndim) - 1 for d in dims)).reshape(-1)
+
+
 class Index(Reshape):
     """``x[...]`` (``Tensor.__getitem__``) with integers, slices, ``None``, ``...`` and constant
     integer index lists, keeping the whole batch first: each output neuron is one input
@@ -236,6 +275,17 @@ class Branches(nn.Module):
 
     def forward(self, x):
         return torch.cat([x, F.relu(x)], self.dim)
+
+
+class Rolled(nn.Module):
+    """relu(x).roll(shifts, dims) (an example of :class:`Roll`)."""
+
+    def __init__(self, shifts=1, dims=1):
+        super().__init__()
+        self.shifts, self.dims = shifts, dims
+
+    def forward(self, x):
+        return torch.roll(F.relu(x), self.shifts, self.dims)
 
 
 class Transposed(nn.Module):

@@ -179,18 +179,31 @@ def _affine(call, in_shape) -> tuple:
     whole) M = W ≠ 0."""
     basis = _basis(in_shape)
     zero = torch.zeros((1,) + tuple(in_shape), dtype=DTYPE)
-    b = apply_recorded(call, lambda v: zero).reshape(-1)
-    out = apply_recorded(call, lambda v: basis)
+    b = apply_recorded(_rows(call, 1), lambda v: zero).reshape(-1)
+    out = apply_recorded(_rows(call, basis.shape[0]), lambda v: basis)
     W = (out.reshape(out.shape[0], -1) - b).T.contiguous()
     params = structural_parameters(call)
     if params:
         ones = {id(t): torch.ones_like(t) for t in params}
-        flat = apply_recorded(with_constants(call, ones), lambda v: basis)
-        flat0 = apply_recorded(with_constants(call, ones), lambda v: zero).reshape(-1)
+        flat = apply_recorded(_rows(with_constants(call, ones), basis.shape[0]), lambda v: basis)
+        flat0 = apply_recorded(_rows(with_constants(call, ones), 1), lambda v: zero).reshape(-1)
         M = (flat.reshape(flat.shape[0], -1) - flat0).T != 0
     else:
         M = W != 0
     return W, (b if bool(b.abs().max() > 0) else None), M
+
+
+def _rows(call, rows: int):
+    """``call`` with the constant parts of a concatenation as ``rows`` rows: a constant beside
+    an activation carries the recorded batch (a class token expanded over it), the unit basis
+    and the zero input have other row counts. Its first row is taken; that it is every row's
+    is what the dense check of the recorded output verifies."""
+    if call.func not in (torch.cat, torch.concat, torch.concatenate):
+        return call
+    parts = call.arg(0, "tensors")
+    replace = {id(p): p[:1].expand((rows,) + tuple(p.shape[1:])) for p in parts
+               if isinstance(p, torch.Tensor) and p.dim() > 0 and p.shape[0] != rows}
+    return with_constants(call, replace) if replace else call
 
 
 def _centring_matrices(call, a: torch.Tensor) -> tuple:

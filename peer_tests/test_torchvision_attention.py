@@ -1,0 +1,170 @@
+"""torchvision's attention models, small, in the peer suite (issue 14, item 1).
+
+VisionTransformer (``vit_b_16`` / ``vit_b_32``: the class, at two patch sizes), SwinTransformer
+(``swin_t``, and ``swin_v2_t`` with its V2 block and patch merging) and MaxVit (``maxvit_t``),
+built with torchvision's own classes at reduced widths and depths (seeded weights of a scale
+that keeps every layer O(1), float64, eval mode). What they needed, and the conventions
+(class token, position embeddings, relative position bias, masks): ``docs/attention.md``.
+
+For every model that nrm reads: ε, EpsilonGammaFlat, EpsilonPlus and LRP-0 accepted, and CP-LRP
+(θ = 0: the attention weights take nothing), the captured output
+equal to ``model(x)`` (``explain`` checks it), L1 ≤ 1e-12 at every layer; L9 (LRP-0 = gradient
+× input) not applicable with its reason — the matrix products hold one factor at its forward
+value (θ = ½ each, while the gradient gives each factor the whole product), layer norms hold
+σ, GELU is not homogeneous — and L9's general form (that model's gradient with those held
+factors detached) at 1e-12; the laws of the measure L2–L7 and L17 as
+``test_torchvision_laws.py`` checks them on the CNN families; batch invariance.
+
+Swin is refused, loudly and by name: its windows are cut by folding them into the batch
+dimension (``(B, H, W, C) → (B·nW, N, C)``), which mixes the sample dimension with
+per-sample ones; nrm keeps the batch first. The test pins the refusal and its reasons.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torchvision.models import maxvit, swin_transformer, vision_transformer
+
+import nrm
+from nrm.errors import UnsupportedOperationError
+from nrm_verify import laws
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from test_torchvision_laws import _events, _markov_layer  # noqa: E402 — the events the CNN families use
+
+
+def _vit(patch: int):
+    return vision_transformer.VisionTransformer(image_size=16, patch_size=patch, num_layers=2, num_heads=2,
+                                                hidden_dim=8, mlp_dim=16, num_classes=4), 16
+
+
+def _maxvit():
+    return maxvit.MaxVit(input_size=(16, 16), stem_channels=4, partition_size=2, block_channels=[8],
+                         block_layers=[1], head_dim=4, stochastic_depth_prob=0.0, num_classes=4), 16
+
+
+def _swin(v2: bool):
+    extra = dict(block=swin_transformer.SwinTransformerBlockV2,
+                 downsample_layer=swin_transformer.PatchMergingV2) if v2 else {}
+    return swin_transformer.SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[2], num_heads=[2],
+                                            window_size=[2, 2], num_classes=4, **extra), 8
+
+
+MODELS = {
+    "vit_b_16-shaped": lambda: _vit(8),   # VisionTransformer, 2×2 patches of an image of 16
+    "vit_b_32-shaped": lambda: _vit(4),   # the same class, 4×4 patches
+    "maxvit_t-shaped": _maxvit,
+}
+REFUSED = {"swin_t-shaped": lambda: _swin(False), "swin_v2_t-shaped": lambda: _swin(True)}
+
+
+def _instance(build):
+    torch.manual_seed(0)
+    model, size = build()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():  # ViT's head is zero at init: every weight random, of scale 1/√fan-in
+            p.copy_(torch.randn(p.shape, generator=gen) * (p.shape[1:].numel() ** -0.5 if p.dim() > 1 else 0.1))
+        for name, buf in model.named_buffers():
+            if name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5, generator=gen)
+            elif name.endswith("running_mean"):
+                buf.normal_(0.0, 0.1, generator=gen)
+    model = model.double().eval()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=gen)
+    return model, x
+
+
+RULES = {"LRP-0": nrm.rules.Zero(), "epsilon": nrm.rules.Epsilon(0.01),
+         "EpsilonGammaFlat": nrm.presets.EpsilonGammaFlat(), "EpsilonPlus": nrm.presets.EpsilonPlus()}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_rule_is_accepted_and_l1_holds_at_every_layer(name):
+    model, x = _instance(MODELS[name])
+    with torch.no_grad():
+        logits = model(x)
+    targets = logits.argmax(1)
+    for label, rules in RULES.items():
+        m = nrm.explain(model, x, targets, rules=rules, check="full")
+        # the captured computation is the model's: nn.MultiheadAttention is read through its
+        # definition, whose sums run in another order than torch's fused kernel (a few ulp)
+        torch.testing.assert_close(m.f, logits[torch.arange(2), targets], rtol=1e-13, atol=0, msg=label)
+        l1 = laws.normalization(m, tol=1e-12)
+        assert l1.holds is True and l1.deviation <= 1e-12, (label, str(l1))
+        assert laws.column_sums(m).holds is True, label
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_cp_lrp_gives_the_attention_weights_nothing(name):
+    """θ = 0 on every matrix product (CP-LRP, the attention held constant): L1 ≤ 1e-12 at every
+    layer, and every softmax layer — the attention weights — carries no relevance at all."""
+    from nrm.layers.attention import MatMul
+
+    model, x = _instance(MODELS[name])
+    targets = model(x).argmax(1)
+    nrm.layers.register(MatMul(theta=0))
+    try:
+        m = nrm.explain(model, x, targets, rules=nrm.presets.EpsilonGammaFlat())
+    finally:
+        nrm.layers.register(MatMul())
+    l1 = laws.normalization(m, tol=1e-12)
+    assert l1.holds is True, str(l1)
+    softmaxes = [b.name for b in m.network.blocks[1:] if b.producer.layer_kind.name == "Softmax"]
+    assert softmaxes, "no softmax layer"
+    for layer in softmaxes:
+        assert float(m.marginal(layer).abs().max()) == 0.0, layer
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_l9_is_not_applicable_and_its_general_form_holds(name):
+    """LRP-0 is not the model's gradient × input through attention: each matrix product gives
+    its factors θ = ½ of every term (the gradient gives each the whole product), layer norms
+    hold σ and GELU is not homogeneous. With exactly those factors detached it is (L9's
+    general form), at every layer."""
+    model, x = _instance(MODELS[name])
+    targets = model(x).argmax(1)
+    l9 = laws.gradient_x_input(model, x, targets)
+    assert l9.holds is None, str(l9)
+    assert any(w in l9.detail for w in ("multiplies activations", "not positively homogeneous",
+                                        "input-dependent factor")), l9.detail
+    general = laws.gradient_x_input(model, x, targets, detached=True, tol=1e-12)
+    assert general.holds is True and general.deviation <= 1e-12, str(general)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_the_laws_of_the_measure(name):
+    """L2–L7 and L17 through :mod:`nrm_verify.laws`, with the events of the CNN families' test."""
+    model, x = _instance(MODELS[name])
+    targets = model(x).argmax(1)
+    m = nrm.explain(model, x, targets, rules=nrm.presets.EpsilonGammaFlat())
+    lo, hi, a, b = _events(m)
+    layer, k, lower = _markov_layer(m)
+    results = [laws.additivity(m, a, b), laws.marginalization(m, lo, b), laws.marginalization(m, hi, a),
+               laws.joint_marginals(m, lo, hi), laws.multiplicative(m, a, b), laws.bayes(m, a, b),
+               laws.total_measure(m, b, lo), laws.markov(m, layer, k, lower), laws.channel_sum(m, hi)]
+    failed = [str(r) for r in results if r.holds is not True]
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("name", ["vit_b_16-shaped", "maxvit_t-shaped"])
+def test_a_batch_gives_each_image_its_own_measure(name):
+    model, x = _instance(MODELS[name])
+    targets = model(x).argmax(1)
+    result = laws.batch_invariance(model, x, targets, nrm.presets.EpsilonGammaFlat())
+    assert result.holds is True, str(result)
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_swin_is_refused_naming_the_batch_folding_of_its_windows(name):
+    model, x = _instance(REFUSED[name])
+    with pytest.raises(UnsupportedOperationError) as info:
+        nrm.explain(model, x, 0)
+    text = str(info.value)
+    assert "changes the batch dimension" in text and "ShiftedWindowAttention" in text, text
+    # each refused operation points at torchvision's line (not the caller's: torchvision is not torch)
+    assert "swin_transformer.py" in text and "in shifted_window_attention" in text, text
+    assert "Tensor.roll" not in text and "torch.roll" not in text and "new_zeros" not in text, text  # read now
