@@ -76,6 +76,18 @@ _PROPERTIES = ("shape", "dtype", "device", "ndim", "is_cuda", "layout", "require
 METADATA |= {getattr(torch._C.TensorBase, p) for p in _PROPERTIES if hasattr(torch._C.TensorBase, p)}
 # a property's getter reaches __torch_function__ as a fresh method-wrapper each time: keyed by its descriptor
 
+SHAPE_ONLY = {
+    torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty, torch.Tensor.new_full, torch.zeros_like,
+    torch.ones_like, torch.empty_like, torch.full_like,
+}
+"""Functions that build a new tensor from another's shape, dtype and device only (PyG's
+``src.new_zeros(size)`` before a scatter, ``new_ones`` for a degree count): their values do
+not depend on the input, so their results are constants; they run without being recorded."""
+
+SHAPE_SOURCES = {torch.Tensor.expand_as, torch.Tensor.view_as, torch.Tensor.reshape_as, torch.Tensor.type_as}
+"""Methods that read their second tensor's shape or dtype only: on a constant ``self`` (PyG's
+``index.expand_as(src)``) the result is a constant, whatever the other tensor is."""
+
 VALUE_READS = {
     torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__, torch.Tensor.__float__,
     torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.__complex__,
@@ -366,10 +378,10 @@ class _Recorder(TorchFunctionMode):
     # -- functions -----------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.leaf or _key(func) in METADATA or self.error is not None:
+        if self.leaf or _key(func) in METADATA or _key(func) in SHAPE_ONLY or self.error is not None:
             return func(*args, **kwargs)
         tainted = self._tainted((args, kwargs))
-        if not tainted:
+        if not tainted or (func in SHAPE_SOURCES and args and not self._tainted(args[0])):
             return func(*args, **kwargs)
         if func in VALUE_READS:
             self._fail(DataDependentControlFlowError(
@@ -382,8 +394,12 @@ class _Recorder(TorchFunctionMode):
             with self:
                 return decomposition(*args, **kwargs)
         target = _inplace_target(func, args, kwargs)
+        before = None
         if target is not None:
             self._copy_on_write(target)
+            if id(target) not in self.live:  # a constant written with input-derived values: keep its value before
+                with torch._C.DisableTorchFunction():
+                    before = target.clone()
         out = func(*args, **kwargs)
         if not _tensors_only(out):
             self._fail(DataDependentControlFlowError(
@@ -394,7 +410,7 @@ class _Recorder(TorchFunctionMode):
             for i, piece in enumerate(out):
                 self._record(Piece(func, i), args, kwargs, None, piece, frame)
             return out
-        self._record(func, args, kwargs, None, out, frame, target=target)
+        self._record(func, args, kwargs, None, out, frame, target=target, before=before)
         if why is not None and self.calls[-1].kind is None:
             self.calls[-1].refusal = why
         return out
@@ -432,7 +448,8 @@ class _Recorder(TorchFunctionMode):
         if self.input is not None and self.input.untyped_storage().data_ptr() == storage:
             self.input = self.input.clone()
 
-    def _record(self, func, args, kwargs, kind, out, frame, *, whole: bool = False, target=None) -> None:
+    def _record(self, func, args, kwargs, kind, out, frame, *, whole: bool = False, target=None,
+                before: torch.Tensor | None = None) -> None:
         index = len(self.calls)
 
         shapes, dtypes = [], []
@@ -445,6 +462,8 @@ class _Recorder(TorchFunctionMode):
                 shapes.append(tuple(t.shape))
                 dtypes.append(t.dtype)
                 return entry[0]
+            if t is target and before is not None:  # a constant changed in place (the zeros a scatter adds into)
+                t = before
             self.constants.setdefault(id(t), (self._tensor_name(t, frame), t, t._version))
             return t
 

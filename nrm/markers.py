@@ -38,3 +38,10 @@ class MatrixProduct(nn.Module):
     """A matrix product of two activations, O = A · V (attention's Q · Kᵀ and A · V), read by
     :class:`nrm.layers.attention.MatMul` as a linear map of its two factors split by θ. Key of a
     rule mapping: ``{nrm.markers.MatrixProduct: rule}``. Never called."""
+
+
+class Aggregate(nn.Module):
+    """A neighbourhood aggregation of a graph network, z_{i,f} = Σ_e [dst_e = i] w_e a_{src_e, f}
+    (a scatter-sum or scatter-mean of messages, PyG's ``propagate``): a linear map with
+    weights 1 or 1/deg, to which any rule applies. Key of a rule mapping:
+    ``{nrm.markers.Aggregate: rule}``. Never called."""

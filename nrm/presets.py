@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import RuleAssignmentError, RuleParameterError
 from .lrn import LRNTaylor
-from .markers import MatrixProduct, Scale, Sum
+from .markers import Aggregate, MatrixProduct, Scale, Sum
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, ZBox, Zero, ZPlus
 
 
@@ -34,7 +34,8 @@ FIRST = _First()
 
 DENSE = (nn.Linear,)
 CONV = (nn.Conv1d, nn.Conv2d)
-POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, Sum)  # average pooling and sums of branches: LRP-0 by default
+POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, Sum, Aggregate)  # average pooling, sums of branches and graph
+# aggregations: LRP-0 by default
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, Scale, nn.Softmax)
 """Normalizations that are layers of their own (a batch norm that cannot fold, layer and group
 norm with σ held), products by a constant (a layer scale) and the softmax (its Taylor

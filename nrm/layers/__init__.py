@@ -11,13 +11,14 @@ Roles (:mod:`nrm.layers.base`): :class:`Linear` (a map a rule splits), :class:`S
 activations). The built-in kinds are in
 :mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.activations`,
 :mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling`, :mod:`~nrm.layers.norm`,
-:mod:`~nrm.layers.products`, :mod:`~nrm.layers.scale` and :mod:`~nrm.layers.attention`;
+:mod:`~nrm.layers.products`, :mod:`~nrm.layers.scale`, :mod:`~nrm.layers.attention` and
+:mod:`~nrm.layers.message` (graph networks' message passing);
 fused operations the capture records through their definitions are in :mod:`~nrm.layers.fused`.
 """
 
 from __future__ import annotations
 
-from . import activations, attention, elementwise, linear, norm, pooling, products, scale, shape
+from . import activations, attention, elementwise, linear, message, norm, pooling, products, scale, shape
 from .base import (
     ROLES,
     Alias,
@@ -50,6 +51,7 @@ BUILTIN_KINDS = (
     shape.View, shape.Permute, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul, attention.Softmax,
+    scale.ConstantShift, message.IndexSelect, message.Scatter,
 )
 # BatchNormAffine before BatchNormFold: the capture asks the fold first, and the graph turns a
 # batch norm that cannot fold into its own diagonal layer (BatchNormFold.unfolded)

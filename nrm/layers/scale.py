@@ -5,6 +5,7 @@ input. A diagonal linear map: each neuron has one input, weight the constant."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -117,3 +118,83 @@ class LayerScale(nn.Module):
             return 0.5 * h
         return self.gamma * h if self.how == "mul" else h / self.gamma
 
+
+
+_ADDITIONS = (torch.Tensor.add, torch.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__radd__,
+              torch.Tensor.__iadd__)
+
+
+class ConstantShift(Linear):
+    """``x + c``, ``c + x``, ``torch.add``, ``x += c`` with exactly one input-derived operand x
+    and a constant c (a parameter, a buffer, a number) that broadcasts to x's shape without
+    enlarging it: a bias added on its own (``GCNConv``'s ``out = out + self.bias`` after the
+    aggregation). A linear layer with the identity as weight and c as bias: the rule's bias
+    convention decides (LRP-0 sends c_k / z_k of neuron k's relevance to ⊥); rule key
+    :class:`nrm.markers.Scale`.
+
+    Definition::
+
+        z_k = a_k + c_k
+
+    Exact form: W = identity, c as its float64 value read as a fraction.
+    """
+
+    functions = _ADDITIONS
+    rule_types = (Scale,)
+
+    def examples(self):
+        return [(Shifted(), (2, 3))]
+
+    def operands(self, call) -> tuple:
+        return call.args[0], call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
+
+    def accepts(self, call):
+        a, b = self.operands(call)
+        if isinstance(a, Value) == isinstance(b, Value):
+            return "adds two input-derived tensors (a sum of branches, read by nrm.layers.Add)"
+        if "alpha" in call.kwargs or len(call.args) > 2:
+            return "adds a scaled constant (alpha=); add the constant itself"
+        constant = b if isinstance(a, Value) else a
+        if isinstance(constant, bool) or not isinstance(constant, (int, float, torch.Tensor)):
+            return f"adds a {type(constant).__name__}; nrm reads a constant tensor or number"
+        if isinstance(constant, torch.Tensor) and not constant.is_floating_point():
+            return f"adds a tensor of dtype {constant.dtype}"
+        shape, out = tuple(call.in_shapes[0]), tuple(call.output.shape)
+        if shape != out:
+            return f"broadcasts an input of shape {shape} to {out}: the constant enlarges it"
+        if isinstance(constant, torch.Tensor) and constant.dim() == len(out) and constant.shape[0] != 1:
+            return "adds a constant with a batch dimension (one per sample); give one per-sample shape"
+        return None
+
+    def constant(self, call, like: torch.Tensor) -> torch.Tensor:
+        """c broadcast to one sample's shape, as ``like``'s dtype."""
+        a, b = self.operands(call)
+        c = b if isinstance(a, Value) else a
+        c = (c.detach() if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=like.dtype)).to(like)
+        per = tuple(like.shape[1:])
+        if c.dim() == len(per) + 1:
+            c = c[0]
+        return torch.broadcast_to(c, per)
+
+    def map(self, call, a, rule=None):
+        c = self.constant(call, a).contiguous()
+        return DiagonalMap(torch.ones_like(c), c)
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        in_shape = tuple(a.shape[1:])
+        n = math.prod(in_shape)
+        W = zeros_object((n, n))
+        W[np.arange(n), np.arange(n)] = Fraction(1)
+        return ExactMap(W, np.eye(n, dtype=bool), to_fractions(self.constant(call, a.double()).reshape(-1)), in_shape)
+
+
+class Shifted(nn.Module):
+    """relu(x) + c with a learned c of one sample's last dimension (an example of :class:`ConstantShift`)."""
+
+    def __init__(self, features: int = 3):
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.c = nn.Parameter(torch.randn(features, generator=g, dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.relu(x) + self.c

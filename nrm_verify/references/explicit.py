@@ -164,7 +164,27 @@ def apply_recorded(call, replacement):
     args, kwargs = _substitute(call, replacement)
     if call.whole:
         return call.module.forward(*args, **kwargs)
+    if call.func in _SCATTERS:
+        args = _scatter_rows(args)
     return call.func(*args, **kwargs)
+
+
+_SCATTERS = {torch.Tensor.scatter_add_, torch.Tensor.scatter_add, torch.scatter_add, torch.Tensor.scatter_reduce_,
+             torch.Tensor.scatter_reduce, torch.scatter_reduce, torch.Tensor.index_add_, torch.Tensor.index_add,
+             torch.index_add}
+
+
+def _scatter_rows(args: tuple) -> tuple:
+    """A scatter (message passing's aggregation, ``base.scatter_add_(dim, index, src)``) replayed
+    on ``src`` of R rows: the constant it writes into is copied (the recorded one stays as it
+    was) with its batch dimension repeated to R rows, and an index of the messages' shape
+    likewise (``index_add``'s 1-D index is per sample already)."""
+    base, dim, index, src = args[:4]
+    rows = src.shape[0]
+    base = base[:1].expand((rows,) + tuple(base.shape[1:])).clone()
+    if index.dim() == src.dim():
+        index = index[:1].expand((rows,) + tuple(index.shape[1:]))
+    return (base, dim, index, src) + tuple(args[4:])
 
 
 def _affine(call, in_shape) -> tuple:
@@ -289,9 +309,10 @@ def call_tensors(call) -> list:
 
 
 def structural_parameters(call) -> list:
-    """The call's parameter arguments (``nn.Parameter`` or at least 2-d): set to one, they
-    give the structural fan-in that the flat rule counts."""
-    return [t for t in call_tensors(call) if isinstance(t, nn.Parameter) or t.dim() >= 2]
+    """The call's parameter arguments (``nn.Parameter`` or at least 2-d, floating point): set
+    to one, they give the structural fan-in that the flat rule counts. Integer tensors are
+    indices (a scatter's ``edge_index``), never weights."""
+    return [t for t in call_tensors(call) if (isinstance(t, nn.Parameter) or t.dim() >= 2) and t.is_floating_point()]
 
 
 def with_constants(call, replace: dict):

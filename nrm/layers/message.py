@@ -1,0 +1,247 @@
+"""Message passing of graph networks (PyG's ``propagate``), read operation by operation:
+gathering the messages along the edges is an index map, and scattering them onto the
+receiving nodes (sum or mean) is a linear map with weights 1 or 1/deg, whatever layer class
+issues them (``GCNConv``, ``GraphConv``, ``GINConv``, ``SAGEConv``, global pooling, a
+model's own code). The edge weights of ``GCNConv`` (Â, computed from ``edge_index``, not
+from the features) reach the capture as a product by a constant (:class:`~nrm.layers.scale.ConstantScale`).
+
+A graph of N nodes with F features per node is one sample of shape (N, F) (``nrm.gnn``
+adds the batch dimension), so the node dimension is per-sample dimension 0 (dim 1, or -2,
+of the tensors the layers see: PyG's ``node_dim = -2``).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from ..linear import LinearMap
+from ..markers import Aggregate
+from ..recorded import Value
+from .base import ExactMap, Linear, Reshape, zeros_object
+
+
+def _per_sample_dim(dim, ndim: int) -> int | None:
+    """A dimension of a tensor with ``ndim`` dimensions (batch first), normalized; None when
+    it is not an int."""
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        return None
+    return dim + ndim if dim < 0 else dim
+
+
+def _constant_index(index, what: str) -> str | None:
+    if isinstance(index, Value):
+        return (f"{what} with an input-derived index (a data-dependent selection); nrm reads indices that do not "
+                "depend on the features (edge_index)")
+    if not isinstance(index, torch.Tensor) or index.dtype not in (torch.int64, torch.int32):
+        return f"{what} with an index that is not an integer tensor ({type(index).__name__})"
+    return None
+
+
+class IndexSelect(Reshape):
+    """``torch.index_select(x, dim, index)`` (``x.index_select``) along a per-sample dimension with a
+    constant index: the gather of messages along the edges, x_j = x[:, edge_index[0]] (PyG's
+    ``_index_select``, ``node_dim = -2``). Each output neuron is one input neuron; a node
+    several edges leave gets the sum of their relevances, a node no edge leaves (isolated)
+    gets nothing from this path.
+
+    Definition (e indexes the gathered positions along ``dim``)::
+
+        y[b, …, e, …] = x[b, …, index[e], …]        q(j | k) = [j = index[k]]
+    """
+
+    functions = (torch.index_select, torch.Tensor.index_select)
+
+    def examples(self):
+        from ..gnn import Gather
+
+        return [(Gather().eval(), (4, 2))]
+
+    def accepts(self, call):
+        if not isinstance(call.args[0], Value):
+            return "selects from a constant; nrm reads selections from input-derived tensors"
+        ndim = len(call.in_shapes[0])
+        d = _per_sample_dim(call.arg(1, "dim"), ndim)
+        if d is None or d == 0:
+            return "selects along the batch dimension; nrm keeps every sample (select along dimension 1 on)"
+        return _constant_index(call.arg(2, "index"), "selects")
+
+    def index(self, call):
+        shape = tuple(call.in_shapes[0][1:])
+        d = _per_sample_dim(call.arg(1, "dim"), len(shape) + 1) - 1
+        names = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+        picked = np.take(names, call.arg(2, "index").detach().cpu().numpy().astype(np.int64), axis=d)
+        return np.ascontiguousarray(picked).reshape(-1)
+
+
+class ScatterMap(LinearMap):
+    """The scatter of a tensor of shape (R, *src) onto (R, *out) along dimension ``dim``:
+    z[…, index[p], …] += w_p a_p for every source position p (``index`` and ``weight`` have
+    one sample's source shape), plus a constant ``bias`` of one sample's output shape.
+
+    Definition::
+
+        forward:    z_k = Σ_{p : dest(p) = k} w_p a_p + b_k
+        transpose:  t_p = w_p g_{dest(p)}
+    """
+
+    fuses_bias = True
+
+    def __init__(self, index: torch.Tensor, dim: int, out_shape: tuple, weight: torch.Tensor,
+                 bias: torch.Tensor | None):
+        self.index, self.dim, self.out_shape = index, dim, tuple(out_shape)
+        self.weight, self.bias = weight, bias
+
+    def _index(self, rows: int) -> torch.Tensor:
+        return self.index.unsqueeze(0).expand((rows,) + tuple(self.index.shape))
+
+    def forward(self, x, weight, bias=None):
+        rows = x.shape[0]
+        z = x.new_zeros((rows,) + self.out_shape).scatter_add_(self.dim, self._index(rows), x * weight.unsqueeze(0))
+        return z if bias is None else z + bias.unsqueeze(0)
+
+    def transpose(self, g, weight, in_shape):
+        rows = g.shape[0]
+        g = g.reshape((rows,) + self.out_shape)
+        return torch.gather(g, self.dim, self._index(rows)) * weight.unsqueeze(0)
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        return None if bias is None else bias.unsqueeze(0)
+
+
+_SCATTER_ADD = (torch.Tensor.scatter_add_, torch.Tensor.scatter_add, torch.scatter_add)
+_SCATTER_REDUCE = (torch.Tensor.scatter_reduce_, torch.Tensor.scatter_reduce, torch.scatter_reduce)
+_INDEX_ADD = (torch.Tensor.index_add_, torch.Tensor.index_add, torch.index_add)
+
+
+class Scatter(Linear):
+    """A scatter-sum or scatter-mean of input-derived messages into a constant tensor: the
+    aggregation of message passing (PyG's ``scatter(…, reduce='sum' | 'mean')``, which is
+    ``src.new_zeros(size).scatter_add_(dim, index, src)``), ``scatter_reduce`` with ``'sum'``
+    or ``'mean'``, ``index_add`` (with ``alpha``), along a per-sample dimension. A linear map of
+    the messages, to which any rule applies (rule key :class:`nrm.markers.Aggregate`); what the
+    constant held before is the bias (zeros: none).
+
+    Definition (dest(p): the output position message p lands on; n_k: how many land on k,
+    plus one when ``include_self`` counts the constant's own value in a mean)::
+
+        sum:   z_k = Σ_{p : dest(p) = k} α a_p + b_k            (b = the constant, or 0 where
+                                                                   include_self=False replaces it)
+        mean:  z_k = Σ_{p : dest(p) = k} a_p / n_k + b_k        (b_k = self_k / n_k with
+                                                                   include_self, else 0; self_k
+                                                                   where nothing lands)
+
+    Exact form: the weights as fractions (1/n_k exactly, α as its float64 value).
+    """
+
+    functions = _SCATTER_ADD + _SCATTER_REDUCE + _INDEX_ADD
+    rule_types = (Aggregate,)
+
+    def examples(self):
+        from ..gnn import Aggregation
+
+        return [(Aggregation("sum").eval(), (4, 2)), (Aggregation("mean").eval(), (4, 2))]
+
+    # -- reading the call -----------------------------------------------------------------
+    def parts(self, call):
+        """(base, dim, index, src, reduce, include_self, alpha) of the call, as given."""
+        f = call.func
+        if f in _INDEX_ADD:
+            return (call.args[0], call.arg(1, "dim"), call.arg(2, "index"), call.arg(3, "source"), "sum", True,
+                    call.kwargs.get("alpha", 1))
+        if f in _SCATTER_ADD:
+            return call.args[0], call.arg(1, "dim"), call.arg(2, "index"), call.arg(3, "src"), "sum", True, 1
+        return (call.args[0], call.arg(1, "dim"), call.arg(2, "index"), call.arg(3, "src"), call.arg(4, "reduce"),
+                call.kwargs.get("include_self", True), 1)
+
+    def accepts(self, call):
+        try:
+            base, dim, index, src, reduce, _, alpha = self.parts(call)
+        except (IndexError, KeyError, TypeError):
+            return "is called with arguments nrm does not read (self, dim, index, src[, reduce])"
+        if isinstance(base, Value):
+            return ("scatters into an input-derived tensor; nrm reads scatters of messages into a constant "
+                    "(src.new_zeros(size).scatter_add_(…))")
+        if not isinstance(src, Value):
+            return "scatters a constant"
+        if reduce not in ("sum", "mean"):
+            return (f"reduces with {reduce!r}; nrm reads scatter-sum and scatter-mean (a max aggregation, "
+                    "'amax', is winner-takes-all and is not read yet: use aggr='sum' or 'mean')")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            return f"scales by alpha={alpha!r}; nrm reads a number"
+        ndim = len(call.in_shapes[0])
+        d = _per_sample_dim(dim, ndim)
+        if d is None or d == 0:
+            return "scatters along the batch dimension; nrm keeps every sample apart (scatter along dimension 1 on)"
+        why = _constant_index(index, "scatters")
+        if why is not None:
+            return why
+        if base.dim() != ndim or base.shape[0] not in (1, call.output.shape[0]) or not bool((base == base[:1]).all()):
+            return "scatters into a constant that differs between samples; nrm reads one per-sample constant"
+        if call.func not in _INDEX_ADD:
+            if index.dim() != ndim or tuple(index.shape[1:]) != tuple(call.in_shapes[0][1:]) \
+                    or not bool((index == index[:1]).all()):
+                return ("scatters with an index of another shape than the messages, or one that differs between "
+                        "samples; nrm reads PyG's index, broadcast to the messages' shape")
+        return None
+
+    def layout(self, call, device=None):
+        """(index (one sample's source shape, int64), d (dim in (R, *) tensors), out shape,
+        weights as fractions (numpy object, source shape), bias (out shape) or None) of the call."""
+        base, dim, index, src, reduce, include_self, alpha = self.parts(call)
+        src_shape = tuple(call.in_shapes[0][1:])
+        d = _per_sample_dim(dim, len(src_shape) + 1)
+        index = index.detach().to("cpu", torch.int64)
+        if call.func in _INDEX_ADD:  # a 1-D index along d: broadcast to the source's shape
+            view = [1] * len(src_shape)
+            view[d - 1] = -1
+            full = index.view(view).expand(src_shape)
+        else:
+            full = index[0]
+        out_shape = tuple(base.shape[1:])
+        dest = _destinations(full.numpy(), d - 1, out_shape)
+        counts = np.bincount(dest.reshape(-1), minlength=math.prod(out_shape)).reshape(out_shape)
+        landed = counts > 0
+        base0 = base[0].detach()
+        if reduce == "sum":
+            weights = np.full(src_shape, Fraction(float(alpha)), dtype=object)
+            bias = base0 if include_self else base0 * torch.as_tensor(~landed, dtype=base0.dtype, device=base0.device)
+        else:
+            n = counts + int(bool(include_self))
+            weights = np.vectorize(lambda c: Fraction(1, int(c)), otypes=[object])(n.reshape(-1)[dest])
+            scale = torch.as_tensor(np.where(landed, 1.0 / np.maximum(n, 1), 1.0), dtype=base0.dtype)
+            keep = torch.as_tensor(np.where(landed, float(bool(include_self)), 1.0), dtype=base0.dtype)
+            bias = base0 * (keep * scale).to(base0.device)
+        if not bool((bias != 0).any()):
+            bias = None
+        return full, d, out_shape, weights, bias
+
+    def map(self, call, a, rule=None):
+        full, d, out_shape, weights, bias = self.layout(call)
+        w = torch.tensor(np.vectorize(float, otypes=[float])(weights), dtype=a.dtype, device=a.device)
+        return ScatterMap(full.to(a.device), d, out_shape, w, None if bias is None else bias.to(a.dtype))
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        full, d, out_shape, weights, bias = self.layout(call)
+        src_shape = tuple(full.shape)
+        dest = _destinations(full.numpy(), d - 1, out_shape).reshape(-1)
+        n_in, n_out = math.prod(src_shape), math.prod(out_shape)
+        W, S = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool)
+        W[np.arange(n_in), dest] = weights.reshape(-1)
+        S[np.arange(n_in), dest] = True
+        b = None
+        if bias is not None:
+            b = np.array([Fraction(float(v)) for v in bias.double().reshape(-1).tolist()], dtype=object)
+        return ExactMap(W, S, b, out_shape)
+
+
+def _destinations(index: np.ndarray, axis: int, out_shape: tuple) -> np.ndarray:
+    """The flat output position of every source position (source shape): the source's own
+    coordinates with ``axis`` replaced by the index."""
+    coords = list(np.indices(index.shape))
+    coords[axis] = index
+    return np.ravel_multi_index(tuple(coords), out_shape)
