@@ -26,7 +26,7 @@ from torch import nn
 
 from .errors import NRMError
 
-__all__ = ["GraphError", "OnGraph", "check_graph", "explain", "Gather", "Aggregation"]
+__all__ = ["GraphError", "OnGraph", "check_graph", "explain", "walk_relevance", "top_walks", "Gather", "Aggregation"]
 
 
 class GraphError(NRMError, ValueError):
@@ -118,6 +118,59 @@ def explain(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor, *args: 
     if not 0 <= node < rows or not 0 <= target < classes:
         raise GraphError(f"node={node}, target={target} is outside the model's output of shape ({rows}, {classes})")
     return explain_measure(wrapped, x.unsqueeze(0), node * classes + target, rules=rules, check=check)
+
+
+def walk_relevance(m, layers: list[str], end: int | None = None, *, sample: int = 0) -> torch.Tensor:
+    """GNN-LRP's relevance f · μ(walk) of every node walk (i_0, …, i_{L−1}) through the node-level
+    ``layers`` (each of shape (N, F) per sample, in the order a walk passes them; the last may be
+    a pooled (G, C) layer, its "node" the graph), as a tensor
+    (N, …, N) — with ``end`` given, the walks ending at that node of the last layer, a tensor
+    over the first L − 1 nodes. A walk is the cylinder ∩_l At(layers[l], nodes=[i_l]) (law L15:
+    the nested-masking relevance of the walk, for any rule with a fixed kernel); all walks are
+    evaluated in stacked passes of the engine (``m.measure``), not one backward pass each.
+
+    The tensor has N^L entries (N^{L−1} with ``end``): meant for small graphs. With every layer
+    of a chain named, the walks and ⊥ partition the output: the entries sum to f · μ(walks
+    reaching ``end``) = f minus what the layers' bias and stabilizer terms absorb."""
+    from .events import At
+
+    if not layers:
+        raise GraphError("walk_relevance needs the node-level layers a walk passes (e.g. ['input', 'add', 'add_1'])")
+    nodes, n = [], m.layer_shape("input")[0]
+    for i, layer in enumerate(layers):
+        shape = m.layer_shape(layer)
+        if len(shape) != 2 or (i < len(layers) - 1 and shape[0] != n):
+            raise GraphError(f"layer {layer!r} has shape {tuple(shape)} per sample, not (nodes, features) with the "
+                             f"input's {n} nodes: a walk passes node-level layers (the node states after each "
+                             "aggregation); only the last may be a graph-level output (graphs, classes)")
+        nodes.append(shape[0])
+    free = nodes[:-1] if end is not None else nodes
+    if end is not None and not 0 <= end < nodes[-1]:
+        raise GraphError(f"end={end} is outside the {nodes[-1]} nodes of layer {layers[-1]!r}")
+    grid = torch.cartesian_prod(*[torch.arange(n) for n in free]).reshape(-1, len(free)) if free else \
+        torch.zeros(1, 0, dtype=torch.int64)
+    events = []
+    for walk in grid.tolist():
+        path = walk + ([end] if end is not None else [])
+        ev = At(layers[0], nodes=[path[0]])
+        for layer, node in zip(layers[1:], path[1:]):
+            ev = ev & At(layer, nodes=[node])
+        events.append(ev)
+    mu = m.measure(events)[:, sample]
+    return (m.f[sample] * mu).reshape(tuple(free))
+
+
+def top_walks(m, layers: list[str], end: int | None = None, k: int = 10, *, sample: int = 0) -> list:
+    """The ``k`` node walks of largest |relevance| (:func:`walk_relevance`), as
+    [(walk as a tuple of nodes, relevance)], largest first; ties in the order of the walks."""
+    R = walk_relevance(m, layers, end, sample=sample)
+    flat = R.reshape(-1)
+    order = torch.argsort(flat.abs(), descending=True, stable=True)[:k]
+    out = []
+    for i in order.tolist():
+        walk = tuple(int(v) for v in torch.unravel_index(torch.tensor(i), R.shape)) if R.dim() else ()
+        out.append((walk + ((end,) if end is not None else ()), float(flat[i])))
+    return out
 
 
 class Gather(nn.Module):

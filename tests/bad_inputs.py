@@ -110,14 +110,15 @@ class Branchy(nn.Module):
 
 
 class PlusOne(nn.Module):
-    """Adds a constant: not a sum of branches."""
+    """Adds a scaled constant (alpha=): neither a sum of branches nor a bias nrm reads (a plain
+    ``+ 1.0`` is one: nrm.layers.scale.ConstantShift)."""
 
     def __init__(self):
         super().__init__()
         self.inner = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.inner(x) + 1.0
+        return self.inner(x).add(1.0, alpha=2.0)
 
 
 class ViewWrite(nn.Module):

@@ -239,3 +239,39 @@ def test_explain_asks_for_the_node_of_a_node_level_output():
         nrm.gnn.explain(model, g.x, g.edge_index, target=0, **kwargs)
     with pytest.raises(GraphError, match="outside the model's output"):
         nrm.gnn.explain(model, g.x, g.edge_index, target=5, node=0, **kwargs)
+
+
+# -- all walks ending at a node --------------------------------------------------------------
+def test_the_walk_relevance_tensor_is_the_nested_masking_relevance_of_each_walk():
+    """nrm.gnn.walk_relevance (all walks ending at a node, stacked passes) equals GNN-LRP's
+    nested masking walk by walk, sums with ⊥ to f, and top_walks sorts it by |R|."""
+    from nrm_verify.references import gnnlrp
+
+    rules = nrm.rules.Gamma(0.25)
+    model, x, target, _ = wrapped("gcn")
+    m = nrm.explain(model, x, target, rules=rules)
+    layers, end = ["input", "add", "add_1"], 1
+    R = nrm.gnn.walk_relevance(m, layers, end)
+    n = x.shape[1]
+    assert R.shape == (n, n)
+    for i0, i1 in [(0, 1), (1, 0), (2, 0), (0, 0), (n - 1, 1)]:
+        ev = _gcn_walk_event(m, (i0, i1, end))
+        expected = gnnlrp.walk_relevance(model, x, target, ev, rules)
+        assert abs(float(R[i0, i1]) - float(expected)) <= 1e-10 * max(1.0, float(m.f.abs())), (i0, i1)
+    reaching = m.f * m(At("input") & At("add") & At("add_1", nodes=[end]))
+    assert torch.allclose(R.sum(), reaching[0], atol=1e-12)
+    assert float(R[n - 1].abs().max()) == 0.0  # the isolated node starts no walk to another node
+    top = nrm.gnn.top_walks(m, layers, end, k=4)
+    assert [w[-1] for w, _ in top] == [end] * 4
+    assert [abs(r) for _, r in top] == sorted((abs(float(v)) for v in R.reshape(-1)), reverse=True)[:4]
+    assert all(float(R[w[0], w[1]]) == r for w, r in top)
+
+
+def test_walks_to_a_graph_output_and_a_layer_that_is_not_node_level():
+    model, x, target, _ = wrapped("gcn_add_pool")
+    m = nrm.explain(model, x, target)
+    with pytest.raises(GraphError, match="not \\(nodes, features\\)"):
+        nrm.gnn.walk_relevance(m, ["input", "model.head", "add_1"])
+    R = nrm.gnn.walk_relevance(m, ["input", "add", "add_1", "model.head"], end=1)  # walks to the output unit
+    assert R.shape == (x.shape[1],) * 3
+    assert torch.allclose(R.sum(), (m.f * m(At("input") & At("add") & At("add_1")))[0], atol=1e-12)
