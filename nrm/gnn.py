@@ -85,11 +85,14 @@ class OnGraph(nn.Module):
         self.training = model.training  # the wrapper's own flag only: the model's modes stay as they are
         self.edge_index, self.args, self.kwargs = edge_index, args, kwargs
 
+    def edge_weight(self) -> torch.Tensor | None:
+        """The edge weights among the arguments: ``edge_weight=``, or a 1-d tensor right after ``edge_index``."""
+        return self.kwargs.get("edge_weight", self.args[0] if self.args and isinstance(self.args[0], torch.Tensor)
+                               and self.args[0].dim() == 1 else None)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.kwargs.get("edge_weight", self.args[0] if self.args and isinstance(self.args[0], torch.Tensor)
-                                 and self.args[0].dim() == 1 else None)
         with torch._C.DisableTorchFunction():  # reading the graph is not part of what the model computes
-            check_graph(x, self.edge_index, weight, self.kwargs.get("batch"))
+            check_graph(x, self.edge_index, self.edge_weight(), self.kwargs.get("batch"))
         return self.model(x, self.edge_index, *self.args, **self.kwargs)
 
 
@@ -103,10 +106,17 @@ def explain(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor, *args: 
     (a batch of one); ``At(layer, nodes=[…])`` selects every feature of the named nodes."""
     from .measure import explain as explain_measure
 
-    check_graph(x, edge_index, kwargs.get("edge_weight"), kwargs.get("batch"))
     wrapped = OnGraph(model, edge_index, *args, **kwargs)
+    check_graph(x, edge_index, wrapped.edge_weight(), kwargs.get("batch"))
     with torch.no_grad():
-        shape = wrapped(x.unsqueeze(0)).shape
+        out = wrapped(x.unsqueeze(0))
+    shape = out.shape
+    if not bool(torch.isfinite(out).all()):
+        weight = wrapped.edge_weight()
+        why = ("; edge_weight has negative entries, and a degree normalization such as GCNConv's deg^(-1/2) is NaN "
+               "where a node's weights sum below 0: use non-negative edge weights there"
+               if weight is not None and bool((weight < 0).any()) else "")
+        raise GraphError(f"the model's output on this graph is not finite{why}")
     if len(shape) != 3:
         raise GraphError(f"the model returns shape {tuple(shape[1:])} for one graph; nrm.gnn.explain reads outputs of "
                          "shape (rows, classes): node outputs (N, C) or graph outputs (G, C)")

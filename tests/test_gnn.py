@@ -195,6 +195,7 @@ def _state(model):
     ("int32", "int64"), ("float", "int64"), ("transposed", r"shape \(2, E\)"), ("one row", r"shape \(2, E\)"),
     ("out of range", "outside 0"), ("negative", "outside 0"), ("nan features", "NaN"),
     ("weight length", "one weight per edge"), ("nan weight", "NaN"),
+    ("negative weights", "negative entries.*deg"),
 ])
 def test_a_malformed_graph_is_a_named_error_and_the_model_is_untouched(how, match):
     model, g, kwargs = graphs.case("gcn")
@@ -217,9 +218,13 @@ def test_a_malformed_graph_is_a_named_error_and_the_model_is_untouched(how, matc
         w = w[:-1]
     elif how == "nan weight":
         w[0] = float("nan")
+    elif how == "negative weights":  # every weight < 0: GCN's degrees are negative, deg^(-1/2) NaN
+        w = -w
     before, modes = _state(model)
     with pytest.raises(GraphError, match=match):
         nrm.gnn.explain(model, x, ei, target=0, node=1, edge_weight=w)
+    with pytest.raises(GraphError, match=match):  # the weights given by position, as GCNConv takes them
+        nrm.gnn.explain(model, x, ei, w, target=0, node=1)
     after, modes_after = _state(model)
     assert modes == modes_after and all(torch.equal(before[k], after[k]) for k in before)
 
