@@ -26,7 +26,7 @@ from torch import nn
 
 from .errors import NRMError
 
-__all__ = ["GraphError", "OnGraph", "check_graph", "explain", "walk_relevance", "top_walks", "Gather", "Aggregation"]
+__all__ = ["GraphError", "OnGraph", "check_graph", "explain", "walk_relevance", "top_walks"]
 
 
 class GraphError(NRMError, ValueError):
@@ -181,34 +181,3 @@ def top_walks(m, layers: list[str], end: int | None = None, k: int = 10, *, samp
         walk = tuple(int(v) for v in torch.unravel_index(torch.tensor(i), R.shape)) if R.dim() else ()
         out.append((walk + ((end,) if end is not None else ()), float(flat[i])))
     return out
-
-
-class Gather(nn.Module):
-    """relu(x) gathered along a fixed edge list (an example of :class:`nrm.layers.message.IndexSelect`)."""
-
-    def __init__(self, index=(0, 2, 2, 3, 1)):
-        super().__init__()
-        self.register_buffer("index", torch.tensor(index, dtype=torch.int64))
-
-    def forward(self, x):
-        return torch.relu(x).index_select(1, self.index)
-
-
-class Aggregation(nn.Module):
-    """relu(x) summed or averaged over the in-neighbours of a fixed graph with an isolated node
-    and a self-loop (an example of :class:`nrm.layers.message.Scatter`)."""
-
-    def __init__(self, how: str = "sum"):
-        super().__init__()
-        self.how = how
-        self.register_buffer("src", torch.tensor([0, 1, 1, 2, 0], dtype=torch.int64))
-        self.register_buffer("dst", torch.tensor([1, 0, 2, 2, 1], dtype=torch.int64))
-
-    def forward(self, x):
-        h = torch.relu(x)
-        msg = h.index_select(1, self.src)
-        index = self.dst.view(1, -1, 1).expand_as(msg)
-        out = msg.new_zeros(h.shape)
-        if self.how == "sum":
-            return out.scatter_add_(1, index, msg)
-        return out.scatter_reduce_(1, index, msg, reduce="mean", include_self=False)

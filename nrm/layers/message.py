@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..linear import LinearMap
 from ..markers import Aggregate
@@ -56,8 +57,6 @@ class IndexSelect(Reshape):
     functions = (torch.index_select, torch.Tensor.index_select)
 
     def examples(self):
-        from ..gnn import Gather
-
         return [(Gather().eval(), (4, 2))]
 
     def accepts(self, call):
@@ -142,8 +141,6 @@ class Scatter(Linear):
     rule_types = (Aggregate,)
 
     def examples(self):
-        from ..gnn import Aggregation
-
         return [(Aggregation("sum").eval(), (4, 2)), (Aggregation("mean").eval(), (4, 2))]
 
     # -- reading the call -----------------------------------------------------------------
@@ -245,3 +242,34 @@ def _destinations(index: np.ndarray, axis: int, out_shape: tuple) -> np.ndarray:
     coords = list(np.indices(index.shape))
     coords[axis] = index
     return np.ravel_multi_index(tuple(coords), out_shape)
+
+
+class Gather(nn.Module):
+    """relu(x) gathered along a fixed edge list (an example of :class:`nrm.layers.message.IndexSelect`)."""
+
+    def __init__(self, index=(0, 2, 2, 3, 1)):
+        super().__init__()
+        self.register_buffer("index", torch.tensor(index, dtype=torch.int64))
+
+    def forward(self, x):
+        return torch.relu(x).index_select(1, self.index)
+
+
+class Aggregation(nn.Module):
+    """relu(x) summed or averaged over the in-neighbours of a fixed graph with an isolated node
+    and a self-loop (an example of :class:`nrm.layers.message.Scatter`)."""
+
+    def __init__(self, how: str = "sum"):
+        super().__init__()
+        self.how = how
+        self.register_buffer("src", torch.tensor([0, 1, 1, 2, 0], dtype=torch.int64))
+        self.register_buffer("dst", torch.tensor([1, 0, 2, 2, 1], dtype=torch.int64))
+
+    def forward(self, x):
+        h = torch.relu(x)
+        msg = h.index_select(1, self.src)
+        index = self.dst.view(1, -1, 1).expand_as(msg)
+        out = msg.new_zeros(h.shape)
+        if self.how == "sum":
+            return out.scatter_add_(1, index, msg)
+        return out.scatter_reduce_(1, index, msg, reduce="mean", include_self=False)
