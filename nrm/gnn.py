@@ -117,10 +117,11 @@ def explain(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor, *args: 
                "where a node's weights sum below 0: use non-negative edge weights there"
                if weight is not None and bool((weight < 0).any()) else "")
         raise GraphError(f"the model's output on this graph is not finite{why}")
-    if len(shape) != 3:
+    if len(shape) not in (2, 3):
         raise GraphError(f"the model returns shape {tuple(shape[1:])} for one graph; nrm.gnn.explain reads outputs of "
-                         "shape (rows, classes): node outputs (N, C) or graph outputs (G, C)")
-    rows, classes = shape[1], shape[2]
+                         "shape (rows, classes): node outputs (N, C) or graph outputs (G, C), or (C,) for one graph "
+                         "pooled without a batch vector")
+    rows, classes = (1, shape[1]) if len(shape) == 2 else (shape[1], shape[2])
     if node is None:
         if rows != 1:
             raise GraphError(f"the model returns {rows} rows (one per node or graph): say which with node=")

@@ -229,13 +229,31 @@ def test_a_malformed_graph_is_a_named_error_and_the_model_is_untouched(how, matc
     assert modes == modes_after and all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_a_max_aggregation_is_refused_with_what_to_do():
+def test_a_min_aggregation_is_refused_with_what_to_do():
     from torch_geometric.nn import SAGEConv
 
-    model = graphs.seeded(SAGEConv(3, 2, aggr="max"), 1)
+    model = graphs.seeded(SAGEConv(3, 2, aggr="min"), 1)
     g = graphs.graph(0)
-    with pytest.raises(nrm.UnsupportedOperationError, match="reduces with 'amax'.*aggr='sum' or 'mean'"):
+    with pytest.raises(nrm.UnsupportedOperationError, match="reduces with 'amin'.*aggr='sum', 'mean' or 'max'"):
         nrm.gnn.explain(model, g.x, g.edge_index, target=0, node=1)
+
+
+def test_global_max_pooling_gives_each_feature_to_its_winning_node():
+    """Winner takes all, as max pooling: under LRP-0 the pooled feature f of graph g sends all
+    its relevance to the first node of g (row-major) with the largest h_{i,f}."""
+    model, x, target, g = wrapped("gcn_max_pool")
+    m = nrm.explain(model, x, target)
+    h = m.activations("add_1")[0]  # (N, H): the node states the pooling reads
+    names = m.canonical_names()
+    pool = [n for n in names if n not in ("input",) and m.layer_shape(n) == (2, h.shape[1])][0]
+    pooled = m.marginal(pool)[0]  # (G, H)
+    nodes = m.marginal("add_1")[0]
+    members = g.batch == 1
+    expected = torch.zeros_like(nodes)
+    for f in range(h.shape[1]):
+        i = int(torch.nonzero(members)[0]) + int(torch.argmax(h[members, f]))
+        expected[i, f] = pooled[1, f]
+    assert torch.allclose(nodes, expected, atol=1e-14), (nodes, expected)
 
 
 def test_explain_asks_for_the_node_of_a_node_level_output():
@@ -280,3 +298,20 @@ def test_walks_to_a_graph_output_and_a_layer_that_is_not_node_level():
     R = nrm.gnn.walk_relevance(m, ["input", "add", "add_1", "model.head"], end=1)  # walks to the output unit
     assert R.shape == (x.shape[1],) * 3
     assert torch.allclose(R.sum(), (m.f * m(At("input") & At("add") & At("add_1")))[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("pool", ["global_add_pool", "global_mean_pool", "global_max_pool"])
+def test_one_graph_pooled_without_a_batch_vector(pool):
+    """Without a batch vector PyG pools with x.sum(-2) / x.mean(-2) (read by Reduce; L1 and L9
+    hold) and x.max(-2), which returns values and indices: refused, naming Tensor.max."""
+    from torch_geometric import nn as gnn
+
+    model = graphs.seeded(graphs.Net(gnn.GCNConv(3, 4), gnn.GCNConv(4, 4), "plain", getattr(gnn, pool), 4), 3)
+    g = graphs.graph(0)
+    if pool == "global_max_pool":
+        with pytest.raises(nrm.UnsupportedOperationError, match="Tensor.max"):
+            nrm.gnn.explain(model, g.x, g.edge_index, target=1)
+        return
+    m = nrm.gnn.explain(model, g.x, g.edge_index, target=1)
+    _held(laws.normalization(m))
+    _held(laws.gradient_x_input(OnGraph(model, g.edge_index), g.x.unsqueeze(0), 1))

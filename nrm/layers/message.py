@@ -90,26 +90,42 @@ class ScatterMap(LinearMap):
     fuses_bias = True
 
     def __init__(self, index: torch.Tensor, dim: int, out_shape: tuple, weight: torch.Tensor,
-                 bias: torch.Tensor | None):
+                 bias: torch.Tensor | None, batch: int | None = None):
         self.index, self.dim, self.out_shape = index, dim, tuple(out_shape)
         self.weight, self.bias = weight, bias
+        self.batch = batch  # weights and bias per sample (B, …): a map built at the input (a max)
+        if batch is not None:
+            self.mask = weight != 0  # the winners: the structural fan-in of a max
 
     def _index(self, rows: int) -> torch.Tensor:
         return self.index.unsqueeze(0).expand((rows,) + tuple(self.index.shape))
 
+    def _rows(self, t: torch.Tensor | None, rows: int) -> torch.Tensor | None:
+        """A per-sample tensor (B, …) for R·B stacked rows (row i is sample i mod B), or a
+        shared one (…) broadcast."""
+        if t is None or self.batch is None:
+            return None if t is None else t.unsqueeze(0)
+        if rows % self.batch:
+            raise ValueError(f"the map was built for a batch of {self.batch} samples but got {rows} rows")
+        return t.repeat((rows // self.batch,) + (1,) * (t.dim() - 1))
+
     def forward(self, x, weight, bias=None):
         rows = x.shape[0]
-        z = x.new_zeros((rows,) + self.out_shape).scatter_add_(self.dim, self._index(rows), x * weight.unsqueeze(0))
-        return z if bias is None else z + bias.unsqueeze(0)
+        z = x.new_zeros((rows,) + self.out_shape)
+        z.scatter_add_(self.dim, self._index(rows), x * self._rows(weight, rows))
+        return z if bias is None else z + self._rows(bias, rows)
 
     def transpose(self, g, weight, in_shape):
         rows = g.shape[0]
         g = g.reshape((rows,) + self.out_shape)
-        return torch.gather(g, self.dim, self._index(rows)) * weight.unsqueeze(0)
+        return torch.gather(g, self.dim, self._index(rows)) * self._rows(weight, rows)
+
+    def structured(self, weight):
+        return weight if self.batch is None else weight * self.mask
 
     def bias_for(self, z, bias=None):
         bias = self.bias if bias is None else bias
-        return None if bias is None else bias.unsqueeze(0)
+        return None if bias is None else self._rows(bias, z.shape[0])
 
 
 _SCATTER_ADD = (torch.Tensor.scatter_add_, torch.Tensor.scatter_add, torch.scatter_add)
@@ -134,14 +150,25 @@ class Scatter(Linear):
                                                                    include_self, else 0; self_k
                                                                    where nothing lands)
 
-    Exact form: the weights as fractions (1/n_k exactly, α as its float64 value).
+    A scatter-max (``scatter_reduce(…, "amax")``: ``SAGEConv(aggr="max")``, ``global_max_pool``
+    with a batch vector) is winner takes all, as max pooling: a map built at the input with
+    weight 1 from the first message (row-major) attaining its destination's maximum and no
+    other connection (the structural fan-in is the winner alone), so every rule but ε gives the
+    winner q = 1 (ε: a_w / (a_w + ε s), the rest to ⊥), and LRP-0 is the gradient (L9)::
+
+        max:   z_k = a_{w(k)} (w(k) = the winner of k), or b_k = the constant where nothing lands
+               (or where the constant wins, with include_self)
+
+    Exact form: the weights as fractions (1/n_k exactly, α as its float64 value; a max's
+    winners at the sample, weight 1).
     """
 
     functions = _SCATTER_ADD + _SCATTER_REDUCE + _INDEX_ADD
     rule_types = (Aggregate,)
 
     def examples(self):
-        return [(Aggregation("sum").eval(), (4, 2)), (Aggregation("mean").eval(), (4, 2))]
+        return [(Aggregation("sum").eval(), (4, 2)), (Aggregation("mean").eval(), (4, 2)),
+                (Aggregation("max").eval(), (4, 2))]
 
     # -- reading the call -----------------------------------------------------------------
     def parts(self, call):
@@ -165,9 +192,9 @@ class Scatter(Linear):
                     "(src.new_zeros(size).scatter_add_(…))")
         if not isinstance(src, Value):
             return "scatters a constant"
-        if reduce not in ("sum", "mean"):
-            return (f"reduces with {reduce!r}; nrm reads scatter-sum and scatter-mean (a max aggregation, "
-                    "'amax', is winner-takes-all and is not read yet: use aggr='sum' or 'mean')")
+        if reduce not in ("sum", "mean", "amax"):
+            return (f"reduces with {reduce!r}; nrm reads scatter-sum, scatter-mean and scatter-max ('amax'); for a "
+                    "minimum aggregation use aggr='sum', 'mean' or 'max'")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
             return f"scales by alpha={alpha!r}; nrm reads a number"
         ndim = len(call.in_shapes[0])
@@ -186,7 +213,7 @@ class Scatter(Linear):
                         "samples; nrm reads PyG's index, broadcast to the messages' shape")
         return None
 
-    def layout(self, call, device=None):
+    def layout(self, call, counts_only: bool = False):
         """(index (one sample's source shape, int64), d (dim in (R, *) tensors), out shape,
         weights as fractions (numpy object, source shape), bias (out shape) or None) of the call."""
         base, dim, index, src, reduce, include_self, alpha = self.parts(call)
@@ -204,6 +231,8 @@ class Scatter(Linear):
         counts = np.bincount(dest.reshape(-1), minlength=math.prod(out_shape)).reshape(out_shape)
         landed = counts > 0
         base0 = base[0].detach()
+        if counts_only:
+            return full, d, out_shape, None, None
         if reduce == "sum":
             weights = np.full(src_shape, Fraction(float(alpha)), dtype=object)
             bias = base0 if include_self else base0 * torch.as_tensor(~landed, dtype=base0.dtype, device=base0.device)
@@ -217,12 +246,51 @@ class Scatter(Linear):
             bias = None
         return full, d, out_shape, weights, bias
 
+    def winners(self, call, a: torch.Tensor) -> tuple:
+        """A scatter-max at its input a (B, *src): (w (B, *src): 1 at the first message (in
+        row-major order) attaining its destination's maximum, 0 elsewhere; bias (B, *out): the
+        constant where nothing lands, or where it wins with ``include_self``; index; d; out shape)."""
+        base, _, _, _, _, include_self, _ = self.parts(call)
+        full, d, out_shape, _, _ = self.layout(call, counts_only=True)
+        B = a.shape[0]
+        idx = full.to(a.device).unsqueeze(0).expand((B,) + tuple(full.shape))
+        start = base[:1].detach().to(a).expand((B,) + out_shape)
+        top = start.clone().scatter_reduce_(d, idx, a, "amax", include_self=bool(include_self))
+        at_max = a == torch.gather(top, d, idx)
+        dest = torch.as_tensor(_destinations(full.numpy(), d - 1, out_shape), device=a.device).reshape(1, -1)
+        order = torch.arange(dest.shape[1], device=a.device).expand(B, -1)
+        big = torch.full_like(order, dest.shape[1])
+        first = torch.full((B, math.prod(out_shape)), dest.shape[1], dtype=torch.int64, device=a.device)
+        first.scatter_reduce_(1, dest.expand(B, -1), torch.where(at_max.reshape(B, -1), order, big), "amin")
+        landed = torch.zeros(B, math.prod(out_shape), dtype=torch.bool, device=a.device)
+        landed[:, dest.reshape(-1)] = True
+        if include_self:  # the constant wins where it is at least every message
+            landed &= start.reshape(B, -1) < top.reshape(B, -1)
+        win = (order == torch.gather(first, 1, dest.expand(B, -1))) & torch.gather(landed, 1, dest.expand(B, -1))
+        w = win.to(a.dtype).reshape(a.shape)
+        bias = torch.where(landed, 0.0, start.reshape(B, -1).to(a.dtype)).reshape((B,) + out_shape)
+        return w, (bias if bool((bias != 0).any()) else None), full, d, out_shape
+
     def map(self, call, a, rule=None):
+        if self.parts(call)[4] == "amax":
+            w, bias, full, d, out_shape = self.winners(call, a)
+            return ScatterMap(full.to(a.device), d, out_shape, w[:, ...], bias, batch=a.shape[0])
         full, d, out_shape, weights, bias = self.layout(call)
         w = torch.tensor(np.vectorize(float, otypes=[float])(weights), dtype=a.dtype, device=a.device)
         return ScatterMap(full.to(a.device), d, out_shape, w, None if bias is None else bias.to(a.dtype))
 
     def exact(self, call, a, rule=None) -> ExactMap:
+        if self.parts(call)[4] == "amax":  # the winners at this sample: weights 1, structure the winners alone
+            w, bias, full, d, out_shape = self.winners(call, a)
+            dest = _destinations(full.numpy(), d - 1, out_shape).reshape(-1)
+            n_in, n_out = math.prod(tuple(full.shape)), math.prod(out_shape)
+            W, S = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool)
+            rows = np.nonzero(w[0].reshape(-1).cpu().numpy())[0]
+            W[rows, dest[rows]] = Fraction(1)
+            S[rows, dest[rows]] = True
+            b = None if bias is None else np.array([Fraction(float(v)) for v in bias[0].double().reshape(-1).tolist()],
+                                                   dtype=object)
+            return ExactMap(W, S, b, out_shape)
         full, d, out_shape, weights, bias = self.layout(call)
         src_shape = tuple(full.shape)
         dest = _destinations(full.numpy(), d - 1, out_shape).reshape(-1)
@@ -256,7 +324,7 @@ class Gather(nn.Module):
 
 
 class Aggregation(nn.Module):
-    """relu(x) summed or averaged over the in-neighbours of a fixed graph with an isolated node
+    """relu(x) summed, averaged or maximized over the in-neighbours of a fixed graph with an isolated node
     and a self-loop (an example of :class:`nrm.layers.message.Scatter`)."""
 
     def __init__(self, how: str = "sum"):
@@ -272,4 +340,4 @@ class Aggregation(nn.Module):
         out = msg.new_zeros(h.shape)
         if self.how == "sum":
             return out.scatter_add_(1, index, msg)
-        return out.scatter_reduce_(1, index, msg, reduce="mean", include_self=False)
+        return out.scatter_reduce_(1, index, msg, reduce="amax" if self.how == "max" else "mean", include_self=False)
