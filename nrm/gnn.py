@@ -24,14 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import NRMError
+from .errors import GraphError
 
 __all__ = ["GraphError", "OnGraph", "check_graph", "explain", "walk_relevance", "top_walks"]
-
-
-class GraphError(NRMError, ValueError):
-    """A malformed graph: ``edge_index`` of the wrong dtype or shape, node ids out of range,
-    edge weights that do not match the edges, features that are not finite."""
 
 
 def check_graph(x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None,

@@ -315,3 +315,71 @@ def test_one_graph_pooled_without_a_batch_vector(pool):
     m = nrm.gnn.explain(model, g.x, g.edge_index, target=1)
     _held(laws.normalization(m))
     _held(laws.gradient_x_input(OnGraph(model, g.edge_index), g.x.unsqueeze(0), 1))
+
+
+# -- GCNConv read whole, as GNN-LRP's layer Â ⊗ W (opt-in) -------------------------------------
+@pytest.fixture
+def gcn_layer():
+    """nrm.layers.message.GCNLayer registered for the test, and unregistered after it."""
+    kind = nrm.layers.message.GCNLayer()
+    nrm.layers.register(kind)
+    yield kind
+    nrm.layers.unregister(kind)
+
+
+@pytest.mark.parametrize("rule", ["zero", "epsilon", "gamma", "zplus"])
+@pytest.mark.parametrize("name", ["gcn", "gcn_add_pool", "pyg_sequential"])
+def test_gcn_read_whole_keeps_every_law(gcn_layer, name, rule):
+    rules = dict(RULES, zplus=nrm.rules.ZPlus())[rule]
+    model, x, target, _ = wrapped(name)
+    m = nrm.explain(model, x, target, rules=rules, check="full")
+    whole = [n for n in m.canonical_names() if n.endswith(("conv1", "conv2", "module_0"))]
+    assert whole and all(m.network.blocks[m.layer_index(n)].producer.layer_kind is gcn_layer for n in whole)
+    _held(laws.normalization(m))
+    _held(laws.modularity(m, model, x, target, rules))  # the explicit reference applies the rule to Â ⊗ W itself
+    _held(laws.exact_oracle(model, x, target, rules))
+    if name != "pyg_sequential":  # GraphConv's two branches: the nested-masking reference reads chains
+        first, second = whole[0], whole[1] if len(whole) > 1 else whole[0]
+        walk = At("input", nodes=[0]) & At(first, nodes=[1]) & At(second, nodes=[min(1, m.layer_shape(second)[0] - 1)])
+        _held(laws.walk_relevance(model, x, target, walk, rules))
+    if rule == "zero":
+        _held(laws.gradient_x_input(model, x, target))
+
+
+def _schnake_gamma(A, W, x, node, feature, gamma):
+    """GNN-LRP's γ-rule on the dense map (i, f) → (j, g), weight Â_ji W_gf (no bias): the share of
+    input (i, f) in z_{node, feature}."""
+    V = W + gamma * W.clamp(min=0)
+    contrib = A[node].unsqueeze(1) * x * V[feature].unsqueeze(0)
+    return contrib / contrib.sum()
+
+
+def test_gcn_read_whole_is_schnakes_gamma_rule_and_the_chain_is_not(gcn_layer):
+    """With GCNLayer, γ on GCNConv is the γ-rule on Â ⊗ W (Schnake et al.); read operation by
+    operation (γ on lin, LRP-0 on the aggregation) it is another kernel — why GCNLayer exists."""
+    from torch_geometric.nn import GCNConv
+
+    g = graphs.graph(0)
+    conv = graphs.seeded(GCNConv(3, 4, bias=False), 5)
+    A, W = _dense_gcn(conv, g.x, g.edge_index, g.edge_weight)
+    node, feature, gamma = 1, 2, 0.25
+    expected = _schnake_gamma(A, W, g.x, node, feature, gamma)
+    m = nrm.gnn.explain(conv, g.x, g.edge_index, g.edge_weight, target=feature, node=node,
+                        rules=nrm.rules.Gamma(gamma))
+    assert torch.allclose(m.marginal("input")[0], expected, atol=1e-12, rtol=0)
+    nrm.layers.unregister(gcn_layer)
+    chain = nrm.gnn.explain(conv, g.x, g.edge_index, g.edge_weight, target=feature, node=node,
+                            rules=nrm.RuleMap(nrm.rules.Zero(), by_type={torch.nn.Linear: nrm.rules.Gamma(gamma)}))
+    assert float((chain.marginal("input")[0] - expected).abs().max()) > 1e-3
+
+
+def test_gcn_read_whole_refuses_rules_it_cannot_split_and_negative_weights_under_gamma(gcn_layer):
+    model, g, kwargs = graphs.case("gcn")
+    with pytest.raises(nrm.RuleAssignmentError, match="Flat on GCNConv.*unregister"):
+        nrm.gnn.explain(model, g.x, g.edge_index, target=0, node=1, rules=nrm.rules.Flat(), **kwargs)
+    w = g.edge_weight.clone()
+    w[0] = -0.2  # a degree stays positive, one coefficient of Â is negative
+    with pytest.raises(GraphError, match="negative normalized edge weights"):
+        nrm.gnn.explain(model, g.x, g.edge_index, w, target=0, node=1, rules=nrm.rules.Gamma(0.25))
+    m = nrm.gnn.explain(model, g.x, g.edge_index, w, target=0, node=1, rules=nrm.rules.Epsilon(0.1))
+    _held(laws.normalization(m))

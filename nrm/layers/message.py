@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import GraphError, RuleAssignmentError
 from ..linear import LinearMap
 from ..markers import Aggregate
 from ..recorded import Value
@@ -302,6 +303,114 @@ class Scatter(Linear):
         if bias is not None:
             b = np.array([Fraction(float(v)) for v in bias.double().reshape(-1).tolist()], dtype=object)
         return ExactMap(W, S, b, out_shape)
+
+
+class GCNMap(LinearMap):
+    """``GCNConv`` as one linear map of the node features (Schnake et al.'s GNN-LRP layer): with
+    the normalized edge coefficients c_e = Â_{dst_e, src_e} (self-loops included),
+
+        z_{j,g} = Σ_{e: dst_e = j} c_e Σ_f a_{src_e, f} W_gf + b_g,    weight (i, f) → (j, g): Â_ji W_gf.
+
+    ``weight`` is W (G, F): a rule modifies it elementwise and the map applies Â to the result,
+    which is the rule on Â ⊗ W when the modification is positively homogeneous (ρ(c w) = c ρ(w)
+    for c ≥ 0: LRP-0, ε, γ, z⁺, αβ, the z^B bounds) and Â ≥ 0.
+
+    Definition::
+
+        forward:    z = scatter_dst(c ⊙ gather_src(a Wᵀ)) + b
+        transpose:  t = scatter_src(c ⊙ gather_dst(g)) W
+    """
+
+    fuses_bias = True
+
+    def __init__(self, weight, bias, src, dst, coef, nodes: int):
+        self.weight, self.bias = weight, bias
+        self.src, self.dst, self.coef, self.nodes = src, dst, coef, nodes
+
+    def forward(self, x, weight, bias=None):
+        h = x @ weight.T  # (R, N, G)
+        msg = h.index_select(1, self.src) * self.coef.view(1, -1, 1)
+        z = h.new_zeros((x.shape[0], self.nodes, weight.shape[0])).index_add_(1, self.dst, msg)
+        return z if bias is None else z + bias.view(1, 1, -1)
+
+    def transpose(self, g, weight, in_shape):
+        g = g.reshape(g.shape[0], self.nodes, weight.shape[0])
+        back = g.index_select(1, self.dst) * self.coef.view(1, -1, 1)
+        t = g.new_zeros(g.shape).index_add_(1, self.src, back)
+        return t @ weight
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        return None if bias is None else bias.view(1, 1, -1)
+
+
+class GCNLayer(Linear):
+    """``torch_geometric.nn.GCNConv`` recorded whole, read as the one linear map Â ⊗ W
+    (:class:`GCNMap`), so that a rule sees the weights of GNN-LRP's layer, neuron (i, f) →
+    (j, g) with weight Â_ji W_gf (Schnake et al., TPAMI 2022). **Opt-in**: by default nrm reads
+    GCNConv operation by operation (lin, gather, ·Â, scatter, + b; docs/gnn.md), where a rule
+    other than LRP-0 on lin is not the rule on Â ⊗ W. Register it to get the paper's layer::
+
+        nrm.layers.register(nrm.layers.message.GCNLayer())     # needs torch_geometric
+
+    Rules whose weight modification is positively homogeneous apply exactly (LRP-0, ε, γ, z⁺,
+    αβ, z^B): ρ(Â_ji W_gf) = Â_ji ρ(W_gf) for Â ≥ 0. Flat and w² are not (their weights are 1 and
+    w² of the product): refused, as are negative edge coefficients under a rule that modifies
+    weights by sign (a :class:`~nrm.errors.GraphError`). Rule key: ``GCNConv`` (and ``nn.Linear``,
+    as the presets treat dense layers). The self-check verifies the map against the module's
+    recorded output on every signature.
+    """
+
+    def __init__(self):
+        from torch_geometric.nn import GCNConv
+
+        self.modules = (GCNConv,)
+        self.rule_types = (GCNConv, nn.Linear)
+
+    def accepts(self, call):
+        module = call.module
+        edge_index = call.arg(1, "edge_index")
+        if not isinstance(edge_index, torch.Tensor) or edge_index.dtype != torch.int64:
+            return "takes edge_index as a SparseTensor or another type; nrm reads an int64 tensor (2, E)"
+        if getattr(module, "cached", False):
+            return "is cached=True (its normalization from an earlier graph); use cached=False"
+        if len(call.in_shapes) != 1 or len(call.in_shapes[0]) != 3:
+            return "is called on features of another shape; nrm reads (batch, nodes, features) (nrm.gnn)"
+        return None
+
+    def coefficients(self, call, dtype) -> tuple:
+        """(src, dst, c) of the call: PyG's gcn_norm of its graph, as GCNConv computes it."""
+        from torch_geometric.nn.conv.gcn_conv import gcn_norm
+
+        module = call.module
+        edge_index, weight = call.arg(1, "edge_index"), call.arg(2, "edge_weight", None)
+        nodes = call.in_shapes[0][1]
+        if module.normalize:
+            edge_index, weight = gcn_norm(edge_index, weight, nodes, module.improved, module.add_self_loops,
+                                          module.flow, dtype)
+        if weight is None:
+            weight = torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device)
+        src, dst = (edge_index[0], edge_index[1]) if module.flow == "source_to_target" else (edge_index[1],
+                                                                                              edge_index[0])
+        return src, dst, weight.detach().to(dtype)
+
+    def map(self, call, a, rule=None):
+        from ..rules import Epsilon, Flat, WSquare, Zero
+
+        if isinstance(rule, (Flat, WSquare)):
+            raise RuleAssignmentError(
+                f"{type(rule).__name__} on GCNConv at '{call.name}' read as Â ⊗ W: its weights (1, w²) of Â_ji W_gf "
+                "are not Â applied to the modified W; give this layer LRP-0, ε, γ, z⁺ or αβ, or unregister "
+                "nrm.layers.message.GCNLayer to read GCNConv operation by operation")
+        src, dst, coef = self.coefficients(call, a.dtype)
+        if rule is not None and type(rule) not in (Zero, Epsilon) and bool((coef < 0).any()):
+            raise GraphError(f"GCNConv at '{call.name}' has negative normalized edge weights, and {rule!r} modifies "
+                             "weights by their sign, which Â ⊗ W splits as Â ρ(W) only for Â ≥ 0: use non-negative "
+                             "edge weights, or LRP-0 / ε on this layer")
+        module = call.module
+        bias = None if module.bias is None else module.bias.detach()
+        return GCNMap(module.lin.weight.detach(), bias, src.to(a.device), dst.to(a.device), coef.to(a.device),
+                      call.in_shapes[0][1])
 
 
 def _destinations(index: np.ndarray, axis: int, out_shape: tuple) -> np.ndarray:
