@@ -383,3 +383,11 @@ def test_gcn_read_whole_refuses_rules_it_cannot_split_and_negative_weights_under
         nrm.gnn.explain(model, g.x, g.edge_index, w, target=0, node=1, rules=nrm.rules.Gamma(0.25))
     m = nrm.gnn.explain(model, g.x, g.edge_index, w, target=0, node=1, rules=nrm.rules.Epsilon(0.1))
     _held(laws.normalization(m))
+
+
+def test_check_layer_passes_gcn_read_whole():
+    """check-layer on the opt-in GCNLayer (flat and w² not drawn: Kind.refused_rules)."""
+    from nrm_verify.validate import check_layer
+
+    report = check_layer(nrm.layers.message.GCNLayer(), max_examples=2, only=["K2", "K3", "K5", "L1", "L18"])
+    assert report.ok, str(report)
