@@ -9,7 +9,7 @@ Framework to Explain Neural Network Latent Structures*, arXiv:2606.00557 (2026).
     m(nrm.At("features.28", channels=[3]) & nrm.At("input", mask=region))
 """
 
-from . import layers, presets, rules
+from . import gnn, layers, presets, rules
 from .capture import capture
 from .errors import (
     AmbiguousProductError,
@@ -44,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "explain", "capture", "layers", "Measure",
     "At", "Event", "Walk", "OMEGA", "EMPTY", "FIRST", "RuleMap", "ProperFFNN", "Sum", "Concat",
-    "rules", "presets",
+    "rules", "presets", "gnn",
     "NRMError", "UnsupportedModuleError", "UnsupportedOperationError", "AmbiguousProductError",
     "RuleParameterError", "RuleAssignmentError",
     "ZeroOutputError",

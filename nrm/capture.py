@@ -76,6 +76,10 @@ _PROPERTIES = ("shape", "dtype", "device", "ndim", "is_cuda", "layout", "require
 METADATA |= {getattr(torch._C.TensorBase, p) for p in _PROPERTIES if hasattr(torch._C.TensorBase, p)}
 # a property's getter reaches __torch_function__ as a fresh method-wrapper each time: keyed by its descriptor
 
+SHAPE_SOURCES = {torch.Tensor.expand_as, torch.Tensor.view_as, torch.Tensor.reshape_as, torch.Tensor.type_as}
+"""Methods that read their second tensor's shape or dtype only: on a constant ``self`` (PyG's
+``index.expand_as(src)``) the result is a constant, whatever the other tensor is."""
+
 VALUE_READS = {
     torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__, torch.Tensor.__float__,
     torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.__array__, torch.Tensor.__complex__,
@@ -87,7 +91,8 @@ FACTORIES = {
     torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like,
 }
 """Functions that read only a tensor's shape, dtype and device and return a new tensor: their
-result is a constant (Swin's attention mask starts as ``x.new_zeros(…)``), run and not recorded."""
+result is a constant (Swin's attention mask starts as ``x.new_zeros(…)``; PyG's
+``src.new_zeros(size)`` before a scatter, ``new_ones`` for a degree count), run and not recorded."""
 
 PIECEWISE = {torch.chunk, torch.Tensor.chunk, torch.split, torch.Tensor.split, torch.unbind, torch.Tensor.unbind,
              torch.tensor_split, torch.Tensor.tensor_split}
@@ -376,7 +381,7 @@ class _Recorder(TorchFunctionMode):
         if self.leaf or _key(func) in METADATA or func in FACTORIES or self.error is not None:
             return func(*args, **kwargs)
         tainted = self._tainted((args, kwargs))
-        if not tainted:
+        if not tainted or (func in SHAPE_SOURCES and args and not self._tainted(args[0])):
             return func(*args, **kwargs)
         if func in VALUE_READS:
             self._fail(DataDependentControlFlowError(
@@ -444,7 +449,7 @@ class _Recorder(TorchFunctionMode):
             self.input = self.input.clone()
 
     def _record(self, func, args, kwargs, kind, out, frame, *, whole: bool = False, target=None,
-                before=None) -> None:
+                before: torch.Tensor | None = None) -> None:
         index = len(self.calls)
 
         shapes, dtypes = [], []
@@ -458,7 +463,7 @@ class _Recorder(TorchFunctionMode):
                 dtypes.append(t.dtype)
                 return entry[0]
             if t is target and before is not None:  # the constant as it was before this call wrote into it
-                return before
+                t = before  # (Swin's mask filled in place, the zeros a PyG scatter adds into)
             self.constants.setdefault(id(t), (self._tensor_name(t, frame), t, t._version))
             return t
 

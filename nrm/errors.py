@@ -99,3 +99,9 @@ class ArgumentError(NRMError, TypeError, ValueError):
 class EventTooLargeError(NRMError, ValueError):
     """An event that would hold more cylinders than nrm measures (one masked pass each);
     the message says how to write it smaller."""
+
+
+class GraphError(NRMError, ValueError):
+    """A malformed graph (:mod:`nrm.gnn`): ``edge_index`` of the wrong dtype or shape, node ids out
+    of range, edge weights that do not match the edges or that a rule cannot take, features
+    that are not finite."""

@@ -268,7 +268,9 @@ class At(Event):
     """The event {X_layer ∈ S}.
 
     Exactly one of ``index`` (flat neuron indices within one sample's layer),
-    ``channels`` (whole channels) or ``mask`` (a boolean tensor of the layer's shape) may
+    ``channels`` (whole channels), ``nodes`` (every feature of the named nodes of a graph
+    network's layer of shape (N, F), :mod:`nrm.gnn`: the same selection as ``channels``,
+    per-sample dimension 0) or ``mask`` (a boolean tensor of the layer's shape) may
     be given; with none of them S is every real neuron of the layer. ``absorber=True``
     adds the absorber ⊥_layer to S (alone, ``At(layer, index=[], absorber=True)`` is
     {X_layer = ⊥}). ``~At(…)`` is its complement, again one atom.
@@ -286,15 +288,18 @@ class At(Event):
 
     def __init__(self, layer: str, *, index: Iterable[int] | int | None = None,
                  channels: Iterable[int] | int | None = None, mask: torch.Tensor | None = None,
-                 absorber: bool = False, parallel: bool = False):
+                 absorber: bool = False, parallel: bool = False, nodes: Iterable[int] | int | None = None):
         if not isinstance(layer, str):
             raise ArgumentError(f"At() takes a layer name (str) first, got {layer!r}")
         for name, flag in (("absorber", absorber), ("parallel", parallel)):
             if not isinstance(flag, bool):
                 raise ArgumentError(f"At({layer!r}, {name}=…) takes True or False, got {flag!r}")
-        given = [n for n, v in (("index", index), ("channels", channels), ("mask", mask)) if v is not None]
+        given = [n for n, v in (("index", index), ("channels", channels), ("mask", mask), ("nodes", nodes))
+                 if v is not None]
         if len(given) > 1:
-            raise EventIndexError(f"At({layer!r}) takes one of index=, channels=, mask=, got {given}")
+            raise EventIndexError(f"At({layer!r}) takes one of index=, channels=, mask=, nodes=, got {given}")
+        if nodes is not None:  # a graph network's layer (N, F): the node is per-sample dimension 0 (nrm.gnn)
+            channels = nodes
         if index is not None:
             values = _ints(index, "index")
             atom = Atom(layer, "index" if values else "none", values, absorber, parallel=parallel)

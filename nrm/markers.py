@@ -49,3 +49,10 @@ class Shift(nn.Module):
     is the constant, so the constant's share goes to the absorber ⊥ (NRM-SPEC §1, §8). Key of a
     rule mapping: ``{nrm.markers.Shift: rule}`` (also reachable as ``nrm.layers.constants.Shift``);
     the presets give it the rule of sums of branches (LRP-0). Never called."""
+
+
+class Aggregate(nn.Module):
+    """A neighbourhood aggregation of a graph network, z_{i,f} = Σ_e [dst_e = i] w_e a_{src_e, f}
+    (a scatter-sum or scatter-mean of messages, PyG's ``propagate``): a linear map with
+    weights 1 or 1/deg, to which any rule applies. Key of a rule mapping:
+    ``{nrm.markers.Aggregate: rule}``. Never called."""

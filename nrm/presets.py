@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import RuleAssignmentError, RuleParameterError
 from .lrn import LRNTaylor
-from .markers import MatrixProduct, Scale, Shift, Sum
+from .markers import Aggregate, MatrixProduct, Scale, Shift, Sum
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, ZBox, Zero, ZPlus
 
 
@@ -34,9 +34,10 @@ FIRST = _First()
 
 DENSE = (nn.Linear,)
 CONV = (nn.Conv1d, nn.Conv2d)
-POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, Sum, Shift)
-"""Average pooling, sums of branches and additive constants (a position embedding, a mask, a class
-token: :mod:`nrm.layers.constants`): LRP-0 by default."""
+POOL = (nn.AvgPool2d, nn.AdaptiveAvgPool2d, Sum, Shift, Aggregate)
+"""Average pooling, sums of branches, additive constants (a position embedding, a mask, a class
+token: :mod:`nrm.layers.constants`) and graph aggregations (:mod:`nrm.layers.message`): LRP-0 by
+default."""
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, Scale, nn.Softmax)
 """Normalizations that are layers of their own (a batch norm that cannot fold, layer and group
 norm with σ held), products by a constant (a layer scale) and the softmax (its Taylor

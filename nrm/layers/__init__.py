@@ -12,13 +12,13 @@ activations). The built-in kinds are in
 :mod:`~nrm.layers.linear`, :mod:`~nrm.layers.elementwise`, :mod:`~nrm.layers.activations`,
 :mod:`~nrm.layers.shape`, :mod:`~nrm.layers.pooling`, :mod:`~nrm.layers.norm`,
 :mod:`~nrm.layers.products`, :mod:`~nrm.layers.scale`, :mod:`~nrm.layers.attention` and
-:mod:`~nrm.layers.constants`;
+:mod:`~nrm.layers.constants` and :mod:`~nrm.layers.message` (graph networks' message passing);
 fused operations the capture records through their definitions are in :mod:`~nrm.layers.fused`.
 """
 
 from __future__ import annotations
 
-from . import activations, attention, constants, elementwise, linear, norm, pooling, products, scale, shape
+from . import activations, attention, constants, elementwise, linear, message, norm, pooling, products, scale, shape
 from .base import (
     ROLES,
     Alias,
@@ -53,6 +53,7 @@ BUILTIN_KINDS = (
     norm.GroupNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul, attention.Softmax,
     constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt, constants.Expand,
     constants.CatConstant,
+    message.IndexSelect, message.Scatter,
 )
 # BatchNormAffine before BatchNormFold: the capture asks the fold first, and the graph turns a
 # batch norm that cannot fold into its own diagonal layer (BatchNormFold.unfolded)

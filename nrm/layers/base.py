@@ -67,6 +67,10 @@ class Kind:
     role: ClassVar[str] = ""
     rule_types: ClassVar[tuple[type, ...]] = ()
     """Types a rule mapping may key this kind's layers by (``{nn.Conv2d: Gamma()}``)."""
+    refused_rules: ClassVar[tuple[str, ...]] = ()
+    """Built-in rules (by the names of ``nrm-verify check-rule``: "flat", "wsquare", …) whose
+    kernel this kind cannot give and refuses with an error naming the layer; ``check-layer``
+    draws the others."""
 
     @property
     def name(self) -> str:

@@ -116,4 +116,3 @@ class LayerScale(nn.Module):
         if self.how == "number":
             return 0.5 * h
         return self.gamma * h if self.how == "mul" else h / self.gamma
-

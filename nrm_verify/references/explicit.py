@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -167,7 +168,70 @@ def apply_recorded(call, replacement):
     args, kwargs = _substitute(call, replacement)
     if call.whole:
         return call.module.forward(*args, **kwargs)
+    if call.func in _SCATTERS:
+        args = _scatter_rows(args)
     return call.func(*args, **kwargs)
+
+
+_SCATTERS = {torch.Tensor.scatter_add_, torch.Tensor.scatter_add, torch.scatter_add, torch.Tensor.scatter_reduce_,
+             torch.Tensor.scatter_reduce, torch.scatter_reduce, torch.Tensor.index_add_, torch.Tensor.index_add,
+             torch.index_add}
+
+
+def _reduce(call) -> str:
+    """The reduction of a recorded scatter: 'sum' for scatter_add and index_add."""
+    if call.func in (torch.Tensor.scatter_reduce_, torch.Tensor.scatter_reduce, torch.scatter_reduce):
+        return call.args[4] if len(call.args) > 4 else call.kwargs["reduce"]
+    return "sum"
+
+
+def _scatter_max_matrices(call, a: torch.Tensor) -> tuple:
+    """A scatter-max (``base.scatter_reduce_(dim, index, src, "amax", include_self=…)``) at its
+    input a (B, *src), from the definition by explicit loops: output k takes the first message p
+    in row-major order whose value is the largest of those landing on k (W[b, k, p] = 1, the
+    structure the winner alone); where none lands, or with include_self where the constant is
+    at least every message, the output is the constant (the bias)."""
+    base, dim, index = call.args[0], call.args[1], call.args[2]
+    include_self = bool(call.kwargs.get("include_self", True))
+    B, src = a.shape[0], tuple(a.shape[1:])
+    d = dim % a.dim() - 1
+    out = tuple(base.shape[1:])
+    K, N = _numel(out), _numel(src)
+    idx = index[0].reshape(src)
+    const = base[0].reshape(-1).to(DTYPE)
+    W = torch.zeros((B, K, N), dtype=DTYPE)
+    b = const.expand(B, K).clone()
+    for s in range(B):
+        best: dict[int, tuple[float, int]] = {}
+        for p, pos in enumerate(itertools.product(*(range(n) for n in src))):
+            target = list(pos)
+            target[d] = int(idx[pos])
+            k = 0
+            for size, i in zip(out, target):
+                k = k * size + i
+            v = float(a[s][pos])
+            if k not in best or v > best[k][0]:
+                best[k] = (v, p)
+        for k, (v, p) in best.items():
+            if include_self and float(const[k]) >= v:
+                continue
+            W[s, k, p] = 1.0
+            b[s, k] = 0.0
+    bias = None if not bool(b.abs().max() > 0) else (b[0] if bool((b == b[:1]).all()) else b)
+    return W, bias, W != 0
+
+
+def _scatter_rows(args: tuple) -> tuple:
+    """A scatter (message passing's aggregation, ``base.scatter_add_(dim, index, src)``) replayed
+    on ``src`` of R rows: the constant it writes into is copied (the recorded one stays as it
+    was) with its batch dimension repeated to R rows, and an index of the messages' shape
+    likewise (``index_add``'s 1-D index is per sample already)."""
+    base, dim, index, src = args[:4]
+    rows = src.shape[0]
+    base = base[:1].expand((rows,) + tuple(base.shape[1:])).clone()
+    if index.dim() == src.dim():
+        index = index[:1].expand((rows,) + tuple(index.shape[1:]))
+    return (base, dim, index, src) + tuple(args[4:])
 
 
 def _affine(call, in_shape) -> tuple:
@@ -305,9 +369,10 @@ def call_tensors(call) -> list:
 
 
 def structural_parameters(call) -> list:
-    """The call's parameter arguments (``nn.Parameter`` or at least 2-d): set to one, they
-    give the structural fan-in that the flat rule counts."""
-    return [t for t in call_tensors(call) if isinstance(t, nn.Parameter) or t.dim() >= 2]
+    """The call's parameter arguments (``nn.Parameter`` or at least 2-d, floating point): set
+    to one, they give the structural fan-in that the flat rule counts. Integer tensors are
+    indices (a scatter's ``edge_index``), never weights."""
+    return [t for t in call_tensors(call) if (isinstance(t, nn.Parameter) or t.dim() >= 2) and t.is_floating_point()]
 
 
 def with_constants(call, replace: dict):
@@ -483,6 +548,12 @@ class _Tracer:
                 return
             if call.func in (F.layer_norm, F.group_norm):
                 W, b, M = _centring_matrices(call, a.value)
+                self._check_dense(call.name, a.value, W, b, call.output)
+                self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
+                                         structure=M))
+                return
+            if call.func in _SCATTERS and _reduce(call) == "amax":  # winner takes all: built at the input
+                W, b, M = _scatter_max_matrices(call, a.value)
                 self._check_dense(call.name, a.value, W, b, call.output)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                          structure=M))
@@ -702,7 +773,7 @@ def rule_kernel(rule, a: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, 
     Wt = W.transpose(-1, -2) if W.dim() == 3 else W.T.unsqueeze(0)  # (B or 1, N, K)
     bias = torch.zeros(K, dtype=DTYPE) if b is None else b
     bias = bias.expand(B, K)
-    structure = M.T.unsqueeze(0).to(DTYPE)
+    structure = (M.transpose(-1, -2) if M.dim() == 3 else M.T.unsqueeze(0)).to(DTYPE)  # per sample: a max's winners
     pos, neg = (lambda t: t.clamp(min=0)), (lambda t: t.clamp(max=0))
     kind = type(rule)
     if kind in (Zero, Epsilon, LRNTaylor):  # LRNTaylor: q = T_jk / (b_k + ε s(b_k)), T = a W on its expansion

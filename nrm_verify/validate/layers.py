@@ -115,7 +115,7 @@ class LayerContext:
     def cases(self, batch=(1, 2), size: str = "any") -> st.SearchStrategy:
         """"one layer"/"small": the example alone with its head; "any": with a learned layer before it."""
         return S.kind_cases(self.kind, self.examples, batch=batch, prefix=size != "one layer",
-                            rules=S.rules(SOUND_OTHERS))
+                            rules=S.rules(tuple(r for r in SOUND_OTHERS if r not in self.kind.refused_rules)))
 
 
 # -- the checks -------------------------------------------------------------------------------
