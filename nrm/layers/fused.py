@@ -76,8 +76,8 @@ class SDPADecomposition:
                 return f"takes an attn_mask of type {type(mask).__name__}"
             keep = mask if mask.dtype == torch.bool else mask > float("-inf")
             if not bool(keep.any(-1).all()):
-                return ("masks every key of some query (a row of attn_mask is all False or −inf): torch's softmax gives "
-                        "NaN there")
+                return ("masks every key of some query (a row of attn_mask is all False or −inf): torch's softmax "
+                        "gives NaN there")
         return None
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
