@@ -189,7 +189,8 @@ def _seeded_model(model, seed=0, batch=1):
     return model, torch.randn((batch, 3, 4), generator=g, dtype=D)
 
 
-TORCH_ATTENTION = [("sdpa", FusedHead), ("mha", TorchMHA), ("mha-sdpa", lambda: TorchMHA(need_weights=False))]
+TORCH_ATTENTION = [("sdpa", FusedHead), ("mha", TorchMHA), ("mha-sdpa", lambda: TorchMHA(need_weights=False)),
+                   ("sdpa-causal", lambda: FusedHead(is_causal=True))]  # masks: tests/test_transformer_parts.py
 
 
 @pytest.mark.parametrize("name,build", TORCH_ATTENTION, ids=[n for n, _ in TORCH_ATTENTION])
@@ -238,8 +239,8 @@ def test_torch_attention_in_float32():
 
 
 REFUSED = [
-    ("sdpa-causal", lambda: FusedHead(is_causal=True), UnsupportedOperationError,
-     ("scaled_dot_product_attention", "is_causal", "−∞")),
+    ("sdpa-dropout", lambda: FusedHead(dropout_p=0.5), UnsupportedOperationError,
+     ("scaled_dot_product_attention", "dropout")),
     ("mha-seq-first", lambda: TorchMHA(batch_first=False), UnsupportedOperationError,
      ("MultiheadAttention at 'attn'", "batch_first=False")),
     ("mha-mask", lambda: TorchMHA(attn_mask=torch.zeros(3, 3, dtype=D)), UnsupportedOperationError,

@@ -236,3 +236,13 @@ def test_what_cannot_be_read_is_refused_by_name(how, words):
     x = torch.randn((1, 3, 3), generator=torch.Generator().manual_seed(9), dtype=D)
     with pytest.raises(UnsupportedOperationError, match=words):
         nrm.explain(MinusInf(how).eval(), x, target=0)
+
+
+@pytest.mark.parametrize("kind", ["AddConstant", "Select", "Negate", "Power", "Rsqrt", "Expand"])
+def test_check_layer_holds_every_law_on_the_new_kinds(kind):
+    """nrm-verify check-layer on each kind's examples: K2, K3, K5, L1–L9 (where they apply), L18 and
+    batch invariance (the table in docs/attention.md)."""
+    from nrm_verify.validate import check_layer
+
+    report = check_layer(nrm.layers.REGISTRY.kinds[kind], max_examples=2)
+    assert report.ok, str(report)
