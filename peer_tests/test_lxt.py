@@ -140,11 +140,12 @@ def test_lxt_equals_nrm_at_the_input_embeddings(name, variant):
 
 
 @pytest.mark.parametrize("name,blocks", [("gpt2", "transformer.h"), ("llama", "model.layers")])
-def test_lxt_equals_nrm_at_every_block_output(name, blocks):
+@pytest.mark.parametrize("variant", peer.VARIANTS)
+def test_lxt_equals_nrm_at_every_block_output(name, blocks, variant):
     """Relevance at each decoder block's output hidden states, h · ∂f/∂h under LXT's patch, equals
     f · m at nrm's layer of that module's output, ≤ 1e-10 relative."""
     model, x = build(name)
-    m = explain(name, model, x)
+    m = explain(name, model, x, variant)
     kept = {}
 
     def keep(i):
@@ -155,7 +156,7 @@ def test_lxt_equals_nrm_at_every_block_output(name, blocks):
         return hook
 
     layers = model.get_submodule(blocks)
-    with peer.patched(name, "attnlrp", identity_epsilon=0.0):
+    with peer.patched(name, variant, identity_epsilon=0.0):
         handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
         try:
             peer.relevance(model, x, TARGET)
@@ -253,3 +254,13 @@ def test_patch_is_undone():
     after = (module.LlamaMLP.forward, module.LlamaRMSNorm.forward, module.eager_attention_forward,
              module.ALL_ATTENTION_FUNCTIONS, dict(module.ALL_ATTENTION_FUNCTIONS.items()))
     assert after == before
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_batch_invariance(name):
+    """A batch of two sequences equals each sequence alone (nrm_verify.laws.batch_invariance)."""
+    model, x = build(name)
+    _, y = build(name, seed=1)
+    with rms_norm_in_input_dtype(), peer.conventions("attnlrp"):
+        result = laws.batch_invariance(Logit(model).eval(), torch.cat([x, y]), TARGET)
+    assert result.holds is True, result
