@@ -264,3 +264,31 @@ def test_batch_invariance(name):
     with rms_norm_in_input_dtype(), peer.conventions("attnlrp"):
         result = laws.batch_invariance(Logit(model).eval(), torch.cat([x, y]), TARGET)
     assert result.holds is True, result
+
+
+class Padded(torch.nn.Module):
+    """BERT with a padding mask (the last two tokens are padding): the class logits."""
+
+    def __init__(self, model, mask):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mask", mask)
+
+    def forward(self, e):
+        return self.model(inputs_embeds=e, attention_mask=self.mask).logits
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_padding_tokens_take_nothing(attn):
+    """BERT's padding mask (additive finfo.min in eager, a float mask through SDPA): the padded
+    tokens are keys no query reads, and the class token reads only through attention, so they take
+    exactly no relevance; L1 holds."""
+    model, x = build("bert", attn)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+    m = nrm.explain(Padded(model, mask).eval(), x, target=1, check="full")
+    with torch.no_grad():
+        assert abs(float(m.f[0]) - float(model(inputs_embeds=x, attention_mask=mask).logits[0, 1])) <= 1e-12
+    tokens = m.marginal("input")[0].sum(-1)
+    assert float(tokens[4:].abs().max()) == 0.0
+    assert float(tokens[:4].abs().min()) > 0
+    assert float(laws.normalization(m).deviation) <= 1e-12
