@@ -246,3 +246,12 @@ def test_check_layer_holds_every_law_on_the_new_kinds(kind):
 
     report = check_layer(nrm.layers.REGISTRY.kinds[kind], max_examples=2)
     assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("mask", ["where", "additive"])
+def test_flat_rule_agrees_on_masks(mask):
+    """Flat ignores the weights: a masked neuron keeps its one edge (weight 0) in the engine, the
+    exact oracle and the explicit reference alike."""
+    model, x = _decoder(mask, seed=11)
+    with split(split="equal"):
+        _agree(model, x, 0, nrm.rules.Flat())

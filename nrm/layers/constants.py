@@ -66,8 +66,7 @@ def _diagonal_exact(weight: torch.Tensor, bias: torch.Tensor | None, shape: tupl
     w = to_fractions(weight.double().reshape(-1))
     W = zeros_object((n, n))
     W[np.arange(n), np.arange(n)] = list(w) if n else []
-    S = np.zeros((n, n), bool)
-    S[np.arange(n), np.arange(n)] = (weight.reshape(-1) != 0).cpu().numpy() if n else []
+    S = np.eye(n, dtype=bool)  # each neuron's one edge, as the engine's DiagonalMap has it (also at weight 0)
     b = None if bias is None else to_fractions(bias.double().reshape(-1))
     return ExactMap(W, S, b, shape)
 
