@@ -232,14 +232,16 @@ def test_llama_float64_rms_norm_is_refused_by_name():
         nrm.explain(Logit(model).eval(), x, target=TARGET)
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_llama_float32_as_transformers_writes_it(attn):
-    """In float32 transformers' own RMSNorm and eager softmax keep the dtype: read as written;
-    L1 to float32 precision."""
-    model, x = build("llama", attn)
+@pytest.mark.parametrize("name,attn", [("llama", "eager"), ("llama", "sdpa"), ("gpt2", "sdpa"), ("bert", "eager")])
+def test_float32_as_transformers_writes_it(name, attn):
+    """In float32 transformers' own RMSNorm and Llama's eager softmax keep the dtype: every model read
+    as written; f is the model's logit and L1 holds to float32 precision."""
+    model, x = build(name, attn)
     model, x = model.float(), x.float()
     with peer.conventions("attnlrp"):
-        m = nrm.explain(Logit(model).eval(), x, target=TARGET)
+        m = nrm.explain(Logit(model, name != "bert").eval(), x, target=1)
+    with torch.no_grad():
+        assert abs(float(m.f[0]) - float(Logit(model, name != "bert")(x)[0, 1])) <= 1e-5
     assert float(laws.normalization(m).deviation) <= 1e-5
 
 
