@@ -294,3 +294,17 @@ def test_padding_tokens_take_nothing(attn):
     assert float(tokens[4:].abs().max()) == 0.0
     assert float(tokens[:4].abs().min()) > 0
     assert float(laws.normalization(m).deviation) <= 1e-12
+
+
+def test_lxt_explainer_is_the_peer_interface():
+    """LXTExplainer (the Explainer interface of the other peers) gives the same relevance at the input
+    and at a block output as the functions above, for a batch of two with a target per sample."""
+    model, x = build("llama")
+    _, y = build("llama", seed=1)
+    batch = torch.cat([x, y])
+    got = peer.LXTExplainer("llama", identity_epsilon=0.0)(model, batch, [TARGET, 3], layers=["model.layers.1"])
+    with peer.patched("llama", identity_epsilon=0.0):
+        want = torch.cat([peer.relevance(model, x, TARGET), peer.relevance(model, y, 3)])
+    assert relative(got["input"], want) <= 1e-12
+    assert got["model.layers.1"].shape == batch.shape
+    assert peer.LXTExplainer("gpt2").name == "lxt" and peer.LXTExplainer("gpt2").row is None
