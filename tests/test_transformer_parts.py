@@ -255,3 +255,26 @@ def test_flat_rule_agrees_on_masks(mask):
     model, x = _decoder(mask, seed=11)
     with split(split="equal"):
         _agree(model, x, 0, nrm.rules.Flat())
+
+
+class Shifts(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how, self.lin = how, nn.Linear(3, 3).double()
+        self.register_buffer("c", torch.tensor([0.5, -1.0, 2.0], dtype=D))
+
+    def forward(self, x):
+        h = self.lin(x)
+        return {"add": lambda: torch.add(h, self.c, alpha=0.3), "radd": lambda: torch.add(self.c, h, alpha=0.3),
+                "sub": lambda: torch.sub(h, self.c, alpha=0.3), "rsub": lambda: torch.sub(self.c, h, alpha=0.3),
+                "rsub-op": lambda: 2.0 - h, "iadd": lambda: h.__iadd__(self.c), "minus": lambda: h - 1.5}[self.how]()
+
+
+@pytest.mark.parametrize("how", ["add", "radd", "sub", "rsub", "rsub-op", "iadd", "minus"])
+def test_add_constant_every_form(how):
+    """x ± c, c ± x, alpha= on the second operand: the map reproduces the model (check='full') and
+    the engine equals the exact oracle and the explicit reference."""
+    model = Shifts(how).eval()
+    x = torch.randn((1, 3), generator=torch.Generator().manual_seed(12), dtype=D)
+    m = _agree(model, x, 1, nrm.rules.Epsilon(0.01))
+    assert "AddConstant" in {b.producer.layer_kind.name for b in m.network.blocks[1:]}

@@ -78,10 +78,11 @@ class AddConstant(Linear):
     embeddings, an additive attention mask (0 or ``finfo.min``), a norm's ε. A diagonal linear
     map with the constant as its bias (rule key :class:`Shift`): the constant goes to ⊥.
 
-    Definition (s = −1 for c − x, else 1; α the ``alpha=`` factor of torch.add/sub, 1 by
-    default)::
+    Definition (α the ``alpha=`` factor of torch.add/sub, 1 by default; it scales the second
+    operand, and the input in c − x)::
 
-        z_k = s a_k + b_k,   b_k = ±α c_k;     LRP-0: q(a_k | z_k) = s a_k / z_k, q(⊥ | z_k) = b_k / z_k
+        z_k = w a_k + b_k,   (w, b_k) = (1, ±α c_k) for x ± c,  (α, c_k) for c + x,  (−α, c_k) for c − x
+        LRP-0: q(a_k | z_k) = w a_k / z_k,  q(⊥ | z_k) = b_k / z_k
 
     Masked positions (b_k = ``finfo.min``) keep a finite value that the softmax after them maps
     to 0 exactly, so they take no relevance there. A non-finite constant (−inf) is refused:
@@ -100,15 +101,16 @@ class AddConstant(Linear):
         other = call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
         return call.args[0], other
 
-    def signs(self, call) -> tuple[int, int]:
-        """(s, the constant's sign): c − x (``__rsub__``, or torch.sub with c first) gives (−1, +1)."""
+    def coefficients(self, call) -> tuple[float, float]:
+        """(w, β) with z = w x + β c: torch.add/sub(input, other, alpha=α) is input ± α·other and
+        ``__rsub__`` (c − x) is c − α x, so α scales the second operand."""
         a, _ = self.operands(call)
-        name = getattr(call.func, "__name__", "")
+        name, alpha, first = getattr(call.func, "__name__", ""), self.alpha(call), isinstance(a, Value)
         if name == "__rsub__":
-            return -1, 1
+            return -alpha, 1.0
         if name in _SUBTRACTIONS:
-            return (1, -1) if isinstance(a, Value) else (-1, 1)
-        return 1, 1
+            return (1.0, -alpha) if first else (-alpha, 1.0)
+        return (1.0, alpha) if first else (alpha, 1.0)
 
     def alpha(self, call) -> float:
         return call.kwargs.get("alpha", call.args[2] if len(call.args) > 2 else 1)
@@ -132,18 +134,11 @@ class AddConstant(Linear):
 
     def bias(self, call, like: torch.Tensor) -> torch.Tensor:
         a, b = self.operands(call)
-        _, sign = self.signs(call)
-        alpha = self.alpha(call)
-        c = _per_sample(b if isinstance(a, Value) else a, like)
-        if isinstance(a, Value):
-            c = c * alpha
-        return c if sign == 1 else -c
+        return _per_sample(b if isinstance(a, Value) else a, like) * self.coefficients(call)[1]
 
     def weight(self, call, like: torch.Tensor) -> torch.Tensor:
-        s, _ = self.signs(call)
-        a, _ = self.operands(call)
-        w = torch.full(tuple(like.shape[1:]), float(s), dtype=like.dtype, device=like.device)
-        return w if isinstance(a, Value) or s == -1 else w * self.alpha(call)
+        return torch.full(tuple(like.shape[1:]), float(self.coefficients(call)[0]), dtype=like.dtype,
+                          device=like.device)
 
     def map(self, call, a, rule=None):
         return DiagonalMap(self.weight(call, a), self.bias(call, a))
