@@ -278,3 +278,16 @@ def test_add_constant_every_form(how):
     x = torch.randn((1, 3), generator=torch.Generator().manual_seed(12), dtype=D)
     m = _agree(model, x, 1, nrm.rules.Epsilon(0.01))
     assert "AddConstant" in {b.producer.layer_kind.name for b in m.network.blocks[1:]}
+
+
+class PerSampleMask(nn.Module):
+    def forward(self, x):
+        keep = torch.ones(x.shape, dtype=torch.bool)
+        keep[1:, :, 0] = False
+        return torch.where(keep, x, torch.finfo(D).min).softmax(-1).flatten(1)
+
+
+def test_a_mask_per_sample_is_refused():
+    x = torch.randn((2, 3, 3), generator=torch.Generator().manual_seed(13), dtype=D)
+    with pytest.raises(UnsupportedOperationError, match="one mask per sample"):
+        nrm.explain(PerSampleMask().eval(), x, target=0)

@@ -198,6 +198,8 @@ class Select(Linear):
             return "selects by something other than a boolean tensor"
         if not isinstance(x, Value) or isinstance(c, Value):
             return "selects between two input-derived tensors; nrm reads a selection between one and a constant"
+        if mask.dim() == call.output.dim() and mask.shape[0] != 1:
+            return "selects by a mask with a batch dimension (one mask per sample); give one per-sample mask"
         if isinstance(c, torch.Tensor) and c.dim() == 0:
             c = float(c)
         return _constant_shape_refusal(call, c)
