@@ -289,5 +289,5 @@ class PerSampleMask(nn.Module):
 
 def test_a_mask_per_sample_is_refused():
     x = torch.randn((2, 3, 3), generator=torch.Generator().manual_seed(13), dtype=D)
-    with pytest.raises(UnsupportedOperationError, match="one mask per sample"):
+    with pytest.raises(UnsupportedOperationError, match="differs between samples"):
         nrm.explain(PerSampleMask().eval(), x, target=0)

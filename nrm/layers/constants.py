@@ -39,8 +39,8 @@ def _constant_shape_refusal(call, constant) -> str | None:
     if shape != out:
         return (f"broadcasts an input of shape {shape} to {out}: the constant enlarges it; nrm reads constants that "
                 "keep the input's shape")
-    if isinstance(constant, torch.Tensor) and constant.dim() == len(out) and constant.shape[0] != 1:
-        return "combines with a constant with a batch dimension (one per sample); give one per-sample shape"
+    if isinstance(constant, torch.Tensor) and constant.dim() == len(out) and not _same_for_every_sample(constant):
+        return "combines with a constant that differs between samples (one per sample); give one per-sample shape"
     finite = (math.isfinite(constant) if not isinstance(constant, torch.Tensor)
               else bool(torch.isfinite(constant).all()))
     if not finite:
@@ -48,6 +48,12 @@ def _constant_shape_refusal(call, constant) -> str | None:
                 "torch.finfo(dtype).min (as transformers does), or F.scaled_dot_product_attention with a boolean "
                 "mask or is_causal=True, which nrm reads")
     return None
+
+
+def _same_for_every_sample(t: torch.Tensor) -> bool:
+    """Whether a constant with a batch dimension holds one value per sample position for the whole
+    batch (transformers expands one causal mask to (B, 1, T, S)): it is then read as its first sample."""
+    return t.shape[0] == 1 or bool((t == t[:1]).all())
 
 
 def _per_sample(c, like: torch.Tensor) -> torch.Tensor:
@@ -198,8 +204,9 @@ class Select(Linear):
             return "selects by something other than a boolean tensor"
         if not isinstance(x, Value) or isinstance(c, Value):
             return "selects between two input-derived tensors; nrm reads a selection between one and a constant"
-        if mask.dim() == call.output.dim() and mask.shape[0] != 1:
-            return "selects by a mask with a batch dimension (one mask per sample); give one per-sample mask"
+        if mask.dim() == call.output.dim() and not _same_for_every_sample(mask):
+            return ("selects by a mask that differs between samples (one mask per sample, as padding of sequences of "
+                    "different lengths); explain such samples one at a time")
         if isinstance(c, torch.Tensor) and c.dim() == 0:
             c = float(c)
         return _constant_shape_refusal(call, c)
