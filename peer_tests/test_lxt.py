@@ -140,11 +140,12 @@ def test_lxt_equals_nrm_at_the_input_embeddings(name, variant):
 
 
 @pytest.mark.parametrize("name,blocks", [("gpt2", "transformer.h"), ("llama", "model.layers")])
-def test_lxt_equals_nrm_at_every_block_output(name, blocks):
+@pytest.mark.parametrize("variant", peer.VARIANTS)
+def test_lxt_equals_nrm_at_every_block_output(name, blocks, variant):
     """Relevance at each decoder block's output hidden states, h · ∂f/∂h under LXT's patch, equals
     f · m at nrm's layer of that module's output, ≤ 1e-10 relative."""
     model, x = build(name)
-    m = explain(name, model, x)
+    m = explain(name, model, x, variant)
     kept = {}
 
     def keep(i):
@@ -155,7 +156,7 @@ def test_lxt_equals_nrm_at_every_block_output(name, blocks):
         return hook
 
     layers = model.get_submodule(blocks)
-    with peer.patched(name, "attnlrp", identity_epsilon=0.0):
+    with peer.patched(name, variant, identity_epsilon=0.0):
         handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
         try:
             peer.relevance(model, x, TARGET)
@@ -231,14 +232,16 @@ def test_llama_float64_rms_norm_is_refused_by_name():
         nrm.explain(Logit(model).eval(), x, target=TARGET)
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_llama_float32_as_transformers_writes_it(attn):
-    """In float32 transformers' own RMSNorm and eager softmax keep the dtype: read as written;
-    L1 to float32 precision."""
-    model, x = build("llama", attn)
+@pytest.mark.parametrize("name,attn", [("llama", "eager"), ("llama", "sdpa"), ("gpt2", "sdpa"), ("bert", "eager")])
+def test_float32_as_transformers_writes_it(name, attn):
+    """In float32 transformers' own RMSNorm and Llama's eager softmax keep the dtype: every model read
+    as written; f is the model's logit and L1 holds to float32 precision."""
+    model, x = build(name, attn)
     model, x = model.float(), x.float()
     with peer.conventions("attnlrp"):
-        m = nrm.explain(Logit(model).eval(), x, target=TARGET)
+        m = nrm.explain(Logit(model, name != "bert").eval(), x, target=1)
+    with torch.no_grad():
+        assert abs(float(m.f[0]) - float(Logit(model, name != "bert")(x)[0, 1])) <= 1e-5
     assert float(laws.normalization(m).deviation) <= 1e-5
 
 
@@ -253,3 +256,55 @@ def test_patch_is_undone():
     after = (module.LlamaMLP.forward, module.LlamaRMSNorm.forward, module.eager_attention_forward,
              module.ALL_ATTENTION_FUNCTIONS, dict(module.ALL_ATTENTION_FUNCTIONS.items()))
     assert after == before
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_batch_invariance(name):
+    """A batch of two sequences equals each sequence alone (nrm_verify.laws.batch_invariance)."""
+    model, x = build(name)
+    _, y = build(name, seed=1)
+    with rms_norm_in_input_dtype(), peer.conventions("attnlrp"):
+        result = laws.batch_invariance(Logit(model).eval(), torch.cat([x, y]), TARGET)
+    assert result.holds is True, result
+
+
+class Padded(torch.nn.Module):
+    """BERT with a padding mask (the last two tokens are padding): the class logits."""
+
+    def __init__(self, model, mask):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mask", mask)
+
+    def forward(self, e):
+        return self.model(inputs_embeds=e, attention_mask=self.mask).logits
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_padding_tokens_take_nothing(attn):
+    """BERT's padding mask (additive finfo.min in eager, a float mask through SDPA): the padded
+    tokens are keys no query reads, and the class token reads only through attention, so they take
+    exactly no relevance; L1 holds."""
+    model, x = build("bert", attn)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+    m = nrm.explain(Padded(model, mask).eval(), x, target=1, check="full")
+    with torch.no_grad():
+        assert abs(float(m.f[0]) - float(model(inputs_embeds=x, attention_mask=mask).logits[0, 1])) <= 1e-12
+    tokens = m.marginal("input")[0].sum(-1)
+    assert float(tokens[4:].abs().max()) == 0.0
+    assert float(tokens[:4].abs().min()) > 0
+    assert float(laws.normalization(m).deviation) <= 1e-12
+
+
+def test_lxt_explainer_is_the_peer_interface():
+    """LXTExplainer (the Explainer interface of the other peers) gives the same relevance at the input
+    and at a block output as the functions above, for a batch of two with a target per sample."""
+    model, x = build("llama")
+    _, y = build("llama", seed=1)
+    batch = torch.cat([x, y])
+    got = peer.LXTExplainer("llama", identity_epsilon=0.0)(model, batch, [TARGET, 3], layers=["model.layers.1"])
+    with peer.patched("llama", identity_epsilon=0.0):
+        want = torch.cat([peer.relevance(model, x, TARGET), peer.relevance(model, y, 3)])
+    assert relative(got["input"], want) <= 1e-12
+    assert got["model.layers.1"].shape == batch.shape
+    assert peer.LXTExplainer("gpt2").name == "lxt" and peer.LXTExplainer("gpt2").row is None

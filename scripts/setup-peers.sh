@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv-peers: the environment of the peer-equivalence suite (peer_tests/), in which
-# zennit, zennit-crp and captum run beside this project.
+# zennit, zennit-crp, captum, transformers and LXT run beside this project.
 #
 #   bash scripts/setup-peers.sh                      # makes or reuses .venv-peers
 #   PEERS_VENV=.venv-peers2 bash scripts/setup-peers.sh
@@ -27,6 +27,13 @@ PEERS=("zennit==0.5.1" "captum==0.9.0")
 # with; so it is installed without its declared dependencies, and with its other ones.
 CRP="zennit-crp==0.6.0"
 CRP_DEPS=("tqdm" "matplotlib")
+# LXT 2.1 (AttnLRP) patches transformers' model families; its maps are written against
+# transformers 4.55. It declares accelerate, bitsandbytes (GPU) and open_clip_torch, which its
+# efficient mode (lxt.efficient, all the peer suite imports) does not import: installed without
+# its declared dependencies, with the ones it imports (transformers, zennit, matplotlib, tabulate).
+TRANSFORMERS="transformers==4.55.4"
+LXT="lxt==2.1"
+LXT_DEPS=("tabulate")
 
 # pip install, without the notes about this machine's empty local index folders
 pip_install() {
@@ -66,6 +73,12 @@ if ! have "${PEERS[@]}" "$CRP"; then
     pip_install --no-deps "$CRP"
     INSTALLED=1
 fi
+if ! have "$TRANSFORMERS" "$LXT"; then
+    echo "setup-peers: installing $TRANSFORMERS $LXT"
+    pip_install "torch==$TORCH" "torchvision==$TORCHVISION" "$TRANSFORMERS" "${LXT_DEPS[@]}"
+    pip_install --no-deps "$LXT"
+    INSTALLED=1
+fi
 # this project, editable, with its test extra (and so its verify extra); torch stays pinned so nothing is replaced.
 # Skipped when this checkout is already installed editable (FORCE=1 reinstalls it).
 if [ -n "${FORCE:-}" ] || ! "$VENV/bin/python" - <<'EOF'
@@ -82,11 +95,11 @@ fi
 
 # after an install, check that everything imports together (slow: torch's CUDA build)
 if [ -n "${INSTALLED:-}" ]; then
-    "$VENV/bin/python" -c "import torch, torchvision, zennit, crp.attribution, captum.attr, nrm, nrm_verify"
+    "$VENV/bin/python" -c "import torch, torchvision, zennit, crp.attribution, captum.attr, transformers, lxt.efficient, nrm, nrm_verify"
 fi
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import version
-names = ["torch", "torchvision", "zennit", "zennit-crp", "captum", "nrm-verify"]
+names = ["torch", "torchvision", "zennit", "zennit-crp", "captum", "transformers", "lxt", "nrm-verify"]
 print("setup-peers: " + ", ".join(f"{n} {version(n)}" for n in names))
 EOF
 echo "setup-peers: ready in $VENV; run: $VENV/bin/python -m pytest peer_tests -q"

@@ -189,7 +189,8 @@ def _seeded_model(model, seed=0, batch=1):
     return model, torch.randn((batch, 3, 4), generator=g, dtype=D)
 
 
-TORCH_ATTENTION = [("sdpa", FusedHead), ("mha", TorchMHA), ("mha-sdpa", lambda: TorchMHA(need_weights=False))]
+TORCH_ATTENTION = [("sdpa", FusedHead), ("mha", TorchMHA), ("mha-sdpa", lambda: TorchMHA(need_weights=False)),
+                   ("sdpa-causal", lambda: FusedHead(is_causal=True))]  # masks: tests/test_transformer_parts.py
 
 
 @pytest.mark.parametrize("name,build", TORCH_ATTENTION, ids=[n for n, _ in TORCH_ATTENTION])
@@ -237,16 +238,9 @@ def test_torch_attention_in_float32():
     assert float(laws.normalization(m).deviation) <= 1e-5
 
 
-def test_sdpa_with_is_causal_is_read():
-    """SDPA's causal mask is read since issue14-hf (nrm/layers/fused.py; it was refused before)."""
-    model, x = _seeded_model(FusedHead(is_causal=True), seed=6)
-    m = nrm.explain(model, x, target=0, check="full")
-    with torch.no_grad():
-        torch.testing.assert_close(m.f, model(x)[:, 0], rtol=1e-13, atol=1e-15)
-    assert float(laws.normalization(m).deviation) <= 1e-12
-
-
 REFUSED = [
+    ("sdpa-dropout", lambda: FusedHead(dropout_p=0.5), UnsupportedOperationError,
+     ("scaled_dot_product_attention", "dropout")),
     ("mha-seq-first", lambda: TorchMHA(batch_first=False), UnsupportedOperationError,
      ("MultiheadAttention at 'attn'", "batch_first=False")),
     ("mha-mask", lambda: TorchMHA(attn_mask=torch.zeros(3, 3, dtype=D)), UnsupportedOperationError,

@@ -37,9 +37,8 @@ def _constant_shape_refusal(call, constant) -> str | None:
     if shape != out:
         return (f"broadcasts an input of shape {shape} to {out}: the constant enlarges it; nrm reads constants that "
                 "keep the input's shape")
-    if (isinstance(constant, torch.Tensor) and constant.dim() == len(out) and constant.shape[0] != 1
-            and not bool((constant == constant[:1]).all())):  # equal rows (zeros_like(x), an expand): one constant
-        return "combines with a constant with a batch dimension (one per sample); give one per-sample shape"
+    if isinstance(constant, torch.Tensor) and constant.dim() == len(out) and not _same_for_every_sample(constant):
+        return "combines with a constant that differs between samples (one per sample); give one per-sample shape"
     finite = (math.isfinite(constant) if not isinstance(constant, torch.Tensor)
               else bool(torch.isfinite(constant).all()))
     if not finite:
@@ -47,6 +46,12 @@ def _constant_shape_refusal(call, constant) -> str | None:
                 "torch.finfo(dtype).min (as transformers does), or F.scaled_dot_product_attention with a boolean "
                 "mask or is_causal=True, which nrm reads")
     return None
+
+
+def _same_for_every_sample(t: torch.Tensor) -> bool:
+    """Whether a constant with a batch dimension holds one value per sample position for the whole
+    batch (transformers expands one causal mask to (B, 1, T, S)): it is then read as its first sample."""
+    return t.shape[0] == 1 or bool((t == t[:1]).all())
 
 
 def _per_sample(c, like: torch.Tensor) -> torch.Tensor:
@@ -65,8 +70,7 @@ def _diagonal_exact(weight: torch.Tensor, bias: torch.Tensor | None, shape: tupl
     w = to_fractions(weight.double().reshape(-1))
     W = zeros_object((n, n))
     W[np.arange(n), np.arange(n)] = list(w) if n else []
-    S = np.zeros((n, n), bool)
-    S[np.arange(n), np.arange(n)] = (weight.reshape(-1) != 0).cpu().numpy() if n else []
+    S = np.eye(n, dtype=bool)  # each neuron's one edge, as the engine's DiagonalMap has it (also at weight 0)
     b = None if bias is None else to_fractions(bias.double().reshape(-1))
     return ExactMap(W, S, b, shape)
 
@@ -78,10 +82,11 @@ class AddConstant(Linear):
     embeddings, an additive attention mask (0 or ``finfo.min``), a norm's ε. A diagonal linear
     map with the constant as its bias (rule key :class:`Shift`): the constant goes to ⊥.
 
-    Definition (s = −1 for c − x, else 1; α the ``alpha=`` factor of torch.add/sub, 1 by
-    default)::
+    Definition (α the ``alpha=`` factor of torch.add/sub, 1 by default; it scales the second
+    operand, and the input in c − x)::
 
-        z_k = s a_k + b_k,   b_k = ±α c_k;     LRP-0: q(a_k | z_k) = s a_k / z_k, q(⊥ | z_k) = b_k / z_k
+        z_k = w a_k + b_k,   (w, b_k) = (1, ±α c_k) for x ± c,  (α, c_k) for c + x,  (−α, c_k) for c − x
+        LRP-0: q(a_k | z_k) = w a_k / z_k,  q(⊥ | z_k) = b_k / z_k
 
     Masked positions (b_k = ``finfo.min``) keep a finite value that the softmax after them maps
     to 0 exactly, so they take no relevance there. A non-finite constant (−inf) is refused:
@@ -100,15 +105,16 @@ class AddConstant(Linear):
         other = call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
         return call.args[0], other
 
-    def signs(self, call) -> tuple[int, int]:
-        """(s, the constant's sign): c − x (``__rsub__``, or torch.sub with c first) gives (−1, +1)."""
+    def coefficients(self, call) -> tuple[float, float]:
+        """(w, β) with z = w x + β c: torch.add/sub(input, other, alpha=α) is input ± α·other and
+        ``__rsub__`` (c − x) is c − α x, so α scales the second operand."""
         a, _ = self.operands(call)
-        name = getattr(call.func, "__name__", "")
+        name, alpha, first = getattr(call.func, "__name__", ""), self.alpha(call), isinstance(a, Value)
         if name == "__rsub__":
-            return -1, 1
+            return -alpha, 1.0
         if name in _SUBTRACTIONS:
-            return (1, -1) if isinstance(a, Value) else (-1, 1)
-        return 1, 1
+            return (1.0, -alpha) if first else (-alpha, 1.0)
+        return (1.0, alpha) if first else (alpha, 1.0)
 
     def alpha(self, call) -> float:
         return call.kwargs.get("alpha", call.args[2] if len(call.args) > 2 else 1)
@@ -129,18 +135,11 @@ class AddConstant(Linear):
 
     def bias(self, call, like: torch.Tensor) -> torch.Tensor:
         a, b = self.operands(call)
-        _, sign = self.signs(call)
-        alpha = self.alpha(call)
-        c = _per_sample(b if isinstance(a, Value) else a, like)
-        if isinstance(a, Value):
-            c = c * alpha
-        return c if sign == 1 else -c
+        return _per_sample(b if isinstance(a, Value) else a, like) * self.coefficients(call)[1]
 
     def weight(self, call, like: torch.Tensor) -> torch.Tensor:
-        s, _ = self.signs(call)
-        a, _ = self.operands(call)
-        w = torch.full(tuple(like.shape[1:]), float(s), dtype=like.dtype, device=like.device)
-        return w if isinstance(a, Value) or s == -1 else w * self.alpha(call)
+        return torch.full(tuple(like.shape[1:]), float(self.coefficients(call)[0]), dtype=like.dtype,
+                          device=like.device)
 
     def map(self, call, a, rule=None):
         return DiagonalMap(self.weight(call, a), self.bias(call, a))
@@ -200,6 +199,9 @@ class Select(Linear):
             return "selects by something other than a boolean tensor"
         if not isinstance(x, Value) or isinstance(c, Value):
             return "selects between two input-derived tensors; nrm reads a selection between one and a constant"
+        if mask.dim() == call.output.dim() and not _same_for_every_sample(mask):
+            return ("selects by a mask that differs between samples (one mask per sample, as padding of sequences of "
+                    "different lengths); explain such samples one at a time")
         if isinstance(c, torch.Tensor) and c.dim() == 0:
             c = float(c)
         return _constant_shape_refusal(call, c)

@@ -12,7 +12,7 @@ from types import ModuleType
 from torch import nn
 
 SETUP_COMMAND = "bash scripts/setup-peers.sh"
-"""Builds ``.venv-peers`` with torch 2.14.1, torchvision, zennit, zennit-crp and captum."""
+"""Builds ``.venv-peers``: torch 2.14.1, torchvision, zennit, zennit-crp, captum, transformers 4.55.4, lxt 2.1."""
 
 
 class PeerMissingError(ImportError):
@@ -40,7 +40,7 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("torch", "torchvision", "zennit", "zennit-crp", "captum"):
+    for name in ("torch", "torchvision", "zennit", "zennit-crp", "captum", "transformers", "lxt"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -35,6 +35,7 @@ import nrm
 from nrm.layers.attention import MatMul
 from nrm.layers.products import Multiply
 from nrm_verify.peers.base import PeerConventionError, require
+from nrm_verify.peers.explainer import Explainer
 
 IDENTITY_EPSILON = 1e-10
 """LXT's ``identity_rule_implicit_fn.forward(ctx, fn, input, epsilon=1e-10)``: the identity
@@ -135,4 +136,49 @@ def conventions(variant: str = "attnlrp") -> Iterator[None]:
         nrm.layers.register(Multiply())
 
 
-__all__ = ["IDENTITY_EPSILON", "VARIANTS", "family", "patched", "relevance", "conventions"]
+class LXTExplainer(Explainer):
+    """LXT's efficient AttnLRP or CP-LRP on a ``transformers`` model of the family ``family``, as an
+    :class:`~nrm_verify.peers.explainer.Explainer`: ``x`` is ``inputs_embeds``; the target is the
+    logit at the last position (``causal_lm=True``) or the class logit; ``layers`` are module names
+    (R = h · ∂f/∂h at the module's output, its first element when it returns a tuple).
+    ``rules`` is None: LXT's conventions are not one nrm rule (compare with nrm under
+    :func:`conventions`)."""
+
+    name = "lxt"
+
+    def __init__(self, family_name: str, variant: str = "attnlrp", *, identity_epsilon: float | None = None,
+                 causal_lm: bool = True, spec: str | None = None):
+        super().__init__(None, spec=spec)
+        family(family_name)
+        if variant not in VARIANTS:
+            raise PeerConventionError(f"LXT variant {variant!r}: one of {VARIANTS}")
+        self.family, self.variant, self.identity_epsilon, self.causal_lm = (family_name, variant, identity_epsilon,
+                                                                            causal_lm)
+
+    def relevance(self, model, x, target, layers):
+        kept: dict[str, torch.Tensor] = {}
+
+        def keep(name):
+            def hook(module, args, output):
+                h = output[0] if isinstance(output, tuple) else output
+                h.retain_grad()
+                kept[name] = h
+            return hook
+
+        x = x.detach().clone().requires_grad_(True)
+        targets = torch.as_tensor(target).expand(x.shape[0])
+        with patched(self.family, self.variant, self.identity_epsilon):
+            handles = [model.get_submodule(n).register_forward_hook(keep(n)) for n in layers or []]
+            try:
+                out = model(inputs_embeds=x, use_cache=False) if self.causal_lm else model(inputs_embeds=x)
+                logits = out.logits[:, -1] if self.causal_lm else out.logits
+                logits[torch.arange(x.shape[0]), targets].sum().backward()
+            finally:
+                for h in handles:
+                    h.remove()
+        result = {"input": (x * x.grad).detach()}
+        result.update({n: (h * h.grad).detach() for n, h in kept.items()})
+        return result
+
+
+__all__ = ["IDENTITY_EPSILON", "VARIANTS", "family", "patched", "relevance", "conventions", "LXTExplainer"]
