@@ -25,6 +25,7 @@ from nrm.errors import (
     DtypeMismatchError,
     EventIndexError,
     EventTooLargeError,
+    GraphError,
     InPlaceViewError,
     NonFiniteError,
     NullEventError,
@@ -251,6 +252,28 @@ class RelevanceSplit(Epsilon):
         return super().column(ops, contributions, biases)
 
 
+class PlainGraphConv(nn.Module):
+    """A graph network in plain torch (message passing as PyG writes it): gather along the
+    edges, sum onto the targets, a linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x, edge_index):
+        messages = x.index_select(-2, edge_index[0])
+        return self.lin(torch.zeros_like(x).index_add(-2, edge_index[1], messages))
+
+
+def graph_model():
+    return PlainGraphConv().eval(), torch.linspace(-1.0, 1.0, 12).reshape(3, 4)
+
+
+def on_graph(edge_index: torch.Tensor) -> Callable:
+    """``nrm.gnn.explain`` on a graph given by ``edge_index`` (x: the nodes' features, (N, F))."""
+    return lambda model, x: nrm.gnn.explain(model, x, edge_index, target=0, node=0)
+
+
 def on_meta():
     model, x = dense()
     return model.to("meta"), x
@@ -283,6 +306,10 @@ def construct(make_rule: Callable) -> Callable:
 NULL_UNION = nrm.At("input", index=[0]) | nrm.At("0", index=[0])  # μ = 1/2 + 1 − 3/2 = 0 (NRM-SPEC §6)
 
 CASES: list[BadInput] = [
+    BadInput("graph-edge-index-float", GraphError, ("edge_index", "int64", "edge_index.long()"), graph_model,
+             on_graph(torch.tensor([[0.0, 1.0], [1.0, 2.0]]))),
+    BadInput("graph-node-out-of-range", GraphError, ("outside 0 … 2", "[[1, 7]]"), graph_model,
+             on_graph(torch.tensor([[0, 1], [1, 7]]))),
     # unsupported operations: the message names the operation, its module, its path, the line of the
     # model's code, and how to declare a layer kind
     BadInput("unsupported-log-softmax", UnsupportedOperationError,
