@@ -1,7 +1,7 @@
 """DIG's GNN-LRP (``dig.xgraph.method.gnn_lrp.GNN_LRP``, dive-into-graphs 1.1.0) as an
 algorithm: one forward and one backward pass **per walk**, re-implemented here from its
 source (read, not copied), because DIG 1.1.0 does not import beside PyG 2.8 (it needs the
-compiled ``torch_sparse``, captum's removed ``ExpansionTypes`` and ``rdkit``; see
+compiled ``torch_sparse``, captum's ``ExpansionTypes`` (absent from captum 0.9.0) and ``rdkit``; see
 README "Graph networks").
 
 What DIG computes for a walk (i_0, i_1, …, i_L) through L graph layers (its
