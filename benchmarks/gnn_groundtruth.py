@@ -144,7 +144,7 @@ def train_node(kind: str, data, seed: int = 0, epochs: int = 300):
     return model, dict(acc, seconds=time.perf_counter() - start)
 
 
-def train_graph(kind: str, train, test, seed: int = 0, epochs: int = 60):
+def train_graph(kind: str, train, test, seed: int = 0, epochs: int = 150):
     torch.manual_seed(seed)
     model = GraphNet(kind, 2, graph_level=True)
     opt = torch.optim.Adam(model.parameters(), lr=0.005)
@@ -395,7 +395,7 @@ def run(samples: int = 50, seed: int = 0, quick: bool = False, base: int = 300, 
         print(f"BA-Shapes {kind}: {acc}", flush=True)
         out["tasks"][f"BA-Shapes {kind.upper()}"] = {"accuracy": acc, "nodes": nodes,
                                                       "methods": evaluate_nodes(model, data, nodes, quick)}
-        model, acc = train_graph(kind, train, test, seed, epochs=10 if quick else 60)
+        model, acc = train_graph(kind, train, test, seed, epochs=10 if quick else 150)
         print(f"BA-2motifs {kind}: {acc}", flush=True)
         chosen = [house_graphs[i] for i in sample(list(range(len(house_graphs))), samples, seed)]
         out["tasks"][f"BA-2motifs {kind.upper()}"] = {"accuracy": acc,
