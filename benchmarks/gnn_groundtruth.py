@@ -53,7 +53,6 @@ from torch_geometric.nn import GCNConv, GINConv, global_add_pool
 from torch_geometric.utils import k_hop_subgraph
 
 import nrm
-from nrm import At
 
 FEATURES, HIDDEN, LAYERS, MOTIF_NODES, TOP_WALKS = 10, 20, 3, 5, 25
 RULES = {"LRP-0": nrm.rules.Zero(), "LRP-ε (0.1)": nrm.rules.Epsilon(0.1), "LRP-γ (0.25)": nrm.rules.Gamma(0.25)}
@@ -192,29 +191,10 @@ def _neighbours(edge_index: torch.Tensor, n: int) -> list[set[int]]:
 
 def all_walks(m, edge_index: torch.Tensor, end: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Every walk (i_0, …, i_L) that carries relevance, with its relevance f · μ(walk): ends at node
-    ``end`` of the last conv (node outputs) or anywhere (graph outputs, ``end=None``). The
-    walks' upper parts are events, and one batched marginal at the input resolves i_0 for all of
-    them at once (``m.marginal("input", within=[…])``): a walk i_0 → i_1 needs an edge, so the
-    entries off the graph are exactly 0 and the walks listed are all walks of non-zero relevance."""
-    layers = walk_layers(m)
-    n = m.layer_shape("input")[0]
-    nb = _neighbours(edge_index, n)
-    tails = [(end,)] if end is not None else [(i,) for i in range(n)]
-    for _ in range(LAYERS - 1):  # grow the upper parts (i_1, …, i_L) downward along edges
-        tails = [(j,) + t for t in tails for j in sorted(nb[t[0]])]
-    events = []
-    for t in tails:
-        ev = At(layers[1], nodes=[t[0]])
-        for layer, node in zip(layers[2:], t[1:]):
-            ev = ev & At(layer, nodes=[node])
-        events.append(ev)
-    per_start = m.marginal("input", within=events)[:, 0].sum(-1) * m.f[0]  # (K, N): R of (i_0, tail)
-    walks, rel = [], []
-    for k, t in enumerate(tails):
-        for i0 in sorted(nb[t[0]]):
-            walks.append((i0,) + t)
-            rel.append(per_start[k, i0])
-    return torch.tensor(walks, dtype=torch.int64), torch.stack(rel)
+    ``end`` of the last conv (node outputs) or anywhere (graph outputs, ``end=None``) —
+    :func:`nrm.gnn.graph_walks` over the conv outputs (one masked pass per upper part of a walk;
+    the walks off the edges are checked to carry nothing)."""
+    return nrm.gnn.graph_walks(m, walk_layers(m), edge_index, end)
 
 
 def walk_masks(walks: torch.Tensor, rel: torch.Tensor, edge_index: torch.Tensor, n: int, k: int = TOP_WALKS):

@@ -290,6 +290,59 @@ def test_the_walk_relevance_tensor_is_the_nested_masking_relevance_of_each_walk(
     assert all(float(R[w[0], w[1]]) == r for w, r in top)
 
 
+@pytest.mark.parametrize("rules", [None, nrm.rules.Gamma(0.25)], ids=["lrp0", "gamma"])
+def test_graph_walks_lists_the_walks_along_the_edges_with_the_relevances_of_the_full_tensor(rules):
+    """nrm.gnn.graph_walks grows the walks along the edges (one masked pass per upper part)
+    and gives each the entry of walk_relevance's N^L tensor; every entry it leaves out is 0."""
+    model, x, target, g = wrapped("gcn")
+    m = nrm.explain(model, x, target, rules=rules)
+    layers, end = ["input", "add", "add_1"], 1
+    R = nrm.gnn.walk_relevance(m, layers, end)
+    walks, rel = nrm.gnn.graph_walks(m, layers, g.edge_index, end)
+    assert walks.shape == (rel.shape[0], 3) and bool((walks[:, -1] == end).all())
+    listed = torch.zeros_like(R)
+    for (i0, i1, _), r in zip(walks.tolist(), rel):
+        listed[i0, i1] = r
+    torch.testing.assert_close(listed, R, rtol=1e-12, atol=1e-14)
+    assert len({tuple(w) for w in walks.tolist()}) == len(walks) < R.numel()
+    by_edges = nrm.gnn.top_walks(m, layers, end, k=5, edge_index=g.edge_index)
+    by_grid = nrm.gnn.top_walks(m, layers, end, k=5)
+    assert [w for w, _ in by_edges] == [w for w, _ in by_grid]
+    assert all(abs(a - b) <= 1e-12 for (_, a), (_, b) in zip(by_edges, by_grid))
+
+
+def test_graph_walks_to_a_graph_output():
+    model, x, target, g = wrapped("gcn_add_pool")
+    m = nrm.explain(model, x, target)
+    layers = ["input", "add", "add_1", "model.head"]
+    R = nrm.gnn.walk_relevance(m, layers, end=1)
+    walks, rel = nrm.gnn.graph_walks(m, layers, g.edge_index, end=1)
+    listed = torch.zeros_like(R)
+    for w, r in zip(walks.tolist(), rel):
+        listed[tuple(w[:-1])] = r
+    torch.testing.assert_close(listed, R, rtol=1e-12, atol=1e-14)
+
+
+def test_graph_walks_refuse_edges_that_are_not_the_model_s():
+    """An edge_index missing an edge the model passes messages along would drop walks that
+    carry relevance: refused, not a silently smaller list; bad arguments are named."""
+    model, x, target, g = wrapped("gcn")
+    m = nrm.explain(model, x, target)
+    layers = ["input", "add", "add_1"]
+    end = int(g.edge_index[1, 0])
+    fewer = g.edge_index[:, (g.edge_index[1] != end)]  # no edge into the end node
+    with pytest.raises(GraphError, match="walks off the edges"):
+        nrm.gnn.graph_walks(m, layers, fewer, end)
+    with pytest.raises(GraphError, match="int64"):
+        nrm.gnn.graph_walks(m, layers, g.edge_index.double(), end)
+    with pytest.raises(GraphError, match="outside"):
+        nrm.gnn.graph_walks(m, layers, g.edge_index + 100, end)
+    with pytest.raises(GraphError, match="outside"):
+        nrm.gnn.graph_walks(m, layers, g.edge_index, 10_000)
+    with pytest.raises(GraphError, match="at least two layers"):
+        nrm.gnn.graph_walks(m, ["add_1"], g.edge_index, end)
+
+
 def test_walks_to_a_graph_output_and_a_layer_that_is_not_node_level():
     model, x, target, _ = wrapped("gcn_add_pool")
     m = nrm.explain(model, x, target)
