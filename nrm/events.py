@@ -269,9 +269,14 @@ class At(Event):
 
     Exactly one of ``index`` (flat neuron indices within one sample's layer),
     ``channels`` (whole channels), ``nodes`` (every feature of the named nodes of a graph
-    network's layer of shape (N, F), :mod:`nrm.gnn`: the same selection as ``channels``,
-    per-sample dimension 0) or ``mask`` (a boolean tensor of the layer's shape) may
-    be given; with none of them S is every real neuron of the layer. ``absorber=True``
+    network's layer of shape (N, F), :mod:`nrm.gnn`), ``tokens`` (every feature of the named
+    positions of a transformer's token layer of shape (T, D): the residual stream, a block's
+    output, the input embeddings), ``heads`` (the named heads of an attention layer of shape
+    (H, T, …): the scores, the softmax, a head's values before they are merged) — these three
+    are the selection ``channels`` makes, per-sample dimension 0, under the name the
+    architecture gives it — or ``mask`` (a boolean tensor of the layer's shape) may
+    be given; with none of them S is every real neuron of the layer. A token of an (H, T, D)
+    layer, or a head of a (T, H·D) one, is a ``mask``. ``absorber=True``
     adds the absorber ⊥_layer to S (alone, ``At(layer, index=[], absorber=True)`` is
     {X_layer = ⊥}). ``~At(…)`` is its complement, again one atom.
 
@@ -288,18 +293,21 @@ class At(Event):
 
     def __init__(self, layer: str, *, index: Iterable[int] | int | None = None,
                  channels: Iterable[int] | int | None = None, mask: torch.Tensor | None = None,
-                 absorber: bool = False, parallel: bool = False, nodes: Iterable[int] | int | None = None):
+                 absorber: bool = False, parallel: bool = False, nodes: Iterable[int] | int | None = None,
+                 tokens: Iterable[int] | int | None = None, heads: Iterable[int] | int | None = None):
         if not isinstance(layer, str):
             raise ArgumentError(f"At() takes a layer name (str) first, got {layer!r}")
         for name, flag in (("absorber", absorber), ("parallel", parallel)):
             if not isinstance(flag, bool):
                 raise ArgumentError(f"At({layer!r}, {name}=…) takes True or False, got {flag!r}")
-        given = [n for n, v in (("index", index), ("channels", channels), ("mask", mask), ("nodes", nodes))
-                 if v is not None]
+        given = [n for n, v in (("index", index), ("channels", channels), ("mask", mask), ("nodes", nodes),
+                                ("tokens", tokens), ("heads", heads)) if v is not None]
         if len(given) > 1:
-            raise EventIndexError(f"At({layer!r}) takes one of index=, channels=, mask=, nodes=, got {given}")
-        if nodes is not None:  # a graph network's layer (N, F): the node is per-sample dimension 0 (nrm.gnn)
-            channels = nodes
+            raise EventIndexError(f"At({layer!r}) takes one of index=, channels=, mask=, nodes=, tokens=, heads=, "
+                                  f"got {given}")
+        for named in (nodes, tokens, heads):  # per-sample dimension 0 under the architecture's name for it
+            if named is not None:
+                channels = named
         if index is not None:
             values = _ints(index, "index")
             atom = Atom(layer, "index" if values else "none", values, absorber, parallel=parallel)

@@ -265,3 +265,32 @@ def test_mha_whose_output_differs_from_its_definition_is_a_capture_mismatch():
     model.attn.forward = lambda *a, **k: (original(*a, **k)[0] + 1, None)
     with pytest.raises(CaptureMismatchError, match="does not reproduce the module's output"):
         nrm.explain(model, x, target=0)
+
+
+def test_heads_and_tokens_are_selections_and_head_conditional_token_heatmaps_are_one_call():
+    """At(layer, heads=[h]) on an (H, T, T) attention layer and At(layer, tokens=[t]) on a
+    (T, D) token layer are the channel selections of per-sample dimension 0; the token
+    heatmaps of the input conditioned on each head are one batched call whose rows add up, over
+    the heads, to the heatmap conditioned on the softmax layer (every walk through it passes
+    one head)."""
+    from nrm import At
+
+    model, x = _seeded_model(TorchMHA(), seed=1)
+    m = nrm.explain(model, x, target=0)
+    heads, tokens = m.layer_shape("softmax")[0], m.layer_shape("input")[0]
+    assert (heads, tokens) == (2, 3)
+    per_head = m.marginal("input", within=[At("softmax", heads=[h]) for h in range(heads)])
+    assert per_head.shape == (heads, 1, tokens, 4)
+    torch.testing.assert_close(per_head.sum(0), m.marginal("input", within=At("softmax")), rtol=1e-12, atol=1e-15)
+    for h in range(heads):
+        torch.testing.assert_close(per_head[h], m.marginal("input", within=At("softmax", channels=[h])),
+                                   rtol=0, atol=0)
+    token_map = per_head.sum(-1)  # (heads, 1, T): each head's token heatmap
+    assert token_map.shape == (heads, 1, tokens)
+    flows = m.measure([At("input", tokens=[i]) & At("add", tokens=[j]) for i in range(tokens) for j in range(tokens)])
+    torch.testing.assert_close(flows.reshape(tokens, tokens).sum(0), m.measure(
+        [At("input") & At("add", tokens=[j]) for j in range(tokens)])[:, 0], rtol=1e-12, atol=1e-15)
+    with pytest.raises(nrm.EventIndexError, match="one of index=, channels=, mask=, nodes=, tokens=, heads="):
+        At("softmax", heads=[0], tokens=[1])
+    with pytest.raises(nrm.EventIndexError, match="out of range"):
+        m.measure(At("softmax", heads=[5]))
