@@ -308,3 +308,30 @@ def test_lxt_explainer_is_the_peer_interface():
     assert relative(got["input"], want) <= 1e-12
     assert got["model.layers.1"].shape == batch.shape
     assert peer.LXTExplainer("gpt2").name == "lxt" and peer.LXTExplainer("gpt2").row is None
+
+
+def test_the_text_report_of_gpt2(tmp_path):
+    """nrm_verify.report.text on GPT-2: the tokens' relevance at inputs_embeds, the relevance
+    through each head of both layers (a row sums to the layer's), the flow from the input
+    tokens to the last token layer (summing to the walks through both); the page colours the
+    six tokens."""
+    from nrm import At
+    from nrm_verify.report.text import head_relevance, text_report, token_flow, token_relevance
+
+    model, x = build("gpt2")
+    m = explain("gpt2", model, x)
+    attention = [n for n in m.layers if n.split(".")[-1].startswith("softmax") and len(m.layer_shape(n)) == 3]
+    assert len(attention) == 2, m.layers
+    H = head_relevance(m, attention)
+    assert H.shape == (2, 2)
+    for row, layer in zip(H, attention):
+        assert abs(float(row.sum() - m.f[0] * m.measure(At(layer))[0])) <= 1e-12 * max(1.0, float(m.f.abs()))
+    tokens_layers = [n for n in m.layers if tuple(m.layer_shape(n)) == (6, 16)]
+    F = token_flow(m, "input", tokens_layers[-1])
+    assert F.shape == (6, 6)
+    through = m.f[0] * m.measure(At("input") & At(tokens_layers[-1]))[0]
+    assert abs(float(F.sum() - through)) <= 1e-12 * max(1.0, float(m.f.abs()))
+    assert abs(float(token_relevance(m).sum() - m.f[0] * m.measure(At("input"))[0])) <= 1e-12
+    page = text_report(m, [f"t{i}" for i in range(6)], tmp_path / "r", attention=attention,
+                       flow=("input", tokens_layers[-1]))
+    assert page.read_text().count("<span title=") == 6

@@ -26,6 +26,7 @@ import numpy as np
 
 from nrm_verify.report.dataset.sources import as_source
 from nrm_verify.report.dataset.store import read_run
+from nrm_verify.report.page import html_page
 
 MAX_CHANNELS = 16
 
@@ -39,13 +40,6 @@ def _plt():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt
-
-
-def html_page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
-            "td,th{padding:2px 8px;text-align:left}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1>{body}</body></html>\n")
 
 
 def heat(a: np.ndarray) -> np.ndarray:
