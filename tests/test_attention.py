@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from agreement import agree
 from torch import nn
 
 import nrm
@@ -27,7 +28,6 @@ from nrm.errors import ArgumentError, UnsupportedOperationError
 from nrm.layers.attention import MatMul
 from nrm_verify import laws
 from nrm_verify.references.exact_dag import ExactGraph
-from nrm_verify.references.explicit import reference_lrp
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 D = torch.float64
@@ -83,24 +83,6 @@ def _head(seed=0, batch=1):
     model = _seeded(Head().double(), seed)
     x = torch.randn((batch, 3, 3), generator=torch.Generator().manual_seed(seed + 100), dtype=D)
     return model, x
-
-
-def _agree(model, x, target, rules=None):
-    """engine = exact DAG oracle = explicit reference at every layer; the oracle's L1 is exact."""
-    m = nrm.explain(model, x, target=target, rules=rules, check="full")
-    exact, bottom = ExactGraph(model, x, rules).marginals(target)
-    assert sum(exact[0], Fraction(0)) + bottom[0] == 1  # L1, exactly
-    ref = reference_lrp(model, x, target, rules)
-    scale = 1 + float(sum(abs(v) for v in exact[0]))
-    for name in m.layers:
-        l = m.layer_index(name)
-        want = np.array([float(v) for v in exact[l]])
-        got = m.marginal(name).reshape(-1).numpy()
-        assert np.abs(got - want).max() <= 1e-12 * scale, name
-        assert abs(float(m.absorbed(name)[0]) - float(bottom[l])) <= 1e-12 * scale, name
-        if name in ref.relevance:
-            assert np.abs(ref.marginal(name).reshape(-1).numpy() - want).max() <= 1e-12 * scale, name
-    return m
 
 
 # -- the kernels in closed form, exactly -------------------------------------------------------
@@ -184,7 +166,7 @@ def test_softmax_relevance_is_attnlrp_equation_9():
 @pytest.mark.parametrize("rules", RULES, ids=repr)
 def test_attention_head_engine_equals_oracle_and_reference(rules):
     model, x = _head()
-    m = _agree(model, x, 1, rules)
+    m = agree(model, x, 1, rules)
     assert float(laws.normalization(m).deviation) <= 1e-12
     assert laws.column_sums(m).holds is True
     with torch.no_grad():
@@ -195,7 +177,7 @@ def test_attention_head_engine_equals_oracle_and_reference(rules):
 def test_attention_head_every_split_agrees(split):
     model, x = _head(seed=1)
     with theta(split):
-        m = _agree(model, x, 0, nrm.rules.Epsilon(1e-3))
+        m = agree(model, x, 0, nrm.rules.Epsilon(1e-3))
     assert float(laws.normalization(m).deviation) <= 1e-12
 
 
@@ -335,5 +317,5 @@ class Batched(nn.Module):
 def test_bmm_and_tensor_matmul_are_read(rules):
     model = _seeded(Batched().double(), 16)
     x = torch.randn((1, 3, 2), generator=torch.Generator().manual_seed(17), dtype=D)
-    m = _agree(model, x, 0, rules)
+    m = agree(model, x, 0, rules)
     assert [b.producer.layer_kind.name for b in m.network.blocks[1:]].count("MatMul") == 2

@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 from fractions import Fraction
 
-import numpy as np
 import pytest
 import torch
+from agreement import agree
 from torch import nn
 
 import nrm
@@ -24,7 +24,6 @@ from nrm import At
 from nrm.layers.products import Multiply
 from nrm_verify import laws
 from nrm_verify.references.exact_dag import ExactGraph
-from nrm_verify.references.explicit import reference_lrp
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 SPLITS = ("signal", "equal", "proportional")
@@ -96,30 +95,11 @@ def _case(cls, seed=0, shape=(2, 4, 4), **kw):
     return model, x
 
 
-def _agree(model, x, target):
-    """engine = exact oracle = explicit reference at every layer; the oracle's L1 is exact."""
-    m = nrm.explain(model, x, target=target)
-    exact, bottom = ExactGraph(model, x).marginals(target)
-    assert sum(exact[0], Fraction(0)) + bottom[0] == 1  # L1, exactly
-    ref = reference_lrp(model, x, target)
-    scale = 1 + float(sum(abs(v) for v in exact[0]))
-    for name in m.layers:
-        l = m.layer_index(name)
-        want = np.array([float(v) for v in exact[l]])
-        got = m.marginal(name).reshape(-1).numpy()
-        assert np.abs(got - want).max() <= 1e-12 * scale, name
-        assert abs(float(m.absorbed(name)[0]) - float(bottom[l])) <= 1e-12 * scale, name
-        if name in ref.relevance:
-            r = ref.marginal(name).reshape(-1).numpy()
-            assert np.abs(r - want).max() <= 1e-12 * scale, name
-    return m
-
-
 @pytest.mark.parametrize("how", SPLITS)
 def test_se_block_engine_equals_oracle_and_reference(how):
     model, x = _case(SE)
     with split(how):
-        m = _agree(model, x, 1)
+        m = agree(model, x, 1)
         assert float(laws.normalization(m).deviation) <= 1e-12
         assert laws.column_sums(m).holds is True
 
@@ -161,12 +141,12 @@ def test_two_branches():
     with pytest.raises(nrm.AmbiguousProductError, match="split='equal'"):
         nrm.explain(model, x, target=0)
     with split("equal"):
-        m = _agree(model, x, 0)
+        m = agree(model, x, 0)
         mul = m.marginal("mul")
         torch.testing.assert_close(m.marginal("relu"), mul / 2, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(m.marginal("b"), mul / 2, rtol=1e-12, atol=1e-14)
     with split("proportional"):
-        m = _agree(model, x, 0)
+        m = agree(model, x, 0)
         assert laws.normalization(m).holds is True and laws.column_sums(m).holds is True
 
 
@@ -206,7 +186,7 @@ def test_association_law(how, gates):
     left, x = _case(Triple, seed=5, shape=(3,), left=True, gates=gates)
     right = _seeded(Triple(left=False, gates=gates).double(), 5)
     with split(how):
-        ml, mr = _agree(left, x, 1), _agree(right, x, 1)
+        ml, mr = agree(left, x, 1), agree(right, x, 1)
     result = laws.association(ml, mr, ["input", "a", "b", "c"])
     assert result.holds is True, str(result)
     n = [b.kind for b in ml.network.blocks].count("product")
@@ -227,7 +207,7 @@ def test_nested_gates_are_flattened_before_the_split():
             i = self.inner
             return i.out((torch.sigmoid(i.a(x)) * torch.sigmoid(i.c(x))) * torch.relu(i.b(x)))
 
-    m = _agree(Gates(model).eval(), x, 0)
+    m = agree(Gates(model).eval(), x, 0)
     assert float(m.marginal("inner.a").abs().max()) == 0.0
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from fractions import Fraction
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from agreement import agree
 from torch import nn
 
 import nrm
@@ -26,8 +25,6 @@ from nrm.errors import UnsupportedOperationError
 from nrm.layers.products import Multiply
 from nrm_verify import laws
 from nrm_verify.properties.checks import laws_on_case
-from nrm_verify.references.exact_dag import ExactGraph
-from nrm_verify.references.explicit import reference_lrp
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 D = torch.float64
@@ -116,23 +113,6 @@ def _decoder(mask="causal", seed=0, batch=1):
     return model, torch.randn((batch, T, E), generator=g, dtype=D)
 
 
-def _agree(model, x, target, rules=None):
-    """engine = exact DAG oracle = explicit reference at every layer; the oracle's L1 is exact."""
-    m = nrm.explain(model, x, target=target, rules=rules, check="full")
-    exact, bottom = ExactGraph(model, x, rules).marginals(target)
-    assert sum(exact[0], Fraction(0)) + bottom[0] == 1  # L1, exactly
-    ref = reference_lrp(model, x, target, rules)
-    scale = 1 + float(sum(abs(v) for v in exact[0]))
-    for name in m.layers:
-        l = m.layer_index(name)
-        want = np.array([float(v) for v in exact[l]])
-        assert np.abs(m.marginal(name).reshape(-1).numpy() - want).max() <= 1e-12 * scale, name
-        assert abs(float(m.absorbed(name)[0]) - float(bottom[l])) <= 1e-12 * scale, name
-        if name in ref.relevance:
-            assert np.abs(ref.marginal(name).reshape(-1).numpy() - want).max() <= 1e-12 * scale, name
-    return m
-
-
 MASKS = ["causal", "bool", "float", "where", "additive"]
 SPLITS = [{"split": "equal"}, {"gates": ("SiLU",)}]
 
@@ -143,7 +123,7 @@ SPLITS = [{"split": "equal"}, {"gates": ("SiLU",)}]
 def test_decoder_engine_equals_exact_oracle_and_reference(mask, how, rules):
     model, x = _decoder(mask, seed=len(mask))
     with split(**how):
-        m = _agree(model, x, 1, rules)
+        m = agree(model, x, 1, rules)
     kinds = {b.producer.layer_kind.name for b in m.network.blocks[1:]}
     assert {"AddConstant", "MatMul", "Softmax", "Multiply", "Negate", "Cat", "Power", "Expand"} <= kinds
     assert float(laws.normalization(m).deviation) <= 1e-12
@@ -254,7 +234,7 @@ def test_flat_rule_agrees_on_masks(mask):
     exact oracle and the explicit reference alike."""
     model, x = _decoder(mask, seed=11)
     with split(split="equal"):
-        _agree(model, x, 0, nrm.rules.Flat())
+        agree(model, x, 0, nrm.rules.Flat())
 
 
 class Shifts(nn.Module):
@@ -276,7 +256,7 @@ def test_add_constant_every_form(how):
     the engine equals the exact oracle and the explicit reference."""
     model = Shifts(how).eval()
     x = torch.randn((1, 3), generator=torch.Generator().manual_seed(12), dtype=D)
-    m = _agree(model, x, 1, nrm.rules.Epsilon(0.01))
+    m = agree(model, x, 1, nrm.rules.Epsilon(0.01))
     assert "AddConstant" in {b.producer.layer_kind.name for b in m.network.blocks[1:]}
 
 
