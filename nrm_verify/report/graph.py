@@ -218,7 +218,7 @@ def graph_figure(edge_index, node_relevance, walks: Sequence | None = None, *, t
         labels = subset.size <= 80
     if labels:
         for (x, y), v in zip(xy, subset):
-            ax.text(x, y, str(v), fontsize=6, ha="center", va="center", zorder=6)
+            ax.text(x, y, str(v), fontsize=6, ha="center", va="center", zorder=7)
     handles = []
     if marked.size:
         ring = marked[local[marked] >= 0]
@@ -242,12 +242,13 @@ def graph_figure(edge_index, node_relevance, walks: Sequence | None = None, *, t
         width = 1.0 + 5.0 * abs(r) / top
         arrow = FancyArrowPatch(path=path, arrowstyle=f"-|>,head_length={0.5 + width * 0.12:.2f},"
                                 f"head_width={0.3 + width * 0.08:.2f}", color="tab:red" if r > 0 else "tab:blue",
-                                linewidth=width, alpha=0.75, zorder=5 + abs(r) / top, mutation_scale=10)
+                                linewidth=width, alpha=0.65, zorder=5 + abs(r) / top, mutation_scale=10)
         arrow.set_gid("walk")
         ax.add_patch(arrow)
     if walks:
-        handles += [Line2D([], [], color="tab:red", linewidth=3, label="walk, R > 0"),
-                    Line2D([], [], color="tab:blue", linewidth=3, label="walk, R < 0")]
+        handles += [Line2D([], [], color=c, linewidth=3, label=f"walk, R {s} 0")
+                    for c, s, present in (("tab:red", ">", any(r > 0 for _, r in walks)),
+                                          ("tab:blue", "<", any(r < 0 for _, r in walks))) if present]
     centre, half = (xy.min(0) + xy.max(0)) / 2, 0.58 * span + 0.04
     ax.set_xlim(centre[0] - half, centre[0] + half)
     ax.set_ylim(centre[1] - half, centre[1] + half)
