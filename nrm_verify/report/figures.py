@@ -20,7 +20,7 @@ DPI = 110
 CMAP = "bwr"
 
 
-def _plt():
+def pyplot():
     try:
         import matplotlib
     except ModuleNotFoundError:
@@ -33,11 +33,11 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
 
 
-def _limit(values) -> float:
+def symmetric_limit(values) -> float:
     v = float(np.max(np.abs(values))) if np.size(values) else 0.0
     return v if v > 0 else 1.0
 
@@ -57,7 +57,7 @@ def _show_input(ax, x: torch.Tensor) -> None:
 
 
 def _show_map(ax, values: np.ndarray, title: str, fig=None, bar: bool = True) -> None:
-    lim = _limit(values)
+    lim = symmetric_limit(values)
     if values.ndim == 2:
         im = ax.imshow(values, cmap=CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
         ax.set_xticks([]), ax.set_yticks([])
@@ -73,7 +73,7 @@ def _show_map(ax, values: np.ndarray, title: str, fig=None, bar: bool = True) ->
 
 def heatmap(path: Path, x: torch.Tensor, values: np.ndarray, title: str) -> Path:
     """The input beside its heatmap μ(X_input = i) (summed over the input's channels)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.8))
     _show_input(axes[0], x)
     _show_map(axes[1], values, title, fig)
@@ -84,7 +84,7 @@ def concepts(path: Path, x: torch.Tensor, plain: np.ndarray, maps: np.ndarray, l
              channels: Sequence[int], masses: Sequence[float]) -> Path:
     """The input, the plain heatmap and one conditional heatmap μ(X_input = i, X_layer ∈ c)
     per channel c, each on its own symmetric colour scale, with its colour bar."""
-    plt = _plt()
+    plt = pyplot()
     n = 2 + len(channels)
     cols = min(n, 4)
     rows = -(-n // cols)
@@ -104,7 +104,7 @@ def masses(path: Path, rows: Sequence[dict]) -> Path:
     """Per layer: positive and negative mass of the real neurons (bars), the absorber's
     mass m_l(⊥_l), and Σ_j m_l(j) (line); Σ_j m_l(j) + m_l(⊥_l) = 1 (L1). When a signed
     part passes ±10 the axis is symlog (linear in [−1, 1]), so the sums stay readable."""
-    plt = _plt()
+    plt = pyplot()
     names = [r["layer"] for r in rows]
     xs = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(7.0, 0.42 * len(rows) + 2), 4.2))
@@ -131,11 +131,11 @@ def joint(path: Path, matrix: np.ndarray, layer_a: str, layer_b: str, zoom: int 
     """The channel-by-channel joint J[i, k] = μ(X_a ∈ i, X_b ∈ k): the whole matrix, and the
     block of the ``zoom`` channels of each layer with the largest |marginal| (row and column
     sums of J), labelled by channel."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
     # a few large pairs would leave the rest white: clip the colour scale at the 99.5th percentile of |J|
     clip = float(np.quantile(np.abs(matrix), 0.995)) if matrix.size else 0.0
-    lim = clip if clip > 0 else _limit(matrix)
+    lim = clip if clip > 0 else symmetric_limit(matrix)
     im = axes[0].imshow(matrix, cmap=CMAP, vmin=-lim, vmax=lim, aspect="auto", interpolation="nearest")
     axes[0].set_xlabel(f"{layer_b} channel"), axes[0].set_ylabel(f"{layer_a} channel")
     axes[0].set_title(f"μ(X_{layer_a} ∈ i, X_{layer_b} ∈ k), total {matrix.sum():.3g}\n"
@@ -144,7 +144,7 @@ def joint(path: Path, matrix: np.ndarray, layer_a: str, layer_b: str, zoom: int 
     rows = np.argsort(-np.abs(matrix.sum(1)), kind="stable")[:zoom]
     cols = np.argsort(-np.abs(matrix.sum(0)), kind="stable")[:zoom]
     block = matrix[np.ix_(rows, cols)]
-    lim = _limit(block)
+    lim = symmetric_limit(block)
     im = axes[1].imshow(block, cmap=CMAP, vmin=-lim, vmax=lim, interpolation="nearest")
     axes[1].set_xticks(range(len(cols)), [str(c) for c in cols], rotation=90, fontsize=6)
     axes[1].set_yticks(range(len(rows)), [str(r) for r in rows], fontsize=6)
@@ -160,7 +160,7 @@ def flow(path: Path, data: dict) -> Path:
     paths drawn over them as numbered dashed lines. Edges of μ = 0 are not drawn (the
     data's ``notes``, shown under the title, say how many, and when nothing flows at all);
     each column is labelled with its layer's name, below and above."""
-    plt = _plt()
+    plt = pyplot()
     layers = data["layers"]
     nodes = data["nodes"]
     pos = {}
@@ -216,7 +216,7 @@ def flow(path: Path, data: dict) -> Path:
 def selection(path: Path, curves: dict) -> Path:
     """MSE and SMAPE of the output against the full model as the top-k channels are kept,
     one line per ranking (relevance, gradient×input, random)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, metric, label in ((axes[0], "mse", "MSE"), (axes[1], "smape", "SMAPE (%)")):
         for name, values in curves[metric].items():

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nrm_verify.report.figures import CMAP, DPI, _limit, _plt
+from nrm_verify.report.figures import CMAP, DPI, pyplot, symmetric_limit
 
 MAX_LAYOUT = 1000  # the most nodes the O(n²) layout (and a readable drawing) takes
 
@@ -168,13 +168,9 @@ def _walk_path(points: np.ndarray, size: float, offset: np.ndarray, stop: float 
     return MplPath(np.array(verts), codes), loops
 
 
-def graph_figure(edge_index, node_relevance, walks: Sequence | None = None, *, title: str | None = None,
-                 highlight=None, positions=None, nodes=None, explained: int | None = None, seed: int = 0,
-                 labels: bool | None = None) -> GraphFigure:
-    """The figure of :func:`draw_graph`, not saved: a :class:`GraphFigure`."""
-    ei, rel, walks, marked, subset, pos = _check(edge_index, node_relevance, walks, highlight, positions, nodes,
-                                                 explained)
-    n = rel.size
+def _drawn_nodes(ei: np.ndarray, walks: list, subset, n: int, pos) -> np.ndarray:
+    """The nodes drawn: ``subset`` as given, else the walks' nodes and their 1-hop neighbours,
+    else every node of a graph of at most MAX_LAYOUT nodes."""
     if subset is None:
         if walks:
             subset = neighbourhood(ei, {v for w, _ in walks for v in w}, hops=1)
@@ -190,6 +186,37 @@ def graph_figure(edge_index, node_relevance, walks: Sequence | None = None, *, t
     if subset.size > MAX_LAYOUT and pos is None:
         raise ValueError(f"{subset.size} nodes to draw: more than {MAX_LAYOUT} are not drawn readably (and the "
                          "layout is O(n²)); pass fewer nodes= or positions=")
+    return subset
+
+
+def _draw_walks(ax, walks: list, xy: np.ndarray, local: np.ndarray, span: float) -> int:
+    """One arrow per walk along its nodes (red R > 0, blue R < 0, width ∝ |R|); the self-steps drawn as loops."""
+    from matplotlib.patches import FancyArrowPatch
+
+    top = max((abs(r) for _, r in walks), default=0.0) or 1.0
+    loops = 0
+    for k, (walk, r) in enumerate(walks):
+        angle = 2 * np.pi * k / max(len(walks), 1)
+        offset = 0.006 * span * np.array([np.cos(angle), np.sin(angle)])  # parallel walks side by side
+        path, loop = _walk_path(xy[local[list(walk)]], 0.03 * span, offset, stop=0.025 * span)
+        loops += loop
+        width = 1.0 + 5.0 * abs(r) / top
+        arrow = FancyArrowPatch(path=path, arrowstyle=f"-|>,head_length={0.5 + width * 0.12:.2f},"
+                                f"head_width={0.3 + width * 0.08:.2f}", color="tab:red" if r > 0 else "tab:blue",
+                                linewidth=width, alpha=0.65, zorder=5 + abs(r) / top, mutation_scale=10)
+        arrow.set_gid("walk")
+        ax.add_patch(arrow)
+    return loops
+
+
+def graph_figure(edge_index, node_relevance, walks: Sequence | None = None, *, title: str | None = None,
+                 highlight=None, positions=None, nodes=None, explained: int | None = None, seed: int = 0,
+                 labels: bool | None = None) -> GraphFigure:
+    """The figure of :func:`draw_graph`, not saved: a :class:`GraphFigure`."""
+    ei, rel, walks, marked, subset, pos = _check(edge_index, node_relevance, walks, highlight, positions, nodes,
+                                                 explained)
+    n = rel.size
+    subset = _drawn_nodes(ei, walks, subset, n, pos)
     local = -np.ones(n, dtype=np.int64)
     local[subset] = np.arange(subset.size)
     inside = (local[ei[0]] >= 0) & (local[ei[1]] >= 0) if ei.size else np.zeros(0, bool)
@@ -197,17 +224,16 @@ def graph_figure(edge_index, node_relevance, walks: Sequence | None = None, *, t
     xy = pos[subset] if pos is not None else layout(subset.size, sub_edges, seed)
     span = float(np.ptp(xy, axis=0).max()) or 1.0
 
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
-    from matplotlib.patches import FancyArrowPatch
 
     fig, ax = plt.subplots(figsize=(8.2, 7.0))
     ax.set_aspect("equal")
     ax.axis("off")
     for s, t in sub_edges.T:
         ax.plot(*xy[[s, t]].T, color="0.82", linewidth=0.8, zorder=1)
-    lim = _limit(rel[subset])
+    lim = symmetric_limit(rel[subset])
     norm = Normalize(-lim, lim)
     size = 260 if subset.size <= 80 else 90
     points = ax.scatter(xy[:, 0], xy[:, 1], c=rel[subset], cmap=CMAP, norm=norm, s=size, edgecolors="0.35",
@@ -232,19 +258,7 @@ def graph_figure(edge_index, node_relevance, walks: Sequence | None = None, *, t
                    linewidths=1.8, zorder=4).set_gid("explained")
         handles.append(Line2D([], [], marker="s", linestyle="", markerfacecolor="none", markeredgecolor="black",
                               markersize=10, label=f"explained node {explained}"))
-    top = max((abs(r) for _, r in walks), default=0.0) or 1.0
-    loops = 0
-    for k, (walk, r) in enumerate(walks):
-        angle = 2 * np.pi * k / max(len(walks), 1)
-        offset = 0.006 * span * np.array([np.cos(angle), np.sin(angle)])  # parallel walks side by side
-        path, loop = _walk_path(xy[local[list(walk)]], 0.03 * span, offset, stop=0.025 * span)
-        loops += loop
-        width = 1.0 + 5.0 * abs(r) / top
-        arrow = FancyArrowPatch(path=path, arrowstyle=f"-|>,head_length={0.5 + width * 0.12:.2f},"
-                                f"head_width={0.3 + width * 0.08:.2f}", color="tab:red" if r > 0 else "tab:blue",
-                                linewidth=width, alpha=0.65, zorder=5 + abs(r) / top, mutation_scale=10)
-        arrow.set_gid("walk")
-        ax.add_patch(arrow)
+    loops = _draw_walks(ax, walks, xy, local, span)
     if walks:
         handles += [Line2D([], [], color=c, linewidth=3, label=f"walk, R {s} 0")
                     for c, s, present in (("tab:red", ">", any(r > 0 for _, r in walks)),
@@ -294,5 +308,5 @@ def draw_graph(edge_index, node_relevance, walks: Sequence | None = None, *, pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     drawn.figure.savefig(path, dpi=DPI, bbox_inches="tight", facecolor="white")
-    _plt().close(drawn.figure)
+    pyplot().close(drawn.figure)
     return path
