@@ -288,3 +288,22 @@ def test_a_constant_written_in_place_with_an_activation_is_read_as_it_was_before
     m = nrm.explain(Accumulate().eval(), x, 0, rules=nrm.rules.Zero(), check="full")
     torch.testing.assert_close(m.marginal("input"), torch.tensor([[1.0, 0, 0]] * 2, dtype=D), rtol=0, atol=1e-15)
     assert float(m.absorbed("input").abs().max()) == 0.0
+
+
+def test_a_concatenation_of_one_tensor_alone_is_the_index_map_cat():
+    """DenseNet's ``torch.cat([x], 1)`` places no constant: read by shape.Cat, not CatConstant
+    (as a linear layer it would be one the peers refuse to reproduce)."""
+
+    class One(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.out = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.out(torch.cat([torch.relu(self.lin(x))], 1))
+
+    model = _seeded(One().double(), 3)
+    m = nrm.explain(model, torch.randn(2, 3, dtype=D, generator=torch.Generator().manual_seed(4)), target=0)
+    kinds = [b.producer.layer_kind.name for b in m.network.blocks[1:]]
+    assert kinds == ["Dense", "Cat", "Dense"], kinds  # the index map Cat, not CatConstant (a linear layer)
+    assert float(laws.normalization(m).deviation) <= 1e-12

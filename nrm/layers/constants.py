@@ -436,6 +436,8 @@ class CatConstant(Linear):
         if len(derived) != 1:
             return ("concatenates several input-derived tensors with constants; nrm reads a concatenation of "
                     "branches, or one activation placed among constants")
+        if len(parts) == 1:  # DenseNet's torch.cat([x], 1): no constant to place, an index map (shape.Cat)
+            return "concatenates one tensor alone; nrm reads it as the index map it is (Cat)"
         if self.dim(call) == 0:
             return "concatenates along the batch dimension"
         batch = call.output.shape[0]
