@@ -8,6 +8,10 @@ denominators) and :meth:`LinearMap.transpose` (to send relevance down).
 
 from __future__ import annotations
 
+import itertools
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -270,30 +274,29 @@ class ReduceMap(LinearMap):
         return g.expand((n,) + tuple(in_shape)) * weight.unsqueeze(0)
 
 
-def avgpool_map(channels: int, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+def avgpool_map(channels: int, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...],
                 dtype: torch.dtype, device: torch.device, divisor: float | None = None) -> ConvMap:
-    """Average pooling as a depthwise convolution with constant weights 1/|window|."""
-    n = divisor if divisor is not None else kernel[0] * kernel[1]
+    """Average pooling (1-D or 2-D) as a depthwise convolution with constant weights 1/|window|."""
+    n = divisor if divisor is not None else math.prod(kernel)
     weight = torch.full((channels, 1) + tuple(kernel), 1.0 / n, dtype=dtype, device=device)
-    return ConvMap(weight, None, tuple(stride), tuple(padding), (1, 1), channels)
+    return ConvMap(weight, None, tuple(stride), tuple(padding), (1,) * len(kernel), channels)
 
 
-def adaptive_avgpool_map(channels: int, in_hw: tuple[int, int], out_hw: tuple[int, int], dtype, device) -> LinearMap:
-    """``AdaptiveAvgPool2d``: a strided average pool when the sizes divide, else a matrix."""
-    (H, W), (h, w) = in_hw, out_hw
-    if H % h == 0 and W % w == 0:
-        k = (H // h, W // w)
-        return avgpool_map(channels, k, k, (0, 0), dtype, device)
-    matrix = torch.zeros(h * w, H * W, dtype=torch.float64)
-    for i in range(h):
-        r0, r1 = (i * H) // h, -((-(i + 1) * H) // h)
-        for j in range(w):
-            c0, c1 = (j * W) // w, -((-(j + 1) * W) // w)
-            n = (r1 - r0) * (c1 - c0)
-            for r in range(r0, r1):
-                for c in range(c0, c1):
-                    matrix[i * w + j, r * W + c] = 1.0 / n
-    return PoolMatrixMap(matrix.to(dtype=dtype, device=device), (h, w))
+def adaptive_avgpool_map(channels: int, in_size: tuple[int, ...], out_size: tuple[int, ...], dtype,
+                         device) -> LinearMap:
+    """``AdaptiveAvgPool1d`` / ``AdaptiveAvgPool2d``: a strided average pool when the sizes
+    divide, else a per-channel matrix over the flattened positions."""
+    if all(n % h == 0 for n, h in zip(in_size, out_size)):
+        k = tuple(n // h for n, h in zip(in_size, out_size))
+        return avgpool_map(channels, k, k, (0,) * len(k), dtype, device)
+    spans = [[((i * n) // h, -((-(i + 1) * n) // h)) for i in range(h)] for n, h in zip(in_size, out_size)]
+    matrix = torch.zeros(math.prod(out_size), math.prod(in_size), dtype=torch.float64)
+    for o, opos in enumerate(itertools.product(*map(range, out_size))):
+        window = [range(*spans[d][i]) for d, i in enumerate(opos)]
+        size = math.prod(len(r) for r in window)
+        for ipos in itertools.product(*window):
+            matrix[o, int(np.ravel_multi_index(ipos, in_size))] = 1.0 / size
+    return PoolMatrixMap(matrix.to(dtype=dtype, device=device), tuple(out_size))
 
 
 def _tuple(v, n: int) -> tuple:

@@ -192,29 +192,37 @@ def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
 
 
 class AvgPool(Linear):
-    """``F.avg_pool2d`` (``nn.AvgPool2d``): each output is a linear neuron with weights
-    1/divisor on its window (NRM-SPEC §1: average pooling is a linear neuron).
+    """``F.avg_pool1d`` / ``F.avg_pool2d`` (``nn.AvgPool1d`` / ``nn.AvgPool2d``): each output is
+    a linear neuron with weights 1/divisor on its window (NRM-SPEC §1: average pooling is a
+    linear neuron).
 
     Definition::
 
         z_{c,p} = (1 / |window|) Σ_{i ∈ window(p)} a_{c,i}
     """
 
-    functions = (F.avg_pool2d,)
-    rule_types = (nn.AvgPool2d,)
+    functions = (F.avg_pool1d, F.avg_pool2d)
 
     def examples(self):
-        return [(nn.AvgPool2d(2).eval(), (2, 4, 4)), (nn.AvgPool2d(3, stride=1, padding=1).eval(), (1, 3, 3))]
+        return [(nn.AvgPool2d(2).eval(), (2, 4, 4)), (nn.AvgPool2d(3, stride=1, padding=1).eval(), (1, 3, 3)),
+                (nn.AvgPool1d(3, stride=2, padding=1).eval(), (2, 7))]
+
+    def types(self, call):
+        return (nn.AvgPool1d,) if call.func is F.avg_pool1d else (nn.AvgPool2d,)
 
     def params(self, call):
-        k = _pair(call.arg(1, "kernel_size"))
+        n = 1 if call.func is F.avg_pool1d else 2
+        k = _pair(call.arg(1, "kernel_size"), n)
         stride = call.arg(2, "stride", None)
-        s = _pair(stride) if stride not in (None, [], ()) else k
-        return k, s, _pair(call.arg(3, "padding", 0)), call.arg(4, "ceil_mode", False), \
-            call.arg(5, "count_include_pad", True), call.arg(6, "divisor_override", None)
+        s = _pair(stride, n) if stride not in (None, [], ()) else k
+        divisor = call.arg(6, "divisor_override", None) if n == 2 else None  # avg_pool1d has none
+        return k, s, _pair(call.arg(3, "padding", 0), n), call.arg(4, "ceil_mode", False), \
+            call.arg(5, "count_include_pad", True), divisor
 
     def accepts(self, call):
-        _, _, p, ceil, include, _ = self.params(call)
+        k, _, p, ceil, include, _ = self.params(call)
+        if call.output.dim() != len(k) + 2:
+            return f"expects (batch, channels, *{len(k)} spatial), got output shape {tuple(call.output.shape)}"
         if ceil or (not include and any(p)):
             return ("uses ceil_mode=True or count_include_pad=False with padding; its window weights then vary by "
                     "position. Use ceil_mode=False and count_include_pad=True")
@@ -227,13 +235,13 @@ class AvgPool(Linear):
     def exact(self, call, a, rule=None) -> ExactMap:
         k, s, p, _, _, divisor = self.params(call)
         in_shape = tuple(a.shape[1:])
-        divisor = divisor or k[0] * k[1]
+        divisor = divisor or math.prod(k)
         C, spatial = in_shape[0], in_shape[1:]
         out_spatial = tuple(pool_out(n, kk, ss, pp, 1, False) for n, kk, ss, pp in zip(spatial, k, s, p))
         out_shape = (C,) + out_spatial
         n_in, n_out = math.prod(in_shape), math.prod(out_shape)
         W, S = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool)
-        for opos, taps in windows(spatial, out_spatial, k, s, p, (1, 1)):
+        for opos, taps in windows(spatial, out_spatial, k, s, p, (1,) * len(k)):
             for c in range(C):
                 kk = np.ravel_multi_index((c,) + opos, out_shape)
                 for _, ipos in taps:
@@ -244,41 +252,55 @@ class AvgPool(Linear):
 
 
 class AdaptiveAvgPool(Linear):
-    """``F.adaptive_avg_pool2d`` (``nn.AdaptiveAvgPool2d``): window i of n inputs → h outputs
-    covers rows ⌊i n / h⌋ … ⌈(i+1) n / h⌉ − 1, each with weight 1/|window|."""
+    """``F.adaptive_avg_pool1d`` / ``F.adaptive_avg_pool2d`` (``nn.AdaptiveAvgPool1d`` /
+    ``nn.AdaptiveAvgPool2d``): along each spatial axis, window i of n inputs → h outputs covers
+    ⌊i n / h⌋ … ⌈(i+1) n / h⌉ − 1; the window of an output is the product of its axes' windows.
 
-    functions = (F.adaptive_avg_pool2d,)
-    rule_types = (nn.AdaptiveAvgPool2d,)
+    Definition::
+
+        z_{c,p} = (1 / |window(p)|) Σ_{i ∈ window(p)} a_{c,i}
+    """
+
+    functions = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d)
 
     def examples(self):
-        return [(nn.AdaptiveAvgPool2d((2, 1)).eval(), (2, 3, 3)), (nn.AdaptiveAvgPool2d(1).eval(), (2, 2, 2))]
+        return [(nn.AdaptiveAvgPool2d((2, 1)).eval(), (2, 3, 3)), (nn.AdaptiveAvgPool2d(1).eval(), (2, 2, 2)),
+                (nn.AdaptiveAvgPool1d(3).eval(), (2, 7)), (nn.AdaptiveAvgPool1d(2).eval(), (1, 4))]
 
-    def out_size(self, call, in_hw):
-        size = _pair(call.arg(1, "output_size"))
-        return tuple(in_hw[i] if size[i] is None else size[i] for i in range(2))
+    def types(self, call):
+        return (nn.AdaptiveAvgPool1d,) if call.func is F.adaptive_avg_pool1d else (nn.AdaptiveAvgPool2d,)
+
+    def spatial(self, call) -> int:
+        return 1 if call.func is F.adaptive_avg_pool1d else 2
+
+    def out_size(self, call, in_size):
+        size = _pair(call.arg(1, "output_size"), len(in_size))
+        return tuple(in_size[i] if size[i] is None else size[i] for i in range(len(in_size)))
 
     def accepts(self, call):
-        shape = call.output.shape
-        return None if call.output.dim() == 4 else f"expects (batch, channels, H, W), got output shape {tuple(shape)}"
+        shape, n = call.output.shape, self.spatial(call)
+        if call.output.dim() != n + 2:
+            return f"expects (batch, channels, *{n} spatial), got output shape {tuple(shape)}"
+        return None
 
     def map(self, call, a, rule=None):
-        hw = tuple(a.shape[-2:])
-        return adaptive_avgpool_map(a.shape[1], hw, self.out_size(call, hw), a.dtype, a.device)
+        size = tuple(a.shape[2:])
+        return adaptive_avgpool_map(a.shape[1], size, self.out_size(call, size), a.dtype, a.device)
 
     def exact(self, call, a, rule=None) -> ExactMap:
-        C, H, Wd = tuple(a.shape[1:])
-        h, w = self.out_size(call, (H, Wd))
-        in_shape, out_shape = (C, H, Wd), (C, h, w)
+        C, spatial = a.shape[1], tuple(a.shape[2:])
+        out_spatial = self.out_size(call, spatial)
+        in_shape, out_shape = (C,) + spatial, (C,) + out_spatial
         n_in, n_out = math.prod(in_shape), math.prod(out_shape)
         W, S = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool)
-        for i, j in itertools.product(range(h), range(w)):
-            rows = range((i * H) // h, -(-((i + 1) * H) // h))
-            cols = range((j * Wd) // w, -(-((j + 1) * Wd) // w))
+        for opos in itertools.product(*map(range, out_spatial)):
+            spans = [range((i * n) // h, -(-((i + 1) * n) // h)) for i, n, h in zip(opos, spatial, out_spatial)]
+            size = math.prod(len(r) for r in spans)
             for c in range(C):
-                k = np.ravel_multi_index((c, i, j), out_shape)
-                for r, q in itertools.product(rows, cols):
-                    src = np.ravel_multi_index((c, r, q), in_shape)
-                    W[src, k], S[src, k] = Fraction(1, len(rows) * len(cols)), True
+                k = np.ravel_multi_index((c,) + opos, out_shape)
+                for ipos in itertools.product(*spans):
+                    src = np.ravel_multi_index((c,) + ipos, in_shape)
+                    W[src, k], S[src, k] = Fraction(1, size), True
         return ExactMap(W, S, None, out_shape)
 
 

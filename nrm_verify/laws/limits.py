@@ -101,8 +101,9 @@ def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], lis
             out = routed(m.network, block, ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l]))
         elif block.producer.kind == "maxpool":
             k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
-            out = torch.nn.functional.max_pool2d(ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l]), k, s, p, d,
-                                                 ceil)
+            a = ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l])
+            pool = torch.nn.functional.max_pool1d if a.dim() == 3 else torch.nn.functional.max_pool2d
+            out = pool(a, k, s, p, d, ceil)
         elif block.producer.role == "elementwise":  # an activation that opens its layer
             out = ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l])
         else:

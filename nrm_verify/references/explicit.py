@@ -425,7 +425,11 @@ def _lrn_matrices(call, a: torch.Tensor, rule) -> tuple:
 
 
 def _winners(name: str, params, a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Flat input index (per sample) of the first maximum of every window, by explicit loops."""
+    """Flat input index (per sample) of the first maximum of every window, by explicit loops
+    (a 1-D pool is read as a 2-D one of width 1: the same windows, the same flat indices)."""
+    if a.dim() == 3:
+        params = tuple(tuple(v) + (w,) for v, w in zip(params[:4], (1, 1, 0, 1))) + tuple(params[4:])
+        return _winners(name, params, a.unsqueeze(-1), out.unsqueeze(-1))
     B, C, H, W = a.shape
     oh, ow = out.shape[-2:]
     k, s, p, d = (_pair(v) for v in params[:4])

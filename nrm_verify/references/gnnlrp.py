@@ -202,9 +202,10 @@ def forward(model: Model, i: int) -> Forward:
                 out_shape = tuple(out.shape[1:])
             elif layer.kind == "maxpool":
                 k, st, p, d, ceil = producer.layer_kind.params(producer.call)
-                z, idx = F.max_pool2d(a, k, st, p, d, ceil, return_indices=True)
-                C, H, Wd = in_shape
-                offsets = (torch.arange(C, device=device) * H * Wd).view(C, 1, 1)
+                pool = F.max_pool1d if a.dim() == 3 else F.max_pool2d
+                z, idx = pool(a, k, st, p, d, ceil, return_indices=True)
+                C, spatial = in_shape[0], in_shape[1:]
+                offsets = (torch.arange(C, device=device) * math.prod(spatial)).view((C,) + (1,) * len(spatial))
                 winners[l] = (idx[0] + offsets).reshape(-1)
                 out_shape = tuple(z.shape[1:])
             else:  # relevance passes: the same neurons
