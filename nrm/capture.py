@@ -318,13 +318,15 @@ class _Recorder(TorchFunctionMode):
             if sys.exc_info()[0] is not None and self.failed is None:  # forward() raised in this module
                 self.failed = (self.stack[-1].module, self.stack[-1].name)
             frame = self.stack.pop()
+            recorded_whole = False
             if frame.whole is not None:
                 self.leaf -= 1
                 if self.error is None and (frame.inputs or self._tainted(kwargs, strict=False)):
                     self._record(module, args, kwargs, frame.whole, output, frame, whole=True)
-            if self.stack:
+                    recorded_whole = True
+            if self.stack:  # a module recorded whole is a recorded child too: it keeps its own name
                 parent = self.stack[-1]
-                parent.children = parent.children or bool(frame.direct) or frame.children
+                parent.children = parent.children or bool(frame.direct) or frame.children or recorded_whole
             if not frame.name:  # the model itself: its output is "output"
                 return
             if isinstance(output, torch.Tensor) and id(output) in self.live:

@@ -24,6 +24,16 @@ def _default_dtype_unchanged():
     assert after == before, f"the test changed torch's default dtype to {after}; build float64 tensors explicitly"
 
 
+@pytest.fixture(autouse=True)
+def _figures_closed():
+    """Close the matplotlib figures a test leaves open (the report builders return figures
+    for the caller to inspect): without it pyplot keeps every one of them alive."""
+    yield
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close("all")
+
+
 @pytest.fixture
 def single_thread():
     """One intra-op thread for tests of tiny tensors: on a loaded 2-core machine torch's

@@ -412,3 +412,42 @@ def test_one_measure_read_from_several_threads():
     assert not errors, errors
     for i in range(6):
         torch.testing.assert_close(results[i], expected[i], rtol=0, atol=0)
+
+
+def test_a_module_recorded_whole_is_a_child_so_its_parents_other_operation_keeps_its_own_name():
+    """``Sequential(Wrap(relu → Scale))`` with Scale read whole by a declared kind: the ReLU is
+    not named ``1`` (the Wrap issues two operations: the ReLU and the whole Scale, and ``1``
+    is the Wrap's output, the Scale's). The explicit reference then compares the
+    same tensors under each name (L18)."""
+    from nrm.linear import DiagonalMap
+    from nrm_verify.references.explicit import reference_lrp
+
+    class ScaleKind(nrm.layers.Linear):
+        """y = s ⊙ x, read whole: a diagonal linear map."""
+
+        modules = (Scale,)
+
+        def map(self, call, a, rule=None):
+            return DiagonalMap(call.module.scale.detach())
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = Scale(4)
+
+        def forward(self, x):
+            return self.scale(torch.relu(x))
+
+    nrm.layers.register(ScaleKind)
+    try:
+        model = nn.Sequential(nn.Linear(3, 4).double(), Wrap(), nn.Linear(4, 2).double()).eval()
+        x = _x(2, 3)
+        named = {c.kind.name: c.name for c in capture(model, x).calls}
+        assert named["ScaleKind"] == "1.scale" and named["ReLU"] not in ("1", "1.scale")
+        m = nrm.explain(model, x, target=0, rules=nrm.rules.Epsilon(0.1))
+        ref = reference_lrp(model, x, 0, nrm.rules.Epsilon(0.1))
+        for name in ref.relevance:
+            if name in m.layers:
+                torch.testing.assert_close(m.marginal(name), ref.marginal(name), rtol=1e-10, atol=1e-12)
+    finally:
+        nrm.layers.unregister(ScaleKind)
