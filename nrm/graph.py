@@ -381,21 +381,24 @@ class _Builder:
             self.where = {v: new[l] for v, l in self.where.items() if l in new}
         for block in self.blocks:
             if block.factors is not None:
-                extra = getattr(block.producer.layer_kind, "gates", ())
-                gates = [self._is_gate(v, "gate", extra) for v in block.factors]
+                kind = block.producer.layer_kind
+                gates = [self._is_gate(v, "gate", getattr(kind, "gates", ())) for v in block.factors]
                 held = [self._is_gate(v, "held") for v in block.factors]
-                block.split = block.producer.layer_kind.shares(gates, block.producer.call.describe(), held)
+                glu = [self._is_gate(v, None, getattr(kind, "glu", ())) for v in block.factors]
+                block.split = kind.shares(gates, block.producer.call.describe(), held, glu)
 
-    def _is_gate(self, v: Value, what: str = "gate", names: tuple = ()) -> bool:
+    def _is_gate(self, v: Value, what: str | None = "gate", names: tuple = ()) -> bool:
         """Whether a factor is the output of a gating activation (``what="held"``: of a normalizer
-        held at its forward value), seen through views and aliases."""
+        held at its forward value; ``None``: of one of the kinds ``names`` only), seen through
+        views and aliases."""
         while v.node >= 0:
             call = self.calls[v.node]
             role = call.kind.role if call.kind is not None else None
             if role in ("alias", "reshape") and _relevance_inputs(call):
                 v = _relevance_inputs(call)[0]
                 continue
-            return role == "elementwise" and (bool(getattr(call.kind, what, False)) or call.kind.name in names)
+            flagged = what is not None and bool(getattr(call.kind, what, False))
+            return role == "elementwise" and (flagged or call.kind.name in names)
         return False
 
     def _batchnorm(self, call: Call, step: Step, src: Value) -> None:

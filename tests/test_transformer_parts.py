@@ -21,7 +21,7 @@ from agreement import agree
 from torch import nn
 
 import nrm
-from nrm.errors import UnsupportedOperationError
+from nrm.errors import ArgumentError, UnsupportedOperationError
 from nrm.layers.products import Multiply
 from nrm_verify import laws
 from nrm_verify.properties.checks import laws_on_case
@@ -178,6 +178,26 @@ def test_swiglu_gate_takes_nothing_under_signal_and_half_under_equal():
     # θ = ½ to each factor of one product, element by element: the two factors' marginals are equal
     torch.testing.assert_close(m2.marginal("silu"), m2.marginal("up"), rtol=0, atol=0)
     assert float(m2.marginal("up").abs().max()) > 0
+
+
+def test_swiglus_gate_takes_nothing_by_default_and_glu_says_which_activations_gate():
+    """Product.GLU: a product of two factors, neither a sigmoid gate, one of them a SiLU (or GELU)
+    output, is a gated linear unit whose activated factor takes nothing — the same numbers as
+    naming SiLU a gate; ``glu=()`` gives the refusal back; bad values are named errors."""
+    model, x = _decoder(seed=6)
+    m = nrm.explain(model, x, target=0)
+    with split(gates=("SiLU",)):
+        named = nrm.explain(model, x, target=0)
+    assert float(m.marginal("gate").abs().max()) == 0.0
+    torch.testing.assert_close(m.marginal("input"), named.marginal("input"), rtol=0, atol=0)
+    agree(model, x[:1], 0)  # the exact oracle and the explicit reference read the same convention
+    with split(glu=()), pytest.raises(nrm.AmbiguousProductError, match="split='equal'"):
+        nrm.explain(model, x, target=0)
+    for bad in ("SiLU", ("SiLU", 3), None):
+        with pytest.raises(ArgumentError, match="glu="):
+            Multiply(glu=bad)
+        with pytest.raises(ArgumentError, match="gates="):
+            Multiply(gates=bad)
 
 
 @pytest.mark.parametrize("mask", ["causal", "where"])

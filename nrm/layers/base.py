@@ -275,7 +275,11 @@ class Product(Kind):
     * ``"signal"`` (default; LSTM-LRP, CP-LRP): a **gate** — a factor whose value is the output
       of a gating activation (:attr:`Elementwise.gate`: sigmoid, hardsigmoid), possibly seen
       through views, reshapes or aliases — gets θ = 0, and the one other factor, the signal,
-      θ = 1. Anything else (no gate, or more than one non-gate factor) is ambiguous and raises
+      θ = 1. A product of two factors, neither a gate, exactly one of which is the output of a
+      **GLU activation** (``glu``, by default SiLU and GELU: SwiGLU's and GeGLU's
+      act(gate(x)) · up(x), Shazeer 2020) is a gated linear unit: the activated factor is its
+      gate and takes nothing (CP-LRP's and LXT's ``cp_gated_mlp_forward`` convention).
+      Anything else (no gate, or more than one non-gate factor) is ambiguous and raises
       :class:`~nrm.errors.AmbiguousProductError`, which says how to choose;
     * ``"equal"`` (AttnLRP's uniform rule): θ_i = 1/n;
     * ``"proportional"`` (LRP-prop, Arras et al. 2019): each factor in proportion to its value,
@@ -292,7 +296,11 @@ class Product(Kind):
 
     role = "product"
 
-    def __init__(self, split: str = "signal", stabilizer: float = 1e-6, gates: tuple[str, ...] = ()):
+    GLU: ClassVar[tuple[str, ...]] = ("SiLU", "GELU")
+    """The activations whose output is the gate of a gated linear unit by default (``glu``)."""
+
+    def __init__(self, split: str = "signal", stabilizer: float = 1e-6, gates: tuple[str, ...] = (),
+                 glu: tuple[str, ...] = GLU):
         if not isinstance(split, str) or split not in SPLITS:
             raise ArgumentError(f"Multiply(split=…) takes one of {', '.join(map(repr, SPLITS))} (the gate gets "
                                 f"nothing, θ = 1/n for each factor, or θ in proportion to the factors' values), "
@@ -301,17 +309,23 @@ class Product(Kind):
                 or not math.isfinite(stabilizer) or stabilizer <= 0):
             raise ArgumentError(f"Multiply(stabilizer=…) is a finite number > 0 (the ε of the proportional split's "
                                 f"S + ε sign(S)), got {stabilizer!r}")
-        if isinstance(gates, str) or not all(isinstance(g, str) for g in gates):
+        if not isinstance(gates, (tuple, list)) or not all(isinstance(g, str) for g in gates):
             raise ArgumentError(f"Multiply(gates=…) is a tuple of elementwise kind names (e.g. ('SiLU',) for SwiGLU's "
                                 f"act(gate(x)) · up(x)), got {gates!r}")
-        self.split, self.stabilizer, self.gates = split, float(stabilizer), tuple(gates)
+        if not isinstance(glu, (tuple, list)) or not all(isinstance(g, str) for g in glu):
+            raise ArgumentError(f"Multiply(glu=…) is a tuple of elementwise kind names whose output is the gate of "
+                                f"a gated linear unit (default {Product.GLU!r}; () to refuse such products), got "
+                                f"{glu!r}")
+        self.split, self.stabilizer, self.gates, self.glu = split, float(stabilizer), tuple(gates), tuple(glu)
 
-    def shares(self, gates: list[bool], where: str = "a product",
-               held: list[bool] | None = None) -> tuple[Fraction, ...] | None:
+    def shares(self, gates: list[bool], where: str = "a product", held: list[bool] | None = None,
+               glu: list[bool] | None = None) -> tuple[Fraction, ...] | None:
         """θ_i of the flattened factors, given which of them are gates; None for the
         proportional split, whose shares depend on the factors' values (:meth:`proportional`).
         A **held** factor (:attr:`Elementwise.held`, a normalizer's 1/σ) gets θ = 0 under every
-        split and the others share as if it were not there (one other factor: θ = 1)."""
+        split and the others share as if it were not there (one other factor: θ = 1).
+        ``glu``: which factors are outputs of a GLU activation (:attr:`glu`): with two factors,
+        no gate among them and exactly one such, that one is the gate under ``"signal"``."""
         if held and any(held):
             rest = [i for i, h in enumerate(held) if not h]
             if len(rest) == 1:
@@ -332,6 +346,8 @@ class Product(Kind):
         if self.split == "equal":
             return (Fraction(1, n),) * n
         signals = [i for i, g in enumerate(gates) if not g]
+        if len(signals) == 2 == n and glu is not None and sum(map(bool, glu)) == 1:  # a gated linear unit
+            signals = [i for i, g in enumerate(glu) if not g]
         if len(signals) != 1:
             what = "no factor" if not signals else f"{len(signals)} factors"
             raise AmbiguousProductError(
@@ -364,6 +380,7 @@ class Product(Kind):
     def __repr__(self) -> str:
         extra = f", stabilizer={self.stabilizer!r}" if self.split == "proportional" else ""
         extra += f", gates={self.gates!r}" if self.gates else ""
+        extra += f", glu={self.glu!r}" if self.glu != Product.GLU else ""
         return f"nrm.layers.{self.name}(split={self.split!r}{extra})"
 
 

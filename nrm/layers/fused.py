@@ -286,6 +286,31 @@ class Conv1DDecomposition:
         return F.linear(x, module.weight.t(), module.bias)
 
 
+class ActivationDecomposition:
+    """An activation module of another library whose forward writes a standard activation out
+    in products and powers (``transformers``' ``NewGELUActivation``, GPT-2's default
+    ``gelu_new``: 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))), read as that activation —
+    one elementwise layer, q(j | k) = δ_jk (the identity rule of GELU, AttnLRP §3) — instead
+    of a product of two functions of x, which no split of a product reads as an activation.
+    The module's own forward runs unrecorded and this definition, recorded, must reproduce it
+    within 10³ ulp (:meth:`nrm.capture` checks it), so a module whose formula is not the
+    activation's (``FastGELUActivation``'s rounded constant) is refused, not approximated."""
+
+    def __init__(self, function, name: str):
+        self.function, self.name = function, name
+
+    def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+            return "is called with other arguments than one tensor"
+        return None
+
+    def __call__(self, module: nn.Module, x):
+        return self.function(x)
+
+    def __repr__(self) -> str:
+        return f"ActivationDecomposition({self.name})"
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -313,7 +338,13 @@ DECOMPOSED_MODULES = {nn.MultiheadAttention: MHADecomposition()}
 """Module types whose call the capture records as the operations that define it (checked
 against the module's own output)."""
 
-DECOMPOSED_BY_NAME = {("transformers.pytorch_utils", "Conv1D"): Conv1DDecomposition()}
+_GELU_TANH = ActivationDecomposition(lambda x: F.gelu(x, approximate="tanh"), "F.gelu(x, approximate='tanh')")
+DECOMPOSED_BY_NAME = {
+    ("transformers.pytorch_utils", "Conv1D"): Conv1DDecomposition(),
+    ("transformers.activations", "NewGELUActivation"): _GELU_TANH,
+    ("transformers.activations", "AccurateGELUActivation"): _GELU_TANH,
+    ("transformers.activations", "GELUActivation"): ActivationDecomposition(F.gelu, "F.gelu"),
+}
 """Module types of other libraries (matched by module and qualified name, without importing
 them), recorded through their definition like :data:`DECOMPOSED_MODULES`."""
 

@@ -657,6 +657,9 @@ class _Tracer:
         else:
             names = GATES + tuple(g.lower() for g in getattr(call.kind, "gates", ()))
             gates = [self._is_gate(v, names) for v in factors]
+            glu = [self._is_gate(v, tuple(g.lower() for g in getattr(call.kind, "glu", ()))) for v in factors]
+            if n == 2 and not any(gates) and glu.count(True) == 1:  # a gated linear unit: its activated factor gates
+                gates = glu
             if gates.count(False) != 1:
                 raise UnsupportedModuleError(f"{call.describe()}: split='signal' needs exactly one factor that is not "
                                              "a gate")

@@ -1,0 +1,113 @@
+"""transformers families that no other test names, read as a user would read them: a small random
+configuration (no download), float64, ``inputs_embeds`` → the last position's logits (an LM) or
+the class logits, nrm's defaults (no conventions registered). Each is captured with
+``check="full"`` (every map reproduces the model's values), f is the model's logit and L1 holds
+to 1e-12 at every layer. What stays refused is refused by name."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import nrm
+from nrm_verify import laws
+
+transformers = pytest.importorskip("transformers", reason="transformers is installed in the peer environment only")
+
+D = torch.float64
+COMMON = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+              max_position_embeddings=16)
+FAMILIES = {
+    "gpt2-gelu_new": lambda: transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2)),  # GPT-2's default activation
+    "distilbert": lambda: transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
+        vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=24, max_position_embeddings=16, num_labels=3)),
+    "roberta": lambda: transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
+        **COMMON, num_labels=3, pad_token_id=1)),
+    "gpt_neox": lambda: transformers.GPTNeoXForCausalLM(transformers.GPTNeoXConfig(**COMMON)),
+    "phi": lambda: transformers.PhiForCausalLM(transformers.PhiConfig(**COMMON)),
+    "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**COMMON, num_key_value_heads=1)),
+    "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**COMMON, num_key_value_heads=1)),
+}
+
+
+class Logits(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, e):
+        out = self.model(inputs_embeds=e).logits
+        return out[:, -1, :] if out.dim() == 3 else out
+
+
+@contextlib.contextmanager
+def rms_norms_in_input_dtype(model):
+    """The RMSNorms of Llama-family models compute in float32 whatever the model's dtype (nrm
+    refuses the dtype change by name); the same formula in the input's dtype, for float64."""
+    classes = {type(m) for m in model.modules() if type(m).__name__.endswith("RMSNorm")}
+    saved = {c: c.forward for c in classes}
+
+    def forward(self, h):
+        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    for c in classes:
+        c.forward = forward
+    try:
+        yield
+    finally:
+        for c, f in saved.items():
+            c.forward = f
+
+
+def _case(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = FAMILIES[name]().to(D).eval()
+    ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return Logits(model).eval(), model.get_input_embeddings()(ids).detach()
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_the_family_is_read_with_nrms_defaults_and_l1_holds_at_every_layer(name):
+    model, e = _case(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with rms_norms_in_input_dtype(model):
+        m = nrm.explain(model, e, target=1, check="full")
+        with torch.no_grad():
+            f = float(model(e)[0, 1])
+    assert abs(float(m.f[0]) - f) <= 1e-12 * max(1.0, abs(f))
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    assert torch.isfinite(m.marginal("input")).all()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model untouched
+
+
+def test_gpt2s_gelu_new_is_read_as_one_gelu_not_a_product():
+    """gelu_new, 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³))), is recorded as F.gelu(x, 'tanh')
+    (checked against the module's output within 10³ ulp): one elementwise layer per block."""
+    model, e = _case("gpt2-gelu_new")
+    kinds = [c.kind.name for c in nrm.capture(model, e).calls if c.kind is not None]
+    assert kinds.count("GELU") == 2 and "Multiply" not in kinds
+
+
+def test_qwen2s_swiglu_gate_takes_nothing_by_default():
+    """SwiGLU, down(silu(gate(x)) · up(x)): the SiLU factor is the unit's gate (Product.GLU)."""
+    model, e = _case("qwen2")
+    with rms_norms_in_input_dtype(model):
+        m = nrm.explain(model, e, target=1)
+    silu = [n for n in m.layers if n.endswith("mlp.act_fn")]
+    assert silu and all(float(m.marginal(n).abs().max()) == 0.0 for n in silu)
+
+
+def test_gelu_fast_is_refused_by_name_since_its_constant_is_rounded():
+    """FastGELUActivation writes √(2/π) as 0.7978845608: not F.gelu's formula to 10³ ulp, so it is
+    read as what it computes — a product of two functions of x — which the default split refuses."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2,
+                                     activation_function="gelu_fast")
+    model = Logits(transformers.GPT2LMHeadModel(config).to(D).eval()).eval()
+    e = torch.randn(1, 4, 16, dtype=D)
+    with pytest.raises(nrm.AmbiguousProductError, match="FastGELUActivation"):
+        nrm.explain(model, e, target=0)
