@@ -41,7 +41,7 @@ from nrm_verify.laws.status import PROVED, REFUTED
 from nrm_verify.symbolic.attention import (ABBREVIATIONS, PAIRS, THETA, AttentionBlock, base_symbols,
                                            derive_column, dyadic_point, forward, signs_at)
 from nrm_verify.symbolic.ops import SignDecider, sympy_ops
-from nrm_verify.symbolic.proof import Proof, ProofStep
+from nrm_verify.symbolic.proof import Proof, ProofStep, point_text
 
 ARCH = "attention 2×2"
 RULE = "θ split, LRP-ε (ε > 0) on the maps, LRP-0 on softmax and scale"
@@ -344,7 +344,7 @@ def negative_entry_steps(b: AttentionBlock, case: str) -> list[ProofStep]:
                         parent = b.layers[l - 1][j].label if j < len(b.layers[l - 1]) else "⊥"
                         step.claim += f"; q({parent} | {b.layers[l][k].label}) = {entry}"
                         step.status, step.point = REFUTED, point
-                        step.lhs_value, step.rhs_value = sp.N(value, 12), sp.Integer(0)
+                        step.lhs_value, step.rhs_value = value, sp.Integer(0)
                         break
         steps.append(step)
     return steps
@@ -377,6 +377,7 @@ def product_l9_steps() -> list[ProofStep]:
     for _ in range(20):
         point = {s: sp.Rational(rng.choice((1, 2, 3)), rng.choice((1, 2, 4))) * rng.choice((1, -1))
                  for s in list(sym.values()) + [c]}
+        point.update({sym[f"A{j}{k}"]: sp.Rational(2 * k - 1, 4) for j, k in PAIRS})  # a softmax row: 1/4, 3/4
         point[THETA] = sp.Rational(1, 2)
         fv = f.xreplace(point)
         if fv == 0 or any(v.xreplace(point) == 0 for v in O.values()):
@@ -427,7 +428,8 @@ def _proofs() -> tuple[Proof, ...]:
                       "signed kernels: NRM-SPEC §2 asks column sums of 1, not non-negative entries", b))
     l9 = product_l9_steps()
     out.append(_proof("L9 (general form)", "product O = A V", "holds", l9[:2],
-                      "LRP-0 gives the factors θ and 1 − θ of Gradient × Input", b))
+                      "LRP-0 gives the factors θ and 1 − θ of Gradient × Input (where O_jp ≠ 0, LRP-0's "
+                      "validity condition)", b))
     out.append(_proof("L9", "product O = A V", "fails", l9[2:],
                       "O is homogeneous of degree 2: the gradient gives each factor the whole product", b))
     shift = shift_steps()
@@ -442,6 +444,84 @@ def proofs() -> list[Proof]:
     return list(_proofs())
 
 
-__all__ = ["proofs", "block", "witness", "closed_forms", "kernel_steps", "column_steps", "layer_sum_steps",
+def main(argv=None) -> int:
+    """Print every proof on the block (``--show``: every step); exit 1 when one is not as expected."""
+    show = "--show" in (argv or [])
+    bad = 0
+    for p in proofs():
+        print(f"{p.law} | {p.case} | {p.status} (expected: {p.expect}) | {len(p.steps)} steps"
+              + (f" | {p.note}" if p.note else "") + ("" if p.good else "   <-- NOT AS EXPECTED"))
+        bad += not p.good
+        for s in p.steps if show else [st for st in p.steps if st.status != PROVED]:
+            print(f"    {s.status}: {s.claim}")
+            if s.point is not None:
+                print(f"        at {point_text(s.point)}: left {_value_text(s.lhs_value)}, right {_value_text(s.rhs_value)}")
+            if s.residual:
+                print(f"        residual: {s.residual}")
+    return 1 if bad else 0
+
+
+__all__ = ["main", "proofs", "block", "witness", "closed_forms", "kernel_steps", "column_steps", "layer_sum_steps",
            "additivity_steps", "markov_steps", "negative_entry_steps", "product_l9_steps", "shift_steps",
-           "EntryMeasure", "identity_step", "ARCH", "RULE"]
+           "EntryMeasure", "identity_step", "render_section", "ARCH", "RULE"]
+
+
+# -- the report's section -------------------------------------------------------------------------
+def _value_text(v) -> str:
+    v = sp.sympify(v)
+    if v.is_Rational or len(str(v)) <= 60:
+        return str(v)
+    return f"≈ {sp.N(v, 12)}"
+
+
+def _latex_kernels(b: AttentionBlock) -> list[str]:
+    lines = []
+    for kind, label in (("q", "Q11"), ("scores", "S11"), ("scale", "L11"), ("softmax", "A11"), ("values", "O11"),
+                        ("ln", "Y11"), ("out", "f")):
+        l = next(i for i in range(1, b.depth + 1) if label in [n.label for n in b.layers[i]])
+        k = [n.label for n in b.layers[l]].index(label)
+        col, Q = b.columns[l][k], b.kernels[l]
+        terms = [f"q({sp.latex(b.s(b.layers[l - 1][j].value))} \\mid {sp.latex(b.s(label))}) = "
+                 f"{sp.latex(sp.factor(Q[j, k]))}" for j in col.parents]
+        terms.append(f"q(\\bot \\mid {sp.latex(b.s(label))}) = {sp.latex(sp.factor(Q[-1, k]))}")
+        lines.append(f"- **{kind}** (`{type(b.rules[kind]).__name__}`): $" + ",\\quad ".join(terms) + "$")
+    return lines
+
+
+def render_section(attention: list[Proof]) -> list[str]:
+    """The section of ``proofs/REPORT.md`` on the attention block."""
+    w = (lines := []).append
+    w("## Attention: a 2-token × 2-dimension single head (issue 14)")
+    w("")
+    w("`nrm_verify/symbolic/attention.py` builds X (2 × 2) → Q = X W_q, K = X W_k, V = X W_v → S = Q Kᵀ →")
+    w("L = τ S → A = softmax(L) per row → O = A V → Y = LayerNorm(O) (γ, β; σ held) → f = Σ r Y + c, and derives")
+    w("every kernel by handing the layer kind's map at the forward value to the rule object (θ symbolic;")
+    w(f"{RULE}). Forward values are symbols with the signs of the case's rational witness point")
+    w("(`attention_proofs.witness`); σ and the softmax outputs are free symbols (an identity with them")
+    w("free holds at their true values). The kernels equal nrm's exact DAG oracle's entry by entry at the")
+    w("witness points, and the marginals the oracle's exactly (`tests/test_symbolic_attention.py`).")
+    w("")
+    w("| claim | case | verdict | steps | note |")
+    w("|---|---|---|---|---|")
+    for p in attention:
+        mark = {PROVED: "✓ proved", REFUTED: "✗ refuted"}.get(p.status, f"⚠ {p.status}")
+        w(f"| {p.law} | {p.case} | {mark}{'' if p.good else ' (NOT AS EXPECTED)'} | {len(p.steps)} | {p.note} |")
+    w("")
+    w("L1: every column sums to 1 with its forward value replaced by its definition (a rational-function")
+    w("identity), then Σ over V̄_l of m_l = 1 at each layer and μ(Ω) = 1 over the walks. L2 and L7: identities")
+    w("of polynomials in the kernel entries (walk enumeration against masked backward passes), with")
+    w("q(⊥ | k) = 1 − Σ_j q(j | k); the entries depend on forward quantities only (*kernels*).")
+    w("")
+    w("**Derived kernels** (case A, one column of each kind):")
+    w("")
+    lines += _latex_kernels(block("A"))
+    w("")
+    w("**Counterexamples** (every point rational; values exact — decimals where exp or √ enter):")
+    w("")
+    for p in attention:
+        for s in p.steps:
+            if s.status == REFUTED:
+                w(f"- **{p.law}**: `{s.claim}` fails at {point_text(s.point)}: left {_value_text(s.lhs_value)}, "
+                  f"right {_value_text(s.rhs_value)}. {p.note}.")
+    w("")
+    return lines
