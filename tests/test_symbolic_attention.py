@@ -13,10 +13,8 @@ import sympy as sp
 
 from nrm.rules import Zero
 from nrm_verify.laws.status import PROVED, REFUTED
-from nrm_verify.symbolic.attention import (THETA, AttentionBlock, KINDS, base_symbols, forward, signs_at,
-                                           TORCH_NAMES)
-from nrm_verify.symbolic.attention_proofs import (EntryMeasure, block, identity_step, proofs, render_section,
-                                                  witness)
+from nrm_verify.symbolic.attention import KINDS, THETA, TORCH_NAMES, AttentionBlock, base_symbols, forward, signs_at
+from nrm_verify.symbolic.attention_proofs import EntryMeasure, block, identity_step, proofs, render_section, witness
 from nrm_verify.symbolic.crosscheck import attention_kernel_differences, attention_oracle
 from nrm_verify.symbolic.prove import REPORT
 

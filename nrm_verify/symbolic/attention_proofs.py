@@ -14,11 +14,12 @@ witness point:
   once the column's forward value is replaced by its definition; then Σ_{V̄_l} m_l = 1 at
   every layer and μ(Ω) = Σ_walks μ = 1, as identities of polynomials in the kernel entries
   with q(⊥ | k) = 1 − Σ_j q(j | k) (the column identity just proved);
-* **L2, L7** — identities of polynomials in the kernel entries, the entries taken as
-  indeterminates (the measures by walk enumeration on one side and masked backward passes
-  or a kernel entry times a measure on the other): they hold for any kernels with this
-  sparsity, in particular for the derived ones, whose entries depend on forward quantities
-  only (L7's hypothesis; checked under *kernels*);
+* **L2, L7** — identities of polynomials in the kernel entries, the real entries taken as
+  indeterminates and q(⊥ | k) = 1 − Σ_j q(j | k) (the measures by walk enumeration on one
+  side and backward passes or a kernel entry times a measure on the other): they hold for
+  any column-stochastic kernels with this sparsity, in particular for the derived ones,
+  whose columns sum to one (L1) and whose entries depend on forward quantities only (L7's
+  hypothesis; checked under *kernels*);
 * **refuted** — the kernels are no probability kernels (an entry < 0, per kind); L9 on the
   product (LRP-0 gives each factor θ, resp. 1 − θ, of Gradient × Input, which its general
   form states and which is proved); the softmax kernel's real shares under a constant shift
@@ -32,14 +33,22 @@ from collections.abc import Callable
 from fractions import Fraction
 from functools import lru_cache
 
-import numpy as np
 import sympy as sp
 from sympy.polys.rings import ring
 
 from nrm.rules import Zero
 from nrm_verify.laws.status import PROVED, REFUTED
-from nrm_verify.symbolic.attention import (ABBREVIATIONS, PAIRS, THETA, AttentionBlock, base_symbols,
-                                           derive_column, dyadic_point, forward, signs_at)
+from nrm_verify.symbolic.attention import (
+    ABBREVIATIONS,
+    PAIRS,
+    THETA,
+    AttentionBlock,
+    base_symbols,
+    derive_column,
+    dyadic_point,
+    forward,
+    signs_at,
+)
 from nrm_verify.symbolic.ops import SignDecider, sympy_ops
 from nrm_verify.symbolic.proof import Proof, ProofStep, point_text
 
@@ -175,7 +184,8 @@ class EntryMeasure:
     def __init__(self, b: AttentionBlock, normalized: bool = False):
         self.b, self.sizes = b, [len(layer) for layer in b.layers]
         names = [f"q{l}_{j}_{k}" for l in range(1, b.depth + 1) for j in range(self.sizes[l - 1] + 1)
-                 for k in range(self.sizes[l]) if _free(b.kernels[l][j, k]) and not (normalized and j == self.sizes[l - 1])]
+                 for k in range(self.sizes[l])
+                 if _free(b.kernels[l][j, k]) and not (normalized and j == self.sizes[l - 1])]
         self.ring, *generators = ring(names, sp.QQ)
         gens = dict(zip(names, generators))
         self.Q: list = [None]
@@ -300,9 +310,10 @@ def additivity_steps(b: AttentionBlock) -> list[ProofStep]:
 
 
 def markov_steps(b: AttentionBlock) -> list[ProofStep]:
-    """L7 (with q(⊥ | k) = 1 − Σ_j q(j | k), as L2), division-free: μ(X_{l−1} ∈ A, X_l = k, E) = q_l(A | k) μ(X_l = k, E) for every layer, the
-    first and last neuron k, A = {first parent} and {first parent, ⊥}, and E among Ω,
-    {X_{l+1} = first} and {X_{l+1} = first} ∪ {X_L = f, X_{l+1} = ⊥} (both sides by walks)."""
+    """L7 (with q(⊥ | k) = 1 − Σ_j q(j | k), as L2), division-free:
+    μ(X_{l−1} ∈ A, X_l = k, E) = q_l(A | k) μ(X_l = k, E) for every layer, the first and last
+    neuron k, A = {first parent} and {first parent, ⊥}, and E among Ω, {X_{l+1} = first} and
+    {X_{l+1} ∈ {first, ⊥}} (both sides by walks)."""
     em, steps, L = EntryMeasure(b, normalized=True), [], b.depth
     for l in range(1, L + 1):
         bot = len(b.layers[l - 1])
@@ -455,7 +466,8 @@ def main(argv=None) -> int:
         for s in p.steps if show else [st for st in p.steps if st.status != PROVED]:
             print(f"    {s.status}: {s.claim}")
             if s.point is not None:
-                print(f"        at {point_text(s.point)}: left {_value_text(s.lhs_value)}, right {_value_text(s.rhs_value)}")
+                print(f"        at {point_text(s.point)}: left {_value_text(s.lhs_value)}, "
+                      f"right {_value_text(s.rhs_value)}")
             if s.residual:
                 print(f"        residual: {s.residual}")
     return 1 if bad else 0
