@@ -2,7 +2,7 @@
 (issue 14, item 2; ``docs/attention.md``, *Derivation*).
 
 The block, on X (2 tokens × 2 dimensions), is what nrm captures from
-:func:`torch_block` (``q``, ``k``, ``v``, ``matmul``, ``mul``, ``softmax``, ``matmul_1``,
+:func:`nrm_verify.symbolic.crosscheck.torch_block` (``q``, ``k``, ``v``, ``matmul``, ``mul``, ``softmax``, ``matmul_1``,
 ``ln``, ``out``)::
 
     Q = X W_q,  K = X W_k,  V = X W_v            (dense, no bias)
@@ -50,7 +50,7 @@ LN_EPS = Fraction(1, 1024)
 KINDS = ("q", "k", "v", "scores", "scale", "softmax", "values", "ln", "out")
 TORCH_NAMES = {"q": "q", "k": "k", "v": "v", "scores": "matmul", "scale": "mul", "softmax": "softmax",
                "values": "matmul_1", "ln": "ln", "out": "out"}
-"""Each kernel's layer name in nrm's capture of :func:`torch_block`."""
+"""Each kernel's layer name in nrm's capture of :func:`nrm_verify.symbolic.crosscheck.torch_block`."""
 PAIRS = [(1, 1), (1, 2), (2, 1), (2, 2)]
 _REAL = ["x", "wq", "wk", "wv", "r"]
 
