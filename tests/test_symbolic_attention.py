@@ -131,3 +131,13 @@ def test_the_witness_points_satisfy_their_cases():
 
 def test_the_report_shows_the_block():
     assert "\n".join(render_section(proofs())) in REPORT.read_text(encoding="utf-8")
+
+
+def test_the_proof_file_prints_every_step(capsys):
+    from nrm_verify.symbolic.attention_proofs import main
+
+    assert main(["--show"]) == 0
+    out = capsys.readouterr().out
+    assert "L7 | A" in out and "refuted: L9: m(A11)" in out and "NOT AS EXPECTED" not in out
+    assert out.count("    proved: ") == sum(len(p.steps) for p in proofs()) - sum(
+        s.status == REFUTED for p in proofs() for s in p.steps)
