@@ -41,7 +41,8 @@ def run(args) -> int:
 def register(commands) -> None:
     p = commands.add_parser(
         "prove", help="run the symbolic proofs of the laws (writes or checks proofs/REPORT.md)",
-        description="Prove the laws L1-L14 for every built-in rule on symbolic networks (sympy), as "
+        description="Prove the laws L1-L14 for every built-in rule on symbolic networks (sympy), and L1, L2, L7 "
+                    "on a 2-token attention block (left out of a selection), as "
                     "`python -m nrm_verify.symbolic.prove` does. Exit 1 when a proof is not as expected (or, with "
                     "--check, when proofs/REPORT.md is stale).")
     p.add_argument("--check", action="store_true", help="exit 1 if a proof fails or the report is stale")

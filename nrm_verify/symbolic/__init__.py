@@ -15,7 +15,9 @@ Modules: :mod:`.ops` (the sympy backend and the sign decisions), :mod:`.network`
 rational functions for proofs), :mod:`.proof` (identities, counterexamples), :mod:`.laws`
 (the laws), :mod:`.catalog` (architectures, rules, cases of the suite), :mod:`.prove`
 (the runner and ``python -m nrm_verify.symbolic.prove``), :mod:`.report` (REPORT.md),
-:mod:`.crosscheck` (closed forms vs the engine and the oracle), :mod:`.worked_example`.
+:mod:`.crosscheck` (closed forms vs the engine and the oracle), :mod:`.worked_example`,
+:mod:`.attention` (a 2-token × 2-dimension attention head's kernels derived in closed form) and
+:mod:`.attention_proofs` (L1, L2, L7 on it; what does not hold refuted).
 """
 
 from nrm_verify.symbolic.derive import NumericMeasure, SymbolicMeasure

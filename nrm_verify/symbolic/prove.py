@@ -27,6 +27,7 @@ from nrm.rules import Rule, ZBox, Zero
 from nrm_verify.laws import catalogue
 from nrm_verify.laws.catalogue import Law
 from nrm_verify.laws.status import NOT_APPLICABLE, NOT_SETTLED, PROVED, REFUTED
+from nrm_verify.symbolic.attention_proofs import proofs as attention_proofs
 from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES, Architecture, RuleSpec, SignCase
 from nrm_verify.symbolic.derive import SymbolicMeasure
 from nrm_verify.symbolic.laws import Claim, Subject
@@ -319,12 +320,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"  done {msg}", file=sys.stderr, flush=True))
     proofs = run(jobs(archs, specs, CASES, args.law), workers=args.workers, progress=say)
+    attention = None if selection else attention_proofs()
     elapsed = time.perf_counter() - start
-    bad = [p for p in proofs if not p.good]
+    bad = [p for p in proofs + (attention or []) if not p.good]
     counts = {}
     for p in proofs:
         counts[p.status] = counts.get(p.status, 0) + 1
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    if attention:
+        summary += f"; attention block: {len(attention)} proofs"
     steps = sum(len(p.steps) for p in proofs)
     print(f"{len(proofs)} proofs ({summary}), {steps} steps, {elapsed:.1f} s wall", file=sys.stderr)
     for p in bad:
@@ -337,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in proofs:
             print(f"{p.law} | {p.rule} | {p.arch} | {p.case} | {p.status} | {len(p.steps)} steps")
         return 1 if bad else 0
-    text = render(proofs)
+    text = render(proofs, attention)
     if args.check:
         diff = stale(text, args.output)
         if diff:

@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 from nrm_verify.laws import catalogue
 from nrm_verify.laws.status import NOT_APPLICABLE, NOT_SETTLED, PROVED, REFUTED
+from nrm_verify.symbolic.attention_proofs import render_section
 from nrm_verify.symbolic.catalog import ARCHITECTURES, CASES, RULES
 from nrm_verify.symbolic.proof import Proof, point_text
 from nrm_verify.symbolic.subjects import CASE_C, subject
@@ -46,15 +47,18 @@ def _group(proofs: list[Proof]) -> OrderedDict:
     return out
 
 
-def render(proofs: list[Proof]) -> str:
+def render(proofs: list[Proof], attention: list[Proof] | None = None) -> str:
     """The whole report: the introduction, the law × rule matrix, what the boundary cases
     show, why laws do not apply, the counterexamples, each law's table, the assumptions and
-    derived equations of the 2-2-1 cases, and the worked example."""
+    derived equations of the 2-2-1 cases, the worked example, and — given ``attention``
+    (:func:`nrm_verify.symbolic.attention_proofs.proofs`) — the attention block's section."""
     ctx = _Context(proofs)
     lines = _introduction()
     for section in (_matrix, _boundaries, _not_applicable, _counterexamples, _per_law, _assumptions_and_equations,
                     _worked_example):
         lines += section(ctx)
+    if attention is not None:
+        lines += render_section(attention)
     return "\n".join(lines)
 
 
