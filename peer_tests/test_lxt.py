@@ -20,6 +20,7 @@ import nrm
 from nrm.errors import UnsupportedOperationError
 from nrm_verify import laws
 from nrm_verify.peers import lxt as peer
+from nrm_verify.peers.base import PeerConventionError
 
 transformers = pytest.importorskip("transformers", reason="transformers is installed by scripts/setup-peers.sh")
 pytest.importorskip("lxt.efficient", reason="lxt 2.1 is installed by scripts/setup-peers.sh")
@@ -124,28 +125,43 @@ def test_nrm_reads_the_model_and_l1_holds_at_every_layer(name, attn, variant):
         assert "Select" in kinds  # SDPA's is_causal as where(keep, scores, finfo.min)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
-@pytest.mark.parametrize("variant", peer.VARIANTS)
-def test_lxt_equals_nrm_at_the_input_embeddings(name, variant):
+def target_of(name):
+    return 1 if name == "bert" else TARGET
+
+
+def lxt_relevance(name, model, x, variant="attnlrp", **kwargs):
+    """LXT's relevance at inputs_embeds under its map of the family (BERT: on LXT's copy of the class)."""
+    with peer.patched(name, variant, **kwargs):
+        return peer.relevance(peer.lxt_model(model), x, target_of(name), causal_lm=name != "bert")
+
+
+# every family and variant LXT 2.1's efficient maps have among GPT-2, Llama, BERT (BERT: AttnLRP only)
+CASES = [(name, attn, variant) for name, attns in (("gpt2", ["sdpa"]), ("llama", ["sdpa"]), ("bert", ["eager", "sdpa"]))
+         for attn in attns for variant in peer.FAMILIES[name]]
+
+
+@pytest.mark.parametrize("name,attn,variant", CASES, ids=lambda v: v)
+def test_lxt_equals_nrm_at_the_input_embeddings(name, attn, variant):
     """LXT's efficient AttnLRP / CP-LRP (identity rule with ε = 0 in place of its 1e-10) equals
-    f · m_input of nrm with the matching conventions, ≤ 1e-10 relative (≈ 1e-16 observed); token
+    f · m_input of nrm with the matching conventions, ≤ 1e-10 relative (≈ 1e-15 observed); token
     relevance (the sum over the hidden dimension) follows."""
-    model, x = build(name)
-    m = explain(name, model, x, variant)
+    model, x = build(name, attn)
+    m = explain(name, model, x, variant, target=target_of(name))
     ours = m.marginal("input") * m.f[0]
-    with peer.patched(name, variant, identity_epsilon=0.0):
-        theirs = peer.relevance(model, x, TARGET)
+    theirs = lxt_relevance(name, model, x, variant, identity_epsilon=0.0)
     assert relative(ours, theirs) <= 1e-10
     assert relative(ours.sum(-1), theirs.sum(-1)) <= 1e-10
 
 
-@pytest.mark.parametrize("name,blocks", [("gpt2", "transformer.h"), ("llama", "model.layers")])
-@pytest.mark.parametrize("variant", peer.VARIANTS)
-def test_lxt_equals_nrm_at_every_block_output(name, blocks, variant):
-    """Relevance at each decoder block's output hidden states, h · ∂f/∂h under LXT's patch, equals
+BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "bert": "bert.encoder.layer"}
+
+
+@pytest.mark.parametrize("name,attn,variant", CASES, ids=lambda v: v)
+def test_lxt_equals_nrm_at_every_block_output(name, attn, variant):
+    """Relevance at each block's output hidden states, h · ∂f/∂h under LXT's patch, equals
     f · m at nrm's layer of that module's output, ≤ 1e-10 relative."""
-    model, x = build(name)
-    m = explain(name, model, x, variant)
+    model, x = build(name, attn)
+    m = explain(name, model, x, variant, target=target_of(name))
     kept = {}
 
     def keep(i):
@@ -155,11 +171,12 @@ def test_lxt_equals_nrm_at_every_block_output(name, blocks, variant):
             kept[i] = h
         return hook
 
-    layers = model.get_submodule(blocks)
     with peer.patched(name, variant, identity_epsilon=0.0):
+        theirs_model = peer.lxt_model(model)
+        layers = theirs_model.get_submodule(BLOCKS[name])
         handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
         try:
-            peer.relevance(model, x, TARGET)
+            peer.relevance(theirs_model, x, target_of(name), causal_lm=name != "bert")
         finally:
             for h in handles:
                 h.remove()
@@ -175,17 +192,15 @@ def test_lxt_equals_nrm_at_every_block_output(name, blocks, variant):
         assert relative(ours, theirs) <= 1e-10, (i, same)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
 def test_lxt_identity_rule_epsilon_is_the_whole_deviation(name):
-    """LXT's identity rule is σ(z)/(z + 1e-10) · g: with its default the deviation from nrm is
-    about 1e-10 / |z| (far above rounding), and it grows tenfold with ε = 1e-9 — the cause."""
+    """LXT's identity rule is σ(z)/(z + 1e-10) · g (BERT: on its GELU and its pooler's tanh): with its
+    default the deviation from nrm is about 1e-10 / |z| (far above rounding), and it grows tenfold
+    with ε = 1e-9 — the cause."""
     model, x = build(name)
-    m = explain(name, model, x)
+    m = explain(name, model, x, target=target_of(name))
     ours = m.marginal("input") * m.f[0]
-    devs = []
-    for eps in (None, 1e-9):
-        with peer.patched(name, "attnlrp", identity_epsilon=eps):
-            devs.append(relative(ours, peer.relevance(model, x, TARGET)))
+    devs = [relative(ours, lxt_relevance(name, model, x, identity_epsilon=eps)) for eps in (None, 1e-9)]
     assert 1e-13 < devs[0] < 1e-6
     assert 5 < devs[1] / devs[0] < 15
 
@@ -256,6 +271,36 @@ def test_patch_is_undone():
     after = (module.LlamaMLP.forward, module.LlamaRMSNorm.forward, module.eager_attention_forward,
              module.ALL_ATTENTION_FUNCTIONS, dict(module.ALL_ATTENTION_FUNCTIONS.items()))
     assert after == before
+
+
+def test_bert_patch_is_undone_and_lxts_copy_computes_the_same_model():
+    """LXT's BERT map replaces every attribute of transformers' modeling_bert by those of its own copy
+    of the file (lxt.efficient.models.bert); peer.lxt_model builds that copy's class from the model's
+    config and parameters: the same logits (eager and SDPA, to the last bit here), and after
+    peer.patched the module is transformers' own again, with no attribute left behind."""
+    module = peer.family("bert")
+    before = dict(vars(module))
+    for attn in ("eager", "sdpa"):
+        model, x = build("bert", attn)
+        with peer.patched("bert"):
+            theirs = peer.lxt_model(model)
+            assert type(theirs).__module__ == "lxt.efficient.models.bert"
+            with torch.no_grad():
+                assert float((theirs(inputs_embeds=x).logits - model(inputs_embeds=x).logits).abs().max()) <= 1e-14
+    assert dict(vars(module)) == before
+    with pytest.raises(PeerConventionError, match="inside peer.patched"):
+        peer.lxt_model(model)  # outside the patch modeling_bert's class is transformers' own
+
+
+def test_lxt_has_no_cp_lrp_map_for_bert():
+    """lxt.efficient.models.bert defines attnLRP only: asking for CP-LRP on BERT is refused by name (the
+    CP-LRP comparison runs on GPT-2 and Llama)."""
+    assert not hasattr(__import__("lxt.efficient.models.bert", fromlist=["x"]), "cp_LRP")
+    with pytest.raises(PeerConventionError, match="no 'cp' map for 'bert'"):
+        with peer.patched("bert", "cp"):
+            pass
+    with pytest.raises(PeerConventionError, match="no 'cp' map for 'bert'"):
+        peer.LXTExplainer("bert", "cp", causal_lm=False)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])

@@ -44,6 +44,9 @@ rule's ratio is σ(z) / (z + 1e-10), unsigned."""
 VARIANTS = ("attnlrp", "cp")
 """LXT's two maps per family: ``attnLRP`` and ``cp_LRP``."""
 
+FAMILIES = {"gpt2": VARIANTS, "llama": VARIANTS, "bert": ("attnlrp",)}
+"""The families compared and the variants LXT 2.1 maps for each (its BERT map has no ``cp_LRP``)."""
+
 
 def _lxt():
     require("transformers", "transformers")
@@ -51,12 +54,36 @@ def _lxt():
 
 
 def family(name: str) -> ModuleType:
-    """The ``transformers`` modeling module LXT patches for ``name`` ("gpt2", "llama")."""
+    """The ``transformers`` modeling module LXT patches for ``name`` ("gpt2", "llama", "bert")."""
     _lxt()
-    if name not in ("gpt2", "llama"):
-        raise PeerConventionError(f"LXT's efficient maps compared here are GPT-2's and Llama's, not {name!r} (LXT's "
-                                  "BERT map patches a vendored copy of modeling_bert, not transformers' own)")
+    if name not in FAMILIES:
+        raise PeerConventionError(f"LXT's efficient maps compared here are those of {tuple(FAMILIES)}, not {name!r}")
     return require(f"transformers.models.{name}.modeling_{name}", "transformers")
+
+
+def _check_variant(name: str, variant: str) -> None:
+    if variant not in VARIANTS:
+        raise PeerConventionError(f"LXT variant {variant!r}: one of {VARIANTS}")
+    if variant not in FAMILIES.get(name, VARIANTS):
+        raise PeerConventionError(f"LXT 2.1 has no {variant!r} map for {name!r} (lxt.efficient.models.{name} defines "
+                                  f"only {FAMILIES[name]}); compare that variant on another family")
+
+
+def lxt_model(model: nn.Module) -> nn.Module:
+    """The model LXT's map explains (call inside :func:`patched`). GPT-2 and Llama: ``model`` itself (LXT
+    patches transformers' classes in place). BERT: LXT's map replaces every attribute of ``modeling_bert``
+    by those of its own copy of the file (``lxt.efficient.models.bert``, with ``divide_gradient`` and the
+    identity rule written in), so only a model built after the patch is LXT's; this builds that copy's
+    class of the same name from ``model.config`` and loads ``model``'s parameters (same names, same
+    values: the forward is the same function, tested)."""
+    if not type(model).__module__.startswith("transformers.models.bert."):
+        return model
+    cls = getattr(family("bert"), type(model).__name__)
+    if cls is type(model):
+        raise PeerConventionError("lxt_model(BERT) builds LXT's copy of the class: call it inside peer.patched('bert')")
+    copy = cls(model.config).to(next(model.parameters()).dtype)
+    copy.load_state_dict(model.state_dict())
+    return copy.train(model.training)
 
 
 def _float64_rms_norm(stop_gradient):
@@ -74,15 +101,15 @@ def patched(name: str, variant: str = "attnlrp", identity_epsilon: float | None 
     identity). ``rms_in_input_dtype``: LXT's ``rms_norm_forward`` (like transformers' RMSNorm)
     computes in float32 whatever the model's dtype; True replaces it by the same formula in the
     input's dtype (1/σ still detached), as the float64 comparison needs."""
-    if variant not in VARIANTS:
-        raise PeerConventionError(f"LXT variant {variant!r}: one of {VARIANTS}")
+    _check_variant(name, variant)
     efficient, rules = _lxt()
     module = family(name)
     maps = require(f"lxt.efficient.models.{name}", "lxt")
     patch_map = maps.attnLRP if variant == "attnlrp" else maps.cp_LRP
     saved_methods = [(cls, cls.__dict__.get("forward")) for cls in patch_map if isinstance(cls, type)]
-    saved_attrs = {a: getattr(module, a) for a in ("eager_attention_forward", "ALL_ATTENTION_FUNCTIONS")}
-    saved_functions = dict(saved_attrs["ALL_ATTENTION_FUNCTIONS"].items())
+    saved_attrs = dict(vars(module))  # BERT's map replaces every attribute of the module
+    shared = getattr(module, "ALL_ATTENTION_FUNCTIONS", {})
+    saved_functions = dict(shared.items())
     defaults = rules.identity_rule_implicit_fn.forward.__defaults__
     try:
         efficient.monkey_patch(module, patch_map)
@@ -99,10 +126,12 @@ def patched(name: str, variant: str = "attnlrp", identity_epsilon: float | None 
                     delattr(cls, "forward")
             else:
                 cls.forward = forward
+        for a in [a for a in vars(module) if a not in saved_attrs]:
+            delattr(module, a)
         for a, value in saved_attrs.items():
             setattr(module, a, value)
         for key, value in saved_functions.items():  # cp_LRP writes into the shared mapping
-            saved_attrs["ALL_ATTENTION_FUNCTIONS"][key] = value
+            shared[key] = value
 
 
 def relevance(model: nn.Module, inputs_embeds: torch.Tensor, target: int, *, causal_lm: bool = True) -> torch.Tensor:
@@ -150,8 +179,7 @@ class LXTExplainer(Explainer):
                  causal_lm: bool = True, spec: str | None = None):
         super().__init__(None, spec=spec)
         family(family_name)
-        if variant not in VARIANTS:
-            raise PeerConventionError(f"LXT variant {variant!r}: one of {VARIANTS}")
+        _check_variant(family_name, variant)
         self.family, self.variant, self.identity_epsilon, self.causal_lm = (family_name, variant, identity_epsilon,
                                                                             causal_lm)
 
@@ -168,6 +196,7 @@ class LXTExplainer(Explainer):
         x = x.detach().clone().requires_grad_(True)
         targets = torch.as_tensor(target).expand(x.shape[0])
         with patched(self.family, self.variant, self.identity_epsilon):
+            model = lxt_model(model)
             handles = [model.get_submodule(n).register_forward_hook(keep(n)) for n in layers or []]
             try:
                 out = model(inputs_embeds=x, use_cache=False) if self.causal_lm else model(inputs_embeds=x)
@@ -181,4 +210,4 @@ class LXTExplainer(Explainer):
         return result
 
 
-__all__ = ["IDENTITY_EPSILON", "VARIANTS", "family", "patched", "relevance", "conventions", "LXTExplainer"]
+__all__ = ["IDENTITY_EPSILON", "VARIANTS", "FAMILIES", "family", "lxt_model", "patched", "relevance", "conventions", "LXTExplainer"]
