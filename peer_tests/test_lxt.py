@@ -40,8 +40,12 @@ def _one_thread():
 
 
 def build(name: str, attn: str = "sdpa", seed: int = 0):
-    """A small random model of the family and an embedded token sequence (1, 6, 16)."""
+    """A small random model of the family and an embedded token sequence (1, 6, 16); "vit": torchvision's
+    VisionTransformer with 2×2 patches of a 16×16 image (``attn`` the patch size), two images."""
     torch.manual_seed(seed)
+    if name == "vit":
+        from test_torchvision_attention import _instance, _vit
+        return _instance(lambda: _vit(8 if attn == "sdpa" else int(attn)))
     if name == "gpt2":
         # gelu_pytorch_tanh is F.gelu(approximate="tanh"); GPT-2's default gelu_new is the same function written
         # with pow, tanh and products, which nrm reads as that composite, not as one activation
@@ -94,9 +98,14 @@ def rms_norm_in_input_dtype():
         modeling_llama.LlamaRMSNorm.forward = original
 
 
+def explained(name, model):
+    """The module nrm explains: the logits of ``Logit`` (the image model itself for ViT)."""
+    return model if name == "vit" else Logit(model, name != "bert").eval()
+
+
 def explain(name, model, x, variant="attnlrp", target=TARGET):
     with rms_norm_in_input_dtype(), peer.conventions(variant):
-        return nrm.explain(Logit(model, name != "bert").eval(), x, target=target, check="full")
+        return nrm.explain(explained(name, model), x, target=target, check="full")
 
 
 def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -126,17 +135,24 @@ def test_nrm_reads_the_model_and_l1_holds_at_every_layer(name, attn, variant):
 
 
 def target_of(name):
-    return 1 if name == "bert" else TARGET
+    return 1 if name in ("bert", "vit") else TARGET
+
+
+def causal_lm(name):
+    """peer.logits' mode: the last position of an LM, a classifier of embeddings, an image model (None)."""
+    return None if name == "vit" else name != "bert"
 
 
 def lxt_relevance(name, model, x, variant="attnlrp", **kwargs):
     """LXT's relevance at inputs_embeds under its map of the family (BERT: on LXT's copy of the class)."""
     with peer.patched(name, variant, **kwargs):
-        return peer.relevance(peer.lxt_model(model), x, target_of(name), causal_lm=name != "bert")
+        return peer.relevance(peer.lxt_model(model), x, target_of(name), causal_lm=causal_lm(name))
 
 
-# every family and variant LXT 2.1's efficient maps have among GPT-2, Llama, BERT (BERT: AttnLRP only)
-CASES = [(name, attn, variant) for name, attns in (("gpt2", ["sdpa"]), ("llama", ["sdpa"]), ("bert", ["eager", "sdpa"]))
+# every family and variant LXT 2.1's efficient maps have among GPT-2, Llama, BERT, ViT (BERT: AttnLRP only; ViT:
+# torchvision's, CP-LRP only, patch sizes 8 and 4 in place of the attention implementation)
+CASES = [(name, attn, variant) for name, attns in (("gpt2", ["sdpa"]), ("llama", ["sdpa"]), ("bert", ["eager", "sdpa"]),
+                                                   ("vit", ["8", "4"]))
          for attn in attns for variant in peer.FAMILIES[name]]
 
 
@@ -147,13 +163,18 @@ def test_lxt_equals_nrm_at_the_input_embeddings(name, attn, variant):
     relevance (the sum over the hidden dimension) follows."""
     model, x = build(name, attn)
     m = explain(name, model, x, variant, target=target_of(name))
-    ours = m.marginal("input") * m.f[0]
+    ours = m.marginal("input") * per_sample(m.f, x)
     theirs = lxt_relevance(name, model, x, variant, identity_epsilon=0.0)
     assert relative(ours, theirs) <= 1e-10
     assert relative(ours.sum(-1), theirs.sum(-1)) <= 1e-10
 
 
-BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "bert": "bert.encoder.layer"}
+def per_sample(f, x):
+    """f of each sample, broadcast over the sample's dimensions."""
+    return f.reshape((-1,) + (1,) * (x.dim() - 1))
+
+
+BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "bert": "bert.encoder.layer", "vit": "encoder.layers"}
 
 
 @pytest.mark.parametrize("name,attn,variant", CASES, ids=lambda v: v)
@@ -176,7 +197,7 @@ def test_lxt_equals_nrm_at_every_block_output(name, attn, variant):
         layers = theirs_model.get_submodule(BLOCKS[name])
         handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
         try:
-            peer.relevance(theirs_model, x, target_of(name), causal_lm=name != "bert")
+            peer.relevance(theirs_model, x, target_of(name), causal_lm=causal_lm(name))
         finally:
             for h in handles:
                 h.remove()
@@ -188,19 +209,20 @@ def test_lxt_equals_nrm_at_every_block_output(name, attn, variant):
         same = [n for n in m.layers if n != "input" and m.activations(n).shape == h.shape
                 and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
         assert same, i
-        ours = m.marginal(same[-1]) * m.f[0]
+        ours = m.marginal(same[-1]) * per_sample(m.f, h)
         assert relative(ours, theirs) <= 1e-10, (i, same)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama", "bert"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert", "vit"])
 def test_lxt_identity_rule_epsilon_is_the_whole_deviation(name):
     """LXT's identity rule is σ(z)/(z + 1e-10) · g (BERT: on its GELU and its pooler's tanh): with its
     default the deviation from nrm is about 1e-10 / |z| (far above rounding), and it grows tenfold
     with ε = 1e-9 — the cause."""
     model, x = build(name)
-    m = explain(name, model, x, target=target_of(name))
-    ours = m.marginal("input") * m.f[0]
-    devs = [relative(ours, lxt_relevance(name, model, x, identity_epsilon=eps)) for eps in (None, 1e-9)]
+    variant = peer.FAMILIES[name][0]
+    m = explain(name, model, x, variant, target=target_of(name))
+    ours = m.marginal("input") * per_sample(m.f, x)
+    devs = [relative(ours, lxt_relevance(name, model, x, variant, identity_epsilon=eps)) for eps in (None, 1e-9)]
     assert 1e-13 < devs[0] < 1e-6
     assert 5 < devs[1] / devs[0] < 15
 
@@ -292,6 +314,26 @@ def test_bert_patch_is_undone_and_lxts_copy_computes_the_same_model():
         peer.lxt_model(model)  # outside the patch modeling_bert's class is transformers' own
 
 
+def test_vit_patch_is_undone():
+    """LXT's ViT map patches torch's own GELU, LayerNorm and MultiheadAttention classes (keeping the
+    originals as original_forward); peer.patched leaves the three classes as they were."""
+    classes = (torch.nn.GELU, torch.nn.LayerNorm, torch.nn.MultiheadAttention)
+    before = {cls: dict(vars(cls)) for cls in classes}
+    with peer.patched("vit", "cp"):
+        assert all("original_forward" in vars(cls) for cls in (torch.nn.GELU, torch.nn.MultiheadAttention))
+        assert torch.nn.LayerNorm.forward is not before[torch.nn.LayerNorm]["forward"]
+    assert {cls: dict(vars(cls)) for cls in classes} == before
+
+
+def test_lxt_has_no_attnlrp_map_for_vit():
+    """lxt.efficient.models.vit_torch defines cp_LRP only (AttnLRP outside the attention, CP-LRP inside):
+    AttnLRP on ViT is refused by name."""
+    assert not hasattr(__import__("lxt.efficient.models.vit_torch", fromlist=["x"]), "attnLRP")
+    with pytest.raises(PeerConventionError, match="no 'attnlrp' map for 'vit'"):
+        with peer.patched("vit", "attnlrp"):
+            pass
+
+
 def test_lxt_has_no_cp_lrp_map_for_bert():
     """lxt.efficient.models.bert defines attnLRP only: asking for CP-LRP on BERT is refused by name (the
     CP-LRP comparison runs on GPT-2 and Llama)."""
@@ -380,3 +422,16 @@ def test_the_text_report_of_gpt2(tmp_path):
     page = text_report(m, [f"t{i}" for i in range(6)], tmp_path / "r", attention=attention,
                        flow=("input", tokens_layers[-1]))
     assert page.read_text().count("<span title=") == 6
+
+
+def test_lxt_explainer_on_vit():
+    """LXTExplainer("vit", "cp") runs torchvision's ViT on the image (no inputs_embeds): the same
+    relevance as peer.relevance for a target per image, and a block output's relevance."""
+    model, x = build("vit")
+    got = peer.LXTExplainer("vit", "cp", identity_epsilon=0.0)(model, x, [1, 2],
+                                                                layers=["encoder.layers.encoder_layer_1"])
+    with peer.patched("vit", "cp", identity_epsilon=0.0):
+        want = torch.cat([peer.relevance(model, x[:1], 1, causal_lm=None),
+                          peer.relevance(model, x[1:], 2, causal_lm=None)])
+    assert relative(got["input"], want) <= 1e-12
+    assert got["encoder.layers.encoder_layer_1"].shape == (2, 5, 8)

@@ -44,8 +44,12 @@ rule's ratio is σ(z) / (z + 1e-10), unsigned."""
 VARIANTS = ("attnlrp", "cp")
 """LXT's two maps per family: ``attnLRP`` and ``cp_LRP``."""
 
-FAMILIES = {"gpt2": VARIANTS, "llama": VARIANTS, "bert": ("attnlrp",)}
-"""The families compared and the variants LXT 2.1 maps for each (its BERT map has no ``cp_LRP``)."""
+FAMILIES = {"gpt2": VARIANTS, "llama": VARIANTS, "bert": ("attnlrp",), "vit": ("cp",)}
+"""The families compared and the variants LXT 2.1's efficient maps have for each: its BERT map has
+no ``cp_LRP``; its ViT map (``lxt.efficient.models.vit_torch``, torchvision's ``VisionTransformer``)
+is only ``cp_LRP`` — AttnLRP outside the attention (GELU, LayerNorm), CP-LRP inside."""
+
+_MODULES = {"vit": ("torchvision.models.vision_transformer", "torchvision", "lxt.efficient.models.vit_torch")}
 
 
 def _lxt():
@@ -53,12 +57,20 @@ def _lxt():
     return require("lxt.efficient", "lxt"), require("lxt.efficient.rules", "lxt")
 
 
-def family(name: str) -> ModuleType:
-    """The ``transformers`` modeling module LXT patches for ``name`` ("gpt2", "llama", "bert")."""
-    _lxt()
+def _names(name: str) -> tuple[str, str, str]:
+    """(the module LXT patches, its package, LXT's map) of the family ``name``."""
     if name not in FAMILIES:
         raise PeerConventionError(f"LXT's efficient maps compared here are those of {tuple(FAMILIES)}, not {name!r}")
-    return require(f"transformers.models.{name}.modeling_{name}", "transformers")
+    return _MODULES.get(name, (f"transformers.models.{name}.modeling_{name}", "transformers",
+                               f"lxt.efficient.models.{name}"))
+
+
+def family(name: str) -> ModuleType:
+    """The module LXT patches for ``name``: ``transformers``' modeling module ("gpt2", "llama", "bert")
+    or torchvision's ``vision_transformer`` ("vit")."""
+    _lxt()
+    module, package, _ = _names(name)
+    return require(module, package)
 
 
 def _check_variant(name: str, variant: str) -> None:
@@ -104,9 +116,10 @@ def patched(name: str, variant: str = "attnlrp", identity_epsilon: float | None 
     _check_variant(name, variant)
     efficient, rules = _lxt()
     module = family(name)
-    maps = require(f"lxt.efficient.models.{name}", "lxt")
+    maps = require(_names(name)[2], "lxt")
     patch_map = maps.attnLRP if variant == "attnlrp" else maps.cp_LRP
-    saved_methods = [(cls, cls.__dict__.get("forward")) for cls in patch_map if isinstance(cls, type)]
+    # the classes' own attributes: forward, and original_forward where a patch keeps the original
+    saved_classes = {cls: dict(vars(cls)) for cls in patch_map if isinstance(cls, type)}
     saved_attrs = dict(vars(module))  # BERT's map replaces every attribute of the module
     shared = getattr(module, "ALL_ATTENTION_FUNCTIONS", {})
     saved_functions = dict(shared.items())
@@ -120,12 +133,11 @@ def patched(name: str, variant: str = "attnlrp", identity_epsilon: float | None 
         yield
     finally:
         rules.identity_rule_implicit_fn.forward.__defaults__ = defaults
-        for cls, forward in saved_methods:
-            if forward is None:
-                with contextlib.suppress(AttributeError):
-                    delattr(cls, "forward")
-            else:
-                cls.forward = forward
+        for cls, attrs in saved_classes.items():
+            for a in [a for a in vars(cls) if a not in attrs]:
+                delattr(cls, a)
+            for a in [a for a, value in attrs.items() if vars(cls).get(a) is not value]:
+                setattr(cls, a, attrs[a])
         for a in [a for a in vars(module) if a not in saved_attrs]:
             delattr(module, a)
         for a, value in saved_attrs.items():
@@ -134,14 +146,23 @@ def patched(name: str, variant: str = "attnlrp", identity_epsilon: float | None 
             shared[key] = value
 
 
-def relevance(model: nn.Module, inputs_embeds: torch.Tensor, target: int, *, causal_lm: bool = True) -> torch.Tensor:
-    """LXT's relevance at the input embeddings, inputs_embeds · ∂f/∂inputs_embeds of the patched
-    model (call inside :func:`patched`); f is the logit ``target`` at the last position of a causal
-    LM, or of a classifier."""
+def logits(model: nn.Module, x: torch.Tensor, causal_lm: bool | None = True) -> torch.Tensor:
+    """The logits explained: at the last position of a causal LM (``causal_lm=True``), of a
+    ``transformers`` classifier (False), both given ``inputs_embeds=x``; of an image model (None,
+    torchvision's ViT: ``model(x)``)."""
+    if causal_lm is None:
+        return model(x)
+    if causal_lm:
+        return model(inputs_embeds=x, use_cache=False).logits[:, -1]
+    return model(inputs_embeds=x).logits
+
+
+def relevance(model: nn.Module, inputs_embeds: torch.Tensor, target: int, *,
+              causal_lm: bool | None = True) -> torch.Tensor:
+    """LXT's relevance at the input (embeddings, or the image for ``causal_lm=None``), x · ∂f/∂x of
+    the patched model (call inside :func:`patched`); f is the logit ``target`` (:func:`logits`)."""
     x = inputs_embeds.detach().clone().requires_grad_(True)
-    out = model(inputs_embeds=x, use_cache=False) if causal_lm else model(inputs_embeds=x)
-    f = out.logits[:, -1, target] if causal_lm else out.logits[:, target]
-    f.sum().backward()
+    logits(model, x, causal_lm)[:, target].sum().backward()
     return (x * x.grad).detach()
 
 
@@ -166,9 +187,9 @@ def conventions(variant: str = "attnlrp") -> Iterator[None]:
 
 
 class LXTExplainer(Explainer):
-    """LXT's efficient AttnLRP or CP-LRP on a ``transformers`` model of the family ``family``, as an
-    :class:`~nrm_verify.peers.explainer.Explainer`: ``x`` is ``inputs_embeds``; the target is the
-    logit at the last position (``causal_lm=True``) or the class logit; ``layers`` are module names
+    """LXT's efficient AttnLRP or CP-LRP on a model of the family ``family``, as an
+    :class:`~nrm_verify.peers.explainer.Explainer`: ``x`` is ``inputs_embeds`` (for "vit" the image);
+    the target is the logit at the last position (``causal_lm=True``) or the class logit; ``layers`` are module names
     (R = h · ∂f/∂h at the module's output, its first element when it returns a tuple).
     ``rules`` is None: LXT's conventions are not one nrm rule (compare with nrm under
     :func:`conventions`)."""
@@ -199,9 +220,8 @@ class LXTExplainer(Explainer):
             model = lxt_model(model)
             handles = [model.get_submodule(n).register_forward_hook(keep(n)) for n in layers or []]
             try:
-                out = model(inputs_embeds=x, use_cache=False) if self.causal_lm else model(inputs_embeds=x)
-                logits = out.logits[:, -1] if self.causal_lm else out.logits
-                logits[torch.arange(x.shape[0]), targets].sum().backward()
+                out = logits(model, x, None if self.family == "vit" else self.causal_lm)
+                out[torch.arange(x.shape[0]), targets].sum().backward()
             finally:
                 for h in handles:
                     h.remove()
@@ -210,4 +230,4 @@ class LXTExplainer(Explainer):
         return result
 
 
-__all__ = ["IDENTITY_EPSILON", "VARIANTS", "FAMILIES", "family", "lxt_model", "patched", "relevance", "conventions", "LXTExplainer"]
+__all__ = ["IDENTITY_EPSILON", "VARIANTS", "FAMILIES", "family", "lxt_model", "patched", "logits", "relevance", "conventions", "LXTExplainer"]
