@@ -435,3 +435,97 @@ def test_lxt_explainer_on_vit():
                           peer.relevance(model, x[1:], 2, causal_lm=None)])
     assert relative(got["input"], want) <= 1e-12
     assert got["encoder.layers.encoder_layer_1"].shape == (2, 5, 8)
+
+
+# LXT's explicit mode (nrm_verify.peers.lxt_explicit): LXT 2.1's wheel ships its explicit rules but no family
+# map; its recipe for vision transformers on torchvision's ViT, CP-LRP in the attention
+
+
+def explicit_case(patch):
+    from nrm_verify.peers import lxt_explicit
+
+    model, x = build("vit", patch)
+    m = explain("vit", model, x, "cp", target=1)
+    return lxt_explicit, model, x, m
+
+
+def block_values(model, x):
+    """The output of each encoder block of the plain model."""
+    values = []
+    handles = [b.register_forward_hook(lambda mod, a, out: values.append(out.detach())) for b in model.encoder.layers]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return values
+
+
+@pytest.mark.parametrize("patch", ["8", "4"])
+def test_lxt_explicit_equals_nrm_at_the_image_and_every_block_output(patch):
+    """LXT's explicit CP-LRP composite (MultiheadAttention_CP, LayerNormEpsilon, IdentityRule on GELU,
+    EpsilonRule on the projections, add2 on '+', zennit's ε on Conv2d and Linear) with every
+    stabilizer 0 and its rules kept in the traced model equals f · m of nrm (LRP-0, θ = 0) at the
+    image and at each encoder block's output, ≤ 1e-10 relative (≈ 1e-15 observed)."""
+    lxt_explicit, model, x, m = explicit_case(patch)
+    blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(len(model.encoder.layers))]
+    theirs = lxt_explicit.relevance(model, x, 1, epsilon=0.0, linear_epsilon=0.0, layers=blocks)
+    assert relative(m.marginal("input") * per_sample(m.f, x), theirs["input"]) <= 1e-10
+    for name, h in zip(blocks, block_values(model, x)):
+        same = [n for n in m.layers if n != "input" and m.activations(n).shape == h.shape
+                and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
+        assert same, name
+        assert relative(m.marginal(same[-1]) * per_sample(m.f, h), theirs[name]) <= 1e-10, name
+
+
+def test_lxt_explicit_stabilizers_are_the_whole_deviation():
+    """LXT's explicit rules divide by z + ε, unsigned (EpsilonRule and add2 1e-8, layer_norm and the
+    attention's A · V 1e-6); with its defaults the relevance differs from nrm's LRP-0 far above
+    rounding, and the deviation is linear in ε (one ε everywhere: tenfold ε, tenfold deviation);
+    with ε = 0 it is rounding (test above) — the cause."""
+    lxt_explicit, model, x, m = explicit_case("8")
+    ours = m.marginal("input") * per_sample(m.f, x)
+    default = relative(ours, lxt_explicit.relevance(model, x, 1, epsilon=None, linear_epsilon=1e-6)["input"])
+    assert 1e-10 < default < 1e-2
+    devs = [relative(ours, lxt_explicit.relevance(model, x, 1, epsilon=e, linear_epsilon=e)["input"])
+            for e in (1e-9, 1e-8)]
+    assert devs[0] > 1e-13 and 5 < devs[1] / devs[0] < 15
+
+
+def test_lxt_explicit_tracer_drops_the_gelu_identity_rule():
+    """Composite.register traces the model with HFTracer (the composite's add2 needs the trace), which
+    traces through LXT's WrapModules: IdentityRule(GELU) becomes a call of the GELU module itself, so
+    the GELU's gradient acts on the relevance — a deviation of order one. With lxt_explicit's
+    leaf_tracer the rule stays (a call of the IdentityRule module) and the deviation is rounding."""
+    import copy
+
+    from transformers.utils.fx import HFTracer
+
+    lxt_explicit, model, x, m = explicit_case("8")
+    ours = m.marginal("input") * per_sample(m.f, x)
+    dropped = relative(ours, lxt_explicit.relevance(model, x, 1, keep_rules=False)["input"])
+    assert dropped > 1e-3
+    calls = {}
+    for tracer in (HFTracer, lxt_explicit.leaf_tracer()):
+        traced = lxt_explicit.composite().register(copy.deepcopy(model), dummy_inputs={"x": x}, tracer=tracer)
+        calls[tracer] = {n.target for n in traced.graph.nodes if n.op == "call_module" and ".mlp.1" in n.target}
+    assert calls[HFTracer] == {"encoder.layers.encoder_layer_0.mlp.1.module", "encoder.layers.encoder_layer_1.mlp.1.module"}
+    kept = [c for t, c in calls.items() if t is not HFTracer][0]
+    assert kept == {"encoder.layers.encoder_layer_0.mlp.1", "encoder.layers.encoder_layer_1.mlp.1"}
+    assert relative(ours, lxt_explicit.relevance(model, x, 1, epsilon=0.0)["input"]) <= 1e-10
+
+
+def test_lxt_explicit_stabilizers_are_restored():
+    """lxt_explicit.stabilizers restores LXT's defaults on exit (its rules are module-level state)."""
+    from nrm_verify.peers import lxt_explicit
+    import lxt.explicit.functional as lf
+    import lxt.explicit.rules as rules
+
+    before = (rules.EpsilonRule.__init__.__defaults__, lf.add2.__defaults__,
+              lf.layer_norm_grad_fn.forward.__defaults__, rules.epsilon_lrp)
+    with lxt_explicit.stabilizers(0.0):
+        assert rules.EpsilonRule.__init__.__defaults__ == (0.0,) and rules.epsilon_lrp is not before[3]
+    assert (rules.EpsilonRule.__init__.__defaults__, lf.add2.__defaults__,
+            lf.layer_norm_grad_fn.forward.__defaults__, rules.epsilon_lrp) == before
+    assert before[:3] == ((1e-8,), (False, 1e-8), (1e-6,))
