@@ -1,7 +1,10 @@
 """LXT 2.1 (LRP eXplains Transformers; Achtibat et al., *AttnLRP: Attention-Aware Layer-Wise
 Relevance Propagation for Transformers*, ICML 2024) on the same case as nrm: its **efficient**
-mode, which patches a ``transformers`` model family (``lxt.efficient.monkey_patch`` with the
-family's map) so that Gradient × Input of the patched model is AttnLRP (or CP-LRP).
+mode, which patches a model family (``lxt.efficient.monkey_patch`` with the family's map) so that
+Gradient × Input of the patched model is AttnLRP (or CP-LRP). Families (:data:`FAMILIES`):
+``transformers``' GPT-2 and Llama (both variants), BERT (AttnLRP only; LXT's map swaps in its
+own copy of ``modeling_bert``: :func:`lxt_model`) and torchvision's ViT (CP-LRP only). LXT's
+explicit mode: :mod:`nrm_verify.peers.lxt_explicit`.
 
 What LXT's efficient mode computes, in nrm's terms (``docs/attention.md``, "LXT"):
 
