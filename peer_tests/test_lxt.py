@@ -529,3 +529,33 @@ def test_lxt_explicit_stabilizers_are_restored():
     assert (rules.EpsilonRule.__init__.__defaults__, lf.add2.__defaults__,
             lf.layer_norm_grad_fn.forward.__defaults__, rules.epsilon_lrp) == before
     assert before[:3] == ((1e-8,), (False, 1e-8), (1e-6,))
+
+
+def test_lxt_explicit_stabilizer_is_unsigned():
+    """The cause of the stabilizer deviation, isolated: LXT's explicit EpsilonRule on two linear layers
+    divides by z + ε whatever the sign of z. It equals nrm's Epsilon(ε, stabilizer_sign="unsigned")
+    to rounding, and differs from the signed z + ε s(z) (zennit's, nrm's default) wherever z < 0."""
+    import copy
+
+    from nrm_verify.peers import lxt_explicit
+    import lxt.explicit.core as core
+    import lxt.explicit.rules as rules
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Linear(6, 3)).to(D).eval()
+    x = torch.randn(2, 4, dtype=D)
+    eps = 0.1
+    with lxt_explicit.stabilizers(eps):
+        theirs_model = copy.deepcopy(model)
+        core.Composite({torch.nn.Linear: rules.EpsilonRule}).register(theirs_model)
+        xx = x.clone().requires_grad_(True)
+        f = theirs_model(xx)[:, 1]
+        f.backward(f.detach())
+    with torch.no_grad():
+        z = model[0](x)
+    assert bool((z < 0).any()) and bool((z > 0).any())
+    devs = {}
+    for sign in ("unsigned", "signed"):
+        m = nrm.explain(model, x, 1, rules=nrm.rules.Epsilon(eps, stabilizer_sign=sign))
+        devs[sign] = relative(m.marginal("input") * per_sample(m.f, x), xx.grad)
+    assert devs["unsigned"] <= 1e-12 and devs["signed"] > 1e-3, devs
