@@ -29,7 +29,7 @@ CRP="zennit-crp==0.6.0"
 CRP_DEPS=("tqdm" "matplotlib")
 # LXT 2.1 (AttnLRP) patches transformers' model families; its maps are written against
 # transformers 4.55 (its BERT map, a copy of a 4.4x-era modeling_bert, imports and runs on 4.55.4;
-# newer transformers removed a function it imports). It declares accelerate, bitsandbytes (GPU) and
+# transformers 5.0 removed find_pruneable_heads_and_indices, which it imports). It declares accelerate, bitsandbytes (GPU) and
 # open_clip_torch, which neither its efficient mode (lxt.efficient) nor its explicit mode
 # (lxt.explicit, traced with transformers' HFTracer) imports: installed without its declared
 # dependencies, with the ones it imports (transformers, zennit, matplotlib, tabulate).
