@@ -559,3 +559,46 @@ def test_lxt_explicit_stabilizer_is_unsigned():
         m = nrm.explain(model, x, 1, rules=nrm.rules.Epsilon(eps, stabilizer_sign=sign))
         devs[sign] = relative(m.marginal("input") * per_sample(m.f, x), xx.grad)
     assert devs["unsigned"] <= 1e-12 and devs["signed"] > 1e-3, devs
+
+
+class MaskedSoftmaxNet(torch.nn.Module):
+    """Linear → scores + mask (``fill`` at the masked positions, 0 elsewhere) → softmax → Linear."""
+
+    def __init__(self, fill, softmax=torch.softmax):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner, self.outer, self.softmax = torch.nn.Linear(4, 5), torch.nn.Linear(5, 2), softmax
+        self.register_buffer("mask", torch.tensor([0.0, fill, 0.0, fill, 0.0], dtype=D))
+
+    def forward(self, x):
+        return self.outer(self.softmax(self.inner(x) + self.mask, -1))
+
+
+def test_lxt_explicit_softmax_sets_minus_inf_to_zero():
+    """LXT's explicit softmax (AttnLRP Prop. 3.1, R_i = x_i (R_i − s_i Σ_j R_j)) replaces −inf inputs by
+    0 in its backward, so a −inf-masked score takes nothing instead of −inf · 0 = NaN. nrm reads
+    the mask as finfo.min (finite): the masked score's kernel column is x_i · 0 = 0, the same.
+    LXT on the −inf mask equals nrm on the finfo.min mask; without LXT's replacement the
+    relevance at the masked scores is NaN."""
+    from nrm_verify.peers import lxt_explicit
+    import lxt.explicit.core as core
+    import lxt.explicit.functional as lf
+    import lxt.explicit.rules as rules
+
+    x = torch.randn(3, 4, dtype=D, generator=torch.Generator().manual_seed(1))
+    ours_model = MaskedSoftmaxNet(torch.finfo(D).min).to(D).eval()
+    with peer.conventions("attnlrp"):
+        m = nrm.explain(ours_model, x, 1, check="full")
+    theirs = MaskedSoftmaxNet(float("-inf"), softmax=lf.softmax).to(D).eval()
+    with lxt_explicit.stabilizers(0.0):
+        core.Composite({torch.nn.Linear: rules.EpsilonRule}).register(theirs)
+        xx = x.clone().requires_grad_(True)
+        f = theirs(xx)[:, 1]
+        f.backward(f.detach())
+    assert relative(m.marginal("input") * per_sample(m.f, x), xx.grad) <= 1e-12
+    scores = torch.tensor([[1.0, float("-inf"), 0.5]], dtype=D, requires_grad=True)
+    s = lf.softmax(scores, -1)
+    s.backward(s.detach())
+    assert float(scores.grad[0, 1]) == 0.0 and bool(torch.isfinite(scores.grad).all())
+    raw = scores.detach() * (s.detach() - s.detach() * s.detach().sum(-1, keepdim=True))
+    assert bool(torch.isnan(raw[0, 1]))  # the formula itself at −inf
