@@ -20,6 +20,7 @@ import nrm
 from nrm.errors import UnsupportedOperationError
 from nrm_verify import laws
 from nrm_verify.peers import lxt as peer
+from nrm_verify.peers.base import PeerConventionError
 
 transformers = pytest.importorskip("transformers", reason="transformers is installed by scripts/setup-peers.sh")
 pytest.importorskip("lxt.efficient", reason="lxt 2.1 is installed by scripts/setup-peers.sh")
@@ -39,8 +40,12 @@ def _one_thread():
 
 
 def build(name: str, attn: str = "sdpa", seed: int = 0):
-    """A small random model of the family and an embedded token sequence (1, 6, 16)."""
+    """A small random model of the family and an embedded token sequence (1, 6, 16); "vit": torchvision's
+    VisionTransformer with 2×2 patches of a 16×16 image (``attn`` the patch size), two images."""
     torch.manual_seed(seed)
+    if name == "vit":
+        from test_torchvision_attention import _instance, _vit
+        return _instance(lambda: _vit(8 if attn == "sdpa" else int(attn)))
     if name == "gpt2":
         # gelu_pytorch_tanh is F.gelu(approximate="tanh"); GPT-2's default gelu_new is the same function written
         # with pow, tanh and products, which nrm reads as that composite, not as one activation
@@ -93,9 +98,14 @@ def rms_norm_in_input_dtype():
         modeling_llama.LlamaRMSNorm.forward = original
 
 
+def explained(name, model):
+    """The module nrm explains: the logits of ``Logit`` (the image model itself for ViT)."""
+    return model if name == "vit" else Logit(model, name != "bert").eval()
+
+
 def explain(name, model, x, variant="attnlrp", target=TARGET):
     with rms_norm_in_input_dtype(), peer.conventions(variant):
-        return nrm.explain(Logit(model, name != "bert").eval(), x, target=target, check="full")
+        return nrm.explain(explained(name, model), x, target=target, check="full")
 
 
 def relative(ours: torch.Tensor, theirs: torch.Tensor) -> float:
@@ -124,28 +134,55 @@ def test_nrm_reads_the_model_and_l1_holds_at_every_layer(name, attn, variant):
         assert "Select" in kinds  # SDPA's is_causal as where(keep, scores, finfo.min)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
-@pytest.mark.parametrize("variant", peer.VARIANTS)
-def test_lxt_equals_nrm_at_the_input_embeddings(name, variant):
+def target_of(name):
+    return 1 if name in ("bert", "vit") else TARGET
+
+
+def causal_lm(name):
+    """peer.logits' mode: the last position of an LM, a classifier of embeddings, an image model (None)."""
+    return None if name == "vit" else name != "bert"
+
+
+def lxt_relevance(name, model, x, variant="attnlrp", **kwargs):
+    """LXT's relevance at inputs_embeds under its map of the family (BERT: on LXT's copy of the class)."""
+    with peer.patched(name, variant, **kwargs):
+        return peer.relevance(peer.lxt_model(model), x, target_of(name), causal_lm=causal_lm(name))
+
+
+# every family and variant LXT 2.1's efficient maps have among GPT-2, Llama, BERT, ViT (BERT: AttnLRP only; ViT:
+# torchvision's, CP-LRP only, patch sizes 8 and 4 in place of the attention implementation)
+CASES = [(name, attn, variant) for name, attns in (("gpt2", ["sdpa"]), ("llama", ["sdpa"]), ("bert", ["eager", "sdpa"]),
+                                                   ("vit", ["8", "4"]))
+         for attn in attns for variant in peer.FAMILIES[name]]
+
+
+@pytest.mark.parametrize("name,attn,variant", CASES, ids=lambda v: v)
+def test_lxt_equals_nrm_at_the_input_embeddings(name, attn, variant):
     """LXT's efficient AttnLRP / CP-LRP (identity rule with ε = 0 in place of its 1e-10) equals
-    f · m_input of nrm with the matching conventions, ≤ 1e-10 relative (≈ 1e-16 observed); token
+    f · m_input of nrm with the matching conventions, ≤ 1e-10 relative (≈ 1e-15 observed); token
     relevance (the sum over the hidden dimension) follows."""
-    model, x = build(name)
-    m = explain(name, model, x, variant)
-    ours = m.marginal("input") * m.f[0]
-    with peer.patched(name, variant, identity_epsilon=0.0):
-        theirs = peer.relevance(model, x, TARGET)
+    model, x = build(name, attn)
+    m = explain(name, model, x, variant, target=target_of(name))
+    ours = m.marginal("input") * per_sample(m.f, x)
+    theirs = lxt_relevance(name, model, x, variant, identity_epsilon=0.0)
     assert relative(ours, theirs) <= 1e-10
     assert relative(ours.sum(-1), theirs.sum(-1)) <= 1e-10
 
 
-@pytest.mark.parametrize("name,blocks", [("gpt2", "transformer.h"), ("llama", "model.layers")])
-@pytest.mark.parametrize("variant", peer.VARIANTS)
-def test_lxt_equals_nrm_at_every_block_output(name, blocks, variant):
-    """Relevance at each decoder block's output hidden states, h · ∂f/∂h under LXT's patch, equals
+def per_sample(f, x):
+    """f of each sample, broadcast over the sample's dimensions."""
+    return f.reshape((-1,) + (1,) * (x.dim() - 1))
+
+
+BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "bert": "bert.encoder.layer", "vit": "encoder.layers"}
+
+
+@pytest.mark.parametrize("name,attn,variant", CASES, ids=lambda v: v)
+def test_lxt_equals_nrm_at_every_block_output(name, attn, variant):
+    """Relevance at each block's output hidden states, h · ∂f/∂h under LXT's patch, equals
     f · m at nrm's layer of that module's output, ≤ 1e-10 relative."""
-    model, x = build(name)
-    m = explain(name, model, x, variant)
+    model, x = build(name, attn)
+    m = explain(name, model, x, variant, target=target_of(name))
     kept = {}
 
     def keep(i):
@@ -155,11 +192,12 @@ def test_lxt_equals_nrm_at_every_block_output(name, blocks, variant):
             kept[i] = h
         return hook
 
-    layers = model.get_submodule(blocks)
     with peer.patched(name, variant, identity_epsilon=0.0):
+        theirs_model = peer.lxt_model(model)
+        layers = theirs_model.get_submodule(BLOCKS[name])
         handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
         try:
-            peer.relevance(model, x, TARGET)
+            peer.relevance(theirs_model, x, target_of(name), causal_lm=causal_lm(name))
         finally:
             for h in handles:
                 h.remove()
@@ -171,21 +209,20 @@ def test_lxt_equals_nrm_at_every_block_output(name, blocks, variant):
         same = [n for n in m.layers if n != "input" and m.activations(n).shape == h.shape
                 and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
         assert same, i
-        ours = m.marginal(same[-1]) * m.f[0]
+        ours = m.marginal(same[-1]) * per_sample(m.f, h)
         assert relative(ours, theirs) <= 1e-10, (i, same)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "bert", "vit"])
 def test_lxt_identity_rule_epsilon_is_the_whole_deviation(name):
-    """LXT's identity rule is σ(z)/(z + 1e-10) · g: with its default the deviation from nrm is
-    about 1e-10 / |z| (far above rounding), and it grows tenfold with ε = 1e-9 — the cause."""
+    """LXT's identity rule is σ(z)/(z + 1e-10) · g (BERT: on its GELU and its pooler's tanh): with its
+    default the deviation from nrm is about 1e-10 / |z| (far above rounding), and it grows tenfold
+    with ε = 1e-9 — the cause."""
     model, x = build(name)
-    m = explain(name, model, x)
-    ours = m.marginal("input") * m.f[0]
-    devs = []
-    for eps in (None, 1e-9):
-        with peer.patched(name, "attnlrp", identity_epsilon=eps):
-            devs.append(relative(ours, peer.relevance(model, x, TARGET)))
+    variant = peer.FAMILIES[name][0]
+    m = explain(name, model, x, variant, target=target_of(name))
+    ours = m.marginal("input") * per_sample(m.f, x)
+    devs = [relative(ours, lxt_relevance(name, model, x, variant, identity_epsilon=eps)) for eps in (None, 1e-9)]
     assert 1e-13 < devs[0] < 1e-6
     assert 5 < devs[1] / devs[0] < 15
 
@@ -256,6 +293,56 @@ def test_patch_is_undone():
     after = (module.LlamaMLP.forward, module.LlamaRMSNorm.forward, module.eager_attention_forward,
              module.ALL_ATTENTION_FUNCTIONS, dict(module.ALL_ATTENTION_FUNCTIONS.items()))
     assert after == before
+
+
+def test_bert_patch_is_undone_and_lxts_copy_computes_the_same_model():
+    """LXT's BERT map replaces every attribute of transformers' modeling_bert by those of its own copy
+    of the file (lxt.efficient.models.bert); peer.lxt_model builds that copy's class from the model's
+    config and parameters: the same logits (eager and SDPA, to the last bit here), and after
+    peer.patched the module is transformers' own again, with no attribute left behind."""
+    module = peer.family("bert")
+    before = dict(vars(module))
+    for attn in ("eager", "sdpa"):
+        model, x = build("bert", attn)
+        with peer.patched("bert"):
+            theirs = peer.lxt_model(model)
+            assert type(theirs).__module__ == "lxt.efficient.models.bert"
+            with torch.no_grad():
+                assert float((theirs(inputs_embeds=x).logits - model(inputs_embeds=x).logits).abs().max()) <= 1e-14
+    assert dict(vars(module)) == before
+    with pytest.raises(PeerConventionError, match="inside peer.patched"):
+        peer.lxt_model(model)  # outside the patch modeling_bert's class is transformers' own
+
+
+def test_vit_patch_is_undone():
+    """LXT's ViT map patches torch's own GELU, LayerNorm and MultiheadAttention classes (keeping the
+    originals as original_forward); peer.patched leaves the three classes as they were."""
+    classes = (torch.nn.GELU, torch.nn.LayerNorm, torch.nn.MultiheadAttention)
+    before = {cls: dict(vars(cls)) for cls in classes}
+    with peer.patched("vit", "cp"):
+        assert all("original_forward" in vars(cls) for cls in (torch.nn.GELU, torch.nn.MultiheadAttention))
+        assert torch.nn.LayerNorm.forward is not before[torch.nn.LayerNorm]["forward"]
+    assert {cls: dict(vars(cls)) for cls in classes} == before
+
+
+def test_lxt_has_no_attnlrp_map_for_vit():
+    """lxt.efficient.models.vit_torch defines cp_LRP only (AttnLRP outside the attention, CP-LRP inside):
+    AttnLRP on ViT is refused by name."""
+    assert not hasattr(__import__("lxt.efficient.models.vit_torch", fromlist=["x"]), "attnLRP")
+    with pytest.raises(PeerConventionError, match="no 'attnlrp' map for 'vit'"):
+        with peer.patched("vit", "attnlrp"):
+            pass
+
+
+def test_lxt_has_no_cp_lrp_map_for_bert():
+    """lxt.efficient.models.bert defines attnLRP only: asking for CP-LRP on BERT is refused by name (the
+    CP-LRP comparison runs on GPT-2 and Llama)."""
+    assert not hasattr(__import__("lxt.efficient.models.bert", fromlist=["x"]), "cp_LRP")
+    with pytest.raises(PeerConventionError, match="no 'cp' map for 'bert'"):
+        with peer.patched("bert", "cp"):
+            pass
+    with pytest.raises(PeerConventionError, match="no 'cp' map for 'bert'"):
+        peer.LXTExplainer("bert", "cp", causal_lm=False)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])
@@ -335,3 +422,183 @@ def test_the_text_report_of_gpt2(tmp_path):
     page = text_report(m, [f"t{i}" for i in range(6)], tmp_path / "r", attention=attention,
                        flow=("input", tokens_layers[-1]))
     assert page.read_text().count("<span title=") == 6
+
+
+def test_lxt_explainer_on_vit():
+    """LXTExplainer("vit", "cp") runs torchvision's ViT on the image (no inputs_embeds): the same
+    relevance as peer.relevance for a target per image, and a block output's relevance."""
+    model, x = build("vit")
+    got = peer.LXTExplainer("vit", "cp", identity_epsilon=0.0)(model, x, [1, 2],
+                                                                layers=["encoder.layers.encoder_layer_1"])
+    with peer.patched("vit", "cp", identity_epsilon=0.0):
+        want = torch.cat([peer.relevance(model, x[:1], 1, causal_lm=None),
+                          peer.relevance(model, x[1:], 2, causal_lm=None)])
+    assert relative(got["input"], want) <= 1e-12
+    assert got["encoder.layers.encoder_layer_1"].shape == (2, 5, 8)
+
+
+# LXT's explicit mode (nrm_verify.peers.lxt_explicit): LXT 2.1's wheel ships its explicit rules but no family
+# map; its recipe for vision transformers on torchvision's ViT, CP-LRP in the attention
+
+
+def explicit_case(patch):
+    from nrm_verify.peers import lxt_explicit
+
+    model, x = build("vit", patch)
+    m = explain("vit", model, x, "cp", target=1)
+    return lxt_explicit, model, x, m
+
+
+def block_values(model, x):
+    """The output of each encoder block of the plain model."""
+    values = []
+    handles = [b.register_forward_hook(lambda mod, a, out: values.append(out.detach())) for b in model.encoder.layers]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return values
+
+
+@pytest.mark.parametrize("patch", ["8", "4"])
+def test_lxt_explicit_equals_nrm_at_the_image_and_every_block_output(patch):
+    """LXT's explicit CP-LRP composite (MultiheadAttention_CP, LayerNormEpsilon, IdentityRule on GELU,
+    EpsilonRule on the projections, add2 on '+', zennit's ε on Conv2d and Linear) with every
+    stabilizer 0 and its rules kept in the traced model equals f · m of nrm (LRP-0, θ = 0) at the
+    image and at each encoder block's output, ≤ 1e-10 relative (≈ 1e-15 observed)."""
+    lxt_explicit, model, x, m = explicit_case(patch)
+    blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(len(model.encoder.layers))]
+    theirs = lxt_explicit.relevance(model, x, 1, epsilon=0.0, linear_epsilon=0.0, layers=blocks)
+    assert relative(m.marginal("input") * per_sample(m.f, x), theirs["input"]) <= 1e-10
+    for name, h in zip(blocks, block_values(model, x)):
+        same = [n for n in m.layers if n != "input" and m.activations(n).shape == h.shape
+                and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
+        assert same, name
+        assert relative(m.marginal(same[-1]) * per_sample(m.f, h), theirs[name]) <= 1e-10, name
+
+
+def test_lxt_explicit_stabilizers_are_the_whole_deviation():
+    """LXT's explicit rules divide by z + ε, unsigned (EpsilonRule and add2 1e-8, layer_norm and the
+    attention's A · V 1e-6); with its defaults the relevance differs from nrm's LRP-0 far above
+    rounding, and the deviation is linear in ε (one ε everywhere: tenfold ε, tenfold deviation);
+    with ε = 0 it is rounding (test above) — the cause."""
+    lxt_explicit, model, x, m = explicit_case("8")
+    ours = m.marginal("input") * per_sample(m.f, x)
+    default = relative(ours, lxt_explicit.relevance(model, x, 1, epsilon=None, linear_epsilon=1e-6)["input"])
+    assert 1e-10 < default < 1e-2
+    devs = [relative(ours, lxt_explicit.relevance(model, x, 1, epsilon=e, linear_epsilon=e)["input"])
+            for e in (1e-9, 1e-8)]
+    assert devs[0] > 1e-13 and 5 < devs[1] / devs[0] < 15
+
+
+def test_lxt_explicit_tracer_drops_the_gelu_identity_rule():
+    """Composite.register traces the model with HFTracer (the composite's add2 needs the trace), which
+    traces through LXT's WrapModules: IdentityRule(GELU) becomes a call of the GELU module itself, so
+    the GELU's gradient acts on the relevance — a deviation of order one. With lxt_explicit's
+    leaf_tracer the rule stays (a call of the IdentityRule module) and the deviation is rounding."""
+    import copy
+
+    from transformers.utils.fx import HFTracer
+
+    lxt_explicit, model, x, m = explicit_case("8")
+    ours = m.marginal("input") * per_sample(m.f, x)
+    dropped = relative(ours, lxt_explicit.relevance(model, x, 1, keep_rules=False)["input"])
+    assert dropped > 1e-3
+    calls = {}
+    for tracer in (HFTracer, lxt_explicit.leaf_tracer()):
+        traced = lxt_explicit.composite().register(copy.deepcopy(model), dummy_inputs={"x": x}, tracer=tracer)
+        calls[tracer] = {n.target for n in traced.graph.nodes if n.op == "call_module" and ".mlp.1" in n.target}
+    assert calls[HFTracer] == {"encoder.layers.encoder_layer_0.mlp.1.module", "encoder.layers.encoder_layer_1.mlp.1.module"}
+    kept = [c for t, c in calls.items() if t is not HFTracer][0]
+    assert kept == {"encoder.layers.encoder_layer_0.mlp.1", "encoder.layers.encoder_layer_1.mlp.1"}
+    assert relative(ours, lxt_explicit.relevance(model, x, 1, epsilon=0.0)["input"]) <= 1e-10
+
+
+def test_lxt_explicit_stabilizers_are_restored():
+    """lxt_explicit.stabilizers restores LXT's defaults on exit (its rules are module-level state)."""
+    from nrm_verify.peers import lxt_explicit
+    import lxt.explicit.functional as lf
+    import lxt.explicit.rules as rules
+
+    before = (rules.EpsilonRule.__init__.__defaults__, lf.add2.__defaults__,
+              lf.layer_norm_grad_fn.forward.__defaults__, rules.epsilon_lrp)
+    with lxt_explicit.stabilizers(0.0):
+        assert rules.EpsilonRule.__init__.__defaults__ == (0.0,) and rules.epsilon_lrp is not before[3]
+    assert (rules.EpsilonRule.__init__.__defaults__, lf.add2.__defaults__,
+            lf.layer_norm_grad_fn.forward.__defaults__, rules.epsilon_lrp) == before
+    assert before[:3] == ((1e-8,), (False, 1e-8), (1e-6,))
+
+
+def test_lxt_explicit_stabilizer_is_unsigned():
+    """The cause of the stabilizer deviation, isolated: LXT's explicit EpsilonRule on two linear layers
+    divides by z + ε whatever the sign of z. It equals nrm's Epsilon(ε, stabilizer_sign="unsigned")
+    to rounding, and differs from the signed z + ε s(z) (zennit's, nrm's default) wherever z < 0."""
+    import copy
+
+    from nrm_verify.peers import lxt_explicit
+    import lxt.explicit.core as core
+    import lxt.explicit.rules as rules
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Linear(6, 3)).to(D).eval()
+    x = torch.randn(2, 4, dtype=D)
+    eps = 0.1
+    with lxt_explicit.stabilizers(eps):
+        theirs_model = copy.deepcopy(model)
+        core.Composite({torch.nn.Linear: rules.EpsilonRule}).register(theirs_model)
+        xx = x.clone().requires_grad_(True)
+        f = theirs_model(xx)[:, 1]
+        f.backward(f.detach())
+    with torch.no_grad():
+        z = model[0](x)
+    assert bool((z < 0).any()) and bool((z > 0).any())
+    devs = {}
+    for sign in ("unsigned", "signed"):
+        m = nrm.explain(model, x, 1, rules=nrm.rules.Epsilon(eps, stabilizer_sign=sign))
+        devs[sign] = relative(m.marginal("input") * per_sample(m.f, x), xx.grad)
+    assert devs["unsigned"] <= 1e-12 and devs["signed"] > 1e-3, devs
+
+
+class MaskedSoftmaxNet(torch.nn.Module):
+    """Linear → scores + mask (``fill`` at the masked positions, 0 elsewhere) → softmax → Linear."""
+
+    def __init__(self, fill, softmax=torch.softmax):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inner, self.outer, self.softmax = torch.nn.Linear(4, 5), torch.nn.Linear(5, 2), softmax
+        self.register_buffer("mask", torch.tensor([0.0, fill, 0.0, fill, 0.0], dtype=D))
+
+    def forward(self, x):
+        return self.outer(self.softmax(self.inner(x) + self.mask, -1))
+
+
+def test_lxt_explicit_softmax_sets_minus_inf_to_zero():
+    """LXT's explicit softmax (AttnLRP Prop. 3.1, R_i = x_i (R_i − s_i Σ_j R_j)) replaces −inf inputs by
+    0 in its backward, so a −inf-masked score takes nothing instead of −inf · 0 = NaN. nrm reads
+    the mask as finfo.min (finite): the masked score's kernel column is x_i · 0 = 0, the same.
+    LXT on the −inf mask equals nrm on the finfo.min mask; without LXT's replacement the
+    relevance at the masked scores is NaN."""
+    from nrm_verify.peers import lxt_explicit
+    import lxt.explicit.core as core
+    import lxt.explicit.functional as lf
+    import lxt.explicit.rules as rules
+
+    x = torch.randn(3, 4, dtype=D, generator=torch.Generator().manual_seed(1))
+    ours_model = MaskedSoftmaxNet(torch.finfo(D).min).to(D).eval()
+    with peer.conventions("attnlrp"):
+        m = nrm.explain(ours_model, x, 1, check="full")
+    theirs = MaskedSoftmaxNet(float("-inf"), softmax=lf.softmax).to(D).eval()
+    with lxt_explicit.stabilizers(0.0):
+        core.Composite({torch.nn.Linear: rules.EpsilonRule}).register(theirs)
+        xx = x.clone().requires_grad_(True)
+        f = theirs(xx)[:, 1]
+        f.backward(f.detach())
+    assert relative(m.marginal("input") * per_sample(m.f, x), xx.grad) <= 1e-12
+    scores = torch.tensor([[1.0, float("-inf"), 0.5]], dtype=D, requires_grad=True)
+    s = lf.softmax(scores, -1)
+    s.backward(s.detach())
+    assert float(scores.grad[0, 1]) == 0.0 and bool(torch.isfinite(scores.grad).all())
+    raw = scores.detach() * (s.detach() - s.detach() * s.detach().sum(-1, keepdim=True))
+    assert bool(torch.isnan(raw[0, 1]))  # the formula itself at −inf

@@ -28,9 +28,11 @@ PEERS=("zennit==0.5.1" "captum==0.9.0")
 CRP="zennit-crp==0.6.0"
 CRP_DEPS=("tqdm" "matplotlib")
 # LXT 2.1 (AttnLRP) patches transformers' model families; its maps are written against
-# transformers 4.55. It declares accelerate, bitsandbytes (GPU) and open_clip_torch, which its
-# efficient mode (lxt.efficient, all the peer suite imports) does not import: installed without
-# its declared dependencies, with the ones it imports (transformers, zennit, matplotlib, tabulate).
+# transformers 4.55 (its BERT map, a copy of a 4.4x-era modeling_bert, imports and runs on 4.55.4;
+# transformers 5.0 removed find_pruneable_heads_and_indices, which it imports). It declares accelerate, bitsandbytes (GPU) and
+# open_clip_torch, which neither its efficient mode (lxt.efficient) nor its explicit mode
+# (lxt.explicit, traced with transformers' HFTracer) imports: installed without its declared
+# dependencies, with the ones it imports (transformers, zennit, matplotlib, tabulate).
 TRANSFORMERS="transformers==4.55.4"
 LXT="lxt==2.1"
 LXT_DEPS=("tabulate")
@@ -95,7 +97,7 @@ fi
 
 # after an install, check that everything imports together (slow: torch's CUDA build)
 if [ -n "${INSTALLED:-}" ]; then
-    "$VENV/bin/python" -c "import torch, torchvision, zennit, crp.attribution, captum.attr, transformers, lxt.efficient, nrm, nrm_verify"
+    "$VENV/bin/python" -c "import torch, torchvision, zennit, crp.attribution, captum.attr, transformers, lxt.efficient, lxt.explicit.core, nrm, nrm_verify"
 fi
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import version
