@@ -6,7 +6,8 @@ a batch vector, PyG's Sequential) runs on a generated graph with an isolated nod
 self-loop, a multi-edge and two components, in float64. Checked: the laws L1–L7 with node
 events, L18 (explicit LRP reference on the original graph), K5 (the exact rational oracle),
 L9 (LRP-0 = gradient × input), L15 (node walks against the nested-masking GNN-LRP reference,
-on the chain-shaped GCN), the dense Â ⊗ W form of GCNConv, and malformed graphs.
+on GCN, and on the branched GIN, GINE, SAGE and GraphConv by nested masking on the traced
+graph), the dense Â ⊗ W form of GCNConv, edge and subgraph events, and malformed graphs.
 """
 
 from __future__ import annotations
@@ -161,6 +162,80 @@ def test_node_walks_are_gnn_lrp_walk_relevances(rule):
         _held(result)
         checked += 1
     assert checked >= 9
+
+
+# the node states of the branched models (a self branch and a neighbour branch summed): input, conv1, conv2
+BRANCHED = {
+    "gin": ["input", "model.conv1.nn.2", "model.conv2.nn.2"],
+    "gine": ["input", "model.conv1.nn.2", "model.conv2.nn.2"],
+    "sage_mean": ["input", "add", "add_1"],
+    "sage_sum": ["input", "add", "add_1"],
+    "sage_max": ["input", "add", "add_1"],
+    "graphconv": ["input", "add", "add_1"],
+}
+
+
+def _walk_event(layers, walk):
+    ev = nrm.OMEGA
+    for layer, node in zip(layers, walk):
+        ev = ev & At(layer, nodes=[node])
+    return ev
+
+
+@pytest.mark.parametrize("rule", ["zero", "gamma", "flat-preset"])
+@pytest.mark.parametrize("name", sorted(BRANCHED))
+def test_node_walks_on_branched_layers_are_nested_masking_walk_relevances(name, rule):
+    """L15 on GIN/GINE, SAGE (mean, sum, max) and GraphConv: the reference's nested masking runs
+    on the traced graph (nrm_verify.references.explicit.nested_masking), so the self branch and
+    the neighbour branch of each layer are two ways down to the same node. Checked: the two
+    walks of largest |R| ending at node 1, the self-walk (1, 1, 1), and a walk that carries
+    nothing (from the isolated node)."""
+    from nrm_verify.references import gnnlrp
+
+    rules = RULES[rule]
+    model, x, target, _ = wrapped(name)
+    m = nrm.explain(model, x, target, rules=rules)
+    layers, end, n = BRANCHED[name], 1, x.shape[1]
+    R = nrm.gnn.walk_relevance(m, layers, end)
+    top = [tuple(int(v) for v in torch.unravel_index(torch.tensor(i), R.shape))
+           for i in torch.argsort(R.reshape(-1).abs(), descending=True)[:2].tolist()]
+    assert float(R.abs().max()) > 1e-3 * float(m.f.abs())
+    assert float(R[n - 1].abs().max()) == 0.0  # the isolated node starts no walk to another node
+    for i0, i1 in top + [(1, 1), (n - 1, 0)]:
+        event = _walk_event(layers, (i0, i1, end))
+        _held(laws.walk_relevance(model, x, target, event, rules))
+        expected = gnnlrp.walk_relevance(model, x, target, event, rules)
+        assert abs(float(R[i0, i1]) - float(expected)) <= 1e-10 * max(1.0, float(m.f.abs())), (i0, i1)
+
+
+def test_branched_nested_masking_is_linear_and_drops_what_bypasses_a_named_layer():
+    """The branched reference on its own: the walks (i0, i1, 1) over all i0 sum to the relevance
+    of the cylinder with every input node (by linearity of nested masking; without the input
+    named, the cylinder also holds what conv1's biases absorb), and a
+    cylinder naming a layer of one branch only (GIN's self term (1 + ε) x, ``mul``) keeps the
+    walks through that branch: less than both branches together."""
+    from nrm_verify.references import gnnlrp
+
+    model, x, target, _ = wrapped("gin")
+    layers, n = BRANCHED["gin"], x.shape[1]
+    for i1 in (0, 1):
+        walks = sum(float(gnnlrp.walk_relevance(model, x, target, _walk_event(layers, (i0, i1, 1)), None))
+                    for i0 in range(n))
+        both = At("input") & At(layers[1], nodes=[i1]) & At(layers[2], nodes=[1])
+        assert abs(walks - float(gnnlrp.walk_relevance(model, x, target, both, None))) <= 1e-12
+    m = nrm.explain(model, x, target)
+    own = At("mul", nodes=[1]) & At("add", nodes=[1]) & At(layers[2], nodes=[1])
+    self_only = float(gnnlrp.walk_relevance(model, x, target, own, None))
+    assert abs(self_only - float(m.f * m(own))) <= 1e-12 * max(1.0, float(m.f.abs()))
+    all_in = float(gnnlrp.walk_relevance(model, x, target, At("add", nodes=[1]) & At(layers[2], nodes=[1]), None))
+    assert abs(self_only - all_in) > 1e-6  # the neighbour branch into node 1 carries relevance too
+
+
+def test_branched_nested_masking_refuses_an_event_that_keeps_bottom():
+    model, x, target, _ = wrapped("sage_sum")
+    event = At("input", nodes=[0]) & At("add_1", nodes=[1], absorber=True)
+    result = laws.walk_relevance(model, x, target, event)
+    assert result.holds is None and "⊥" in result.detail
 
 
 def test_node_walks_partition_the_relevance():
@@ -391,10 +466,9 @@ def test_gcn_read_whole_keeps_every_law(gcn_layer, name, rule):
     _held(laws.normalization(m))
     _held(laws.modularity(m, model, x, target, rules))  # the explicit reference applies the rule to Â ⊗ W itself
     _held(laws.exact_oracle(model, x, target, rules))
-    if name != "pyg_sequential":  # GraphConv's two branches: the nested-masking reference reads chains
-        first, second = whole[0], whole[1] if len(whole) > 1 else whole[0]
-        walk = At("input", nodes=[0]) & At(first, nodes=[1]) & At(second, nodes=[min(1, m.layer_shape(second)[0] - 1)])
-        _held(laws.walk_relevance(model, x, target, walk, rules))
+    first, second = whole[0], whole[1] if len(whole) > 1 else whole[0]  # GraphConv's branches: on the traced graph
+    walk = At("input", nodes=[0]) & At(first, nodes=[1]) & At(second, nodes=[min(1, m.layer_shape(second)[0] - 1)])
+    _held(laws.walk_relevance(model, x, target, walk, rules))
     if rule == "zero":
         _held(laws.gradient_x_input(model, x, target))
 
