@@ -518,3 +518,84 @@ def test_check_layer_passes_gcn_read_whole():
 
     report = check_layer(nrm.layers.message.GCNLayer(), max_examples=2, only=["K2", "K3", "K5", "L1", "L18"])
     assert report.ok, str(report)
+
+
+# -- edge and subgraph events -----------------------------------------------------------------
+def _sums(R: torch.Tensor, keep) -> float:
+    """Σ of the walk tensor's entries whose walk (a row of node ids) satisfies ``keep``."""
+    idx = torch.cartesian_prod(*[torch.arange(n) for n in R.shape]).reshape(-1, R.dim())
+    return float(R.reshape(-1)[keep(idx)].sum())
+
+
+@pytest.mark.parametrize("name", ["gcn", "gin"])
+def test_edge_and_subgraph_relevances_are_sums_of_the_walk_tensor(name):
+    """nrm.gnn.edge_relevance (walks taking u → v at a step, or at any step) and
+    subgraph_relevance (walks inside a node set, or touching it) equal the sums of
+    walk_relevance's entries over those walks, on the full N^3 tensor and with an end node."""
+    model, x, target, g = wrapped(name)
+    m = nrm.explain(model, x, target, rules=nrm.rules.Gamma(0.25))
+    layers = BRANCHED.get(name, ["input", "add", "add_1"])
+    R = nrm.gnn.walk_relevance(m, layers)  # (N, N, N): every walk
+    tol = 1e-10 * max(1.0, float(m.f.abs()))
+    ei = g.edge_index
+    edges = list(dict.fromkeys(map(tuple, ei.t().tolist())))[:4] + [(1, 1)]
+    for step in (0, 1):
+        got = nrm.gnn.edge_relevance(m, layers, ei, edges, step=step)
+        want = [_sums(R, lambda w, u=u, v=v, s=step: (w[:, s] == u) & (w[:, s + 1] == v)) for u, v in edges]
+        assert torch.allclose(got, torch.tensor(want, dtype=got.dtype), atol=tol, rtol=0), (step, got, want)
+    got = nrm.gnn.edge_relevance(m, layers, ei, edges)  # at any step: a union, not a sum over the steps
+    for (u, v), r in zip(edges, got.tolist()):
+        want = _sums(R, lambda w, u=u, v=v: ((w[:, 0] == u) & (w[:, 1] == v)) | ((w[:, 1] == u) & (w[:, 2] == v)))
+        assert abs(r - want) <= tol, ((u, v), r, want)
+    assert float(got.abs().max()) > 1e-3 * float(m.f.abs())
+    end = 1
+    R1 = nrm.gnn.walk_relevance(m, layers, end)  # (N, N): the walks ending at node 1
+    got = nrm.gnn.edge_relevance(m, layers, ei, [(0, 1), (1, 1)], step=1, end=end)
+    assert torch.allclose(got, torch.stack([R1[:, 0].sum(), R1[:, 1].sum()]), atol=tol, rtol=0)
+    S = [0, 1, 2]
+    inside = torch.tensor(S)
+    cases = [("inside", lambda w: torch.isin(w, inside).all(1)), ("touch", lambda w: torch.isin(w, inside).any(1))]
+    for how, keep in cases:
+        got = float(nrm.gnn.subgraph_relevance(m, layers, S, how=how))
+        assert abs(got - _sums(R, keep)) <= tol, (how, got)
+        with_end = float(nrm.gnn.subgraph_relevance(m, layers, S, how=how, end=end))  # the end (1) is in S
+        assert abs(with_end - _sums(R1, lambda w, k=keep: k(torch.cat([w, torch.full_like(w[:, :1], end)], 1)))) <= tol
+    assert float(nrm.gnn.subgraph_relevance(m, layers, [0, 2], end=end)) == 0.0  # the end is outside the set
+    assert abs(float(nrm.gnn.subgraph_relevance(m, layers, range(x.shape[1]), how="touch")) - float(R.sum())) <= tol
+
+
+def test_subgraph_relevance_to_a_graph_output_leaves_the_pooled_layer_free():
+    model, x, target, _ = wrapped("gcn_add_pool")
+    m = nrm.explain(model, x, target)
+    layers = ["input", "add", "add_1", "model.head"]
+    R = nrm.gnn.walk_relevance(m, layers, end=1)  # (N, N, N): walks to the output unit of graph 1
+    S = torch.tensor([0, 1, 2, 3])
+    got = float(nrm.gnn.subgraph_relevance(m, layers, S.tolist(), end=1))
+    assert abs(got - _sums(R, lambda w: torch.isin(w, S).all(1))) <= 1e-10 * max(1.0, float(m.f.abs()))
+    assert abs(got) > 0  # a graph output's walks reach it from the nodes of graph 1
+
+
+def test_edge_and_subgraph_events_refuse_bad_values():
+    model, x, target, g = wrapped("gcn")
+    m = nrm.explain(model, x, target)
+    layers, ei, n = ["input", "add", "add_1"], g.edge_index, x.shape[1]
+    known = set(map(tuple, ei.t().tolist()))
+    absent = next((u, v) for u in range(n) for v in range(n) if u != v and (u, v) not in known)
+    with pytest.raises(GraphError, match="is not an edge of edge_index"):
+        nrm.gnn.edge_relevance(m, layers, ei, [absent], step=0)
+    with pytest.raises(GraphError, match=f"outside 0 … {n - 1}"):
+        nrm.gnn.edge_relevance(m, layers, ei, [(0, n)], step=0)
+    with pytest.raises(GraphError, match="empty set of edges"):
+        nrm.gnn.edge_relevance(m, layers, ei, [])
+    with pytest.raises(GraphError, match="step=2 is not a step"):
+        nrm.gnn.edge_relevance(m, layers, ei, [(1, 1)], step=2)
+    with pytest.raises(GraphError, match="int64 tensor of shape"):
+        nrm.gnn.edge_relevance(m, layers, ei.int(), [(1, 1)])
+    with pytest.raises(GraphError, match="empty set of nodes"):
+        nrm.gnn.subgraph_relevance(m, layers, [])
+    with pytest.raises(GraphError, match=f"outside 0 … {n - 1}"):
+        nrm.gnn.subgraph_relevance(m, layers, [0, -1])
+    with pytest.raises(GraphError, match="how='near'"):
+        nrm.gnn.subgraph_relevance(m, layers, [1], how="near")
+    with pytest.raises(GraphError, match="end=99"):
+        nrm.gnn.subgraph_relevance(m, layers, [1], end=99)
