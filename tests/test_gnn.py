@@ -231,11 +231,15 @@ def test_branched_nested_masking_is_linear_and_drops_what_bypasses_a_named_layer
     assert abs(self_only - all_in) > 1e-6  # the neighbour branch into node 1 carries relevance too
 
 
-def test_branched_nested_masking_refuses_an_event_that_keeps_bottom():
+def test_branched_nested_masking_refuses_events_with_bottom_complements_or_parallel_walks():
     model, x, target, _ = wrapped("sage_sum")
     event = At("input", nodes=[0]) & At("add_1", nodes=[1], absorber=True)
     result = laws.walk_relevance(model, x, target, event)
     assert result.holds is None and "⊥" in result.detail
+    for event, why in ((At("input", nodes=[0]) & ~At("add", nodes=[1]), "a complement"),
+                       (At("input", nodes=[0]) & At("add", nodes=[1], parallel=True), "parallel=True")):
+        result = laws.walk_relevance(model, x, target, event)  # both admit walks that bypass the layer's node
+        assert result.holds is None and why in result.detail, str(result)
 
 
 def test_node_walks_partition_the_relevance():

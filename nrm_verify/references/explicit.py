@@ -1073,8 +1073,8 @@ def reference_masked(model: nn.Module, x: torch.Tensor, target, rules, layer: st
 
 
 def _atom_mask(graph: _Graph, atom) -> tuple[str, torch.Tensor]:
-    """(node, mask over one sample's neurons) of an event atom; ⊥ kept is refused (the
-    branched reference masks real neurons only)."""
+    """(node, mask over one sample's neurons) of an event atom; ⊥ kept, a complement and
+    ``parallel=True`` are refused (the branched reference masks a node's own real neurons)."""
     node = graph.resolve(atom.layer)
     shape = graph.nodes[node].shape
     n = _numel(shape)
@@ -1091,9 +1091,11 @@ def _atom_mask(graph: _Graph, atom) -> tuple[str, torch.Tensor]:
         mask = mask.reshape(-1)
     else:
         mask = atom.mask.reshape(-1).clone()
+    if atom.negated or atom.parallel:
+        raise ValueError(f"the event has {'a complement' if atom.negated else 'parallel=True'} at {atom.layer!r}: it "
+                         "admits the walks that bypass the layer's node, which nested masking on a branched graph "
+                         "does not separate; write the event over the node's own neurons")
     bot = atom.absorber
-    if atom.negated:
-        mask, bot = ~mask, not bot
     if bot:
         raise ValueError(f"the event keeps ⊥ at {atom.layer!r}: nested masking on a branched graph reads events "
                          "over real neurons only (walks that end in ⊥ at a layer are not masked here)")
