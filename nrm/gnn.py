@@ -26,7 +26,8 @@ from torch import nn
 
 from .errors import GraphError
 
-__all__ = ["GraphError", "OnGraph", "check_graph", "explain", "walk_relevance", "graph_walks", "top_walks"]
+__all__ = ["GraphError", "OnGraph", "check_graph", "explain", "walk_relevance", "graph_walks", "top_walks",
+           "edge_events", "edge_relevance", "subgraph_events", "subgraph_relevance"]
 
 
 def check_graph(x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None,
@@ -259,3 +260,134 @@ def top_walks(m, layers: list[str], end: int | None = None, k: int = 10, *, samp
         walk = tuple(int(v) for v in torch.unravel_index(torch.tensor(i), R.shape)) if R.dim() else ()
         out.append((walk + ((end,) if end is not None else ()), float(flat[i])))
     return out
+
+
+# -- edge and subgraph events: sums over walks, as events (one cylinder or a few, not one per walk) --------
+def _walk_cylinder(layers: list[str], chosen: dict[int, list[int]], end: int | None):
+    """∩_l At(layers[l], nodes=chosen[l]) (every node where l is not chosen), the last layer at ``end``."""
+    from .events import At
+
+    ev = None
+    for l, layer in enumerate(layers):
+        nodes = chosen.get(l)
+        if l == len(layers) - 1 and end is not None:
+            nodes = [end] if nodes is None else [v for v in nodes if v == end]
+        atom = At(layer) if nodes is None else At(layer, nodes=nodes)
+        ev = atom if ev is None else ev & atom
+    return ev
+
+
+def _node_set(nodes, n: int, who: str) -> list[int]:
+    """Sorted distinct node ids in 0 … n − 1; GraphError for an empty set, a non-integer or an id out of range."""
+    if isinstance(nodes, torch.Tensor):
+        nodes = nodes.reshape(-1).tolist()
+    try:
+        values = sorted({int(v) for v in nodes} if not isinstance(nodes, int) else {int(nodes)})
+    except (TypeError, ValueError):
+        raise GraphError(f"{who} takes node ids (integers), got {nodes!r}") from None
+    if not values:
+        raise GraphError(f"{who} got an empty set of nodes: name at least one node (the relevance of no walk is 0)")
+    bad = [v for v in values if not 0 <= v < n]
+    if bad:
+        raise GraphError(f"{who}: nodes {bad[:5]} are outside 0 … {n - 1} (the graph has {n} nodes)")
+    return values
+
+
+def _edge_set(edges, edge_index: torch.Tensor, n: int, who: str) -> list[tuple[int, int]]:
+    """Distinct (source, target) pairs, each an edge of ``edge_index`` or a self-step (i, i)."""
+    if not isinstance(edge_index, torch.Tensor) or edge_index.dtype != torch.int64 or edge_index.dim() != 2 \
+            or edge_index.shape[0] != 2:
+        raise GraphError(f"{who} needs the graph's edge_index, an int64 tensor of shape (2, E)")
+    if isinstance(edges, torch.Tensor):
+        edges = edges.t().tolist() if edges.dim() == 2 and edges.shape[0] == 2 else edges.tolist()
+    try:
+        pairs = list(dict.fromkeys((int(u), int(v)) for u, v in edges))
+    except (TypeError, ValueError):
+        raise GraphError(f"{who} takes edges as (source, target) pairs, got {edges!r}") from None
+    if not pairs:
+        raise GraphError(f"{who} got an empty set of edges: name at least one (source, target) pair")
+    _node_set([v for e in pairs for v in e], n, who)
+    known = set(map(tuple, edge_index.t().tolist()))
+    missing = [e for e in pairs if e[0] != e[1] and e not in known]
+    if missing:
+        raise GraphError(f"{who}: {missing[:5]} {'is not an edge' if len(missing) == 1 else 'are not edges'} of "
+                         "edge_index (a walk steps along an edge source → target, or stays at a node: (i, i)); "
+                         "for an undirected graph name the direction the walk takes, or both")
+    return pairs
+
+
+def _steps(layers: list[str], nodes: list[int], step: int | None, who: str) -> list[int]:
+    """The steps l (layers[l] → layers[l + 1]) between node-level layers an edge may take."""
+    steps = [l for l in range(len(layers) - 1) if nodes[l + 1] == nodes[0]]
+    if not steps:
+        raise GraphError(f"{who}: the walks through {layers} take no step between node-level layers")
+    if step is None:
+        return steps
+    if not isinstance(step, int) or step not in steps:
+        raise GraphError(f"{who}: step={step!r} is not a step between node-level layers; the steps are {steps} "
+                         f"(step l goes from layers[l] to layers[l + 1])")
+    return [step]
+
+
+def edge_events(m, layers: list[str], edge_index: torch.Tensor, edges, *, step: int | None = None,
+                end: int | None = None) -> list:
+    """One event per edge (u → v): the walks (i_0, …, i_{L−1}) through ``layers`` whose step
+    ``step`` (from layers[step] to layers[step + 1]) goes u → v,
+
+        E_uv = ∩_{k ≠ step, step+1} At(layers[k]) ∩ At(layers[step], nodes=[u]) ∩ At(layers[step + 1], nodes=[v]),
+
+    one cylinder; with ``step=None`` the walks that take u → v at any step, ∪_l E_uv^l (exact by
+    inclusion–exclusion, :mod:`nrm.events`). ``end``: the walks end at that node (or graph) of
+    the last layer. An edge is a pair of ``edge_index`` or a self-step (i, i) (GCN's self-loop,
+    GIN's (1 + ε) x); the events of distinct edges at one step are disjoint."""
+    nodes = _walk_nodes(m, layers, end, "edge_events")
+    pairs = _edge_set(edges, edge_index, nodes[0], "edge_events")
+    steps = _steps(layers, nodes, step, "edge_events")
+    events = []
+    for u, v in pairs:
+        ev = None
+        for l in steps:
+            cyl = _walk_cylinder(layers, {l: [u], l + 1: [v]}, end)
+            ev = cyl if ev is None else ev | cyl
+        events.append(ev)
+    return events
+
+
+def edge_relevance(m, layers: list[str], edge_index: torch.Tensor, edges, *, step: int | None = None,
+                   end: int | None = None, sample: int = 0) -> torch.Tensor:
+    """f · μ(:func:`edge_events`): per edge (K,), the sum of the relevances of the walks that take
+    it (at ``step``, or at any step with ``step=None``) — the entries of :func:`walk_relevance`'s
+    tensor with i_step = u and i_{step+1} = v, summed, computed as K events in stacked masked
+    passes (one cylinder each at a fixed step), not by listing walks. At a fixed step the
+    events are disjoint: their sum is the relevance of the walks through any edge of the set."""
+    events = edge_events(m, layers, edge_index, edges, step=step, end=end)
+    return m.f[sample] * m.measure(events)[:, sample]
+
+
+def subgraph_events(m, layers: list[str], nodes, *, how: str = "inside", end: int | None = None):
+    """The walks through ``layers`` that stay inside the node set S (``how="inside"``: every node
+    of the walk in S, one cylinder ∩_l At(layers[l], nodes=S)) or touch it (``how="touch"``: at
+    least one node in S, the walks reaching ``end`` minus those avoiding S, two cylinders). A
+    graph-level last layer (a pooled output) is not a node: it is left free (or at ``end``)."""
+    if how not in ("inside", "touch"):
+        raise GraphError(f"subgraph_events: how={how!r}; it is 'inside' (every node of the walk in the set) or "
+                         "'touch' (at least one)")
+    counts = _walk_nodes(m, layers, end, "subgraph_events")
+    chosen = _node_set(nodes, counts[0], "subgraph_events")
+    node_level = [l for l in range(len(layers)) if counts[l] == counts[0]]
+    if how == "inside":
+        return _walk_cylinder(layers, {l: chosen for l in node_level}, end)
+    every = _walk_cylinder(layers, {}, end)
+    rest = [v for v in range(counts[0]) if v not in set(chosen)]
+    if not rest:
+        return every
+    return every - _walk_cylinder(layers, {l: rest for l in node_level}, end)
+
+
+def subgraph_relevance(m, layers: list[str], nodes, *, how: str = "inside", end: int | None = None,
+                       sample: int = 0) -> torch.Tensor:
+    """f · μ(:func:`subgraph_events`): the sum of the relevances of the walks that stay inside
+    the node set (``how="inside"``) or touch it (``how="touch"``) — the entries of
+    :func:`walk_relevance`'s tensor whose nodes are all in S (or one at least), summed, from
+    one or two masked events."""
+    return m.f[sample] * m.measure([subgraph_events(m, layers, nodes, how=how, end=end)])[0, sample]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv-peers: the environment of the peer-equivalence suite (peer_tests/), in which
-# zennit, zennit-crp, captum, transformers and LXT run beside this project.
+# zennit, zennit-crp, captum, transformers, LXT and DIG run beside this project.
 #
 #   bash scripts/setup-peers.sh                      # makes or reuses .venv-peers
 #   PEERS_VENV=.venv-peers2 bash scripts/setup-peers.sh
@@ -36,6 +36,12 @@ CRP_DEPS=("tqdm" "matplotlib")
 TRANSFORMERS="transformers==4.55.4"
 LXT="lxt==2.1"
 LXT_DEPS=("tabulate")
+# DIG 1.1.0 (dive-into-graphs; its GNN-LRP, peer_tests/test_dig.py): 8 MB of pure Python whose
+# declared dependencies are stale or heavy (rdkit-pypi, pyscf, hydra-core, shap, …) and whose
+# GNN-LRP path imports none of them beyond what is here (torch_geometric, matplotlib, networkx):
+# installed without its declared dependencies; peer_tests/dig_native.py shims the two imports
+# GNN-LRP never calls (torch_sparse, rdkit) and adapts DIG's layers to PyG 2.8's names.
+DIG="dive-into-graphs==1.1.0"
 
 # pip install, without the notes about this machine's empty local index folders
 pip_install() {
@@ -81,6 +87,11 @@ if ! have "$TRANSFORMERS" "$LXT"; then
     pip_install --no-deps "$LXT"
     INSTALLED=1
 fi
+if ! have "$DIG"; then
+    echo "setup-peers: installing $DIG (without its declared dependencies)"
+    pip_install --no-deps "$DIG"
+    INSTALLED=1
+fi
 # this project, editable, with its test extra (and so its verify extra); torch stays pinned so nothing is replaced.
 # Skipped when this checkout is already installed editable (FORCE=1 reinstalls it).
 if [ -n "${FORCE:-}" ] || ! "$VENV/bin/python" - <<'EOF'
@@ -101,7 +112,8 @@ if [ -n "${INSTALLED:-}" ]; then
 fi
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import version
-names = ["torch", "torchvision", "zennit", "zennit-crp", "captum", "transformers", "lxt", "nrm-verify"]
+names = ["torch", "torchvision", "zennit", "zennit-crp", "captum", "transformers", "lxt", "dive-into-graphs",
+         "nrm-verify"]
 print("setup-peers: " + ", ".join(f"{n} {version(n)}" for n in names))
 EOF
 echo "setup-peers: ready in $VENV; run: $VENV/bin/python -m pytest peer_tests -q"

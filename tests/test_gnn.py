@@ -6,7 +6,8 @@ a batch vector, PyG's Sequential) runs on a generated graph with an isolated nod
 self-loop, a multi-edge and two components, in float64. Checked: the laws L1–L7 with node
 events, L18 (explicit LRP reference on the original graph), K5 (the exact rational oracle),
 L9 (LRP-0 = gradient × input), L15 (node walks against the nested-masking GNN-LRP reference,
-on the chain-shaped GCN), the dense Â ⊗ W form of GCNConv, and malformed graphs.
+on GCN, and on the branched GIN, GINE, SAGE and GraphConv by nested masking on the traced
+graph), the dense Â ⊗ W form of GCNConv, edge and subgraph events, and malformed graphs.
 """
 
 from __future__ import annotations
@@ -161,6 +162,84 @@ def test_node_walks_are_gnn_lrp_walk_relevances(rule):
         _held(result)
         checked += 1
     assert checked >= 9
+
+
+# the node states of the branched models (a self branch and a neighbour branch summed): input, conv1, conv2
+BRANCHED = {
+    "gin": ["input", "model.conv1.nn.2", "model.conv2.nn.2"],
+    "gine": ["input", "model.conv1.nn.2", "model.conv2.nn.2"],
+    "sage_mean": ["input", "add", "add_1"],
+    "sage_sum": ["input", "add", "add_1"],
+    "sage_max": ["input", "add", "add_1"],
+    "graphconv": ["input", "add", "add_1"],
+}
+
+
+def _walk_event(layers, walk):
+    ev = nrm.OMEGA
+    for layer, node in zip(layers, walk):
+        ev = ev & At(layer, nodes=[node])
+    return ev
+
+
+@pytest.mark.parametrize("rule", ["zero", "gamma", "flat-preset"])
+@pytest.mark.parametrize("name", sorted(BRANCHED))
+def test_node_walks_on_branched_layers_are_nested_masking_walk_relevances(name, rule):
+    """L15 on GIN/GINE, SAGE (mean, sum, max) and GraphConv: the reference's nested masking runs
+    on the traced graph (nrm_verify.references.explicit.nested_masking), so the self branch and
+    the neighbour branch of each layer are two ways down to the same node. Checked: the two
+    walks of largest |R| ending at node 1, the self-walk (1, 1, 1), and a walk that carries
+    nothing (from the isolated node)."""
+    from nrm_verify.references import gnnlrp
+
+    rules = RULES[rule]
+    model, x, target, _ = wrapped(name)
+    m = nrm.explain(model, x, target, rules=rules)
+    layers, end, n = BRANCHED[name], 1, x.shape[1]
+    R = nrm.gnn.walk_relevance(m, layers, end)
+    top = [tuple(int(v) for v in torch.unravel_index(torch.tensor(i), R.shape))
+           for i in torch.argsort(R.reshape(-1).abs(), descending=True)[:2].tolist()]
+    assert float(R.abs().max()) > 1e-3 * float(m.f.abs())
+    assert float(R[n - 1].abs().max()) == 0.0  # the isolated node starts no walk to another node
+    for i0, i1 in top + [(1, 1), (n - 1, 0)]:
+        event = _walk_event(layers, (i0, i1, end))
+        _held(laws.walk_relevance(model, x, target, event, rules))
+        expected = gnnlrp.walk_relevance(model, x, target, event, rules)
+        assert abs(float(R[i0, i1]) - float(expected)) <= 1e-10 * max(1.0, float(m.f.abs())), (i0, i1)
+
+
+def test_branched_nested_masking_is_linear_and_drops_what_bypasses_a_named_layer():
+    """The branched reference on its own: the walks (i0, i1, 1) over all i0 sum to the relevance
+    of the cylinder with every input node (by linearity of nested masking; without the input
+    named, the cylinder also holds what conv1's biases absorb), and a
+    cylinder naming a layer of one branch only (GIN's self term (1 + ε) x, ``mul``) keeps the
+    walks through that branch: less than both branches together."""
+    from nrm_verify.references import gnnlrp
+
+    model, x, target, _ = wrapped("gin")
+    layers, n = BRANCHED["gin"], x.shape[1]
+    for i1 in (0, 1):
+        walks = sum(float(gnnlrp.walk_relevance(model, x, target, _walk_event(layers, (i0, i1, 1)), None))
+                    for i0 in range(n))
+        both = At("input") & At(layers[1], nodes=[i1]) & At(layers[2], nodes=[1])
+        assert abs(walks - float(gnnlrp.walk_relevance(model, x, target, both, None))) <= 1e-12
+    m = nrm.explain(model, x, target)
+    own = At("mul", nodes=[1]) & At("add", nodes=[1]) & At(layers[2], nodes=[1])
+    self_only = float(gnnlrp.walk_relevance(model, x, target, own, None))
+    assert abs(self_only - float(m.f * m(own))) <= 1e-12 * max(1.0, float(m.f.abs()))
+    all_in = float(gnnlrp.walk_relevance(model, x, target, At("add", nodes=[1]) & At(layers[2], nodes=[1]), None))
+    assert abs(self_only - all_in) > 1e-6  # the neighbour branch into node 1 carries relevance too
+
+
+def test_branched_nested_masking_refuses_events_with_bottom_complements_or_parallel_walks():
+    model, x, target, _ = wrapped("sage_sum")
+    event = At("input", nodes=[0]) & At("add_1", nodes=[1], absorber=True)
+    result = laws.walk_relevance(model, x, target, event)
+    assert result.holds is None and "⊥" in result.detail
+    for event, why in ((At("input", nodes=[0]) & ~At("add", nodes=[1]), "a complement"),
+                       (At("input", nodes=[0]) & At("add", nodes=[1], parallel=True), "parallel=True")):
+        result = laws.walk_relevance(model, x, target, event)  # both admit walks that bypass the layer's node
+        assert result.holds is None and why in result.detail, str(result)
 
 
 def test_node_walks_partition_the_relevance():
@@ -391,10 +470,9 @@ def test_gcn_read_whole_keeps_every_law(gcn_layer, name, rule):
     _held(laws.normalization(m))
     _held(laws.modularity(m, model, x, target, rules))  # the explicit reference applies the rule to Â ⊗ W itself
     _held(laws.exact_oracle(model, x, target, rules))
-    if name != "pyg_sequential":  # GraphConv's two branches: the nested-masking reference reads chains
-        first, second = whole[0], whole[1] if len(whole) > 1 else whole[0]
-        walk = At("input", nodes=[0]) & At(first, nodes=[1]) & At(second, nodes=[min(1, m.layer_shape(second)[0] - 1)])
-        _held(laws.walk_relevance(model, x, target, walk, rules))
+    first, second = whole[0], whole[1] if len(whole) > 1 else whole[0]  # GraphConv's branches: on the traced graph
+    walk = At("input", nodes=[0]) & At(first, nodes=[1]) & At(second, nodes=[min(1, m.layer_shape(second)[0] - 1)])
+    _held(laws.walk_relevance(model, x, target, walk, rules))
     if rule == "zero":
         _held(laws.gradient_x_input(model, x, target))
 
@@ -444,3 +522,84 @@ def test_check_layer_passes_gcn_read_whole():
 
     report = check_layer(nrm.layers.message.GCNLayer(), max_examples=2, only=["K2", "K3", "K5", "L1", "L18"])
     assert report.ok, str(report)
+
+
+# -- edge and subgraph events -----------------------------------------------------------------
+def _sums(R: torch.Tensor, keep) -> float:
+    """Σ of the walk tensor's entries whose walk (a row of node ids) satisfies ``keep``."""
+    idx = torch.cartesian_prod(*[torch.arange(n) for n in R.shape]).reshape(-1, R.dim())
+    return float(R.reshape(-1)[keep(idx)].sum())
+
+
+@pytest.mark.parametrize("name", ["gcn", "gin"])
+def test_edge_and_subgraph_relevances_are_sums_of_the_walk_tensor(name):
+    """nrm.gnn.edge_relevance (walks taking u → v at a step, or at any step) and
+    subgraph_relevance (walks inside a node set, or touching it) equal the sums of
+    walk_relevance's entries over those walks, on the full N^3 tensor and with an end node."""
+    model, x, target, g = wrapped(name)
+    m = nrm.explain(model, x, target, rules=nrm.rules.Gamma(0.25))
+    layers = BRANCHED.get(name, ["input", "add", "add_1"])
+    R = nrm.gnn.walk_relevance(m, layers)  # (N, N, N): every walk
+    tol = 1e-10 * max(1.0, float(m.f.abs()))
+    ei = g.edge_index
+    edges = list(dict.fromkeys(map(tuple, ei.t().tolist())))[:4] + [(1, 1)]
+    for step in (0, 1):
+        got = nrm.gnn.edge_relevance(m, layers, ei, edges, step=step)
+        want = [_sums(R, lambda w, u=u, v=v, s=step: (w[:, s] == u) & (w[:, s + 1] == v)) for u, v in edges]
+        assert torch.allclose(got, torch.tensor(want, dtype=got.dtype), atol=tol, rtol=0), (step, got, want)
+    got = nrm.gnn.edge_relevance(m, layers, ei, edges)  # at any step: a union, not a sum over the steps
+    for (u, v), r in zip(edges, got.tolist()):
+        want = _sums(R, lambda w, u=u, v=v: ((w[:, 0] == u) & (w[:, 1] == v)) | ((w[:, 1] == u) & (w[:, 2] == v)))
+        assert abs(r - want) <= tol, ((u, v), r, want)
+    assert float(got.abs().max()) > 1e-3 * float(m.f.abs())
+    end = 1
+    R1 = nrm.gnn.walk_relevance(m, layers, end)  # (N, N): the walks ending at node 1
+    got = nrm.gnn.edge_relevance(m, layers, ei, [(0, 1), (1, 1)], step=1, end=end)
+    assert torch.allclose(got, torch.stack([R1[:, 0].sum(), R1[:, 1].sum()]), atol=tol, rtol=0)
+    S = [0, 1, 2]
+    inside = torch.tensor(S)
+    cases = [("inside", lambda w: torch.isin(w, inside).all(1)), ("touch", lambda w: torch.isin(w, inside).any(1))]
+    for how, keep in cases:
+        got = float(nrm.gnn.subgraph_relevance(m, layers, S, how=how))
+        assert abs(got - _sums(R, keep)) <= tol, (how, got)
+        with_end = float(nrm.gnn.subgraph_relevance(m, layers, S, how=how, end=end))  # the end (1) is in S
+        assert abs(with_end - _sums(R1, lambda w, k=keep: k(torch.cat([w, torch.full_like(w[:, :1], end)], 1)))) <= tol
+    assert float(nrm.gnn.subgraph_relevance(m, layers, [0, 2], end=end)) == 0.0  # the end is outside the set
+    assert abs(float(nrm.gnn.subgraph_relevance(m, layers, range(x.shape[1]), how="touch")) - float(R.sum())) <= tol
+
+
+def test_subgraph_relevance_to_a_graph_output_leaves_the_pooled_layer_free():
+    model, x, target, _ = wrapped("gcn_add_pool")
+    m = nrm.explain(model, x, target)
+    layers = ["input", "add", "add_1", "model.head"]
+    R = nrm.gnn.walk_relevance(m, layers, end=1)  # (N, N, N): walks to the output unit of graph 1
+    S = torch.tensor([0, 1, 2, 3])
+    got = float(nrm.gnn.subgraph_relevance(m, layers, S.tolist(), end=1))
+    assert abs(got - _sums(R, lambda w: torch.isin(w, S).all(1))) <= 1e-10 * max(1.0, float(m.f.abs()))
+    assert abs(got) > 0  # a graph output's walks reach it from the nodes of graph 1
+
+
+def test_edge_and_subgraph_events_refuse_bad_values():
+    model, x, target, g = wrapped("gcn")
+    m = nrm.explain(model, x, target)
+    layers, ei, n = ["input", "add", "add_1"], g.edge_index, x.shape[1]
+    known = set(map(tuple, ei.t().tolist()))
+    absent = next((u, v) for u in range(n) for v in range(n) if u != v and (u, v) not in known)
+    with pytest.raises(GraphError, match="is not an edge of edge_index"):
+        nrm.gnn.edge_relevance(m, layers, ei, [absent], step=0)
+    with pytest.raises(GraphError, match=f"outside 0 … {n - 1}"):
+        nrm.gnn.edge_relevance(m, layers, ei, [(0, n)], step=0)
+    with pytest.raises(GraphError, match="empty set of edges"):
+        nrm.gnn.edge_relevance(m, layers, ei, [])
+    with pytest.raises(GraphError, match="step=2 is not a step"):
+        nrm.gnn.edge_relevance(m, layers, ei, [(1, 1)], step=2)
+    with pytest.raises(GraphError, match="int64 tensor of shape"):
+        nrm.gnn.edge_relevance(m, layers, ei.int(), [(1, 1)])
+    with pytest.raises(GraphError, match="empty set of nodes"):
+        nrm.gnn.subgraph_relevance(m, layers, [])
+    with pytest.raises(GraphError, match=f"outside 0 … {n - 1}"):
+        nrm.gnn.subgraph_relevance(m, layers, [0, -1])
+    with pytest.raises(GraphError, match="how='near'"):
+        nrm.gnn.subgraph_relevance(m, layers, [1], how="near")
+    with pytest.raises(GraphError, match="end=99"):
+        nrm.gnn.subgraph_relevance(m, layers, [1], end=99)

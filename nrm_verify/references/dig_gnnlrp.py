@@ -1,8 +1,10 @@
 """DIG's GNN-LRP (``dig.xgraph.method.gnn_lrp.GNN_LRP``, dive-into-graphs 1.1.0) as an
 algorithm: one forward and one backward pass **per walk**, re-implemented here from its
-source (read, not copied), because DIG 1.1.0 does not import beside PyG 2.8 (it needs the
-compiled ``torch_sparse``, captum's ``ExpansionTypes`` (absent from captum 0.9.0) and ``rdkit``; see
-README "Graph networks").
+source (read, not copied), so that it reads PyG 2.8's own ``GCNConv``/``GINConv`` models (DIG's
+reads only its own layer classes, written against PyG 2.0). DIG itself runs in the peer
+environment through ``peer_tests/dig_native.py`` (shims for imports its GNN-LRP never calls,
+adapters to PyG 2.8's renamed internals), and ``peer_tests/test_dig.py`` checks this
+re-implementation against it walk by walk.
 
 What DIG computes for a walk (i_0, i_1, …, i_L) through L graph layers (its
 ``compute_walk_score``):

@@ -53,11 +53,13 @@ from nrm.graph import ProperFFNN, rule_types
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
 from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel
-from nrm_verify.references.explicit import apply_recorded, structural_parameters, with_constants
+from nrm_verify.references.explicit import apply_recorded, nested_masking, structural_parameters, with_constants
 
 
 class UnsupportedModelError(ValueError):
-    """The reference reads sequential models (every layer reads the one before it)."""
+    """The chain reference reads sequential models (every layer reads the one before it);
+    :func:`walk_relevance` reads an Event over a branched model by nested masking on the traced
+    graph instead."""
 
 
 # -- the model, as the model computes it -------------------------------------------------------------
@@ -470,8 +472,25 @@ def walk_relevance(model: nn.Module, x: torch.Tensor, target, walks, rules=None,
 
     A neuron that the model's forward pass names differently (a ReLU after a Linear) is
     the same layer; indices are flat within one sample's layer.
+
+    A branched model (a layer that reads two others: GIN's, SAGE's and GraphConv's self branch
+    and neighbour branch summed, a residual block) is not a chain of layers: an event over it
+    is computed by the same nested masking on the traced graph
+    (:func:`nrm_verify.references.explicit.nested_masking`: the dense kernels of the explicit
+    reference, relevance down the graph in reverse topological order, masked at every named
+    node, relevance that bypasses a named node dropped). A walk given as one neuron per layer
+    or a mapping names the layers of a chain: on a branched model, pass an Event.
     """
-    layers = read_layers(model, x)
+    try:
+        layers = read_layers(model, x)
+    except UnsupportedModelError as err:
+        if not isinstance(walks, Event) or "sequential" not in str(err):
+            raise
+        try:
+            total, size = nested_masking(model, x, target, rules, walks)
+        except ValueError as why:  # an event the branched reference does not read (⊥ kept)
+            raise UnsupportedModelError(str(why)) from why
+        return (total, size) if with_size else total
     _assign(layers, rules)
     forwards = [forward(layers, i) for i in range(x.shape[0])]  # once, shared by every cylinder
     L = len(layers.layers) - 1
