@@ -89,7 +89,7 @@ RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape)
 PASS_METHODS = ("relu", "contiguous")
 RESHAPE_METHODS = ("view", "reshape", "flatten")
 CONSTANT_METHODS = ("size", "dim")
-GATES = ("sigmoid", "hardsigmoid", "expit", "segment_softmax")
+GATES = ("sigmoid", "hardsigmoid", "expit", "segment_softmax")  # a graph attention's weights gate its messages
 HELD = ("rsqrt",)
 """Functions whose output, as a factor of a product, is a normalizer held at its forward value
 (RMSNorm's 1/σ): it gets nothing under every split, the other factors share the rest."""
@@ -336,7 +336,7 @@ def _segment_softmax_matrices(call, a: torch.Tensor) -> tuple:
     the group of edges e with index[e] = k; s = exp(x − max) / Σ exp(x − max) over the group,
     W[b, k, j] = s_k (δ_jk − s_j), b = s − W a. Structure: the groups."""
     B, shape = a.shape[0], tuple(a.shape[1:])
-    index = call.args[1].tolist()
+    index = call.arg(1, "index").tolist()
     rest = _numel(shape[1:])
     flat = a.reshape(B, -1)
     N = flat.shape[1]
