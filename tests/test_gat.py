@@ -187,6 +187,25 @@ def test_held_gives_the_attention_nothing_and_attnlrp_half_of_each_message():
     assert float((split.marginal("input") - held.marginal("input")).abs().max()) > 1e-3
 
 
+@pytest.mark.parametrize("how", MODES)
+def test_node_walks_along_the_edges_are_every_walk(how):
+    """GNN-LRP's walks on GAT: graph_walks (along the edges and self-loops) gives each walk the
+    entry of walk_relevance's full N × N tensor, and every walk it leaves out carries 0 — also
+    with AttnLRP's split, whose relevance through α reaches x_i and x_j along the same edges.
+    (L15's nested-masking reference reads chains only: GAT's scores branch.)"""
+    model, x, target, g = wrapped("gat")
+    with mode(how):
+        m = nrm.explain(model, x, target)
+    layers, end = ["input", "add_1", "add_3"], 1
+    R = nrm.gnn.walk_relevance(m, layers, end)
+    walks, rel = nrm.gnn.graph_walks(m, layers, g.edge_index, end)
+    listed = torch.zeros_like(R)
+    for (i0, i1, _), r in zip(walks.tolist(), rel):
+        listed[i0, i1] = r
+    torch.testing.assert_close(listed, R, rtol=1e-12, atol=1e-14)
+    assert float(R.abs().sum()) > 0
+
+
 def test_a_batch_of_feature_sets_is_explained_sample_by_sample():
     """GATConv reads one graph; nrm.gnn's batch of B feature sets runs its own forward per sample
     (checked against the decomposition) and each sample's measure is that sample's alone."""
