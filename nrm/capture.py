@@ -250,7 +250,7 @@ def _source_line(filename: str, lineno: int) -> str:
 class _Frame:
     """One module call on the stack."""
 
-    __slots__ = ("module", "name", "direct", "children", "whole", "inputs", "decompose")
+    __slots__ = ("module", "name", "direct", "children", "whole", "inputs", "decompose", "batched")
 
     def __init__(self, module: nn.Module, name: str, whole: Any):
         self.module, self.name, self.whole = module, name, whole
@@ -258,6 +258,7 @@ class _Frame:
         self.children = False  # whether a module called inside recorded anything
         self.inputs: list[Value] | None = None
         self.decompose: Any = None  # a module read through its definition (DECOMPOSED_MODULES)
+        self.batched: tuple | None = None  # an unbatched decomposition's arguments, batch first
 
 
 class _Recorder(TorchFunctionMode):
@@ -289,9 +290,9 @@ class _Recorder(TorchFunctionMode):
         self.live[id(x)] = (Value(-1), x._version, x)
 
     # -- module calls ------------------------------------------------------------------
-    def pre_hook(self, module: nn.Module, args: tuple) -> None:
+    def pre_hook(self, module: nn.Module, args: tuple) -> tuple | None:
         if threading.get_ident() != self.thread:
-            return
+            return None
         with torch._C.DisableTorchFunction():  # the hook's own reads of tensors are not the model's
             name = self._call_name(module)
             whole = None if self.leaf else self.kinds.module_kind(module)
@@ -302,7 +303,13 @@ class _Recorder(TorchFunctionMode):
             elif not self.leaf and decomposition_of(module) is not None:  # its own forward runs unrecorded
                 frame.decompose = decomposition_of(module)
                 self.leaf += 1
+                if getattr(frame.decompose, "unbatched", False) and args and isinstance(args[0], torch.Tensor) \
+                        and args[0].dim() >= 2:  # a module that reads one sample: its own forward runs on sample 0
+                    frame.batched = args
+                    self.stack.append(frame)
+                    return (args[0][0],) + tuple(args[1:])
             self.stack.append(frame)
+        return None
 
     def post_hook(self, module: nn.Module, args: tuple, *rest) -> Any:
         if threading.get_ident() != self.thread or not self.stack or self.stack[-1].module is not module:
@@ -345,12 +352,15 @@ class _Recorder(TorchFunctionMode):
         definition recorded, on the same arguments, and return that output in place of the
         module's, which it must reproduce (each tensor within 10³ ulp of its largest value)."""
         kwargs, output = (rest[0] if len(rest) == 2 else {}), rest[-1]
+        args = args if frame.batched is None else frame.batched
         with torch._C.DisableTorchFunction():
             why = frame.decompose.refusal(frame.module, args, kwargs)
         if why is not None:
             self._fail(UnsupportedOperationError(
                 f"{type(frame.module).__name__} at '{frame.name}' ({user_location() or 'forward'}) {why}"))
         replaced = frame.decompose(frame.module, *args, **kwargs)
+        if frame.batched is not None:  # the module's own output, one sample at a time, batch first
+            output = self._per_sample(frame, args, kwargs, output)
         with torch._C.DisableTorchFunction():
             for mine, theirs in zip(_flat(replaced), _flat(output)):
                 if (mine is None) != (theirs is None):
@@ -366,6 +376,22 @@ class _Recorder(TorchFunctionMode):
                         f"module's output (max deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it "
                         "faithfully"))
         return replaced
+
+    def _per_sample(self, frame: _Frame, args: tuple, kwargs: dict, first: Any) -> Any:
+        """An unbatched module's own outputs on every sample of ``args[0]`` (its forward ran on
+        sample 0, giving ``first``; the others run here, unrecorded), stacked batch first."""
+        outputs = [first]
+        self.leaf += 1
+        try:
+            with torch._C.DisableTorchFunction():
+                for b in range(1, args[0].shape[0]):
+                    outputs.append(frame.module.forward(args[0][b], *args[1:], **kwargs))
+        finally:
+            self.leaf -= 1
+        if isinstance(first, torch.Tensor):
+            return torch.stack(outputs)
+        return type(first)(torch.stack(parts) if isinstance(parts[0], torch.Tensor) else parts[0]
+                           for parts in zip(*outputs))
 
     def _call_name(self, module: nn.Module) -> str:
         """The i-th call of a module takes its i-th name in the model (a module registered
@@ -507,6 +533,11 @@ class _Recorder(TorchFunctionMode):
         if self.error is None:
             self.error = error
         raise error
+
+
+def recording() -> bool:
+    """Whether a capture is recording on this thread (its mode is active)."""
+    return any(isinstance(mode, _Recorder) for mode in torch.overrides._get_current_function_mode_stack())
 
 
 def _key(func: Any) -> Any:

@@ -86,9 +86,22 @@ class OnGraph(nn.Module):
         return self.kwargs.get("edge_weight", self.args[0] if self.args and isinstance(self.args[0], torch.Tensor)
                                and self.args[0].dim() == 1 else None)
 
+    def unbatched(self) -> bool:
+        """Whether the model has a layer that reads one graph without a batch dimension (PyG's
+        ``GATConv``: "Static graphs not supported"), which the capture reads through its
+        batch-first definition (``nrm.layers.gat``)."""
+        from .layers.fused import decomposition_of
+
+        return any(getattr(decomposition_of(m), "unbatched", False) for m in self.model.modules())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from .capture import recording
+
         with torch._C.DisableTorchFunction():  # reading the graph is not part of what the model computes
             check_graph(x, self.edge_index, self.edge_weight(), self.kwargs.get("batch"))
+        if self.unbatched() and not recording():  # one graph at a time, outside a capture
+            return torch.stack([self.model(x[b], self.edge_index, *self.args, **self.kwargs)
+                                for b in range(x.shape[0])])
         return self.model(x, self.edge_index, *self.args, **self.kwargs)
 
 

@@ -397,6 +397,8 @@ class _Builder:
             if role in ("alias", "reshape") and _relevance_inputs(call):
                 v = _relevance_inputs(call)[0]
                 continue
+            if role == "linear":  # an attention's normalization (SegmentSoftmax.gate): its weights gate a product
+                return what == "gate" and bool(getattr(call.kind, "gate", False))
             flagged = what is not None and bool(getattr(call.kind, what, False))
             return role == "elementwise" and (flagged or call.kind.name in names)
         return False

@@ -484,3 +484,50 @@ def _numel(shape) -> int:
     for s in shape:
         n *= s
     return n
+
+
+class PairMap(LinearMap):
+    """A linear map of one sample's n neurons onto themselves given by a list of P pairs
+    (row_p → col_p) with per-sample weights (B, P): the segment softmax of a graph attention
+    (:class:`nrm.layers.message.SegmentSoftmax`), whose groups (the edges into one node, one
+    head) have different sizes. ``bias`` (B, *shape) per sample. The map depends on the sample:
+    :meth:`forward` and :meth:`transpose` accept R·B stacked rows (row i is sample i mod B).
+
+    Definition::
+
+        forward:    z_k = Σ_{p: col_p = k} w_p x_{row_p}
+        transpose:  t_j = Σ_{p: row_p = j} w_p g_{col_p}
+    """
+
+    fuses_bias = False
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, shape: tuple, rows: torch.Tensor,
+                 cols: torch.Tensor):
+        self.weight, self.bias = weight, bias
+        self.shape, self.rows, self.cols = tuple(shape), rows, cols
+        self.batch = weight.shape[0]
+
+    def _weights(self, weight: torch.Tensor, rows: int) -> torch.Tensor:
+        if rows % self.batch:
+            raise ValueError(f"the map was built for a batch of {self.batch} samples but got {rows} rows")
+        return weight.repeat(rows // self.batch, 1) if rows != self.batch else weight
+
+    def forward(self, x, weight, bias=None):
+        rows = x.shape[0]
+        flat = x.reshape(rows, -1)
+        z = flat.new_zeros(flat.shape).index_add_(1, self.cols, flat[:, self.rows] * self._weights(weight, rows))
+        z = z.reshape((rows,) + self.shape)
+        return z if bias is None else z + self.bias_for(z, bias)
+
+    def transpose(self, g, weight, in_shape):
+        rows = g.shape[0]
+        flat = g.reshape(rows, -1)
+        t = flat.new_zeros(flat.shape).index_add_(1, self.rows, flat[:, self.cols] * self._weights(weight, rows))
+        return t.reshape((rows,) + tuple(in_shape))
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        if bias is None:
+            return None
+        rows = z.shape[0]
+        return bias.repeat((rows // self.batch,) + (1,) * (bias.dim() - 1)) if rows != self.batch else bias

@@ -103,9 +103,28 @@ def builders():
     }
 
 
+def gat_builders():
+    """Graph attention models (tests/test_gat.py), name → (model, keyword arguments): heads
+    concatenated and averaged, with and without self-loops, edge weights and edge features as
+    GAT's edge_attr (edge_dim), a residual, GATv2, a graph-level output."""
+    return {
+        "gat": (Net(gnn.GATConv(F_IN, 2, heads=2), gnn.GATConv(HIDDEN, OUT, heads=2, concat=False)), ()),
+        "gat_no_loops": (Net(gnn.GATConv(F_IN, HIDDEN, add_self_loops=False),
+                             gnn.GATConv(HIDDEN, OUT, add_self_loops=False)), ()),
+        "gat_edge_weight": (Net(gnn.GATConv(F_IN, 2, heads=2, edge_dim=1),
+                                gnn.GATConv(HIDDEN, OUT, edge_dim=1, residual=True), "weight"), ("edge_weight",)),
+        "gat_edge_attr": (Net(gnn.GATConv(F_IN, 2, heads=2, edge_dim=F_IN, fill_value=0.5),
+                              gnn.GATConv(HIDDEN, OUT, heads=2, concat=False, edge_dim=F_IN), "attr"), ("edge_attr",)),
+        "gatv2": (Net(gnn.GATv2Conv(F_IN, 2, heads=2, edge_dim=F_IN), gnn.GATv2Conv(HIDDEN, OUT, edge_dim=F_IN),
+                      "attr"), ("edge_attr",)),
+        "gat_add_pool": (Net(gnn.GATConv(F_IN, HIDDEN), gnn.GATConv(HIDDEN, HIDDEN), "plain", gnn.global_add_pool,
+                             HIDDEN), ("batch",)),
+    }
+
+
 def case(name: str, seed: int = 0):
     """(the float64 model in eval mode, the graph, its keyword arguments)."""
-    model, keys = builders()[name]
+    model, keys = {**builders(), **gat_builders()}[name]
     model = seeded(model, seed + 11)
     for m in model.modules():  # GIN's ε: a value other than its initial 0
         if isinstance(getattr(m, "eps", None), torch.Tensor):

@@ -53,7 +53,7 @@ BUILTIN_KINDS = (
     norm.GroupNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul, attention.Softmax,
     constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt, constants.Expand,
     constants.CatConstant,
-    message.IndexSelect, message.Scatter,
+    message.IndexSelect, message.Scatter, message.SegmentSoftmax,
 )
 # BatchNormAffine before BatchNormFold: the capture asks the fold first, and the graph turns a
 # batch norm that cannot fold into its own diagonal layer (BatchNormFold.unfolded)

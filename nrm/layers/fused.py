@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gat import GATDecomposition, GATv2Decomposition
+
 
 def _sdpa_arguments(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                     enable_gqa=False) -> dict:
@@ -344,6 +346,8 @@ DECOMPOSED_BY_NAME = {
     ("transformers.activations", "NewGELUActivation"): _GELU_TANH,
     ("transformers.activations", "AccurateGELUActivation"): _GELU_TANH,
     ("transformers.activations", "GELUActivation"): ActivationDecomposition(F.gelu, "F.gelu"),
+    ("torch_geometric.nn.conv.gat_conv", "GATConv"): GATDecomposition(),
+    ("torch_geometric.nn.conv.gatv2_conv", "GATv2Conv"): GATv2Decomposition(),
 }
 """Module types of other libraries (matched by module and qualified name, without importing
 them), recorded through their definition like :data:`DECOMPOSED_MODULES`."""

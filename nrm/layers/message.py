@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from ..errors import GraphError, RuleAssignmentError
-from ..linear import LinearMap
+from ..linear import LinearMap, PairMap
 from ..markers import Aggregate
 from ..recorded import Value
-from .base import ExactMap, Linear, Reshape, zeros_object
+from .base import ExactMap, Linear, Reshape, to_fractions, zeros_object
 
 
 def _per_sample_dim(dim, ndim: int) -> int | None:
@@ -418,6 +418,107 @@ class GCNLayer(Linear):
                       call.in_shapes[0][1])
 
 
+def segment_softmax(src: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
+    """The softmax of ``src`` (B, E, *rest) over the positions e of dimension 1 that share a
+    segment ``index[e]`` (E,), separately for every sample and every position of ``rest``:
+    a graph attention's normalization over the edges into each node (PyG's
+    ``torch_geometric.utils.softmax(alpha, edge_index[1], num_nodes=N)``, batch first)::
+
+        s_e = exp(x_e − m_k) / Σ_{e': index[e'] = k} exp(x_e' − m_k),   k = index[e],  m_k = max_{index[e'] = k} x_e'
+
+    One torch function for the capture (it dispatches ``__torch_function__``), read by
+    :class:`SegmentSoftmax`."""
+    if torch.overrides.has_torch_function((src,)):
+        return torch.overrides.handle_torch_function(segment_softmax, (src,), src, index, num_segments)
+    idx = index.view((1, -1) + (1,) * (src.dim() - 2)).expand_as(src)
+    size = (src.shape[0], num_segments) + tuple(src.shape[2:])
+    top = src.new_full(size, float("-inf")).scatter_reduce(1, idx, src, "amax", include_self=True)
+    e = (src - top.gather(1, idx)).exp()
+    return e / src.new_zeros(size).scatter_add(1, idx, e).gather(1, idx)
+
+
+class SegmentSoftmax(Linear):
+    """:func:`segment_softmax` (a graph attention's softmax over the edges into each node),
+    linearized at the forward value as :class:`~nrm.layers.attention.Softmax` is (AttnLRP
+    Prop. 3.1), one group per (segment k, position r of the trailing dimensions): the edges
+    e with index[e] = k. Its output is an attention weight, a **gate** of the product that
+    uses it (:class:`~nrm.layers.products.Multiply`'s ``split="signal"``, the default, gives
+    it nothing: the attention held constant, CP-LRP; ``split="equal"``, AttnLRP's uniform
+    rule, ½). Rule key ``nn.Softmax`` (LRP-0 in the presets).
+
+    Definition (i, j in one group G(j); under LRP-0, any rule applies)::
+
+        W_ij = ∂s_j/∂x_i = s_j (δ_ij − s_i),    b_j = s_j − Σ_{i ∈ G(j)} x_i W_ij
+        q(x_i | s_j) = x_i (δ_ij − s_i),        q(⊥ | s_j) = 1 − x_j + Σ_{i ∈ G(j)} s_i x_i
+
+    Exact form: s and x as their float64 values in fractions, W and b from them exactly.
+    """
+
+    functions = (segment_softmax,)
+    rule_types = (nn.Softmax,)
+    gate = True
+
+    def accepts(self, call):
+        src, index, segments = call.args[0], call.arg(1, "index"), call.arg(2, "num_segments")
+        if not isinstance(src, Value) or len(call.in_shapes[0]) < 2:
+            return "normalizes a constant; nrm reads a segment softmax of input-derived scores (B, E, …)"
+        why = _constant_index(index, "normalizes")
+        if why is not None:
+            return why
+        if index.dim() != 1 or index.shape[0] != call.in_shapes[0][1] or isinstance(segments, bool) \
+                or not isinstance(segments, int) or (index.numel() and not 0 <= int(index.min())
+                                                     <= int(index.max()) < segments):
+            return "takes an index that is not one segment in 0 … num_segments − 1 per position of dimension 1"
+        return None
+
+    def groups(self, call) -> list[list[int]]:
+        """The groups of one sample's flat neurons: for every segment and trailing position, the
+        neurons of the edges in that segment (in edge order)."""
+        shape = tuple(call.in_shapes[0][1:])
+        rest = math.prod(shape[1:])
+        index = call.arg(1, "index").detach().cpu().tolist()
+        members: dict[int, list[int]] = {}
+        for e, k in enumerate(index):
+            members.setdefault(k, []).append(e)
+        return [[e * rest + r for e in edges] for k in sorted(members) for r in range(rest)
+                for edges in (members[k],)]
+
+    def pairs(self, call) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, cols): every pair (i, j) of neurons in one group."""
+        rows, cols = [], []
+        for group in self.groups(call):
+            for j in group:
+                rows += group
+                cols += [j] * len(group)
+        return torch.tensor(rows, dtype=torch.int64), torch.tensor(cols, dtype=torch.int64)
+
+    def map(self, call, a, rule=None):
+        rows, cols = (t.to(a.device) for t in self.pairs(call))
+        s = segment_softmax(a, call.arg(1, "index").to(a.device), call.arg(2, "num_segments")).reshape(a.shape[0], -1)
+        weight = s[:, cols] * ((rows == cols).to(a.dtype) - s[:, rows])
+        lmap = PairMap(weight, None, tuple(a.shape[1:]), rows, cols)
+        lmap.bias = s.reshape(a.shape) - lmap.forward(a, weight)
+        return lmap
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        """W and b from the definition, in fractions of the float64 s and x (loops over the groups)."""
+        shape = tuple(a.shape[1:])
+        s = segment_softmax(a.double(), call.arg(1, "index").to(a.device), call.arg(2, "num_segments"))
+        x, s = to_fractions(a[0]).reshape(-1), to_fractions(s[0]).reshape(-1)
+        n = x.size
+        W, S, bias = zeros_object((n, n)), np.zeros((n, n), bool), zeros_object(n)
+        for group in self.groups(call):
+            for j in group:
+                for i in group:
+                    W[i, j] = s[j] * ((1 if i == j else 0) - s[i])
+                    S[i, j] = True
+                bias[j] = s[j] - sum((x[i] * W[i, j] for i in group), Fraction(0))
+        return ExactMap(W, S, bias, shape)
+
+    def examples(self):
+        return [(EdgeSoftmax().eval(), (5, 2))]
+
+
 def _destinations(index: np.ndarray, axis: int, out_shape: tuple) -> np.ndarray:
     """The flat output position of every source position (source shape): the source's own
     coordinates with ``axis`` replaced by the index."""
@@ -477,3 +578,16 @@ class OnFixedGraph(nn.Module):
         # the convolution alone: a whole-recorded module beside another operation of its parent
         # lets that operation take the parent's name in the capture (a naming bug, docs/gnn.md)
         return self.conv(x, self.edge_index, self.edge_weight)
+
+
+class EdgeSoftmax(nn.Module):
+    """Scores of the 5 edges of a fixed graph (a self-loop, a multi-edge, a node no edge enters)
+    normalized over the edges into each node: relu(x) · w then :func:`segment_softmax` (an
+    example of :class:`SegmentSoftmax`; x (5, 2): one row of scores per edge)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("dst", torch.tensor([1, 0, 2, 2, 1], dtype=torch.int64))
+
+    def forward(self, x):
+        return segment_softmax(torch.relu(x), self.dst, 4)

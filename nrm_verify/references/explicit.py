@@ -71,6 +71,7 @@ from nrm.errors import (
 )
 from nrm.graph import reaching_calls, rule_types
 from nrm.layers.attention import MatMul, Softmax
+from nrm.layers.message import SegmentSoftmax
 from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
@@ -88,7 +89,7 @@ RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape)
 PASS_METHODS = ("relu", "contiguous")
 RESHAPE_METHODS = ("view", "reshape", "flatten")
 CONSTANT_METHODS = ("size", "dim")
-GATES = ("sigmoid", "hardsigmoid", "expit")
+GATES = ("sigmoid", "hardsigmoid", "expit", "segment_softmax")  # a graph attention's weights gate its messages
 HELD = ("rsqrt",)
 """Functions whose output, as a factor of a product, is a normalizer held at its forward value
 (RMSNorm's 1/σ): it gets nothing under every split, the other factors share the rest."""
@@ -329,6 +330,35 @@ def _softmax_matrices(call, a: torch.Tensor) -> tuple:
     return W, bias, M
 
 
+def _segment_softmax_matrices(call, a: torch.Tensor) -> tuple:
+    """A segment softmax (``nrm.layers.message.segment_softmax``) at its input a (B, E, *rest),
+    linearized at a per sample, by explicit loops: for every segment k and trailing position r,
+    the group of edges e with index[e] = k; s = exp(x − max) / Σ exp(x − max) over the group,
+    W[b, k, j] = s_k (δ_jk − s_j), b = s − W a. Structure: the groups."""
+    B, shape = a.shape[0], tuple(a.shape[1:])
+    index = call.arg(1, "index").tolist()
+    rest = _numel(shape[1:])
+    flat = a.reshape(B, -1)
+    N = flat.shape[1]
+    W = torch.zeros((B, N, N), dtype=DTYPE)
+    M = torch.zeros((N, N), dtype=torch.bool)
+    s_all = torch.zeros((B, N), dtype=DTYPE)
+    for k in sorted(set(index)):
+        for r in range(rest):
+            group = [e * rest + r for e, seg in enumerate(index) if seg == k]
+            for b in range(B):
+                x = flat[b, group]
+                e = torch.exp(x - x.max())
+                s = e / e.sum()
+                s_all[b, group] = s
+                for kk, out in enumerate(group):
+                    for jj, j in enumerate(group):
+                        W[b, out, j] = s[kk] * ((1.0 if jj == kk else 0.0) - s[jj])
+                        M[out, j] = True
+    bias = s_all - torch.einsum("bkn,bn->bk", W, flat)
+    return W, bias, M
+
+
 def _matmul_matrices(A: torch.Tensor, V: torch.Tensor, theta: float) -> tuple:
     """O = A · V, A (B, *lead, n, m), V (B, *lead, m, d): W (B, |O|, |A| + |V|) by loops over
     the indices, W[b, (g,j,p), (g,j,i)] = θ V_ip and W[b, (g,j,p), |A| + (g,i,p)] = (1 − θ) A_ji;
@@ -541,8 +571,9 @@ class _Tracer:
             self._matmul(call)
         elif role == "linear":
             a = self._input(call)
-            if isinstance(call.kind, Softmax):
-                W, b, M = _softmax_matrices(call, a.value)
+            if isinstance(call.kind, (Softmax, SegmentSoftmax)):
+                matrices = _softmax_matrices if isinstance(call.kind, Softmax) else _segment_softmax_matrices
+                W, b, M = matrices(call, a.value)
                 self._check_dense(call.name, a.value, W, b, call.output)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                          structure=M))
