@@ -389,6 +389,11 @@ class MatMulMap(LinearMap):
         return weight * self.connected.to(weight.dtype)
 
 
+def repeated_rows(bias: torch.Tensor, rows: int, batch: int) -> torch.Tensor:
+    """A per-sample bias (batch, …) for ``rows`` = k · batch stacked rows (k events per sample)."""
+    return bias.repeat((rows // batch,) + (1,) * (bias.dim() - 1)) if rows != batch else bias
+
+
 class SoftmaxMap(LinearMap):
     """s = softmax(x) along one per-sample dimension, linearized at the forward value x (the
     Taylor expansion of AttnLRP Prop. 3.1): z = J x + b with J the Jacobian and the remainder
@@ -436,10 +441,7 @@ class SoftmaxMap(LinearMap):
 
     def bias_for(self, z, bias=None):
         bias = self.bias if bias is None else bias
-        if bias is None:
-            return None
-        rows = z.shape[0]
-        return bias.repeat((rows // self.batch,) + (1,) * (bias.dim() - 1)) if rows != self.batch else bias
+        return None if bias is None else repeated_rows(bias, z.shape[0], self.batch)
 
 
 class PlaceMap(LinearMap):
@@ -527,7 +529,4 @@ class PairMap(LinearMap):
 
     def bias_for(self, z, bias=None):
         bias = self.bias if bias is None else bias
-        if bias is None:
-            return None
-        rows = z.shape[0]
-        return bias.repeat((rows // self.batch,) + (1,) * (bias.dim() - 1)) if rows != self.batch else bias
+        return None if bias is None else repeated_rows(bias, z.shape[0], self.batch)

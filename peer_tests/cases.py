@@ -185,3 +185,22 @@ def single_rule(rule: str, model_name: str):
     rules = nrm.RuleMap(by_type={nn.Conv2d: nr(model_name), nn.Linear: dense_n,
                                  nn.AdaptiveAvgPool2d: Epsilon(ZENNIT_EPS)}, first=nf(model_name))
     return rules, composite
+
+
+def seeded_instance(build) -> tuple[nn.Module, torch.Tensor]:
+    """``build()`` → (model, image size), with every weight random of scale 1/√fan-in (biases
+    0.1; ViT's zero-initialized head included), batch norms' running statistics random, in
+    float64, and a seeded batch of two images: the torchvision law tests' instances."""
+    torch.manual_seed(0)
+    model, size = build()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (p.shape[1:].numel() ** -0.5 if p.dim() > 1 else 0.1))
+        for name, buf in model.named_buffers():
+            if name.endswith("running_var"):
+                buf.uniform_(0.5, 1.5, generator=gen)
+            elif name.endswith("running_mean"):
+                buf.normal_(0.0, 0.1, generator=gen)
+    model = model.double().eval()
+    return model, torch.randn(2, 3, size, size, dtype=torch.float64, generator=gen)

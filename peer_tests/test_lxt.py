@@ -183,29 +183,16 @@ def test_lxt_equals_nrm_at_every_block_output(name, attn, variant):
     f · m at nrm's layer of that module's output, ≤ 1e-10 relative."""
     model, x = build(name, attn)
     m = explain(name, model, x, variant, target=target_of(name))
-    kept = {}
-
-    def keep(i):
-        def hook(module, args, output):
-            h = output[0] if isinstance(output, tuple) else output
-            h.retain_grad()
-            kept[i] = h
-        return hook
-
     with peer.patched(name, variant, identity_epsilon=0.0):
         theirs_model = peer.lxt_model(model)
-        layers = theirs_model.get_submodule(BLOCKS[name])
-        handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
-        try:
+        blocks = [f"{BLOCKS[name]}.{i}" for i in range(len(theirs_model.get_submodule(BLOCKS[name])))]
+        with peer.kept_outputs(theirs_model, blocks) as kept:
             peer.relevance(theirs_model, x, target_of(name), causal_lm=causal_lm(name))
-        finally:
-            for h in handles:
-                h.remove()
-    for i in range(len(layers)):
-        theirs = (kept[i] * kept[i].grad).detach()
+    for i, block in enumerate(blocks):
+        theirs = (kept[block] * kept[block].grad).detach()
         # nrm's layer of the block's output: the one whose recorded value is that tensor (its residual sum;
         # LXT's patched norms compute it in another order, so within rounding)
-        h = kept[i].detach()
+        h = kept[block].detach()
         same = [n for n in m.layers if n != "input" and m.activations(n).shape == h.shape
                 and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
         assert same, i
@@ -510,7 +497,8 @@ def test_lxt_explicit_tracer_drops_the_gelu_identity_rule():
     for tracer in (HFTracer, lxt_explicit.leaf_tracer()):
         traced = lxt_explicit.composite().register(copy.deepcopy(model), dummy_inputs={"x": x}, tracer=tracer)
         calls[tracer] = {n.target for n in traced.graph.nodes if n.op == "call_module" and ".mlp.1" in n.target}
-    assert calls[HFTracer] == {"encoder.layers.encoder_layer_0.mlp.1.module", "encoder.layers.encoder_layer_1.mlp.1.module"}
+    assert calls[HFTracer] == {"encoder.layers.encoder_layer_0.mlp.1.module",
+                               "encoder.layers.encoder_layer_1.mlp.1.module"}
     kept = [c for t, c in calls.items() if t is not HFTracer][0]
     assert kept == {"encoder.layers.encoder_layer_0.mlp.1", "encoder.layers.encoder_layer_1.mlp.1"}
     assert relative(ours, lxt_explicit.relevance(model, x, 1, epsilon=0.0)["input"]) <= 1e-10
@@ -518,9 +506,10 @@ def test_lxt_explicit_tracer_drops_the_gelu_identity_rule():
 
 def test_lxt_explicit_stabilizers_are_restored():
     """lxt_explicit.stabilizers restores LXT's defaults on exit (its rules are module-level state)."""
-    from nrm_verify.peers import lxt_explicit
     import lxt.explicit.functional as lf
     import lxt.explicit.rules as rules
+
+    from nrm_verify.peers import lxt_explicit
 
     before = (rules.EpsilonRule.__init__.__defaults__, lf.add2.__defaults__,
               lf.layer_norm_grad_fn.forward.__defaults__, rules.epsilon_lrp)
@@ -537,9 +526,10 @@ def test_lxt_explicit_stabilizer_is_unsigned():
     to rounding, and differs from the signed z + ε s(z) (zennit's, nrm's default) wherever z < 0."""
     import copy
 
-    from nrm_verify.peers import lxt_explicit
     import lxt.explicit.core as core
     import lxt.explicit.rules as rules
+
+    from nrm_verify.peers import lxt_explicit
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Linear(6, 3)).to(D).eval()
@@ -580,10 +570,11 @@ def test_lxt_explicit_softmax_sets_minus_inf_to_zero():
     the mask as finfo.min (finite): the masked score's kernel column is x_i · 0 = 0, the same.
     LXT on the −inf mask equals nrm on the finfo.min mask; without LXT's replacement the
     relevance at the masked scores is NaN."""
-    from nrm_verify.peers import lxt_explicit
     import lxt.explicit.core as core
     import lxt.explicit.functional as lf
     import lxt.explicit.rules as rules
+
+    from nrm_verify.peers import lxt_explicit
 
     x = torch.randn(3, 4, dtype=D, generator=torch.Generator().manual_seed(1))
     ours_model = MaskedSoftmaxNet(torch.finfo(D).min).to(D).eval()

@@ -26,6 +26,7 @@ import sys
 
 import pytest
 import torch
+from cases import seeded_instance
 from torchvision.models import maxvit, swin_transformer, vision_transformer
 
 import nrm
@@ -62,20 +63,7 @@ REFUSED = {"swin_t-shaped": lambda: _swin(False), "swin_v2_t-shaped": lambda: _s
 
 
 def _instance(build):
-    torch.manual_seed(0)
-    model, size = build()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():  # ViT's head is zero at init: every weight random, of scale 1/√fan-in
-            p.copy_(torch.randn(p.shape, generator=gen) * (p.shape[1:].numel() ** -0.5 if p.dim() > 1 else 0.1))
-        for name, buf in model.named_buffers():
-            if name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5, generator=gen)
-            elif name.endswith("running_mean"):
-                buf.normal_(0.0, 0.1, generator=gen)
-    model = model.double().eval()
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=gen)
-    return model, x
+    return seeded_instance(build)
 
 
 RULES = {"LRP-0": nrm.rules.Zero(), "epsilon": nrm.rules.Epsilon(0.01),

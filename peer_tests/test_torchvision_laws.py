@@ -19,7 +19,7 @@ applicable", saying why, on the branched ones.
 from __future__ import annotations
 
 import pytest
-import torch
+from cases import seeded_instance
 from torch import nn
 from torchvision.models import (
     convnext,
@@ -113,20 +113,7 @@ CHAINS = ("vgg",)
 
 
 def _instance(family: str):
-    torch.manual_seed(0)
-    model, size = FAMILIES[family]()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():  # weights of a scale that keeps every layer's values O(1)
-            p.copy_(torch.randn(p.shape, generator=gen) * (p.shape[1:].numel() ** -0.5 if p.dim() > 1 else 0.1))
-        for name, buf in model.named_buffers():
-            if name.endswith("running_var"):
-                buf.uniform_(0.5, 1.5, generator=gen)
-            elif name.endswith("running_mean"):
-                buf.normal_(0.0, 0.1, generator=gen)
-    model = model.double().eval()
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, generator=gen)
-    return model, x
+    return seeded_instance(FAMILIES[family])
 
 
 def _carrying(m: nrm.Measure, names: list[str]) -> str:

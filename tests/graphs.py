@@ -133,3 +133,8 @@ def case(name: str, seed: int = 0):
     g = graph(seed)
     kwargs = {k: getattr(g, k) for k in keys}
     return model, g, kwargs
+
+
+def held(result) -> None:
+    """Assert a law result holds (its own text says why when it does not)."""
+    assert result.holds is True, str(result)

@@ -334,3 +334,12 @@ def assert_matches(engine, exact, scale: float, what: str, rel: float = 1e-9) ->
     got = torch.as_tensor(engine, dtype=DTYPE).reshape(expected.shape)
     err = float((got - expected).abs().max()) if expected.numel() else 0.0
     assert err <= rel * scale, f"{what}: max error {err:.3e} > {rel:.0e}·{scale:.3g}\nengine {got}\nexact  {expected}"
+
+
+def seeded(module: nn.Module, seed: int, scale: float = 0.7) -> nn.Module:
+    """``module`` with every parameter drawn N(0, scale²) in float64 from ``seed``, in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * scale)
+    return module.eval()

@@ -16,6 +16,7 @@ import contextlib
 import math
 from fractions import Fraction
 
+import nets
 import numpy as np
 import pytest
 import torch
@@ -45,14 +46,6 @@ def theta(value):
         nrm.layers.register(MatMul())
 
 
-def _seeded(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
-    return module.eval()
-
-
 class Products(nn.Module):
     """O = A · V with A, V the two halves of the input itself (so the factors' values are exact)."""
 
@@ -80,7 +73,7 @@ class Head(nn.Module):
 
 
 def _head(seed=0, batch=1):
-    model = _seeded(Head().double(), seed)
+    model = nets.seeded(Head().double(), seed)
     x = torch.randn((batch, 3, 3), generator=torch.Generator().manual_seed(seed + 100), dtype=D)
     return model, x
 
@@ -151,7 +144,7 @@ def test_softmax_kernel_is_attnlrp_prop_3_1_exactly():
 def test_softmax_relevance_is_attnlrp_equation_9():
     """As relevance: R_i = x_i (R_i^out − s_i Σ_j R_j^out) (AttnLRP eq. 9), the engine against it."""
     model = nn.Sequential(SoftmaxOfInput(), nn.Linear(6, 2)).double().eval()
-    _seeded(model, 7)
+    nets.seeded(model, 7)
     x = torch.randn((2, 2, 3), generator=torch.Generator().manual_seed(8), dtype=D)
     m = nrm.explain(model, x, target=1, rules=nrm.rules.Zero())
     R_out = m.relevance("0").reshape(2, 2, 3)
@@ -212,7 +205,7 @@ def test_batch_of_heads_equals_each_sample_alone():
 def test_l9_holds_through_softmax_and_only_detached_through_a_product():
     """LRP-0 through the softmax is Gradient × Input (its W is the Jacobian); a matrix product of
     activations keeps L9 only in its general form (θ A V̄ + (1 − θ) Ā V)."""
-    soft = _seeded(nn.Sequential(nn.Linear(3, 3), nn.Softmax(-1), nn.Flatten(), nn.Linear(6, 2)).double(), 9)
+    soft = nets.seeded(nn.Sequential(nn.Linear(3, 3), nn.Softmax(-1), nn.Flatten(), nn.Linear(6, 2)).double(), 9)
     x = torch.randn((2, 2, 3), generator=torch.Generator().manual_seed(10), dtype=D)
     assert laws.gradient_x_input(soft, x, 0).holds is True
     model, x = _head(seed=4, batch=2)
@@ -268,7 +261,7 @@ def test_softmax_shift_moves_the_real_shares_not_the_absorber():
     """softmax(x + c) = softmax(x), but the kernel is a Taylor expansion at x: the real shares move
     by c (δ_ij − s_i) (a column sum of 0) and ⊥'s share 1 − x_j + Σ_i s_i x_i does not. Measured,
     not forced: the input marginal changes by c (R_i − s_i Σ_j R_j) / f."""
-    model = _seeded(nn.Sequential(SoftmaxOfInput(), nn.Linear(6, 2)).double(), 12)
+    model = nets.seeded(nn.Sequential(SoftmaxOfInput(), nn.Linear(6, 2)).double(), 12)
     x = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(13), dtype=D)
     c = 0.75
     m, shifted = nrm.explain(model, x, target=0), nrm.explain(model, x + c, target=0)
@@ -284,7 +277,7 @@ def test_softmax_shift_moves_the_real_shares_not_the_absorber():
 def test_gnn_lrp_reference_says_a_softmax_is_not_affine():
     """The GNN-LRP reference reads affine maps from the recorded operation on the unit basis; a
     softmax is linear only at its forward value, so L15 is not applicable (not a wrong number)."""
-    model = _seeded(nn.Sequential(nn.Linear(3, 3), nn.Softmax(-1), nn.Flatten(), nn.Linear(6, 2)).double(), 14)
+    model = nets.seeded(nn.Sequential(nn.Linear(3, 3), nn.Softmax(-1), nn.Flatten(), nn.Linear(6, 2)).double(), 14)
     x = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(15), dtype=D)
     result = laws.walk_relevance(model, x, 0, {"1": [0]})
     assert result.holds is None and "not an affine operation" in result.detail
@@ -315,7 +308,7 @@ class Batched(nn.Module):
 
 @pytest.mark.parametrize("rules", [None, nrm.rules.Epsilon(0.1)], ids=repr)
 def test_bmm_and_tensor_matmul_are_read(rules):
-    model = _seeded(Batched().double(), 16)
+    model = nets.seeded(Batched().double(), 16)
     x = torch.randn((1, 3, 2), generator=torch.Generator().manual_seed(17), dtype=D)
     m = agree(model, x, 0, rules)
     assert [b.producer.layer_kind.name for b in m.network.blocks[1:]].count("MatMul") == 2

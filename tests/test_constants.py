@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
+import nets
 import numpy as np
 import pytest
 import torch
@@ -32,14 +33,6 @@ from nrm_verify.references.explicit import reference_lrp
 pytestmark = pytest.mark.usefixtures("single_thread")
 D = torch.float64
 RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25), nrm.presets.EpsilonPlus()]
-
-
-def _seeded(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
-    return module.eval()
 
 
 def _fractions(t) -> np.ndarray:
@@ -82,7 +75,7 @@ class Token(nn.Module):
 def test_add_constant_kernel_sends_the_constant_share_to_the_absorber_exactly(reverse):
     """z = s x + c: q(x_k | z_k) = s x_k / z_k, q(⊥ | z_k) = c_k / z_k under LRP-0, in fractions;
     every column sums to one; no edge across neurons."""
-    model = _seeded(PlusConstant((2, 3), reverse), 1)
+    model = nets.seeded(PlusConstant((2, 3), reverse), 1)
     x = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(2), dtype=D)
     q, qbot = _kernel(model, x)
     xs, c = _fractions(x), _fractions(model.c.detach())
@@ -96,7 +89,7 @@ def test_add_constant_kernel_sends_the_constant_share_to_the_absorber_exactly(re
 
 
 def test_add_constant_under_epsilon_divides_by_the_stabilized_sum():
-    model = _seeded(PlusConstant((4,)), 3)
+    model = nets.seeded(PlusConstant((4,)), 3)
     x = torch.randn((1, 4), generator=torch.Generator().manual_seed(4), dtype=D)
     q, qbot = _kernel(model, x, nrm.rules.Epsilon(0.1))
     xs, c, eps = _fractions(x), _fractions(model.c.detach()), Fraction(0.1)
@@ -108,7 +101,7 @@ def test_add_constant_under_epsilon_divides_by_the_stabilized_sum():
 
 def test_class_token_is_wholly_absorbed_and_the_copies_pass_unchanged():
     """cat([t, x]): q(x_j | z_k) = 1 for the copy k of x_j, q(⊥ | z_c) = 1 for a token neuron."""
-    model = _seeded(Token(2), 5)
+    model = nets.seeded(Token(2), 5)
     x = torch.randn((1, 2, 2), generator=torch.Generator().manual_seed(6), dtype=D)
     q, qbot = _kernel(model, x)
     for c in range(2):  # the token: the first two output neurons
@@ -148,7 +141,7 @@ class TinyViT(nn.Module):
 
 
 def _tiny(seed=0, batch=1):
-    model = _seeded(TinyViT().double(), seed)
+    model = nets.seeded(TinyViT().double(), seed)
     x = torch.randn((batch, 2, 2), generator=torch.Generator().manual_seed(seed + 100), dtype=D)
     return model, x
 
@@ -206,7 +199,7 @@ def test_l9_holds_through_constants():
     gradient × input at every layer (the constants' shares are their ⊥)."""
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), PlusConstant((2, 3)), Token(3), nn.Flatten(),
                           nn.Linear(9, 2)).double()
-    model = _seeded(model, 7)
+    model = nets.seeded(model, 7)
     x = torch.randn((2, 2, 3), generator=torch.Generator().manual_seed(8), dtype=D)
     result = laws.gradient_x_input(model, x, [0, 1], tol=1e-12)
     assert result.holds is True, str(result)
@@ -302,7 +295,7 @@ def test_a_concatenation_of_one_tensor_alone_is_the_index_map_cat():
         def forward(self, x):
             return self.out(torch.cat([torch.relu(self.lin(x))], 1))
 
-    model = _seeded(One().double(), 3)
+    model = nets.seeded(One().double(), 3)
     m = nrm.explain(model, torch.randn(2, 3, dtype=D, generator=torch.Generator().manual_seed(4)), target=0)
     kinds = [b.producer.layer_kind.name for b in m.network.blocks[1:]]
     assert kinds == ["Dense", "Cat", "Dense"], kinds  # the index map Cat, not CatConstant (a linear layer)

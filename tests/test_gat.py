@@ -57,10 +57,6 @@ def wrapped(name, seed=0):
     return m, g.x.unsqueeze(0), min(1, rows - 1) * classes + 1, g
 
 
-def _held(result):
-    assert result.holds is True, str(result)
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_every_operation_is_read_and_the_edge_softmax_is_a_kernel(name):
     model, x, _, _ = wrapped(name)
@@ -86,7 +82,7 @@ def test_engine_equals_exact_oracle_and_explicit_reference_at_every_layer(name, 
         m = nrm.explain(model, x, target, rules=RULES[rule], check="full")
         exact, bottom = ExactGraph(model, x, RULES[rule]).marginals(target)
         compared = compare_layers(m, exact, bottom, reference_lrp(model, x, target, RULES[rule]))
-        _held(laws.normalization(m))
+        graphs.held(laws.normalization(m))
     assert compared >= 10
     assert torch.allclose(m.f, model(x).reshape(1, -1)[:, target], rtol=0, atol=1e-12)
 
@@ -102,11 +98,11 @@ def test_laws_l2_to_l7_and_l18_with_node_events(name, how):
         node_layers = [n for n in names if len(m.layer_shape(n)) == 2 and m.layer_shape(n)[0] == x.shape[1]]
         lo, hi = node_layers[0], node_layers[-1]
         a, b = At(lo, nodes=[0, 2]), At(hi, nodes=[1, x.shape[1] - 1])  # the last node is isolated
-        _held(laws.column_sums(m))
+        graphs.held(laws.column_sums(m))
         for result in (laws.additivity(m, a, b), laws.marginalization(m, lo, b), laws.joint_marginals(m, lo, hi),
                        laws.multiplicative(m, a, b), laws.bayes(m, a, b), laws.total_measure(m, b, lo)):
             assert result.holds is not False, str(result)
-        _held(laws.modularity(m, model, x, target, rule))
+        graphs.held(laws.modularity(m, model, x, target, rule))
 
 
 @pytest.mark.parametrize("how", MODES)
@@ -117,7 +113,7 @@ def test_lrp_zero_is_gradient_times_input_with_the_gates_detached(name, how):
     applicable (the model multiplies activations) and says so."""
     model, x, target, _ = wrapped(name)
     with mode(how):
-        _held(laws.gradient_x_input(model, x, target, detached=True))
+        graphs.held(laws.gradient_x_input(model, x, target, detached=True))
         assert laws.gradient_x_input(model, x, target).holds is None
 
 

@@ -45,10 +45,6 @@ def wrapped(name, seed=0):
     return m, g.x.unsqueeze(0), node * classes + 1, g
 
 
-def _held(result):
-    assert result.holds is True, str(result)
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_every_operation_of_the_model_is_read_by_a_kind(name):
     model, x, target, _ = wrapped(name)
@@ -67,25 +63,25 @@ def test_laws_l1_to_l7_and_l18_with_node_events(name, rule):
     node_layers = [n for n in names if len(m.layer_shape(n)) == 2 and m.layer_shape(n)[0] == x.shape[1]]
     lo, hi = node_layers[0], node_layers[-1]
     a, b = At(lo, nodes=[0, 2]), At(hi, nodes=[1, x.shape[1] - 1])  # the last node is isolated
-    _held(laws.normalization(m))  # L1 at every layer
-    _held(laws.column_sums(m))
+    graphs.held(laws.normalization(m))  # L1 at every layer
+    graphs.held(laws.column_sums(m))
     for result in (laws.additivity(m, a, b), laws.marginalization(m, lo, b), laws.joint_marginals(m, lo, hi),
                    laws.multiplicative(m, a, b), laws.bayes(m, a, b), laws.total_measure(m, b, lo)):
         assert result.holds is not False, str(result)
-    _held(laws.modularity(m, model, x, target, RULES[rule]))  # L18: explicit LRP on the original graph
+    graphs.held(laws.modularity(m, model, x, target, RULES[rule]))  # L18: explicit LRP on the original graph
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_the_exact_rational_oracle(name):
     model, x, target, _ = wrapped(name)
     for rule in ("zero", "gamma"):
-        _held(laws.exact_oracle(model, x, target, RULES[rule]))
+        graphs.held(laws.exact_oracle(model, x, target, RULES[rule]))
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_lrp_zero_is_gradient_times_input(name):
     model, x, target, _ = wrapped(name)
-    _held(laws.gradient_x_input(model, x, target))
+    graphs.held(laws.gradient_x_input(model, x, target))
 
 
 def test_an_isolated_node_gets_relevance_only_from_its_own_output():
@@ -159,7 +155,7 @@ def test_node_walks_are_gnn_lrp_walk_relevances(rule):
     checked = 0
     for walk in walks[::5]:
         result = laws.walk_relevance(model, x, target, _gcn_walk_event(m, walk), rules)
-        _held(result)
+        graphs.held(result)
         checked += 1
     assert checked >= 9
 
@@ -203,7 +199,7 @@ def test_node_walks_on_branched_layers_are_nested_masking_walk_relevances(name, 
     assert float(R[n - 1].abs().max()) == 0.0  # the isolated node starts no walk to another node
     for i0, i1 in top + [(1, 1), (n - 1, 0)]:
         event = _walk_event(layers, (i0, i1, end))
-        _held(laws.walk_relevance(model, x, target, event, rules))
+        graphs.held(laws.walk_relevance(model, x, target, event, rules))
         expected = gnnlrp.walk_relevance(model, x, target, event, rules)
         assert abs(float(R[i0, i1]) - float(expected)) <= 1e-10 * max(1.0, float(m.f.abs())), (i0, i1)
 
@@ -445,8 +441,8 @@ def test_one_graph_pooled_without_a_batch_vector(pool):
             nrm.gnn.explain(model, g.x, g.edge_index, target=1)
         return
     m = nrm.gnn.explain(model, g.x, g.edge_index, target=1)
-    _held(laws.normalization(m))
-    _held(laws.gradient_x_input(OnGraph(model, g.edge_index), g.x.unsqueeze(0), 1))
+    graphs.held(laws.normalization(m))
+    graphs.held(laws.gradient_x_input(OnGraph(model, g.edge_index), g.x.unsqueeze(0), 1))
 
 
 # -- GCNConv read whole, as GNN-LRP's layer Â ⊗ W (opt-in) -------------------------------------
@@ -467,14 +463,14 @@ def test_gcn_read_whole_keeps_every_law(gcn_layer, name, rule):
     m = nrm.explain(model, x, target, rules=rules, check="full")
     whole = [n for n in m.canonical_names() if n.endswith(("conv1", "conv2", "module_0"))]
     assert whole and all(m.network.blocks[m.layer_index(n)].producer.layer_kind is gcn_layer for n in whole)
-    _held(laws.normalization(m))
-    _held(laws.modularity(m, model, x, target, rules))  # the explicit reference applies the rule to Â ⊗ W itself
-    _held(laws.exact_oracle(model, x, target, rules))
+    graphs.held(laws.normalization(m))
+    graphs.held(laws.modularity(m, model, x, target, rules))  # the explicit reference applies the rule to Â ⊗ W itself
+    graphs.held(laws.exact_oracle(model, x, target, rules))
     first, second = whole[0], whole[1] if len(whole) > 1 else whole[0]  # GraphConv's branches: on the traced graph
     walk = At("input", nodes=[0]) & At(first, nodes=[1]) & At(second, nodes=[min(1, m.layer_shape(second)[0] - 1)])
-    _held(laws.walk_relevance(model, x, target, walk, rules))
+    graphs.held(laws.walk_relevance(model, x, target, walk, rules))
     if rule == "zero":
-        _held(laws.gradient_x_input(model, x, target))
+        graphs.held(laws.gradient_x_input(model, x, target))
 
 
 def _schnake_gamma(A, W, x, node, feature, gamma):
@@ -513,7 +509,7 @@ def test_gcn_read_whole_refuses_rules_it_cannot_split_and_negative_weights_under
     with pytest.raises(GraphError, match="negative normalized edge weights"):
         nrm.gnn.explain(model, g.x, g.edge_index, w, target=0, node=1, rules=nrm.rules.Gamma(0.25))
     m = nrm.gnn.explain(model, g.x, g.edge_index, w, target=0, node=1, rules=nrm.rules.Epsilon(0.1))
-    _held(laws.normalization(m))
+    graphs.held(laws.normalization(m))
 
 
 def test_check_layer_passes_gcn_read_whole():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from fractions import Fraction
 
+import nets
 import pytest
 import torch
 from agreement import agree
@@ -37,14 +38,6 @@ def split(how: str):
         yield
     finally:
         nrm.layers.register(Multiply())
-
-
-def _seeded(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * 0.7)
-    return module.eval()
 
 
 class SE(nn.Module):
@@ -90,7 +83,7 @@ class Triple(nn.Module):
 
 
 def _case(cls, seed=0, shape=(2, 4, 4), **kw):
-    model = _seeded(cls(**kw).double(), seed)
+    model = nets.seeded(cls(**kw).double(), seed)
     x = torch.randn((1,) + shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed + 100))
     return model, x
 
@@ -184,7 +177,7 @@ def test_association_law(how, gates):
     With gates (a and c sigmoids, b the signal) both associations flatten to one product with
     one signal."""
     left, x = _case(Triple, seed=5, shape=(3,), left=True, gates=gates)
-    right = _seeded(Triple(left=False, gates=gates).double(), 5)
+    right = nets.seeded(Triple(left=False, gates=gates).double(), 5)
     with split(how):
         ml, mr = agree(left, x, 1), agree(right, x, 1)
     result = laws.association(ml, mr, ["input", "a", "b", "c"])

@@ -158,6 +158,23 @@ class MatMul(Linear):
         return f"nrm.layers.{self.name}(theta={self.theta})"
 
 
+
+def softmax_exact(x: np.ndarray, s: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The softmax's linearization in fractions (AttnLRP Prop. 3.1), over flat inputs ``x`` and
+    outputs ``s`` whose normalization groups are ``groups`` (index arrays): W, structure, bias::
+
+        W[i, j] = s_j (δ_ij − s_i)  (i, j in one group),   b_j = s_j − Σ_i x_i W[i, j]
+    """
+    N = x.size
+    W, S, bias = zeros_object((N, N)), np.zeros((N, N), bool), zeros_object(N)
+    for group in groups:
+        for j in group:
+            for i in group:
+                W[i, j] = s[j] * ((1 if i == j else 0) - s[i])
+                S[i, j] = True
+            bias[j] = s[j] - sum((x[i] * W[i, j] for i in group), Fraction(0))
+    return W, S, bias
+
 class Softmax(Linear):
     """``F.softmax``, ``torch.softmax``, ``Tensor.softmax`` (``nn.Softmax``) along one per-sample
     dimension, linearized at the forward value (AttnLRP, Achtibat et al., ICML 2024, Prop. 3.1):
@@ -223,15 +240,7 @@ class Softmax(Linear):
         N = x.size
         index = np.arange(N).reshape(shape)
         groups = np.moveaxis(index, d, -1).reshape(-1, shape[d])
-        W, S = zeros_object((N, N)), np.zeros((N, N), bool)
-        xf, sf, bias = x.reshape(-1), s.reshape(-1), zeros_object(N)
-        for group in groups:
-            for j in group:
-                for i in group:
-                    W[i, j] = sf[j] * ((1 if i == j else 0) - sf[i])
-                    S[i, j] = True
-                bias[j] = sf[j] - sum((xf[i] * W[i, j] for i in group), Fraction(0))
-        return ExactMap(W, S, bias, shape)
+        return ExactMap(*softmax_exact(x.reshape(-1), s.reshape(-1), groups), shape)
 
     def examples(self):
         return [(nn.Softmax(dim=-1).eval(), (2, 3)), (nn.Softmax(dim=1).eval(), (3, 2))]

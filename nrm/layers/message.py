@@ -23,6 +23,7 @@ from ..errors import GraphError, RuleAssignmentError
 from ..linear import LinearMap, PairMap
 from ..markers import Aggregate
 from ..recorded import Value
+from .attention import softmax_exact
 from .base import ExactMap, Linear, Reshape, to_fractions, zeros_object
 
 
@@ -505,15 +506,7 @@ class SegmentSoftmax(Linear):
         shape = tuple(a.shape[1:])
         s = segment_softmax(a.double(), call.arg(1, "index").to(a.device), call.arg(2, "num_segments"))
         x, s = to_fractions(a[0]).reshape(-1), to_fractions(s[0]).reshape(-1)
-        n = x.size
-        W, S, bias = zeros_object((n, n)), np.zeros((n, n), bool), zeros_object(n)
-        for group in self.groups(call):
-            for j in group:
-                for i in group:
-                    W[i, j] = s[j] * ((1 if i == j else 0) - s[i])
-                    S[i, j] = True
-                bias[j] = s[j] - sum((x[i] * W[i, j] for i in group), Fraction(0))
-        return ExactMap(W, S, bias, shape)
+        return ExactMap(*softmax_exact(x, s, self.groups(call)), shape)
 
     def examples(self):
         return [(EdgeSoftmax().eval(), (5, 2))]

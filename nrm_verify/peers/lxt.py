@@ -149,6 +149,27 @@ def patched(name: str, variant: str = "attnlrp", identity_epsilon: float | None 
             shared[key] = value
 
 
+@contextlib.contextmanager
+def kept_outputs(model: nn.Module, names) -> Iterator[dict[str, torch.Tensor]]:
+    """{name: the output of the submodule ``name``} (its first element when it returns a tuple),
+    each retaining its gradient, filled while the context is open; the hooks go on exit."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            h.retain_grad()
+            kept[name] = h
+        return hook
+
+    handles = [model.get_submodule(n).register_forward_hook(keep(n)) for n in names]
+    try:
+        yield kept
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def logits(model: nn.Module, x: torch.Tensor, causal_lm: bool | None = True) -> torch.Tensor:
     """The logits explained: at the last position of a causal LM (``causal_lm=True``), of a
     ``transformers`` classifier (False), both given ``inputs_embeds=x``; of an image model (None,
@@ -208,29 +229,17 @@ class LXTExplainer(Explainer):
                                                                             causal_lm)
 
     def relevance(self, model, x, target, layers):
-        kept: dict[str, torch.Tensor] = {}
-
-        def keep(name):
-            def hook(module, args, output):
-                h = output[0] if isinstance(output, tuple) else output
-                h.retain_grad()
-                kept[name] = h
-            return hook
-
         x = x.detach().clone().requires_grad_(True)
         targets = torch.as_tensor(target).expand(x.shape[0])
         with patched(self.family, self.variant, self.identity_epsilon):
             model = lxt_model(model)
-            handles = [model.get_submodule(n).register_forward_hook(keep(n)) for n in layers or []]
-            try:
+            with kept_outputs(model, layers or []) as kept:
                 out = logits(model, x, None if self.family == "vit" else self.causal_lm)
                 out[torch.arange(x.shape[0]), targets].sum().backward()
-            finally:
-                for h in handles:
-                    h.remove()
         result = {"input": (x * x.grad).detach()}
         result.update({n: (h * h.grad).detach() for n, h in kept.items()})
         return result
 
 
-__all__ = ["IDENTITY_EPSILON", "VARIANTS", "FAMILIES", "family", "lxt_model", "patched", "logits", "relevance", "conventions", "LXTExplainer"]
+__all__ = ["IDENTITY_EPSILON", "VARIANTS", "FAMILIES", "family", "lxt_model", "patched", "kept_outputs", "logits",
+           "relevance", "conventions", "LXTExplainer"]

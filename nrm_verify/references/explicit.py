@@ -1110,25 +1110,29 @@ def reference_masked(model: nn.Module, x: torch.Tensor, target, rules, layer: st
     return graph.result(R, absorbed, pending, leaked, f)
 
 
+def atom_neurons(atom, shape: tuple) -> torch.Tensor:
+    """The real neurons an event atom selects in one sample's layer of ``shape``, as a flat
+    boolean mask (its ⊥ and its complement are the caller's to read)."""
+    n = _numel(shape)
+    if atom.selector == "all":
+        return torch.ones(n, dtype=torch.bool)
+    if atom.selector == "mask":
+        return atom.mask.reshape(-1).clone()
+    mask = torch.zeros(n, dtype=torch.bool)
+    if atom.selector == "index":
+        mask[list(atom.values)] = True
+    elif atom.selector == "channels":
+        mask = mask.reshape(shape[0], -1)
+        mask[list(atom.values)] = True
+        mask = mask.reshape(-1)
+    return mask
+
+
 def _atom_mask(graph: _Graph, atom) -> tuple[str, torch.Tensor]:
     """(node, mask over one sample's neurons) of an event atom; ⊥ kept, a complement and
     ``parallel=True`` are refused (the branched reference masks a node's own real neurons)."""
     node = graph.resolve(atom.layer)
-    shape = graph.nodes[node].shape
-    n = _numel(shape)
-    if atom.selector == "all":
-        mask = torch.ones(n, dtype=torch.bool)
-    elif atom.selector == "none":
-        mask = torch.zeros(n, dtype=torch.bool)
-    elif atom.selector == "index":
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[list(atom.values)] = True
-    elif atom.selector == "channels":
-        mask = torch.zeros(n, dtype=torch.bool).reshape(shape[0], -1)
-        mask[list(atom.values)] = True
-        mask = mask.reshape(-1)
-    else:
-        mask = atom.mask.reshape(-1).clone()
+    mask = atom_neurons(atom, graph.nodes[node].shape)
     if atom.negated or atom.parallel:
         raise ValueError(f"the event has {'a complement' if atom.negated else 'parallel=True'} at {atom.layer!r}: it "
                          "admits the walks that bypass the layer's node, which nested masking on a branched graph "

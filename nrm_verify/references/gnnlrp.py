@@ -53,7 +53,13 @@ from nrm.graph import ProperFFNN, rule_types
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
 from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel
-from nrm_verify.references.explicit import apply_recorded, nested_masking, structural_parameters, with_constants
+from nrm_verify.references.explicit import (
+    apply_recorded,
+    atom_neurons,
+    nested_masking,
+    structural_parameters,
+    with_constants,
+)
 
 
 class UnsupportedModelError(ValueError):
@@ -337,7 +343,7 @@ def _masks(fw: Forward, walks, depth: int) -> list[dict[int, tuple[torch.Tensor,
         return mask, bot
 
     if isinstance(walks, Event):
-        return [(coeff, _cylinder_masks(fw, cyl, sizes)) for cyl, coeff in walks.cylinders()]
+        return [(coeff, _cylinder_masks(fw, cyl)) for cyl, coeff in walks.cylinders()]
     if isinstance(walks, Mapping):
         out: dict[int, tuple[torch.Tensor, bool]] = {}
         for layer, chosen in walks.items():
@@ -353,24 +359,11 @@ def _masks(fw: Forward, walks, depth: int) -> list[dict[int, tuple[torch.Tensor,
     return [(1, {l: neurons(l, n) for l, n in enumerate(walk)})]
 
 
-def _cylinder_masks(fw: Forward, cylinder, sizes) -> dict[int, tuple[torch.Tensor, bool]]:
+def _cylinder_masks(fw: Forward, cylinder) -> dict[int, tuple[torch.Tensor, bool]]:
     out: dict[int, tuple[torch.Tensor, bool]] = {}
     for atom in cylinder:
         l, shape = fw.names[atom.layer]
-        n = sizes[l]
-        if atom.selector == "all":
-            mask = torch.ones(n, dtype=torch.bool)
-        elif atom.selector == "none":
-            mask = torch.zeros(n, dtype=torch.bool)
-        elif atom.selector == "index":
-            mask = torch.zeros(n, dtype=torch.bool)
-            mask[list(atom.values)] = True
-        elif atom.selector == "channels":
-            mask = torch.zeros(n, dtype=torch.bool).reshape(shape[0], -1)
-            mask[list(atom.values)] = True
-            mask = mask.reshape(-1)
-        else:
-            mask = atom.mask.reshape(-1).clone()
+        mask = atom_neurons(atom, shape)
         bot = atom.absorber
         if atom.negated:  # {X_l ∉ S}: the other neurons, ⊥ unless S holds it
             mask, bot = ~mask, not bot
