@@ -93,7 +93,7 @@ class Decoder(nn.Module):
             scores = scores.masked_fill(~self.keep, float("-inf"))
         elif self.mask == "add-inf":
             scores = scores + torch.zeros(T, T, dtype=D).masked_fill(~self.keep, float("-inf"))
-        elif self.mask == "gpt2":  # GPT-2's eager path: where(causal, s, finfo.min) + a finfo.min mask overflows to −inf
+        elif self.mask == "gpt2":  # GPT-2's eager path: where(causal, s, finfo.min) + finfo.min overflows to −inf
             scores = torch.where(self.keep, scores, torch.finfo(D).min)
             scores = scores + torch.zeros(T, T, dtype=D).masked_fill(~self.keep, torch.finfo(D).min)
         else:

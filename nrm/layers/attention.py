@@ -179,8 +179,9 @@ class Softmax(Linear):
     c (δ_ij − s_i), ⊥'s share does not. A masked input (x = −∞) is recorded as the finite
     mask value ``finfo.min``: s_i = 0 exactly, so q(x_i | s_j) = 0 and its column goes to ⊥; a
     row masked everywhere (−∞: torch gives NaN; ``finfo.min``: uniform, but shares of size
-    finfo.min) is refused (:meth:`mask_refusal`; ``docs/attention.md``, Masks). Exact form: s and x as their float64 values in fractions, W and
-    b computed from them exactly (so z = s in the oracle).
+    finfo.min) is refused (:meth:`mask_refusal`; ``docs/attention.md``, Masks). Exact form: s
+    and x as their float64 values in fractions, W and b computed from them exactly (so z = s in
+    the oracle).
     """
 
     functions = (F.softmax, torch.softmax, torch.Tensor.softmax)

@@ -175,7 +175,8 @@ class MHADecomposition:
         """attn_mask and key_padding_mask as one additive mask of (1 or B, 1 or h, L, S), as torch merges
         them: a boolean mask is −inf where True (not allowed), a float mask is added as given::
 
-            mask = attn_mask (L, S) → (1, 1, L, S), or (B·h, L, S) → (B, h, L, S);  + key_padding_mask (B, S) → (B, 1, 1, S)
+            mask = attn_mask (L, S) → (1, 1, L, S), or (B·h, L, S) → (B, h, L, S)
+                   + key_padding_mask (B, S) → (B, 1, 1, S)
         """
         q, k = a["query"], a["key"]
         B, L, S = q.shape[0], q.shape[1], k.shape[1]
