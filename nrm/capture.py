@@ -53,6 +53,8 @@ from .errors import (
     UnsupportedOperationError,
 )
 from .layers import REGISTRY, base_name
+from .layers.constants import masked
+from .layers.elementwise import HALF
 from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of
 from .recorded import Piece, Value, dispatch_name
 
@@ -128,6 +130,8 @@ class Call:
     in_dtypes: list[torch.dtype] = field(default_factory=list)
     refusal: str | None = None  # why no kind reads it (None when a kind does, or none is declared)
     owned: bool = False  # the one operation of its module's call (named by the module)
+    masked: bool = False  # its −inf outputs (masked scores) are recorded as finfo.min
+    computed_in: torch.dtype | None = None  # the model's dtype when :func:`upcast` widened the record
 
     @property
     def output(self) -> torch.Tensor:
@@ -509,6 +513,10 @@ class _Recorder(TorchFunctionMode):
         if whole:
             call.name, call.owned = frame.name, True
         call.kind, call.refusal = self.kinds.resolve(call)
+        if getattr(call.kind, "masks", False):  # a masked score (−inf) is recorded as finfo.min (docs/attention.md)
+            kept = call.outputs
+            call.outputs = [masked(t) if t is not None else None for t in kept]
+            call.masked = any(t is not u for t, u in zip(call.outputs, kept))
         self.calls.append(call)
         if frame is not None and not whole:
             frame.direct.append(index)
@@ -633,9 +641,65 @@ def capture(model: nn.Module, x: torch.Tensor, *, output: Callable[[Any], torch.
             "or the result of an operation outside torch's Python API, such as a C++ extension); nrm explains "
             "outputs computed from the input by torch operations")
     _name_functional_calls(recorder.calls, recorder.module_calls)
+    _confine_masks(recorder.calls, entry[0])
     return Captured(model, recorder.input if recorder.input is not None else x, recorder.calls, entry[0],
                     selected, recorder.module_outputs,
                     [(w, t, v) for w, t, v in recorder.constants.values()])
+
+
+
+
+def upcast(captured: Captured, dtype: torch.dtype = torch.float32) -> Captured:
+    """The record of a bfloat16 or float16 model (or one with half-precision values among its
+    own, :data:`nrm.layers.elementwise.HALF`) in ``dtype`` (float32), in place: the input, every
+    recorded value and every floating constant a call read (parameters, masks, position tables;
+    one copy per tensor) are widened exactly — each half-precision number is a float32 number —
+    so the kernels are built and the relevance accumulated in float32 from the model's own
+    half-precision values (``call.computed_in`` keeps the model's dtype, for the map checks'
+    tolerance). A record in another dtype is returned unchanged."""
+    if captured.input.dtype not in HALF and not any(t is not None and t.dtype in HALF
+                                                     for call in captured.calls for t in call.outputs):
+        return captured
+    copies: dict[int, torch.Tensor] = {}
+
+    def widen(t):
+        if not isinstance(t, torch.Tensor) or t.dtype not in HALF:
+            return t
+        if id(t) not in copies:
+            copies[id(t)] = t.detach().to(dtype)
+        return copies[id(t)]
+
+    captured.input = widen(captured.input)
+    for call in captured.calls:
+        call.computed_in = next((t.dtype for t in call.outputs if t is not None and t.dtype in HALF), None)
+        call.outputs = [widen(t) for t in call.outputs]
+        call.args, call.kwargs = _map(call.args, widen), _map(call.kwargs, widen)
+        call.in_dtypes = [dtype if d in HALF else d for d in call.in_dtypes]
+    return captured
+
+
+def _confine_masks(calls: list[Call], output: Value) -> None:
+    """A value with −inf entries (a mask) is recorded as ``finfo.min``; that is the model's value
+    only for a reader that maps both to the same thing — a softmax (exp(−∞) = exp(finfo.min − m) =
+    0) or a further mask (``reads_masks``). Any other reader, or a masked model output, is refused
+    (the call gets no kind and says why)."""
+    why = ("reads a masked value (−inf, which nrm records as finfo.min): only a softmax or a further mask gives "
+           "the same result for both; apply the mask right before the softmax")
+    for call in calls:
+        rows = getattr(call.kind, "mask_refusal", None)
+        if rows is not None and call.inputs and call.inputs[0].node >= 0:
+            v = call.inputs[0]
+            why_rows = rows(call, calls[v.node].outputs[0 if v.item is None else v.item])
+            if why_rows is not None:
+                call.kind, call.refusal = None, why_rows
+        if call.kind is None or getattr(call.kind, "reads_masks", False):
+            continue
+        if any(v.node >= 0 and calls[v.node].masked for v in call.inputs):
+            call.kind, call.refusal = None, why
+    if output.node >= 0 and calls[output.node].masked:
+        calls[output.node].kind = None
+        calls[output.node].refusal = ("returns −inf (a mask) as the model's output; nrm explains finite outputs and "
+                                      "reads −inf only as a mask before a softmax")
 
 
 def _name_functional_calls(calls: list[Call], module_calls: list[str]) -> None:

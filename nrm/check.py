@@ -66,7 +66,9 @@ def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = Fals
     if bias is not None:
         scale = scale + bias.abs()
     deviation = (z - pre).abs()
-    bound = 64 * torch.finfo(a.dtype).eps * scale + torch.finfo(a.dtype).tiny
+    computed_in = getattr(block.producer.call, "computed_in", None)  # a half-precision model's record, widened
+    eps = max(torch.finfo(a.dtype).eps, torch.finfo(computed_in).eps if computed_in is not None else 0.0)
+    bound = 64 * eps * scale + torch.finfo(a.dtype).tiny
     if not bool((deviation <= bound).all()):
         worst = float(deviation.max())
         where = block.producer

@@ -184,8 +184,17 @@ class Engine:
             self.net.raise_nonfinite(step.name)
         if self.check:
             check_map(block, lmap, a, pre, full=self.check == "full")
-        self.pre[l] = pre
+        self.pre[l] = pre if step.call.computed_in is None else self._widened_pre(lmap, a)
         return pre
+
+    @staticmethod
+    def _widened_pre(lmap, a: torch.Tensor) -> torch.Tensor:
+        """z = W a + b in float32 at the widened half-precision input (``nrm.capture.upcast``): the
+        denominators of the layer's kernel, so that its columns sum to one in float32 (the model's
+        own z is that rounded to bfloat16 / float16, which would leave the rounding to no one)."""
+        z = lmap.forward(a, lmap.weight)
+        bias = lmap.bias_for(z) if lmap.bias is not None else None
+        return z if bias is None else z + bias
 
     # -- kernels ---------------------------------------------------------------------
     def kernel(self, l: int) -> PreparedKernel:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import Call, Captured, Value, capture
+from .capture import Call, Captured, Value, capture, upcast
 from .errors import (
     DeviceMismatchError,
     DtypeMismatchError,
@@ -218,6 +218,8 @@ class ProperFFNN:
         except ShapeError:
             diagnose_model_error(model, x)
             raise
+        self.dtype = x.dtype  # the model's; a bfloat16 / float16 record is explained in float32
+        upcast(self.captured)
         self.blocks, self.aliases = _Builder(self.captured).build()
         self.consumers = _consumers(self.blocks)
 

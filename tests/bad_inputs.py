@@ -111,15 +111,15 @@ class Branchy(nn.Module):
 
 
 class PlusInfinity(nn.Module):
-    """Adds the constant −∞ (a constant is a bias, nrm.layers.constants.AddConstant; but every value nrm
-    records is finite)."""
+    """Adds the constant +∞ (a constant is a bias, nrm.layers.constants.AddConstant; nrm reads finite
+    constants and −∞ as a mask, never +∞)."""
 
     def __init__(self):
         super().__init__()
         self.inner = nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.inner(x) + float("-inf")
+        return self.inner(x) + float("inf")
 
 
 class ViewWrite(nn.Module):
@@ -323,7 +323,7 @@ CASES: list[BadInput] = [
     BadInput("unsupported-control-flow", DataDependentControlFlowError,
              ("control flow", "bad_inputs.py", "if x.sum() > 0", "Tensor.__bool__"),
              lambda: (Branchy().eval(), torch.ones(2, 4)), explain()),
-    BadInput("unsupported-constant-addition", UnsupportedOperationError, ("Tensor.add", "−inf", "PlusInfinity"),
+    BadInput("unsupported-constant-addition", UnsupportedOperationError, ("Tensor.add", "+inf", "PlusInfinity"),
              custom_container(PlusInfinity), explain()),
     BadInput("in-place-write-through-a-view", InPlaceViewError,
              ("changed in place through a view", "bad_inputs.py", "return self.out(h)"),

@@ -215,8 +215,13 @@ class Adds(nn.Module):
 
     def forward(self, x):
         h = torch.relu(x)
-        if self.how == "inf":
+        if self.how == "inf":  # −inf is a mask, read only before a softmax: not as the model's output
             return h + torch.tensor([0.0, -math.inf], dtype=h.dtype)
+        if self.how == "plus-inf":
+            return h + torch.tensor([0.0, math.inf], dtype=h.dtype)
+        if self.how == "inf-read":  # a mask read by a linear layer: −inf there is not finfo.min
+            masked = h + torch.tensor([0.0, -math.inf], dtype=h.dtype)
+            return nn.functional.linear(masked, torch.ones(2, 2, dtype=h.dtype))
         if self.how == "per-sample":
             return h + torch.arange(h.shape[0], dtype=h.dtype).reshape(-1, 1)
         if self.how == "enlarges":
@@ -235,7 +240,9 @@ class Adds(nn.Module):
 
 
 @pytest.mark.parametrize("how, words", [
-    ("inf", "−inf, +inf or NaN"),
+    ("inf", "returns −inf (a mask)"),
+    ("plus-inf", "+inf or NaN"),
+    ("inf-read", "reads a masked value"),
     ("per-sample", "one per sample"),
     ("enlarges", "enlarges it"),
     ("two-parts", "several input-derived tensors with constants"),

@@ -162,14 +162,17 @@ class FusedHead(nn.Module):
 class TorchMHA(nn.Module):
     """nn.MultiheadAttention(4, 2) on x (B, 3, 4), a residual, LayerNorm and a dense head."""
 
-    def __init__(self, need_weights=True, batch_first=True, **call):
+    def __init__(self, need_weights=True, batch_first=True, padding=None, **call):
         super().__init__()
         self.attn = nn.MultiheadAttention(4, 2, batch_first=batch_first)
         self.ln, self.head = nn.LayerNorm(4), nn.Linear(12, 2)
-        self.need_weights, self.call = need_weights, call
+        self.need_weights, self.call, self.padding = need_weights, call, padding
 
     def forward(self, x):
-        a, _ = self.attn(x, x, x, need_weights=self.need_weights, **self.call)
+        call = dict(self.call)
+        if self.padding is not None:  # key_padding_mask (B, S): one row, the same for every sample
+            call["key_padding_mask"] = self.padding.expand(x.shape[0], -1)
+        a, _ = self.attn(x, x, x, need_weights=self.need_weights, **call)
         return self.head(self.ln(x + a).flatten(1))
 
 
@@ -182,8 +185,19 @@ def _seeded_model(model, seed=0, batch=1):
     return model, torch.randn((batch, 3, 4), generator=g, dtype=D)
 
 
+CAUSAL = ~torch.ones(3, 3, dtype=torch.bool).tril()  # nn.MultiheadAttention's boolean masks: True = not allowed
+MHA_MASKS = [
+    ("mha-causal-bool", lambda: TorchMHA(attn_mask=CAUSAL)),
+    ("mha-causal-hint", lambda: TorchMHA(attn_mask=CAUSAL, is_causal=True)),
+    ("mha-sdpa-float-inf", lambda: TorchMHA(need_weights=False,
+                                            attn_mask=torch.zeros(3, 3, dtype=D).masked_fill(CAUSAL, float("-inf")))),
+    ("mha-padding-bool", lambda: TorchMHA(padding=torch.tensor([[False, False, True]]))),
+    ("mha-sdpa-padding-float", lambda: TorchMHA(need_weights=False, padding=torch.tensor([[0.0, float("-inf"), 0.5]],
+                                                                                            dtype=D))),
+    ("mha-both", lambda: TorchMHA(attn_mask=CAUSAL, padding=torch.tensor([[False, True, False]]))),
+]
 TORCH_ATTENTION = [("sdpa", FusedHead), ("mha", TorchMHA), ("mha-sdpa", lambda: TorchMHA(need_weights=False)),
-                   ("sdpa-causal", lambda: FusedHead(is_causal=True))]  # masks: tests/test_transformer_parts.py
+                   ("sdpa-causal", lambda: FusedHead(is_causal=True))] + MHA_MASKS  # more: test_transformer_parts.py
 
 
 @pytest.mark.parametrize("name,build", TORCH_ATTENTION, ids=[n for n, _ in TORCH_ATTENTION])
@@ -236,8 +250,8 @@ REFUSED = [
      ("scaled_dot_product_attention", "dropout")),
     ("mha-seq-first", lambda: TorchMHA(batch_first=False), UnsupportedOperationError,
      ("MultiheadAttention at 'attn'", "batch_first=False")),
-    ("mha-mask", lambda: TorchMHA(attn_mask=torch.zeros(3, 3, dtype=D)), UnsupportedOperationError,
-     ("MultiheadAttention at 'attn'", "attn_mask")),
+    ("mha-all-masked", lambda: TorchMHA(attn_mask=CAUSAL, padding=torch.tensor([[True, False, False]])),
+     UnsupportedOperationError, ("MultiheadAttention at 'attn'", "masks every key")),
 ]
 
 
@@ -287,3 +301,84 @@ def test_heads_and_tokens_are_selections_and_head_conditional_token_heatmaps_are
         At("softmax", heads=[0], tokens=[1])
     with pytest.raises(nrm.EventIndexError, match="out of range"):
         m.measure(At("softmax", heads=[5]))
+
+
+# -- precision: bfloat16 and float16 are explained in float32 --------------------------------------
+
+HALF_TOLERANCE = {torch.bfloat16: 5e-2, torch.float16: 1e-2}  # × max |m_input| of the float64 model
+
+
+@pytest.mark.parametrize("dtype", list(HALF_TOLERANCE), ids=str)
+def test_half_precision_is_explained_in_float32(dtype):
+    """A bfloat16 / float16 model and input: the record is widened to float32 (exactly) and the
+    kernels built and accumulated there, so every marginal is float32 and finite, L1 holds to
+    float32 precision (≤ 1e-5; ≈ 5e-8 observed, 2e-3 when it was accumulated in bfloat16), f is the
+    model's output, and the input marginal is the float64 model's within the stated tolerance
+    (the half-precision forward's own rounding; ≈ 1.4e-2 bfloat16, 1.4e-3 float16 observed)."""
+    model, x = _block(2, seed=9, batch=2)
+    want = nrm.explain(model, x, target=1).marginal("input")
+    half, xh = copy.deepcopy(model).to(dtype), x.to(dtype)
+    m = nrm.explain(half, xh, target=1)
+    assert all(m.marginal(n).dtype == torch.float32 and bool(torch.isfinite(m.marginal(n)).all()) for n in m.layers)
+    assert float(laws.normalization(m).deviation) <= 1e-5
+    with torch.no_grad():
+        assert torch.equal(m.f, half(xh)[:, 1].float())
+    assert float((m.marginal("input").double() - want).abs().max()) <= HALF_TOLERANCE[dtype] * float(want.abs().max())
+
+
+class MaskedHead(nn.Module):
+    """One causal head written with masked_fill(−inf) (or also a whole row masked by finfo.min), on x (B, 3, 4)."""
+
+    def __init__(self, how="causal"):
+        super().__init__()
+        self.q, self.k, self.v, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(12, 2)
+        self.how = how
+        self.register_buffer("keep", torch.ones(3, 3, dtype=torch.bool).tril())
+
+    def forward(self, x):
+        s = self.q(x) @ self.k(x).transpose(-1, -2)
+        if self.how == "row":  # the first query masks every key with finfo.min: a uniform row in torch, refused
+            s = s.masked_fill(torch.tensor([[True] * 3, [False] * 3, [False] * 3]), torch.finfo(s.dtype).min)
+        s = s.masked_fill(~self.keep, float("-inf"))
+        return self.head((torch.softmax(s, -1) @ self.v(x)).flatten(1))
+
+
+def _zeroed(how):
+    """Models whose kernels meet zero denominators: zero attention logits, all-zero values, a
+    LayerNorm input with zero variance (a constant token), masked scores (and a finfo.min row)."""
+    if how in ("causal", "row"):
+        model, x = _seeded_model(MaskedHead(how), seed=11)
+        return model, x
+    model, x = _block(2, seed=10)
+    with torch.no_grad():
+        if how == "zero-logits":
+            model.attn.q.weight.zero_(), model.attn.q.bias.zero_()
+        elif how == "zero-values":
+            model.attn.v.weight.zero_(), model.attn.v.bias.zero_()
+        else:  # zero variance: the attention adds nothing and every token is constant over its features
+            model.attn.o.weight.zero_(), model.attn.o.bias.zero_()
+            x = torch.ones_like(x) * torch.tensor([0.5, -1.0, 2.0], dtype=D)[None, :, None]
+    return model, x
+
+
+@pytest.mark.parametrize("dtype", [D, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("how", ["zero-logits", "zero-values", "zero-variance", "causal"])
+def test_zero_and_masked_denominators_give_no_nan_or_inf(how, dtype):
+    """No NaN or Inf anywhere (every layer's marginal and absorbed mass) where a kernel's denominator
+    is zero or a score masked, in float64, float32 and bfloat16; L1 holds (≤ 1e-12 in float64,
+    1e-5 otherwise: float32 accumulation)."""
+    model, x = _zeroed(how)
+    m = nrm.explain(copy.deepcopy(model).to(dtype), x.to(dtype), target=0, rules=nrm.rules.Epsilon(1e-6))
+    for n in m.layers:
+        assert bool(torch.isfinite(m.marginal(n)).all()) and bool(torch.isfinite(m.absorbed(n)).all()), n
+    assert float(laws.normalization(m).deviation) <= (1e-12 if dtype == D else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [D, torch.bfloat16], ids=str)
+def test_a_query_with_every_key_masked_is_refused(dtype):
+    """A softmax row at finfo.min everywhere (torch: uniform) would have shares x_i (δ_ij − s_i) of
+    size finfo.min, which overflow to NaN in float32: refused by name, as a row of −inf is (torch:
+    NaN; tests/test_transformer_parts.py)."""
+    model, x = _zeroed("row")
+    with pytest.raises(UnsupportedOperationError, match="masks every entry of a row"):
+        nrm.explain(copy.deepcopy(model).to(dtype), x.to(dtype), target=0)

@@ -89,6 +89,13 @@ class Decoder(nn.Module):
         scores = q @ k.transpose(-1, -2) / math.sqrt(DH)
         if self.mask == "where":
             scores = torch.where(self.keep, scores, torch.finfo(D).min)
+        elif self.mask == "fill-inf":
+            scores = scores.masked_fill(~self.keep, float("-inf"))
+        elif self.mask == "add-inf":
+            scores = scores + torch.zeros(T, T, dtype=D).masked_fill(~self.keep, float("-inf"))
+        elif self.mask == "gpt2":  # GPT-2's eager path: where(causal, s, finfo.min) + finfo.min overflows to −inf
+            scores = torch.where(self.keep, scores, torch.finfo(D).min)
+            scores = scores + torch.zeros(T, T, dtype=D).masked_fill(~self.keep, torch.finfo(D).min)
         else:
             scores = scores + torch.zeros(T, T, dtype=D).masked_fill(~self.keep, torch.finfo(D).min)
         return torch.softmax(scores, dim=-1) @ v
@@ -114,6 +121,7 @@ def _decoder(mask="causal", seed=0, batch=1):
 
 
 MASKS = ["causal", "bool", "float", "where", "additive"]
+INF_MASKS = ["fill-inf", "add-inf", "gpt2"]  # −inf in the model's own code: recorded as finfo.min
 SPLITS = [{"split": "equal"}, {"gates": ("SiLU",)}]
 
 
@@ -131,7 +139,23 @@ def test_decoder_engine_equals_exact_oracle_and_reference(mask, how, rules):
         assert abs(float(m.f[0]) - float(model(x)[0, 1])) <= 1e-13
 
 
-@pytest.mark.parametrize("mask", ["causal", "bool", "float", "where", "additive"])
+@pytest.mark.parametrize("mask", INF_MASKS)
+@pytest.mark.parametrize("rules", [None, nrm.rules.Epsilon(0.01)], ids=["lrp0", "eps"])
+def test_minus_inf_masks_engine_equals_exact_oracle_and_reference(mask, rules):
+    """masked_fill(−inf), an additive −inf mask and GPT-2's overflow (finfo.min + finfo.min = −inf):
+    the masked scores are recorded as finfo.min (no parent, the mask value to ⊥); engine = exact
+    oracle = explicit reference at every layer, L1 ≤ 1e-12, f the model's logit bit for bit."""
+    model, x = _decoder(mask, seed=len(mask))
+    with split(split="equal"):
+        m = agree(model, x, 1, rules)
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    with torch.no_grad():
+        assert float(m.f[0]) == float(model(x)[0, 1])
+    for name in m.layers:
+        assert bool(torch.isfinite(m.marginal(name)).all()), name
+
+
+@pytest.mark.parametrize("mask", MASKS + INF_MASKS)
 def test_the_decomposed_attention_is_the_models(mask):
     """Masks as finfo.min in place of −inf give torch's softmax exactly; the output is torch's SDPA
     (GQA included) within a few ulp."""
@@ -146,12 +170,14 @@ def test_the_decomposed_attention_is_the_models(mask):
 def test_masked_positions_take_nothing():
     """The scores of masked (query, key) pairs — finfo.min before the softmax, s = 0 after —
     take exactly no relevance (x_i (δ_ij − s_i) with s_i = 0 and s_j = 0), under every rule."""
-    for rules in (None, nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25)):
-        model, x = _decoder("where", seed=4)
+    for rules, mask, layers in [(None, "where", ("where", "softmax")), (nrm.rules.Epsilon(0.1), "where", ("where",)),
+                                (nrm.rules.Gamma(0.25), "where", ("where",)), (None, "fill-inf", ("masked_fill",)),
+                                (nrm.rules.Epsilon(0.1), "add-inf", ("add_4",)), (None, "gpt2", ("where", "add_4"))]:
+        model, x = _decoder(mask, seed=4)
         with split(split="equal"):
             m = nrm.explain(model, x, target=2, rules=rules)
         masked = ~model.keep
-        for layer in ("where", "softmax"):
+        for layer in layers + ("softmax",):
             r = m.marginal(layer)[0]  # (H, T, T)
             assert float(r[:, masked].abs().max()) == 0.0, (layer, rules)
             assert float(r[:, ~masked].abs().max()) > 0, (layer, rules)
@@ -221,18 +247,23 @@ class MinusInf(nn.Module):
     def forward(self, x):
         h = self.lin(x)
         keep = torch.ones(3, 3, dtype=torch.bool).tril()
-        if self.how == "masked_fill":
-            h = h.masked_fill(~keep, float("-inf"))
-        elif self.how == "add":
-            h = h + torch.zeros(3, 3, dtype=D).masked_fill(~keep, float("-inf"))
+        if self.how == "masked_fill":  # every key of every query masked: torch's softmax gives NaN
+            h = h.masked_fill(torch.ones(3, 3, dtype=torch.bool), float("-inf"))
+        elif self.how == "row":  # one query whose keys are all −inf
+            h = h.masked_fill(torch.tensor([[True] * 3, [False] * 3, [False] * 3]), float("-inf"))
+        elif self.how == "plus-inf":
+            h = h + torch.zeros(3, 3, dtype=D).masked_fill(~keep, float("inf"))
         else:  # a query that attends to nothing
             q = h[:, None]
             return F.scaled_dot_product_attention(q, q, q, attn_mask=torch.zeros(3, 3, dtype=torch.bool)).flatten(1)
         return torch.softmax(h, -1).flatten(1)
 
 
-@pytest.mark.parametrize("how,words", [("masked_fill", "−inf"), ("add", "−inf"), ("empty", "masks every key")])
+@pytest.mark.parametrize("how,words", [("masked_fill", "every entry is masked"), ("row", "every entry is masked"),
+                                       ("plus-inf", r"\+inf or NaN"), ("empty", "masks every key")])
 def test_what_cannot_be_read_is_refused_by_name(how, words):
+    """A softmax row masked everywhere (torch: 0/0 = NaN) is not defined away as zero: refused, as
+    is a +inf constant; SDPA with every key masked too."""
     x = torch.randn((1, 3, 3), generator=torch.Generator().manual_seed(9), dtype=D)
     with pytest.raises(UnsupportedOperationError, match=words):
         nrm.explain(MinusInf(how).eval(), x, target=0)

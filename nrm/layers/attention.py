@@ -30,6 +30,7 @@ from ..linear import MatMulMap, SoftmaxMap
 from ..markers import MatrixProduct
 from ..recorded import Value
 from .base import ExactMap, Linear, seeded, to_fractions, zeros_object
+from .elementwise import mixed_precision
 
 THETAS = {"equal": Fraction(1, 2), "values": Fraction(0)}
 """Named splits of :class:`MatMul`: ``"equal"`` θ = ½ (AttnLRP), ``"values"`` θ = 0 (CP-LRP:
@@ -192,13 +193,17 @@ class Softmax(Linear):
     R_i = x_i (R_i − s_i Σ_j R_j) (AttnLRP eq. 9). W is the Jacobian, so LRP-0 through the
     softmax keeps Gradient × Input (law L9) wherever it holds above it. The kernel is not
     invariant to a constant shift of x (softmax is): the real parents' shares move by
-    c (δ_ij − s_i), ⊥'s share does not. A masked input (x = −∞) is refused for now
-    (``docs/attention.md``). Exact form: s and x as their float64 values in fractions, W and
-    b computed from them exactly (so z = s in the oracle).
+    c (δ_ij − s_i), ⊥'s share does not. A masked input (x = −∞) is recorded as the finite
+    mask value ``finfo.min``: s_i = 0 exactly, so q(x_i | s_j) = 0 and its column goes to ⊥; a
+    row masked everywhere (−∞: torch gives NaN; ``finfo.min``: uniform, but shares of size
+    finfo.min) is refused (:meth:`mask_refusal`; ``docs/attention.md``, Masks). Exact form: s
+    and x as their float64 values in fractions, W and b computed from them exactly (so z = s in
+    the oracle).
     """
 
     functions = (F.softmax, torch.softmax, torch.Tensor.softmax)
     rule_types = (nn.Softmax,)
+    reads_masks = True  # a masked input (−inf, recorded as finfo.min) gives s = 0 either way (nrm.capture)
 
     def dim(self, call) -> int | None:
         """The softmax dimension of one sample (0-based, the batch excluded), or None."""
@@ -213,8 +218,25 @@ class Softmax(Linear):
         if self.dim(call) is None:
             return ("takes the softmax over the batch dimension or without an explicit dim; nrm reads a softmax "
                     "along one per-sample dimension (dim=-1)")
-        if call.output.dtype != call.in_dtypes[0]:
+        if call.output.dtype != call.in_dtypes[0] and not mixed_precision(call.in_dtypes[0], call.output.dtype):
             return "changes the dtype (dtype=…); cast before the softmax"
+        if bool(torch.isnan(call.output).any()):
+            return ("gives NaN: a row whose every entry is masked (−inf; torch's softmax is then 0/0) or a NaN score. "
+                    "nrm does not define it: let every query keep at least one key (or mask with finfo.min, whose "
+                    "softmax is uniform, as transformers does)")
+        return None
+
+    def mask_refusal(self, call, x: torch.Tensor) -> str | None:
+        """Why a softmax with a row masked everywhere at ``finfo.min`` (x its recorded input) is
+        refused: torch gives a uniform row, but the expansion at x ≈ −3.4e38 has real shares
+        x_i (δ_ij − s_i) of that size, which overflow (NaN) in float32; a row of −inf is NaN in
+        torch itself (:meth:`accepts`). A query must keep a key, however it is masked."""
+        d = self.dim(call)
+        if d is None or not x.is_floating_point():
+            return None
+        if bool((x <= torch.finfo(x.dtype).min).all(d + 1).any()):
+            return ("masks every entry of a row (finfo.min or −inf everywhere: a query that attends to no key); nrm "
+                    "does not define its relevance: let every query keep at least one key")
         return None
 
     def jacobian_at(self, call, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

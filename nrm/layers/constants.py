@@ -39,13 +39,20 @@ def _constant_shape_refusal(call, constant) -> str | None:
                 "keep the input's shape")
     if isinstance(constant, torch.Tensor) and constant.dim() == len(out) and not _same_for_every_sample(constant):
         return "combines with a constant that differs between samples (one per sample); give one per-sample shape"
-    finite = (math.isfinite(constant) if not isinstance(constant, torch.Tensor)
-              else bool(torch.isfinite(constant).all()))
-    if not finite:
-        return ("combines with −inf, +inf or NaN: every value nrm records is finite. For an attention mask use "
-                "torch.finfo(dtype).min (as transformers does), or F.scaled_dot_product_attention with a boolean "
-                "mask or is_causal=True, which nrm reads")
+    t = torch.as_tensor(constant, dtype=torch.float64) if not isinstance(constant, torch.Tensor) else constant
+    if bool((torch.isnan(t) | torch.isposinf(t)).any()):
+        return ("combines with +inf or NaN; nrm reads finite constants and −inf (a mask: masked_fill(mask, -inf), an "
+                "additive −inf mask)")
     return None
+
+
+def masked(t: torch.Tensor) -> torch.Tensor:
+    """A recorded value with its −inf entries (masked scores) as ``finfo(dtype).min``, the finite
+    mask value nrm records (``docs/attention.md``, Masks): exp(finfo.min − m) and exp(−∞) are both
+    0, so the softmax that reads it gives the model's value exactly. ``t`` itself when it has none."""
+    if not t.is_floating_point() or not bool(torch.isneginf(t).any()):
+        return t
+    return t.clamp(min=torch.finfo(t.dtype).min)
 
 
 def _same_for_every_sample(t: torch.Tensor) -> bool:
@@ -54,10 +61,14 @@ def _same_for_every_sample(t: torch.Tensor) -> bool:
     return t.shape[0] == 1 or bool((t == t[:1]).all())
 
 
-def _per_sample(c, like: torch.Tensor) -> torch.Tensor:
-    """A constant broadcast to one sample's shape of ``like``, in its dtype and device."""
-    c = (c.detach() if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=like.dtype)).to(like.dtype)
-    c = c.to(like.device)
+def _per_sample(c, like: torch.Tensor, dtype: torch.dtype | None = None, clamp: bool = True) -> torch.Tensor:
+    """A constant broadcast to one sample's shape of ``like``, in its dtype and device; a −inf
+    entry (a mask) becomes ``finfo(dtype).min`` — ``dtype`` the call's (``like``'s by default) —
+    unless ``clamp`` is False."""
+    c = (c.detach() if isinstance(c, torch.Tensor) else torch.tensor(c, dtype=torch.float64))
+    floor = torch.finfo(dtype or like.dtype).min
+    c = c.to(torch.float64)
+    c = (c.clamp(min=floor) if clamp else c).to(like.dtype).to(like.device)
     per = tuple(like.shape[1:])
     if c.dim() == len(per) + 1:
         c = c[0]
@@ -88,11 +99,20 @@ class AddConstant(Linear):
         z_k = w a_k + b_k,   (w, b_k) = (1, ±α c_k) for x ± c,  (α, c_k) for c + x,  (−α, c_k) for c − x
         LRP-0: q(a_k | z_k) = w a_k / z_k,  q(⊥ | z_k) = b_k / z_k
 
-    Masked positions (b_k = ``finfo.min``) keep a finite value that the softmax after them maps
-    to 0 exactly, so they take no relevance there. A non-finite constant (−inf) is refused:
-    every value the engine records is finite. Exact form: the bias as its float64 value.
+    **Masks** (``docs/attention.md``, Masks). A constant −inf, or a sum that overflows to −inf
+    (GPT-2's eager attention adds its ``finfo.min`` mask to scores already set to ``finfo.min``),
+    is a masked neuron: −∞ + a = −∞ whatever a, so it has no parent — weight 0, bias the mask
+    value m = ``finfo(dtype).min``, and the capture records it as m (:func:`masked`)::
+
+        saturated k (w a_k + b_k = −∞ in the call's dtype):  z_k = 0 · a_k + m,  q(⊥ | z_k) = 1
+
+    A finite ``finfo.min`` bias keeps weight w. Either way the softmax after it maps the neuron to
+    0 exactly, so it takes no relevance. +inf or NaN constants and outputs are refused. The
+    −∞ pattern must be the same for every sample. Exact form: the bias as its float64 value.
     """
 
+    masks = True  # its −inf outputs are recorded as finfo.min (nrm.capture)
+    reads_masks = True  # a further mask keeps −inf as −inf (nrm.capture)
     functions = (torch.Tensor.add, torch.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__radd__,
                  torch.Tensor.__iadd__, torch.Tensor.sub, torch.sub, torch.subtract, torch.Tensor.sub_,
                  torch.Tensor.__sub__, torch.Tensor.__rsub__, torch.Tensor.__isub__)
@@ -127,19 +147,32 @@ class AddConstant(Linear):
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
             return f"adds with alpha={alpha!r}; nrm reads a finite number"
         why = _constant_shape_refusal(call, b if isinstance(a, Value) else a)
-        if why is None and not bool(torch.isfinite(call.output).all()):
-            why = ("overflows to ±inf (a constant such as finfo.min added to a value near it: GPT-2's eager attention "
-                   "adds finfo.min for its causal mask and again for its attention mask); every value nrm records is "
-                   "finite: use attn_implementation='sdpa', whose masks nrm reads")
+        out = call.output
+        if why is None and bool((torch.isnan(out) | torch.isposinf(out)).any()):
+            why = "overflows to +inf or NaN; nrm reads finite values and −inf (a mask)"
+        if why is None and not _same_for_every_sample(torch.isneginf(out)):
+            why = ("masks (−inf) different positions in different samples; explain such samples one at a time")
         return why
 
-    def bias(self, call, like: torch.Tensor) -> torch.Tensor:
+    def constant(self, call, like: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        """The constant c of one sample (−inf as the mask value unless ``clamp`` is False)."""
         a, b = self.operands(call)
-        return _per_sample(b if isinstance(a, Value) else a, like) * self.coefficients(call)[1]
+        return _per_sample(b if isinstance(a, Value) else a, like, call.output.dtype, clamp)
+
+    def saturated(self, call, like: torch.Tensor) -> torch.Tensor:
+        """Where w a_k + β c_k is −inf in the call's dtype (a masked neuron), one sample's shape."""
+        w, beta = self.coefficients(call)
+        x = like.to(call.output.dtype)
+        z = w * x + beta * self.constant(call, x, clamp=False)
+        return torch.isneginf(z).any(0).to(like.device)
+
+    def bias(self, call, like: torch.Tensor) -> torch.Tensor:
+        b = self.constant(call, like) * self.coefficients(call)[1]
+        return b.masked_fill(self.saturated(call, like), torch.finfo(call.output.dtype).min)
 
     def weight(self, call, like: torch.Tensor) -> torch.Tensor:
-        return torch.full(tuple(like.shape[1:]), float(self.coefficients(call)[0]), dtype=like.dtype,
-                          device=like.device)
+        w = torch.full(tuple(like.shape[1:]), float(self.coefficients(call)[0]), dtype=like.dtype, device=like.device)
+        return w.masked_fill(self.saturated(call, like), 0.0)
 
     def map(self, call, a, rule=None):
         return DiagonalMap(self.weight(call, a), self.bias(call, a))
@@ -160,8 +193,12 @@ class Select(Linear):
 
         z_k = m_k a_k + (1 − m_k) c_k;    q(a_k | z_k) = m_k a_k / z_k (LRP-0), q(⊥ | z_k) = (1 − m_k) c_k / z_k
 
-    A non-finite c (−inf) is refused (every recorded value is finite). Exact form: c as its
-    float64 value."""
+    A constant c = −inf (``masked_fill(mask, float("-inf"))``) is a mask: its bias is the mask
+    value ``finfo(dtype).min``, the value the capture records there (:func:`masked`); +inf and
+    NaN are refused. Exact form: c as its float64 value."""
+
+    masks = True  # its −inf outputs are recorded as finfo.min (nrm.capture)
+    reads_masks = True  # a further mask keeps −inf as −inf (nrm.capture)
 
     functions = (torch.where, torch.Tensor.where, torch.Tensor.masked_fill, torch.masked_fill,
                  torch.Tensor.masked_fill_)
@@ -210,7 +247,7 @@ class Select(Linear):
         (how, mask), _, c = self.parts(call)
         keep = _per_sample(mask.to(like.dtype), like)
         keep = keep if how == "keep" else 1 - keep
-        c = _per_sample(c, like)
+        c = _per_sample(c, like, call.output.dtype)
         return keep.contiguous(), ((1 - keep) * c).contiguous()
 
     def map(self, call, a, rule=None):

@@ -70,7 +70,9 @@ class Dropout(Alias):
 
 class Same(Alias):
     """Operations that return the same values: ``contiguous``, ``clone``, ``detach``, and a
-    conversion to the dtype and device the tensor already has."""
+    conversion to the dtype and device the tensor already has — or between bfloat16 / float16
+    and float32 (:func:`mixed_precision`; the record is then explained in float32, where the
+    conversion is the identity on the recorded values)."""
 
     functions = (torch.Tensor.contiguous, torch.Tensor.clone, torch.clone, torch.Tensor.detach, torch.detach,
                  torch.Tensor.to, torch.Tensor.float, torch.Tensor.double, torch.Tensor.type_as, torch.Tensor.type,
@@ -82,10 +84,21 @@ class Same(Alias):
     def accepts(self, call):
         if call.in_shapes and tuple(call.output.shape) != tuple(call.in_shapes[0]):
             return "changes the shape"
-        if call.in_dtypes and call.output.dtype != call.in_dtypes[0]:
+        if call.in_dtypes and call.output.dtype != call.in_dtypes[0] and not mixed_precision(call.in_dtypes[0],
+                                                                                             call.output.dtype):
             return (f"converts {call.in_dtypes[0]} to {call.output.dtype}; nrm computes the measure in the "
                     "input's dtype: give the model and the input one dtype")
         return None
+
+
+HALF = (torch.bfloat16, torch.float16)
+
+
+def mixed_precision(a: torch.dtype, b: torch.dtype) -> bool:
+    """A conversion between a half-precision dtype and float32 (transformers' RMSNorm and eager
+    softmax in a bfloat16 model): nrm explains such a record in float32 (``nrm.capture.upcast``),
+    where widening is exact and the narrowing's rounding is the model's recorded value."""
+    return {a, b} <= set(HALF) | {torch.float32} and bool({a, b} & set(HALF))
 
 
 class Contiguous(nn.Module):

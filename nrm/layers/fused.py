@@ -122,9 +122,18 @@ class MHADecomposition:
     runs the module's own forward unrecorded, then this decomposition recorded, and requires
     the two outputs to agree within 10³ ulp of the largest value
     (:class:`~nrm.errors.CaptureMismatchError` otherwise); the model goes on with the
-    decomposition's output. Refused, by name: ``batch_first=False`` (the batch is not first),
-    masks (``attn_mask``, ``key_padding_mask``, ``is_causal``), ``add_bias_kv``,
-    ``add_zero_attn``, dropout in training mode and unbatched inputs."""
+    decomposition's output.
+
+    **Masks** as torch merges them (:meth:`merged_mask`): a boolean ``attn_mask`` or
+    ``key_padding_mask`` is −∞ where True (not allowed — the opposite of SDPA's boolean mask), a
+    float one is added as given; the scores plus the mask go to the softmax
+    (:class:`~nrm.layers.constants.AddConstant`, −∞ recorded as ``finfo.min``: masked keys take
+    nothing), or to :class:`SDPADecomposition` with ``need_weights=False``. ``is_causal`` is
+    torch's hint that ``attn_mask`` is causal: the mask is what is read. A mask that differs
+    between samples (padding of different lengths) is refused by the constants' kinds; a query
+    with every key masked (torch: NaN) here. Refused, by name: ``batch_first=False`` (the batch
+    is not first), ``add_bias_kv``, ``add_zero_attn``, dropout in training mode and unbatched
+    inputs."""
 
     module = nn.MultiheadAttention
 
@@ -136,9 +145,9 @@ class MHADecomposition:
         if not module.batch_first:
             return ("has batch_first=False: its inputs are (L, B, E), the batch is not first; construct it with "
                     "batch_first=True")
-        if a["attn_mask"] is not None or a["key_padding_mask"] is not None or a["is_causal"]:
-            return ("masks attention (attn_mask=, key_padding_mask= or is_causal=True): masked positions are −∞ "
-                    "before the softmax, which nrm does not read yet (docs/attention.md)")
+        why = self.mask_refusal(a)
+        if why is not None:
+            return why
         if module.bias_k is not None or module.bias_v is not None or module.add_zero_attn:
             return "appends a learned or zero key/value (add_bias_kv, add_zero_attn), which nrm does not decompose"
         if module.training and module.dropout:
@@ -146,6 +155,47 @@ class MHADecomposition:
         if any(not isinstance(t, torch.Tensor) or t.dim() != 3 for t in (a["query"], a["key"], a["value"])):
             return "takes unbatched inputs; nrm reads (B, L, E)"
         return None
+
+    def mask_refusal(self, a: dict) -> str | None:
+        """Why the masks cannot be read, or None."""
+        for name in ("attn_mask", "key_padding_mask"):
+            m = a[name]
+            if m is not None and (not isinstance(m, torch.Tensor) or not (m.dtype == torch.bool or
+                                                                            m.is_floating_point())):
+                return f"takes a {name} that is not a boolean or floating tensor"
+        try:
+            mask = self.merged_mask(a)
+        except RuntimeError as e:
+            return f"takes masks of shapes nrm does not read ({e})"
+        if mask is not None and not bool((mask > float("-inf")).any(-1).all()):
+            return ("masks every key of some query (attn_mask and key_padding_mask together): torch's softmax gives "
+                    "NaN there")
+        return None
+
+    @staticmethod
+    def merged_mask(a: dict) -> torch.Tensor | None:
+        """attn_mask and key_padding_mask as one additive mask of (1 or B, 1 or h, L, S), as torch merges
+        them: a boolean mask is −inf where True (not allowed), a float mask is added as given::
+
+            mask = attn_mask (L, S) → (1, 1, L, S), or (B·h, L, S) → (B, h, L, S)
+                   + key_padding_mask (B, S) → (B, 1, 1, S)
+        """
+        q, k = a["query"], a["key"]
+        B, L, S = q.shape[0], q.shape[1], k.shape[1]
+
+        def additive(m):
+            if m.dtype == torch.bool:
+                return torch.zeros(m.shape, dtype=q.dtype, device=m.device).masked_fill(m, float("-inf"))
+            return m.to(q.dtype)
+
+        mask = None
+        if a["attn_mask"] is not None:
+            am = additive(a["attn_mask"])
+            mask = am.reshape(1, 1, L, S) if am.dim() == 2 else am.reshape(B, -1, L, S)
+        if a["key_padding_mask"] is not None:
+            kpm = additive(a["key_padding_mask"]).reshape(B, 1, 1, S)
+            mask = kpm if mask is None else mask + kpm
+        return mask
 
     def projections(self, module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """(W, b) of the query, key and value projections (slices of in_proj_* when packed)."""
@@ -167,11 +217,13 @@ class MHADecomposition:
             return p.view(p.shape[0], p.shape[1], h, d).transpose(1, 2)
 
         q, k, v = (heads(a[n], wb) for n, wb in zip(("query", "key", "value"), self.projections(module)))
+        mask = self.merged_mask(a)
         if a["need_weights"]:
-            weights = torch.softmax(torch.matmul(q * math.sqrt(1.0 / d), k.transpose(-2, -1)), dim=-1)
+            scores = torch.matmul(q * math.sqrt(1.0 / d), k.transpose(-2, -1))
+            weights = torch.softmax(scores if mask is None else scores + mask, dim=-1)
             o = torch.matmul(weights, v)
         else:
-            weights, o = None, SDPADecomposition()(q, k, v)
+            weights, o = None, SDPADecomposition()(q, k, v, attn_mask=mask)
         o = o.transpose(1, 2).reshape(q.shape[0], q.shape[2], E)
         out = F.linear(o, module.out_proj.weight, module.out_proj.bias)
         if weights is not None and a["average_attn_weights"]:

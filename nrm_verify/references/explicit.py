@@ -258,6 +258,23 @@ def _affine(call, in_shape) -> tuple:
     return W, (b if bool(b.abs().max() > 0) else None), M
 
 
+def _masks(call, a: torch.Tensor, W: torch.Tensor, b, M: torch.Tensor) -> tuple:
+    """Masked neurons of an affine operation (``docs/attention.md``, Masks): where the recorded
+    operation gives −∞ — a constant −∞ (b_k = −∞, so column j's call(e_j) − b is NaN there) or a
+    sum that overflows in the call's dtype — the output is −∞ whatever the input: the row of W
+    and of M is 0, and b_k the mask value m = finfo(dtype).min that the capture records."""
+    if b is None:
+        return W, b, M
+    dtype = call.output.dtype
+    z = (a.reshape(a.shape[0], -1).to(dtype) @ torch.nan_to_num(W, nan=0.0).T.to(dtype)) + b.to(dtype)
+    rows = torch.isneginf(b) | torch.isneginf(z).any(0).to(b.device)
+    if not bool(rows.any()):
+        return W, b, M
+    W = torch.where(rows[:, None], torch.zeros_like(W), W)
+    M = M & ~rows[:, None]
+    return W, torch.where(rows, torch.full_like(b, torch.finfo(dtype).min), b), M
+
+
 def _rows(call, rows: int):
     """``call`` with the constant parts of a concatenation as ``rows`` rows: a constant beside
     an activation carries the recorded batch (a class token expanded over it), the unit basis
@@ -593,7 +610,7 @@ class _Tracer:
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                          structure=M))
                 return
-            W, b, M = _affine(call, a.shape)
+            W, b, M = _masks(call, a.value, *_affine(call, a.shape))
             self._check_dense(call.name, a.value, W, b, call.output)
             self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                      structure=M))
