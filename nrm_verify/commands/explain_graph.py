@@ -201,8 +201,8 @@ def _read_graph_file(path: Path):
         with torch.serialization.safe_globals([Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UsageError(f"--input {path}: cannot read it with torch.load(weights_only=True) ({type(e).__name__}: "
-                         f"{one_line(e)[:160]}); save a dict of tensors {{x, edge_index, …}} or a PyG Data") from None
+        raise UsageError(f"--input {path}: cannot read it with torch.load(weights_only=True) ({type(e).__name__}); "
+                         "save a dict of tensors {x, edge_index, …} or a PyG Data with torch.save") from None
 
 
 def load_graph(spec: str) -> tuple[dict, str]:
@@ -218,7 +218,7 @@ def load_graph(spec: str) -> tuple[dict, str]:
         obj = {k: v for k, v in obj.to_dict().items() if k in GRAPH_KEYS + LABEL_KEYS}
     if not isinstance(obj, dict):
         raise UsageError(f"--input {spec} holds a {type(obj).__name__}; give a dict {{'x': (N, F) features, "
-                         "'edge_index': (2, E) int64, optional 'edge_weight', 'edge_attr', 'batch'}} or a PyG Data")
+                         "'edge_index': (2, E) int64, optional 'edge_weight', 'edge_attr', 'batch'} or a PyG Data")
     unknown = sorted(str(k) for k in obj if k not in GRAPH_KEYS + LABEL_KEYS)
     missing = [k for k in ("x", "edge_index") if k not in obj]
     if unknown or missing:
