@@ -92,8 +92,9 @@ def _run(args) -> int:
         model, model_what = load_graph_model(args.model, args.state_dict)
         graph, input_what = load_graph(args.input)
         node = args.node
-    result = explain_graph(model, graph, node=node, target=args.target, rules=_rules(args.rules or GRAPH_RULES, graph["x"]),
-                           k=args.top_walks or 10, walk_layers=args.walk_layers)
+    rules = _rules(args.rules or GRAPH_RULES, graph["x"])
+    result = explain_graph(model, graph, node=node, target=args.target, rules=rules, k=args.top_walks or 10,
+                           walk_layers=args.walk_layers)
     files = write_outputs(out, result, graph, seed=args.seed)
     summary = {"model": model_what, "input": input_what, "nodes": int(graph["x"].shape[0]),
                "edges": int(graph["edge_index"].shape[1]), "level": result["level"], "node": result["node"],
@@ -222,9 +223,10 @@ def load_graph(spec: str) -> tuple[dict, str]:
     unknown = sorted(str(k) for k in obj if k not in GRAPH_KEYS + LABEL_KEYS)
     missing = [k for k in ("x", "edge_index") if k not in obj]
     if unknown or missing:
-        raise UsageError(f"--input {spec}: {'missing ' + ', '.join(missing) if missing else ''}"
-                         f"{'; ' if unknown and missing else ''}{'unknown keys ' + ', '.join(unknown) if unknown else ''}"
-                         f"; the keys read are {', '.join(GRAPH_KEYS)} (x and edge_index required)")
+        problems = (["missing " + ", ".join(missing)] if missing else []) + \
+            (["unknown keys " + ", ".join(unknown)] if unknown else [])
+        raise UsageError(f"--input {spec}: {'; '.join(problems)}; the keys read are {', '.join(GRAPH_KEYS)} "
+                         "(x and edge_index required)")
     graph = {k: obj[k] for k in GRAPH_KEYS if obj.get(k) is not None}
     for k, v in graph.items():
         if not isinstance(v, torch.Tensor):
