@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nrm_verify.commands import explain_graph
 from nrm_verify.commands.arguments import UsageError, nonnegative_int, one_line, positive_int
 from nrm_verify.commands.loading import load_input, load_model
 from nrm_verify.commands.progress import Progress
@@ -103,6 +104,8 @@ def _check_layers(measure, layers: list[str], what: str) -> None:
 def run(args) -> int:
     import nrm
 
+    if args.modality == "graph" or explain_graph.given(args):
+        return explain_graph.run(args)
     bar = Progress(8 + bool(args.selection), enabled=not args.quiet)
     try:
         return _run(args, bar)
@@ -121,7 +124,7 @@ def _run(args, bar) -> int:
     bar.step("load the model and the input")
     model, model_what = load_model(args.model, args.state_dict, args.seed)
     x, input_what = load_input(args.input, model, args.size, args.seed, args.normalize)
-    rules = parse_rules(args.rules, x)
+    rules = parse_rules(args.rules or "EpsilonGammaFlat", x)
     check_box_bounds(rules, x)
     bar.step("forward pass and kernels (nrm.explain)")
     target, m = _measure(model, x, rules, args.target)
@@ -356,6 +359,8 @@ def register(commands) -> None:
                     "  nrm-verify explain --model net.pt --input x.pt --rules 'Epsilon(1e-6)'\n\n"
                     "Exit status 0 when everything was written, 2 on a bad argument (one line on stderr).")
     g = p.add_argument_group("what to explain")
+    g.add_argument("--modality", choices=["image", "text", "graph"], default="image",
+                   help="what the model reads (default image); graph: a PyG model on --input graph.pt, see below")
     g.add_argument("--model", metavar="FILE.pt|MODULE:CLASS",
                    help="a TorchScript file of an nn.Sequential (torch.jit.script(model).save(FILE)), or "
                         "package.module:Class / path/to/file.py:Class / module:factory() building an nn.Sequential "
@@ -370,9 +375,10 @@ def register(commands) -> None:
     g.add_argument("--normalize", choices=["imagenet", "none"], default="imagenet",
                    help="how an image file's [0, 1] pixels are normalized (default imagenet)")
     g.add_argument("--target", type=nonnegative_int, default=None, help="output index to explain (default: the argmax)")
-    g.add_argument("--rules", default="EpsilonGammaFlat",
+    g.add_argument("--rules", default=None,
                    help="a preset of nrm.presets (EpsilonGammaFlat, EpsilonPlus, …) or a rule for every layer with "
-                        "literal arguments: 'Epsilon(1e-6)', 'Gamma(0.25)', 'Zero()' (default EpsilonGammaFlat)")
+                        "literal arguments: 'Epsilon(1e-6)', 'Gamma(0.25)', 'Zero()' (default EpsilonGammaFlat; "
+                        "Epsilon(0.1) with --modality graph)")
     g.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the built-in weights, the seeded input and the random ranking (default 0)")
     o = p.add_argument_group("what to draw")
@@ -394,5 +400,6 @@ def register(commands) -> None:
                    help="random rankings averaged in the selection (default 5)")
     o.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (default: torch's choice)")
     o.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    explain_graph.add_arguments(p)
     p.set_defaults(run=run)
 
