@@ -103,6 +103,11 @@ def _check_layers(measure, layers: list[str], what: str) -> None:
 def run(args) -> int:
     import nrm
 
+    if args.modality == "text":
+        from nrm_verify.commands import explain_text
+        return explain_text.run(args)
+    args.rules = "EpsilonGammaFlat" if args.rules is None else args.rules
+
     bar = Progress(8 + bool(args.selection), enabled=not args.quiet)
     try:
         return _run(args, bar)
@@ -356,6 +361,9 @@ def register(commands) -> None:
                     "  nrm-verify explain --model net.pt --input x.pt --rules 'Epsilon(1e-6)'\n\n"
                     "Exit status 0 when everything was written, 2 on a bad argument (one line on stderr).")
     g = p.add_argument_group("what to explain")
+    g.add_argument("--modality", choices=["image", "text", "graph"], default="image",
+                   help="image (default: the figures above), text (a transformer on token ids: token heatmap, "
+                        "head × layer matrix, token flow; see nrm_verify/commands/explain_text.py) or graph")
     g.add_argument("--model", metavar="FILE.pt|MODULE:CLASS",
                    help="a TorchScript file of an nn.Sequential (torch.jit.script(model).save(FILE)), or "
                         "package.module:Class / path/to/file.py:Class / module:factory() building an nn.Sequential "
@@ -370,9 +378,14 @@ def register(commands) -> None:
     g.add_argument("--normalize", choices=["imagenet", "none"], default="imagenet",
                    help="how an image file's [0, 1] pixels are normalized (default imagenet)")
     g.add_argument("--target", type=nonnegative_int, default=None, help="output index to explain (default: the argmax)")
-    g.add_argument("--rules", default="EpsilonGammaFlat",
+    g.add_argument("--rules", default=None,
                    help="a preset of nrm.presets (EpsilonGammaFlat, EpsilonPlus, …) or a rule for every layer with "
-                        "literal arguments: 'Epsilon(1e-6)', 'Gamma(0.25)', 'Zero()' (default EpsilonGammaFlat)")
+                        "literal arguments: 'Epsilon(1e-6)', 'Gamma(0.25)', 'Zero()' (default EpsilonGammaFlat; "
+                        "text: AttnLRP or CP-LRP, default AttnLRP)")
+    g.add_argument("--tokens", nargs="+", metavar="TOKEN", help="text: one display string per token id "
+                                                                "(default t<i>:<id>)")
+    g.add_argument("--position", type=int, default=None,
+                   help="text: the output position whose logits are explained (default -1, the last token)")
     g.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the built-in weights, the seeded input and the random ranking (default 0)")
     o = p.add_argument_group("what to draw")
