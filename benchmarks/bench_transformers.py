@@ -70,7 +70,8 @@ def build_vit(small: bool, layers: int = 12):
     if small:
         model, size = VisionTransformer(32, 16, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32), 32
     else:
-        model, size = torchvision.models.vit_b_16(weights=None, num_layers=layers), 224
+        model, size = (torchvision.models.vit_b_16(weights=None) if layers == 12 else  # ViT-B/16's shape, fewer blocks
+                       VisionTransformer(224, 16, num_layers=layers, num_heads=12, hidden_dim=768, mlp_dim=3072)), 224
     with torch.no_grad():
         model.heads.head.weight.normal_(0, 0.02)
     model = model.eval().requires_grad_(False)
@@ -282,16 +283,18 @@ def interleaved(runs: dict, warmup: int, repeats: int) -> dict:
     for _ in range(warmup):
         for run in runs.values():
             run()
-    samples = {c: [] for c in runs}
+    samples, rss = {c: [] for c in runs}, {}
     for _ in range(repeats):
         for c, run in runs.items():
             gc.collect()
             t0, c0 = time.perf_counter(), time.process_time()
             run()
             samples[c].append((time.perf_counter() - t0, time.process_time() - c0))
+            rss.setdefault(c, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # the process's peak resident memory after the case's first timed run (cumulative: it only grows)
     return {c: {"median_s": statistics.median(s for s, _ in v), "min_s": min(s for s, _ in v),
-                "runs_s": [round(s, 4) for s, _ in v], "cpu_median_s": statistics.median(c for _, c in v)}
-            for c, v in samples.items()}
+                "runs_s": [round(s, 4) for s, _ in v], "cpu_median_s": statistics.median(c for _, c in v),
+                "process_max_rss_after_mib": rss[c]} for c, v in samples.items()}
 
 
 # -- peak memory in fresh processes --------------------------------------------------------------
@@ -364,6 +367,8 @@ def parse(argv):
     p.add_argument("--warmup", type=int, default=0,
                    help="rounds before timing, after the one run of every case that checks the agreement (default 0)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip the agreement run (every case once before timing); warm only the cheap cases")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -388,11 +393,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.models[0], args.child, args)))
         return 0
     torch.set_num_threads(args.threads)
+    args.uptime_at_start = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     rows = {}
     for name in args.models:
         model, x, target = build(name, args)
         runs = cases_for(name, model, x, target, args.head_layer)
-        row = {"input_shape": list(x.shape), "target": target, "agreement": agreement(name, runs),
+        if args.no_check:  # warm the cheap cases only (imports, LXT's patching); nrm's ran in cases_for or runs cold
+            for case in [c for c in runs if not c.startswith(("nrm", "heads"))]:
+                runs[case]()
+        row = {"input_shape": list(x.shape), "target": target,
+               "agreement": {} if args.no_check else agreement(name, runs),
                "times": interleaved(runs, args.warmup, args.repeats)}
         row["ratios"] = ratios(name, row["times"])
         if not args.no_memory:
@@ -403,15 +413,20 @@ def main(argv: list[str] | None = None) -> int:
             mem = f"  peak +{row['memory'][case]['growth_mib']:.0f} MiB" if "memory" in row else ""
             print(f"  {case:24s} {t['median_s'] * 1e3:9.1f} ms{mem}")
         print("  " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in
-                               {**row["ratios"], **row["agreement"]}.items()))
+                               {**row["ratios"], **row["agreement"]}.items()), flush=True)
+        write(args, rows)
+    return 0
+
+
+def write(args, rows: dict) -> None:
+    """The figures so far (after each model: a run cut short keeps the models it finished)."""
     meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(),
             "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
             "torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
-            "small": args.small, "layers": args.layers, "tokens": args.tokens, "head_layer": args.head_layer, "cpus": os.cpu_count(),
-            "targets": TARGETS}
+            "small": args.small, "layers": args.layers, "tokens": args.tokens, "head_layer": args.head_layer,
+            "cpus": os.cpu_count(), "uptime_at_start": args.uptime_at_start, "targets": TARGETS}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "models": rows}, indent=1))
-    return 0
 
 
 if __name__ == "__main__":
