@@ -349,7 +349,9 @@ def attention_layers(m) -> list[str]:
 def default_flow_layers(m) -> list[str]:
     """The input and the outputs of the last (up to three) transformer blocks: of the layers
     named ``<prefix>.<number>`` (an ``nn.ModuleList``'s entries) with the input's per-sample
-    shape, those of the prefix with the most entries; else the last layer of that shape."""
+    shape, those of the prefix with the most entries; else the last layer of that shape (a
+    transformers block returns a tuple, so its output is no layer of its own: GPT-2's default is
+    the input and the last token layer)."""
     shape = tuple(m.layer_shape("input"))
     same = [n for n in m.layers[1:] if tuple(m.layer_shape(n)) == shape and n != "output"]
     groups: dict[str, list[str]] = {}
@@ -361,7 +363,7 @@ def default_flow_layers(m) -> list[str]:
         blocks = max(groups.values(), key=lambda names: (len(names), -len(names[0])))
         chosen = sorted(blocks, key=m.layer_index)[-MAX_FLOW_BLOCKS:]
     else:
-        chosen = same[-1:]
+        chosen = sorted(same, key=m.layer_index)[-1:]
     return ["input"] + sorted(chosen, key=m.layer_index)
 
 
