@@ -85,8 +85,8 @@ def build_gpt2(small: bool, attn: str = "sdpa", tokens: int = 128, layers: int =
     import transformers
 
     torch.manual_seed(0)
-    shape = dict(n_embd=16, n_layer=2, n_head=2, vocab_size=50) if small else dict(n_embd=768, n_layer=layers, n_head=12,
-                                                                                   vocab_size=50257)
+    shape = (dict(n_embd=16, n_layer=2, n_head=2, vocab_size=50) if small
+             else dict(n_embd=768, n_layer=layers, n_head=12, vocab_size=50257))
     tokens = 8 if small else tokens
     config = transformers.GPT2Config(n_positions=max(1024, tokens), activation_function="gelu_pytorch_tanh",
                                      attn_implementation=attn, **shape)

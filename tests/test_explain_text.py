@@ -7,8 +7,8 @@ unchanged and the built-in kinds registered again."""
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 import textwrap
+from fractions import Fraction
 from pathlib import Path
 
 import pytest

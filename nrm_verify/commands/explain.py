@@ -371,8 +371,10 @@ def register(commands) -> None:
     g.add_argument("--state-dict", metavar="FILE",
                    help="weights to load into the model (torch.save(model.state_dict())); with the built-in model, "
                         "torchvision's vgg16 weights fit")
-    g.add_argument("--input", metavar="FILE", help="an image (.png, .jpg, …; resized to --size×--size) or a tensor "
-                                                   "(.pt, one sample) (default: a seeded smooth image)")
+    g.add_argument("--input", metavar="FILE",
+                   help="an image (.png, .jpg, …; resized to --size×--size) or a tensor (.pt, one sample) (default: a "
+                        "seeded smooth image); text: token ids, a .json list or a .pt integer tensor (default 8 seeded "
+                        "ids)")
     g.add_argument("--size", type=positive_int, default=224,
                    help="image height and width (default 224; ≥ 32 for VGG16)")
     g.add_argument("--normalize", choices=["imagenet", "none"], default="imagenet",

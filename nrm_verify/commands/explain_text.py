@@ -259,7 +259,8 @@ def load_ids(spec: str | None, vocab: int, seed: int) -> tuple[torch.Tensor, str
         if ids.dim() == 2 and ids.shape[0] == 1:
             ids = ids[0]
         if ids.dim() != 1:
-            raise UsageError(f"--input {spec}: token ids of shape {tuple(ids.shape)}; give one sequence, (T,) or (1, T)")
+            raise UsageError(f"--input {spec}: token ids of shape {tuple(ids.shape)}; give one sequence, (T,) or "
+                             "(1, T)")
     else:
         raise UsageError(f"--input {spec}: a text input is token ids in a .json list or a .pt tensor")
     return _checked_ids(ids.long(), vocab, spec), f"{spec} ({ids.numel()} tokens)"
