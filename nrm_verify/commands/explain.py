@@ -106,6 +106,11 @@ def run(args) -> int:
 
     if args.modality == "graph" or explain_graph.given(args):
         return explain_graph.run(args)
+    if args.modality == "text":
+        from nrm_verify.commands import explain_text
+        return explain_text.run(args)
+    args.rules = "EpsilonGammaFlat" if args.rules is None else args.rules
+
     bar = Progress(8 + bool(args.selection), enabled=not args.quiet)
     try:
         return _run(args, bar)
@@ -360,7 +365,9 @@ def register(commands) -> None:
                     "Exit status 0 when everything was written, 2 on a bad argument (one line on stderr).")
     g = p.add_argument_group("what to explain")
     g.add_argument("--modality", choices=["image", "text", "graph"], default="image",
-                   help="what the model reads (default image); graph: a PyG model on --input graph.pt, see below")
+                   help="image (default: the figures above), text (a transformer on token ids: token heatmap, "
+                        "head × layer matrix, token flow; see nrm_verify/commands/explain_text.py) or graph (a PyG "
+                        "model on --input graph.pt, see below)")
     g.add_argument("--model", metavar="FILE.pt|MODULE:CLASS",
                    help="a TorchScript file of an nn.Sequential (torch.jit.script(model).save(FILE)), or "
                         "package.module:Class / path/to/file.py:Class / module:factory() building an nn.Sequential "
@@ -368,8 +375,10 @@ def register(commands) -> None:
     g.add_argument("--state-dict", metavar="FILE",
                    help="weights to load into the model (torch.save(model.state_dict())); with the built-in model, "
                         "torchvision's vgg16 weights fit")
-    g.add_argument("--input", metavar="FILE", help="an image (.png, .jpg, …; resized to --size×--size) or a tensor "
-                                                   "(.pt, one sample) (default: a seeded smooth image)")
+    g.add_argument("--input", metavar="FILE",
+                   help="an image (.png, .jpg, …; resized to --size×--size) or a tensor (.pt, one sample) (default: a "
+                        "seeded smooth image); text: token ids, a .json list or a .pt integer tensor (default 8 seeded "
+                        "ids)")
     g.add_argument("--size", type=positive_int, default=224,
                    help="image height and width (default 224; ≥ 32 for VGG16)")
     g.add_argument("--normalize", choices=["imagenet", "none"], default="imagenet",
@@ -378,7 +387,11 @@ def register(commands) -> None:
     g.add_argument("--rules", default=None,
                    help="a preset of nrm.presets (EpsilonGammaFlat, EpsilonPlus, …) or a rule for every layer with "
                         "literal arguments: 'Epsilon(1e-6)', 'Gamma(0.25)', 'Zero()' (default EpsilonGammaFlat; "
-                        "Epsilon(0.1) with --modality graph)")
+                        "Epsilon(0.1) with --modality graph; text: AttnLRP or CP-LRP, default AttnLRP)")
+    g.add_argument("--tokens", nargs="+", metavar="TOKEN", help="text: one display string per token id "
+                                                                "(default t<i>:<id>)")
+    g.add_argument("--position", type=int, default=None,
+                   help="text: the output position whose logits are explained (default -1, the last token)")
     g.add_argument("--seed", type=nonnegative_int, default=0,
                    help="seed of the built-in weights, the seeded input and the random ranking (default 0)")
     o = p.add_argument_group("what to draw")
