@@ -215,9 +215,10 @@ class Scatter(Linear):
                         "samples; nrm reads PyG's index, broadcast to the messages' shape")
         return None
 
-    def layout(self, call, counts_only: bool = False):
+    def layout(self, call, counts_only: bool = False, exact: bool = True):
         """(index (one sample's source shape, int64), d (dim in (R, *) tensors), out shape,
-        weights as fractions (numpy object, source shape), bias (out shape) or None) of the call."""
+        weights (source shape) as fractions (numpy object; ``exact=False``: float64, computed
+        directly — the fast path, no fraction per edge), bias (out shape) or None) of the call."""
         base, dim, index, src, reduce, include_self, alpha = self.parts(call)
         src_shape = tuple(call.in_shapes[0][1:])
         d = _per_sample_dim(dim, len(src_shape) + 1)
@@ -236,11 +237,13 @@ class Scatter(Linear):
         if counts_only:
             return full, d, out_shape, None, None
         if reduce == "sum":
-            weights = np.full(src_shape, Fraction(float(alpha)), dtype=object)
+            weights = (np.full(src_shape, Fraction(float(alpha)), dtype=object) if exact
+                       else np.full(src_shape, float(alpha)))
             bias = base0 if include_self else base0 * torch.as_tensor(~landed, dtype=base0.dtype, device=base0.device)
         else:
             n = counts + int(bool(include_self))
-            weights = np.vectorize(lambda c: Fraction(1, int(c)), otypes=[object])(n.reshape(-1)[dest])
+            weights = (np.vectorize(lambda c: Fraction(1, int(c)), otypes=[object])(n.reshape(-1)[dest]) if exact
+                       else 1.0 / n.reshape(-1)[dest].astype(np.float64))
             scale = torch.as_tensor(np.where(landed, 1.0 / np.maximum(n, 1), 1.0), dtype=base0.dtype)
             keep = torch.as_tensor(np.where(landed, float(bool(include_self)), 1.0), dtype=base0.dtype)
             bias = base0 * (keep * scale).to(base0.device)
@@ -277,8 +280,8 @@ class Scatter(Linear):
         if self.parts(call)[4] == "amax":
             w, bias, full, d, out_shape = self.winners(call, a)
             return ScatterMap(full.to(a.device), d, out_shape, w[:, ...], bias, batch=a.shape[0])
-        full, d, out_shape, weights, bias = self.layout(call)
-        w = torch.tensor(np.vectorize(float, otypes=[float])(weights), dtype=a.dtype, device=a.device)
+        full, d, out_shape, weights, bias = self.layout(call, exact=False)
+        w = torch.as_tensor(weights, dtype=torch.float64).to(dtype=a.dtype, device=a.device)
         return ScatterMap(full.to(a.device), d, out_shape, w, None if bias is None else bias.to(a.dtype))
 
     def exact(self, call, a, rule=None) -> ExactMap:
