@@ -206,7 +206,7 @@ def test_lxt_equals_nrm_at_every_block_output(name, attn, variant):
     m = explain(name, model, x, variant, target=target_of(name))
     with peer.patched(name, variant, identity_epsilon=0.0):
         theirs_model = peer.lxt_model(model)
-        blocks = [f"{BLOCKS[name]}.{i}" for i in range(len(theirs_model.get_submodule(BLOCKS[name])))]
+        blocks = [f"{BLOCKS[name]}.{n}" for n, _ in theirs_model.get_submodule(BLOCKS[name]).named_children()]
         with peer.kept_outputs(theirs_model, blocks) as kept:
             peer.relevance(theirs_model, x, target_of(name), causal_lm=causal_lm(name))
     for i, block in enumerate(blocks):
