@@ -254,10 +254,11 @@ def _source_line(filename: str, lineno: int) -> str:
 class _Frame:
     """One module call on the stack."""
 
-    __slots__ = ("module", "name", "direct", "children", "whole", "inputs", "decompose", "batched")
+    __slots__ = ("module", "name", "direct", "children", "whole", "inputs", "decompose", "batched", "handling")
 
     def __init__(self, module: nn.Module, name: str, whole: Any):
         self.module, self.name, self.whole = module, name, whole
+        self.handling = sys.exc_info()[1]  # the exception being handled around the call (None: none)
         self.direct: list[int] = []  # calls recorded directly in this module's forward()
         self.children = False  # whether a module called inside recorded anything
         self.inputs: list[Value] | None = None
@@ -319,14 +320,18 @@ class _Recorder(TorchFunctionMode):
         if threading.get_ident() != self.thread or not self.stack or self.stack[-1].module is not module:
             return None
         replaced = None
+        # forward() raised in this module when an exception other than the one handled around
+        # its call is being handled now (torch calls always-call hooks from its own handler); a
+        # capture run inside the caller's `except` block sees that block's exception before and after
+        raised = sys.exc_info()[1] is not self.stack[-1].handling
         if self.stack[-1].decompose is not None:
             self.leaf -= 1
-            if sys.exc_info()[0] is None and self.error is None:
+            if not raised and self.error is None:
                 replaced = self._decompose(self.stack[-1], args, rest)
         with torch._C.DisableTorchFunction():
             output = rest[-1]
             kwargs = rest[0] if len(rest) == 2 else {}
-            if sys.exc_info()[0] is not None and self.failed is None:  # forward() raised in this module
+            if raised and self.failed is None:  # forward() raised in this module
                 self.failed = (self.stack[-1].module, self.stack[-1].name)
             frame = self.stack.pop()
             recorded_whole = False

@@ -451,3 +451,27 @@ def test_a_module_recorded_whole_is_a_child_so_its_parents_other_operation_keeps
                 torch.testing.assert_close(m.marginal(name), ref.marginal(name), rtol=1e-10, atol=1e-12)
     finally:
         nrm.layers.unregister(ScaleKind)
+
+
+def test_a_capture_inside_a_callers_exception_handler_records_the_same_calls():
+    """The module hooks tell a forward that raised from the exception the caller is handling:
+    inside an ``except`` block the capture (and a decomposed module's definition) is the same."""
+    mha = nn.MultiheadAttention(4, 2, batch_first=True).double().eval()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha, self.fc = mha, nn.Linear(4, 2).double()
+
+        def forward(self, x):
+            return self.fc(self.mha(x, x, x, need_weights=False)[0].mean(1))
+
+    model, x = _seeded(Net()), _x(2, 3, 4)
+    outside = nrm.explain(model, x, target=0)
+    try:
+        raise KeyError("the caller's own exception")
+    except KeyError:
+        inside = nrm.explain(model, x, target=0)
+        names = [c.name for c in capture(model, x).calls]
+    assert names == [c.name for c in capture(model, x).calls]
+    torch.testing.assert_close(inside.marginal("input"), outside.marginal("input"), rtol=0, atol=0)

@@ -8,6 +8,7 @@ weights and edge features as GAT's edge_attr, two components), float64: engine =
 = explicit reference at every layer, L1 exactly in the oracle; L2–L7 with node events; L18;
 L9 in its general form and, for the held default, against a hand-written gradient × input of
 the model with α detached; the held kernel α_ij W_gf x_jf / (z_ig + ε s) on one layer;
+L15 (node walks and walk sets against nested masking on the traced graph, both modes);
 check-layer on SegmentSoftmax; malformed graphs and refused calls.
 """
 
@@ -188,7 +189,7 @@ def test_node_walks_along_the_edges_are_every_walk(how):
     """GNN-LRP's walks on GAT: graph_walks (along the edges and self-loops) gives each walk the
     entry of walk_relevance's full N × N tensor, and every walk it leaves out carries 0 — also
     with AttnLRP's split, whose relevance through α reaches x_i and x_j along the same edges.
-    (L15's nested-masking reference reads chains only: GAT's scores branch.)"""
+    (L15 against nested masking: test_node_walks_are_nested_masking_walk_relevances.)"""
     model, x, target, g = wrapped("gat")
     with mode(how):
         m = nrm.explain(model, x, target)
@@ -200,6 +201,77 @@ def test_node_walks_along_the_edges_are_every_walk(how):
         listed[i0, i1] = r
     torch.testing.assert_close(listed, R, rtol=1e-12, atol=1e-14)
     assert float(R.abs().sum()) > 0
+
+
+# the node states of the GAT models: the input, conv1's output (before the ReLU), conv2's output
+GAT_LAYERS = {
+    "gat": ["input", "add_1", "add_3"],
+    "gat_no_loops": ["input", "add_1", "add_3"],
+    "gat_edge_weight": ["input", "add_2", "add_6"],
+    "gat_edge_attr": ["input", "add_2", "add_5"],
+    "gatv2": ["input", "add_2", "add_5"],
+}
+WALK_CASES = [(name, "gamma") for name in sorted(GAT_LAYERS)] + [("gat", "zero"), ("gatv2", "zero")]
+
+
+def _walk_event(layers, walk):
+    ev = nrm.OMEGA
+    for layer, node in zip(layers, walk):
+        ev = ev & At(layer, nodes=[node])
+    return ev
+
+
+@pytest.mark.parametrize("how", MODES)
+@pytest.mark.parametrize("name, rule", WALK_CASES)
+def test_node_walks_are_nested_masking_walk_relevances(name, rule, how):
+    """L15 on GAT, both modes: GAT's scores branch off ``lin`` (α_ij and h_j are two ways down to
+    x), so the reference is nested masking on the traced graph
+    (nrm_verify.references.explicit.nested_masking), through the segment softmax and the
+    message product with the same split as nrm. Checked: the two walks of largest |R| ending
+    at node 1, the self-walk (1, 1, 1), a walk from the isolated node (it carries nothing),
+    and walk sets through chosen nodes at two layers (input and conv2, conv1 and conv2)."""
+    from nrm_verify.references import gnnlrp
+
+    rules = RULES[rule]
+    model, x, target, _ = wrapped(name)
+    layers, end, n = GAT_LAYERS[name], 1, x.shape[1]
+    with mode(how):
+        m = nrm.explain(model, x, target, rules=rules)
+        R = nrm.gnn.walk_relevance(m, layers, end)
+        top = [tuple(int(v) for v in torch.unravel_index(torch.tensor(i), R.shape))
+               for i in torch.argsort(R.reshape(-1).abs(), descending=True)[:2].tolist()]
+        assert float(R.abs().max()) > 1e-3 * float(m.f.abs())
+        assert float(R[n - 1].abs().max()) == 0.0  # the isolated node starts no walk to another node
+        tol = 1e-10 * max(1.0, float(m.f.abs()))
+        for i0, i1 in top + [(1, 1), (n - 1, 0)]:
+            event = _walk_event(layers, (i0, i1, end))
+            graphs.held(laws.walk_relevance(model, x, target, event, rules))
+            expected = gnnlrp.walk_relevance(model, x, target, event, rules)
+            assert abs(float(R[i0, i1]) - float(expected)) <= tol, (i0, i1)
+        sets = [At(layers[0], nodes=[0, 1, 2]) & At(layers[2], nodes=[1, 3]),
+                At(layers[1], nodes=[0, 1]) & At(layers[2], nodes=[1])]
+        measured = []
+        for event in sets:
+            graphs.held(laws.walk_relevance(model, x, target, event, rules))
+            measured.append(float(gnnlrp.walk_relevance(model, x, target, event, rules)))
+    assert max(abs(v) for v in measured) > 1e-3 * float(m.f.abs()), measured  # the sets carry relevance
+
+
+def test_walk_relevance_on_gat_is_the_same_inside_an_exception_handler():
+    """A capture inside a caller's exception handler: the module hooks tell a forward that raised
+    by an exception other than the one handled around the call (they once read any exception
+    being handled as the module's own, so GATConv's batch-first decomposition was skipped and
+    PyG raised 'Static graphs not supported')."""
+    from nrm_verify.references import gnnlrp
+
+    model, x, target, _ = wrapped("gat")
+    event = _walk_event(GAT_LAYERS["gat"], (0, 1, 1))
+    outside = float(gnnlrp.walk_relevance(model, x, target, event))
+    try:
+        raise KeyError("an exception being handled")
+    except KeyError:
+        inside = float(gnnlrp.walk_relevance(model, x, target, event))
+    assert inside == outside != 0.0
 
 
 def test_a_batch_of_feature_sets_is_explained_sample_by_sample():

@@ -479,6 +479,8 @@ def walk_relevance(model: nn.Module, x: torch.Tensor, target, walks, rules=None,
     except UnsupportedModelError as err:
         if not isinstance(walks, Event) or "sequential" not in str(err):
             raise
+        layers = None
+    if layers is None:  # the fallback, run outside the handler
         try:
             total, size = nested_masking(model, x, target, rules, walks)
         except ValueError as why:  # an event the branched reference does not read (⊥ kept)
