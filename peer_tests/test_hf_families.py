@@ -111,3 +111,33 @@ def test_gelu_fast_is_refused_by_name_since_its_constant_is_rounded():
     e = torch.randn(1, 4, 16, dtype=D)
     with pytest.raises(nrm.AmbiguousProductError, match="FastGELUActivation"):
         nrm.explain(model, e, target=0)
+
+
+@pytest.mark.parametrize("attn,dtype,tol", [("sdpa", torch.float64, 1e-12), ("eager", torch.float32, 1e-6),
+                                            ("sdpa", torch.bfloat16, 1e-5)])
+def test_transformers_vit_for_image_classification(attn, dtype, tol):
+    """transformers' ViT (pixel values → class logits): read with nrm's defaults, L1 at every layer
+    to the dtype's tolerance (half precision is explained in float32). Its eager attention's
+    softmax computes in float32 (dtype=torch.float32): a no-op in a float32 model, refused by name
+    in a float64 one."""
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=24, num_labels=3)
+    config._attn_implementation = attn
+    vit = transformers.ViTForImageClassification(config).to(dtype).eval()
+
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vit = vit
+
+        def forward(self, x):
+            return self.vit(pixel_values=x).logits
+
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)).to(dtype)
+    m = nrm.explain(Classifier().eval(), x, target=1)
+    assert float(laws.normalization(m).deviation) <= tol
+    assert all(bool(torch.isfinite(m.marginal(n)).all()) for n in m.layers)
+    if dtype is torch.float32:
+        with pytest.raises(nrm.UnsupportedOperationError, match="dtype"):
+            nrm.explain(Classifier().double().eval(), x.double(), target=1)
