@@ -122,8 +122,15 @@ def test_a_second_run_of_other_rules_into_the_same_folder_is_refused(places, tmp
     assert sorted(p.read_bytes() for p in (tmp_path / "o" / "samples").iterdir()) == before
 
 
-def test_sigint_keeps_the_finished_batches_and_the_same_command_resumes(places, tmp_path):
-    argv = [places["data"], "--model", SMALL, "--laws", "L1", "L9", "--batch-size", "2", "--quiet"]
+def test_sigint_keeps_the_finished_batches_and_the_same_command_resumes(tmp_path):
+    """SIGINT once three batches are committed: whole batches kept, exit 130, and the same command
+    resumes to the uninterrupted result. 256 samples (128 batches, ≈ 6 s of work after the third)
+    so the signal lands while the run is going: with 64 the toy model finished the 29 batches
+    left (≈ 1.5 s) before a loaded test process saw the third part, and the run exited 0."""
+    n = 256
+    data = tmp_path / "data.pt"
+    torch.save(torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(2)), data)
+    argv = [str(data), "--model", SMALL, "--laws", "L1", "L9", "--batch-size", "2", "--quiet"]
     whole = cli(*argv, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "cut"
@@ -137,12 +144,12 @@ def test_sigint_keeps_the_finished_batches_and_the_same_command_resumes(places, 
     assert proc.returncode == 130, err
     assert "interrupted" in err and "rerun the same command to resume" in err and "Traceback" not in err
     kept = pq.read_table(out / "samples").num_rows
-    assert 6 <= kept < 64 and kept % 2 == 0  # whole batches only
+    assert 6 <= kept < n and kept % 2 == 0  # whole batches only
     resumed = cli(*argv, "--out", str(out))
     assert resumed.returncode == 0 and f"{kept} already there" in resumed.stdout, resumed.stderr
     a = pq.read_table(tmp_path / "whole" / "samples").sort_by("row").to_pylist()
     b = pq.read_table(out / "samples").sort_by("row").to_pylist()
-    assert len(b) == 64 and [r["id"] for r in b] == [str(i) for i in range(64)]
+    assert len(b) == n and [r["id"] for r in b] == [str(i) for i in range(n)]
     assert a == b
     assert (out / "reductions.json").read_bytes() == (tmp_path / "whole" / "reductions.json").read_bytes()
 
