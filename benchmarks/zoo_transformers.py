@@ -60,26 +60,6 @@ def first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:300]
 
 
-@contextlib.contextmanager
-def rms_norms_in_input_dtype(model):
-    """RMSNorm's formula in the input's dtype (transformers computes it in float32)."""
-    import torch
-
-    classes = {type(m) for m in model.modules() if type(m).__name__.endswith("RMSNorm")}
-    saved = {c: c.forward for c in classes}
-
-    def forward(self, h):
-        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
-
-    for c in classes:
-        c.forward = forward
-    try:
-        yield
-    finally:
-        for c, f in saved.items():
-            c.forward = f
-
-
 def build(name: str):
     """(wrapped model taking the input, input, target, parameter count, description)."""
     import torch
@@ -149,6 +129,7 @@ def child(name: str) -> dict:
     import nrm
     from nrm_verify import laws
     from nrm_verify.peers import lxt as peer
+    from nrm_verify.peers.base import rms_norms_in_input_dtype
 
     model, x, target, params, desc = build(name)
     row = {"model": name, "input": desc, "params": params, "target": target, "conventions": {}}

@@ -6,13 +6,12 @@ to 1e-12 at every layer. What stays refused is refused by name."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
 import nrm
 from nrm_verify import laws
+from nrm_verify.peers.base import rms_norms_in_input_dtype
 
 transformers = pytest.importorskip("transformers", reason="transformers is installed in the peer environment only")
 
@@ -41,25 +40,6 @@ class Logits(torch.nn.Module):
     def forward(self, e):
         out = self.model(inputs_embeds=e).logits
         return out[:, -1, :] if out.dim() == 3 else out
-
-
-@contextlib.contextmanager
-def rms_norms_in_input_dtype(model):
-    """The RMSNorms of Llama-family models compute in float32 whatever the model's dtype (nrm
-    refuses the dtype change by name); the same formula in the input's dtype, for float64."""
-    classes = {type(m) for m in model.modules() if type(m).__name__.endswith("RMSNorm")}
-    saved = {c: c.forward for c in classes}
-
-    def forward(self, h):
-        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
-
-    for c in classes:
-        c.forward = forward
-    try:
-        yield
-    finally:
-        for c, f in saved.items():
-            c.forward = f
 
 
 def _case(name: str, seed: int = 0):

@@ -90,6 +90,18 @@ def output_file(text: str) -> str:
     return text
 
 
+def output_folder(text: str) -> Path:
+    """``--out``: the folder, created; a :class:`UsageError` when it cannot be created or written."""
+    out = Path(text)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {text}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {text}: the folder is not writable")
+    return out
+
+
 def one_line(text: str) -> str:
     """A message as one line (exception texts may hold newlines)."""
     return " ".join(str(text).split())

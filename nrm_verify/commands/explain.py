@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from torch import nn
 
 from nrm_verify.commands import explain_graph
-from nrm_verify.commands.arguments import UsageError, nonnegative_int, one_line, positive_int
+from nrm_verify.commands.arguments import UsageError, nonnegative_int, one_line, output_folder, positive_int
 from nrm_verify.commands.loading import load_input, load_model
 from nrm_verify.commands.progress import Progress
 
@@ -179,14 +178,7 @@ def _prepare(args) -> Path:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError:
         raise UsageError("the figures need matplotlib: pip install 'nrm-verify[report]'") from None
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {args.out}: cannot create the folder ({e.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {args.out}: the folder is not writable")
-    return out
+    return output_folder(args.out)
 
 
 def _measure(model: nn.Module, x: torch.Tensor, rules, target: int | None):

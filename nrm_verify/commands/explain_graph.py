@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nrm_verify.commands.arguments import UsageError, nonnegative_int, one_line, positive_int
+from nrm_verify.commands.arguments import UsageError, nonnegative_int, one_line, output_folder, positive_int
+from nrm_verify.commands.loading import load_state_dict, model_from_object
 
 PROG = "nrm-verify explain"
 GRAPH_KEYS = ("x", "edge_index", "edge_weight", "edge_attr", "batch")
@@ -126,14 +126,7 @@ def _prepare(args) -> Path:
     except ModuleNotFoundError as e:
         extra = "report" if e.name == "matplotlib" else "graph"
         raise UsageError(f"--modality graph needs {e.name}: pip install 'nrm-verify[{extra}]'") from None
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {args.out}: cannot create the folder ({e.strerror})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {args.out}: the folder is not writable")
-    return out
+    return output_folder(args.out)
 
 
 def _rules(text: str, x: torch.Tensor):
@@ -150,46 +143,16 @@ def _rules(text: str, x: torch.Tensor):
 def load_graph_model(spec: str, state_dict: str | None) -> tuple[nn.Module, str]:
     """A copy of the graph network that ``spec`` (module:Class, module:factory(), file.py:Class)
     names, with ``state_dict`` loaded into the copy: the named object itself is never changed."""
-    from nrm_verify.properties.loader import load_object
-
     if ":" not in spec:
         raise UsageError(f"--model {spec!r}: a graph model is given as module:Class or module:factory() "
                          "(TorchScript archives are read for nn.Sequential image models only)")
-    try:
-        obj = load_object(spec)
-    except (ImportError, AttributeError, FileNotFoundError, ValueError) as e:
-        raise UsageError(f"cannot load --model {spec!r}: {e}") from None
-    except Exception as e:  # the user's module raised while importing
-        raise UsageError(f"importing --model {spec!r} raised {type(e).__name__}: {e}") from None
-    if isinstance(obj, type) and issubclass(obj, nn.Module):
-        try:
-            obj = obj()
-        except Exception as e:
-            raise UsageError(f"{spec}() raised {type(e).__name__}: {e} (the class must build without arguments; "
-                             "give a factory instead: module:make_net())") from None
-    if not isinstance(obj, nn.Module):
-        raise UsageError(f"--model {spec!r} gives a {type(obj).__name__}, not a torch.nn.Module")
+    obj = model_from_object(spec)
     model = copy.deepcopy(obj)
     what = spec
     if state_dict is not None:
-        _load_weights(model, state_dict)
+        load_state_dict(model, state_dict)
         what += f" with weights from {state_dict}"
     return model.eval(), what
-
-
-def _load_weights(model: nn.Module, path: str) -> None:
-    if not Path(path).is_file():
-        raise UsageError(f"--state-dict: no such file: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UsageError(f"--state-dict {path}: cannot read it as a torch state dict ({type(e).__name__})") from None
-    if not isinstance(state, dict):
-        raise UsageError(f"--state-dict {path}: holds a {type(state).__name__}, not a state dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise UsageError(f"--state-dict {path} does not fit the model: {one_line(e)}") from None
 
 
 def _read_graph_file(path: Path):

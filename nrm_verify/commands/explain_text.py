@@ -53,7 +53,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nrm_verify.commands.arguments import UsageError, one_line
+from nrm_verify.commands.arguments import UsageError, one_line, output_folder
 from nrm_verify.commands.progress import Progress
 
 PROG = "nrm-verify explain --modality text"
@@ -498,12 +498,7 @@ def _prepare(args) -> Path:
         import matplotlib  # noqa: F401
     except ModuleNotFoundError:
         raise UsageError("the figures need matplotlib: pip install 'nrm-verify[report]'") from None
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {args.out}: cannot create the folder ({e.strerror})") from None
-    return out
+    return output_folder(args.out)
 
 
 def _run(args, bar) -> int:

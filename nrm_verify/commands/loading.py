@@ -27,16 +27,17 @@ def load_model(spec: str | None, state_dict: str | None, seed: int) -> tuple[nn.
         from nrm_verify.zoo.models import vgg16
         model, what = vgg16(seed=seed), f"built-in VGG16 (seeded weights, seed {seed})"
     elif ":" in spec and not Path(spec).is_file():
-        model, what = _model_from_object(spec), spec
+        model, what = model_from_object(spec), spec
     else:
         model, what = _model_from_torchscript(spec), f"TorchScript {spec}"
     if state_dict is not None:
-        _load_state_dict(model, state_dict)
+        load_state_dict(model, state_dict)
         what += f" with weights from {state_dict}"
     return model.eval(), what
 
 
-def _model_from_object(spec: str) -> nn.Module:
+def model_from_object(spec: str) -> nn.Module:
+    """The nn.Module that ``spec`` (module:Class, module:factory(), file.py:Class) names; usage errors otherwise."""
     from nrm_verify.properties.loader import load_object
     try:
         obj = load_object(spec)
@@ -55,7 +56,8 @@ def _model_from_object(spec: str) -> nn.Module:
     return obj
 
 
-def _load_state_dict(model: nn.Module, path: str) -> None:
+def load_state_dict(model: nn.Module, path: str) -> None:
+    """Load the state dict in ``path`` (or its ``state_dict`` entry) into ``model``; usage errors otherwise."""
     if not Path(path).is_file():
         raise UsageError(f"--state-dict: no such file: {path}")
     try:

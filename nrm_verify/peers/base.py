@@ -6,9 +6,12 @@ through the package)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from types import ModuleType
 
+import torch
 from torch import nn
 
 SETUP_COMMAND = "bash scripts/setup-peers.sh"
@@ -73,5 +76,25 @@ def unruled_linear_problem(network, ruled: tuple, peer: str, what_it_does: str) 
     return []
 
 
+@contextlib.contextmanager
+def rms_norms_in_input_dtype(model: nn.Module) -> Iterator[None]:
+    """transformers' RMSNorms (Llama, Qwen2, Mistral, …) compute in float32 whatever the model's
+    dtype, a dtype change nrm refuses in a float64 model: while the context is open, the RMSNorm
+    classes of ``model`` compute the same formula in the input's dtype; restored on exit."""
+    classes = {type(m) for m in model.modules() if type(m).__name__.endswith("RMSNorm")}
+    saved = {c: c.forward for c in classes}
+
+    def forward(self, h):
+        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+    for c in classes:
+        c.forward = forward
+    try:
+        yield
+    finally:
+        for c, f in saved.items():
+            c.forward = f
+
+
 __all__ = ["SETUP_COMMAND", "PeerMissingError", "PeerConventionError", "require", "versions", "product_problem",
-           "unruled_linear_problem"]
+           "unruled_linear_problem", "rms_norms_in_input_dtype"]
