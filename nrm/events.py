@@ -305,14 +305,15 @@ class At(Event):
         if len(given) > 1:
             raise EventIndexError(f"At({layer!r}) takes one of index=, channels=, mask=, nodes=, tokens=, heads=, "
                                   f"got {given}")
-        for named in (nodes, tokens, heads):  # per-sample dimension 0 under the architecture's name for it
-            if named is not None:
-                channels = named
+        what = "channels"
+        for word, named in (("nodes", nodes), ("tokens", tokens), ("heads", heads)):
+            if named is not None:  # per-sample dimension 0 under the architecture's name for it
+                channels, what = named, word
         if index is not None:
             values = _ints(index, "index")
             atom = Atom(layer, "index" if values else "none", values, absorber, parallel=parallel)
         elif channels is not None:
-            values = _ints(channels, "channels")
+            values = _ints(channels, what)
             atom = Atom(layer, "channels" if values else "none", values, absorber, parallel=parallel)
         elif mask is not None:
             if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
