@@ -112,8 +112,8 @@ def magnitude(m: Measure) -> torch.Tensor:
     that order even where the marginals of a layer are small; the linear laws measure
     their deviations against it (besides the size of their own terms)."""
     if m not in _MAGNITUDES:
-        sizes = [m.marginal(n).reshape(m.engine.batch, -1).abs().sum(1) + m.absorbed(n).abs()
-                 for n in canonical_layers(m)]
+        every = m.marginals(absorber=True)  # one pass for every layer
+        sizes = [marg.reshape(m.engine.batch, -1).abs().sum(1) + absorbed.abs() for marg, absorbed in every.values()]
         _MAGNITUDES[m] = torch.stack(sizes).max(0).values
     return _MAGNITUDES[m]
 
@@ -140,7 +140,7 @@ def canonical_layers(m: Measure) -> list[str]:
 
 # -- L9–L14: relations between rules ------------------------------------------------------
 def all_marginals(m: Measure) -> dict[str, torch.Tensor]:
-    return {name: m.marginal(name) for name in canonical_layers(m)}
+    return m.marginals()  # one pass for every layer
 
 
 def largest_deviation(a: dict, b: dict) -> tuple[float, str]:

@@ -19,6 +19,7 @@ import torch
 
 from nrm.measure import Measure
 from nrm_verify.laws.base import LawResult, Worst, law_result, magnitude, tolerance_for
+from nrm_verify.laws.measure import every_bypassing
 from nrm_verify.references.explicit import reference_lrp
 
 
@@ -32,8 +33,11 @@ def normalization_with_copies(m: Measure, *, tol: float | None = None) -> LawRes
     tol = tolerance_for(m, tol)
     worst, scale = Worst(), magnitude(m)
     names = _names(m)
+    every = m.marginals(absorber=True)  # one pass for every layer's marginal and absorber
+    bypassing = every_bypassing(m, names[:-1]) or {}
     for name in names[:-1]:
-        total = m.marginal(name).reshape(m.engine.batch, -1).sum(1) + m.bypassing(name) + m.absorbed(name)
+        marg, absorbed = every[name]
+        total = marg.reshape(m.engine.batch, -1).sum(1) + bypassing.get(name, 0.0) + absorbed
         worst.add(total, torch.ones_like(total), scale, name)
     return law_result("L1", "normalization with copies", worst.deviation, tol,
                    f"Σ m_l + bypassing + m_l(⊥) = 1 at all {len(names) - 1} layers; worst at {worst.where!r}",

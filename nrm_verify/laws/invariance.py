@@ -17,13 +17,16 @@ def batch_invariance(model, x, target, rules=None, *, tol: float | None = None) 
     targets = torch.as_tensor(target).reshape(-1).expand(x.shape[0]) if torch.as_tensor(target).numel() == 1 else \
         torch.as_tensor(target).reshape(-1)
     worst = Worst()
+    batched = whole.marginals(absorber=True)  # every layer from one pass
     for i in range(x.shape[0]):
         one = nrm.explain(model, x[i:i + 1], int(targets[i]), rules=rules)
+        alone = one.marginals(absorber=True)
+        size = torch.maximum(magnitude(one), magnitude(whole)[i:i + 1])
         for name in canonical_layers(whole):
-            size = torch.maximum(magnitude(one), magnitude(whole)[i:i + 1])
-            worst.add(whole.marginal(name)[i:i + 1], one.marginal(name), big_terms(one, size).reshape(
-                (1,) + (1,) * (one.marginal(name).dim() - 1)), where=f"sample {i}, m at {name!r}")
-            worst.add(whole.absorbed(name)[i:i + 1], one.absorbed(name), size, where=f"sample {i}, m(⊥) at {name!r}")
+            (mb, bb), (ma, ba) = batched[name], alone[name]
+            worst.add(mb[i:i + 1], ma, big_terms(one, size).reshape((1,) + (1,) * (ma.dim() - 1)),
+                      where=f"sample {i}, m at {name!r}")
+            worst.add(bb[i:i + 1], ba, size, where=f"sample {i}, m(⊥) at {name!r}")
     return law_result("INV", "batch invariance", worst.deviation, tol, f"{x.shape[0]} samples, every layer" +
                    (f"; worst: {worst.where} (batched, alone)" if worst.deviation > 0 else ""), pair=worst.pair)
 
@@ -94,10 +97,12 @@ def device_invariance(model, x, target, rules=None, devices: Sequence[str] | Non
     for d, m in zip(devices[1:], measures[1:]):
         size = torch.maximum(mag, magnitude(m).cpu())
         worst.add(m.f.cpu(), base.f.cpu(), base.f.abs().cpu(), where=f"f_c on {d}")
+        here, there = m.marginals(absorber=True), base.marginals(absorber=True)  # one pass each
         for name in canonical_layers(base):
-            a, b = m.marginal(name).cpu(), base.marginal(name).cpu()
+            (a, abot), (b, bbot) = here[name], there[name]
+            a, b = a.cpu(), b.cpu()
             worst.add(a, b, size.reshape((-1,) + (1,) * (a.dim() - 1)), where=f"m at {name!r} on {d}")
-            worst.add(m.absorbed(name).cpu(), base.absorbed(name).cpu(), size, where=f"m(⊥) at {name!r} on {d}")
+            worst.add(abot.cpu(), bbot.cpu(), size, where=f"m(⊥) at {name!r} on {d}")
     return law_result("INV", "device invariance", worst.deviation, tol,
                    f"marginals at {len(canonical_layers(base))} layers on {devices} against {devices[0]}" +
                    (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)

@@ -33,6 +33,16 @@ def complement_atom(m: Measure, event: At) -> At:
 
 
 # -- L1 ------------------------------------------------------------------------------
+def every_bypassing(m: Measure, names: Sequence[str]) -> dict[str, torch.Tensor] | None:
+    """:meth:`Measure.bypassing` at every layer in ``names``, (B,) each, from one batch of
+    masked passes (the jobs share their path down to the layer each constrains), or None on
+    a sequential model, where no walk bypasses a layer."""
+    if m.network.sequential:
+        return None
+    values = m.measure([At(name, index=[], parallel=True) for name in names])
+    return dict(zip(names, values.reshape(len(names), -1)))
+
+
 def normalization(m: Measure, *, tol: float | None = None) -> LawResult:
     """L1: μ(Ω) = 1 and Σ_{j ∈ V̄_l} m_l(j) = 1 at every layer (on a branched model V̄_l also
     holds the copies of the walks that bypass the layer's node: ``m.bypassing``)."""
@@ -40,16 +50,18 @@ def normalization(m: Measure, *, tol: float | None = None) -> LawResult:
     worst = Worst()
     omega = m(OMEGA)
     worst.add(omega, torch.ones_like(omega), big_terms(m, 1.0), where="μ(Ω)")
-    branched = not m.network.sequential
-    for name in canonical_layers(m):
-        marg = m.marginal(name)
-        total = marg.reshape(marg.shape[0], -1).sum(1) + m.absorbed(name)
-        if branched:  # the copies of the walks that bypass the layer's node (NRM-SPEC §1)
-            total = total + m.bypassing(name)
+    names = canonical_layers(m)
+    every = m.marginals(absorber=True)  # every layer's marginal and absorber from one pass
+    bypassing = every_bypassing(m, names)
+    for name in names:
+        marg, absorbed = every[name]
+        total = marg.reshape(marg.shape[0], -1).sum(1) + absorbed
+        if bypassing is not None:  # the copies of the walks that bypass the layer's node (NRM-SPEC §1)
+            total = total + bypassing[name]
         scale = marg.reshape(marg.shape[0], -1).abs().sum(1)
         worst.add(total, torch.ones_like(total), big_terms(m, scale), where=f"Σ_j m(j) + m(⊥) at {name!r}")
     return law_result("L1", "normalization", worst.deviation, tol,
-                   f"μ(Ω) and Σ_j m_l(j) + m_l(⊥) over {len(canonical_layers(m))} layers" +
+                   f"μ(Ω) and Σ_j m_l(j) + m_l(⊥) over {len(names)} layers" +
                    (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
 
 
@@ -325,6 +337,7 @@ def lrp_equivalence(m: Measure, reference: dict | None = None, f: torch.Tensor |
         reference, f = lrp.relevance(m.network.model, x, rules=rules, start=start)
     f = m.f if f is None else f
     worst = Worst()
+    m.marginals(absorber=True)  # every layer's plain pass at once; the calls below read them
     for name, R in reference.items():
         marg = m.marginal(name)
         expected = R.reshape(marg.shape) / f.reshape((-1,) + (1,) * (marg.dim() - 1))
