@@ -224,12 +224,15 @@ def test_matmul_refuses_a_bad_theta(bad):
 
 
 class ByConstant(nn.Module):
+    """A constant matrix on the left (W @ x maps dimension −2); ``x @ W`` is a dense map
+    (tests/test_constant_matmul.py)."""
+
     def __init__(self):
         super().__init__()
-        self.w = nn.Parameter(torch.randn(3, 2, dtype=D))
+        self.w = nn.Parameter(torch.randn(2, 2, dtype=D))
 
     def forward(self, x):
-        return (x @ self.w).flatten(1)
+        return (self.w @ x).flatten(1)
 
 
 class Broadcast(nn.Module):
@@ -245,7 +248,7 @@ class BatchSoftmax(nn.Module):
 
 
 @pytest.mark.parametrize("module,shape,words", [
-    (ByConstant(), (2, 3), ("matmul", "constant matrix", "F.linear")),
+    (ByConstant(), (2, 3), ("matmul", "constant matrix on the left", "F.linear")),
     (Broadcast(), (2, 2, 3), ("matmul", "shapes", "no broadcasting")),
     (BatchSoftmax(), (3,), ("softmax", "batch dimension")),
 ], ids=["constant", "broadcast", "batch-softmax"])

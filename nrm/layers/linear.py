@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from fractions import Fraction
 
 import numpy as np
@@ -79,6 +80,69 @@ class Dense(Linear):
             S[p * n_i:(p + 1) * n_i, p * n_o:(p + 1) * n_o] = True
         bias = None if b is None else np.tile(b, lead)
         return ExactMap(W, S, bias, tuple(in_shape[:-1]) + (n_o,))
+
+
+class ConstantMatMul(Linear):
+    """``a @ W`` (``torch.matmul``, ``Tensor.matmul``, the ``@`` operator) with a constant
+    matrix W (a parameter, a buffer or a tensor built from them, such as ``weight.T``) on the
+    right: the dense map of W on the last dimension, read as ``F.linear(a, Wᵀ)`` (Falcon's and
+    other hand-written projections ``x @ self.weight.T``). A product of two input-derived
+    tensors is :class:`nrm.layers.attention.MatMul`'s; a constant on the left (``W @ a``,
+    which maps dimension −2) and batched constants are refused with how to rewrite them.
+
+    Definition (W of shape (n, m))::
+
+        z_k = Σ_j a_j W_jk          (for every leading index of a)
+    """
+
+    functions = (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, operator.matmul)
+    rule_types = (nn.Linear,)
+    folds_batchnorm = True
+
+    def examples(self):
+        return [(MatMulConstant(3, 2).eval(), (3,)), (MatMulConstant(3, 2).eval(), (2, 3))]
+
+    @staticmethod
+    def operands(call) -> tuple:
+        first = call.args[0] if call.args else call.kwargs.get("input")
+        second = call.args[1] if len(call.args) > 1 else call.kwargs.get("other")
+        return first, second
+
+    def accepts(self, call):
+        a, w = self.operands(call)
+        if isinstance(a, Value) and isinstance(w, Value):
+            return "multiplies two input-derived tensors: a product of activations (attention.MatMul reads it)"
+        if not isinstance(a, Value):
+            return ("multiplies a constant matrix on the left (W @ a maps dimension −2); write it as "
+                    "(a.transpose(-1, -2) @ W.T).transpose(-1, -2) or with F.linear on the transposed tensor")
+        if call.kwargs.get("out") is not None:
+            return "writes into out="
+        if not isinstance(w, torch.Tensor) or w.dim() != 2:
+            shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
+            return (f"multiplies by a constant of shape {shape}; nrm reads a @ W with W a matrix (n, m) "
+                    "(a vector or a batched constant: use F.linear or expand it into an nn.Linear)")
+        if len(call.in_shapes[0]) < 2:
+            return "multiplies a tensor without a batch dimension"
+        if w.dtype != call.output.dtype:
+            return f"multiplies by a constant of dtype {w.dtype} into {call.output.dtype}"
+        return None
+
+    def map(self, call, a, rule=None):
+        return DenseMap(self.operands(call)[1].detach().T, None)
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        return Dense.unroll(to_fractions(self.operands(call)[1].T), None, tuple(a.shape[1:]))
+
+
+class MatMulConstant(nn.Module):
+    """relu(x) @ W with a seeded constant W (an example of :class:`ConstantMatMul`)."""
+
+    def __init__(self, n: int, m: int):
+        super().__init__()
+        self.weight = nn.Parameter(seeded(nn.Linear(n, m, bias=False)).weight.detach().T.contiguous())
+
+    def forward(self, x):
+        return F.relu(x) @ self.weight
 
 
 class Conv(Linear):
