@@ -178,14 +178,16 @@ CASES = [(name, attn, variant) for name, attns in (("gpt2", ["sdpa"]), ("llama",
 
 
 @pytest.mark.parametrize("name,attn,variant", CASES, ids=lambda v: v)
-def test_lxt_equals_nrm_at_the_input_embeddings(name, attn, variant):
+def test_lxt_equals_nrm_at_the_input_embeddings(record, name, attn, variant):
     """LXT's efficient AttnLRP / CP-LRP (identity rule with ε = 0 in place of its 1e-10) equals
     f · m_input of nrm with the matching conventions, ≤ 1e-10 relative (≈ 1e-15 observed); token
-    relevance (the sum over the hidden dimension) follows."""
+    relevance (the sum over the hidden dimension) follows. Recorded in deviations.json (peer
+    ``lxt``; the README's LXT table is read from it)."""
     model, x = build(name, attn)
     m = explain(name, model, x, variant, target=target_of(name))
     ours = m.marginal("input") * per_sample(m.f, x)
     theirs = lxt_relevance(name, model, x, variant, identity_epsilon=0.0)
+    record(lxt_explainer(name, variant), f"efficient {variant}", f"{name} ({attn})", ours, theirs)
     assert relative(ours, theirs) <= 1e-10
     assert relative(ours.sum(-1), theirs.sum(-1)) <= 1e-10
 
@@ -198,8 +200,13 @@ def per_sample(f, x):
 BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "bert": "bert.encoder.layer", "vit": "encoder.layers"}
 
 
+def lxt_explainer(name, variant):
+    """The explainer whose name and row the records of an efficient-mode comparison carry."""
+    return peer.LXTExplainer(name, variant, identity_epsilon=0.0, causal_lm=bool(causal_lm(name)))
+
+
 @pytest.mark.parametrize("name,attn,variant", CASES, ids=lambda v: v)
-def test_lxt_equals_nrm_at_every_block_output(name, attn, variant):
+def test_lxt_equals_nrm_at_every_block_output(record, name, attn, variant):
     """Relevance at each block's output hidden states, h · ∂f/∂h under LXT's patch, equals
     f · m at nrm's layer of that module's output, ≤ 1e-10 relative."""
     model, x = build(name, attn)
@@ -218,6 +225,7 @@ def test_lxt_equals_nrm_at_every_block_output(name, attn, variant):
                 and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
         assert same, i
         ours = m.marginal(same[-1]) * per_sample(m.f, h)
+        record(lxt_explainer(name, variant), f"efficient {variant}", f"{name} ({attn})", ours, theirs, what=block)
         assert relative(ours, theirs) <= 1e-10, (i, same)
 
 
@@ -470,20 +478,25 @@ def block_values(model, x):
 
 
 @pytest.mark.parametrize("patch", ["8", "4"])
-def test_lxt_explicit_equals_nrm_at_the_image_and_every_block_output(patch):
+def test_lxt_explicit_equals_nrm_at_the_image_and_every_block_output(record, patch):
     """LXT's explicit CP-LRP composite (MultiheadAttention_CP, LayerNormEpsilon, IdentityRule on GELU,
     EpsilonRule on the projections, add2 on '+', zennit's ε on Conv2d and Linear) with every
     stabilizer 0 and its rules kept in the traced model equals f · m of nrm (LRP-0, θ = 0) at the
     image and at each encoder block's output, ≤ 1e-10 relative (≈ 1e-15 observed)."""
     lxt_explicit, model, x, m = explicit_case(patch)
     blocks = [f"encoder.layers.encoder_layer_{i}" for i in range(len(model.encoder.layers))]
-    theirs = lxt_explicit.relevance(model, x, 1, epsilon=0.0, linear_epsilon=0.0, layers=blocks)
-    assert relative(m.marginal("input") * per_sample(m.f, x), theirs["input"]) <= 1e-10
+    explainer = record.uses(lxt_explicit.LXTExplicitExplainer(epsilon=0.0, linear_epsilon=0.0))
+    theirs = explainer(model, x, 1, layers=blocks)
+    ours = m.marginal("input") * per_sample(m.f, x)
+    record(explainer, "explicit cp", f"vit (patch {patch})", ours, theirs["input"])
+    assert relative(ours, theirs["input"]) <= 1e-10
     for name, h in zip(blocks, block_values(model, x)):
         same = [n for n in m.layers if n != "input" and m.activations(n).shape == h.shape
                 and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
         assert same, name
-        assert relative(m.marginal(same[-1]) * per_sample(m.f, h), theirs[name]) <= 1e-10, name
+        ours = m.marginal(same[-1]) * per_sample(m.f, h)
+        record(explainer, "explicit cp", f"vit (patch {patch})", ours, theirs[name], what=name)
+        assert relative(ours, theirs[name]) <= 1e-10, name
 
 
 def test_lxt_explicit_stabilizers_are_the_whole_deviation():

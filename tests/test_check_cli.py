@@ -197,6 +197,40 @@ def test_peer_results_are_merged_per_row(tmp_path):
         C.read_peer_results(path)
 
 
+def test_the_check_finds_the_peer_suite_of_its_checkout():
+    """ROOT is the checkout (it was nrm_verify/ after the package was grouped by role, and the
+    check then reported the peers as not installed); every conformance peer module exists."""
+    assert C.ROOT == ROOT
+    assert C.PEER_RESULTS == ROOT / "peer_tests" / "results" / "deviations.json"
+    assert C.PEER_PYTHON == ROOT / ".venv-peers" / "bin" / "python"
+    for name in C.CONFORMANCE_PEER_TESTS:
+        assert (ROOT / "peer_tests" / name).is_file(), name
+
+
+def test_the_peer_job_runs_the_conformance_modules_and_leaves_the_committed_records(tmp_path):
+    """A stand-in for .venv-peers' python records what it was asked to run and writes one record
+    where $NRM_PEER_RESULTS says: the job passes the conformance modules only, reads the record
+    into the PEERS column, removes its own file and never touches the committed deviations.json."""
+    args_file = tmp_path / "args.txt"
+    fake = tmp_path / "python"
+    fake.write_text("#!/usr/bin/env bash\n"
+                    f"printf '%s\\n' \"$@\" > {args_file}\n"
+                    "echo '[{\"peer\": \"zennit\", \"row\": \"Epsilon\", \"equivalence\": true, \"rule\": \"e\", "
+                    "\"model\": \"cnn\", \"layer\": \"input\", \"max_abs_dev\": 1e-16, \"max_abs_relevance\": 0.5}]' "
+                    "> \"$NRM_PEER_RESULTS\"\necho '1 passed'\n")
+    fake.chmod(0o755)
+    committed = C.PEER_RESULTS.stat().st_mtime_ns if C.PEER_RESULTS.exists() else None
+    job = C.PeerJob(True, python=fake)
+    result = C.Conformance(["Epsilon"], {})
+    job.collect(result, [r for r in C.default_rows() if r.name == "Epsilon"], timeout=60)
+    ran = args_file.read_text().split()
+    assert [Path(a).name for a in ran if a.endswith(".py")] == list(C.CONFORMANCE_PEER_TESTS)
+    cell = result.cell("Epsilon", "PEERS")
+    assert cell.status == C.HELD and cell.cases == 1, cell
+    assert not job.results.exists()
+    assert (C.PEER_RESULTS.stat().st_mtime_ns if C.PEER_RESULTS.exists() else None) == committed
+
+
 def test_peer_results_of_the_older_format_ask_to_be_regenerated(tmp_path):
     """A deviations.json of free-text labels only (no ``row``): the rows are not checked, and
     a note says how to regenerate the file; a failure that carries its row still counts."""

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from nrm_verify.peers.base import require
+from nrm_verify.peers.explainer import Explainer
 
 DEFAULT_EPSILONS = {"EpsilonRule": 1e-8, "add2": 1e-8, "layer_norm": 1e-6, "attention A·V": 1e-6}
 """LXT 2.1's explicit stabilizers (unsigned: z + ε) on the modules and functions of the ViT recipe."""
@@ -166,4 +167,23 @@ def _run(traced, x, wanted):
     return Run(traced).run(x), kept
 
 
-__all__ = ["DEFAULT_EPSILONS", "composite", "leaf_tracer", "stabilizers", "relevance"]
+class LXTExplicitExplainer(Explainer):
+    """LXT's explicit ViT recipe (:func:`relevance`) as an :class:`~nrm_verify.peers.explainer.Explainer`:
+    ``model`` is torchvision's ``VisionTransformer``, ``x`` the image, ``layers`` encoder block
+    names (``"encoder.layers.encoder_layer_0"``, …). ``epsilon`` and ``linear_epsilon`` as in
+    :func:`relevance` (0: the conventions of nrm's LRP-0 with ``MatMul(theta=0)``). ``rules`` is
+    None: LXT's recipe is not one nrm rule."""
+
+    name = "lxt-explicit"
+
+    def __init__(self, *, epsilon: float | None = 0.0, linear_epsilon: float = 0.0, keep_rules: bool = True,
+                 spec: str | None = None):
+        super().__init__(None, spec=spec)
+        self.epsilon, self.linear_epsilon, self.keep_rules = epsilon, linear_epsilon, keep_rules
+
+    def relevance(self, model, x, target, layers):
+        return relevance(model, x, target, epsilon=self.epsilon, linear_epsilon=self.linear_epsilon,
+                         keep_rules=self.keep_rules, layers=layers)
+
+
+__all__ = ["DEFAULT_EPSILONS", "composite", "leaf_tracer", "stabilizers", "relevance", "LXTExplicitExplainer"]

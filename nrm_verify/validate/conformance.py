@@ -84,9 +84,15 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+"""The checkout: nrm_verify/validate/conformance.py → the folder holding nrm_verify/, peer_tests/, .venv-peers/."""
 PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 PEER_RESULTS = ROOT / "peer_tests" / "results" / "deviations.json"
+"""The records of the last whole run of the peer suite (the tables of docs/peers.md and the README)."""
+CONFORMANCE_PEER_TESTS = ("test_zennit.py", "test_captum.py", "test_crp.py", "test_explainers.py", "test_residual.py")
+"""The peer test modules that speak for the rows of the conformance table (their explainers
+reproduce nrm rules and presets); ``check`` runs these, not the whole peer suite (the
+transformer, graph and torchvision zoo comparisons speak for no row and take far longer)."""
 
 
 # -- rows ----------------------------------------------------------------------------------------
@@ -491,15 +497,17 @@ def merge_symbolic(cell: Cell, proofs: list[ProofOutcome]) -> None:
 # -- peers ---------------------------------------------------------------------------------------
 class PeerJob:
     """The peer-equivalence suite (``peer_tests``, run with ``.venv-peers/bin/python``),
-    started in the background. Its deviations are read from :data:`PEER_RESULTS` (the
-    records its conftest writes: peer, row, equivalence, rule, model, layer, max_abs_dev,
-    max_abs_relevance) and its failures, each with the rows it speaks for, from a JUnit XML
+    started in the background: the modules of :data:`CONFORMANCE_PEER_TESTS`. Its deviations
+    are read from the file its conftest writes for this run (``$NRM_PEER_RESULTS``, a temporary
+    file unless ``results`` is given; the committed :data:`PEER_RESULTS` is left alone): peer,
+    row, equivalence, rule, model, layer, max_abs_dev, max_abs_relevance; its failures, each with the rows it speaks for, from a JUnit XML
     file (:func:`read_junit_failures`)."""
 
-    def __init__(self, enabled: bool, python: Path = PEER_PYTHON, results: Path = PEER_RESULTS):
+    def __init__(self, enabled: bool, python: Path = PEER_PYTHON, results: Path | None = None):
         import tempfile
 
-        self.python, self.results = python, results
+        self.python = python
+        self.results, self._own_results = results, results is None
         self.process: subprocess.Popen | None = None
         self.reason = ""
         self.started = time.perf_counter()
@@ -511,11 +519,14 @@ class PeerJob:
             self.reason = "peers not checked (no peer_tests/ suite in this checkout)"
         else:
             self.junit = Path(tempfile.mkstemp(prefix="nrm-peers-", suffix=".xml")[1])
+            if self.results is None:  # a file of this run, never the suite's committed deviations.json
+                self.results = Path(tempfile.mkstemp(prefix="nrm-peers-", suffix=".json")[1])
             if self.results.exists():
                 self.results.unlink()
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "NRM_PEER_RESULTS": str(self.results)}
+            tests = [str(ROOT / "peer_tests" / t) for t in CONFORMANCE_PEER_TESTS]
             self.process = subprocess.Popen([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                             f"--junitxml={self.junit}", str(ROOT / "peer_tests")], cwd=ROOT, env=env,
+                                             f"--junitxml={self.junit}", *tests], cwd=ROOT, env=env,
                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def collect(self, result: Conformance, rows: Sequence[Row], timeout: float) -> None:
@@ -531,14 +542,20 @@ class PeerJob:
             self.process.communicate()
             result.notes.append(f"the peer suite did not finish in {timeout:.0f} s; peers not checked")
             result.sources["peers"] = "timed out"
+            self.junit.unlink(missing_ok=True)
+            if self._own_results:
+                self.results.unlink(missing_ok=True)
             return
         result.seconds["peers"] = time.perf_counter() - self.started
         tail = (out or "").strip().splitlines()[-1:] or [""]
-        result.sources["peers"] = f"peer_tests in .venv-peers, exit {self.process.returncode}: {tail[0][:200]}"
+        result.sources["peers"] = (f"peer_tests/{{{','.join(CONFORMANCE_PEER_TESTS)}}} in .venv-peers, exit "
+                                   f"{self.process.returncode}: {tail[0][:200]}")
         failures = read_junit_failures(self.junit)
         self.junit.unlink(missing_ok=True)
         try:
             records = read_peer_results(self.results)
+            if self._own_results:
+                self.results.unlink(missing_ok=True)
         except (OSError, ValueError) as e:
             records = []
             result.notes.append(f"could not read {self.results}: {e}")
