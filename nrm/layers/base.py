@@ -85,6 +85,13 @@ class Kind:
         """The rule types of this call's layer (by default :attr:`rule_types`)."""
         return self.rule_types
 
+    def records(self, module: nn.Module) -> bool:
+        """Whether a call of ``module`` (of one of :attr:`modules`) is recorded whole (default
+        True). A kind that reads only some configurations of its module type returns False for
+        the others, whose forward is then read operation by operation (GraphConv with
+        ``aggr="max"``); a configuration it records and cannot read is refused by :meth:`accepts`."""
+        return True
+
     def relevance_inputs(self, call) -> list:
         """The input-derived arguments relevance flows back to, in order."""
         return call.inputs
@@ -464,7 +471,7 @@ class Registry:
         for klass in type(module).__mro__:
             kind = self._modules.get(klass)
             if kind is not None:
-                return kind
+                return kind if kind.records(module) else None
         return None
 
     def function_kinds(self, func: Any) -> list[Kind]:

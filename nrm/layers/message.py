@@ -422,6 +422,121 @@ class GCNLayer(Linear):
                       call.in_shapes[0][1])
 
 
+class GraphConvMap(GCNMap):
+    """``GraphConv`` as one linear map of the node features: messages along the edges with
+    coefficients c_e (the edge weight, 1 without; divided by the number of messages a node
+    receives for ``aggr="mean"``), the relation weight W_rel after the aggregation, and the
+    node's own features through W_root:
+
+        z_{j,g} = Σ_{e: dst_e = j} c_e Σ_f a_{src_e, f} W_rel,gf + Σ_f a_{j,f} W_root,gf + b_g
+
+    weight (i, f) → (j, g): A_ji W_rel,gf + δ_ij W_root,gf, with A_ji = Σ_{e: i → j} c_e.
+    ``weight`` is [W_rel | W_root] (G, 2F): a rule modifies both elementwise (the rule on the
+    dense map when the modification is positively homogeneous, A ≥ 0, and no edge is a
+    self-loop, which would add a W_rel and a W_root term into one weight).
+
+    Definition::
+
+        forward:    z = scatter_dst(c ⊙ gather_src(a W_relᵀ)) + a W_rootᵀ + b
+        transpose:  t = scatter_src(c ⊙ gather_dst(g)) W_rel + g W_root
+    """
+
+    def _split(self, weight):
+        half = weight.shape[1] // 2
+        return weight[:, :half], weight[:, half:]
+
+    def forward(self, x, weight, bias=None):
+        rel, root = self._split(weight)
+        return super().forward(x, rel, bias) + x @ root.T
+
+    def transpose(self, g, weight, in_shape):
+        rel, root = self._split(weight)
+        return super().transpose(g, rel, in_shape) + g.reshape(g.shape[0], self.nodes, rel.shape[0]) @ root
+
+
+class GraphConvLayer(GCNLayer):
+    """``torch_geometric.nn.GraphConv`` (``aggr="add"`` or ``"mean"``) recorded whole, read as the
+    one linear map of :class:`GraphConvMap`: GNN-LRP's layer (i, f) → (j, g) with weight
+    A_ji W_rel,gf + δ_ij W_root,gf, so that γ, z⁺ and αβ apply to the dense map as
+    :class:`GCNLayer` does for ``GCNConv``. **Opt-in** (by default GraphConv is read operation by
+    operation)::
+
+        nrm.layers.register(nrm.layers.message.GraphConvLayer())     # needs torch_geometric
+
+    ``aggr="max"`` (not linear) is left to the operation-by-operation reading. Refused: flat and
+    w² (as GCNLayer), a bipartite ``(x_src, x_dst)``
+    or ``size=`` call, and, under a rule that modifies weights by sign, a negative edge weight or
+    a self-loop (the two terms of the diagonal weight A_jj W_rel + W_root would be modified apart,
+    not as their sum: a :class:`~nrm.errors.GraphError`). Rule key: ``GraphConv`` (and
+    ``nn.Linear``).
+    """
+
+    def __init__(self):
+        from torch_geometric.nn import GraphConv
+
+        self.modules = (GraphConv,)
+        self.rule_types = (GraphConv, nn.Linear)
+
+    def examples(self):
+        return [(OnFixedGraph(3, 2, "graphconv").eval(), (4, 3)), (OnFixedGraph(2, 2, "graphconv-mean").eval(), (4, 2))]
+
+    def records(self, module):
+        """``aggr="add"`` and ``"mean"`` (linear maps); another aggregation is read operation by
+        operation."""
+        return module.aggr in ("add", "sum", "mean")
+
+    def accepts(self, call):
+        module = call.module
+        if call.arg(3, "size", None) is not None:
+            return "is called with size=; nrm reads one node set (batch, nodes, features)"
+        edge_index = call.arg(1, "edge_index")
+        if not isinstance(edge_index, torch.Tensor) or edge_index.dtype != torch.int64:
+            return "takes edge_index as a SparseTensor or another type; nrm reads an int64 tensor (2, E)"
+        if len(call.in_shapes) != 1 or len(call.in_shapes[0]) != 3:
+            return ("is called on a pair (x_src, x_dst) or features of another shape; nrm reads (batch, nodes, "
+                    "features) (nrm.gnn)")
+        return None
+
+    def coefficients(self, call, dtype) -> tuple:
+        """(src, dst, c) of the call: c_e the edge weight (1 without), over the number of
+        messages into dst_e for aggr="mean"."""
+        module = call.module
+        edge_index, weight = call.arg(1, "edge_index"), call.arg(2, "edge_weight", None)
+        src, dst = (edge_index[0], edge_index[1]) if module.flow == "source_to_target" else (edge_index[1],
+                                                                                              edge_index[0])
+        coef = (torch.ones(edge_index.shape[1], dtype=dtype, device=edge_index.device) if weight is None
+                else weight.detach().to(dtype))
+        if module.aggr == "mean":
+            count = torch.zeros(call.in_shapes[0][1], dtype=dtype, device=coef.device).index_add_(
+                0, dst, torch.ones_like(coef))
+            coef = coef / count[dst]
+        return src, dst, coef
+
+    def map(self, call, a, rule=None):
+        from ..rules import Epsilon, Flat, WSquare, Zero
+
+        if isinstance(rule, (Flat, WSquare)):
+            raise RuleAssignmentError(
+                f"{type(rule).__name__} on GraphConv at '{call.name}' read as one map: its weights (1, w²) of "
+                "A_ji W_rel + δ_ij W_root are not the modified W; give this layer LRP-0, ε, γ, z⁺ or αβ, or unregister "
+                "nrm.layers.message.GraphConvLayer to read GraphConv operation by operation")
+        src, dst, coef = self.coefficients(call, a.dtype)
+        if rule is not None and type(rule) not in (Zero, Epsilon):
+            if bool((coef < 0).any()):
+                raise GraphError(f"GraphConv at '{call.name}' has negative edge weights, and {rule!r} modifies weights "
+                                 "by their sign, which the dense map splits as A ρ(W) only for A ≥ 0: use non-negative "
+                                 "edge weights, or LRP-0 / ε on this layer")
+            if bool((src == dst).any()):
+                raise GraphError(f"GraphConv at '{call.name}' has self-loops, and {rule!r} modifies weights by their "
+                                 "sign: the diagonal weight A_jj W_rel + W_root would be modified term by term, not as "
+                                 "the sum; remove the self-loops (GraphConv adds the node itself through lin_root), or "
+                                 "use LRP-0 / ε on this layer")
+        module = call.module
+        weight = torch.cat([module.lin_rel.weight.detach(), module.lin_root.weight.detach()], 1)
+        bias = None if module.lin_rel.bias is None else module.lin_rel.bias.detach()
+        return GraphConvMap(weight, bias, src.to(a.device), dst.to(a.device), coef.to(a.device), call.in_shapes[0][1])
+
+
 def segment_softmax(src: torch.Tensor, index: torch.Tensor, num_segments: int) -> torch.Tensor:
     """The softmax of ``src`` (B, E, *rest) over the positions e of dimension 1 that share a
     segment ``index[e]`` (E,), separately for every sample and every position of ``rest``:
@@ -555,19 +670,23 @@ class Aggregation(nn.Module):
 
 
 class OnFixedGraph(nn.Module):
-    """A ``GCNConv`` on a fixed graph of 4 nodes (an isolated node, a self-loop, a multi-edge),
-    as a model of the features alone: the example of :class:`GCNLayer` (needs torch_geometric)."""
+    """A ``GCNConv`` (``layer="gcn"``) or ``GraphConv`` (``"graphconv"``, ``"graphconv-mean"``) on a
+    fixed graph of 4 nodes (an isolated node, a multi-edge, and for GCNConv a self-loop), as a
+    model of the features alone: the examples of :class:`GCNLayer` and :class:`GraphConvLayer`
+    (needs torch_geometric)."""
 
-    def __init__(self, features: int = 3, out: int = 2):
+    def __init__(self, features: int = 3, out: int = 2, layer: str = "gcn"):
         super().__init__()
-        from torch_geometric.nn import GCNConv
+        from torch_geometric.nn import GCNConv, GraphConv
 
         g = torch.Generator().manual_seed(7)
-        self.conv = GCNConv(features, out).double()
+        self.conv = (GCNConv(features, out) if layer == "gcn" else
+                     GraphConv(features, out, aggr="mean" if layer.endswith("mean") else "add")).double()
         with torch.no_grad():
             for p in self.conv.parameters():
                 p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
-        self.register_buffer("edge_index", torch.tensor([[0, 1, 1, 2, 0], [1, 0, 2, 2, 1]], dtype=torch.int64))
+        edges = [[0, 1, 1, 2, 0], [1, 0, 2, 2, 1]] if layer == "gcn" else [[0, 1, 1, 3, 0], [1, 0, 2, 2, 1]]
+        self.register_buffer("edge_index", torch.tensor(edges, dtype=torch.int64))
         self.register_buffer("edge_weight", torch.tensor([1.0, 0.5, 2.0, 1.5, 0.75], dtype=torch.float64))
 
     def forward(self, x):
