@@ -129,7 +129,7 @@ def test_zennit_passes_the_channel_shuffle_exactly(record, label):
     The pointwise convolution after each depthwise one (no ReLU between) reads signed
     inputs, where zennit's own ZPlus is α1β0 and its γ the generalized one: the adapter puts
     nrm's rule built from zennit's parts there (``zp.signed_inputs``); before it did, this
-    test failed with a relative deviation of 1 from ``stage4.3.branch2.3`` down."""
+    test failed with a relative deviation of 1 from ``4.3.branch2.3`` (stage4's last block) down."""
     model, x = _pooled_shufflenet()
     with torch.no_grad():
         target = int(model(x).argmax())
