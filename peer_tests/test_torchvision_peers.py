@@ -196,6 +196,8 @@ def test_a_third_outcome_fails():
     assert set(off.deviations) == {"input", "0", "2"}
     broken = compare(Broken(Epsilon(1e-6)), model, x, 0)
     assert broken.verdict == "crashed" and not broken.passes and broken.detail == "RuntimeError: no"
+    with pytest.raises(nrm.errors.ArgumentError, match="build the explainer with rules="):
+        compare(ZennitExplainer(composite=lambda: None), model, x, 0)  # a peer's own composite: nothing to compare
 
 
 # -- the whole zoo (opt-in) -------------------------------------------------------------------------

@@ -107,9 +107,12 @@ def compare(explainer: Explainer, model: nn.Module, x: torch.Tensor, target: int
     dense layers, :func:`compared_layers`) and classify the outcome (:class:`Outcome`);
     ``keep=True`` keeps both relevances of each compared layer (``Outcome.tensors``)."""
     import nrm
+    from nrm.errors import ArgumentError
 
     if explainer.rules is None:
-        raise ValueError(f"{explainer!r} runs no nrm rules (a peer's own composite or method): nothing to compare")
+        raise ArgumentError(f"{explainer!r} runs a peer's own composite or method, not nrm rules, so nrm has nothing "
+                            "to run beside it: build the explainer with rules= (e.g. ZennitExplainer(nrm.presets."
+                            "EpsilonPlusFlat()))")
     out = Outcome(model=model_name, peer=explainer.name, label=label or str(explainer.row), verdict="crashed")
     start = time.perf_counter()
     try:
