@@ -290,3 +290,49 @@ def test_batchnorm_merge_keeps_eps(record):
     exact = zen_exact(model, x, target)["input"]
     assert close(record(zen_exact, "EpsilonPlusFlat (BN merge with eps 0)", "cnn_bn", ours, exact), scale)
     assert bn.eps == 1e-5  # restored
+
+
+def _separable_cnn():
+    """conv → ReLU → depthwise conv → pointwise conv (no ReLU between: MobileNet's and
+    ShuffleNet's pattern) → ReLU → dense, seeded, float64; and a seeded signed image."""
+    g = torch.Generator().manual_seed(11)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 4 * 4, 5)).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(1, 3, 8, 8, generator=g, dtype=torch.float64)
+    return model, x, int(model(x).argmax())
+
+
+@pytest.mark.parametrize("name", ["epsilon_plus", "epsilon_gamma_box"])
+def test_mirror_reads_signed_inputs_after_a_convolution_without_relu(record, name):
+    """The pointwise convolution after a depthwise one without a ReLU reads signed inputs:
+    zennit's own ZPlus there is α1β0 and its γ the generalized one. ``zp.signed_inputs``
+    finds it (and the first layer); ``zp.mirror`` puts the matching rule there and equals
+    zennit's composite, where nrm's plain ZPlus / Gamma on it differ (measured)."""
+    from cases import TOL
+
+    from nrm_verify.peers.sweep import compare
+
+    model, x, target = _separable_cnn()
+    assert zp.signed_inputs(model, x) == {"0", "3"}
+    kw = {"low": -3.0, "high": 3.0} if name == "epsilon_gamma_box" else {}
+    rules = zp.mirror(name, model, x=x, **kw)
+    assert type(rules.by_name["3"]) is (AlphaBeta if name == "epsilon_plus" else zp.GeneralizedGamma)
+    zennit_own = record.uses(ZennitExplainer(composite=zp.builtin_composite(name, **kw)))
+    theirs = zennit_own(model, x, target, layers=["2", "3"])
+    m = nrm.explain(model, x, target, rules=rules)
+    for layer in ("input", "2", "3"):
+        ours = m.relevance(layer)
+        assert close(record(zennit_own, f"{name} mirror, signed pointwise input", "separable_cnn", ours,
+                            theirs[layer], what=layer), float(ours.abs().max())), layer
+    plain = ZPlus(stabilizer=ZENNIT_EPS) if name == "epsilon_plus" else Gamma(0.25, stabilizer=ZENNIT_EPS)
+    old = nrm.RuleMap(by_name={**rules.by_name, "3": plain})
+    ours = nrm.explain(model, x, target, rules=old).relevance("input")
+    dev = record.difference(zennit_own, f"{name} with nrm's plain rule on the signed pointwise input", "separable_cnn",
+                            ours, theirs["input"])
+    assert dev > 1e-3 * float(ours.abs().max()), dev
+    # the adapter's composite of nrm's rules is exact there too (nrm's rule from zennit's parts)
+    outcome = compare(record.uses(ZennitExplainer(old)), model, x, target, layers=["2", "3"], tolerance=TOL)
+    assert outcome.verdict == "equal", outcome.summary()

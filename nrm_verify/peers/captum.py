@@ -179,7 +179,10 @@ def reproducible(network, model: nn.Module, attached: dict) -> None:
     — where nrm applies the layer's rule: DenseNet's ``F.adaptive_avg_pool2d``, MNASNet's
     ``x.mean``); a leaf module captum has neither a rule nor a pass for (an activation other
     than ReLU and Tanh, a layer norm, an empty ``nn.Sequential``: captum stops with a
-    TypeError)."""
+    TypeError); a batch norm that nrm folds into the layer before it and ``module_rules``
+    gives no rule (captum applies its default EpsilonRule to it as a layer of its own: a
+    deviation of about 1e-4 of the largest relevance on torchvision's googlenet, not a
+    rounding error)."""
     from nrm.graph import Sum
 
     lrp = require("captum.attr._core.lrp", "captum")
@@ -188,6 +191,13 @@ def reproducible(network, model: nn.Module, attached: dict) -> None:
     problems = product_problem(network, "captum") + unruled_linear_problem(
         network, ruled, "captum", "gives a rule: captum passes it by its gradient (LRP-0)")
     passed = tuple(lrp.SUPPORTED_NON_LINEAR_LAYERS)
+    for name, module in _leaves(model):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and name not in attached:
+            problems.append(f"the batch norm '{name}' ({type(module).__name__}) is folded by nrm into the layer before "
+                            "it, but captum has no batch-norm canonizer and applies its EpsilonRule to it as a layer "
+                            "of its own: explain cp.bn_as_conv(model) with Flat on it (nrm) and "
+                            f"module_rules={{'{name}': IdentityRule()}} (captum)")
+            break
     for name, module in _leaves(model):
         if name not in attached and not isinstance(module, ruled + passed):
             problems.append(f"the module '{name}' ({type(module).__name__}) has no captum rule and is not one captum "

@@ -174,7 +174,8 @@ def zennit_rule(rule: Rule, signed_input: bool = False):
 
     Exact for every nrm rule with ``leak="absorb"``; ``AlphaBeta`` with a stabilizer > 0.
     zennit's own ``Gamma`` and ``ZPlus`` equal nrm's where the layer's inputs are ≥ 0;
-    ``signed_input=True`` (the layer that reads the input) builds nrm's ``Gamma`` / ``ZPlus``
+    ``signed_input=True`` (a layer whose inputs have negative entries: the first one, one after a
+    convolution without a ReLU, :func:`signed_inputs`) builds nrm's ``Gamma`` / ``ZPlus``
     from zennit's parts instead, which equals nrm's on any input.
     """
     z = _zennit()
@@ -235,8 +236,9 @@ def composite(model: nn.Module, rules, *, x: torch.Tensor):
     """A zennit composite that propagates ``model`` with the nrm ``rules`` (a rule, a
     mapping or a preset), resolved per layer exactly as :func:`nrm.explain` resolves them.
 
-    Linear layers get :func:`zennit_rule` by module name (the first one, which reads the
-    possibly signed input, with ``signed_input=True``); activations and batch norms get
+    Linear layers get :func:`zennit_rule` by module name (those whose inputs have negative
+    entries, :func:`signed_inputs`, or whose columns do — no ReLU after — with
+    ``signed_input=True``); activations and batch norms get
     ``Pass``; batch norms after a linear layer are merged into it (:func:`merge_batchnorm`),
     as nrm folds them; max-pooling, flatten and dropout keep their gradient (winner takes all,
     renaming, identity).
@@ -248,8 +250,9 @@ def composite(model: nn.Module, rules, *, x: torch.Tensor):
     reproducible(network, model, x)
     assign(network, rules)
     sums = sum_modules(model, x=x) if any(isinstance(b.producer.module, Sum) for b in network.linear_blocks()) else {}
+    negative = signed_inputs(model, x)
     name_map = []
-    for i, block in enumerate(network.linear_blocks()):
+    for block in network.linear_blocks():
         module = block.producer.module
         if isinstance(module, Sum):
             name_map.append(((sums[block.name],), _pool_rule(block.rule, block.name, what="sum")))
@@ -258,8 +261,10 @@ def composite(model: nn.Module, rules, *, x: torch.Tensor):
             hook = _pool_rule(block.rule, block.name)
         else:
             # nrm's γ / z⁺ built from zennit's parts where zennit's own would read negative
-            # inputs (the first layer) or negative columns (no ReLU after: before a residual sum)
-            signed = (i == 0 and block.inputs == [0]) or not _relu_after(block)
+            # inputs (the first layer; a layer after a convolution with no ReLU, as MobileNet's and
+            # ShuffleNet's pointwise convolution after the depthwise one) or negative columns
+            # (no ReLU after: before a residual sum)
+            signed = block.name in negative or not _relu_after(block)
             hook = zennit_rule(block.rule, signed_input=signed)
         name_map.append(((block.name,), hook))
     passing = z.composites.LayerMapComposite([((z.types.Activation, z.types.BatchNorm), z.rules.Pass())])
@@ -292,6 +297,24 @@ def reproducible(network, model: nn.Module | None = None, x: torch.Tensor | None
             problems.append(str(e))
     if problems:
         raise PeerConventionError("zennit cannot run these rules on this model: " + "; ".join(problems))
+
+
+def signed_inputs(model: nn.Module, x: torch.Tensor) -> set[str]:
+    """Names of the linear and convolution modules of ``model`` whose input has a negative
+    entry at ``x`` (one forward pass with hooks). There zennit's ``ZPlus`` is α1β0 (it adds
+    a⁻w⁻) and its ``Gamma`` the generalized γ (w + γ w⁻ on negative inputs), where nrm's read
+    the raw input: :func:`composite` builds nrm's rule from zennit's parts there and
+    :func:`mirror` puts the rule that equals zennit's."""
+    found: set[str] = set()
+    handles = [m.register_forward_pre_hook(lambda m, args, n=n: found.add(n) if bool((args[0] < 0).any()) else None)
+               for n, m in model.named_modules() if isinstance(m, (nn.Linear,) + CONVS)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found
 
 
 def _relu_after(block) -> bool:
@@ -377,9 +400,10 @@ def mirror(name: str, model: nn.Module, *, x: torch.Tensor, epsilon=1e-6, gamma=
 
     ``name`` is one of :data:`BUILTIN`; the keyword arguments are the composite's own
     (``low``/``high`` for ``epsilon_gamma_box``). Per layer: ``torch.nn.Linear`` → ε;
-    convolutions → γ (:class:`GeneralizedGamma` on the convolution that reads the input,
-    ``Gamma`` after it, whose inputs a ReLU makes ≥ 0), z⁺ (``AlphaBeta(1, 0)`` on the
-    input, ``ZPlus`` after) or αβ(2, 1), all with ``stabilizer``; average pooling →
+    convolutions → γ (:class:`GeneralizedGamma` on a convolution whose input has negative
+    entries — the one that reads the input, one after a convolution without a ReLU,
+    :func:`signed_inputs` — ``Gamma`` where a ReLU makes the inputs ≥ 0), z⁺ (``AlphaBeta(1, 0)``
+    on signed inputs, ``ZPlus`` elsewhere) or αβ(2, 1), all with ``stabilizer``; average pooling →
     ``Epsilon(stabilizer)`` (zennit's ``Norm``); and zennit's first-layer rule on the first
     module that zennit's ``first_map`` matches: any linear layer for the flat composites,
     only a *convolution* for ``epsilon_gamma_box`` (on a dense-only model zennit applies no
@@ -394,6 +418,7 @@ def mirror(name: str, model: nn.Module, *, x: torch.Tensor, epsilon=1e-6, gamma=
     eps = 0.0 if callable(stabilizer) else stabilizer
     modules = dict(model.named_modules())
     reads_input = _first(model, (nn.Linear,) + CONVS)
+    negative = signed_inputs(model, x)
     blocks = {b.name: b for b in ProperFFNN(model, x[:1]).linear_blocks()}
     by_name: dict[str, Rule] = {}
     for bname, block in blocks.items():
@@ -405,7 +430,7 @@ def mirror(name: str, model: nn.Module, *, x: torch.Tensor, epsilon=1e-6, gamma=
         elif isinstance(module, POOLS):
             by_name[mname] = Epsilon(eps)
         elif isinstance(module, CONVS):
-            signed = mname == reads_input
+            signed = mname == reads_input or mname in negative
             if name == "epsilon_gamma_box":
                 # zennit's γ is generalized: it differs from nrm's Gamma on signed inputs and
                 # on columns with z_k < 0, which carry relevance where no ReLU follows
@@ -558,5 +583,5 @@ class ZennitExplainer(Explainer):
 
 
 __all__ = ["GeneralizedGamma", "zennit_rule", "composite", "merge_batchnorm", "resnet_canonizers", "sum_modules",
-           "mirror", "builtin_composite", "relevance", "start_vector", "safe_denominator", "BUILTIN", "STARTS",
-           "ZennitExplainer"]
+           "signed_inputs", "mirror", "builtin_composite", "relevance", "start_vector", "safe_denominator", "BUILTIN",
+           "STARTS", "ZennitExplainer"]
