@@ -187,7 +187,7 @@ def test_lxt_equals_nrm_at_the_input_embeddings(record, name, attn, variant):
     m = explain(name, model, x, variant, target=target_of(name))
     ours = m.marginal("input") * per_sample(m.f, x)
     theirs = lxt_relevance(name, model, x, variant, identity_epsilon=0.0)
-    record(lxt_explainer(name, variant), f"efficient {variant}", f"{name} ({attn})", ours, theirs)
+    record(lxt_explainer(name, variant), f"efficient {variant}", case_label(name, attn), ours, theirs)
     assert relative(ours, theirs) <= 1e-10
     assert relative(ours.sum(-1), theirs.sum(-1)) <= 1e-10
 
@@ -198,6 +198,11 @@ def per_sample(f, x):
 
 
 BLOCKS = {"gpt2": "transformer.h", "llama": "model.layers", "bert": "bert.encoder.layer", "vit": "encoder.layers"}
+
+
+def case_label(name, attn):
+    """The model column of the records: the family and its attention implementation (ViT: patch size)."""
+    return f"{name} (patch {attn})" if name == "vit" else f"{name} ({attn})"
 
 
 def lxt_explainer(name, variant):
@@ -225,7 +230,7 @@ def test_lxt_equals_nrm_at_every_block_output(record, name, attn, variant):
                 and float((m.activations(n) - h).abs().max()) <= 1e-12 * float(h.abs().max())]
         assert same, i
         ours = m.marginal(same[-1]) * per_sample(m.f, h)
-        record(lxt_explainer(name, variant), f"efficient {variant}", f"{name} ({attn})", ours, theirs, what=block)
+        record(lxt_explainer(name, variant), f"efficient {variant}", case_label(name, attn), ours, theirs, what=block)
         assert relative(ours, theirs) <= 1e-10, (i, same)
 
 
