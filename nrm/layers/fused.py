@@ -365,6 +365,59 @@ class ActivationDecomposition:
         return f"ActivationDecomposition({self.name})"
 
 
+class NormalizeDecomposition:
+    """``F.normalize(x, p=2, dim, eps)`` = x / max(‖x‖₂, ε) along ``dim`` (swin_v2's cosine
+    attention), read as RMSNorm is (:class:`~nrm.layers.constants.Rsqrt`)::
+
+        F.normalize(x) = x · rsqrt(max(Σ_dim x², ε²))
+
+    a product of x and a normalizer held at its forward value (the identity on 1/σ, AttnLRP
+    Prop. 3.4): the held factor takes nothing under every split, so each x_j keeps its
+    relevance (q(x_j | y_j) = 1 under LRP-0) and the norm's path (:class:`~nrm.layers.constants.Power`,
+    :class:`~nrm.layers.linear.Reduce`, :class:`~nrm.layers.activations.Clamp`, ``Rsqrt``) receives
+    none. The decomposition is compared with torch's own ``F.normalize`` (unrecorded) within 10³
+    ulp of the largest value (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: a
+    norm other than p = 2, ``out=``, the batch dimension."""
+
+    function = F.normalize
+
+    @staticmethod
+    def _arguments(input, p=2.0, dim=1, eps=1e-12, out=None) -> dict:
+        return dict(input=input, p=p, dim=dim, eps=eps, out=out)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.normalize ({e})"
+        if a["out"] is not None:
+            return "writes into out="
+        if not isinstance(a["input"], torch.Tensor) or a["input"].dim() < 2:
+            return "normalizes a tensor without a batch dimension"
+        if a["p"] != 2:
+            return f"normalizes with the {a['p']}-norm; nrm reads the Euclidean norm (p=2)"
+        if not isinstance(a["dim"], int) or a["dim"] % a["input"].dim() == 0:
+            return "normalizes along the batch dimension (or several dimensions); nrm keeps every sample apart"
+        if isinstance(a["eps"], bool) or not isinstance(a["eps"], (int, float)) or not a["eps"] > 0:
+            return f"takes eps={a['eps']!r}; nrm reads a number > 0"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        x, dim, eps = a["input"], a["dim"], float(a["eps"])
+        y = x * torch.rsqrt(torch.clamp(x.pow(2).sum(dim, keepdim=True), min=eps * eps))
+        with torch._C.DisableTorchFunction():
+            theirs = F.normalize(x, 2.0, dim, eps)
+            bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
+            worst = float((y - theirs).abs().max())
+        if not worst <= bound:
+            raise CaptureMismatchError(f"the decomposition of F.normalize does not reproduce it (max deviation "
+                                       f"{worst:.3e}, allowed {bound:.3e}); nrm cannot read it faithfully")
+        return y
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -379,6 +432,7 @@ class Refused:
 DECOMPOSED_FUNCTIONS = {
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
+    F.normalize: NormalizeDecomposition(),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
         "nn.MultiheadAttention(batch_first=True) modules through their definition, with the batch first"),
