@@ -230,3 +230,24 @@ def test_what_it_does_not_read_is_refused_by_name(how, says):
         nrm.explain(model, x, 0)
     assert says in str(info.value), str(info.value)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class SharedView(nn.Module):
+    """relu(W x) read by a view and by a sum: the view opens a pass layer of its own (a row-major
+    renaming, no index map), as swin_v2's window attention views the residual stream."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.a, self.b = nn.Linear(4, 4), nn.Linear(12, 2), nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.lin(x))
+        return self.a(torch.relu(h.view(h.shape[0], 12))) + self.b(h.sum(-1))
+
+
+def test_l9_replays_a_view_that_opens_its_layer():
+    model = _seed(SharedView())
+    m = nrm.explain(model, _tokens(), 1)
+    assert any(b.kind == "pass" and b.producer.layer_kind.name == "View" for b in m.network.blocks[1:]), _kinds(m)
+    assert gradient_x_input(model, _tokens(), 1, tol=1e-12).holds is True
+    assert gradient_x_input(model, _tokens(), 1, detached=True, tol=1e-12).holds is True
