@@ -168,7 +168,8 @@ def test_the_norm_is_held_each_entry_keeps_its_relevance():
     x = _tokens()
     for rules in RULES.values():
         m = nrm.explain(net, x, 0, rules=rules)
-        sums = [b.name for b in m.network.blocks[1:] if b.producer is not None and b.producer.layer_kind.name == "Reduce"]
+        sums = [b.name for b in m.network.blocks[1:]
+                if b.producer is not None and b.producer.layer_kind.name == "Reduce"]
         assert sums, _kinds(m)
         for layer in sums:
             assert float(m.marginal(layer).abs().max()) == 0.0, layer
