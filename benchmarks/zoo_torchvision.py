@@ -56,8 +56,8 @@ CONVOLUTIONAL = [
 """torchvision's convolutional classifiers."""
 
 ATTENTION = ["vit_b_16", "vit_b_32", "swin_t", "swin_v2_t", "maxvit_t"]
-"""torchvision's attention classifiers (docs/attention.md: ViT and MaxViT are read; Swin is refused,
-naming the batch folding of its windows). ViT is built for the image size of the run (a multiple of
+"""torchvision's attention classifiers (docs/attention.md: ViT, MaxViT and Swin — its window attention
+through a batch-first decomposition — are read). ViT is built for the image size of the run (a multiple of
 its patch size); MaxViT only at 224 (its partitions of 7)."""
 
 MODELS = CONVOLUTIONAL + ATTENTION

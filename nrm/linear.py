@@ -445,13 +445,15 @@ class SoftmaxMap(LinearMap):
 
 
 class PlaceMap(LinearMap):
-    """An activation placed among constants along one per-sample dimension (``torch.cat`` of
-    one input-derived tensor with constants: a class token before the patch tokens): the
-    copies of x's neurons with weight 1, the constants as the bias, zero at the copies.
+    """An activation placed among constants along per-sample dimensions (``torch.cat`` of one
+    input-derived tensor with constants: a class token before the patch tokens; ``F.pad``
+    with a constant): the copies of x's neurons with weight 1, the constants as the bias, zero
+    at the copies.
 
     ``weight`` has x's per-sample shape (ones); ``bias`` the output's per-sample shape;
-    ``dim`` is the concatenation dimension of one sample (0-based, the batch excluded) and
-    ``offset`` where x starts along it.
+    ``dim`` is the dimension of one sample (0-based, the batch excluded) along which x is
+    placed and ``offset`` where x starts along it — or tuples of both, one entry per
+    dimension (a padding on several sides).
 
     Definition (k a copy of x's neuron j, c a constant neuron)::
 
@@ -462,19 +464,27 @@ class PlaceMap(LinearMap):
 
     fuses_bias = True
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, out_shape: tuple, dim: int, offset: int):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, out_shape: tuple, dim, offset):
         self.weight, self.bias = weight, bias
-        self.out_shape, self.dim, self.offset = tuple(out_shape), dim, offset
+        self.out_shape = tuple(out_shape)
+        self.dims = (dim,) if isinstance(dim, int) else tuple(dim)
+        self.offsets = (offset,) if isinstance(offset, int) else tuple(offset)
+
+    def _region(self, t: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The part of ``t`` (rows, *out_shape) where x is placed."""
+        for d, o in zip(self.dims, self.offsets):
+            t = t.narrow(d + 1, o, weight.shape[d])
+        return t
 
     def forward(self, x, weight, bias=None):
         rows = x.shape[0]
         placed = x.new_zeros((rows,) + self.out_shape)
-        placed.narrow(self.dim + 1, self.offset, weight.shape[self.dim]).copy_(x * weight.unsqueeze(0))
+        self._region(placed, weight).copy_(x * weight.unsqueeze(0))
         return placed if bias is None else placed + self.bias_for(placed, bias)
 
     def transpose(self, g, weight, in_shape):
         g = g.reshape((g.shape[0],) + self.out_shape)
-        return g.narrow(self.dim + 1, self.offset, weight.shape[self.dim]) * weight.unsqueeze(0)
+        return self._region(g, weight) * weight.unsqueeze(0)
 
     def bias_for(self, z, bias=None):
         bias = self.bias if bias is None else bias

@@ -15,9 +15,12 @@ value (θ = ½ each, while the gradient gives each factor the whole product), la
 factors detached) at 1e-12; the laws of the measure L2–L7 and L17 as
 ``test_torchvision_laws.py`` checks them on the CNN families; batch invariance.
 
-Swin is refused, loudly and by name: its windows are cut by folding them into the batch
-dimension (``(B, H, W, C) → (B·nW, N, C)``), which mixes the sample dimension with
-per-sample ones; nrm keeps the batch first. The test pins the refusal and its reasons.
+Swin folds its windows into the batch dimension (``(B, H, W, C) → (B·nW, N, C)``), which nrm
+refuses; its attention modules are read through ``nrm.layers.fused.ShiftedWindowDecomposition``,
+the same computation with the windows in a per-sample dimension, checked against the module's
+own output. The Swin models here: windows that divide the image (one stage, the second block
+shifted) and windows that need padding (5×5 patches, window 3: padded to 6×6, shifted; a patch
+merging of an odd size, padded; a second stage whose window covers it, not shifted).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from cases import seeded_instance
 from torchvision.models import maxvit, swin_transformer, vision_transformer
 
 import nrm
-from nrm.errors import UnsupportedOperationError
+from nrm.errors import CaptureMismatchError, UnsupportedOperationError
 from nrm_verify import laws
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -47,9 +50,12 @@ def _maxvit():
                          block_layers=[1], head_dim=4, stochastic_depth_prob=0.0, num_classes=4), 16
 
 
-def _swin(v2: bool):
+def _swin(v2: bool, padded: bool = False):
     extra = dict(block=swin_transformer.SwinTransformerBlockV2,
                  downsample_layer=swin_transformer.PatchMergingV2) if v2 else {}
+    if padded:  # 10 px, 2×2 patches: 5×5, window 3 → padded to 6×6; merging 5×5 → 3×3 (padded); window 3 = 3×3
+        return swin_transformer.SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[2, 1], num_heads=[2, 2],
+                                                window_size=[3, 3], num_classes=4, **extra), 10
     return swin_transformer.SwinTransformer(patch_size=[2, 2], embed_dim=8, depths=[2], num_heads=[2],
                                             window_size=[2, 2], num_classes=4, **extra), 8
 
@@ -58,8 +64,12 @@ MODELS = {
     "vit_b_16-shaped": lambda: _vit(8),   # VisionTransformer, 2×2 patches of an image of 16
     "vit_b_32-shaped": lambda: _vit(4),   # the same class, 4×4 patches
     "maxvit_t-shaped": _maxvit,
+    "swin_t-shaped": lambda: _swin(False),  # 4×4 patches, window 2: the second block shifted
+    "swin_v2_t-shaped": lambda: _swin(True),
+    "swin_t-shaped, padded": lambda: _swin(False, padded=True),
+    "swin_v2_t-shaped, padded": lambda: _swin(True, padded=True),
 }
-REFUSED = {"swin_t-shaped": lambda: _swin(False), "swin_v2_t-shaped": lambda: _swin(True)}
+SWIN = [name for name in MODELS if name.startswith("swin")]
 
 
 def _instance(build):
@@ -138,7 +148,8 @@ def test_the_laws_of_the_measure(name):
     assert not failed, failed
 
 
-@pytest.mark.parametrize("name", ["vit_b_16-shaped", "maxvit_t-shaped"])
+@pytest.mark.parametrize("name", ["vit_b_16-shaped", "maxvit_t-shaped", "swin_t-shaped, padded",
+                                  "swin_v2_t-shaped, padded"])
 def test_a_batch_gives_each_image_its_own_measure(name):
     model, x = _instance(MODELS[name])
     targets = model(x).argmax(1)
@@ -146,13 +157,52 @@ def test_a_batch_gives_each_image_its_own_measure(name):
     assert result.holds is True, str(result)
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_swin_is_refused_naming_the_batch_folding_of_its_windows(name):
-    model, x = _instance(REFUSED[name])
+@pytest.mark.parametrize("name", SWIN)
+def test_swin_is_read_with_its_windows_batch_first(name):
+    """Each window attention is read through its batch-first decomposition: the scores and the
+    output of each window are matrix products, the relative position bias and the shifted
+    windows' mask constants; the cyclic shift rolls, the padding pads (where the windows do not
+    divide), swin_v2's cosine attention holds the norms (a product with a held rsqrt)."""
+    model, x = _instance(MODELS[name])
+    m = nrm.explain(model, x, model(x).argmax(1), rules=nrm.presets.EpsilonGammaFlat())
+    kinds = [b.producer.layer_kind.name for b in m.network.blocks[1:] if b.producer is not None]
+    blocks = sum(1 for mod in model.modules() if isinstance(mod, swin_transformer.ShiftedWindowAttention))
+    assert kinds.count("MatMul") == 2 * blocks and kinds.count("Softmax") == blocks, kinds
+    assert "Roll" in kinds, kinds  # the second block of the first stage is shifted
+    assert ("Pad" in kinds) == name.endswith("padded"), kinds
+    assert ("Multiply" in kinds) == ("v2" in name), kinds  # F.normalize(q), F.normalize(k)
+
+
+@pytest.mark.parametrize("v2", [False, True])
+def test_a_patched_window_attention_is_refused_not_rewritten(v2, monkeypatch):
+    """The decomposition is checked against the module's own output: a shifted_window_attention
+    that computes something else (patched by the user) is refused, never silently replaced."""
+    model, x = _instance(lambda: _swin(v2))
+    original = swin_transformer.shifted_window_attention
+
+    def patched(*args, **kwargs):
+        return 0.5 * original(*args, **kwargs)
+
+    monkeypatch.setattr(swin_transformer, "shifted_window_attention", patched)
+    with pytest.raises(CaptureMismatchError, match="ShiftedWindowAttention"):
+        nrm.explain(model, x, 0)
+
+
+def test_a_subclass_with_its_own_forward_is_recorded_as_it_runs():
+    """Only torchvision's own classes are decomposed (the exact type): a subclass with a forward
+    of its own runs recorded, and torchvision's batch folding is then refused by name."""
+
+    class Mine(swin_transformer.ShiftedWindowAttention):
+        def forward(self, x):
+            return super().forward(x)
+
+    model, x = _instance(lambda: _swin(False))
+    for block in model.features[1]:
+        old = block.attn
+        block.attn = Mine(8, old.window_size, old.shift_size, old.num_heads).to(x.dtype)
+        block.attn.load_state_dict(old.state_dict())
+    model.eval()
     with pytest.raises(UnsupportedOperationError) as info:
         nrm.explain(model, x, 0)
     text = str(info.value)
-    assert "changes the batch dimension" in text and "ShiftedWindowAttention" in text, text
-    # each refused operation points at torchvision's line (not the caller's: torchvision is not torch)
-    assert "swin_transformer.py" in text and "in shifted_window_attention" in text, text
-    assert "Tensor.roll" not in text and "torch.roll" not in text and "new_zeros" not in text, text  # read now
+    assert "changes the batch dimension" in text and "in shifted_window_attention" in text, text

@@ -47,12 +47,12 @@ BUILTIN_KINDS = (
     elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
     activations.Hardtanh, activations.ReLU6, activations.PReLU, activations.Hardsigmoid, activations.Hardswish,
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
-    activations.Mish, activations.ELU,
+    activations.Mish, activations.ELU, activations.Clamp,
     shape.View, shape.Permute, shape.Roll, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul, attention.Softmax,
     constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt, constants.Expand,
-    constants.CatConstant,
+    constants.CatConstant, constants.Pad, constants.Unpadded,
     message.IndexSelect, message.Scatter, message.SegmentSoftmax,
 )
 # BatchNormAffine before BatchNormFold: the capture asks the fold first, and the graph turns a

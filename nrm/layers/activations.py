@@ -21,6 +21,7 @@ nor is any smooth activation here; L9 is reported not applicable for models usin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from fractions import Fraction
 
@@ -74,6 +75,77 @@ class Hardtanh(Elementwise):
 
     def evaluate(self, call, z):
         return F.hardtanh(z, *self.bounds(call))
+
+
+class Clamp(Elementwise):
+    """σ(z) = min(max(z, a), b) for ``torch.clamp``, ``clamp_min``, ``clamp_max``, ``clip`` (and
+    their ``Tensor`` methods) with constant number bounds, either of which may be absent
+    (a = −∞, b = +∞): the ε floor of a norm (``F.normalize``'s max(‖x‖, ε), read through
+    :class:`~nrm.layers.fused.NormalizeDecomposition`). Kernel δ_jk (the identity rule), as
+    :class:`Hardtanh`, the same function with both bounds. Exact on fractions: the clamp at a
+    and b read as fractions. Not homogeneous (σ' = 0 on the clamped part while σ(z) ≠ 0): L9
+    is reported not applicable through it. Refused: a bound that is a tensor or not a finite
+    number, a > b, ``out=``."""
+
+    functions = (torch.clamp, torch.Tensor.clamp, torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_max,
+                 torch.Tensor.clamp_max, torch.clip, torch.Tensor.clip)
+
+    def examples(self):
+        return [(Clamped(-0.5, 0.25).eval(), (3,)), (Clamped(0.1, None).eval(), (2, 2)),
+                (Clamped(None, 0.3).eval(), (2, 2))]
+
+    def bounds(self, call) -> tuple:
+        """(a, b) as given: a number or None (absent)."""
+        name = getattr(call.func, "__name__", "")
+        if name == "clamp_min":
+            return call.arg(1, "min"), None
+        if name == "clamp_max":
+            return None, call.arg(1, "max")
+        return call.arg(1, "min", None), call.arg(2, "max", None)
+
+    def accepts(self, call):
+        if call.kwargs.get("out") is not None:
+            return "writes into out="
+        bounds = self.bounds(call)
+        for b in bounds:
+            if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b)):
+                return f"clamps at {b!r}; nrm reads constant finite numbers as bounds"
+        if all(b is None for b in bounds):
+            return "clamps at neither bound"
+        low, high = bounds
+        if low is not None and high is not None and low > high:
+            return f"clamps with min {low} > max {high}"
+        return None
+
+    def evaluate(self, call, z):
+        low, high = self.bounds(call)
+        return torch.clamp(z, low, high)
+
+    def exact(self, call, z):
+        low, high = (None if b is None else Fraction(b) for b in self.bounds(call))
+
+        def sigma(v: Fraction) -> Fraction:  # torch's order: min(max(v, a), b)
+            v = v if low is None or v >= low else low
+            return v if high is None or v <= high else high
+
+        return elementwise_exact(z, sigma)
+
+
+class Clamped(nn.Module):
+    """tanh(x) clamped (an example of :class:`Clamp`): ``torch.clamp(h, a, b)``, ``h.clamp_min(a)``
+    or ``h.clamp_max(b)``."""
+
+    def __init__(self, low, high):
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, x):
+        h = torch.tanh(x)
+        if self.high is None:
+            return h.clamp_min(self.low)
+        if self.low is None:
+            return h.clamp_max(self.high)
+        return torch.clamp(h, self.low, self.high)
 
 
 class ReLU6(Hardtanh):

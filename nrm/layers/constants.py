@@ -2,8 +2,9 @@
 (issue 14): a constant added (position embeddings, an additive attention mask, a norm's ε), a
 constant selection (``torch.where(mask, x, c)``, ``masked_fill``: a causal mask), a negation
 (rotary embeddings' ``rotate_half``), a power and a reciprocal square root (the statistics of
-RMSNorm), and ``expand`` (grouped-query attention's ``repeat_kv``). Each is a diagonal linear
-map, an elementwise function or an index map of its one input (``docs/attention.md``).
+RMSNorm), ``expand`` (grouped-query attention's ``repeat_kv``), and an activation placed among
+constants (a class token, ``F.pad``). Each is a diagonal linear map, a placement, an elementwise
+function or an index map of its one input (``docs/attention.md``).
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..linear import DiagonalMap, PlaceMap
 from ..markers import Scale, Shift
 from ..recorded import Value
-from .base import Elementwise, ExactMap, Linear, Reshape, seeded, to_fractions, zeros_object
+from .base import Alias, Elementwise, ExactMap, Linear, Reshape, seeded, to_fractions, zeros_object
 
-__all__ = ["Shift", "AddConstant", "Select", "Negate", "Power", "Rsqrt", "Expand", "CatConstant"]
+__all__ = ["Shift", "AddConstant", "Select", "Negate", "Power", "Rsqrt", "Expand", "CatConstant", "Pad", "Unpadded"]
 # Shift, the rule key of the constants, is nrm.markers.Shift (one rule key for additive constants)
 
 
@@ -546,3 +548,128 @@ class ClassToken(nn.Module):
         t = self.token.expand(x.shape[0], -1, -1)
         h = torch.relu(x)
         return torch.cat([h, t] if self.after else [t, h], dim=1)
+
+
+def _pad_arguments(input, pad, mode="constant", value=None) -> dict:
+    return dict(input=input, pad=pad, mode=mode, value=value)
+
+
+def _pads(call) -> tuple[int, ...]:
+    """F.pad's ``pad``: (before, after) pairs from the last dimension backwards."""
+    a = _pad_arguments(*call.args, **call.kwargs)
+    return tuple(int(p) for p in a["pad"])
+
+
+class Unpadded(Alias):
+    """``F.pad`` with every pad 0 (torchvision's ``_patch_merging_pad`` at even sizes, Swin's
+    window padding where the windows divide the image): the same neurons, unchanged."""
+
+    functions = (F.pad,)
+
+    def examples(self):
+        return [(Padded((0, 0, 0, 0), 6), (2, 3))]
+
+    def accepts(self, call):
+        if any(_pads(call)):
+            return "pads something (Pad reads a constant padding)"
+        return None
+
+
+class Pad(Linear):
+    """``F.pad(x, pad, mode="constant", value=c)`` (``nn.ZeroPad2d``, ``nn.ConstantPad*d``; Swin's
+    zero padding of the image to a multiple of the window, torchvision's ``_patch_merging_pad``
+    at odd sizes) with non-negative pads on per-sample dimensions: x placed among constants c
+    (0 by default), a linear map like :class:`CatConstant` (:class:`nrm.linear.PlaceMap`, rule
+    key :class:`nrm.markers.Shift`).
+
+    Definition (k the copy of x_j, c a padding neuron, which has no parent)::
+
+        z_k = x_j,  z_c = c         q(x_j | z_k) = 1,  q(⊥ | z_c) = 1   (LRP-0)
+
+    A zero padding neuron has the value 0: a linear map after it takes nothing from it under a
+    rule that weighs contributions a_j w_jk, and relevance that reaches it (a flat rule) goes to
+    ⊥. Exact form: c's float64 value as a fraction. Refused: another mode than ``"constant"``
+    (reflect, replicate, circular: an index map nrm has no kind for), a negative pad (a crop:
+    write a slice), a pad of the batch dimension, a value that is not a finite number. A pad of
+    0 everywhere is :class:`Unpadded`."""
+
+    functions = (F.pad,)
+    rule_types = (Shift,)
+
+    def examples(self):
+        return [(Padded((1, 2), 12), (2, 3)), (Padded((0, 1, 2, 0), 24, value=0.5), (2, 2, 2))]
+
+    def accepts(self, call):
+        try:
+            a = _pad_arguments(*call.args, **call.kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.pad ({e})"
+        pads = _pads(call)
+        if a["mode"] != "constant":
+            return f"pads in mode {a['mode']!r}; nrm reads a constant padding (mode='constant')"
+        value = 0.0 if a["value"] is None else a["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"pads with {value!r}; nrm reads a finite number"
+        if any(p < 0 for p in pads):
+            return "crops (a negative pad); write it as a slice"
+        if len(pads) % 2 or len(pads) // 2 >= len(call.in_shapes[0]):
+            return "pads the batch dimension; nrm keeps every sample apart"
+        if not any(pads):
+            return "pads nothing (Unpadded reads it)"
+        return None
+
+    def layout(self, call) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(the padded per-sample dimensions, where x starts along each)."""
+        pads = _pads(call)
+        ndim = len(call.in_shapes[0]) - 1  # per sample
+        dims = tuple(ndim - 1 - i for i in range(len(pads) // 2))
+        return dims, tuple(pads[2 * i] for i in range(len(pads) // 2))
+
+    def constants(self, call, like: torch.Tensor) -> torch.Tensor:
+        """The bias: c at the padding, zero at the copies of x (one sample's shape)."""
+        a = _pad_arguments(*call.args, **call.kwargs)
+        value = 0.0 if a["value"] is None else float(a["value"])
+        zeros = torch.zeros((1,) + tuple(like.shape[1:]), dtype=like.dtype, device=like.device)
+        full = torch.full((1,) + tuple(call.output.shape[1:]), value, dtype=like.dtype, device=like.device)
+        dims, offsets = self.layout(call)
+        region = full[0]
+        for d, o in zip(dims, offsets):
+            region = region.narrow(d, o, like.shape[d + 1])
+        region.copy_(zeros[0])
+        return full[0].contiguous()
+
+    def map(self, call, a, rule=None):
+        dims, offsets = self.layout(call)
+        bias = self.constants(call, a)
+        return PlaceMap(torch.ones(tuple(a.shape[1:]), dtype=a.dtype, device=a.device), bias, tuple(bias.shape),
+                        dims, offsets)
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        dims, offsets = self.layout(call)
+        in_shape = tuple(a.shape[1:])
+        bias = self.constants(call, a.double())
+        out_shape = tuple(bias.shape)
+        n, m = math.prod(in_shape), math.prod(out_shape)
+        W, S = zeros_object((n, m)), np.zeros((n, m), bool)
+        for j, pos in enumerate(np.ndindex(*in_shape)):
+            target = list(pos)
+            for d, o in zip(dims, offsets):
+                target[d] += o
+            k = int(np.ravel_multi_index(tuple(target), out_shape))
+            W[j, k], S[j, k] = 1, True
+        return ExactMap(W, S, to_fractions(bias.reshape(-1)), out_shape)
+
+
+class Padded(nn.Module):
+    """A linear map, F.pad, a linear map (an example of :class:`Pad` and :class:`Unpadded`)."""
+
+    def __init__(self, pad: tuple, padded: int, value: float | None = None):
+        super().__init__()
+        self.pad, self.value = tuple(pad), value
+        self.head = nn.Linear(padded, 2)
+        seeded(self, 27)
+
+    def forward(self, x):
+        h = torch.relu(x)
+        h = F.pad(h, self.pad) if self.value is None else F.pad(h, self.pad, value=self.value)
+        return self.head(h.flatten(1))

@@ -365,6 +365,162 @@ class ActivationDecomposition:
         return f"ActivationDecomposition({self.name})"
 
 
+def _window_mask(pad_H: int, pad_W: int, window: list, shift: list, like: torch.Tensor) -> torch.Tensor:
+    """Swin's mask of the shifted windows, (nW, N, N): 0 between positions of the same region
+    of the shifted image, −100 between positions of different ones (torchvision's construction,
+    on constants)."""
+    mask = like.new_zeros((pad_H, pad_W))
+    h_slices = ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None))
+    w_slices = ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None))
+    count = 0
+    for h in h_slices:
+        for w in w_slices:
+            mask[h[0]:h[1], w[0]:w[1]] = count
+            count += 1
+    mask = mask.view(pad_H // window[0], window[0], pad_W // window[1], window[1])
+    mask = mask.permute(0, 2, 1, 3).reshape(-1, window[0] * window[1])
+    mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class ShiftedWindowDecomposition:
+    """torchvision's ``ShiftedWindowAttention`` and ``ShiftedWindowAttentionV2`` (``swin_t``,
+    ``swin_v2_t``), read as the operations of ``swin_transformer.shifted_window_attention`` with
+    the windows kept in a per-sample dimension. torchvision folds the windows into the batch,
+    ``(B, H, W, C) → (B·nW, N, C)``, which nrm refuses (the batch stays first and is never
+    mixed); the same computation, batch first (ws the window, N = ws₀·ws₁, nW windows, h heads,
+    d = C/h)::
+
+        x → F.pad to multiples of ws → roll by −shift → (B, H/ws₀, ws₀, W/ws₁, ws₁, C)
+          → permute → (B, nW, N, C);   Q, K, V = F.linear(x, W_qkv, b_qkv) → (B, nW, h, N, d) each
+        S = (Q d^(−½)) Kᵀ                                   (V1)
+        S = (F.normalize(Q) F.normalize(K)ᵀ) · exp(min(τ, log 100))   (V2: cosine attention)
+        S = S + bias (the relative position bias, a constant: V2's from its cpb MLP and 16·sigmoid)
+              + mask (shifted windows: 0 within a region, −100 across, a constant of (1, nW, 1, N, N))
+        O = softmax(S) V → (B, nW, N, C) → F.linear(·, W_proj, b_proj) → the windows put back
+          → roll by +shift → crop to (B, H, W, C)
+
+    The pieces are :class:`~nrm.layers.attention.MatMul`, :class:`~nrm.layers.attention.Softmax`,
+    :class:`~nrm.layers.constants.AddConstant`, :class:`~nrm.layers.scale.ConstantScale`, index
+    maps and :class:`~nrm.layers.constants.Pad`; ``F.normalize`` is read through
+    :class:`NormalizeDecomposition` (‖x‖ held at its forward value). The module's own forward
+    runs unrecorded and this decomposition, recorded, must reproduce it within 10³ ulp
+    (:meth:`nrm.capture`): a ``shifted_window_attention`` patched to compute something else,
+    or a subclass that changes the computation without its own forward, is refused with
+    :class:`~nrm.errors.CaptureMismatchError`, never rewritten silently. Matched by the exact
+    type (a subclass with its own forward is recorded as that forward runs). Refused, by name:
+    dropout in training mode, other than one (B, H, W, C) tensor."""
+
+    def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4:
+            return "is called with other arguments than one (B, H, W, C) tensor"
+        if module.training and (module.attention_dropout or module.dropout):
+            return "applies dropout in training mode; call model.eval()"
+        if args[0].shape[-1] % module.num_heads:
+            return "has a width that is not a multiple of its number of heads"
+        return None
+
+    def __call__(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        window, heads = list(module.window_size), module.num_heads
+        d = C // heads
+        pad_r = (window[1] - W % window[1]) % window[1]
+        pad_b = (window[0] - H % window[0]) % window[0]
+        if pad_r or pad_b:
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        pad_H, pad_W = H + pad_b, W + pad_r
+        shift = list(module.shift_size)
+        if window[0] >= pad_H:
+            shift[0] = 0
+        if window[1] >= pad_W:
+            shift[1] = 0
+        shifted = sum(shift) > 0
+        if shifted:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        nh, nw = pad_H // window[0], pad_W // window[1]
+        nW, N = nh * nw, window[0] * window[1]
+        x = x.view(B, nh, window[0], nw, window[1], C).permute(0, 1, 3, 2, 4, 5).reshape(B, nW, N, C)
+
+        bias, scale = module.qkv.bias, getattr(module, "logit_scale", None)
+        with torch._C.DisableTorchFunction():  # parameters only: constants
+            position = module.get_relative_position_bias().reshape(1, 1, heads, N, N)
+            if scale is not None and bias is not None:
+                bias = bias.clone()
+                bias[C:2 * C].zero_()
+            if scale is not None:
+                scale = torch.clamp(scale, max=math.log(100.0)).exp()
+            mask = _window_mask(pad_H, pad_W, window, shift, position).reshape(1, nW, 1, N, N) if shifted else None
+        qkv = F.linear(x, module.qkv.weight, bias).reshape(B, nW, N, 3, heads, d).permute(0, 3, 1, 4, 2, 5)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        if scale is not None:
+            attn = torch.matmul(F.normalize(q, dim=-1), F.normalize(k, dim=-1).transpose(-2, -1)) * scale
+        else:
+            attn = torch.matmul(q * d ** -0.5, k.transpose(-2, -1))
+        attn = attn + position
+        if mask is not None:
+            attn = attn + mask
+        attn = torch.softmax(attn, dim=-1)
+        o = torch.matmul(attn, v).permute(0, 1, 3, 2, 4).reshape(B, nW, N, C)
+        o = F.linear(o, module.proj.weight, module.proj.bias)
+        o = o.view(B, nh, nw, window[0], window[1], C).permute(0, 1, 3, 2, 4, 5).reshape(B, pad_H, pad_W, C)
+        if shifted:
+            o = torch.roll(o, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return o[:, :H, :W, :].contiguous()
+
+
+class NormalizeDecomposition:
+    """``F.normalize(x, p=2, dim, eps)`` = x / max(‖x‖₂, ε) along ``dim`` (swin_v2's cosine
+    attention), read as RMSNorm is (:class:`~nrm.layers.constants.Rsqrt`)::
+
+        F.normalize(x) = x · rsqrt(max(Σ_dim x², ε²))
+
+    a product of x and a normalizer held at its forward value (the identity on 1/σ, AttnLRP
+    Prop. 3.4): the held factor takes nothing under every split, so each x_j keeps its
+    relevance (q(x_j | y_j) = 1 under LRP-0) and the norm's path (:class:`~nrm.layers.constants.Power`,
+    :class:`~nrm.layers.linear.Reduce`, :class:`~nrm.layers.activations.Clamp`, ``Rsqrt``) receives
+    none. The decomposition is compared with torch's own ``F.normalize`` (unrecorded) within 10³
+    ulp of the largest value (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: a
+    norm other than p = 2, ``out=``, the batch dimension."""
+
+    function = F.normalize
+
+    @staticmethod
+    def _arguments(input, p=2.0, dim=1, eps=1e-12, out=None) -> dict:
+        return dict(input=input, p=p, dim=dim, eps=eps, out=out)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.normalize ({e})"
+        if a["out"] is not None:
+            return "writes into out="
+        if not isinstance(a["input"], torch.Tensor) or a["input"].dim() < 2:
+            return "normalizes a tensor without a batch dimension"
+        if a["p"] != 2:
+            return f"normalizes with the {a['p']}-norm; nrm reads the Euclidean norm (p=2)"
+        if not isinstance(a["dim"], int) or a["dim"] % a["input"].dim() == 0:
+            return "normalizes along the batch dimension (or several dimensions); nrm keeps every sample apart"
+        if isinstance(a["eps"], bool) or not isinstance(a["eps"], (int, float)) or not a["eps"] > 0:
+            return f"takes eps={a['eps']!r}; nrm reads a number > 0"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        x, dim, eps = a["input"], a["dim"], float(a["eps"])
+        y = x * torch.rsqrt(torch.clamp(x.pow(2).sum(dim, keepdim=True), min=eps * eps))
+        with torch._C.DisableTorchFunction():
+            theirs = F.normalize(x, 2.0, dim, eps)
+            bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
+            worst = float((y - theirs).abs().max())
+        if not worst <= bound:
+            raise CaptureMismatchError(f"the decomposition of F.normalize does not reproduce it (max deviation "
+                                       f"{worst:.3e}, allowed {bound:.3e}); nrm cannot read it faithfully")
+        return y
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -379,6 +535,7 @@ class Refused:
 DECOMPOSED_FUNCTIONS = {
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
+    F.normalize: NormalizeDecomposition(),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
         "nn.MultiheadAttention(batch_first=True) modules through their definition, with the batch first"),
@@ -398,6 +555,8 @@ DECOMPOSED_BY_NAME = {
     ("transformers.activations", "NewGELUActivation"): _GELU_TANH,
     ("transformers.activations", "AccurateGELUActivation"): _GELU_TANH,
     ("transformers.activations", "GELUActivation"): ActivationDecomposition(F.gelu, "F.gelu"),
+    ("torchvision.models.swin_transformer", "ShiftedWindowAttention"): ShiftedWindowDecomposition(),
+    ("torchvision.models.swin_transformer", "ShiftedWindowAttentionV2"): ShiftedWindowDecomposition(),
     ("torch_geometric.nn.conv.gat_conv", "GATConv"): GATDecomposition(),
     ("torch_geometric.nn.conv.gatv2_conv", "GATv2Conv"): GATv2Decomposition(),
 }

@@ -104,7 +104,9 @@ def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], lis
             a = ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l])
             pool = torch.nn.functional.max_pool1d if a.dim() == 3 else torch.nn.functional.max_pool2d
             out = pool(a, k, s, p, d, ceil)
-        elif block.producer.role == "elementwise":  # an activation that opens its layer
+        elif block.producer.role in ("elementwise", "reshape", "alias"):
+            # an activation that opens its layer, or a row-major reshape (or alias) of a value other layers
+            # read too (Swin V2's window attention views the residual stream): q = δ
             out = ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l])
         else:
             raise UnsupportedModuleError(f"L9's replay does not read the {block.kind} layer {block.name!r}")
