@@ -438,6 +438,21 @@ class Expanded(nn.Module):
         return self.lin(self.lin(x).expand(x.shape[0], 2, 2, 3))
 
 
+def placed_exact(in_shape: tuple, bias: torch.Tensor, dims, offsets) -> ExactMap:
+    """x placed among constants (``bias``, one sample's output, zero at x's places): input j at
+    its position shifted by ``offsets`` along ``dims``, weight 1; the constants are the bias."""
+    out_shape = tuple(bias.shape)
+    n, m = math.prod(in_shape), math.prod(out_shape)
+    W, S = zeros_object((n, m)), np.zeros((n, m), bool)
+    for j, pos in enumerate(np.ndindex(*in_shape)):
+        target = list(pos)
+        for d, o in zip(dims, offsets):
+            target[d] += o
+        k = int(np.ravel_multi_index(tuple(target), out_shape))
+        W[j, k], S[j, k] = 1, True
+    return ExactMap(W, S, to_fractions(bias.reshape(-1)), out_shape)
+
+
 class CatConstant(Linear):
     """``torch.cat`` of one input-derived tensor x with constants along a per-sample dimension
     (ViT's class token before the patch tokens; each constant the same for every sample).
@@ -521,17 +536,7 @@ class CatConstant(Linear):
 
     def exact(self, call, a, rule=None) -> ExactMap:
         d, offset = self.layout(call)
-        in_shape = tuple(a.shape[1:])
-        bias = self.constants(call, a.double())
-        out_shape = tuple(bias.shape)
-        n, m = math.prod(in_shape), math.prod(out_shape)
-        W, S = zeros_object((n, m)), np.zeros((n, m), bool)
-        for j, pos in enumerate(np.ndindex(*in_shape)):
-            target = list(pos)
-            target[d] += offset
-            k = int(np.ravel_multi_index(tuple(target), out_shape))
-            W[j, k], S[j, k] = 1, True
-        return ExactMap(W, S, to_fractions(bias.reshape(-1)), out_shape)
+        return placed_exact(tuple(a.shape[1:]), self.constants(call, a.double()), (d,), (offset,))
 
 
 class ClassToken(nn.Module):
@@ -646,18 +651,7 @@ class Pad(Linear):
 
     def exact(self, call, a, rule=None) -> ExactMap:
         dims, offsets = self.layout(call)
-        in_shape = tuple(a.shape[1:])
-        bias = self.constants(call, a.double())
-        out_shape = tuple(bias.shape)
-        n, m = math.prod(in_shape), math.prod(out_shape)
-        W, S = zeros_object((n, m)), np.zeros((n, m), bool)
-        for j, pos in enumerate(np.ndindex(*in_shape)):
-            target = list(pos)
-            for d, o in zip(dims, offsets):
-                target[d] += o
-            k = int(np.ravel_multi_index(tuple(target), out_shape))
-            W[j, k], S[j, k] = 1, True
-        return ExactMap(W, S, to_fractions(bias.reshape(-1)), out_shape)
+        return placed_exact(tuple(a.shape[1:]), self.constants(call, a.double()), dims, offsets)
 
 
 class Padded(nn.Module):

@@ -403,19 +403,29 @@ class GCNLayer(Linear):
                                                                                               edge_index[0])
         return src, dst, weight.detach().to(dtype)
 
-    def map(self, call, a, rule=None):
+    layer, dense, edge_words = "GCNConv", "Â ⊗ W", "normalized edge weights"
+    """How the refusals of :meth:`refuse` name the layer, its dense map and its coefficients."""
+
+    def refuse(self, call, rule, src, dst, coef) -> None:
+        """Raise where ``rule`` on the dense map is not the rule applied to W: flat and w² (their
+        weights 1 and w² of the product), and a negative coefficient under a rule that modifies
+        weights by sign (ρ(c w) = c ρ(w) needs c ≥ 0)."""
         from ..rules import Epsilon, Flat, WSquare, Zero
 
+        name = type(self).__name__
         if isinstance(rule, (Flat, WSquare)):
             raise RuleAssignmentError(
-                f"{type(rule).__name__} on GCNConv at '{call.name}' read as Â ⊗ W: its weights (1, w²) of Â_ji W_gf "
-                "are not Â applied to the modified W; give this layer LRP-0, ε, γ, z⁺ or αβ, or unregister "
-                "nrm.layers.message.GCNLayer to read GCNConv operation by operation")
-        src, dst, coef = self.coefficients(call, a.dtype)
+                f"{type(rule).__name__} on {self.layer} at '{call.name}' read as {self.dense}: its weights (1, w²) of "
+                "the dense map are not the modified W; give this layer LRP-0, ε, γ, z⁺ or αβ, or unregister "
+                f"nrm.layers.message.{name} to read {self.layer} operation by operation")
         if rule is not None and type(rule) not in (Zero, Epsilon) and bool((coef < 0).any()):
-            raise GraphError(f"GCNConv at '{call.name}' has negative normalized edge weights, and {rule!r} modifies "
-                             "weights by their sign, which Â ⊗ W splits as Â ρ(W) only for Â ≥ 0: use non-negative "
-                             "edge weights, or LRP-0 / ε on this layer")
+            raise GraphError(f"{self.layer} at '{call.name}' has negative {self.edge_words}, and {rule!r} modifies "
+                             f"weights by their sign, which {self.dense} splits as A ρ(W) only for A ≥ 0: use "
+                             "non-negative edge weights, or LRP-0 / ε on this layer")
+
+    def map(self, call, a, rule=None):
+        src, dst, coef = self.coefficients(call, a.dtype)
+        self.refuse(call, rule, src, dst, coef)
         module = call.module
         bias = None if module.bias is None else module.bias.detach()
         return GCNMap(module.lin.weight.detach(), bias, src.to(a.device), dst.to(a.device), coef.to(a.device),
@@ -512,25 +522,22 @@ class GraphConvLayer(GCNLayer):
             coef = coef / count[dst]
         return src, dst, coef
 
-    def map(self, call, a, rule=None):
-        from ..rules import Epsilon, Flat, WSquare, Zero
+    layer, dense, edge_words = "GraphConv", "A ⊗ W_rel + I ⊗ W_root", "edge weights"
 
-        if isinstance(rule, (Flat, WSquare)):
-            raise RuleAssignmentError(
-                f"{type(rule).__name__} on GraphConv at '{call.name}' read as one map: its weights (1, w²) of "
-                "A_ji W_rel + δ_ij W_root are not the modified W; give this layer LRP-0, ε, γ, z⁺ or αβ, or unregister "
-                "nrm.layers.message.GraphConvLayer to read GraphConv operation by operation")
+    def refuse(self, call, rule, src, dst, coef) -> None:
+        """:meth:`GCNLayer.refuse`, and self-loops under a rule that modifies weights by sign."""
+        from ..rules import Epsilon, Zero
+
+        super().refuse(call, rule, src, dst, coef)
+        if rule is not None and type(rule) not in (Zero, Epsilon) and bool((src == dst).any()):
+            raise GraphError(f"GraphConv at '{call.name}' has self-loops, and {rule!r} modifies weights by their "
+                             "sign: the diagonal weight A_jj W_rel + W_root would be modified term by term, not as "
+                             "the sum; remove the self-loops (GraphConv adds the node itself through lin_root), or "
+                             "use LRP-0 / ε on this layer")
+
+    def map(self, call, a, rule=None):
         src, dst, coef = self.coefficients(call, a.dtype)
-        if rule is not None and type(rule) not in (Zero, Epsilon):
-            if bool((coef < 0).any()):
-                raise GraphError(f"GraphConv at '{call.name}' has negative edge weights, and {rule!r} modifies weights "
-                                 "by their sign, which the dense map splits as A ρ(W) only for A ≥ 0: use non-negative "
-                                 "edge weights, or LRP-0 / ε on this layer")
-            if bool((src == dst).any()):
-                raise GraphError(f"GraphConv at '{call.name}' has self-loops, and {rule!r} modifies weights by their "
-                                 "sign: the diagonal weight A_jj W_rel + W_root would be modified term by term, not as "
-                                 "the sum; remove the self-loops (GraphConv adds the node itself through lin_root), or "
-                                 "use LRP-0 / ε on this layer")
+        self.refuse(call, rule, src, dst, coef)
         module = call.module
         weight = torch.cat([module.lin_rel.weight.detach(), module.lin_root.weight.detach()], 1)
         bias = None if module.lin_rel.bias is None else module.lin_rel.bias.detach()
