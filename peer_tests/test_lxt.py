@@ -375,6 +375,31 @@ def test_batch_invariance(name):
     assert result.holds is True, result
 
 
+LAW_CASES = [(name, variant) for name in ("gpt2", "llama", "bert") for variant in peer.FAMILIES[name]]
+
+
+@pytest.mark.parametrize("name,variant", LAW_CASES, ids=lambda v: v)
+def test_the_laws_of_the_measure_on_each_family(name, variant):
+    """L1 (every layer, and every column of every kernel), L2–L7 and L17 through
+    :mod:`nrm_verify.laws` on each transformers family under AttnLRP and CP-LRP (LXT's
+    conventions), with the events the CNN and torchvision attention families use (A: the three
+    heaviest neurons a third of the way up; B: half of a layer two thirds up with its absorber;
+    Markov at the highest layer that reads only the one below). ViT's are in
+    test_torchvision_attention.py."""
+    from test_torchvision_laws import _events, _markov_layer
+
+    model, x = build(name, "eager" if name == "bert" else "sdpa")
+    m = explain(name, model, x, variant, target=target_of(name))
+    lo, hi, a, b = _events(m)
+    layer, k, lower = _markov_layer(m)
+    results = [laws.normalization(m), laws.column_sums(m), laws.additivity(m, a, b),
+               laws.marginalization(m, lo, b), laws.marginalization(m, hi, a), laws.joint_marginals(m, lo, hi),
+               laws.multiplicative(m, a, b), laws.bayes(m, a, b), laws.total_measure(m, b, lo),
+               laws.markov(m, layer, k, lower), laws.channel_sum(m, hi)]
+    failed = [str(r) for r in results if r.holds is not True]
+    assert not failed, failed
+
+
 class Padded(torch.nn.Module):
     """BERT with a padding mask (the last two tokens are padding): the class logits."""
 
