@@ -339,7 +339,9 @@ class MatMulMap(LinearMap):
 
     ``weight`` (B, |V| + |A|) holds, per sample, θ V (the weights of A's edges) then (1 − θ) A
     (the weights of V's edges), so a rule modifies them elementwise as any weight. A and V
-    have the shapes (*lead, n, m) and (*lead, m, d) per sample. The map depends on the sample:
+    have the shapes (*lead_A, n, m) and (*lead_V, m, d) per sample, the leading dimensions equal or
+    broadcast from size 1 (a key/value head shared by several query heads: its weights are read by
+    every head, and its transpose sums over them). The map depends on the sample:
     :meth:`forward` and :meth:`transpose` accept R·B stacked rows (row i is sample i mod B).
     A factor with no share (θ = 0: A, θ = 1: V) is no parent: :meth:`structured` zeroes its
     edges.
@@ -356,7 +358,9 @@ class MatMulMap(LinearMap):
         self.weight, self.bias = weight, None
         self.a_shape, self.v_shape = tuple(a_shape), tuple(v_shape)
         self.na, self.nv = _numel(self.a_shape), _numel(self.v_shape)
-        self.out_shape = self.a_shape[:-1] + self.v_shape[-1:]
+        # the leading dimensions broadcast (a key/value head shared by the query heads: size 1 on one side)
+        self.lead = tuple(torch.broadcast_shapes(self.a_shape[:-2], self.v_shape[:-2]))
+        self.out_shape = self.lead + self.a_shape[-2:-1] + self.v_shape[-1:]
         self.batch = weight.shape[0]
         self.connected = connected  # (|V| + |A|,) bool
 
@@ -381,12 +385,19 @@ class MatMulMap(LinearMap):
         R, B = self._rows(g), self.batch
         g = g.reshape((R, B) + self.out_shape)
         wa, wv = self._weights(weight)
-        ta = torch.matmul(g, wa.transpose(-1, -2)).reshape(R * B, -1)
-        tv = torch.matmul(wv.transpose(-1, -2), g).reshape(R * B, -1)
+        ta = _sum_to(torch.matmul(g, wa.transpose(-1, -2)), self.a_shape).reshape(R * B, -1)
+        tv = _sum_to(torch.matmul(wv.transpose(-1, -2), g), self.v_shape).reshape(R * B, -1)
         return torch.cat([ta, tv], 1).reshape((R * B,) + tuple(in_shape))
 
     def structured(self, weight):
         return weight * self.connected.to(weight.dtype)
+
+
+def _sum_to(t: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """``t`` (R, B, *lead, …) summed over the leading dimensions that ``shape`` (one sample's) broadcast
+    from size 1: the transpose of a broadcast."""
+    dims = [2 + i for i, (s, n) in enumerate(zip(shape, t.shape[2:])) if s == 1 and n != 1]
+    return t.sum(dims, keepdim=True) if dims else t
 
 
 def repeated_rows(bias: torch.Tensor, rows: int, batch: int) -> torch.Tensor:

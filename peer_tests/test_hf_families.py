@@ -29,6 +29,10 @@ FAMILIES = {
     "phi": lambda: transformers.PhiForCausalLM(transformers.PhiConfig(**COMMON)),
     "qwen2": lambda: transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**COMMON, num_key_value_heads=1)),
     "mistral": lambda: transformers.MistralForCausalLM(transformers.MistralConfig(**COMMON, num_key_value_heads=1)),
+    # Falcon: projections written x @ self.weight.T (ConstantMatMul), multi-query attention that broadcasts
+    # its one key/value head over the query heads in `@` (MatMul), rotary, parallel attention and MLP
+    "falcon": lambda: transformers.FalconForCausalLM(transformers.FalconConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, attn_implementation="eager")),
 }
 
 

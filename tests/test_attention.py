@@ -236,10 +236,11 @@ class ByConstant(nn.Module):
 
 
 class Broadcast(nn.Module):
-    """(B, 2, 2, 3) @ (B, 1, 3, 2): the second factor broadcast over the first's leading dimension."""
+    """(B, 2, 2, 3) @ (B, 3, 2) with B = 2: torch aligns the second factor's batch with the first's
+    head dimension (a broadcast over a missing dimension, which mixes the samples)."""
 
     def forward(self, x):
-        return (x @ x[:, :1].transpose(-1, -2)).flatten(1)
+        return (x @ x[:, 0].transpose(-1, -2)).flatten(1)
 
 
 class BatchSoftmax(nn.Module):
@@ -249,7 +250,7 @@ class BatchSoftmax(nn.Module):
 
 @pytest.mark.parametrize("module,shape,words", [
     (ByConstant(), (2, 3), ("matmul", "constant matrix on the left", "F.linear")),
-    (Broadcast(), (2, 2, 3), ("matmul", "shapes", "no broadcasting")),
+    (Broadcast(), (2, 2, 3), ("matmul", "shapes", "over a missing dimension")),
     (BatchSoftmax(), (3,), ("softmax", "batch dimension")),
 ], ids=["constant", "broadcast", "batch-softmax"])
 def test_unreadable_attention_operations_are_named(module, shape, words):
@@ -315,3 +316,48 @@ def test_bmm_and_tensor_matmul_are_read(rules):
     x = torch.randn((1, 3, 2), generator=torch.Generator().manual_seed(17), dtype=D)
     m = agree(model, x, 0, rules)
     assert [b.producer.layer_kind.name for b in m.network.blocks[1:]].count("MatMul") == 2
+
+
+# -- multi-query attention: one key/value head broadcast over the query heads ---------------------
+class MultiQuery(nn.Module):
+    """Falcon-style multi-query attention on x (B, T, 4): 2 query heads, one key/value head of
+    size 2 broadcast over them by ``@`` ((B, 2, T, 2) @ (B, 1, 2, T)); ``expand=True`` writes the
+    same model with the key/value head expanded explicitly (an index map)."""
+
+    def __init__(self, expand: bool = False):
+        super().__init__()
+        self.q, self.kv = nets.seeded(nn.Linear(4, 4).double(), 21), nets.seeded(nn.Linear(4, 4).double(), 22)
+        self.head = nets.seeded(nn.Linear(4, 3).double(), 23)
+        self.expand = expand
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        q = self.q(x).reshape(B, T, 2, 2).transpose(1, 2)                  # (B, 2, T, 2)
+        kv = self.kv(x).reshape(B, T, 2, 2)
+        k, v = kv[:, :, 0].unsqueeze(1), kv[:, :, 1].unsqueeze(1)            # (B, 1, T, 2) each
+        if self.expand:
+            k, v = k.expand(B, 2, T, 2), v.expand(B, 2, T, 2)
+        a = torch.softmax(q @ k.transpose(-1, -2) * 0.5, dim=-1)
+        o = (a @ v).transpose(1, 2).reshape(B, T, 4)
+        return self.head(F.relu(o).mean(1))
+
+
+@pytest.mark.parametrize("split", [Fraction(1, 2), 0], ids=["attnlrp", "cp-lrp"])
+@pytest.mark.parametrize("rules", ["zero", "epsilon", "gamma"])
+def test_a_key_value_head_broadcast_over_the_query_heads(split, rules):
+    """A MatMul whose second factor is broadcast over the first's head dimension: engine = exact
+    oracle (its map unrolled from the definition, the shared head read by every query head) =
+    explicit reference at every layer, L1, and the same marginals as the model that expands the
+    key/value head explicitly (an index map whose transpose sums the heads' relevance)."""
+    rule = {"zero": nrm.rules.Zero(), "epsilon": nrm.rules.Epsilon(0.1), "gamma": nrm.rules.Gamma(0.25)}[rules]
+    x = torch.randn((1, 3, 4), generator=torch.Generator().manual_seed(31), dtype=D)
+    with theta(split):
+        m = agree(MultiQuery().eval(), x, target=1, rules=rule)
+        twin = nrm.explain(MultiQuery(expand=True).eval(), x, 1, rules=rule)
+        xb = torch.randn((2, 3, 4), generator=torch.Generator().manual_seed(32), dtype=D)
+        assert laws.batch_invariance(MultiQuery().eval(), xb, 1, rule).holds is True
+    for name in m.canonical_names():
+        total = m.marginal(name).flatten(1).sum(1) + m.absorbed(name)
+        torch.testing.assert_close(total, torch.ones_like(total), rtol=0, atol=1e-12)
+    torch.testing.assert_close(m.marginal("input"), twin.marginal("input"), rtol=0, atol=1e-13)
+    torch.testing.assert_close(m.absorbed("input"), twin.absorbed("input"), rtol=0, atol=1e-13)

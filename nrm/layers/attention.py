@@ -106,9 +106,12 @@ class MatMul(Linear):
         if call.func is torch.Tensor.__rmatmul__:
             shapes = shapes[::-1]
         (sa, sv), out = shapes, tuple(call.output.shape)
-        if len(sa) < 3 or len(sv) < 3 or sa[:-2] != sv[:-2] or sa[-1] != sv[-2] or out != sa[:-1] + sv[-1:]:
+        if len(sa) < 3 or len(sv) != len(sa) or sa[0] != sv[0] or sa[-1] != sv[-2] \
+                or any(p != q and 1 not in (p, q) for p, q in zip(sa[1:-2], sv[1:-2])) \
+                or out != tuple(torch.broadcast_shapes(sa[:-2], sv[:-2])) + (sa[-2], sv[-1]):
             return (f"multiplies tensors of shapes {sa} and {sv}; nrm reads (B, *lead, n, m) @ (B, *lead, m, d) "
-                    "with the batch first and the same leading dimensions (no broadcasting, no vectors)")
+                    "with the batch first and leading dimensions equal or of size 1 on one side (no vectors, no "
+                    "broadcasting over the batch or over a missing dimension)")
         if len(set(call.in_dtypes + [call.output.dtype])) != 1:
             return "multiplies tensors of different dtypes"
         return None
@@ -137,9 +140,13 @@ class MatMul(Linear):
         """W[(A, lead, j, i), (lead, j, p)] = θ V_ip and W[(V, lead, i, p), (lead, j, p)] = (1 − θ) A_ji, in
         fractions from the definition (loops over the indices)."""
         A, V = (to_fractions(t[0]) for t in self.split(call, a))
-        lead, (n, m), d = A.shape[:-2], A.shape[-2:], V.shape[-1]
+        lead = tuple(np.broadcast_shapes(A.shape[:-2], V.shape[:-2]))
+        (n, m), d = A.shape[-2:], V.shape[-1]
         na, L = A.size, math.prod(lead)
-        A, V = A.reshape(L, n, m), V.reshape(L, m, d)
+        # the A and V blocks each output block g reads (a dimension of size 1 is broadcast)
+        ga = np.broadcast_to(np.arange(math.prod(A.shape[:-2])).reshape(A.shape[:-2]), lead).reshape(-1)
+        gv = np.broadcast_to(np.arange(math.prod(V.shape[:-2])).reshape(V.shape[:-2]), lead).reshape(-1)
+        A, V = A.reshape(-1, n, m), V.reshape(-1, m, d)
         W, S = zeros_object((na + V.size, L * n * d)), np.zeros((na + V.size, L * n * d), bool)
         t = self.theta
         for g in range(L):
@@ -147,10 +154,10 @@ class MatMul(Linear):
                 for p in range(d):
                     k = (g * n + j) * d + p
                     for i in range(m):
-                        ia, iv = (g * n + j) * m + i, na + (g * m + i) * d + p
-                        W[ia, k], W[iv, k] = t * V[g, i, p], (1 - t) * A[g, j, i]
+                        ia, iv = (ga[g] * n + j) * m + i, na + (gv[g] * m + i) * d + p
+                        W[ia, k], W[iv, k] = t * V[gv[g], i, p], (1 - t) * A[ga[g], j, i]
                         S[ia, k], S[iv, k] = t != 0, t != 1
-        return ExactMap(W, S, None, tuple(lead) + (n, d))
+        return ExactMap(W, S, None, lead + (n, d))
 
     def examples(self):
         return [(Scores(3).eval(), (2, 3)), (SingleHead(3).eval(), (3, 3))]

@@ -377,22 +377,26 @@ def _segment_softmax_matrices(call, a: torch.Tensor) -> tuple:
 
 
 def _matmul_matrices(A: torch.Tensor, V: torch.Tensor, theta: float) -> tuple:
-    """O = A · V, A (B, *lead, n, m), V (B, *lead, m, d): W (B, |O|, |A| + |V|) by loops over
-    the indices, W[b, (g,j,p), (g,j,i)] = θ V_ip and W[b, (g,j,p), |A| + (g,i,p)] = (1 − θ) A_ji;
+    """O = A · V, A (B, *lead_A, n, m), V (B, *lead_V, m, d), the leading dimensions equal or of size 1
+    on one side (broadcast): W (B, |O|, |A| + |V|) by loops over the indices, W[b, (g,j,p), (g_A,j,i)] =
+    θ V_ip and W[b, (g,j,p), |A| + (g_V,i,p)] = (1 − θ) A_ji, g_A and g_V the blocks output block g reads;
     M the connections (A's edges when θ ≠ 0, V's when θ ≠ 1)."""
     B, (n, m), d = A.shape[0], A.shape[-2:], V.shape[-1]
-    L = _numel(A.shape[1:-2])
-    a, v = A.reshape(B, L, n, m), V.reshape(B, L, m, d)
-    na = L * n * m
-    W = torch.zeros((B, L * n * d, na + L * m * d), dtype=DTYPE)
-    M = torch.zeros((L * n * d, na + L * m * d), dtype=torch.bool)
+    lead = torch.broadcast_shapes(A.shape[1:-2], V.shape[1:-2])  # a leading dimension of size 1 is shared
+    L, La, Lv = _numel(lead), _numel(A.shape[1:-2]), _numel(V.shape[1:-2])
+    ga = torch.arange(La).reshape(A.shape[1:-2]).expand(lead).reshape(-1).tolist()
+    gv = torch.arange(Lv).reshape(V.shape[1:-2]).expand(lead).reshape(-1).tolist()
+    a, v = A.reshape(B, La, n, m), V.reshape(B, Lv, m, d)
+    na = La * n * m
+    W = torch.zeros((B, L * n * d, na + Lv * m * d), dtype=DTYPE)
+    M = torch.zeros((L * n * d, na + Lv * m * d), dtype=torch.bool)
     for g in range(L):
         for j in range(n):
             for p in range(d):
                 k = (g * n + j) * d + p
                 for i in range(m):
-                    ia, iv = (g * n + j) * m + i, na + (g * m + i) * d + p
-                    W[:, k, ia], W[:, k, iv] = theta * v[:, g, i, p], (1 - theta) * a[:, g, j, i]
+                    ia, iv = (ga[g] * n + j) * m + i, na + (gv[g] * m + i) * d + p
+                    W[:, k, ia], W[:, k, iv] = theta * v[:, gv[g], i, p], (1 - theta) * a[:, ga[g], j, i]
                     M[k, ia], M[k, iv] = theta != 0, theta != 1
     return W, M
 
