@@ -371,6 +371,7 @@ class MatMulMap(LinearMap):
         self.out_shape = self.a_shape[:-1] + self.v_shape[-1:]
         self.batch = weight.shape[0]
         self.connected = connected  # (|V| + |A|,) bool
+        self.everywhere = bool(connected.all())  # 0 < θ < 1: every edge is a connection
 
     def _rows(self, t: torch.Tensor) -> int:
         if t.shape[0] % self.batch:
@@ -398,7 +399,7 @@ class MatMulMap(LinearMap):
         return torch.cat([ta, tv], 1).reshape((R * B,) + tuple(in_shape))
 
     def structured(self, weight):
-        return weight * self.connected.to(weight.dtype)
+        return weight if self.everywhere else weight * self.connected.to(weight.dtype)
 
 
 def repeated_rows(bias: torch.Tensor, rows: int, batch: int) -> torch.Tensor:
