@@ -58,11 +58,11 @@ def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = Fals
         if key in _CHECKED:
             _CHECKED.move_to_end(key)
             return
-    z = lmap.forward(a, lmap.weight)
+    z = lmap.forward(a, lmap.own_weight())
     bias = lmap.bias_for(z) if lmap.bias is not None else None
     if bias is not None:
         z = z + bias
-    scale = lmap.forward(a.abs(), lmap.structured(lmap.weight.abs()))
+    scale = lmap.magnitude(a)
     if bias is not None:
         scale = scale + bias.abs()
     deviation = (z - pre).abs()

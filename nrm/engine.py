@@ -192,7 +192,7 @@ class Engine:
         """z = W a + b in float32 at the widened half-precision input (``nrm.capture.upcast``): the
         denominators of the layer's kernel, so that its columns sum to one in float32 (the model's
         own z is that rounded to bfloat16 / float16, which would leave the rounding to no one)."""
-        z = lmap.forward(a, lmap.weight)
+        z = lmap.forward(a, lmap.own_weight())
         bias = lmap.bias_for(z) if lmap.bias is not None else None
         return z if bias is None else z + bias
 
@@ -236,7 +236,7 @@ class Engine:
         out = []
         for part in share.parts:
             if part.input is identity and part.weight is identity:
-                out.append((part, a, lmap.weight))
+                out.append((part, a, lmap.own_weight()))
                 continue
             u = part.input(TORCH, a)
             if part.input is not identity and not torch.any(u != 0):
@@ -662,7 +662,7 @@ class _NoBias(Mapping):
         if l not in self._cache:
             e = self._engine
             pre, lmap = e.pre[l], e.maps[l]
-            self._cache[l] = pre if lmap.bias is None else lmap.forward(e.inputs[l], lmap.weight)
+            self._cache[l] = pre if lmap.bias is None else lmap.forward(e.inputs[l], lmap.own_weight())
         return self._cache[l]
 
     def __iter__(self):

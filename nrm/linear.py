@@ -35,6 +35,18 @@ class LinearMap:
         """Zero the entries of a modified weight that are not structural connections."""
         return weight
 
+    def own_weight(self) -> torch.Tensor:
+        """What :meth:`forward` and :meth:`transpose` take to apply the map itself, unmodified:
+        ``weight``, or for a map that applies its weight without forming it
+        (:class:`SoftmaxMap`) the smaller tensor it is computed from. Only ``weight`` is for a
+        rule to modify."""
+        return self.weight
+
+    def magnitude(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ_j |x_j| |w_jk| over the structural connections: the scale of the rounding in W x
+        (:func:`nrm.check.check_map`)."""
+        return self.forward(x.abs(), self.structured(self.weight.abs()))
+
     def bias_for(self, z: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor | None:
         """The bias (or ``bias``, shaped like it) to broadcast against an output ``z`` of shape (N, *out)."""
         bias = self.bias if bias is None else bias
@@ -363,6 +375,7 @@ class MatMulMap(LinearMap):
         self.out_shape = self.lead + self.a_shape[-2:-1] + self.v_shape[-1:]
         self.batch = weight.shape[0]
         self.connected = connected  # (|V| + |A|,) bool
+        self.everywhere = bool(connected.all())  # 0 < θ < 1: every edge is a connection
 
     def _rows(self, t: torch.Tensor) -> int:
         if t.shape[0] % self.batch:
@@ -390,7 +403,7 @@ class MatMulMap(LinearMap):
         return torch.cat([ta, tv], 1).reshape((R * B,) + tuple(in_shape))
 
     def structured(self, weight):
-        return weight * self.connected.to(weight.dtype)
+        return weight if self.everywhere else weight * self.connected.to(weight.dtype)
 
 
 def _sum_to(t: torch.Tensor, shape: tuple) -> torch.Tensor:
@@ -413,22 +426,37 @@ class SoftmaxMap(LinearMap):
 
         W_jk = ∂s_k/∂x_j = s_k (δ_jk − s_j),    b_k = s_k − Σ_j x_j W_jk
 
-    ``weight`` (B, G, n, n) is W per sample and group; ``bias`` (B, *shape) per sample. The map
-    depends on the sample: :meth:`forward` and :meth:`transpose` accept R·B stacked rows.
-    ``dim`` is the softmax dimension of one sample (0-based, the batch dimension excluded).
+    ``probabilities`` (B, G, n) is s per sample and group, ``bias`` (B, *shape) per sample;
+    ``weight`` (B, G, n, n), W per sample and group, is formed on first use only (a rule
+    that modifies it, the laws): applied as itself (:meth:`own_weight`, the probabilities)
+    the map costs O(n) per output, not O(n²). The map depends on the sample:
+    :meth:`forward` and :meth:`transpose` accept R·B stacked rows. ``dim`` is the softmax
+    dimension of one sample (0-based, the batch dimension excluded).
 
     Definition::
 
-        forward:    z_k = Σ_{j in k's group} x_j W_jk
-        transpose:  t_j = Σ_{k in j's group} W_jk g_k
+        forward:    z_k = Σ_{j in k's group} x_j W_jk     = s_k x_k − s_k Σ_j s_j x_j
+        transpose:  t_j = Σ_{k in j's group} W_jk g_k     = s_j g_j − s_j Σ_k s_k g_k
     """
 
     fuses_bias = False
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, shape: tuple, dim: int):
-        self.weight, self.bias = weight, bias
+    def __init__(self, probabilities: torch.Tensor, bias: torch.Tensor | None, shape: tuple, dim: int):
+        self.probabilities, self.bias, self._weight = probabilities, bias, None
         self.shape, self.dim = tuple(shape), dim
-        self.batch = weight.shape[0]
+        self.batch = probabilities.shape[0]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """W (B, G, n, n): W[b, g, j, k] = s_k (δ_jk − s_j), formed once when first asked for."""
+        if self._weight is None:
+            s = self.probabilities
+            eye = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device)
+            self._weight = s.unsqueeze(-2) * (eye - s.unsqueeze(-1))
+        return self._weight
+
+    def own_weight(self):
+        return self.probabilities
 
     def _groups(self, t: torch.Tensor) -> tuple[torch.Tensor, int]:
         rows = t.shape[0]
@@ -441,14 +469,35 @@ class SoftmaxMap(LinearMap):
         moved = tuple(s for i, s in enumerate(self.shape) if i != self.dim) + (self.shape[self.dim],)
         return t.reshape((rows,) + moved).movedim(-1, self.dim + 1).contiguous()
 
+    @staticmethod
+    def _jacobian_times(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """s ⊙ t − s (s · t) per group (s (B, G, n), t (R, B, G, n)): Wᵀ t, and W t as well,
+        W = diag(s) − s sᵀ being symmetric. s ⊙ t first, so that a masked entry
+        (s = 0, t = finfo.min) gives 0, never 0 · ∞."""
+        st = s * t
+        return st - s * st.sum(-1, keepdim=True)
+
     def forward(self, x, weight, bias=None):
         xg, rows = self._groups(x)
-        z = self._back(torch.einsum("rbgj,bgjk->rbgk", xg, weight), rows)
+        if weight is self.probabilities:
+            z = self._jacobian_times(weight, xg)
+        else:
+            z = torch.einsum("rbgj,bgjk->rbgk", xg, weight)
+        z = self._back(z, rows)
         return z if bias is None else z + self.bias_for(z, bias)
 
     def transpose(self, g, weight, in_shape):
         gg, rows = self._groups(g)
+        if weight is self.probabilities:
+            return self._back(self._jacobian_times(weight, gg), rows)
         return self._back(torch.einsum("bgjk,rbgk->rbgj", weight, gg), rows)
+
+    def magnitude(self, x):
+        """Σ_j |x_j| |W_jk| = s_k ((1 − s_k) |x_k| + Σ_{j≠k} s_j |x_j|) (0 ≤ s ≤ 1)."""
+        xg, rows = self._groups(x.abs())
+        s = self.probabilities
+        sx = s * xg
+        return self._back(s * (sx.sum(-1, keepdim=True) - 2 * sx + xg), rows)
 
     def bias_for(self, z, bias=None):
         bias = self.bias if bias is None else bias

@@ -27,6 +27,7 @@ from torch import nn
 import nrm
 from nrm.errors import ArgumentError, UnsupportedOperationError
 from nrm.layers.attention import MatMul
+from nrm.linear import SoftmaxMap
 from nrm_verify import laws
 from nrm_verify.references.exact_dag import ExactGraph
 
@@ -151,6 +152,28 @@ def test_softmax_relevance_is_attnlrp_equation_9():
     s = torch.softmax(x, -1)
     want = x * (R_out - s * R_out.sum(-1, keepdim=True))
     torch.testing.assert_close(m.relevance("input"), want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_softmax_map_applied_as_itself_equals_its_dense_weight(dim):
+    """SoftmaxMap applies W = diag(s) − s sᵀ without forming it (``own_weight``, the
+    probabilities): its forward, transpose (on R·B stacked rows) and magnitude Σ_j |x_j| |W_jk|
+    equal those of the dense W (B, G, n, n), also at a masked entry (x = finfo.min, s = 0)."""
+    gen = torch.Generator().manual_seed(21)
+    x = torch.randn((2, 3, 4, 5), generator=gen, dtype=D)
+    x[0, 1, 2, 3] = torch.finfo(D).min
+    model = nets.seeded(nn.Sequential(nn.Softmax(dim=dim + 1), nn.Flatten(), nn.Linear(60, 2)).double().eval(), 22)
+    m = nrm.explain(model, x, target=1, rules=nrm.rules.Zero())
+    (lmap,) = [t for t in m.engine.maps.values() if isinstance(t, SoftmaxMap)]
+    own, dense = lmap.own_weight(), lmap.weight
+    assert own.dim() == 3 and dense.shape == own.shape + own.shape[-1:]
+    rows = torch.randn((6,) + tuple(x.shape[1:]), generator=gen, dtype=D)
+    for t in (x, rows):
+        torch.testing.assert_close(lmap.forward(t, own), lmap.forward(t, dense), rtol=1e-13, atol=1e-300)
+        torch.testing.assert_close(lmap.transpose(t, own, x.shape[1:]), lmap.transpose(t, dense, x.shape[1:]),
+                                   rtol=1e-13, atol=1e-300)
+    torch.testing.assert_close(lmap.magnitude(x), lmap.forward(x.abs(), dense.abs()), rtol=1e-13, atol=1e-300)
+    torch.testing.assert_close(lmap.forward(x, own) + lmap.bias, torch.softmax(x, dim + 1), rtol=1e-13, atol=1e-15)
 
 
 # -- engine = exact oracle = explicit reference -----------------------------------------------

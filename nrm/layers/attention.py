@@ -246,19 +246,13 @@ class Softmax(Linear):
                     "does not define its relevance: let every query keep at least one key")
         return None
 
-    def jacobian_at(self, call, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s, W (B, G, n, n)) at the input a (B, *shape): W[b, g, i, j] = s_j (δ_ij − s_i)."""
+    def map(self, call, a, rule=None):
+        """The map at the input a (B, *shape): s = softmax(a) per group, b = s − J a."""
         d = self.dim(call)
         s = torch.softmax(a, d + 1)
         grouped = s.movedim(d + 1, -1).reshape(a.shape[0], -1, a.shape[d + 1])
-        eye = torch.eye(grouped.shape[-1], dtype=a.dtype, device=a.device)
-        W = grouped.unsqueeze(-2) * (eye - grouped.unsqueeze(-1))
-        return s, W
-
-    def map(self, call, a, rule=None):
-        s, W = self.jacobian_at(call, a)
-        lmap = SoftmaxMap(W, None, tuple(a.shape[1:]), self.dim(call))
-        lmap.bias = s - lmap.forward(a, W)
+        lmap = SoftmaxMap(grouped, None, tuple(a.shape[1:]), d)
+        lmap.bias = s - lmap.forward(a, lmap.own_weight())
         return lmap
 
     def exact(self, call, a, rule=None) -> ExactMap:

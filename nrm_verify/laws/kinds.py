@@ -23,10 +23,10 @@ def layer_maps(m: Measure, *, tol: float | None = None) -> LawResult:
         step, l = block.producer, block.index
         if block.kind == "linear":
             a, lmap = eng.inputs[l], eng.maps[l]
-            z = lmap.forward(a, lmap.weight)
+            z = lmap.forward(a, lmap.own_weight())  # the map as the engine applies it
             bias = lmap.bias_for(z) if lmap.bias is not None else None
             z = z if bias is None else z + bias
-            scale = lmap.forward(a.abs(), lmap.structured(lmap.weight.abs()))
+            scale = lmap.magnitude(a)
             scale = scale if bias is None else scale + bias.abs()
             worst.add(z / scale.clamp(min=1e-300), eng.pre[l] / scale.clamp(min=1e-300),
                       where=f"map of {block.name!r} ({step.layer_kind.name})")
@@ -47,7 +47,8 @@ def layer_maps(m: Measure, *, tol: float | None = None) -> LawResult:
 def layer_transposes(m: Measure, *, tol: float | None = None) -> LawResult:
     """Each linear layer's transpose is the adjoint of its map: for the weight and for every
     elementwise modification of it that the rules use (w⁺, w⁻, w², 1), map.transpose(g, v(W))
-    equals the autograd VJP of a ↦ map.forward(a, v(W)), for a random g (relative to |g| Σ|v(W)|)."""
+    equals the autograd VJP of a ↦ map.forward(a, v(W)), for a random g (relative to |g| Σ|v(W)|);
+    also for the map applied as itself (``own_weight``) where that is not W (a softmax's)."""
     eng = m.engine
     worst = Worst()
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -55,22 +56,33 @@ def layer_transposes(m: Measure, *, tol: float | None = None) -> LawResult:
         l = block.index
         lmap = eng.maps[l]
         a = eng.inputs[l].detach()
+        cases = []
         for what, modify in (("W", lambda w: w), ("W⁺", lambda w: w.clamp(min=0)), ("W⁻", lambda w: w.clamp(max=0)),
                              ("W²", lambda w: w * w), ("1", torch.ones_like)):
             w = lmap.structured(modify(lmap.weight))
-            leaf = a.clone().requires_grad_(True)
-            with torch.enable_grad():
-                z = lmap.forward(leaf, w)
-                g = torch.randn(z.shape, generator=gen, dtype=z.dtype).to(z.device)
-                (expected,) = torch.autograd.grad(z, leaf, g)
-            got = lmap.transpose(g, w, tuple(a.shape[1:]))
-            scale = lmap.transpose(g.abs(), w.abs(), tuple(a.shape[1:]))
-            worst.add(got.reshape(expected.shape), expected, scale.reshape(expected.shape),
-                      where=f"transpose of {block.name!r} with {what}")
+            cases.append((what, w, w))
+        if lmap.own_weight() is not lmap.weight:
+            cases.append(("W as applied", lmap.own_weight(), lmap.structured(lmap.weight)))
+        for what, w, dense in cases:
+            worst.add(*_adjoint(lmap, a, w, dense, gen), where=f"transpose of {block.name!r} with {what}")
     tol = tol if tol is not None else (1e-12 if eng.dtype == torch.float64 else 1e-5)
     return law_result("K3", "transposes are adjoints", worst.deviation, tol,
                    "map.transpose against autograd of map.forward" +
                    (f"; worst: {worst.where}" if worst.deviation > 0 else ""), pair=worst.pair)
+
+
+def _adjoint(lmap, a: torch.Tensor, w, dense: torch.Tensor, gen: torch.Generator) -> tuple:
+    """(map.transpose(g, w), the autograd VJP of x ↦ map.forward(x, w) at a, |g| Σ|dense|) for a
+    random g; ``dense`` is w as a tensor of the weight's shape (w itself, or W for ``own_weight``)."""
+    in_shape = tuple(a.shape[1:])
+    leaf = a.clone().requires_grad_(True)
+    with torch.enable_grad():
+        z = lmap.forward(leaf, w)
+        g = torch.randn(z.shape, generator=gen, dtype=z.dtype).to(z.device)
+        (expected,) = torch.autograd.grad(z, leaf, g)
+    got = lmap.transpose(g, w, in_shape)
+    scale = lmap.transpose(g.abs(), dense.abs(), in_shape)
+    return got.reshape(expected.shape), expected, scale.reshape(expected.shape)
 
 
 def exact_oracle(model, x, target, rules=None, *, tol: float | None = None) -> LawResult:

@@ -82,7 +82,8 @@ def _column_magnitude(eng, l: int, unit: torch.Tensor) -> torch.Tensor:
         size = None
         for u, w in parts:
             a = torch.ones_like(inputs) if u is None else u.abs()
-            t = lmap.forward(a, w.abs())
+            dense = lmap.weight if w is lmap.own_weight() else w  # |W|: a map applied as itself forms W here
+            t = lmap.forward(a, dense.abs())
             size = t if size is None else size + t
         if size is not None:
             total = total + scale.abs() * size
