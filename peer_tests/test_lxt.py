@@ -671,3 +671,19 @@ def test_half_precision_is_explained_in_float32(name, attn, dtype):
     want = explain(name, *build(name, "sdpa"))  # float64 (the eager Llama's float32 softmax is refused there)
     ours = m.marginal("input").double() * float(m.f[0])
     assert relative(ours, want.marginal("input") * want.f[0]) <= HALF_TOLERANCE[dtype]
+
+
+def test_lxt_explicit_explainer_names_a_bad_target_or_layer():
+    """A target outside the logits and a layer the traced ViT does not have are ArgumentErrors
+    naming them (before: an IndexError, and an unknown layer silently left out)."""
+    from nrm.errors import ArgumentError
+    from nrm_verify.peers.lxt_explicit import LXTExplicitExplainer
+
+    _, model, x, _ = explicit_case("8")
+    explainer = LXTExplicitExplainer()
+    with pytest.raises(ArgumentError, match="not a class"):
+        explainer(model, x, 99)
+    with pytest.raises(ArgumentError, match="'nolayer'"):
+        explainer(model, x, 1, layers=["nolayer"])
+    assert set(explainer(model, x, 1, layers=["encoder.layers.encoder_layer_0"])) == {
+        "input", "encoder.layers.encoder_layer_0"}

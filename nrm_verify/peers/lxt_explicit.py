@@ -38,6 +38,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from nrm.errors import ArgumentError
 from nrm_verify.peers.base import require
 from nrm_verify.peers.explainer import Explainer
 
@@ -107,7 +108,11 @@ def _blocks(graph, prefixes):
         for name in node.meta.get("nn_module_stack", {}):
             if name in prefixes:
                 last[name] = node
-    return {last[name].name: name for name in prefixes if name in last}
+    missing = [name for name in prefixes if name not in last]
+    if missing:
+        raise ArgumentError(f"layers= names modules the traced model does not have: {missing[:5]}; give encoder "
+                            "blocks such as 'encoder.layers.encoder_layer_0'")
+    return {last[name].name: name for name in prefixes}
 
 
 def relevance(model: nn.Module, x: torch.Tensor, target, *, epsilon: float | None = 0.0,
@@ -130,7 +135,10 @@ def relevance(model: nn.Module, x: torch.Tensor, target, *, epsilon: float | Non
         zennit.register(traced)
         try:
             out, kept = _run(traced, x.requires_grad_(True), _blocks(traced.graph, layers or []))
-            f = out[torch.arange(x.shape[0]), torch.as_tensor(target).expand(x.shape[0])]
+            targets = torch.as_tensor(target).expand(x.shape[0])
+            if bool(((targets < 0) | (targets >= out.shape[1])).any()):
+                raise ArgumentError(f"target {target!r} is not a class of the model's {out.shape[1]} logits")
+            f = out[torch.arange(x.shape[0]), targets]
             f.backward(f.detach())
         finally:
             zennit.remove()
