@@ -25,7 +25,8 @@ from nrm_verify.peers.explainer import check_row
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))  # `import cases` from every test module
 
-RESULTS = pathlib.Path(os.environ.get("NRM_PEER_RESULTS") or pathlib.Path(__file__).parent / "results" / "deviations.json")
+RESULTS = pathlib.Path(os.environ.get("NRM_PEER_RESULTS")
+                       or pathlib.Path(__file__).parent / "results" / "deviations.json")
 """Where the records go: the committed file, or ``$NRM_PEER_RESULTS`` (``nrm-verify check`` runs part of
 the suite and reads its records from a file of its own)."""
 _RECORDS: list[dict] = []

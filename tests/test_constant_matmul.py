@@ -11,10 +11,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from agreement import agree
 from torch import nn
 
 import nrm
-from agreement import agree
 from nrm.errors import UnsupportedOperationError
 from nrm_verify.laws.limits import gradient_x_input
 from nrm_verify.validate.layers import check_layer

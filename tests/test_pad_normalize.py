@@ -13,10 +13,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from agreement import agree
 from torch import nn
 
 import nrm
-from agreement import agree
 from nrm.errors import UnsupportedOperationError
 from nrm_verify import laws
 from nrm_verify.laws.limits import gradient_x_input

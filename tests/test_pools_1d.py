@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from agreement import agree
 from torch import nn
 
 import nrm
-from agreement import agree
 from nrm_verify.laws.limits import gradient_x_input
 from nrm_verify.validate.layers import check_layer
 

@@ -25,7 +25,7 @@ def test_every_python_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
         torch.set_num_threads(threads)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "40 0"
-    assert "40 (40, 3, 16, 16) (1, 3, 16, 16)" in lines
+    assert "40 (40, 3, 16, 16) (8, 3, 16, 16)" in lines
     assert namespace["top"].rows.shape == (16, 8) and namespace["worst"]["l1_residual"] < 1e-5
     assert (tmp_path / "runs" / "demo" / "manifest.json").is_file()
     assert lines[-4:] == ["runs/demo/report/index.html", "True 40", "False ['15', '1', '13']",

@@ -124,7 +124,7 @@ def test_the_results_read_with_pyarrow_and_zarr_alone(finished):
     done = subprocess.run([sys.executable, "-c", READER, str(out)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
-    assert got["rows"] == 10 and got["heat"] == [10, 3, 16, 16] and got["chunks"] == [1, 3, 16, 16]
+    assert got["rows"] == 10 and got["heat"] == [10, 3, 16, 16] and got["chunks"] == [4, 3, 16, 16]
     assert got["status"] == "complete" and len(got["top"]) == 8
     assert {"id", "target", "f", "l1_residual", "top_k/input/index", "torch", "seed", "device"} <= set(got["columns"])
 
@@ -250,12 +250,12 @@ def test_the_least_a_run_can_compute(tmp_path, data):
     assert result.reductions.names() == ["absorbed", "absorbed_histogram", "f"]
 
 
-def test_each_array_is_one_file_per_batch_and_one_chunk_per_sample(finished, data):
-    """Shards of one batch (10 samples at batch 4: 3 files per array), chunks of one sample."""
+def test_each_array_is_one_file_per_batch_and_one_chunk_per_batch(finished, data):
+    """Chunks of one batch (10 samples at batch 4: 3 files per array), not sharded."""
     _, out, _ = finished
     arrays = zarr.open_group(str(out / "arrays.zarr"), mode="r")
     for name in ("marginal/input", "conditional/h2"):
         files = sorted(p.name for p in (out / "arrays.zarr" / name).iterdir() if p.name.startswith("c."))
         assert files == ["c.0.0.0.0", "c.1.0.0.0", "c.2.0.0.0"]
-        assert arrays[name].chunks == (1, 3, 16, 16) and arrays[name].shards == (4, 3, 16, 16)
+        assert arrays[name].chunks == (4, 3, 16, 16) and arrays[name].shards is None
 

@@ -500,8 +500,8 @@ class PeerJob:
     started in the background: the modules of :data:`CONFORMANCE_PEER_TESTS`. Its deviations
     are read from the file its conftest writes for this run (``$NRM_PEER_RESULTS``, a temporary
     file unless ``results`` is given; the committed :data:`PEER_RESULTS` is left alone): peer,
-    row, equivalence, rule, model, layer, max_abs_dev, max_abs_relevance; its failures, each with the rows it speaks for, from a JUnit XML
-    file (:func:`read_junit_failures`)."""
+    row, equivalence, rule, model, layer, max_abs_dev, max_abs_relevance; its failures, each
+    with the rows it speaks for, from a JUnit XML file (:func:`read_junit_failures`)."""
 
     def __init__(self, enabled: bool, python: Path = PEER_PYTHON, results: Path | None = None):
         import tempfile

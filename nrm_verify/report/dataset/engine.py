@@ -241,24 +241,39 @@ def progress_bar(total: int, done: int, enabled: bool | None):
 
 def table_of(batch: Batch, done: Explained, errors: dict[int, str], ids: list[str], schema: pa.Schema,
              constants: dict) -> pa.Table:
-    """One row per row of the batch: results for the explained, nulls and the reason for the others."""
+    """One row per row of the batch: results for the explained, nulls and the reason for the
+    others. Built column by column from the result arrays (no Python loop over values)."""
     at = {batch.loaded[p]: j for j, p in enumerate(done.positions)}
-    cols: dict[str, list] = {name: [] for name in schema.names}
-    for r in batch.rows:
-        j = at.get(r)
-        cols["id"].append(ids[r])
-        cols["row"].append(r)
-        cols["status"].append("ok" if j is not None else "error")
-        cols["error"].append(None if j is not None else errors[r])
-        cols["label"].append(batch.labels.get(r))
-        for name in schema.names:
-            if name in ("id", "row", "status", "error", "label"):
-                continue
-            if name in constants:
-                cols[name].append(constants[name])
-            elif j is None or name not in done.columns:
-                cols[name].append(None)
-            else:
-                value = done.columns[name][j]
-                cols[name].append(value.tolist() if isinstance(value, np.ndarray | np.generic) else value)
-    return pa.Table.from_pydict(cols, schema=schema)
+    pick = np.asarray([at.get(r, -1) for r in batch.rows], dtype=np.int64)
+    ok = pick >= 0
+    per_row = {"id": [ids[r] for r in batch.rows], "row": np.asarray(batch.rows, dtype=np.int64),
+               "status": ["ok" if o else "error" for o in ok.tolist()],
+               "error": [None if o else errors[r] for r, o in zip(batch.rows, ok.tolist())],
+               "label": [batch.labels.get(r) for r in batch.rows]}
+    columns = []
+    for field in schema:
+        name = field.name
+        if name in per_row:
+            columns.append(pa.array(per_row[name], type=field.type))
+        elif name in constants:
+            columns.append(pa.array([constants[name]] * len(pick), type=field.type))
+        elif name not in done.columns:
+            columns.append(pa.nulls(len(pick), type=field.type))
+        else:
+            columns.append(_column(done.columns[name], pick, ok, field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _column(value, pick: np.ndarray, ok: np.ndarray, kind: pa.DataType) -> pa.Array:
+    """The column of one result: row i holds ``value[pick[i]]``, null where ``ok[i]`` is False."""
+    if not isinstance(value, np.ndarray):
+        return pa.array([value[j] if o else None for j, o in zip(pick.tolist(), ok.tolist())], type=kind)
+    taken = value[pick[ok]]
+    if value.ndim == 1:
+        full = np.zeros(len(pick), dtype=value.dtype)
+        full[ok] = taken
+        return pa.array(full, mask=~ok).cast(kind)
+    width = int(np.prod(value.shape[1:]))
+    offsets = np.concatenate([[0], np.cumsum(np.where(ok, width, 0))]).astype(np.int32)
+    items = pa.array(taken.reshape(-1)).cast(kind.value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets), items, type=kind, mask=pa.array(~ok))

@@ -74,9 +74,9 @@ def write_part(job: RunJob, sink: Sink, part: ExplainedBatch) -> int:
     batch, done = part.batch, part.done
     rows = np.asarray([batch.loaded[p] for p in done.positions], dtype=np.int64)
     for name, values in done.arrays.items():
-        # the batch's whole span in one write (a row without a result holds the fill value 0): its shard
-        # in one piece. Zarr's local store replaces a shard file atomically (a temporary file renamed),
-        # so a run killed here leaves the old shard or the new one, and the rerun of the batch rewrites it
+        # the batch's whole span in one write (a row without a result holds the fill value 0): its chunk
+        # in one piece. Zarr's local store replaces a chunk file atomically (a temporary file renamed),
+        # so a run killed here leaves the old chunk or the new one, and the rerun of the batch rewrites it
         span = np.asarray(batch.rows, dtype=np.int64)
         block = np.zeros((len(span),) + values.shape[1:], dtype=values.dtype)
         block[np.searchsorted(span, rows)] = values
