@@ -1,5 +1,6 @@
 """The Ray engine (issue 16, items 4 and 5): on a local two-worker Ray started and stopped by
-the test, a run gives the local engine's folder bitwise (rows, arrays, reductions); a worker
+the test, a run gives the local engine's folder bitwise (rows, arrays, reductions), written
+by Ray Data's write tasks; a worker
 process that dies mid-batch is replaced, its batch done again, and nothing is lost or
 duplicated; a run interrupted on the local engine resumes on Ray to the same folder.
 
@@ -76,6 +77,25 @@ def test_ray_gives_the_local_folder_bitwise(local_ray, data, tmp_path):
     assert (on_ray.written, on_ray.errors) == (12, 0)
     assert folder_state(tmp_path / "ray") == folder_state(tmp_path / "local")
     assert on_ray.reductions.to_dict() == local.reductions.to_dict()
+
+
+def test_ray_data_write_tasks_commit_the_batches_not_the_driver(local_ray, data, tmp_path, monkeypatch):
+    """Every commit runs in a process other than the driver's: the Datasink's ``write_part``
+    (pickled with it to the write tasks) asserts so before committing."""
+    from nrm_verify.report.dataset import ray_engine
+
+    driver, real = os.getpid(), ray_engine.write_part
+
+    def elsewhere(sink, part):
+        assert os.getpid() != driver, "the driver committed a batch"
+        return real(sink, part)
+
+    monkeypatch.setattr(ray_engine, "write_part", elsewhere)
+    model = small_cnn(seed=1)
+    run(model, Interrupting(data), tmp_path / "local", **KW)
+    on_ray = run(model, Interrupting(data), tmp_path / "ray", engine="ray", concurrency=2, worker_cpus=0.5, **KW)
+    assert on_ray.written == 12 and len(list((tmp_path / "ray" / "samples").glob("part-*.parquet"))) == 3
+    assert folder_state(tmp_path / "ray") == folder_state(tmp_path / "local")
 
 
 def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(local_ray, data, tmp_path):

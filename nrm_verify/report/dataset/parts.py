@@ -1,6 +1,7 @@
 """One batch, from read samples to a committed part: :func:`explain_part` (where the model
 is: this process, or a Ray worker) and :func:`write_part` (where the output folder is: this
-process, always), and the local engine's loop that joins them."""
+process's writer thread, or a Ray Data write task on this machine), and the local engine's
+loop that joins them."""
 
 from __future__ import annotations
 
@@ -32,12 +33,17 @@ class RunJob:
 
 @dataclass
 class Sink:
-    """What writing a batch needs: the folder, the rows' schema and constant columns, the Zarr arrays."""
+    """What writing a batch needs — the folder, the rows' schema and constant columns, the Zarr
+    arrays, the resolved spec and the samples' ids — and nothing of the model or the data (a
+    Ray Data write task receives it pickled)."""
 
     store: Store
     schema: object
     constants: dict
     arrays: dict
+    plan: Plan
+    spec: Spec
+    ids: list[str]
 
 
 @dataclass
@@ -69,7 +75,7 @@ def explain_part(job: RunJob, batch: Batch) -> ExplainedBatch:
     return ExplainedBatch(Batch(batch.rows, loaded, None, batch.labels, batch.errors), done, errors)
 
 
-def write_part(job: RunJob, sink: Sink, part: ExplainedBatch) -> int:
+def write_part(sink: Sink, part: ExplainedBatch) -> int:
     """Write one batch's arrays, reductions and rows (the rows commit it); the number of rows."""
     batch, done = part.batch, part.done
     rows = np.asarray([batch.loaded[p] for p in done.positions], dtype=np.int64)
@@ -82,8 +88,8 @@ def write_part(job: RunJob, sink: Sink, part: ExplainedBatch) -> int:
         block[np.searchsorted(span, rows)] = values
         for start, stop, first in consecutive(span):
             sink.arrays[name][start:stop] = block[first:first + stop - start]
-    red = reduce_batch(job.plan, job.spec, done, rows) if len(rows) else empty_reductions(job.plan, job.spec)
-    table = table_of(batch, done, part.errors, job.source.ids, sink.schema, sink.constants)
+    red = reduce_batch(sink.plan, sink.spec, done, rows) if len(rows) else empty_reductions(sink.plan, sink.spec)
+    table = table_of(batch, done, part.errors, sink.ids, sink.schema, sink.constants)
     sink.store.commit(f"part-{batch.rows[0]:09d}-{len(batch.rows):06d}", table, red)
     return len(batch.rows)
 
@@ -107,7 +113,7 @@ def local_loop(job: RunJob, sink: Sink, batches, bar) -> int:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nrm-run-write") as writer:
         pending: deque = deque()
         for batch in batches:
-            pending.append(writer.submit(write_part, job, sink, explain_part(job, batch)))
+            pending.append(writer.submit(write_part, sink, explain_part(job, batch)))
             while len(pending) > 1 or (pending and pending[0].done()):
                 n = pending.popleft().result()
                 written += n

@@ -1,14 +1,23 @@
-"""The Ray engine of a dataset run: the batches still to do are a Ray Dataset of row lists;
-``map_batches`` sends each to a pool of stateful workers (:class:`RayWorker`, ``concurrency``
-of them), each of which unpickles the model, rules, spec and dataset once, reads its
-batch's samples itself and explains them; the results stream back to this process, which
-commits them to the output folder exactly as the local engine does.
+"""The Ray engine of a dataset run, all in Ray Data: the batches still to do are a Ray
+Dataset of row lists; ``map_batches`` sends each to a pool of stateful workers
+(:class:`RayWorker`, ``concurrency`` of them), each of which unpickles the model, rules, spec
+and dataset once, reads its batch's samples itself and explains them; ``write_datasink``
+hands each explained batch to a Ray Data write task (:class:`RunDatasink`), which commits it
+to the output folder exactly as the local engine does — its Zarr chunk, its reductions, then
+its Parquet part renamed into place. The driver only watches the folder for the bar.
 
-Since a batch is explained by the same code on the same rows, the folder is the same as
-the local engine's (the tests compare it bitwise). A worker that dies mid-batch is
-restarted by Ray and its batch done again; nothing was committed for it, so nothing is
-lost or duplicated. ``address`` connects to a running cluster (``ray start --head`` or
-KubeRay / SLURM); without it a local Ray is started and stopped around the run.
+The write tasks run on the driver's node (a node-affinity scheduling strategy), so the folder
+needs no file system shared with the workers; they ask for no CPU (writing a batch costs a
+few milliseconds, and whole-CPU tasks beside whole-CPU workers on a small machine would wait
+forever). Parquet is written by the Datasink and not by ``Dataset.write_parquet`` because a
+batch's rows commit it: they must be renamed into place after its arrays and reductions are
+written, under a name fixed by its rows, so that a retried write task rewrites the same files.
+
+Since a batch is explained by the same code on the same rows and written by the same code,
+the folder is the same as the local engine's (the tests compare it bitwise). A worker that
+dies mid-batch is restarted by Ray and its batch done again; nothing was committed for it,
+so nothing is lost or duplicated. ``address`` connects to a running cluster (``ray start
+--head`` or KubeRay / SLURM); without it a local Ray is started and stopped around the run.
 """
 
 from __future__ import annotations
@@ -17,11 +26,14 @@ import json
 import logging
 import os
 import pickle
+import re
+import threading
 
 import numpy as np
 
 from nrm_verify.report.dataset.engine import model_dtype, read_batch
 from nrm_verify.report.dataset.parts import RunJob, Sink, explain_part, write_part
+from nrm_verify.report.dataset.store import Store
 
 EXTRA = "ray"
 
@@ -58,9 +70,40 @@ class RayWorker:
         return {"part": np.array(out, dtype=object)}
 
 
+def run_datasink(ray, sink: Sink):
+    """A Ray Data ``Datasink`` whose write tasks commit the explained batches of their blocks
+    to the folder (:func:`~nrm_verify.report.dataset.parts.write_part`); made here because
+    Ray is an optional dependency."""
+
+    class RunDatasink(ray.data.Datasink):
+        def __init__(self, sink: Sink):
+            self.sink = sink
+
+        def write(self, blocks, ctx) -> int:
+            written = 0
+            for block in blocks:
+                for row in ray.data.block.BlockAccessor.for_block(block).iter_rows(public_row_format=True):
+                    written += write_part(self.sink, pickle.loads(row["part"]))
+            return written
+
+        def on_write_complete(self, result) -> None:
+            self.written = sum(result.write_returns)
+
+    return RunDatasink(sink)
+
+
+PART = re.compile(r"part-\d{9}-(\d{6})\.parquet")
+
+
+def committed_rows(store: Store) -> int:
+    """The rows of the batches committed so far (each part's name holds its row count)."""
+    return sum(int(m.group(1)) for p in store.samples.iterdir() if (m := PART.fullmatch(p.name)))
+
+
 def ray_loop(job: RunJob, sink: Sink, todo: list[list[int]], shape: tuple, bar, *, address: str | None,
              concurrency: int, worker_cpus: float, worker_gpus: float) -> int:
-    """Explain ``todo`` on Ray workers and commit each batch here as it arrives; the rows written."""
+    """Explain ``todo`` on Ray workers and commit each batch in a Ray Data write task on this
+    node; the rows written."""
     ray = require_ray()
     started = not ray.is_initialized()
     if started:
@@ -80,11 +123,31 @@ def ray_loop(job: RunJob, sink: Sink, todo: list[list[int]], shape: tuple, bar, 
                                   num_cpus=worker_cpus, num_gpus=worker_gpus or None,
                                   fn_constructor_kwargs={"job": pickle.dumps(job), "shape": shape,
                                                          "gpus": worker_gpus, "threads": threads})
-        written = 0
-        for row in parts.iter_rows():
-            n = write_part(job, sink, pickle.loads(row["part"]))
-            written += n
-            bar.update(n)
+        here_only = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)
+        datasink = run_datasink(ray, sink)
+        before = committed_rows(sink.store)
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                parts.write_datasink(datasink, ray_remote_args={"num_cpus": 0, "scheduling_strategy": here_only},
+                                     concurrency=max(concurrency, 1))
+            except BaseException as e:  # noqa: BLE001 — raised again in the caller's thread below
+                failed.append(e)
+
+        writer = threading.Thread(target=write, name="nrm-run-ray", daemon=True)
+        writer.start()
+        shown = 0
+        while writer.is_alive():
+            writer.join(0.25)
+            now = committed_rows(sink.store) - before
+            bar.update(now - shown)
+            shown = now
+        if failed:
+            raise failed[0]
+        written = committed_rows(sink.store) - before
+        bar.update(written - shown)
         return written
     finally:
         if started:

@@ -99,7 +99,8 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
     sink = Sink(store, schema(plan.canonical, spec),
                 {"torch": torch.__version__, "nrm": nrm.__version__, "rules": fingerprint["rules"], "seed": seed,
                  "device": "cuda" if on_gpu else str(device), "dtype": str(dtype)},
-                store.arrays(plan.arrays, len(source), np.dtype(str(dtype).replace("torch.", "")), batch_size))
+                store.arrays(plan.arrays, len(source), np.dtype(str(dtype).replace("torch.", "")), batch_size),
+                plan, spec, source.ids)
     engine_options = {"engine": engine, "prefetch": prefetch, "address": address, "concurrency": concurrency,
                       "worker_cpus": worker_cpus, "worker_gpus": worker_gpus}
     return _execute(job, sink, manifest, batch_size, shape, progress, engine_options)
