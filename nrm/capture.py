@@ -72,15 +72,27 @@ METADATA = {
 """Functions that read a tensor's metadata (or print it), never its values into the
 computation: they run without being recorded."""
 
-_PROPERTIES = ("shape", "dtype", "device", "ndim", "is_cuda", "layout", "requires_grad", "names", "is_leaf",
-               "is_sparse", "is_quantized", "is_meta", "grad_fn", "grad", "itemsize", "nbytes", "_version",
-               "is_mps", "is_xpu", "_base", "output_nr")
+_PROPERTIES = ("shape", "dtype", "device", "ndim", "layout", "requires_grad", "names", "is_leaf", "grad_fn", "grad",
+               "itemsize", "nbytes", "_version", "_base", "output_nr",
+               "is_cpu", "is_cuda", "is_ipu", "is_maia", "is_meta", "is_mkldnn", "is_mps", "is_mtia", "is_nested",
+               "is_quantized", "is_sparse", "is_sparse_csr", "is_vulkan", "is_xla", "is_xpu")
 METADATA |= {getattr(torch._C.TensorBase, p) for p in _PROPERTIES if hasattr(torch._C.TensorBase, p)}
 # a property's getter reaches __torch_function__ as a fresh method-wrapper each time: keyed by its descriptor
 
 SHAPE_SOURCES = {torch.Tensor.expand_as, torch.Tensor.view_as, torch.Tensor.reshape_as, torch.Tensor.type_as}
 """Methods that read their second tensor's shape or dtype only: on a constant ``self`` (PyG's
 ``index.expand_as(src)``) the result is a constant, whatever the other tensor is."""
+
+REFUSED = {
+    torch._nested_tensor_from_mask_left_aligned:
+        "is nn.TransformerEncoder (enable_nested_tensor=True) checking its src_key_padding_mask: without "
+        "gradients, outside nrm, torch then packs the batch as nested tensors and returns 0 at the padded "
+        "positions, where the path nrm can record computes them, so the model's output would not be the one "
+        "explained. Construct the encoder with enable_nested_tensor=False (the same function with and without "
+        "gradients)",
+}
+"""Functions on input-derived tensors that announce a computation nrm's recording would not
+reproduce (torch takes another path when no recorder is active), refused with the reason."""
 
 VALUE_READS = {
     torch.Tensor.__bool__, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__int__, torch.Tensor.__float__,
@@ -420,6 +432,9 @@ class _Recorder(TorchFunctionMode):
         tainted = self._tainted((args, kwargs))
         if not tainted or (func in SHAPE_SOURCES and args and not self._tainted(args[0])):
             return func(*args, **kwargs)
+        if func in REFUSED:
+            self._fail(UnsupportedOperationError(
+                f"{func_name(func)} at {user_location() or 'an unknown place'} {REFUSED[func]}"))
         if func in VALUE_READS:
             self._fail(DataDependentControlFlowError(
                 f"forward() reads the values of an input-derived tensor into Python ({func_name(func)}) at "
