@@ -271,14 +271,14 @@ def test_derived_equals_the_table_on_every_node(network):
     model, x = NETWORKS[network]()
     for rule_name, make in BUILTIN.items():
         rules = nrm.RuleMap(R.Epsilon(0.1), first=make()) if rule_name == "zbox" else make()
-        table, derived = explicit._Graph(model, x, rules), explicit._Graph(model, x, rules, derive=True)
+        table, derived = explicit.RefGraph(model, x, rules), explicit.RefGraph(model, x, rules, derive=True)
         linear = [n for n in table.order if table.nodes[n].kind == "linear"]
         assert linear
         for n in linear:
             for got, expected in ((derived.nodes[n].Q, table.nodes[n].Q), (derived.nodes[n].qbot, table.nodes[n].qbot)):
                 assert deviation(got, expected) <= REL_NETWORK, f"{network}, {rule_name}, node {n!r}"
         with torch.no_grad():
-            start, _ = explicit._start(table, int(model(x)[0].abs().argmax()))
+            start, _ = explicit.start_relevance(table, int(model(x)[0].abs().argmax()))
         relevance, relevance_derived = table.propagate(start)[0], derived.propagate(start)[0]
         scale = max(float(r.abs().max()) for r in relevance.values())
         for name, r in relevance.items():
@@ -299,7 +299,7 @@ def test_reference_lrp_derives_on_request():
 def test_derived_equals_the_table_on_a_local_response_norm(rule_name):
     model, x = _lrn_net(5)
     rules = {nn.LocalResponseNorm: LRN_RULES[rule_name](), nn.Conv2d: R.Epsilon(0.1), nn.Linear: R.Zero()}
-    table, derived = explicit._Graph(model, x, rules), explicit._Graph(model, x, rules, derive=True)
+    table, derived = explicit.RefGraph(model, x, rules), explicit.RefGraph(model, x, rules, derive=True)
     lrn = [n for n in table.order if table.nodes[n].lrn]
     assert lrn
     for n in lrn:

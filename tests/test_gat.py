@@ -226,7 +226,7 @@ def _walk_event(layers, walk):
 def test_node_walks_are_nested_masking_walk_relevances(name, rule, how):
     """L15 on GAT, both modes: GAT's scores branch off ``lin`` (α_ij and h_j are two ways down to
     x), so the reference is nested masking on the traced graph
-    (nrm_verify.references.explicit.nested_masking), through the segment softmax and the
+    (nrm_verify.references.nested_masking.nested_masking), through the segment softmax and the
     message product with the same split as nrm. Checked: the two walks of largest |R| ending
     at node 1, the self-walk (1, 1, 1), a walk from the isolated node (it carries nothing),
     and walk sets through chosen nodes at two layers (input and conv2, conv1 and conv2)."""

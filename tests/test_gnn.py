@@ -182,7 +182,7 @@ def _walk_event(layers, walk):
 @pytest.mark.parametrize("name", sorted(BRANCHED))
 def test_node_walks_on_branched_layers_are_nested_masking_walk_relevances(name, rule):
     """L15 on GIN/GINE, SAGE (mean, sum, max) and GraphConv: the reference's nested masking runs
-    on the traced graph (nrm_verify.references.explicit.nested_masking), so the self branch and
+    on the traced graph (nrm_verify.references.nested_masking.nested_masking), so the self branch and
     the neighbour branch of each layer are two ways down to the same node. Checked: the two
     walks of largest |R| ending at node 1, the self-walk (1, 1, 1), and a walk that carries
     nothing (from the isolated node)."""

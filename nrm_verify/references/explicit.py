@@ -4,7 +4,8 @@ Independent of :mod:`nrm.engine` and of nrm's rule arithmetic (:meth:`nrm.rules.
 the model is read from what it computed (nrm's capture), every linear neuron layer
 (``Linear``, ``Conv1d``/``Conv2d``, ``AvgPool2d``, ``AdaptiveAvgPool2d``, a residual
 addition) is turned into an explicit dense float64 matrix W (out neurons × in neurons,
-obtained by applying the map to the identity basis), batch norm is folded into the
+obtained by applying the map to the identity basis; :mod:`nrm_verify.references.call_matrices`
+writes each operation's), batch norm is folded into the
 matrix before it, and the kernel of the layer's rule is written out per column from the
 table of NRM-SPEC §2 (x⁺ = max(x, 0), x⁻ = min(x, 0), s(0) = +1, ρ_γ(w) = w + γ w⁺):
 
@@ -44,14 +45,12 @@ holds, where pending(v) is relevance that bypasses v — already sent on edges t
 or leaked to ⊥ by a node that does not read v (a parallel branch) — and absorbed(v) is what
 the nodes that read v (directly or not) leaked to ⊥. Both are independent of the order of
 parallel branches. On a sequential model pending = 0 and absorbed(v)/f = m_v(⊥_v) (L1, L8).
+GNN-LRP's nested masking on the same graph is :mod:`nrm_verify.references.nested_masking`.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import itertools
-import math
 import operator
 from dataclasses import dataclass, field
 
@@ -75,9 +74,23 @@ from nrm.layers.message import SegmentSoftmax
 from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, Zero, ZPlus
+from nrm_verify.references.call_matrices import (
+    DTYPE,
+    SCATTERS,
+    affine,
+    apply_masks,
+    apply_recorded,
+    centring_matrices,
+    lrn_matrices,
+    matmul_matrices,
+    numel,
+    reduction,
+    scatter_max_matrices,
+    segment_softmax_matrices,
+    softmax_matrices,
+    winners,
+)
 from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel, why_not_derivable
-
-DTYPE = torch.float64
 
 LINEAR_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -127,392 +140,6 @@ class RefNode:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.value.shape[1:])
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-def _basis(shape) -> torch.Tensor:
-    n = _numel(shape)
-    return torch.eye(n, dtype=DTYPE).reshape((n,) + tuple(shape))
-
-
-def _dense(fn, in_shape) -> torch.Tensor:
-    """W (n_out, n_in) of a linear map without bias: column j is fn(e_j)."""
-    out = fn(_basis(in_shape))
-    return out.reshape(out.shape[0], -1).T.contiguous()
-
-
-def _substitute(call, replacement):
-    """The recorded call's arguments with every input-derived value replaced by
-    ``replacement(value)`` (constants — weights, numbers — as recorded)."""
-
-    def sub(v):
-        return replacement(v) if isinstance(v, Value) else v
-
-    def walk(o):
-        if isinstance(o, (list, tuple)) and not hasattr(o, "_fields"):
-            return type(o)(walk(i) for i in o)
-        if isinstance(o, dict):
-            return {k: walk(i) for k, i in o.items()}
-        return sub(o)
-
-    return walk(call.args), walk(call.kwargs)
-
-
-def apply_recorded(call, replacement):
-    """Run the recorded operation (the model's own function or module) on other inputs."""
-    args, kwargs = _substitute(call, replacement)
-    if call.whole:
-        return call.module.forward(*args, **kwargs)
-    if call.func in _SCATTERS:
-        args = _scatter_rows(args)
-    return call.func(*args, **kwargs)
-
-
-_SCATTERS = {torch.Tensor.scatter_add_, torch.Tensor.scatter_add, torch.scatter_add, torch.Tensor.scatter_reduce_,
-             torch.Tensor.scatter_reduce, torch.scatter_reduce, torch.Tensor.index_add_, torch.Tensor.index_add,
-             torch.index_add}
-
-
-def _reduce(call) -> str:
-    """The reduction of a recorded scatter: 'sum' for scatter_add and index_add."""
-    if call.func in (torch.Tensor.scatter_reduce_, torch.Tensor.scatter_reduce, torch.scatter_reduce):
-        return call.args[4] if len(call.args) > 4 else call.kwargs["reduce"]
-    return "sum"
-
-
-def _scatter_max_matrices(call, a: torch.Tensor) -> tuple:
-    """A scatter-max (``base.scatter_reduce_(dim, index, src, "amax", include_self=…)``) at its
-    input a (B, *src), from the definition by explicit loops: output k takes the first message p
-    in row-major order whose value is the largest of those landing on k (W[b, k, p] = 1, the
-    structure the winner alone); where none lands, or with include_self where the constant is
-    at least every message, the output is the constant (the bias)."""
-    base, dim, index = call.args[0], call.args[1], call.args[2]
-    include_self = bool(call.kwargs.get("include_self", True))
-    B, src = a.shape[0], tuple(a.shape[1:])
-    d = dim % a.dim() - 1
-    out = tuple(base.shape[1:])
-    K, N = _numel(out), _numel(src)
-    idx = index[0].reshape(src)
-    const = base[0].reshape(-1).to(DTYPE)
-    W = torch.zeros((B, K, N), dtype=DTYPE)
-    b = const.expand(B, K).clone()
-    for s in range(B):
-        best: dict[int, tuple[float, int]] = {}
-        for p, pos in enumerate(itertools.product(*(range(n) for n in src))):
-            target = list(pos)
-            target[d] = int(idx[pos])
-            k = 0
-            for size, i in zip(out, target):
-                k = k * size + i
-            v = float(a[s][pos])
-            if k not in best or v > best[k][0]:
-                best[k] = (v, p)
-        for k, (v, p) in best.items():
-            if include_self and float(const[k]) >= v:
-                continue
-            W[s, k, p] = 1.0
-            b[s, k] = 0.0
-    bias = None if not bool(b.abs().max() > 0) else (b[0] if bool((b == b[:1]).all()) else b)
-    return W, bias, W != 0
-
-
-def _scatter_rows(args: tuple) -> tuple:
-    """A scatter (message passing's aggregation, ``base.scatter_add_(dim, index, src)``) replayed
-    on ``src`` of R rows: the constant it writes into is copied (the recorded one stays as it
-    was) with its batch dimension repeated to R rows, and an index of the messages' shape
-    likewise (``index_add``'s 1-D index is per sample already)."""
-    base, dim, index, src = args[:4]
-    rows = src.shape[0]
-    base = base[:1].expand((rows,) + tuple(base.shape[1:])).clone()
-    if index.dim() == src.dim():
-        index = index[:1].expand((rows,) + tuple(index.shape[1:]))
-    return (base, dim, index, src) + tuple(args[4:])
-
-
-def _affine(call, in_shape) -> tuple:
-    """(W (n_out, n_in), b (n_out,) or None, M (n_out, n_in)) of a linear operation on one
-    sample of shape ``in_shape``: the recorded call applied to the unit basis (column j is
-    call(e_j) − call(0), b = call(0)). M, the structural fan-in, is the same with every
-    parameter the call reads set to one (zero weights are connections: the flat rule counts
-    them); for an operation without parameter arguments (average pooling, a module recorded
-    whole) M = W ≠ 0."""
-    basis = _basis(in_shape)
-    zero = torch.zeros((1,) + tuple(in_shape), dtype=DTYPE)
-    b = apply_recorded(_rows(call, 1), lambda v: zero).reshape(-1)
-    out = apply_recorded(_rows(call, basis.shape[0]), lambda v: basis)
-    W = (out.reshape(out.shape[0], -1) - b).T.contiguous()
-    params = structural_parameters(call)
-    if params:
-        ones = {id(t): torch.ones_like(t) for t in params}
-        flat = apply_recorded(_rows(with_constants(call, ones), basis.shape[0]), lambda v: basis)
-        flat0 = apply_recorded(_rows(with_constants(call, ones), 1), lambda v: zero).reshape(-1)
-        M = (flat.reshape(flat.shape[0], -1) - flat0).T != 0
-    else:
-        M = W != 0
-    return W, (b if bool(b.abs().max() > 0) else None), M
-
-
-def _masks(call, a: torch.Tensor, W: torch.Tensor, b, M: torch.Tensor) -> tuple:
-    """Masked neurons of an affine operation (``docs/attention.md``, Masks): where the recorded
-    operation gives −∞ — a constant −∞ (b_k = −∞, so column j's call(e_j) − b is NaN there) or a
-    sum that overflows in the call's dtype — the output is −∞ whatever the input: the row of W
-    and of M is 0, and b_k the mask value m = finfo(dtype).min that the capture records."""
-    if b is None:
-        return W, b, M
-    dtype = call.output.dtype
-    z = (a.reshape(a.shape[0], -1).to(dtype) @ torch.nan_to_num(W, nan=0.0).T.to(dtype)) + b.to(dtype)
-    rows = torch.isneginf(b) | torch.isneginf(z).any(0).to(b.device)
-    if not bool(rows.any()):
-        return W, b, M
-    W = torch.where(rows[:, None], torch.zeros_like(W), W)
-    M = M & ~rows[:, None]
-    return W, torch.where(rows, torch.full_like(b, torch.finfo(dtype).min), b), M
-
-
-def _rows(call, rows: int):
-    """``call`` with the constant parts of a concatenation as ``rows`` rows: a constant beside
-    an activation carries the recorded batch (a class token expanded over it), the unit basis
-    and the zero input have other row counts. Its first row is taken; that it is every row's
-    is what the dense check of the recorded output verifies."""
-    if call.func not in (torch.cat, torch.concat, torch.concatenate):
-        return call
-    parts = call.arg(0, "tensors")
-    replace = {id(p): p[:1].expand((rows,) + tuple(p.shape[1:])) for p in parts
-               if isinstance(p, torch.Tensor) and p.dim() > 0 and p.shape[0] != rows}
-    return with_constants(call, replace) if replace else call
-
-
-def _centring_matrices(call, a: torch.Tensor) -> tuple:
-    """Layer norm or group norm at its input a (B, *in) with σ held (AttnLRP Prop. 3.4), per
-    sample, from the definition by explicit loops over the groups: W[b, k, j] =
-    γ_k / σ_{b,g} (δ_jk − 1/n) for j, k in group g, b_k = β_k. Structure: the groups."""
-    B, shape = a.shape[0], tuple(a.shape[1:])
-    N = _numel(shape)
-    gamma, beta, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
-    if call.func is F.layer_norm:
-        n = math.prod(call.arg(1, "normalized_shape"))
-        g = gamma.detach().reshape(-1).repeat(N // n) if gamma is not None else torch.ones(N, dtype=DTYPE)
-        bias = beta.detach().reshape(-1).repeat(N // n) if beta is not None else None
-    else:
-        G, per = call.arg(1, "num_groups"), math.prod(shape[1:])
-        n = N // G
-        g = gamma.detach().repeat_interleave(per) if gamma is not None else torch.ones(N, dtype=DTYPE)
-        bias = beta.detach().repeat_interleave(per) if beta is not None else None
-    W = torch.zeros((B, N, N), dtype=DTYPE)
-    M = torch.zeros((N, N), dtype=torch.bool)
-    flat = a.reshape(B, N)
-    for start in range(0, N, n):
-        group = slice(start, start + n)
-        for b in range(B):
-            x = flat[b, group]
-            sigma = torch.sqrt(((x - x.sum() / n) ** 2).sum() / n + eps)
-            for k in range(start, start + n):
-                for j in range(start, start + n):
-                    W[b, k, j] = g[k] / sigma * ((1.0 if j == k else 0.0) - 1.0 / n)
-        M[group, group] = True
-    return W, bias, M
-
-
-def _softmax_matrices(call, a: torch.Tensor) -> tuple:
-    """A softmax at its input a (B, *in), linearized at a (AttnLRP Prop. 3.1), per sample, by
-    explicit loops over the groups along its dimension: s = exp(x − max) / Σ exp(x − max),
-    W[b, k, j] = ∂s_k/∂x_j = s_k (δ_jk − s_j), b = s − W a (the Taylor remainder). Structure: the groups."""
-    B, shape = a.shape[0], tuple(a.shape[1:])
-    N, d = _numel(shape), call.kind.dim(call)
-    index = torch.arange(N).reshape(shape).movedim(d, -1).reshape(-1, shape[d])
-    flat = a.reshape(B, N)
-    W = torch.zeros((B, N, N), dtype=DTYPE)
-    M = torch.zeros((N, N), dtype=torch.bool)
-    for group in index.tolist():
-        for b in range(B):
-            x = flat[b, group]
-            e = torch.exp(x - x.max())
-            s = e / e.sum()
-            for kk, k in enumerate(group):
-                for jj, j in enumerate(group):
-                    W[b, k, j] = s[kk] * ((1.0 if jj == kk else 0.0) - s[jj])
-        M[torch.tensor(group).reshape(-1, 1), torch.tensor(group).reshape(1, -1)] = True
-    s_all = torch.zeros((B, N), dtype=DTYPE)
-    for group in index.tolist():
-        x = flat[:, group]
-        e = torch.exp(x - x.max(1, keepdim=True).values)
-        s_all[:, group] = e / e.sum(1, keepdim=True)
-    bias = s_all - torch.einsum("bkn,bn->bk", W, flat)
-    return W, bias, M
-
-
-def _segment_softmax_matrices(call, a: torch.Tensor) -> tuple:
-    """A segment softmax (``nrm.layers.message.segment_softmax``) at its input a (B, E, *rest),
-    linearized at a per sample, by explicit loops: for every segment k and trailing position r,
-    the group of edges e with index[e] = k; s = exp(x − max) / Σ exp(x − max) over the group,
-    W[b, k, j] = s_k (δ_jk − s_j), b = s − W a. Structure: the groups."""
-    B, shape = a.shape[0], tuple(a.shape[1:])
-    index = call.arg(1, "index").tolist()
-    rest = _numel(shape[1:])
-    flat = a.reshape(B, -1)
-    N = flat.shape[1]
-    W = torch.zeros((B, N, N), dtype=DTYPE)
-    M = torch.zeros((N, N), dtype=torch.bool)
-    s_all = torch.zeros((B, N), dtype=DTYPE)
-    for k in sorted(set(index)):
-        for r in range(rest):
-            group = [e * rest + r for e, seg in enumerate(index) if seg == k]
-            for b in range(B):
-                x = flat[b, group]
-                e = torch.exp(x - x.max())
-                s = e / e.sum()
-                s_all[b, group] = s
-                for kk, out in enumerate(group):
-                    for jj, j in enumerate(group):
-                        W[b, out, j] = s[kk] * ((1.0 if jj == kk else 0.0) - s[jj])
-                        M[out, j] = True
-    bias = s_all - torch.einsum("bkn,bn->bk", W, flat)
-    return W, bias, M
-
-
-def _matmul_matrices(A: torch.Tensor, V: torch.Tensor, theta: float) -> tuple:
-    """O = A · V, A (B, *lead_A, n, m), V (B, *lead_V, m, d), the leading dimensions equal or of size 1
-    on one side (broadcast): W (B, |O|, |A| + |V|) by loops over the indices, W[b, (g,j,p), (g_A,j,i)] =
-    θ V_ip and W[b, (g,j,p), |A| + (g_V,i,p)] = (1 − θ) A_ji, g_A and g_V the blocks output block g reads;
-    M the connections (A's edges when θ ≠ 0, V's when θ ≠ 1)."""
-    B, (n, m), d = A.shape[0], A.shape[-2:], V.shape[-1]
-    lead = torch.broadcast_shapes(A.shape[1:-2], V.shape[1:-2])  # a leading dimension of size 1 is shared
-    L, La, Lv = _numel(lead), _numel(A.shape[1:-2]), _numel(V.shape[1:-2])
-    ga = torch.arange(La).reshape(A.shape[1:-2]).expand(lead).reshape(-1).tolist()
-    gv = torch.arange(Lv).reshape(V.shape[1:-2]).expand(lead).reshape(-1).tolist()
-    a, v = A.reshape(B, La, n, m), V.reshape(B, Lv, m, d)
-    na = La * n * m
-    W = torch.zeros((B, L * n * d, na + Lv * m * d), dtype=DTYPE)
-    M = torch.zeros((L * n * d, na + Lv * m * d), dtype=torch.bool)
-    for g in range(L):
-        for j in range(n):
-            for p in range(d):
-                k = (g * n + j) * d + p
-                for i in range(m):
-                    ia, iv = (ga[g] * n + j) * m + i, na + (gv[g] * m + i) * d + p
-                    W[:, k, ia], W[:, k, iv] = theta * v[:, gv[g], i, p], (1 - theta) * a[:, ga[g], j, i]
-                    M[k, ia], M[k, iv] = theta != 0, theta != 1
-    return W, M
-
-
-def call_tensors(call) -> list:
-    """Every tensor among a recorded call's arguments (nested in lists, tuples and dicts)."""
-    found = []
-
-    def walk(o):
-        if isinstance(o, torch.Tensor):
-            found.append(o)
-        elif isinstance(o, (list, tuple)):
-            for i in o:
-                walk(i)
-        elif isinstance(o, dict):
-            for i in o.values():
-                walk(i)
-
-    walk((call.args, call.kwargs))
-    return found
-
-
-def structural_parameters(call) -> list:
-    """The call's parameter arguments (``nn.Parameter`` or at least 2-d, floating point): set
-    to one, they give the structural fan-in that the flat rule counts. Integer tensors are
-    indices (a scatter's ``edge_index``), never weights."""
-    return [t for t in call_tensors(call) if (isinstance(t, nn.Parameter) or t.dim() >= 2) and t.is_floating_point()]
-
-
-def with_constants(call, replace: dict):
-    """A copy of ``call`` whose constant tensors with an id in ``replace`` are replaced."""
-    def walk(o):
-        if isinstance(o, torch.Tensor) and id(o) in replace:
-            return replace[id(o)]
-        if isinstance(o, (list, tuple)) and not hasattr(o, "_fields"):
-            return type(o)(walk(i) for i in o)
-        if isinstance(o, dict):
-            return {k: walk(i) for k, i in o.items()}
-        return o
-
-    return dataclasses.replace(call, args=walk(call.args), kwargs=walk(call.kwargs))
-
-
-def _lrn_matrices(call, a: torch.Tensor, rule) -> tuple:
-    """A local response normalization at its input a (B, C, *sp), per sample, from the
-    equations of Binder et al. (ICANN 2016) with autograd for the Jacobian:
-    ``gradient`` W = J(a) = ∂b/∂a, ``root`` the same with W_kk = (κ + α/n a_k²)^(−β)
-    (the output with the neighbours of k removed, divided by a_k), ``identity`` W = I;
-    the bias is what the expansion leaves, r = b − W a. Structure: the channel window."""
-    size = call.arg(1, "size")
-    alpha, beta, k = call.arg(2, "alpha", 1e-4), call.arg(3, "beta", 0.75), call.arg(4, "k", 1.0)
-    expansion = getattr(rule, "lrn_expansion", None) or "gradient"
-    B = a.shape[0]
-    n = _numel(a.shape[1:])
-    out = F.local_response_norm(a, size, alpha, beta, k).reshape(B, n)
-    if expansion == "identity":
-        W = torch.eye(n, dtype=DTYPE).expand(B, n, n).clone()
-    else:
-        W = torch.stack([torch.autograd.functional.jacobian(
-            lambda t: F.local_response_norm(t.reshape((1,) + tuple(a.shape[1:])), size, alpha, beta, k).reshape(n),
-            a[i].reshape(n)) for i in range(B)])  # (B, n_out, n_in)
-        if expansion == "root":
-            flat = a.reshape(B, n)
-            diagonal = (k + (alpha / size) * flat * flat).pow(-beta)
-            W = W.clone()
-            W[:, torch.arange(n), torch.arange(n)] = diagonal
-    bias = out - torch.einsum("bkn,bn->bk", W, a.reshape(B, n))
-    C = a.shape[1]
-    per = n // C
-    channel = torch.arange(n) // per
-    position = torch.arange(n) % per
-    d = channel.reshape(-1, 1) - channel.reshape(1, -1)  # k's channel − j's channel
-    M = (position.reshape(-1, 1) == position.reshape(1, -1)) & (d <= size // 2) & (-d <= (size - 1) // 2)
-    if expansion == "identity":
-        M = torch.eye(n, dtype=torch.bool)
-    return W, bias, M
-
-
-def _winners(name: str, params, a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Flat input index (per sample) of the first maximum of every window, by explicit loops
-    (a 1-D pool is read as a 2-D one of width 1: the same windows, the same flat indices)."""
-    if a.dim() == 3:
-        params = tuple(tuple(v) + (w,) for v, w in zip(params[:4], (1, 1, 0, 1))) + tuple(params[4:])
-        return _winners(name, params, a.unsqueeze(-1), out.unsqueeze(-1))
-    B, C, H, W = a.shape
-    oh, ow = out.shape[-2:]
-    k, s, p, d = (_pair(v) for v in params[:4])
-    route = torch.zeros((B, C, oh, ow), dtype=torch.int64)
-    for i in range(oh):
-        for j in range(ow):
-            best = torch.full((B, C), -torch.inf, dtype=DTYPE)
-            idx = None
-            for r in range(k[0]):
-                h = i * s[0] - p[0] + r * d[0]
-                if not 0 <= h < H:
-                    continue
-                for c in range(k[1]):
-                    w = j * s[1] - p[1] + c * d[1]
-                    if not 0 <= w < W:
-                        continue
-                    val = a[:, :, h, w]
-                    flat = torch.arange(C).reshape(1, C) * H * W + h * W + w
-                    if idx is None:
-                        idx = flat.expand(B, C).clone()
-                    better = val > best
-                    best = torch.where(better, val, best)
-                    idx = torch.where(better, flat, idx)
-            route[:, :, i, j] = idx
-    got = a.reshape(B, -1).gather(1, route.reshape(B, -1))
-    if not torch.equal(got, out.reshape(B, -1)):
-        raise RuntimeError(f"max-pooling at '{name}': the explicit winners do not reproduce the model's output")
-    return route.reshape(B, -1)
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 class _Tracer:
@@ -565,7 +192,7 @@ class _Tracer:
     def _route(self, call) -> tuple[torch.Tensor, list[str]]:
         """Apply the operation to integer tensors that name the input neurons: out neuron k ← slot index."""
         slots = call.kind.relevance_inputs(call)
-        sizes = [_numel(self.nodes[self.of[v]].shape) for v in slots]
+        sizes = [numel(self.nodes[self.of[v]].shape) for v in slots]
         total, offsets = sum(sizes), [0]
         for size in sizes[:-1]:
             offsets.append(offsets[-1] + size)
@@ -593,7 +220,7 @@ class _Tracer:
         elif role == "linear":
             a = self._input(call)
             if isinstance(call.kind, (Softmax, SegmentSoftmax)):
-                matrices = _softmax_matrices if isinstance(call.kind, Softmax) else _segment_softmax_matrices
+                matrices = softmax_matrices if isinstance(call.kind, Softmax) else segment_softmax_matrices
                 W, b, M = matrices(call, a.value)
                 self._check_dense(call.name, a.value, W, b, call.output)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
@@ -603,18 +230,18 @@ class _Tracer:
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, lrn=True))
                 return
             if call.func in (F.layer_norm, F.group_norm):
-                W, b, M = _centring_matrices(call, a.value)
+                W, b, M = centring_matrices(call, a.value)
                 self._check_dense(call.name, a.value, W, b, call.output)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                          structure=M))
                 return
-            if call.func in _SCATTERS and _reduce(call) == "amax":  # winner takes all: built at the input
-                W, b, M = _scatter_max_matrices(call, a.value)
+            if call.func in SCATTERS and reduction(call) == "amax":  # winner takes all: built at the input
+                W, b, M = scatter_max_matrices(call, a.value)
                 self._check_dense(call.name, a.value, W, b, call.output)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                          structure=M))
                 return
-            W, b, M = _masks(call, a.value, *_affine(call, a.shape))
+            W, b, M = apply_masks(call, a.value, *affine(call, a.shape))
             self._check_dense(call.name, a.value, W, b, call.output)
             self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                      structure=M))
@@ -624,13 +251,13 @@ class _Tracer:
             self._product(call)
         elif role == "winner":
             a = self._input(call)
-            route = _winners(call.name, call.kind.params(call), a.value, call.output)
+            route = winners(call.name, call.kind.params(call), a.value, call.output)
             self._add(value, RefNode(call.name, "route", call.output, [a.name], call, route=route))
         elif role == "batchnorm":
             self._batchnorm(call)
         elif role in ("elementwise", "alias"):
             a = self._input(call)
-            n = _numel(a.shape)
+            n = numel(a.shape)
             self._add(value, RefNode(call.name, "route", call.output, [a.name], call,
                                      route=torch.arange(n).expand(self.B, n)))
         else:  # reshape, concat: the operation routes neurons
@@ -640,7 +267,7 @@ class _Tracer:
     def _sum(self, call) -> None:
         """z = a^(1) + a^(2): a linear neuron with weights 1 and no bias."""
         a, b = (self._input(call, i) for i in range(2))
-        eye = torch.eye(_numel(a.shape), dtype=DTYPE)
+        eye = torch.eye(numel(a.shape), dtype=DTYPE)
         W = torch.cat([eye, eye], dim=1)
         self._check_dense(call.name, torch.cat([a.value.reshape(self.B, -1), b.value.reshape(self.B, -1)], 1), W,
                           None, call.output)
@@ -651,7 +278,7 @@ class _Tracer:
         """O = A · V of two activations: a linear node over [A, V] (A's neurons first), per sample
         W[b, (j,p), A_ji] = θ V_ip and W[b, (j,p), V_ip] = (1 − θ) A_ji, θ the kind's split."""
         A, V = (self._input(call, i) for i in range(2))
-        W, M = _matmul_matrices(A.value, V.value, float(call.kind.theta))
+        W, M = matmul_matrices(A.value, V.value, float(call.kind.theta))
         self._check_dense(call.name, torch.cat([A.value.reshape(self.B, -1), V.value.reshape(self.B, -1)], 1), W,
                           None, call.output)
         self._add(Value(call.index), RefNode(call.name, "linear", call.output, [A.name, V.name], call, weight=W,
@@ -716,8 +343,8 @@ class _Tracer:
                 raise UnsupportedModuleError(f"{call.describe()}: split='signal' needs exactly one factor that is not "
                                              "a gate")
             theta = [0.0 if g else 1.0 for g in gates]
-        K = _numel(out_shape)
-        sizes = [_numel(a.shape) for a in nodes]
+        K = numel(out_shape)
+        sizes = [numel(a.shape) for a in nodes]
         Q = torch.zeros((self.B, sum(sizes), K), dtype=DTYPE)
         offset, value = 0, torch.ones((self.B,) + out_shape, dtype=DTYPE)
         for a, size, t in zip(nodes, sizes, theta):
@@ -754,7 +381,7 @@ class _Tracer:
         p.weight, p.bias = p.weight * s.reshape(-1, 1), (bias - mu) * s + t
         self._check_dense(p.name, self.nodes[p.inputs[0]].value, p.weight, p.bias, call.output)
         p.value = call.output
-        n = _numel(p.shape)
+        n = numel(p.shape)
         self._add(Value(call.index), RefNode(call.name, "route", call.output, [p.name], call,
                                              route=torch.arange(n).expand(self.B, n)))
 
@@ -953,7 +580,11 @@ class Reference:
         return r / self.f.reshape((-1,) + (1,) * (r.dim() - 1))
 
 
-class _Graph:
+class RefGraph:
+    """The traced model (:class:`_Tracer`) as nodes (:class:`RefNode`) in topological order, with the
+    rules assigned as nrm assigns them and every linear node's kernel Q, q(⊥) written out; the
+    passes over it (``down``, ``up``, ``propagate``) are what the references run."""
+
     def __init__(self, model, x, rules, derive: bool = False):
         tracer = _Tracer(model, x)
         self.nodes, self.B, self.output = tracer.nodes, tracer.B, tracer.output
@@ -965,7 +596,7 @@ class _Graph:
         for node in self.nodes.values():
             if node.lrn:
                 a = self.nodes[node.inputs[0]].value
-                node.weight, node.bias, node.structure = _lrn_matrices(node.call, a, node.rule)
+                node.weight, node.bias, node.structure = lrn_matrices(node.call, a, node.rule)
                 tracer._check_dense(node.name, a, node.weight, node.bias, node.value)
             if node.kind == "linear":
                 a = torch.cat([self.nodes[i].value.reshape(self.B, -1) for i in node.inputs], 1)
@@ -1002,10 +633,10 @@ class _Graph:
             r_in = torch.einsum("bnk,bk->bn", node.Q, r)
             leak = (node.qbot * r).sum(1)
         else:
-            total = sum(_numel(self.nodes[i].shape) for i in node.inputs)
+            total = sum(numel(self.nodes[i].shape) for i in node.inputs)
             r_in = torch.zeros(B, total, dtype=DTYPE).scatter_add_(1, node.route, r)
             leak = torch.zeros(B, dtype=DTYPE)
-        return list(torch.split(r_in, [_numel(self.nodes[i].shape) for i in node.inputs], 1)), leak
+        return list(torch.split(r_in, [numel(self.nodes[i].shape) for i in node.inputs], 1)), leak
 
     def ancestors(self, n: str) -> set:
         """Every node that ``n`` reads, directly or not."""
@@ -1063,7 +694,9 @@ class _Graph:
         return R, absorbed, pending, leaked, masked
 
 
-def _start(graph: _Graph, target) -> tuple[torch.Tensor, torch.Tensor]:
+def start_relevance(graph: RefGraph, target) -> tuple[torch.Tensor, torch.Tensor]:
+    """The relevance put on the output, R = f_c δ_c per sample (the output's shape), and f_c (B,);
+    a zero f_c is a :class:`~nrm.errors.ZeroOutputError`."""
     out = graph.nodes[graph.output].value.reshape(graph.B, -1)
     c = torch.as_tensor(target).reshape(-1)
     c = c.expand(graph.B) if c.numel() == 1 else c
@@ -1085,8 +718,8 @@ def reference_lrp(model: nn.Module, x: torch.Tensor, target, rules=None, *, deri
 
     By L8 its marginals R/f equal nrm's m_l at every layer; by L9, with LRP-0 everywhere,
     R = a ⊙ ∂f/∂a at every node of a ReLU network, residual ones included."""
-    graph = _Graph(model, x, rules, derive)
-    start, f = _start(graph, target)
+    graph = RefGraph(model, x, rules, derive)
+    start, f = start_relevance(graph, target)
     R, absorbed, pending, leaked, _ = graph.propagate(start)
     return graph.result(R, absorbed, pending, leaked, f)
 
@@ -1103,13 +736,13 @@ def reference_masked(model: nn.Module, x: torch.Tensor, target, rules, layer: st
     v(k) = Σ_j q(j|k) v(j) is the fraction of k's relevance that satisfies E (an upward pass;
     v = mask at ``layer``, 1 or 0 on nodes before it for parallel=True/False). ``absorbed``
     is then f · μ(X_v = ⊥, E)."""
-    graph = _Graph(model, x, rules)
+    graph = RefGraph(model, x, rules)
     node_name = graph.resolve(layer)
     shape = graph.nodes[node_name].shape
     mask = torch.as_tensor(mask).to(torch.bool)
     if tuple(mask.shape) != shape:
         raise ValueError(f"the mask has shape {tuple(mask.shape)} but layer {layer!r} has shape {shape}")
-    start, f = _start(graph, target)
+    start, f = start_relevance(graph, target)
     R_full = graph.propagate(start)[0]
     R, absorbed, pending, leaked, _ = graph.propagate(start, node_name, mask, parallel)
     position = graph.order.index(node_name)
@@ -1117,7 +750,7 @@ def reference_masked(model: nn.Module, x: torch.Tensor, target, rules, layer: st
     for i, n in enumerate(graph.order):
         node = graph.nodes[n]
         if i < position:
-            v[n] = torch.full((graph.B, _numel(node.shape)), 1.0 if parallel else 0.0, dtype=DTYPE)
+            v[n] = torch.full((graph.B, numel(node.shape)), 1.0 if parallel else 0.0, dtype=DTYPE)
         elif i == position:
             v[n] = mask.reshape(1, -1).to(DTYPE).expand(graph.B, -1)
         else:
@@ -1129,86 +762,3 @@ def reference_masked(model: nn.Module, x: torch.Tensor, target, rules, layer: st
             absorbed[n] = torch.zeros(graph.B, dtype=DTYPE)
             pending[n] = torch.full((graph.B,), torch.nan, dtype=DTYPE)  # not defined above the mask
     return graph.result(R, absorbed, pending, leaked, f)
-
-
-def atom_neurons(atom, shape: tuple) -> torch.Tensor:
-    """The real neurons an event atom selects in one sample's layer of ``shape``, as a flat
-    boolean mask (its ⊥ and its complement are the caller's to read)."""
-    n = _numel(shape)
-    if atom.selector == "all":
-        return torch.ones(n, dtype=torch.bool)
-    if atom.selector == "mask":
-        return atom.mask.reshape(-1).clone()
-    mask = torch.zeros(n, dtype=torch.bool)
-    if atom.selector == "index":
-        mask[list(atom.values)] = True
-    elif atom.selector == "channels":
-        mask = mask.reshape(shape[0], -1)
-        mask[list(atom.values)] = True
-        mask = mask.reshape(-1)
-    return mask
-
-
-def _atom_mask(graph: _Graph, atom) -> tuple[str, torch.Tensor]:
-    """(node, mask over one sample's neurons) of an event atom; ⊥ kept, a complement and
-    ``parallel=True`` are refused (the branched reference masks a node's own real neurons)."""
-    node = graph.resolve(atom.layer)
-    mask = atom_neurons(atom, graph.nodes[node].shape)
-    if atom.negated or atom.parallel:
-        raise ValueError(f"the event has {'a complement' if atom.negated else 'parallel=True'} at {atom.layer!r}: it "
-                         "admits the walks that bypass the layer's node, which nested masking on a branched graph "
-                         "does not separate; write the event over the node's own neurons")
-    bot = atom.absorber
-    if bot:
-        raise ValueError(f"the event keeps ⊥ at {atom.layer!r}: nested masking on a branched graph reads events "
-                         "over real neurons only (walks that end in ⊥ at a layer are not masked here)")
-    return node, mask
-
-
-def nested_masking(model: nn.Module, x: torch.Tensor, target, rules, event) -> tuple[torch.Tensor, torch.Tensor]:
-    """GNN-LRP's relevance of ``event`` (an :class:`nrm.Event` over real neurons) by
-    higher-order LRP with nested masking on the traced graph, branched or not (a GIN, SAGE or
-    GraphConv layer: a self branch and a neighbour branch summed): per cylinder ∩_v {X_v ∈ S_v},
-    relevance goes down the graph in reverse topological order with the dense kernels of
-    this module, and at every named node v
-
-        R^(v) ← M_v ⊙ R^(v),     R^(u) ← 0 for every node u still waiting for relevance,
-
-    the second because a walk of the event passes v: relevance waiting on a node that v does
-    not read bypassed v. The cylinder's relevance is Σ R^(v_min) at the lowest named node;
-    an event's is Σ over its cylinders of coefficient × that (linearity). Returns (relevance
-    (B,), size (B,)): ``size`` is the largest Σ_{j,k} |q(j | k) R_k| of a step, the scale of
-    float rounding in the result (as in :mod:`nrm_verify.references.gnnlrp`)."""
-    graph = _Graph(model, x, rules)
-    start, _ = _start(graph, target)
-    total = torch.zeros(graph.B, dtype=DTYPE)
-    size = torch.zeros(graph.B, dtype=DTYPE)
-    for cylinder, coeff in event.cylinders():
-        masks: dict[str, torch.Tensor] = {}
-        for atom in cylinder:
-            node, mask = _atom_mask(graph, atom)
-            masks[node] = masks[node] & mask if node in masks else mask
-        lowest = min((graph.order.index(n) for n in masks), default=None)
-        if lowest is None:
-            raise ValueError("the event names no layer: its relevance is f itself")
-        incoming = {n: torch.zeros((graph.B,) + graph.nodes[n].shape, dtype=DTYPE) for n in graph.order}
-        incoming[graph.output] = incoming[graph.output] + start
-        steps = torch.zeros(graph.B, dtype=DTYPE)
-        for n in reversed(graph.order[lowest:]):
-            node, r = graph.nodes[n], incoming.pop(n)
-            if n in masks:
-                r = r * masks[n].reshape(r.shape[1:]).to(DTYPE)
-                incoming = {k: torch.zeros_like(v) for k, v in incoming.items()}
-            if graph.order.index(n) == lowest:
-                total = total + coeff * r.reshape(graph.B, -1).sum(1)
-                break
-            if node.kind == "input":
-                continue
-            parts, leak = graph.down(node, r)
-            flat = r.reshape(graph.B, -1).abs()
-            term = torch.einsum("bnk,bk->b", node.Q.abs(), flat) if node.Q is not None else flat.sum(1)
-            steps = torch.maximum(steps, term + leak.abs())
-            for i, part in zip(node.inputs, parts):
-                incoming[i] = incoming[i] + part.reshape(incoming[i].shape)
-        size = size + abs(coeff) * steps
-    return total, size

@@ -52,14 +52,9 @@ from nrm.events import OMEGA, At, Event
 from nrm.graph import ProperFFNN, rule_types
 from nrm.presets import RuleMap
 from nrm.rules import AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, ZBox, Zero, ZPlus
+from nrm_verify.references.call_matrices import apply_recorded, structural_parameters, with_constants
 from nrm_verify.references.derived import UnsupportedRuleError, derived_kernel
-from nrm_verify.references.explicit import (
-    apply_recorded,
-    atom_neurons,
-    nested_masking,
-    structural_parameters,
-    with_constants,
-)
+from nrm_verify.references.nested_masking import atom_neurons, nested_masking
 
 
 class UnsupportedModelError(ValueError):
@@ -469,7 +464,7 @@ def walk_relevance(model: nn.Module, x: torch.Tensor, target, walks, rules=None,
     A branched model (a layer that reads two others: GIN's, SAGE's and GraphConv's self branch
     and neighbour branch summed, a residual block) is not a chain of layers: an event over it
     is computed by the same nested masking on the traced graph
-    (:func:`nrm_verify.references.explicit.nested_masking`: the dense kernels of the explicit
+    (:func:`nrm_verify.references.nested_masking.nested_masking`: the dense kernels of the explicit
     reference, relevance down the graph in reverse topological order, masked at every named
     node, relevance that bypasses a named node dropped). A walk given as one neuron per layer
     or a mapping names the layers of a chain: on a branched model, pass an Event.
