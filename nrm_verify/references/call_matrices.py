@@ -51,12 +51,6 @@ def _basis(shape) -> torch.Tensor:
     return torch.eye(n, dtype=DTYPE).reshape((n,) + tuple(shape))
 
 
-def _dense(fn, in_shape) -> torch.Tensor:
-    """W (n_out, n_in) of a linear map without bias: column j is fn(e_j)."""
-    out = fn(_basis(in_shape))
-    return out.reshape(out.shape[0], -1).T.contiguous()
-
-
 def _substitute(call, replacement):
     """The recorded call's arguments with every input-derived value replaced by
     ``replacement(value)`` (constants — weights, numbers — as recorded)."""
