@@ -110,6 +110,51 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(local_ray, data, t
     assert folder_state(tmp_path / "ray") == folder_state(tmp_path / "local")
 
 
+class Slow(TensorSource):
+    """A tensor's samples, each read in 20 ms (a run long enough to interrupt)."""
+
+    def load(self, i):
+        import time
+
+        time.sleep(0.02)
+        return super().load(i)
+
+
+def test_ctrl_c_stops_a_ray_run_and_the_rerun_completes_it(local_ray, tmp_path):
+    """SIGINT to the driver once two batches are committed: KeyboardInterrupt, status
+    "interrupted", Ray Data's execution stopped (at most the write tasks already running
+    commit after it, then nothing); the rerun skips what was committed and gives the folder of
+    an uninterrupted run."""
+    import json
+    import signal
+    import threading
+    import time
+
+    x = torch.randn(160, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    model, cut = small_cnn(seed=1), tmp_path / "cut"
+    run(model, x, tmp_path / "whole", **KW)
+
+    def parts():
+        return len(list((cut / "samples").glob("part-*.parquet"))) if (cut / "samples").exists() else 0
+
+    def interrupt():
+        while parts() < 2:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run(model, Slow(x), cut, engine="ray", concurrency=2, worker_cpus=0.5, **KW)
+    assert json.loads((cut / "manifest.json").read_text())["status"] == "interrupted"
+    at_interrupt = parts()
+    time.sleep(3)
+    assert at_interrupt <= parts() <= at_interrupt + 2 < 40  # two write tasks may finish; nothing starts after
+    committed = parts()
+    resumed = run(model, x, cut, engine="ray", concurrency=2, worker_cpus=0.5, **KW)
+    assert (resumed.skipped, resumed.written) == (4 * committed, 160 - 4 * committed)
+    assert folder_state(cut) == folder_state(tmp_path / "whole")
+
+
 def test_a_local_run_interrupted_resumes_on_ray(local_ray, data, tmp_path):
     model = small_cnn(seed=1)
     run(model, Interrupting(data), tmp_path / "whole", **KW)

@@ -125,30 +125,28 @@ def ray_loop(job: RunJob, sink: Sink, todo: list[list[int]], shape: tuple, bar, 
                                                          "gpus": worker_gpus, "threads": threads})
         here_only = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)
-        datasink = run_datasink(ray, sink)
         before = committed_rows(sink.store)
-        failed: list[BaseException] = []
+        shown, done = [0], threading.Event()
 
-        def write() -> None:
-            try:
-                parts.write_datasink(datasink, ray_remote_args={"num_cpus": 0, "scheduling_strategy": here_only},
-                                     concurrency=max(concurrency, 1))
-            except BaseException as e:  # noqa: BLE001 — raised again in the caller's thread below
-                failed.append(e)
-
-        writer = threading.Thread(target=write, name="nrm-run-ray", daemon=True)
-        writer.start()
-        shown = 0
-        while writer.is_alive():
-            writer.join(0.25)
+        def follow() -> None:  # the bar follows the committed parts
             now = committed_rows(sink.store) - before
-            bar.update(now - shown)
-            shown = now
-        if failed:
-            raise failed[0]
-        written = committed_rows(sink.store) - before
-        bar.update(written - shown)
-        return written
+            bar.update(now - shown[0])
+            shown[0] = now
+
+        def watch() -> None:
+            while not done.wait(0.25):
+                follow()
+
+        watcher = threading.Thread(target=watch, name="nrm-run-progress", daemon=True)
+        watcher.start()
+        try:  # the run is this thread's: an interrupt stops Ray Data's execution of the dataset
+            parts.write_datasink(run_datasink(ray, sink), concurrency=max(concurrency, 1),
+                                 ray_remote_args={"num_cpus": 0, "scheduling_strategy": here_only})
+        finally:
+            done.set()
+            watcher.join()
+        follow()
+        return shown[0]
     finally:
         if started:
             ray.shutdown()
