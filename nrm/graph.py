@@ -146,7 +146,7 @@ class Block:
         input index of every output neuron (an int64 numpy array); otherwise None (q = δ)."""
         if self.producer is None or self.producer.role != "reshape":
             return None
-        return self.producer.layer_kind.index(self.producer.call)
+        return self.producer.layer_kind.route(self.producer.call)
 
     @property
     def tip(self) -> Value:
@@ -426,7 +426,7 @@ class _Builder:
 
     def _elementwise(self, call: Call, step: Step, src: Value) -> None:
         l = self.where[src]
-        if call.kind.role == "reshape" and call.kind.index(call) is not None:  # an index map: a pass layer
+        if call.kind.role == "reshape" and call.kind.route(call) is not None:  # an index map: a pass layer
             self._producer(call, step, [l])
         elif self.blocks[l].tip == src and self.readers[src] == 1:
             self.blocks[l].trailing.append(step)

@@ -31,6 +31,8 @@ keeps a list of its own. A user's module gets a kind with :func:`register`
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -391,6 +393,12 @@ class Product(Kind):
         return f"nrm.layers.{self.name}(split={self.split!r}{extra})"
 
 
+_UNSET = object()
+_ROUTES: dict = {}  # (kind type, route key) → index, oldest first
+_ROUTES_KEPT = 256
+_ROUTES_LOCK = threading.Lock()
+
+
 class Reshape(Kind):
     """The same neurons in another per-sample shape (view, reshape, flatten), or an index map:
     each output neuron k is one input neuron j = index[k], and its relevance moves with its
@@ -409,6 +417,36 @@ class Reshape(Kind):
         output's row-major order (an int64 array); None when the operation keeps the row-major
         order of the neurons (view, reshape, flatten)."""
         return None
+
+    def route_key(self, call) -> Hashable | None:
+        """What :meth:`index` depends on (shapes and constant arguments), for sharing one index
+        between calls and between explains (the three permutes of a transformer layer's heads,
+        the same model explained again); None: not shared."""
+        return None
+
+    def route(self, call) -> np.ndarray | None:
+        """:meth:`index`, read-only, computed once per recorded call and, where
+        :meth:`route_key` names it, once per shape and arguments in the process (the graph, the
+        engine and the self-check all read it; slicing GPT-2's logits (T, 50257) builds an index
+        over 6.4 M neurons)."""
+        cached = call.__dict__.get("_route", _UNSET)
+        if cached is not _UNSET:
+            return cached
+        key = self.route_key(call)
+        key = None if key is None else (type(self), key)
+        with _ROUTES_LOCK:
+            cached = _ROUTES.get(key, _UNSET) if key is not None else _UNSET
+        if cached is _UNSET:
+            cached = self.index(call)
+            if cached is not None:
+                cached.flags.writeable = False
+            if key is not None:
+                with _ROUTES_LOCK:
+                    _ROUTES[key] = cached
+                    while len(_ROUTES) > _ROUTES_KEPT:
+                        _ROUTES.pop(next(iter(_ROUTES)))
+        call.__dict__["_route"] = cached
+        return cached
 
 
 class Alias(Kind):

@@ -92,6 +92,9 @@ class Permute(Reshape):
                     "samples")
         return None
 
+    def route_key(self, call):
+        return _sample_dims(call), self.order(call)
+
     def index(self, call):
         shape = _sample_dims(call)
         perm = [d - 1 for d in self.order(call)[1:]]
@@ -128,6 +131,9 @@ class Roll(Reshape):
         if any(_dim(d, ndim) == 0 for d in dims):
             return "rolls along the batch dimension; nrm keeps every sample in its place"
         return None
+
+    def route_key(self, call):
+        return _sample_dims(call), self.shifts_dims(call)
 
     def index(self, call):
         shape = _sample_dims(call)
@@ -171,6 +177,21 @@ class Index(Reshape):
         if tuple(call.output.shape[:1]) != tuple(call.in_shapes[0][:1]):
             return "changes the batch dimension"
         return None
+
+    def route_key(self, call):
+        parts = []
+        for p in self.key(call):
+            if isinstance(p, slice):
+                parts.append(("slice", p.start, p.stop, p.step))
+            elif isinstance(p, torch.Tensor):
+                parts.append(("tensor", tuple(p.shape), str(p.dtype), p.detach().cpu().numpy().tobytes()))
+            elif p is None or p is Ellipsis or isinstance(p, (bool, int)):
+                parts.append(p)
+            elif isinstance(p, (list, tuple)) and all(isinstance(v, int) for v in p):
+                parts.append(("list", tuple(p)))
+            else:
+                return None  # something else: computed for this call only
+        return tuple(call.in_shapes[0][1:]), tuple(parts)
 
     def index(self, call):
         full = tuple(call.in_shapes[0])
@@ -227,6 +248,10 @@ class Chunk(Reshape):
         k = int(how)  # tensor_split into k sections: the first n % k have one more
         sizes = [n // k + (1 if i < n % k else 0) for i in range(k)]
         return range(sum(sizes[:item]), sum(sizes[:item + 1]))
+
+    def route_key(self, call):
+        where = self.positions(call)
+        return _sample_dims(call), self.dim(call), where if isinstance(where, int) else (where.start, where.stop)
 
     def index(self, call):
         shape = _sample_dims(call)

@@ -107,7 +107,7 @@ def _trailing(network: ProperFFNN, block, out: torch.Tensor) -> torch.Tensor:
 def routed(network: ProperFFNN, block, a: torch.Tensor) -> torch.Tensor:
     """An index-map layer (permute, slicing, a piece of chunk) on ``a``: output k is input
     neuron index[k] (:meth:`nrm.graph.Block.route`); autograd sends R back along it."""
-    index = torch.as_tensor(block.route(), dtype=torch.long, device=a.device)
+    index = torch.tensor(block.route(), dtype=torch.long, device=a.device)  # a copy: routes are read-only
     shape = tuple(network.value(block.producer.value).shape[1:])
     return a.reshape(a.shape[0], -1).index_select(1, index).reshape((a.shape[0],) + shape)
 
