@@ -125,3 +125,34 @@ def test_transformers_vit_for_image_classification(attn, dtype, tol):
     if dtype is torch.float32:
         with pytest.raises(nrm.UnsupportedOperationError, match="dtype"):
             nrm.explain(Classifier().double().eval(), x.double(), target=1)
+
+
+def test_gpt2s_conv1d_is_recorded_as_a_linear_map_with_the_modules_own_output():
+    """Each Conv1D is one recorded ``F.linear`` whose value is the module's output (not computed
+    again), and the self-check of every map reproduces the model (check="full"); a Conv1D whose
+    forward was replaced is refused: everywhere wrong, by the check on three rows in the capture;
+    wrong on one other token only, by the linear map's self-check."""
+    import types
+
+    model, e = _case("gpt2-gelu_new")
+    m = nrm.explain(model, e, target=3, check="full")
+    attn = model.model.transformer.h[0].attn
+    calls = [c for c in m.network.captured.calls if c.path == "model.transformer.h.0.attn.c_attn"]
+    assert [c.func for c in calls] == [torch.nn.functional.linear]
+    own = type(attn.c_attn).forward
+
+    def shifted(self, x, token=None):
+        out = own(self, x)
+        if token is None:
+            return out + 1.0
+        out = out.clone()
+        out[:, token] += 1.0
+        return out
+
+    for token, words in ((None, "does not reproduce the module's output"), (2, "")):
+        attn.c_attn.forward = types.MethodType(lambda self, x, t=token: shifted(self, x, t), attn.c_attn)
+        try:
+            with pytest.raises(nrm.CaptureMismatchError, match=words):
+                nrm.explain(model, e, target=3, check="full")
+        finally:
+            del attn.c_attn.forward

@@ -326,10 +326,14 @@ class EinsumDecomposition:
 class Conv1DDecomposition:
     """``transformers.pytorch_utils.Conv1D`` (GPT-2's projections), read as the linear map it
     computes, ``F.linear(x, Wᵀ, b)``: its own forward flattens the batch into the tokens
-    (``torch.addmm(b, x.view(-1, n), W)``), which nrm does not read, so it runs unrecorded and
-    the decomposition, recorded, must reproduce it within 10³ ulp (as for
-    :class:`MHADecomposition`). Matched by the exact type (a subclass with its own forward is
-    recorded as that forward runs)."""
+    (``torch.addmm(b, x.view(-1, n), W)``), which nrm does not read, so it runs unrecorded.
+    Its definition is one call whose output is the module's own: :meth:`recorded_as` records
+    ``F.linear`` with the module's output as its value, after checking it within 10³ ulp on
+    three rows of the input (the first, middle and last position) rather than computing it
+    again whole (a second matrix product per projection was a sixth of an explain of GPT-2);
+    the self-check of the linear map (``nrm.check``) then compares the whole map with that
+    output. Matched by the exact type (a subclass with its own forward is recorded as that
+    forward runs)."""
 
     def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
         if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() < 2:
@@ -338,6 +342,14 @@ class Conv1DDecomposition:
 
     def __call__(self, module: nn.Module, x):
         return F.linear(x, module.weight.t(), module.bias)
+
+    def recorded_as(self, module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> tuple:
+        """((func, args, kwargs) recorded with ``output`` as its value, the definition on three
+        rows of ``x``, the module's output on those rows)."""
+        W, b = module.weight.t(), module.bias
+        flat_x, flat_out = x.reshape(-1, x.shape[-1]), output.reshape(-1, output.shape[-1])
+        rows = sorted({0, flat_x.shape[0] // 2, flat_x.shape[0] - 1})
+        return (F.linear, (x, W, b), {}), F.linear(flat_x[rows], W, b), flat_out[rows]
 
 
 class ActivationDecomposition:
