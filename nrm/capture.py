@@ -402,16 +402,19 @@ class _Recorder(TorchFunctionMode):
 
     def _reuse(self, frame: _Frame, args: tuple, output: torch.Tensor) -> torch.Tensor:
         """A decomposition that is one call giving the module's own output: that call recorded
-        with the output the module computed, checked on a few of its rows (within 10³ ulp of
-        the output's largest value) rather than computed again."""
+        with the output the module computed, checked against the definition through the
+        decomposition's projections of both (each within 10³ ulp of its scale) rather than
+        computed again."""
         with torch._C.DisableTorchFunction():
-            (func, fargs, fkwargs), mine, theirs = frame.decompose.recorded_as(frame.module, *args, output)
-            bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(output.abs().max()))
-            worst = float((mine - theirs).abs().max()) if mine.shape == theirs.shape else float("inf")
-        if not worst <= bound:
+            (func, fargs, fkwargs), mine, theirs, scale = frame.decompose.recorded_as(frame.module, *args, output)
+            eps = torch.finfo(theirs.dtype).eps
+            worst = float(((mine - theirs).abs() / (1e3 * eps * scale.clamp_min(1.0))).max()) \
+                if mine.shape == theirs.shape else float("inf")
+        if not worst <= 1.0:
             self._fail(CaptureMismatchError(
                 f"the decomposition of {type(frame.module).__name__} at '{frame.name}' does not reproduce the "
-                f"module's output (max deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it faithfully"))
+                f"module's output (its deviation is {worst:.3g} times the 10³ ulp allowed); nrm cannot read it "
+                "faithfully"))
         self._record(func, fargs, fkwargs, None, output, frame)
         return output
 

@@ -328,12 +328,11 @@ class Conv1DDecomposition:
     computes, ``F.linear(x, Wᵀ, b)``: its own forward flattens the batch into the tokens
     (``torch.addmm(b, x.view(-1, n), W)``), which nrm does not read, so it runs unrecorded.
     Its definition is one call whose output is the module's own: :meth:`recorded_as` records
-    ``F.linear`` with the module's output as its value, after checking it within 10³ ulp on
-    three rows of the input (the first, middle and last position) rather than computing it
-    again whole (a second matrix product per projection was a sixth of an explain of GPT-2);
-    the self-check of the linear map (``nrm.check``) then compares the whole map with that
-    output. Matched by the exact type (a subclass with its own forward is recorded as that
-    forward runs)."""
+    ``F.linear`` with the module's output as its value, after checking the whole output
+    against the definition through one random projection (Freivalds' check: x (Wᵀr) + b·r =
+    y·r for every row, within 10³ ulp of |y|·|r|) rather than computing the product again (a
+    second matrix product per projection was a sixth of an explain of GPT-2). Matched by the
+    exact type (a subclass with its own forward is recorded as that forward runs)."""
 
     def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
         if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() < 2:
@@ -344,12 +343,18 @@ class Conv1DDecomposition:
         return F.linear(x, module.weight.t(), module.bias)
 
     def recorded_as(self, module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> tuple:
-        """((func, args, kwargs) recorded with ``output`` as its value, the definition on three
-        rows of ``x``, the module's output on those rows)."""
+        """((func, args, kwargs) recorded with ``output`` as its value, then the check of the
+        whole output without a second matrix product (Freivalds): for a fixed random vector r,
+        every row of ``output`` · r against x · (W r) + b · r (``F.linear``'s weight is Wᵀ), and the
+        scale of each row that bounds their round-off, |x| · (|W| |r|) + |b| · |r| + |output| · |r|)."""
         W, b = module.weight.t(), module.bias
-        flat_x, flat_out = x.reshape(-1, x.shape[-1]), output.reshape(-1, output.shape[-1])
-        rows = sorted({0, flat_x.shape[0] // 2, flat_x.shape[0] - 1})
-        return (F.linear, (x, W, b), {}), F.linear(flat_x[rows], W, b), flat_out[rows]
+        g = torch.Generator(device=output.device).manual_seed(0)
+        r = torch.randn(output.shape[-1], generator=g, dtype=output.dtype, device=output.device)
+        mine = x @ (module.weight @ r) + (b @ r if b is not None else 0)  # module.weight = (Wᵀ)ᵀ, (n_in, n_out)
+        scale = x.abs() @ (module.weight.abs() @ r.abs()) + output.abs() @ r.abs()
+        if b is not None:
+            scale = scale + b.abs() @ r.abs()
+        return (F.linear, (x, W, b), {}), mine, output @ r, scale
 
 
 class ActivationDecomposition:
