@@ -98,10 +98,10 @@ class Engine:
         self.batch = x.shape[0]
         self.inputs: dict[int, torch.Tensor] = {}
         self.pre: dict[int, torch.Tensor] = {}  # pre-activations W a + b of the linear layers
-        self.z_nobias = _NoBias(self)  # W a, formed from them when asked for
         self.winners: dict[int, torch.Tensor] = {}
         self.routes: dict[int, torch.Tensor] = {}  # index maps of pass layers (permute, slicing): input of each output
         self.maps: dict = {}
+        self.z_nobias = _NoBias(self.pre, self.maps, self.inputs)  # W a, formed from them when asked for
         self.in_shape: dict[int, tuple] = {}
         self.shape: dict[int, tuple] = {}  # canonical per-sample shape of each layer
         self.values: dict[int, torch.Tensor] = {}  # activations of each layer (canonical shape)
@@ -213,7 +213,7 @@ class Engine:
         for share in shares:
             z, parts = None, []
             for part, u, w in self._parts(l, share, weights):
-                term = self.z_nobias[l] if part.input is identity and part.weight is identity else lmap.forward(u, w)
+                term = nobias[l] if part.input is identity and part.weight is identity else lmap.forward(u, w)
                 z = term if z is None else z + term
                 parts.append((None if part.input is ones else u, w))
             if z is None:
@@ -262,11 +262,12 @@ class Engine:
             TORCH, lmap.bias if lmap.fuses_bias else lmap.bias_for(self.pre[l]))
         plain = len(items) == 1 and items[0][0].input is identity and items[0][0].weight is identity
         own = False
+        nobias = self.z_nobias  # the closures below hold it, never the engine (no reference cycle)
         if plain and (beta is None or share.bias is identity):
-            d = self.pre[l] if beta is not None else self.z_nobias[l]
+            d = self.pre[l] if beta is not None else nobias[l]
 
             def contributions():
-                return [self.z_nobias[l]]
+                return [nobias[l]]
         elif len(items) == 1:
             _, u, w = items[0]
             d, own = _affine(lmap, u, w, beta), True
@@ -276,7 +277,7 @@ class Engine:
         else:
             z = None
             for part, u, w in items:
-                term = self.z_nobias[l] if part.input is identity and part.weight is identity else lmap.forward(u, w)
+                term = nobias[l] if part.input is identity and part.weight is identity else lmap.forward(u, w)
                 z = term if z is None else z + term
             if z is None:
                 z = torch.zeros((self.batch,) + self.shape[l], dtype=self.dtype, device=self.device)
@@ -653,23 +654,26 @@ class Engine:
 
 class _NoBias(Mapping):
     """z_l = W a without the bias, per linear layer, formed on first use (the forward adds
-    the bias inside the linear map). Not (W a + b) − b: that cancels where |b| ≫ |W a|."""
+    the bias inside the linear map). Not (W a + b) − b: that cancels where |b| ≫ |W a|.
 
-    def __init__(self, engine: Engine):
-        self._engine, self._cache = engine, {}
+    It holds the engine's dictionaries, not the engine: no reference cycle, so an engine and
+    its tensors (a large model's folded and rule-modified weights) are freed as soon as the
+    last measure using it is, without waiting for Python's cycle collector."""
+
+    def __init__(self, pre: dict, maps: dict, inputs: dict):
+        self._pre, self._maps, self._inputs, self._cache = pre, maps, inputs, {}
 
     def __getitem__(self, l: int) -> torch.Tensor:
         if l not in self._cache:
-            e = self._engine
-            pre, lmap = e.pre[l], e.maps[l]
-            self._cache[l] = pre if lmap.bias is None else lmap.forward(e.inputs[l], lmap.own_weight())
+            pre, lmap = self._pre[l], self._maps[l]
+            self._cache[l] = pre if lmap.bias is None else lmap.forward(self._inputs[l], lmap.own_weight())
         return self._cache[l]
 
     def __iter__(self):
-        return iter(self._engine.pre)
+        return iter(self._pre)
 
     def __len__(self) -> int:
-        return len(self._engine.pre)
+        return len(self._pre)
 
 
 def _affine(lmap, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
