@@ -5,16 +5,17 @@ Run from ``.venv-peers`` (torchvision does not import beside ``.venv``'s torch):
     .venv-peers/bin/python benchmarks/zoo_torchvision.py                 # every model, 64×64
     .venv-peers/bin/python benchmarks/zoo_torchvision.py resnet18 convnext_tiny --size 32
 
-Each model is built with random weights (``weights=None``, seed 0), in float64 and eval
-mode, and explained for one seeded image (batch 1), target = the arg-max logit, with LRP-0,
-LRP-ε and every preset of :data:`nrm.presets.PRESETS`. Per model and rule: accepted or the
-refusal's first line, L1's worst deviation (:func:`nrm_verify.laws.normalization`, every
-layer with ⊥ and the bypassing walks), and the time of ``explain`` plus the input heatmap;
-per model L9 (:func:`nrm_verify.laws.gradient_x_input`, LRP-0 = gradient × input, or not
-applicable with its reason) and its general form (``detached=True``: the gradient of the
-model with activation ratios, gates and layer norms' σ detached, which applies to every
-model). Each model runs in a child process with a time limit (a
-refusal, a crash or running out of memory stays with that model).
+Each model is built with random weights (``weights=None``, seed 0), in float64 (those of
+:data:`DTYPE` in float32) and eval mode, and explained for one seeded image (batch 1), target =
+the arg-max logit, with LRP-0, LRP-ε and every preset of :data:`nrm.presets.PRESETS`. Per model
+and rule: accepted or the refusal's first line, L1's worst deviation
+(:func:`nrm_verify.laws.normalization`, every layer with ⊥ and the bypassing walks), and the
+time of ``explain`` plus the input heatmap; per model L9
+(:func:`nrm_verify.laws.gradient_x_input`, LRP-0 = gradient × input, or not applicable with its
+reason) and its general form (``detached=True``: the gradient of the model with activation
+ratios, gates and layer norms' σ detached, which applies to every model). Each model runs in a
+child process with a time limit (a refusal, a crash or running out of memory stays with that
+model).
 
 Rows are merged into ``benchmarks/results/zoo_torchvision.json`` (a model run again replaces
 its row; the others stay, in the order of :data:`MODELS`), so that the zoo can be run
@@ -67,6 +68,12 @@ MIN_SIZE = {"inception_v3": 80, "googlenet": 64, "alexnet": 64, "maxvit_t": 224}
 """Models whose stem needs a larger image than the default."""
 
 
+DTYPE = {"regnet_y_128gf": "float32"}
+"""Models run in another dtype than float64, and why: regnet_y_128gf's 644 M parameters are
+5.2 GB in float64, and an αβ preset holds about four times that (the model, its folded batch
+norms, the positive and the negative parts of every folded weight) — over this machine's 24 GB;
+in float32 every rule set fits (L1 then holds to float32's round-off)."""
+
 FULL_L1 = ("LRP-0", "EpsilonGammaFlat")
 """Rules whose L1 is checked at every layer (with ⊥ and the bypassing walks)."""
 
@@ -83,6 +90,7 @@ def build(name: str, size: int):
     import torch
     import torchvision
 
+    dtype = getattr(torch, DTYPE.get(name, "float64"))
     torch.manual_seed(0)
     kwargs = {"weights": None}
     if name == "inception_v3":
@@ -91,11 +99,11 @@ def build(name: str, size: int):
         kwargs.update(aux_logits=False, init_weights=False)
     if name.startswith("vit_"):
         kwargs.update(image_size=size)
-    model = getattr(torchvision.models, name)(**kwargs).double().eval()
+    model = getattr(torchvision.models, name)(**kwargs).to(dtype).eval()
     if name.startswith("vit_"):  # its head is zero at initialization (every logit 0): drawn, seeded
         with torch.no_grad():
             model.heads.head.weight.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(2))
-    x = torch.randn(1, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, 3, size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(dtype)
     return model, x
 
 
@@ -106,6 +114,8 @@ def first_line(e: BaseException) -> str:
 
 def child(name: str, size: int) -> dict:
     """One model: every rule, L1, L9 (runs in its own process)."""
+    import gc
+
     import torch
 
     import nrm
@@ -117,7 +127,7 @@ def child(name: str, size: int) -> dict:
         logits = model(x)
     target = int(logits.argmax(1))
     row = {"model": name, "size": size, "params": sum(p.numel() for p in model.parameters()), "target": target,
-           "rules": {}}
+           "dtype": str(x.dtype).replace("torch.", ""), "rules": {}}
     for label, rules in rules_to_try().items():
         start = time.perf_counter()
         try:
@@ -130,6 +140,8 @@ def child(name: str, size: int) -> dict:
                 row["rules"][label].update(l1=l1.deviation, l1_holds=l1.holds)
         except Exception as e:  # noqa: BLE001 — the refusal is the result
             row["rules"][label] = {"accepted": False, "error": first_line(e)}
+        m = None  # this rule's measure and engine go before the next rule's are built
+        gc.collect()
     for key, detached in (("l9", False), ("l9_detached", True)):
         try:
             l9 = laws.gradient_x_input(model, x, target, detached=detached)
@@ -179,7 +191,8 @@ def table(rows: list[dict]) -> str:
         t0 = rules.get("LRP-0", {}).get("seconds")
         tg = rules.get("EpsilonGammaFlat", {}).get("seconds")
         times = " | ".join("" if t is None else f"{t:.2f}" for t in (t0, tg))
-        out.append(f"| {r['model']} | {r['params'] / 1e6:.1f} M | {r['size']} | {accepted} | {l1:.1e} | {l9_text} "
+        image = f"{r['size']}" + (f" ({r['dtype']})" if r.get("dtype", "float64") != "float64" else "")
+        out.append(f"| {r['model']} | {r['params'] / 1e6:.1f} M | {image} | {accepted} | {l1:.1e} | {l9_text} "
                    f"| {times} |")
     return "\n".join(out)
 
