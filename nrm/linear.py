@@ -70,6 +70,16 @@ class DenseMap(LinearMap):
         return F.linear(x, weight, bias)
 
     def transpose(self, g, weight, in_shape):
+        """gᵀ W row by row; rows of g that are all zero (a language model's logits explained at
+        one position: relevance only in that row of (T, vocabulary)) are skipped when they are
+        at least half of the rows, and give exact zeros."""
+        rows = g.reshape(-1, g.shape[-1])
+        if rows.shape[0] >= 8:
+            live = rows.any(1).nonzero().squeeze(1)
+            if 2 * live.numel() <= rows.shape[0]:
+                out = rows.new_zeros((rows.shape[0], weight.shape[-1]))
+                out.index_copy_(0, live, rows.index_select(0, live) @ weight)
+                return out.reshape(tuple(g.shape[:-1]) + (weight.shape[-1],))
         return g @ weight
 
     def bias_for(self, z, bias=None):
