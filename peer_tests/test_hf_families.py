@@ -156,3 +156,19 @@ def test_gpt2s_conv1d_is_recorded_as_a_linear_map_with_the_modules_own_output():
                 nrm.explain(model, e, target=3)
         finally:
             del attn.c_attn.forward
+
+
+def test_gpt2s_conv1d_weights_changed_between_explains_are_read_as_they_are_now():
+    """The check's W r is kept per weight tensor; a weight changed in place (through ``.data``,
+    which leaves the version counter as it was, or under no_grad) is read anew: f is the model's."""
+    model, e = _case("gpt2-gelu_new")
+    nrm.explain(model, e, target=3)
+    c_fc = model.model.transformer.h[1].mlp.c_fc
+    c_fc.weight.data.mul_(-0.5)
+    with torch.no_grad():
+        want = model(e)[0, 3]
+    torch.testing.assert_close(nrm.explain(model, e, target=3, check="full").f[0], want, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        c_fc.weight.add_(0.01)
+        want = model(e)[0, 3]
+    torch.testing.assert_close(nrm.explain(model, e, target=3).f[0], want, rtol=1e-12, atol=1e-12)

@@ -9,6 +9,8 @@ What cannot be decomposed faithfully is refused with its reason (``docs/attentio
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -334,6 +336,10 @@ class Conv1DDecomposition:
     second matrix product per projection was a sixth of an explain of GPT-2). Matched by the
     exact type (a subclass with its own forward is recorded as that forward runs)."""
 
+    def __init__(self):
+        self._cache: dict = {}  # (id, version, dtype, device) of a weight → (weakref, probe, (r, W r, |W| |r|))
+        self._lock = threading.Lock()
+
     def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
         if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() < 2:
             return "is called with other arguments than one batched tensor"
@@ -345,16 +351,37 @@ class Conv1DDecomposition:
     def recorded_as(self, module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> tuple:
         """((func, args, kwargs) recorded with ``output`` as its value, then the check of the
         whole output without a second matrix product (Freivalds): for a fixed random vector r,
-        every row of ``output`` · r against x · (W r) + b · r (``F.linear``'s weight is Wᵀ), and the
-        scale of each row that bounds their round-off, |x| · (|W| |r|) + |b| · |r| + |output| · |r|)."""
+        every row of ``output`` · r against x · (W r) + b · r (``F.linear``'s weight is Wᵀ), and
+        the scale of each row that bounds their round-off, |x| · (|W| |r|) + |b| · |r| +
+        |output| · |r|. W r and |W| |r| are kept per weight tensor and version (the weights of
+        a model explained again are read once)."""
         W, b = module.weight.t(), module.bias
-        g = torch.Generator(device=output.device).manual_seed(0)
-        r = torch.randn(output.shape[-1], generator=g, dtype=output.dtype, device=output.device)
-        mine = x @ (module.weight @ r) + (b @ r if b is not None else 0)  # module.weight = (Wᵀ)ᵀ, (n_in, n_out)
-        scale = x.abs() @ (module.weight.abs() @ r.abs()) + output.abs() @ r.abs()
+        r, Wr, Wr_abs = self._projected(module.weight, output)
+        mine = x @ Wr + (b @ r if b is not None else 0)
+        scale = x.abs() @ Wr_abs + output.abs() @ r.abs()
         if b is not None:
             scale = scale + b.abs() @ r.abs()
         return (F.linear, (x, W, b), {}), mine, output @ r, scale
+
+    def _projected(self, weight: torch.Tensor, output: torch.Tensor) -> tuple:
+        """(r, W r, |W| |r|) for this weight (module.weight, (n_in, n_out)) as it is now: kept by
+        the tensor, its version and 64 of its entries (a write through ``.data`` leaves the
+        version as it was; a stale entry would make the check refuse the module, loudly)."""
+        key = (id(weight), weight._version, output.dtype, output.device)
+        flat = weight.detach().reshape(-1)
+        probe = flat[:: max(1, flat.numel() // 64)][:64].clone()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0]() is weight and torch.equal(hit[1], probe):
+            return hit[2]
+        g = torch.Generator(device=output.device).manual_seed(0)
+        r = torch.randn(output.shape[-1], generator=g, dtype=output.dtype, device=output.device)
+        w = weight.to(output.dtype)
+        value = (r, w @ r, w.abs() @ r.abs())
+        with self._lock:
+            self._cache[key] = (weakref.ref(weight), probe, value)
+            while len(self._cache) > 1024:
+                self._cache.pop(next(iter(self._cache)))
+        return value
 
 
 class ActivationDecomposition:
