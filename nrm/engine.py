@@ -213,7 +213,7 @@ class Engine:
         for share in shares:
             z, parts = None, []
             for part, u, w in self._parts(l, share, weights):
-                term = nobias[l] if part.input is identity and part.weight is identity else lmap.forward(u, w)
+                term = self.z_nobias[l] if part.input is identity and part.weight is identity else lmap.forward(u, w)
                 z = term if z is None else z + term
                 parts.append((None if part.input is ones else u, w))
             if z is None:
