@@ -673,6 +673,72 @@ def test_half_precision_is_explained_in_float32(name, attn, dtype):
     assert relative(ours, want.marginal("input") * want.f[0]) <= HALF_TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("dtype", list(HALF_TOLERANCE), ids=str)
+def test_lxt_in_half_precision_beside_nrm(name, dtype):
+    """LXT's own relevance of the half-precision model (its map as shipped, RMSNorm in float32,
+    the backward in the model's dtype) beside nrm's (kernels and relevance in float32), each
+    against the float64 model's (nrm's, equal to LXT's in float64 within 1e-10). Both finite and
+    within the half-precision forward's tolerance on these models. In bfloat16 (8-bit mantissa)
+    LXT's is the further from float64: 1.0e-2 (GPT-2) and 1.1e-2 (Llama) against nrm's 3.7e-3 and
+    7.8e-3 observed — its gradient is rounded to bfloat16 at every operation of the backward,
+    nrm's relevance only where the model itself rounded. In float16 (11 bits) they are alike
+    (9.3e-4 / 8.0e-4 against 6.1e-4 / 8.2e-4)."""
+    model, x = build(name, "sdpa")
+    want = explain(name, model, x)
+    truth = want.marginal("input") * want.f[0]
+    with peer.conventions("attnlrp"):
+        m = nrm.explain(Logit(copy.deepcopy(model).to(dtype)).eval(), x.to(dtype), target=TARGET)
+    ours = m.marginal("input").double() * float(m.f[0])
+    theirs = lxt_relevance(name, copy.deepcopy(model).to(dtype), x.to(dtype), rms_in_input_dtype=False)
+    assert theirs.dtype == dtype and bool(torch.isfinite(theirs).all()) and bool(torch.isfinite(ours).all())
+    ours_error, their_error = relative(ours, truth), relative(theirs.double(), truth)
+    assert max(ours_error, their_error) <= HALF_TOLERANCE[dtype], (ours_error, their_error)
+    if dtype == torch.bfloat16:
+        assert ours_error < their_error, (ours_error, their_error)
+
+
+class _GeluMLP(torch.nn.Module):
+    """Linear → GELU → Linear; ``lxt=True`` applies the GELU through LXT's identity rule, as its
+    maps of GPT-2, Llama and BERT do."""
+
+    def __init__(self, lxt: bool = False):
+        super().__init__()
+        self.lin1, self.act, self.lin2, self.lxt = torch.nn.Linear(4, 6), torch.nn.GELU(), torch.nn.Linear(6, 3), lxt
+
+    def forward(self, x):
+        from lxt.efficient.rules import identity_rule_implicit
+
+        z = self.lin1(x)
+        return self.lin2(identity_rule_implicit(self.act, z) if self.lxt else self.act(z))
+
+
+def test_lxt_identity_rule_is_nan_at_a_zero_input_in_float16_and_nrm_is_finite():
+    """A cause of LXT's NaNs in half precision: its identity rule keeps out / (x + 1e-10) for the
+    backward, and in float16 1e-10 rounds to 0, so an activation whose input is exactly 0 (here a
+    GELU unit with zero weights and bias) gives 0 / 0 = NaN, which the backward spreads to every
+    input. In bfloat16 and float32 1e-10 is representable and the relevance is finite. nrm's
+    identity rule passes the relevance without dividing: finite in every dtype, L1 ≤ 1e-6."""
+    from nrm_verify import laws
+
+    torch.manual_seed(0)
+    net = _GeluMLP()
+    with torch.no_grad():
+        net.lin1.weight[0].zero_()
+        net.lin1.bias[0].zero_()
+    x = torch.randn(2, 4)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        theirs = _GeluMLP(lxt=True)
+        theirs.load_state_dict(net.state_dict())
+        theirs = theirs.to(dtype).eval()
+        xx = x.to(dtype).requires_grad_(True)
+        theirs(xx)[:, 1].sum().backward()
+        assert bool(torch.isfinite(xx * xx.grad).all()) == (dtype != torch.float16), dtype
+        m = nrm.explain(copy.deepcopy(net).to(dtype).eval(), x.to(dtype), target=1)
+        assert bool(torch.isfinite(m.marginal("input")).all()), dtype
+        assert float(laws.normalization(m).deviation) <= 1e-6, dtype
+
+
 def test_lxt_explicit_explainer_names_a_bad_target_or_layer():
     """A target outside the logits and a layer the traced ViT does not have are ArgumentErrors
     naming them (before: an IndexError, and an unknown layer silently left out)."""
