@@ -167,7 +167,8 @@ class Engine:
         if kind == "pass":
             route = block.route()
             if route is not None:
-                self.routes[l] = torch.tensor(route, dtype=torch.long, device=self.device)  # a copy: routes are read-only
+                # a copy: routes are read-only
+                self.routes[l] = torch.tensor(route, dtype=torch.long, device=self.device)
                 if self.check:
                     check_route(step, a, self.routes[l], out)
             return out

@@ -33,6 +33,33 @@ FAMILIES = {
     # its one key/value head over the query heads in `@` (MatMul), rotary, parallel attention and MLP
     "falcon": lambda: transformers.FalconForCausalLM(transformers.FalconConfig(
         vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, attn_implementation="eager")),
+    # MobileBERT: F.pad(x, [0, 0, 0, 1, 0, 0]) shifts the tokens, its (0, 0) pair on the batch dimension padding nothing
+    "mobilebert": lambda: transformers.MobileBertForSequenceClassification(transformers.MobileBertConfig(
+        vocab_size=50, hidden_size=16, embedding_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=24, intra_bottleneck_size=8, true_hidden_size=8, max_position_embeddings=16, num_labels=3)),
+    "stablelm": lambda: transformers.StableLmForCausalLM(transformers.StableLmConfig(**COMMON, num_key_value_heads=1)),
+    "gemma": lambda: transformers.GemmaForCausalLM(transformers.GemmaConfig(**COMMON, num_key_value_heads=1,
+                                                                             head_dim=8)),  # RMSNorm (1 + w)
+    "gemma2": lambda: transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**COMMON, num_key_value_heads=1,
+                                                                                head_dim=8)),
+    "albert": lambda: transformers.AlbertForSequenceClassification(transformers.AlbertConfig(
+        vocab_size=50, embedding_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=24, max_position_embeddings=16, num_labels=3)),  # one layer's weights used twice
+    "electra": lambda: transformers.ElectraForSequenceClassification(transformers.ElectraConfig(
+        vocab_size=50, embedding_size=16, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=24, max_position_embeddings=16, num_labels=3)),
+    "gpt_bigcode": lambda: transformers.GPTBigCodeForCausalLM(transformers.GPTBigCodeConfig(
+        vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16)),  # multi-query attention
+    "starcoder2": lambda: transformers.Starcoder2ForCausalLM(transformers.Starcoder2Config(**COMMON,
+                                                                                          num_key_value_heads=1)),
+}
+FLOAT32_FAMILIES = {
+    # GPT-J: rotary by torch.stack((-x2, x1), dim=-1) (read as unsqueeze and cat); its attention casts the query
+    # and key to float32 (a no-op here, refused by name in a float64 model)
+    "gptj": lambda: transformers.GPTJForCausalLM(transformers.GPTJConfig(
+        vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16, rotary_dim=4)),
+    # OLMo: a LayerNorm without affine parameters computed in float32 (the same no-op)
+    "olmo": lambda: transformers.OlmoForCausalLM(transformers.OlmoConfig(**COMMON)),
 }
 
 
@@ -46,9 +73,9 @@ class Logits(torch.nn.Module):
         return out[:, -1, :] if out.dim() == 3 else out
 
 
-def _case(name: str, seed: int = 0):
+def _case(name: str, seed: int = 0, dtype: torch.dtype = D):
     torch.manual_seed(seed)
-    model = FAMILIES[name]().to(D).eval()
+    model = {**FAMILIES, **FLOAT32_FAMILIES}[name]().to(dtype).eval()
     ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return Logits(model).eval(), model.get_input_embeddings()(ids).detach()
@@ -66,6 +93,48 @@ def test_the_family_is_read_with_nrms_defaults_and_l1_holds_at_every_layer(name)
     assert float(laws.normalization(m).deviation) <= 1e-12
     assert torch.isfinite(m.marginal("input")).all()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model untouched
+
+
+@pytest.mark.parametrize("name", list(FLOAT32_FAMILIES))
+def test_families_that_compute_in_float32_are_read_in_float32(name):
+    """Families whose forward casts to float32 inside (refused by name in float64, "converts
+    torch.float64 to torch.float32") are read in float32: f the model's, L1 ≤ 1e-6 at every layer."""
+    model, e = _case(name, dtype=torch.float32)
+    m = nrm.explain(model, e, target=1, check="full")
+    with torch.no_grad():
+        f = float(model(e)[0, 1])
+    assert abs(float(m.f[0]) - f) <= 1e-6 * max(1.0, abs(f))
+    assert float(laws.normalization(m).deviation) <= 1e-6
+    assert torch.isfinite(m.marginal("input")).all()
+    with pytest.raises(nrm.UnsupportedOperationError, match="converts torch.float64 to torch.float32"):
+        nrm.explain(_case(name)[0], e.double(), target=1)
+
+
+@pytest.mark.parametrize("name", ["gemma", "qwen2"])
+def test_rms_norms_in_input_dtype_keeps_each_familys_formula(name):
+    """The helper rewrites each RMSNorm class with the formula its own forward computes (Gemma's
+    (1 + w), Llama's w), found on a seeded input: the rewritten float64 model equals the model as
+    transformers computes it (in float32 inside) to float32's rounding; a class computing another
+    formula is a PeerConventionError naming it."""
+    from nrm_verify.peers.base import PeerConventionError
+
+    model, e = _case(name)
+    with torch.no_grad():
+        torch.nn.init.normal_(next(m for m in model.modules() if type(m).__name__.endswith("RMSNorm")).weight)
+        theirs = model(e)
+        with rms_norms_in_input_dtype(model):
+            ours = model(e)
+    assert float((ours - theirs).abs().max()) <= 1e-5 * float(theirs.abs().max())
+    norm = type(next(m for m in model.modules() if type(m).__name__.endswith("RMSNorm")))
+    own = norm.forward
+    norm.forward = lambda self, h: 2 * own(self, h)
+    try:
+        with pytest.raises(PeerConventionError, match=norm.__name__):
+            with rms_norms_in_input_dtype(model):
+                pass
+    finally:
+        norm.forward = own
+    assert norm.forward is own
 
 
 def test_gpt2s_gelu_new_is_read_as_one_gelu_not_a_product():

@@ -66,6 +66,10 @@ PADS = {
     "a constant value": lambda: PadNet((1, 0, 0, 1), value=0.5),
     "nn.ConstantPad2d": lambda: PadNet((0, 2, 1, 0), value=-0.25, how="module"),
     "nothing (Unpadded)": lambda: PadNet((0, 0, 0, 0)),
+    # (0, 0) pairs reaching the channels and the batch dimension pad nothing there (MobileBERT's
+    # F.pad(x, [0, 0, 0, 1, 0, 0]) on (B, T, E))
+    "(0, 0) up to the batch dimension": lambda: PadNet((0, 1, 0, 2, 0, 0, 0, 0)),
+    "(0, 0) through the channels": lambda: PadNet((1, 1, 0, 0, 0, 0)),
 }
 
 
@@ -205,6 +209,8 @@ class _Refused(nn.Module):
             h = F.pad(h, (0, -1))
         elif self.how == "batch":
             h = F.pad(h, (0, 0, 0, 0, 1, 0))
+        elif self.how == "batch after a (0, 0)":
+            h = F.pad(h, (0, 1, 0, 0, 0, 1))
         elif self.how == "tensor bound":
             h = torch.clamp(h, min=torch.full((4,), 0.1, dtype=h.dtype))
         elif self.how == "p=1":
@@ -218,6 +224,7 @@ class _Refused(nn.Module):
     ("reflect", "mode 'reflect'"),
     ("crop", "crops (a negative pad)"),
     ("batch", "pads the batch dimension"),
+    ("batch after a (0, 0)", "pads the batch dimension"),
     ("tensor bound", "nrm reads constant finite numbers as bounds"),
     ("p=1", "the 1.0-norm"),
     ("batch norm", "along the batch dimension"),

@@ -165,6 +165,9 @@ CASES = {
                                           (1, 2, 3, 4)),
     "torch.roll and Tensor.roll (swin's cyclic shift)": (
         lambda: Head(lambda h: torch.roll(h, (-1, 2), (2, 3)).roll(1, 1), 24), (1, 2, 3, 4)),
+    "torch.stack (GPT-J's rotate_every_two)": (  # read as unsqueeze and cat
+        lambda: Head(lambda h: torch.stack((-h[:, 1::2], h[:, ::2]), dim=-1), 24), (1, 2, 3, 4)),
+    "torch.stack(dim=1) of three": (lambda: Head(lambda h: torch.stack([h, F.relu(-h), h], 1), 72), (1, 2, 3, 4)),
     "F.avg_pool2d": (lambda: Head(lambda h: F.avg_pool2d(h, kernel_size=3, stride=1, padding=1), 24),
                      (1, 2, 3, 4)),
     "F.adaptive_avg_pool2d": (lambda: Head(lambda h: F.adaptive_avg_pool2d(h, 1), 4), (1, 2, 3, 4)),
@@ -243,6 +246,16 @@ def test_each_piece_of_chunk_is_one_recorded_call():
     assert [tuple(c.kind.index(c)) for c in pieces] == [(0, 1), (2, 3), (4, 5)]
 
 
+def test_stack_is_recorded_as_unsqueeze_and_cat():
+    """torch.stack is read through its definition: each tensor unsqueezed, then concatenated."""
+    class Stacked(nn.Module):
+        def forward(self, x):
+            return torch.stack((x, -x), dim=-1)
+
+    kinds = [c.kind.name for c in capture(Stacked().eval(), _x(2, 3)).calls if c.kind is not None]
+    assert kinds.count("View") == 2 and "Cat" in kinds and not any("stack" in k.lower() for k in kinds), kinds
+
+
 class Mixer(nn.Module):
     def __init__(self, op):
         super().__init__()
@@ -262,8 +275,10 @@ class Mixer(nn.Module):
     (lambda h: torch.roll(h, 1, 0), "rolls along the batch dimension"),
     (lambda h: torch.roll(h, 1), "rolls the flattened tensor"),
     (lambda h: torch.cat(h.chunk(2, 0)[::-1], 0), "splits the batch dimension"),
+    (lambda h: torch.stack([h, h]).sum(0), "stacks along a new first dimension"),
+    (lambda h: torch.stack([h, h], dim=-3).sum(0), "stacks along a new first dimension"),
 ], ids=["mean(0)", "sum()", "sum((0, 1))", "t()", "transpose(0, 1)", "x[0:1]", "roll(1, 0)", "roll(1)",
-        "chunk(2, 0)"])
+        "chunk(2, 0)", "stack(0)", "stack(-3)"])
 def test_an_operation_that_mixes_samples_is_refused_with_its_reason(op, why):
     model = _seeded(Mixer(op))
     with pytest.raises(nrm.UnsupportedOperationError, match=why):

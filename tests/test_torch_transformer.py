@@ -135,7 +135,8 @@ def test_a_nested_tensor_encoder_with_padding_is_refused_by_name():
     assert not torch.allclose(inference, model(x).detach())  # the two paths of torch itself differ
     with pytest.raises(UnsupportedOperationError) as info:
         nrm.explain(model, x, target=0)
-    for words in ("nn.TransformerEncoder", "src_key_padding_mask", "enable_nested_tensor=False", "test_torch_transformer"):
+    for words in ("nn.TransformerEncoder", "src_key_padding_mask", "enable_nested_tensor=False",
+                  "test_torch_transformer"):
         assert words in str(info.value), words
     fixed, _ = _seeded(Encoder(layers=2, padding=PADDING, nested=False), seed=3, batch=2)
     with torch.no_grad():

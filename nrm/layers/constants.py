@@ -560,9 +560,14 @@ def _pad_arguments(input, pad, mode="constant", value=None) -> dict:
 
 
 def _pads(call) -> tuple[int, ...]:
-    """F.pad's ``pad``: (before, after) pairs from the last dimension backwards."""
+    """F.pad's ``pad``: (before, after) pairs from the last dimension backwards, without the
+    trailing (0, 0) pairs (which pad nothing: MobileBERT writes the batch dimension's as
+    ``[0, 0, 0, 1, 0, 0]``)."""
     a = _pad_arguments(*call.args, **call.kwargs)
-    return tuple(int(p) for p in a["pad"])
+    pads = tuple(int(p) for p in a["pad"])
+    while len(pads) >= 2 and len(pads) % 2 == 0 and pads[-2:] == (0, 0):
+        pads = pads[:-2]
+    return pads
 
 
 class Unpadded(Alias):
@@ -595,8 +600,8 @@ class Pad(Linear):
     rule that weighs contributions a_j w_jk, and relevance that reaches it (a flat rule) goes to
     ⊥. Exact form: c's float64 value as a fraction. Refused: another mode than ``"constant"``
     (reflect, replicate, circular: an index map nrm has no kind for), a negative pad (a crop:
-    write a slice), a pad of the batch dimension, a value that is not a finite number. A pad of
-    0 everywhere is :class:`Unpadded`."""
+    write a slice), a pad of the batch dimension (a pair (0, 0) there pads nothing and is read), a
+    value that is not a finite number. A pad of 0 everywhere is :class:`Unpadded`."""
 
     functions = (F.pad,)
     rule_types = (Shift,)

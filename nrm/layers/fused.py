@@ -565,6 +565,58 @@ class NormalizeDecomposition:
         return y
 
 
+class StackDecomposition:
+    """``torch.stack(tensors, dim)`` read as what it is, the tensors each given a new dimension
+    and concatenated along it (GPT-J's ``rotate_every_two``: ``torch.stack((-x2, x1), dim=-1)``)::
+
+        torch.stack(ts, d) = torch.cat([t.unsqueeze(d) for t in ts], d)
+
+    an index map (:class:`~nrm.layers.shape.View` and :class:`~nrm.layers.shape.Cat`, or
+    :class:`~nrm.layers.constants.CatConstant` beside constants): each neuron keeps its
+    relevance. The decomposition's value must equal torch's own ``stack`` (unrecorded) exactly
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused, by name: ``out=``, a new
+    first dimension (stacking samples), an empty or non-tensor sequence."""
+
+    function = torch.stack
+
+    @staticmethod
+    def _arguments(tensors, dim=0, *, out=None) -> dict:
+        return dict(tensors=tensors, dim=dim, out=out)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of torch.stack ({e})"
+        if a["out"] is not None:
+            return "writes into out="
+        ts = a["tensors"]
+        if not isinstance(ts, (list, tuple)) or not ts or not all(isinstance(t, torch.Tensor) for t in ts):
+            return "stacks something other than a non-empty sequence of tensors"
+        if isinstance(a["dim"], bool) or not isinstance(a["dim"], int):
+            return f"takes dim={a['dim']!r}; nrm reads an int"
+        n = ts[0].dim() + 1
+        if not -n <= a["dim"] < n:
+            return None  # torch raises its own IndexError for the user
+        if ts[0].dim() == 0 or a["dim"] % n == 0:
+            return "stacks along a new first dimension (samples side by side); nrm keeps the batch first"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        ts, dim = list(a["tensors"]), a["dim"] % (a["tensors"][0].dim() + 1)
+        out = torch.cat([t.unsqueeze(dim) for t in ts], dim)
+        with torch._C.DisableTorchFunction():
+            theirs = torch.stack(ts, dim)
+            same = out.shape == theirs.shape and bool(torch.equal(out, theirs))
+        if not same:
+            raise CaptureMismatchError("the decomposition of torch.stack does not reproduce it; nrm cannot read it "
+                                       "faithfully")
+        return out
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -580,6 +632,7 @@ DECOMPOSED_FUNCTIONS = {
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
     F.normalize: NormalizeDecomposition(),
+    torch.stack: StackDecomposition(),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
         "nn.MultiheadAttention(batch_first=True) modules through their definition, with the batch first"),

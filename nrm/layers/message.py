@@ -496,7 +496,6 @@ class GraphConvLayer(GCNLayer):
         return module.aggr in ("add", "sum", "mean")
 
     def accepts(self, call):
-        module = call.module
         if call.arg(3, "size", None) is not None:
             return "is called with size=; nrm reads one node set (batch, nodes, features)"
         edge_index = call.arg(1, "edge_index")

@@ -76,19 +76,67 @@ def unruled_linear_problem(network, ruled: tuple, peer: str, what_it_does: str) 
     return []
 
 
+def _normalized(self, h, eps):
+    return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+
+
+RMS_FORMULAS = {
+    "w · x / rms(x)": lambda self, h, eps: self.weight * _normalized(self, h, eps),  # Llama, Qwen2, Mistral, …
+    "(1 + w) · x / rms(x)": lambda self, h, eps: (1 + self.weight) * _normalized(self, h, eps),  # Gemma, Gemma 2
+}
+"""The RMSNorm formulas of transformers' families, rms(x) = √(mean(x²) + ε) over the last dimension."""
+
+
+def _epsilon(norm: nn.Module) -> float | None:
+    """An RMSNorm's ε: ``variance_epsilon`` (Llama, Qwen2, Mistral) or ``eps`` (Gemma)."""
+    return next((getattr(norm, a) for a in ("variance_epsilon", "eps") if isinstance(getattr(norm, a, None), float)),
+                None)
+
+
+def _rms_formula(cls: type, instance: nn.Module):
+    """The formula of :data:`RMS_FORMULAS` that ``cls``'s own forward computes (checked on a
+    seeded input in the weight's dtype, within 10⁻⁵ relative: the class computes in float32),
+    and its ε; :class:`PeerConventionError` when none does."""
+    eps = _epsilon(instance)
+    weight = getattr(instance, "weight", None)
+    if eps is None or not isinstance(weight, torch.Tensor) or weight.dim() != 1:
+        raise PeerConventionError(f"{cls.__name__} has no float ε (variance_epsilon, eps) or no weight of one "
+                                  "dimension; rms_norms_in_input_dtype cannot rewrite it: explain the model in float32")
+    h = torch.randn((2, 3, weight.shape[0]), generator=torch.Generator().manual_seed(0)).to(weight)
+    with torch.no_grad():
+        theirs = cls.forward(instance, h)
+        bound = 1e-5 * max(1.0, float(theirs.abs().max()))
+        for formula in RMS_FORMULAS.values():
+            ours = formula(instance, h, eps)
+            if ours.shape == theirs.shape and bool(((ours - theirs).abs() <= bound).all()):
+                return formula, eps
+    raise PeerConventionError(f"{cls.__name__}'s forward computes none of the RMSNorm formulas {list(RMS_FORMULAS)}; "
+                              "rms_norms_in_input_dtype cannot rewrite it: explain the model in float32")
+
+
 @contextlib.contextmanager
 def rms_norms_in_input_dtype(model: nn.Module) -> Iterator[None]:
-    """transformers' RMSNorms (Llama, Qwen2, Mistral, …) compute in float32 whatever the model's
-    dtype, a dtype change nrm refuses in a float64 model: while the context is open, the RMSNorm
-    classes of ``model`` compute the same formula in the input's dtype; restored on exit."""
-    classes = {type(m) for m in model.modules() if type(m).__name__.endswith("RMSNorm")}
-    saved = {c: c.forward for c in classes}
+    """transformers' RMSNorms (Llama, Qwen2, Mistral, Gemma, …) compute in float32 whatever the
+    model's dtype, a dtype change nrm refuses in a float64 model: while the context is open, the
+    RMSNorm classes of ``model`` compute **the same formula** in the input's dtype; restored on
+    exit. Which formula a class computes (:data:`RMS_FORMULAS`) is found by running its own
+    forward on a seeded input first; a class that computes none of them is a
+    :class:`PeerConventionError` (before, every class was given Llama's formula: Gemma's
+    (1 + w) was silently replaced by w)."""
+    instances = {}
+    for m in model.modules():
+        if type(m).__name__.endswith("RMSNorm"):
+            instances.setdefault(type(m), m)
+    chosen = {c: _rms_formula(c, m) for c, m in instances.items()}  # before any class is changed
+    saved = {c: c.forward for c in chosen}
 
-    def forward(self, h):
-        return self.weight * (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+    def rewritten(formula):
+        def forward(self, h):
+            return formula(self, h, _epsilon(self))
+        return forward
 
-    for c in classes:
-        c.forward = forward
+    for c, (formula, _) in chosen.items():
+        c.forward = rewritten(formula)
     try:
         yield
     finally:
