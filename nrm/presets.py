@@ -34,7 +34,7 @@ FIRST = _First()
 
 DENSE = (nn.Linear,)
 CONV = (nn.Conv1d, nn.Conv2d)
-POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, Sum, Shift, Aggregate)
+POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Upsample, Sum, Shift, Aggregate)
 """Average pooling, sums of branches, additive constants (a position embedding, a mask, a class
 token: :mod:`nrm.layers.constants`) and graph aggregations (:mod:`nrm.layers.message`): LRP-0 by
 default."""

@@ -18,7 +18,20 @@ fused operations the capture records through their definitions are in :mod:`~nrm
 
 from __future__ import annotations
 
-from . import activations, attention, constants, elementwise, linear, message, norm, pooling, products, scale, shape
+from . import (
+    activations,
+    attention,
+    constants,
+    elementwise,
+    linear,
+    message,
+    norm,
+    pooling,
+    products,
+    resample,
+    scale,
+    shape,
+)
 from .base import (
     ROLES,
     Alias,
@@ -53,7 +66,7 @@ BUILTIN_KINDS = (
     norm.GroupNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul, attention.Softmax,
     constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt, constants.Expand,
     constants.CatConstant, constants.Pad, constants.Unpadded,
-    message.IndexSelect, message.Scatter, message.SegmentSoftmax,
+    message.IndexSelect, message.Scatter, message.SegmentSoftmax, resample.Interpolate,
 )
 # BatchNormAffine before BatchNormFold: the capture asks the fold first, and the graph turns a
 # batch norm that cannot fold into its own diagonal layer (BatchNormFold.unfolded)
