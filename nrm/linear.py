@@ -89,7 +89,7 @@ class DenseMap(LinearMap):
 
 
 class ConvMap(LinearMap):
-    """``Conv1d`` / ``Conv2d`` (also average pooling as a depthwise convolution)."""
+    """``Conv1d`` / ``Conv2d`` / ``Conv3d`` (also average pooling as a depthwise convolution)."""
 
     fuses_bias = True
 
@@ -99,7 +99,7 @@ class ConvMap(LinearMap):
         self.dim = weight.dim() - 2
 
     def forward(self, x, weight, bias=None):
-        conv = F.conv1d if self.dim == 1 else F.conv2d
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dim - 1]
         if self._tiled(weight, x.shape[1]):
             return self._plus(_tiled_forward(x, weight), bias)
         kernel = self._shared(weight)
@@ -298,7 +298,7 @@ class ReduceMap(LinearMap):
 
 def avgpool_map(channels: int, kernel: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...],
                 dtype: torch.dtype, device: torch.device, divisor: float | None = None) -> ConvMap:
-    """Average pooling (1-D or 2-D) as a depthwise convolution with constant weights 1/|window|."""
+    """Average pooling (1-D, 2-D or 3-D) as a depthwise convolution with constant weights 1/|window|."""
     n = divisor if divisor is not None else math.prod(kernel)
     weight = torch.full((channels, 1) + tuple(kernel), 1.0 / n, dtype=dtype, device=device)
     return ConvMap(weight, None, tuple(stride), tuple(padding), (1,) * len(kernel), channels)
@@ -306,7 +306,7 @@ def avgpool_map(channels: int, kernel: tuple[int, ...], stride: tuple[int, ...],
 
 def adaptive_avgpool_map(channels: int, in_size: tuple[int, ...], out_size: tuple[int, ...], dtype,
                          device) -> LinearMap:
-    """``AdaptiveAvgPool1d`` / ``AdaptiveAvgPool2d``: a strided average pool when the sizes
+    """``AdaptiveAvgPool1d`` / ``2d`` / ``3d``: a strided average pool when the sizes
     divide, else a per-channel matrix over the flattened positions."""
     if all(n % h == 0 for n, h in zip(in_size, out_size)):
         k = tuple(n // h for n, h in zip(in_size, out_size))

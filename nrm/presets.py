@@ -33,12 +33,13 @@ FIRST = _First()
 """Key of a rule mapping that selects the first linear layer (the one reading the input)."""
 
 DENSE = (nn.Linear,)
-CONV = (nn.Conv1d, nn.Conv2d)
-POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Upsample, Sum, Shift, Aggregate)
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+        nn.Upsample, Sum, Shift, Aggregate)
 """Average pooling, sums of branches, additive constants (a position embedding, a mask, a class
 token: :mod:`nrm.layers.constants`) and graph aggregations (:mod:`nrm.layers.message`): LRP-0 by
 default."""
-NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, Scale, nn.Softmax)
+NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, Scale, nn.Softmax)
 """Normalizations that are layers of their own (a batch norm that cannot fold, layer and group
 norm with σ held), products by a constant (a layer scale) and the softmax (its Taylor
 linearization, AttnLRP Prop. 3.1): LRP-0 in every preset."""

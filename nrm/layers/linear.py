@@ -146,7 +146,8 @@ class MatMulConstant(nn.Module):
 
 
 class Conv(Linear):
-    """``F.conv1d`` / ``F.conv2d`` (``nn.Conv1d`` / ``nn.Conv2d``, zero padding).
+    """``F.conv1d`` / ``F.conv2d`` / ``F.conv3d`` (``nn.Conv1d`` / ``2d`` / ``3d``, zero padding; 3-d:
+    video and volumetric models).
 
     Definition::
 
@@ -156,16 +157,17 @@ class Conv(Linear):
     capture as ``F.pad`` followed by an unpadded convolution.
     """
 
-    functions = (F.conv1d, F.conv2d)
+    functions = (F.conv1d, F.conv2d, F.conv3d)
     folds_batchnorm = True
 
     def examples(self):
         return [(seeded(nn.Conv2d(2, 2, 2, padding=1)), (2, 3, 3)),
                 (seeded(nn.Conv2d(2, 2, 2, stride=2, groups=2, bias=False)), (2, 4, 4)),
-                (seeded(nn.Conv1d(2, 3, 3, padding=1, dilation=2)), (2, 5))]
+                (seeded(nn.Conv1d(2, 3, 3, padding=1, dilation=2)), (2, 5)),
+                (seeded(nn.Conv3d(2, 2, (1, 2, 2), stride=(1, 2, 1), padding=(0, 1, 1))), (2, 2, 3, 3))]
 
     def types(self, call):
-        return (nn.Conv1d,) if call.func is F.conv1d else (nn.Conv2d,)
+        return {F.conv1d: (nn.Conv1d,), F.conv3d: (nn.Conv3d,)}.get(call.func, (nn.Conv2d,))
 
     def accepts(self, call):
         refused = _constant_weights(call, (1, "weight"), (2, "bias"))
@@ -256,7 +258,7 @@ def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
 
 
 class AvgPool(Linear):
-    """``F.avg_pool1d`` / ``F.avg_pool2d`` (``nn.AvgPool1d`` / ``nn.AvgPool2d``): each output is
+    """``F.avg_pool1d`` / ``2d`` / ``3d`` (``nn.AvgPool1d`` / ``2d`` / ``3d``): each output is
     a linear neuron with weights 1/divisor on its window (NRM-SPEC §1: average pooling is a
     linear neuron).
 
@@ -265,21 +267,22 @@ class AvgPool(Linear):
         z_{c,p} = (1 / |window|) Σ_{i ∈ window(p)} a_{c,i}
     """
 
-    functions = (F.avg_pool1d, F.avg_pool2d)
+    functions = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
 
     def examples(self):
         return [(nn.AvgPool2d(2).eval(), (2, 4, 4)), (nn.AvgPool2d(3, stride=1, padding=1).eval(), (1, 3, 3)),
-                (nn.AvgPool1d(3, stride=2, padding=1).eval(), (2, 7))]
+                (nn.AvgPool1d(3, stride=2, padding=1).eval(), (2, 7)),
+                (nn.AvgPool3d((1, 2, 2)).eval(), (2, 2, 4, 4))]
 
     def types(self, call):
-        return (nn.AvgPool1d,) if call.func is F.avg_pool1d else (nn.AvgPool2d,)
+        return {F.avg_pool1d: (nn.AvgPool1d,), F.avg_pool3d: (nn.AvgPool3d,)}.get(call.func, (nn.AvgPool2d,))
 
     def params(self, call):
-        n = 1 if call.func is F.avg_pool1d else 2
+        n = {F.avg_pool1d: 1, F.avg_pool3d: 3}.get(call.func, 2)
         k = _pair(call.arg(1, "kernel_size"), n)
         stride = call.arg(2, "stride", None)
         s = _pair(stride, n) if stride not in (None, [], ()) else k
-        divisor = call.arg(6, "divisor_override", None) if n == 2 else None  # avg_pool1d has none
+        divisor = call.arg(6, "divisor_override", None) if n > 1 else None  # avg_pool1d has none
         return k, s, _pair(call.arg(3, "padding", 0), n), call.arg(4, "ceil_mode", False), \
             call.arg(5, "count_include_pad", True), divisor
 
@@ -316,8 +319,8 @@ class AvgPool(Linear):
 
 
 class AdaptiveAvgPool(Linear):
-    """``F.adaptive_avg_pool1d`` / ``F.adaptive_avg_pool2d`` (``nn.AdaptiveAvgPool1d`` /
-    ``nn.AdaptiveAvgPool2d``): along each spatial axis, window i of n inputs → h outputs covers
+    """``F.adaptive_avg_pool1d`` / ``2d`` / ``3d`` (``nn.AdaptiveAvgPool1d`` / ``2d`` / ``3d``): along
+    each spatial axis, window i of n inputs → h outputs covers
     ⌊i n / h⌋ … ⌈(i+1) n / h⌉ − 1; the window of an output is the product of its axes' windows.
 
     Definition::
@@ -325,17 +328,19 @@ class AdaptiveAvgPool(Linear):
         z_{c,p} = (1 / |window(p)|) Σ_{i ∈ window(p)} a_{c,i}
     """
 
-    functions = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d)
+    functions = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)
 
     def examples(self):
         return [(nn.AdaptiveAvgPool2d((2, 1)).eval(), (2, 3, 3)), (nn.AdaptiveAvgPool2d(1).eval(), (2, 2, 2)),
-                (nn.AdaptiveAvgPool1d(3).eval(), (2, 7)), (nn.AdaptiveAvgPool1d(2).eval(), (1, 4))]
+                (nn.AdaptiveAvgPool1d(3).eval(), (2, 7)), (nn.AdaptiveAvgPool1d(2).eval(), (1, 4)),
+                (nn.AdaptiveAvgPool3d((1, 2, 1)).eval(), (2, 2, 3, 2))]
 
     def types(self, call):
-        return (nn.AdaptiveAvgPool1d,) if call.func is F.adaptive_avg_pool1d else (nn.AdaptiveAvgPool2d,)
+        return {F.adaptive_avg_pool1d: (nn.AdaptiveAvgPool1d,), F.adaptive_avg_pool3d: (nn.AdaptiveAvgPool3d,)}.get(
+            call.func, (nn.AdaptiveAvgPool2d,))
 
     def spatial(self, call) -> int:
-        return 1 if call.func is F.adaptive_avg_pool1d else 2
+        return {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool3d: 3}.get(call.func, 2)
 
     def out_size(self, call, in_size):
         size = _pair(call.arg(1, "output_size"), len(in_size))

@@ -152,7 +152,7 @@ class BatchNormAffine(Linear):
         return [(nn.Sequential(nn.ReLU(), bn).eval(), (2, 3, 3))]
 
     def types(self, call):
-        return (nn.BatchNorm2d,) if len(call.in_shapes[0]) == 4 else (nn.BatchNorm1d,)
+        return {4: (nn.BatchNorm2d,), 5: (nn.BatchNorm3d,)}.get(len(call.in_shapes[0]), (nn.BatchNorm1d,))
 
     def accepts(self, call):
         return _running_statistics(call)

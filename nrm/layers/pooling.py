@@ -9,7 +9,7 @@ from .base import Winner
 
 
 class MaxPool(Winner):
-    """``F.max_pool1d`` / ``F.max_pool2d`` (``nn.MaxPool1d`` / ``nn.MaxPool2d``):
+    """``F.max_pool1d`` / ``2d`` / ``3d`` (``nn.MaxPool1d`` / ``2d`` / ``3d``):
     q(winner_k | k) = 1, where the winner is the first maximal element of the window in
     row-major order (torch's index).
 
@@ -18,16 +18,17 @@ class MaxPool(Winner):
         z_{c,p} = max_{i ∈ window(p)} a_{c,i},   q(a_{c,i*} | z_{c,p}) = 1,  i* = first argmax
     """
 
-    functions = (F.max_pool1d, F.max_pool2d)
+    functions = (F.max_pool1d, F.max_pool2d, F.max_pool3d)
 
     def examples(self):
         from torch import nn
 
         return [(nn.MaxPool2d(2).eval(), (2, 4, 4)), (nn.MaxPool2d(3, stride=2, padding=1).eval(), (1, 5, 5)),
-                (nn.MaxPool1d(3, stride=2, padding=1, dilation=2).eval(), (2, 9))]
+                (nn.MaxPool1d(3, stride=2, padding=1, dilation=2).eval(), (2, 9)),
+                (nn.MaxPool3d((1, 2, 2), stride=(1, 2, 1)).eval(), (2, 2, 4, 3))]
 
     def spatial(self, call) -> int:
-        return 1 if dispatch_name(call.func, "") == "max_pool1d" else 2
+        return {"max_pool1d": 1, "max_pool3d": 3}.get(dispatch_name(call.func, ""), 2)
 
     def params(self, call):
         """(kernel, stride, padding, dilation, ceil_mode), each a tuple of one entry per spatial axis."""
@@ -47,7 +48,7 @@ class MaxPool(Winner):
 
     def winners(self, call, a):
         k, s, p, d, ceil = self.params(call)
-        pool = F.max_pool1d if self.spatial(call) == 1 else F.max_pool2d
+        pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[self.spatial(call) - 1]
         out, idx = pool(a, k, s, p, d, ceil, return_indices=True)
         return idx.flatten(2), out
 

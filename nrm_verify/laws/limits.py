@@ -102,7 +102,8 @@ def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], lis
         elif block.producer.kind == "maxpool":
             k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
             a = ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l])
-            pool = torch.nn.functional.max_pool1d if a.dim() == 3 else torch.nn.functional.max_pool2d
+            F = torch.nn.functional
+            pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[a.dim() - 3]
             out = pool(a, k, s, p, d, ceil)
         elif block.producer.role in ("elementwise", "reshape", "alias"):
             # an activation that opens its layer, or a row-major reshape (or alias) of a value other layers

@@ -114,7 +114,7 @@ def routed(network: ProperFFNN, block, a: torch.Tensor) -> torch.Tensor:
 
 def _maxpool(step, a: torch.Tensor) -> torch.Tensor:
     k, s, p, d, ceil = step.layer_kind.params(step.call)
-    return (F.max_pool1d if a.dim() == 3 else F.max_pool2d)(a, k, s, p, d, ceil)
+    return (F.max_pool1d, F.max_pool2d, F.max_pool3d)[a.dim() - 3](a, k, s, p, d, ceil)
 
 
 def _linear_step(network: ProperFFNN, block, inp: torch.Tensor, R: torch.Tensor) -> torch.Tensor:

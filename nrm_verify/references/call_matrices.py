@@ -381,39 +381,32 @@ def lrn_matrices(call, a: torch.Tensor, rule) -> tuple:
 
 def winners(name: str, params, a: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Flat input index (per sample) of the first maximum of every window, by explicit loops
-    (a 1-D pool is read as a 2-D one of width 1: the same windows, the same flat indices)."""
-    if a.dim() == 3:
-        params = tuple(tuple(v) + (w,) for v, w in zip(params[:4], (1, 1, 0, 1))) + tuple(params[4:])
-        return winners(name, params, a.unsqueeze(-1), out.unsqueeze(-1))
-    B, C, H, W = a.shape
-    oh, ow = out.shape[-2:]
-    k, s, p, d = (_pair(v) for v in params[:4])
-    route = torch.zeros((B, C, oh, ow), dtype=torch.int64)
-    for i in range(oh):
-        for j in range(ow):
-            best = torch.full((B, C), -torch.inf, dtype=DTYPE)
-            idx = None
-            for r in range(k[0]):
-                h = i * s[0] - p[0] + r * d[0]
-                if not 0 <= h < H:
-                    continue
-                for c in range(k[1]):
-                    w = j * s[1] - p[1] + c * d[1]
-                    if not 0 <= w < W:
-                        continue
-                    val = a[:, :, h, w]
-                    flat = torch.arange(C).reshape(1, C) * H * W + h * W + w
-                    if idx is None:
-                        idx = flat.expand(B, C).clone()
-                    better = val > best
-                    best = torch.where(better, val, best)
-                    idx = torch.where(better, flat, idx)
-            route[:, :, i, j] = idx
+    over the output positions and the window's offsets in row-major order, for 1, 2 or 3
+    spatial dimensions (params: kernel, stride, padding, dilation, one entry per axis or one
+    for all)."""
+    B, C = a.shape[:2]
+    spatial, out_spatial = tuple(a.shape[2:]), tuple(out.shape[2:])
+    n = len(spatial)
+    k, s, p, d = (tuple(v) if isinstance(v, (tuple, list)) else (v,) * n for v in params[:4])
+    steps = [math.prod(spatial[i + 1:]) for i in range(n)]
+    channel = torch.arange(C).reshape(1, C) * math.prod(spatial)
+    route = torch.zeros((B, C) + out_spatial, dtype=torch.int64)
+    for opos in itertools.product(*map(range, out_spatial)):
+        best = torch.full((B, C), -torch.inf, dtype=DTYPE)
+        idx = None
+        for kpos in itertools.product(*map(range, k)):
+            ipos = tuple(o * st - pp + kk * dd for o, st, pp, kk, dd in zip(opos, s, p, kpos, d))
+            if not all(0 <= i < m for i, m in zip(ipos, spatial)):
+                continue
+            val = a[(slice(None), slice(None)) + ipos]
+            flat = channel + sum(i * st for i, st in zip(ipos, steps))
+            if idx is None:
+                idx = flat.expand(B, C).clone()
+            better = val > best
+            best = torch.where(better, val, best)
+            idx = torch.where(better, flat, idx)
+        route[(slice(None), slice(None)) + opos] = idx
     got = a.reshape(B, -1).gather(1, route.reshape(B, -1))
     if not torch.equal(got, out.reshape(B, -1)):
         raise RuntimeError(f"max-pooling at '{name}': the explicit winners do not reproduce the model's output")
     return route.reshape(B, -1)
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)

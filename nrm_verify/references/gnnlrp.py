@@ -205,7 +205,7 @@ def forward(model: Model, i: int) -> Forward:
                 out_shape = tuple(out.shape[1:])
             elif layer.kind == "maxpool":
                 k, st, p, d, ceil = producer.layer_kind.params(producer.call)
-                pool = F.max_pool1d if a.dim() == 3 else F.max_pool2d
+                pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[a.dim() - 3]
                 z, idx = pool(a, k, st, p, d, ceil, return_indices=True)
                 C, spatial = in_shape[0], in_shape[1:]
                 offsets = (torch.arange(C, device=device) * math.prod(spatial)).view((C,) + (1,) * len(spatial))

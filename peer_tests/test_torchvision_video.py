@@ -1,0 +1,35 @@
+"""torchvision's video classifiers built from 3-d convolutions (random weights, no download,
+float64, eval mode, one clip of 4 frames at 32×32): ``r3d_18``, ``mc3_18`` and ``r2plus1d_18``,
+which nrm refused before 2026-12-06 (no kind for ``F.conv3d``). f is the model's arg-max logit,
+every map reproduces the model (``check="full"``), L1 holds at every layer and LRP-0 is
+gradient × input (ReLU, batch norm folded into the convolutions, average pooling)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import nrm
+from nrm_verify import laws
+from nrm_verify.laws.limits import gradient_x_input
+
+video = pytest.importorskip("torchvision.models.video", reason="torchvision is installed by scripts/setup-peers.sh")
+
+D = torch.float64
+
+
+@pytest.mark.parametrize("name", ["r3d_18", "mc3_18", "r2plus1d_18"])
+def test_a_video_model_is_explained_and_keeps_the_laws(name):
+    torch.manual_seed(0)
+    model = getattr(video, name)().to(D).eval()
+    x = torch.randn(2, 3, 4, 32, 32, dtype=D, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+    target = int(logits[0].argmax())
+    m = nrm.explain(model, x, target=target, check="full")
+    torch.testing.assert_close(m.f, logits[:, target], rtol=1e-12, atol=1e-12)
+    kinds = {b.producer.layer_kind.name for b in m.network.blocks[1:] if b.producer is not None}
+    assert "Conv" in kinds and "AdaptiveAvgPool" in kinds, kinds
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    l9 = gradient_x_input(model, x, target, tol=1e-9)
+    assert l9.holds is True, str(l9)
