@@ -597,8 +597,11 @@ def _key(func: Any) -> Any:
 
 
 def _flat(out: Any) -> list:
-    """A module's output as a list of tensors (or None)."""
-    return list(out) if isinstance(out, (list, tuple)) else [out]
+    """A module's output as a list of tensors (or None), nested tuples flattened (nn.LSTM's
+    ``(output, (h_n, c_n))``)."""
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flat(o)]
+    return [out]
 
 
 def _tensors_only(out: Any) -> bool:

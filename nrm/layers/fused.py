@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gat import GATDecomposition, GATv2Decomposition
+from .recurrent import FINAL_STATE_REFUSAL, GRUDecomposition, LSTMDecomposition, final_state
 
 
 def _sdpa_arguments(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -633,6 +634,7 @@ DECOMPOSED_FUNCTIONS = {
     torch.einsum: EinsumDecomposition(),
     F.normalize: NormalizeDecomposition(),
     torch.stack: StackDecomposition(),
+    final_state: Refused(FINAL_STATE_REFUSAL),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
         "nn.MultiheadAttention(batch_first=True) modules through their definition, with the batch first"),
@@ -642,7 +644,8 @@ DECOMPOSED_FUNCTIONS = {
 }
 """Fused functions the capture records as the operations that define them."""
 
-DECOMPOSED_MODULES = {nn.MultiheadAttention: MHADecomposition()}
+DECOMPOSED_MODULES = {nn.MultiheadAttention: MHADecomposition(), nn.LSTM: LSTMDecomposition(),
+                      nn.GRU: GRUDecomposition()}
 """Module types whose call the capture records as the operations that define it (checked
 against the module's own output)."""
 
