@@ -33,3 +33,22 @@ def test_a_video_model_is_explained_and_keeps_the_laws(name):
     assert float(laws.normalization(m).deviation) <= 1e-12
     l9 = gradient_x_input(model, x, target, tol=1e-9)
     assert l9.holds is True, str(l9)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4, 56, 56), (1, 3, 3, 36, 44)], ids=["windows divide", "padded"])
+def test_video_swin_is_read_with_its_windows_batch_first(shape):
+    """swin3d_t: its 3-d shifted-window attention folds the windows into the batch; nrm reads it
+    through ShiftedWindow3dDecomposition (the windows in a per-sample dimension), checked against
+    the module's own output. f is the model's, L1 ≤ 1e-12, L9 in its general form (softmax,
+    layer norm's σ and the GELUs detached)."""
+    torch.manual_seed(0)
+    model = video.swin3d_t().to(D).eval()
+    x = torch.randn(*shape, dtype=D, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+    target = int(logits[0].argmax())
+    m = nrm.explain(model, x, target=target, check="full")
+    torch.testing.assert_close(m.f, logits[:, target], rtol=1e-12, atol=1e-12)
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    general = gradient_x_input(model, x, target, detached=True, tol=1e-9)
+    assert general.holds is True, str(general)

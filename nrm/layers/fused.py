@@ -513,6 +513,89 @@ class ShiftedWindowDecomposition:
         return o[:, :H, :W, :].contiguous()
 
 
+def _window_mask_3d(padded: tuple, window: list, shift: list, like: torch.Tensor) -> torch.Tensor:
+    """Video Swin's mask of the shifted windows, (nW, N, N): 0 between positions of the same
+    region of the shifted clip, −100 between positions of different ones (torchvision's
+    ``_compute_attention_mask_3d``, on constants)."""
+    mask = like.new_zeros(padded)
+    slices = [((0, -window[i]), (-window[i], -shift[i]), (-shift[i], None)) for i in range(3)]
+    count = 0
+    for d in slices[0]:
+        for h in slices[1]:
+            for w in slices[2]:
+                mask[d[0]:d[1], h[0]:h[1], w[0]:w[1]] = count
+                count += 1
+    n = [p // w for p, w in zip(padded, window)]
+    mask = mask.view(n[0], window[0], n[1], window[1], n[2], window[2]).permute(0, 2, 4, 1, 3, 5)
+    mask = mask.reshape(n[0] * n[1] * n[2], window[0] * window[1] * window[2])
+    mask = mask.unsqueeze(1) - mask.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class ShiftedWindow3dDecomposition:
+    """torchvision's ``ShiftedWindowAttention3d`` (``swin3d_t``/``s``/``b``, Video Swin), read as
+    ``video.swin_transformer.shifted_window_attention_3d`` with the windows kept in a per-sample
+    dimension, as :class:`ShiftedWindowDecomposition` reads the 2-d one (torchvision folds the
+    windows into the batch, ``(B, T, H, W, C) → (B·nW, N, C)``). With the window and shift
+    adapted to the clip as torchvision does (a window no smaller than the clip along an axis
+    becomes the clip's size there, unshifted), N = ws₀·ws₁·ws₂, h heads, d = C/h::
+
+        x → F.pad to multiples of ws → roll by −shift → (B, T/ws₀, ws₀, H/ws₁, ws₁, W/ws₂, ws₂, C)
+          → permute → (B, nW, N, C);   Q, K, V = F.linear(x, W_qkv, b_qkv) → (B, nW, h, N, d) each
+        S = (Q d^(−½)) Kᵀ + bias (relative position, a constant) + mask (shifted: 0 / −100, a constant)
+        O = softmax(S) V → (B, nW, N, C) → F.linear(·, W_proj, b_proj) → the windows put back
+          → roll by +shift → crop to (B, T, H, W, C)
+
+    The module's own forward runs unrecorded and this decomposition, recorded, must reproduce it
+    within 10³ ulp. Refused, by name: dropout in training mode, other than one (B, T, H, W, C) tensor."""
+
+    def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() != 5:
+            return "is called with other arguments than one (B, T, H, W, C) tensor"
+        if module.training and (module.attention_dropout or module.dropout):
+            return "applies dropout in training mode; call model.eval()"
+        if args[0].shape[-1] % module.num_heads:
+            return "has a width that is not a multiple of its number of heads"
+        return None
+
+    def __call__(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        B, T, H, W, C = x.shape
+        size = (T, H, W)
+        window, shift = list(module.window_size), list(module.shift_size)
+        for i in range(3):
+            if size[i] <= window[i]:
+                window[i], shift[i] = size[i], 0
+        heads = module.num_heads
+        d = C // heads
+        pads = [(window[i] - size[i] % window[i]) % window[i] for i in range(3)]
+        if any(pads):
+            x = F.pad(x, (0, 0, 0, pads[2], 0, pads[1], 0, pads[0]))
+        padded = tuple(s + p for s, p in zip(size, pads))
+        shifted = sum(shift) > 0
+        if shifted:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1], -shift[2]), dims=(1, 2, 3))
+        n = [p // w for p, w in zip(padded, window)]
+        nW, N = n[0] * n[1] * n[2], window[0] * window[1] * window[2]
+        x = x.view(B, n[0], window[0], n[1], window[1], n[2], window[2], C).permute(0, 1, 3, 5, 2, 4, 6, 7)
+        x = x.reshape(B, nW, N, C)
+        with torch._C.DisableTorchFunction():  # parameters and buffers only: constants
+            position = module.get_relative_position_bias(window).reshape(1, 1, heads, N, N)
+            mask = _window_mask_3d(padded, window, shift, position).reshape(1, nW, 1, N, N) if shifted else None
+        qkv = F.linear(x, module.qkv.weight, module.qkv.bias).reshape(B, nW, N, 3, heads, d).permute(0, 3, 1, 4, 2, 5)
+        q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+        attn = torch.matmul(q * d ** -0.5, k.transpose(-2, -1)) + position
+        if mask is not None:
+            attn = attn + mask
+        attn = torch.softmax(attn, dim=-1)
+        o = torch.matmul(attn, v).permute(0, 1, 3, 2, 4).reshape(B, nW, N, C)
+        o = F.linear(o, module.proj.weight, module.proj.bias)
+        o = o.view(B, n[0], n[1], n[2], window[0], window[1], window[2], C).permute(0, 1, 4, 2, 5, 3, 6, 7)
+        o = o.reshape(B, padded[0], padded[1], padded[2], C)
+        if shifted:
+            o = torch.roll(o, shifts=(shift[0], shift[1], shift[2]), dims=(1, 2, 3))
+        return o[:, :T, :H, :W, :].contiguous()
+
+
 class NormalizeDecomposition:
     """``F.normalize(x, p=2, dim, eps)`` = x / max(‖x‖₂, ε) along ``dim`` (swin_v2's cosine
     attention), read as RMSNorm is (:class:`~nrm.layers.constants.Rsqrt`)::
@@ -657,6 +740,7 @@ DECOMPOSED_BY_NAME = {
     ("transformers.activations", "GELUActivation"): ActivationDecomposition(F.gelu, "F.gelu"),
     ("torchvision.models.swin_transformer", "ShiftedWindowAttention"): ShiftedWindowDecomposition(),
     ("torchvision.models.swin_transformer", "ShiftedWindowAttentionV2"): ShiftedWindowDecomposition(),
+    ("torchvision.models.video.swin_transformer", "ShiftedWindowAttention3d"): ShiftedWindow3dDecomposition(),
     ("torch_geometric.nn.conv.gat_conv", "GATConv"): GATDecomposition(),
     ("torch_geometric.nn.conv.gatv2_conv", "GATv2Conv"): GATv2Decomposition(),
 }
