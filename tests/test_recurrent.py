@@ -124,3 +124,58 @@ def test_what_is_not_read_is_refused_by_name_and_the_model_is_untouched(make, sa
     with pytest.raises(UnsupportedOperationError, match=says.replace("(", r"\(").replace(")", r"\)")):
         nrm.explain(model, _x(), target=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class Looped(nn.Module):
+    """A cell (nn.LSTMCell, nn.GRUCell, nn.RNNCell) run over the steps by the model's own loop,
+    from no state (zeros), then a head on the last hidden state."""
+
+    def __init__(self, cell: type, **options):
+        super().__init__()
+        self.cell, self.head = cell(3, 4, **options), nn.Linear(4, 2)
+
+    def forward(self, x):
+        state = None
+        for t in range(x.shape[1]):
+            state = self.cell(x[:, t], state)
+        return self.head(state[0] if isinstance(state, tuple) else state)
+
+
+CELLS = {"LSTMCell": (nn.LSTMCell, {}), "GRUCell": (nn.GRUCell, {}), "GRUCell, no bias": (nn.GRUCell, dict(bias=False)),
+         "RNNCell": (nn.RNNCell, {}), "RNNCell, relu": (nn.RNNCell, dict(nonlinearity="relu"))}
+
+
+@pytest.mark.parametrize("rules", ["LRP-0", "epsilon"])
+@pytest.mark.parametrize("name", list(CELLS))
+def test_a_cell_in_the_models_loop_agrees_with_the_oracle_and_the_reference(name, rules):
+    cell, options = CELLS[name]
+    torch.manual_seed(0)
+    model = Looped(cell, **options).to(D).eval()
+    m = agree(model, _x(steps=3), target=0, rules=RULES[rules])
+    with torch.no_grad():
+        torch.testing.assert_close(m.f, model(_x(steps=3))[:, 0], rtol=1e-12, atol=1e-12)
+    general = gradient_x_input(model, _x(batch=2, steps=3), 1, detached=True, tol=1e-10)
+    assert general.holds is True, str(general)
+
+
+@pytest.mark.parametrize("options", [{}, dict(nonlinearity="relu", num_layers=2, bidirectional=True)],
+                         ids=["tanh", "relu, two layers, bidirectional"])
+def test_nn_rnn_agrees_with_the_oracle_and_the_reference_and_lrp0_is_gradient_x_input(options):
+    model = _tagger(nn.RNN, **options)
+    m = agree(model, _x(steps=3), target=1)
+    with torch.no_grad():
+        torch.testing.assert_close(m.f, model(_x(steps=3))[:, 1], rtol=1e-12, atol=1e-12)
+    relu = options.get("nonlinearity") == "relu"  # piecewise linear: L9 against the model's own gradient
+    l9 = gradient_x_input(model, _x(batch=2, steps=3), 1, detached=not relu, tol=1e-10)
+    assert l9.holds is True, str(l9)
+
+
+def test_a_cell_on_an_unbatched_input_is_refused_by_name():
+    """A cell's refusal names an unbatched input (inside a model whose input is batched, such an
+    input would be a selection along the batch dimension, refused before it)."""
+    from nrm.layers.recurrent import CellDecomposition, GRUDecomposition
+
+    reader = CellDecomposition(GRUDecomposition())
+    assert "unbatched" in reader.refusal(nn.GRUCell(3, 4), (torch.randn(3),), {})
+    assert reader.refusal(nn.GRUCell(3, 4), (torch.randn(2, 3),), {}) is None
+    assert "arguments" in reader.refusal(nn.GRUCell(3, 4), (), {"other": 1})

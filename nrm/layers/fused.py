@@ -17,7 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gat import GATDecomposition, GATv2Decomposition
-from .recurrent import FINAL_STATE_REFUSAL, GRUDecomposition, LSTMDecomposition, final_state
+from .recurrent import (
+    FINAL_STATE_REFUSAL,
+    CellDecomposition,
+    GRUDecomposition,
+    LSTMDecomposition,
+    RNNDecomposition,
+    final_state,
+)
 
 
 def _sdpa_arguments(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -728,7 +735,10 @@ DECOMPOSED_FUNCTIONS = {
 """Fused functions the capture records as the operations that define them."""
 
 DECOMPOSED_MODULES = {nn.MultiheadAttention: MHADecomposition(), nn.LSTM: LSTMDecomposition(),
-                      nn.GRU: GRUDecomposition()}
+                      nn.GRU: GRUDecomposition(), nn.RNN: RNNDecomposition(),
+                      nn.LSTMCell: CellDecomposition(LSTMDecomposition()),
+                      nn.GRUCell: CellDecomposition(GRUDecomposition()),
+                      nn.RNNCell: CellDecomposition(RNNDecomposition())}
 """Module types whose call the capture records as the operations that define it (checked
 against the module's own output)."""
 

@@ -21,6 +21,10 @@ hidden projection — takes all, which is LSTM-LRP's rule (Arras et al. 2017, 20
 takes all"). ``Multiply(split="equal")`` or ``"proportional"`` choose otherwise, as for any
 product. Sigmoid and tanh take the identity rule (the defaults of the activation kinds).
 
+``nn.RNN`` (tanh or relu, no gate) is read the same way, and the cells ``nn.LSTMCell``,
+``nn.GRUCell``, ``nn.RNNCell`` as one step in the model's own loop (:class:`CellDecomposition`:
+their state is batch first, so it is read wherever the model uses it).
+
 Read: ``batch_first=True``, any number of layers, one or both directions, with or without
 biases, an initial state given as constants (a product of a gate with a constant state —
 σ(f) ⊙ c₀ — is then a diagonal linear map of the gate, which takes its share at the first
@@ -109,18 +113,21 @@ class RecurrentDecomposition:
                 state = self._initial(module, hx, k)
                 hs = [None] * x.shape[1]
                 for t in (range(x.shape[1]) if d == 0 else reversed(range(x.shape[1]))):
-                    state = self.step(projected[:, t], state, weights)
+                    state = self.step(module, projected[:, t], state, weights)
                     hs[t] = state[0] if isinstance(state, tuple) else state
                 outs.append(torch.stack(hs, dim=1))
                 finals.append(state)
             layer_in = outs[0] if directions == 1 else torch.cat(outs, dim=2)
         return layer_in, self.final(finals)
 
-    def step(self, projected, state, weights):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def step(self, module: nn.Module, projected, state, weights):
+        """One step: the new state from W_ih x_t + b_ih (``projected``), the previous state (None:
+        zeros) and the weights (W_ih, W_hh, b_ih, b_hh)."""
+        raise NotImplementedError(f"{type(self).__name__} must define step()")  # abstract
 
-    def final(self, finals: list):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def final(self, finals: list):
+        """The module's final state from each layer and direction's last state."""
+        raise NotImplementedError(f"{type(self).__name__} must define final()")  # abstract
 
 
 class LSTMDecomposition(RecurrentDecomposition):
@@ -128,7 +135,7 @@ class LSTMDecomposition(RecurrentDecomposition):
 
     module = nn.LSTM
 
-    def step(self, projected, state, weights):
+    def step(self, module, projected, state, weights):
         _, w_hh, _, b_hh = weights
         if state is None:  # zero state: W_hh 0 + b_hh is the bias alone, f ⊙ 0 vanishes
             pre = projected if b_hh is None else projected + b_hh
@@ -149,7 +156,7 @@ class GRUDecomposition(RecurrentDecomposition):
 
     module = nn.GRU
 
-    def step(self, projected, state, weights):
+    def step(self, module, projected, state, weights):
         _, w_hh, _, b_hh = weights
         r, z, n = projected.chunk(3, 1)
         if state is None and b_hh is None:  # zero state, no bias: W_hh 0 = 0
@@ -167,3 +174,51 @@ class GRUDecomposition(RecurrentDecomposition):
 
     def final(self, finals):
         return final_state(finals)
+
+
+class RNNDecomposition(RecurrentDecomposition):
+    """``nn.RNN(batch_first=True)``: h_t = act(W_ih x_t + b_ih + W_hh h + b_hh), act tanh or relu
+    (its ``nonlinearity``); no product, so no gate."""
+
+    module = nn.RNN
+
+    def step(self, module, projected, state, weights):
+        _, w_hh, _, b_hh = weights
+        if state is None:
+            pre = projected if b_hh is None else projected + b_hh
+        else:
+            pre = projected + F.linear(state, w_hh, b_hh)
+        return torch.tanh(pre) if module.nonlinearity == "tanh" else torch.relu(pre)
+
+    def final(self, finals):
+        return final_state(finals)
+
+
+class CellDecomposition:
+    """``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell`` (one step, in a loop the model writes
+    itself): the step of the matching layer's equations (:class:`LSTMDecomposition`,
+    :class:`GRUDecomposition`, :class:`RNNDecomposition`) on (B, F) and the given state (h, or
+    (h, c) for the LSTM cell; zeros when none), batch first, so the new state is read wherever
+    the model uses it. Checked against the module's own output like the layers. Refused, by
+    name: an unbatched input."""
+
+    def __init__(self, layer: RecurrentDecomposition):
+        self.layer = layer
+
+    @staticmethod
+    def _arguments(input, hx=None):
+        return input, hx
+
+    def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
+        try:
+            x, _ = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of {type(module).__name__}.forward ({e})"
+        if not isinstance(x, torch.Tensor) or x.dim() != 2:
+            return "takes an unbatched input; nrm reads (B, F)"
+        return None
+
+    def __call__(self, module: nn.Module, *args, **kwargs):
+        x, hx = self._arguments(*args, **kwargs)
+        weights = (module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
+        return self.layer.step(module, F.linear(x, module.weight_ih, module.bias_ih), hx, weights)
