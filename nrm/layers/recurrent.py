@@ -52,17 +52,16 @@ def final_state(states: list) -> torch.Tensor:
 
 
 FINAL_STATE_REFUSAL = (
-    "is the final state (h_n, c_n) of an nn.LSTM or nn.GRU: (layers·directions, batch, hidden), the batch in "
+    "is the final state (h_n, c_n) of an nn.LSTM, nn.GRU or nn.RNN: (layers·directions, batch, hidden), the batch in "
     "dimension 1, which nrm does not read; read the output instead (output[:, -1, :hidden] is h_n[-1] of a "
     "one-directional model)")
 
 
 class RecurrentDecomposition:
-    """What :class:`LSTMDecomposition` and :class:`GRUDecomposition` share: the arguments, the
-    refusals, the loop over layers, directions and steps."""
+    """What :class:`LSTMDecomposition`, :class:`GRUDecomposition` and :class:`RNNDecomposition`
+    share: the arguments, the refusals, the loop over layers, directions and steps."""
 
     module: type = nn.RNNBase
-    gates: int = 1
 
     def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
         try:
