@@ -155,6 +155,34 @@ class ConvMap(LinearMap):
             _tuple(self.dilation, n), False, (0,) * n, self.groups, (True, False, False))[0]
 
 
+class ConvTransposeMap(LinearMap):
+    """``ConvTranspose1d`` / ``2d`` / ``3d``: z = conv_transpose(a, W) + b with W (in, out/groups, *k);
+    its transpose is the convolution's VJP with ``transposed=True`` (the adjoint, exactly)."""
+
+    fuses_bias = True
+
+    def __init__(self, weight, bias, stride, padding, output_padding, groups, dilation):
+        self.weight, self.bias = weight, bias
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.groups, self.dilation = groups, dilation
+        self.dim = weight.dim() - 2
+
+    def forward(self, x, weight, bias=None):
+        conv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[self.dim - 1]
+        return conv(x, weight, bias, self.stride, self.padding, self.output_padding, self.groups, self.dilation)
+
+    def transpose(self, g, weight, in_shape):
+        n = self.dim
+        shape = (g.shape[0],) + tuple(in_shape)
+        return torch.ops.aten.convolution_backward(
+            g, g.new_empty(shape), weight, None, _tuple(self.stride, n), _tuple(self.padding, n),
+            _tuple(self.dilation, n), True, _tuple(self.output_padding, n), self.groups, (True, False, False))[0]
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        return None if bias is None else bias.view((1, -1) + (1,) * (z.dim() - 2))
+
+
 class SumMap(LinearMap):
     """The sum of n branches, z_k = Σ_i w_i a^(i)_k with w = 1 (NRM-SPEC §1): the input is
     the stack of the summands, shape (N, n, *shape); weight (n,)."""

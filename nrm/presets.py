@@ -33,7 +33,7 @@ FIRST = _First()
 """Key of a rule mapping that selects the first linear layer (the one reading the input)."""
 
 DENSE = (nn.Linear,)
-CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
         nn.Upsample, Sum, Shift, Aggregate)
 """Average pooling, sums of branches, additive constants (a position embedding, a mask, a class

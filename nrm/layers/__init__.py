@@ -56,7 +56,8 @@ REGISTRY = Registry()
 """Every kind the capture knows: the built-in ones and those registered by users."""
 
 BUILTIN_KINDS = (
-    linear.Dense, linear.ConstantMatMul, linear.Conv, linear.AvgPool, linear.AdaptiveAvgPool, linear.Reduce, linear.Add,
+    linear.Dense, linear.ConstantMatMul, linear.Conv, linear.ConvTranspose, linear.AvgPool, linear.AdaptiveAvgPool,
+    linear.Reduce, linear.Add,
     elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
     activations.Hardtanh, activations.ReLU6, activations.PReLU, activations.Hardsigmoid, activations.Hardswish,
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,

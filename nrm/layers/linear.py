@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..linear import ConvMap, DenseMap, ReduceMap, adaptive_avgpool_map, avgpool_map
+from ..linear import ConvMap, ConvTransposeMap, DenseMap, ReduceMap, adaptive_avgpool_map, avgpool_map
 from ..markers import Sum as SumMarker
 from ..recorded import Value
 from .base import ExactMap, Linear, Sum, seeded, to_fractions, zeros_object
@@ -235,6 +235,40 @@ class Conv(Linear):
                             W[j, k], S[j, k] = w[(oc, icl) + kpos], True
         bias = None if b is None else np.repeat(b, math.prod(out_spatial))
         return ExactMap(W, S, bias, out_shape)
+
+
+class ConvTranspose(Linear):
+    """``F.conv_transpose1d`` / ``2d`` / ``3d`` (``nn.ConvTranspose1d`` / ``2d`` / ``3d``: U-Net and
+    segmentation decoders, generators), the adjoint of a convolution as a linear map of its own.
+
+    Definition (W of shape (in, out/groups, *k); each input neuron spreads over its window)::
+
+        z_{c,o} = Σ_{c' ∈ group(c)} Σ_{i, t : o = s·i − pad + d·t} a_{c',i} w_{c', c mod group, t} + b_c
+
+    A batch norm after it is a diagonal layer of its own (not folded). Its exact form is the map
+    on the unit basis (each output of a unit input is one weight). Rule keys
+    ``nn.ConvTranspose1d`` / ``2d`` / ``3d``; a convolution in the presets."""
+
+    functions = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
+
+    def examples(self):
+        return [(seeded(nn.ConvTranspose2d(2, 2, 2, stride=2)), (2, 2, 3)),
+                (seeded(nn.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2)), (2, 2, 2)),
+                (seeded(nn.ConvTranspose1d(2, 3, 3, stride=2, dilation=2, bias=False)), (2, 4))]
+
+    def types(self, call):
+        return {F.conv_transpose1d: (nn.ConvTranspose1d,), F.conv_transpose3d: (nn.ConvTranspose3d,)}.get(
+            call.func, (nn.ConvTranspose2d,))
+
+    def accepts(self, call):
+        return _constant_weights(call, (1, "weight"), (2, "bias"))
+
+    def map(self, call, a, rule=None):
+        w = call.arg(1, "weight").detach()
+        b = call.arg(2, "bias", None)
+        return ConvTransposeMap(w, None if b is None else b.detach(), call.arg(3, "stride", 1),
+                                call.arg(4, "padding", 0), call.arg(5, "output_padding", 0), call.arg(6, "groups", 1),
+                                call.arg(7, "dilation", 1))
 
 
 def windows(in_spatial, out_spatial, kernel, stride, pad_before, dilation):
