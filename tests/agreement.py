@@ -30,6 +30,23 @@ def compare_layers(m: nrm.Measure, exact, bottom, ref, tolerance: float = 1e-12)
     return compared
 
 
+def seeded(model, seed: int = 1, scale: float = 0.7, statistics: bool = False):
+    """``model`` in float64 and eval mode with every parameter drawn N(0, scale²) from ``seed``
+    (and, with ``statistics``, every batch norm's running mean N(0, 0.1²) and variance in [0.5, 1.5))."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    model = model.to(torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * scale)
+        for m in model.modules() if statistics else ():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=torch.float64) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=torch.float64) + 0.5)
+    return model.eval()
+
+
 def agree(model, x, target, rules=None, check="full") -> nrm.Measure:
     """Explain, and :func:`compare_layers` against the exact oracle and the explicit reference; the measure."""
     m = nrm.explain(model, x, target=target, rules=rules, check=check)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from agreement import agree
+from agreement import agree, seeded
 from torch import nn
 
 import nrm
@@ -57,19 +57,6 @@ class Decoder(nn.Module):
         return self.head(torch.relu(self.up(h)).flatten(1))
 
 
-def _seeded(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    model = model.to(D)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=D) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=D) + 0.5)
-    return model.eval()
-
-
 MODELS = {
     "U-Net": (lambda: TinyUNet(), (2, 4, 4)),
     "U-Net, groups, output padding": (lambda: TinyUNet(groups=2, output_padding=1), (2, 4, 4)),
@@ -80,7 +67,8 @@ MODELS = {
 
 def _case(name: str, batch: int = 1):
     make, shape = MODELS[name]
-    return _seeded(make()), torch.randn((batch,) + shape, dtype=D, generator=torch.Generator().manual_seed(4))
+    x = torch.randn((batch,) + shape, dtype=D, generator=torch.Generator().manual_seed(4))
+    return seeded(make(), 0, statistics=True), x
 
 
 @pytest.mark.parametrize("rules", list(RULES))

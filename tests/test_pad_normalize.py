@@ -13,7 +13,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from agreement import agree
+from agreement import agree, seeded
 from torch import nn
 
 import nrm
@@ -26,15 +26,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 D = torch.float64
 RULES = {"LRP-0": nrm.rules.Zero(), "epsilon": nrm.rules.Epsilon(0.1), "gamma": nrm.rules.Gamma(0.25),
          "EpsilonPlus": nrm.presets.EpsilonPlus(), "EpsilonGammaFlat": nrm.presets.EpsilonGammaFlat()}
-
-
-def _seed(model: nn.Module, seed: int = 1) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    model = model.to(D)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
-    return model.eval()
 
 
 class PadNet(nn.Module):
@@ -121,7 +112,7 @@ def _kinds(m) -> list[str]:
 @pytest.mark.parametrize("rules", list(RULES))
 @pytest.mark.parametrize("pad", list(PADS))
 def test_a_padding_agrees_with_the_exact_oracle_and_the_explicit_reference_at_every_layer(pad, rules):
-    model = _seed(PADS[pad]())
+    model = seeded(PADS[pad]())
     m = agree(model, _image(batch=1), target=1, rules=RULES[rules])
     assert ("Pad" in _kinds(m)) == (pad != "nothing (Unpadded)"), _kinds(m)
     for name in m.layers:  # L1 at every layer
@@ -131,12 +122,12 @@ def test_a_padding_agrees_with_the_exact_oracle_and_the_explicit_reference_at_ev
 
 @pytest.mark.parametrize("pad", ["right and below", "every side", "nothing (Unpadded)"])
 def test_lrp0_is_gradient_x_input_through_a_zero_padding(pad):
-    assert gradient_x_input(_seed(PADS[pad]()), _image(), 2).holds is True
+    assert gradient_x_input(seeded(PADS[pad]()), _image(), 2).holds is True
 
 
 def test_a_zero_padding_neuron_takes_no_relevance_under_lrp0():
     """It has the value 0: the convolution after it takes nothing from it."""
-    model = _seed(PADS["every side"]())
+    model = seeded(PADS["every side"]())
     m = nrm.explain(model, _image(), 0, rules=nrm.rules.Zero())
     layer = next(b.name for b in m.network.blocks[1:] if b.producer is not None and b.producer.layer_kind.name == "Pad")
     r = m.marginal(layer)  # (B, 3, 4 + 3, 4 + 3): x at rows 2..5, columns 1..4
@@ -154,7 +145,7 @@ def test_normalize_and_clamp_agree_with_the_exact_oracle_and_the_explicit_refere
     net = {"normalize": lambda: Normalized(), "normalize dim 1": lambda: Normalized(dim=1),
            "cosine attention": lambda: CosineAttention(),
            "cosine attention, clamp": lambda: CosineAttention(clamp=True)}[model]()
-    net = _seed(net)
+    net = seeded(net)
     x = _tokens(batch=1)
     with torch.no_grad():
         want = net(x)
@@ -168,7 +159,7 @@ def test_normalize_and_clamp_agree_with_the_exact_oracle_and_the_explicit_refere
 def test_the_norm_is_held_each_entry_keeps_its_relevance():
     """x / max(‖x‖, ε) with ‖x‖ held: the norm's path (x², its sum) takes nothing under any
     rule, and under LRP-0 the layer before F.normalize carries what the layer after it does."""
-    net = _seed(Normalized())
+    net = seeded(Normalized())
     x = _tokens()
     for rules in RULES.values():
         m = nrm.explain(net, x, 0, rules=rules)
@@ -180,7 +171,7 @@ def test_the_norm_is_held_each_entry_keeps_its_relevance():
 
 
 def test_l9_through_normalize_holds_in_its_general_form():
-    net = _seed(Normalized())
+    net = seeded(Normalized())
     l9 = gradient_x_input(net, _tokens(), 1)
     assert l9.holds is None, str(l9)
     general = gradient_x_input(net, _tokens(), 1, detached=True, tol=1e-12)
@@ -232,7 +223,7 @@ class _Refused(nn.Module):
 def test_what_it_does_not_read_is_refused_by_name(how, says):
     model, x = _Refused(how).to(D), _tokens()
     model(x)  # the lazy head takes its shape
-    model = _seed(model)
+    model = seeded(model)
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(UnsupportedOperationError) as info:
         nrm.explain(model, x, 0)
@@ -254,7 +245,7 @@ class SharedView(nn.Module):
 
 
 def test_l9_replays_a_view_that_opens_its_layer():
-    model = _seed(SharedView())
+    model = seeded(SharedView())
     m = nrm.explain(model, _tokens(), 1)
     assert any(b.kind == "pass" and b.producer.layer_kind.name == "View" for b in m.network.blocks[1:]), _kinds(m)
     assert gradient_x_input(model, _tokens(), 1, tol=1e-12).holds is True

@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from agreement import agree
+from agreement import agree, seeded
 from torch import nn
 
 import nrm
@@ -64,20 +64,11 @@ CASES = {
 }
 
 
-def _seeded(model: nn.Module, seed: int = 1) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    model = model.to(D)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
-    return model.eval()
-
-
 def _case(name: str, batch: int = 1):
     dims, how = CASES[name]
     shape = {1: (2, 4), 2: (2, 3, 3), 3: (5,)}[dims]
     x = torch.randn((batch,) + shape, dtype=D, generator=torch.Generator().manual_seed(7))
-    return _seeded(Segmenter(dims, **how)), x
+    return seeded(Segmenter(dims, **how)), x
 
 
 def _kinds(m) -> list[str]:
@@ -155,7 +146,7 @@ def test_check_layer_passes_the_kind():
 
 def test_nn_upsample_is_read_and_keyed_by_its_type():
     """nn.Upsample calls F.interpolate: one Interpolate layer, whose rule a RuleMap keys by nn.Upsample."""
-    model = _seeded(nn.Sequential(nn.Conv2d(2, 3, 1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"),
+    model = seeded(nn.Sequential(nn.Conv2d(2, 3, 1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="bilinear"),
                                   nn.Flatten(), nn.Linear(3 * 6 * 6, 4)))
     x = torch.randn(2, 2, 3, 3, dtype=D, generator=torch.Generator().manual_seed(3))
     rules = nrm.RuleMap(nrm.rules.Zero(), by_type={nn.Upsample: nrm.rules.Flat()})
@@ -168,7 +159,7 @@ def test_nn_upsample_is_read_and_keyed_by_its_type():
 
 
 def test_a_matrix_too_large_is_refused_by_name_and_the_model_is_untouched():
-    model = _seeded(Segmenter(2, size=(4096, 4096), mode="bilinear"))
+    model = seeded(Segmenter(2, size=(4096, 4096), mode="bilinear"))
     x = torch.randn(1, 2, 3, 3, dtype=D)
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(UnsupportedOperationError, match="smaller resolution"):

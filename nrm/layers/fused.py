@@ -435,6 +435,19 @@ def _window_mask(pad_H: int, pad_W: int, window: list, shift: list, like: torch.
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
 
+def _window_refusal(module: nn.Module, args: tuple, kwargs: dict, layout: str) -> str | None:
+    """Why a shifted-window attention (2-d: ``layout`` (B, H, W, C); 3-d: (B, T, H, W, C)) cannot
+    be read through its definition, or None."""
+    dims = layout.count(",") + 1
+    if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() != dims:
+        return f"is called with other arguments than one {layout} tensor"
+    if module.training and (module.attention_dropout or module.dropout):
+        return "applies dropout in training mode; call model.eval()"
+    if args[0].shape[-1] % module.num_heads:
+        return "has a width that is not a multiple of its number of heads"
+    return None
+
+
 class ShiftedWindowDecomposition:
     """torchvision's ``ShiftedWindowAttention`` and ``ShiftedWindowAttentionV2`` (``swin_t``,
     ``swin_v2_t``), read as the operations of ``swin_transformer.shifted_window_attention`` with
@@ -464,13 +477,7 @@ class ShiftedWindowDecomposition:
     dropout in training mode, other than one (B, H, W, C) tensor."""
 
     def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
-        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() != 4:
-            return "is called with other arguments than one (B, H, W, C) tensor"
-        if module.training and (module.attention_dropout or module.dropout):
-            return "applies dropout in training mode; call model.eval()"
-        if args[0].shape[-1] % module.num_heads:
-            return "has a width that is not a multiple of its number of heads"
-        return None
+        return _window_refusal(module, args, kwargs, "(B, H, W, C)")
 
     def __call__(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         B, H, W, C = x.shape
@@ -557,13 +564,7 @@ class ShiftedWindow3dDecomposition:
     within 10³ ulp. Refused, by name: dropout in training mode, other than one (B, T, H, W, C) tensor."""
 
     def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
-        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() != 5:
-            return "is called with other arguments than one (B, T, H, W, C) tensor"
-        if module.training and (module.attention_dropout or module.dropout):
-            return "applies dropout in training mode; call model.eval()"
-        if args[0].shape[-1] % module.num_heads:
-            return "has a width that is not a multiple of its number of heads"
-        return None
+        return _window_refusal(module, args, kwargs, "(B, T, H, W, C)")
 
     def __call__(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         B, T, H, W, C = x.shape
