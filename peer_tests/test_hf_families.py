@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import nrm
+from nrm.errors import ArgumentError
 from nrm_verify import laws
 from nrm_verify.peers.base import rms_norms_in_input_dtype
 
@@ -135,6 +136,10 @@ def test_rms_norms_in_input_dtype_keeps_each_familys_formula(name):
     finally:
         norm.forward = own
     assert norm.forward is own
+    for bad in ("a model", None, 3):
+        with pytest.raises(ArgumentError, match="takes a torch.nn.Module"):
+            with rms_norms_in_input_dtype(bad):
+                raise AssertionError("entering the context must raise")
 
 
 def test_gpt2s_gelu_new_is_read_as_one_gelu_not_a_product():

@@ -123,6 +123,10 @@ def rms_norms_in_input_dtype(model: nn.Module) -> Iterator[None]:
     forward on a seeded input first; a class that computes none of them is a
     :class:`PeerConventionError` (before, every class was given Llama's formula: Gemma's
     (1 + w) was silently replaced by w)."""
+    if not isinstance(model, nn.Module):
+        from nrm.errors import ArgumentError
+
+        raise ArgumentError(f"rms_norms_in_input_dtype(model) takes a torch.nn.Module, got {type(model).__name__}")
     instances = {}
     for m in model.modules():
         if type(m).__name__.endswith("RMSNorm"):
