@@ -183,3 +183,124 @@ def test_the_command_on_ray_writes_what_the_local_command_writes(data, tmp_path)
     assert "12 explained now" in on_ray.stdout
     rows = [pq.read_table(tmp_path / f / "samples").sort_by("row").to_pylist() for f in ("local", "ray")]
     assert rows[0] == rows[1]
+
+
+# -- compare_run on Ray (issue 16, items 4 and 6: the run's Parquet rows read by Ray Data) ------------------------
+
+@pytest.fixture(scope="module")
+def perturbed_record(tmp_path_factory):
+    """A run of small_cnn over 14 inputs (row 2 NaN: an error row) with the input heatmaps, sample 3's
+    heatmap then scaled by 1.5 (deviation 1/3) and one entry of sample 9's moved by 1 % of its largest."""
+    import numpy as np
+    import zarr
+
+    folder = tmp_path_factory.mktemp("compare")
+    x = torch.randn(14, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    x[2] = float("nan")
+    torch.save(x, folder / "x.pt")
+    run(small_cnn(seed=0), x, folder / "run", rules=nrm.presets.EpsilonGammaFlat(), layers=["input"],
+        full=["input"], laws=["L1"], batch_size=4, progress=False)
+    heat = zarr.open_group(str(folder / "run" / "arrays.zarr"), mode="a")["marginal/input"]
+    heat[3] = np.asarray(heat[3]) * 1.5
+    nine = np.asarray(heat[9])
+    nine[0, 4, 4] += 0.01 * np.abs(nine).max()
+    heat[9] = nine
+    return folder, x
+
+
+def same_comparison(a, b) -> None:
+    """Two comparisons of one record: the same samples, verdicts, worst list and skipped rows;
+    the deviations to round-off (the engines batch differently)."""
+    assert [(s.id, s.row, s.ok) for s in a.samples] == [(s.id, s.row, s.ok) for s in b.samples]
+    assert [s.id for s in a.worst[:2]] == [s.id for s in b.worst[:2]] == ["3", "9"]
+    assert (a.skipped, a.quantity, len(a.arrays)) == (b.skipped, b.quantity, len(b.arrays))
+    for s, t in zip(a.samples, b.samples):
+        assert t.deviation == pytest.approx(s.deviation, rel=1e-6, abs=1e-6)
+
+
+def test_compare_on_ray_reads_the_rows_with_ray_data_and_equals_the_local_comparison(local_ray, perturbed_record,
+                                                                                    monkeypatch):
+    """The run's Parquet parts are read by ``ray.data.read_parquet``; the explainer runs in the
+    Ray workers, never in the driver; the comparison is the local engine's."""
+    from nrm_verify.report.dataset import compare_run
+
+    folder, x = perturbed_record
+    local = compare_run(folder / "run", small_cnn(seed=0), x, "nrm:EpsilonGammaFlat", worst=3, batch_size=4)
+    reads, real = [], ray.data.read_parquet
+
+    def spy(paths, **kw):
+        reads.append(paths)
+        return real(paths, **kw)
+
+    monkeypatch.setattr(ray.data, "read_parquet", spy)
+    pids = folder / "pids"
+    pids.mkdir(exist_ok=True)
+
+    def where(model, x, target):  # a closure: shipped to the workers with cloudpickle
+        (pids / str(os.getpid())).write_text("")
+        return nrm.explain(model, x, target, rules=nrm.presets.EpsilonGammaFlat()).marginal("input")
+
+    on_ray = compare_run(folder / "run", small_cnn(seed=0), x, where, worst=3, batch_size=3, engine="ray",
+                         concurrency=2, worker_cpus=0.5)
+    assert reads == [str(folder / "run" / "samples")]
+    assert {int(p.name) for p in pids.iterdir()} and os.getpid() not in {int(p.name) for p in pids.iterdir()}
+    same_comparison(local, on_ray)
+    assert on_ray.skipped == ["2"] and len(on_ray.samples) == 13 and on_ray.exit_code == 1
+    spec = compare_run(folder / "run", small_cnn(seed=0), x, "nrm:EpsilonGammaFlat", worst=3, engine="ray",
+                       concurrency=1, worker_cpus=0.5)
+    same_comparison(local, spec)
+
+
+def test_compare_on_ray_of_a_relevance_explainer(local_ray, perturbed_record):
+    from nrm_verify.peers import NRMExplainer
+    from nrm_verify.report.dataset import compare_run
+
+    folder, x = perturbed_record
+    explainer = NRMExplainer(nrm.presets.EpsilonGammaFlat())
+    local = compare_run(folder / "run", small_cnn(seed=0), x, explainer, worst=2, batch_size=5)
+    on_ray = compare_run(folder / "run", small_cnn(seed=0), x, explainer, worst=2, batch_size=5, engine="ray",
+                         concurrency=2, worker_cpus=0.5)
+    assert on_ray.quantity == local.quantity == "relevance"
+    same_comparison(local, on_ray)
+
+
+@pytest.mark.parametrize("options, words", [
+    (dict(engine="spark"), "engine= takes one of"),
+    (dict(engine=["ray"]), "engine= takes one of"),
+    (dict(engine="ray", concurrency=0), "concurrency="),
+    (dict(engine="ray", worker_cpus=float("nan")), "worker_cpus="),
+    (dict(engine="ray", worker_gpus=-1), "worker_gpus="),
+    (dict(engine="ray", address=7), "address="),
+    (dict(batch_size=True), "batch_size="),
+])
+def test_compare_refuses_bad_engine_options_before_starting_anything(perturbed_record, options, words):
+    from nrm_verify.report.dataset import SpecError, compare_run
+
+    folder, x = perturbed_record
+    started = ray.is_initialized()
+    with pytest.raises(SpecError, match=words):
+        compare_run(folder / "run", small_cnn(seed=0), x, "nrm:EpsilonGammaFlat", **options)
+    assert ray.is_initialized() == started
+
+
+def test_snapshot_compare_of_a_run_folder_on_ray(perturbed_record, tmp_path):
+    """``nrm-verify snapshot compare RUN --engine ray`` starts and stops its own local Ray and
+    reports what the local engine reports."""
+    import json
+    import subprocess
+    import sys
+
+    folder, _ = perturbed_record
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "nrm_verify.commands", "snapshot", "compare", str(folder / "run"), "--model",
+            "nrm_verify.zoo.models:small_cnn()", "--data", str(folder / "x.pt"), "--explainer",
+            "nrm:EpsilonGammaFlat", "--worst", "2"]
+    out = {}
+    for engine in ("local", "ray"):
+        done = subprocess.run(argv + ["--out", str(tmp_path / engine), "--json", str(tmp_path / f"{engine}.json"),
+                                      "--engine", engine, "--concurrency", "2", "--worker-cpus", "0.5"],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+        assert done.returncode == 1, done.stderr[-2000:]  # samples 3 and 9 beyond tolerance
+        out[engine] = json.loads((tmp_path / f"{engine}.json").read_text())
+    assert [w["id"] for w in out["ray"]["worst"]] == [w["id"] for w in out["local"]["worst"]] == ["3", "9"]
+    assert (out["ray"]["failures"], out["ray"]["samples"], out["ray"]["skipped"]) == (2, 13, ["2"])

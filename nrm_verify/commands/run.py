@@ -106,10 +106,8 @@ def _run(args) -> int:
     result = run_dataset(model, data, args.out, rules=rules, targets=args.target, layers=args.layers,
                          full=args.full, top_k=args.top_k, channel_top_k=args.channel_top_k, laws=args.laws,
                          batch_size=args.batch_size, prefetch=args.prefetch, seed=args.seed, size=args.size,
-                         normalize=args.normalize, progress=False if args.quiet else None, engine=args.engine,
-                         address=args.address, concurrency=args.concurrency, worker_cpus=args.worker_cpus,
-                         worker_gpus=args.worker_gpus, selection=args.selection,
-                         selection_draws=args.selection_draws)
+                         normalize=args.normalize, progress=False if args.quiet else None,
+                         selection=args.selection, selection_draws=args.selection_draws, **engine_options(args))
     worst = result.reductions["l1_residual"].value if result.reductions and "L1" in args.laws else None
     print(f"{result.samples} samples of {args.data} through {what}: {result.written} explained now, "
           f"{result.skipped} already there, {result.errors} failed (their rows say why)"
@@ -119,6 +117,28 @@ def _run(args) -> int:
         from nrm_verify.report.dataset.report import build_report
         print(f"report: {build_report(result.folder)}")
     return 0
+
+
+ENGINE_DEFAULTS = {"engine": "local", "address": None, "concurrency": 2, "worker_cpus": 1.0, "worker_gpus": 0.0}
+
+
+def add_engine_arguments(group) -> None:
+    """--engine, --address, --concurrency, --worker-cpus, --worker-gpus (run, and snapshot
+    compare of a run folder)."""
+    group.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="where the batches run: local (default, in this process) or ray (Ray Data workers)")
+    group.add_argument("--address", metavar="ADDR", help="with --engine ray: the Ray cluster ('auto', "
+                                                         "'ray://head:10001'); default: a local Ray started for it")
+    group.add_argument("--concurrency", type=positive_int, default=2, help="with --engine ray: workers (default 2)")
+    group.add_argument("--worker-cpus", type=positive_float, default=1.0,
+                       help="with --engine ray: CPUs per worker (fractions share a CPU; default 1)")
+    group.add_argument("--worker-gpus", type=nonnegative_float, default=0.0,
+                       help="with --engine ray: GPUs per worker (e.g. 1 on a GPU cluster; default 0)")
+
+
+def engine_options(args) -> dict:
+    """The engine's keyword arguments of ``run`` and ``compare_run`` from the parsed options."""
+    return {name: getattr(args, name) for name in ENGINE_DEFAULTS}
 
 
 def register(commands) -> None:
@@ -176,15 +196,7 @@ def register(commands) -> None:
                    help="how image pixels in [0, 1] are normalized (default imagenet)")
     i.add_argument("--batch-size", type=positive_int, default=32, help="samples per explain call (default 32)")
     i.add_argument("--prefetch", type=nonnegative_int, default=2, help="batches read ahead (default 2)")
-    i.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="where the batches run: local (default, in this process) or ray (Ray Data workers)")
-    i.add_argument("--address", metavar="ADDR", help="with --engine ray: the Ray cluster ('auto', 'ray://head:10001'); "
-                                                     "default: a local Ray started for the run")
-    i.add_argument("--concurrency", type=positive_int, default=2, help="with --engine ray: workers (default 2)")
-    i.add_argument("--worker-cpus", type=positive_float, default=1.0,
-                   help="with --engine ray: CPUs per worker (fractions share a CPU; default 1)")
-    i.add_argument("--worker-gpus", type=nonnegative_float, default=0.0,
-                   help="with --engine ray: GPUs per worker (e.g. 1 on a GPU cluster; default 0)")
+    add_engine_arguments(i)
     i.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     i.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(run=run)

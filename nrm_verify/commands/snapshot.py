@@ -77,7 +77,8 @@ def run_record(args) -> int:
     return 0
 
 
-RUN_ONLY = ("model", "data", "state_dict", "seed", "worst", "layer", "out", "batch_size", "size", "normalize")
+RUN_ONLY = ("model", "data", "state_dict", "seed", "worst", "layer", "out", "batch_size", "size", "normalize",
+            "engine", "address", "concurrency", "worker_cpus", "worker_gpus")
 """compare's options that only a run folder takes (a snapshot holds its own models and inputs)."""
 
 
@@ -86,7 +87,7 @@ def compare_run_folder(args) -> int:
     the explainer is compared with it sample by sample (:mod:`nrm_verify.report.dataset.regress`)."""
     from nrm_verify.commands.arguments import UsageError
     from nrm_verify.commands.loading import load_model
-    from nrm_verify.commands.run import load_data
+    from nrm_verify.commands.run import engine_options, load_data
 
     try:
         from nrm_verify.report.dataset import RunError, compare_run
@@ -100,7 +101,7 @@ def compare_run_folder(args) -> int:
         model, _ = load_model(args.model, args.state_dict, args.seed)
         result = compare_run(args.path, model, load_data(args.data), args.explainer[0], layer=args.layer,
                              worst=args.worst, batch_size=args.batch_size, rtol=args.rtol, atol=args.atol or 0.0,
-                             size=args.size, normalize=args.normalize)
+                             size=args.size, normalize=args.normalize, **engine_options(args))
         page = result.write(args.out or f"{args.path.rstrip('/')}/comparison")
     except (ImportError, UsageError) as e:
         return _error("compare", str(e))
@@ -143,7 +144,8 @@ def run_compare(args) -> int:
     return report.exit_code
 
 
-DEFAULTS = {"worst": 5, "layer": "input", "batch_size": 32, "size": 224, "normalize": "imagenet", "seed": 0}
+DEFAULTS = {"worst": 5, "layer": "input", "batch_size": 32, "size": 224, "normalize": "imagenet", "seed": 0,
+            "engine": "local", "concurrency": 2, "worker_cpus": 1.0, "worker_gpus": 0.0}
 
 
 def _is_run(path: str) -> bool:
@@ -157,6 +159,8 @@ def _is_run(path: str) -> bool:
 
 
 def register(commands) -> None:
+    from nrm_verify.commands.run import add_engine_arguments
+
     snapshot = commands.add_parser(
         "snapshot", help="record an explainer's outputs on seeded cases, or compare a later run against them",
         description="Regression snapshots: 'record' runs explainers on a fixed, seeded set of cases and writes "
@@ -208,4 +212,5 @@ def register(commands) -> None:
     ds.add_argument("--normalize", choices=["imagenet", "none"], default=DEFAULTS["normalize"],
                     help="image files: the run's --normalize (imagenet)")
     ds.add_argument("--out", metavar="DIR", help="where the comparison goes (default RUN/comparison)")
+    add_engine_arguments(ds)
     cmp.set_defaults(run=run_compare)

@@ -28,6 +28,7 @@ import os
 import pickle
 import re
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -100,29 +101,44 @@ def committed_rows(store: Store) -> int:
     return sum(int(m.group(1)) for p in store.samples.iterdir() if (m := PART.fullmatch(p.name)))
 
 
-def ray_loop(job: RunJob, sink: Sink, todo: list[list[int]], shape: tuple, bar, *, address: str | None,
-             concurrency: int, worker_cpus: float, worker_gpus: float) -> int:
-    """Explain ``todo`` on Ray workers and commit each batch in a Ray Data write task on this
-    node; the rows written."""
+@contextmanager
+def ray_session(address: str | None):
+    """Ray, ready for Ray Data: the cluster at ``address`` ("auto", "ray://head:10001"), or, when
+    Ray is not running in this process and no address is given, a local Ray started here whose
+    workers import nrm and nrm_verify from where this process did, stopped at the end. Ray
+    Data's own progress bars are off (the run and the comparison have theirs)."""
     ray = require_ray()
     started = not ray.is_initialized()
     if started:
-        # a local Ray's workers import nrm and nrm_verify from where this process did
         here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         path = os.pathsep.join([here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
         options = {"address": address} if address else {
             "num_cpus": max(os.cpu_count() or 1, 1), "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **options)
     try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # the run has its own bar
+        ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        threads = max(1, int(round(worker_cpus))) if worker_cpus >= 1 else 1
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def worker_threads(worker_cpus: float) -> int:
+    """torch threads of a worker: its whole CPUs, at least one."""
+    return max(1, int(round(worker_cpus))) if worker_cpus >= 1 else 1
+
+
+def ray_loop(job: RunJob, sink: Sink, todo: list[list[int]], shape: tuple, bar, *, address: str | None,
+             concurrency: int, worker_cpus: float, worker_gpus: float) -> int:
+    """Explain ``todo`` on Ray workers and commit each batch in a Ray Data write task on this
+    node; the rows written."""
+    with ray_session(address) as ray:
         items = ray.data.from_items([{"rows": json.dumps(rows)} for rows in todo], override_num_blocks=len(todo))
         parts = items.map_batches(RayWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=concurrency),
                                   num_cpus=worker_cpus, num_gpus=worker_gpus or None,
                                   fn_constructor_kwargs={"job": pickle.dumps(job), "shape": shape,
-                                                         "gpus": worker_gpus, "threads": threads})
+                                                         "gpus": worker_gpus, "threads": worker_threads(worker_cpus)})
         here_only = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)
         before = committed_rows(sink.store)
@@ -147,6 +163,3 @@ def ray_loop(job: RunJob, sink: Sink, todo: list[list[int]], shape: tuple, bar, 
             watcher.join()
         follow()
         return shown[0]
-    finally:
-        if started:
-            ray.shutdown()

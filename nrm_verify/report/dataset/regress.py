@@ -25,6 +25,7 @@ import html
 import json
 import os
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,22 +157,53 @@ def _current(value, layer: str) -> tuple[np.ndarray, str]:
     return np.asarray(value, dtype=np.float64), quantity
 
 
+def explained(fn: Callable, model: torch.nn.Module, x: torch.Tensor, targets: list[int],
+              layer: str) -> tuple[np.ndarray, str]:
+    """The explainer's output for ``layer`` on one batch, as float64 (n, …), and whether it is
+    a marginal or a relevance (an explainer that starts from R_c = 1, the ``zennit:…`` specs,
+    gives R / f_c = m: a marginal)."""
+    with torch.enable_grad():
+        current, quantity = _current(fn(model, x, targets), layer)
+    if getattr(fn, "start", "f") == "one-hot":
+        quantity = MARGINAL
+    return current, quantity
+
+
+def local_explained(rows: list[dict], model: torch.nn.Module, source, fn: Callable, layer: str, batch_size: int):
+    """The run's rows explained here, ``batch_size`` at a time: (rows, current, quantity) per batch."""
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        x = torch.stack([source.load(r["row"])[0] for r in batch]).to(model_dtype(model))
+        current, quantity = explained(fn, model, x, [r["target"] for r in batch], layer)
+        yield [r["row"] for r in batch], current, quantity
+
+
 def compare_run(folder: str | os.PathLike, model: torch.nn.Module, data, explainer, *, layer: str = "input",
                 worst: int = 5, batch_size: int = 32, rtol: float | None = None, atol: float = 0.0,
-                size: int | None = None, normalize: str = "none") -> RunComparison:
+                size: int | None = None, normalize: str = "none", engine: str = "local", address: str | None = None,
+                concurrency: int = 2, worker_cpus: float = 1.0, worker_gpus: float = 0.0) -> RunComparison:
     """Explain the samples of the run in ``folder`` (``data``, the same dataset; ``model``, the
     same model: RunMismatchError otherwise) with ``explainer`` and compare with the run's
     recorded ``arrays.zarr/marginal/<layer>``, sample by sample (see the module's docstring).
     ``rtol`` defaults by the recorded dtype (float64 1e-10, float32 1e-5). Error rows of the
-    run are skipped and listed."""
+    run are skipped and listed.
+
+    ``engine="ray"`` explains on Ray Data workers (:mod:`~nrm_verify.report.dataset.ray_compare`:
+    the run's Parquet rows read by ``ray.data.read_parquet``, ``concurrency`` workers of
+    ``worker_cpus`` CPUs and ``worker_gpus`` GPUs, on the cluster at ``address`` or a local Ray);
+    Ray Data forms the batches, so the explanations agree with the local engine's to round-off
+    (another batch composition), and so do the deviations."""
     import zarr
 
+    from nrm_verify.report.dataset.runner import check_engine_options
     from nrm_verify.report.snapshots import DEFAULT_RTOL
 
     manifest, store = read_run(folder)
     fn, label = _explainer(explainer)
-    if isinstance(worst, bool) or not isinstance(worst, int) or worst < 1 or batch_size < 1:
+    if isinstance(worst, bool) or not isinstance(worst, int) or worst < 1 or isinstance(batch_size, bool) \
+            or not isinstance(batch_size, int) or batch_size < 1:
         raise SpecError(f"worst= and batch_size= take whole numbers >= 1, got {worst!r}, {batch_size!r}")
+    check_engine_options(engine, address, concurrency, worker_cpus, worker_gpus)
     if model_fingerprint(model) != manifest["fingerprint"]["model"]:
         raise RunMismatchError(f"{folder} was run with another model (its parameters or structure differ)")
     source = as_source(data, size=size, normalize=normalize)
@@ -184,27 +216,33 @@ def compare_run(folder: str | os.PathLike, model: torch.nn.Module, data, explain
     recorded = zarr.open_group(str(Path(folder) / "arrays.zarr"), mode="r")[f"marginal/{layer}"]
     rtol = DEFAULT_RTOL.get(str(recorded.dtype), 1e-5) if rtol is None else rtol
     table = store.table().to_pylist()
-    ok_rows = [r for r in table if r["status"] == "ok"]
+    ok_rows = {r["row"]: r for r in table if r["status"] == "ok"}
+    if engine == "ray" and ok_rows:
+        from nrm_verify.report.dataset.ray_compare import ray_explained
+        pieces = ray_explained(store, model, source, fn, layer, batch_size, address=address,
+                               concurrency=concurrency, worker_cpus=worker_cpus, worker_gpus=worker_gpus)
+    else:
+        pieces = local_explained(list(ok_rows.values()), model, source, fn, layer, batch_size)
     samples, kept, quantity = [], {}, MARGINAL
-    for start in range(0, len(ok_rows), batch_size):
-        batch = ok_rows[start:start + batch_size]
-        x = torch.stack([source.load(r["row"])[0] for r in batch]).to(model_dtype(model))
-        with torch.enable_grad():
-            current, quantity = _current(fn(model, x, [r["target"] for r in batch]), layer)
-        if getattr(fn, "start", "f") == "one-hot":  # zennit:… specs start from R_c = 1: R / f_c = m
-            quantity = MARGINAL
-        for i, r in enumerate(batch):
-            old = np.asarray(recorded[r["row"]], dtype=np.float64)
-            if quantity == RELEVANCE:
-                old = old * r["f"]
-            new = current[i].reshape(old.shape)
-            diff = float(np.abs(new - old).max())
-            scale = float(np.abs(old).max())
-            samples.append(SampleDeviation(r["id"], r["row"], diff / scale if scale > 0 else diff, diff,
-                                           atol + rtol * scale))
-            kept[r["id"]] = (old, new)
-        best = {s.id for s in sorted(samples, key=_badness)[:worst]}
-        kept = {k: v for k, v in kept.items() if k in best}          # only the worst samples' arrays are held
+    with closing(pieces):  # a Ray started for the comparison stops when it ends, however it ends
+        for rows, current, quantity in pieces:
+            for i, row in enumerate(rows):
+                r = ok_rows[row]
+                old = np.asarray(recorded[row], dtype=np.float64)
+                if quantity == RELEVANCE:
+                    old = old * r["f"]
+                new = current[i].reshape(old.shape)
+                diff = float(np.abs(new - old).max())
+                scale = float(np.abs(old).max())
+                samples.append(SampleDeviation(r["id"], row, diff / scale if scale > 0 else diff, diff,
+                                               atol + rtol * scale))
+                kept[r["id"]] = (old, new)
+            best = {s.id for s in sorted(samples, key=_badness)[:worst]}
+            kept = {k: v for k, v in kept.items() if k in best}          # only the worst samples' arrays are held
+    samples.sort(key=lambda s: s.row)
+    if len(samples) != len(ok_rows):
+        raise RunMismatchError(f"{len(ok_rows)} rows of {folder} are ok but {len(samples)} were compared; its "
+                               "samples/ folder changed during the comparison")
     top = sorted(samples, key=_badness)[:worst]
     return RunComparison(Path(folder), layer, label, quantity, samples, top,
                          [r["id"] for r in table if r["status"] != "ok"], {s.id: kept[s.id] for s in top})

@@ -76,8 +76,8 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
     """
     spec = Spec(layers, full, top_k, channel_top_k, events or {}, conditional or {}, laws, explainers or {},
                 selection, selection_draws)
-    _check_options(model, batch_size, engine, prefetch, seed)
-    _check_ray_options(engine, address, concurrency, worker_cpus, worker_gpus)
+    _check_options(model, batch_size, prefetch, seed)
+    check_engine_options(engine, address, concurrency, worker_cpus, worker_gpus)
     source = as_source(data, size=size, normalize=normalize)
     if not len(source):
         raise DatasetError("the dataset has no samples")
@@ -148,17 +148,19 @@ def _finish(store: Store, manifest: dict, n: int, written: int, skipped: int, se
     return RunResult(store.folder, n, written, skipped, errors, reductions, manifest)
 
 
-def _check_options(model, batch_size, engine, prefetch, seed) -> None:
+def _check_options(model, batch_size, prefetch, seed) -> None:
     if not isinstance(model, nn.Module):
         raise SpecError(f"model takes a torch.nn.Module, got {type(model).__name__}")
     for name, value, low in (("batch_size", batch_size, 1), ("prefetch", prefetch, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SpecError(f"{name}= takes a whole number >= {low}, got {value!r}")
-    if engine not in ENGINES:
+
+
+def check_engine_options(engine, address, concurrency, worker_cpus, worker_gpus) -> None:
+    """SpecError for an engine that is not one of :data:`ENGINES` or Ray options out of range;
+    ImportError for ``engine="ray"`` without Ray Data."""
+    if not isinstance(engine, str) or engine not in ENGINES:
         raise SpecError(f"engine= takes one of {ENGINES}, got {engine!r}")
-
-
-def _check_ray_options(engine, address, concurrency, worker_cpus, worker_gpus) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise SpecError(f"concurrency= takes a whole number >= 1 (Ray workers), got {concurrency!r}")
     for name, value in (("worker_cpus", worker_cpus), ("worker_gpus", worker_gpus)):
