@@ -131,14 +131,28 @@ class ChannelsLast(nn.Module):
         return self.fc(self.norm2(F.relu(h * self.layer_scale)).flatten(1))
 
 
+class Instances(nn.Module):
+    """conv → InstanceNorm2d (affine) → relu → conv → flatten to (B, C, L) → InstanceNorm1d
+    (no affine) → relu → linear, as a style-transfer or GAN block is built."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.inorm, self.conv2 = nn.Conv2d(2, 3, 2), nn.InstanceNorm2d(3, affine=True), nn.Conv2d(3, 2, 2)
+        self.inorm1, self.fc = nn.InstanceNorm1d(2), nn.Linear(2, 2)
+
+    def forward(self, x):
+        h = self.conv2(F.relu(self.inorm(self.conv(x))))
+        return self.fc(F.relu(self.inorm1(h.flatten(2))).mean(2))
+
+
 MODELS = {"densenet-layer": (DenseLayer, (1, 2, 3, 3)), "input-bn": (InputNorm, (1, 2, 3, 3)),
           "convnext-block": (CNBlock, (1, 2, 2, 2)), "channels-last": (ChannelsLast, (1, 2, 3, 3)),
-          "group-norm": (Groups, (1, 2, 3, 3))}
+          "group-norm": (Groups, (1, 2, 3, 3)), "instance-norm": (Instances, (1, 2, 4, 4))}
 KINDS = {"densenet-layer": {"BatchNormAffine"}, "input-bn": {"BatchNormAffine"},
          "convnext-block": {"LayerNormCentring", "ConstantScale"}, "channels-last": {"LayerNormCentring",
                                                                                      "ConstantScale"},
-         "group-norm": {"GroupNormCentring", "ConstantScale"}}
-SEQUENTIAL = ("input-bn", "channels-last", "group-norm")  # the exact oracle reads sequential models
+         "group-norm": {"GroupNormCentring", "ConstantScale"}, "instance-norm": {"InstanceNormCentring"}}
+SEQUENTIAL = ("input-bn", "channels-last", "group-norm", "instance-norm")  # the exact oracle reads sequential models
 
 
 def _model(name: str, batch: int = 1, seed: int = 0):
@@ -268,10 +282,46 @@ def test_constant_scale_refuses_what_is_not_linear():
     assert call.kind is None and "enlarges" in call.refusal
 
 
-@pytest.mark.parametrize("kind", ["BatchNormAffine", "LayerNormCentring", "GroupNormCentring", "ConstantScale"])
+@pytest.mark.parametrize("kind", ["BatchNormAffine", "LayerNormCentring", "GroupNormCentring", "InstanceNormCentring",
+                                  "ConstantScale"])
 def test_check_layer_passes_the_new_kinds(kind):
     report = check_layer(nrm.layers.REGISTRY.kinds[kind], max_examples=2, only=["K2", "K3", "K5", "L1", "L9"])
     assert report.ok, str(report)
     statuses = {f"{v.law} {v.name}": v.status for v in report.verdicts}
     l9 = statuses["L9 LRP-0 = gradient × input"]
     assert l9 in ((NOT_APPLICABLE,) if "Centring" in kind else (HELD, PROVED)), l9
+
+
+def test_instance_norm_is_group_norm_with_a_group_per_channel():
+    """The instance-norm map equals the group-norm map with G = C on the same input, and
+    nn.InstanceNorm's own rule types pick its rule (a RuleMap keyed by nn.InstanceNorm2d)."""
+    from nrm.layers.norm import GroupNormCentring, InstanceNormCentring
+
+    a = _x(2, 3, 2, 2, seed=4)
+    inorm = _seeded(nn.InstanceNorm2d(3, affine=True), 5)
+    gnorm = nn.GroupNorm(3, 3).double().eval()
+    with torch.no_grad():
+        gnorm.weight.copy_(inorm.weight)
+        gnorm.bias.copy_(inorm.bias)
+    ci, cg = capture(inorm, a).calls[-1], capture(gnorm, a).calls[-1]
+    assert isinstance(ci.kind, InstanceNormCentring) and isinstance(cg.kind, GroupNormCentring)
+    mi, mg = ci.kind.map(ci, a), cg.kind.map(cg, a)
+    assert torch.equal(mi.forward(a, mi.own_weight()), mg.forward(a, mg.own_weight()))
+    model = nn.Sequential(nn.Conv2d(2, 3, 2), inorm, nn.ReLU(), nn.Flatten(), nn.Linear(12, 2)).double().eval()
+    x = _x(1, 2, 3, 3, seed=6)
+    rules = nrm.RuleMap(nrm.rules.Zero(), by_type={nn.InstanceNorm2d: nrm.rules.Epsilon(0.5)})
+    assert not torch.equal(nrm.explain(model, x, target=0, rules=rules).marginal("input"),
+                           nrm.explain(model, x, target=0, rules=nrm.rules.Zero()).marginal("input"))
+
+
+def test_instance_norm_with_running_statistics_is_refused_by_name():
+    model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.InstanceNorm2d(3, track_running_stats=True), nn.Flatten(),
+                          nn.Linear(12, 2)).double().eval()
+    with pytest.raises(nrm.UnsupportedModuleError, match="running statistics"):
+        nrm.explain(model, _x(1, 2, 3, 3), target=0)
+
+
+def test_l9_is_not_applicable_through_instance_norm():
+    model, x = _model("instance-norm", seed=3)
+    result = gradient_x_input(model, x, 0)
+    assert result.holds is None and "InstanceNormCentring" in result.detail

@@ -183,11 +183,14 @@ class _Centring(Linear):
         """(P groups, n per group, γ as (P, n) or None, β as (P, n) or None)."""
         raise NotImplementedError  # abstract
 
+    weight_at, bias_at, eps_at = 2, 3, 4
+    """Where the call's arguments γ, β and ε sit (``F.layer_norm``, ``F.group_norm``)."""
+
     def eps(self, call) -> float:
-        return float(call.arg(4, "eps", 1e-5))
+        return float(call.arg(self.eps_at, "eps", 1e-5))
 
     def accepts(self, call):
-        for i, name in ((2, "weight"), (3, "bias")):
+        for i, name in ((self.weight_at, "weight"), (self.bias_at, "bias")):
             if isinstance(call.arg(i, name, None), Value):
                 return (f"its {name} is computed from the input, so it is a product of activations, not a linear "
                         "map; nrm reads it once a product kind is declared for it")
@@ -281,3 +284,41 @@ class GroupNormCentring(_Centring):
         gamma, beta = call.arg(2, "weight", None), call.arg(3, "bias", None)
         spread = (lambda t: None if t is None else t.detach().repeat_interleave(per).reshape(G, n))
         return G, n, spread(gamma), spread(beta)
+
+
+class InstanceNormCentring(_Centring):
+    """``F.instance_norm`` (``nn.InstanceNorm1d/2d/3d``, style transfer and GAN generators)
+    with its instance statistics and σ held at its forward value (the identity on 1/σ, AttnLRP
+    Prop. 3.4; the default): each channel of each sample (its n positions) is centred and
+    scaled by its own σ::
+
+        z_{c,p} = Σ_{p'} (γ_c / σ_c) (δ_pp' − 1/n) a_{c,p'} + β_c,    σ_c = √(Var_p(a_c) + ε)   (held)
+
+    — group norm with one group per channel. Kernel and exact form as for
+    :class:`LayerNormCentring`; law L9 holds only against the gradient with σ detached. A call
+    with running statistics (``track_running_stats=True`` in eval) is a per-channel affine map
+    and is refused by name.
+    """
+
+    functions = (F.instance_norm,)
+    rule_types = (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+    jacobian = False
+    weight_at, bias_at, eps_at = 3, 4, 7
+
+    def examples(self):
+        return [(seeded(nn.InstanceNorm1d(2, affine=True)), (2, 3)), (nn.InstanceNorm2d(2).eval(), (2, 2, 2))]
+
+    def types(self, call):
+        return {4: (nn.InstanceNorm2d,), 5: (nn.InstanceNorm3d,)}.get(len(call.in_shapes[0]), (nn.InstanceNorm1d,))
+
+    def accepts(self, call):
+        if not call.arg(5, "use_input_stats", True):
+            return ("it normalizes with running statistics (track_running_stats=True in eval), a per-channel affine "
+                    "map that nrm does not read as instance norm; use nn.BatchNorm with those statistics")
+        return super().accepts(call)
+
+    def layout(self, call, in_shape):
+        C, per = in_shape[0], math.prod(in_shape[1:])
+        gamma, beta = call.arg(3, "weight", None), call.arg(4, "bias", None)
+        spread = (lambda t: None if t is None else t.detach().repeat_interleave(per).reshape(C, per))
+        return C, per, spread(gamma), spread(beta)

@@ -193,13 +193,20 @@ def _rows(call, rows: int):
 
 
 def centring_matrices(call, a: torch.Tensor) -> tuple:
-    """Layer norm or group norm at its input a (B, *in) with σ held (AttnLRP Prop. 3.4), per
-    sample, from the definition by explicit loops over the groups: W[b, k, j] =
-    γ_k / σ_{b,g} (δ_jk − 1/n) for j, k in group g, b_k = β_k. Structure: the groups."""
+    """Layer norm, group norm or instance norm at its input a (B, *in) with σ held (AttnLRP
+    Prop. 3.4), per sample, from the definition by explicit loops over the groups (instance
+    norm: a group per channel): W[b, k, j] = γ_k / σ_{b,g} (δ_jk − 1/n) for j, k in group g,
+    b_k = β_k. Structure: the groups."""
     B, shape = a.shape[0], tuple(a.shape[1:])
     N = numel(shape)
-    gamma, beta, eps = call.arg(2, "weight", None), call.arg(3, "bias", None), float(call.arg(4, "eps", 1e-5))
-    if call.func is F.layer_norm:
+    at = (3, 4, 7) if call.func is F.instance_norm else (2, 3, 4)  # where γ, β, ε sit in the call
+    gamma, beta = call.arg(at[0], "weight", None), call.arg(at[1], "bias", None)
+    eps = float(call.arg(at[2], "eps", 1e-5))
+    if call.func is F.instance_norm:
+        n, per = math.prod(shape[1:]), math.prod(shape[1:])
+        g = gamma.detach().repeat_interleave(per) if gamma is not None else torch.ones(N, dtype=DTYPE)
+        bias = beta.detach().repeat_interleave(per) if beta is not None else None
+    elif call.func is F.layer_norm:
         n = math.prod(call.arg(1, "normalized_shape"))
         g = gamma.detach().reshape(-1).repeat(N // n) if gamma is not None else torch.ones(N, dtype=DTYPE)
         bias = beta.detach().reshape(-1).repeat(N // n) if beta is not None else None

@@ -229,7 +229,7 @@ class _Tracer:
             if call.func is F.local_response_norm:  # its matrices depend on the rule: built once it is known
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, lrn=True))
                 return
-            if call.func in (F.layer_norm, F.group_norm):
+            if call.func in (F.layer_norm, F.group_norm, F.instance_norm):
                 W, b, M = centring_matrices(call, a.value)
                 self._check_dense(call.name, a.value, W, b, call.output)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
