@@ -74,6 +74,11 @@ CASES = [
     ("Mish", lambda: nn.Mish(), "Mish", False),
     ("ELU", lambda: nn.ELU(alpha=0.7), "ELU", False),
     ("F.elu_", lambda: Fn("F.elu_", lambda x: F.elu_(x, 1.5)), "ELU", False),
+    ("SELU", lambda: nn.SELU(), "SELU", False),
+    ("SELU-inplace", lambda: nn.SELU(inplace=True), "SELU", False),
+    ("torch.selu", lambda: Fn("torch.selu", torch.selu), "SELU", False),
+    ("CELU", lambda: nn.CELU(alpha=0.6), "CELU", False),
+    ("F.celu_", lambda: Fn("F.celu_", lambda x: F.celu_(x, 1.5)), "CELU", False),
 ]
 IDS = [c[0] for c in CASES]
 RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25), nrm.presets.EpsilonPlusFlat()]

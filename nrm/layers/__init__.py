@@ -61,7 +61,7 @@ BUILTIN_KINDS = (
     elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
     activations.Hardtanh, activations.ReLU6, activations.PReLU, activations.Hardsigmoid, activations.Hardswish,
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
-    activations.Mish, activations.ELU, activations.Clamp,
+    activations.Mish, activations.ELU, activations.SELU, activations.CELU, activations.Clamp,
     shape.View, shape.Permute, shape.Roll, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, norm.InstanceNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul,

@@ -10,7 +10,7 @@ Exact forms (what the exact oracle evaluates):
 * piecewise linear or rational with rational breakpoints — ReLU6, Hardtanh, PReLU,
   Hardsigmoid, Hardswish — on fractions, with the parameters read from the call (a float
   parameter is read as the fraction it is exactly);
-* transcendental — GELU, SiLU, Sigmoid, Tanh, Softplus, Mish, ELU — σ in float64, read as
+* transcendental — GELU, SiLU, Sigmoid, Tanh, Softplus, Mish, ELU, SELU, CELU — σ in float64, read as
   fractions (the base class's default): σ(z) has no exact rational value, so the oracle
   takes the float64 value torch computes and is exact in everything after it.
 
@@ -373,3 +373,34 @@ class ELU(Smooth):
 
     def evaluate(self, call, z):
         return _NN.elu(z, *self.parameters(call))
+
+
+class SELU(Smooth):
+    """σ(z) = λz for z > 0, λα(e^z − 1) otherwise, with Klambauer et al.'s fixed
+    λ = 1.0507009873554805, α = 1.6732632423543772 (``F.selu``, ``torch.selu``, ``nn.SELU``,
+    self-normalizing networks). Kernel δ_jk (the identity rule). Exact given σ's float64 value
+    (transcendental). Not homogeneous (σ'(z)·z = λαz e^z ≠ σ(z) for z < 0): L9 is reported not
+    applicable."""
+
+    functions = (F.selu, torch.selu, torch.selu_)
+
+    def examples(self):
+        return [(nn.SELU().eval(), (3,)), (nn.SELU(inplace=True).eval(), (2, 2))]
+
+    def evaluate(self, call, z):
+        return torch.selu(z)
+
+
+class CELU(Smooth):
+    """σ(z) = max(0, z) + min(0, α(e^{z/α} − 1)) (``F.celu``, ``torch.celu``, ``nn.CELU``;
+    α = ``alpha``). Kernel δ_jk (the identity rule). Exact given σ's float64 value
+    (transcendental). Not homogeneous (σ'(z)·z = z e^{z/α} ≠ σ(z) for z < 0): L9 is reported
+    not applicable."""
+
+    functions = (F.celu, torch.celu, torch.celu_)
+
+    def examples(self):
+        return [(nn.CELU().eval(), (3,)), (nn.CELU(alpha=0.5, inplace=True).eval(), (2, 2))]
+
+    def evaluate(self, call, z):
+        return torch.celu(z, float(call.arg(1, "alpha", 1.0)))
