@@ -165,6 +165,12 @@ CASES = {
                                           (1, 2, 3, 4)),
     "torch.roll and Tensor.roll (swin's cyclic shift)": (
         lambda: Head(lambda h: torch.roll(h, (-1, 2), (2, 3)).roll(1, 1), 24), (1, 2, 3, 4)),
+    "nn.PixelShuffle (sub-pixel upsampling)": (lambda: Head(nn.PixelShuffle(2), 24), (1, 2, 3, 4)),
+    "F.pixel_unshuffle then F.pixel_shuffle": (
+        lambda: Head(lambda h: F.pixel_shuffle(F.relu(F.pixel_unshuffle(h, 2)), 2)[..., 1:, :], 4 * 3 * 4),
+        (1, 2, 5, 5)),
+    "nn.PixelUnshuffle with a leading per-sample dimension": (
+        lambda: Head(lambda h: nn.PixelUnshuffle(2)(h.reshape(h.shape[0], 2, 2, 4, 4)), 64), (1, 2, 5, 5)),
     "torch.stack (GPT-J's rotate_every_two)": (  # read as unsqueeze and cat
         lambda: Head(lambda h: torch.stack((-h[:, 1::2], h[:, ::2]), dim=-1), 24), (1, 2, 3, 4)),
     "torch.stack(dim=1) of three": (lambda: Head(lambda h: torch.stack([h, F.relu(-h), h], 1), 72), (1, 2, 3, 4)),

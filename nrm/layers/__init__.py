@@ -62,7 +62,7 @@ BUILTIN_KINDS = (
     activations.Hardtanh, activations.ReLU6, activations.PReLU, activations.Hardsigmoid, activations.Hardswish,
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
     activations.Mish, activations.ELU, activations.SELU, activations.CELU, activations.Clamp,
-    shape.View, shape.Permute, shape.Roll, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
+    shape.View, shape.Permute, shape.Roll, shape.PixelShuffle, shape.Index, shape.Chunk, shape.Cat, pooling.MaxPool,
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, norm.InstanceNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul,
     attention.Softmax,

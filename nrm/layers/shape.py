@@ -143,6 +143,47 @@ class Roll(Reshape):
                        tuple(_dim(d, ndim) - 1 for d in dims)).reshape(-1)
 
 
+class PixelShuffle(Reshape):
+    """``F.pixel_shuffle`` / ``nn.PixelShuffle`` (sub-pixel convolution, ESPCN and
+    super-resolution decoders) and its inverse ``F.pixel_unshuffle`` / ``nn.PixelUnshuffle``:
+    the same neurons, moved between channels and space by the factor r.
+
+    Definition (r the factor; the per-sample dimensions before the last three carried along)::
+
+        shuffle:    y[b, c, h·r + i, w·r + j] = x[b, c·r² + i·r + j, h, w]
+        unshuffle:  y[b, c·r² + i·r + j, h, w] = x[b, c, h·r + i, w·r + j]
+                                                         q(j | k) = [j = index[k]]
+    """
+
+    functions = (F.pixel_shuffle, torch.pixel_shuffle, F.pixel_unshuffle, torch.pixel_unshuffle)
+
+    def examples(self):
+        return [(nn.PixelShuffle(2).eval(), (8, 1, 2)), (nn.PixelUnshuffle(2).eval(), (1, 2, 4))]
+
+    def factor(self, call) -> int:
+        name = "upscale_factor" if call.func.__name__ == "pixel_shuffle" else "downscale_factor"
+        return int(call.arg(1, name))
+
+    def accepts(self, call):
+        if len(call.in_shapes[0]) < 4:
+            return (f"has an input of shape {tuple(call.in_shapes[0])}; nrm reads (B, C, H, W) with the batch "
+                    "dimension first")
+        return None
+
+    def route_key(self, call):
+        return _sample_dims(call), call.func.__name__, self.factor(call)
+
+    def index(self, call):
+        shape, r = _sample_dims(call), self.factor(call)
+        *lead, C, H, W = shape
+        flat = np.arange(math.prod(shape), dtype=np.int64)
+        if call.func.__name__ == "pixel_shuffle":   # input (L, C·r², H, W) as (L, C, i, j, h, w)
+            x = flat.reshape(-1, C // (r * r), r, r, H, W)
+            return x.transpose(0, 1, 4, 2, 5, 3).reshape(-1)       # output order (L, C, h, i, w, j)
+        x = flat.reshape(-1, C, H // r, r, W // r, r)             # input (L, C, h, i, w, j)
+        return x.transpose(0, 1, 3, 5, 2, 4).reshape(-1)           # output order (L, C, i, j, h, w)
+
+
 class Index(Reshape):
     """``x[...]`` (``Tensor.__getitem__``) with integers, slices, ``None``, ``...`` and constant
     integer index lists, keeping the whole batch first: each output neuron is one input
