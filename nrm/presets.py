@@ -41,8 +41,8 @@ token: :mod:`nrm.layers.constants`) and graph aggregations (:mod:`nrm.layers.mes
 default."""
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d,
         nn.InstanceNorm2d, nn.InstanceNorm3d, Scale, nn.Softmax)
-"""Normalizations that are layers of their own (a batch norm that cannot fold, layer and group
-norm with σ held), products by a constant (a layer scale) and the softmax (its Taylor
+"""Normalizations that are layers of their own (a batch norm that cannot fold, layer, group and
+instance norm with σ held), products by a constant (a layer scale) and the softmax (its Taylor
 linearization, AttnLRP Prop. 3.1): LRP-0 in every preset."""
 
 
