@@ -135,13 +135,13 @@ def _execute(job: RunJob, sink: Sink, manifest: dict, batch_size: int, shape: tu
 
 def _finish(store: Store, manifest: dict, n: int, written: int, skipped: int, seconds: float) -> RunResult:
     reductions = store.reductions()
-    table = store.table()
-    errors = int(sum(1 for s in table.column("status").to_pylist() if s != "ok"))
+    statuses = store.statuses()
+    errors = sum(1 for s in statuses if s != "ok")
     if reductions is not None:
         (store.folder / "reductions.json").write_text(json.dumps(reductions.to_dict()) + "\n")
     files = {"samples": "samples/", "arrays": "arrays.zarr" if manifest["arrays"] else None,
              "reductions": "reductions.json", "reduction_parts": "reductions/"}
-    manifest.update(status="complete" if table.num_rows == n else "incomplete", samples=n, rows=table.num_rows,
+    manifest.update(status="complete" if len(statuses) == n else "incomplete", samples=n, rows=len(statuses),
                     errors=errors, files=files)
     manifest.setdefault("seconds", []).append(round(seconds, 3))
     store.write_manifest(manifest)

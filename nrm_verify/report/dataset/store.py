@@ -188,6 +188,11 @@ class Store:
         tables = [pq.read_table(p) for p in self.committed()]
         return pa.concat_tables(tables).sort_by("row")
 
+    def statuses(self) -> list[str]:
+        """The status of every committed row ("ok" or "error"), in no particular order: one
+        column read, not the rows' lists."""
+        return [s for p in self.committed() for s in pq.read_table(p, columns=["status"]).column("status").to_pylist()]
+
 
 def is_run(path: str | os.PathLike) -> bool:
     """Whether ``path`` is the folder of a dataset run (its manifest says so)."""
