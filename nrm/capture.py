@@ -461,6 +461,9 @@ class _Recorder(TorchFunctionMode):
                 f"{user_location() or 'an unknown place'}: data-dependent control flow, which nrm does not follow. "
                 "Compute it with tensor operations (torch.where, masks) instead of Python branching"))
         decomposition = DECOMPOSED_FUNCTIONS.get(_key(func))
+        if decomposition is not None and not getattr(decomposition, "applies", _always)(
+                args, kwargs, lambda t: bool(self._tainted(t))):
+            decomposition = None  # e.g. x − c: a kind reads it as it is
         why = None if decomposition is None else decomposition.refusal(args, kwargs)
         if decomposition is not None and why is None:  # recorded as the operations that define it
             with self:
@@ -586,6 +589,10 @@ class _Recorder(TorchFunctionMode):
 def recording() -> bool:
     """Whether a capture is recording on this thread (its mode is active)."""
     return any(isinstance(mode, _Recorder) for mode in torch.overrides._get_current_function_mode_stack())
+
+
+def _always(*_args) -> bool:
+    return True
 
 
 def _key(func: Any) -> Any:

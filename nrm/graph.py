@@ -390,9 +390,11 @@ class _Builder:
                 block.split = kind.shares(gates, block.producer.call.describe(), held, glu)
 
     def _is_gate(self, v: Value, what: str | None = "gate", names: tuple = ()) -> bool:
-        """Whether a factor is the output of a gating activation (``what="held"``: of a normalizer
-        held at its forward value; ``None``: of one of the kinds ``names`` only), seen through
-        views and aliases."""
+        """Whether a factor is the output of a gating activation (``what="held"``: a normalizer
+        held at its forward value, :meth:`_held`; ``None``: of one of the kinds ``names`` only),
+        seen through views and aliases."""
+        if what == "held":
+            return self._held(v)
         while v.node >= 0:
             call = self.calls[v.node]
             role = call.kind.role if call.kind is not None else None
@@ -404,6 +406,48 @@ class _Builder:
             flagged = what is not None and bool(getattr(call.kind, what, False))
             return role == "elementwise" and (flagged or call.kind.name in names)
         return False
+
+    def _held(self, v: Value) -> bool:
+        """Whether ``v`` is a normalizer held at its forward value (AttnLRP Prop. 3.4, the
+        identity on 1/σ): the output of a held elementwise kind (:attr:`Elementwise.held`: rsqrt,
+        sqrt), or a value computed from held values alone (1/σ, σ + ε, the mean of the norms of
+        ConvNeXt V2's GRN), through any operation. Evaluated without recursion (a factor may sit
+        thousands of layers above the input), each value once per graph."""
+        memo = self.__dict__.setdefault("_held_memo", {})
+        stack = [v]
+        while stack:
+            u = stack[-1]
+            if u in memo:
+                stack.pop()
+                continue
+            if u.node < 0:
+                memo[u] = False
+                stack.pop()
+                continue
+            call = self.calls[u.node]
+            if call.kind is None:
+                memo[u] = False
+                stack.pop()
+                continue
+            if call.kind.role == "elementwise" and getattr(call.kind, "held", False):
+                memo[u] = True
+                stack.pop()
+                continue
+            inputs = _relevance_inputs(call)
+            if not inputs:
+                memo[u] = False
+                stack.pop()
+                continue
+            known = [memo.get(w) for w in inputs]
+            if any(k is False for k in known):
+                memo[u] = False
+                stack.pop()
+            elif all(k is True for k in known):
+                memo[u] = True
+                stack.pop()
+            else:
+                stack.append(next(w for w, k in zip(inputs, known) if k is None))
+        return memo[v]
 
     def _batchnorm(self, call: Call, step: Step, src: Value) -> None:
         l = self.where[src]

@@ -187,10 +187,18 @@ def test_values_read_into_python_by_item_are_refused():
 
 def test_a_forward_hook_that_changes_the_output_is_part_of_the_computation():
     model = _seeded(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).double())
-    handle = model[0].register_forward_hook(lambda mod, inp, out: out * 2.0 - 0.0 * out)
+    handle = model[0].register_forward_hook(lambda mod, inp, out: out * 2.0 - 0.5 * out)
+    try:  # x * 2.0 and 0.5 * x are constant scales (ConstantScale); a − b is a + (−b), a sum of branches
+        m = nrm.explain(model, _x(2, 4), target=0, check="full")
+        with torch.no_grad():
+            assert torch.equal(m.f, model(_x(2, 4))[:, 0])
+        assert {"ConstantScale", "Negate", "Add"} <= {b.producer.layer_kind.name for b in m.network.blocks[1:]}
+    finally:
+        handle.remove()
+    handle = model[0].register_forward_hook(lambda mod, inp, out: out * 2.0 + torch.sin(out))
     try:
-        with pytest.raises(nrm.UnsupportedOperationError, match="Tensor.sub"):
-            nrm.explain(model, _x(2, 4), target=0)  # x * 2.0 is a constant scale (ConstantScale); a − b has no kind
+        with pytest.raises(nrm.UnsupportedOperationError, match="torch.sin"):
+            nrm.explain(model, _x(2, 4), target=0)  # sin has no kind: the hook's operation is refused by name
     finally:
         handle.remove()
     handle = model[2].register_forward_pre_hook(lambda mod, args: (F.relu(args[0]),))

@@ -66,7 +66,8 @@ BUILTIN_KINDS = (
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, norm.InstanceNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul,
     attention.Softmax,
-    constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt, constants.Expand,
+    constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt,
+    constants.Sqrt, constants.Reciprocal, constants.Expand,
     constants.CatConstant, constants.Pad, constants.Unpadded,
     message.IndexSelect, message.Scatter, message.SegmentSoftmax, resample.Interpolate,
 )

@@ -332,6 +332,51 @@ class Rsqrt(Elementwise):
         return torch.rsqrt(z)
 
 
+class Sqrt(Elementwise):
+    """``torch.sqrt``, ``Tensor.sqrt``: √x, the standard deviation of a norm written by hand
+    ((x − u) / √(s + ε), ConvNeXt's channels-first LayerNorm) or the Euclidean norm
+    (:class:`~nrm.layers.fused.VectorNormDecomposition`). Kernel δ_jk (the identity rule). As a
+    factor of a product — a divisor, through :class:`Reciprocal` — it is a normalizer **held at
+    its forward value** (:attr:`held`; AttnLRP Prop. 3.4, the identity on 1/σ): the product gives
+    it nothing. Exact given its float64 value (an irrational in general)."""
+
+    functions = (torch.sqrt, torch.Tensor.sqrt)
+    held = True
+
+    def examples(self):
+        return [(StandardDeviation(), (2, 3))]
+
+    def accepts(self, call):
+        if isinstance(call.args[0], Value) is False:
+            return "takes the square root of a constant"
+        return None
+
+    def evaluate(self, call, z):
+        return torch.sqrt(z)
+
+
+class Reciprocal(Elementwise):
+    """``torch.reciprocal``, ``Tensor.reciprocal``: 1/x — and the divisor of a division of two
+    input-derived tensors, a / b = a · (1/b) (:class:`~nrm.layers.fused.DivisionDecomposition`).
+    Kernel δ_jk (the identity rule). As a factor of a product the reciprocal of a held
+    normalizer (1/√(s + ε)) is held too: a value computed from held values alone is held
+    (:meth:`nrm.graph.ProperFFNN._is_gate`). Exact: 1/x of a fraction is a fraction."""
+
+    functions = (torch.reciprocal, torch.Tensor.reciprocal)
+
+    def examples(self):
+        return [(Reciprocated(), (2, 3))]
+
+    def evaluate(self, call, z):
+        return torch.reciprocal(z)
+
+    def exact(self, call, z):
+        flat = np.asarray(z).reshape(-1)
+        if any(v == 0 for v in flat):
+            raise ZeroDivisionError("1/x at x = 0 has no exact value")
+        return np.array([1 / v for v in flat], dtype=object).reshape(np.asarray(z).shape)
+
+
 class Expand(Reshape):
     """``x.expand(*sizes)`` keeping the batch dimension and the number of dimensions (grouped-query
     attention's ``repeat_kv``: x[:, :, None].expand(B, h_kv, n_rep, T, d)): an index map, each
@@ -672,3 +717,28 @@ class Padded(nn.Module):
         h = torch.relu(x)
         h = F.pad(h, self.pad) if self.value is None else F.pad(h, self.pad, value=self.value)
         return self.head(h.flatten(1))
+
+
+class StandardDeviation(nn.Module):
+    """(W x) / √(mean((W x)²) + 1) (an example of :class:`Sqrt`, read through the division)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = seeded(nn.Linear(3, 3), 6)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return h / torch.sqrt(h.pow(2).mean(-1, keepdim=True) + 1.0)
+
+
+class Reciprocated(nn.Module):
+    """W x · 1/√(mean((W x)²) + 1): a product with the reciprocal of a held normalizer, itself
+    held (an example of :class:`Reciprocal`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = seeded(nn.Linear(3, 3), 7)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return h * torch.reciprocal(torch.sqrt(h.pow(2).mean(-1, keepdim=True) + 1.0))

@@ -709,6 +709,199 @@ class StackDecomposition:
         return out
 
 
+class _TwoDerived:
+    """A binary operation recorded through its definition only when both operands are computed
+    from the input (:meth:`applies`); with a constant operand the kinds that read it directly
+    (:class:`~nrm.layers.constants.AddConstant`, :class:`~nrm.layers.scale.ConstantScale`) do."""
+
+    names = ("input", "other")
+
+    def operands(self, args: tuple, kwargs: dict):
+        a = args[0] if args else kwargs.get(self.names[0])
+        b = args[1] if len(args) > 1 else kwargs.get(self.names[1])
+        return a, b
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool:
+        a, b = self.operands(args, kwargs)
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and derived(a) and derived(b)
+
+    @staticmethod
+    def _shapes(a: torch.Tensor, b: torch.Tensor) -> str | None:
+        if a.dim() != b.dim() or a.dim() == 0 or a.shape[0] != b.shape[0]:
+            return (f"combines tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}; nrm reads operands with the "
+                    "same number of dimensions and the same batch size (broadcast over size-1 dimensions only)")
+        return None
+
+    @staticmethod
+    def broadcast(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """``t`` expanded to ``shape`` (recorded as :class:`~nrm.layers.constants.Expand`), or
+        ``t`` itself when it has that shape."""
+        return t if t.shape == shape else t.expand(shape)
+
+
+class SumDecomposition(_TwoDerived):
+    """``a − b`` (``torch.sub``, ``Tensor.sub``, ``-``) and ``a + b`` of operands of different
+    shapes, both computed from the input (the centring x − mean(x) of a norm written by hand),
+    read as what they are::
+
+        a − b = a + (−b)            a ± b = expand(a) ± expand(b)
+
+    :class:`~nrm.layers.constants.Negate` (the diagonal map −1), :class:`~nrm.layers.constants.Expand`
+    (an index map: a neuron broadcast n times receives the sum of its copies' relevance) and the
+    sum of branches :class:`~nrm.layers.linear.Add`, whose rule splits the sum. IEEE subtraction
+    is addition of the negation, so the value is torch's own, bitwise
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: ``alpha=``, ``out=``, the
+    in-place forms, operands of different ranks or batch sizes."""
+
+    def __init__(self, function, subtract: bool):
+        self.function, self.subtract = function, subtract
+
+    def applies(self, args, kwargs, derived) -> bool:
+        if not super().applies(args, kwargs, derived):
+            return False
+        a, b = self.operands(args, kwargs)
+        return self.subtract or a.shape != b.shape  # a sum of one shape is Add's
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        if "alpha" in kwargs or len(args) > 2 or "out" in kwargs:
+            return "scales the second operand (alpha=) or writes into out=; nrm reads a ± b of tensors"
+        a, b = self.operands(args, kwargs)
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return None
+        if a.dtype != b.dtype:
+            return f"combines {a.dtype} and {b.dtype}; nrm reads operands of one dtype"
+        return self._shapes(a, b)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a, b = self.operands(args, kwargs)
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+        out = self.broadcast(a, shape) + self.broadcast(torch.neg(b) if self.subtract else b, shape)
+        with torch._C.DisableTorchFunction():
+            theirs = a - b if self.subtract else a + b
+            same = out.shape == theirs.shape and bool(torch.equal(out, theirs))
+        if not same:
+            raise CaptureMismatchError(f"the decomposition of a {'−' if self.subtract else '+'} b does not reproduce "
+                                       "it; nrm cannot read it faithfully")
+        return out
+
+
+class DivisionDecomposition(_TwoDerived):
+    """``a / b`` (``torch.div``, ``Tensor.div``, ``/``) of two tensors computed from the input,
+    read as what it is, a product with the reciprocal of the divisor::
+
+        a / b = a · (1/b)
+
+    :class:`~nrm.layers.constants.Reciprocal` and the product kind
+    :class:`~nrm.layers.products.Multiply`. A divisor computed from held normalizers alone
+    (√(s + ε) of a LayerNorm written by hand) is held at its forward value, its reciprocal too,
+    so the numerator keeps all the relevance (the identity on 1/σ, AttnLRP Prop. 3.4); any other
+    divisor is a factor like any other, and the product's ``split`` decides (under the default
+    ``"signal"``, ambiguous, with the error that says how to choose). ``a · (1/b)`` rounds twice
+    where ``a / b`` rounds once: the decomposition is compared with torch's division within 10³
+    ulp of its largest value (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused:
+    ``rounding_mode=``, ``out=``, the in-place forms, operands of different ranks or batch sizes."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        if kwargs.get("rounding_mode") is not None or len(args) > 2 or "out" in kwargs:
+            return "divides with rounding_mode= or into out=; nrm reads a / b"
+        a, b = self.operands(args, kwargs)
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return None
+        if a.dtype != b.dtype or not a.is_floating_point():
+            return f"divides {a.dtype} by {b.dtype}; nrm reads floating operands of one dtype"
+        return self._shapes(a, b)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a, b = self.operands(args, kwargs)
+        out = a * torch.reciprocal(b)
+        with torch._C.DisableTorchFunction():
+            theirs = a / b
+            finite = torch.isfinite(theirs)
+            same = out.shape == theirs.shape and bool(torch.equal(torch.isfinite(out), finite))
+            if same and bool(finite.any()):
+                bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs[finite].abs().max()))
+                same = float((out - theirs)[finite].abs().max()) <= bound
+        if not same:
+            raise CaptureMismatchError("the decomposition of a / b as a · (1/b) does not reproduce it within 10³ ulp; "
+                                       "nrm cannot read it faithfully")
+        return out
+
+
+class VectorNormDecomposition:
+    """The Euclidean norm ``torch.linalg.vector_norm(x, 2, dim, keepdim)`` / ``torch.norm(x, 2,
+    dim, keepdim)`` along per-sample dimensions (ConvNeXt V2's global response normalization),
+    read as what it is::
+
+        ‖x‖₂ = √(Σ_dim x²)
+
+    :class:`~nrm.layers.constants.Power`, :class:`~nrm.layers.linear.Reduce` and
+    :class:`~nrm.layers.constants.Sqrt`, a normalizer held at its forward value: as a factor (or a
+    divisor) it takes nothing, so the norm's path receives no relevance. Compared with torch's
+    own norm within 10³ ulp of its largest value (:class:`~nrm.errors.CaptureMismatchError`
+    otherwise). Refused: another p, no ``dim`` (the whole batch), the batch dimension, ``dtype=``
+    or ``out=``."""
+
+    def __init__(self, function):
+        self.function = function
+
+    @staticmethod
+    def _arguments(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None, p=None) -> dict:  # noqa: A002
+        return dict(x=x, p=ord if p is None else p, dim=dim, keepdim=keepdim, dtype=dtype, out=out)
+
+    def _read(self, args: tuple, kwargs: dict) -> dict:
+        if self.function in (torch.norm, torch.Tensor.norm):  # torch.norm(input, p='fro', dim, keepdim, out, dtype)
+            names = ("input", "p", "dim", "keepdim") + (("out", "dtype") if self.function is torch.norm else ("dtype",))
+            given = dict(zip(names, args), **kwargs)
+            p = given.get("p", "fro")
+            return dict(x=given.get("input"), p=2 if p == "fro" and given.get("dim") is not None else p,
+                        dim=given.get("dim"), keepdim=given.get("keepdim", False), dtype=given.get("dtype"),
+                        out=given.get("out"))
+        return self._arguments(*args, **kwargs)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._read(args, kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of a vector norm ({e})"
+        x = a["x"]
+        if a["out"] is not None or a["dtype"] is not None:
+            return "writes into out= or casts (dtype=)"
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            return "takes the norm of a tensor without a batch dimension"
+        if isinstance(a["p"], bool) or a["p"] != 2:
+            return f"takes the {a['p']}-norm; nrm reads the Euclidean norm (p=2)"
+        dims = a["dim"]
+        if dims is None:
+            return "takes the norm of the whole tensor (no dim=), which mixes the samples"
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if not dims or any(not isinstance(d, int) or d % x.dim() == 0 for d in dims):
+            return "takes the norm along the batch dimension; nrm keeps every sample apart"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._read(args, kwargs)
+        x, dims = a["x"], a["dim"]
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        y = torch.sqrt(x.pow(2).sum(dims, keepdim=bool(a["keepdim"])))
+        with torch._C.DisableTorchFunction():
+            theirs = torch.linalg.vector_norm(x, 2, dims, bool(a["keepdim"]))
+            bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
+            worst = float((y - theirs).abs().max()) if theirs.numel() else 0.0
+        if not worst <= bound:
+            raise CaptureMismatchError(f"the decomposition of the Euclidean norm does not reproduce it (max deviation "
+                                       f"{worst:.3e}, allowed {bound:.3e}); nrm cannot read it faithfully")
+        return y
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -720,7 +913,17 @@ class Refused:
         return self.reason
 
 
+_SUBTRACT = (torch.sub, torch.subtract, torch.Tensor.sub, torch.Tensor.subtract, torch.Tensor.__sub__)
+_ADD = (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__)
+_DIVIDE = (torch.div, torch.divide, torch.true_divide, torch.Tensor.div, torch.Tensor.divide, torch.Tensor.true_divide,
+           torch.Tensor.__truediv__)
+_NORM = (torch.linalg.vector_norm, torch.norm, torch.Tensor.norm)
+
 DECOMPOSED_FUNCTIONS = {
+    **{f: SumDecomposition(f, subtract=True) for f in _SUBTRACT},
+    **{f: SumDecomposition(f, subtract=False) for f in _ADD},
+    **{f: DivisionDecomposition(f) for f in _DIVIDE},
+    **{f: VectorNormDecomposition(f) for f in _NORM},
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
     F.normalize: NormalizeDecomposition(),

@@ -103,9 +103,10 @@ PASS_METHODS = ("relu", "contiguous")
 RESHAPE_METHODS = ("view", "reshape", "flatten")
 CONSTANT_METHODS = ("size", "dim")
 GATES = ("sigmoid", "hardsigmoid", "expit", "segment_softmax")  # a graph attention's weights gate its messages
-HELD = ("rsqrt",)
+HELD = ("rsqrt", "sqrt")
 """Functions whose output, as a factor of a product, is a normalizer held at its forward value
-(RMSNorm's 1/σ): it gets nothing under every split, the other factors share the rest."""
+(RMSNorm's 1/σ, a hand-written LayerNorm's σ): it gets nothing under every split, the other
+factors share the rest; so does a value computed from such outputs alone (1/σ, σ + ε)."""
 
 
 # -- the traced graph -----------------------------------------------------------------------
@@ -306,6 +307,20 @@ class _Tracer:
             return nrm.layers.base_name(call.module if call.whole else call.func) in names
         return False
 
+    def _is_held(self, v) -> bool:
+        """A factor computed by rsqrt or sqrt (:data:`HELD`), or from such values alone through any
+        operations (1/σ, σ + ε): one pass over the recorded calls in the order they ran, each
+        call held when its function is in HELD or every input-derived input it reads is held."""
+        if "_held" not in self.__dict__:
+            held: dict[int, bool] = {}
+            for index in sorted(self.calls):
+                call = self.calls[index]
+                inputs = call.kind.relevance_inputs(call) if call.kind is not None else call.inputs
+                held[index] = nrm.layers.base_name(call.module if call.whole else call.func) in HELD or (
+                    bool(inputs) and all(u.node >= 0 and held.get(u.node, False) for u in inputs))
+            self._held = held
+        return v.node >= 0 and self._held.get(v.node, False)
+
     def _product(self, call) -> None:
         """o = Π_i a⁽ⁱ⁾ (broadcast): Q[src_i(k), k] = θ_i, θ from the kind's ``split`` —
         "equal": 1/n; "signal": 1 to the one factor that is not a gate, 0 to the gates; "proportional":
@@ -318,7 +333,7 @@ class _Tracer:
         nodes = [self.nodes[self.of[v]] for v in factors]
         out_shape = tuple(call.output.shape[1:])
         qbot = torch.zeros((self.B,) + out_shape, dtype=DTYPE)
-        held = [self._is_gate(v, HELD) for v in factors]
+        held = [self._is_held(v) for v in factors]
         if any(held):  # a held normalizer takes nothing; the other factors share as without it
             rest = [i for i, h in enumerate(held) if not h]
             if len(rest) != 1 and call.kind.split != "equal":
