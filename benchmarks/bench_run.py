@@ -1,6 +1,7 @@
 """Throughput of a dataset run (``nrm_verify.report.dataset.run``, local engine) against a
 hand-written loop over ``nrm.explain`` that computes the same per-sample numbers on the same
-batches and keeps them in memory (issue 16: the engine should cost at most ~10 % more).
+batches (arg-max, f, absorbed mass and L1 residual, channel sums and top-5 of ``layers``, the
+input heatmap) and keeps them in memory (issue 16: the engine should cost at most ~10 % more).
 
     .venv/bin/python benchmarks/bench_run.py                       # small_cnn at 32×32, 256 samples
     .venv/bin/python benchmarks/bench_run.py --model vgg16 --size 32 --samples 64 --batch 16
@@ -39,15 +40,30 @@ RULES = nrm.presets.EpsilonGammaFlat()
 
 
 def hand_loop(model, x: torch.Tensor, batch: int, layers: list[str]) -> list:
-    """What a user would write: arg-max, explain, every layer's absorbed mass, the chosen layers' marginals."""
+    """What a user would write to get the numbers a run writes (its defaults: L1, top-5, the
+    input heatmaps): arg-max, explain, every layer's absorbed mass and L1 residual, the chosen
+    layers' channel sums and top-5 neurons, the input marginal — kept in memory as numpy."""
     kept = []
+    sequential = None
     for i in range(0, x.shape[0], batch):
         xb = x[i:i + batch]
         with torch.no_grad():
             target = model(xb).argmax(1).tolist()
         m = nrm.explain(model, xb, target=target, rules=RULES)
-        masses = {name: bottom for name, (_, bottom) in m.marginals(absorber=True).items()}
-        kept.append((m.f, masses, {name: m.marginal(name) for name in layers}))
+        sequential = m.network.sequential if sequential is None else sequential
+        masses, residual = {}, torch.zeros(xb.shape[0], dtype=m.f.dtype)
+        for name, (mm, bottom) in m.marginals(absorber=True).items():
+            masses[name] = bottom.numpy()
+            total = mm.reshape(mm.shape[0], -1).sum(1) + bottom + (0 if sequential else m.bypassing(name))
+            residual = torch.maximum(residual, (total - 1).abs())
+        per_layer = {}
+        for name in layers:
+            mm = m.marginal(name)
+            flat = mm.reshape(mm.shape[0], -1)
+            top = flat.abs().topk(min(5, flat.shape[1]), dim=1).indices
+            per_layer[name] = (mm.reshape(mm.shape[0], mm.shape[1], -1).sum(2).numpy(), top.numpy(),
+                               flat.gather(1, top).numpy())
+        kept.append((m.f.numpy(), masses, residual.numpy(), per_layer, m.marginal("input").numpy()))
     return kept
 
 
