@@ -314,11 +314,29 @@ def test_instance_norm_is_group_norm_with_a_group_per_channel():
                            nrm.explain(model, x, target=0, rules=nrm.rules.Zero()).marginal("input"))
 
 
-def test_instance_norm_with_running_statistics_is_refused_by_name():
-    model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.InstanceNorm2d(3, track_running_stats=True), nn.Flatten(),
-                          nn.Linear(12, 2)).double().eval()
-    with pytest.raises(nrm.UnsupportedModuleError, match="running statistics"):
-        nrm.explain(model, _x(1, 2, 3, 3), target=0)
+def test_instance_norm_with_running_statistics_is_their_batch_norm():
+    """track_running_stats=True in eval: the batch norm of the running statistics, bitwise, folded
+    into the conv before it or a diagonal layer of its own; LRP-0 = Gradient × Input through it."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.InstanceNorm2d(3, affine=True, track_running_stats=True),
+                          nn.ReLU(), nn.InstanceNorm2d(3, track_running_stats=True), nn.Flatten(),
+                          nn.Linear(12, 2))
+    model = _seeded(model, 7)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for m in (model[1], model[3]):
+            m.running_mean.copy_(torch.randn(3, generator=g, dtype=D) * 0.3)
+            m.running_var.copy_(torch.rand(3, generator=g, dtype=D) + 0.5)
+    x = _x(2, 2, 3, 3, seed=9)
+    calls = [c.kind.name for c in capture(model, x).calls]
+    assert calls[:4] == ["Conv", "BatchNormFold", "ReLU", "BatchNormFold"], calls
+    m = nrm.explain(model, x, target=0, rules=nrm.rules.Zero(), check="full")
+    with torch.no_grad():
+        assert torch.equal(m.f, model(x)[:, 0])
+    assert m.network.blocks[2].producer.layer_kind.name == "BatchNormAffine"  # after the ReLU: its own layer
+    torch.testing.assert_close(m.marginal("input"), _gradient_x_input(model, x, 0), rtol=1e-9, atol=1e-12)
+    ref = reference_lrp(model, x, 0, nrm.rules.Epsilon(0.1))
+    got = nrm.explain(model, x, target=0, rules=nrm.rules.Epsilon(0.1)).relevance("input")
+    torch.testing.assert_close(got, ref.relevance["input"].reshape(got.shape), rtol=1e-9, atol=1e-12)
 
 
 def test_l9_is_not_applicable_through_instance_norm():

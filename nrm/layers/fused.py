@@ -902,6 +902,52 @@ class VectorNormDecomposition:
         return y
 
 
+class RunningInstanceNormDecomposition:
+    """``F.instance_norm`` with running statistics (``nn.InstanceNorm*d(track_running_stats=True)``
+    in eval mode), read as what it computes then, the batch norm of the same statistics::
+
+        F.instance_norm(x, μ, σ², γ, β, use_input_stats=False, ε) = F.batch_norm(x, μ, σ², γ, β, False, 0, ε)
+
+    a per-channel affine map: folded into the convolution before it
+    (:class:`~nrm.layers.norm.BatchNormFold`) or a diagonal layer of its own
+    (:class:`~nrm.layers.norm.BatchNormAffine`). The value must be torch's own, bitwise
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). With instance statistics
+    (``use_input_stats=True``, the default) :class:`~nrm.layers.norm.InstanceNormCentring` reads
+    the call as it is."""
+
+    function = F.instance_norm
+    names = ("input", "running_mean", "running_var", "weight", "bias", "use_input_stats", "momentum", "eps")
+
+    def _arguments(self, args: tuple, kwargs: dict) -> dict:
+        given = dict(zip(self.names, args), **kwargs)
+        return {"use_input_stats": True, "momentum": 0.1, "eps": 1e-5, "weight": None, "bias": None,
+                "running_mean": None, "running_var": None, **given}
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool:
+        return not self._arguments(args, kwargs)["use_input_stats"]
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        a = self._arguments(args, kwargs)
+        if a["running_mean"] is None or a["running_var"] is None:
+            return "normalizes without instance statistics and without running statistics"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(args, kwargs)
+        out = F.batch_norm(a["input"], a["running_mean"], a["running_var"], a["weight"], a["bias"], False, 0.0,
+                           a["eps"])
+        with torch._C.DisableTorchFunction():
+            theirs = F.instance_norm(a["input"], a["running_mean"], a["running_var"], a["weight"], a["bias"], False,
+                                     0.0, a["eps"])
+            same = out.shape == theirs.shape and bool(torch.equal(out, theirs))
+        if not same:
+            raise CaptureMismatchError("the instance norm with running statistics does not equal their batch norm; "
+                                       "nrm cannot read it faithfully")
+        return out
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -924,6 +970,7 @@ DECOMPOSED_FUNCTIONS = {
     **{f: SumDecomposition(f, subtract=False) for f in _ADD},
     **{f: DivisionDecomposition(f) for f in _DIVIDE},
     **{f: VectorNormDecomposition(f) for f in _NORM},
+    F.instance_norm: RunningInstanceNormDecomposition(),
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
     F.normalize: NormalizeDecomposition(),

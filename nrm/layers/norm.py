@@ -296,8 +296,9 @@ class InstanceNormCentring(_Centring):
 
     — group norm with one group per channel. Kernel and exact form as for
     :class:`LayerNormCentring`; law L9 holds only against the gradient with σ detached. A call
-    with running statistics (``track_running_stats=True`` in eval) is a per-channel affine map
-    and is refused by name.
+    with running statistics (``track_running_stats=True`` in eval) is the batch norm of those
+    statistics, a per-channel affine map, and is recorded as one
+    (:class:`~nrm.layers.fused.RunningInstanceNormDecomposition`): this kind never sees it.
     """
 
     functions = (F.instance_norm,)
@@ -312,9 +313,8 @@ class InstanceNormCentring(_Centring):
         return {4: (nn.InstanceNorm2d,), 5: (nn.InstanceNorm3d,)}.get(len(call.in_shapes[0]), (nn.InstanceNorm1d,))
 
     def accepts(self, call):
-        if not call.arg(5, "use_input_stats", True):
-            return ("it normalizes with running statistics (track_running_stats=True in eval), a per-channel affine "
-                    "map that nrm does not read as instance norm; use nn.BatchNorm with those statistics")
+        if not call.arg(5, "use_input_stats", True):  # recorded as F.batch_norm before a kind is asked
+            return "it normalizes with running statistics (the batch norm of those statistics reads it)"
         return super().accepts(call)
 
     def layout(self, call, in_shape):
