@@ -171,6 +171,9 @@ CASES = {
         (1, 2, 5, 5)),
     "nn.PixelUnshuffle with a leading per-sample dimension": (
         lambda: Head(lambda h: nn.PixelUnshuffle(2)(h.reshape(h.shape[0], 2, 2, 4, 4)), 64), (1, 2, 5, 5)),
+    "F.unfold (im2col)": (lambda: Head(lambda h: F.unfold(h, 2), 4 * 4 * 2), (1, 2, 3, 4)),
+    "nn.Unfold with padding, dilation and stride": (
+        lambda: Head(nn.Unfold((2, 3), dilation=(1, 2), padding=(1, 2), stride=(2, 1)), 4 * 6 * 2 * 3), (1, 2, 3, 4)),
     "torch.stack (GPT-J's rotate_every_two)": (  # read as unsqueeze and cat
         lambda: Head(lambda h: torch.stack((-h[:, 1::2], h[:, ::2]), dim=-1), 24), (1, 2, 3, 4)),
     "torch.stack(dim=1) of three": (lambda: Head(lambda h: torch.stack([h, F.relu(-h), h], 1), 72), (1, 2, 3, 4)),
@@ -304,3 +307,39 @@ def test_the_self_check_catches_a_wrong_index_map():
     finally:
         nrm.layers.unregister(ReversedPermute)
     nrm.explain(model, x, target=0)  # the built-in kind again
+
+
+class ConvByHand(nn.Module):
+    """A convolution written as im2col and a matrix product (F.unfold, then the weight on the
+    channels), beside the same convolution as nn.Conv2d."""
+
+    def __init__(self, by_hand: bool, padding: int):
+        super().__init__()
+        self.conv, self.fc, self.by_hand, self.padding = nn.Conv2d(2, 4, 3, padding=padding, bias=False), \
+            nn.Linear(4 * (9 if padding else 1), 2), by_hand, padding
+
+    def forward(self, x):
+        if not self.by_hand:
+            return self.fc(F.relu(self.conv(F.relu(x))).flatten(1))
+        patches = F.unfold(F.relu(x), 3, padding=self.padding)                    # (B, 2·3·3, L)
+        y = (patches.transpose(1, 2) @ self.conv.weight.reshape(4, -1).T).transpose(1, 2)
+        return self.fc(F.relu(y).flatten(1))
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_a_convolution_written_with_unfold_is_the_convolution(padding):
+    """Under LRP-0 the hand-written convolution's marginals are nn.Conv2d's; without padding under
+    ε too. With padding the zeros are a Pad layer of their own (constants, their share to ⊥),
+    whose rule then acts too: under ε the two differ, under LRP-0 they do not."""
+    by_hand = _seeded(ConvByHand(True, padding))
+    conv = ConvByHand(False, padding).double().eval()
+    conv.load_state_dict(by_hand.state_dict())
+    x = _x(2, 2, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(by_hand(x), conv(x), rtol=1e-12, atol=1e-12)
+    names = [c.kind.name for c in capture(by_hand, x).calls]
+    assert "Unfold" in names and ("Pad" in names) == bool(padding)
+    for rules in [nrm.rules.Zero()] + ([nrm.rules.Epsilon(0.1)] if not padding else []):
+        a = nrm.explain(by_hand, x, target=0, rules=rules).marginal("input")
+        b = nrm.explain(conv, x, target=0, rules=rules).marginal("input")
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

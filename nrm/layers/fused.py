@@ -948,6 +948,48 @@ class RunningInstanceNormDecomposition:
         return out
 
 
+class UnfoldDecomposition:
+    """``F.unfold`` with ``padding`` > 0, read as what it is, the zero padding and then the
+    patches::
+
+        F.unfold(x, k, d, p, s) = F.unfold(F.pad(x, (p_w, p_w, p_h, p_h)), k, d, 0, s)
+
+    :class:`~nrm.layers.constants.Pad` (the zeros are constants: their share goes to ⊥) and the
+    index map :class:`~nrm.layers.shape.Unfold`. The value must be torch's own, bitwise
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise)."""
+
+    function = F.unfold
+    names = ("input", "kernel_size", "dilation", "padding", "stride")
+
+    def _arguments(self, args: tuple, kwargs: dict) -> dict:
+        return {"dilation": 1, "padding": 0, "stride": 1, **dict(zip(self.names, args)), **kwargs}
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool:
+        padding = self._arguments(args, kwargs)["padding"]
+        return any(padding) if isinstance(padding, (tuple, list)) else bool(padding)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        x = self._arguments(args, kwargs).get("input")
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            return "unfolds a tensor that is not (B, C, H, W)"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(args, kwargs)
+        p = a["padding"] if isinstance(a["padding"], (tuple, list)) else (a["padding"], a["padding"])
+        out = F.unfold(F.pad(a["input"], (int(p[1]), int(p[1]), int(p[0]), int(p[0]))), a["kernel_size"],
+                       a["dilation"], 0, a["stride"])
+        with torch._C.DisableTorchFunction():
+            theirs = F.unfold(a["input"], a["kernel_size"], a["dilation"], a["padding"], a["stride"])
+            same = out.shape == theirs.shape and bool(torch.equal(out, theirs))
+        if not same:
+            raise CaptureMismatchError("the decomposition of F.unfold with padding does not reproduce it; nrm cannot "
+                                       "read it faithfully")
+        return out
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -971,6 +1013,7 @@ DECOMPOSED_FUNCTIONS = {
     **{f: DivisionDecomposition(f) for f in _DIVIDE},
     **{f: VectorNormDecomposition(f) for f in _NORM},
     F.instance_norm: RunningInstanceNormDecomposition(),
+    F.unfold: UnfoldDecomposition(),
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
     F.normalize: NormalizeDecomposition(),

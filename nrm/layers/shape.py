@@ -184,6 +184,56 @@ class PixelShuffle(Reshape):
         return x.transpose(0, 1, 3, 5, 2, 4).reshape(-1)           # output order (L, C, i, j, h, w)
 
 
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+class Unfold(Reshape):
+    """``F.unfold`` / ``nn.Unfold`` without padding (im2col: the patches of a convolution written
+    by hand, T2T-ViT's soft split, involution): each output neuron is one input pixel, a pixel
+    in several patches receives the sum of their relevance. With ``padding`` > 0 the capture
+    records ``F.pad`` first (:class:`~nrm.layers.fused.UnfoldDecomposition`), so the padding's
+    zeros are constants (their share to ⊥).
+
+    Definition (kernel k_h × k_w, dilation d, stride s, OH × OW patches)::
+
+        y[b, c·k_h·k_w + i·k_w + j, oh·OW + ow] = x[b, c, oh·s_h + i·d_h, ow·s_w + j·d_w]
+                                                         q(j | k) = [j = index[k]]
+    """
+
+    functions = (F.unfold,)
+
+    def examples(self):
+        return [(nn.Unfold(2).eval(), (2, 3, 3)), (nn.Unfold((2, 1), dilation=(1, 2), stride=(2, 1)).eval(), (1, 4, 5))]
+
+    @staticmethod
+    def parameters(call) -> tuple:
+        """(kernel, dilation, padding, stride), each an (h, w) pair."""
+        return (_pair(call.arg(1, "kernel_size")), _pair(call.arg(2, "dilation", 1)), _pair(call.arg(3, "padding", 0)),
+                _pair(call.arg(4, "stride", 1)))
+
+    def accepts(self, call):
+        if len(call.in_shapes[0]) != 4:
+            return (f"unfolds an input of shape {tuple(call.in_shapes[0])}; nrm reads (B, C, H, W) with the batch "
+                    "dimension first")
+        if any(self.parameters(call)[2]):
+            return "pads (padding=); the capture records F.pad first"
+        return None
+
+    def route_key(self, call):
+        return _sample_dims(call), self.parameters(call)
+
+    def index(self, call):
+        C, H, W = _sample_dims(call)
+        (kh, kw), (dh, dw), _, (sh, sw) = self.parameters(call)
+        OH, OW = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
+        c = np.arange(C).reshape(C, 1, 1, 1, 1)
+        i, j = np.arange(kh).reshape(1, kh, 1, 1, 1), np.arange(kw).reshape(1, 1, kw, 1, 1)
+        oh, ow = np.arange(OH).reshape(1, 1, 1, OH, 1), np.arange(OW).reshape(1, 1, 1, 1, OW)
+        index = c * H * W + (oh * sh + i * dh) * W + ow * sw + j * dw
+        return index.astype(np.int64).reshape(-1)
+
+
 class Index(Reshape):
     """``x[...]`` (``Tensor.__getitem__``) with integers, slices, ``None``, ``...`` and constant
     integer index lists, keeping the whole batch first: each output neuron is one input
