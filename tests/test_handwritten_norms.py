@@ -1,7 +1,7 @@
 """Norms and arithmetic written by hand in ``forward()`` (arbitrary architectures as their
 authors write them): a − b and broadcast a ± b of two input-derived tensors (a sum of branches
 after a negation and an expansion), a / b (a product with the reciprocal of the divisor), √x,
-1/x and the Euclidean norm.
+1/x, the Euclidean norm, and the variance and standard deviation.
 
 ConvNeXt's channels-first LayerNorm as its authors wrote it, (x − u) / √(s + ε), and ConvNeXt
 V2's global response normalization, Gx / mean(Gx) with Gx = ‖x‖₂, are read as what they
@@ -133,7 +133,33 @@ class Differences(nn.Module):
         return self.fc(F.relu(h))
 
 
+class AnnotatedLayerNorm(nn.Module):
+    """The Annotated Transformer's LayerNorm: a · (x − mean) / (std + ε) + b, std unbiased."""
+
+    def __init__(self, features: int, eps: float = 1e-6):
+        super().__init__()
+        self.a_2, self.b_2, self.eps = nn.Parameter(torch.ones(features)), nn.Parameter(torch.zeros(features)), eps
+
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        std = x.std(-1, keepdim=True)
+        return self.a_2 * (x - mean) / (std + self.eps) + self.b_2
+
+
+class Annotated(nn.Module):
+    """linear → the Annotated Transformer's LayerNorm → relu → x / √(var(x, unbiased=False) + ε) → linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.norm, self.fc = nn.Linear(3, 5), AnnotatedLayerNorm(5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = F.relu(self.norm(self.a(x)))
+        return self.fc(h / torch.sqrt(torch.var(h, dim=-1, unbiased=False, keepdim=True) + 1e-3))
+
+
 MODELS = {"convnext-layernorm": (Norm, (2, 2, 3, 3)), "convnext-v2-block": (Block, (2, 2, 4, 4)),
+          "annotated-transformer-layernorm": (Annotated, (3, 3)),
           "convnext-v2-block-linalg": (lambda: Block(linalg=True), (2, 2, 4, 4)),
           "differences": (Differences, (2, 3))}
 
@@ -267,7 +293,12 @@ class Op(nn.Module):
     (lambda a, b: a * torch.linalg.vector_norm(b, ord=1, dim=1, keepdim=True), "1-norm"),
     (lambda a, b: a * torch.linalg.vector_norm(b, dim=0, keepdim=True), "batch dimension"),
     (lambda a, b: a * torch.norm(b), "whole tensor"),
-], ids=["sub-alpha", "add-alpha", "div-floor", "sub-ranks", "div-ranks", "norm-1", "norm-batch", "norm-all"])
+    (lambda a, b: a / torch.std(b), "whole tensor"),
+    (lambda a, b: a / (b.var(0, keepdim=True) + 1.0), "batch dimension"),
+    (lambda a, b: a / (b[:, :1].var(1, keepdim=True) + 1.0), "n − correction"),
+], ids=["sub-alpha", "add-alpha", "div-floor", "sub-ranks", "div-ranks", "norm-1", "norm-batch", "norm-all", "std-all",
+        "var-batch", "var-one"])
+@pytest.mark.filterwarnings("ignore:var\\(\\). degrees of freedom")  # torch's own, from the refused call
 def test_what_the_decompositions_do_not_read_is_refused_by_name(op, words):
     model = _seeded(Op(op))
     with pytest.raises(nrm.UnsupportedOperationError, match=words):

@@ -990,6 +990,82 @@ class UnfoldDecomposition:
         return out
 
 
+class VarianceDecomposition:
+    """``torch.var`` / ``torch.std`` (``Tensor.var``, ``Tensor.std``) along per-sample dimensions
+    (the Annotated Transformer's LayerNorm, ``(x − mean) / (std + ε)``), read as what they are::
+
+        var(x) = Σ_dim (x − mean_dim x)² / (n − correction),    std(x) = √var(x)
+
+    (``correction`` 1 by default, 0 for ``unbiased=False``): :class:`~nrm.layers.linear.Reduce`,
+    a − b (:class:`SumDecomposition`), :class:`~nrm.layers.constants.Power`, a
+    :class:`~nrm.layers.scale.ConstantScale` and, for std, :class:`~nrm.layers.constants.Sqrt`,
+    held at its forward value: as a divisor it takes nothing, so the centred numerator keeps the
+    relevance. Compared with torch's own within 10³ ulp of its largest value
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: no ``dim`` or the batch
+    dimension (the samples would mix), n − correction ≤ 0, ``out=``."""
+
+    def __init__(self, function, root: bool):
+        self.function, self.root = function, root
+
+    @staticmethod
+    def _read(args: tuple, kwargs: dict) -> dict:
+        x = args[0] if args else kwargs.get("input")
+        rest = list(args[1:])
+        dim, correction, keepdim = kwargs.get("dim"), kwargs.get("correction"), kwargs.get("keepdim", False)
+        unbiased = kwargs.get("unbiased")
+        if rest and isinstance(rest[0], bool):  # var(x, unbiased)
+            unbiased = rest.pop(0)
+        elif rest:  # var(x, dim, unbiased, keepdim)
+            dim = rest.pop(0)
+            if rest:
+                unbiased = rest.pop(0)
+            if rest:
+                keepdim = rest.pop(0)
+        if correction is None:
+            correction = 1 if unbiased is None or unbiased else 0
+        return dict(x=x, dim=dim, correction=correction, keepdim=keepdim, out=kwargs.get("out"))
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        a = self._read(args, kwargs)
+        x, dims = a["x"], a["dim"]
+        if a["out"] is not None:
+            return "writes into out="
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            return "takes the variance of a tensor without a batch dimension"
+        if dims is None:
+            return "takes the variance of the whole tensor (no dim=), which mixes the samples"
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if not dims or any(not isinstance(d, int) or d % x.dim() == 0 for d in dims):
+            return "takes the variance along the batch dimension; nrm keeps every sample apart"
+        if isinstance(a["correction"], bool) or not isinstance(a["correction"], (int, float)):
+            return f"takes correction={a['correction']!r}; nrm reads a number"
+        n = math.prod(x.shape[d] for d in dims)
+        if n - a["correction"] <= 0:
+            return f"divides by n − correction = {n - a['correction']} ≤ 0"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._read(args, kwargs)
+        x, dims, keepdim = a["x"], a["dim"], bool(a["keepdim"])
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        n = math.prod(x.shape[d] for d in dims)
+        centred = x - x.mean(dims, keepdim=True)
+        y = centred.pow(2).sum(dims, keepdim=keepdim) / float(n - a["correction"])
+        if self.root:
+            y = torch.sqrt(y)
+        with torch._C.DisableTorchFunction():
+            theirs = (torch.std if self.root else torch.var)(x, dims, correction=a["correction"], keepdim=keepdim)
+            bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
+            worst = float((y - theirs).abs().max()) if theirs.numel() else 0.0
+        if not worst <= bound:
+            raise CaptureMismatchError(f"the decomposition of {'std' if self.root else 'var'} does not reproduce it "
+                                       f"(max deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it "
+                                       "faithfully")
+        return y
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -1014,6 +1090,8 @@ DECOMPOSED_FUNCTIONS = {
     **{f: VectorNormDecomposition(f) for f in _NORM},
     F.instance_norm: RunningInstanceNormDecomposition(),
     F.unfold: UnfoldDecomposition(),
+    **{f: VarianceDecomposition(f, root=False) for f in (torch.var, torch.Tensor.var)},
+    **{f: VarianceDecomposition(f, root=True) for f in (torch.std, torch.Tensor.std)},
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
     F.normalize: NormalizeDecomposition(),
