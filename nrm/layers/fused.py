@@ -1066,6 +1066,104 @@ class VarianceDecomposition:
         return y
 
 
+class MaxOverDimsDecomposition:
+    """A maximum over per-sample dimensions — ``torch.amax(x, dim)``, ``torch.max(x, dim)`` (its
+    values; the indices a constant), ``F.adaptive_max_pool1d/2d`` to sizes that divide the input
+    (PointNet's and DGCNN's global max pooling, max-over-time pooling of text CNNs) — read as
+    what it is, a max pooling over the flattened reduced dimensions::
+
+        amax_D(x) = reshape(max_pool1d(reshape(permute(x, kept + D), (B, M, n)), n))
+
+    :class:`~nrm.layers.shape.Permute`, :class:`~nrm.layers.shape.View` and
+    :class:`~nrm.layers.pooling.MaxPool`: the first maximal element (row-major over D) takes its
+    neuron's relevance. An adaptive max pool of an evenly divided input is ``F.max_poolNd(x, k, k)``,
+    k = in / out. The value must be torch's own, bitwise (:class:`~nrm.errors.CaptureMismatchError`
+    otherwise). Refused: no ``dim`` (the whole tensor), the batch dimension, an adaptive pool that
+    does not divide its input, ``return_indices=True``. ``torch.max(a, b)`` of two tensors (the
+    elementwise maximum) is not this."""
+
+    def __init__(self, function):
+        self.function = function
+        self.adaptive = function in (F.adaptive_max_pool1d, F.adaptive_max_pool2d)
+
+    def _read(self, args: tuple, kwargs: dict) -> dict:
+        if self.adaptive:
+            names = ("input", "output_size", "return_indices")
+            return {"return_indices": False, **dict(zip(names, args)), **kwargs}
+        names = ("input", "dim", "keepdim")
+        a = {"keepdim": False, **dict(zip(names, args)), **kwargs}
+        a.setdefault("dim", None)
+        return a
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool:
+        a = self._read(args, kwargs)
+        return not isinstance(a.get("dim"), torch.Tensor) and not isinstance(kwargs.get("other"), torch.Tensor)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        a = self._read(args, kwargs)
+        x = a.get("input")
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            return "takes a maximum of a tensor without a batch dimension"
+        if self.adaptive:
+            if a["return_indices"]:
+                return "returns the indices as well (return_indices=True); use return_indices=False"
+            n = 1 if self.function is F.adaptive_max_pool1d else 2
+            if x.dim() != n + 2:
+                return f"expects (batch, channels, *{n} spatial), got {tuple(x.shape)}"
+            out = _ntuple_of(a["output_size"], n)
+            if any(o is None or o <= 0 or i % o for i, o in zip(x.shape[2:], out)):
+                return (f"pools {tuple(x.shape[2:])} to {out}, windows of unequal sizes; nrm reads an adaptive max "
+                        "pool to sizes that divide the input")
+            return None
+        dims = a["dim"]
+        if dims is None or (isinstance(dims, (tuple, list)) and not dims):
+            return "takes the maximum of the whole tensor (no dim=), which mixes the samples"
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if any(not isinstance(d, int) or d % x.dim() == 0 for d in dims):
+            return "takes the maximum along the batch dimension; nrm keeps every sample apart"
+        return None
+
+    def __call__(self, *args, **kwargs):
+        from ..errors import CaptureMismatchError
+
+        a = self._read(args, kwargs)
+        x = a["input"]
+        if self.adaptive:
+            n = 1 if self.function is F.adaptive_max_pool1d else 2
+            out = _ntuple_of(a["output_size"], n)
+            k = tuple(i // o for i, o in zip(x.shape[2:], out))
+            y = (F.max_pool1d if n == 1 else F.max_pool2d)(x, k, k)
+            with torch._C.DisableTorchFunction():
+                theirs = self.function(x, a["output_size"])
+        else:
+            nd = x.dim()
+            dims = sorted({d % nd for d in ((a["dim"],) if isinstance(a["dim"], int) else a["dim"])})
+            kept = [d for d in range(1, nd) if d not in dims]
+            order = [0] + kept + dims
+            h = x.permute(order) if order != list(range(nd)) else x
+            n = math.prod(x.shape[d] for d in dims)
+            h = F.max_pool1d(h.reshape(x.shape[0], -1, n), n)
+            shape = [x.shape[d] if d not in dims else 1 for d in range(nd)] if a["keepdim"] else \
+                [x.shape[0]] + [x.shape[d] for d in kept]
+            y = h.reshape(shape)
+            with torch._C.DisableTorchFunction():
+                theirs = torch.amax(x, dims, keepdim=bool(a["keepdim"]))
+        with torch._C.DisableTorchFunction():
+            same = y.shape == theirs.shape and bool(torch.equal(y, theirs))
+        if not same:
+            raise CaptureMismatchError("the maximum read as a max pooling does not reproduce it; nrm cannot read it "
+                                       "faithfully")
+        if self.function in (torch.max, torch.Tensor.max):
+            with torch._C.DisableTorchFunction():
+                indices = torch.max(x, a["dim"], keepdim=bool(a["keepdim"])).indices  # a constant for what reads it
+            return torch.return_types.max((y, indices))
+        return y
+
+
+def _ntuple_of(v, n: int) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -1090,6 +1188,8 @@ DECOMPOSED_FUNCTIONS = {
     **{f: VectorNormDecomposition(f) for f in _NORM},
     F.instance_norm: RunningInstanceNormDecomposition(),
     F.unfold: UnfoldDecomposition(),
+    **{f: MaxOverDimsDecomposition(f) for f in (torch.amax, torch.Tensor.amax, torch.max, torch.Tensor.max,
+                                                 F.adaptive_max_pool1d, F.adaptive_max_pool2d)},
     **{f: VarianceDecomposition(f, root=False) for f in (torch.var, torch.Tensor.var)},
     **{f: VarianceDecomposition(f, root=True) for f in (torch.std, torch.Tensor.std)},
     F.scaled_dot_product_attention: SDPADecomposition(),
