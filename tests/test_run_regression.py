@@ -127,9 +127,12 @@ def test_bad_arguments_for_a_run_folder_are_one_line_and_exit_2(record, capsys, 
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and words in err
 
 
-def test_run_options_with_a_snapshot_path_are_refused(tmp_path, capsys):
-    code, out, err = snapshot(capsys, "compare", str(tmp_path / "snap"), "--data", "x.pt")
+@pytest.mark.parametrize("option", [["--data", "x.pt"], ["--engine", "ray"], ["--concurrency", "3"],
+                                    ["--worker-cpus", "0.5"]], ids=lambda o: o[0])
+def test_run_options_with_a_snapshot_path_are_refused(tmp_path, capsys, option):
+    code, out, err = snapshot(capsys, "compare", str(tmp_path / "snap"), *option)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "only go with a run folder" in err
+    assert option[0] in err
 
 
 class OneHotStart:
