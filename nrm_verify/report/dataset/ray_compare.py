@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from nrm_verify.report.dataset.current import explained
 from nrm_verify.report.dataset.engine import model_dtype
 from nrm_verify.report.dataset.ray_engine import ray_session, worker_threads
-from nrm_verify.report.dataset.regress import explained
 from nrm_verify.report.dataset.store import Store
 
 COLUMNS = ["row", "status", "target"]

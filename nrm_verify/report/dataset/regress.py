@@ -24,7 +24,7 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nrm_verify.report.dataset.engine import model_dtype
+from nrm_verify.report.dataset.current import MARGINAL, RELEVANCE, local_explained
 from nrm_verify.report.dataset.errors import RunMismatchError, SpecError
 from nrm_verify.report.dataset.sources import as_source
 from nrm_verify.report.dataset.store import model_fingerprint, read_run
-
-RELEVANCE, MARGINAL = "relevance", "marginal"
 
 
 @dataclass
@@ -136,46 +134,6 @@ def _explainer(explainer) -> tuple[Callable, str]:
     if not callable(explainer):
         raise SpecError(f"explainer= takes a spec or a function (model, x, target), got {type(explainer).__name__}")
     return explainer, getattr(explainer, "spec", None) or repr(explainer)
-
-
-def _current(value, layer: str) -> tuple[np.ndarray, str]:
-    """The explainer's output for ``layer`` and whether it is a marginal or a relevance."""
-    if isinstance(value, Mapping):
-        keys = {f"marginal/{layer}": MARGINAL, layer: RELEVANCE, f"relevance/{layer}": RELEVANCE}
-        found = [key for key in keys if key in value]
-        if found:
-            value, quantity = value[found[0]], keys[found[0]]
-        else:
-            raise SpecError(f"the explainer returned {sorted(value)[:6]}; none of marginal/{layer}, {layer}, "
-                            f"relevance/{layer}")
-    else:
-        quantity = MARGINAL
-    if not isinstance(value, (torch.Tensor, np.ndarray)):
-        raise SpecError(f"the explainer returned a {type(value).__name__}; give a tensor or a dict of tensors")
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().double().numpy()
-    return np.asarray(value, dtype=np.float64), quantity
-
-
-def explained(fn: Callable, model: torch.nn.Module, x: torch.Tensor, targets: list[int],
-              layer: str) -> tuple[np.ndarray, str]:
-    """The explainer's output for ``layer`` on one batch, as float64 (n, …), and whether it is
-    a marginal or a relevance (an explainer that starts from R_c = 1, the ``zennit:…`` specs,
-    gives R / f_c = m: a marginal)."""
-    with torch.enable_grad():
-        current, quantity = _current(fn(model, x, targets), layer)
-    if getattr(fn, "start", "f") == "one-hot":
-        quantity = MARGINAL
-    return current, quantity
-
-
-def local_explained(rows: list[dict], model: torch.nn.Module, source, fn: Callable, layer: str, batch_size: int):
-    """The run's rows explained here, ``batch_size`` at a time: (rows, current, quantity) per batch."""
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
-        x = torch.stack([source.load(r["row"])[0] for r in batch]).to(model_dtype(model))
-        current, quantity = explained(fn, model, x, [r["target"] for r in batch], layer)
-        yield [r["row"] for r in batch], current, quantity
 
 
 def compare_run(folder: str | os.PathLike, model: torch.nn.Module, data, explainer, *, layer: str = "input",
