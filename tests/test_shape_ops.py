@@ -142,6 +142,21 @@ def _randomize_batchnorms(model: nn.Module) -> nn.Module:
     return model
 
 
+class SoftSplit(nn.Module):
+    """conv → relu → overlapping patches (F.unfold) → a linear map on each patch vector → relu →
+    F.fold back (the overlaps summed) → linear: T2T-ViT's soft split and its inverse."""
+
+    def __init__(self, padding: int):
+        super().__init__()
+        self.conv, self.mix, self.fc = nn.Conv2d(2, 3, 1), nn.Linear(27, 27), nn.Linear(3 * 5 * 5, 3)
+        self.padding, self.stride = padding, 2
+
+    def forward(self, x):
+        patches = F.unfold(F.relu(self.conv(x)), 3, padding=self.padding, stride=self.stride)
+        patches = F.relu(self.mix(patches.transpose(1, 2)).transpose(1, 2))
+        return self.fc(F.fold(patches, (5, 5), 3, padding=self.padding, stride=self.stride).flatten(1))
+
+
 # name → (model, input shape): every one of the issue's operations in forward()
 CASES = {
     "Tensor.permute": (lambda: Last(False), (1, 2, 4, 4)),
@@ -174,6 +189,8 @@ CASES = {
     "F.unfold (im2col)": (lambda: Head(lambda h: F.unfold(h, 2), 4 * 4 * 2), (1, 2, 3, 4)),
     "nn.Unfold with padding, dilation and stride": (
         lambda: Head(nn.Unfold((2, 3), dilation=(1, 2), padding=(1, 2), stride=(2, 1)), 4 * 6 * 2 * 3), (1, 2, 3, 4)),
+    "F.unfold then F.fold (overlapping patches)": (lambda: SoftSplit(0), (1, 2, 5, 5)),
+    "F.unfold then F.fold with padding": (lambda: SoftSplit(1), (1, 2, 5, 5)),
     "torch.stack (GPT-J's rotate_every_two)": (  # read as unsqueeze and cat
         lambda: Head(lambda h: torch.stack((-h[:, 1::2], h[:, ::2]), dim=-1), 24), (1, 2, 3, 4)),
     "torch.stack(dim=1) of three": (lambda: Head(lambda h: torch.stack([h, F.relu(-h), h], 1), 72), (1, 2, 3, 4)),
@@ -343,3 +360,12 @@ def test_a_convolution_written_with_unfold_is_the_convolution(padding):
         a = nrm.explain(by_hand, x, target=0, rules=rules).marginal("input")
         b = nrm.explain(conv, x, target=0, rules=rules).marginal("input")
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_fold_of_an_unbatched_input_is_refused_by_name():
+    class Unbatched(nn.Module):
+        def forward(self, x):
+            return F.fold(F.relu(x)[0], (3, 3), 2).reshape(1, -1)
+
+    with pytest.raises(nrm.UnsupportedOperationError, match="not \\(B, C·k·k, L\\)"):
+        nrm.explain(Unbatched().double().eval(), _x(1, 8, 4), target=0)

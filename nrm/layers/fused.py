@@ -1164,6 +1164,63 @@ def _ntuple_of(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
+class FoldDecomposition:
+    """``F.fold`` / ``nn.Fold`` (col2im: overlapping patches summed back into an image, the
+    inverse of :class:`~nrm.layers.shape.Unfold` up to the overlaps), read as what it is, a
+    scatter-sum of the patch entries into their pixels, then the padding cropped::
+
+        y_padded[b, c, oh·s_h + i·d_h, ow·s_w + j·d_w] += x[b, c·k_h·k_w + i·k_w + j, oh·OW + ow]
+        y = y_padded[:, :, p_h : p_h + H, p_w : p_w + W]
+
+    :class:`~nrm.layers.message.Scatter` (a linear map of weights 1: a pixel's relevance splits
+    over the patch entries summed into it by the rule) and :class:`~nrm.layers.shape.Index`.
+    The sums run in another order than torch's col2im, so the value is compared with torch's
+    within 10³ ulp of its largest value (:class:`~nrm.errors.CaptureMismatchError` otherwise)."""
+
+    function = F.fold
+    names = ("input", "output_size", "kernel_size", "dilation", "padding", "stride")
+
+    def _arguments(self, args: tuple, kwargs: dict) -> dict:
+        return {"dilation": 1, "padding": 0, "stride": 1, **dict(zip(self.names, args)), **kwargs}
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        x = self._arguments(args, kwargs).get("input")
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            return "folds a tensor that is not (B, C·k·k, L)"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        import numpy as np
+
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(args, kwargs)
+        x = a["input"]
+        (H, W), (kh, kw) = _ntuple_of(a["output_size"], 2), _ntuple_of(a["kernel_size"], 2)
+        (dh, dw), (ph, pw), (sh, sw) = (_ntuple_of(a[k], 2) for k in ("dilation", "padding", "stride"))
+        with torch._C.DisableTorchFunction():
+            theirs = F.fold(x, a["output_size"], a["kernel_size"], a["dilation"], a["padding"], a["stride"])
+        B, C = x.shape[0], theirs.shape[1]
+        Hp, Wp = H + 2 * ph, W + 2 * pw
+        OH, OW = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
+        c = np.arange(C).reshape(C, 1, 1, 1, 1)
+        i, j = np.arange(kh).reshape(1, kh, 1, 1, 1), np.arange(kw).reshape(1, 1, kw, 1, 1)
+        oh, ow = np.arange(OH).reshape(1, 1, 1, OH, 1), np.arange(OW).reshape(1, 1, 1, 1, OW)
+        index = torch.from_numpy((c * Hp * Wp + (oh * sh + i * dh) * Wp + ow * sw + j * dw).reshape(1, -1))
+        flat = x.reshape(B, -1)
+        padded = flat.new_zeros((B, C * Hp * Wp)).scatter_add(1, index.to(x.device).expand(B, -1), flat)
+        y = padded.reshape(B, C, Hp, Wp)
+        if ph or pw:
+            y = y[:, :, ph:ph + H, pw:pw + W]
+        with torch._C.DisableTorchFunction():
+            bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
+            same = y.shape == theirs.shape and float((y - theirs).abs().max()) <= bound
+        if not same:
+            raise CaptureMismatchError("the decomposition of F.fold does not reproduce it within 10³ ulp; nrm cannot "
+                                       "read it faithfully")
+        return y
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -1188,6 +1245,7 @@ DECOMPOSED_FUNCTIONS = {
     **{f: VectorNormDecomposition(f) for f in _NORM},
     F.instance_norm: RunningInstanceNormDecomposition(),
     F.unfold: UnfoldDecomposition(),
+    F.fold: FoldDecomposition(),
     **{f: MaxOverDimsDecomposition(f) for f in (torch.amax, torch.Tensor.amax, torch.max, torch.Tensor.max,
                                                  F.adaptive_max_pool1d, F.adaptive_max_pool2d)},
     **{f: VarianceDecomposition(f, root=False) for f in (torch.var, torch.Tensor.var)},
