@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from agreement import seeded
 from torch import nn
 
 import nrm
@@ -85,12 +86,7 @@ MODELS = {
 
 def _model(name: str, seed: int = 0):
     make, shape = MODELS[name]
-    g = torch.Generator().manual_seed(seed)
-    model = make().double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
-    return model, _x(*shape, seed=seed + 1)
+    return seeded(make(), seed), _x(*shape, seed=seed + 1)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from agreement import seeded
 from torch import nn
 
 import nrm
@@ -41,12 +42,7 @@ def _x(*shape, seed=1):
 
 
 def _seeded(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    model = model.double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
-    return model.eval()
+    return seeded(model, seed)
 
 
 class LayerNorm2d(nn.Module):

@@ -948,7 +948,16 @@ class RunningInstanceNormDecomposition:
         return out
 
 
-class UnfoldDecomposition:
+class _Patches:
+    """The arguments of ``F.unfold`` and ``F.fold`` (:attr:`names`), with torch's defaults."""
+
+    names: tuple = ()
+
+    def _arguments(self, args: tuple, kwargs: dict) -> dict:
+        return {"dilation": 1, "padding": 0, "stride": 1, **dict(zip(self.names, args)), **kwargs}
+
+
+class UnfoldDecomposition(_Patches):
     """``F.unfold`` with ``padding`` > 0, read as what it is, the zero padding and then the
     patches::
 
@@ -960,9 +969,6 @@ class UnfoldDecomposition:
 
     function = F.unfold
     names = ("input", "kernel_size", "dilation", "padding", "stride")
-
-    def _arguments(self, args: tuple, kwargs: dict) -> dict:
-        return {"dilation": 1, "padding": 0, "stride": 1, **dict(zip(self.names, args)), **kwargs}
 
     def applies(self, args: tuple, kwargs: dict, derived) -> bool:
         padding = self._arguments(args, kwargs)["padding"]
@@ -1164,7 +1170,7 @@ def _ntuple_of(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-class FoldDecomposition:
+class FoldDecomposition(_Patches):
     """``F.fold`` / ``nn.Fold`` (col2im: overlapping patches summed back into an image, the
     inverse of :class:`~nrm.layers.shape.Unfold` up to the overlaps), read as what it is, a
     scatter-sum of the patch entries into their pixels, then the padding cropped::
@@ -1179,9 +1185,6 @@ class FoldDecomposition:
 
     function = F.fold
     names = ("input", "output_size", "kernel_size", "dilation", "padding", "stride")
-
-    def _arguments(self, args: tuple, kwargs: dict) -> dict:
-        return {"dilation": 1, "padding": 0, "stride": 1, **dict(zip(self.names, args)), **kwargs}
 
     def refusal(self, args: tuple, kwargs: dict) -> str | None:
         x = self._arguments(args, kwargs).get("input")
