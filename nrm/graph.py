@@ -420,33 +420,20 @@ class _Builder:
             if u in memo:
                 stack.pop()
                 continue
-            if u.node < 0:
-                memo[u] = False
-                stack.pop()
-                continue
-            call = self.calls[u.node]
-            if call.kind is None:
-                memo[u] = False
-                stack.pop()
-                continue
-            if call.kind.role == "elementwise" and getattr(call.kind, "held", False):
-                memo[u] = True
-                stack.pop()
-                continue
-            inputs = _relevance_inputs(call)
-            if not inputs:
-                memo[u] = False
-                stack.pop()
-                continue
-            known = [memo.get(w) for w in inputs]
-            if any(k is False for k in known):
-                memo[u] = False
-                stack.pop()
-            elif all(k is True for k in known):
-                memo[u] = True
-                stack.pop()
+            call = self.calls[u.node] if u.node >= 0 else None
+            if call is None or call.kind is None:
+                held = False
+            elif call.kind.role == "elementwise" and getattr(call.kind, "held", False):
+                held = True
             else:
-                stack.append(next(w for w, k in zip(inputs, known) if k is None))
+                inputs = _relevance_inputs(call)
+                known = [memo.get(w) for w in inputs]
+                if None in known and False not in known:  # decide an input first
+                    stack.append(inputs[known.index(None)])
+                    continue
+                held = bool(inputs) and False not in known
+            memo[u] = held
+            stack.pop()
         return memo[v]
 
     def _batchnorm(self, call: Call, step: Step, src: Value) -> None:
