@@ -79,6 +79,10 @@ CASES = [
     ("torch.selu", lambda: Fn("torch.selu", torch.selu), "SELU", False),
     ("CELU", lambda: nn.CELU(alpha=0.6), "CELU", False),
     ("F.celu_", lambda: Fn("F.celu_", lambda x: F.celu_(x, 1.5)), "CELU", False),
+    ("torch.exp", lambda: Fn("torch.exp", torch.exp), "Exp", False),
+    ("Tensor.exp_", lambda: Fn("Tensor.exp_", lambda x: x.exp_()), "Exp", False),
+    ("torch.abs", lambda: Fn("torch.abs", torch.abs), "Abs", True),
+    ("Tensor.abs_", lambda: Fn("Tensor.abs_", lambda x: x.abs_()), "Abs", True),
 ]
 IDS = [c[0] for c in CASES]
 RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25), nrm.presets.EpsilonPlusFlat()]
@@ -215,3 +219,22 @@ def test_check_layer_takes_a_built_in_kind_by_its_class():
     report = check_layer("nrm.layers.activations:Tanh", max_examples=2, only=["K2"])
     assert report.ok and not report.invalid, str(report)
     assert "Tanh" in nrm.layers.REGISTRY.kinds  # still registered afterwards
+
+
+def test_log_of_a_positive_activation_and_of_a_non_positive_one():
+    """log(softplus(W x)) is read (Log after Softplus) and agrees with the oracle and the reference;
+    log of a value ≤ 0 is −∞ or NaN, refused by name."""
+    model, x = _model(Fn("log∘softplus", lambda h: torch.log(F.softplus(h))))
+    assert [c.kind.name for c in capture(model, x).calls] == ["Dense", "Softplus", "Log", "Dense"]
+    for rules in RULES[:2]:
+        m = nrm.explain(model, x, target=0, rules=rules, check="full")
+        ref = reference_lrp(model, x, 0, rules)
+        torch.testing.assert_close(m.relevance("input"), ref.relevance["input"].reshape(x.shape), rtol=1e-9,
+                                   atol=1e-12)
+        exact = ExactNetwork.from_model(model, x, rules).explain(target=0)
+        want = torch.tensor([float(v) for v in exact.marginal("input").reshape(-1)], dtype=D)
+        assert float((m.marginal("input").reshape(-1) - want).abs().max()) <= 1e-9 * max(
+            1.0, float(exact.total_variation()))
+    bad, x = _model(Fn("log", torch.log))
+    with pytest.raises(nrm.NonFiniteError):
+        nrm.explain(bad, x - 10.0, target=0)

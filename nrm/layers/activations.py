@@ -10,12 +10,12 @@ Exact forms (what the exact oracle evaluates):
 * piecewise linear or rational with rational breakpoints — ReLU6, Hardtanh, PReLU,
   Hardsigmoid, Hardswish — on fractions, with the parameters read from the call (a float
   parameter is read as the fraction it is exactly);
-* transcendental — GELU, SiLU, Sigmoid, Tanh, Softplus, Mish, ELU, SELU, CELU — σ in float64, read as
+* transcendental — GELU, SiLU, Sigmoid, Tanh, Softplus, Mish, ELU, SELU, CELU, Exp, Log — σ in float64, read as
   fractions (the base class's default): σ(z) has no exact rational value, so the oracle
   takes the float64 value torch computes and is exact in everything after it.
 
 Law L9 (LRP-0 = Gradient × Input) needs σ(z) = σ'(z)·z for every z (``homogeneous``):
-true of PReLU only. A clamp is not homogeneous (on the flat part σ' = 0 while σ(z) ≠ 0),
+true of PReLU and Abs only. A clamp is not homogeneous (on the flat part σ' = 0 while σ(z) ≠ 0),
 nor is any smooth activation here; L9 is reported not applicable for models using them.
 """
 
@@ -373,6 +373,66 @@ class ELU(Smooth):
 
     def evaluate(self, call, z):
         return _NN.elu(z, *self.parameters(call))
+
+
+class Exp(Smooth):
+    """σ(z) = e^z (``torch.exp``, ``Tensor.exp``, and in place; the numerator of a softmax
+    written by hand, whose division by Σ e^z is then a product for the user's split). Kernel
+    δ_jk (the identity rule). Exact given σ's float64 value (transcendental). Not homogeneous
+    (σ'(z)·z = z e^z ≠ e^z): L9 is reported not applicable."""
+
+    functions = (torch.exp, torch.exp_, torch.Tensor.exp, torch.Tensor.exp_)
+
+    def examples(self):
+        return [(Applied(torch.exp).eval(), (3,)), (Applied(torch.Tensor.exp_).eval(), (3,))]
+
+    def evaluate(self, call, z):
+        return torch.exp(z)
+
+
+class Log(Smooth):
+    """σ(z) = log z (``torch.log``, ``Tensor.log``, and in place), defined for z > 0: a
+    non-positive z gives −∞ or NaN, which the engine refuses by name (``NonFiniteError``).
+    Kernel δ_jk (the identity rule). Exact given σ's float64 value. Not homogeneous: L9 is
+    reported not applicable."""
+
+    functions = (torch.log, torch.log_, torch.Tensor.log, torch.Tensor.log_)
+
+    def examples(self):
+        return [(Applied(lambda h: torch.log(torch.exp(h) + 1.0)).eval(), (3,))]
+
+    def evaluate(self, call, z):
+        return torch.log(z)
+
+
+class Abs(Elementwise):
+    """σ(z) = |z| (``torch.abs``, ``Tensor.abs``, ``torch.absolute``, and in place). Kernel δ_jk
+    (the identity rule). Homogeneous (σ'(z)·z = sign(z)·z = |z|): LRP-0 through it is Gradient ×
+    Input (L9 holds). Exact on fractions."""
+
+    functions = (torch.abs, torch.abs_, torch.Tensor.abs, torch.Tensor.abs_, torch.absolute,
+                 torch.Tensor.absolute)
+    homogeneous = True
+
+    def examples(self):
+        return [(Applied(torch.abs).eval(), (3,)), (Applied(torch.Tensor.abs_).eval(), (3,))]
+
+    def exact(self, call, z):
+        return elementwise_exact(z, abs)
+
+    def evaluate(self, call, z):
+        return torch.abs(z)
+
+
+class Applied(nn.Module):
+    """A linear map, then ``fn`` (an example of :class:`Exp`, :class:`Log` and :class:`Abs`)."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn, self.fc = fn, seeded(nn.Linear(3, 3), 9)
+
+    def forward(self, x):
+        return self.fn(self.fc(x))
 
 
 class SELU(Smooth):
