@@ -144,7 +144,11 @@ class AddConstant(Linear):
     def accepts(self, call):
         a, b = self.operands(call)
         if isinstance(a, Value) and isinstance(b, Value):
-            return "adds two input-derived tensors (nrm.layers.Add reads a sum of branches)"
+            if getattr(call.func, "__name__", "").endswith("_") or "__i" in getattr(call.func, "__name__", ""):
+                return ("adds or subtracts two input-derived tensors in place (a -= b, sub_); nrm reads the "
+                        "out-of-place form, a = a - b (a sum of branches after a negation)")
+            return ("adds two input-derived tensors with alpha= or of different dtypes (nrm.layers.Add reads a sum "
+                    "of branches: a + b, a - b)")
         alpha = self.alpha(call)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
             return f"adds with alpha={alpha!r}; nrm reads a finite number"

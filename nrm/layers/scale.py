@@ -52,6 +52,9 @@ class ConstantScale(Linear):
     def accepts(self, call):
         a, b = self.operands(call)
         if isinstance(a, Value) and isinstance(b, Value):
+            if self.divides(call):
+                return ("divides two input-derived tensors in place or with rounding_mode= (nrm reads a = a / b, a "
+                        "product with the reciprocal of b)")
             return ("multiplies two input-derived tensors: a product of activations is not a linear map of either "
                     "(the product kind, nrm.layers.products.Multiply, reads it)")
         if call.kwargs.get("rounding_mode") is not None:
