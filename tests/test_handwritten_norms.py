@@ -292,8 +292,10 @@ class Op(nn.Module):
     (lambda a, b: a / torch.std(b), "whole tensor"),
     (lambda a, b: a / (b.var(0, keepdim=True) + 1.0), "batch dimension"),
     (lambda a, b: a / (b[:, :1].var(1, keepdim=True) + 1.0), "n − correction"),
+    (lambda a, b: a.sub_(b), "in place"),
+    (lambda a, b: a.div_(b + 1.0), "in place"),
 ], ids=["sub-alpha", "add-alpha", "div-floor", "sub-ranks", "div-ranks", "norm-1", "norm-batch", "norm-all", "std-all",
-        "var-batch", "var-one"])
+        "var-batch", "var-one", "sub-in-place", "div-in-place"])
 @pytest.mark.filterwarnings("ignore:var\\(\\). degrees of freedom")  # torch's own, from the refused call
 def test_what_the_decompositions_do_not_read_is_refused_by_name(op, words):
     model = _seeded(Op(op))
