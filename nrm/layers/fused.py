@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gat import GATDecomposition, GATv2Decomposition
+from .linear import pair
 from .recurrent import (
     FINAL_STATE_REFUSAL,
     CellDecomposition,
@@ -25,6 +26,7 @@ from .recurrent import (
     RNNDecomposition,
     final_state,
 )
+from .shape import patch_index
 
 
 def _sdpa_arguments(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
@@ -949,12 +951,20 @@ class RunningInstanceNormDecomposition:
 
 
 class _Patches:
-    """The arguments of ``F.unfold`` and ``F.fold`` (:attr:`names`), with torch's defaults."""
+    """The arguments of ``F.unfold`` and ``F.fold`` (:attr:`names`), with torch's defaults, and
+    the refusal of an input that is not batched (``dims`` dimensions, ``layout``)."""
 
     names: tuple = ()
+    verb, dims, layout = "", 0, ""
 
     def _arguments(self, args: tuple, kwargs: dict) -> dict:
         return {"dilation": 1, "padding": 0, "stride": 1, **dict(zip(self.names, args)), **kwargs}
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        x = self._arguments(args, kwargs).get("input")
+        if not isinstance(x, torch.Tensor) or x.dim() != self.dims:
+            return f"{self.verb} a tensor that is not {self.layout}"
+        return None
 
 
 class UnfoldDecomposition(_Patches):
@@ -969,22 +979,16 @@ class UnfoldDecomposition(_Patches):
 
     function = F.unfold
     names = ("input", "kernel_size", "dilation", "padding", "stride")
+    verb, dims, layout = "unfolds", 4, "(B, C, H, W)"
 
     def applies(self, args: tuple, kwargs: dict, derived) -> bool:
-        padding = self._arguments(args, kwargs)["padding"]
-        return any(padding) if isinstance(padding, (tuple, list)) else bool(padding)
-
-    def refusal(self, args: tuple, kwargs: dict) -> str | None:
-        x = self._arguments(args, kwargs).get("input")
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            return "unfolds a tensor that is not (B, C, H, W)"
-        return None
+        return any(pair(self._arguments(args, kwargs)["padding"]))
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         from ..errors import CaptureMismatchError
 
         a = self._arguments(args, kwargs)
-        p = a["padding"] if isinstance(a["padding"], (tuple, list)) else (a["padding"], a["padding"])
+        p = pair(a["padding"])
         out = F.unfold(F.pad(a["input"], (int(p[1]), int(p[1]), int(p[0]), int(p[0]))), a["kernel_size"],
                        a["dilation"], 0, a["stride"])
         with torch._C.DisableTorchFunction():
@@ -1116,7 +1120,7 @@ class MaxOverDimsDecomposition:
             n = 1 if self.function is F.adaptive_max_pool1d else 2
             if x.dim() != n + 2:
                 return f"expects (batch, channels, *{n} spatial), got {tuple(x.shape)}"
-            out = _ntuple_of(a["output_size"], n)
+            out = pair(a["output_size"], n)
             if any(o is None or o <= 0 or i % o for i, o in zip(x.shape[2:], out)):
                 return (f"pools {tuple(x.shape[2:])} to {out}, windows of unequal sizes; nrm reads an adaptive max "
                         "pool to sizes that divide the input")
@@ -1136,7 +1140,7 @@ class MaxOverDimsDecomposition:
         x = a["input"]
         if self.adaptive:
             n = 1 if self.function is F.adaptive_max_pool1d else 2
-            out = _ntuple_of(a["output_size"], n)
+            out = pair(a["output_size"], n)
             k = tuple(i // o for i, o in zip(x.shape[2:], out))
             y = (F.max_pool1d if n == 1 else F.max_pool2d)(x, k, k)
             with torch._C.DisableTorchFunction():
@@ -1166,10 +1170,6 @@ class MaxOverDimsDecomposition:
         return y
 
 
-def _ntuple_of(v, n: int) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
-
-
 class FoldDecomposition(_Patches):
     """``F.fold`` / ``nn.Fold`` (col2im: overlapping patches summed back into an image, the
     inverse of :class:`~nrm.layers.shape.Unfold` up to the overlaps), read as what it is, a
@@ -1185,31 +1185,20 @@ class FoldDecomposition(_Patches):
 
     function = F.fold
     names = ("input", "output_size", "kernel_size", "dilation", "padding", "stride")
-
-    def refusal(self, args: tuple, kwargs: dict) -> str | None:
-        x = self._arguments(args, kwargs).get("input")
-        if not isinstance(x, torch.Tensor) or x.dim() != 3:
-            return "folds a tensor that is not (B, C·k·k, L)"
-        return None
+    verb, dims, layout = "folds", 3, "(B, C·k·k, L)"
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
-        import numpy as np
-
         from ..errors import CaptureMismatchError
 
         a = self._arguments(args, kwargs)
         x = a["input"]
-        (H, W), (kh, kw) = _ntuple_of(a["output_size"], 2), _ntuple_of(a["kernel_size"], 2)
-        (dh, dw), (ph, pw), (sh, sw) = (_ntuple_of(a[k], 2) for k in ("dilation", "padding", "stride"))
+        (H, W), (ph, pw) = pair(a["output_size"]), pair(a["padding"])
         with torch._C.DisableTorchFunction():
             theirs = F.fold(x, a["output_size"], a["kernel_size"], a["dilation"], a["padding"], a["stride"])
         B, C = x.shape[0], theirs.shape[1]
         Hp, Wp = H + 2 * ph, W + 2 * pw
-        OH, OW = (Hp - dh * (kh - 1) - 1) // sh + 1, (Wp - dw * (kw - 1) - 1) // sw + 1
-        c = np.arange(C).reshape(C, 1, 1, 1, 1)
-        i, j = np.arange(kh).reshape(1, kh, 1, 1, 1), np.arange(kw).reshape(1, 1, kw, 1, 1)
-        oh, ow = np.arange(OH).reshape(1, 1, 1, OH, 1), np.arange(OW).reshape(1, 1, 1, 1, OW)
-        index = torch.from_numpy((c * Hp * Wp + (oh * sh + i * dh) * Wp + ow * sw + j * dw).reshape(1, -1))
+        index = torch.from_numpy(patch_index((C, Hp, Wp), pair(a["kernel_size"]), pair(a["dilation"]),
+                                             pair(a["stride"])).reshape(1, -1))
         flat = x.reshape(B, -1)
         padded = flat.new_zeros((B, C * Hp * Wp)).scatter_add(1, index.to(x.device).expand(B, -1), flat)
         y = padded.reshape(B, C, Hp, Wp)

@@ -24,7 +24,8 @@ from ..recorded import Value
 from .base import ExactMap, Linear, Sum, seeded, to_fractions, zeros_object
 
 
-def _pair(v, n: int = 2) -> tuple:
+def pair(v, n: int = 2) -> tuple:
+    """``v`` as a tuple of ``n`` (an int for every axis, or one per axis as given)."""
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
@@ -176,7 +177,7 @@ class Conv(Linear):
         padding = call.arg(4, "padding", 0)
         if padding == "same":
             w = call.arg(1, "weight")
-            span = [d * (k - 1) for d, k in zip(_pair(call.arg(5, "dilation", 1), w.dim() - 2), w.shape[2:])]
+            span = [d * (k - 1) for d, k in zip(pair(call.arg(5, "dilation", 1), w.dim() - 2), w.shape[2:])]
             if any(s % 2 for s in span):
                 return ("padding='same' with an even kernel span pads asymmetrically; give explicit integer "
                         "padding")
@@ -187,15 +188,15 @@ class Conv(Linear):
         w = call.arg(1, "weight").detach()
         d = w.dim() - 2
         b = call.arg(2, "bias", None)
-        stride, padding = _pair(call.arg(3, "stride", 1), d), call.arg(4, "padding", 0)
-        dilation, groups = _pair(call.arg(5, "dilation", 1), d), call.arg(6, "groups", 1)
+        stride, padding = pair(call.arg(3, "stride", 1), d), call.arg(4, "padding", 0)
+        dilation, groups = pair(call.arg(5, "dilation", 1), d), call.arg(6, "groups", 1)
         if padding == "valid":
             before = after = (0,) * d
         elif padding == "same":  # torch pads total // 2 before, the rest after
             total = [dl * (k - 1) for dl, k in zip(dilation, w.shape[2:])]
             before, after = tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
         else:
-            before = after = _pair(padding, d)
+            before = after = pair(padding, d)
         return w, (None if b is None else b.detach()), stride, before, dilation, groups, after
 
     def map(self, call, a, rule=None):
@@ -313,11 +314,11 @@ class AvgPool(Linear):
 
     def params(self, call):
         n = {F.avg_pool1d: 1, F.avg_pool3d: 3}.get(call.func, 2)
-        k = _pair(call.arg(1, "kernel_size"), n)
+        k = pair(call.arg(1, "kernel_size"), n)
         stride = call.arg(2, "stride", None)
-        s = _pair(stride, n) if stride not in (None, [], ()) else k
+        s = pair(stride, n) if stride not in (None, [], ()) else k
         divisor = call.arg(6, "divisor_override", None) if n > 1 else None  # avg_pool1d has none
-        return k, s, _pair(call.arg(3, "padding", 0), n), call.arg(4, "ceil_mode", False), \
+        return k, s, pair(call.arg(3, "padding", 0), n), call.arg(4, "ceil_mode", False), \
             call.arg(5, "count_include_pad", True), divisor
 
     def accepts(self, call):
@@ -377,7 +378,7 @@ class AdaptiveAvgPool(Linear):
         return {F.adaptive_avg_pool1d: 1, F.adaptive_avg_pool3d: 3}.get(call.func, 2)
 
     def out_size(self, call, in_size):
-        size = _pair(call.arg(1, "output_size"), len(in_size))
+        size = pair(call.arg(1, "output_size"), len(in_size))
         return tuple(in_size[i] if size[i] is None else size[i] for i in range(len(in_size)))
 
     def accepts(self, call):

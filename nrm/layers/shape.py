@@ -23,6 +23,7 @@ from torch import nn
 
 from ..recorded import Piece, Value
 from .base import Concat, Reshape
+from .linear import pair
 
 
 class View(Reshape):
@@ -184,8 +185,24 @@ class PixelShuffle(Reshape):
         return x.transpose(0, 1, 3, 5, 2, 4).reshape(-1)           # output order (L, C, i, j, h, w)
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+def _ints(v) -> tuple[int, int]:
+    return tuple(int(i) for i in pair(v))
+
+
+def patch_index(shape: tuple, kernel: tuple, dilation: tuple, stride: tuple) -> np.ndarray:
+    """The flat (row-major) pixel of a (C, H, W) image under each entry of its patches
+    (C·k_h·k_w, OH·OW), in their row-major order — im2col's map, read by :class:`Unfold` and by
+    ``F.fold``'s scatter (:class:`~nrm.layers.fused.FoldDecomposition`)::
+
+        index[c·k_h·k_w + i·k_w + j, oh·OW + ow] = c·H·W + (oh·s_h + i·d_h)·W + ow·s_w + j·d_w
+    """
+    C, H, W = shape
+    (kh, kw), (dh, dw), (sh, sw) = kernel, dilation, stride
+    OH, OW = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
+    c = np.arange(C).reshape(C, 1, 1, 1, 1)
+    i, j = np.arange(kh).reshape(1, kh, 1, 1, 1), np.arange(kw).reshape(1, 1, kw, 1, 1)
+    oh, ow = np.arange(OH).reshape(1, 1, 1, OH, 1), np.arange(OW).reshape(1, 1, 1, 1, OW)
+    return (c * H * W + (oh * sh + i * dh) * W + ow * sw + j * dw).astype(np.int64).reshape(-1)
 
 
 class Unfold(Reshape):
@@ -209,8 +226,8 @@ class Unfold(Reshape):
     @staticmethod
     def parameters(call) -> tuple:
         """(kernel, dilation, padding, stride), each an (h, w) pair."""
-        return (_pair(call.arg(1, "kernel_size")), _pair(call.arg(2, "dilation", 1)), _pair(call.arg(3, "padding", 0)),
-                _pair(call.arg(4, "stride", 1)))
+        return (_ints(call.arg(1, "kernel_size")), _ints(call.arg(2, "dilation", 1)), _ints(call.arg(3, "padding", 0)),
+                _ints(call.arg(4, "stride", 1)))
 
     def accepts(self, call):
         if len(call.in_shapes[0]) != 4:
@@ -224,14 +241,8 @@ class Unfold(Reshape):
         return _sample_dims(call), self.parameters(call)
 
     def index(self, call):
-        C, H, W = _sample_dims(call)
-        (kh, kw), (dh, dw), _, (sh, sw) = self.parameters(call)
-        OH, OW = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
-        c = np.arange(C).reshape(C, 1, 1, 1, 1)
-        i, j = np.arange(kh).reshape(1, kh, 1, 1, 1), np.arange(kw).reshape(1, 1, kw, 1, 1)
-        oh, ow = np.arange(OH).reshape(1, 1, 1, OH, 1), np.arange(OW).reshape(1, 1, 1, 1, OW)
-        index = c * H * W + (oh * sh + i * dh) * W + ow * sw + j * dw
-        return index.astype(np.int64).reshape(-1)
+        kernel, dilation, _, stride = self.parameters(call)
+        return patch_index(_sample_dims(call), kernel, dilation, stride)
 
 
 class Index(Reshape):
