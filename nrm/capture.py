@@ -134,7 +134,7 @@ class Call:
     outputs: list[torch.Tensor]
     module: nn.Module | None  # the innermost module whose forward() issued it
     path: str  # that module's name in the model ("" for the model itself)
-    where: str  # the line of the model's code that issued it
+    site: Any  # the line of the model's code that issued it: (file, line, function), formatted when read
     name: str = ""
     inplace: bool = False
     whole: bool = False  # a module captured whole
@@ -144,10 +144,19 @@ class Call:
     owned: bool = False  # the one operation of its module's call (named by the module)
     masked: bool = False  # its −inf outputs (masked scores) are recorded as finfo.min
     computed_in: torch.dtype | None = None  # the model's dtype when :func:`upcast` widened the record
+    _inputs: list | None = field(default=None, repr=False)  # :attr:`inputs`, found once
 
     @property
     def output(self) -> torch.Tensor:
         return self.outputs[0]
+
+    @property
+    def where(self) -> str:
+        """``model.py:42 in forward: x = self.conv(x)`` (formatted on first read: most calls are
+        never named in a message, and reading the source line costs)."""
+        if not isinstance(self.site, str):
+            self.site = _format_site(self.site)
+        return self.site
 
     def arg(self, index: int, name: str, default: Any = _MISSING) -> Any:
         """The argument given at position ``index`` or by keyword ``name``."""
@@ -162,9 +171,11 @@ class Call:
     @property
     def inputs(self) -> list[Value]:
         """The input-derived tensors among the arguments, in order."""
-        found: list[Value] = []
-        _walk((self.args, self.kwargs), lambda v: found.append(v) if isinstance(v, Value) else None)
-        return found
+        if self._inputs is None:  # args are fixed once recorded (upcast keeps the Values where they are)
+            found: list[Value] = []
+            _walk((self.args, self.kwargs), lambda v: found.append(v) if isinstance(v, Value) else None)
+            self._inputs = found
+        return list(self._inputs)
 
     def describe(self) -> str:
         """``F.conv2d in Conv2d at 'features.0' (model.py:42: …)`` — for messages."""
@@ -222,6 +233,16 @@ def func_name(func: Any) -> str:
     return f"{module}.{name}" if module else name
 
 
+def _tensors(obj: Any, found: list) -> list:
+    """The tensors in nested lists, tuples and dicts, in order (appended to ``found``)."""
+    for o in (obj.values() if isinstance(obj, dict) else obj):
+        if isinstance(o, torch.Tensor):
+            found.append(o)
+        elif isinstance(o, (list, tuple, dict)):
+            _tensors(o, found)
+    return found
+
+
 def _walk(obj: Any, fn: Callable[[Any], Any]) -> None:
     if isinstance(obj, (list, tuple)):
         for o in obj:
@@ -237,24 +258,37 @@ def _map(obj: Any, fn: Callable[[Any], Any]) -> Any:
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuples (torch.return_types)
         return type(obj)(*(_map(o, fn) for o in obj))
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_map(o, fn) for o in obj)
+        return type(obj)([_map(o, fn) if isinstance(o, (list, tuple, dict)) else fn(o) for o in obj])
     if isinstance(obj, dict):
-        return {k: _map(v, fn) for k, v in obj.items()}
+        return {k: _map(v, fn) if isinstance(v, (list, tuple, dict)) else fn(v) for k, v in obj.items()}
     return fn(obj)
 
 
 def user_location(skip_torch: bool = True) -> str:
     """The innermost line of the model's own code on the Python stack (not torch's, not nrm's)."""
+    return _format_site(_user_site(skip_torch))
+
+
+def _user_site(skip_torch: bool = True) -> tuple | None:
+    """(file, line, function) of the innermost frame of the model's own code, or None."""
     frame = sys._getframe(1)
     while frame is not None:
-        filename = frame.f_code.co_filename
-        inside = filename.startswith(_NRM_DIR) or (skip_torch and filename.startswith(_TORCH_DIR))
-        if not inside and not filename.startswith("<frozen"):
-            line = _source_line(filename, frame.f_lineno)
-            here = f"{os.path.basename(filename)}:{frame.f_lineno} in {frame.f_code.co_name}"
-            return f"{here}: {line}" if line else here
+        code = frame.f_code
+        filename = code.co_filename
+        if not (filename.startswith(_NRM_DIR) or (skip_torch and filename.startswith(_TORCH_DIR))
+                or filename.startswith("<frozen")):
+            return filename, frame.f_lineno, code.co_name
         frame = frame.f_back
-    return ""
+    return None
+
+
+def _format_site(site: tuple | None) -> str:
+    if site is None:
+        return ""
+    filename, lineno, function = site
+    line = _source_line(filename, lineno)
+    here = f"{os.path.basename(filename)}:{lineno} in {function}"
+    return f"{here}: {line}" if line else here
 
 
 def _source_line(filename: str, lineno: int) -> str:
@@ -292,6 +326,7 @@ class _Recorder(TorchFunctionMode):
         self.stack: list[_Frame] = []
         self.live: dict[int, tuple[Value, int, torch.Tensor]] = {}  # id(tensor) → (value, version, tensor)
         self.calls: list[Call] = []
+        self.by_storage: dict[int, list[tuple[Call, int]]] = {}  # storage → the recorded outputs in it (_copy_on_write)
         self.module_outputs: dict[str, Value] = {}
         self.module_calls: list[str] = []  # names of the module calls, in the order they returned
         self.constants: dict[int, tuple[str, torch.Tensor, int]] = {}
@@ -495,31 +530,30 @@ class _Recorder(TorchFunctionMode):
         """The input-derived tensors in ``obj``; ``strict``: one changed in place behind the
         recorder's back (through a view) is an error."""
         found: list[Value] = []
-
-        def visit(t):
-            if isinstance(t, torch.Tensor) and id(t) in self.live:
-                value, version, _ = self.live[id(t)]
-                if t._version != version:
-                    if not strict:
-                        return
-                    self._fail(InPlaceViewError(
-                        f"an input-derived tensor was changed in place through a view of it and read afterwards, at "
-                        f"{user_location() or 'an unknown place'}; nrm cannot tell which value the model meant. "
-                        "Use an out-of-place operation there (e.g. torch.cat or torch.where instead of writing into "
-                        "a slice)"))
-                found.append(value)
-
-        _walk(obj, visit)
+        live = self.live
+        for t in ([obj] if isinstance(obj, torch.Tensor) else _tensors(obj, []) if isinstance(obj, (list, tuple, dict)) else ()):
+            entry = live.get(id(t))
+            if entry is None:
+                continue
+            if t._version != entry[1]:
+                if not strict:
+                    continue
+                self._fail(InPlaceViewError(
+                    f"an input-derived tensor was changed in place through a view of it and read afterwards, at "
+                    f"{user_location() or 'an unknown place'}; nrm cannot tell which value the model meant. "
+                    "Use an out-of-place operation there (e.g. torch.cat or torch.where instead of writing into "
+                    "a slice)"))
+            found.append(entry[0])
         return found
 
     def _copy_on_write(self, target: torch.Tensor) -> None:
         """Before ``target`` changes in place, keep the value every recorded call holds of
         its storage (the call's output stays what it was when computed)."""
         storage = target.untyped_storage().data_ptr()
-        for call in self.calls:
-            for i, t in enumerate(call.outputs):
-                if t is not None and t.untyped_storage().data_ptr() == storage:
-                    call.outputs[i] = t.clone()
+        for call, i in self.by_storage.pop(storage, ()):
+            t = call.outputs[i]
+            if t is not None and t.untyped_storage().data_ptr() == storage:
+                call.outputs[i] = t.clone()  # a storage of its own, which nothing else writes
         if self.input is not None and self.input.untyped_storage().data_ptr() == storage:
             self.input = self.input.clone()
 
@@ -539,7 +573,8 @@ class _Recorder(TorchFunctionMode):
                 return entry[0]
             if t is target and before is not None:  # the constant as it was before this call wrote into it
                 t = before  # (Swin's mask filled in place, the zeros a PyG scatter adds into)
-            self.constants.setdefault(id(t), (self._tensor_name(t, frame), t, t._version))
+            if id(t) not in self.constants:
+                self.constants[id(t)] = (self._tensor_name(t, frame), t, t._version)
             return t
 
         args, kwargs = _map(args, placeholder), _map(kwargs, placeholder)
@@ -551,7 +586,7 @@ class _Recorder(TorchFunctionMode):
             outputs.append(t if isinstance(t, torch.Tensor) else None)
         call = Call(index, func, tuple(args), dict(kwargs), kind, outputs,
                     frame.module if frame is not None else None, frame.name if frame is not None else "",
-                    user_location(skip_torch=not whole), inplace=target is not None, whole=whole,
+                    _user_site(skip_torch=not whole), inplace=target is not None, whole=whole,
                     in_shapes=shapes, in_dtypes=dtypes)
         if whole:
             call.name, call.owned = frame.name, True
@@ -561,6 +596,9 @@ class _Recorder(TorchFunctionMode):
             call.outputs = [masked(t) if t is not None else None for t in kept]
             call.masked = any(t is not u for t, u in zip(call.outputs, kept))
         self.calls.append(call)
+        for i, t in enumerate(call.outputs):
+            if t is not None:
+                self.by_storage.setdefault(t.untyped_storage().data_ptr(), []).append((call, i))
         if frame is not None and not whole:
             frame.direct.append(index)
 
