@@ -484,7 +484,8 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.leaf or _key(func) in METADATA or func in FACTORIES or self.error is not None:
             return func(*args, **kwargs)
-        tainted = self._tainted((args, kwargs))
+        setitem = getattr(func, "__name__", "") == "__setitem__"  # its target may be stale: a[i] += b (_setitem)
+        tainted = self._tainted((args, kwargs), strict=not setitem)
         if not tainted or (func in SHAPE_SOURCES and args and not self._tainted(args[0])):
             return func(*args, **kwargs)
         if func in REFUSED:
@@ -504,6 +505,8 @@ class _Recorder(TorchFunctionMode):
             with self:
                 return decomposition(*args, **kwargs)
         target = _inplace_target(func, args, kwargs)
+        if target is not None and setitem:
+            return self._setitem(args, kwargs, target)
         before = None
         if target is not None:
             self._copy_on_write(target)
@@ -524,6 +527,78 @@ class _Recorder(TorchFunctionMode):
         if why is not None and self.calls[-1].kind is None:
             self.calls[-1].refusal = why
         return out
+
+    # -- writes into a slice -------------------------------------------------------------
+    def _setitem(self, args: tuple, kwargs: dict, target: torch.Tensor) -> None:
+        """``t[index] = v`` with t or v input-derived, recorded as the operations that define
+        the value t holds afterwards (:func:`overwrite_route`)::
+
+            t′ = cat([t.reshape(B, −1), v.reshape(B, −1)], 1).index_select(1, route).reshape(t.shape)
+
+        an index map over t's and v's neurons: each neuron of t′ is the neuron of t or of v
+        whose value it holds, so relevance moves with the values. ``a[i] += b`` is Python's
+        ``a.__setitem__(i, a[i].__iadd__(b))``: the add is recorded on the view ``a[i]`` (which
+        changes a in place), then this write; ``a`` is then read from its record, the value it
+        had before the view changed it. The write itself runs as the model wrote it; t′ must
+        equal what it leaves in t, bitwise (:class:`CaptureMismatchError` otherwise)."""
+        if kwargs or len(args) != 3:
+            self._fail(UnsupportedOperationError(
+                f"Tensor.__setitem__ at {user_location() or 'an unknown place'} is called with arguments "
+                f"{len(args)} and {sorted(kwargs)}; nrm reads t[index] = value"))
+        _, index, value = args
+        where = user_location() or "an unknown place"
+        self._tainted(value)  # strict: a value changed in place behind the capture's back is an error
+        if self._tainted(index, strict=False):
+            self._fail(DataDependentControlFlowError(
+                f"t[index] = value at {where} writes at positions computed from the input: a data-dependent selection, "
+                "which nrm does not read. Use torch.where with a mask computed from the input instead"))
+        with torch._C.DisableTorchFunction():
+            old = self._before_write(target, where)
+            v = value if isinstance(value, torch.Tensor) else torch.as_tensor(value, dtype=target.dtype,
+                                                                                 device=target.device)
+            try:
+                route, v = overwrite_route(target, index, v, id(v) in self.live, where)
+            except UnsupportedOperationError as error:
+                self._fail(error)
+        with self:  # recorded: the value t holds after the write, out of place
+            batch = target.shape[0]
+            packed = torch.cat([old.reshape(batch, -1), v.reshape(batch, -1)], 1)
+            new = packed.index_select(1, route).reshape(target.shape)
+        self._copy_on_write(target)  # the records sharing t's storage keep their values
+        with torch._C.DisableTorchFunction():
+            torch.Tensor.__setitem__(*args)  # the write as the model wrote it
+            same = new.shape == target.shape and bool(
+                ((new == target) | (torch.isnan(new) & torch.isnan(target))).all())
+        if not same and old is not target and id(old) in self.live:  # read from its record: changed another way too
+            self._fail(InPlaceViewError(
+                f"t[index] = value at {where} writes into a tensor that was also changed in place outside the written "
+                "region since it was computed; nrm cannot tell which value the model meant. Use out-of-place "
+                "operations there (torch.cat, torch.where)"))
+        if not same:
+            self._fail(CaptureMismatchError(
+                f"t[index] = value at {where}: nrm's reading of the write (an index map) does not reproduce what torch "
+                "wrote. Write it out of place (torch.cat, torch.where) and report the case"))
+        self.live[id(target)] = (self.live[id(new)][0], target._version, target)
+        return None
+
+    def _before_write(self, target: torch.Tensor, where: str) -> torch.Tensor:
+        """What ``target`` held before this write, as a tensor the capture reads: ``target``
+        itself; its record when a view of it has changed it since (``a[i] += b``); a copy when
+        it is a constant (a buffer, a ``new_zeros``), which the write is about to change."""
+        entry = self.live.get(id(target))
+        if entry is None:
+            return target.detach().clone()
+        value, version, _ = entry
+        if target._version == version:
+            return target
+        recorded = self.calls[value.node].outputs[0 if value.item is None else value.item] if value.node >= 0 \
+            else self.input
+        if recorded is None or recorded.untyped_storage().data_ptr() == target.untyped_storage().data_ptr():
+            self._fail(InPlaceViewError(
+                f"t[index] = value at {where} writes into a tensor that was also changed in place another way since "
+                "it was computed; nrm cannot tell which value the model meant. Use out-of-place operations there"))
+        self.live[id(recorded)] = (value, recorded._version, recorded)
+        return recorded
 
     # -- bookkeeping ---------------------------------------------------------------------
     def _tainted(self, obj, strict: bool = True) -> list[Value]:
@@ -622,6 +697,46 @@ class _Recorder(TorchFunctionMode):
         if self.error is None:
             self.error = error
         raise error
+
+
+def overwrite_route(target: torch.Tensor, index: Any, value: torch.Tensor, derived: bool,
+                    where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The index map of ``t[index] = v`` per sample: (route, v′) with route[j] the neuron of
+    the packed (t, v′) per sample — j itself where the write leaves t's neuron, |t| + k where it
+    writes v′'s neuron k — and v′ = v with a batch dimension (a constant is expanded to the
+    written region; an input-derived v must have one). Found by the write itself, done on
+    labels: t labelled 0 … n−1, v′ n … n + |v′| − 1, ``labels[index] = v-labels`` (indexing and
+    broadcasting as torch does them), the same per sample or refused."""
+    if target.dim() == 0:
+        raise UnsupportedOperationError(f"t[index] = value at {where} writes into a scalar; nrm keeps a batch dimension")
+    batch = target.shape[0]
+    region = target[index]
+    if region.dim() == 0 or region.shape[0] != batch:
+        raise UnsupportedOperationError(
+            f"t[index] = value at {where} writes across samples (the index selects along the batch dimension); nrm "
+            "keeps every sample apart: write along dimension 1 on (t[:, …] = value)")
+    if not derived:  # a constant: one copy per sample of the region it fills
+        value = value.to(target.dtype).expand(region.shape).contiguous()
+    elif value.dim() != region.dim() or value.shape[0] != batch:
+        raise UnsupportedOperationError(
+            f"t[index] = value at {where} writes an input-derived value of shape {tuple(value.shape)} into a region "
+            f"of shape {tuple(region.shape)}; nrm reads a value with the same batch dimension first")
+    n, nv = target.numel(), value.numel()
+    if n + nv >= 2 ** 53:
+        raise UnsupportedOperationError(f"t[index] = value at {where} writes {n + nv} elements; nrm labels at most 2^53")
+    labels = torch.arange(n, dtype=torch.float64, device=target.device).reshape(target.shape)
+    labels[index] = (torch.arange(nv, dtype=torch.float64, device=target.device) + n).reshape(value.shape)
+    src = labels.reshape(batch, -1).long()
+    ns, nvs = n // batch, nv // batch
+    b = torch.arange(batch, device=target.device).unsqueeze(1)
+    from_t = src < n
+    local = torch.where(from_t, src - b * ns, src - n - b * nvs + ns)
+    inside = torch.where(from_t, (local >= 0) & (local < ns), (local >= ns) & (local < ns + nvs))
+    if not bool(inside.all()) or not bool((local == local[:1]).all()):
+        raise UnsupportedOperationError(
+            f"t[index] = value at {where} moves values between samples or writes differently per sample; nrm keeps "
+            "every sample apart and reads one index map for all of them")
+    return local[0].contiguous(), value
 
 
 def recording() -> bool:

@@ -1170,6 +1170,87 @@ class MaxOverDimsDecomposition:
         return y
 
 
+class ElementwiseMaxDecomposition(_TwoDerived):
+    """The elementwise maximum or minimum of two tensors — ``torch.maximum(a, b)``,
+    ``torch.max(a, b)``, ``torch.minimum``, ``torch.min(a, b)`` (LightCNN's max-feature-map,
+    maxout of two branches) — with at least one computed from the input, read as what it is, a
+    max pooling over the pair::
+
+        max(a, b) = amax(stack([a, b], −1), −1)          min(a, b) = −amax(stack([−a, −b], −1), −1)
+
+    (:class:`~nrm.layers.constants.Expand` for operands broadcast over size-1 dimensions,
+    :class:`StackDecomposition`, :class:`MaxOverDimsDecomposition`, and for the minimum
+    :class:`~nrm.layers.constants.Negate`): the larger operand takes its neuron's relevance, ``a``
+    at a tie. A constant operand (``torch.maximum(x, floor)``) is a constant neuron of the pair:
+    where it wins, the neuron's relevance goes to ⊥. The value must be torch's own, bitwise
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: ``out=``, operands of
+    different ranks, batch sizes or dtypes. L9 holds away from ties (torch's gradient splits a
+    tie evenly; the pooling gives it to ``a``)."""
+
+    names = ("input", "other")
+
+    def __init__(self, function, minimum: bool):
+        self.function, self.minimum = function, minimum
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool:
+        a, b = self.operands(args, kwargs)
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and (derived(a) or derived(b))
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        if "out" in kwargs or len(args) > 2:
+            return "writes into out=; nrm reads max(a, b) / min(a, b)"
+        a, b = self.operands(args, kwargs)
+        if a.dtype != b.dtype or not a.is_floating_point():
+            return f"compares {a.dtype} with {b.dtype}; nrm reads floating operands of one dtype"
+        try:  # a constant may broadcast into the other operand's shape (a floor, a per-channel bound)
+            shape = torch.broadcast_shapes(a.shape, b.shape)
+        except RuntimeError:
+            shape = None
+        if shape is not None and len(shape) >= 1 and shape in (a.shape, b.shape):
+            return None
+        return self._shapes(a, b)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a, b = self.operands(args, kwargs)
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+        pair = [self.broadcast(a, shape), self.broadcast(b, shape)]
+        if self.minimum:
+            y = -torch.amax(torch.stack([-t for t in pair], -1), -1)
+        else:
+            y = torch.amax(torch.stack(pair, -1), -1)
+        with torch._C.DisableTorchFunction():
+            theirs = (torch.minimum if self.minimum else torch.maximum)(a, b)
+            same = y.shape == theirs.shape and bool(torch.equal(y, theirs) or (
+                (torch.isnan(y) == torch.isnan(theirs)).all() and ((y == theirs) | torch.isnan(y)).all()))
+        if not same:
+            raise CaptureMismatchError(f"the elementwise {'minimum' if self.minimum else 'maximum'} read as a max "
+                                       "pooling over the pair does not reproduce it; nrm cannot read it faithfully")
+        return y
+
+
+class _ByArguments:
+    """One function, two readings: ``torch.max(x, dim)`` reduces, ``torch.max(a, b)`` compares
+    (the second argument a tensor)."""
+
+    def __init__(self, reduce, compare):
+        self.reduce, self.compare = reduce, compare
+
+    def pick(self, args: tuple, kwargs: dict):
+        other = args[1] if len(args) > 1 else kwargs.get("other")
+        return self.compare if isinstance(other, torch.Tensor) else self.reduce
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool:
+        return getattr(self.pick(args, kwargs), "applies", lambda *_: True)(args, kwargs, derived)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        return self.pick(args, kwargs).refusal(args, kwargs)
+
+    def __call__(self, *args, **kwargs):
+        return self.pick(args, kwargs)(*args, **kwargs)
+
+
 class FoldDecomposition(_Patches):
     """``F.fold`` / ``nn.Fold`` (col2im: overlapping patches summed back into an image, the
     inverse of :class:`~nrm.layers.shape.Unfold` up to the overlaps), read as what it is, a
@@ -1238,8 +1319,13 @@ DECOMPOSED_FUNCTIONS = {
     F.instance_norm: RunningInstanceNormDecomposition(),
     F.unfold: UnfoldDecomposition(),
     F.fold: FoldDecomposition(),
-    **{f: MaxOverDimsDecomposition(f) for f in (torch.amax, torch.Tensor.amax, torch.max, torch.Tensor.max,
-                                                 F.adaptive_max_pool1d, F.adaptive_max_pool2d)},
+    **{f: MaxOverDimsDecomposition(f) for f in (torch.amax, torch.Tensor.amax, F.adaptive_max_pool1d,
+                                                 F.adaptive_max_pool2d)},
+    **{f: _ByArguments(MaxOverDimsDecomposition(f), ElementwiseMaxDecomposition(f, minimum=False))
+       for f in (torch.max, torch.Tensor.max)},
+    **{f: ElementwiseMaxDecomposition(f, minimum=False) for f in (torch.maximum, torch.Tensor.maximum)},
+    **{f: ElementwiseMaxDecomposition(f, minimum=True) for f in (torch.minimum, torch.Tensor.minimum, torch.min,
+                                                                  torch.Tensor.min)},
     **{f: VarianceDecomposition(f, root=False) for f in (torch.var, torch.Tensor.var)},
     **{f: VarianceDecomposition(f, root=True) for f in (torch.std, torch.Tensor.std)},
     F.scaled_dot_product_attention: SDPADecomposition(),

@@ -339,7 +339,15 @@ class Chunk(Reshape):
         if name == "chunk":
             size = -(-n // int(call.arg(1, "chunks")))
             return range(item * size, min(n, (item + 1) * size))
-        how = call.arg(1, "split_size_or_sections" if name == "split" else "indices_or_sections")
+        if name == "split":
+            how = call.arg(1, "split_size_or_sections")
+        else:  # tensor_split's overloads name it indices_or_sections, indices, sections or tensor_indices_or_sections
+            names = ("indices_or_sections", "indices", "sections", "tensor_indices_or_sections")
+            how = call.args[1] if len(call.args) > 1 else next((call.kwargs[k] for k in names if k in call.kwargs), None)
+            if how is None:
+                raise ShapeError(f"{call.describe()} gives neither indices nor sections")
+            if isinstance(how, torch.Tensor):  # a 1-d tensor of indices, or a number of sections
+                how = [int(v) for v in how.tolist()] if how.dim() == 1 else int(how)
         if name == "split":
             sizes = [int(v) for v in how] if isinstance(how, (list, tuple)) else [int(how)] * (-(-n // int(how)))
             start = sum(sizes[:item])

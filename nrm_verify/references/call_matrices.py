@@ -71,6 +71,8 @@ def _substitute(call, replacement):
 def apply_recorded(call, replacement):
     """Run the recorded operation (the model's own function or module) on other inputs."""
     args, kwargs = _substitute(call, replacement)
+    if call.inplace and args and isinstance(args[0], torch.Tensor):  # x += c on a copy: the replacement stays as given
+        args = (args[0].clone(),) + tuple(args[1:])
     if call.whole:
         return call.module.forward(*args, **kwargs)
     if call.func in SCATTERS:
