@@ -332,6 +332,40 @@ def avgpool_map(channels: int, kernel: tuple[int, ...], stride: tuple[int, ...],
     return ConvMap(weight, None, tuple(stride), tuple(padding), (1,) * len(kernel), channels)
 
 
+class WindowAverageMap(LinearMap):
+    """Average pooling with ``count_include_pad=False`` and padding (PoolFormer's token mixer):
+    the window sum, a depthwise convolution with weights one, divided at each output position
+    by the number of its taps inside the input, n_k::
+
+        z_{c,k} = (1 / n_k) Σ_{i ∈ window(k) ∩ input} a_{c,i}
+
+    ``weight`` (the ones) is what rules modify; 1/n_k > 0 is applied after it, so a modified
+    map is (1/n_k) · (modified sum), which every rule's column treats as it treats W itself."""
+
+    fuses_bias = True
+
+    def __init__(self, conv: ConvMap, scale: torch.Tensor):
+        self.conv, self.scale = conv, scale  # scale: (1, 1, *out_spatial), 1 / n_k
+        self.weight, self.bias = conv.weight, None
+
+    def forward(self, x, weight, bias=None):
+        return self._plus(self.conv.forward(x, weight) * self.scale, bias)
+
+    def transpose(self, g, weight, in_shape):
+        return self.conv.transpose(g * self.scale, weight, in_shape)
+
+
+def window_average_map(channels: int, in_spatial: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
+                       padding: tuple[int, ...], dtype, device) -> WindowAverageMap:
+    """:class:`WindowAverageMap` of a pooling window sweep: n_k counted by the same convolution of
+    an input of ones (exact: small integers)."""
+    ones = torch.ones((channels, 1) + tuple(kernel), dtype=dtype, device=device)
+    conv = ConvMap(ones, None, tuple(stride), tuple(padding), (1,) * len(kernel), channels)
+    single = ConvMap(ones[:1], None, tuple(stride), tuple(padding), (1,) * len(kernel), 1)
+    count = single.forward(torch.ones((1, 1) + tuple(in_spatial), dtype=dtype, device=device), ones[:1])
+    return WindowAverageMap(conv, 1.0 / count)
+
+
 def adaptive_avgpool_map(channels: int, in_size: tuple[int, ...], out_size: tuple[int, ...], dtype,
                          device) -> LinearMap:
     """``AdaptiveAvgPool1d`` / ``2d`` / ``3d``: a strided average pool when the sizes

@@ -203,6 +203,10 @@ CASES = {
     "torch.stack(dim=1) of three": (lambda: Head(lambda h: torch.stack([h, F.relu(-h), h], 1), 72), (1, 2, 3, 4)),
     "F.avg_pool2d": (lambda: Head(lambda h: F.avg_pool2d(h, kernel_size=3, stride=1, padding=1), 24),
                      (1, 2, 3, 4)),
+    "F.avg_pool2d count_include_pad=False (PoolFormer's token mixer, pool(x) − x)": (
+        lambda: Head(lambda h: F.avg_pool2d(h, 3, 1, 1, count_include_pad=False) - h, 24), (1, 2, 3, 4)),
+    "nn.AvgPool2d count_include_pad=False, stride 2": (
+        lambda: Head(nn.AvgPool2d(3, 2, 1, count_include_pad=False), 4 * 1 * 2), (1, 2, 3, 4)),
     "F.adaptive_avg_pool2d": (lambda: Head(lambda h: F.adaptive_avg_pool2d(h, 1), 4), (1, 2, 3, 4)),
     "F.max_pool2d": (lambda: Head(lambda h: F.max_pool2d(h, 2), 4), (1, 2, 3, 4)),
     "Tensor.mean(dims)": (lambda: Head(lambda h: h.mean([2, 3]), 4), (1, 2, 3, 4)),
