@@ -574,6 +574,11 @@ class _Recorder(TorchFunctionMode):
                 f"t[index] = value at {where} writes into a tensor that was also changed in place outside the written "
                 "region since it was computed; nrm cannot tell which value the model meant. Use out-of-place "
                 "operations there (torch.cat, torch.where)"))
+        if not same and isinstance(value, torch.Tensor) and \
+                value.untyped_storage().data_ptr() == target.untyped_storage().data_ptr():
+            self._fail(UnsupportedOperationError(
+                f"t[index] = value at {where} writes a view of t into an overlapping region of t; torch's result then "
+                "depends on the order of the copy. Write the value's copy: t[index] = value.clone()"))
         if not same:
             self._fail(CaptureMismatchError(
                 f"t[index] = value at {where}: nrm's reading of the write (an index map) does not reproduce what torch "

@@ -222,8 +222,9 @@ def _read_changed_view(h, v):
     (_at_input_positions, nrm.errors.DataDependentControlFlowError, "data-dependent"),
     (_elsewhere_then_write, nrm.errors.InPlaceViewError, "changed in place"),
     (_read_changed_view, nrm.errors.InPlaceViewError, "changed in place"),
+    (lambda h, v: h.__setitem__((slice(None), slice(1, 6)), h[:, 0:5]), nrm.UnsupportedOperationError, "overlapping"),
 ], ids=["batch-index", "value-without-batch", "flipped-samples", "input-positions", "changed-elsewhere",
-        "stale-view"])
+        "stale-view", "overlap"])
 def test_what_is_not_a_per_sample_index_map_is_refused_by_name(write, error, words):
     model = seeded(Bad(write))
     x = _x(2, 4)
