@@ -15,8 +15,9 @@ An interpretation depends on the call's arguments and shapes, not on the values 
 weights or the input, so a map checked once is known good for every later call with the
 same *signature* (kind, function, non-tensor arguments, shapes, dtype, device): the check
 runs the first time a signature is seen in the process, and every time with
-``explain(..., check="full")`` (the test suite's setting). Maps built from the input
-itself (LRN) are checked every time.
+``explain(..., check="full")`` (the test suite's setting). Index maps (:func:`check_route`:
+slicing, permutes) follow the same rule. Maps built from the input itself (LRN) are checked
+every time.
 """
 
 from __future__ import annotations
@@ -92,15 +93,37 @@ def check_winners(step, pooled: torch.Tensor, recorded: torch.Tensor) -> None:
             f"what the model computed there (max deviation {worst:.3e})")
 
 
-def check_route(step, a: torch.Tensor, index: torch.Tensor, recorded: torch.Tensor) -> None:
+def check_route(block, a: torch.Tensor, index: torch.Tensor | None, recorded: torch.Tensor,
+                permutation: tuple | None = None, full: bool = False) -> None:
     """An index map (:meth:`nrm.layers.Reshape.index`) takes the recorded output from its
-    input exactly: output k is input neuron index[k] of the same sample."""
-    picked = a.reshape(a.shape[0], -1).index_select(1, index)
-    if picked.shape[1] != recorded[0].numel() or not torch.equal(picked, recorded.reshape(picked.shape)):
+    input exactly: output k is input neuron index[k] of the same sample (or, for a permutation
+    of the per-sample dimensions, the input permuted). An index map depends on the call's
+    arguments and shapes only: checked once per signature, as maps are (every time with
+    ``full``)."""
+    key = None
+    if not full:
+        key = signature(block, a)
+        if key in _CHECKED:
+            _CHECKED.move_to_end(key)
+            return
+    step = block.producer
+    if permutation is not None:
+        picked = a.permute((0,) + tuple(d + 1 for d in permutation))
+        good = picked.shape == recorded.shape and torch.equal(picked, recorded)
+        count = a[0].numel()
+    else:
+        picked = a.reshape(a.shape[0], -1).index_select(1, index)
+        good = picked.shape[1] == recorded[0].numel() and torch.equal(picked, recorded.reshape(picked.shape))
+        count = picked.shape[1]
+    if not good:
         raise CaptureMismatchError(
             f"the index map of layer '{step.name}' ({step.layer_kind.name}, {step.call.describe()}) does not "
-            f"reproduce what the model computed there ({picked.shape[1]} indices for an output of shape "
+            f"reproduce what the model computed there ({count} indices for an output of shape "
             f"{tuple(recorded.shape[1:])})")
+    if key is not None:
+        _CHECKED[key] = True
+        if len(_CHECKED) > _CAPACITY:
+            _CHECKED.popitem(last=False)
 
 
 def forget() -> None:

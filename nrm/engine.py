@@ -99,7 +99,8 @@ class Engine:
         self.inputs: dict[int, torch.Tensor] = {}
         self.pre: dict[int, torch.Tensor] = {}  # pre-activations W a + b of the linear layers
         self.winners: dict[int, torch.Tensor] = {}
-        self.routes: dict[int, torch.Tensor] = {}  # index maps of pass layers (permute, slicing): input of each output
+        self.routes: dict[int, torch.Tensor] = {}  # index maps of pass layers (slicing, …): input of each output
+        self.permutes: dict[int, tuple] = {}  # pass layers that permute the per-sample dimensions: σ
         self.maps: dict = {}
         self.z_nobias = _NoBias(self.pre, self.maps, self.inputs)  # W a, formed from them when asked for
         self.in_shape: dict[int, tuple] = {}
@@ -165,12 +166,18 @@ class Engine:
         self.inputs[l] = a
         self.in_shape[l] = tuple(a.shape[1:])
         if kind == "pass":
+            permutation = getattr(step.layer_kind, "permutation", None) if step.role == "reshape" else None
+            sigma = permutation(step.call) if permutation is not None else None
+            if sigma is not None:  # relevance moves by the inverse permutation, no gather
+                self.permutes[l] = sigma
+                if self.check:
+                    check_route(block, a, None, out, permutation=self.permutes[l], full=self.check == "full")
+                return out
             route = block.route()
             if route is not None:
-                # a copy: routes are read-only
-                self.routes[l] = torch.tensor(route, dtype=torch.long, device=self.device)
+                self.routes[l] = step.layer_kind.route_tensor(step.call, self.device)
                 if self.check:
-                    check_route(step, a, self.routes[l], out)
+                    check_route(block, a, self.routes[l], out, full=self.check == "full")
             return out
         if kind == "maxpool":
             idx, pooled = step.layer_kind.winners(step.call, a)
@@ -353,6 +360,11 @@ class Engine:
         K, B = r.shape[:2]
         block = self.net.blocks[l]
         in_shape = self.in_shape[l]
+        if l in self.permutes:  # the same index map, moved by σ⁻¹
+            sigma = self.permutes[l]
+            inverse = sorted(range(len(sigma)), key=sigma.__getitem__)
+            out = r.reshape((K, B) + self.shape[l]).permute((0, 1) + tuple(2 + i for i in inverse))
+            return out.clone(memory_format=torch.contiguous_format).reshape((K, B) + in_shape), rbot  # fresh
         if l in self.routes:  # q(j|k) = [j = index[k]]: relevance moves with the values
             out = torch.zeros((K, B, _prod(in_shape)), dtype=r.dtype, device=r.device)
             out.index_add_(2, self.routes[l], r.reshape(K, B, -1))
@@ -420,6 +432,9 @@ class Engine:
             v_in = torch.stack([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], 2)
         else:
             v_in = vs[0].reshape((K, B) + in_shape)
+        if l in self.permutes:
+            moved = v_in.reshape((K, B) + in_shape).permute((0, 1) + tuple(2 + d for d in self.permutes[l]))
+            return moved.clone(memory_format=torch.contiguous_format).reshape((K, B) + self.shape[l]), vbot
         if l in self.routes:
             return v_in.reshape(K, B, -1).index_select(2, self.routes[l]).reshape((K, B) + self.shape[l]), vbot
         if block.kind in ("pass", "concat"):

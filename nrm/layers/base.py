@@ -397,6 +397,7 @@ _UNSET = object()
 _ROUTES: dict = {}  # (kind type, route key) → index, oldest first
 _ROUTES_KEPT = 256
 _ROUTES_LOCK = threading.Lock()
+_ROUTE_TENSORS: dict = {}  # (kind type, route key, device) → the index as a tensor, oldest first
 
 
 class Reshape(Kind):
@@ -447,6 +448,29 @@ class Reshape(Kind):
                         _ROUTES.pop(next(iter(_ROUTES)))
         call.__dict__["_route"] = cached
         return cached
+
+    def route_tensor(self, call, device: torch.device) -> torch.Tensor | None:
+        """:meth:`route` as an int64 tensor on ``device``, made once per route key and device in
+        the process (the engine reads it, never writes it)."""
+        route = self.route(call)
+        if route is None:
+            return None
+        cached = call.__dict__.get("_route_tensor")
+        if cached is not None and cached.device == torch.device(device):
+            return cached
+        key = self.route_key(call)
+        key = None if key is None else (type(self), key, str(device))
+        with _ROUTES_LOCK:
+            tensor = _ROUTE_TENSORS.get(key) if key is not None else None
+        if tensor is None:
+            tensor = torch.tensor(route, dtype=torch.long, device=device)  # a copy: routes are read-only
+            if key is not None:
+                with _ROUTES_LOCK:
+                    _ROUTE_TENSORS[key] = tensor
+                    while len(_ROUTE_TENSORS) > _ROUTES_KEPT:
+                        _ROUTE_TENSORS.pop(next(iter(_ROUTE_TENSORS)))
+        call.__dict__["_route_tensor"] = tensor
+        return tensor
 
 
 class Alias(Kind):

@@ -93,6 +93,15 @@ class Permute(Reshape):
                     "samples")
         return None
 
+    def permutation(self, call) -> tuple[int, ...]:
+        """σ over the per-sample dimensions (0-based): output dimension i is input dimension σ[i].
+        The engine moves relevance by the inverse permutation instead of the index (the same
+        map, q(j | k) = [j = index[k]], without a gather over every neuron). None for a kind that
+        redefines :meth:`index`: the engine then reads that index."""
+        if type(self).index is not Permute.index:
+            return None
+        return tuple(d - 1 for d in self.order(call)[1:])
+
     def route_key(self, call):
         return _sample_dims(call), self.order(call)
 
