@@ -496,6 +496,10 @@ class _Recorder(TorchFunctionMode):
                 f"forward() reads the values of an input-derived tensor into Python ({func_name(func)}) at "
                 f"{user_location() or 'an unknown place'}: data-dependent control flow, which nrm does not follow. "
                 "Compute it with tensor operations (torch.where, masks) instead of Python branching"))
+        if func in _PIECE_SELECTORS:
+            pieces = self._through_moved_batch(func, args, kwargs)
+            if pieces is not None:
+                return pieces
         decomposition = DECOMPOSED_FUNCTIONS.get(_key(func))
         if decomposition is not None and not getattr(decomposition, "applies", _always)(
                 args, kwargs, lambda t: bool(self._tainted(t))):
@@ -527,6 +531,79 @@ class _Recorder(TorchFunctionMode):
         if why is not None and self.calls[-1].kind is None:
             self.calls[-1].refusal = why
         return out
+
+    # -- a stack of tensors moved in front of the batch ------------------------------------
+    def _through_moved_batch(self, func, args: tuple, kwargs: dict):
+        """The pieces of ``x.permute(d, 0, …)`` taken along its new first dimension —
+        ``qkv.reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).unbind(0)`` or ``qkv[0]``, timm's and
+        many ViTs' way to split q, k, v — read as what they are, each piece selected from x
+        along d and the other dimensions permuted with the batch first::
+
+            x.permute(σ)[i] = x.select(σ₀, i).permute(σ′)       (σ′: σ₁… renumbered without σ₀)
+
+        (:class:`~nrm.layers.shape.Index` and :class:`~nrm.layers.shape.Permute`, index maps).
+        The permute itself, which moves the batch, is then read by nothing and dropped; any other
+        use of it is still refused. The pieces must equal torch's, bitwise. None when this is
+        not that pattern (the call is then recorded as usual)."""
+        t = args[0] if args else None
+        entry = self.live.get(id(t)) if isinstance(t, torch.Tensor) else None
+        if entry is None or entry[1] != t._version or entry[0].node < 0:
+            return None
+        call = self.calls[entry[0].node]
+        if call.func not in (torch.Tensor.permute, torch.permute) or not call.in_shapes:
+            return None
+        ndim = len(call.in_shapes[0])
+        dims = call.args[1:] if len(call.args) > 1 else call.kwargs.get("dims", ())
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list, torch.Size)):
+            dims = dims[0]
+        try:
+            order = [int(d) % ndim for d in dims]
+        except (TypeError, ValueError):
+            return None
+        if len(order) != ndim or sorted(order) != list(range(ndim)) or order[0] == 0 or order[1] != 0:
+            return None
+        n = t.shape[0]
+        if func.__name__ == "unbind":
+            dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+            if not isinstance(dim, int) or dim % t.dim() != 0:
+                return None
+            picked: list[int] | int = list(range(n))
+        else:  # t[i] or t[i, :, …]
+            index = args[1] if len(args) > 1 else None
+            first = index[0] if isinstance(index, tuple) and index else index
+            rest_index = index[1:] if isinstance(index, tuple) else ()
+            if isinstance(first, bool) or not isinstance(first, int) or not -n <= first < n or any(
+                    i is not Ellipsis and i != slice(None) for i in rest_index):
+                return None
+            picked = first % n
+        source_value = call.inputs[0]
+        source = self.input if source_value.node < 0 else \
+            self.calls[source_value.node].outputs[0 if source_value.item is None else source_value.item]
+        if source is None:
+            return None
+        if self.live.get(id(source), (None, None))[0] != source_value:  # its record, kept apart by copy-on-write
+            self.live[id(source)] = (source_value, source._version, source)
+        d = order[0]
+        rest = [o - (o > d) for o in order[1:]]
+
+        def piece(i: int) -> torch.Tensor:
+            selected = source[(slice(None),) * d + (i,)]
+            return selected if rest == list(range(len(rest))) else selected.permute(rest)
+
+        with self:
+            pieces = [piece(i) for i in picked] if isinstance(picked, list) else piece(picked)
+        with torch._C.DisableTorchFunction():
+            theirs = func(*args, **kwargs)
+            ours = pieces if isinstance(pieces, list) else [pieces]
+            theirs_list = list(theirs) if isinstance(theirs, (tuple, list)) else [theirs]
+            same = len(ours) == len(theirs_list) and all(
+                a.shape == b.shape and bool(torch.equal(a, b) or ((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
+                for a, b in zip(ours, theirs_list))
+        if not same:
+            self._fail(CaptureMismatchError(
+                f"{func_name(func)} at {user_location() or 'an unknown place'}: the pieces of a permute that moves the "
+                "batch, read as selections of its input, do not reproduce torch's; report the case"))
+        return tuple(pieces) if isinstance(pieces, list) else pieces
 
     # -- writes into a slice -------------------------------------------------------------
     def _setitem(self, args: tuple, kwargs: dict, target: torch.Tensor) -> None:
@@ -702,6 +779,10 @@ class _Recorder(TorchFunctionMode):
         if self.error is None:
             self.error = error
         raise error
+
+
+_PIECE_SELECTORS = {torch.Tensor.unbind, torch.unbind, torch.Tensor.__getitem__}
+"""Calls that may take the pieces of a permute that moved the batch (:meth:`_Recorder._through_moved_batch`)."""
 
 
 def overwrite_route(target: torch.Tensor, index: Any, value: torch.Tensor, derived: bool,

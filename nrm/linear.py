@@ -333,9 +333,12 @@ def avgpool_map(channels: int, kernel: tuple[int, ...], stride: tuple[int, ...],
 
 
 class WindowAverageMap(LinearMap):
-    """Average pooling with ``count_include_pad=False`` and padding (PoolFormer's token mixer):
-    the window sum, a depthwise convolution with weights one, divided at each output position
-    by the number of its taps inside the input, n_k::
+    """Average pooling whose divisor varies by position — ``count_include_pad=False`` with
+    padding (PoolFormer's token mixer), ``ceil_mode=True`` (timm's ResNet-D and NFNet shortcuts):
+    the input padded with zeros (``before`` / ``after`` per spatial dimension, ``after`` reaching
+    the last window), the window sum (a depthwise convolution with weights one), divided at each
+    output position by its divisor n_k (torch's: the window's taps inside the input, or inside
+    the input and its symmetric padding)::
 
         z_{c,k} = (1 / n_k) Σ_{i ∈ window(k) ∩ input} a_{c,i}
 
@@ -344,26 +347,56 @@ class WindowAverageMap(LinearMap):
 
     fuses_bias = True
 
-    def __init__(self, conv: ConvMap, scale: torch.Tensor):
-        self.conv, self.scale = conv, scale  # scale: (1, 1, *out_spatial), 1 / n_k
-        self.weight, self.bias = conv.weight, None
+    def __init__(self, weight: torch.Tensor, stride: tuple, before: tuple, after: tuple, scale: torch.Tensor):
+        self.weight, self.bias = weight, None
+        self.stride, self.before, self.after = tuple(stride), tuple(before), tuple(after)
+        self.scale = scale  # (1, 1, *out_spatial): 1 / n_k
+        self.conv = ConvMap(weight, None, self.stride, (0,) * len(stride), (1,) * len(stride), weight.shape[0])
+
+    def _pads(self) -> list[int]:
+        return [v for b, a in zip(reversed(self.before), reversed(self.after)) for v in (b, a)]
 
     def forward(self, x, weight, bias=None):
-        return self._plus(self.conv.forward(x, weight) * self.scale, bias)
+        return self._plus(self.conv.forward(F.pad(x, self._pads()), weight) * self.scale, bias)
 
     def transpose(self, g, weight, in_shape):
-        return self.conv.transpose(g * self.scale, weight, in_shape)
+        spatial = tuple(in_shape[1:])
+        padded = (in_shape[0],) + tuple(n + b + a for n, b, a in zip(spatial, self.before, self.after))
+        full = self.conv.transpose(g * self.scale, weight, padded)
+        return full[(slice(None), slice(None)) + tuple(slice(b, b + n) for b, n in zip(self.before, spatial))]
+
+
+def window_divisors(in_spatial: tuple, kernel: tuple, stride: tuple, padding: tuple, ceil: bool,
+                    include_pad: bool) -> tuple[list[list[int]], tuple, tuple]:
+    """torch's divisor of every window along each spatial dimension (their product is n_k), and
+    the zero padding before / after that reaches every window: window o covers s·o − p … s·o − p
+    + k − 1; its divisor counts the positions inside the input (``include_pad=False``) or inside
+    the input and its symmetric padding (``True``; the overhang of ``ceil_mode`` never counts)."""
+    from .layers.linear import pool_out  # the output length rule, shared with the kinds
+
+    counts, after = [], []
+    for n, k, s, p in zip(in_spatial, kernel, stride, padding):
+        out = pool_out(n, k, s, p, 1, ceil)
+        lo, hi = (0, n) if not include_pad else (-p, n + p)
+        counts.append([max(0, min(o * s - p + k, hi) - max(o * s - p, lo)) for o in range(out)])
+        after.append(max(0, (out - 1) * s - p + k - n))
+    return counts, tuple(padding), tuple(after)
 
 
 def window_average_map(channels: int, in_spatial: tuple[int, ...], kernel: tuple[int, ...], stride: tuple[int, ...],
-                       padding: tuple[int, ...], dtype, device) -> WindowAverageMap:
-    """:class:`WindowAverageMap` of a pooling window sweep: n_k counted by the same convolution of
-    an input of ones (exact: small integers)."""
+                       padding: tuple[int, ...], ceil: bool, include_pad: bool, dtype, device,
+                       divisor: float | None = None) -> WindowAverageMap:
+    """:class:`WindowAverageMap` of a pooling window sweep (:func:`window_divisors`; one
+    ``divisor`` for every window where ``divisor_override`` gives it)."""
+    counts, before, after = window_divisors(in_spatial, kernel, stride, padding, ceil, include_pad)
+    n = torch.ones((1, 1) + tuple(len(c) for c in counts), dtype=torch.float64)
+    for d, c in enumerate(counts):
+        axis = torch.tensor(c, dtype=torch.float64) if divisor is None else torch.ones(len(c), dtype=torch.float64)
+        n = n * axis.reshape((1, 1) + tuple(-1 if i == d else 1 for i in range(len(counts))))
+    if divisor is not None:
+        n = n * float(divisor)
     ones = torch.ones((channels, 1) + tuple(kernel), dtype=dtype, device=device)
-    conv = ConvMap(ones, None, tuple(stride), tuple(padding), (1,) * len(kernel), channels)
-    single = ConvMap(ones[:1], None, tuple(stride), tuple(padding), (1,) * len(kernel), 1)
-    count = single.forward(torch.ones((1, 1) + tuple(in_spatial), dtype=dtype, device=device), ones[:1])
-    return WindowAverageMap(conv, 1.0 / count)
+    return WindowAverageMap(ones, stride, before, after, (1.0 / n).to(dtype=dtype, device=device))
 
 
 def adaptive_avgpool_map(channels: int, in_size: tuple[int, ...], out_size: tuple[int, ...], dtype,

@@ -21,6 +21,10 @@ RULES = {"LRP-0": nrm.rules.Zero(), "epsilon": nrm.rules.Epsilon(0.1), "EpsilonP
 POOLS = {
     "avg k2": lambda: nn.AvgPool1d(2),
     "avg k3 s2 p1": lambda: nn.AvgPool1d(3, stride=2, padding=1),
+    "avg k3 s2 p1 count_include_pad=False": lambda: nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False),
+    "avg k3 s2 ceil_mode": lambda: nn.AvgPool1d(3, stride=2, ceil_mode=True),
+    "avg k3 s2 p1 ceil_mode count_include_pad=False": lambda: nn.AvgPool1d(3, 2, 1, ceil_mode=True,
+                                                                           count_include_pad=False),
     "max k2": lambda: nn.MaxPool1d(2),
     "max k3 s2 p1 d2": lambda: nn.MaxPool1d(3, stride=2, padding=1, dilation=2),
     "adaptive divides": lambda: nn.AdaptiveAvgPool1d(5),
@@ -81,7 +85,6 @@ def test_the_relevance_of_a_max_pool_goes_to_its_first_maximum_only():
 
 
 @pytest.mark.parametrize("pool,why", [
-    (nn.AvgPool1d(2, ceil_mode=True), "ceil_mode"),
     (nn.AdaptiveMaxPool1d(3), "adaptive_max_pool1d"),
     (nn.MaxPool1d(2, return_indices=True), "max_pool1d_with_indices"),
 ])

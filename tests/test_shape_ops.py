@@ -207,6 +207,10 @@ CASES = {
         lambda: Head(lambda h: F.avg_pool2d(h, 3, 1, 1, count_include_pad=False) - h, 24), (1, 2, 3, 4)),
     "nn.AvgPool2d count_include_pad=False, stride 2": (
         lambda: Head(nn.AvgPool2d(3, 2, 1, count_include_pad=False), 4 * 1 * 2), (1, 2, 3, 4)),
+    "nn.AvgPool2d ceil_mode, count_include_pad=False (timm's ResNet-D shortcut)": (
+        lambda: Head(nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False), 4 * 2 * 2), (1, 2, 4, 4)),
+    "F.avg_pool2d ceil_mode with padding (windows past the padding)": (
+        lambda: Head(lambda h: F.avg_pool2d(h, 3, 2, 1, ceil_mode=True), 4 * 2 * 2), (1, 2, 4, 4)),
     "F.adaptive_avg_pool2d": (lambda: Head(lambda h: F.adaptive_avg_pool2d(h, 1), 4), (1, 2, 3, 4)),
     "F.max_pool2d": (lambda: Head(lambda h: F.max_pool2d(h, 2), 4), (1, 2, 3, 4)),
     "Tensor.mean(dims)": (lambda: Head(lambda h: h.mean([2, 3]), 4), (1, 2, 3, 4)),

@@ -1170,6 +1170,55 @@ class MaxOverDimsDecomposition:
         return y
 
 
+class AddcmulDecomposition:
+    """``torch.addcmul(input, tensor1, tensor2, value=v)`` (timm's ResMLP ``Affine``, β + α ⊙ x;
+    ConvNeXt V2's global response normalization), read as what it is::
+
+        addcmul(c, t₁, t₂, v) = c + v · (t₁ · t₂)
+
+    :class:`~nrm.layers.scale.ConstantScale` (a constant factor or v) or the product kind
+    :class:`~nrm.layers.products.Multiply` (two input-derived factors), then
+    :class:`~nrm.layers.constants.AddConstant` (a constant c: its share to ⊥) or the sum
+    :class:`~nrm.layers.linear.Add`. torch may fuse the multiply-add and round once where this
+    rounds up to three times: compared with torch's own within 10³ ulp of its largest value
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: ``out=``."""
+
+    @staticmethod
+    def _arguments(input, tensor1, tensor2, *, value=1, out=None) -> dict:  # noqa: A002
+        return dict(input=input, tensor1=tensor1, tensor2=tensor2, value=value, out=out)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of torch.addcmul ({e})"
+        if a["out"] is not None:
+            return "writes into out="
+        if isinstance(a["value"], bool) or not isinstance(a["value"], (int, float)):
+            return f"scales by value={a['value']!r}; nrm reads a number"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        product = a["tensor1"] * a["tensor2"]
+        if a["value"] != 1:
+            product = product * a["value"]
+        out = a["input"] + product
+        with torch._C.DisableTorchFunction():
+            theirs = torch.addcmul(a["input"], a["tensor1"], a["tensor2"], value=a["value"])
+            finite = torch.isfinite(theirs)
+            same = out.shape == theirs.shape and bool(torch.equal(torch.isfinite(out), finite))
+            if same and bool(finite.any()):
+                bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs[finite].abs().max()))
+                same = float((out - theirs)[finite].abs().max()) <= bound
+        if not same:
+            raise CaptureMismatchError("the decomposition of addcmul as c + v · t₁ · t₂ does not reproduce it within "
+                                       "10³ ulp; nrm cannot read it faithfully")
+        return out
+
+
 class ElementwiseMaxDecomposition(_TwoDerived):
     """The elementwise maximum or minimum of two tensors — ``torch.maximum(a, b)``,
     ``torch.max(a, b)``, ``torch.minimum``, ``torch.min(a, b)`` (LightCNN's max-feature-map,
@@ -1332,6 +1381,8 @@ DECOMPOSED_FUNCTIONS = {
     torch.einsum: EinsumDecomposition(),
     F.normalize: NormalizeDecomposition(),
     torch.stack: StackDecomposition(),
+    torch.addcmul: AddcmulDecomposition(),
+    torch.Tensor.addcmul: AddcmulDecomposition(),
     final_state: Refused(FINAL_STATE_REFUSAL),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "

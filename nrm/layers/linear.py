@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..linear import (ConvMap, ConvTransposeMap, DenseMap, ReduceMap, adaptive_avgpool_map, avgpool_map,
-                      window_average_map)
+                      window_average_map, window_divisors)
 from ..markers import Sum as SumMarker
 from ..recorded import Value
 from .base import ExactMap, Linear, Sum, seeded, to_fractions, zeros_object
@@ -303,8 +303,9 @@ class AvgPool(Linear):
         z_{c,p} = (1 / |window|) Σ_{i ∈ window(p)} a_{c,i}
 
     |window| counts the padding's zeros (``count_include_pad=True``), or is ``divisor_override``; with
-    ``count_include_pad=False`` it is n_p, the window's taps inside the input
-    (:class:`~nrm.linear.WindowAverageMap`). Refused: ``ceil_mode=True``.
+    ``count_include_pad=False`` it is n_p, the window's taps inside the input; with
+    ``ceil_mode=True`` the last windows reach past the padding and count only what they cover
+    (:class:`~nrm.linear.WindowAverageMap`, torch's divisors: :func:`~nrm.linear.window_divisors`).
     """
 
     functions = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)
@@ -314,7 +315,9 @@ class AvgPool(Linear):
                 (nn.AvgPool1d(3, stride=2, padding=1).eval(), (2, 7)),
                 (nn.AvgPool3d((1, 2, 2)).eval(), (2, 2, 4, 4)),
                 (nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False).eval(), (2, 4, 5)),
-                (nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False).eval(), (2, 6))]
+                (nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False).eval(), (2, 6)),
+                (nn.AvgPool2d(2, stride=2, ceil_mode=True, count_include_pad=False).eval(), (2, 3, 5)),
+                (nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True).eval(), (1, 4, 4))]
 
     def types(self, call):
         return {F.avg_pool1d: (nn.AvgPool1d,), F.avg_pool3d: (nn.AvgPool3d,)}.get(call.func, (nn.AvgPool2d,))
@@ -332,35 +335,34 @@ class AvgPool(Linear):
         k, _, p, ceil, include, _ = self.params(call)
         if call.output.dim() != len(k) + 2:
             return f"expects (batch, channels, *{len(k)} spatial), got output shape {tuple(call.output.shape)}"
-        if ceil:
-            return ("uses ceil_mode=True: its last windows reach past the padded input and their divisors vary. "
-                    "Use ceil_mode=False (pad the input instead)")
         return None
 
     @staticmethod
-    def counts_taps(include: bool, padding: tuple, divisor) -> bool:
-        """Whether the divisor is each window's number of taps inside the input (PoolFormer's
-        ``count_include_pad=False`` with padding) rather than one constant."""
-        return not include and any(padding) and divisor is None
+    def varies(ceil: bool, include: bool, padding: tuple, divisor) -> bool:
+        """Whether the divisor varies by window (``count_include_pad=False`` with padding, or
+        ``ceil_mode=True``) rather than being one constant (|window| or ``divisor_override``)."""
+        return divisor is None and (ceil or (not include and any(padding)))
 
     def map(self, call, a, rule=None):
-        k, s, p, _, include, divisor = self.params(call)
-        if self.counts_taps(include, p, divisor):
-            return window_average_map(a.shape[1], tuple(a.shape[2:]), k, s, p, a.dtype, a.device)
+        k, s, p, ceil, include, divisor = self.params(call)
+        if self.varies(ceil, include, p, divisor):
+            return window_average_map(a.shape[1], tuple(a.shape[2:]), k, s, p, ceil, include, a.dtype, a.device)
+        if ceil:  # ceil_mode with divisor_override: the constant divisor, windows reaching past the padding
+            return window_average_map(a.shape[1], tuple(a.shape[2:]), k, s, p, ceil, include, a.dtype, a.device,
+                                      divisor=divisor)
         return avgpool_map(a.shape[1], k, s, p, a.dtype, a.device, divisor)
 
     def exact(self, call, a, rule=None) -> ExactMap:
-        k, s, p, _, include, divisor = self.params(call)
+        k, s, p, ceil, include, divisor = self.params(call)
         in_shape = tuple(a.shape[1:])
-        counted = self.counts_taps(include, p, divisor)
-        divisor = divisor or math.prod(k)
         C, spatial = in_shape[0], in_shape[1:]
-        out_spatial = tuple(pool_out(n, kk, ss, pp, 1, False) for n, kk, ss, pp in zip(spatial, k, s, p))
+        counts = window_divisors(spatial, k, s, p, ceil, include)[0] if divisor is None else None
+        out_spatial = tuple(pool_out(n, kk, ss, pp, 1, ceil) for n, kk, ss, pp in zip(spatial, k, s, p))
         out_shape = (C,) + out_spatial
         n_in, n_out = math.prod(in_shape), math.prod(out_shape)
         W, S = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool)
         for opos, taps in windows(spatial, out_spatial, k, s, p, (1,) * len(k)):
-            n = sum(ipos is not None for _, ipos in taps) if counted else divisor  # count_include_pad=False
+            n = divisor if counts is None else math.prod(c[o] for c, o in zip(counts, opos))  # torch's divisor
             for c in range(C):
                 kk = np.ravel_multi_index((c,) + opos, out_shape)
                 for _, ipos in taps:
