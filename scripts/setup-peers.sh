@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up .venv-peers: the environment of the peer-equivalence suite (peer_tests/), in which
-# zennit, zennit-crp, captum, transformers, LXT and DIG run beside this project.
+# zennit, zennit-crp, captum, transformers, LXT, DIG and timm run beside this project.
 #
 #   bash scripts/setup-peers.sh                      # makes or reuses .venv-peers
 #   PEERS_VENV=.venv-peers2 bash scripts/setup-peers.sh
@@ -42,6 +42,10 @@ LXT_DEPS=("tabulate")
 # installed without its declared dependencies; peer_tests/dig_native.py shims the two imports
 # GNN-LRP never calls (torch_sparse, rdkit) and adapts DIG's layers to PyG 2.8's names.
 DIG="dive-into-graphs==1.1.0"
+# timm 1.0.31 (peer_tests/test_timm.py; benchmarks/timm_survey.py): pure Python, importing torch,
+# torchvision, pyyaml, huggingface_hub and safetensors, which transformers brings: installed
+# without its declared dependencies.
+TIMM="timm==1.0.31"
 
 # pip install, without the notes about this machine's empty local index folders
 pip_install() {
@@ -92,6 +96,11 @@ if ! have "$DIG"; then
     pip_install --no-deps "$DIG"
     INSTALLED=1
 fi
+if ! have "$TIMM"; then
+    echo "setup-peers: installing $TIMM (without its declared dependencies)"
+    pip_install --no-deps "$TIMM"
+    INSTALLED=1
+fi
 # this project, editable, with its test extra (and so its verify extra); torch stays pinned so nothing is replaced.
 # Skipped when this checkout is already installed editable (FORCE=1 reinstalls it).
 if [ -n "${FORCE:-}" ] || ! "$VENV/bin/python" - <<'EOF'
@@ -108,12 +117,12 @@ fi
 
 # after an install, check that everything imports together (slow: torch's CUDA build)
 if [ -n "${INSTALLED:-}" ]; then
-    "$VENV/bin/python" -c "import torch, torchvision, zennit, crp.attribution, captum.attr, transformers, lxt.efficient, lxt.explicit.core, nrm, nrm_verify"
+    "$VENV/bin/python" -c "import torch, torchvision, zennit, crp.attribution, captum.attr, transformers, lxt.efficient, lxt.explicit.core, timm, nrm, nrm_verify"
 fi
 "$VENV/bin/python" - <<'EOF'
 from importlib.metadata import version
 names = ["torch", "torchvision", "zennit", "zennit-crp", "captum", "transformers", "lxt", "dive-into-graphs",
-         "nrm-verify"]
+         "timm", "nrm-verify"]
 print("setup-peers: " + ", ".join(f"{n} {version(n)}" for n in names))
 EOF
 echo "setup-peers: ready in $VENV; run: $VENV/bin/python -m pytest peer_tests -q"
