@@ -639,9 +639,12 @@ class SegmentSoftmax(Linear):
 def _destinations(index: np.ndarray, axis: int, out_shape: tuple) -> np.ndarray:
     """The flat output position of every source position (source shape): the source's own
     coordinates with ``axis`` replaced by the index."""
-    coords = list(np.indices(index.shape))
-    coords[axis] = index
-    return np.ravel_multi_index(tuple(coords), out_shape)
+    strides = [math.prod(out_shape[k + 1:]) for k in range(len(out_shape))]
+    dest = index.astype(np.int64) * strides[axis]  # the indices are the model's, which torch's scatter accepted
+    for k, n in enumerate(index.shape):
+        if k != axis:
+            dest = dest + (np.arange(n, dtype=np.int64) * strides[k]).reshape((-1,) + (1,) * (index.ndim - 1 - k))
+    return dest
 
 
 class Gather(nn.Module):
