@@ -326,6 +326,36 @@ def test_an_operation_that_mixes_samples_is_refused_with_its_reason(op, why):
         nrm.explain(model, _x(2, 3), target=0)
 
 
+@pytest.mark.parametrize("name", ["Tensor.permute", "torch.permute", "Tensor.transpose"])
+def test_a_permute_moves_relevance_as_its_index_map_does(name):
+    """The engine moves a permute's relevance by σ⁻¹ (down) and σ (up) instead of gathering
+    through its index: the same numbers as the gather, marginals and an event below the permute."""
+    class Gathered(nrm.layers.shape.Permute):  # the index map, read through the general route
+        def permutation(self, call):
+            return None
+
+    model, x = _case(name)
+    layers = nrm.explain(model, x, target=1).canonical_names()
+    events = [nrm.At(layers[1], index=[0, 2]), nrm.At(layers[-2], index=[1])]
+
+    def numbers():
+        m = nrm.explain(model, x, target=1, rules=nrm.rules.Epsilon(0.1), check="full")
+        paths.append((bool(m.engine.permutes), bool(m.engine.routes)))
+        return [m.marginal(layer) for layer in layers] + [m.marginal("input", within=events),
+                                                          m.marginal(layers[-2], within=events[:1])]
+
+    paths: list = []
+    fast = numbers()
+    nrm.layers.register(Gathered)
+    try:
+        gathered = numbers()
+    finally:
+        nrm.layers.unregister(Gathered)
+    assert paths == [(True, False), (False, True)]  # σ⁻¹ first, then the gather
+    for a, b in zip(fast, gathered):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+
+
 def test_the_self_check_catches_a_wrong_index_map():
     class ReversedPermute(nrm.layers.shape.Permute):  # a broken kind: the neurons in reverse order
         def index(self, call):
