@@ -126,8 +126,8 @@ class Op(nn.Module):
     (lambda h, r: torch.maximum(h, torch.zeros(3, 1, 4, dtype=D)).sum(0), nrm.UnsupportedOperationError, "shapes"),
     (lambda h, r: torch.max(h, r, out=torch.empty_like(h)), nrm.UnsupportedOperationError, "out="),
     (lambda h, r: torch.maximum(h.to(torch.float32), r.to(torch.float32)) * 1.0, None, None),
-    (lambda h, r: torch.min(h, 1, keepdim=True)[0], nrm.UnsupportedOperationError, "min"),
-], ids=["derived-without-batch", "constant-batch-of-3", "out", "float32", "min-reduction"])
+    (lambda h, r: torch.min(h, 0, keepdim=True)[0], nrm.UnsupportedOperationError, "minimum along the batch"),
+], ids=["derived-without-batch", "constant-batch-of-3", "out", "float32", "min-over-batch"])
 def test_what_is_not_read_is_refused_by_name(op, error, words):
     model = seeded(Op(op))
     x = _x(2, 3)

@@ -2,7 +2,8 @@
 (``torch.max(x, 2)[0]``), max-over-time pooling of text CNNs (``x.max(dim=-1).values``),
 ``torch.amax``, ``F.adaptive_max_pool1d/2d`` to sizes that divide the input — read as a max
 pooling over the flattened reduced dimensions (``nrm.layers.fused.MaxOverDimsDecomposition``):
-the first maximal element takes its neuron's relevance.
+the first maximal element takes its neuron's relevance; the minimum (``torch.amin``,
+``torch.min(x, dim)``) is the pooling of −x, negated, its first minimal element taking it.
 
 For each (float64): f is the model's, bitwise; L1 at every layer; the engine equals the exact
 oracle (sequential models) and the explicit reference under four rule sets; LRP-0 = Gradient ×
@@ -81,6 +82,10 @@ MODELS = {
     "text cnn max over time": (TextCNN, (2, 4, 6)),
     "amax over (H, W)": (lambda: Spatial(False), (2, 2, 5, 5)),
     "adaptive_max_pool2d to a divisor": (lambda: Spatial(True), (2, 2, 5, 5)),
+    "pointnet torch.min(x, 2)[0] (the minimum)": (lambda: PointNet(lambda h: torch.min(h, 2)[0]), (2, 3, 7)),
+    "pointnet Tensor.min(dim).values": (lambda: PointNet(lambda h: h.min(dim=-1).values), (2, 3, 7)),
+    "torch.amin over (H, W) of a conv": (
+        lambda: PointNet(lambda h: torch.amin(h.reshape(h.shape[0], h.shape[1], 7, 1), (2, 3))), (2, 3, 7)),
 }
 
 
@@ -138,7 +143,8 @@ class Op(nn.Module):
     (lambda h: torch.amax(h, ()).expand(h.shape[0], 1), "whole tensor"),
     (lambda h: F.adaptive_max_pool1d(h, 4), "unequal sizes"),
     (lambda h: F.adaptive_max_pool1d(h, 1, return_indices=True)[0], "return_indices"),
-], ids=["amax-batch", "max-batch", "amax-all", "adaptive-uneven", "adaptive-indices"])
+    (lambda h: torch.amin(h, 0, keepdim=True), "minimum along the batch"),
+], ids=["amax-batch", "max-batch", "amax-all", "adaptive-uneven", "adaptive-indices", "amin-batch"])
 def test_what_is_not_a_max_over_per_sample_dims_is_refused_by_name(op, words):
     model = Op(op).double().eval()
     with pytest.raises(nrm.UnsupportedOperationError, match=words):

@@ -1090,11 +1090,17 @@ class MaxOverDimsDecomposition:
     k = in / out. The value must be torch's own, bitwise (:class:`~nrm.errors.CaptureMismatchError`
     otherwise). Refused: no ``dim`` (the whole tensor), the batch dimension, an adaptive pool that
     does not divide its input, ``return_indices=True``. ``torch.max(a, b)`` of two tensors (the
-    elementwise maximum) is not this."""
+    elementwise maximum) is not this (:class:`ElementwiseMaxDecomposition`). The minimum over
+    per-sample dimensions (``torch.amin``, ``torch.min(x, dim)``) is the same pooling of −x, negated:
+    amin_D(x) = −amax_D(−x), the first minimal element taking the relevance."""
 
-    def __init__(self, function):
-        self.function = function
+    def __init__(self, function, minimum: bool = False):
+        self.function, self.minimum = function, minimum  # minimum: amin_D(x) = −amax_D(−x), the first minimum wins
         self.adaptive = function in (F.adaptive_max_pool1d, F.adaptive_max_pool2d)
+
+    @property
+    def _word(self) -> str:
+        return "minimum" if self.minimum else "maximum"
 
     def _read(self, args: tuple, kwargs: dict) -> dict:
         if self.adaptive:
@@ -1113,7 +1119,7 @@ class MaxOverDimsDecomposition:
         a = self._read(args, kwargs)
         x = a.get("input")
         if not isinstance(x, torch.Tensor) or x.dim() < 2:
-            return "takes a maximum of a tensor without a batch dimension"
+            return f"takes a {self._word} of a tensor without a batch dimension"
         if self.adaptive:
             if a["return_indices"]:
                 return "returns the indices as well (return_indices=True); use return_indices=False"
@@ -1127,10 +1133,10 @@ class MaxOverDimsDecomposition:
             return None
         dims = a["dim"]
         if dims is None or (isinstance(dims, (tuple, list)) and not dims):
-            return "takes the maximum of the whole tensor (no dim=), which mixes the samples"
+            return f"takes the {self._word} of the whole tensor (no dim=), which mixes the samples"
         dims = (dims,) if isinstance(dims, int) else tuple(dims)
         if any(not isinstance(d, int) or d % x.dim() == 0 for d in dims):
-            return "takes the maximum along the batch dimension; nrm keeps every sample apart"
+            return f"takes the {self._word} along the batch dimension; nrm keeps every sample apart"
         return None
 
     def __call__(self, *args, **kwargs):
@@ -1150,23 +1156,25 @@ class MaxOverDimsDecomposition:
             dims = sorted({d % nd for d in ((a["dim"],) if isinstance(a["dim"], int) else a["dim"])})
             kept = [d for d in range(1, nd) if d not in dims]
             order = [0] + kept + dims
-            h = x.permute(order) if order != list(range(nd)) else x
+            source = -x if self.minimum else x
+            h = source.permute(order) if order != list(range(nd)) else source
             n = math.prod(x.shape[d] for d in dims)
             h = F.max_pool1d(h.reshape(x.shape[0], -1, n), n)
             shape = [x.shape[d] if d not in dims else 1 for d in range(nd)] if a["keepdim"] else \
                 [x.shape[0]] + [x.shape[d] for d in kept]
-            y = h.reshape(shape)
+            y = -h.reshape(shape) if self.minimum else h.reshape(shape)
             with torch._C.DisableTorchFunction():
-                theirs = torch.amax(x, dims, keepdim=bool(a["keepdim"]))
+                theirs = (torch.amin if self.minimum else torch.amax)(x, dims, keepdim=bool(a["keepdim"]))
         with torch._C.DisableTorchFunction():
             same = y.shape == theirs.shape and bool(torch.equal(y, theirs))
         if not same:
             raise CaptureMismatchError("the maximum read as a max pooling does not reproduce it; nrm cannot read it "
                                        "faithfully")
-        if self.function in (torch.max, torch.Tensor.max):
-            with torch._C.DisableTorchFunction():
-                indices = torch.max(x, a["dim"], keepdim=bool(a["keepdim"])).indices  # a constant for what reads it
-            return torch.return_types.max((y, indices))
+        if self.function in (torch.max, torch.Tensor.max, torch.min, torch.Tensor.min):
+            with torch._C.DisableTorchFunction():  # the indices: a constant for whatever reads them
+                pick = torch.min if self.minimum else torch.max
+                indices = pick(x, a["dim"], keepdim=bool(a["keepdim"])).indices
+            return (torch.return_types.min if self.minimum else torch.return_types.max)((y, indices))
         return y
 
 
@@ -1373,8 +1381,10 @@ DECOMPOSED_FUNCTIONS = {
     **{f: _ByArguments(MaxOverDimsDecomposition(f), ElementwiseMaxDecomposition(f, minimum=False))
        for f in (torch.max, torch.Tensor.max)},
     **{f: ElementwiseMaxDecomposition(f, minimum=False) for f in (torch.maximum, torch.Tensor.maximum)},
-    **{f: ElementwiseMaxDecomposition(f, minimum=True) for f in (torch.minimum, torch.Tensor.minimum, torch.min,
-                                                                  torch.Tensor.min)},
+    **{f: ElementwiseMaxDecomposition(f, minimum=True) for f in (torch.minimum, torch.Tensor.minimum)},
+    **{f: _ByArguments(MaxOverDimsDecomposition(f, minimum=True), ElementwiseMaxDecomposition(f, minimum=True))
+       for f in (torch.min, torch.Tensor.min)},
+    **{f: MaxOverDimsDecomposition(f, minimum=True) for f in (torch.amin, torch.Tensor.amin)},
     **{f: VarianceDecomposition(f, root=False) for f in (torch.var, torch.Tensor.var)},
     **{f: VarianceDecomposition(f, root=True) for f in (torch.std, torch.Tensor.std)},
     F.scaled_dot_product_attention: SDPADecomposition(),
