@@ -113,19 +113,25 @@ def explain(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor, *args: 
     outputs; ``target`` is the class c, and ``node`` the node (or graph) whose output f_{node, c}
     is explained (default: the only row). The measure's input layer has shape (N, F) per sample
     (a batch of one); ``At(layer, nodes=[…])`` selects every feature of the named nodes."""
-    from .measure import explain as explain_measure
+    from .errors import NRMError
+    from .measure import DEFAULT_CHUNK, _check_options, measure_of, prepared
 
     wrapped = OnGraph(model, edge_index, *args, **kwargs)
     check_graph(x, edge_index, wrapped.edge_weight(), kwargs.get("batch"))
-    with torch.no_grad():
-        out = wrapped(x.unsqueeze(0))
-    shape = out.shape
-    if not bool(torch.isfinite(out).all()):
+    _check_options(DEFAULT_CHUNK, check, None)
+    try:  # the model runs once: its output's shape is read from the capture
+        network, engine = prepared(wrapped, x.unsqueeze(0), rules, None, check)
+    except NRMError as error:  # a graph on which the model's output is not finite says so (run again to see)
+        with torch.no_grad():
+            out = wrapped(x.unsqueeze(0))
+        if bool(torch.isfinite(out).all()):
+            raise
         weight = wrapped.edge_weight()
         why = ("; edge_weight has negative entries, and a degree normalization such as GCNConv's deg^(-1/2) is NaN "
                "where a node's weights sum below 0: use non-negative edge weights there"
                if weight is not None and bool((weight < 0).any()) else "")
-        raise GraphError(f"the model's output on this graph is not finite{why}")
+        raise GraphError(f"the model's output on this graph is not finite{why}") from error
+    shape = engine.output.shape
     if len(shape) not in (2, 3):
         raise GraphError(f"the model returns shape {tuple(shape[1:])} for one graph; nrm.gnn.explain reads outputs of "
                          "shape (rows, classes): node outputs (N, C) or graph outputs (G, C), or (C,) for one graph "
@@ -137,7 +143,7 @@ def explain(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor, *args: 
         node = 0
     if not 0 <= node < rows or not 0 <= target < classes:
         raise GraphError(f"node={node}, target={target} is outside the model's output of shape ({rows}, {classes})")
-    return explain_measure(wrapped, x.unsqueeze(0), node * classes + target, rules=rules, check=check)
+    return measure_of(network, engine, x.unsqueeze(0), node * classes + target, None, DEFAULT_CHUNK)
 
 
 def _walk_nodes(m, layers: list[str], end: int | None, who: str) -> list[int]:

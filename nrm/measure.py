@@ -465,10 +465,22 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | tor
         ShapeError, ZeroOutputError.
     """
     _check_options(chunk, check, output)
+    network, engine = prepared(model, x, rules, output, check)
+    return measure_of(network, engine, x, target, start, chunk)
+
+
+def prepared(model: nn.Module, x: torch.Tensor, rules, output, check) -> tuple[ProperFFNN, Engine]:
+    """The captured network with its rules and the engine's forward record: what
+    :func:`explain` builds before it knows the output measure (``nrm.gnn`` reads the output's
+    shape from it, instead of running the model once more)."""
     check_eval_mode(model)
     network = ProperFFNN(model, x, output=output)
     assign(network, rules)
-    engine = Engine(network, check=check)
+    return network, Engine(network, check=check)
+
+
+def measure_of(network: ProperFFNN, engine: Engine, x: torch.Tensor, target, start, chunk: int) -> Measure:
+    """The measure of a :func:`prepared` network for output ``target`` (or the start vector ``start``)."""
     out = engine.output.reshape(x.shape[0], -1)
     if (target is None) == (start is None):
         raise ShapeError("give exactly one of target= (an output index) or start= (a start vector)")
