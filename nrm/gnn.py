@@ -114,11 +114,11 @@ def explain(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor, *args: 
     is explained (default: the only row). The measure's input layer has shape (N, F) per sample
     (a batch of one); ``At(layer, nodes=[…])`` selects every feature of the named nodes."""
     from .errors import NRMError
-    from .measure import DEFAULT_CHUNK, _check_options, measure_of, prepared
+    from .measure import DEFAULT_CHUNK, check_options, measure_of, prepared
 
     wrapped = OnGraph(model, edge_index, *args, **kwargs)
     check_graph(x, edge_index, wrapped.edge_weight(), kwargs.get("batch"))
-    _check_options(DEFAULT_CHUNK, check, None)
+    check_options(DEFAULT_CHUNK, check, None)
     try:  # the model runs once: its output's shape is read from the capture
         network, engine = prepared(wrapped, x.unsqueeze(0), rules, None, check)
     except NRMError as error:  # a graph on which the model's output is not finite says so (run again to see)

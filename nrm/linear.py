@@ -366,14 +366,21 @@ class WindowAverageMap(LinearMap):
         return full[(slice(None), slice(None)) + tuple(slice(b, b + n) for b, n in zip(self.before, spatial))]
 
 
+def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
+    """torch's output length of a pooling window sweep."""
+    num = n + 2 * p - d * (k - 1) - 1
+    out = (-(-num // s) if ceil else num // s) + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
 def window_divisors(in_spatial: tuple, kernel: tuple, stride: tuple, padding: tuple, ceil: bool,
                     include_pad: bool) -> tuple[list[list[int]], tuple, tuple]:
     """torch's divisor of every window along each spatial dimension (their product is n_k), and
     the zero padding before / after that reaches every window: window o covers s·o − p … s·o − p
     + k − 1; its divisor counts the positions inside the input (``include_pad=False``) or inside
     the input and its symmetric padding (``True``; the overhang of ``ceil_mode`` never counts)."""
-    from .layers.linear import pool_out  # the output length rule, shared with the kinds
-
     counts, after = [], []
     for n, k, s, p in zip(in_spatial, kernel, stride, padding):
         out = pool_out(n, k, s, p, 1, ceil)

@@ -464,7 +464,7 @@ def explain(model: nn.Module, x: torch.Tensor, target: int | Sequence[int] | tor
         DeviceMismatchError, DtypeMismatchError, NonFiniteError, RuleAssignmentError,
         ShapeError, ZeroOutputError.
     """
-    _check_options(chunk, check, output)
+    check_options(chunk, check, output)
     network, engine = prepared(model, x, rules, output, check)
     return measure_of(network, engine, x, target, start, chunk)
 
@@ -504,7 +504,7 @@ def measure_of(network: ProperFFNN, engine: Engine, x: torch.Tensor, target, sta
     return Measure(network, engine, pi, f, chunk)
 
 
-def _check_options(chunk, check, output) -> None:
+def check_options(chunk, check, output) -> None:
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ArgumentError(f"chunk= takes a whole number >= 1 (how many cylinders share one pass), got {chunk!r}")
     if check not in (True, False, "full"):

@@ -400,6 +400,23 @@ _ROUTES_LOCK = threading.Lock()
 _ROUTE_TENSORS: dict = {}  # (kind type, route key, device) → the index as a tensor, oldest first
 
 
+def _kept(cache: dict, key, make):
+    """``cache[key]``, made by ``make()`` the first time (None: not kept); the oldest of more than
+    ``_ROUTES_KEPT`` entries is forgotten. Thread-safe; ``make`` runs outside the lock."""
+    if key is None:
+        return make()
+    with _ROUTES_LOCK:
+        found = cache.get(key, _UNSET)
+    if found is not _UNSET:
+        return found
+    made = make()
+    with _ROUTES_LOCK:
+        cache[key] = made
+        while len(cache) > _ROUTES_KEPT:
+            cache.pop(next(iter(cache)))
+    return made
+
+
 class Reshape(Kind):
     """The same neurons in another per-sample shape (view, reshape, flatten), or an index map:
     each output neuron k is one input neuron j = index[k], and its relevance moves with its
@@ -434,18 +451,14 @@ class Reshape(Kind):
         if cached is not _UNSET:
             return cached
         key = self.route_key(call)
-        key = None if key is None else (type(self), key)
-        with _ROUTES_LOCK:
-            cached = _ROUTES.get(key, _UNSET) if key is not None else _UNSET
-        if cached is _UNSET:
-            cached = self.index(call)
-            if cached is not None:
-                cached.flags.writeable = False
-            if key is not None:
-                with _ROUTES_LOCK:
-                    _ROUTES[key] = cached
-                    while len(_ROUTES) > _ROUTES_KEPT:
-                        _ROUTES.pop(next(iter(_ROUTES)))
+
+        def index():
+            made = self.index(call)
+            if made is not None:
+                made.flags.writeable = False
+            return made
+
+        cached = _kept(_ROUTES, None if key is None else (type(self), key), index)
         call.__dict__["_route"] = cached
         return cached
 
@@ -459,16 +472,8 @@ class Reshape(Kind):
         if cached is not None and cached.device == torch.device(device):
             return cached
         key = self.route_key(call)
-        key = None if key is None else (type(self), key, str(device))
-        with _ROUTES_LOCK:
-            tensor = _ROUTE_TENSORS.get(key) if key is not None else None
-        if tensor is None:
-            tensor = torch.tensor(route, dtype=torch.long, device=device)  # a copy: routes are read-only
-            if key is not None:
-                with _ROUTES_LOCK:
-                    _ROUTE_TENSORS[key] = tensor
-                    while len(_ROUTE_TENSORS) > _ROUTES_KEPT:
-                        _ROUTE_TENSORS.pop(next(iter(_ROUTE_TENSORS)))
+        tensor = _kept(_ROUTE_TENSORS, None if key is None else (type(self), key, str(device)),
+                       lambda: torch.tensor(route, dtype=torch.long, device=device))  # a copy: routes are read-only
         call.__dict__["_route_tensor"] = tensor
         return tensor
 

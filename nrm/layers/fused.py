@@ -711,6 +711,18 @@ class StackDecomposition:
         return out
 
 
+def _within_ulp(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+    """Whether a decomposition's value is torch's own up to rounding: the same shape, non-finite
+    in the same places, and elsewhere within 10³ ulp of torch's largest finite value."""
+    finite = torch.isfinite(theirs)
+    if ours.shape != theirs.shape or not bool(torch.equal(torch.isfinite(ours), finite)):
+        return False
+    if not bool(finite.any()):
+        return True
+    bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs[finite].abs().max()))
+    return float((ours - theirs)[finite].abs().max()) <= bound
+
+
 class _TwoDerived:
     """A binary operation recorded through its definition only when both operands are computed
     from the input (:meth:`applies`); with a constant operand the kinds that read it directly
@@ -824,12 +836,7 @@ class DivisionDecomposition(_TwoDerived):
         a, b = self.operands(args, kwargs)
         out = a * torch.reciprocal(b)
         with torch._C.DisableTorchFunction():
-            theirs = a / b
-            finite = torch.isfinite(theirs)
-            same = out.shape == theirs.shape and bool(torch.equal(torch.isfinite(out), finite))
-            if same and bool(finite.any()):
-                bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs[finite].abs().max()))
-                same = float((out - theirs)[finite].abs().max()) <= bound
+            same = _within_ulp(out, a / b)
         if not same:
             raise CaptureMismatchError("the decomposition of a / b as a · (1/b) does not reproduce it within 10³ ulp; "
                                        "nrm cannot read it faithfully")
@@ -1215,12 +1222,7 @@ class AddcmulDecomposition:
             product = product * a["value"]
         out = a["input"] + product
         with torch._C.DisableTorchFunction():
-            theirs = torch.addcmul(a["input"], a["tensor1"], a["tensor2"], value=a["value"])
-            finite = torch.isfinite(theirs)
-            same = out.shape == theirs.shape and bool(torch.equal(torch.isfinite(out), finite))
-            if same and bool(finite.any()):
-                bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs[finite].abs().max()))
-                same = float((out - theirs)[finite].abs().max()) <= bound
+            same = _within_ulp(out, torch.addcmul(a["input"], a["tensor1"], a["tensor2"], value=a["value"]))
         if not same:
             raise CaptureMismatchError("the decomposition of addcmul as c + v · t₁ · t₂ does not reproduce it within "
                                        "10³ ulp; nrm cannot read it faithfully")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..linear import (ConvMap, ConvTransposeMap, DenseMap, ReduceMap, adaptive_avgpool_map, avgpool_map,
+from ..linear import (ConvMap, ConvTransposeMap, DenseMap, ReduceMap, adaptive_avgpool_map, avgpool_map, pool_out,
                       window_average_map, window_divisors)
 from ..markers import Sum as SumMarker
 from ..recorded import Value
@@ -282,15 +282,6 @@ def windows(in_spatial, out_spatial, kernel, stride, pad_before, dilation):
             inside = all(0 <= i < n for i, n in zip(ipos, in_spatial))
             taps.append((kpos, ipos if inside else None))
         yield opos, taps
-
-
-def pool_out(n: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
-    """torch's output length of a pooling window sweep."""
-    num = n + 2 * p - d * (k - 1) - 1
-    out = (-(-num // s) if ceil else num // s) + 1
-    if ceil and (out - 1) * s >= n + p:
-        out -= 1
-    return out
 
 
 class AvgPool(Linear):
