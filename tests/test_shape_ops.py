@@ -185,6 +185,10 @@ CASES = {
         lambda: Head(lambda h: torch.cat([h.tensor_split(sections=2, dim=2)[0].flatten(1),
                                           h.tensor_split(torch.tensor([1, 3]), 3)[1].flatten(1)], 1), 16 + 12),
         (1, 2, 3, 4)),
+    "Tensor.repeat (a map tiled over a grid)": (lambda: Head(lambda h: h.repeat(1, 1, 2, 1), 48), (1, 2, 3, 4)),
+    "repeat_interleave along channels and Tensor.repeat_interleave": (
+        lambda: Head(lambda h: torch.repeat_interleave(h, 2, dim=1).repeat_interleave(3, -1), 4 * 2 * 2 * 3 * 3),
+        (1, 2, 3, 4)),
     "torch.roll and Tensor.roll (swin's cyclic shift)": (
         lambda: Head(lambda h: torch.roll(h, (-1, 2), (2, 3)).roll(1, 1), 24), (1, 2, 3, 4)),
     "nn.PixelShuffle (sub-pixel upsampling)": (lambda: Head(nn.PixelShuffle(2), 24), (1, 2, 3, 4)),
@@ -307,6 +311,10 @@ class Mixer(nn.Module):
 
 
 @pytest.mark.parametrize("op, why", [
+    (lambda h: h.repeat(2, 1), "repeats the batch"),
+    (lambda h: h.repeat(1, 1, 2)[0], "more would add dimensions"),
+    (lambda h: h.repeat_interleave(2, dim=0), "batch dimension"),
+    (lambda h: h.repeat_interleave(torch.tensor([1, 2, 1]), dim=1), "tensor of counts"),
     (lambda h: h - h.mean(0, keepdim=True) * 0 + h.mean(0, keepdim=True), "reduces over the batch dimension"),
     (lambda h: h + h.sum(), "reduces over every dimension"),
     (lambda h: torch.sum(h, dim=(0, 1)).expand(2, 1), "reduces over the batch dimension"),
@@ -318,8 +326,8 @@ class Mixer(nn.Module):
     (lambda h: torch.cat(h.chunk(2, 0)[::-1], 0), "splits the batch dimension"),
     (lambda h: torch.stack([h, h]).sum(0), "stacks along a new first dimension"),
     (lambda h: torch.stack([h, h], dim=-3).sum(0), "stacks along a new first dimension"),
-], ids=["mean(0)", "sum()", "sum((0, 1))", "t()", "transpose(0, 1)", "x[0:1]", "roll(1, 0)", "roll(1)",
-        "chunk(2, 0)", "stack(0)", "stack(-3)"])
+], ids=["repeat-batch", "repeat-new-dims", "interleave-batch", "interleave-counts", "mean(0)", "sum()", "sum((0, 1))",
+        "t()", "transpose(0, 1)", "x[0:1]", "roll(1, 0)", "roll(1)", "chunk(2, 0)", "stack(0)", "stack(-3)"])
 def test_an_operation_that_mixes_samples_is_refused_with_its_reason(op, why):
     model = _seeded(Mixer(op))
     with pytest.raises(nrm.UnsupportedOperationError, match=why):

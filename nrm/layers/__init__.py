@@ -63,7 +63,7 @@ BUILTIN_KINDS = (
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
     activations.Mish, activations.ELU, activations.SELU, activations.CELU, activations.Exp, activations.Log,
     activations.Abs, activations.Clamp,
-    shape.View, shape.Permute, shape.Roll, shape.PixelShuffle, shape.Unfold, shape.Index, shape.Chunk, shape.Cat,
+    shape.View, shape.Permute, shape.Roll, shape.Repeat, shape.PixelShuffle, shape.Unfold, shape.Index, shape.Chunk, shape.Cat,
     pooling.MaxPool,
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, norm.InstanceNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul,

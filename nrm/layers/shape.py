@@ -153,6 +153,75 @@ class Roll(Reshape):
                        tuple(_dim(d, ndim) - 1 for d in dims)).reshape(-1)
 
 
+class Repeat(Reshape):
+    """``Tensor.repeat`` with the batch repeated once (a token tiled over positions, a map tiled
+    over a grid) and ``torch.repeat_interleave`` / ``Tensor.repeat_interleave`` with an int
+    count along a per-sample dimension: copies of the same neurons. A neuron copied n times
+    receives the sum of its copies' relevance.
+
+    Definition (repeat: r_d copies of the whole along d; repeat_interleave: each element r
+    times along d)::
+
+        repeat: y[b, …, i_d, …] = x[b, …, i_d mod n_d, …]     interleave: y[…, i_d, …] = x[…, ⌊i_d / r⌋, …]
+        q(j | k) = [j = index[k]]
+    """
+
+    functions = (torch.Tensor.repeat, torch.repeat_interleave, torch.Tensor.repeat_interleave)
+
+    def examples(self):
+        return [(Tiled().eval(), (2, 3)), (Tiled(interleave=True).eval(), (3, 2))]
+
+    @staticmethod
+    def reps(call) -> tuple[int, ...]:
+        sizes = call.args[1:] if len(call.args) > 1 else (call.kwargs.get("repeats", call.kwargs.get("sizes", ())),)
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+            sizes = sizes[0]
+        return tuple(int(v) for v in sizes)
+
+    @staticmethod
+    def interleave(call) -> tuple[int, int | None]:
+        """(r, d) of repeat_interleave (d None: the flattened tensor)."""
+        repeats = call.arg(1, "repeats")
+        dim = call.arg(2, "dim", None)
+        return repeats, dim
+
+    def accepts(self, call):
+        ndim = len(call.in_shapes[0])
+        if call.func.__name__ == "repeat_interleave":
+            repeats, dim = self.interleave(call)
+            if isinstance(repeats, bool) or not isinstance(repeats, int):
+                return "repeats by a tensor of counts; nrm reads one int count"
+            if call.kwargs.get("output_size") is not None:
+                return "takes output_size=; nrm reads repeat_interleave(x, r, dim)"
+            if dim is None or _dim(int(dim), ndim) == 0:
+                return "repeats along the batch dimension (or the flattened tensor); nrm keeps every sample apart"
+            return None
+        try:
+            reps = self.reps(call)
+        except (TypeError, ValueError):
+            return "repeats by something other than ints"
+        if len(reps) != ndim:
+            return (f"repeats a tensor of {ndim} dimensions {len(reps)} ways; nrm reads as many counts as dimensions "
+                    "(more would add dimensions in front of the batch)")
+        if reps[0] != 1:
+            return "repeats the batch; nrm keeps every sample once"
+        return None
+
+    def route_key(self, call):
+        if call.func.__name__ == "repeat_interleave":
+            repeats, dim = self.interleave(call)
+            return _sample_dims(call), "interleave", repeats, _dim(int(dim), len(call.in_shapes[0]))
+        return _sample_dims(call), "repeat", self.reps(call)
+
+    def index(self, call):
+        shape = _sample_dims(call)
+        names = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+        if call.func.__name__ == "repeat_interleave":
+            repeats, dim = self.interleave(call)
+            return np.repeat(names, repeats, axis=_dim(int(dim), len(shape) + 1) - 1).reshape(-1)
+        return np.tile(names, self.reps(call)[1:]).reshape(-1)
+
+
 class PixelShuffle(Reshape):
     """``F.pixel_shuffle`` / ``nn.PixelShuffle`` (sub-pixel convolution, ESPCN and
     super-resolution decoders) and its inverse ``F.pixel_unshuffle`` / ``nn.PixelUnshuffle``:
@@ -419,6 +488,19 @@ class Branches(nn.Module):
 
     def forward(self, x):
         return torch.cat([x, F.relu(x)], self.dim)
+
+
+class Tiled(nn.Module):
+    """relu(x) repeated twice along its last dimension, or relu(x).repeat_interleave(2, dim=1) (an
+    example of :class:`Repeat`)."""
+
+    def __init__(self, interleave: bool = False):
+        super().__init__()
+        self.interleave = interleave
+
+    def forward(self, x):
+        h = F.relu(x)
+        return h.repeat_interleave(2, dim=1) if self.interleave else h.repeat((1,) * (h.dim() - 1) + (2,))
 
 
 class Rolled(nn.Module):
