@@ -55,7 +55,8 @@ from .errors import (
 from .layers import REGISTRY, base_name
 from .layers.constants import masked
 from .layers.elementwise import HALF
-from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of
+from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of, same_values
+from .layers.shape import Permute
 from .recorded import Piece, Value, dispatch_name
 
 _MISSING = object()
@@ -553,11 +554,8 @@ class _Recorder(TorchFunctionMode):
         if call.func not in (torch.Tensor.permute, torch.permute) or not call.in_shapes:
             return None
         ndim = len(call.in_shapes[0])
-        dims = call.args[1:] if len(call.args) > 1 else call.kwargs.get("dims", ())
-        if len(dims) == 1 and isinstance(dims[0], (tuple, list, torch.Size)):
-            dims = dims[0]
         try:
-            order = [int(d) % ndim for d in dims]
+            order = list(Permute().order(call))  # the permute kind's own reading of its arguments
         except (TypeError, ValueError):
             return None
         if len(order) != ndim or sorted(order) != list(range(ndim)) or order[0] == 0 or order[1] != 0:
@@ -596,9 +594,7 @@ class _Recorder(TorchFunctionMode):
             theirs = func(*args, **kwargs)
             ours = pieces if isinstance(pieces, list) else [pieces]
             theirs_list = list(theirs) if isinstance(theirs, (tuple, list)) else [theirs]
-            same = len(ours) == len(theirs_list) and all(
-                a.shape == b.shape and bool(torch.equal(a, b) or ((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
-                for a, b in zip(ours, theirs_list))
+            same = len(ours) == len(theirs_list) and all(same_values(a, b) for a, b in zip(ours, theirs_list))
         if not same:
             self._fail(CaptureMismatchError(
                 f"{func_name(func)} at {user_location() or 'an unknown place'}: the pieces of a permute that moves the "
@@ -644,8 +640,7 @@ class _Recorder(TorchFunctionMode):
         self._copy_on_write(target)  # the records sharing t's storage keep their values
         with torch._C.DisableTorchFunction():
             torch.Tensor.__setitem__(*args)  # the write as the model wrote it
-            same = new.shape == target.shape and bool(
-                ((new == target) | (torch.isnan(new) & torch.isnan(target))).all())
+            same = same_values(new, target)
         if not same and old is not target and id(old) in self.live:  # read from its record: changed another way too
             self._fail(InPlaceViewError(
                 f"t[index] = value at {where} writes into a tensor that was also changed in place outside the written "

@@ -711,6 +711,15 @@ class StackDecomposition:
         return out
 
 
+def same_values(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+    """Whether a decomposition's value is torch's own bitwise: the same shape, equal everywhere,
+    NaN where torch's is NaN."""
+    if ours.shape != theirs.shape:
+        return False
+    nan = torch.isnan(theirs)
+    return bool(torch.equal(torch.isnan(ours), nan)) and bool(((ours == theirs) | nan).all())
+
+
 def _within_ulp(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
     """Whether a decomposition's value is torch's own up to rounding: the same shape, non-finite
     in the same places, and elsewhere within 10³ ulp of torch's largest finite value."""
@@ -1281,8 +1290,7 @@ class ElementwiseMaxDecomposition(_TwoDerived):
             y = torch.amax(torch.stack(pair, -1), -1)
         with torch._C.DisableTorchFunction():
             theirs = (torch.minimum if self.minimum else torch.maximum)(a, b)
-            same = y.shape == theirs.shape and bool(torch.equal(y, theirs) or (
-                (torch.isnan(y) == torch.isnan(theirs)).all() and ((y == theirs) | torch.isnan(y)).all()))
+            same = same_values(y, theirs)
         if not same:
             raise CaptureMismatchError(f"the elementwise {'minimum' if self.minimum else 'maximum'} read as a max "
                                        "pooling over the pair does not reproduce it; nrm cannot read it faithfully")
