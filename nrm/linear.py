@@ -616,6 +616,54 @@ class SoftmaxMap(LinearMap):
         return None if bias is None else repeated_rows(bias, z.shape[0], self.batch)
 
 
+class LogSoftmaxMap(SoftmaxMap):
+    """y = log_softmax(x) along one per-sample dimension, linearized at the forward value x
+    as the softmax is (:class:`SoftmaxMap`): z = J x + b with J the Jacobian and the remainder
+    b = y − J x as the bias, so z = y. Within a group of n neurons along the dimension, in-neuron
+    j and out-neuron k:
+
+        W_jk = ∂y_k/∂x_j = δ_jk − s_j,    b_k = y_k − Σ_j x_j W_jk = −log Σ_i e^{x_i} + Σ_j s_j x_j
+
+    with s = softmax(x). ``probabilities`` (B, G, n) is s; W (B, G, n, n) is formed on first
+    use only. W is not symmetric: the map costs O(n) per output either way.
+
+    Definition::
+
+        forward:    z_k = Σ_j x_j W_jk = x_k − Σ_j s_j x_j
+        transpose:  t_j = Σ_k W_jk g_k = g_j − s_j Σ_k g_k
+    """
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """W (B, G, n, n): W[b, g, j, k] = δ_jk − s_j, formed once when first asked for."""
+        if self._weight is None:
+            s = self.probabilities
+            eye = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device)
+            self._weight = eye - s.unsqueeze(-1)
+        return self._weight
+
+    def forward(self, x, weight, bias=None):
+        xg, rows = self._groups(x)
+        if weight is self.probabilities:
+            z = xg - (weight * xg).sum(-1, keepdim=True)
+        else:
+            z = torch.einsum("rbgj,bgjk->rbgk", xg, weight)
+        z = self._back(z, rows)
+        return z if bias is None else z + self.bias_for(z, bias)
+
+    def transpose(self, g, weight, in_shape):
+        gg, rows = self._groups(g)
+        if weight is self.probabilities:
+            return self._back(gg - weight * gg.sum(-1, keepdim=True), rows)
+        return self._back(torch.einsum("bgjk,rbgk->rbgj", weight, gg), rows)
+
+    def magnitude(self, x):
+        """Σ_j |x_j| |W_jk| = (1 − s_k) |x_k| + Σ_{j≠k} s_j |x_j| = Σ_j s_j |x_j| + (1 − 2 s_k) |x_k|."""
+        xg, rows = self._groups(x.abs())
+        s = self.probabilities
+        return self._back((s * xg).sum(-1, keepdim=True) + (1 - 2 * s) * xg, rows)
+
+
 class PlaceMap(LinearMap):
     """An activation placed among constants along per-sample dimensions (``torch.cat`` of one
     input-derived tensor with constants: a class token before the patch tokens; ``F.pad``

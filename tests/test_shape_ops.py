@@ -69,6 +69,13 @@ class Last(nn.Module):
         return self.fc(h.permute(0, 3, 1, 2).reshape(h.size(0), -1))
 
 
+class Unflattened(nn.Module):
+    """x (B, 4, 2, 3) → flatten(1) → Tensor.unflatten(1, (2, 12)) → torch.unflatten(·, 2, (3, 4))."""
+
+    def forward(self, x):
+        return torch.unflatten(x.flatten(1).unflatten(1, (2, 12)), 2, (3, 4))
+
+
 class TokenMajor(nn.Module):
     """conv1d → relu → x.transpose(1, 2) → linear over channels (a token-major layout)."""
 
@@ -166,6 +173,8 @@ CASES = {
         lambda: Head(lambda h: channel_shuffle(h, 2), 4 * 2 * 3), (1, 2, 3, 4)),
     "torch.flatten/Tensor.reshape": (lambda: Head(lambda h: torch.flatten(h, 1).reshape(h.size(0), 2, -1), 24),
                                      (1, 2, 3, 4)),
+    "Tensor.unflatten/torch.unflatten/nn.Unflatten": (
+        lambda: Head(nn.Sequential(nn.Flatten(2), nn.Unflatten(2, (2, 3)), Unflattened()), 24), (1, 2, 3, 4)),
     "getitem x[:, a:b]": (lambda: Head(lambda h: h[:, 1:3], 2 * 2 * 3), (1, 2, 3, 4)),
     "getitem x[:, :, 0] and x[..., ::2]": (lambda: Head(lambda h: h[:, :, 0][..., ::2], 4 * 2), (1, 2, 3, 4)),
     "getitem x[:, [0, 2, 2]] (a repeated index)": (lambda: Head(lambda h: h[:, [0, 2, 2]], 3 * 2 * 3),

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArgumentError
-from ..linear import MatMulMap, SoftmaxMap
+from ..linear import LogSoftmaxMap, MatMulMap, SoftmaxMap
 from ..markers import MatrixProduct
 from ..recorded import Value
 from .base import ExactMap, Linear, seeded, to_fractions, zeros_object
@@ -267,6 +267,92 @@ class Softmax(Linear):
 
     def examples(self):
         return [(nn.Softmax(dim=-1).eval(), (2, 3)), (nn.Softmax(dim=1).eval(), (3, 2))]
+
+
+def log_softmax_exact(x: np.ndarray, s: np.ndarray, y: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The log-softmax's linearization in fractions, over flat inputs ``x``, probabilities
+    ``s`` and outputs ``y`` whose normalization groups are ``groups`` (index arrays): W,
+    structure, bias::
+
+        W[i, j] = δ_ij − s_i  (i, j in one group),   b_j = y_j − Σ_i x_i W[i, j]
+    """
+    N = x.size
+    W, S, bias = zeros_object((N, N)), np.zeros((N, N), bool), zeros_object(N)
+    for group in groups:
+        for j in group:
+            for i in group:
+                W[i, j] = (1 if i == j else 0) - s[i]
+                S[i, j] = True
+            bias[j] = y[j] - sum((x[i] * W[i, j] for i in group), Fraction(0))
+    return W, S, bias
+
+
+class LogSoftmax(Softmax):
+    """``F.log_softmax``, ``torch.log_softmax``, ``Tensor.log_softmax`` (``nn.LogSoftmax``: the
+    output of classifiers trained with ``nll_loss``) along one per-sample dimension, linearized at
+    the forward value as the softmax is (:class:`Softmax`, AttnLRP Prop. 3.1's construction
+    applied to log s): the linear map z = J x + b with J the Jacobian at x and the Taylor
+    remainder b = y − J x as the bias, so z = y (:class:`nrm.linear.LogSoftmaxMap`). With
+    s = softmax(x), over one group:
+
+    Definition (under LRP-0; any rule applies, key it by ``nn.LogSoftmax``)::
+
+        W_ij = ∂y_j/∂x_i = δ_ij − s_i,    b_j = y_j − Σ_i x_i W_ij = Σ_i s_i x_i − log Σ_i e^{x_i}
+        q(x_i | y_j) = x_i (δ_ij − s_i) / y_j
+        q(⊥ | y_j)   = b_j / y_j = −H(s) / y_j       (H(s) = −Σ_i s_i log s_i, the entropy)
+
+    Columns sum to one: Σ_i x_i (δ_ij − s_i) + b_j = y_j. As relevance of the explained
+    log-probability R_j = y_j, the logits get R_j = x_j (1 − s_j), R_i = −x_i s_i (i ≠ j) —
+    gradient × input of log s_j — and ⊥ the rest, −H(s) (the part of log s_j that no logit
+    carries: it does not move when every logit moves by the same amount). W is the Jacobian,
+    so LRP-0 keeps Gradient × Input (law L9). y_j < 0 unless s_j = 1 exactly; a row whose
+    output is 0 (one logit taking all the probability, in the dtype's rounding) has q(·|y_j)
+    undefined and is refused by the output measure (f_c(x) = 0) or sent to ⊥ by a stabilizer.
+    A masked input (−inf: y = −inf) is refused. Exact form: x, s and y as their float64 values
+    in fractions, W and b computed from them exactly (so z = y in the oracle).
+    """
+
+    functions = (F.log_softmax, torch.log_softmax, torch.Tensor.log_softmax)
+    rule_types = (nn.LogSoftmax,)
+    reads_masks = False
+
+    def accepts(self, call):
+        if self.dim(call) is None:
+            return ("takes the log-softmax over the batch dimension or without an explicit dim; nrm reads a "
+                    "log-softmax along one per-sample dimension (dim=-1)")
+        if call.output.dtype != call.in_dtypes[0] and not mixed_precision(call.in_dtypes[0], call.output.dtype):
+            return "changes the dtype (dtype=…); cast before the log-softmax"
+        if not bool(torch.isfinite(call.output).all()):
+            return ("gives −inf or NaN (a masked entry, −inf, has log-probability −inf; or a NaN input). nrm reads "
+                    "a log-softmax of finite inputs: mask with a large finite negative number, or explain the "
+                    "logits before it")
+        return None
+
+    def mask_refusal(self, call, x: torch.Tensor) -> str | None:
+        return None
+
+    def map(self, call, a, rule=None):
+        """The map at the input a (B, *shape): s = softmax(a) per group, b = y − J a."""
+        d = self.dim(call)
+        s = torch.softmax(a, d + 1)
+        grouped = s.movedim(d + 1, -1).reshape(a.shape[0], -1, a.shape[d + 1])
+        lmap = LogSoftmaxMap(grouped, None, tuple(a.shape[1:]), d)
+        lmap.bias = torch.log_softmax(a, d + 1) - lmap.forward(a, lmap.own_weight())
+        return lmap
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        """W and b from the definition, in fractions of the float64 x, s and y (loops over the groups)."""
+        d = self.dim(call)
+        shape = tuple(a.shape[1:])
+        x = to_fractions(a[0])
+        s = to_fractions(torch.softmax(a.double(), d + 1)[0])
+        y = to_fractions(torch.log_softmax(a.double(), d + 1)[0])
+        index = np.arange(x.size).reshape(shape)
+        groups = np.moveaxis(index, d, -1).reshape(-1, shape[d])
+        return ExactMap(*log_softmax_exact(x.reshape(-1), s.reshape(-1), y.reshape(-1), groups), shape)
+
+    def examples(self):
+        return [(nn.LogSoftmax(dim=-1).eval(), (2, 3)), (nn.LogSoftmax(dim=1).eval(), (3, 2))]
 
 
 class Scores(nn.Module):

@@ -27,15 +27,16 @@ from .linear import pair
 
 
 class View(Reshape):
-    """``view``, ``reshape``, ``flatten``, ``squeeze``, ``unsqueeze`` that keep the batch
-    dimension first: each sample's neurons in row-major order under another shape."""
+    """``view``, ``reshape``, ``flatten``, ``unflatten`` (``nn.Unflatten``), ``squeeze``,
+    ``unsqueeze`` that keep the batch dimension first: each sample's neurons in row-major order
+    under another shape."""
 
     functions = (torch.Tensor.view, torch.Tensor.reshape, torch.Tensor.flatten, torch.flatten, torch.reshape,
                  torch.Tensor.view_as, torch.Tensor.reshape_as, torch.Tensor.squeeze, torch.squeeze,
-                 torch.Tensor.unsqueeze, torch.unsqueeze)
+                 torch.Tensor.unsqueeze, torch.unsqueeze, torch.Tensor.unflatten, torch.unflatten)
 
     def examples(self):
-        return [(nn.Flatten().eval(), (2, 2, 2)), (Unflatten().eval(), (6,))]
+        return [(nn.Flatten().eval(), (2, 2, 2)), (Unflatten().eval(), (6,)), (nn.Unflatten(1, (3, 2)).eval(), (6,))]
 
     def accepts(self, call):
         before, after = tuple(call.in_shapes[0]), tuple(call.output.shape)

@@ -12,6 +12,7 @@ The others are written per sample by explicit loops from their definitions:
 
     layer/group norm, σ held    W[b, k, j] = γ_k / σ_{b,g} (δ_jk − 1/n),  b_k = β_k   (j, k in group g)
     softmax, segment softmax    W[b, k, j] = s_k (δ_jk − s_j),  b = s − W a           (linearized at a)
+    log-softmax                 W[b, k, j] = δ_jk − s_j,        b = y − W a           (linearized at a)
     O = A · V                   W[b, (j,p), A_ji] = θ V_ip,  W[b, (j,p), V_ip] = (1 − θ) A_ji
     local response norm         W = ∂LRN(a)/∂a (or its root or identity expansion),  b = LRN(a) − W a
     scatter-max                 W[b, k, p] = 1 for the first largest message p landing on k
@@ -257,6 +258,32 @@ def softmax_matrices(call, a: torch.Tensor) -> tuple:
         e = torch.exp(x - x.max(1, keepdim=True).values)
         s_all[:, group] = e / e.sum(1, keepdim=True)
     bias = s_all - torch.einsum("bkn,bn->bk", W, flat)
+    return W, bias, M
+
+
+def log_softmax_matrices(call, a: torch.Tensor) -> tuple:
+    """A log-softmax at its input a (B, *in), linearized at a, per sample, by explicit loops over
+    the groups along its dimension: s = exp(x − max) / Σ exp(x − max), y = x − max − log Σ exp(x − max),
+    W[b, k, j] = ∂y_k/∂x_j = δ_jk − s_j, b = y − W a (the Taylor remainder). Structure: the groups."""
+    B, shape = a.shape[0], tuple(a.shape[1:])
+    N, d = numel(shape), call.kind.dim(call)
+    index = torch.arange(N).reshape(shape).movedim(d, -1).reshape(-1, shape[d])
+    flat = a.reshape(B, N)
+    W = torch.zeros((B, N, N), dtype=DTYPE)
+    M = torch.zeros((N, N), dtype=torch.bool)
+    y = torch.zeros((B, N), dtype=DTYPE)
+    for group in index.tolist():
+        for b in range(B):
+            x = flat[b, group]
+            shifted = x - x.max()
+            e = torch.exp(shifted)
+            s = e / e.sum()
+            y[b, group] = shifted - torch.log(e.sum())
+            for kk, k in enumerate(group):
+                for jj, j in enumerate(group):
+                    W[b, k, j] = (1.0 if jj == kk else 0.0) - s[jj]
+        M[torch.tensor(group).reshape(-1, 1), torch.tensor(group).reshape(1, -1)] = True
+    bias = y - torch.einsum("bkn,bn->bk", W, flat)
     return W, bias, M
 
 

@@ -69,7 +69,7 @@ from nrm.errors import (
     ZeroOutputError,
 )
 from nrm.graph import reaching_calls, rule_types
-from nrm.layers.attention import MatMul, Softmax
+from nrm.layers.attention import LogSoftmax, MatMul, Softmax
 from nrm.layers.message import SegmentSoftmax
 from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.presets import RuleMap
@@ -81,6 +81,7 @@ from nrm_verify.references.call_matrices import (
     apply_masks,
     apply_recorded,
     centring_matrices,
+    log_softmax_matrices,
     lrn_matrices,
     matmul_matrices,
     numel,
@@ -221,7 +222,8 @@ class _Tracer:
         elif role == "linear":
             a = self._input(call)
             if isinstance(call.kind, (Softmax, SegmentSoftmax)):
-                matrices = softmax_matrices if isinstance(call.kind, Softmax) else segment_softmax_matrices
+                matrices = (log_softmax_matrices if isinstance(call.kind, LogSoftmax) else
+                            softmax_matrices if isinstance(call.kind, Softmax) else segment_softmax_matrices)
                 W, b, M = matrices(call, a.value)
                 self._check_dense(call.name, a.value, W, b, call.output)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
