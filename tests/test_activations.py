@@ -83,6 +83,11 @@ CASES = [
     ("Tensor.exp_", lambda: Fn("Tensor.exp_", lambda x: x.exp_()), "Exp", False),
     ("torch.abs", lambda: Fn("torch.abs", torch.abs), "Abs", True),
     ("Tensor.abs_", lambda: Fn("Tensor.abs_", lambda x: x.abs_()), "Abs", True),
+    ("Hardshrink", lambda: nn.Hardshrink(lambd=0.75), "Hardshrink", True),
+    ("Tensor.hardshrink", lambda: Fn("Tensor.hardshrink", lambda x: x.hardshrink()), "Hardshrink", True),
+    ("Softshrink", lambda: nn.Softshrink(lambd=0.75), "Softshrink", False),
+    ("Softsign", lambda: nn.Softsign(), "Softsign", False),
+    ("Tanhshrink", lambda: nn.Tanhshrink(), "Tanhshrink", False),
 ]
 IDS = [c[0] for c in CASES]
 RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25), nrm.presets.EpsilonPlusFlat()]
@@ -188,6 +193,7 @@ def _call(kind: str, module: nn.Module, shape=(1, 9)):
 @pytest.mark.parametrize(("kind", "module"), [
     ("ReLU6", nn.ReLU6()), ("Hardtanh", nn.Hardtanh(-0.5, 1.5)), ("PReLU", nn.PReLU(init=0.3).double()),
     ("Hardsigmoid", nn.Hardsigmoid()), ("Hardswish", nn.Hardswish()),
+    ("Hardshrink", nn.Hardshrink(lambd=3.0)), ("Softshrink", nn.Softshrink(lambd=3.0)), ("Softsign", nn.Softsign()),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_exact_forms_are_rational_and_agree_with_torch(kind, module):
     """Piecewise-linear and -rational kinds evaluate on fractions, breakpoints included."""
@@ -200,6 +206,10 @@ def test_exact_forms_are_rational_and_agree_with_torch(kind, module):
     assert max(abs(float(e) - float(f)) for e, f in zip(exact, floats.reshape(-1))) <= 1e-15
     if kind == "Hardswish":
         assert exact[values.index(Fraction(1, 3))] == Fraction(1, 3) * (Fraction(1, 18) + Fraction(1, 2))
+    if kind in ("Hardshrink", "Softshrink"):  # the breakpoint λ = 3 itself maps to 0 (|z| > λ is strict)
+        assert exact[values.index(Fraction(3))] == 0 and exact[values.index(Fraction(-3))] == 0
+    if kind == "Softsign":
+        assert exact[values.index(Fraction(1, 3))] == Fraction(1, 4)
 
 
 @pytest.mark.parametrize("kind", ["PReLU", "Sigmoid"])

@@ -8,15 +8,15 @@ value a_k = σ(z_k) the next linear layer's rule reads.
 Exact forms (what the exact oracle evaluates):
 
 * piecewise linear or rational with rational breakpoints — ReLU6, Hardtanh, PReLU,
-  Hardsigmoid, Hardswish — on fractions, with the parameters read from the call (a float
-  parameter is read as the fraction it is exactly);
-* transcendental — GELU, SiLU, Sigmoid, Tanh, Softplus, Mish, ELU, SELU, CELU, Exp, Log — σ in float64, read as
-  fractions (the base class's default): σ(z) has no exact rational value, so the oracle
-  takes the float64 value torch computes and is exact in everything after it.
+  Hardsigmoid, Hardswish, Hardshrink, Softshrink, Softsign — on fractions, with the parameters
+  read from the call (a float parameter is read as the fraction it is exactly);
+* transcendental — GELU, SiLU, Sigmoid, Tanh, Tanhshrink, Softplus, Mish, ELU, SELU, CELU, Exp,
+  Log — σ in float64, read as fractions (the base class's default): σ(z) has no exact rational
+  value, so the oracle takes the float64 value torch computes and is exact in everything after it.
 
 Law L9 (LRP-0 = Gradient × Input) needs σ(z) = σ'(z)·z for every z (``homogeneous``):
-true of PReLU and Abs only. A clamp is not homogeneous (on the flat part σ' = 0 while σ(z) ≠ 0),
-nor is any smooth activation here; L9 is reported not applicable for models using them.
+true of PReLU, Hardshrink and Abs only. A clamp is not homogeneous (on the flat part σ' = 0
+while σ(z) ≠ 0), nor is any smooth activation here; L9 is reported not applicable for models using them.
 """
 
 from __future__ import annotations
@@ -242,6 +242,69 @@ class Hardswish(Elementwise):
         return F.hardswish(z)
 
 
+class Hardshrink(Elementwise):
+    """σ(z) = z where |z| > λ, else 0 (``F.hardshrink``, ``torch.hardshrink``,
+    ``Tensor.hardshrink``, ``nn.Hardshrink``; λ = ``lambd``, 0.5 by default). Kernel δ_jk (the
+    identity rule). Piecewise linear: exact on fractions, λ read as the fraction its float is.
+    Homogeneous (σ'(z)·z = σ(z) on both pieces, like ReLU), so L9 holds through it."""
+
+    functions = (torch.hardshrink, torch.Tensor.hardshrink)
+    homogeneous = True
+
+    def examples(self):
+        return [(nn.Hardshrink().eval(), (3,)), (nn.Hardshrink(lambd=0.25).eval(), (2, 2))]
+
+    def lambd(self, call) -> float:
+        return float(call.arg(1, "lambd", 0.5))
+
+    def accepts(self, call):
+        return None if self.lambd(call) >= 0 else f"lambd {self.lambd(call)} < 0"
+
+    def exact(self, call, z):
+        lam = Fraction(self.lambd(call))
+        return elementwise_exact(z, lambda v: v if abs(v) > lam else Fraction(0))
+
+    def evaluate(self, call, z):
+        return torch.hardshrink(z, self.lambd(call))
+
+
+class Softshrink(Hardshrink):
+    """σ(z) = z − λ where z > λ, z + λ where z < −λ, else 0 (``F.softshrink``,
+    ``nn.Softshrink``; λ = ``lambd``, 0.5 by default). Kernel δ_jk (the identity rule).
+    Piecewise linear: exact on fractions. Not homogeneous (σ'(z)·z = z ≠ σ(z) where |z| > λ > 0):
+    L9 is reported not applicable."""
+
+    functions = (F.softshrink, _NN.softshrink)
+    homogeneous = False
+
+    def examples(self):
+        return [(nn.Softshrink().eval(), (3,)), (nn.Softshrink(lambd=0.25).eval(), (2, 2))]
+
+    def exact(self, call, z):
+        lam = Fraction(self.lambd(call))
+        return elementwise_exact(z, lambda v: v - lam if v > lam else v + lam if v < -lam else Fraction(0))
+
+    def evaluate(self, call, z):
+        return F.softshrink(z, self.lambd(call))
+
+
+class Softsign(Elementwise):
+    """σ(z) = z / (1 + |z|) (``F.softsign``, ``nn.Softsign``). Kernel δ_jk (the identity rule).
+    Rational: exact on fractions. Not homogeneous (σ'(z)·z = z / (1 + |z|)² ≠ σ(z) for z ≠ 0): L9
+    is reported not applicable."""
+
+    functions = (F.softsign,)
+
+    def examples(self):
+        return [(nn.Softsign().eval(), (3,))]
+
+    def exact(self, call, z):
+        return elementwise_exact(z, lambda v: v / (1 + abs(v)))
+
+    def evaluate(self, call, z):
+        return F.softsign(z)
+
+
 # -- smooth (transcendental): exact given σ's float64 value ------------------------------------------
 
 
@@ -337,6 +400,19 @@ class Softplus(Smooth):
     def evaluate(self, call, z):
         beta, threshold = self.parameters(call)
         return F.softplus(z, beta, threshold)
+
+
+class Tanhshrink(Smooth):
+    """σ(z) = z − tanh(z) (``F.tanhshrink``, ``nn.Tanhshrink``). Kernel δ_jk (the identity rule).
+    Exact given σ's float64 value (transcendental). Not homogeneous: L9 is reported not applicable."""
+
+    functions = (F.tanhshrink,)
+
+    def examples(self):
+        return [(nn.Tanhshrink().eval(), (3,))]
+
+    def evaluate(self, call, z):
+        return F.tanhshrink(z)
 
 
 class Mish(Smooth):
