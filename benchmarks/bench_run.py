@@ -77,11 +77,13 @@ def ray_engine(model, x: torch.Tensor, batch: int, layers: list[str], folder: Pa
 
 
 def steady_rate(folder: Path, batch: int) -> float:
-    """Samples per second between the first and the last committed batch (their files' mtimes)."""
-    times = sorted(p.stat().st_mtime for p in (folder / "samples").glob("part-*.parquet"))
-    if len(times) < 2 or times[-1] <= times[0]:
+    """Samples per second between the first and the last committed part (their files' mtimes):
+    the rows of every part after the first over that time; NaN with fewer than two parts (the
+    local engine commits the batches of a second together, so a short run has one or two)."""
+    parts = sorted((p.stat().st_mtime, int(p.stem.split("-")[2])) for p in (folder / "samples").glob("part-*.parquet"))
+    if len(parts) < 2 or parts[-1][0] <= parts[0][0]:
         return float("nan")
-    return (len(times) - 1) * batch / (times[-1] - times[0])
+    return sum(n for _, n in parts[1:]) / (parts[-1][0] - parts[0][0])
 
 
 def main() -> None:

@@ -88,6 +88,12 @@ CASES = [
      ("UnknownLayerError", "'nope'")),
     ("negative selection draws", ["{data}", "--selection-draws", "-1", "--out", "{tmp}/o"],
      ("--selection-draws", "0 or more")),
+    ("negative commit seconds", ["{data}", "--commit-seconds", "-1", "--out", "{tmp}/o"],
+     ("--commit-seconds", ">= 0")),
+    ("commit seconds not a number", ["{data}", "--commit-seconds", "nan", "--out", "{tmp}/o"],
+     ("--commit-seconds", "finite")),
+    ("commit seconds a word", ["{data}", "--commit-seconds", "often", "--out", "{tmp}/o"],
+     ("--commit-seconds",)),
 ]
 
 
@@ -124,13 +130,14 @@ def test_a_second_run_of_other_rules_into_the_same_folder_is_refused(places, tmp
 
 def test_sigint_keeps_the_finished_batches_and_the_same_command_resumes(tmp_path):
     """SIGINT once three batches are committed: whole batches kept, exit 130, and the same command
-    resumes to the uninterrupted result. 256 samples (128 batches, ≈ 6 s of work after the third)
+    resumes to the uninterrupted result. Every batch is its own part (``--commit-seconds 0``), so
+    that "three parts" is three batches. 256 samples (128 batches, ≈ 6 s of work after the third)
     so the signal lands while the run is going: with 64 the toy model finished the 29 batches
     left (≈ 1.5 s) before a loaded test process saw the third part, and the run exited 0."""
     n = 256
     data = tmp_path / "data.pt"
     torch.save(torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(2)), data)
-    argv = [str(data), "--model", SMALL, "--laws", "L1", "L9", "--batch-size", "2", "--quiet"]
+    argv = [str(data), "--model", SMALL, "--laws", "L1", "L9", "--batch-size", "2", "--quiet", "--commit-seconds", "0"]
     whole = cli(*argv, "--out", str(tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "cut"

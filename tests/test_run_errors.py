@@ -178,6 +178,11 @@ def test_a_sample_with_a_zero_output_is_a_row_with_zero_output_error(tmp_path):
     ("negative top-k", {"top_k": -1}, SpecError, "top_k"),
     ("zero batch", {"batch_size": 0}, SpecError, "batch_size"),
     ("unknown engine", {"engine": "spark"}, SpecError, "engine"),
+    ("negative commit seconds", {"commit_seconds": -0.5}, SpecError, "commit_seconds"),
+    ("NaN commit seconds", {"commit_seconds": float("nan")}, SpecError, "commit_seconds"),
+    ("infinite commit seconds", {"commit_seconds": float("inf")}, SpecError, "commit_seconds"),
+    ("commit seconds as text", {"commit_seconds": "1"}, SpecError, "commit_seconds"),
+    ("commit seconds as a bool", {"commit_seconds": True}, SpecError, "commit_seconds"),
     ("not an explainer", {"explainers": {"z": object()}}, SpecError, "Explainer"),
 ])
 def test_a_bad_spec_is_named_before_anything_is_written(model, x, tmp_path, what, kwargs, error, words):

@@ -259,3 +259,62 @@ def test_each_array_is_one_file_per_batch_and_one_chunk_per_batch(finished, data
         assert files == ["c.0.0.0.0", "c.1.0.0.0", "c.2.0.0.0"]
         assert arrays[name].chunks == (4, 3, 16, 16) and arrays[name].shards is None
 
+
+
+def parts_of(folder: Path) -> list[str]:
+    return sorted(p.name for p in (folder / "samples").glob("part-*.parquet"))
+
+
+def test_batches_committed_together_give_the_folder_of_batches_committed_alone(tmp_path, data):
+    """One part for the whole run (``commit_seconds`` far above its length) or one per batch (0):
+    the same rows, arrays and ``reductions.json``, bitwise — each batch's reductions are kept apart
+    in its part and merged batch by batch. A NaN sample in the middle is an error row in both."""
+    model = small_cnn(seed=1)
+    x = data.clone()
+    x[5, 0, 0, 0] = float("nan")
+    alone = full_run(model, x, tmp_path / "alone", commit_seconds=0)
+    together = full_run(model, x, tmp_path / "together", commit_seconds=3600)
+    assert parts_of(tmp_path / "alone") == ["part-000000000-000004.parquet", "part-000000004-000004.parquet",
+                                            "part-000000008-000002.parquet"]
+    assert parts_of(tmp_path / "together") == ["part-000000000-000010.parquet"]
+    assert folder_state(tmp_path / "alone") == folder_state(tmp_path / "together")
+    assert alone.reductions.to_dict() == together.reductions.to_dict()
+    assert (alone.errors, together.errors) == (1, 1)
+    saved = json.loads((tmp_path / "together" / "reductions" / "part-000000000-000010.json").read_text())
+    assert isinstance(saved, list) and len(saved) == 3  # the part's three batches, each its own
+
+
+def test_a_part_is_committed_once_its_arrays_pass_the_byte_bound(tmp_path, data, monkeypatch):
+    from nrm_verify.report.dataset import parts
+
+    model = small_cnn(seed=1)
+    monkeypatch.setattr(parts, "COMMIT_BYTES", 1)  # every batch's heatmaps pass it
+    full_run(model, data, tmp_path / "bytes", commit_seconds=3600)
+    assert len(parts_of(tmp_path / "bytes")) == 3
+
+
+def test_an_interrupted_run_commits_the_batches_it_gathered_and_resumes_bitwise(tmp_path, data):
+    """With every batch gathered into one part, an interruption after the first batch still
+    commits it (the loop's exit writes what was explained), and the rerun completes the folder."""
+    model = small_cnn(seed=1)
+    full_run(model, Interrupting(data), tmp_path / "whole", laws=["L1"], commit_seconds=0)
+    with pytest.raises(KeyboardInterrupt):
+        full_run(model, Interrupting(data, stop=6), tmp_path / "cut", laws=["L1"], commit_seconds=3600)
+    assert parts_of(tmp_path / "cut") == ["part-000000000-000004.parquet"]
+    resumed = full_run(model, Interrupting(data), tmp_path / "cut", laws=["L1"], commit_seconds=3600)
+    assert (resumed.written, resumed.skipped) == (6, 4)
+    assert parts_of(tmp_path / "cut") == ["part-000000000-000004.parquet", "part-000000004-000006.parquet"]
+    assert folder_state(tmp_path / "cut") == folder_state(tmp_path / "whole")
+
+
+def test_a_folder_whose_parts_hold_one_reduction_each_still_merges(tmp_path, data):
+    """Parts written before 2026-12-07 hold one batch's reductions as an object, not a list."""
+    from nrm_verify.report.dataset.store import read_run
+
+    model = small_cnn(seed=1)
+    result = full_run(model, data, tmp_path / "old", commit_seconds=0)
+    for part in (tmp_path / "old" / "reductions").glob("part-*.json"):
+        [one] = json.loads(part.read_text())
+        part.write_text(json.dumps(one))
+    _, store = read_run(tmp_path / "old")
+    assert store.reductions().to_dict() == result.reductions.to_dict()

@@ -105,7 +105,8 @@ def _run(args) -> int:
     rules = parse_rules(args.rules, None)
     result = run_dataset(model, data, args.out, rules=rules, targets=args.target, layers=args.layers,
                          full=args.full, top_k=args.top_k, channel_top_k=args.channel_top_k, laws=args.laws,
-                         batch_size=args.batch_size, prefetch=args.prefetch, seed=args.seed, size=args.size,
+                         batch_size=args.batch_size, prefetch=args.prefetch, commit_seconds=args.commit_seconds,
+                         seed=args.seed, size=args.size,
                          normalize=args.normalize, progress=False if args.quiet else None,
                          selection=args.selection, selection_draws=args.selection_draws, **engine_options(args))
     worst = result.reductions["l1_residual"].value if result.reductions and "L1" in args.laws else None
@@ -196,6 +197,9 @@ def register(commands) -> None:
                    help="how image pixels in [0, 1] are normalized (default imagenet)")
     i.add_argument("--batch-size", type=positive_int, default=32, help="samples per explain call (default 32)")
     i.add_argument("--prefetch", type=nonnegative_int, default=2, help="batches read ahead (default 2)")
+    i.add_argument("--commit-seconds", type=nonnegative_float, default=1.0, metavar="S",
+                   help="the local engine commits the batches explained within S seconds as one part "
+                        "(default 1; 0: every batch alone); a killed run loses at most that much work")
     add_engine_arguments(i)
     i.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads")
     i.add_argument("--quiet", action="store_true", help="no progress bar on stderr")

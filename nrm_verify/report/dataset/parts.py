@@ -5,6 +5,7 @@ loop that joins them."""
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +18,12 @@ from nrm_verify.report.dataset.engine import Batch, Targets, empty_reductions, r
 from nrm_verify.report.dataset.errors import RunError
 from nrm_verify.report.dataset.sources import Source
 from nrm_verify.report.dataset.store import Store
+
+
+COMMIT_SECONDS = 1.0
+"""How long the local engine gathers explained batches into one part (``run(commit_seconds=…)``)."""
+COMMIT_BYTES = 256 * 2**20
+"""A part is committed once its arrays (heatmaps, conditional maps) hold this many bytes."""
 
 
 @dataclass
@@ -76,22 +83,58 @@ def explain_part(job: RunJob, batch: Batch) -> ExplainedBatch:
 
 
 def write_part(sink: Sink, part: ExplainedBatch) -> int:
-    """Write one batch's arrays, reductions and rows (the rows commit it); the number of rows."""
-    batch, done = part.batch, part.done
-    rows = np.asarray([batch.loaded[p] for p in done.positions], dtype=np.int64)
-    for name, values in done.arrays.items():
-        # the batch's whole span in one write (a row without a result holds the fill value 0): its chunk
-        # in one piece. Zarr's local store replaces a chunk file atomically (a temporary file renamed),
+    """Write one batch as its own committed part (a Ray Data write task); the number of rows."""
+    return write_parts(sink, [part])
+
+
+def write_parts(sink: Sink, parts: list[ExplainedBatch]) -> int:
+    """Write consecutive explained batches as one committed part: their arrays (one Zarr write
+    over the rows of all of them), each batch's reductions (kept apart, so that the run's merge
+    goes batch by batch in row order whatever the parts are: ``reductions.json`` does not depend
+    on how the batches were grouped), then their rows, whose rename commits the part; the
+    number of rows."""
+    spans = [np.asarray(p.batch.rows, dtype=np.int64) for p in parts]
+    span = np.concatenate(spans)
+    done_rows = [np.asarray([p.batch.loaded[i] for i in p.done.positions], dtype=np.int64) for p in parts]
+    for name in sink.arrays:
+        values = [(rows, p.done.arrays[name]) for rows, p in zip(done_rows, parts) if name in p.done.arrays]
+        if not values:
+            continue
+        # the parts' whole span in one write (a row without a result holds the fill value 0): each batch's
+        # chunk in one piece. Zarr's local store replaces a chunk file atomically (a temporary file renamed),
         # so a run killed here leaves the old chunk or the new one, and the rerun of the batch rewrites it
-        span = np.asarray(batch.rows, dtype=np.int64)
-        block = np.zeros((len(span),) + values.shape[1:], dtype=values.dtype)
-        block[np.searchsorted(span, rows)] = values
+        block = np.zeros((len(span),) + values[0][1].shape[1:], dtype=values[0][1].dtype)
+        for rows, v in values:
+            block[np.searchsorted(span, rows)] = v
         for start, stop, first in consecutive(span):
             sink.arrays[name][start:stop] = block[first:first + stop - start]
-    red = reduce_batch(sink.plan, sink.spec, done, rows) if len(rows) else empty_reductions(sink.plan, sink.spec)
-    table = table_of(batch, done, part.errors, sink.ids, sink.schema, sink.constants)
-    sink.store.commit(f"part-{batch.rows[0]:09d}-{len(batch.rows):06d}", table, red)
-    return len(batch.rows)
+    reductions = [reduce_batch(sink.plan, sink.spec, p.done, rows) if len(rows)
+                  else empty_reductions(sink.plan, sink.spec) for p, rows in zip(parts, done_rows)]
+    whole = parts[0] if len(parts) == 1 else joined(parts)
+    table = table_of(whole.batch, whole.done, whole.errors, sink.ids, sink.schema, sink.constants)
+    sink.store.commit(f"part-{parts[0].batch.rows[0]:09d}-{len(span):06d}", table, reductions)
+    return len(span)
+
+
+def joined(parts: list[ExplainedBatch]) -> ExplainedBatch:
+    """Consecutive explained batches as one (their rows' table is built in one piece)."""
+    rows, loaded, labels, read_errors, errors, positions = [], [], {}, {}, {}, []
+    for p in parts:
+        positions += [len(loaded) + i for i in p.done.positions]
+        rows += p.batch.rows
+        loaded += p.batch.loaded
+        labels.update(p.batch.labels)
+        read_errors.update(p.batch.errors)
+        errors.update(p.errors)
+    with_results = [p.done for p in parts if p.done.positions]
+    columns = {k: _concat([d.columns[k] for d in with_results]) for k in with_results[0].columns} \
+        if with_results else {}
+    done = Explained(positions, columns, {}, {})
+    return ExplainedBatch(Batch(rows, loaded, None, labels, read_errors), done, errors)
+
+
+def _concat(values: list):
+    return np.concatenate(values) if isinstance(values[0], np.ndarray) else [v for part in values for v in part]
 
 
 def consecutive(rows: np.ndarray) -> list[tuple[int, int, int]]:
@@ -105,21 +148,41 @@ def consecutive(rows: np.ndarray) -> list[tuple[int, int, int]]:
     return out
 
 
-def local_loop(job: RunJob, sink: Sink, batches, bar) -> int:
-    """Explain the batches here while a thread writes the previous one (arrays, reductions,
-    then the rows that commit it, in order); the rows written. On an interruption the
-    batches already explained are still committed (the pool's exit waits for them)."""
+def local_loop(job: RunJob, sink: Sink, batches, bar, commit_seconds: float = COMMIT_SECONDS) -> int:
+    """Explain the batches here while a thread writes the previous ones; the rows written.
+
+    Consecutive batches are committed together, as one part, until ``commit_seconds`` have
+    passed since the first of them was explained (or their arrays pass :data:`COMMIT_BYTES`):
+    on a small model a batch takes milliseconds, and writing each alone (a Zarr write, a
+    Parquet file, a JSON file) would cost a third of the run. ``commit_seconds=0`` commits
+    every batch alone. On an interruption the batches already explained are still committed
+    (the pool's exit waits for them)."""
     written = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="nrm-run-write") as writer:
         pending: deque = deque()
-        for batch in batches:
-            pending.append(writer.submit(write_part, sink, explain_part(job, batch)))
-            while len(pending) > 1 or (pending and pending[0].done()):
+        group: list[ExplainedBatch] = []
+        opened, size = 0.0, 0
+
+        def drain(wait: bool) -> None:
+            nonlocal written
+            while pending and (wait or len(pending) > 1 or pending[0].done()):
                 n = pending.popleft().result()
                 written += n
                 bar.update(n)
-        while pending:
-            n = pending.popleft().result()
-            written += n
-            bar.update(n)
+
+        try:
+            for batch in batches:
+                if not group:
+                    opened = time.monotonic()
+                part = explain_part(job, batch)
+                group.append(part)
+                size += sum(v.nbytes for v in part.done.arrays.values())
+                if time.monotonic() - opened >= commit_seconds or size >= COMMIT_BYTES:
+                    pending.append(writer.submit(write_parts, sink, group))
+                    group, size = [], 0
+                drain(wait=False)
+        finally:  # what was explained is committed, also when the loop is interrupted
+            if group:
+                pending.append(writer.submit(write_parts, sink, group))
+        drain(wait=True)
     return written

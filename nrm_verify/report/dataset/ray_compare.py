@@ -19,7 +19,7 @@ import numpy as np
 
 from nrm_verify.report.dataset.current import explained
 from nrm_verify.report.dataset.engine import model_dtype
-from nrm_verify.report.dataset.ray_engine import ray_session, worker_threads
+from nrm_verify.report.dataset.ray_engine import ray_session, received, shipped, worker_threads
 from nrm_verify.report.dataset.store import Store
 
 COLUMNS = ["row", "status", "target"]
@@ -33,7 +33,7 @@ class RayComparer:
         import torch
 
         torch.set_num_threads(threads)
-        self.model, self.source, self.fn = job
+        self.model, self.source, self.fn = received(job)
         self.device = torch.device("cuda") if gpus > 0 else torch.device("cpu")
         if gpus > 0:
             self.model = self.model.to(self.device)  # this worker's copy; the user's model stays
@@ -64,7 +64,7 @@ def ray_explained(store: Store, model, source, fn, layer: str, batch_size: int, 
         out = rows.map_batches(RayComparer, batch_size=batch_size, batch_format="numpy",
                                compute=ray.data.ActorPoolStrategy(size=concurrency),
                                num_cpus=worker_cpus, num_gpus=worker_gpus or None,
-                               fn_constructor_kwargs={"job": (model, source, fn), "layer": layer,
+                               fn_constructor_kwargs={"job": shipped(ray, (model, source, fn)), "layer": layer,
                                                       "gpus": worker_gpus, "threads": worker_threads(worker_cpus)})
         for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
             if len(batch["row"]):

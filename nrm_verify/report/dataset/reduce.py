@@ -211,11 +211,16 @@ class Extreme:
     def add(self, values, rows) -> None:
         values = _floats(values).reshape(-1)
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        for v, r in zip(values.tolist(), rows.tolist()):
-            other = Extreme()
-            other.value, other.row = v, r
-            merged = self.merge(other)
-            self.value, self.row = merged.value, merged.row
+        if not len(values):
+            return
+        # the batch's best under merge's order (NaN first, then the largest, then the smaller row), merged once
+        nan = np.isnan(values)
+        best = np.flatnonzero(nan) if nan.any() else np.flatnonzero(values == values.max())
+        other = Extreme()
+        at = best[np.argmin(rows[best])]
+        other.value, other.row = float(values[at]), int(rows[at])
+        merged = self.merge(other)
+        self.value, self.row = merged.value, merged.row
 
     def merge(self, other: Extreme) -> Extreme:
         _same(self, other, True)

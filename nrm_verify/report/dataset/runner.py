@@ -4,6 +4,7 @@ streamed in batches through :func:`nrm.explain`, written to a folder, resumable.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from nrm.graph import check_eval_mode
 from nrm_verify.report.dataset.compute import Spec
 from nrm_verify.report.dataset.engine import Targets, model_device, model_dtype, prefetched, probe, progress_bar
 from nrm_verify.report.dataset.errors import DatasetError, SpecError
-from nrm_verify.report.dataset.parts import RunJob, Sink, local_loop
+from nrm_verify.report.dataset.parts import COMMIT_SECONDS, RunJob, Sink, local_loop
 from nrm_verify.report.dataset.reduce import Reductions
 from nrm_verify.report.dataset.sources import as_source
 from nrm_verify.report.dataset.store import Store, model_fingerprint, schema
@@ -43,7 +44,7 @@ class RunResult:
 def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=None, layers=("input",),
         full=(), top_k: int = 5, channel_top_k: int = 8, events=None, conditional=None, laws=("L1",),
         explainers=None, selection=(), selection_draws: int = 3, batch_size: int = 32, engine: str = "local",
-        prefetch: int = 2, seed: int = 0,
+        prefetch: int = 2, commit_seconds: float = COMMIT_SECONDS, seed: int = 0,
         size: int | None = None, normalize: str = "none", progress: bool | None = None, address: str | None = None,
         concurrency: int = 2, worker_cpus: float = 1.0, worker_gpus: float = 0.0) -> RunResult:
     """Explain every sample of ``data`` with ``nrm.explain(model, x, target, rules=rules)`` and
@@ -62,7 +63,10 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
             selection_draws: what to compute (:class:`~nrm_verify.report.dataset.compute.Spec`);
             ``selection`` names layers whose neuron-selection curves are computed per sample
             and averaged over the dataset.
-        batch_size: samples per ``explain`` call and per committed part.
+        batch_size: samples per ``explain`` call (and per Zarr chunk).
+        commit_seconds: the local engine commits the batches explained within this many
+            seconds together, as one part (1 s by default; 0: every batch alone). What a
+            killed run loses is at most that much work; the results do not depend on it.
         engine: "local" (in-process; the batches are read ``prefetch`` ahead on a thread) or
             "ray" (``concurrency`` Ray Data workers of ``worker_cpus`` CPUs and ``worker_gpus``
             GPUs each; on a cluster at ``address``, else on a local Ray started for the run).
@@ -76,7 +80,7 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
     """
     spec = Spec(layers, full, top_k, channel_top_k, events or {}, conditional or {}, laws, explainers or {},
                 selection, selection_draws)
-    _check_options(model, batch_size, prefetch, seed)
+    _check_options(model, batch_size, prefetch, seed, commit_seconds)
     check_engine_options(engine, address, concurrency, worker_cpus, worker_gpus)
     source = as_source(data, size=size, normalize=normalize)
     if not len(source):
@@ -101,7 +105,8 @@ def run(model: nn.Module, data, out: str | os.PathLike, *, rules=None, targets=N
                  "device": "cuda" if on_gpu else str(device), "dtype": str(dtype)},
                 store.arrays(plan.arrays, len(source), np.dtype(str(dtype).replace("torch.", "")), batch_size),
                 plan, spec, source.ids)
-    engine_options = {"engine": engine, "prefetch": prefetch, "address": address, "concurrency": concurrency,
+    engine_options = {"engine": engine, "prefetch": prefetch, "commit_seconds": float(commit_seconds),
+                      "address": address, "concurrency": concurrency,
                       "worker_cpus": worker_cpus, "worker_gpus": worker_gpus}
     return _execute(job, sink, manifest, batch_size, shape, progress, engine_options)
 
@@ -125,7 +130,7 @@ def _execute(job: RunJob, sink: Sink, manifest: dict, batch_size: int, shape: tu
                                    worker_gpus=options["worker_gpus"])
             else:
                 batches = prefetched(source, todo, shape, dtype, device, max(options["prefetch"], 1))
-                written = local_loop(job, sink, batches, bar)
+                written = local_loop(job, sink, batches, bar, options["commit_seconds"])
         except BaseException:
             manifest["status"] = "interrupted"
             store.write_manifest(manifest)
@@ -148,12 +153,16 @@ def _finish(store: Store, manifest: dict, n: int, written: int, skipped: int, se
     return RunResult(store.folder, n, written, skipped, errors, reductions, manifest)
 
 
-def _check_options(model, batch_size, prefetch, seed) -> None:
+def _check_options(model, batch_size, prefetch, seed, commit_seconds) -> None:
     if not isinstance(model, nn.Module):
         raise SpecError(f"model takes a torch.nn.Module, got {type(model).__name__}")
     for name, value, low in (("batch_size", batch_size, 1), ("prefetch", prefetch, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise SpecError(f"{name}= takes a whole number >= {low}, got {value!r}")
+    if (isinstance(commit_seconds, bool) or not isinstance(commit_seconds, (int, float))
+            or not math.isfinite(commit_seconds) or commit_seconds < 0):
+        raise SpecError(f"commit_seconds= takes a finite number of seconds >= 0 (0: commit every batch alone), "
+                        f"got {commit_seconds!r}")
 
 
 def check_engine_options(engine, address, concurrency, worker_cpus, worker_gpus) -> None:

@@ -1,14 +1,16 @@
 """The output folder of a run, in formats that read without nrm::
 
     OUT/manifest.json              what was run (fingerprint), versions, status, counts, the files
-    OUT/samples/part-*.parquet     one row per sample (pyarrow; pandas, polars, DuckDB read the folder)
+    OUT/samples/part-*.parquet     one row per sample (pyarrow; pandas, polars, DuckDB read the folder);
+                                   a part holds one or more consecutive batches
     OUT/arrays.zarr/               the large arrays (whole marginals, conditional heatmaps), shape
                                    (N, *layer shape), at the sample's ``row``, one chunk of one batch
                                    (a file per batch)
-    OUT/reductions/part-*.json     each batch's reductions (merged into reductions.json at the end)
+    OUT/reductions/part-*.json     the reductions of each batch of the part, a list (merged batch by
+                                   batch into reductions.json at the end)
     OUT/reductions.json            the merged reductions (:mod:`~nrm_verify.report.dataset.reduce`)
 
-A batch is committed when its Parquet part is renamed into place — after its arrays and its
+A part is committed when its Parquet file is renamed into place — after its arrays and its
 reductions are written — so a run stopped at any moment leaves only whole batches: a rerun
 reads the ids of the committed parts and computes the rest (arrays of an uncommitted batch
 are simply written again). A folder that holds a run of another fingerprint is refused.
@@ -171,17 +173,22 @@ class Store:
                                              dtype=dtype, fill_value=0)
         return {name: require(name, tuple(shape)) for name, shape in shapes.items()}
 
-    def commit(self, name: str, table: pa.Table, reductions: Reductions) -> None:
-        """Write a batch's reductions, then its rows (the rename of the rows commits it)."""
-        _atomic_write(self.parts / f"{name}.json", json.dumps(reductions.to_dict()))
+    def commit(self, name: str, table: pa.Table, reductions: list[Reductions]) -> None:
+        """Write a part's reductions (one per batch, in row order), then its rows (the rename
+        of the rows commits the part)."""
+        _atomic_write(self.parts / f"{name}.json", json.dumps([r.to_dict() for r in reductions]))
         tmp = self.samples / f".{name}.parquet.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, self.samples / f"{name}.parquet")
 
     def reductions(self) -> Reductions | None:
-        """The merge of the committed batches' reductions, in the order of their first row."""
-        parts = [json.loads((self.parts / f"{p.stem}.json").read_text()) for p in self.committed()]
-        return merge_all([Reductions.from_dict(d) for d in parts]) if parts else None
+        """The merge of the committed batches' reductions, batch by batch in the order of their
+        first row (a part holds a list of its batches'; a part written before 2026-12-07, one)."""
+        batches = []
+        for p in self.committed():
+            saved = json.loads((self.parts / f"{p.stem}.json").read_text())
+            batches += saved if isinstance(saved, list) else [saved]
+        return merge_all([Reductions.from_dict(d) for d in batches]) if batches else None
 
     def table(self) -> pa.Table:
         """Every committed row, sorted by row."""
