@@ -683,7 +683,11 @@ class _Recorder(TorchFunctionMode):
         recorder's back (through a view) is an error."""
         found: list[Value] = []
         live = self.live
-        for t in ([obj] if isinstance(obj, torch.Tensor) else _tensors(obj, []) if isinstance(obj, (list, tuple, dict)) else ()):
+        if isinstance(obj, torch.Tensor):
+            held = [obj]
+        else:
+            held = _tensors(obj, []) if isinstance(obj, (list, tuple, dict)) else ()
+        for t in held:
             entry = live.get(id(t))
             if entry is None:
                 continue
@@ -789,7 +793,8 @@ def overwrite_route(target: torch.Tensor, index: Any, value: torch.Tensor, deriv
     labels: t labelled 0 … n−1, v′ n … n + |v′| − 1, ``labels[index] = v-labels`` (indexing and
     broadcasting as torch does them), the same per sample or refused."""
     if target.dim() == 0:
-        raise UnsupportedOperationError(f"t[index] = value at {where} writes into a scalar; nrm keeps a batch dimension")
+        raise UnsupportedOperationError(
+            f"t[index] = value at {where} writes into a scalar; nrm keeps a batch dimension")
     batch = target.shape[0]
     region = target[index]
     if region.dim() == 0 or region.shape[0] != batch:
@@ -804,7 +809,8 @@ def overwrite_route(target: torch.Tensor, index: Any, value: torch.Tensor, deriv
             f"of shape {tuple(region.shape)}; nrm reads a value with the same batch dimension first")
     n, nv = target.numel(), value.numel()
     if n + nv >= 2 ** 53:
-        raise UnsupportedOperationError(f"t[index] = value at {where} writes {n + nv} elements; nrm labels at most 2^53")
+        raise UnsupportedOperationError(
+            f"t[index] = value at {where} writes {n + nv} elements; nrm labels at most 2^53")
     labels = torch.arange(n, dtype=torch.float64, device=target.device).reshape(target.shape)
     labels[index] = (torch.arange(nv, dtype=torch.float64, device=target.device) + n).reshape(value.shape)
     src = labels.reshape(batch, -1).long()

@@ -312,9 +312,9 @@ CASES: list[BadInput] = [
              on_graph(torch.tensor([[0, 1], [1, 7]]))),
     # unsupported operations: the message names the operation, its module, its path, the line of the
     # model's code, and how to declare a layer kind
-    BadInput("unsupported-softmin", UnsupportedOperationError,
-             ("F.softmin", "in Softmin", "at '1'", "no layer kind", "nrm.layers.register"),
-             with_module(nn.Linear(4, 3), nn.Softmin(dim=1), nn.Linear(3, 2)), explain()),
+    BadInput("unsupported-threshold", UnsupportedOperationError,
+             ("F._threshold", "in Threshold", "at '1'", "no layer kind", "nrm.layers.register"),
+             with_module(nn.Linear(4, 3), nn.Threshold(0.1, 20.0), nn.Linear(3, 2)), explain()),
     BadInput("unsupported-logsigmoid-nested", UnsupportedOperationError, ("F.log_sigmoid", "LogSigmoid", "'body.1'"),
              nested_logsigmoid, explain()),
     BadInput("unsupported-product-gate", AmbiguousProductError,

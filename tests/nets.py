@@ -343,3 +343,18 @@ def seeded(module: nn.Module, seed: int, scale: float = 0.7) -> nn.Module:
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * scale)
     return module.eval()
+
+
+class Fn(nn.Module):
+    """A function as a module: the functional spelling of an operation (``F.glu(x, -1)``,
+    ``x.log_softmax(-1)``), as a model's ``forward`` writes it."""
+
+    def __init__(self, fn, name: str = ""):
+        super().__init__()
+        self.fn, self.name = fn, name
+
+    def forward(self, x):
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name

@@ -101,7 +101,8 @@ def test_the_larger_operand_takes_the_relevance_and_a_winning_constant_gives_it_
     with torch.no_grad():
         a_wins = model.a(x) >= model.b(x)
     ra, rb = m.marginal("a"), m.marginal("b")
-    assert torch.equal(rb[a_wins], torch.zeros_like(rb[a_wins])) and torch.equal(ra[~a_wins], torch.zeros_like(ra[~a_wins]))
+    assert torch.equal(rb[a_wins], torch.zeros_like(rb[a_wins]))
+    assert torch.equal(ra[~a_wins], torch.zeros_like(ra[~a_wins]))
     floor = seeded(MaxFeatureMap(OPS["a constant floor"]))
     x = _x(2, 2, 4, 4)
     m = nrm.explain(floor, x, target=0, rules=nrm.rules.Zero())

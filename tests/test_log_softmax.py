@@ -38,17 +38,6 @@ class LogSoftmaxOfInput(nn.Module):
         return F.log_softmax(x, dim=-1).flatten(1)
 
 
-class Lambda(nn.Module):
-    """``forward`` is ``fn`` (the spellings of the call that are not a module of their own)."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-
 def classifier(seed: int = 0, spelling=None) -> nn.Module:
     """Linear → ReLU → Linear → log-softmax over the classes (dim 1), float64."""
     last = spelling or nn.LogSoftmax(dim=1)
@@ -180,8 +169,8 @@ def test_l9_holds_through_the_log_softmax():
 
 @pytest.mark.parametrize("spelling", [
     nn.LogSoftmax(dim=1), nn.LogSoftmax(dim=-1),
-    Lambda(lambda t: F.log_softmax(t, dim=1)), Lambda(lambda t: torch.log_softmax(t, 1)),
-    Lambda(lambda t: t.log_softmax(-1)),
+    nets.Fn(lambda t: F.log_softmax(t, dim=1)), nets.Fn(lambda t: torch.log_softmax(t, 1)),
+    nets.Fn(lambda t: t.log_softmax(-1)),
 ], ids=["module", "module-neg", "F", "torch", "method"])
 def test_every_spelling_is_read_and_gives_the_same_measure(spelling):
     x = batch(2, seed=12)

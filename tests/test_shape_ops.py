@@ -188,8 +188,9 @@ CASES = {
     "split (size, last dim) and unbind": (lambda: Head(lambda h: h.split(2, -1)[1].unbind(2)[0], 4 * 1),
                                           (1, 2, 3, 4)),
     "tensor_split (sections; indices=, MViT's class token)": (
-        lambda: Head(lambda h: torch.cat([torch.tensor_split(h, 3, 1)[2].flatten(1), torch.tensor_split(h, indices=(1,), dim=3)[1]
-                                          .flatten(1)], 1), 6 + 16), (1, 2, 3, 4)),
+        lambda: Head(lambda h: torch.cat([torch.tensor_split(h, 3, 1)[2].flatten(1),
+                                          torch.tensor_split(h, indices=(1,), dim=3)[1].flatten(1)], 1), 6 + 16),
+        (1, 2, 3, 4)),
     "tensor_split (sections=, a tensor of indices)": (
         lambda: Head(lambda h: torch.cat([h.tensor_split(sections=2, dim=2)[0].flatten(1),
                                           h.tensor_split(torch.tensor([1, 3]), 3)[1].flatten(1)], 1), 16 + 12),

@@ -1194,6 +1194,83 @@ class MaxOverDimsDecomposition:
         return y
 
 
+class GLUDecomposition:
+    """``F.glu(x, dim)`` (``nn.GLU``: the gated linear unit of Dauphin et al., 2017), read as what
+    it is::
+
+        a, b = x.chunk(2, dim);    glu(x) = a ⊙ σ(b)
+
+    :class:`~nrm.layers.shape.Chunk`, :class:`~nrm.layers.activations.Sigmoid` and the product
+    kind :class:`~nrm.layers.products.Multiply`, whose default split gives the gate σ(b) nothing
+    (the signal a takes all, as in a squeeze-excitation; ``split=`` chooses otherwise). Compared
+    with torch's own glu within 10³ ulp of its largest value
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: the gate along the batch."""
+
+    @staticmethod
+    def _arguments(input, dim=-1) -> dict:  # noqa: A002
+        return dict(input=input, dim=dim)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.glu ({e})"
+        x, d = a["input"], a["dim"]
+        if not isinstance(x, torch.Tensor) or isinstance(d, bool) or not isinstance(d, int) or x.dim() < 2:
+            return "takes an unbatched input or a dim that is not an int; nrm reads F.glu(x, dim) of a batch"
+        if d in (0, -x.dim()):
+            return "splits the batch dimension (dim=0); nrm reads a gate along a per-sample dimension"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        signal, gate = a["input"].chunk(2, a["dim"])
+        out = signal * torch.sigmoid(gate)
+        with torch._C.DisableTorchFunction():
+            same = _within_ulp(out, F.glu(a["input"], a["dim"]))
+        if not same:
+            raise CaptureMismatchError("the decomposition of glu as a ⊙ σ(b) does not reproduce it within 10³ ulp; "
+                                       "nrm cannot read it faithfully")
+        return out
+
+
+class SoftminDecomposition:
+    """``F.softmin(x, dim)`` (``nn.Softmin``), read as what it is: softmax(−x, dim) —
+    :class:`~nrm.layers.constants.Negate`, then :class:`~nrm.layers.attention.Softmax` (whose
+    kernel and refusals apply). Compared with torch's own softmin bitwise
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: ``dtype=``."""
+
+    @staticmethod
+    def _arguments(input, dim=None, _stacklevel=3, dtype=None) -> dict:  # noqa: A002
+        return dict(input=input, dim=dim, dtype=dtype)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.softmin ({e})"
+        if a["dtype"] is not None:
+            return "changes the dtype (dtype=…); cast before the softmin"
+        if isinstance(a["dim"], bool) or not isinstance(a["dim"], int):
+            return ("takes the softmin without an explicit dim; nrm reads a softmin along one per-sample "
+                    "dimension (dim=-1)")
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        out = torch.softmax(-a["input"], a["dim"])
+        with torch._C.DisableTorchFunction():
+            same = same_values(out, F.softmin(a["input"], a["dim"]))
+        if not same:
+            raise CaptureMismatchError("the decomposition of softmin as softmax(−x) does not reproduce it bitwise; "
+                                       "nrm cannot read it faithfully")
+        return out
+
+
 class AddcmulDecomposition:
     """``torch.addcmul(input, tensor1, tensor2, value=v)`` (timm's ResMLP ``Affine``, β + α ⊙ x;
     ConvNeXt V2's global response normalization), read as what it is::
@@ -1403,6 +1480,8 @@ DECOMPOSED_FUNCTIONS = {
     torch.stack: StackDecomposition(),
     torch.addcmul: AddcmulDecomposition(),
     torch.Tensor.addcmul: AddcmulDecomposition(),
+    F.glu: GLUDecomposition(),
+    F.softmin: SoftminDecomposition(),
     final_state: Refused(FINAL_STATE_REFUSAL),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "

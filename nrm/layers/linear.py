@@ -18,8 +18,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..linear import (ConvMap, ConvTransposeMap, DenseMap, ReduceMap, adaptive_avgpool_map, avgpool_map, pool_out,
-                      window_average_map, window_divisors)
+from ..linear import (
+    ConvMap,
+    ConvTransposeMap,
+    DenseMap,
+    ReduceMap,
+    adaptive_avgpool_map,
+    avgpool_map,
+    pool_out,
+    window_average_map,
+    window_divisors,
+)
 from ..markers import Sum as SumMarker
 from ..recorded import Value
 from .base import ExactMap, Linear, Sum, seeded, to_fractions, zeros_object

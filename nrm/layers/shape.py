@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ShapeError
 from ..recorded import Piece, Value
 from .base import Concat, Reshape
 from .linear import pair
@@ -422,7 +423,8 @@ class Chunk(Reshape):
             how = call.arg(1, "split_size_or_sections")
         else:  # tensor_split's overloads name it indices_or_sections, indices, sections or tensor_indices_or_sections
             names = ("indices_or_sections", "indices", "sections", "tensor_indices_or_sections")
-            how = call.args[1] if len(call.args) > 1 else next((call.kwargs[k] for k in names if k in call.kwargs), None)
+            given = (call.kwargs[k] for k in names if k in call.kwargs)
+            how = call.args[1] if len(call.args) > 1 else next(given, None)
             if how is None:
                 raise ShapeError(f"{call.describe()} gives neither indices nor sections")
             if isinstance(how, torch.Tensor):  # a 1-d tensor of indices, or a number of sections

@@ -19,7 +19,6 @@ from nrm_verify.report.dataset.errors import RunError
 from nrm_verify.report.dataset.sources import Source
 from nrm_verify.report.dataset.store import Store
 
-
 COMMIT_SECONDS = 1.0
 """How long the local engine gathers explained batches into one part (``run(commit_seconds=…)``)."""
 COMMIT_BYTES = 256 * 2**20
