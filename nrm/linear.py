@@ -589,10 +589,18 @@ class SoftmaxMap(LinearMap):
         st = s * t
         return st - s * st.sum(-1, keepdim=True)
 
+    def _forward_own(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Σ_j x_j W_jk per group with W applied as itself (s the probabilities)."""
+        return self._jacobian_times(s, x)
+
+    def _transpose_own(self, s: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Σ_k W_jk g_k per group with W applied as itself."""
+        return self._jacobian_times(s, g)
+
     def forward(self, x, weight, bias=None):
         xg, rows = self._groups(x)
         if weight is self.probabilities:
-            z = self._jacobian_times(weight, xg)
+            z = self._forward_own(weight, xg)
         else:
             z = torch.einsum("rbgj,bgjk->rbgk", xg, weight)
         z = self._back(z, rows)
@@ -601,7 +609,7 @@ class SoftmaxMap(LinearMap):
     def transpose(self, g, weight, in_shape):
         gg, rows = self._groups(g)
         if weight is self.probabilities:
-            return self._back(self._jacobian_times(weight, gg), rows)
+            return self._back(self._transpose_own(weight, gg), rows)
         return self._back(torch.einsum("bgjk,rbgk->rbgj", weight, gg), rows)
 
     def magnitude(self, x):
@@ -642,20 +650,13 @@ class LogSoftmaxMap(SoftmaxMap):
             self._weight = eye - s.unsqueeze(-1)
         return self._weight
 
-    def forward(self, x, weight, bias=None):
-        xg, rows = self._groups(x)
-        if weight is self.probabilities:
-            z = xg - (weight * xg).sum(-1, keepdim=True)
-        else:
-            z = torch.einsum("rbgj,bgjk->rbgk", xg, weight)
-        z = self._back(z, rows)
-        return z if bias is None else z + self.bias_for(z, bias)
+    def _forward_own(self, s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """z_k = x_k − Σ_j s_j x_j per group."""
+        return x - (s * x).sum(-1, keepdim=True)
 
-    def transpose(self, g, weight, in_shape):
-        gg, rows = self._groups(g)
-        if weight is self.probabilities:
-            return self._back(gg - weight * gg.sum(-1, keepdim=True), rows)
-        return self._back(torch.einsum("bgjk,rbgk->rbgj", weight, gg), rows)
+    def _transpose_own(self, s: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """t_j = g_j − s_j Σ_k g_k per group."""
+        return g - s * g.sum(-1, keepdim=True)
 
     def magnitude(self, x):
         """Σ_j |x_j| |W_jk| = (1 − s_k) |x_k| + Σ_{j≠k} s_j |x_j| = Σ_j s_j |x_j| + (1 − 2 s_k) |x_k|."""

@@ -8,6 +8,7 @@ hundred walks at most) so that exact walk enumeration stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections import OrderedDict
@@ -358,3 +359,15 @@ class Fn(nn.Module):
 
     def extra_repr(self) -> str:
         return self.name
+
+
+@contextlib.contextmanager
+def product_split(how: str):
+    """Read every product of activations with ``Multiply(split=how)`` (the default kind back afterwards)."""
+    from nrm.layers.products import Multiply
+
+    nrm.layers.register(Multiply(split=how))
+    try:
+        yield
+    finally:
+        nrm.layers.register(Multiply())

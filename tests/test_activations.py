@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import nets
 import numpy as np
 import pytest
 import torch
@@ -25,18 +26,9 @@ from nrm_verify.validate.layers import check_layer
 D = torch.float64
 
 
-class Fn(nn.Module):
+def Fn(name: str, fn) -> nn.Module:  # noqa: N802 — reads as the module it builds
     """A functional spelling of an activation, as a model's forward writes it."""
-
-    def __init__(self, name: str, fn):
-        super().__init__()
-        self.name, self.fn = name, fn
-
-    def forward(self, x):
-        return self.fn(x)
-
-    def extra_repr(self) -> str:
-        return self.name
+    return nets.Fn(fn, name)
 
 
 def _prelu(width: int) -> nn.Module:

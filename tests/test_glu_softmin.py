@@ -20,21 +20,11 @@ from torch import nn
 import nrm
 from nrm.capture import capture
 from nrm.errors import UnsupportedOperationError
-from nrm.layers.products import Multiply
 from nrm_verify import laws
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 D = torch.float64
 RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25), nrm.presets.EpsilonPlusFlat()]
-
-
-@contextlib.contextmanager
-def split(how: str):
-    nrm.layers.register(Multiply(split=how))
-    try:
-        yield
-    finally:
-        nrm.layers.register(Multiply())
 
 
 def gated(gate: nn.Module, seed: int = 0) -> nn.Module:
@@ -76,7 +66,7 @@ def test_glu_gate_gets_nothing_by_default_and_half_under_the_equal_split():
     model, x = gated(nn.GLU(), seed=4), batch(2, seed=5)
     signal = nrm.explain(model, x, target=0)
     assert float(signal.marginal("sigmoid").abs().max()) == 0.0
-    with split("equal"):
+    with nets.product_split("equal"):
         equal = agree(model, x[:1], 0, nrm.rules.Zero())
     product = float(equal.marginal("mul").sum())
     assert float(equal.marginal("sigmoid").sum()) == pytest.approx(product / 2, rel=1e-12)

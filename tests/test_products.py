@@ -11,7 +11,6 @@ L1 (≤ 1e-12), L2–L7 through :mod:`nrm_verify.laws`, association (K6), L9 not
 
 from __future__ import annotations
 
-import contextlib
 from fractions import Fraction
 
 import nets
@@ -30,15 +29,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 SPLITS = ("signal", "equal", "proportional")
 
 
-@contextlib.contextmanager
-def split(how: str):
-    """Read every product with ``split=how`` (the default kind back afterwards)."""
-    nrm.layers.register(Multiply(split=how))
-    try:
-        yield
-    finally:
-        nrm.layers.register(Multiply())
-
+split = nets.product_split
 
 class SE(nn.Module):
     """conv → ReLU → [avgpool → fc → ReLU → fc → sigmoid] × signal → conv (squeeze-excitation)."""

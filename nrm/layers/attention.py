@@ -246,13 +246,20 @@ class Softmax(Linear):
                     "does not define its relevance: let every query keep at least one key")
         return None
 
+    map_type = SoftmaxMap
+
+    @staticmethod
+    def value(a: torch.Tensor, dim: int) -> torch.Tensor:
+        """What the call computes at a along ``dim`` (the point of the linearization)."""
+        return torch.softmax(a, dim)
+
     def map(self, call, a, rule=None):
-        """The map at the input a (B, *shape): s = softmax(a) per group, b = s − J a."""
+        """The map at the input a (B, *shape): s = softmax(a) per group, b = value(a) − J a."""
         d = self.dim(call)
         s = torch.softmax(a, d + 1)
         grouped = s.movedim(d + 1, -1).reshape(a.shape[0], -1, a.shape[d + 1])
-        lmap = SoftmaxMap(grouped, None, tuple(a.shape[1:]), d)
-        lmap.bias = s - lmap.forward(a, lmap.own_weight())
+        lmap = self.map_type(grouped, None, tuple(a.shape[1:]), d)
+        lmap.bias = self.value(a, d + 1) - lmap.forward(a, lmap.own_weight())
         return lmap
 
     def exact(self, call, a, rule=None) -> ExactMap:
@@ -331,14 +338,11 @@ class LogSoftmax(Softmax):
     def mask_refusal(self, call, x: torch.Tensor) -> str | None:
         return None
 
-    def map(self, call, a, rule=None):
-        """The map at the input a (B, *shape): s = softmax(a) per group, b = y − J a."""
-        d = self.dim(call)
-        s = torch.softmax(a, d + 1)
-        grouped = s.movedim(d + 1, -1).reshape(a.shape[0], -1, a.shape[d + 1])
-        lmap = LogSoftmaxMap(grouped, None, tuple(a.shape[1:]), d)
-        lmap.bias = torch.log_softmax(a, d + 1) - lmap.forward(a, lmap.own_weight())
-        return lmap
+    map_type = LogSoftmaxMap
+
+    @staticmethod
+    def value(a: torch.Tensor, dim: int) -> torch.Tensor:
+        return torch.log_softmax(a, dim)
 
     def exact(self, call, a, rule=None) -> ExactMap:
         """W and b from the definition, in fractions of the float64 x, s and y (loops over the groups)."""

@@ -233,58 +233,42 @@ def centring_matrices(call, a: torch.Tensor) -> tuple:
     return W, bias, M
 
 
-def softmax_matrices(call, a: torch.Tensor) -> tuple:
-    """A softmax at its input a (B, *in), linearized at a (AttnLRP Prop. 3.1), per sample, by
-    explicit loops over the groups along its dimension: s = exp(x − max) / Σ exp(x − max),
-    W[b, k, j] = ∂s_k/∂x_j = s_k (δ_jk − s_j), b = s − W a (the Taylor remainder). Structure: the groups."""
+def _groups_of(call, a: torch.Tensor) -> tuple:
+    """(B, N, the index groups along the call's dimension, a flat (B, N), zero W (B, N, N), zero structure)."""
     B, shape = a.shape[0], tuple(a.shape[1:])
     N, d = numel(shape), call.kind.dim(call)
     index = torch.arange(N).reshape(shape).movedim(d, -1).reshape(-1, shape[d])
-    flat = a.reshape(B, N)
-    W = torch.zeros((B, N, N), dtype=DTYPE)
-    M = torch.zeros((N, N), dtype=torch.bool)
-    for group in index.tolist():
-        for b in range(B):
-            x = flat[b, group]
-            e = torch.exp(x - x.max())
-            s = e / e.sum()
-            for kk, k in enumerate(group):
-                for jj, j in enumerate(group):
-                    W[b, k, j] = s[kk] * ((1.0 if jj == kk else 0.0) - s[jj])
-        M[torch.tensor(group).reshape(-1, 1), torch.tensor(group).reshape(1, -1)] = True
-    s_all = torch.zeros((B, N), dtype=DTYPE)
-    for group in index.tolist():
-        x = flat[:, group]
-        e = torch.exp(x - x.max(1, keepdim=True).values)
-        s_all[:, group] = e / e.sum(1, keepdim=True)
-    bias = s_all - torch.einsum("bkn,bn->bk", W, flat)
-    return W, bias, M
+    return (B, N, index.tolist(), a.reshape(B, N), torch.zeros((B, N, N), dtype=DTYPE),
+            torch.zeros((N, N), dtype=torch.bool))
 
 
-def log_softmax_matrices(call, a: torch.Tensor) -> tuple:
-    """A log-softmax at its input a (B, *in), linearized at a, per sample, by explicit loops over
-    the groups along its dimension: s = exp(x − max) / Σ exp(x − max), y = x − max − log Σ exp(x − max),
-    W[b, k, j] = ∂y_k/∂x_j = δ_jk − s_j, b = y − W a (the Taylor remainder). Structure: the groups."""
-    B, shape = a.shape[0], tuple(a.shape[1:])
-    N, d = numel(shape), call.kind.dim(call)
-    index = torch.arange(N).reshape(shape).movedim(d, -1).reshape(-1, shape[d])
-    flat = a.reshape(B, N)
-    W = torch.zeros((B, N, N), dtype=DTYPE)
-    M = torch.zeros((N, N), dtype=torch.bool)
+def softmax_matrices(call, a: torch.Tensor, log: bool = False) -> tuple:
+    """A softmax (``log``: a log-softmax) at its input a (B, *in), linearized at a (AttnLRP
+    Prop. 3.1), per sample, by explicit loops over the groups along its dimension:
+    s = exp(x − max) / Σ exp(x − max), y = s or x − max − log Σ exp(x − max),
+    W[b, k, j] = ∂y_k/∂x_j = s_k (δ_jk − s_j) or δ_jk − s_j, b = y − W a (the Taylor
+    remainder). Structure: the groups."""
+    B, N, groups, flat, W, M = _groups_of(call, a)
     y = torch.zeros((B, N), dtype=DTYPE)
-    for group in index.tolist():
+    for group in groups:
         for b in range(B):
             x = flat[b, group]
             shifted = x - x.max()
             e = torch.exp(shifted)
             s = e / e.sum()
-            y[b, group] = shifted - torch.log(e.sum())
+            y[b, group] = shifted - torch.log(e.sum()) if log else s
             for kk, k in enumerate(group):
                 for jj, j in enumerate(group):
-                    W[b, k, j] = (1.0 if jj == kk else 0.0) - s[jj]
+                    delta = 1.0 if jj == kk else 0.0
+                    W[b, k, j] = delta - s[jj] if log else s[kk] * (delta - s[jj])
         M[torch.tensor(group).reshape(-1, 1), torch.tensor(group).reshape(1, -1)] = True
     bias = y - torch.einsum("bkn,bn->bk", W, flat)
     return W, bias, M
+
+
+def log_softmax_matrices(call, a: torch.Tensor) -> tuple:
+    """A log-softmax at its input a: :func:`softmax_matrices` with ``log=True``."""
+    return softmax_matrices(call, a, log=True)
 
 
 def segment_softmax_matrices(call, a: torch.Tensor) -> tuple:
