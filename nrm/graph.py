@@ -173,7 +173,13 @@ def check_input(x: Any) -> None:
     if not isinstance(x, torch.Tensor):
         raise DtypeMismatchError(f"the input must be a torch.Tensor of shape (batch, ...), got {type(x).__name__}")
     if not x.is_floating_point():
-        raise DtypeMismatchError(f"the input must be floating point (float32 or float64), got {x.dtype}")
+        hint = ""
+        if not x.is_complex() and x.dtype != torch.bool:
+            hint = ("; token ids? nrm explains a model as a function of a floating input: embed the ids outside "
+                    "the explanation (e = embedding(ids)) and explain a module that starts from e, e.g. "
+                    "model(inputs_embeds=e) (docs/attention.md, 'Embeddings: the explained input'); integer "
+                    "images: x.float()")
+        raise DtypeMismatchError(f"the input must be floating point (float32 or float64), got {x.dtype}{hint}")
     if x.dim() < 2:
         raise ShapeError(f"x must have a batch dimension: shape (batch, ...), got {tuple(x.shape)}")
     if x.shape[0] == 0:

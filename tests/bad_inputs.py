@@ -396,8 +396,11 @@ CASES: list[BadInput] = [
     # dtypes
     BadInput("dtype-float64-input-float32-model", DtypeMismatchError, ("float32", "float64", "'fc1.weight'"),
              dense, with_input(lambda x: x.double())),
-    BadInput("dtype-integer-input", DtypeMismatchError, ("floating point", "int64"),
+    BadInput("dtype-integer-input", DtypeMismatchError, ("floating point", "int64", "token ids?", "inputs_embeds",
+                                                          "x.float()"),
              dense, with_input(lambda x: x.long())),
+    BadInput("dtype-bool-input", DtypeMismatchError, ("floating point", "torch.bool"),
+             dense, with_input(lambda x: x > 0)),
     BadInput("dtype-not-a-tensor", DtypeMismatchError, ("torch.Tensor", "list"),
              dense, with_input(lambda x: x.tolist())),
     # devices (parameters on the meta device stand in for a second device)

@@ -647,8 +647,8 @@ class Pad(Linear):
 
     A zero padding neuron has the value 0: a linear map after it takes nothing from it under a
     rule that weighs contributions a_j w_jk, and relevance that reaches it (a flat rule) goes to
-    ⊥. Exact form: c's float64 value as a fraction. Refused: another mode than ``"constant"``
-    (reflect, replicate, circular: an index map nrm has no kind for), a negative pad (a crop:
+    ⊥. Exact form: c's float64 value as a fraction. Another mode (reflect, replicate, circular:
+    copies of input neurons) is :class:`~nrm.layers.shape.Copies`'. Refused: a negative pad (a crop:
     write a slice), a pad of the batch dimension (a pair (0, 0) there pads nothing and is read), a
     value that is not a finite number. A pad of 0 everywhere is :class:`Unpadded`."""
 

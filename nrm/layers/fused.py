@@ -1236,6 +1236,50 @@ class GLUDecomposition:
         return out
 
 
+class RMSNormDecomposition:
+    """``F.rms_norm(x, normalized_shape, weight, eps)`` (``nn.RMSNorm``), read as the formula
+    transformers' Llama writes by hand (docs/attention.md, RMSNorm)::
+
+        y = x · rsqrt(mean(x², over the normalized dimensions) + ε) · w      (ε: eps, else finfo.eps)
+
+    ``Power``, ``Reduce``, ``AddConstant``, ``Rsqrt`` (held: the identity on 1/σ, AttnLRP Prop.
+    3.4), ``Multiply`` and ``ConstantScale`` — the diagonal map x_k ↦ w_k x_k / σ with σ at its
+    forward value. Compared with torch's own rms_norm within 10³ ulp of its largest value
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: normalizing the batch dimension."""
+
+    @staticmethod
+    def _arguments(input, normalized_shape, weight=None, eps=None) -> dict:  # noqa: A002
+        return dict(input=input, normalized_shape=normalized_shape, weight=weight, eps=eps)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.rms_norm ({e})"
+        x, shape = a["input"], a["normalized_shape"]
+        n = 1 if isinstance(shape, int) else len(shape)
+        if not isinstance(x, torch.Tensor) or n >= x.dim():
+            return "normalizes over the batch dimension (or an unbatched input); nrm keeps every sample apart"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        x, shape = a["input"], a["normalized_shape"]
+        n = 1 if isinstance(shape, int) else len(shape)
+        eps = torch.finfo(x.dtype).eps if a["eps"] is None else a["eps"]
+        y = x * torch.rsqrt(x.pow(2).mean(tuple(range(-n, 0)), keepdim=True) + eps)
+        if a["weight"] is not None:
+            y = y * a["weight"]
+        with torch._C.DisableTorchFunction():
+            same = _within_ulp(y, F.rms_norm(x, shape, a["weight"], a["eps"]))
+        if not same:
+            raise CaptureMismatchError("the decomposition of rms_norm as x · rsqrt(mean(x²) + ε) · w does not "
+                                       "reproduce it within 10³ ulp; nrm cannot read it faithfully")
+        return y
+
+
 class SoftminDecomposition:
     """``F.softmin(x, dim)`` (``nn.Softmin``), read as what it is: softmax(−x, dim) —
     :class:`~nrm.layers.constants.Negate`, then :class:`~nrm.layers.attention.Softmax` (whose
@@ -1481,6 +1525,7 @@ DECOMPOSED_FUNCTIONS = {
     torch.addcmul: AddcmulDecomposition(),
     torch.Tensor.addcmul: AddcmulDecomposition(),
     F.glu: GLUDecomposition(),
+    F.rms_norm: RMSNormDecomposition(),
     F.softmin: SoftminDecomposition(),
     final_state: Refused(FINAL_STATE_REFUSAL),
     F.multi_head_attention_forward: Refused(

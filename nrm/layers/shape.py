@@ -224,6 +224,68 @@ class Repeat(Reshape):
         return np.tile(names, self.reps(call)[1:]).reshape(-1)
 
 
+class Copies(Reshape):
+    """Operations that only move or copy neurons, read by running them on the neurons' names:
+    ``F.pad`` in mode ``"reflect"``, ``"replicate"`` or ``"circular"`` (``nn.ReflectionPad*d``,
+    ``nn.ReplicationPad*d``, ``nn.CircularPad*d``: the padding of style-transfer, image-to-image
+    and GAN generators) and ``torch.channel_shuffle`` (``nn.ChannelShuffle``). Every output
+    neuron is a copy of one input neuron — inside the padding itself, in the border a
+    reflected, edge or wrapped-around one — so relevance moves with the values, and a neuron
+    copied n times receives the sum of its copies' relevance.
+
+    Definition (reflect along a padded dimension of size n with p before; the other modes)::
+
+        y[…, i, …] = x[…, ρ(i − p), …]    ρ(t) = |t| if t < 0, 2(n − 1) − t if t ≥ n      (reflect)
+                                          ρ(t) = clamp(t, 0, n − 1)                         (replicate)
+                                          ρ(t) = t mod n                                    (circular)
+        channel_shuffle, g groups of m:   y[c·g + i] = x[i·m + c]
+        q(j | k) = [j = index[k]]
+
+    The index is what torch's own function does to the names: the call applied, with its own
+    arguments, to one sample whose neurons hold their flat positions (exact in float64 below
+    2^53), so it is torch's copy pattern, not a re-implementation. Refused: a pad in another mode
+    (``"constant"`` is :class:`~nrm.layers.constants.Pad`'s), a negative pad (a crop: write a
+    slice), a pad of the batch dimension."""
+
+    functions = (F.pad, torch.channel_shuffle, torch.native_channel_shuffle)
+    MODES = ("reflect", "replicate", "circular")
+
+    def examples(self):
+        return [(nn.ReflectionPad1d((2, 1)).eval(), (2, 4)), (nn.ReplicationPad2d((1, 0, 2, 1)).eval(), (2, 3, 3)),
+                (nn.CircularPad2d(1).eval(), (1, 3, 2)), (nn.ChannelShuffle(2).eval(), (6, 2, 1))]
+
+    def _shuffle(self, call) -> bool:
+        return call.func is not F.pad
+
+    def accepts(self, call):
+        if self._shuffle(call):
+            return None if len(call.in_shapes[0]) >= 3 else "shuffles an input without channels and space (B, C, …)"
+        mode = call.arg(2, "mode", "constant")
+        if mode not in self.MODES:
+            return f"pads in mode {mode!r} (this kind reads {', '.join(self.MODES)})"
+        pads = tuple(int(v) for v in call.arg(1, "pad"))
+        if any(v < 0 for v in pads):
+            return "crops (a negative pad); write it as a slice"
+        if len(pads) % 2 or len(pads) // 2 >= len(call.in_shapes[0]):
+            return "pads the batch dimension; nrm keeps every sample apart"
+        return None
+
+    def route_key(self, call):
+        if self._shuffle(call):
+            return _sample_dims(call), "shuffle", int(call.arg(1, "groups"))
+        return _sample_dims(call), "pad", tuple(int(v) for v in call.arg(1, "pad")), call.arg(2, "mode", "constant")
+
+    def index(self, call):
+        shape = _sample_dims(call)
+        names = torch.arange(math.prod(shape), dtype=torch.float64).reshape((1,) + shape)
+        with torch._C.DisableTorchFunction():
+            if self._shuffle(call):
+                moved = torch.channel_shuffle(names, int(call.arg(1, "groups")))
+            else:
+                moved = F.pad(names, tuple(int(v) for v in call.arg(1, "pad")), mode=call.arg(2, "mode"))
+        return moved.reshape(-1).to(torch.int64).numpy()
+
+
 class PixelShuffle(Reshape):
     """``F.pixel_shuffle`` / ``nn.PixelShuffle`` (sub-pixel convolution, ESPCN and
     super-resolution decoders) and its inverse ``F.pixel_unshuffle`` / ``nn.PixelUnshuffle``:

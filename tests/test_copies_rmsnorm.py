@@ -1,0 +1,152 @@
+"""Two kinds found by running torch.nn's modules one by one through ``nrm.explain``:
+
+* :class:`nrm.layers.shape.Copies` — ``F.pad`` in reflect, replicate and circular mode
+  (``nn.ReflectionPad*d``, ``nn.ReplicationPad*d``, ``nn.CircularPad*d``) and
+  ``torch.channel_shuffle`` (``nn.ChannelShuffle``): index maps read by running the call on
+  the neurons' names; a neuron copied n times receives the sum of its copies' relevance.
+* :class:`nrm.layers.fused.RMSNormDecomposition` — ``F.rms_norm`` (``nn.RMSNorm``) read as
+  x · rsqrt(mean(x²) + ε) · w, σ held: the diagonal map x_k ↦ w_k x_k / σ.
+
+Each: the recorded kinds, f = model(x)[:, c], the engine against the exact oracle and the
+explicit reference at every layer for several rules, L1, the index against the definition,
+and the refusals by name with the model untouched.
+"""
+
+from __future__ import annotations
+
+import nets
+import pytest
+import torch
+import torch.nn.functional as F
+from agreement import agree
+from torch import nn
+
+import nrm
+from nrm.capture import capture
+from nrm.errors import UnsupportedOperationError
+from nrm_verify import laws
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+D = torch.float64
+RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25), nrm.presets.EpsilonGammaFlat()]
+
+
+class Around(nn.Module):
+    """conv → relu → op → flatten → linear (the operation between two learned layers)."""
+
+    def __init__(self, op: nn.Module, features: int, conv: nn.Module | None = None):
+        super().__init__()
+        self.conv = conv or nn.Conv2d(2, 4, 2)
+        self.op, self.fc = op, nn.Linear(features, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.op(F.relu(self.conv(x))), 1))
+
+
+COPIES = {  # name: (op, flattened features after it, conv, input shape); the conv gives (4, 4, 4) or (4, 4)
+    "ReflectionPad2d": (nn.ReflectionPad2d((2, 1, 1, 0)), 4 * 5 * 7, None, (1, 2, 5, 5)),
+    "ReplicationPad2d": (nn.ReplicationPad2d(1), 4 * 6 * 6, None, (1, 2, 5, 5)),
+    "CircularPad2d": (nn.CircularPad2d((1, 1, 0, 2)), 4 * 6 * 6, None, (1, 2, 5, 5)),
+    "ReflectionPad1d": (nn.ReflectionPad1d(2), 4 * 8, nn.Conv1d(2, 4, 2), (1, 2, 5)),
+    "F.pad replicate": (nets.Fn(lambda h: F.pad(h, (0, 3, 0, 0), mode="replicate")), 4 * 4 * 7, None, (1, 2, 5, 5)),
+    "ChannelShuffle": (nn.ChannelShuffle(2), 4 * 4 * 4, None, (1, 2, 5, 5)),
+    "torch.channel_shuffle": (nets.Fn(lambda h: torch.channel_shuffle(h, 4)), 4 * 4 * 4, None, (1, 2, 5, 5)),
+}
+
+
+def copies_model(name: str, seed: int = 0):
+    op, features, conv, shape = COPIES[name]
+    model = nets.seeded(Around(op, features, conv).double().eval(), seed)
+    return model, torch.randn(shape, generator=torch.Generator().manual_seed(seed + 50), dtype=D)
+
+
+@pytest.mark.parametrize("rules", RULES, ids=repr)
+@pytest.mark.parametrize("name", list(COPIES))
+def test_copies_engine_equals_oracle_and_reference(name, rules):
+    model, x = copies_model(name)
+    kinds = [c.kind.name for c in capture(model, x).calls]
+    assert "Copies" in kinds, kinds
+    m = agree(model, x, 1, rules)
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    with torch.no_grad():
+        assert torch.equal(m.f, model(x)[:, 1])
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_the_pad_index_is_the_definition(mode):
+    """index[k] = ρ(k − p) along a padded dimension of size n = 5 with p = 2 before, 3 after."""
+    x = torch.randn((1, 1, 5), generator=torch.Generator().manual_seed(3), dtype=D)
+    model = nn.Sequential(nets.Fn(lambda t: F.pad(torch.relu(t), (2, 3), mode=mode))).eval()
+    (call,) = [c for c in capture(model, x).calls if c.kind.name == "Copies"]
+    n, p = 5, 2
+
+    def rho(t):
+        if mode == "reflect":
+            return -t if t < 0 else 2 * (n - 1) - t if t >= n else t
+        if mode == "replicate":
+            return min(max(t, 0), n - 1)
+        return t % n
+
+    assert call.kind.route(call).tolist() == [rho(i - p) for i in range(n + 5)]
+
+
+def test_a_neuron_copied_several_times_receives_the_sum_of_its_copies():
+    """LRP-0 through a replicate pad: the edge neuron's relevance is the sum over its copies."""
+    model = nn.Sequential(nets.Fn(lambda t: F.pad(t, (3, 0), mode="replicate")), nn.Flatten(),
+                          nets.seeded(nn.Linear(7, 2), 4)).double().eval()
+    x = torch.randn((1, 1, 4), generator=torch.Generator().manual_seed(5), dtype=D)
+    m = nrm.explain(model, x, target=0, rules=nrm.rules.Zero())
+    out = m.relevance("0").reshape(-1)
+    got = m.relevance("input").reshape(-1)
+    torch.testing.assert_close(got[0], out[:4].sum(), rtol=1e-13, atol=0)
+    torch.testing.assert_close(got[1:], out[4:], rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("rules", RULES, ids=repr)
+@pytest.mark.parametrize("norm", [nn.RMSNorm(6), nn.RMSNorm((2, 6), eps=1e-3), nn.RMSNorm(6, elementwise_affine=False)],
+                         ids=["last", "two-dims-eps", "no-weight"])
+def test_rms_norm_engine_equals_oracle_and_reference(norm, rules):
+    norm = nets.seeded(norm.double(), 7)
+    model = nets.seeded(nn.Sequential(nn.Linear(3, 6), norm, nn.Flatten(), nn.Linear(12, 2)).double(), 8).eval()
+    x = torch.randn((1, 2, 3), generator=torch.Generator().manual_seed(9), dtype=D)
+    kinds = [c.kind.name for c in capture(model, x).calls]
+    assert "Rsqrt" in kinds and "Multiply" in kinds, kinds
+    m = agree(model, x, 0, rules)
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    with torch.no_grad():
+        assert torch.equal(m.f, model(x)[:, 0]) or torch.allclose(m.f, model(x)[:, 0], rtol=1e-14, atol=0)
+
+
+def test_rms_norm_holds_sigma_and_passes_relevance_unchanged():
+    """Without a bias after it, LRP-0 gives q(x_k | y_k) = 1: the norm's input marginal is its output's."""
+    norm = nets.seeded(nn.RMSNorm(5).double(), 10)
+    model = nn.Sequential(nets.seeded(nn.Linear(4, 5), 11), norm, nets.seeded(nn.Linear(5, 2), 12)).double().eval()
+    x = torch.randn((2, 4), generator=torch.Generator().manual_seed(13), dtype=D)
+    m = nrm.explain(model, x, target=1, rules=nrm.rules.Zero())
+    torch.testing.assert_close(m.marginal("0"), m.marginal("1"), rtol=1e-12, atol=1e-14)
+
+
+class BatchRMS(nn.Module):
+    def forward(self, x):
+        return F.rms_norm(x, tuple(x.shape))
+
+
+@pytest.mark.parametrize("op,words", [
+    (nets.Fn(lambda t: F.pad(t, (-1, 1), mode="reflect")), ("Copies", "crops", "slice")),
+    (BatchRMS(), ("rms_norm", "batch dimension")),
+], ids=["negative-pad", "rms-over-batch"])
+def test_unreadable_calls_are_named_and_the_model_untouched(op, words):
+    model = nn.Sequential(nets.seeded(nn.Linear(4, 4), 14), nn.Unflatten(1, (1, 4)), op, nn.Flatten()).double().eval()
+    x = torch.randn((2, 4), generator=torch.Generator().manual_seed(15), dtype=D)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UnsupportedOperationError) as info:
+        nrm.explain(model, x, target=0)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_constant_pad_is_still_the_pad_kind():
+    model = nn.Sequential(nets.Fn(lambda t: F.pad(torch.relu(t), (1, 1), value=0.5))).eval()
+    x = torch.randn((1, 1, 3), dtype=D)
+    assert [c.kind.name for c in capture(model, x).calls] == ["ReLU", "Pad"]
