@@ -343,8 +343,8 @@ CASES: list[BadInput] = [
              with_module(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False), nn.Linear(3, 2)), explain()),
     BadInput("unsupported-maxpool1d", UnsupportedOperationError, ("max_pool1d", "MaxPool1d", "'1'"),
              with_module(nn.Linear(4, 4), nn.MaxPool1d(2), nn.Linear(2, 2)), explain()),
-    BadInput("unsupported-reflect-padding", UnsupportedOperationError, ("F.pad", "Conv2d", "'0'"),
-             with_module(nn.Conv2d(3, 2, 3, padding=1, padding_mode="reflect"), nn.Flatten(), nn.Linear(32, 2),
+    BadInput("unsupported-lp-pool", UnsupportedOperationError, ("F.lp_pool2d", "LPPool2d", "'1'"),
+             with_module(nn.Conv2d(3, 2, 3, padding=1), nn.LPPool2d(2, 2), nn.Flatten(), nn.Linear(8, 2),
                          x_shape=(1, 3, 4, 4)), explain()),
     # f_c(x) = 0
     BadInput("zero-output", ZeroOutputError, ("f_c(x) = 0", "samples [0]", "another target"),

@@ -1,9 +1,10 @@
 """Two kinds found by running torch.nn's modules one by one through ``nrm.explain``:
 
 * :class:`nrm.layers.shape.Copies` — ``F.pad`` in reflect, replicate and circular mode
-  (``nn.ReflectionPad*d``, ``nn.ReplicationPad*d``, ``nn.CircularPad*d``) and
-  ``torch.channel_shuffle`` (``nn.ChannelShuffle``): index maps read by running the call on
-  the neurons' names; a neuron copied n times receives the sum of its copies' relevance.
+  (``nn.ReflectionPad*d``, ``nn.ReplicationPad*d``, ``nn.CircularPad*d``),
+  ``torch.channel_shuffle`` (``nn.ChannelShuffle``), flip, rot90, narrow, movedim and gather
+  with a constant index: index maps read by running the call on the neurons' names, which also
+  proves the call per-sample; a neuron copied n times receives the sum of its copies' relevance.
 * :class:`nrm.layers.fused.RMSNormDecomposition` — ``F.rms_norm`` (``nn.RMSNorm``) read as
   x · rsqrt(mean(x²) + ε) · w, σ held: the diagonal map x_k ↦ w_k x_k / σ.
 
@@ -51,6 +52,15 @@ COPIES = {  # name: (op, flattened features after it, conv, input shape); the co
     "F.pad replicate": (nets.Fn(lambda h: F.pad(h, (0, 3, 0, 0), mode="replicate")), 4 * 4 * 7, None, (1, 2, 5, 5)),
     "ChannelShuffle": (nn.ChannelShuffle(2), 4 * 4 * 4, None, (1, 2, 5, 5)),
     "torch.channel_shuffle": (nets.Fn(lambda h: torch.channel_shuffle(h, 4)), 4 * 4 * 4, None, (1, 2, 5, 5)),
+    "flip": (nets.Fn(lambda h: h.flip(1, 3)), 4 * 4 * 4, None, (1, 2, 5, 5)),
+    "fliplr, rot90": (nets.Fn(lambda h: torch.rot90(torch.fliplr(h.movedim(1, 3)), 1, (1, 2))), 4 * 4 * 4, None,
+                      (1, 2, 5, 5)),
+    "narrow": (nets.Fn(lambda h: torch.narrow(h.narrow(2, 1, 2), 3, 0, 3)), 4 * 2 * 3, None, (1, 2, 5, 5)),
+    "movedim, moveaxis": (nets.Fn(lambda h: torch.moveaxis(h.movedim(1, -1), 2, 1)), 4 * 4 * 4, None, (1, 2, 5, 5)),
+    "gather": (nets.Fn(lambda h: h.gather(3, torch.tensor([3, 0, 0, 2, 1]).expand(1, 4, 4, 5))), 4 * 4 * 5, None,
+               (1, 2, 5, 5)),
+    "take_along_dim": (nets.Fn(lambda h: torch.take_along_dim(h, torch.tensor([[[[1]], [[0]], [[3]], [[3]]]]), 1)),
+                       4 * 4 * 4, None, (1, 2, 5, 5)),
 }
 
 
@@ -70,6 +80,17 @@ def test_copies_engine_equals_oracle_and_reference(name, rules):
     assert float(laws.normalization(m).deviation) <= 1e-12
     with torch.no_grad():
         assert torch.equal(m.f, model(x)[:, 1])
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_a_convolution_with_a_padding_mode_agrees(mode):
+    """nn.Conv2d(padding_mode=…) pads with F.pad in that mode, then convolves without padding."""
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode=mode)
+    model = nets.seeded(nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).double().eval(), 20)
+    x = torch.randn((1, 2, 4, 4), generator=torch.Generator().manual_seed(21), dtype=D)
+    assert [c.kind.name for c in capture(model, x).calls][:2] == ["Copies", "Conv"]
+    m = agree(model, x, 0, nrm.presets.EpsilonGammaFlat())
+    assert float(laws.normalization(m).deviation) <= 1e-12
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
@@ -126,6 +147,20 @@ def test_rms_norm_holds_sigma_and_passes_relevance_unchanged():
     torch.testing.assert_close(m.marginal("0"), m.marginal("1"), rtol=1e-12, atol=1e-14)
 
 
+def test_a_gather_whose_index_differs_between_samples_is_refused():
+    """Two samples gathered with two different constant indices: not one pattern per sample."""
+    index = torch.tensor([[[0, 1, 2, 3]], [[3, 2, 1, 0]]])
+    model = nn.Sequential(nets.seeded(nn.Linear(4, 4), 16), nn.Unflatten(1, (1, 4)),
+                          nets.Fn(lambda t: t.gather(2, index)), nn.Flatten()).double().eval()
+    x = torch.randn((2, 4), generator=torch.Generator().manual_seed(17), dtype=D)
+    with pytest.raises(UnsupportedOperationError, match="another pattern in each sample"):
+        nrm.explain(model, x, target=0)
+    same = torch.tensor([[[3, 2, 1, 0]], [[3, 2, 1, 0]]])  # one pattern for both samples: read
+    model[2] = nets.Fn(lambda t: t.gather(2, same)).eval()
+    m = nrm.explain(model, x, target=0)
+    assert float(laws.normalization(m).deviation) <= 1e-12
+
+
 class BatchRMS(nn.Module):
     def forward(self, x):
         return F.rms_norm(x, tuple(x.shape))
@@ -133,8 +168,11 @@ class BatchRMS(nn.Module):
 
 @pytest.mark.parametrize("op,words", [
     (nets.Fn(lambda t: F.pad(t, (-1, 1), mode="reflect")), ("Copies", "crops", "slice")),
+    (nets.Fn(lambda t: t.flip(0)), ("flip", "moves neurons between samples")),
+    (nets.Fn(lambda t: t.movedim(0, 2)), ("movedim", "moves neurons between samples")),
+    (nets.Fn(lambda t: t.narrow(0, 0, 1)), ("narrow", "moves neurons between samples")),
     (BatchRMS(), ("rms_norm", "batch dimension")),
-], ids=["negative-pad", "rms-over-batch"])
+], ids=["negative-pad", "flip-batch", "movedim-batch", "narrow-batch", "rms-over-batch"])
 def test_unreadable_calls_are_named_and_the_model_untouched(op, words):
     model = nn.Sequential(nets.seeded(nn.Linear(4, 4), 14), nn.Unflatten(1, (1, 4)), op, nn.Flatten()).double().eval()
     x = torch.randn((2, 4), generator=torch.Generator().manual_seed(15), dtype=D)

@@ -165,7 +165,8 @@ class Conv(Linear):
         z_{c,p} = Σ_{c' ∈ group(c)} Σ_t a_{c', s·p − pad + d·t} w_{c, c', t} + b_c
 
     Padding positions are not neurons. ``padding_mode`` other than zeros reaches the
-    capture as ``F.pad`` followed by an unpadded convolution.
+    capture as ``F.pad`` (reflect, replicate, circular: :class:`~nrm.layers.shape.Copies`)
+    followed by an unpadded convolution.
     """
 
     functions = (F.conv1d, F.conv2d, F.conv3d)

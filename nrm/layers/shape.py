@@ -225,13 +225,14 @@ class Repeat(Reshape):
 
 
 class Copies(Reshape):
-    """Operations that only move or copy neurons, read by running them on the neurons' names:
-    ``F.pad`` in mode ``"reflect"``, ``"replicate"`` or ``"circular"`` (``nn.ReflectionPad*d``,
-    ``nn.ReplicationPad*d``, ``nn.CircularPad*d``: the padding of style-transfer, image-to-image
-    and GAN generators) and ``torch.channel_shuffle`` (``nn.ChannelShuffle``). Every output
-    neuron is a copy of one input neuron — inside the padding itself, in the border a
-    reflected, edge or wrapped-around one — so relevance moves with the values, and a neuron
-    copied n times receives the sum of its copies' relevance.
+    """Operations that only move or copy neurons within each sample, read by running them on
+    the neurons' names: ``F.pad`` in mode ``"reflect"``, ``"replicate"`` or ``"circular"``
+    (``nn.ReflectionPad*d``, ``nn.ReplicationPad*d``, ``nn.CircularPad*d``: the padding of
+    style-transfer, image-to-image and GAN generators), ``torch.channel_shuffle``
+    (``nn.ChannelShuffle``), ``flip`` / ``fliplr`` / ``flipud``, ``rot90``, ``narrow``,
+    ``movedim`` / ``moveaxis``, and ``gather`` / ``take_along_dim`` with a constant index. Every
+    output neuron is a copy of one input neuron, so relevance moves with the values, and a
+    neuron copied n times receives the sum of its copies' relevance.
 
     Definition (reflect along a padded dimension of size n with p before; the other modes)::
 
@@ -239,51 +240,83 @@ class Copies(Reshape):
                                           ρ(t) = clamp(t, 0, n − 1)                         (replicate)
                                           ρ(t) = t mod n                                    (circular)
         channel_shuffle, g groups of m:   y[c·g + i] = x[i·m + c]
+        flip along d:                     y[…, i, …] = x[…, n − 1 − i, …]
+        gather along d with index I:      y[…, i, …] = x[…, I[…, i, …], …]
         q(j | k) = [j = index[k]]
 
     The index is what torch's own function does to the names: the call applied, with its own
-    arguments, to one sample whose neurons hold their flat positions (exact in float64 below
-    2^53), so it is torch's copy pattern, not a re-implementation. Refused: a pad in another mode
-    (``"constant"`` is :class:`~nrm.layers.constants.Pad`'s), a negative pad (a crop: write a
-    slice), a pad of the batch dimension."""
+    arguments, to the whole batch with every neuron holding its flat position (exact in float64
+    below 2^53), so it is torch's copy pattern, not a re-implementation — and that run proves
+    the call per-sample: every sample's output must be its own neurons in the same pattern, or
+    the call is refused (a flip, a narrow or a gather along the batch, an index that differs
+    between samples). Refused too: a pad in another mode (``"constant"`` is
+    :class:`~nrm.layers.constants.Pad`'s), a negative pad (a crop: write a slice)."""
 
-    functions = (F.pad, torch.channel_shuffle, torch.native_channel_shuffle)
+    functions = (F.pad, torch.channel_shuffle, torch.native_channel_shuffle,
+                 torch.flip, torch.Tensor.flip, torch.fliplr, torch.Tensor.fliplr, torch.flipud, torch.Tensor.flipud,
+                 torch.rot90, torch.Tensor.rot90, torch.narrow, torch.Tensor.narrow, torch.movedim,
+                 torch.Tensor.movedim, torch.moveaxis, torch.Tensor.moveaxis, torch.gather, torch.Tensor.gather,
+                 torch.take_along_dim, torch.Tensor.take_along_dim)
     MODES = ("reflect", "replicate", "circular")
 
     def examples(self):
         return [(nn.ReflectionPad1d((2, 1)).eval(), (2, 4)), (nn.ReplicationPad2d((1, 0, 2, 1)).eval(), (2, 3, 3)),
-                (nn.CircularPad2d(1).eval(), (1, 3, 2)), (nn.ChannelShuffle(2).eval(), (6, 2, 1))]
-
-    def _shuffle(self, call) -> bool:
-        return call.func is not F.pad
+                (nn.CircularPad2d(1).eval(), (1, 3, 2)), (nn.ChannelShuffle(2).eval(), (6, 2, 1)),
+                (Flipped().eval(), (2, 3))]
 
     def accepts(self, call):
-        if self._shuffle(call):
-            return None if len(call.in_shapes[0]) >= 3 else "shuffles an input without channels and space (B, C, …)"
-        mode = call.arg(2, "mode", "constant")
-        if mode not in self.MODES:
-            return f"pads in mode {mode!r} (this kind reads {', '.join(self.MODES)})"
-        pads = tuple(int(v) for v in call.arg(1, "pad"))
-        if any(v < 0 for v in pads):
-            return "crops (a negative pad); write it as a slice"
-        if len(pads) % 2 or len(pads) // 2 >= len(call.in_shapes[0]):
-            return "pads the batch dimension; nrm keeps every sample apart"
+        if call.func is F.pad:
+            mode = call.arg(2, "mode", "constant")
+            if mode not in self.MODES:
+                return f"pads in mode {mode!r} (this kind reads {', '.join(self.MODES)})"
+            if any(int(v) < 0 for v in call.arg(1, "pad")):
+                return "crops (a negative pad); write it as a slice"
+        try:
+            index = self._names(call)
+        except (RuntimeError, TypeError, ValueError, IndexError) as e:
+            return f"cannot be run on the neurons' names ({' '.join(str(e).split())[:200]})"
+        if index is None:
+            return ("moves neurons between samples, or copies them in another pattern in each sample (the batch "
+                    "dimension moved, flipped, narrowed or gathered, or an index that differs between samples); nrm "
+                    "keeps every sample apart")
+        call.__dict__["_names_index"] = index
         return None
 
+    @staticmethod
+    def _names(call) -> np.ndarray | None:
+        """The call run on a batch whose neurons hold their flat positions: sample 0's output
+        positions' sources, or None unless every sample b gives sample 0's plus b·N. Two samples
+        show a call that moves, flips or narrows the batch; a call with a tensor argument (a
+        gather's index) runs on the whole batch, whose index may differ between samples."""
+        batch, shape = int(call.in_shapes[0][0]), _sample_dims(call)
+        if not any(isinstance(v, torch.Tensor) for v in list(call.args[1:]) + list(call.kwargs.values())):
+            batch = min(batch, 2)
+        n = math.prod(shape)
+        names = torch.arange(batch * n, dtype=torch.float64).reshape((batch,) + shape)
+        with torch._C.DisableTorchFunction():
+            out = call.func(names, *call.args[1:], **call.kwargs)
+        if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != batch:
+            return None
+        flat = out.reshape(batch, -1)
+        first = flat[0]
+        offsets = torch.arange(batch, dtype=torch.float64).reshape(-1, 1) * n
+        if not bool((first >= 0).all() and (first < n).all()) or not torch.equal(flat, first + offsets):
+            return None
+        return first.to(torch.int64).numpy()
+
     def route_key(self, call):
-        if self._shuffle(call):
-            return _sample_dims(call), "shuffle", int(call.arg(1, "groups"))
-        return _sample_dims(call), "pad", tuple(int(v) for v in call.arg(1, "pad")), call.arg(2, "mode", "constant")
+        return None  # the index is the call's own, computed once per call in accepts()
 
     def index(self, call):
-        shape = _sample_dims(call)
-        names = torch.arange(math.prod(shape), dtype=torch.float64).reshape((1,) + shape)
-        with torch._C.DisableTorchFunction():
-            if self._shuffle(call):
-                moved = torch.channel_shuffle(names, int(call.arg(1, "groups")))
-            else:
-                moved = F.pad(names, tuple(int(v) for v in call.arg(1, "pad")), mode=call.arg(2, "mode"))
-        return moved.reshape(-1).to(torch.int64).numpy()
+        index = call.__dict__.get("_names_index")
+        return index if index is not None else self._names(call)
+
+
+class Flipped(nn.Module):
+    """relu(x) flipped along its last dimension (an example of :class:`Copies`)."""
+
+    def forward(self, x):
+        return torch.relu(x).flip(-1)
 
 
 class PixelShuffle(Reshape):
