@@ -184,6 +184,21 @@ def test_unreadable_calls_are_named_and_the_model_untouched(op, words):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+def test_a_gather_into_out_is_refused_and_the_buffer_untouched():
+    """``out=`` is refused before the call is run on the names (which would write into the buffer)."""
+    buf = torch.full((2, 1, 4), 7.0, dtype=D)
+    index = torch.tensor([[[3, 2, 1, 0]], [[3, 2, 1, 0]]])
+    model = nn.Sequential(nets.seeded(nn.Linear(4, 4), 18), nn.Unflatten(1, (1, 4)),
+                          nets.Fn(lambda t: torch.gather(t, 2, index, out=buf) * 1.0), nn.Flatten()).double().eval()
+    x = torch.randn((2, 4), generator=torch.Generator().manual_seed(19), dtype=D)
+    with torch.no_grad():
+        model(x)
+    after_forward = buf.clone()
+    with pytest.raises(UnsupportedOperationError, match="out="):
+        nrm.explain(model, x, target=0)
+    assert torch.equal(buf, after_forward)
+
+
 def test_a_constant_pad_is_still_the_pad_kind():
     model = nn.Sequential(nets.Fn(lambda t: F.pad(torch.relu(t), (1, 1), value=0.5))).eval()
     x = torch.randn((1, 1, 3), dtype=D)
