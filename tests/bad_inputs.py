@@ -86,6 +86,13 @@ def with_module(*modules: nn.Module, x_shape=(2, 4)) -> Callable[[], tuple[nn.Mo
     return build
 
 
+class CumulativeSum(nn.Module):
+    """torch.cumsum along the features (an operation no built-in kind reads)."""
+
+    def forward(self, x):
+        return torch.cumsum(x, 1)
+
+
 class Gated(nn.Module):
     """A product of two factors, neither a gate: split="signal" cannot tell which is the signal."""
 
@@ -180,9 +187,10 @@ def stale(model, x):
     return m.marginal("input")
 
 
-def nested_logsigmoid():
+def nested_lp_pool():
     model = nn.Sequential(OrderedDict(
-        head=nn.Linear(4, 4), body=nn.Sequential(nn.Linear(4, 4), nn.LogSigmoid()), out=nn.Linear(4, 2),
+        head=nn.Linear(4, 4), body=nn.Sequential(nn.Linear(4, 4), nn.Unflatten(1, (1, 4)), nn.LPPool1d(2, 2),
+                                                 nn.Flatten()), out=nn.Linear(2, 2),
     )).eval()
     return model, torch.linspace(-1.0, 1.0, 8).reshape(2, 4)
 
@@ -312,11 +320,11 @@ CASES: list[BadInput] = [
              on_graph(torch.tensor([[0, 1], [1, 7]]))),
     # unsupported operations: the message names the operation, its module, its path, the line of the
     # model's code, and how to declare a layer kind
-    BadInput("unsupported-threshold", UnsupportedOperationError,
-             ("F._threshold", "in Threshold", "at '1'", "no layer kind", "nrm.layers.register"),
-             with_module(nn.Linear(4, 3), nn.Threshold(0.1, 20.0), nn.Linear(3, 2)), explain()),
-    BadInput("unsupported-logsigmoid-nested", UnsupportedOperationError, ("F.log_sigmoid", "LogSigmoid", "'body.1'"),
-             nested_logsigmoid, explain()),
+    BadInput("unsupported-cumsum", UnsupportedOperationError,
+             ("torch.cumsum", "in CumulativeSum", "at '1'", "no layer kind", "nrm.layers.register"),
+             with_module(nn.Linear(4, 3), CumulativeSum(), nn.Linear(3, 2)), explain()),
+    BadInput("unsupported-lp-pool-nested", UnsupportedOperationError, ("F.lp_pool1d", "LPPool1d", "'body.2'"),
+             nested_lp_pool, explain()),
     BadInput("unsupported-product-gate", AmbiguousProductError,
              ("Tensor.mul", "Gated", "'block'", "bad_inputs.py", "return x * self.inner(x)", "split='equal'"),
              custom_container(Gated), explain()),

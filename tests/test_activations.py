@@ -80,6 +80,9 @@ CASES = [
     ("Softshrink", lambda: nn.Softshrink(lambd=0.75), "Softshrink", False),
     ("Softsign", lambda: nn.Softsign(), "Softsign", False),
     ("Tanhshrink", lambda: nn.Tanhshrink(), "Tanhshrink", False),
+    ("Threshold", lambda: nn.Threshold(0.5, -0.25), "Threshold", False),
+    ("Threshold-inplace", lambda: nn.Threshold(-1.0, 2.0, inplace=True), "Threshold", False),
+    ("LogSigmoid", lambda: nn.LogSigmoid(), "LogSigmoid", False),
 ]
 IDS = [c[0] for c in CASES]
 RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25), nrm.presets.EpsilonPlusFlat()]
@@ -186,6 +189,7 @@ def _call(kind: str, module: nn.Module, shape=(1, 9)):
     ("ReLU6", nn.ReLU6()), ("Hardtanh", nn.Hardtanh(-0.5, 1.5)), ("PReLU", nn.PReLU(init=0.3).double()),
     ("Hardsigmoid", nn.Hardsigmoid()), ("Hardswish", nn.Hardswish()),
     ("Hardshrink", nn.Hardshrink(lambd=3.0)), ("Softshrink", nn.Softshrink(lambd=3.0)), ("Softsign", nn.Softsign()),
+    ("Threshold", nn.Threshold(3.0, -0.5)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_exact_forms_are_rational_and_agree_with_torch(kind, module):
     """Piecewise-linear and -rational kinds evaluate on fractions, breakpoints included."""
@@ -200,6 +204,8 @@ def test_exact_forms_are_rational_and_agree_with_torch(kind, module):
         assert exact[values.index(Fraction(1, 3))] == Fraction(1, 3) * (Fraction(1, 18) + Fraction(1, 2))
     if kind in ("Hardshrink", "Softshrink"):  # the breakpoint λ = 3 itself maps to 0 (|z| > λ is strict)
         assert exact[values.index(Fraction(3))] == 0 and exact[values.index(Fraction(-3))] == 0
+    if kind == "Threshold":  # z > t is strict: t = 3 itself takes the value −1/2
+        assert exact[values.index(Fraction(3))] == Fraction(-1, 2) and exact[values.index(Fraction(6))] == 6
     if kind == "Softsign":
         assert exact[values.index(Fraction(1, 3))] == Fraction(1, 4)
 

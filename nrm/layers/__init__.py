@@ -63,7 +63,7 @@ BUILTIN_KINDS = (
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
     activations.Mish, activations.ELU, activations.SELU, activations.CELU, activations.Exp, activations.Log,
     activations.Abs, activations.Clamp, activations.Hardshrink, activations.Softshrink, activations.Softsign,
-    activations.Tanhshrink,
+    activations.Tanhshrink, activations.Threshold, activations.LogSigmoid,
     shape.View, shape.Permute, shape.Roll, shape.Repeat, shape.Copies, shape.PixelShuffle, shape.Unfold, shape.Index,
     shape.Chunk, shape.Cat,
     pooling.MaxPool,

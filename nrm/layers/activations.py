@@ -8,11 +8,12 @@ value a_k = σ(z_k) the next linear layer's rule reads.
 Exact forms (what the exact oracle evaluates):
 
 * piecewise linear or rational with rational breakpoints — ReLU6, Hardtanh, PReLU,
-  Hardsigmoid, Hardswish, Hardshrink, Softshrink, Softsign — on fractions, with the parameters
-  read from the call (a float parameter is read as the fraction it is exactly);
-* transcendental — GELU, SiLU, Sigmoid, Tanh, Tanhshrink, Softplus, Mish, ELU, SELU, CELU, Exp,
-  Log — σ in float64, read as fractions (the base class's default): σ(z) has no exact rational
-  value, so the oracle takes the float64 value torch computes and is exact in everything after it.
+  Hardsigmoid, Hardswish, Hardshrink, Softshrink, Softsign, Threshold — on fractions, with the
+  parameters read from the call (a float parameter is read as the fraction it is exactly);
+* transcendental — GELU, SiLU, Sigmoid, Tanh, Tanhshrink, LogSigmoid, Softplus, Mish, ELU,
+  SELU, CELU, Exp, Log — σ in float64, read as fractions (the base class's default): σ(z) has no
+  exact rational value, so the oracle takes the float64 value torch computes and is exact in
+  everything after it.
 
 Law L9 (LRP-0 = Gradient × Input) needs σ(z) = σ'(z)·z for every z (``homogeneous``):
 true of PReLU, Hardshrink and Abs only. A clamp is not homogeneous (on the flat part σ' = 0
@@ -305,6 +306,34 @@ class Softsign(Elementwise):
         return F.softsign(z)
 
 
+class Threshold(Elementwise):
+    """σ(z) = z where z > t, else v (``F.threshold``, ``torch.threshold``, ``nn.Threshold``; t =
+    ``threshold``, v = ``value``). Kernel δ_jk (the identity rule). Piecewise linear: exact on
+    fractions, t and v read as the fractions their floats are. Not homogeneous unless v = 0
+    (σ(z) = v ≠ 0 = σ'(z)·z on the flat part): L9 is reported not applicable."""
+
+    functions = (F.threshold, torch.threshold, torch.threshold_)
+
+    def examples(self):
+        return [(nn.Threshold(0.25, -0.5).eval(), (3,)), (nn.Threshold(0.0, 2.0).eval(), (2, 2))]
+
+    def parameters(self, call) -> tuple[float, float]:
+        return float(call.arg(1, "threshold")), float(call.arg(2, "value"))
+
+    def accepts(self, call):
+        t, v = self.parameters(call)
+        if not (math.isfinite(t) and math.isfinite(v)):
+            return f"thresholds at {t} with value {v}; nrm reads finite numbers"
+        return None
+
+    def exact(self, call, z):
+        t, v = (Fraction(p) for p in self.parameters(call))
+        return elementwise_exact(z, lambda x: x if x > t else v)
+
+    def evaluate(self, call, z):
+        return F.threshold(z, *self.parameters(call))
+
+
 # -- smooth (transcendental): exact given σ's float64 value ------------------------------------------
 
 
@@ -413,6 +442,20 @@ class Tanhshrink(Smooth):
 
     def evaluate(self, call, z):
         return F.tanhshrink(z)
+
+
+class LogSigmoid(Smooth):
+    """σ(z) = log(1 / (1 + e^{−z})) (``F.logsigmoid``, ``nn.LogSigmoid``). Kernel δ_jk (the identity
+    rule). Exact given σ's float64 value (transcendental). Not homogeneous: L9 is reported not
+    applicable."""
+
+    functions = (F.logsigmoid,)
+
+    def examples(self):
+        return [(nn.LogSigmoid().eval(), (3,))]
+
+    def evaluate(self, call, z):
+        return F.logsigmoid(z)
 
 
 class Mish(Smooth):
