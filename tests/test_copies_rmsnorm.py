@@ -203,3 +203,19 @@ def test_a_constant_pad_is_still_the_pad_kind():
     model = nn.Sequential(nets.Fn(lambda t: F.pad(torch.relu(t), (1, 1), value=0.5))).eval()
     x = torch.randn((1, 1, 3), dtype=D)
     assert [c.kind.name for c in capture(model, x).calls] == ["ReLU", "Pad"]
+
+
+@pytest.mark.parametrize("device", [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                  reason="no CUDA device on this machine")),
+])
+def test_a_gather_with_an_index_on_the_device_is_read_there(device):
+    """The names run on the call's device (a gather's index lives there): the same measure as on CPU."""
+    index = torch.tensor([3, 0, 0, 2, 1]).expand(1, 4, 4, 5)
+    model, x = copies_model("gather")
+    ref = nrm.explain(model, x, target=1)
+    on = nets.Fn(lambda h: h.gather(3, index.to(h.device)))
+    moved = nets.seeded(Around(on, 4 * 4 * 5).double().eval(), 0).to(device)
+    m = nrm.explain(moved, x.to(device), target=1)
+    torch.testing.assert_close(m.marginal("input").cpu(), ref.marginal("input"), rtol=1e-12, atol=1e-14)

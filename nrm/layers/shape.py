@@ -294,17 +294,18 @@ class Copies(Reshape):
         if not any(isinstance(v, torch.Tensor) for v in list(call.args[1:]) + list(call.kwargs.values())):
             batch = min(batch, 2)
         n = math.prod(shape)
-        names = torch.arange(batch * n, dtype=torch.float64).reshape((batch,) + shape)
+        device = call.output.device  # where a gather's index is
+        names = torch.arange(batch * n, dtype=torch.float64, device=device).reshape((batch,) + shape)
         with torch._C.DisableTorchFunction():
             out = call.func(names, *call.args[1:], **call.kwargs)
         if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != batch:
             return None
         flat = out.reshape(batch, -1)
         first = flat[0]
-        offsets = torch.arange(batch, dtype=torch.float64).reshape(-1, 1) * n
+        offsets = torch.arange(batch, dtype=torch.float64, device=device).reshape(-1, 1) * n
         if not bool((first >= 0).all() and (first < n).all()) or not torch.equal(flat, first + offsets):
             return None
-        return first.to(torch.int64).numpy()
+        return first.to(torch.int64).cpu().numpy()
 
     def route_key(self, call):
         return None  # the index is the call's own, computed once per call in accepts()
