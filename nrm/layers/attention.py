@@ -167,20 +167,26 @@ class MatMul(Linear):
 
 
 
-def softmax_exact(x: np.ndarray, s: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def softmax_exact(x: np.ndarray, s: np.ndarray, groups, y: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The softmax's linearization in fractions (AttnLRP Prop. 3.1), over flat inputs ``x`` and
     outputs ``s`` whose normalization groups are ``groups`` (index arrays): W, structure, bias::
 
         W[i, j] = s_j (δ_ij − s_i)  (i, j in one group),   b_j = s_j − Σ_i x_i W[i, j]
+
+    With ``y`` (the log-softmax's outputs), the log-softmax's::
+
+        W[i, j] = δ_ij − s_i,                               b_j = y_j − Σ_i x_i W[i, j]
     """
     N = x.size
     W, S, bias = zeros_object((N, N)), np.zeros((N, N), bool), zeros_object(N)
     for group in groups:
         for j in group:
             for i in group:
-                W[i, j] = s[j] * ((1 if i == j else 0) - s[i])
+                delta = (1 if i == j else 0) - s[i]
+                W[i, j] = delta if y is not None else s[j] * delta
                 S[i, j] = True
-            bias[j] = s[j] - sum((x[i] * W[i, j] for i in group), Fraction(0))
+            bias[j] = (s[j] if y is None else y[j]) - sum((x[i] * W[i, j] for i in group), Fraction(0))
     return W, S, bias
 
 class Softmax(Linear):
@@ -249,9 +255,10 @@ class Softmax(Linear):
     map_type = SoftmaxMap
 
     @staticmethod
-    def value(a: torch.Tensor, dim: int) -> torch.Tensor:
-        """What the call computes at a along ``dim`` (the point of the linearization)."""
-        return torch.softmax(a, dim)
+    def value(a: torch.Tensor, dim: int, s: torch.Tensor) -> torch.Tensor:
+        """What the call computes at a along ``dim`` (the point of the linearization), given
+        s = softmax(a) (the softmax's own value: not computed twice)."""
+        return s
 
     def map(self, call, a, rule=None):
         """The map at the input a (B, *shape): s = softmax(a) per group, b = value(a) − J a."""
@@ -259,7 +266,7 @@ class Softmax(Linear):
         s = torch.softmax(a, d + 1)
         grouped = s.movedim(d + 1, -1).reshape(a.shape[0], -1, a.shape[d + 1])
         lmap = self.map_type(grouped, None, tuple(a.shape[1:]), d)
-        lmap.bias = self.value(a, d + 1) - lmap.forward(a, lmap.own_weight())
+        lmap.bias = self.value(a, d + 1, s) - lmap.forward(a, lmap.own_weight())
         return lmap
 
     def exact(self, call, a, rule=None) -> ExactMap:
@@ -274,24 +281,6 @@ class Softmax(Linear):
 
     def examples(self):
         return [(nn.Softmax(dim=-1).eval(), (2, 3)), (nn.Softmax(dim=1).eval(), (3, 2))]
-
-
-def log_softmax_exact(x: np.ndarray, s: np.ndarray, y: np.ndarray, groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The log-softmax's linearization in fractions, over flat inputs ``x``, probabilities
-    ``s`` and outputs ``y`` whose normalization groups are ``groups`` (index arrays): W,
-    structure, bias::
-
-        W[i, j] = δ_ij − s_i  (i, j in one group),   b_j = y_j − Σ_i x_i W[i, j]
-    """
-    N = x.size
-    W, S, bias = zeros_object((N, N)), np.zeros((N, N), bool), zeros_object(N)
-    for group in groups:
-        for j in group:
-            for i in group:
-                W[i, j] = (1 if i == j else 0) - s[i]
-                S[i, j] = True
-            bias[j] = y[j] - sum((x[i] * W[i, j] for i in group), Fraction(0))
-    return W, S, bias
 
 
 class LogSoftmax(Softmax):
@@ -341,8 +330,8 @@ class LogSoftmax(Softmax):
     map_type = LogSoftmaxMap
 
     @staticmethod
-    def value(a: torch.Tensor, dim: int) -> torch.Tensor:
-        return torch.log_softmax(a, dim)
+    def value(a: torch.Tensor, dim: int, s: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(a, dim)  # torch's own, not log s (which loses digits where s is tiny)
 
     def exact(self, call, a, rule=None) -> ExactMap:
         """W and b from the definition, in fractions of the float64 x, s and y (loops over the groups)."""
@@ -353,7 +342,7 @@ class LogSoftmax(Softmax):
         y = to_fractions(torch.log_softmax(a.double(), d + 1)[0])
         index = np.arange(x.size).reshape(shape)
         groups = np.moveaxis(index, d, -1).reshape(-1, shape[d])
-        return ExactMap(*log_softmax_exact(x.reshape(-1), s.reshape(-1), y.reshape(-1), groups), shape)
+        return ExactMap(*softmax_exact(x.reshape(-1), s.reshape(-1), groups, y=y.reshape(-1)), shape)
 
     def examples(self):
         return [(nn.LogSoftmax(dim=-1).eval(), (2, 3)), (nn.LogSoftmax(dim=1).eval(), (3, 2))]

@@ -318,10 +318,11 @@ def _joined(parts: list, errors: dict) -> Explained:
     positions = [p for part in parts for p in part[0]]
     if not parts:
         return Explained([], {}, {}, errors)
-    cols = {k: _concat([part[1][k] for part in parts]) for k in parts[0][1]}
+    cols = {k: concat_columns([part[1][k] for part in parts]) for k in parts[0][1]}
     arrays = {k: np.concatenate([part[2][k] for part in parts]) for k in parts[0][2]}
     return Explained(positions, cols, arrays, errors)
 
 
-def _concat(values: list):
+def concat_columns(values: list):
+    """One column from its parts: arrays concatenated, lists joined."""
     return np.concatenate(values) if isinstance(values[0], np.ndarray) else [v for part in values for v in part]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from nrm_verify.report.dataset.compute import Explained, Plan, Spec, explain_batch
+from nrm_verify.report.dataset.compute import Explained, Plan, Spec, concat_columns, explain_batch
 from nrm_verify.report.dataset.engine import Batch, Targets, empty_reductions, reduce_batch, table_of
 from nrm_verify.report.dataset.errors import RunError
 from nrm_verify.report.dataset.sources import Source
@@ -126,14 +126,10 @@ def joined(parts: list[ExplainedBatch]) -> ExplainedBatch:
         read_errors.update(p.batch.errors)
         errors.update(p.errors)
     with_results = [p.done for p in parts if p.done.positions]
-    columns = {k: _concat([d.columns[k] for d in with_results]) for k in with_results[0].columns} \
+    columns = {k: concat_columns([d.columns[k] for d in with_results]) for k in with_results[0].columns} \
         if with_results else {}
     done = Explained(positions, columns, {}, {})
     return ExplainedBatch(Batch(rows, loaded, None, labels, read_errors), done, errors)
-
-
-def _concat(values: list):
-    return np.concatenate(values) if isinstance(values[0], np.ndarray) else [v for part in values for v in part]
 
 
 def consecutive(rows: np.ndarray) -> list[tuple[int, int, int]]:
