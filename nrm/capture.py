@@ -255,13 +255,21 @@ def _walk(obj: Any, fn: Callable[[Any], Any]) -> None:
         fn(obj)
 
 
+_CONTAINERS = (list, tuple, dict)
+
+
 def _map(obj: Any, fn: Callable[[Any], Any]) -> Any:
+    t = type(obj)
+    if t is tuple or t is list:  # the common case first: a call's args
+        return t([_map(o, fn) if isinstance(o, _CONTAINERS) else fn(o) for o in obj])
+    if t is dict:
+        return {k: _map(v, fn) if isinstance(v, _CONTAINERS) else fn(v) for k, v in obj.items()} if obj else {}
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # named tuples (torch.return_types)
         return type(obj)(*(_map(o, fn) for o in obj))
     if isinstance(obj, (list, tuple)):
-        return type(obj)([_map(o, fn) if isinstance(o, (list, tuple, dict)) else fn(o) for o in obj])
+        return type(obj)([_map(o, fn) if isinstance(o, _CONTAINERS) else fn(o) for o in obj])
     if isinstance(obj, dict):
-        return {k: _map(v, fn) if isinstance(v, (list, tuple, dict)) else fn(v) for k, v in obj.items()}
+        return {k: _map(v, fn) if isinstance(v, _CONTAINERS) else fn(v) for k, v in obj.items()}
     return fn(obj)
 
 
@@ -273,14 +281,27 @@ def user_location(skip_torch: bool = True) -> str:
 def _user_site(skip_torch: bool = True) -> tuple | None:
     """(file, line, function) of the innermost frame of the model's own code, or None."""
     frame = sys._getframe(1)
+    kinds = _CODE_KINDS
     while frame is not None:
         code = frame.f_code
-        filename = code.co_filename
-        if not (filename.startswith(_NRM_DIR) or (skip_torch and filename.startswith(_TORCH_DIR))
-                or filename.startswith("<frozen")):
-            return filename, frame.f_lineno, code.co_name
+        entry = kinds.get(id(code))  # by id: a code object's own hash reads its whole bytecode
+        if entry is not None and entry[0] is code:
+            kind = entry[1]
+        else:
+            filename = code.co_filename
+            kind = 0 if filename.startswith(_NRM_DIR) or filename.startswith("<frozen") else \
+                1 if filename.startswith(_TORCH_DIR) else 2
+            if len(kinds) < 65536:
+                kinds[id(code)] = (code, kind)
+        if kind == 2 or (kind == 1 and not skip_torch):
+            return code.co_filename, frame.f_lineno, code.co_name
         frame = frame.f_back
     return None
+
+
+_CODE_KINDS: dict = {}
+"""id(code object) → (the code object, 0 for nrm's or frozen, 1 for torch's, 2 for the model's own), for
+:func:`_user_site`."""
 
 
 def _format_site(site: tuple | None) -> str:
@@ -331,7 +352,7 @@ class _Recorder(TorchFunctionMode):
         self.module_outputs: dict[str, Value] = {}
         self.module_calls: list[str] = []  # names of the module calls, in the order they returned
         self.constants: dict[int, tuple[str, torch.Tensor, int]] = {}
-        self.tensor_names: dict[int, str] | None = None
+        self.naming = _Names(model)
         self.leaf = 0  # depth inside a module captured whole
         self.failed: tuple[nn.Module, str] | None = None  # the innermost module in which forward() raised
         self.input: torch.Tensor | None = None
@@ -730,10 +751,10 @@ class _Recorder(TorchFunctionMode):
             if t is target and before is not None:  # the constant as it was before this call wrote into it
                 t = before  # (Swin's mask filled in place, the zeros a PyG scatter adds into)
             if id(t) not in self.constants:
-                self.constants[id(t)] = (self._tensor_name(t, frame), t, t._version)
+                self.constants[id(t)] = (_ConstantName(self.naming, t, frame), t, t._version)
             return t
 
-        args, kwargs = _map(args, placeholder), _map(kwargs, placeholder)
+        args, kwargs = _map(args, placeholder), (_map(kwargs, placeholder) if kwargs else {})
         outputs: list = []
         several = isinstance(out, (list, tuple))
         for i, t in enumerate(out if several else (out,)):
@@ -758,26 +779,70 @@ class _Recorder(TorchFunctionMode):
         if frame is not None and not whole:
             frame.direct.append(index)
 
-    def _tensor_name(self, t: torch.Tensor, frame) -> str:
-        """A parameter's or buffer's name, else where the constant was read."""
-        if self.tensor_names is None:
-            self.tensor_names = {}
-            for name, p in list(self.model.named_parameters(remove_duplicate=False)) + list(
-                    self.model.named_buffers(remove_duplicate=False)):
-                self.tensor_names.setdefault(id(p), name)
-        name = self.tensor_names.get(id(t))
-        if name is not None:
-            return name
-        base = t._base
-        if base is not None and id(base) in self.tensor_names:
-            return f"{self.tensor_names[id(base)]} (a view of it)"
-        where = frame.name if frame is not None and frame.name else "the top level"
-        return f"a tensor read at '{where}'"
-
     def _fail(self, error: NRMError) -> None:
         if self.error is None:
             self.error = error
         raise error
+
+
+class _Names:
+    """Names of the constants a capture read: a parameter's or buffer's name, else where the
+    constant was read. The model's table of names is built at the first question."""
+
+    def __init__(self, model: nn.Module):
+        self.model, self.table = model, None
+
+    def __call__(self, t: torch.Tensor, frame) -> str:
+        if self.table is None:
+            self.table = {}
+            for name, p in list(self.model.named_parameters(remove_duplicate=False)) + list(
+                    self.model.named_buffers(remove_duplicate=False)):
+                self.table.setdefault(id(p), name)
+        name = self.table.get(id(t))
+        if name is not None:
+            return name
+        base = t._base
+        if base is not None and id(base) in self.table:
+            return f"{self.table[id(base)]} (a view of it)"
+        where = frame.name if frame is not None and frame.name else "the top level"
+        return f"a tensor read at '{where}'"
+
+
+class _ConstantName:
+    """The name of a constant a call read, found when a message first asks for it (most
+    names are never read: naming every constant of every capture walked the model's
+    parameters each time). Formats as the name."""
+
+    __slots__ = ("_find", "_tensor", "_where", "_name")
+
+    def __init__(self, find: Callable, tensor: torch.Tensor, frame):
+        self._find, self._tensor, self._name = find, tensor, None
+        self._where = _Where(frame.name) if frame is not None else None
+
+    def __str__(self) -> str:
+        if self._name is None:
+            self._name = self._find(self._tensor, self._where)
+            self._find = self._tensor = None
+        return self._name
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+    def __repr__(self) -> str:
+        return repr(str(self))
+
+    def __eq__(self, other) -> bool:
+        return str(self) == (str(other) if isinstance(other, _ConstantName) else other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The module a constant was read in (its name), kept instead of the call's frame."""
+
+    name: str
 
 
 _PIECE_SELECTORS = {torch.Tensor.unbind, torch.unbind, torch.Tensor.__getitem__}

@@ -16,12 +16,14 @@ weights or the input, so a map checked once is known good for every later call w
 same *signature* (kind, function, non-tensor arguments, shapes, dtype, device): the check
 runs the first time a signature is seen in the process, and every time with
 ``explain(..., check="full")`` (the test suite's setting). Index maps (:func:`check_route`:
-slicing, permutes) follow the same rule. Maps built from the input itself (LRN) are checked
-every time.
+slicing, permutes) follow the same rule. Maps built from the input itself (LRN, the softmax)
+are checked every time, except a norm's centring (:class:`~nrm.linear.CentringMap`), whose σ
+is torch's own and whose form is the same at every input.
 """
 
 from __future__ import annotations
 
+import types
 from collections import OrderedDict
 
 import torch
@@ -36,23 +38,51 @@ def signature(block, a: torch.Tensor) -> tuple:
     """What a map's interpretation depends on: kind, function, arguments other than tensor
     values (tensors by shape and dtype), input shape, dtype and device."""
 
-    def part(v):
-        if isinstance(v, torch.Tensor):
-            return ("tensor", tuple(v.shape), v.dtype, v.device.type)
-        if isinstance(v, (list, tuple)):
-            return tuple(part(x) for x in v)
-        if isinstance(v, dict):
-            return tuple(sorted((k, part(x)) for k, x in v.items()))
-        return repr(v)
-
     steps = [block.producer] + list(block.batchnorms)
-    return tuple((s.layer_kind.name, repr(s.call.func), part(s.call.args), part(s.call.kwargs)) for s in steps) + (
-        tuple(a.shape[1:]), a.dtype, a.device.type)
+    return tuple((s.layer_kind.name, _function(s.call.func), _part(s.call.args), _part(s.call.kwargs))
+                 for s in steps) + (tuple(a.shape[1:]), a.dtype, a.device.type)
+
+
+_ATOMS = (int, bool, str, type(None))
+_FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType, types.MethodDescriptorType,
+              types.WrapperDescriptorType, types.MethodWrapperType)
+
+
+def _part(v):
+    """An argument as a hashable key: a tensor by shape, dtype and device; integers, strings
+    and None with their type (1 and True differ), a float by its repr (−0.0 and 0.0 differ);
+    containers element by element; any other object by its repr."""
+    t = type(v)
+    if t in _ATOMS:
+        return t, v
+    if t is float:
+        return repr(v)
+    if isinstance(v, torch.Tensor):
+        return "tensor", tuple(v.shape), v.dtype, v.device.type
+    if t is tuple or t is list:
+        return t, tuple(map(_part, v))
+    if isinstance(v, (list, tuple)):
+        return tuple(map(_part, v))
+    if isinstance(v, dict):
+        return tuple(sorted((k, _part(x)) for k, x in v.items()))
+    return repr(v)
+
+
+def _function(func):
+    """A called function by itself (torch's functions and methods live as long as the
+    process); anything else (a module recorded whole, a bound method, a closure) by its repr,
+    so the cache holds no model."""
+    owner = getattr(func, "__self__", None)
+    plain = owner is None or isinstance(owner, (types.ModuleType, type))
+    plain = plain and getattr(func, "__closure__", None) is None
+    return func if isinstance(func, _FUNCTIONS) and plain else repr(func)
 
 
 def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = False) -> None:
     """Raise :class:`CaptureMismatchError` when ``lmap`` at ``a`` does not give ``pre``."""
-    depends_on_input = getattr(lmap, "batch", None) is not None  # a map built from the input (LRN)
+    # a map built from the input (LRN, the softmax) is checked every time, unless its form is the
+    # same at every input (a norm's centring with torch's own σ held: CentringMap.same_form)
+    depends_on_input = getattr(lmap, "batch", None) is not None and not getattr(lmap, "same_form", False)
     key = None
     if not full and not depends_on_input:
         key = signature(block, a)
@@ -71,6 +101,8 @@ def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = Fals
     eps = max(torch.finfo(a.dtype).eps, torch.finfo(computed_in).eps if computed_in is not None else 0.0)
     bound = 64 * eps * scale + torch.finfo(a.dtype).tiny
     if not bool((deviation <= bound).all()):
+        if not (bool(torch.isfinite(pre).all()) and bool(torch.isfinite(a).all())):
+            return  # not the map's fault: the engine reports the layer whose value is not finite
         worst = float(deviation.max())
         where = block.producer
         raise CaptureMismatchError(

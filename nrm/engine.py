@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -188,8 +189,8 @@ class Engine:
         lmap = self.net.linear_map(block, a)
         self.maps[l] = lmap
         pre = self.net.value(block.batchnorms[-1].value) if block.batchnorms else out
-        if not all_finite(pre):
-            self.net.raise_nonfinite(step.name)
+        # pre is what this returns: _record checks that it is finite (check_map leaves a value
+        # that is not to that report)
         if self.check:
             check_map(block, lmap, a, pre, full=self.check == "full")
         self.pre[l] = pre if step.call.computed_in is None else self._widened_pre(lmap, a)
@@ -297,7 +298,7 @@ class Engine:
         if eps != 0:
             if rule.stabilizer_sign == "signed":  # D + ε s(D), s from the sign bit (s(−0.0) = −1 only
                 # on a column whose contributions are all zero, where no value depends on it)
-                s = torch.copysign(torch.tensor(eps, dtype=d.dtype, device=d.device), d)
+                s = torch.copysign(_scalar(eps, d.dtype, d.device), d)
                 d = d.add_(s) if own else d + s
             else:
                 d = d.add_(eps) if own else d + eps
@@ -706,6 +707,12 @@ def _unbroadcast(t: torch.Tensor, shape: tuple) -> torch.Tensor:
     """t summed over the dimensions where ``shape`` (same rank) has size 1 and t does not."""
     dims = [d for d, (n, m) in enumerate(zip(shape, t.shape)) if n == 1 and m != 1]
     return t.sum(dims, keepdim=True) if dims else t
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-dim tensor of ``value``, made once per dtype and device (read, never written)."""
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _has_zero(t: torch.Tensor) -> bool:

@@ -8,6 +8,7 @@ denominators) and :meth:`LinearMap.transpose` (to send relevance down).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -250,6 +251,9 @@ class CentringMap(LinearMap):
     """
 
     fuses_bias = False
+    same_form = True
+    """Built from the input (σ per sample), but of one form at every input: the self-check
+    (:func:`nrm.check.check_map`) runs once per signature, as for a map of weights alone."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
         self.weight, self.bias = weight, bias
@@ -328,8 +332,16 @@ def avgpool_map(channels: int, kernel: tuple[int, ...], stride: tuple[int, ...],
                 dtype: torch.dtype, device: torch.device, divisor: float | None = None) -> ConvMap:
     """Average pooling (1-D, 2-D or 3-D) as a depthwise convolution with constant weights 1/|window|."""
     n = divisor if divisor is not None else math.prod(kernel)
-    weight = torch.full((channels, 1) + tuple(kernel), 1.0 / n, dtype=dtype, device=device)
+    weight = _constant_weight((channels, 1) + tuple(kernel), 1.0 / n, dtype, device)
     return ConvMap(weight, None, tuple(stride), tuple(padding), (1,) * len(kernel), channels)
+
+
+@functools.lru_cache(maxsize=128)
+def _constant_weight(shape: tuple, value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A weight with one value everywhere (average pooling's 1/|window|), made once per shape:
+    no map writes into its weight (rules make new tensors), so the same tensor serves every
+    explain."""
+    return torch.full(shape, value, dtype=dtype, device=device)
 
 
 class WindowAverageMap(LinearMap):

@@ -30,6 +30,7 @@ Conventions (NRM-SPEC §2, §7) are named parameters:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -260,8 +261,8 @@ class Rule:
         eps = self.stabilizer
         if not (self.stabilizer_sign == "signed" and _is_number(eps) and eps > 0):
             return False
-        held = getattr(like, "new_tensor", None)
-        return held is None or bool(held(float(eps)) != 0)
+        dtype = getattr(like, "dtype", None)
+        return not isinstance(dtype, torch.dtype) or _representable(float(eps), dtype)
 
     def column(self, ops, contributions: tuple, biases: tuple) -> tuple[tuple, Any]:
         """Turn per-share sums into per-column factors.
@@ -607,3 +608,9 @@ BUILTIN_RULES = (Zero, Epsilon, Gamma, ZPlus, AlphaBeta, WSquare, Flat, ZBox)
 
 RULES: dict[str, type[Rule]] = {cls.__name__: cls for cls in BUILTIN_RULES}
 """The built-in rules by name — the one table every command and parser reads."""
+
+
+@functools.lru_cache(maxsize=64)
+def _representable(eps: float, dtype: torch.dtype) -> bool:
+    """Whether ε > 0 stays non-zero in ``dtype`` (1e-300 rounds to 0 in float32)."""
+    return bool(torch.tensor(eps, dtype=dtype) != 0)
