@@ -25,7 +25,8 @@ import nrm
 RESULTS = Path(__file__).parent / "results" / "timm_survey.json"
 
 MODELS = {  # name → input size (the smallest the model takes, or its fixed size)
-    "resnet18": 64, "resnet50d": 64, "seresnet18": 64, "resnext26ts": 64, "cspresnet50": 64, "cspdarknet53": 64,
+    "resnet18": 64, "resnet50d": 64, "seresnet18": 64, "skresnet18": 64, "resnest14d": 64, "resnext26ts": 64,
+    "cspresnet50": 64, "cspdarknet53": 64,
     "darknet53": 64, "dla34": 64, "dpn68": 64, "densenet121": 64, "vgg11": 64, "repvgg_a0": 64, "regnetx_002": 64,
     "rexnet_100": 64, "efficientnet_b0": 64, "tinynet_a": 64, "mobilenetv3_small_100": 64,
     "mobilenetv4_conv_small": 64, "lcnet_050": 64, "ghostnet_100": 64, "hrnet_w18_small": 64, "inception_v3": 75,

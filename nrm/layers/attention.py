@@ -217,6 +217,11 @@ class Softmax(Linear):
     functions = (F.softmax, torch.softmax, torch.Tensor.softmax)
     rule_types = (nn.Softmax,)
     reads_masks = True  # a masked input (−inf, recorded as finfo.min) gives s = 0 either way (nrm.capture)
+    gate = True
+    """Weights that multiply another tensor elementwise are a gate (as a sigmoid's are): the
+    radix attention of SKNet and ResNeSt, ``x * softmax(a, 1)``, gives the gate nothing under
+    the product's default split ``"signal"`` (the attention held constant, CP-LRP). Attention's
+    A · V is a matrix product, :class:`MatMul`, with its own θ."""
 
     def dim(self, call) -> int | None:
         """The softmax dimension of one sample (0-based, the batch excluded), or None."""
@@ -310,6 +315,7 @@ class LogSoftmax(Softmax):
 
     functions = (F.log_softmax, torch.log_softmax, torch.Tensor.log_softmax)
     rule_types = (nn.LogSoftmax,)
+    gate = False  # log-probabilities (≤ 0) weigh nothing: a product with them is not gated
     reads_masks = False
 
     def accepts(self, call):

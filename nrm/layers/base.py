@@ -282,7 +282,8 @@ class Product(Kind):
     associated). The split is the named parameter ``split``:
 
     * ``"signal"`` (default; LSTM-LRP, CP-LRP): a **gate** — a factor whose value is the output
-      of a gating activation (:attr:`Elementwise.gate`: sigmoid, hardsigmoid), possibly seen
+      of a gating activation (:attr:`Elementwise.gate`: sigmoid, hardsigmoid) or of a softmax
+      (SKNet's and ResNeSt's radix attention, :attr:`nrm.layers.attention.Softmax.gate`), possibly seen
       through views, reshapes or aliases — gets θ = 0, and the one other factor, the signal,
       θ = 1. A product of two factors, neither a gate, exactly one of which is the output of a
       **GLU activation** (``glu``, by default SiLU and GELU: SwiGLU's and GeGLU's
@@ -361,9 +362,10 @@ class Product(Kind):
             what = "no factor" if not signals else f"{len(signals)} factors"
             raise AmbiguousProductError(
                 f"{where}: split='signal' gives everything to the one factor that is not a gate (not the output of "
-                f"a sigmoid or hardsigmoid), but {what} of the {n} {'is' if len(signals) == 1 else 'are'} not a "
-                "gate. Choose the uniform split, nrm.layers.register(nrm.layers.products.Multiply(split='equal')), or "
-                "the proportional one (split='proportional')")
+                f"a sigmoid, hardsigmoid or softmax), but {what} of the {n} "
+                f"{'is' if len(signals) == 1 else 'are'} not a gate. Choose the uniform split, "
+                "nrm.layers.register(nrm.layers.products.Multiply(split='equal')), or the proportional one "
+                "(split='proportional')")
         return tuple(Fraction(int(i == signals[0])) for i in range(n))
 
     def proportional(self, factors: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -103,7 +103,9 @@ RESHAPE_FUNCTIONS = (torch.flatten, torch.reshape)
 PASS_METHODS = ("relu", "contiguous")
 RESHAPE_METHODS = ("view", "reshape", "flatten")
 CONSTANT_METHODS = ("size", "dim")
-GATES = ("sigmoid", "hardsigmoid", "expit", "segment_softmax")  # a graph attention's weights gate its messages
+GATES = ("sigmoid", "hardsigmoid", "expit", "softmax", "segment_softmax")
+"""Functions whose output, as a factor of a product, is a gate: a sigmoid's, a softmax's (SKNet's and
+ResNeSt's radix attention), a graph attention's weights (they gate its messages)."""
 HELD = ("rsqrt", "sqrt")
 """Functions whose output, as a factor of a product, is a normalizer held at its forward value
 (RMSNorm's 1/σ, a hand-written LayerNorm's σ): it gets nothing under every split, the other
@@ -300,7 +302,7 @@ class _Tracer:
         return out
 
     def _is_gate(self, v, names=GATES) -> bool:
-        """A factor computed by a sigmoid or hardsigmoid, seen through reshapes and aliases."""
+        """A factor computed by a gate function (:data:`GATES`), seen through reshapes and aliases."""
         while v.node >= 0:
             call = self.calls[v.node]
             if call.kind.role in ("alias", "reshape"):
