@@ -83,6 +83,9 @@ CASES = [
     ("Threshold", lambda: nn.Threshold(0.5, -0.25), "Threshold", False),
     ("Threshold-inplace", lambda: nn.Threshold(-1.0, 2.0, inplace=True), "Threshold", False),
     ("LogSigmoid", lambda: nn.LogSigmoid(), "LogSigmoid", False),
+    ("RReLU", lambda: nn.RReLU(0.1, 0.4), "RReLU", True),
+    ("RReLU-inplace", lambda: nn.RReLU(inplace=True), "RReLU", True),
+    ("torch.rrelu", lambda: Fn("torch.rrelu", lambda x: torch.rrelu(x, 0.2, 0.3)), "RReLU", True),
 ]
 IDS = [c[0] for c in CASES]
 RULES = [nrm.rules.Zero(), nrm.rules.Epsilon(0.1), nrm.rules.Gamma(0.25), nrm.presets.EpsilonPlusFlat()]
@@ -189,7 +192,7 @@ def _call(kind: str, module: nn.Module, shape=(1, 9)):
     ("ReLU6", nn.ReLU6()), ("Hardtanh", nn.Hardtanh(-0.5, 1.5)), ("PReLU", nn.PReLU(init=0.3).double()),
     ("Hardsigmoid", nn.Hardsigmoid()), ("Hardswish", nn.Hardswish()),
     ("Hardshrink", nn.Hardshrink(lambd=3.0)), ("Softshrink", nn.Softshrink(lambd=3.0)), ("Softsign", nn.Softsign()),
-    ("Threshold", nn.Threshold(3.0, -0.5)),
+    ("Threshold", nn.Threshold(3.0, -0.5)), ("RReLU", nn.RReLU(0.125, 0.375).eval()),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_exact_forms_are_rational_and_agree_with_torch(kind, module):
     """Piecewise-linear and -rational kinds evaluate on fractions, breakpoints included."""
@@ -208,6 +211,16 @@ def test_exact_forms_are_rational_and_agree_with_torch(kind, module):
         assert exact[values.index(Fraction(3))] == Fraction(-1, 2) and exact[values.index(Fraction(6))] == 6
     if kind == "Softsign":
         assert exact[values.index(Fraction(1, 3))] == Fraction(1, 4)
+    if kind == "RReLU":  # the mean slope (1/8 + 3/8) / 2 = 1/4
+        assert exact[values.index(Fraction(-6))] == Fraction(-3, 2) and exact[values.index(Fraction(3))] == 3
+
+
+def test_rrelu_in_training_mode_is_refused_by_name():
+    """torch.rrelu(training=True) draws a slope per neuron: no map; refused where it is."""
+    model = nn.Sequential(nn.Linear(4, 5), Fn("rrelu-train", lambda x: torch.rrelu(x, 0.1, 0.3, True)),
+                          nn.Linear(5, 3)).double().eval()
+    with pytest.raises(nrm.UnsupportedOperationError, match="training mode.*model.eval"):
+        nrm.explain(model, torch.randn(1, 4, dtype=D), target=0)
 
 
 @pytest.mark.parametrize("kind", ["PReLU", "Sigmoid"])

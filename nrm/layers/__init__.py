@@ -58,7 +58,7 @@ REGISTRY = Registry()
 BUILTIN_KINDS = (
     linear.Dense, linear.ConstantMatMul, linear.Conv, linear.ConvTranspose, linear.AvgPool, linear.AdaptiveAvgPool,
     linear.Reduce, linear.Add,
-    elementwise.ReLU, elementwise.LeakyReLU, elementwise.Dropout, elementwise.Same,
+    elementwise.ReLU, elementwise.LeakyReLU, elementwise.RReLU, elementwise.Dropout, elementwise.Same,
     activations.Hardtanh, activations.ReLU6, activations.PReLU, activations.Hardsigmoid, activations.Hardswish,
     activations.GELU, activations.SiLU, activations.Sigmoid, activations.Tanh, activations.Softplus,
     activations.Mish, activations.ELU, activations.SELU, activations.CELU, activations.Exp, activations.Log,

@@ -54,6 +54,29 @@ class LeakyReLU(Elementwise):
         return F.leaky_relu(z, self.slope(call))
 
 
+class RReLU(LeakyReLU):
+    """``F.rrelu``, ``torch.rrelu`` (``nn.RReLU``) in evaluation mode (``training=False``): the
+    leaky ReLU whose slope is the mean of the random range, as torch computes it::
+
+        σ(z) = z for z ≥ 0, s·z otherwise,    s = (lower + upper) / 2
+
+    Positively homogeneous (L9 holds). In training mode the slope of each neuron is random:
+    refused."""
+
+    functions = (F.rrelu, F.rrelu_, torch.rrelu, torch.rrelu_)
+
+    def examples(self):
+        return [(nn.RReLU(0.1, 0.3).eval(), (3,)), (nn.RReLU(inplace=True).eval(), (2, 2))]
+
+    def slope(self, call) -> float:
+        return (float(call.arg(1, "lower", 1.0 / 8)) + float(call.arg(2, "upper", 1.0 / 3))) / 2
+
+    def accepts(self, call):
+        if call.arg(3, "training", False):
+            return "runs in training mode (a random slope per neuron); call model.eval()"
+        return None
+
+
 class Dropout(Alias):
     """``F.dropout`` and its kin in evaluation mode (``training=False``): the identity."""
 
