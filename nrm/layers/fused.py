@@ -1315,6 +1315,99 @@ class SoftminDecomposition:
         return out
 
 
+class TriangleDecomposition:
+    """``torch.tril(x, k)`` / ``torch.triu(x, k)`` (and the ``Tensor`` methods) of an
+    input-derived x with at least two per-sample dimensions, read as what they compute: the
+    entries outside the triangle of the last two dimensions replaced by 0,
+    ``x.masked_fill(~keep, 0)`` with keep the triangle of ones —
+    :class:`~nrm.layers.constants.Select`, a diagonal map whose dropped neurons have no parent.
+    Compared with torch's own bitwise. Refused: ``out=``, a triangle over the batch dimension."""
+
+    def __init__(self, func, upper: bool):
+        self.func, self.upper = func, upper
+
+    @staticmethod
+    def _arguments(input, diagonal=0, *, out=None) -> dict:  # noqa: A002
+        return dict(input=input, diagonal=diagonal, out=out)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of torch.tril / torch.triu ({e})"
+        if a["out"] is not None:
+            return "writes into out="
+        if not isinstance(a["input"], torch.Tensor) or a["input"].dim() < 3:
+            return ("takes the triangle of a tensor whose last two dimensions include the batch; nrm reads it over "
+                    "two per-sample dimensions (B, …, n, m)")
+        if isinstance(a["diagonal"], bool) or not isinstance(a["diagonal"], int):
+            return "takes a diagonal that is not an int"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        x, k = a["input"], a["diagonal"]
+        with torch._C.DisableTorchFunction():
+            ones = torch.ones(x.shape[-2:], dtype=torch.bool, device=x.device)
+            keep = torch.triu(ones, k) if self.upper else torch.tril(ones, k)
+        out = x.masked_fill(~keep, 0)
+        with torch._C.DisableTorchFunction():
+            same = same_values(out, self.func(x, k))
+        if not same:
+            raise CaptureMismatchError(f"the decomposition of {'triu' if self.upper else 'tril'} as a masked fill "
+                                       "with 0 does not reproduce it bitwise; nrm cannot read it faithfully")
+        return out
+
+
+class DiffDecomposition:
+    """``torch.diff(x, n=1, dim, prepend, append)`` (and ``Tensor.diff``) along a per-sample
+    dimension, read as what it computes: the constants to prepend or append concatenated
+    (``torch.cat``, a constant's neurons have no parent), then n times the difference of the
+    shifted slices, x[1:] − x[:−1] along ``dim`` (:class:`~nrm.layers.shape.Index` slices and
+    a subtraction, the sum of two branches with weights ±1). Compared with torch's own bitwise.
+    Refused: the batch dimension, n < 0."""
+
+    def __init__(self, func):
+        self.func = func
+
+    @staticmethod
+    def _arguments(input, n=1, dim=-1, prepend=None, append=None) -> dict:  # noqa: A002
+        return dict(input=input, n=n, dim=dim, prepend=prepend, append=append)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of torch.diff ({e})"
+        x, n, dim = a["input"], a["n"], a["dim"]
+        if not isinstance(x, torch.Tensor) or isinstance(n, bool) or not isinstance(n, int) or n < 0 \
+                or isinstance(dim, bool) or not isinstance(dim, int) or not -x.dim() <= dim < x.dim():
+            return "takes arguments nrm does not read (n a whole number ≥ 0, dim an int within the tensor)"
+        if dim % x.dim() == 0:
+            return "takes differences along the batch dimension, which mixes the samples; nrm reads them along a " \
+                   "per-sample dimension"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        x, n, dim = a["input"], a["n"], a["dim"] % a["input"].dim()
+        parts = [t for t in (a["prepend"], x, a["append"]) if t is not None]
+        out = torch.cat(parts, dim) if len(parts) > 1 else x
+        for _ in range(n):
+            size = out.shape[dim]
+            out = out.narrow(dim, 1, size - 1) - out.narrow(dim, 0, size - 1)
+        with torch._C.DisableTorchFunction():
+            same = same_values(out, self.func(*args, **kwargs))
+        if not same:
+            raise CaptureMismatchError("the decomposition of diff as differences of shifted slices does not "
+                                       "reproduce it bitwise; nrm cannot read it faithfully")
+        return out
+
+
 class AddcmulDecomposition:
     """``torch.addcmul(input, tensor1, tensor2, value=v)`` (timm's ResMLP ``Affine``, β + α ⊙ x;
     ConvNeXt V2's global response normalization), read as what it is::
@@ -1527,6 +1620,9 @@ DECOMPOSED_FUNCTIONS = {
     F.glu: GLUDecomposition(),
     F.rms_norm: RMSNormDecomposition(),
     F.softmin: SoftminDecomposition(),
+    **{f: TriangleDecomposition(f, upper=False) for f in (torch.tril, torch.Tensor.tril)},
+    **{f: TriangleDecomposition(f, upper=True) for f in (torch.triu, torch.Tensor.triu)},
+    **{f: DiffDecomposition(f) for f in (torch.diff, torch.Tensor.diff)},
     final_state: Refused(FINAL_STATE_REFUSAL),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
