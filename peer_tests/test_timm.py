@@ -32,8 +32,8 @@ EXPLAINED = {  # name → (create_model keywords, image size)
     "resnet50d": (dict(layers=[1, 1, 1, 1]), 64),
     "poolformer_s12": ({}, 64),
     # radix attention, x · softmax(a) over the radix: the softmax gates (nrm.layers.attention.Softmax.gate)
-    "skresnet18": (dict(layers=[1, 1, 1, 1]), 64),
-    "resnest14d": (dict(layers=[1, 1, 1, 1]), 64),
+    "skresnet18": (dict(layers=[1, 1, 1, 1]), 32),
+    "resnest14d": (dict(layers=[1, 1, 1, 1]), 32),
 }
 
 
