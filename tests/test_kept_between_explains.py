@@ -98,6 +98,19 @@ def test_nothing_kept_holds_the_model_alive():
     assert ref() is None and all(p() is None for p in params)
 
 
+def test_the_folds_of_a_freed_model_are_dropped():
+    """A fold whose parameters are gone can never be asked for again: it is dropped (a
+    half-precision model's widened copies are new on every explain; their folds must not pile
+    up)."""
+    model = _model(3)
+    _marginal(model)
+    del model
+    gc.collect()
+    _marginal(_model(4))  # the next fold drops what was freed
+    dead = [k for k, (refs, _) in norm._FOLDS.items() if any(r is not None and r() is None for r in refs)]
+    assert dead == []
+
+
 def test_a_fold_whose_source_is_gone_misses_even_at_a_reused_address():
     """A kept fold is looked up by the source's id and version, then confirmed by identity
     through its weak reference: a new tensor that happens to reuse a freed one's id (and

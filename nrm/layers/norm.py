@@ -344,6 +344,7 @@ class InstanceNormCentring(_Centring):
 _FOLDS: OrderedDict = OrderedDict()  # key → (weak references to its tensors, folded map), oldest first
 _FOLDS_KEPT = 256
 _FOLDS_LOCK = threading.Lock()
+_GONE: list = []  # keys whose source was freed, dropped at the next fold
 
 
 def _folded(tensors: tuple, sources: tuple, settings: tuple, make) -> LinearMap:
@@ -377,8 +378,14 @@ def _folded(tensors: tuple, sources: tuple, settings: tuple, make) -> LinearMap:
             _FOLDS.move_to_end(key)
             return kept[1]
     folded = make()
+
+    def gone(_, key=key):  # a source was freed: its fold can never be asked for again
+        _GONE.append(key)  # (no lock here: this runs wherever the source's last reference drops)
+
     with _FOLDS_LOCK:
-        _FOLDS[key] = (tuple(weakref.ref(s) if s is not None else None for s in anchors), folded)
+        while _GONE:
+            _FOLDS.pop(_GONE.pop(), None)
+        _FOLDS[key] = (tuple(weakref.ref(s, gone) if s is not None else None for s in anchors), folded)
         while len(_FOLDS) > _FOLDS_KEPT:
             _FOLDS.popitem(last=False)
     return folded
