@@ -106,7 +106,8 @@ def test_the_folds_of_a_freed_model_are_dropped():
     _marginal(model)
     del model
     gc.collect()
-    _marginal(_model(4))  # the next fold drops what was freed
+    other = _model(4)
+    _marginal(other)  # the next fold drops what was freed
     dead = [k for k, (refs, _) in norm._FOLDS.items() if any(r is not None and r() is None for r in refs)]
     assert dead == []
 
