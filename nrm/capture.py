@@ -792,7 +792,7 @@ class _Names:
     def __init__(self, model: nn.Module):
         self.model, self.table = model, None
 
-    def __call__(self, t: torch.Tensor, where: str) -> str:
+    def __call__(self, t: torch.Tensor, frame) -> str:
         if self.table is None:
             self.table = {}
             for name, p in list(self.model.named_parameters(remove_duplicate=False)) + list(
@@ -804,7 +804,8 @@ class _Names:
         base = t._base
         if base is not None and id(base) in self.table:
             return f"{self.table[id(base)]} (a view of it)"
-        return f"a tensor read at '{where or 'the top level'}'"
+        where = frame.name if frame is not None and frame.name else "the top level"
+        return f"a tensor read at '{where}'"
 
 
 class _ConstantName:
@@ -816,7 +817,7 @@ class _ConstantName:
 
     def __init__(self, find: Callable, tensor: torch.Tensor, frame):
         self._find, self._tensor, self._name = find, tensor, None
-        self._where = frame.name if frame is not None else ""  # the module's name, not the frame
+        self._where = _Where(frame.name) if frame is not None else None
 
     def __str__(self) -> str:
         if self._name is None:
@@ -835,6 +836,13 @@ class _ConstantName:
 
     def __hash__(self) -> int:
         return hash(str(self))
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The module a constant was read in (its name), kept instead of the call's frame."""
+
+    name: str
 
 
 _PIECE_SELECTORS = {torch.Tensor.unbind, torch.unbind, torch.Tensor.__getitem__}

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import Call, Captured, Value, _tensors, capture, upcast
+from .capture import Call, Captured, Value, capture, upcast
 from .errors import (
     DeviceMismatchError,
     DtypeMismatchError,
@@ -299,8 +299,17 @@ class ProperFFNN:
                     f"{bn.call.describe()} follows the Linear at '{step.name}', which acts on an input of shape "
                     f"{tuple(a.shape[1:])}: the batch norm then normalizes dim 1, not the Linear's output features, "
                     "so it cannot be folded into it. Flatten before the Linear, or remove the batch norm")
-            lmap = bn.layer_kind.fold(bn.call, lmap, tuple(_tensors((step.call.args, step.call.kwargs), [])))
+            lmap = bn.layer_kind.fold(bn.call, lmap, _constants(step.call))
         return lmap
+
+
+def _constants(call) -> tuple:
+    """The tensors a call read that are not input-derived (its weight and bias)."""
+    found = []
+    for v in list(call.args) + list(call.kwargs.values()):
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+    return tuple(found)
 
 
 class _Builder:
