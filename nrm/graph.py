@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ from torch import nn
 
 from .capture import Call, Captured, Value, capture, upcast
 from .errors import (
+    AmbiguousProductError,
     DeviceMismatchError,
     DtypeMismatchError,
     NonFiniteError,
@@ -46,6 +48,14 @@ from .errors import (
 from .layers import REGISTRY
 from .linear import LinearMap, SumMap
 from .markers import Concat, Sum
+
+_SCALINGS = frozenset({"ConstantScale", "Negate"})
+"""Kinds that multiply their one input-derived operand by a constant, neuron by neuron."""
+_SAME = frozenset({"View"})
+"""Kinds that are the identity when they keep the shape (a view keeps row-major order)."""
+_PER_NEURON = _SCALINGS | _SAME | {"AddConstant", "Add", "Multiply"}
+"""Kinds besides the elementwise and alias roles that read their inputs at the output's neuron
+when every shape is the output's (a constant added; a sum or product of same-shape values)."""
 
 ROLE_KINDS = {"linear": "linear", "sum": "linear", "winner": "maxpool", "concat": "concat",
               "elementwise": "activation", "reshape": "reshape", "alias": "alias", "batchnorm": "alias",
@@ -277,9 +287,13 @@ class ProperFFNN:
         for path, t in self.tensors():
             if not all_finite(t):
                 raise NonFiniteError(f"'{path}' contains NaN or Inf; the model's weights must be finite")
+        first = next((c for c in self.captured.calls if not all(all_finite(t) for t in c.outputs
+                                                                  if t.is_floating_point())), None)
+        where = f", first at {first.describe()}" if first is not None else ""
         raise NonFiniteError(
-            f"the activations overflow to Inf/NaN at layer '{layer_name}' although input and weights are finite; "
-            "use float64 or rescale the input"
+            f"the activations overflow to Inf/NaN at layer '{layer_name}' although input and weights are finite"
+            f"{where} (an overflow, or an operation outside its domain: the log or square root of a negative value, "
+            "a division by zero); use float64 or rescale the input, or keep that operation in its domain"
         )
 
     def value(self, v: Value) -> torch.Tensor:
@@ -402,7 +416,68 @@ class _Builder:
                 gates = [self._is_gate(v, "gate", getattr(kind, "gates", ())) for v in block.factors]
                 held = [self._is_gate(v, "held") for v in block.factors]
                 glu = [self._is_gate(v, None, getattr(kind, "glu", ())) for v in block.factors]
-                block.split = kind.shares(gates, block.producer.call.describe(), held, glu)
+                try:
+                    block.split = kind.shares(gates, block.producer.call.describe(), held, glu)
+                except AmbiguousProductError:
+                    signal = self._own_signal(block) if kind.split == "signal" else None
+                    if signal is None:
+                        raise
+                    block.split = tuple(Fraction(int(i == signal)) for i in range(len(block.factors)))
+
+    def _own_signal(self, block: Block) -> int | None:
+        """The signal of a product that is an **activation written by hand** — every factor a
+        per-neuron function of one tensor x of the output's shape, one of them x itself up to
+        views and constant factors (x · Φ(x) spelled ``0.5 * x * (1 + torch.erf(x / √2))``,
+        GPT-2's tanh GELU, Mish as ``x * tanh(softplus(x))``, x · x, sign(x) · x): that factor's
+        index (the first such), else None. The other factors are functions of the signal's own
+        neurons, read as its gates (θ = 0): relevance passes to x_k whole, as through the
+        activation's module (``nn.GELU``, ``nn.Mish``: the identity rule)."""
+        shape = tuple(block.producer.call.output.shape)
+        for i, v in enumerate(block.factors):
+            x = self._scaled_source(v, shape)
+            if x is not None and all(j == i or self._per_neuron_of(u, x, shape) for j, u in enumerate(block.factors)):
+                return i
+        return None
+
+    def _scaled_source(self, v: Value, shape: tuple) -> Value | None:
+        """The tensor x that ``v`` is up to same-shape views and constant factors (c · x, −x),
+        when ``v`` has ``shape``; else None."""
+        while v.node >= 0:
+            call = self.calls[v.node]
+            ins = _relevance_inputs(call)
+            if tuple(call.output.shape) != shape or len(ins) != 1 or call.kind is None:
+                break
+            if call.kind.role != "alias" and call.kind.name not in _SCALINGS | _SAME:
+                break
+            v = ins[0]
+        return v if self._shape_of(v) == shape else None
+
+    def _per_neuron_of(self, v: Value, x: Value, shape: tuple) -> bool:
+        """Whether ``v`` is computed from x alone, neuron by neuron: every operation between
+        them keeps ``shape`` and reads its inputs at the same neuron (an elementwise kind, a
+        same-shape view, a constant added or multiplied, a sum or product of such values)."""
+        stack, seen = [v], set()
+        while stack:
+            u = stack.pop()
+            if u == x or u in seen:
+                continue
+            seen.add(u)
+            if u.node < 0:
+                return False
+            call = self.calls[u.node]
+            kind = call.kind
+            if kind is None or tuple(call.output.shape) != shape:
+                return False
+            if kind.role not in ("elementwise", "alias") and kind.name not in _PER_NEURON:
+                return False
+            ins = _relevance_inputs(call)
+            if not ins or any(self._shape_of(w) != shape for w in ins):
+                return False
+            stack.extend(ins)
+        return True
+
+    def _shape_of(self, v: Value) -> tuple:
+        return tuple(self.captured.value(v).shape)
 
     def _is_gate(self, v: Value, what: str | None = "gate", names: tuple = ()) -> bool:
         """Whether a factor is the output of a gating activation (``what="held"``: a normalizer

@@ -75,6 +75,12 @@ CASES = [
     ("Tensor.exp_", lambda: Fn("Tensor.exp_", lambda x: x.exp_()), "Exp", False),
     ("torch.abs", lambda: Fn("torch.abs", torch.abs), "Abs", True),
     ("Tensor.abs_", lambda: Fn("Tensor.abs_", lambda x: x.abs_()), "Abs", True),
+    ("torch.erf", lambda: Fn("torch.erf", torch.erf), "Erf", False),
+    ("torch.special.erf", lambda: Fn("torch.special.erf", torch.special.erf), "Erf", False),
+    ("Tensor.erf_", lambda: Fn("Tensor.erf_", lambda x: x.erf_()), "Erf", False),
+    ("torch.sign", lambda: Fn("torch.sign", torch.sign), "Sign", False),
+    ("Tensor.sgn", lambda: Fn("Tensor.sgn", lambda x: x.sgn()), "Sign", False),
+    ("Tensor.sign_", lambda: Fn("Tensor.sign_", lambda x: x.sign_()), "Sign", False),
     ("Hardshrink", lambda: nn.Hardshrink(lambd=0.75), "Hardshrink", True),
     ("Tensor.hardshrink", lambda: Fn("Tensor.hardshrink", lambda x: x.hardshrink()), "Hardshrink", True),
     ("Softshrink", lambda: nn.Softshrink(lambd=0.75), "Softshrink", False),
@@ -193,6 +199,7 @@ def _call(kind: str, module: nn.Module, shape=(1, 9)):
     ("Hardsigmoid", nn.Hardsigmoid()), ("Hardswish", nn.Hardswish()),
     ("Hardshrink", nn.Hardshrink(lambd=3.0)), ("Softshrink", nn.Softshrink(lambd=3.0)), ("Softsign", nn.Softsign()),
     ("Threshold", nn.Threshold(3.0, -0.5)), ("RReLU", nn.RReLU(0.125, 0.375).eval()),
+    ("Sign", Fn("torch.sign", torch.sign)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_exact_forms_are_rational_and_agree_with_torch(kind, module):
     """Piecewise-linear and -rational kinds evaluate on fractions, breakpoints included."""
@@ -211,6 +218,8 @@ def test_exact_forms_are_rational_and_agree_with_torch(kind, module):
         assert exact[values.index(Fraction(3))] == Fraction(-1, 2) and exact[values.index(Fraction(6))] == 6
     if kind == "Softsign":
         assert exact[values.index(Fraction(1, 3))] == Fraction(1, 4)
+    if kind == "Sign":  # sign(0) = 0, exactly
+        assert list(exact) == [-1, -1, -1, -1, 0, 1, 1, 1, 1]
     if kind == "RReLU":  # the mean slope (1/8 + 3/8) / 2 = 1/4
         assert exact[values.index(Fraction(-6))] == Fraction(-3, 2) and exact[values.index(Fraction(3))] == 3
 

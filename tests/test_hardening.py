@@ -215,3 +215,24 @@ def test_zbox_bounds_of_the_wrong_shape_are_named():
     with pytest.raises(nrm.RuleParameterError, match="does not broadcast"):
         nrm.explain(model, torch.ones(1, 3, dtype=torch.float64), target=0,
                     rules=nrm.rules.ZBox(torch.zeros(2), torch.ones(2)))
+
+
+def test_a_value_that_leaves_its_domain_is_named_where_it_first_is():
+    """log of a negative pre-activation, then x − mean(x) (a decomposed subtraction): the NaN
+    is not a mismatch of the decomposition but the model's own value, named where it starts."""
+    class LogCentred(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            h = torch.log(self.a(x))
+            return self.b(h - h.mean(-1, keepdim=True))
+
+    model = _seeded(LogCentred().double())
+    x = torch.ones(1, 4, dtype=torch.float64)
+    assert bool((model.a(x) < 0).any())  # the seeded weights give a negative pre-activation
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(nrm.NonFiniteError, match=r"first at torch\.log in LogCentred.*outside its domain"):
+        nrm.explain(model, x, target=0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

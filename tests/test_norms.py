@@ -253,16 +253,23 @@ def test_l9_is_not_applicable_through_layer_norm_but_holds_with_sigma_detached()
 
 def test_a_product_of_two_activations_is_not_a_layer_scale():
     """ConstantScale refuses it (two input-derived factors); the product kind reads it, and
-    without a gate among the factors the default split asks for one."""
+    without a gate among the factors the default split asks for one — unless the product is an
+    activation of one tensor written by hand (relu(x) · x: x is the signal, tests/test_own_activations.py)."""
     class Product(nn.Module):
-        def forward(self, x):
-            return torch.relu(x) * x
+        def __init__(self, flip: bool):
+            super().__init__()
+            self.flip = flip
 
-    calls = capture(Product().double(), _x(1, 3)).calls
+        def forward(self, x):
+            return torch.relu(x) * (x.flip(-1) if self.flip else x)
+
+    calls = capture(Product(False).double(), _x(1, 3)).calls
     assert "two input-derived tensors" in (ConstantScale().accepts(calls[-1]) or "")
     assert calls[-1].kind is not None and calls[-1].kind.role == "product"
+    m = nrm.explain(nn.Sequential(Product(False), nn.Linear(3, 2).double()).eval(), _x(1, 3), target=0)
+    assert [b.split for b in m.network.blocks if b.factors is not None] == [(0, 1)]
     with pytest.raises(nrm.AmbiguousProductError, match="split='equal'"):
-        nrm.explain(nn.Sequential(Product(), nn.Linear(3, 2).double()).eval(), _x(1, 3), target=0)
+        nrm.explain(nn.Sequential(Product(True), nn.Linear(3, 2).double()).eval(), _x(1, 3), target=0)
 
 
 def test_constant_scale_refuses_what_is_not_linear():

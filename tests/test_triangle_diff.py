@@ -75,7 +75,9 @@ def test_lrp0_is_gradient_times_input(name):
     (lambda h: torch.tril(h.reshape(h.shape[0], -1)), "per-sample dimensions"),
     (lambda h: torch.diff(h, dim=0, prepend=torch.zeros(1, 3, 4, dtype=h.dtype)), "batch dimension"),
     (lambda h: torch.tril(h, out=torch.empty_like(h)), "out="),
-], ids=["tril over the batch", "diff over the batch", "out="])
+    (lambda h: torch.diff(h, dim=-1, prepend=torch.full((h.shape[0], 3, 1), float("nan"), dtype=h.dtype)),
+     "torch.cat.*not finite"),
+], ids=["tril over the batch", "diff over the batch", "out=", "a NaN constant prepended"])
 def test_what_is_not_read_is_refused_by_name(f, words):
     model = seeded(Between(Fn(f, "bad"), 12).double(), 0).eval()
     with pytest.raises(nrm.UnsupportedOperationError, match=words):

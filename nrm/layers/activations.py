@@ -8,10 +8,10 @@ value a_k = σ(z_k) the next linear layer's rule reads.
 Exact forms (what the exact oracle evaluates):
 
 * piecewise linear or rational with rational breakpoints — ReLU6, Hardtanh, PReLU,
-  Hardsigmoid, Hardswish, Hardshrink, Softshrink, Softsign, Threshold — on fractions, with the
+  Hardsigmoid, Hardswish, Hardshrink, Softshrink, Softsign, Threshold, Sign — on fractions, with the
   parameters read from the call (a float parameter is read as the fraction it is exactly);
 * transcendental — GELU, SiLU, Sigmoid, Tanh, Tanhshrink, LogSigmoid, Softplus, Mish, ELU,
-  SELU, CELU, Exp, Log — σ in float64, read as fractions (the base class's default): σ(z) has no
+  SELU, CELU, Exp, Log, Erf — σ in float64, read as fractions (the base class's default): σ(z) has no
   exact rational value, so the oracle takes the float64 value torch computes and is exact in
   everything after it.
 
@@ -524,6 +524,41 @@ class Log(Smooth):
         return torch.log(z)
 
 
+class Erf(Smooth):
+    """σ(z) = erf(z) = (2/√π) ∫₀ᶻ e^{−t²} dt (``torch.erf``, ``Tensor.erf``, ``torch.special.erf``,
+    and in place; the Gauss error function of a GELU written by hand, x · (1 + erf(x/√2)) / 2,
+    whose product is then read as that activation of x: :mod:`nrm.graph`, a product's own signal).
+    Kernel δ_jk (the identity rule). Exact given σ's float64 value (transcendental). Not
+    homogeneous (σ'(z)·z ≠ erf z for z ≠ 0): L9 is reported not applicable."""
+
+    functions = (torch.erf, torch.erf_, torch.Tensor.erf, torch.Tensor.erf_, torch.special.erf)
+
+    def examples(self):
+        return [(Applied(torch.erf).eval(), (3,)), (Applied(torch.Tensor.erf_).eval(), (3,))]
+
+    def evaluate(self, call, z):
+        return torch.erf(z)
+
+
+class Sign(Elementwise):
+    """σ(z) = sign(z) ∈ {−1, 0, 1} (``torch.sign``, ``Tensor.sign``, ``torch.sgn`` of a real
+    tensor, and in place; |x| written as ``x.sign() * x``, whose product is then read as an
+    activation of x). Kernel δ_jk (the identity rule). Exact on fractions. Not homogeneous
+    (σ'(z)·z = 0 ≠ sign z for z ≠ 0): L9 is reported not applicable."""
+
+    functions = (torch.sign, torch.Tensor.sign, torch.Tensor.sign_, torch.sgn, torch.Tensor.sgn,
+                 torch.Tensor.sgn_)
+
+    def examples(self):
+        return [(Applied(torch.sign).eval(), (3,)), (Applied(torch.Tensor.sgn_).eval(), (3,))]
+
+    def exact(self, call, z):
+        return elementwise_exact(z, lambda v: Fraction((v > 0) - (v < 0)))
+
+    def evaluate(self, call, z):
+        return torch.sign(z)
+
+
 class Abs(Elementwise):
     """σ(z) = |z| (``torch.abs``, ``Tensor.abs``, ``torch.absolute``, and in place). Kernel δ_jk
     (the identity rule). Homogeneous (σ'(z)·z = sign(z)·z = |z|): LRP-0 through it is Gradient ×
@@ -544,7 +579,8 @@ class Abs(Elementwise):
 
 
 class Applied(nn.Module):
-    """A linear map, then ``fn`` (an example of :class:`Exp`, :class:`Log` and :class:`Abs`)."""
+    """A linear map, then ``fn`` (an example of :class:`Exp`, :class:`Log`, :class:`Abs`, :class:`Erf`
+    and :class:`Sign`)."""
 
     def __init__(self, fn):
         super().__init__()

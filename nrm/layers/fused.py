@@ -704,7 +704,7 @@ class StackDecomposition:
         out = torch.cat([t.unsqueeze(dim) for t in ts], dim)
         with torch._C.DisableTorchFunction():
             theirs = torch.stack(ts, dim)
-            same = out.shape == theirs.shape and bool(torch.equal(out, theirs))
+            same = same_values(out, theirs)
         if not same:
             raise CaptureMismatchError("the decomposition of torch.stack does not reproduce it; nrm cannot read it "
                                        "faithfully")
@@ -803,7 +803,7 @@ class SumDecomposition(_TwoDerived):
         out = self.broadcast(a, shape) + self.broadcast(torch.neg(b) if self.subtract else b, shape)
         with torch._C.DisableTorchFunction():
             theirs = a - b if self.subtract else a + b
-            same = out.shape == theirs.shape and bool(torch.equal(out, theirs))
+            same = same_values(out, theirs)
         if not same:
             raise CaptureMismatchError(f"the decomposition of a {'−' if self.subtract else '+'} b does not reproduce "
                                        "it; nrm cannot read it faithfully")
@@ -959,7 +959,7 @@ class RunningInstanceNormDecomposition:
         with torch._C.DisableTorchFunction():
             theirs = F.instance_norm(a["input"], a["running_mean"], a["running_var"], a["weight"], a["bias"], False,
                                      0.0, a["eps"])
-            same = out.shape == theirs.shape and bool(torch.equal(out, theirs))
+            same = same_values(out, theirs)
         if not same:
             raise CaptureMismatchError("the instance norm with running statistics does not equal their batch norm; "
                                        "nrm cannot read it faithfully")
@@ -1009,7 +1009,7 @@ class UnfoldDecomposition(_Patches):
                        a["dilation"], 0, a["stride"])
         with torch._C.DisableTorchFunction():
             theirs = F.unfold(a["input"], a["kernel_size"], a["dilation"], a["padding"], a["stride"])
-            same = out.shape == theirs.shape and bool(torch.equal(out, theirs))
+            same = same_values(out, theirs)
         if not same:
             raise CaptureMismatchError("the decomposition of F.unfold with padding does not reproduce it; nrm cannot "
                                        "read it faithfully")
@@ -1182,7 +1182,7 @@ class MaxOverDimsDecomposition:
             with torch._C.DisableTorchFunction():
                 theirs = (torch.amin if self.minimum else torch.amax)(x, dims, keepdim=bool(a["keepdim"]))
         with torch._C.DisableTorchFunction():
-            same = y.shape == theirs.shape and bool(torch.equal(y, theirs))
+            same = same_values(y, theirs)
         if not same:
             raise CaptureMismatchError("the maximum read as a max pooling does not reproduce it; nrm cannot read it "
                                        "faithfully")

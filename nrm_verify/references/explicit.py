@@ -107,6 +107,11 @@ GATES = ("sigmoid", "hardsigmoid", "expit", "softmax", "segment_softmax")
 """Functions whose output, as a factor of a product, is a gate: a sigmoid's, a softmax's (SKNet's and
 ResNeSt's radix attention), a graph attention's weights (they gate its messages)."""
 HELD = ("rsqrt", "sqrt")
+SCALINGS = ("mul", "div", "true_divide", "neg", "negative")
+"""With one input-derived operand: a constant factor (c · x, x / c, −x)."""
+ARITHMETIC = ("add", "sub", "mul", "div", "true_divide", "neg", "negative")
+VIEWS = ("view", "reshape", "view_as", "reshape_as", "flatten", "unflatten", "squeeze", "unsqueeze")
+"""Views: the identity when they keep the shape (row-major order)."""
 """Functions whose output, as a factor of a product, is a normalizer held at its forward value
 (RMSNorm's 1/σ, a hand-written LayerNorm's σ): it gets nothing under every split, the other
 factors share the rest; so does a value computed from such outputs alone (1/σ, σ + ε)."""
@@ -311,6 +316,51 @@ class _Tracer:
             return nrm.layers.base_name(call.module if call.whole else call.func) in names
         return False
 
+    def _own_signal(self, call, factors) -> int | None:
+        """An activation written by hand, x · g(x): the first factor that is x itself up to
+        same-shape views and constant factors (:data:`SCALINGS`), when every other factor is
+        computed from x alone neuron by neuron (elementwise functions, :data:`ARITHMETIC` on
+        values of the output's shape); None otherwise."""
+        shape = tuple(call.output.shape)
+        for i, v in enumerate(factors):
+            x = v
+            while x.node >= 0:
+                c = self.calls[x.node]
+                ins = c.kind.relevance_inputs(c) if c.kind is not None else c.inputs
+                name = nrm.layers.base_name(c.module if c.whole else c.func)
+                if len(ins) != 1 or tuple(c.output.shape) != shape or (
+                        c.kind.role != "alias" and name not in SCALINGS and name not in VIEWS):
+                    break
+                x = ins[0]
+            others = [u for j, u in enumerate(factors) if j != i]
+            if self._shape(x) == shape and all(self._computed_from(u, x, shape) for u in others):
+                return i
+        return None
+
+    def _computed_from(self, v, x, shape) -> bool:
+        stack, seen = [v], set()
+        while stack:
+            u = stack.pop()
+            if u == x or u in seen:
+                continue
+            seen.add(u)
+            if u.node < 0:
+                return False
+            c = self.calls[u.node]
+            ins = c.kind.relevance_inputs(c) if c.kind is not None else c.inputs
+            name = nrm.layers.base_name(c.module if c.whole else c.func)
+            if c.kind is None or tuple(c.output.shape) != shape or not ins:
+                return False
+            if c.kind.role not in ("elementwise", "alias") and name not in ARITHMETIC and name not in VIEWS:
+                return False
+            if any(self._shape(w) != shape for w in ins):
+                return False
+            stack.extend(ins)
+        return True
+
+    def _shape(self, v) -> tuple:
+        return tuple(self.captured.value(v).shape)
+
     def _is_held(self, v) -> bool:
         """A factor computed by rsqrt or sqrt (:data:`HELD`), or from such values alone through any
         operations (1/σ, σ + ε): one pass over the recorded calls in the order they ran, each
@@ -358,6 +408,8 @@ class _Tracer:
             glu = [self._is_gate(v, tuple(g.lower() for g in getattr(call.kind, "glu", ()))) for v in factors]
             if n == 2 and not any(gates) and glu.count(True) == 1:  # a gated linear unit: its activated factor gates
                 gates = glu
+            if gates.count(False) != 1 and (own := self._own_signal(call, factors)) is not None:
+                gates = [i != own for i in range(n)]  # an activation written by hand: x · g(x)
             if gates.count(False) != 1:
                 raise UnsupportedModuleError(f"{call.describe()}: split='signal' needs exactly one factor that is not "
                                              "a gate")
