@@ -152,6 +152,12 @@ class Call:
         return self.outputs[0]
 
     @property
+    def constants(self) -> tuple[torch.Tensor, ...]:
+        """The tensors among its arguments, nested ones included: what it read that is not
+        input-derived (its weight and bias; input-derived arguments are :class:`Value`)."""
+        return tuple(_tensors(self.kwargs, _tensors(self.args, [])))
+
+    @property
     def where(self) -> str:
         """``model.py:42 in forward: x = self.conv(x)`` (formatted on first read: most calls are
         never named in a message, and reading the source line costs)."""
@@ -792,7 +798,7 @@ class _Names:
     def __init__(self, model: nn.Module):
         self.model, self.table = model, None
 
-    def __call__(self, t: torch.Tensor, frame) -> str:
+    def __call__(self, t: torch.Tensor, where: str | None) -> str:
         if self.table is None:
             self.table = {}
             for name, p in list(self.model.named_parameters(remove_duplicate=False)) + list(
@@ -804,8 +810,7 @@ class _Names:
         base = t._base
         if base is not None and id(base) in self.table:
             return f"{self.table[id(base)]} (a view of it)"
-        where = frame.name if frame is not None and frame.name else "the top level"
-        return f"a tensor read at '{where}'"
+        return f"a tensor read at '{where or 'the top level'}'"
 
 
 class _ConstantName:
@@ -817,7 +822,7 @@ class _ConstantName:
 
     def __init__(self, find: Callable, tensor: torch.Tensor, frame):
         self._find, self._tensor, self._name = find, tensor, None
-        self._where = _Where(frame.name) if frame is not None else None
+        self._where = frame.name if frame is not None else None  # the module's name, not the frame
 
     def __str__(self) -> str:
         if self._name is None:
@@ -836,13 +841,6 @@ class _ConstantName:
 
     def __hash__(self) -> int:
         return hash(str(self))
-
-
-@dataclass(frozen=True)
-class _Where:
-    """The module a constant was read in (its name), kept instead of the call's frame."""
-
-    name: str
 
 
 _PIECE_SELECTORS = {torch.Tensor.unbind, torch.unbind, torch.Tensor.__getitem__}

@@ -313,17 +313,8 @@ class ProperFFNN:
                     f"{bn.call.describe()} follows the Linear at '{step.name}', which acts on an input of shape "
                     f"{tuple(a.shape[1:])}: the batch norm then normalizes dim 1, not the Linear's output features, "
                     "so it cannot be folded into it. Flatten before the Linear, or remove the batch norm")
-            lmap = bn.layer_kind.fold(bn.call, lmap, _constants(step.call))
+            lmap = bn.layer_kind.fold(bn.call, lmap, step.call.constants)
         return lmap
-
-
-def _constants(call) -> tuple:
-    """The tensors a call read that are not input-derived (its weight and bias)."""
-    found = []
-    for v in list(call.args) + list(call.kwargs.values()):
-        if isinstance(v, torch.Tensor):
-            found.append(v)
-    return tuple(found)
 
 
 class _Builder:
@@ -445,7 +436,8 @@ class _Builder:
         while v.node >= 0:
             call = self.calls[v.node]
             ins = _relevance_inputs(call)
-            if tuple(call.output.shape) != shape or len(ins) != 1 or call.kind is None:
+            if tuple(call.output.shape) != shape or len(ins) != 1 or call.kind is None \
+                    or self._shape_of(ins[0]) != shape:
                 break
             if call.kind.role != "alias" and call.kind.name not in _SCALINGS | _SAME:
                 break

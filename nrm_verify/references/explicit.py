@@ -328,7 +328,7 @@ class _Tracer:
                 c = self.calls[x.node]
                 ins = c.kind.relevance_inputs(c) if c.kind is not None else c.inputs
                 name = nrm.layers.base_name(c.module if c.whole else c.func)
-                if len(ins) != 1 or tuple(c.output.shape) != shape or (
+                if len(ins) != 1 or tuple(c.output.shape) != shape or self._shape(ins[0]) != shape or (
                         c.kind.role != "alias" and name not in SCALINGS and name not in VIEWS):
                     break
                 x = ins[0]
