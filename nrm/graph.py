@@ -417,29 +417,31 @@ class _Builder:
 
     def _own_signal(self, block: Block) -> int | None:
         """The signal of a product that is an **activation written by hand** — every factor a
-        per-neuron function of one tensor x of the output's shape, one of them x itself up to
-        views and constant factors (x · Φ(x) spelled ``0.5 * x * (1 + torch.erf(x / √2))``,
-        GPT-2's tanh GELU, Mish as ``x * tanh(softplus(x))``, x · x, sign(x) · x): that factor's
-        index (the first such), else None. The other factors are functions of the signal's own
-        neurons, read as its gates (θ = 0): relevance passes to x_k whole, as through the
-        activation's module (``nn.GELU``, ``nn.Mish``: the identity rule)."""
+        per-neuron function of one tensor x of the output's shape, one of them x itself through
+        maps that pass relevance whole (same-shape views, constant factors, elementwise kinds):
+        x · Φ(x) spelled ``0.5 * x * (1 + torch.erf(x / √2))``, GPT-2's tanh GELU, Mish as
+        ``x * tanh(softplus(x))``, x · x, sign(x) · x, ``F.lp_pool2d``'s sign(s) · relu(|s|).
+        That factor's index (the first such), else None. The other factors are functions of the
+        signal's own neurons, read as its gates (θ = 0): relevance passes to x_k whole, as
+        through the activation's module (``nn.GELU``, ``nn.Mish``: the identity rule)."""
         shape = tuple(block.producer.call.output.shape)
         for i, v in enumerate(block.factors):
-            x = self._scaled_source(v, shape)
+            x = self._unary_source(v, shape)
             if x is not None and all(j == i or self._per_neuron_of(u, x, shape) for j, u in enumerate(block.factors)):
                 return i
         return None
 
-    def _scaled_source(self, v: Value, shape: tuple) -> Value | None:
-        """The tensor x that ``v`` is up to same-shape views and constant factors (c · x, −x),
-        when ``v`` has ``shape``; else None."""
+    def _unary_source(self, v: Value, shape: tuple) -> Value | None:
+        """The tensor x that ``v`` is computed from through one-input maps that keep ``shape``
+        and pass relevance whole (aliases, same-shape views, constant factors c · x and −x,
+        elementwise kinds), when ``v`` has ``shape``; else None."""
         while v.node >= 0:
             call = self.calls[v.node]
             ins = _relevance_inputs(call)
             if tuple(call.output.shape) != shape or len(ins) != 1 or call.kind is None \
                     or self._shape_of(ins[0]) != shape:
                 break
-            if call.kind.role != "alias" and call.kind.name not in _SCALINGS | _SAME:
+            if call.kind.role not in ("alias", "elementwise") and call.kind.name not in _SCALINGS | _SAME:
                 break
             v = ins[0]
         return v if self._shape_of(v) == shape else None

@@ -89,9 +89,7 @@ def test_the_signal_takes_everything_and_the_gates_nothing(case, fn, ref):
     a, _, x = _pair(fn, ref)
     (block,) = _products(a, x)
     assert sorted(block.split) == [0] * (len(block.factors) - 1) + [1]
-    assert block.split[0] == 1 or case == "abs-by-sign"  # the first factor that is x itself
-    if case == "abs-by-sign":
-        assert block.split == (Fraction(0), Fraction(1))
+    assert block.split[0] == 1  # the first factor computed from x through maps that pass relevance whole
 
 
 @pytest.mark.parametrize(("case", "fn", "ref"), HANDWRITTEN, ids=IDS)
@@ -142,23 +140,39 @@ class _Two(nn.Module):
             y = h * torch.tanh(self.b(h))
         elif self.how == "reduced-gate":  # h · tanh(mean h): a gate over all of h's neurons
             y = h * torch.tanh(h.mean(-1, keepdim=True)).expand_as(h)
-        elif self.how == "no-linear-factor":  # tanh(h) · softplus(h): no factor is h up to constants
+        elif self.how == "biases-only":  # (h + 1) · (h − 2): every factor's path to h has a bias, which absorbs
+            y = (h + 1.0) * (h - 2.0)
+        elif self.how == "elementwise-chain":  # tanh(h) · softplus(h): tanh(h) is the signal (the identity rule)
             y = torch.tanh(h) * F.softplus(h)
-        elif self.how == "added-constant":  # (h + 1) · tanh(h): the signal's path has a bias, not a scale
+        elif self.how == "added-constant":  # (h + 1) · tanh(h): tanh(h) is the signal, h + 1 its gate
             y = (h + 1.0) * torch.tanh(h)
         else:
             raise ValueError(self.how)
         return self.head(y)
 
 
-@pytest.mark.parametrize("how", ["two-branches", "mixed-gate", "reduced-gate", "no-linear-factor",
-                                 "added-constant"])
+@pytest.mark.parametrize("how", ["two-branches", "mixed-gate", "reduced-gate", "biases-only"])
 def test_what_is_not_an_activation_of_one_tensor_stays_ambiguous(how):
-    """Factors from different tensors, a gate that mixes neurons, or no factor that is x up
-    to constants: :class:`~nrm.errors.AmbiguousProductError` naming the product and the splits."""
+    """Factors from different tensors, a gate that mixes neurons, or no factor whose path to x
+    passes relevance whole: :class:`~nrm.errors.AmbiguousProductError` naming the product and
+    the splits."""
     model = _Two(how).double().eval()
     with pytest.raises(nrm.AmbiguousProductError, match=r"split='signal'.*split='equal'"):
         nrm.explain(model, torch.randn(1, 4, dtype=D), target=0)
+
+
+@pytest.mark.parametrize(("how", "signal"), [("elementwise-chain", 0), ("added-constant", 1)])
+def test_the_signal_may_reach_x_through_elementwise_kinds(how, signal):
+    """The signal's path to x may hold elementwise kinds (the identity rule): the product's
+    relevance reaches h = a(x) whole under LRP-0, and the engine agrees with the oracle and the
+    reference."""
+    model = _Two(how).double().eval()
+    x = torch.randn((1, 4), generator=torch.Generator().manual_seed(6), dtype=D)
+    (block,) = _products(model, x)
+    assert block.split == tuple(Fraction(int(i == signal)) for i in range(2))
+    m = agree(model, x, target=0)
+    assert torch.allclose(m.marginal(block.producer.name).sum(), m.marginal("a").sum(), rtol=1e-12, atol=1e-14)
+    assert torch.allclose(m.marginal(block.producer.name), m.marginal("a"), rtol=1e-12, atol=1e-14)
 
 
 def test_a_chosen_split_is_kept():

@@ -290,11 +290,11 @@ class Product(Kind):
       act(gate(x)) · up(x), Shazeer 2020) is a gated linear unit: the activated factor is its
       gate and takes nothing (CP-LRP's and LXT's ``cp_gated_mlp_forward`` convention).
       A product whose factors are all computed from one tensor x neuron by neuron, one of them
-      x itself up to same-shape views and constant factors, is an **activation written by
-      hand** (x · Φ(x) as ``0.5 * x * (1 + erf(x / √2))``, Mish, x · x): that factor is the
-      signal, the others gates of its own neurons (decided by :mod:`nrm.graph`, which sees
-      the factors' computation). Anything else (no gate, or more than one non-gate factor) is
-      ambiguous and raises
+      through maps that pass relevance whole (same-shape views, constant factors, elementwise
+      kinds), is an **activation written by hand** (x · Φ(x) as ``0.5 * x * (1 + erf(x / √2))``,
+      Mish, x · x): that factor is the signal, the others gates of its own neurons (decided
+      by :mod:`nrm.graph`, which sees the factors' computation). Anything else (no gate, or
+      more than one non-gate factor) is ambiguous and raises
       :class:`~nrm.errors.AmbiguousProductError`, which says how to choose;
     * ``"equal"`` (AttnLRP's uniform rule): θ_i = 1/n;
     * ``"proportional"`` (LRP-prop, Arras et al. 2019): each factor in proportion to its value,

@@ -1361,6 +1361,65 @@ class TriangleDecomposition:
         return out
 
 
+class LPPoolDecomposition:
+    """``F.lp_pool1d`` / ``2d`` / ``3d`` (``nn.LPPool1d`` / ``2d`` / ``3d``), the power-average
+    pooling, read as what torch's definition computes::
+
+        s = avg_pool(x^p, k, stride),   y = (sign(s) · relu(|s|) · |k|)^(1/p)
+        y = max_pool(|x|, k, stride)            (p = +∞)
+        y = −max_pool(−|x|, k, stride)          (p = −∞)
+
+    :class:`~nrm.layers.constants.Power` (x^p: the identity rule), :class:`~nrm.layers.linear.AvgPool`
+    (the rule splits the window by the powers x_i^p), the product sign(s) · relu(|s|) — a
+    function of s alone, read as an activation of s (:mod:`nrm.graph`, a product's own
+    signal) —, :class:`~nrm.layers.scale.ConstantScale` (the window's size |k|) and
+    :class:`~nrm.layers.constants.Power` (1/p); for p = ±∞ :class:`~nrm.layers.activations.Abs`
+    and a max pooling. Compared with torch's own bitwise (the same operations in the same
+    order). Refused: a ``norm_type`` that is not a number or is 0."""
+
+    def __init__(self, func, dims: int):
+        self.func, self.dims = func, dims
+        self.avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[dims - 1]
+        self.max = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+
+    @staticmethod
+    def _arguments(input, norm_type, kernel_size, stride=None, ceil_mode=False) -> dict:  # noqa: A002
+        return dict(input=input, norm_type=norm_type, kernel_size=kernel_size, stride=stride, ceil_mode=ceil_mode)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.lp_pool{self.dims}d ({e})"
+        p = a["norm_type"]
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or p == 0 or math.isnan(p):
+            return f"takes norm_type={p!r}; nrm reads a number p ≠ 0 (±inf: a max pooling of |x|)"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        x, p, k, stride, ceil = a["input"], a["norm_type"], a["kernel_size"], a["stride"], a["ceil_mode"]
+        if p == math.inf:
+            out = self.max(x.abs(), k, stride, 0, 1, ceil)
+        elif p == -math.inf:
+            out = -self.max(-x.abs(), k, stride, 0, 1, ceil)
+        else:
+            if stride is not None:
+                s = self.avg(x.pow(p), k, stride, 0, ceil)
+            else:
+                s = self.avg(x.pow(p), k, padding=0, ceil_mode=ceil)
+            size = math.prod(k) if isinstance(k, (tuple, list)) else k ** self.dims if self.dims > 1 else k
+            out = (torch.sign(s) * F.relu(torch.abs(s))).mul(size).pow(1.0 / p)
+        with torch._C.DisableTorchFunction():
+            same = same_values(out, self.func(*args, **kwargs))
+        if not same:
+            raise CaptureMismatchError(f"the decomposition of lp_pool{self.dims}d as a power, an average pooling and "
+                                       "a root does not reproduce it bitwise; nrm cannot read it faithfully")
+        return out
+
+
 class DiffDecomposition:
     """``torch.diff(x, n=1, dim, prepend, append)`` (and ``Tensor.diff``) along a per-sample
     dimension, read as what it computes: the constants to prepend or append concatenated
@@ -1623,6 +1682,7 @@ DECOMPOSED_FUNCTIONS = {
     **{f: TriangleDecomposition(f, upper=False) for f in (torch.tril, torch.Tensor.tril)},
     **{f: TriangleDecomposition(f, upper=True) for f in (torch.triu, torch.Tensor.triu)},
     **{f: DiffDecomposition(f) for f in (torch.diff, torch.Tensor.diff)},
+    **{f: LPPoolDecomposition(f, d) for d, f in enumerate((F.lp_pool1d, F.lp_pool2d, F.lp_pool3d), 1)},
     final_state: Refused(FINAL_STATE_REFUSAL),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "

@@ -317,8 +317,9 @@ class _Tracer:
         return False
 
     def _own_signal(self, call, factors) -> int | None:
-        """An activation written by hand, x · g(x): the first factor that is x itself up to
-        same-shape views and constant factors (:data:`SCALINGS`), when every other factor is
+        """An activation written by hand, x · g(x): the first factor computed from x through
+        one-input maps that pass relevance whole (same-shape views, constant factors
+        (:data:`SCALINGS`), elementwise functions), when every other factor is
         computed from x alone neuron by neuron (elementwise functions, :data:`ARITHMETIC` on
         values of the output's shape); None otherwise."""
         shape = tuple(call.output.shape)
@@ -329,7 +330,7 @@ class _Tracer:
                 ins = c.kind.relevance_inputs(c) if c.kind is not None else c.inputs
                 name = nrm.layers.base_name(c.module if c.whole else c.func)
                 if len(ins) != 1 or tuple(c.output.shape) != shape or self._shape(ins[0]) != shape or (
-                        c.kind.role != "alias" and name not in SCALINGS and name not in VIEWS):
+                        c.kind.role not in ("alias", "elementwise") and name not in SCALINGS and name not in VIEWS):
                     break
                 x = ins[0]
             others = [u for j, u in enumerate(factors) if j != i]
