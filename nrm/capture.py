@@ -528,11 +528,15 @@ class _Recorder(TorchFunctionMode):
             pieces = self._through_moved_batch(func, args, kwargs)
             if pieces is not None:
                 return pieces
-        decomposition = DECOMPOSED_FUNCTIONS.get(_key(func))
-        if decomposition is not None and not getattr(decomposition, "applies", _always)(
-                args, kwargs, lambda t: bool(self._tainted(t))):
-            decomposition = None  # e.g. x − c: a kind reads it as it is
-        why = None if decomposition is None else decomposition.refusal(args, kwargs)
+        decomposition, why = DECOMPOSED_FUNCTIONS.get(_key(func)), None
+        if decomposition is not None:
+            applies = getattr(decomposition, "applies", _always)(args, kwargs, lambda t: bool(self._tainted(t)))
+            if isinstance(applies, str):  # refused for what the input-derived arguments are
+                decomposition, why = None, applies
+            elif not applies:
+                decomposition = None  # e.g. x − c: a kind reads it as it is
+            else:
+                why = decomposition.refusal(args, kwargs)
         if decomposition is not None and why is None:  # recorded as the operations that define it
             with self:
                 return decomposition(*args, **kwargs)

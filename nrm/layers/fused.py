@@ -1420,6 +1420,137 @@ class LPPoolDecomposition:
         return out
 
 
+def _dims(dim, ndim: int) -> tuple[int, ...] | None:
+    """``dim`` (an int or a sequence of ints) as sorted non-negative dimensions, or None when it
+    is not one or is out of range."""
+    dims = (dim,) if isinstance(dim, int) and not isinstance(dim, bool) else dim
+    if not isinstance(dims, (tuple, list)) or not dims or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and -ndim <= d < ndim for d in dims):
+        return None
+    return tuple(sorted({d % ndim for d in dims}))
+
+
+class CumsumDecomposition:
+    """``torch.cumsum(x, dim)`` (and ``Tensor.cumsum``) along a per-sample dimension, read as
+    what it is, a linear map with a constant triangular matrix of ones::
+
+        y_k = Σ_{j ≤ k} x_j = (x U)_k,      U_jk = [j ≤ k]
+
+    :class:`~nrm.layers.linear.ConstantMatMul` on x with ``dim`` moved last (the move and its
+    inverse are index maps, :class:`~nrm.layers.shape.Copies`): each y_k takes its relevance from
+    the x_j before it, as a rule splits a dense layer's. Compared with torch's own within 10³ ulp
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: the batch dimension,
+    ``dtype=``, ``out=``, the in-place form."""
+
+    def __init__(self, func):
+        self.func = func
+
+    @staticmethod
+    def _arguments(input, dim, *, dtype=None, out=None) -> dict:  # noqa: A002
+        return dict(input=input, dim=dim, dtype=dtype, out=out)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of torch.cumsum ({e})"
+        x = a["input"]
+        if a["out"] is not None or a["dtype"] is not None:
+            return "writes into out= or casts (dtype=); cast before the cumulative sum"
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return "sums a tensor that is not floating point"
+        dims = _dims(a["dim"], x.dim())
+        if dims is None or len(dims) != 1:
+            return f"sums along dim={a['dim']!r}; nrm reads one int within the tensor"
+        if dims == (0,):
+            return "sums along the batch dimension, which mixes the samples; nrm reads it along a per-sample dimension"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        x = a["input"]
+        (d,) = _dims(a["dim"], x.dim())
+        n = x.shape[d]
+        with torch._C.DisableTorchFunction():
+            upper = torch.ones((n, n), dtype=x.dtype, device=x.device).triu()
+        last = d == x.dim() - 1
+        moved = x if last else x.movedim(d, -1)
+        out = torch.matmul(moved, upper)
+        out = out if last else out.movedim(-1, d)
+        with torch._C.DisableTorchFunction():
+            same = _within_ulp(out, self.func(*args, **kwargs))
+        if not same:
+            raise CaptureMismatchError("the decomposition of cumsum as a product with a triangular matrix of ones does "
+                                       "not reproduce it within 10³ ulp; nrm cannot read it faithfully")
+        return out
+
+
+class LerpDecomposition:
+    """``torch.lerp(a, b, w)`` (and ``Tensor.lerp``) with a constant weight w (a number or a
+    tensor not computed from the input), read as what it is, a weighted sum::
+
+        lerp(a, b, w) = a + w (b − a) = (1 − w) a + w b
+
+    :class:`~nrm.layers.scale.ConstantScale` on each input-derived operand, then the sum of
+    branches :class:`~nrm.layers.linear.Add` (both computed from the input) or
+    :class:`~nrm.layers.constants.AddConstant` (a constant end point: its share to ⊥). Compared
+    with torch's own within 10³ ulp (torch switches formula at |w| = ½;
+    :class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: a weight computed from the
+    input (a product of activations: write it as ``a + w * (b − a)`` and choose the product's
+    split), ``out=``, the in-place form."""
+
+    def __init__(self, func):
+        self.func = func
+
+    @staticmethod
+    def _arguments(input, end, weight, *, out=None) -> dict:  # noqa: A002
+        return dict(input=input, end=end, weight=weight, out=out)
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool | str:
+        try:
+            w = self._arguments(*args, **kwargs)["weight"]
+        except TypeError:
+            return True  # refusal() names the arguments
+        if isinstance(w, torch.Tensor) and derived(w):
+            return ("weighs by a tensor computed from the input, a product of activations; write it as "
+                    "a + w * (b − a) and choose the product's split")
+        return True
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of torch.lerp ({e})"
+        if a["out"] is not None:
+            return "writes into out="
+        w = a["weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float, torch.Tensor)):
+            return f"weighs by {w!r}; nrm reads a number or a constant tensor"
+        if isinstance(w, torch.Tensor) and not w.is_floating_point():
+            return f"weighs by a {w.dtype} tensor; nrm reads a floating one"
+        ends = [t for t in (a["input"], a["end"]) if isinstance(t, torch.Tensor)]
+        if len(ends) != 2 or ends[0].dtype != ends[1].dtype or not ends[0].is_floating_point():
+            return "interpolates between tensors of different dtypes or that are not floating point"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        w = a["weight"]
+        with torch._C.DisableTorchFunction():
+            rest = 1.0 - w
+        out = a["input"] * rest + a["end"] * w
+        with torch._C.DisableTorchFunction():
+            same = _within_ulp(out, self.func(*args, **kwargs))
+        if not same:
+            raise CaptureMismatchError("the decomposition of lerp as (1 − w) a + w b does not reproduce it within "
+                                       "10³ ulp; nrm cannot read it faithfully")
+        return out
+
+
 class DiffDecomposition:
     """``torch.diff(x, n=1, dim, prepend, append)`` (and ``Tensor.diff``) along a per-sample
     dimension, read as what it computes: the constants to prepend or append concatenated
@@ -1683,6 +1814,11 @@ DECOMPOSED_FUNCTIONS = {
     **{f: TriangleDecomposition(f, upper=True) for f in (torch.triu, torch.Tensor.triu)},
     **{f: DiffDecomposition(f) for f in (torch.diff, torch.Tensor.diff)},
     **{f: LPPoolDecomposition(f, d) for d, f in enumerate((F.lp_pool1d, F.lp_pool2d, F.lp_pool3d), 1)},
+    **{f: CumsumDecomposition(f) for f in (torch.cumsum, torch.Tensor.cumsum)},
+    **{f: LerpDecomposition(f) for f in (torch.lerp, torch.Tensor.lerp)},
+    **{f: Refused("draws its pooling regions at random on every call, in eval mode too, so no fixed map gives its "
+                  "output; pass _random_samples= (then the regions are fixed) and a kind for it, or use MaxPool2d")
+       for f in (F.fractional_max_pool2d, F.fractional_max_pool3d)},
     final_state: Refused(FINAL_STATE_REFUSAL),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
