@@ -677,6 +677,51 @@ class LogSoftmaxMap(SoftmaxMap):
         return self._back((s * xg).sum(-1, keepdim=True) + (1 - 2 * s) * xg, rows)
 
 
+class LogSumExpMap(LinearMap):
+    """y = logsumexp(x) over some per-sample dimensions, linearized at the forward value x as
+    the softmax is (:class:`SoftmaxMap`): z = W x + b with W the Jacobian — s = softmax(x) over
+    each reduced group — and the Taylor remainder b = y − W x as the bias, so z = y. In-neuron
+    j, out-neuron k (the group that j reduces into):
+
+        W_jk = s_j [j ∈ k],    b_k = y_k − Σ_{j ∈ k} s_j x_j = H(s over k)   (the entropy)
+
+    ``weight`` (B, *in) is s per sample, ``bias`` (B, *out); ``dims`` are dimensions of the
+    batched tensor (≥ 1). The map depends on the sample: :meth:`forward` and :meth:`transpose`
+    accept R·B stacked rows (row r is sample r mod B).
+
+    Definition::
+
+        forward:    z_k = Σ_{j ∈ k} w_j x_j
+        transpose:  t_j = w_j g_{k(j)}
+    """
+
+    fuses_bias = False
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dims: tuple[int, ...], keepdim: bool):
+        self.weight, self.bias = weight, bias
+        self.dims, self.keepdim = tuple(sorted(dims)), keepdim
+        self.batch = weight.shape[0]
+
+    def _per_row(self, weight: torch.Tensor, rows: int) -> torch.Tensor:
+        if rows % self.batch:
+            raise ValueError(f"the map was built for a batch of {self.batch} samples but got {rows} rows")
+        return repeated_rows(weight, rows, self.batch)
+
+    def forward(self, x, weight, bias=None):
+        z = (x * self._per_row(weight, x.shape[0])).sum(self.dims, keepdim=self.keepdim)
+        return z if bias is None else z + self.bias_for(z, bias)
+
+    def transpose(self, g, weight, in_shape):
+        n = g.shape[0]
+        if not self.keepdim:
+            g = g.reshape((n,) + tuple(1 if d + 1 in self.dims else s for d, s in enumerate(in_shape)))
+        return g.expand((n,) + tuple(in_shape)) * self._per_row(weight, n)
+
+    def bias_for(self, z, bias=None):
+        bias = self.bias if bias is None else bias
+        return None if bias is None else repeated_rows(bias, z.shape[0], self.batch)
+
+
 class PlaceMap(LinearMap):
     """An activation placed among constants along per-sample dimensions (``torch.cat`` of one
     input-derived tensor with constants: a class token before the patch tokens; ``F.pad``

@@ -41,6 +41,13 @@ class MatrixProduct(nn.Module):
 
 
 
+class LogSumExp(nn.Module):
+    """``torch.logsumexp(x, dim)``, a smooth maximum (LSE pooling), read by
+    :class:`nrm.layers.attention.LogSumExp` as its Taylor linearization at the forward value:
+    weights softmax(x) over each reduced group, the entropy to ⊥. Key of a rule mapping:
+    ``{nrm.markers.LogSumExp: rule}``; LRP-0 in every preset. Never called."""
+
+
 class Shift(nn.Module):
     """A constant added beside an activation: ``x + c`` (a position embedding, a relative
     position bias, an additive attention mask, a norm's ε), a constant selection

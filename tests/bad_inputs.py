@@ -86,11 +86,11 @@ def with_module(*modules: nn.Module, x_shape=(2, 4)) -> Callable[[], tuple[nn.Mo
     return build
 
 
-class CumulativeSum(nn.Module):
-    """torch.cumsum along the features (an operation no built-in kind reads)."""
+class Arctangent(nn.Module):
+    """torch.atan of the features (an operation no built-in kind reads)."""
 
     def forward(self, x):
-        return torch.cumsum(x, 1)
+        return torch.atan(x)
 
 
 class Gated(nn.Module):
@@ -187,10 +187,10 @@ def stale(model, x):
     return m.marginal("input")
 
 
-def nested_lp_pool():
+def nested_arctangent():
     model = nn.Sequential(OrderedDict(
-        head=nn.Linear(4, 4), body=nn.Sequential(nn.Linear(4, 4), nn.Unflatten(1, (1, 4)), nn.LPPool1d(2, 2),
-                                                 nn.Flatten()), out=nn.Linear(2, 2),
+        head=nn.Linear(4, 4), body=nn.Sequential(nn.Linear(4, 4), nn.Unflatten(1, (1, 4)), Arctangent(),
+                                                 nn.Flatten()), out=nn.Linear(4, 2),
     )).eval()
     return model, torch.linspace(-1.0, 1.0, 8).reshape(2, 4)
 
@@ -320,11 +320,11 @@ CASES: list[BadInput] = [
              on_graph(torch.tensor([[0, 1], [1, 7]]))),
     # unsupported operations: the message names the operation, its module, its path, the line of the
     # model's code, and how to declare a layer kind
-    BadInput("unsupported-cumsum", UnsupportedOperationError,
-             ("torch.cumsum", "in CumulativeSum", "at '1'", "no layer kind", "nrm.layers.register"),
-             with_module(nn.Linear(4, 3), CumulativeSum(), nn.Linear(3, 2)), explain()),
-    BadInput("unsupported-lp-pool-nested", UnsupportedOperationError, ("F.lp_pool1d", "LPPool1d", "'body.2'"),
-             nested_lp_pool, explain()),
+    BadInput("unsupported-atan", UnsupportedOperationError,
+             ("torch.atan", "in Arctangent", "at '1'", "no layer kind", "nrm.layers.register"),
+             with_module(nn.Linear(4, 3), Arctangent(), nn.Linear(3, 2)), explain()),
+    BadInput("unsupported-atan-nested", UnsupportedOperationError, ("torch.atan", "Arctangent", "'body.2'"),
+             nested_arctangent, explain()),
     BadInput("unsupported-product-gate", AmbiguousProductError,
              ("Tensor.mul", "Gated", "'block'", "bad_inputs.py", "return x * self.inner(x)", "split='equal'"),
              custom_container(Gated), explain()),
@@ -351,9 +351,10 @@ CASES: list[BadInput] = [
              with_module(nn.Linear(4, 3), nn.BatchNorm1d(3, track_running_stats=False), nn.Linear(3, 2)), explain()),
     BadInput("unsupported-maxpool1d", UnsupportedOperationError, ("max_pool1d", "MaxPool1d", "'1'"),
              with_module(nn.Linear(4, 4), nn.MaxPool1d(2), nn.Linear(2, 2)), explain()),
-    BadInput("unsupported-lp-pool", UnsupportedOperationError, ("F.lp_pool2d", "LPPool2d", "'1'"),
-             with_module(nn.Conv2d(3, 2, 3, padding=1), nn.LPPool2d(2, 2), nn.Flatten(), nn.Linear(8, 2),
-                         x_shape=(1, 3, 4, 4)), explain()),
+    BadInput("unsupported-fractional-max-pool", UnsupportedOperationError,
+             ("F.fractional_max_pool2d", "FractionalMaxPool2d", "'1'", "at random"),
+             with_module(nn.Conv2d(3, 2, 3, padding=1), nn.FractionalMaxPool2d(2, output_size=2), nn.Flatten(),
+                         nn.Linear(8, 2), x_shape=(1, 3, 4, 4)), explain()),
     # f_c(x) = 0
     BadInput("zero-output", ZeroOutputError, ("f_c(x) = 0", "samples [0]", "another target"),
              zero_output, explain()),

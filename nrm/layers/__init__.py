@@ -69,7 +69,7 @@ BUILTIN_KINDS = (
     pooling.MaxPool,
     norm.BatchNormAffine, norm.BatchNormFold, norm.LocalResponseNorm, norm.LayerNormCentring,
     norm.GroupNormCentring, norm.InstanceNormCentring, scale.ConstantScale, products.Multiply, attention.MatMul,
-    attention.Softmax, attention.LogSoftmax,
+    attention.Softmax, attention.LogSoftmax, attention.LogSumExp,
     constants.AddConstant, constants.Select, constants.Negate, constants.Power, constants.Rsqrt,
     constants.Sqrt, constants.Reciprocal, constants.Expand,
     constants.CatConstant, constants.Pad, constants.Unpadded,

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArgumentError
-from ..linear import LogSoftmaxMap, MatMulMap, SoftmaxMap
+from ..linear import LogSoftmaxMap, LogSumExpMap, MatMulMap, SoftmaxMap
+from ..markers import LogSumExp as LogSumExpMarker
 from ..markers import MatrixProduct
 from ..recorded import Value
 from .base import ExactMap, Linear, seeded, to_fractions, zeros_object
@@ -352,6 +353,110 @@ class LogSoftmax(Softmax):
 
     def examples(self):
         return [(nn.LogSoftmax(dim=-1).eval(), (2, 3)), (nn.LogSoftmax(dim=1).eval(), (3, 2))]
+
+
+class LogSumExp(Linear):
+    """``torch.logsumexp(x, dim, keepdim)``, ``Tensor.logsumexp`` over per-sample dimensions —
+    LSE pooling, a smooth maximum, the log-partition of a softmax — linearized at the forward
+    value as the softmax and the log-softmax are (AttnLRP Prop. 3.1's construction): the linear
+    map z = J x + b with J the Jacobian at x and the Taylor remainder b = y − J x as the bias, so
+    z = y (:class:`nrm.linear.LogSumExpMap`). With s = softmax(x) over the group G_k that output
+    k reduces:
+
+    Definition (under LRP-0; any rule applies, key it by ``nrm.markers.LogSumExp``; LRP-0 in
+    every preset)::
+
+        W_jk = ∂y_k/∂x_j = s_j [j ∈ G_k],     b_k = y_k − Σ_{j ∈ G_k} s_j x_j = H(s)   (the entropy)
+        q(x_j | y_k) = s_j x_j / y_k
+        q(⊥ | y_k)   = H(s) / y_k
+
+    Each output sends its relevance to its group's entries in proportion to s_j x_j — the max
+    pooling's winner-takes-all made smooth — and ⊥ the part no entry carries (H ≥ 0: y does
+    not move when every x_j moves by the same amount, the shares do). W is the Jacobian, so
+    LRP-0 keeps Gradient × Input (law L9). A masked entry (−∞, recorded as ``finfo.min``) has
+    s_j = 0 and takes nothing (``reads_masks``). Exact form: x, s and y as their float64 values
+    in fractions, W and b computed from them exactly (so z = y in the oracle). Refused: the
+    batch dimension, no ``dim``, a non-finite output (a group masked everywhere: −∞), ``out=``."""
+
+    functions = (torch.logsumexp, torch.Tensor.logsumexp)
+    rule_types = (LogSumExpMarker,)
+    reads_masks = True  # exp(−∞) = exp(finfo.min − y) = 0: a masked entry weighs nothing either way
+
+    def dims(self, call) -> tuple[int, ...] | None:
+        """The reduced dimensions of the batched tensor (sorted, ≥ 1), or None."""
+        dim = call.arg(1, "dim", None)
+        n = len(call.in_shapes[0])
+        dims = (dim,) if isinstance(dim, int) and not isinstance(dim, bool) else dim
+        if not isinstance(dims, (tuple, list, torch.Size)) or not dims or \
+                not all(isinstance(d, int) and not isinstance(d, bool) and -n <= d < n for d in dims):
+            return None
+        return tuple(sorted({d % n for d in dims}))
+
+    def keepdim(self, call) -> bool:
+        return bool(call.arg(2, "keepdim", False))
+
+    def accepts(self, call):
+        if call.kwargs.get("out") is not None:
+            return "writes into out="
+        dims = self.dims(call)
+        if dims is None or 0 in dims:
+            return ("reduces over the batch dimension or without a valid dim; nrm reads a logsumexp over per-sample "
+                    "dimensions (dim=-1, or a tuple of them)")
+        if not isinstance(call.arg(2, "keepdim", False), bool):
+            return f"takes keepdim={call.arg(2, 'keepdim', False)!r}; nrm reads True or False"
+        if call.output.dtype != call.in_dtypes[0]:
+            return "changes the dtype; cast before the logsumexp"
+        if not bool(torch.isfinite(call.output).all()):
+            return ("gives −inf, inf or NaN (a group masked everywhere, an infinite or NaN entry); nrm reads a "
+                    "logsumexp with a finite value: let every group keep an entry")
+        return None
+
+    def _parts(self, call, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """s (B, *in) and y (B, *out) at a, in a's dtype (y: torch's own)."""
+        dims = self.dims(call)
+        y = torch.logsumexp(a, dims, keepdim=True)
+        s = torch.exp(a - y)
+        return s, y if self.keepdim(call) else y.squeeze(dims)
+
+    def map(self, call, a, rule=None):
+        """The map at the input a (B, *shape): s = softmax(a) per group, b = y − W a."""
+        s, y = self._parts(call, a)
+        lmap = LogSumExpMap(s, None, self.dims(call), self.keepdim(call))
+        lmap.bias = y - lmap.forward(a, s)
+        return lmap
+
+    def exact(self, call, a, rule=None) -> ExactMap:
+        """W and b from the definition, in fractions of the float64 x, s and y (loops over the groups)."""
+        dims, keep = self.dims(call), self.keepdim(call)
+        in_shape = tuple(a.shape[1:])
+        s64, y64 = self._parts(call, a.double())
+        x, s, y = to_fractions(a[0]), to_fractions(s64[0]), to_fractions(y64[0]).reshape(-1)
+        kept = tuple(1 if d + 1 in dims else n for d, n in enumerate(in_shape))
+        out_shape = kept if keep else tuple(n for d, n in enumerate(in_shape) if d + 1 not in dims)
+        n_in, n_out = math.prod(in_shape), math.prod(out_shape)
+        W, S, b = zeros_object((n_in, n_out)), np.zeros((n_in, n_out), bool), zeros_object(n_out)
+        carried = [Fraction(0)] * n_out
+        for j, pos in enumerate(np.ndindex(*in_shape)):
+            k = int(np.ravel_multi_index(tuple(0 if d + 1 in dims else p for d, p in enumerate(pos)), kept))
+            W[j, k], S[j, k] = s[pos], True
+            carried[k] += s[pos] * x[pos]
+        for k in range(n_out):
+            b[k] = y[k] - carried[k]
+        return ExactMap(W, S, b, out_shape)
+
+    def examples(self):
+        return [(SoftMaximum((-1,)), (2, 3)), (SoftMaximum((1, 2), keepdim=True), (2, 2, 3))]
+
+
+class SoftMaximum(nn.Module):
+    """``torch.logsumexp(3 x, dims, keepdim)`` (an example of :class:`LogSumExp`)."""
+
+    def __init__(self, dims: tuple, keepdim: bool = False):
+        super().__init__()
+        self.dims, self.keepdim = dims, keepdim
+
+    def forward(self, x):
+        return torch.logsumexp(x * 3.0, self.dims, keepdim=self.keepdim)
 
 
 class Scores(nn.Module):

@@ -266,6 +266,35 @@ def softmax_matrices(call, a: torch.Tensor, log: bool = False) -> tuple:
     return W, bias, M
 
 
+def logsumexp_matrices(call, a: torch.Tensor) -> tuple:
+    """``torch.logsumexp(x, dim, keepdim)`` at its input a (B, *in), linearized at a per sample
+    by explicit loops over the output positions: the group G_k of input positions that output
+    k reduces (those that agree with k outside ``dim``), s = exp(x − max) / Σ exp(x − max) and
+    y = max + log Σ exp(x − max) over it, W[b, k, j] = ∂y_k/∂x_j = s_j (j ∈ G_k), b = y − W a
+    (the Taylor remainder, the entropy). Structure: the groups."""
+    B, shape = a.shape[0], tuple(a.shape[1:])
+    dim = call.arg(1, "dim")
+    dims = {(d % (len(shape) + 1)) - 1 for d in ((dim,) if isinstance(dim, int) else dim)}
+    kept = [n for d, n in enumerate(shape) if d not in dims]
+    N, K = numel(shape), numel(tuple(kept))
+    flat = a.reshape(B, N)
+    W, M = torch.zeros((B, K, N), dtype=DTYPE), torch.zeros((K, N), dtype=torch.bool)
+    y = torch.zeros((B, K), dtype=DTYPE)
+    positions = list(itertools.product(*(range(n) for n in shape)))
+    for k, out in enumerate(itertools.product(*(range(n) for n in kept))):
+        group = [j for j, pos in enumerate(positions) if [p for d, p in enumerate(pos) if d not in dims] == list(out)]
+        for b in range(B):
+            x = flat[b, group]
+            e = torch.exp(x - x.max())
+            s = e / e.sum()
+            y[b, k] = x.max() + torch.log(e.sum())
+            for jj, j in enumerate(group):
+                W[b, k, j] = s[jj]
+        M[k, group] = True
+    bias = y - torch.einsum("bkn,bn->bk", W, flat)
+    return W, bias, M
+
+
 def log_softmax_matrices(call, a: torch.Tensor) -> tuple:
     """A log-softmax at its input a: :func:`softmax_matrices` with ``log=True``."""
     return softmax_matrices(call, a, log=True)

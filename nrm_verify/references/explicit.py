@@ -69,7 +69,7 @@ from nrm.errors import (
     ZeroOutputError,
 )
 from nrm.graph import reaching_calls, rule_types
-from nrm.layers.attention import LogSoftmax, MatMul, Softmax
+from nrm.layers.attention import LogSoftmax, LogSumExp, MatMul, Softmax
 from nrm.layers.message import SegmentSoftmax
 from nrm.lrn import LRNIdentity, LRNTaylor
 from nrm.presets import RuleMap
@@ -82,6 +82,7 @@ from nrm_verify.references.call_matrices import (
     apply_recorded,
     centring_matrices,
     log_softmax_matrices,
+    logsumexp_matrices,
     lrn_matrices,
     matmul_matrices,
     numel,
@@ -228,8 +229,9 @@ class _Tracer:
             self._matmul(call)
         elif role == "linear":
             a = self._input(call)
-            if isinstance(call.kind, (Softmax, SegmentSoftmax)):
-                matrices = (log_softmax_matrices if isinstance(call.kind, LogSoftmax) else
+            if isinstance(call.kind, (Softmax, SegmentSoftmax, LogSumExp)):
+                matrices = (logsumexp_matrices if isinstance(call.kind, LogSumExp) else
+                            log_softmax_matrices if isinstance(call.kind, LogSoftmax) else
                             softmax_matrices if isinstance(call.kind, Softmax) else segment_softmax_matrices)
                 W, b, M = matrices(call, a.value)
                 self._check_dense(call.name, a.value, W, b, call.output)
