@@ -659,6 +659,72 @@ class NormalizeDecomposition:
         return y
 
 
+class CosineSimilarityDecomposition:
+    """``F.cosine_similarity(x1, x2, dim, eps)`` (``torch.cosine_similarity``,
+    ``nn.CosineSimilarity``) along a per-sample dimension — a CLIP-style head against constant
+    class embeddings, a contrastive score — read as what it is, the dot product of the two
+    inputs each normalized as :class:`NormalizeDecomposition` reads ``F.normalize``::
+
+        cos(x1, x2) = Σ_dim (x1 · rsqrt(max(Σ_dim x1², ε²))) · (x2 · rsqrt(max(Σ_dim x2², ε²)))
+
+    each normalizer held at its forward value (it takes nothing under every split); the inputs
+    broadcast to one shape first (:class:`~nrm.layers.constants.Expand`). With one input a
+    constant (text embeddings, prototypes) the product is :class:`~nrm.layers.scale.ConstantScale`
+    and the similarity a linear map of the normalized input (:class:`~nrm.layers.linear.Reduce`):
+    each x1_j gets x1_j x2_j / (‖x1‖ ‖x2‖) under LRP-0. With both computed from the input it is a
+    product of two tensors, whose split the user chooses (the default asks,
+    :class:`~nrm.errors.AmbiguousProductError`). Compared with torch's own within 10³ ulp
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: the batch dimension, an
+    ``eps`` that is not a number > 0, inputs of different dtypes."""
+
+    function = torch.cosine_similarity
+
+    @staticmethod
+    def _arguments(x1, x2, dim=1, eps=1e-8) -> dict:
+        return dict(x1=x1, x2=x2, dim=dim, eps=eps)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of F.cosine_similarity ({e})"
+        x1, x2, dim, eps = a["x1"], a["x2"], a["dim"], a["eps"]
+        if not (isinstance(x1, torch.Tensor) and isinstance(x2, torch.Tensor)) or x1.dtype != x2.dtype \
+                or not x1.is_floating_point():
+            return "compares tensors of different dtypes, or not floating point; nrm reads two of one floating dtype"
+        try:
+            shape = torch.broadcast_shapes(x1.shape, x2.shape)
+        except RuntimeError as e:
+            return f"compares tensors that do not broadcast ({e})"
+        if len(shape) < 2 or isinstance(dim, bool) or not isinstance(dim, int) or not -len(shape) <= dim < len(shape):
+            return f"compares along dim={dim!r}; nrm reads one int within the tensors, which have a batch dimension"
+        if dim % len(shape) == 0:
+            return "compares along the batch dimension, which mixes the samples; nrm reads a per-sample dimension"
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            return f"takes eps={eps!r}; nrm reads a number > 0"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        x1, x2, eps = a["x1"], a["x2"], float(a["eps"])
+        shape = torch.broadcast_shapes(x1.shape, x2.shape)
+        dim = a["dim"] % len(shape)
+        units = []
+        for x in (x1, x2):  # each to the common per-sample shape, keeping its own batch (a constant's is 1)
+            within = (x.shape[0] if x.dim() == len(shape) else 1,) + tuple(shape[1:])
+            x = x if x.shape == within else x.expand(within)
+            units.append(x * torch.rsqrt(torch.clamp(x.pow(2).sum(dim, keepdim=True), min=eps * eps)))
+        out = (units[0] * units[1]).sum(dim)
+        with torch._C.DisableTorchFunction():
+            same = _within_ulp(out, torch.cosine_similarity(x1, x2, a["dim"], a["eps"]))
+        if not same:
+            raise CaptureMismatchError("the decomposition of cosine_similarity as a dot product of normalized inputs "
+                                       "does not reproduce it within 10³ ulp; nrm cannot read it faithfully")
+        return out
+
+
 class StackDecomposition:
     """``torch.stack(tensors, dim)`` read as what it is, the tensors each given a new dimension
     and concatenated along it (GPT-J's ``rotate_every_two``: ``torch.stack((-x2, x1), dim=-1)``)::
@@ -1804,6 +1870,7 @@ DECOMPOSED_FUNCTIONS = {
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
     F.normalize: NormalizeDecomposition(),
+    torch.cosine_similarity: CosineSimilarityDecomposition(),
     torch.stack: StackDecomposition(),
     torch.addcmul: AddcmulDecomposition(),
     torch.Tensor.addcmul: AddcmulDecomposition(),
