@@ -159,16 +159,21 @@ def test_qwen2s_swiglu_gate_takes_nothing_by_default():
     assert silu and all(float(m.marginal(n).abs().max()) == 0.0 for n in silu)
 
 
-def test_gelu_fast_is_refused_by_name_since_its_constant_is_rounded():
+def test_gelu_fast_is_read_as_an_activation_written_by_hand():
     """FastGELUActivation writes √(2/π) as 0.7978845608: not F.gelu's formula to 10³ ulp, so it is
-    read as what it computes — a product of two functions of x — which the default split refuses."""
+    read as what it computes — 0.5 x · (1 + tanh(…x…)), a product of functions of x alone, one of
+    them x up to a constant — an activation of x (nrm.graph's own signal): the relevance at its
+    output reaches c_fc's output whole under LRP-0, and L1 holds at every layer."""
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2,
                                      activation_function="gelu_fast")
     model = Logits(transformers.GPT2LMHeadModel(config).to(D).eval()).eval()
     e = torch.randn(1, 4, 16, dtype=D)
-    with pytest.raises(nrm.AmbiguousProductError, match="FastGELUActivation"):
-        nrm.explain(model, e, target=0)
+    m = nrm.explain(model, e, target=0)
+    assert laws.normalization(m).holds
+    act = next(n for n in m.layers if n.endswith("mlp.act"))
+    fc = next(n for n in m.layers if n.endswith("mlp.c_fc"))
+    torch.testing.assert_close(m.marginal(act), m.marginal(fc), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("attn,dtype,tol", [("sdpa", torch.float64, 1e-12), ("eager", torch.float32, 1e-6),
