@@ -12,11 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from agreement import agree
-from nets import Fn
+from nets import Fn, product_split
 from torch import nn
 
 import nrm
-from nrm.layers.products import Multiply
 
 D = torch.float64
 
@@ -90,11 +89,8 @@ def test_two_computed_embeddings_ask_for_a_split_and_equal_halves_are_read():
     model = Siamese().eval()
     with pytest.raises(nrm.AmbiguousProductError, match="split='equal'"):
         nrm.explain(model, _x(), target=0)
-    nrm.layers.register(Multiply(split="equal"))
-    try:
+    with product_split("equal"):
         agree(model, _x(), target=0)
-    finally:
-        nrm.layers.register(Multiply())
 
 
 def test_a_batch_is_read_per_sample():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from agreement import agree
-from nets import Fn
+from nets import Fn, seeded
 from torch import nn
 
 import nrm
@@ -32,12 +32,7 @@ IDS = [c[0] for c in CASES]
 
 
 def _model(fn, name: str, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(4, 12), Fn(fn, name), nn.Linear(12, 2)).double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D))
-    return model.eval()
+    return seeded(nn.Sequential(nn.Linear(4, 12), Fn(fn, name), nn.Linear(12, 2)).double(), seed, scale=1.0)
 
 
 def _x(batch: int = 1, seed: int = 1) -> torch.Tensor:

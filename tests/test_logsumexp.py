@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from agreement import agree
-from nets import Fn
+from nets import Fn, seeded
 from torch import nn
 
 import nrm
@@ -34,13 +34,9 @@ IDS = [c[0] for c in CASES]
 
 
 def _model(fn, name: str, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
     model = nn.Sequential(nn.Linear(4, 12), Fn(fn, name), nn.Flatten(), nn.LazyLinear(2)).double()
-    model(torch.zeros(1, 4, dtype=D))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D))
-    return model.eval()
+    model(torch.zeros(1, 4, dtype=D))  # the lazy head takes its shape
+    return seeded(model, seed, scale=1.0)
 
 
 def _x(batch: int = 1, seed: int = 1) -> torch.Tensor:

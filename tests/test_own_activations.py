@@ -21,7 +21,6 @@ from torch import nn
 
 import nrm
 from nrm.graph import ProperFFNN
-from nrm.layers.products import Multiply
 from nrm_verify.laws.limits import gradient_x_input
 
 D = torch.float64
@@ -54,14 +53,10 @@ IDS = [c[0] for c in HANDWRITTEN]
 
 def _pair(fn, ref, seed: int = 0) -> tuple[nn.Module, nn.Module, torch.Tensor]:
     """Linear(5, 6) → fn → Linear(6, 3), and the same weights around ``ref``."""
-    g = torch.Generator().manual_seed(seed)
-    a = nn.Sequential(nn.Linear(5, 6), nets.Fn(fn, "own"), nn.Linear(6, 3)).double().eval()
-    with torch.no_grad():
-        for p in a.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D))
+    a = nets.seeded(nn.Sequential(nn.Linear(5, 6), nets.Fn(fn, "own"), nn.Linear(6, 3)).double(), seed, scale=1.0)
     b = nn.Sequential(nn.Linear(5, 6), nets.Fn(ref, "module"), nn.Linear(6, 3)).double().eval()
     b.load_state_dict(a.state_dict())
-    return a, b, torch.randn((1, 5), generator=g, dtype=D)
+    return a, b, torch.randn((1, 5), generator=torch.Generator().manual_seed(seed + 100), dtype=D)
 
 
 def _products(model, x) -> list:
@@ -180,13 +175,10 @@ def test_a_chosen_split_is_kept():
     same heatmap), and the own-signal reading does not override it."""
     a, _, x = _pair(HANDWRITTEN[4][1], HANDWRITTEN[4][2])
     signal = nrm.explain(a, x, target=0).marginal("input")
-    nrm.layers.register(Multiply(split="equal"))
-    try:
+    with nets.product_split("equal"):
         (block,) = _products(a, x)
         assert block.split == (Fraction(1, 2), Fraction(1, 2))
         equal = nrm.explain(a, x, target=0).marginal("input")
-    finally:
-        nrm.layers.register(Multiply())
     assert torch.allclose(signal, equal, rtol=1e-13, atol=1e-15)
 
 
