@@ -41,11 +41,11 @@ class MatrixProduct(nn.Module):
 
 
 
-class LogSumExp(nn.Module):
+class SoftMaximum(nn.Module):
     """``torch.logsumexp(x, dim)``, a smooth maximum (LSE pooling), read by
     :class:`nrm.layers.attention.LogSumExp` as its Taylor linearization at the forward value:
     weights softmax(x) over each reduced group, the entropy to ⊥. Key of a rule mapping:
-    ``{nrm.markers.LogSumExp: rule}``; LRP-0 in every preset. Never called."""
+    ``{nrm.markers.SoftMaximum: rule}``; LRP-0 in every preset. Never called."""
 
 
 class Shift(nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import RuleAssignmentError, RuleParameterError
 from .lrn import LRNTaylor
-from .markers import Aggregate, LogSumExp, MatrixProduct, Scale, Shift, Sum
+from .markers import Aggregate, MatrixProduct, Scale, Shift, SoftMaximum, Sum
 from .rules import AlphaBeta, Epsilon, Flat, Gamma, Part, Rule, Share, ZBox, Zero, ZPlus
 
 
@@ -40,7 +40,7 @@ POOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.Adapt
 token: :mod:`nrm.layers.constants`) and graph aggregations (:mod:`nrm.layers.message`): LRP-0 by
 default."""
 NORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d,
-        nn.InstanceNorm2d, nn.InstanceNorm3d, Scale, nn.Softmax, nn.LogSoftmax, LogSumExp)
+        nn.InstanceNorm2d, nn.InstanceNorm3d, Scale, nn.Softmax, nn.LogSoftmax, SoftMaximum)
 """Normalizations that are layers of their own (a batch norm that cannot fold, layer, group and
 instance norm with σ held), products by a constant (a layer scale) and the softmax,
 log-softmax and logsumexp (their Taylor linearizations, AttnLRP Prop. 3.1): LRP-0 in every preset."""

@@ -119,7 +119,7 @@ def test_a_logsumexp_over_the_batch_is_refused_by_name(dims):
 def test_a_rule_keyed_by_its_marker_applies():
     model = _model(CASES[0][1], "last")
     plain = nrm.explain(model, _x(), target=0).marginal("input")
-    keyed = nrm.RuleMap(nrm.rules.Zero(), by_type={nrm.markers.LogSumExp: nrm.rules.Epsilon(10.0)})
+    keyed = nrm.RuleMap(nrm.rules.Zero(), by_type={nrm.markers.SoftMaximum: nrm.rules.Epsilon(10.0)})
     eps = nrm.explain(model, _x(), target=0, rules=keyed).marginal("input")
     assert float((plain - eps).abs().max()) > 1e-6
 

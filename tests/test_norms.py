@@ -267,7 +267,7 @@ def test_a_product_of_two_activations_is_not_a_layer_scale():
     assert "two input-derived tensors" in (ConstantScale().accepts(calls[-1]) or "")
     assert calls[-1].kind is not None and calls[-1].kind.role == "product"
     m = nrm.explain(nn.Sequential(Product(False), nn.Linear(3, 2).double()).eval(), _x(1, 3), target=0)
-    assert [b.split for b in m.network.blocks if b.factors is not None] == [(0, 1)]
+    assert [b.split for b in m.network.blocks if b.factors is not None] == [(1, 0)]  # relu(x) reaches x whole
     with pytest.raises(nrm.AmbiguousProductError, match="split='equal'"):
         nrm.explain(nn.Sequential(Product(True), nn.Linear(3, 2).double()).eval(), _x(1, 3), target=0)
 

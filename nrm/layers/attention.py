@@ -27,8 +27,7 @@ from torch import nn
 
 from ..errors import ArgumentError
 from ..linear import LogSoftmaxMap, LogSumExpMap, MatMulMap, SoftmaxMap
-from ..markers import LogSumExp as LogSumExpMarker
-from ..markers import MatrixProduct
+from ..markers import MatrixProduct, SoftMaximum
 from ..recorded import Value
 from .base import ExactMap, Linear, seeded, to_fractions, zeros_object
 from .elementwise import mixed_precision
@@ -363,7 +362,7 @@ class LogSumExp(Linear):
     z = y (:class:`nrm.linear.LogSumExpMap`). With s = softmax(x) over the group G_k that output
     k reduces:
 
-    Definition (under LRP-0; any rule applies, key it by ``nrm.markers.LogSumExp``; LRP-0 in
+    Definition (under LRP-0; any rule applies, key it by ``nrm.markers.SoftMaximum``; LRP-0 in
     every preset)::
 
         W_jk = ∂y_k/∂x_j = s_j [j ∈ G_k],     b_k = y_k − Σ_{j ∈ G_k} s_j x_j = H(s)   (the entropy)
@@ -379,7 +378,7 @@ class LogSumExp(Linear):
     batch dimension, no ``dim``, a non-finite output (a group masked everywhere: −∞), ``out=``."""
 
     functions = (torch.logsumexp, torch.Tensor.logsumexp)
-    rule_types = (LogSumExpMarker,)
+    rule_types = (SoftMaximum,)
     reads_masks = True  # exp(−∞) = exp(finfo.min − y) = 0: a masked entry weighs nothing either way
 
     def dims(self, call) -> tuple[int, ...] | None:
@@ -445,10 +444,10 @@ class LogSumExp(Linear):
         return ExactMap(W, S, b, out_shape)
 
     def examples(self):
-        return [(SoftMaximum((-1,)), (2, 3)), (SoftMaximum((1, 2), keepdim=True), (2, 2, 3))]
+        return [(LSEPooled((-1,)), (2, 3)), (LSEPooled((1, 2), keepdim=True), (2, 2, 3))]
 
 
-class SoftMaximum(nn.Module):
+class LSEPooled(nn.Module):
     """``torch.logsumexp(3 x, dims, keepdim)`` (an example of :class:`LogSumExp`)."""
 
     def __init__(self, dims: tuple, keepdim: bool = False):
