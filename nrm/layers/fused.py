@@ -606,6 +606,12 @@ class ShiftedWindow3dDecomposition:
         return o[:, :T, :H, :W, :].contiguous()
 
 
+def _unit(x: torch.Tensor, dim: int, eps: float) -> torch.Tensor:
+    """x / max(‖x‖₂, ε) along ``dim`` as nrm reads it, x · rsqrt(max(Σ_dim x², ε²)): a product
+    with a held normalizer (recorded when called under the capture)."""
+    return x * torch.rsqrt(torch.clamp(x.pow(2).sum(dim, keepdim=True), min=eps * eps))
+
+
 class NormalizeDecomposition:
     """``F.normalize(x, p=2, dim, eps)`` = x / max(‖x‖₂, ε) along ``dim`` (swin_v2's cosine
     attention), read as RMSNorm is (:class:`~nrm.layers.constants.Rsqrt`)::
@@ -648,7 +654,7 @@ class NormalizeDecomposition:
 
         a = self._arguments(*args, **kwargs)
         x, dim, eps = a["input"], a["dim"], float(a["eps"])
-        y = x * torch.rsqrt(torch.clamp(x.pow(2).sum(dim, keepdim=True), min=eps * eps))
+        y = _unit(x, dim, eps)
         with torch._C.DisableTorchFunction():
             theirs = F.normalize(x, 2.0, dim, eps)
             bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
@@ -715,7 +721,7 @@ class CosineSimilarityDecomposition:
         for x in (x1, x2):  # each to the common per-sample shape, keeping its own batch (a constant's is 1)
             within = (x.shape[0] if x.dim() == len(shape) else 1,) + tuple(shape[1:])
             x = x if x.shape == within else x.expand(within)
-            units.append(x * torch.rsqrt(torch.clamp(x.pow(2).sum(dim, keepdim=True), min=eps * eps)))
+            units.append(_unit(x, dim, eps))
         out = (units[0] * units[1]).sum(dim)
         with torch._C.DisableTorchFunction():
             same = _within_ulp(out, torch.cosine_similarity(x1, x2, a["dim"], a["eps"]))
@@ -1476,7 +1482,7 @@ class LPPoolDecomposition:
                 s = self.avg(x.pow(p), k, stride, 0, ceil)
             else:
                 s = self.avg(x.pow(p), k, padding=0, ceil_mode=ceil)
-            size = math.prod(k) if isinstance(k, (tuple, list)) else k ** self.dims if self.dims > 1 else k
+            size = math.prod(k) if isinstance(k, (tuple, list)) else k ** self.dims
             out = (torch.sign(s) * F.relu(torch.abs(s))).mul(size).pow(1.0 / p)
         with torch._C.DisableTorchFunction():
             same = same_values(out, self.func(*args, **kwargs))
