@@ -16,8 +16,8 @@ Each model is built with seeded random weights (no download), in float64 and eva
   intermediate 3072, 2 labels), 32 tokens of which the last 2 are padding (``attention_mask``);
 * ``llama``, ``qwen2``, ``mistral``, ``phi``: causal LMs of one Llama-like shape (8 layers, hidden
   512, 8 heads, 4 key/value heads — Phi: 8 — intermediate 1376, vocabulary 32000), 32 tokens.
-  Their RMSNorms compute in float32 whatever the model's dtype (nrm refuses the dtype change by
-  name): the same formula in the input's dtype replaces it (as ``peer_tests/test_hf_families.py``).
+  Their RMSNorms compute in float32 whatever the model's dtype (read widened since 2026-12-07):
+  here the same formula in the input's dtype replaces it (as ``peer_tests/test_hf_families.py``).
 
 transformers models are explained at ``inputs_embeds`` (the embedding of seeded token ids), the
 target being the last position's logit (an LM) or the class logit; the images' target is the

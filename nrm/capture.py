@@ -54,7 +54,7 @@ from .errors import (
 )
 from .layers import REGISTRY, base_name
 from .layers.constants import masked
-from .layers.elementwise import HALF
+from .layers.elementwise import FLOATING
 from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of, same_values
 from .layers.shape import Permute
 from .recorded import Piece, Value, dispatch_name
@@ -1006,21 +1006,29 @@ def capture(model: nn.Module, x: torch.Tensor, *, output: Callable[[Any], torch.
 
 
 
-def upcast(captured: Captured, dtype: torch.dtype = torch.float32) -> Captured:
-    """The record of a bfloat16 or float16 model (or one with half-precision values among its
-    own, :data:`nrm.layers.elementwise.HALF`) in ``dtype`` (float32), in place: the input, every
-    recorded value and every floating constant a call read (parameters, masks, position tables;
-    one copy per tensor) are widened exactly — each half-precision number is a float32 number —
-    so the kernels are built and the relevance accumulated in float32 from the model's own
-    half-precision values (``call.computed_in`` keeps the model's dtype, for the map checks'
-    tolerance). A record in another dtype is returned unchanged."""
-    if captured.input.dtype not in HALF and not any(t is not None and t.dtype in HALF
-                                                     for call in captured.calls for t in call.outputs):
+def upcast(captured: Captured) -> Captured:
+    """The record in its **widest floating dtype** (at least float32), in place, when it holds a
+    narrower one: a bfloat16 or float16 model (explained in float32), or a model whose forward
+    computes part of its values in another dtype than the rest (transformers' RMSNorm and eager
+    softmax compute in float32 inside a bfloat16 or a float64 model: explained in float64 there).
+    The input, every recorded value and every floating constant a call read (parameters, masks,
+    position tables; one copy per tensor) are widened exactly — every number of a narrower
+    floating dtype is a number of the wider one — so the kernels are built and the relevance
+    accumulated in that dtype from the model's own values (``call.computed_in`` keeps the dtype a
+    call computed in, for the map checks' tolerance and :meth:`nrm.engine.Engine._widened_pre`).
+    A record in one dtype of at least float32 is returned unchanged."""
+    held = {captured.input.dtype} | {t.dtype for call in captured.calls for t in call.outputs
+                                     if t is not None and t.dtype in FLOATING}
+    dtype = max(held | {torch.float32}, key=lambda d: torch.finfo(d).bits if d in FLOATING else 0)
+    if held <= {dtype}:
         return captured
     copies: dict[int, torch.Tensor] = {}
 
+    def narrower(d) -> bool:
+        return d in FLOATING and d != dtype
+
     def widen(t):
-        if not isinstance(t, torch.Tensor) or t.dtype not in HALF:
+        if not isinstance(t, torch.Tensor) or not narrower(t.dtype):
             return t
         if id(t) not in copies:
             copies[id(t)] = t.detach().to(dtype)
@@ -1028,10 +1036,10 @@ def upcast(captured: Captured, dtype: torch.dtype = torch.float32) -> Captured:
 
     captured.input = widen(captured.input)
     for call in captured.calls:
-        call.computed_in = next((t.dtype for t in call.outputs if t is not None and t.dtype in HALF), None)
+        call.computed_in = next((t.dtype for t in call.outputs if t is not None and narrower(t.dtype)), None)
         call.outputs = [widen(t) for t in call.outputs]
         call.args, call.kwargs = _map(call.args, widen), _map(call.kwargs, widen)
-        call.in_dtypes = [dtype if d in HALF else d for d in call.in_dtypes]
+        call.in_dtypes = [dtype if narrower(d) else d for d in call.in_dtypes]
     return captured
 
 

@@ -97,7 +97,7 @@ def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = Fals
     if bias is not None:
         scale = scale + bias.abs()
     deviation = (z - pre).abs()
-    computed_in = getattr(block.producer.call, "computed_in", None)  # a half-precision model's record, widened
+    computed_in = getattr(block.producer.call, "computed_in", None)  # computed in a narrower dtype, widened (upcast)
     eps = max(torch.finfo(a.dtype).eps, torch.finfo(computed_in).eps if computed_in is not None else 0.0)
     bound = 64 * eps * scale + torch.finfo(a.dtype).tiny
     if not bool((deviation <= bound).all()):

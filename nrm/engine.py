@@ -198,9 +198,11 @@ class Engine:
 
     @staticmethod
     def _widened_pre(lmap, a: torch.Tensor) -> torch.Tensor:
-        """z = W a + b in float32 at the widened half-precision input (``nrm.capture.upcast``): the
-        denominators of the layer's kernel, so that its columns sum to one in float32 (the model's
-        own z is that rounded to bfloat16 / float16, which would leave the rounding to no one)."""
+        """z = W a + b in the record's dtype at the widened input of a layer the model computed in a
+        narrower dtype (``nrm.capture.upcast``: a bfloat16 model explained in float32, a float64
+        model's float32 RMSNorm): the denominators of the layer's kernel, so that its columns sum
+        to one in the record's dtype (the model's own z is that rounded to the narrower dtype,
+        which would leave the rounding to no one)."""
         z = lmap.forward(a, lmap.own_weight())
         bias = lmap.bias_for(z) if lmap.bias is not None else None
         return z if bias is None else z + bias

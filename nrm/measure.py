@@ -34,7 +34,8 @@ DEFAULT_CHUNK = 256
 
 def _fresh(method):
     """Check, before answering, that nothing the measure reads changed since ``explain``;
-    answer outside autocast, in the input's dtype (float32 for a bfloat16 or float16 input: nrm.capture.upcast)."""
+    answer outside autocast, in the record's dtype: the widest floating dtype the model computed
+    in, at least float32 (nrm.capture.upcast)."""
 
     @functools.wraps(method)
     def checked(self, *args, **kwargs):

@@ -3,9 +3,9 @@ LayerNorm is written by hand — (x − u) / √(s + ε) over the channels — a
 global response normalization divides by the mean of ``torch.linalg.vector_norm``: read
 through the decompositions of a − b, a / b and the Euclidean norm, the divisors held at their
 forward values (``tests/test_handwritten_norms.py`` checks them against the explicit reference
-on small models). float32: their LayerNorm casts to float32 itself, so a float64 model is
-refused by name. f is the model's logit (to the division's second rounding) and L1 holds at
-every layer."""
+on small models). float32; their LayerNorm casts to float32 itself, so a float64 model is read
+with those steps widened (``nrm.capture.upcast``). f is the model's logit (to the division's
+second rounding, in float32 inside the norm) and L1 holds at every layer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import nrm
+from nrm_verify import laws
 
 transformers = pytest.importorskip("transformers", reason="transformers is installed in the peer environment only")
 
@@ -47,7 +48,13 @@ def test_convnext_with_hand_written_norms_is_read(v2):
     assert {"Negate", "Expand", "Multiply"} <= kinds, kinds
 
 
-def test_a_float64_convnext_is_refused_by_name_its_norm_casts_to_float32():
+def test_a_float64_convnext_is_read_its_norm_computes_in_float32():
+    """HF ConvNeXt's channels-first LayerNorm casts to float32 inside (refused by name before
+    2026-12-07): read in float64 with those steps widened; f is the model's logit to the float32
+    division's second rounding (a · (1/b), ≈ 4e-8 relative here), L1 ≤ 1e-12."""
     model = _model(False).double()
-    with pytest.raises(nrm.UnsupportedOperationError, match="converts torch.float64 to torch.float32"):
-        nrm.explain(model, torch.randn(1, 3, 32, 32, dtype=torch.float64), target=0, output=lambda o: o.logits)
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    m = nrm.explain(model, x, target=0, output=lambda o: o.logits, check="full")
+    with torch.no_grad():
+        torch.testing.assert_close(m.f, model(x).logits[:, 0], rtol=1e-6, atol=1e-9)
+    assert float(laws.normalization(m).deviation) <= 1e-12

@@ -56,11 +56,26 @@ FAMILIES = {
 }
 FLOAT32_FAMILIES = {
     # GPT-J: rotary by torch.stack((-x2, x1), dim=-1) (read as unsqueeze and cat); its attention casts the query
-    # and key to float32 (a no-op here, refused by name in a float64 model)
+    # and key to float32 (a no-op here; in float64 read widened: the as-written test)
     "gptj": lambda: transformers.GPTJForCausalLM(transformers.GPTJConfig(
         vocab_size=50, n_embd=16, n_layer=2, n_head=2, n_positions=16, rotary_dim=4)),
     # OLMo: a LayerNorm without affine parameters computed in float32 (the same no-op)
     "olmo": lambda: transformers.OlmoForCausalLM(transformers.OlmoConfig(**COMMON)),
+}
+AS_WRITTEN_FAMILIES = {
+    # norms or attention computing in float32 inside, in forms the helper does not rewrite: read in float64 as
+    # written only (test_the_family_in_float64_is_read_as_transformers_writes_it)
+    "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**COMMON, num_key_value_heads=1)),
+    "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**COMMON, num_key_value_heads=1,
+                                                                              head_dim=8)),  # q/k RMSNorms
+    "granite": lambda: transformers.GraniteForCausalLM(transformers.GraniteConfig(**COMMON, num_key_value_heads=1)),
+    "cohere": lambda: transformers.CohereForCausalLM(transformers.CohereConfig(**COMMON, num_key_value_heads=1)),
+    "olmo2": lambda: transformers.Olmo2ForCausalLM(transformers.Olmo2Config(**COMMON)),
+    "helium": lambda: transformers.HeliumForCausalLM(transformers.HeliumConfig(**COMMON, num_key_value_heads=1,
+                                                                                head_dim=8)),
+    "gpt_neo": lambda: transformers.GPTNeoForCausalLM(transformers.GPTNeoConfig(  # attention in float32
+        vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
+        max_position_embeddings=16, window_size=4)),
 }
 
 
@@ -76,7 +91,7 @@ class Logits(torch.nn.Module):
 
 def _case(name: str, seed: int = 0, dtype: torch.dtype = D):
     torch.manual_seed(seed)
-    model = {**FAMILIES, **FLOAT32_FAMILIES}[name]().to(dtype).eval()
+    model = {**FAMILIES, **FLOAT32_FAMILIES, **AS_WRITTEN_FAMILIES}[name]().to(dtype).eval()
     ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return Logits(model).eval(), model.get_input_embeddings()(ids).detach()
@@ -98,8 +113,8 @@ def test_the_family_is_read_with_nrms_defaults_and_l1_holds_at_every_layer(name)
 
 @pytest.mark.parametrize("name", list(FLOAT32_FAMILIES))
 def test_families_that_compute_in_float32_are_read_in_float32(name):
-    """Families whose forward casts to float32 inside (refused by name in float64, "converts
-    torch.float64 to torch.float32") are read in float32: f the model's, L1 ≤ 1e-6 at every layer."""
+    """Families whose forward casts to float32 inside are read in float32 too: f the model's,
+    L1 ≤ 1e-6 at every layer."""
     model, e = _case(name, dtype=torch.float32)
     m = nrm.explain(model, e, target=1, check="full")
     with torch.no_grad():
@@ -107,8 +122,23 @@ def test_families_that_compute_in_float32_are_read_in_float32(name):
     assert abs(float(m.f[0]) - f) <= 1e-6 * max(1.0, abs(f))
     assert float(laws.normalization(m).deviation) <= 1e-6
     assert torch.isfinite(m.marginal("input")).all()
-    with pytest.raises(nrm.UnsupportedOperationError, match="converts torch.float64 to torch.float32"):
-        nrm.explain(_case(name)[0], e.double(), target=1)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES) + list(FLOAT32_FAMILIES) + list(AS_WRITTEN_FAMILIES))
+def test_the_family_in_float64_is_read_as_transformers_writes_it(name):
+    """No helper: the RMSNorms (and GPT-J's attention) that compute in float32 inside the float64
+    model are read as computed, widened (nrm.capture.upcast; refused by name before 2026-12-07,
+    "converts torch.float64 to torch.float32"). Every map reproduces the model's values
+    (check="full"), f is the model's logit, L1 ≤ 1e-12 at every layer, the model untouched."""
+    model, e = _case(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    m = nrm.explain(model, e, target=1, check="full")
+    with torch.no_grad():
+        f = float(model(e)[0, 1])
+    assert abs(float(m.f[0]) - f) <= 1e-12 * max(1.0, abs(f))
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    assert torch.isfinite(m.marginal("input")).all() and m.marginal("input").dtype == D
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("name", ["gemma", "qwen2"])
@@ -181,8 +211,8 @@ def test_gelu_fast_is_read_as_an_activation_written_by_hand():
 def test_transformers_vit_for_image_classification(attn, dtype, tol):
     """transformers' ViT (pixel values → class logits): read with nrm's defaults, L1 at every layer
     to the dtype's tolerance (half precision is explained in float32). Its eager attention's
-    softmax computes in float32 (dtype=torch.float32): a no-op in a float32 model, refused by name
-    in a float64 one."""
+    softmax computes in float32 (dtype=torch.float32): a no-op in a float32 model, read widened in
+    a float64 one (nrm.capture.upcast)."""
     torch.manual_seed(0)
     config = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
                                     num_attention_heads=2, intermediate_size=24, num_labels=3)
@@ -201,9 +231,9 @@ def test_transformers_vit_for_image_classification(attn, dtype, tol):
     m = nrm.explain(Classifier().eval(), x, target=1)
     assert float(laws.normalization(m).deviation) <= tol
     assert all(bool(torch.isfinite(m.marginal(n)).all()) for n in m.layers)
-    if dtype is torch.float32:
-        with pytest.raises(nrm.UnsupportedOperationError, match="dtype"):
-            nrm.explain(Classifier().double().eval(), x.double(), target=1)
+    if dtype is torch.float32:  # in float64 the eager softmax's float32 is read widened (refused before 2026-12-07)
+        wide = nrm.explain(Classifier().double().eval(), x.double(), target=1, check="full")
+        assert float(laws.normalization(wide).deviation) <= 1e-12
 
 
 def test_gpt2s_conv1d_is_recorded_as_a_linear_map_with_the_modules_own_output():

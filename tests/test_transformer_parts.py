@@ -81,6 +81,8 @@ class Decoder(nn.Module):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         if self.mask == "bool":
             return F.scaled_dot_product_attention(q, k, v, attn_mask=self.keep, enable_gqa=True)
+        if self.mask == "mqa":  # one key/value head broadcast by torch itself (Falcon's multi-query attention)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         if self.mask == "float":
             additive = torch.zeros(T, T, dtype=D).masked_fill(~self.keep, float("-inf"))
             return F.scaled_dot_product_attention(q, k, v, attn_mask=additive, enable_gqa=True)
@@ -120,7 +122,7 @@ def _decoder(mask="causal", seed=0, batch=1):
     return model, torch.randn((batch, T, E), generator=g, dtype=D)
 
 
-MASKS = ["causal", "bool", "float", "where", "additive"]
+MASKS = ["causal", "bool", "float", "where", "additive", "mqa"]
 INF_MASKS = ["fill-inf", "add-inf", "gpt2"]  # −inf in the model's own code: recorded as finfo.min
 SPLITS = [{"split": "equal"}, {"gates": ("SiLU",)}]
 

@@ -93,8 +93,9 @@ class Dropout(Alias):
 
 class Same(Alias):
     """Operations that return the same values: ``contiguous``, ``clone``, ``detach``, and a
-    conversion to the dtype and device the tensor already has — or between bfloat16 / float16
-    and float32 (:func:`mixed_precision`; the record is then explained in float32, where the
+    conversion to the dtype and device the tensor already has — or between two floating dtypes
+    (:func:`mixed_precision`: transformers' RMSNorm computing in float32 inside a bfloat16 or a
+    float64 model; the record is then explained in its widest floating dtype, where the
     conversion is the identity on the recorded values)."""
 
     functions = (torch.Tensor.contiguous, torch.Tensor.clone, torch.clone, torch.Tensor.detach, torch.detach,
@@ -109,19 +110,23 @@ class Same(Alias):
             return "changes the shape"
         if call.in_dtypes and call.output.dtype != call.in_dtypes[0] and not mixed_precision(call.in_dtypes[0],
                                                                                              call.output.dtype):
-            return (f"converts {call.in_dtypes[0]} to {call.output.dtype}; nrm computes the measure in the "
-                    "input's dtype: give the model and the input one dtype")
+            return (f"converts {call.in_dtypes[0]} to {call.output.dtype}; nrm reads conversions between floating "
+                    "dtypes only: keep the values floating")
         return None
 
 
 HALF = (torch.bfloat16, torch.float16)
+FLOATING = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
+"""The floating dtypes a record may hold; it is explained in the widest of them it holds, at
+least float32 (:func:`nrm.capture.upcast`)."""
 
 
 def mixed_precision(a: torch.dtype, b: torch.dtype) -> bool:
-    """A conversion between a half-precision dtype and float32 (transformers' RMSNorm and eager
-    softmax in a bfloat16 model): nrm explains such a record in float32 (``nrm.capture.upcast``),
-    where widening is exact and the narrowing's rounding is the model's recorded value."""
-    return {a, b} <= set(HALF) | {torch.float32} and bool({a, b} & set(HALF))
+    """A conversion between two floating dtypes (transformers' RMSNorm and eager softmax compute in
+    float32 inside a bfloat16 or a float64 model): nrm explains such a record in its widest
+    floating dtype (``nrm.capture.upcast``), where widening is exact and a narrowing's rounding is
+    the model's recorded value."""
+    return a != b and a in FLOATING and b in FLOATING
 
 
 class Contiguous(nn.Module):

@@ -59,7 +59,9 @@ class SDPADecomposition:
     **Grouped-query attention** (``enable_gqa=True``, h_q = n·h_kv heads): K and V are repeated
     as torch does (each key/value head serves n consecutive query heads), written
     ``K[:, :, None].expand(B, h_kv, n, S, d).reshape(B, h_q, S, d)`` — index maps, so a key
-    head's relevance is the sum over the query heads it serves.
+    head's relevance is the sum over the query heads it serves. **Multi-query attention** without
+    ``enable_gqa`` (Falcon: one key/value head of size 1 in the head dimension, which torch
+    broadcasts over the query heads) is written ``K.expand(B, h_q, S, d)``, the same index map.
 
     Refused, by name: dropout, a mask computed from the input, a mask with a batch of its own."""
 
@@ -80,8 +82,9 @@ class SDPADecomposition:
             if q.dim() != 4 or k.dim() != 4 or q.size(1) % k.size(1):
                 return ("uses grouped-query attention (enable_gqa=True) with shapes nrm does not decompose: it reads "
                         "(B, h, L, d) with the query heads a multiple of the key heads")
-        elif q.dim() == 4 and k.dim() == 4 and q.size(1) != k.size(1):
-            return "takes other numbers of query and key heads without enable_gqa=True"
+        elif q.dim() == 4 and any(t.dim() == 4 and t.size(1) not in (1, q.size(1)) for t in (k, a["value"])):
+            return ("takes other numbers of query and key/value heads without enable_gqa=True (torch broadcasts one "
+                    "key/value head only)")
         mask = a["attn_mask"]
         if mask is not None and a["is_causal"]:
             return "takes both attn_mask= and is_causal=True (torch refuses it as well)"
@@ -101,6 +104,9 @@ class SDPADecomposition:
             n = q.size(1) // k.size(1)
             k, v = (t[:, :, None].expand(t.size(0), t.size(1), n, t.size(2), t.size(3))
                     .reshape(t.size(0), t.size(1) * n, t.size(2), t.size(3)) for t in (k, v))
+        elif q.dim() == 4:  # one key/value head broadcast over the query heads (multi-query attention)
+            k, v = (t.expand(t.size(0), q.size(1), t.size(2), t.size(3)) if t.dim() == 4 and t.size(1) != q.size(1)
+                    else t for t in (k, v))
         scale = 1 / math.sqrt(q.size(-1)) if a["scale"] is None else a["scale"]
         factor = math.sqrt(abs(scale))
         scores = torch.matmul(q * (-factor if scale < 0 else factor), k.transpose(-2, -1) * factor)

@@ -50,8 +50,12 @@ class Multiply(Product):
                 return (f"multiplies tensors of shapes {[tuple(s) for s in call.in_shapes]}; nrm reads products whose "
                         "factors have the output's number of dimensions and its batch size (broadcast over size-1 "
                         "dimensions only)")
-        if call.output.dtype != call.in_dtypes[0] or any(d != call.output.dtype for d in call.in_dtypes):
-            return "multiplies tensors of different dtypes"
+        promoted = call.in_dtypes[0]
+        for d in call.in_dtypes[1:]:
+            promoted = torch.promote_types(promoted, d)
+        if call.output.dtype != promoted or not all(d.is_floating_point for d in call.in_dtypes):
+            return (f"multiplies tensors of dtypes {[str(d) for d in call.in_dtypes]} into {call.output.dtype}; nrm "
+                    "reads floating factors (of different floating dtypes: T5's norm, read widened)")
         return None
 
 

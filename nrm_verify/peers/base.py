@@ -117,7 +117,8 @@ def _rms_formula(cls: type, instance: nn.Module):
 @contextlib.contextmanager
 def rms_norms_in_input_dtype(model: nn.Module) -> Iterator[None]:
     """transformers' RMSNorms (Llama, Qwen2, Mistral, Gemma, …) compute in float32 whatever the
-    model's dtype, a dtype change nrm refuses in a float64 model: while the context is open, the
+    model's dtype (nrm reads that as the model computes it, widened; a peer computing in float64
+    does not, so a comparison at 1e-10 needs one formula in one dtype): while the context is open, the
     RMSNorm classes of ``model`` compute **the same formula** in the input's dtype; restored on
     exit. Which formula a class computes (:data:`RMS_FORMULAS`) is found by running its own
     forward on a seeded input first; a class that computes none of them is a

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nrm
-from nrm.capture import Value
+from nrm.capture import Value, upcast
 from nrm.errors import (
     RuleAssignmentError,
     TrainingModeError,
@@ -121,6 +121,14 @@ factors share the rest; so does a value computed from such outputs alone (1/σ, 
 # -- the traced graph -----------------------------------------------------------------------
 
 
+
+def _tolerance(call) -> float:
+    """Relative tolerance of the reference's self-checks: 1e-9, or 64 ulp of the dtype a call
+    computed in when narrower than float64 (``call.computed_in``: a float32 step of a float64
+    model, widened by nrm.capture.upcast)."""
+    computed_in = getattr(call, "computed_in", None)
+    return 1e-9 if computed_in is None else max(1e-9, 64 * torch.finfo(computed_in).eps)
+
 @dataclass
 class RefNode:
     """One tensor of the traced model: a neuron layer.
@@ -167,7 +175,7 @@ class _Tracer:
                                     "before the LRP reference")
         self.model = copy.deepcopy(model).to(DTYPE)
         x = x.detach().to(DTYPE)
-        self.captured = nrm.capture(self.model, x)
+        self.captured = upcast(nrm.capture(self.model, x))  # steps the model computes in float32: widened
         self.calls = {c.index: c for c in self.captured.calls}
         reaching = reaching_calls(self.captured)
         self.readers = {}
@@ -234,7 +242,7 @@ class _Tracer:
                             log_softmax_matrices if isinstance(call.kind, LogSoftmax) else
                             softmax_matrices if isinstance(call.kind, Softmax) else segment_softmax_matrices)
                 W, b, M = matrices(call, a.value)
-                self._check_dense(call.name, a.value, W, b, call.output)
+                self._check_dense(call.name, a.value, W, b, call.output, call)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                          structure=M))
                 return
@@ -243,18 +251,18 @@ class _Tracer:
                 return
             if call.func in (F.layer_norm, F.group_norm, F.instance_norm):
                 W, b, M = centring_matrices(call, a.value)
-                self._check_dense(call.name, a.value, W, b, call.output)
+                self._check_dense(call.name, a.value, W, b, call.output, call)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                          structure=M))
                 return
             if call.func in SCATTERS and reduction(call) == "amax":  # winner takes all: built at the input
                 W, b, M = scatter_max_matrices(call, a.value)
-                self._check_dense(call.name, a.value, W, b, call.output)
+                self._check_dense(call.name, a.value, W, b, call.output, call)
                 self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                          structure=M))
                 return
             W, b, M = apply_masks(call, a.value, *affine(call, a.shape))
-            self._check_dense(call.name, a.value, W, b, call.output)
+            self._check_dense(call.name, a.value, W, b, call.output, call)
             self._add(value, RefNode(call.name, "linear", call.output, [a.name], call, weight=W, bias=b,
                                      structure=M))
         elif role == "sum":
@@ -282,7 +290,7 @@ class _Tracer:
         eye = torch.eye(numel(a.shape), dtype=DTYPE)
         W = torch.cat([eye, eye], dim=1)
         self._check_dense(call.name, torch.cat([a.value.reshape(self.B, -1), b.value.reshape(self.B, -1)], 1), W,
-                          None, call.output)
+                          None, call.output, call)
         self._add(Value(call.index), RefNode(call.name, "linear", call.output, [a.name, b.name], call, is_sum=True,
                                              weight=W, structure=W != 0))
 
@@ -292,7 +300,7 @@ class _Tracer:
         A, V = (self._input(call, i) for i in range(2))
         W, M = matmul_matrices(A.value, V.value, float(call.kind.theta))
         self._check_dense(call.name, torch.cat([A.value.reshape(self.B, -1), V.value.reshape(self.B, -1)], 1), W,
-                          None, call.output)
+                          None, call.output, call)
         self._add(Value(call.index), RefNode(call.name, "linear", call.output, [A.name, V.name], call, weight=W,
                                              structure=M))
 
@@ -428,7 +436,7 @@ class _Tracer:
             offset += size
             value = value * a.value
         err = float((value - call.output).abs().max())
-        if err > 1e-9 * max(1.0, float(call.output.abs().max())):
+        if err > _tolerance(call) * max(1.0, float(call.output.abs().max())):
             raise RuntimeError(f"the product at '{call.name}' does not reproduce its forward (error {err:.2e})")
         self._add(Value(call.index), RefNode(call.name, "product", call.output, [a.name for a in nodes], call,
                                              factors=factors, Q=Q, qbot=qbot.reshape(self.B, K)))
@@ -446,26 +454,28 @@ class _Tracer:
                 or self.readers.get(Value(p.call.index), 0) != 1):
             # a diagonal affine layer of its own: z = s a + (β − s μ)
             W, b = torch.diag(s), t - s * mu
-            self._check_dense(call.name, p.value, W, b, call.output)
+            self._check_dense(call.name, p.value, W, b, call.output, call)
             self._add(Value(call.index), RefNode(call.name, "linear", call.output, [p.name], call, weight=W, bias=b,
                                                  structure=torch.eye(len(s), dtype=torch.bool),
                                                  reader=nrm.layers.REGISTRY.kinds.get("BatchNormAffine")))
             return
         bias = torch.zeros(len(channel), dtype=DTYPE) if p.bias is None else p.bias
         p.weight, p.bias = p.weight * s.reshape(-1, 1), (bias - mu) * s + t
-        self._check_dense(p.name, self.nodes[p.inputs[0]].value, p.weight, p.bias, call.output)
+        self._check_dense(p.name, self.nodes[p.inputs[0]].value, p.weight, p.bias, call.output, call)
         p.value = call.output
         n = numel(p.shape)
         self._add(Value(call.index), RefNode(call.name, "route", call.output, [p.name], call,
                                              route=torch.arange(n).expand(self.B, n)))
 
-    def _check_dense(self, name, a, W, b, value) -> None:
+    def _check_dense(self, name, a, W, b, value, call=None) -> None:
+        """The dense matrix reproduces the recorded value, to 1e-9 relative — or to the tolerance of
+        the dtype ``call`` computed in, when the model computed it in float32 (:func:`_tolerance`)."""
         if W.dim() == 3:  # per sample (B, K, N)
             z = torch.einsum("bkn,bn->bk", W, a.reshape(a.shape[0], -1)) + (0 if b is None else b)
         else:
             z = a.reshape(a.shape[0], -1) @ W.T + (0 if b is None else b)
         err = float((z - value.reshape(z.shape)).abs().max()) if z.numel() else 0.0
-        if err > 1e-9 * max(1.0, float(value.abs().max())):
+        if err > _tolerance(call) * max(1.0, float(value.abs().max())):
             raise RuntimeError(f"the dense matrix of '{name}' does not reproduce its forward (error {err:.2e})")
 
 
