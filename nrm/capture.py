@@ -536,6 +536,8 @@ class _Recorder(TorchFunctionMode):
             elif not applies:
                 decomposition = None  # e.g. x − c: a kind reads it as it is
             else:
+                if applies is not True:  # a decomposition for what the input-derived arguments are
+                    decomposition = applies
                 why = decomposition.refusal(args, kwargs)
         if decomposition is not None and why is None:  # recorded as the operations that define it
             with self:

@@ -234,8 +234,6 @@ class Adds(nn.Module):
             return torch.einsum("bii,bi->bi", h.unsqueeze(-1) * x.unsqueeze(1), x)
         if self.how == "batch-mixed":
             return torch.einsum("bi,ci->bc", h, x)
-        if self.how == "weight":
-            return torch.einsum("bi,ij->bj", h, torch.ones(2, 3, dtype=h.dtype))
         raise AssertionError(self.how)
 
 
@@ -249,7 +247,6 @@ class Adds(nn.Module):
     ("ellipsis", "'...'"),
     ("trace", "repeats a subscript"),
     ("batch-mixed", "sample dimension first"),
-    ("weight", "write it with F.linear"),
 ])
 def test_what_is_not_a_constant_or_a_matrix_product_is_refused_by_name(how, words):
     x = torch.randn((2, 2), generator=torch.Generator().manual_seed(9), dtype=D)

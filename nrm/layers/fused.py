@@ -269,6 +269,18 @@ class EinsumDecomposition:
 
     function = torch.einsum
 
+    def applies(self, args: tuple, kwargs: dict, derived):
+        """With one operand a constant (a weight): :class:`EinsumWeightDecomposition` for it."""
+        try:
+            _, ops = self._parse(args)
+        except ValueError:
+            return True  # refusal() names it
+        if len(ops) == 2 and all(isinstance(t, torch.Tensor) for t in ops):
+            flags = [derived(t) for t in ops]
+            if flags.count(True) == 1:
+                return EinsumWeightDecomposition(flags.index(True))
+        return True
+
     @staticmethod
     def _parse(args: tuple) -> tuple[str, list]:
         if not args or not isinstance(args[0], str):
@@ -339,6 +351,97 @@ class EinsumDecomposition:
             raise CaptureMismatchError(f"the decomposition of torch.einsum({equation!r}) does not reproduce it (max "
                                        f"deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it faithfully")
         return O
+
+
+class EinsumWeightDecomposition:
+    """``torch.einsum`` of one input-derived tensor x and one constant C (a weight: ``"bld,de->ble"``,
+    ``"bchw,oc->bohw"``, Funnel's relative attention ``"binh,tnh->bnit"``), read as the linear
+    map it is. With the subscripts of x split into the sample letter b (first in x and in the
+    output, absent from C), free letters F of x (in the output, not in C), shared letters S (in
+    x, C and the output: C differs between them) and contracted letters K (in x and C, not in
+    the output), and C's own letters G (in the output) and H (in neither: summed out of C
+    first)::
+
+        y[b, F, S, G] = Σ_K x[b, F, S, K] · C[S, K, G],   C[S, K, G] = Σ_H C[S, K, G, H]
+        x' = permute(x → b, F, S, K) reshaped (B, |F|, |S|·|K|)
+        y  = permute(reshape(F.linear(x', W) → b, F, S, G) → the output's order)
+        W[(s, g), (s', k)] = [s = s'] · C[s, k, g]        (block diagonal over S)
+
+    so the einsum is a :class:`~nrm.layers.linear.Dense` layer between index maps, and every rule
+    reads W (γ, z⁺, w² act on C's entries; the blocks off the diagonal are zeros). The
+    decomposition's value is compared with torch's own einsum (unrecorded), within 10³ ulp of the
+    largest value (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused, by name: what
+    :class:`EinsumDecomposition` refuses (other than two operands, ``...``, a repeated letter), a
+    sample letter that is not first in x and the output or that C has, a letter summed out of x
+    alone (write it as ``x.sum(dim)``), and a W of more than
+    :attr:`LARGEST` entries."""
+
+    LARGEST = 1 << 26
+
+    def __init__(self, derived: int):
+        self.derived = derived  # which operand is input-derived (0 or 1)
+
+    def _split(self, args: tuple):
+        equation, ops = EinsumDecomposition._parse(args)
+        lhs, out = equation.split("->")
+        subs = lhs.split(",")
+        x, c = ops[self.derived], ops[1 - self.derived]
+        sx, sc = subs[self.derived], subs[1 - self.derived]
+        F_ = [t for t in sx[1:] if t in out and t not in sc]
+        S = [t for t in sx if t in sc and t in out]
+        K = [t for t in sx if t in sc and t not in out]
+        G = [t for t in sc if t in out and t not in sx]
+        H = [t for t in sc if t not in out and t not in sx]
+        size = {**dict(zip(sx, x.shape)), **dict(zip(sc, c.shape))}
+        return equation, out, x, c, sx, sc, (F_, S, K, G, H), size
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        why = EinsumDecomposition().refusal(args, kwargs)
+        if why is not None and "sample dimension first" not in why and "one operand alone" not in why:
+            return why
+        equation, out, x, c, sx, sc, (F_, S, K, G, H), size = self._split(args)
+        if set(out) - set(sx) - set(sc):
+            return "has an output subscript that no operand has"
+        if not (sx[0] == out[0] and sx[0] not in sc):
+            return ("does not keep the sample dimension first in the input-derived operand and the output, or gives "
+                    "it to the constant; nrm keeps the batch first and never mixes samples")
+        if set(sx) - set(out) - set(sc):
+            return ("sums a subscript of the input-derived operand alone; write that sum as x.sum(dim) before the "
+                    "einsum")
+        n = lambda letters: math.prod(size[t] for t in letters)  # noqa: E731
+        entries = n(S) ** 2 * n(G) * n(K)
+        if entries > self.LARGEST:
+            return (f"would be a linear map of {entries} weights (the letters {''.join(S)} shared by x and the "
+                    f"constant make it block diagonal); nrm reads einsum weights of at most {self.LARGEST}")
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        equation, out, x, c, sx, sc, (F_, S, K, G, H), size = self._split(args)
+        n = lambda letters: math.prod(size[t] for t in letters)  # noqa: E731
+        with torch._C.DisableTorchFunction():  # the weight is built from the constant alone
+            order = S + K + G + H
+            w = c.permute([sc.index(t) for t in order]).reshape(n(S), n(K), n(G), n(H)).sum(-1)
+            eye = torch.eye(n(S), dtype=c.dtype, device=c.device)
+            W = torch.einsum("skg,st->sgtk", w, eye).reshape(n(S) * n(G), n(S) * n(K)).contiguous()
+        b = sx[0]
+        perm = [sx.index(t) for t in [b] + F_ + S + K]
+        xp = x.permute(perm) if perm != list(range(len(perm))) else x
+        y = F.linear(xp.reshape(x.shape[0], n(F_), n(S) * n(K)), W)
+        y = y.reshape([x.shape[0]] + [size[t] for t in F_ + S + G])
+        have = [b] + F_ + S + G
+        perm = [have.index(t) for t in out]
+        if perm != list(range(len(perm))):
+            y = y.permute(perm)
+        with torch._C.DisableTorchFunction():
+            theirs = torch.einsum(equation, *EinsumDecomposition._parse(args)[1])
+            bound = 1e3 * torch.finfo(theirs.dtype).eps * max(1.0, float(theirs.abs().max()))
+            worst = float((y - theirs).abs().max()) if y.shape == theirs.shape else float("inf")
+        if not worst <= bound:
+            raise CaptureMismatchError(f"the decomposition of torch.einsum({equation!r}) does not reproduce it (max "
+                                       f"deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it faithfully")
+        return y
 
 
 class Conv1DDecomposition:
@@ -1629,6 +1732,75 @@ class LerpDecomposition:
         return out
 
 
+class WhereDecomposition:
+    """``torch.where(m, a, b)`` and ``a.where(m, b)`` with **both** values computed from the input
+    and a constant boolean condition m (Funnel's token-type attention picks, per pair of
+    positions, one of two scores), read as what it computes::
+
+        where(m, a, b) = where(m, a, 0) + where(¬m, b, 0)
+
+    two :class:`~nrm.layers.constants.Select` layers (each keeps its own positions, the others are
+    0 without a parent) summed by :class:`~nrm.layers.linear.Add`: the relevance of a position
+    goes whole to the value it took. a and b broadcast to the output as torch broadcasts them
+    (:class:`~nrm.layers.constants.Expand`). Exact — x + 0 = x — and compared with torch's own
+    (equal everywhere, NaN where torch's is NaN; :class:`~nrm.errors.CaptureMismatchError`
+    otherwise). A condition computed from the input is Select's refusal (a data-dependent
+    selection); a value or condition of another batch size is refused by name."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def operands(self, args: tuple, kwargs: dict):
+        """(condition, a, b) as given."""
+        if self.func is torch.Tensor.where:
+            rest = list(args[1:]) + [kwargs.get("condition"), kwargs.get("other")][len(args) - 1:]
+            return (rest[0] if rest else None), args[0], (rest[1] if len(rest) > 1 else None)
+        names = ("condition", "input", "other")
+        got = list(args) + [kwargs.get(n) for n in names[len(args):]]
+        return got[0], got[1], got[2]
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool:
+        try:
+            cond, a, b = self.operands(args, kwargs)
+        except IndexError:
+            return False
+        return (all(isinstance(t, torch.Tensor) for t in (cond, a, b)) and derived(a) and derived(b)
+                and not derived(cond))
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        if "out" in kwargs:
+            return "writes into out=; nrm reads torch.where(m, a, b)"
+        cond, a, b = self.operands(args, kwargs)
+        if cond.dtype != torch.bool:
+            return f"selects by a condition of dtype {cond.dtype}; nrm reads a boolean condition"
+        if a.dtype != b.dtype or not a.is_floating_point():
+            return f"selects between {a.dtype} and {b.dtype}; nrm reads floating values of one dtype"
+        try:
+            shape = torch.broadcast_shapes(cond.shape, a.shape, b.shape)
+        except RuntimeError as e:
+            return f"has shapes that do not broadcast ({e})"
+        if any(t.dim() != len(shape) or t.shape[0] != shape[0] for t in (a, b)):
+            return (f"selects between values of shapes {tuple(a.shape)} and {tuple(b.shape)} into {tuple(shape)}; nrm "
+                    "reads values with the output's number of dimensions and batch size")
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        cond, a, b = self.operands(args, kwargs)
+        with torch._C.DisableTorchFunction():
+            shape = torch.broadcast_shapes(cond.shape, a.shape, b.shape)
+            other = cond.logical_not()
+        a, b = _TwoDerived.broadcast(a, shape), _TwoDerived.broadcast(b, shape)
+        out = torch.where(cond, a, 0.0) + torch.where(other, b, 0.0)
+        with torch._C.DisableTorchFunction():
+            same = same_values(out, self.func(*args, **kwargs))
+        if not same:
+            raise CaptureMismatchError("the decomposition of torch.where as where(m, a, 0) + where(¬m, b, 0) does not "
+                                       "reproduce it; nrm cannot read it faithfully")
+        return out
+
+
 class DiffDecomposition:
     """``torch.diff(x, n=1, dim, prepend, append)`` (and ``Tensor.diff``) along a per-sample
     dimension, read as what it computes: the constants to prepend or append concatenated
@@ -1895,6 +2067,7 @@ DECOMPOSED_FUNCTIONS = {
     **{f: LPPoolDecomposition(f, d) for d, f in enumerate((F.lp_pool1d, F.lp_pool2d, F.lp_pool3d), 1)},
     **{f: CumsumDecomposition(f) for f in (torch.cumsum, torch.Tensor.cumsum)},
     **{f: LerpDecomposition(f) for f in (torch.lerp, torch.Tensor.lerp)},
+    **{f: WhereDecomposition(f) for f in (torch.where, torch.Tensor.where)},
     **{f: Refused("draws its pooling regions at random on every call, in eval mode too, so no fixed map gives its "
                   "output; pass _random_samples= (then the regions are fixed) and a kind for it, or use MaxPool2d")
        for f in (F.fractional_max_pool2d, F.fractional_max_pool3d)},
