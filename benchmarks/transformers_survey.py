@@ -1,8 +1,9 @@
 """What a new user with a transformers model meets: each family of a list (a small random
-configuration, no download, eval mode, six seeded tokens at ``inputs_embeds``, target logit 1 at
-the last position — or the class logit, or the first feature of the last hidden state for a bare
-encoder) explained with nrm's defaults, ``check="full"``, nothing patched: f against the model's
-output and L1 at every layer checked, or the first line of the refusal recorded.
+configuration, no download, eval mode, six seeded tokens at ``inputs_embeds``, the logits at the last
+position — or the class logits, or the last hidden state at the last position for a bare
+encoder; the target is its output of largest magnitude: OPT's logit of its padding token is
+exactly 0) explained with nrm's defaults, ``check="full"``, nothing patched: f against the
+model's output and L1 at every layer checked, or the first line of the refusal recorded.
 
 Run from the peer environment (transformers is not a dependency of nrm-verify)::
 
@@ -119,7 +120,7 @@ def survey(name: str, build, dtype: torch.dtype) -> dict:
         row.update(status="not built", reason=f"{type(err).__name__}: {err}".splitlines()[0][:200])
         return row
     row["class"] = type(inner).__name__
-    target = 1 if y.shape[-1] > 1 else 0
+    target = int(y[0].abs().argmax())
     start = time.perf_counter()
     try:
         m = nrm.explain(model, e, target=target, check="full")

@@ -145,6 +145,7 @@ class Call:
     owned: bool = False  # the one operation of its module's call (named by the module)
     masked: bool = False  # its −inf outputs (masked scores) are recorded as finfo.min
     computed_in: torch.dtype | None = None  # the model's dtype when :func:`upcast` widened the record
+    batch: int = 0  # the model input's batch size B (a value's rows fold B samples when a multiple of it)
     _inputs: list | None = field(default=None, repr=False)  # :attr:`inputs`, found once
 
     @property
@@ -776,7 +777,8 @@ class _Recorder(TorchFunctionMode):
         call = Call(index, func, tuple(args), dict(kwargs), kind, outputs,
                     frame.module if frame is not None else None, frame.name if frame is not None else "",
                     _user_site(skip_torch=not whole), inplace=target is not None, whole=whole,
-                    in_shapes=shapes, in_dtypes=dtypes)
+                    in_shapes=shapes, in_dtypes=dtypes,
+                    batch=int(self.input.shape[0]) if self.input is not None and self.input.dim() else 0)
         if whole:
             call.name, call.owned = frame.name, True
         call.kind, call.refusal = self.kinds.resolve(call)

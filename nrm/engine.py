@@ -12,6 +12,9 @@
   applied to a stack of K × B relevance tensors at once; the absorber collects
   Σ_k q(⊥|k) r_k. It goes **up** (for events constraining layers below the one asked
   for) as v ↦ Qᵀ v, the modified forward.
+* A value that folds each sample into G rows (B·G in dimension 0: ``x.reshape(-1, E)``) has
+  the per-sample shape (G, *rows) (:meth:`Engine.canonical`); maps read its rows, kernels
+  and relevance are kept per sample, the same memory.
 * :meth:`Engine.down` runs many cylinders together: cylinders that agree on every
   constraint above a layer share that part of the pass (one row of the stack), they
   split where their constraints differ, and each stops at its own layer. Where the
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from .check import check_map, check_route, check_winners
-from .errors import RelevanceDependentRuleError
+from .errors import RelevanceDependentRuleError, ShapeError
 from .graph import Block, ProperFFNN, all_finite, pack_inputs
 from .ops import TORCH
 from .rules import Rule, identity, ones
@@ -106,6 +109,11 @@ class Engine:
         self.z_nobias = _NoBias(self.pre, self.maps, self.inputs)  # W a, formed from them when asked for
         self.in_shape: dict[int, tuple] = {}
         self.shape: dict[int, tuple] = {}  # canonical per-sample shape of each layer
+        # a value whose first dimension folds G rows per sample (B·G: OPT's x.reshape(-1, E), Swin's windows) has the
+        # canonical shape (G, *rows); its maps and kernels read it as the call did, rows first
+        self.rows: dict[int, tuple] = {}  # each layer's value per row, as its call holds it
+        self.in_rows: dict[int, tuple] = {}  # what each layer's map reads, per row
+        self.folded: dict[int, int] = {}  # 1 where a layer's rows fold several per sample (its value and its input)
         self.values: dict[int, torch.Tensor] = {}  # activations of each layer (canonical shape)
         self.aliases: dict[str, tuple[int, tuple]] = {}
         self._kernels: dict[int, PreparedKernel] = {}
@@ -122,6 +130,7 @@ class Engine:
         net = self.net
         post: dict[int, torch.Tensor] = {}  # each layer's value as its readers see it (after trailing steps)
         self.post_shape: dict[int, tuple] = {}
+        self.post_rows: dict[int, tuple] = {}  # each layer's value as its readers' calls hold it, per row
         self.concat: dict[int, tuple] = {}  # concatenation layers: (dim, sizes)
         self.splits: dict[int, list] = {}  # product layers: (θ_i, factor shape) per input
         self.product_bot: dict[int, torch.Tensor] = {}  # q(⊥|k) (B, *shape) of a proportional product
@@ -133,46 +142,68 @@ class Engine:
                 a = self._produce(block, [post[u] for u in block.inputs])
                 if not all_finite(a):
                     net.raise_nonfinite(block.producer.name)
-            self.shape[l] = tuple(a.shape[1:])
+            self.shape[l], self.rows[l] = self.canonical(a), tuple(a.shape[1:])
+            self.folded.setdefault(l, int(a.shape[0] != self.batch))
             for step in block.trailing:
                 a = net.value(step.value)
             post[l] = a
-            self.post_shape[l] = tuple(a.shape[1:])
-            self.values[l] = a.reshape((a.shape[0],) + self.shape[l])
+            self.post_shape[l], self.post_rows[l] = self.canonical(a), tuple(a.shape[1:])
+            self.values[l] = a.reshape((self.batch,) + self.shape[l])
         self.aliases["input"] = (0, self.shape[0])  # first: the canonical name of layer 0
         for name, (l, value) in net.aliases.items():
-            self.aliases[name] = (l, tuple(net.value(value).shape[1:]))
+            self.aliases[name] = (l, self.canonical(net.value(value)))
         self.aliases["output"] = (net.depth, self.shape[net.depth])
         return a
+
+    def canonical(self, t: torch.Tensor) -> tuple:
+        """The per-sample shape of a recorded value: its shape after the batch, or (G, *rows)
+        when its first dimension holds G rows of each sample (B·G, each sample's rows one block)."""
+        n = t.shape[0]
+        if n == self.batch:
+            return tuple(t.shape[1:])
+        if n % self.batch:  # the kinds keep dimension 0 or fold it by whole samples (View): never here
+            raise ShapeError(f"a recorded value of shape {tuple(t.shape)} does not hold the batch of {self.batch} "
+                             "samples in its first dimension, whole or folded into rows")
+        return (n // self.batch,) + tuple(t.shape[1:])
+
+    def _n(self, l: int) -> int:
+        """The rows of layer l's value in its call: B, or B·G where each sample folds G rows."""
+        return self.batch * (self.shape[l][0] if self.folded.get(l) else 1)
 
     def _produce(self, block: Block, ins: list[torch.Tensor]) -> torch.Tensor:
         l, kind, step = block.index, block.kind, block.producer
         out = self.net.value(step.value)
+        self.folded[l] = int(out.shape[0] != self.batch)
         if kind == "product":  # the kernel is the split θ: fixed, or (proportional) the factors' values
-            self.in_shape[l] = tuple(out.shape[1:])
+            self.in_shape[l] = self.canonical(out)
             if block.split is None:
-                thetas, self.product_bot[l] = step.layer_kind.proportional([x.detach() for x in ins])
+                thetas, bot = step.layer_kind.proportional([x.detach() for x in ins])
+                if self.folded[l]:
+                    thetas = [_as_samples(t, self.batch, self.in_shape[l]) for t in thetas]
+                    bot = _as_samples(bot, self.batch, self.in_shape[l])
+                self.product_bot[l] = bot
             else:
                 thetas = [float(t) for t in block.split]
-            self.splits[l] = [(t, tuple(x.shape[1:])) for t, x in zip(thetas, ins)]
+            self.splits[l] = [(t, self.canonical(x)) for t, x in zip(thetas, ins)]
             return out
         if kind == "concat":
             dim = step.layer_kind.dim(step.call)
-            self.concat[l] = (dim, tuple(t.shape[dim] for t in ins))
-            self.in_shape[l] = tuple(out.shape[1:])
+            self.concat[l] = (dim + self.folded[l], tuple(t.shape[dim] for t in ins))
+            self.in_shape[l] = self.canonical(out)
             return out
         a = pack_inputs(step, ins)
         if len(ins) > 1 and step.role != "sum":
-            self.packed[l] = [t[0].numel() for t in ins]
+            self.packed[l] = [t[0].numel() for t in ins]  # per row
         self.inputs[l] = a
-        self.in_shape[l] = tuple(a.shape[1:])
+        self.in_shape[l], self.in_rows[l] = self.canonical(a), tuple(a.shape[1:])
         if kind == "pass":
             permutation = getattr(step.layer_kind, "permutation", None) if step.role == "reshape" else None
             sigma = permutation(step.call) if permutation is not None else None
             if sigma is not None:  # relevance moves by the inverse permutation, no gather
-                self.permutes[l] = sigma
                 if self.check:
-                    check_route(block, a, None, out, permutation=self.permutes[l], full=self.check == "full")
+                    check_route(block, a, None, out, permutation=sigma, full=self.check == "full")
+                f = self.folded[l]  # the rows of a folded value stay where they are
+                self.permutes[l] = tuple(range(f)) + tuple(f + i for i in sigma)
                 return out
             route = block.route()
             if route is not None:
@@ -220,25 +251,28 @@ class Engine:
         shares = rule.shares()
         if _divides(rule) and len(shares) == 1:
             return self._prepare_divisor(l, rule, shares[0], weights)
+        B, shape, in_shape = (self.batch if self.folded[l] else 0), self.shape[l], self.in_shape[l]
         contributions, biases, parts_of = [], [], []
         for share in shares:
             z, parts = None, []
             for part, u, w in self._parts(l, share, weights):
                 term = self.z_nobias[l] if part.input is identity and part.weight is identity else lmap.forward(u, w)
                 z = term if z is None else z + term
-                parts.append((None if part.input is ones else u, w))
+                parts.append((None if part.input is ones else _as_samples(u, B, in_shape), w))
             if z is None:
-                z = torch.zeros((self.batch,) + self.shape[l], dtype=self.dtype, device=self.device)
+                z = torch.zeros((self._n(l),) + self.rows[l], dtype=self.dtype, device=self.device)
             bias = lmap.bias_for(z)
             b = None if share.bias is None or bias is None else share.bias(TORCH, bias)
             contributions.append(z)
             biases.append(b)
             parts_of.append(parts)
         if getattr(rule, "reads_relevance", False):
-            return PreparedKernel([(None, p) for p in parts_of], None, (tuple(contributions), tuple(biases)))
+            return PreparedKernel([(None, p) for p in parts_of], None,
+                                  (tuple(_as_samples(z, B, shape) for z in contributions),
+                                   tuple(_as_samples(b, B, shape) for b in biases)))
         scales, qbot = rule.column(TORCH, tuple(contributions), tuple(biases))
-        shares = [(s, p) for s, p in zip(scales, parts_of) if p]
-        return PreparedKernel(shares, qbot)
+        shares = [(_as_samples(s, B, shape), p) for s, p in zip(scales, parts_of) if p]
+        return PreparedKernel(shares, _as_samples(qbot, B, shape))
 
     def _parts(self, l: int, share, weights: dict) -> list:
         """[(part, u(a), v(w))] for the parts of a share that contribute; modified weights
@@ -267,7 +301,8 @@ class Engine:
         needed for q(⊥|k) = 1 − Z/D, and formed when that is asked for."""
         lmap = self.maps[l]
         items = self._parts(l, share, weights)
-        parts = [(None if part.input is ones else u, w) for part, u, w in items]
+        B, shape = (self.batch if self.folded[l] else 0), self.shape[l]
+        parts = [(None if part.input is ones else _as_samples(u, B, self.in_shape[l]), w) for part, u, w in items]
         # β(b), shaped like the bias a map takes in its forward, else like bias_for()'s view
         beta = None if share.bias is None or lmap.bias is None else share.bias(
             TORCH, lmap.bias if lmap.fuses_bias else lmap.bias_for(self.pre[l]))
@@ -291,7 +326,7 @@ class Engine:
                 term = nobias[l] if part.input is identity and part.weight is identity else lmap.forward(u, w)
                 z = term if z is None else z + term
             if z is None:
-                z = torch.zeros((self.batch,) + self.shape[l], dtype=self.dtype, device=self.device)
+                z = torch.zeros((self._n(l),) + self.rows[l], dtype=self.dtype, device=self.device)
             d, own = (z, False) if beta is None else (z + share.bias(TORCH, lmap.bias_for(z)), True)
 
             def contributions():
@@ -308,6 +343,11 @@ class Engine:
         if not rule.denominators_nonzero(d) and _has_zero(d):
             zero = d == 0
             d = d.masked_fill_(zero, float("inf")) if own else d.masked_fill(zero, float("inf"))
+        if B:  # a folded layer's rows, per sample
+            d, per_row = _as_samples(d, B, shape), contributions
+
+            def contributions():
+                return [_as_samples(z, B, shape) for z in per_row()]
         return PreparedKernel(None, divisors=[(d, parts)], contributions=contributions)
 
     def columns(self, l: int, r: torch.Tensor) -> tuple[list, torch.Tensor]:
@@ -351,10 +391,10 @@ class Engine:
         if block.kind == "concat":
             dim, sizes = self.concat[l]
             parts = torch.split(total, list(sizes), dim=dim + 1)
-        elif l in self.packed:
-            parts = torch.split(total.reshape(K, B, -1), self.packed[l], dim=2)
+        elif l in self.packed:  # per row
+            parts = torch.split(total.reshape(K, self._n(l), -1), self.packed[l], dim=2)
         elif len(block.inputs) > 1:
-            parts = total.unbind(2)
+            parts = total.unbind(2 + self.folded[l])
         else:
             parts = (total,)
         return [(u, t.reshape((K, B) + self.shape[u])) for u, t in zip(block.inputs, parts)], rbot
@@ -368,16 +408,18 @@ class Engine:
             inverse = sorted(range(len(sigma)), key=sigma.__getitem__)
             out = r.reshape((K, B) + self.shape[l]).permute((0, 1) + tuple(2 + i for i in inverse))
             return out.clone(memory_format=torch.contiguous_format).reshape((K, B) + in_shape), rbot  # fresh
-        if l in self.routes:  # q(j|k) = [j = index[k]]: relevance moves with the values
-            out = torch.zeros((K, B, _prod(in_shape)), dtype=r.dtype, device=r.device)
-            out.index_add_(2, self.routes[l], r.reshape(K, B, -1))
+        if l in self.routes:  # q(j|k) = [j = index[k]]: relevance moves with the values (per row)
+            n = self._n(l)
+            out = torch.zeros((K, n, _prod(self.in_rows[l])), dtype=r.dtype, device=r.device)
+            out.index_add_(2, self.routes[l], r.reshape(K, n, -1))
             return out.reshape((K, B) + in_shape), rbot
         if block.kind in ("pass", "concat"):  # q(j|k) = δ_jk: relevance passes unchanged
             return r.reshape((K, B) + in_shape), rbot
         if block.kind == "maxpool":
             idx = self.winners[l]
-            flat = r.reshape(K, B, idx.shape[1], -1)
-            out = torch.zeros((K, B, idx.shape[1], _prod(in_shape[1:])), dtype=r.dtype, device=r.device)
+            flat = r.reshape(K, idx.shape[0], idx.shape[1], -1)
+            out = torch.zeros((K, idx.shape[0], idx.shape[1], _prod(self.in_rows[l][1:])), dtype=r.dtype,
+                              device=r.device)
             out.scatter_add_(3, idx.unsqueeze(0).expand(K, -1, -1, -1), flat)
             return out.reshape((K, B) + in_shape), rbot
         kern = self.kernel(l)
@@ -388,9 +430,9 @@ class Engine:
         for factor, parts in shares:
             if not parts:
                 continue
-            g = (r / factor if divide else r * factor).reshape((K * B,) + self.shape[l])
+            g = (r / factor if divide else r * factor).reshape((-1,) + self.rows[l])
             for u, w in parts:
-                t = lmap.transpose(g, w, in_shape).reshape((K, B) + in_shape)
+                t = lmap.transpose(g, w, self.in_rows[l]).reshape((K, B) + in_shape)
                 if u is not None:
                     t.mul_(u)  # t is fresh: in place saves a temporary of the layer's size
                 total = t if total is None else total.add_(t)
@@ -429,22 +471,23 @@ class Engine:
         if block.kind == "concat":
             dim = self.concat[l][0]
             v_in = torch.cat([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], dim + 1)
-        elif l in self.packed:
-            v_in = torch.cat([t.reshape(K, B, -1) for t in vs], 2)
+        elif l in self.packed:  # per row
+            v_in = torch.cat([t.reshape(K, self._n(l), -1) for t in vs], 2).reshape((K, B) + in_shape)
         elif len(vs) > 1:
-            v_in = torch.stack([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)], 2)
+            v_in = torch.stack([t.reshape((K, B) + self.post_shape[u]) for u, t in zip(block.inputs, vs)],
+                               2 + self.folded[l])
         else:
             v_in = vs[0].reshape((K, B) + in_shape)
         if l in self.permutes:
             moved = v_in.reshape((K, B) + in_shape).permute((0, 1) + tuple(2 + d for d in self.permutes[l]))
             return moved.clone(memory_format=torch.contiguous_format).reshape((K, B) + self.shape[l]), vbot
         if l in self.routes:
-            return v_in.reshape(K, B, -1).index_select(2, self.routes[l]).reshape((K, B) + self.shape[l]), vbot
+            return v_in.reshape(K, self._n(l), -1).index_select(2, self.routes[l]).reshape((K, B) + self.shape[l]), vbot
         if block.kind in ("pass", "concat"):
             return v_in.reshape((K, B) + self.shape[l]), vbot
         if block.kind == "maxpool":
             idx = self.winners[l]
-            flat = v_in.reshape(K, B, idx.shape[1], -1)
+            flat = v_in.reshape(K, idx.shape[0], idx.shape[1], -1)
             out = torch.gather(flat, 3, idx.unsqueeze(0).expand(K, -1, -1, -1))
             return out.reshape((K, B) + self.shape[l]), vbot
         kern, lmap = self.kernel(l), self.maps[l]
@@ -459,7 +502,7 @@ class Engine:
             acc = None
             for u, w in parts:
                 src = v_in if u is None else v_in * u
-                t = lmap.forward(src.reshape((K * B,) + in_shape), w).reshape((K, B) + self.shape[l])
+                t = lmap.forward(src.reshape((-1,) + self.in_rows[l]), w).reshape((K, B) + self.shape[l])
                 acc = t if acc is None else acc + t
             if acc is not None:
                 out = out + (acc / factor if divide else factor * acc)
@@ -703,6 +746,17 @@ def _affine(lmap, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         return lmap.forward(x, weight, bias)
     z = lmap.forward(x, weight)
     return z + bias if bias is not lmap.bias else z + lmap.bias_for(z)
+
+
+def _as_samples(t, batch: int, shape: tuple):
+    """A kernel tensor of a folded layer, held per row as its call computed it (B·G, *rows), as
+    (B, *shape) — the same values in the same order; anything else (a number, a tensor per
+    sample already or broadcast over rows) as it is. ``batch`` 0: a layer that does not fold,
+    whose tensors are per sample already."""
+    if batch and isinstance(t, torch.Tensor) and t.dim() and t.shape[0] != batch and \
+            t.numel() == batch * _prod(shape):
+        return t.reshape((batch,) + shape)
+    return t
 
 
 def _unbroadcast(t: torch.Tensor, shape: tuple) -> torch.Tensor:

@@ -63,8 +63,8 @@ FLOAT32_FAMILIES = {
     "olmo": lambda: transformers.OlmoForCausalLM(transformers.OlmoConfig(**COMMON)),
 }
 AS_WRITTEN_FAMILIES = {
-    # norms or attention computing in float32 inside, in forms the helper does not rewrite: read in float64 as
-    # written only (test_the_family_in_float64_is_read_as_transformers_writes_it)
+    # read in float64 as written only (test_the_family_in_float64_is_read_as_transformers_writes_it): norms or
+    # attention computing in float32 inside, in forms the helper does not rewrite, and the families below
     "llama": lambda: transformers.LlamaForCausalLM(transformers.LlamaConfig(**COMMON, num_key_value_heads=1)),
     "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**COMMON, num_key_value_heads=1,
                                                                               head_dim=8)),  # q/k RMSNorms
@@ -73,6 +73,17 @@ AS_WRITTEN_FAMILIES = {
     "olmo2": lambda: transformers.Olmo2ForCausalLM(transformers.Olmo2Config(**COMMON)),
     "helium": lambda: transformers.HeliumForCausalLM(transformers.HeliumConfig(**COMMON, num_key_value_heads=1,
                                                                                 head_dim=8)),
+    # the batch folded into the rows: OPT's MLP (reshape(-1, E)), DeBERTa-v2's heads (view(-1, T, d)); Funnel's
+    # relative attention (an einsum with a constant, a where between two scores); Falcon's one key/value head
+    "opt": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=24,
+        max_position_embeddings=16, word_embed_proj_dim=16, pad_token_id=0)),
+    "deberta_v2": lambda: transformers.DebertaV2ForSequenceClassification(transformers.DebertaV2Config(**COMMON)),
+    "funnel": lambda: transformers.FunnelForSequenceClassification(transformers.FunnelConfig(
+        vocab_size=50, d_model=16, n_head=2, d_head=8, d_inner=24, block_sizes=[1, 1])),
+    "falcon": lambda: transformers.FalconForCausalLM(transformers.FalconConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, new_decoder_architecture=False,
+        multi_query=True, alibi=False, bias=False)),
     "gpt_neo": lambda: transformers.GPTNeoForCausalLM(transformers.GPTNeoConfig(  # attention in float32
         vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
         max_position_embeddings=16, window_size=4)),

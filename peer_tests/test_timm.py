@@ -1,6 +1,7 @@
 """timm's architectures as a new user meets them (random weights, eval, float64, small
-configurations): explained with L1 ≤ 1e-12 at every layer and f the model's, or refused by name
-where nrm does not read them yet (README, *timm, as a new user meets it*;
+configurations): explained with L1 ≤ 1e-12 at every layer (at the input for the models that
+fold the batch) and f the model's, or refused by name where nrm does not read them yet (README,
+*timm, as a new user meets it*;
 ``benchmarks/timm_survey.py`` runs the 50 models of the survey at their own sizes).
 
 What made most of them readable: timm's q, k, v split (a permute that moves the batch, taken
@@ -71,11 +72,30 @@ def test_explained_with_l1_at_every_layer(name):
     ("efficientvit_b0", {}, 64, torch.float32, nrm.AmbiguousProductError, "split="),
     # in float64 too (its attention computes in float32 inside: read, widened; the ratio stays ambiguous)
     ("efficientvit_b0", {}, 64, D, nrm.AmbiguousProductError, "split="),
-    ("swin_tiny_patch4_window7_224", dict(img_size=56, depths=(1, 1, 1, 1), window_size=7), 56, D,
-     nrm.UnsupportedOperationError, "batch dimension"),  # window_partition folds the batch with the windows
-    ("mobilevit_xxs", {}, 64, D, nrm.UnsupportedOperationError, "batch dimension"),  # unfolding into the batch
-], ids=["efficientvit-float32", "efficientvit-float64", "swin", "mobilevit"])
+], ids=["efficientvit-float32", "efficientvit-float64"])
 def test_what_is_not_read_is_refused_by_name(name, kwargs, size, dtype, error, words):
     model, x, y = _model(name, kwargs, size, dtype)
     with pytest.raises(error, match=words):
         nrm.explain(model, x, target=int(y[0].argmax()), rules=nrm.rules.Epsilon(1e-6))
+
+
+FOLDED = {  # models that fold each sample into several rows (refused by name before 2026-12-07)
+    "swin_tiny_patch4_window7_224": (dict(img_size=56, depths=(1, 1, 1, 1), window_size=7), 56),  # windows
+    "levit_128s": (dict(img_size=64), 64),  # flatten(0, 1) before each BatchNorm1d
+    "mobilevit_xxs": ({}, 64),  # the patches unfolded into the batch
+}
+
+
+@pytest.mark.parametrize("name", list(FOLDED))
+def test_models_that_fold_the_batch_are_read(name):
+    """Swin's window partition, LeViT's flatten(0, 1), MobileViT's unfolding: each sample's rows
+    stay one block (nrm.engine.Engine.canonical), so the kinds read them as samples. f is the
+    model's, and the input marginal with what was absorbed is 1 (L1 at the input; every layer in
+    the survey's float64 run, README)."""
+    kwargs, size = FOLDED[name]
+    model, x, y = _model(name, kwargs, size)
+    target = int(y[0].argmax())
+    m = nrm.explain(model, x, target=target, rules=nrm.rules.Epsilon(1e-6))
+    torch.testing.assert_close(m.f, y[:, target], rtol=1e-12, atol=1e-12)
+    total = m.marginal("input").reshape(1, -1).sum(1) + m.absorbed("input") + m.bypassing("input")
+    assert float((total - 1).abs().max()) <= 1e-12

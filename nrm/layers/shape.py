@@ -5,7 +5,9 @@ transpose, slicing, a piece of chunk or split) takes each output neuron from one
 neuron, q(j | k) = [j = index[k]], so relevance moves with the values; a concatenation
 joins branches into one layer whose parts are the branches' neurons (q = 1 to each part).
 The batch dimension stays first and is never mixed: an operation that would move or mix
-it is refused.
+it is refused. A view may fold each sample into several rows (B·G in dimension 0, each sample's
+rows one block: ``x.reshape(-1, E)``) and back; the kinds then read the rows as samples
+(``docs/capture.md``, *Values that fold each sample into several rows*).
 
 Every index map is written here from the definition of the operation, on numpy index
 arrays (never by running the torch operation): the explicit reference reads the recorded
@@ -30,7 +32,9 @@ from .linear import pair
 class View(Reshape):
     """``view``, ``reshape``, ``flatten``, ``unflatten`` (``nn.Unflatten``), ``squeeze``,
     ``unsqueeze`` that keep the batch dimension first: each sample's neurons in row-major order
-    under another shape."""
+    under another shape — also when dimension 0 becomes or stops being B·G rows (a multiple of
+    the batch size B before and after: OPT's ``x.reshape(-1, E)``, Swin's windows), which keeps
+    each sample's neurons one block."""
 
     functions = (torch.Tensor.view, torch.Tensor.reshape, torch.Tensor.flatten, torch.flatten, torch.reshape,
                  torch.Tensor.view_as, torch.Tensor.reshape_as, torch.Tensor.squeeze, torch.squeeze,
@@ -41,6 +45,8 @@ class View(Reshape):
 
     def accepts(self, call):
         before, after = tuple(call.in_shapes[0]), tuple(call.output.shape)
+        if after and before and call.batch and before[0] % call.batch == 0 and after[0] % call.batch == 0:
+            return None  # each sample's rows stay one block, in row-major order: a fold or an unfold
         if not after or after[0] != before[0]:
             return (f"changes the batch dimension ({before} → {after}); nrm keeps it first "
                     "(x.flatten(1), x.view(x.size(0), -1))")

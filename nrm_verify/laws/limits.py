@@ -77,47 +77,49 @@ def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], lis
     ``detached``, an activation that is not homogeneous is :func:`pass_through` and a product
     :func:`split_product` with its split θ — the model whose gradient × input is LRP-0."""
     eng = m.engine
+    B = eng.batch
     acts = [eng.values[0].detach().clone().requires_grad_(True)]
-    post = {0: acts[0].reshape((acts[0].shape[0],) + eng.post_shape[0])}
+    post = {0: acts[0].reshape((B,) + eng.post_shape[0])}
     pres = []
     for block in m.network.blocks[1:]:
         l = block.index
         ins = [post[u] for u in block.inputs]
+        rows = [post[u].reshape((-1,) + eng.post_rows[u]) for u in block.inputs]  # as the calls hold them
         if block.kind == "concat":
             out = torch.cat(ins, eng.concat[l][0])
         elif block.kind == "product" and detached:
             factors = [a.reshape((a.shape[0],) + shape) for a, (_, shape) in zip(ins, eng.splits[l])]
             out = split_product(factors, [theta for theta, _ in eng.splits[l]])
         elif block.producer.kind == "linear":
-            inp = pack_inputs(block.producer, ins).reshape((ins[0].shape[0],) + eng.in_shape[l])
+            inp = pack_inputs(block.producer, rows).reshape((-1,) + eng.in_rows[l])
             lmap = eng.maps[l]
             z = lmap.forward(inp, lmap.weight)
             bias = lmap.bias_for(z)
-            out = z if bias is None else z + bias
+            out = (z if bias is None else z + bias).reshape((B,) + eng.shape[l])
             with torch.no_grad():  # Σ_j |a_j w_jk|: 0 where the column has no contribution at all
-                mass = lmap.forward(inp.abs(), lmap.weight.abs())
+                mass = lmap.forward(inp.abs(), lmap.weight.abs()).reshape((B,) + eng.shape[l])
             pres.append((out, mass))
-        elif block.route() is not None:  # an index map (permute, slicing)
-            out = routed(m.network, block, ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l]))
+        elif block.route() is not None:  # an index map (permute, slicing), row by row
+            out = routed(m.network, block, rows[0].reshape((-1,) + eng.in_rows[l]))
         elif block.producer.kind == "maxpool":
             k, s, p, d, ceil = block.producer.layer_kind.params(block.producer.call)
-            a = ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l])
+            a = rows[0].reshape((-1,) + eng.in_rows[l])
             F = torch.nn.functional
             pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[a.dim() - 3]
             out = pool(a, k, s, p, d, ceil)
         elif block.producer.role in ("elementwise", "reshape", "alias"):
             # an activation that opens its layer, or a row-major reshape (or alias) of a value other layers
             # read too (Swin V2's window attention views the residual stream): q = δ
-            out = ins[0].reshape((ins[0].shape[0],) + eng.in_shape[l])
+            out = ins[0].reshape((B,) + eng.in_shape[l])
         else:
             raise UnsupportedModuleError(f"L9's replay does not read the {block.kind} layer {block.name!r}")
         steps = ([block.producer] if block.producer is not None and block.producer.role == "elementwise" else [])
         for step in steps + [t for t in block.trailing if t.role == "elementwise"]:
             a = step.layer_kind.evaluate(step.call, out)
             out = pass_through(out, a) if detached and not getattr(step.layer_kind, "homogeneous", False) else a
-        act = out.reshape((out.shape[0],) + eng.shape[l])
+        act = out.reshape((B,) + eng.shape[l])
         acts.append(act)
-        post[l] = act.reshape((act.shape[0],) + eng.post_shape[l])
+        post[l] = act.reshape((B,) + eng.post_shape[l])
     return acts, pres
 
 

@@ -81,9 +81,9 @@ def _column_magnitude(eng, l: int, unit: torch.Tensor) -> torch.Tensor:
     for scale, parts in shares:
         size = None
         for u, w in parts:
-            a = torch.ones_like(inputs) if u is None else u.abs()
+            a = torch.ones_like(inputs) if u is None else u.abs().reshape(inputs.shape)  # the call's rows
             dense = lmap.weight if w is lmap.own_weight() else w  # |W|: a map applied as itself forms W here
-            t = lmap.forward(a, dense.abs())
+            t = lmap.forward(a, dense.abs()).reshape((B,) + eng.shape[l])  # per sample (a folded layer's rows)
             size = t if size is None else size + t
         if size is not None:
             total = total + scale.abs() * size

@@ -40,6 +40,36 @@ def _zeros(shape) -> np.ndarray:
     return out
 
 
+def _per_sample_shape(t: torch.Tensor) -> tuple:
+    """The shape of the one sample's value: after the batch, or (G, *rows) where its first
+    dimension holds G rows of the sample (a fold: OPT's x.reshape(-1, E), Swin's windows)."""
+    return tuple(t.shape[1:]) if t.shape[0] == 1 else tuple(t.shape)
+
+
+def _block_diagonal(maps: list) -> ExactMap:
+    """The map of a folded layer over the sample: its rows' maps side by side, row g's inputs
+    to row g's outputs only (each built from that row's values)."""
+    n_in, n_out = sum(m.weight.shape[0] for m in maps), sum(m.weight.shape[1] for m in maps)
+    W, S = _zeros((n_in, n_out)), np.zeros((n_in, n_out), dtype=bool)
+    i = k = 0
+    for m in maps:
+        r, c = m.weight.shape
+        W[i:i + r, k:k + c], S[i:i + r, k:k + c] = m.weight, m.connected
+        i, k = i + r, k + c
+    bias = None if all(m.bias is None for m in maps) else np.concatenate(
+        [m.bias if m.bias is not None else _zeros(m.weight.shape[1]) for m in maps])
+    return ExactMap(W, S, bias, (len(maps),) + tuple(maps[0].out_shape))
+
+
+def _by_layer(dmap: ExactMap, sizes: list, rows: int) -> ExactMap:
+    """A folded map of several inputs, packed row by row as the engine packs them (row g: each
+    input's g-th row in turn), with its in-neurons put in the order the oracle concatenates
+    them: each input whole, one after the other."""
+    total = sum(sizes)
+    order = [g * total + sum(sizes[:i]) + j for i, size in enumerate(sizes) for g in range(rows) for j in range(size)]
+    return ExactMap(dmap.weight[order], dmap.connected[order], dmap.bias, dmap.out_shape)
+
+
 class ExactGraph:
     """A tiny (possibly branched) model at one input: every layer's exact values and kernel
     q_l(j | k) over the concatenation of the layers it reads, q_l(⊥ | k) beside it."""
@@ -63,7 +93,7 @@ class ExactGraph:
                 if step.role == "elementwise":
                     values = step.layer_kind.exact(step.call, values)
             self.values.append(values)
-            self.shapes.append(tuple(net.value(block.tip).shape[1:]))
+            self.shapes.append(_per_sample_shape(net.value(block.tip)))
         self.output = self.values[-1]
 
     def _layer(self, block):
@@ -71,8 +101,13 @@ class ExactGraph:
         a = np.concatenate([self.values[u] for u in ins])
         if block.kind == "product":
             return self._product(block)
+        rows = self._rows(ins[0]) if ins else 1  # G rows of the sample where its values fold (else 1)
         if block.kind == "maxpool":
-            winners, _, _ = maxpool_winners(step.layer_kind.params(step.call), a, self.shapes[ins[0]])
+            params = step.layer_kind.params(step.call)
+            shape = self.shapes[ins[0]][1:] if rows > 1 else self.shapes[ins[0]]
+            per = len(a) // rows
+            winners = np.concatenate([g * per + np.asarray(maxpool_winners(params, a[g * per:(g + 1) * per], shape)[0])
+                                      for g in range(rows)])
             q = _zeros((len(a), len(winners)))
             q[winners, np.arange(len(winners))] = ONE
             return a[winners], (q, _zeros(len(winners)))
@@ -84,22 +119,30 @@ class ExactGraph:
                                 self.shapes[ins[0]])
                 in_shape = (len(a),)
             else:  # a map of several inputs (a matrix product) reads them packed, as the engine does
-                recorded = pack_inputs(step, [self.network.value(self.network.blocks[u].tip)[:1] for u in ins])
-                dmap = step.layer_kind.exact(step.call, recorded, block.rule)
-                for bn in block.batchnorms:
-                    dmap = bn.layer_kind.fold_exact(bn.call, dmap)
+                tips = [self.network.value(self.network.blocks[u].tip) for u in ins]
+                maps = []
+                for g in range(tips[0].shape[0]):  # one map per row: G rows where the value folds G per sample
+                    dmap = step.layer_kind.exact(step.call, pack_inputs(step, [t[g:g + 1] for t in tips]), block.rule)
+                    for bn in block.batchnorms:
+                        dmap = bn.layer_kind.fold_exact(bn.call, dmap)
+                    maps.append(dmap)
+                dmap = maps[0] if len(maps) == 1 else _block_diagonal(maps)
+                if len(maps) > 1 and len(ins) > 1:  # packed per row: the rows' in-neurons in the layers' order
+                    dmap = _by_layer(dmap, [len(self.values[u]) // len(maps) for u in ins], len(maps))
                 in_shape = self.shapes[ins[0]] if len(ins) == 1 else (len(a),)
             z = a @ dmap.weight + (0 if dmap.bias is None else dmap.bias)
             q, qbot, _ = rule_kernel(block.rule, a.reshape(in_shape), dmap)
             return np.asarray(z, dtype=object), (q, qbot)
-        if block.kind == "concat":
-            dim = step.layer_kind.dim(step.call) % (len(self.shapes[ins[0]]) + 1) - 1
+        if block.kind == "concat":  # along a per-row dimension (the sample's axis d, or d − 1 unfolded)
+            dim = step.layer_kind.dim(step.call) % step.call.output.dim() - (0 if rows > 1 else 1)
             offsets = np.cumsum([0] + [len(self.values[u]) for u in ins])
             source = np.concatenate([o + np.arange(len(self.values[u])).reshape(self.shapes[u])
                                      for o, u in zip(offsets, ins)], axis=dim).reshape(-1)
         else:  # a pass layer: q = δ, or an index map
-            route = block.route()
+            route = block.route()  # per row: the same index map on each of a folded value's rows
             source = np.arange(len(a)) if route is None else np.asarray(route, dtype=int)
+            if route is not None and rows > 1:
+                source = (np.arange(rows)[:, None] * (len(a) // rows) + source[None, :]).reshape(-1)
         q = _zeros((len(a), len(source)))
         q[source, np.arange(len(source))] = ONE
         values = a[source]
@@ -107,8 +150,12 @@ class ExactGraph:
             values = step.layer_kind.exact(step.call, values)
         return values, (q, _zeros(len(source)))
 
+    def _rows(self, u: int) -> int:
+        """How many rows layer u's value holds of the sample (1 unless it folds)."""
+        return int(self.network.value(self.network.blocks[u].tip).shape[0])
+
     def _product(self, block):
-        out_shape = tuple(self.network.value(block.producer.value).shape[1:])
+        out_shape = _per_sample_shape(self.network.value(block.producer.value))
         K = math.prod(out_shape)
         sizes = [len(self.values[u]) for u in block.inputs]
         q = _zeros((sum(sizes), K))

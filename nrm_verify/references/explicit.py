@@ -200,7 +200,10 @@ class _Tracer:
         if ref.name in self.nodes:
             raise UnsupportedModuleError(f"two layers would be named {ref.name!r}; rename the module")
         if ref.value.dim() < 1 or ref.value.shape[0] != self.B:
-            raise UnsupportedModuleError(f"'{ref.name}' does not keep the batch dimension first")
+            raise UnsupportedModuleError(
+                f"'{ref.name}' does not keep the batch dimension first (it folds each sample into several rows: "
+                f"{tuple(ref.value.shape)} for a batch of {self.B}); the explicit reference reads one row per sample, "
+                "the exact oracle (nrm_verify.references.exact_dag) reads folds")
         self.nodes[ref.name] = ref
         self.of[value] = ref.name
 
