@@ -215,6 +215,8 @@ class Split(nn.Module):
         h = self.fc(x)
         if self.how == "across-samples":  # 24 values in 3 rows of 8: sample 0 ends inside row 1
             return h.reshape(3, 8)
+        if self.how == "bias-per-row":  # BLOOM's ALiBi: a bias that differs between the heads folded into rows
+            return h.reshape(-1, 4) + torch.arange(6, dtype=D).reshape(6, 1)
         if self.how == "cat-rows":  # two folded values stacked along the rows: a sample's rows apart
             f = h.reshape(-1, 4)
             return torch.cat([f, f * 2.0], 0).reshape(2, -1)
@@ -222,7 +224,8 @@ class Split(nn.Module):
 
 
 @pytest.mark.parametrize("how, words", [("across-samples", "changes the batch dimension"),
-                                        ("cat-rows", "batch dimension")])
+                                        ("cat-rows", "batch dimension"),
+                                        ("bias-per-row", "differs between the rows that fold one sample")])
 def test_a_view_that_splits_a_sample_across_rows_is_refused_by_name(how, words):
     x = torch.randn((2, 3, 4), generator=torch.Generator().manual_seed(3), dtype=D)
     with pytest.raises(UnsupportedOperationError, match=words):

@@ -40,6 +40,9 @@ def _constant_shape_refusal(call, constant) -> str | None:
         return (f"broadcasts an input of shape {shape} to {out}: the constant enlarges it; nrm reads constants that "
                 "keep the input's shape")
     if isinstance(constant, torch.Tensor) and constant.dim() == len(out) and not _same_for_every_sample(constant):
+        if call.batch and out[0] != call.batch:  # the input folds each sample into rows (docs/capture.md)
+            return ("combines with a constant that differs between the rows that fold one sample (one per head or "
+                    "window, as BLOOM's ALiBi bias); nrm reads a constant that is the same for every row")
         return "combines with a constant that differs between samples (one per sample); give one per-sample shape"
     t = torch.as_tensor(constant, dtype=torch.float64) if not isinstance(constant, torch.Tensor) else constant
     if bool((torch.isnan(t) | torch.isposinf(t)).any()):
