@@ -363,11 +363,13 @@ class _Recorder(TorchFunctionMode):
         self.leaf = 0  # depth inside a module captured whole
         self.failed: tuple[nn.Module, str] | None = None  # the innermost module in which forward() raised
         self.input: torch.Tensor | None = None
+        self.batch = 0  # the input's batch size (Call.batch)
         self.error: NRMError | None = None
 
     # -- the input ---------------------------------------------------------------------
     def start(self, x: torch.Tensor) -> None:
         self.input = x
+        self.batch = int(x.shape[0]) if x.dim() else 0
         self.live[id(x)] = (Value(-1), x._version, x)
 
     # -- module calls ------------------------------------------------------------------
@@ -778,7 +780,7 @@ class _Recorder(TorchFunctionMode):
                     frame.module if frame is not None else None, frame.name if frame is not None else "",
                     _user_site(skip_torch=not whole), inplace=target is not None, whole=whole,
                     in_shapes=shapes, in_dtypes=dtypes,
-                    batch=int(self.input.shape[0]) if self.input is not None and self.input.dim() else 0)
+                    batch=self.batch)
         if whole:
             call.name, call.owned = frame.name, True
         call.kind, call.refusal = self.kinds.resolve(call)

@@ -53,3 +53,14 @@ def agree(model, x, target, rules=None, check="full") -> nrm.Measure:
     exact, bottom = ExactGraph(model, x, rules).marginals(target)
     compare_layers(m, exact, bottom, reference_lrp(model, x, target, rules))
     return m
+
+
+def held_laws(model, x, target, rules=None) -> set:
+    """Every law that applies to the case (``nrm_verify.properties.checks.laws_on_case``): assert
+    that none is violated (the first two shown), and return the names of those that held."""
+    from nrm_verify.properties.checks import laws_on_case
+
+    results = laws_on_case(model, x, target, rules)
+    failed = [(call, r) for call, r in results if r.holds is False]
+    assert not failed, failed[:2]
+    return {r.law for _, r in results if r.holds is True}

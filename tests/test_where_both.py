@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from agreement import agree
+from agreement import agree, seeded
 from torch import nn
 
 import nrm
@@ -48,12 +48,8 @@ class Picks(nn.Module):
 
 
 def _case(how="function", batch=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    model = Picks(how).double().eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=D) * 0.7)
-    return model, torch.randn((batch, 3, 3), generator=g, dtype=D)
+    return seeded(Picks(how), seed), torch.randn((batch, 3, 3), generator=torch.Generator().manual_seed(seed + 7),
+                                                 dtype=D)
 
 
 @pytest.mark.parametrize("how", ["function", "method", "keywords", "broadcast"])

@@ -288,9 +288,13 @@ class EinsumDecomposition:
         ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
         return args[0].replace(" ", ""), ops
 
-    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+    @classmethod
+    def form_refusal(cls, args: tuple, kwargs: dict) -> str | None:
+        """Why the call is not an einsum of two tensors with an explicit output, each subscript
+        written once per operand and one per dimension, or None (what both einsum decompositions
+        need)."""
         try:
-            equation, ops = self._parse(args)
+            equation, ops = cls._parse(args)
         except ValueError as e:
             return f"its arguments are not those of torch.einsum ({e})"
         if kwargs:
@@ -303,14 +307,22 @@ class EinsumDecomposition:
         subs = lhs.split(",")
         if len(subs) != 2 or any(len(set(x)) != len(x) for x in subs + [out]):
             return "repeats a subscript within an operand (a diagonal or trace), which is not a matrix product"
-        a, b = subs
         if any(len(x) != t.dim() for x, t in zip(subs, ops)):
             return "has subscripts that do not match the operands' dimensions"
+        return None
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        why = self.form_refusal(args, kwargs)
+        if why is not None:
+            return why
+        equation, _ = self._parse(args)
+        lhs, out = equation.split("->")
+        a, b = lhs.split(",")
         if set(out) - set(a) - set(b) or (set(a) ^ set(b)) - set(out):
             return "sums a subscript of one operand alone (or invents one); nrm decomposes batched matrix products"
         if not (a[0] == b[0] == out[0]):
             return ("does not keep the sample dimension first in both operands and the output; nrm keeps the batch "
-                    "first and never mixes samples (an einsum with a weight is a linear map: write it with F.linear)")
+                    "first and never mixes samples")
         return None
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
@@ -396,8 +408,8 @@ class EinsumWeightDecomposition:
         return equation, out, x, c, sx, sc, (F_, S, K, G, H), size
 
     def refusal(self, args: tuple, kwargs: dict) -> str | None:
-        why = EinsumDecomposition().refusal(args, kwargs)
-        if why is not None and "sample dimension first" not in why and "one operand alone" not in why:
+        why = EinsumDecomposition.form_refusal(args, kwargs)
+        if why is not None:
             return why
         equation, out, x, c, sx, sc, (F_, S, K, G, H), size = self._split(args)
         if set(out) - set(sx) - set(sc):
@@ -435,7 +447,7 @@ class EinsumWeightDecomposition:
         if perm != list(range(len(perm))):
             y = y.permute(perm)
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(y, torch.einsum(equation, *EinsumDecomposition._parse(args)[1]))
+            same = _within_ulp(y, torch.einsum(equation, *((x, c) if self.derived == 0 else (c, x))))
         if not same:
             raise CaptureMismatchError(f"the decomposition of torch.einsum({equation!r}) with a constant as F.linear "
                                        "does not reproduce it within 10³ ulp; nrm cannot read it faithfully")
@@ -1749,19 +1761,13 @@ class WhereDecomposition:
         self.func = func
 
     def operands(self, args: tuple, kwargs: dict):
-        """(condition, a, b) as given."""
-        if self.func is torch.Tensor.where:
-            rest = list(args[1:]) + [kwargs.get("condition"), kwargs.get("other")][len(args) - 1:]
-            return (rest[0] if rest else None), args[0], (rest[1] if len(rest) > 1 else None)
-        names = ("condition", "input", "other")
-        got = list(args) + [kwargs.get(n) for n in names[len(args):]]
-        return got[0], got[1], got[2]
+        """(condition, a, b) as given (None for one not given)."""
+        names = ("input", "condition", "other") if self.func is torch.Tensor.where else ("condition", "input", "other")
+        got = {**dict(zip(names, args)), **kwargs}
+        return got.get("condition"), got.get("input"), got.get("other")
 
     def applies(self, args: tuple, kwargs: dict, derived) -> bool:
-        try:
-            cond, a, b = self.operands(args, kwargs)
-        except IndexError:
-            return False
+        cond, a, b = self.operands(args, kwargs)
         return (all(isinstance(t, torch.Tensor) for t in (cond, a, b)) and derived(a) and derived(b)
                 and not derived(cond))
 
