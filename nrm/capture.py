@@ -56,6 +56,7 @@ from .layers import REGISTRY, base_name
 from .layers.constants import masked
 from .layers.elementwise import FLOATING
 from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of, same_values
+from .layers.one_sample import ONE_SAMPLE
 from .layers.shape import Permute
 from .recorded import Piece, Value, dispatch_name
 
@@ -442,6 +443,10 @@ class _Recorder(TorchFunctionMode):
         args = args if frame.batched is None else frame.batched
         with torch._C.DisableTorchFunction():
             why = frame.decompose.refusal(frame.module, args, kwargs)
+        if why is None and getattr(frame.module, "batch_first", True) is False and self.batch != 1:
+            why = (f"has batch_first=False (the batch in dimension 1) and nrm explains a batch of {self.batch} "
+                   "samples; nrm reads the sequence-first layout one sample at a time, where moving the batch is a "
+                   "view: explain the samples one by one, or construct it with batch_first=True")
         if why is not None:
             self._fail(UnsupportedOperationError(
                 f"{type(frame.module).__name__} at '{frame.name}' ({user_location() or 'forward'}) {why}"))
@@ -531,6 +536,10 @@ class _Recorder(TorchFunctionMode):
             pieces = self._through_moved_batch(func, args, kwargs)
             if pieces is not None:
                 return pieces
+        if self.batch == 1 and _key(func) in ONE_SAMPLE:
+            rewritten = ONE_SAMPLE[_key(func)].rewrite(args, kwargs, lambda t: bool(self._tainted(t)))
+            if rewritten is not None:
+                return self._one_sample(func, args, kwargs, rewritten)
         decomposition, why = DECOMPOSED_FUNCTIONS.get(_key(func)), None
         if decomposition is not None:
             applies = getattr(decomposition, "applies", _always)(args, kwargs, lambda t: bool(self._tainted(t)))
@@ -568,6 +577,30 @@ class _Recorder(TorchFunctionMode):
         if why is not None and self.calls[-1].kind is None:
             self.calls[-1].refusal = why
         return out
+
+    # -- one sample: dimension 0 is the sample's --------------------------------------------
+    def _one_sample(self, func, args: tuple, kwargs: dict, rewritten: Callable[[], Any]):
+        """An operation along dimension 0 with a batch of one sample, recorded as the same
+        operation along dimension 1 of the value unsqueezed in front, reshaped to torch's own
+        output, which it must equal bitwise (:mod:`nrm.layers.one_sample`)."""
+        with torch._C.DisableTorchFunction():
+            theirs = func(*args, **kwargs)
+        with self:
+            ours = rewritten()
+            several = isinstance(theirs, (list, tuple))
+            if several:
+                ours = type(theirs)(o.reshape(t.shape) for o, t in zip(ours, theirs)) \
+                    if len(ours) == len(theirs) else ours
+            else:
+                ours = ours.reshape(theirs.shape)
+        pairs = list(zip(ours, theirs)) if several and len(ours) == len(theirs) else \
+            [] if several else [(ours, theirs)]
+        if not pairs or not all(same_values(o, t) for o, t in pairs):
+            self._fail(CaptureMismatchError(
+                f"{func_name(func)} at {user_location() or 'an unknown place'} along dimension 0 of a batch of one "
+                "sample, read as the same along dimension 1 of the value unsqueezed in front, does not reproduce "
+                "torch's own output; nrm cannot read it faithfully"))
+        return ours
 
     # -- a stack of tensors moved in front of the batch ------------------------------------
     def _through_moved_batch(self, func, args: tuple, kwargs: dict):

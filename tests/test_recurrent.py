@@ -119,10 +119,12 @@ def test_the_initial_state_given_as_constants_is_read():
     (lambda: _tagger(nn.LSTM, proj_size=2), "proj_size"),
 ], ids=["LSTM h_n", "GRU h_n", "LSTM seq-first", "GRU seq-first", "proj_size"])
 def test_what_is_not_read_is_refused_by_name_and_the_model_is_untouched(make, says):
+    """On a batch of two (the final state and the sequence-first layout are read for one sample:
+    tests/test_one_sample.py)."""
     model = make()
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(UnsupportedOperationError, match=says.replace("(", r"\(").replace(")", r"\)")):
-        nrm.explain(model, _x(), target=0)
+        nrm.explain(model, _x(batch=2), target=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

@@ -149,8 +149,13 @@ class MHADecomposition:
     nothing), or to :class:`SDPADecomposition` with ``need_weights=False``. ``is_causal`` is
     torch's hint that ``attn_mask`` is causal: the mask is what is read. A mask that differs
     between samples (padding of different lengths) is refused by the constants' kinds; a query
-    with every key masked (torch: NaN) here. Refused, by name: ``batch_first=False`` (the batch
-    is not first), ``add_bias_kv``, ``add_zero_attn``, dropout in training mode and unbatched
+    with every key masked (torch: NaN) here.
+
+    **Sequence first** (``batch_first=False``, inputs (L, B, E)): q, k, v are transposed to
+    (B, L, E), decomposed as above, and the output transposed back; the capture reads it when nrm
+    explains one sample (B = 1), where the transposes are views
+    (:meth:`~nrm.layers.shape.Permute.is_view`), and refuses it by name for more. Refused, by
+    name: ``add_bias_kv``, ``add_zero_attn``, dropout in training mode and unbatched
     inputs."""
 
     module = nn.MultiheadAttention
@@ -160,9 +165,9 @@ class MHADecomposition:
             a = _mha_arguments(*args, **kwargs)
         except TypeError as e:
             return f"its arguments are not those of nn.MultiheadAttention.forward ({e})"
-        if not module.batch_first:
-            return ("has batch_first=False: its inputs are (L, B, E), the batch is not first; construct it with "
-                    "batch_first=True")
+        if any(not isinstance(t, torch.Tensor) or t.dim() != 3 for t in (a["query"], a["key"], a["value"])):
+            return "takes unbatched inputs; nrm reads (B, L, E), or (L, B, E) with batch_first=False"
+        a = self.batch_first(module, a)
         why = self.mask_refusal(a)
         if why is not None:
             return why
@@ -170,9 +175,19 @@ class MHADecomposition:
             return "appends a learned or zero key/value (add_bias_kv, add_zero_attn), which nrm does not decompose"
         if module.training and module.dropout:
             return "applies dropout in training mode; call model.eval()"
-        if any(not isinstance(t, torch.Tensor) or t.dim() != 3 for t in (a["query"], a["key"], a["value"])):
-            return "takes unbatched inputs; nrm reads (B, L, E)"
         return None
+
+    @staticmethod
+    def batch_first(module: nn.Module, a: dict) -> dict:
+        """The arguments with query, key and value batch first: (L, B, E) → (B, L, E) when the
+        module is sequence first (``batch_first=False``; the capture reads it for a batch of one
+        sample, where the transpose is a view); the masks are batch first in both layouts."""
+        if module.batch_first:
+            return a
+        moved: dict[int, torch.Tensor] = {}  # self-attention: one transpose read three times
+        for n in ("query", "key", "value"):
+            moved.setdefault(id(a[n]), a[n].transpose(0, 1))
+        return {**a, **{n: moved[id(a[n])] for n in ("query", "key", "value")}}
 
     def mask_refusal(self, a: dict) -> str | None:
         """Why the masks cannot be read, or None."""
@@ -226,7 +241,7 @@ class MHADecomposition:
         return [(w, None if bias is None else bias[i * E:(i + 1) * E]) for i, w in enumerate(weights)]
 
     def __call__(self, module: nn.Module, *args, **kwargs):
-        a = _mha_arguments(*args, **kwargs)
+        a = self.batch_first(module, _mha_arguments(*args, **kwargs))
         h, E = module.num_heads, module.embed_dim
         d = E // h
 
@@ -246,7 +261,7 @@ class MHADecomposition:
         out = F.linear(o, module.out_proj.weight, module.out_proj.bias)
         if weights is not None and a["average_attn_weights"]:
             weights = weights.mean(dim=1)
-        return out, weights
+        return (out if module.batch_first else out.transpose(0, 1)), weights
 
 
 class EinsumDecomposition:
@@ -2078,10 +2093,10 @@ DECOMPOSED_FUNCTIONS = {
     final_state: Refused(FINAL_STATE_REFUSAL),
     F.multi_head_attention_forward: Refused(
         "is multi-head attention with the batch in dimension 1 (torch's functional form moves it); nrm reads "
-        "nn.MultiheadAttention(batch_first=True) modules through their definition, with the batch first"),
+        "nn.MultiheadAttention modules through their definition, with the batch first"),
     torch._native_multi_head_attention: Refused(
         "is torch's fused multi-head attention, which nrm cannot see into; nrm reads "
-        "nn.MultiheadAttention(batch_first=True) modules through their definition"),
+        "nn.MultiheadAttention modules through their definition"),
 }
 """Fused functions the capture records as the operations that define them."""
 

@@ -25,14 +25,16 @@ product. Sigmoid and tanh take the identity rule (the defaults of the activation
 ``nn.GRUCell``, ``nn.RNNCell`` as one step in the model's own loop (:class:`CellDecomposition`:
 their state is batch first, so it is read wherever the model uses it).
 
-Read: ``batch_first=True``, any number of layers, one or both directions, with or without
-biases, an initial state given as constants (a product of a gate with a constant state —
-σ(f) ⊙ c₀ — is then a diagonal linear map of the gate, which takes its share at the first
-step; from the default zero state the gates take nothing at every step). The final state ``(h_n, c_n)`` is
-(layers · directions, batch, hidden), the batch in dimension 1, which nrm does not read: a model
-that uses it is refused by name at that use (``output[:, -1, :hidden]`` is ``h_n[-1]`` of a
-one-directional model). Refused, by name: ``batch_first=False``, LSTM's ``proj_size``, dropout
-in training mode, unbatched and packed inputs.
+Read: ``batch_first=True``, and ``batch_first=False`` when nrm explains one sample (the input
+(T, B, F) transposed to (B, T, F), a view with one sample, and the output back); any number of layers, one or both
+directions, with or without biases, an initial state given as constants (a product of a gate
+with a constant state — σ(f) ⊙ c₀ — is then a diagonal linear map of the gate, which takes its
+share at the first step; from the default zero state the gates take nothing at every step). The
+final state ``(h_n, c_n)`` is (layers · directions, batch, hidden), the batch in dimension 1:
+read for a batch of one sample (:mod:`nrm.layers.one_sample`: ``h_n[-1]``), refused by name at
+its use for more (``output[:, -1, :hidden]`` is ``h_n[-1]`` of a one-directional model).
+Refused, by name: ``batch_first=False`` when nrm explains more than one sample
+(``nrm.capture``), LSTM's ``proj_size``, dropout in training mode, unbatched and packed inputs.
 """
 
 from __future__ import annotations
@@ -68,9 +70,6 @@ class RecurrentDecomposition:
             x, hx = self._arguments(*args, **kwargs)
         except TypeError as e:
             return f"its arguments are not those of {type(module).__name__}.forward ({e})"
-        if not module.batch_first:
-            return ("has batch_first=False: its input is (T, B, F), the batch is not first; construct it with "
-                    "batch_first=True")
         if getattr(module, "proj_size", 0):
             return "has proj_size > 0 (a projected LSTM), which nrm does not decompose"
         if module.training and module.dropout:
@@ -101,6 +100,13 @@ class RecurrentDecomposition:
 
     def __call__(self, module: nn.Module, *args, **kwargs):
         x, hx = self._arguments(*args, **kwargs)
+        if module.batch_first:
+            return self._batch_first(module, x, hx)
+        output, final = self._batch_first(module, x.transpose(0, 1), hx)  # one sample: the transposes are views
+        return output.transpose(0, 1), final
+
+    def _batch_first(self, module: nn.Module, x: torch.Tensor, hx):
+        """The output (B, T, directions · H) and the final state from the input (B, T, F)."""
         directions = 2 if module.bidirectional else 1
         layer_in, finals = x, []
         for layer in range(module.num_layers):

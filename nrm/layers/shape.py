@@ -97,23 +97,45 @@ class Permute(Reshape):
     def accepts(self, call):
         order = self.order(call)
         if order and order[0] != 0:
+            if self.is_view(call):
+                return None
             return (f"moves the batch dimension (dimension order {order}); nrm keeps it first and never mixes "
-                    "samples")
+                    "samples" + (" (with a batch of one sample, a transpose of the batch with the sequence is a view "
+                                 "and is read: explain one sample at a time)" if call.batch and call.batch > 1 else ""))
         return None
 
-    def permutation(self, call) -> tuple[int, ...]:
+    def is_view(self, call) -> bool:
+        """A permute that moves the batch but keeps every dimension of more than one element in
+        its order — ``x.transpose(0, 1)`` of a batch of one sample (1, L, E) → (L, 1, E), the
+        sequence-first layout of ``nn.MultiheadAttention(batch_first=False)`` — is a view: the
+        same values in the same row-major order under another shape, read as :class:`View` reads
+        it (dimension 0 then holds the sample's rows, a fold, or is the batch again)::
+
+            y = x.reshape(shape of y)        when the dimensions of size > 1 keep their order
+
+        Only where dimension 0 is a multiple of the batch size before and after (a batch of one
+        sample, or the batch moved behind dimensions of size 1 and back)."""
+        order, shape, after = self.order(call), tuple(call.in_shapes[0]), tuple(call.output.shape)
+        kept = [d for d in order if shape[d] != 1]
+        return (bool(order) and order[0] != 0 and kept == sorted(kept) and bool(call.batch)
+                and shape[0] % call.batch == 0 and after[0] % call.batch == 0)
+
+    def permutation(self, call) -> tuple[int, ...] | None:
         """σ over the per-sample dimensions (0-based): output dimension i is input dimension σ[i].
         The engine moves relevance by the inverse permutation instead of the index (the same
         map, q(j | k) = [j = index[k]], without a gather over every neuron). None for a kind that
-        redefines :meth:`index`: the engine then reads that index."""
-        if type(self).index is not Permute.index:
+        redefines :meth:`index`: the engine then reads that index; None for a view
+        (:meth:`is_view`), which has no index."""
+        if type(self).index is not Permute.index or self.is_view(call):
             return None
         return tuple(d - 1 for d in self.order(call)[1:])
 
     def route_key(self, call):
-        return _sample_dims(call), self.order(call)
+        return _sample_dims(call), self.order(call), self.is_view(call)
 
     def index(self, call):
+        if self.is_view(call):
+            return None  # the same row-major order: a renaming, as View
         shape = _sample_dims(call)
         perm = [d - 1 for d in self.order(call)[1:]]
         return np.arange(math.prod(shape), dtype=np.int64).reshape(shape).transpose(perm).reshape(-1)
