@@ -1911,6 +1911,85 @@ class AddcmulDecomposition:
         return out
 
 
+class BaddbmmDecomposition:
+    """``torch.baddbmm(input, batch1, batch2, beta=β, alpha=α)`` (BLOOM's attention scores: its
+    ALiBi bias plus the scaled Q·Kᵀ of the heads folded into the batch), read as what it is::
+
+        baddbmm(c, A, B, β, α) = β · c + α · (A @ B)
+
+    :class:`~nrm.layers.attention.MatMul` (two input-derived factors) or, with one factor a
+    constant W the same for every sample, a linear map of the other
+    (:class:`~nrm.layers.linear.Dense`: A @ W = F.linear(A, Wᵀ), W @ B = F.linear(Bᵀ, W)ᵀ), a
+    :class:`~nrm.layers.scale.ConstantScale` for α ≠ 1, then
+    :class:`~nrm.layers.constants.AddConstant` (a constant c: its share to ⊥; one that differs
+    between the rows that fold one sample, as BLOOM's per-head bias, is read for one sample:
+    :mod:`nrm.layers.one_sample`) or the sum :class:`~nrm.layers.linear.Add`. torch fuses the
+    multiply-add: compared with torch's own within 10³ ulp of its largest value
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Refused: ``out=``, β or α not a number,
+    β = 0 (torch then ignores ``input``, NaN included)."""
+
+    def __init__(self, func, constant: int | None = None):
+        self.func, self.constant = func, constant  # constant: which factor (1 or 2) is a constant
+
+    def applies(self, args: tuple, kwargs: dict, derived):
+        """With one factor a constant: the decomposition that reads the product as a linear map."""
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError:
+            return True  # refusal() names it
+        flags = [isinstance(a[n], torch.Tensor) and derived(a[n]) for n in ("batch1", "batch2")]
+        if flags.count(True) == 1:
+            return BaddbmmDecomposition(self.func, constant=flags.index(False) + 1)
+        return True
+
+    @staticmethod
+    def _arguments(input, batch1, batch2, *, beta=1, alpha=1, out=None) -> dict:  # noqa: A002
+        return dict(input=input, batch1=batch1, batch2=batch2, beta=beta, alpha=alpha, out=out)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            a = self._arguments(*args, **kwargs)
+        except TypeError as e:
+            return f"its arguments are not those of torch.baddbmm ({e})"
+        if a["out"] is not None:
+            return "writes into out="
+        for name in ("beta", "alpha"):
+            if isinstance(a[name], bool) or not isinstance(a[name], (int, float)) or not math.isfinite(a[name]):
+                return f"scales by {name}={a[name]!r}; nrm reads a finite number"
+        if a["beta"] == 0:
+            return "has beta=0, where torch ignores input (NaN included); write torch.bmm(batch1, batch2) * alpha"
+        if not all(isinstance(t, torch.Tensor) for t in (a["input"], a["batch1"], a["batch2"])):
+            return "takes operands that are not tensors"
+        if self.constant is not None:
+            w = a[f"batch{self.constant}"]
+            if w.dim() != 3 or not bool((w == w[:1]).all()):
+                return ("multiplies by a constant factor that differs between samples; nrm reads one constant "
+                        "matrix for every sample (a linear map)")
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a = self._arguments(*args, **kwargs)
+        if self.constant == 2:  # A @ W = F.linear(A, Wᵀ)
+            product = F.linear(a["batch1"], a["batch2"][0].transpose(0, 1))
+        elif self.constant == 1:  # W @ B = F.linear(Bᵀ, W)ᵀ
+            product = F.linear(a["batch2"].transpose(1, 2), a["batch1"][0]).transpose(1, 2)
+        else:
+            product = torch.bmm(a["batch1"], a["batch2"])
+        if a["alpha"] != 1:
+            product = product * a["alpha"]
+        c = a["input"] if a["beta"] == 1 else a["input"] * a["beta"]
+        out = c + product
+        with torch._C.DisableTorchFunction():
+            same = _within_ulp(out, torch.baddbmm(a["input"], a["batch1"], a["batch2"], beta=a["beta"],
+                                                  alpha=a["alpha"]))
+        if not same:
+            raise CaptureMismatchError("the decomposition of baddbmm as β · c + α · (A @ B) does not reproduce it "
+                                       "within 10³ ulp; nrm cannot read it faithfully")
+        return out
+
+
 class ElementwiseMaxDecomposition(_TwoDerived):
     """The elementwise maximum or minimum of two tensors — ``torch.maximum(a, b)``,
     ``torch.max(a, b)``, ``torch.minimum``, ``torch.min(a, b)`` (LightCNN's max-feature-map,
@@ -2076,6 +2155,7 @@ DECOMPOSED_FUNCTIONS = {
     torch.cosine_similarity: CosineSimilarityDecomposition(),
     torch.stack: StackDecomposition(),
     torch.addcmul: AddcmulDecomposition(),
+    **{f: BaddbmmDecomposition(f) for f in (torch.baddbmm, torch.Tensor.baddbmm)},
     torch.Tensor.addcmul: AddcmulDecomposition(),
     F.glu: GLUDecomposition(),
     F.rms_norm: RMSNormDecomposition(),
