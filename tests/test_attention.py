@@ -246,18 +246,6 @@ def test_matmul_refuses_a_bad_theta(bad):
         MatMul(theta=bad)
 
 
-class ByConstant(nn.Module):
-    """A constant matrix on the left (W @ x maps dimension −2); ``x @ W`` is a dense map
-    (tests/test_constant_matmul.py)."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.randn(2, 2, dtype=D))
-
-    def forward(self, x):
-        return (self.w @ x).flatten(1)
-
-
 class Broadcast(nn.Module):
     """(B, 2, 2, 3) @ (B, 3, 2) with B = 2: torch aligns the second factor's batch with the first's
     head dimension (a broadcast over a missing dimension, which mixes the samples)."""
@@ -272,10 +260,9 @@ class BatchSoftmax(nn.Module):
 
 
 @pytest.mark.parametrize("module,shape,words", [
-    (ByConstant(), (2, 3), ("matmul", "constant matrix on the left", "F.linear")),
     (Broadcast(), (2, 2, 3), ("matmul", "shapes", "over a missing dimension")),
     (BatchSoftmax(), (3,), ("softmax", "batch dimension")),
-], ids=["constant", "broadcast", "batch-softmax"])
+], ids=["broadcast", "batch-softmax"])  # a constant on the left: read since 2026-12-07 (test_matmul_weight.py)
 def test_unreadable_attention_operations_are_named(module, shape, words):
     x = torch.randn((2,) + shape, generator=torch.Generator().manual_seed(11), dtype=D)
     with pytest.raises(UnsupportedOperationError) as info:

@@ -126,10 +126,20 @@ class _Refused(nn.Module):
         return self.head(h.flatten(1))
 
 
+@pytest.mark.parametrize("how", ["left"])
+def test_a_constant_on_the_left_is_read_as_an_einsum(how):
+    """Refused by name before 2026-12-07; read since as the einsum it is
+    (``MatmulWeightDecomposition``, tests/test_matmul_weight.py): f the model's, L9."""
+    model = _Refused(how).eval()
+    m = nrm.explain(model, _x(), target=[0, 1], rules=nrm.rules.Zero(), check="full")
+    with torch.no_grad():
+        torch.testing.assert_close(m.f, model(_x())[torch.arange(2), torch.tensor([0, 1])], rtol=1e-12, atol=1e-12)
+    assert gradient_x_input(model, _x(), 1).holds is True
+
+
 @pytest.mark.parametrize("how, says", [
-    ("left", "constant matrix on the left (W @ a maps dimension −2)"),
     ("vector", "nrm reads a @ W with W a matrix"),
-    ("batched", "nrm reads a @ W with W a matrix"),
+    ("batched", "nrm reads a @ W with W a matrix"),  # (B, 2, 4) @ (2, 4, 4): one matrix per sample
 ])
 def test_what_it_does_not_read_is_refused_naming_the_operation_and_the_rewrite(how, says):
     model = _Refused(how).eval()

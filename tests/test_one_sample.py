@@ -1,7 +1,8 @@
 """With one sample, dimension 0 belongs to the sample (``nrm.layers.one_sample``): the
 sequence-first layout — ``nn.MultiheadAttention``, ``nn.TransformerEncoder`` /
-``TransformerDecoderLayer``, ``nn.LSTM`` / ``GRU`` / ``RNN`` with their default
-``batch_first=False`` — and every operation along dimension 0 (``x[-1]``, ``x.mean(0)``,
+``TransformerDecoderLayer`` / ``nn.Transformer``, ``nn.LSTM`` / ``GRU`` / ``RNN`` with their default
+``batch_first=False``, a cell looped over the steps, the tutorial's positional encoding — and every
+operation along dimension 0 (``x[-1]``, ``x.mean(0)``,
 ``torch.cat(…, 0)``, ``torch.stack``, ``unbind(0)``, ``h_n[-1]``, a permute that moves it) are read
 when nrm explains one sample, and refused by name for more.
 
@@ -137,6 +138,39 @@ class SequenceFirstRecurrent(Recurrent):
         return self.head(out[-1] if self.use == "last" else out.mean(0))
 
 
+class EncoderDecoder(nn.Module):
+    """nn.Transformer (two encoder and two decoder layers), the target the first two positions of
+    the source, halved, under a causal mask; the last target position's output to a head."""
+
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.transformer = nn.Transformer(4, 2, 2, 2, 6, dropout=0.0, batch_first=batch_first)
+        self.head, self.batch_first = nn.Linear(4, 2), batch_first
+
+    def forward(self, x):
+        causal = nn.Transformer.generate_square_subsequent_mask(2, dtype=x.dtype)
+        if self.batch_first:
+            return self.head(self.transformer(x, x[:, :2] * 0.5, tgt_mask=causal)[:, -1])
+        s = x.transpose(0, 1)
+        return self.head(self.transformer(s, s[:2] * 0.5, tgt_mask=causal)[-1])
+
+
+class CellLoop(nn.Module):
+    """A GRUCell run by the model's own loop over the steps: ``for x_t in x.transpose(0, 1)``
+    (sequence first: unbind along dimension 0) or over ``x[:, t]``."""
+
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.cell, self.head, self.batch_first = nn.GRUCell(3, 4), nn.Linear(4, 2), batch_first
+
+    def forward(self, x):
+        h = None
+        steps = [x[:, t] for t in range(x.shape[1])] if self.batch_first else x.transpose(0, 1)
+        for x_t in steps:
+            h = self.cell(x_t, h)
+        return self.head(h)
+
+
 class LanguageModel(nn.Module):
     """The PyTorch tutorial's transformer language model, from its embeddings: scaled, plus a
     sinusoidal positional encoding held as (max_len, 1, E) — one constant per row of the
@@ -168,6 +202,8 @@ class LanguageModel(nn.Module):
 
 PAIRS = {
     "tutorial language model": (lambda bf: LanguageModel(bf), (1, 3, 4)),
+    "nn.Transformer, causal target": (lambda bf: EncoderDecoder(bf), (1, 3, 4)),
+    "GRUCell, for x_t in x": (lambda bf: CellLoop(bf), (1, 4, 3)),
     "encoder, post-norm": (lambda bf: Encoder(bf), (1, 3, 4)),
     "encoder, pre-norm, causal": (lambda bf: Encoder(bf, norm_first=True, mask=True), (1, 3, 4)),
     "decoder layer": (lambda bf: Decoder(bf), (1, 3, 4)),

@@ -248,8 +248,8 @@ def test_torch_attention_in_float32():
 REFUSED = [
     ("sdpa-dropout", lambda: FusedHead(dropout_p=0.5), UnsupportedOperationError,
      ("scaled_dot_product_attention", "dropout")),
-    ("mha-seq-first", lambda: TorchMHA(batch_first=False), UnsupportedOperationError,
-     ("MultiheadAttention at 'attn'", "batch_first=False")),
+    ("mha-seq-first", lambda: TorchMHA(batch_first=False), UnsupportedOperationError,  # one sample: read
+     ("MultiheadAttention at 'attn'", "batch_first=False", "explains a batch of 2")),
     ("mha-all-masked", lambda: TorchMHA(attn_mask=CAUSAL, padding=torch.tensor([[True, False, False]])),
      UnsupportedOperationError, ("MultiheadAttention at 'attn'", "masks every key")),
 ]
@@ -257,7 +257,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("name,build,error,words", REFUSED, ids=[r[0] for r in REFUSED])
 def test_torch_attention_nrm_cannot_read_is_refused_by_name(name, build, error, words):
-    model, x = _seeded_model(build(), seed=6)
+    model, x = _seeded_model(build(), seed=6, batch=2)
     with pytest.raises(error) as info:
         nrm.explain(model, x, target=0)
     for w in words:

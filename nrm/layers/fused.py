@@ -380,6 +380,64 @@ class EinsumDecomposition:
         return O
 
 
+class MatmulWeightDecomposition:
+    """``x @ W`` with W a stack of constant matrices (…, k, m) — MViT's relative positions,
+    ``r_q @ Rtᵀ`` with one table per frame — or ``W @ x`` with a constant W (…, n, k) on the left,
+    which the matrix kinds do not read (:class:`~nrm.layers.linear.ConstantMatMul` reads x @ W
+    with W one matrix), read as the einsum they are, with the sample letter b in x alone::
+
+        x @ W = einsum("b…nk,…km->b…nm", x, W)        W @ x = einsum("…nk,b…km->b…nm", W, x)
+
+    — :class:`EinsumWeightDecomposition`, a :class:`~nrm.layers.linear.Dense` layer (block
+    diagonal over W's stack) between index maps. W's stacked dimensions must be x's last ones
+    before the matrix, equal in size; otherwise the kinds read (or refuse) the product as it is."""
+
+    def __init__(self, func):
+        self.func = func
+
+    @staticmethod
+    def _operands(args: tuple, kwargs: dict):
+        if kwargs or len(args) != 2 or not all(isinstance(t, torch.Tensor) for t in args):
+            return None
+        return args
+
+    def applies(self, args: tuple, kwargs: dict, derived):
+        ops = self._operands(args, kwargs)
+        if ops is None:
+            return False
+        flags = [derived(t) for t in ops]
+        if flags.count(True) != 1:
+            return False
+        x, w = (ops[0], ops[1]) if flags[0] else (ops[1], ops[0])
+        if flags[0] and w.dim() == 2:
+            return False  # x @ W with one matrix: ConstantMatMul
+        if w.dim() < 2 or x.dim() < 3 or w.dim() > x.dim() - 1:
+            return False
+        stacked = w.shape[:-2]
+        if tuple(stacked) != tuple(x.shape[x.dim() - 2 - len(stacked):-2]):
+            return False
+        return True
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a, b = args
+        n_out = max(a.dim(), b.dim())
+        letters = "abcdefghijklmnopqrstuvw"[:n_out - 2]
+        first = letters[n_out - a.dim():] + "yz"
+        second = letters[n_out - b.dim():] + "zx"
+        out = torch.einsum(f"{first},{second}->{letters}yx", a, b)
+        with torch._C.DisableTorchFunction():
+            same = within_ulp(out, torch.matmul(a, b))
+        if not same:
+            raise CaptureMismatchError("the einsum form of a matrix product with a stack of constant matrices does "
+                                       "not reproduce torch.matmul within 10³ ulp; nrm cannot read it faithfully")
+        return out
+
+
 class EinsumWeightDecomposition:
     """``torch.einsum`` of one input-derived tensor x and one constant C (a weight: ``"bld,de->ble"``,
     ``"bchw,oc->bohw"``, Funnel's relative attention ``"binh,tnh->bnit"``), read as the linear
@@ -462,7 +520,7 @@ class EinsumWeightDecomposition:
         if perm != list(range(len(perm))):
             y = y.permute(perm)
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(y, torch.einsum(equation, *((x, c) if self.derived == 0 else (c, x))))
+            same = within_ulp(y, torch.einsum(equation, *((x, c) if self.derived == 0 else (c, x))))
         if not same:
             raise CaptureMismatchError(f"the decomposition of torch.einsum({equation!r}) with a constant as F.linear "
                                        "does not reproduce it within 10³ ulp; nrm cannot read it faithfully")
@@ -858,7 +916,7 @@ class CosineSimilarityDecomposition:
             units.append(_unit(x, dim, eps))
         out = (units[0] * units[1]).sum(dim)
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(out, torch.cosine_similarity(x1, x2, a["dim"], a["eps"]))
+            same = within_ulp(out, torch.cosine_similarity(x1, x2, a["dim"], a["eps"]))
         if not same:
             raise CaptureMismatchError("the decomposition of cosine_similarity as a dot product of normalized inputs "
                                        "does not reproduce it within 10³ ulp; nrm cannot read it faithfully")
@@ -926,7 +984,7 @@ def same_values(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
     return bool(torch.equal(torch.isnan(ours), nan)) and bool(((ours == theirs) | nan).all())
 
 
-def _within_ulp(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+def within_ulp(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
     """Whether a decomposition's value is torch's own up to rounding: the same shape, non-finite
     in the same places, and elsewhere within 10³ ulp of torch's largest finite value."""
     finite = torch.isfinite(theirs)
@@ -1051,7 +1109,7 @@ class DivisionDecomposition(_TwoDerived):
         a, b = self.operands(args, kwargs)
         out = a * torch.reciprocal(b)
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(out, a / b)
+            same = within_ulp(out, a / b)
         if not same:
             raise CaptureMismatchError("the decomposition of a / b as a · (1/b) does not reproduce it within 10³ ulp; "
                                        "nrm cannot read it faithfully")
@@ -1435,7 +1493,7 @@ class GLUDecomposition:
         signal, gate = a["input"].chunk(2, a["dim"])
         out = signal * torch.sigmoid(gate)
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(out, F.glu(a["input"], a["dim"]))
+            same = within_ulp(out, F.glu(a["input"], a["dim"]))
         if not same:
             raise CaptureMismatchError("the decomposition of glu as a ⊙ σ(b) does not reproduce it within 10³ ulp; "
                                        "nrm cannot read it faithfully")
@@ -1479,7 +1537,7 @@ class RMSNormDecomposition:
         if a["weight"] is not None:
             y = y * a["weight"]
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(y, F.rms_norm(x, shape, a["weight"], a["eps"]))
+            same = within_ulp(y, F.rms_norm(x, shape, a["weight"], a["eps"]))
         if not same:
             raise CaptureMismatchError("the decomposition of rms_norm as x · rsqrt(mean(x²) + ε) · w does not "
                                        "reproduce it within 10³ ulp; nrm cannot read it faithfully")
@@ -1686,7 +1744,7 @@ class CumsumDecomposition:
         out = torch.matmul(moved, upper)
         out = out if last else out.movedim(-1, d)
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(out, self.func(*args, **kwargs))
+            same = within_ulp(out, self.func(*args, **kwargs))
         if not same:
             raise CaptureMismatchError("the decomposition of cumsum as a product with a triangular matrix of ones does "
                                        "not reproduce it within 10³ ulp; nrm cannot read it faithfully")
@@ -1750,7 +1808,7 @@ class LerpDecomposition:
             rest = 1.0 - w
         out = a["input"] * rest + a["end"] * w
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(out, self.func(*args, **kwargs))
+            same = within_ulp(out, self.func(*args, **kwargs))
         if not same:
             raise CaptureMismatchError("the decomposition of lerp as (1 − w) a + w b does not reproduce it within "
                                        "10³ ulp; nrm cannot read it faithfully")
@@ -1904,7 +1962,7 @@ class AddcmulDecomposition:
             product = product * a["value"]
         out = a["input"] + product
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(out, torch.addcmul(a["input"], a["tensor1"], a["tensor2"], value=a["value"]))
+            same = within_ulp(out, torch.addcmul(a["input"], a["tensor1"], a["tensor2"], value=a["value"]))
         if not same:
             raise CaptureMismatchError("the decomposition of addcmul as c + v · t₁ · t₂ does not reproduce it within "
                                        "10³ ulp; nrm cannot read it faithfully")
@@ -1982,7 +2040,7 @@ class BaddbmmDecomposition:
         c = a["input"] if a["beta"] == 1 else a["input"] * a["beta"]
         out = c + product
         with torch._C.DisableTorchFunction():
-            same = _within_ulp(out, torch.baddbmm(a["input"], a["batch1"], a["batch2"], beta=a["beta"],
+            same = within_ulp(out, torch.baddbmm(a["input"], a["batch1"], a["batch2"], beta=a["beta"],
                                                   alpha=a["alpha"]))
         if not same:
             raise CaptureMismatchError("the decomposition of baddbmm as β · c + α · (A @ B) does not reproduce it "
@@ -2151,6 +2209,7 @@ DECOMPOSED_FUNCTIONS = {
     **{f: VarianceDecomposition(f, root=True) for f in (torch.std, torch.Tensor.std)},
     F.scaled_dot_product_attention: SDPADecomposition(),
     torch.einsum: EinsumDecomposition(),
+    **{f: MatmulWeightDecomposition(f) for f in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)},
     F.normalize: NormalizeDecomposition(),
     torch.cosine_similarity: CosineSimilarityDecomposition(),
     torch.stack: StackDecomposition(),

@@ -130,8 +130,9 @@ class ConstantMatMul(Linear):
             return "writes into out="
         if not isinstance(w, torch.Tensor) or w.dim() != 2:
             shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            return (f"multiplies by a constant of shape {shape}; nrm reads a @ W with W a matrix (n, m) "
-                    "(a vector or a batched constant: use F.linear or expand it into an nn.Linear)")
+            return (f"multiplies by a constant of shape {shape}; nrm reads a @ W with W a matrix (n, m), or a stack of "
+                    "matrices (…, k, m) over a's last positions, of their sizes (a vector or a batched constant that "
+                    "broadcasts: use F.linear or expand it into an nn.Linear)")
         if len(call.in_shapes[0]) < 2:
             return "multiplies a tensor without a batch dimension"
         if w.dtype != call.output.dtype:

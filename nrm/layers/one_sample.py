@@ -13,9 +13,10 @@ own output::
 ``unsqueeze(0)`` and the final ``reshape`` are views of the same row-major values
 (:class:`~nrm.layers.shape.View`), and the middle operation keeps dimension 0 first, so the
 kinds that already read it per sample read it (:class:`~nrm.layers.shape.Index`,
-:class:`~nrm.layers.linear.Mean`, :class:`~nrm.layers.shape.Cat`, the pieces of
+:class:`~nrm.layers.linear.Reduce`, :class:`~nrm.layers.shape.Cat`, the pieces of
 :class:`~nrm.layers.shape.Chunk`, :class:`~nrm.layers.shape.Permute`). The rewritten value must
-equal torch's own, bitwise (:class:`~nrm.errors.CaptureMismatchError` otherwise).
+equal torch's own, bitwise (within 10³ ulp for a matrix product, read as an einsum;
+:class:`~nrm.errors.CaptureMismatchError` otherwise).
 
 Read this way, for B = 1: ``x[t]``, ``x[-1]``, ``x[1:]`` and every other key that selects
 along dimension 0; ``sum`` and ``mean`` over dimensions that include 0 (keeping at least one);
@@ -23,8 +24,9 @@ along dimension 0; ``sum`` and ``mean`` over dimensions that include 0 (keeping 
 ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``, which stacks each layer's last state); ``unbind``,
 ``chunk`` and ``split`` along 0 (``for x_t in x``); a ``permute`` / ``transpose`` that moves
 dimension 0; a sum, difference, product or quotient with a constant that holds one value per
-row of dimension 0 (the sequence-first positional encoding ``x + pe[:L]``). With more samples
-these stay refused by name, as mixing the samples.
+row of dimension 0 (the sequence-first positional encoding ``x + pe[:L]``); a matrix product with
+one constant matrix per row (MViT's relative positions). With more samples these stay refused by
+name, as mixing the samples.
 """
 
 from __future__ import annotations
@@ -166,8 +168,6 @@ class _Permute:
             return None
         if order is None or order[0] == 0:
             return None
-        if order[1] == 0 and x.shape[0] == 1:
-            return None  # the batch put second, timm's q, k, v split: read by its pieces (nrm.capture)
         kept = [d for d in order if x.shape[d] != 1]
         if kept == sorted(kept):
             return None  # a view: Permute reads it as one (is_view)
@@ -216,6 +216,28 @@ class _RowConstant:
         self.func = func
 
 
+class _RowMatmul:
+    """``x @ W`` (or ``W @ x``) where x holds the sample's rows in dimension 0 and W one constant
+    matrix per row (MViT's ``r_q @ Rtᵀ``, one table per frame) = ``x.unsqueeze(0) @ W``: W is
+    then a stack of constant matrices the same for the sample
+    (:class:`~nrm.layers.fused.MatmulWeightDecomposition`), which sums in another order: compared
+    within 10³ ulp of the largest value."""
+
+    rounds = True
+
+    def rewrite(self, args: tuple, kwargs: dict, derived: Callable) -> Callable | None:
+        if kwargs or len(args) != 2 or not all(isinstance(t, torch.Tensor) for t in args):
+            return None
+        flags = [bool(derived(t)) for t in args]
+        if flags.count(True) != 1:
+            return None
+        x, w = (args[0], args[1]) if flags[0] else (args[1], args[0])
+        if x.dim() < 3 or w.dim() != x.dim() or x.shape[0] <= 1 or w.shape[0] != x.shape[0]:
+            return None
+        a, b = args
+        return (lambda: a.unsqueeze(0) @ b) if flags[0] else (lambda: a @ b.unsqueeze(0))
+
+
 ONE_SAMPLE = {
     torch.Tensor.__getitem__: _Getitem(),
     **{f: _Reduction(f.__name__) for f in (torch.Tensor.sum, torch.sum, torch.Tensor.mean, torch.mean)},
@@ -235,6 +257,7 @@ ONE_SAMPLE = {
                                     torch.Tensor.__rsub__, torch.mul, torch.multiply, torch.Tensor.mul,
                                     torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.div, torch.true_divide,
                                     torch.Tensor.div, torch.Tensor.__truediv__, torch.Tensor.__rtruediv__)},
+    **{f: _RowMatmul() for f in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)},
 }
 """Operations along dimension 0 that the capture reads, with a batch of one sample, as the same
 operation along dimension 1 of the value unsqueezed in front (see the module docstring)."""
