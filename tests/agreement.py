@@ -64,3 +64,25 @@ def held_laws(model, x, target, rules=None) -> set:
     failed = [(call, r) for call, r in results if r.holds is False]
     assert not failed, failed[:2]
     return {r.law for _, r in results if r.holds is True}
+
+
+class NoReference:
+    """In place of the explicit reference for :func:`compare_layers` where it reads nothing (a
+    model that folds each sample into rows: the reference refuses folds by name)."""
+
+    relevance: dict = {}
+
+
+def twin_and_oracle(model, twin, x, target, rules=None) -> nrm.Measure:
+    """Explain ``model`` and ``twin`` (the same function written another way: without folds, batch
+    first): f and the input marginal equal (to rounding), and every layer of ``model`` equals the
+    exact oracle's; the model's measure."""
+    import torch
+
+    m = nrm.explain(model, x, target=target, rules=rules, check="full")
+    w = nrm.explain(twin, x, target=target, rules=rules)
+    torch.testing.assert_close(m.f, w.f, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(m.marginal("input"), w.marginal("input"), rtol=1e-10, atol=1e-12)
+    exact, bottom = ExactGraph(model, x, rules).marginals(target)
+    compare_layers(m, exact, bottom, NoReference())
+    return m

@@ -15,12 +15,11 @@ import math
 
 import pytest
 import torch
-from agreement import agree, compare_layers, seeded
+from agreement import agree, seeded, twin_and_oracle
 from torch import nn
 
 import nrm
 from nrm.errors import UnsupportedOperationError
-from nrm_verify.references.exact_dag import ExactGraph
 
 D = torch.float64
 RULES = [None, nrm.rules.Epsilon(0.05), nrm.rules.Gamma(0.25)]
@@ -101,22 +100,12 @@ class Bloom(nn.Module):
         return self.head(self.o(o.transpose(1, 2).reshape(B, T, E)).flatten(1))
 
 
-class _NoReference:  # the explicit reference reads no folds
-    relevance: dict = {}
-
-
 @pytest.mark.parametrize("rules", RULES, ids=RULE_IDS)
 def test_blooms_attention_for_one_sample_is_its_twin_and_agrees_with_the_exact_oracle(rules):
     model = seeded(Bloom())
     twin = Bloom(fold=False).double().eval()
     twin.load_state_dict(model.state_dict())
-    x = _x(1, T, 3)
-    m = nrm.explain(model, x, target=1, rules=rules, check="full")
-    w = nrm.explain(twin, x, target=1, rules=rules)
-    torch.testing.assert_close(m.f, w.f, rtol=1e-12, atol=1e-13)
-    torch.testing.assert_close(m.marginal("input"), w.marginal("input"), rtol=1e-10, atol=1e-12)
-    exact, bottom = ExactGraph(model, x, rules).marginals(1)
-    compare_layers(m, exact, bottom, _NoReference())
+    twin_and_oracle(model, twin, _x(1, T, 3), 1, rules)
 
 
 def test_blooms_attention_for_two_samples_is_refused_by_name():

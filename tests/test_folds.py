@@ -17,7 +17,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from agreement import compare_layers, held_laws, seeded
+from agreement import NoReference, compare_layers, held_laws, seeded
 from torch import nn
 
 import nrm
@@ -145,17 +145,13 @@ def _pair(name, batch=1, seed=0):
     return model, twin, torch.randn((batch,) + shape, generator=torch.Generator().manual_seed(seed + 7), dtype=D)
 
 
-class _NoReference:
-    relevance: dict = {}
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("rules", [None, nrm.rules.Epsilon(0.05), nrm.rules.Gamma(0.25)], ids=["lrp0", "eps", "gamma"])
 def test_engine_equals_exact_oracle_at_every_layer(name, rules):
     model, _, x = _pair(name)
     m = nrm.explain(model, x, target=1, rules=rules, check="full")
     exact, bottom = ExactGraph(model, x, rules).marginals(1)
-    compare_layers(m, exact, bottom, _NoReference())
+    compare_layers(m, exact, bottom, NoReference())
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from agreement import agree, compare_layers, seeded
+from agreement import agree, seeded, twin_and_oracle
 from torch import nn
 
 import nrm
 from nrm.errors import UnsupportedOperationError
-from nrm_verify.references.exact_dag import ExactGraph
 
 D = torch.float64
 RULES = [None, nrm.rules.Epsilon(0.05), nrm.rules.Gamma(0.25)]
@@ -98,22 +97,12 @@ class Frames(nn.Module):
         return self.head(r.flatten(1))
 
 
-class _NoReference:  # the explicit reference reads no folds
-    relevance: dict = {}
-
-
 @pytest.mark.parametrize("rules", RULES, ids=RULE_IDS)
 def test_one_table_per_frame_for_one_sample_is_its_twin_and_agrees_with_the_exact_oracle(rules):
     model = seeded(Frames())
     twin = Frames(fold=False).double().eval()
     twin.load_state_dict(model.state_dict())
-    x = _x(1, 3, 2, 4)
-    m = nrm.explain(model, x, target=1, rules=rules, check="full")
-    w = nrm.explain(twin, x, target=1, rules=rules)
-    torch.testing.assert_close(m.f, w.f, rtol=1e-12, atol=1e-13)
-    torch.testing.assert_close(m.marginal("input"), w.marginal("input"), rtol=1e-10, atol=1e-12)
-    exact, bottom = ExactGraph(model, x, rules).marginals(1)
-    compare_layers(m, exact, bottom, _NoReference())
+    twin_and_oracle(model, twin, _x(1, 3, 2, 4), 1, rules)
 
 
 def test_one_table_per_frame_for_two_samples_is_refused_by_name():

@@ -17,7 +17,7 @@ import copy
 
 import pytest
 import torch
-from agreement import compare_layers, held_laws, seeded
+from agreement import NoReference, compare_layers, held_laws, seeded
 from torch import nn
 
 import nrm
@@ -29,10 +29,6 @@ from nrm_verify.references.explicit import reference_lrp
 D = torch.float64
 RULES = [None, nrm.rules.Epsilon(0.05), nrm.rules.Gamma(0.25)]
 RULE_IDS = ["lrp0", "eps", "gamma"]
-
-
-class _NoReference:  # the explicit reference reads no folds (asserted below)
-    relevance: dict = {}
 
 
 def _x(*shape, seed=0):
@@ -228,7 +224,7 @@ def test_every_operation_along_dimension_0_agrees_with_the_exact_oracle(rules):
     m = nrm.explain(model, x, target=1, rules=rules, check="full")
     torch.testing.assert_close(m.f, model(x)[:, 1].detach(), rtol=1e-13, atol=1e-13)
     exact, bottom = ExactGraph(model, x, rules).marginals(1)
-    compare_layers(m, exact, bottom, _NoReference())
+    compare_layers(m, exact, bottom, NoReference())
 
 
 def test_lrp0_is_gradient_x_input_through_every_operation_along_dimension_0():
@@ -255,7 +251,7 @@ def test_sequence_first_models_agree_with_the_exact_oracle(name, rules):
     model, _, x = _pair(name)
     m = nrm.explain(model, x, target=1, rules=rules, check="full")
     exact, bottom = ExactGraph(model, x, rules).marginals(1)
-    compare_layers(m, exact, bottom, _NoReference())
+    compare_layers(m, exact, bottom, NoReference())
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
