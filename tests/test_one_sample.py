@@ -380,3 +380,34 @@ def test_the_explicit_reference_says_it_reads_no_folds():
     model, _, x = _pair("encoder, post-norm")
     with pytest.raises(UnsupportedModuleError, match="folds each sample into several rows"):
         reference_lrp(model, x, 1)
+
+
+class WriteRows(nn.Module):
+    """A write into the rows of a sequence-first value: y[0] += 1, y[0] = 3 · y[1], y[1:].mul_(2)."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.a, self.head, self.how = nn.Linear(3, 4), nn.Linear(16, 2), how
+
+    def forward(self, x):  # (1, 4, 3)
+        y = torch.relu(self.a(x)).transpose(0, 1).clone()  # (4, 1, 4)
+        if self.how == "iadd":
+            y[0] += 1.0
+        elif self.how == "setitem":
+            y[0] = y[1] * 3.0
+        else:
+            y[1:].mul_(2.0)
+        return self.head(y.transpose(0, 1).flatten(1))
+
+
+@pytest.mark.parametrize("how, error, words", [
+    ("iadd", UnsupportedOperationError, "batch dimension"),
+    ("setitem", UnsupportedOperationError, "batch dimension"),
+    ("mul_", nrm.errors.InPlaceViewError, "changed in place through a view"),
+])
+def test_a_write_into_rows_along_dimension_0_stays_refused_with_one_sample(how, error, words):
+    """Not read (the writes are not rewritten): refused by name, never a wrong number — write
+    the rows with torch.cat, or along dimension 1 of the batch-first value."""
+    model = seeded(WriteRows(how))
+    with pytest.raises(error, match=words):
+        nrm.explain(model, _x(1, 4, 3), target=0)
