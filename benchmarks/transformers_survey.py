@@ -68,6 +68,8 @@ def _families() -> dict:
             vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, ffn_dim=24,
             max_position_embeddings=16, word_embed_proj_dim=16)),
         "bloom": lambda: T.BloomForCausalLM(T.BloomConfig(vocab_size=50, hidden_size=16, n_layer=2, n_head=2)),
+        "xlnet": lambda: T.XLNetLMHeadModel(T.XLNetConfig(vocab_size=50, d_model=16, n_layer=2, n_head=2,
+                                                          d_inner=24)),
         "falcon": lambda: T.FalconForCausalLM(T.FalconConfig(
             vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, new_decoder_architecture=False,
             multi_query=True, alibi=False, bias=False)),

@@ -87,6 +87,9 @@ AS_WRITTEN_FAMILIES = {
     "gpt_neo": lambda: transformers.GPTNeoForCausalLM(transformers.GPTNeoConfig(  # attention in float32
         vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
         max_position_embeddings=16, window_size=4)),
+    # sequence first inside (einsum "ibnd,jbnd->bnij"): read for one sample
+    "xlnet": lambda: transformers.XLNetLMHeadModel(transformers.XLNetConfig(
+        vocab_size=50, d_model=16, n_layer=2, n_head=2, d_inner=24)),
     # baddbmm with a per-head ALiBi bias over the heads folded into the rows: read for one sample
     "bloom": lambda: transformers.BloomForCausalLM(transformers.BloomConfig(
         vocab_size=50, hidden_size=16, n_layer=2, n_head=2)),

@@ -1,7 +1,8 @@
 """With one sample, dimension 0 belongs to the sample (``nrm.layers.one_sample``): the
 sequence-first layout — ``nn.MultiheadAttention``, ``nn.TransformerEncoder`` /
 ``TransformerDecoderLayer`` / ``nn.Transformer``, ``nn.LSTM`` / ``GRU`` / ``RNN`` with their default
-``batch_first=False``, a cell looped over the steps, the tutorial's positional encoding — and every
+``batch_first=False``, a cell looped over the steps, the tutorial's positional encoding, XLNet's
+sequence-first einsum attention — and every
 operation along dimension 0 (``x[-1]``, ``x.mean(0)``,
 ``torch.cat(…, 0)``, ``torch.stack``, ``unbind(0)``, ``h_n[-1]``, a permute that moves it) are read
 when nrm explains one sample, and refused by name for more.
@@ -167,6 +168,28 @@ class CellLoop(nn.Module):
         return self.head(h)
 
 
+class EinsumAttention(nn.Module):
+    """XLNet's attention, sequence first: scores = einsum("ibnd,jbnd->bnij", q + u, k) with a
+    learned bias u, softmax, einsum("bnij,jbnd->ibnd", A, v); the twin writes it batch first."""
+
+    def __init__(self, batch_first: bool):
+        super().__init__()
+        self.q, self.k, self.v, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+        self.u = nn.Parameter(torch.zeros(2, 2, dtype=D))
+        self.batch_first = batch_first
+
+    def forward(self, x):  # (1, L, 4)
+        s = x if self.batch_first else x.transpose(0, 1)
+        q, k, v = (p(s).reshape(s.shape[0], s.shape[1], 2, 2) for p in (self.q, self.k, self.v))
+        if self.batch_first:
+            a = torch.softmax(torch.einsum("bind,bjnd->bnij", q + self.u, k), -1)
+            o = torch.einsum("bnij,bjnd->bind", a, v)
+            return self.head(o.reshape(o.shape[0], o.shape[1], 4)[:, -1])
+        a = torch.softmax(torch.einsum("ibnd,jbnd->bnij", q + self.u, k), -1)
+        o = torch.einsum("bnij,jbnd->ibnd", a, v)
+        return self.head(o.reshape(o.shape[0], o.shape[1], 4)[-1])
+
+
 class LanguageModel(nn.Module):
     """The PyTorch tutorial's transformer language model, from its embeddings: scaled, plus a
     sinusoidal positional encoding held as (max_len, 1, E) — one constant per row of the
@@ -200,6 +223,7 @@ PAIRS = {
     "tutorial language model": (lambda bf: LanguageModel(bf), (1, 3, 4)),
     "nn.Transformer, causal target": (lambda bf: EncoderDecoder(bf), (1, 3, 4)),
     "GRUCell, for x_t in x": (lambda bf: CellLoop(bf), (1, 4, 3)),
+    "einsum attention, sequence first": (lambda bf: EinsumAttention(bf), (1, 3, 4)),
     "encoder, post-norm": (lambda bf: Encoder(bf), (1, 3, 4)),
     "encoder, pre-norm, causal": (lambda bf: Encoder(bf, norm_first=True, mask=True), (1, 3, 4)),
     "decoder layer": (lambda bf: Decoder(bf), (1, 3, 4)),
@@ -245,7 +269,7 @@ def test_the_operations_are_recorded_as_views_and_kinds_that_keep_dimension_0():
 
 
 @pytest.mark.parametrize("name", ["encoder, post-norm", "LSTM, h_n[-1]", "attention, padding, weights",
-                                  "tutorial language model"])
+                                  "tutorial language model", "einsum attention, sequence first"])
 @pytest.mark.parametrize("rules", RULES, ids=RULE_IDS)
 def test_sequence_first_models_agree_with_the_exact_oracle(name, rules):
     model, _, x = _pair(name)
@@ -372,6 +396,19 @@ def test_a_rewrite_that_does_not_reproduce_torch_is_a_capture_mismatch(monkeypat
             return lambda: x.unsqueeze(0)[:, :1] * 1.5  # the first row, not the sum
 
     monkeypatch.setitem(one_sample.ONE_SAMPLE, torch.Tensor.sum, Wrong())  # the capture's own table
+    with pytest.raises(CaptureMismatchError, match="along dimension 0 of a batch of one sample"):
+        nrm.explain(seeded(Mixer(lambda h: h.sum(0, keepdim=True))), _x(1, 3), target=0)
+
+
+def test_a_rewrite_whose_value_the_capture_did_not_record_is_a_capture_mismatch(monkeypatch):
+    """A rewrite that computes outside the recorder (here: its value built before the capture
+    sees it) would leave an input-derived value untracked, a constant: refused, never explained."""
+    class Untracked:
+        def rewrite(self, args, kwargs, derived):
+            value = args[0].sum(dim=0, keepdim=True)  # computed now, unrecorded (the right value)
+            return lambda: value.unsqueeze(0)
+
+    monkeypatch.setitem(one_sample.ONE_SAMPLE, torch.Tensor.sum, Untracked())
     with pytest.raises(CaptureMismatchError, match="along dimension 0 of a batch of one sample"):
         nrm.explain(seeded(Mixer(lambda h: h.sum(0, keepdim=True))), _x(1, 3), target=0)
 

@@ -25,8 +25,9 @@ along dimension 0; ``sum`` and ``mean`` over dimensions that include 0 (keeping 
 ``chunk`` and ``split`` along 0 (``for x_t in x``); a ``permute`` / ``transpose`` that moves
 dimension 0; a sum, difference, product or quotient with a constant that holds one value per
 row of dimension 0 (the sequence-first positional encoding ``x + pe[:L]``); a matrix product with
-one constant matrix per row (MViT's relative positions). With more samples these stay refused by
-name, as mixing the samples.
+one constant matrix per row (MViT's relative positions); an ``einsum`` whose sample letter is not
+first (XLNet's sequence-first attention). With more samples these stay refused by name, as mixing
+the samples.
 """
 
 from __future__ import annotations
@@ -238,6 +239,38 @@ class _RowMatmul:
         return (lambda: a.unsqueeze(0) @ b) if flags[0] else (lambda: a @ b.unsqueeze(0))
 
 
+class _Einsum:
+    """``torch.einsum`` whose sample letter is not first in the input-derived operands and the
+    output (XLNet's sequence-first ``"ibnd,jbnd->bnij"``) = the same einsum with a new letter of
+    size 1 in front of each input-derived operand (``unsqueeze(0)``) and of the output, which the
+    einsum decompositions read (:class:`~nrm.layers.fused.EinsumDecomposition`)."""
+
+    rounds = True  # the decompositions sum in another order than torch's einsum
+
+    def rewrite(self, args: tuple, kwargs: dict, derived: Callable) -> Callable | None:
+        if kwargs or not args or not isinstance(args[0], str):
+            return None
+        ops = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
+        equation = args[0].replace(" ", "")
+        if "->" not in equation or "." in equation or not all(isinstance(t, torch.Tensor) for t in ops):
+            return None
+        lhs, out = equation.split("->")
+        subs = lhs.split(",")
+        if len(subs) != len(ops) or not out:
+            return None
+        flags = [bool(derived(t)) for t in ops]
+        kept = all(sub[:1] == out[0] for sub, f in zip(subs, flags) if f) and not any(
+            out[0] in sub for sub, f in zip(subs, flags) if not f)
+        if kept:
+            return None  # the sample letter already first: the decompositions read it as it is
+        free = next((c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in equation), None)
+        if free is None:
+            return None
+        new_subs = [free + sub if f else sub for sub, f in zip(subs, flags)]
+        new_equation = ",".join(new_subs) + "->" + free + out
+        return lambda: torch.einsum(new_equation, *[t.unsqueeze(0) if f else t for t, f in zip(ops, flags)])
+
+
 ONE_SAMPLE = {
     torch.Tensor.__getitem__: _Getitem(),
     **{f: _Reduction(f.__name__) for f in (torch.Tensor.sum, torch.sum, torch.Tensor.mean, torch.mean)},
@@ -258,6 +291,7 @@ ONE_SAMPLE = {
                                     torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.div, torch.true_divide,
                                     torch.Tensor.div, torch.Tensor.__truediv__, torch.Tensor.__rtruediv__)},
     **{f: _RowMatmul() for f in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)},
+    torch.einsum: _Einsum(),
 }
 """Operations along dimension 0 that the capture reads, with a batch of one sample, as the same
 operation along dimension 1 of the value unsqueezed in front (see the module docstring)."""
