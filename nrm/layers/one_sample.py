@@ -45,11 +45,6 @@ def _dim(d, ndim: int) -> int | None:
     return d % ndim
 
 
-def _front(t):
-    """A tensor with a leading dimension of size 1 (a view of the same values); others as they are."""
-    return t.unsqueeze(0) if isinstance(t, torch.Tensor) else t
-
-
 class _Getitem:
     """``x[key]`` whose key selects along dimension 0 = ``x.unsqueeze(0)[:, key]``."""
 
@@ -209,8 +204,10 @@ class _RowConstant:
         if flags.count(True) != 1:
             return None
         x, c = (a, b) if flags[0] else (b, a)
-        if c.dim() != x.dim() or x.dim() == 0 or c.shape[0] <= 1 or bool((c == c[:1]).all()):
-            return None  # a constant that broadcasts over the rows is read as it is
+        if c.dim() != x.dim() or x.dim() == 0 or c.shape[0] <= 1 or c.shape[0] != x.shape[0]:
+            return None  # one value per row only: a constant that broadcasts is read (or refused) as it is
+        if bool((c == c[:1]).all()):
+            return None  # the same for every row: read as it is
         return lambda: self.func(a.unsqueeze(0), b.unsqueeze(0), **kwargs)
 
     def __init__(self, func):

@@ -113,8 +113,9 @@ class Permute(Reshape):
 
             y = x.reshape(shape of y)        when the dimensions of size > 1 keep their order
 
-        Only where dimension 0 is a multiple of the batch size before and after (a batch of one
-        sample, or the batch moved behind dimensions of size 1 and back)."""
+        Only where dimension 0 is a multiple of the batch size before and after — in effect a
+        batch of one sample: with more, moving the batch behind dimensions of size 1 leaves one
+        of them first, not a multiple of the batch."""
         order, shape, after = self.order(call), tuple(call.in_shapes[0]), tuple(call.output.shape)
         kept = [d for d in order if shape[d] != 1]
         return (bool(order) and order[0] != 0 and kept == sorted(kept) and bool(call.batch)
