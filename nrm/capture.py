@@ -908,8 +908,9 @@ def overwrite_route(target: torch.Tensor, index: Any, value: torch.Tensor, deriv
     region = target[index]
     if region.dim() == 0 or region.shape[0] != batch:
         raise UnsupportedOperationError(
-            f"t[index] = value at {where} writes across samples (the index selects along the batch dimension); nrm "
-            "keeps every sample apart: write along dimension 1 on (t[:, …] = value)")
+            f"t[index] = value at {where} writes across samples, or across the rows one sample holds in dimension 0 "
+            "(the index selects along the batch dimension); nrm does not read such writes: write along dimension 1 "
+            "on (t[:, …] = value), or build the rows with torch.cat")
     if not derived:  # a constant: one copy per sample of the region it fills
         value = value.to(target.dtype).expand(region.shape).contiguous()
     elif value.dim() != region.dim() or value.shape[0] != batch:

@@ -438,8 +438,8 @@ class WriteRows(nn.Module):
 
 
 @pytest.mark.parametrize("how, error, words", [
-    ("iadd", UnsupportedOperationError, "batch dimension"),
-    ("setitem", UnsupportedOperationError, "batch dimension"),
+    ("iadd", UnsupportedOperationError, "across the rows one sample holds in dimension 0"),
+    ("setitem", UnsupportedOperationError, "build the rows with torch.cat"),
     ("mul_", nrm.errors.InPlaceViewError, "changed in place through a view"),
 ])
 def test_a_write_into_rows_along_dimension_0_stays_refused_with_one_sample(how, error, words):
