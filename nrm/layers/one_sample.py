@@ -37,6 +37,7 @@ from collections.abc import Callable
 import torch
 
 from .recurrent import final_state
+from .shape import permute_order
 
 
 def _dim(d, ndim: int) -> int | None:
@@ -159,34 +160,15 @@ class _Permute:
             return None
         x = args[0]
         try:
-            order = self._order(x, args[1:], kwargs)
+            order = permute_order(self.name, args[1:], kwargs, x.dim())
         except (TypeError, ValueError, IndexError):
             return None
-        if order is None or order[0] == 0:
-            return None
+        if sorted(order) != list(range(x.dim())) or order[0] == 0:
+            return None  # not a permutation of x's dimensions (torch raises its own error) or dimension 0 kept
         kept = [d for d in order if x.shape[d] != 1]
         if kept == sorted(kept):
             return None  # a view: Permute reads it as one (is_view)
         return lambda: x.unsqueeze(0).permute((0,) + tuple(d + 1 for d in order))
-
-    def _order(self, x, rest: tuple, kwargs: dict) -> tuple[int, ...] | None:
-        n = x.dim()
-        if self.name == "permute":
-            dims = rest if rest else kwargs.get("dims", ())
-            if len(dims) == 1 and isinstance(dims[0], (tuple, list, torch.Size)):
-                dims = dims[0]
-            order = tuple(_dim(d, n) for d in dims)
-            return order if len(order) == n and None not in order and sorted(order) == list(range(n)) else None
-        if self.name == "t":
-            return (1, 0) if n == 2 else None
-        if kwargs or len(rest) != 2:
-            return None
-        d0, d1 = _dim(rest[0], n), _dim(rest[1], n)
-        if d0 is None or d1 is None:
-            return None
-        order = list(range(n))
-        order[d0], order[d1] = d1, d0
-        return tuple(order)
 
 
 class _RowConstant:

@@ -62,6 +62,24 @@ def _dim(d: int, ndim: int) -> int:
     return d + ndim if d < 0 else d
 
 
+def permute_order(name: str, rest: tuple, kwargs: dict, ndim: int) -> tuple[int, ...]:
+    """The permutation of all ``ndim`` dimensions that ``permute`` / ``transpose`` / ``t`` (its
+    ``name``) makes with the arguments after the tensor (output dim i is input dim order[i])."""
+    if name == "t":
+        return tuple(range(ndim))[::-1] if ndim == 2 else tuple(range(ndim))
+    if name == "permute":
+        dims = rest if rest else kwargs.get("dims", ())
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list, torch.Size)):
+            dims = dims[0]
+        return tuple(_dim(int(d), ndim) for d in dims)
+    d0 = rest[0] if rest else kwargs.get("dim0", kwargs.get("axis0"))
+    d1 = rest[1] if len(rest) > 1 else kwargs.get("dim1", kwargs.get("axis1"))
+    d0, d1 = _dim(int(d0), ndim), _dim(int(d1), ndim)
+    order = list(range(ndim))
+    order[d0], order[d1] = d1, d0
+    return tuple(order)
+
+
 class Permute(Reshape):
     """``permute``, ``transpose`` / ``swapaxes`` / ``swapdims`` and ``t`` with the batch
     dimension left first: the same neurons, reordered.
@@ -79,20 +97,7 @@ class Permute(Reshape):
 
     def order(self, call) -> tuple[int, ...]:
         """The permutation of all dimensions, batch included (output dim i is input dim order[i])."""
-        ndim = len(call.in_shapes[0])
-        name = call.func.__name__
-        if name == "t":
-            return tuple(range(ndim))[::-1] if ndim == 2 else tuple(range(ndim))
-        if name == "permute":
-            dims = call.args[1:] if len(call.args) > 1 else call.kwargs.get("dims", ())
-            if len(dims) == 1 and isinstance(dims[0], (tuple, list, torch.Size)):
-                dims = dims[0]
-            return tuple(_dim(int(d), ndim) for d in dims)
-        d0 = _dim(int(call.arg(1, "dim0", call.kwargs.get("axis0"))), ndim)
-        d1 = _dim(int(call.arg(2, "dim1", call.kwargs.get("axis1"))), ndim)
-        order = list(range(ndim))
-        order[d0], order[d1] = d1, d0
-        return tuple(order)
+        return permute_order(call.func.__name__, call.args[1:], call.kwargs, len(call.in_shapes[0]))
 
     def accepts(self, call):
         order = self.order(call)
