@@ -74,7 +74,15 @@ for spec in sys.argv[1:]:
 EOF
 }
 
+# torch's CUDA build fills about 6.5 GB once unpacked (.venv-peers: 6.4 GB in all): say so before pip
+# fails half-way with "No space left on device" (CI on a machine whose disk was nearly full did).
+need_gb=${PEERS_NEED_GB:-7}
 if ! have "torch==$TORCH" "torchvision==$TORCHVISION"; then
+    free_gb=$(df -Pk "$VENV" | awk 'NR == 2 { print int($4 / 1048576) }')
+    if [ "$free_gb" -lt "$need_gb" ]; then
+        echo "setup-peers: $VENV needs about $need_gb GB free for torch==$TORCH's CUDA build, and its disk has $free_gb GB: free some space (old clones, ~/.cache/pip) and rerun" >&2
+        exit 1
+    fi
     echo "setup-peers: installing torch==$TORCH torchvision==$TORCHVISION (large; the first time takes minutes)"
     pip_install "torch==$TORCH" "torchvision==$TORCHVISION"
     INSTALLED=1
