@@ -36,7 +36,7 @@ MODELS = {  # name → input size (the smallest the model takes, or its fixed si
     "vit_tiny_patch16_224": 224, "deit_tiny_patch16_224": 224, "cait_xxs24_224": 224, "pit_ti_224": 224,
     "xcit_nano_12_p16_224": 224, "swin_tiny_patch4_window7_224": 224, "levit_128s": 224, "mobilevit_xxs": 64,
     "efficientformer_l1": 224, "eva02_tiny_patch14_224": 224, "beit_base_patch16_224": 224,
-    "coat_lite_tiny": 224, "twins_pcpvt_small": 224, "sequencer2d_s": 224,
+    "coat_lite_tiny": 224, "twins_pcpvt_small": 224, "sequencer2d_s": 224, "gcvit_xxtiny": 224,
 }
 
 

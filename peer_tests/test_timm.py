@@ -83,12 +83,15 @@ FOLDED = {  # models that fold each sample into several rows (refused by name be
     "swin_tiny_patch4_window7_224": (dict(img_size=56, depths=(1, 1, 1, 1), window_size=7), 56),  # windows
     "levit_128s": (dict(img_size=64), 64),  # flatten(0, 1) before each BatchNorm1d
     "mobilevit_xxs": ({}, 64),  # the patches unfolded into the batch
+    "gcvit_xxtiny": (dict(img_size=64), 64),  # windows; the global query repeated per window (one sample)
 }
 
 
 @pytest.mark.parametrize("name", list(FOLDED))
 def test_models_that_fold_the_batch_are_read(name):
-    """Swin's window partition, LeViT's flatten(0, 1), MobileViT's unfolding: each sample's rows
+    """Swin's window partition, LeViT's flatten(0, 1), MobileViT's unfolding, GCViT's windows with
+    its global query repeated for each (``repeat_interleave`` along dimension 0, read for one
+    sample, :mod:`nrm.layers.one_sample`): each sample's rows
     stay one block (nrm.engine.Engine.canonical), so the kinds read them as samples. f is the
     model's, and the input marginal with what was absorbed is 1 (L1 at the input; every layer in
     the survey's float64 run, README)."""

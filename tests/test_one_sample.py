@@ -343,6 +343,35 @@ def test_the_sequence_first_layout_on_a_batch_of_two_is_refused_by_name(name, wo
     assert not any(mod.training for mod in model.modules())
 
 
+class WindowQuery(nn.Module):
+    """GCViT's global query: made once per sample from the whole input, repeated along dimension
+    0 for each window of the sample (the windows folded into dimension 0), added to the windows'
+    own values; piecewise linear. ``repeat`` tiles it instead of interleaving."""
+
+    def __init__(self, tile: bool = False):
+        super().__init__()
+        self.local, self.glob, self.head, self.tile = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(4, 2), tile
+
+    def forward(self, x):  # (1, 4 tokens, 3)
+        windows = torch.relu(self.local(x)).reshape(2, 2, 4)  # two windows of two tokens, folded into dim 0
+        q = torch.relu(self.glob(x.mean(1)))  # (1, 4): one per sample
+        q = q.repeat(2, 1) if self.tile else q.repeat_interleave(2, dim=0)  # (2, 4): one per window
+        return self.head(torch.relu(windows + q[:, None, :] * torch.tensor([1.0, -0.5], dtype=x.dtype)[:, None, None])
+                         .reshape(1, 4, 4).sum(1))
+
+
+@pytest.mark.parametrize("tile", [False, True], ids=["repeat_interleave", "repeat"])
+@pytest.mark.parametrize("rules", RULES, ids=RULE_IDS)
+def test_a_query_repeated_for_each_window_agrees_with_the_exact_oracle(tile, rules):
+    model, x = seeded(WindowQuery(tile)), _x(1, 4, 3)
+    m = nrm.explain(model, x, target=1, rules=rules, check="full")
+    torch.testing.assert_close(m.f, model(x)[:, 1].detach(), rtol=1e-13, atol=1e-13)
+    exact, bottom = ExactGraph(model, x, rules).marginals(1)
+    compare_layers(m, exact, bottom, NoReference())
+    kinds = {c.kind.name for c in nrm.capture(model, x).calls if c.kind is not None}
+    assert "Repeat" in kinds, kinds
+
+
 class Mixer(nn.Module):
     def __init__(self, op):
         super().__init__()
@@ -359,7 +388,9 @@ class Mixer(nn.Module):
     (lambda h: torch.stack([h, h]).sum(0), "stacks along a new first dimension"),
     (lambda h: h.unbind(0)[0].unsqueeze(0), "splits the batch dimension"),
     (lambda h: h.t(), "moves the batch dimension"),
-], ids=["x[0:1]", "mean(0)", "cat(0)", "stack(0)", "unbind(0)", "t()"])
+    (lambda h: h.repeat_interleave(2, dim=0), "repeats along the batch dimension"),
+    (lambda h: h.repeat(2, 1), "repeats the batch"),
+], ids=["x[0:1]", "mean(0)", "cat(0)", "stack(0)", "unbind(0)", "t()", "repeat_interleave(0)", "repeat(2, 1)"])
 def test_with_two_samples_an_operation_along_dimension_0_is_still_refused(op, why):
     model = seeded(Mixer(op))
     with pytest.raises(UnsupportedOperationError, match=why):
@@ -368,8 +399,13 @@ def test_with_two_samples_an_operation_along_dimension_0_is_still_refused(op, wh
 
 @pytest.mark.parametrize("op", [lambda h: h[0:1], lambda h: h.mean(0, keepdim=True),
                                 lambda h: torch.cat([h, 2 * h], 0).sum(0, keepdim=True),
-                                lambda h: torch.stack([h, h]).sum(0), lambda h: h.t().t()],
-                         ids=["x[0:1]", "mean(0)", "cat(0)", "stack(0)", "t()"])
+                                lambda h: torch.stack([h, h]).sum(0), lambda h: h.t().t(),
+                                lambda h: (h.repeat_interleave(3, dim=0) * torch.arange(1.0, 4.0).double()[:, None])
+                                .sum(0, keepdim=True),
+                                lambda h: torch.repeat_interleave(h, 2, 0).sum(0, keepdim=True) + h,
+                                lambda h: h.repeat(2, 2)[1:2, 3:]],
+                         ids=["x[0:1]", "mean(0)", "cat(0)", "stack(0)", "t()", "repeat_interleave(3, dim=0)",
+                              "torch.repeat_interleave(h, 2, 0)", "repeat(2, 2)"])
 def test_with_one_sample_the_same_operations_are_what_the_model_computes(op):
     """The refusals above, with one sample: read, f = model(x) and L9 (piecewise linear)."""
     model, x = seeded(Mixer(op)), _x(1, 3)

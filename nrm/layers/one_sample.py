@@ -22,7 +22,8 @@ Read this way, for B = 1: ``x[t]``, ``x[-1]``, ``x[1:]`` and every other key tha
 along dimension 0; ``sum`` and ``mean`` over dimensions that include 0 (keeping at least one);
 ``torch.cat`` along 0; ``torch.stack`` along 0 (and the final state (h_n, c_n) of
 ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``, which stacks each layer's last state); ``unbind``,
-``chunk`` and ``split`` along 0 (``for x_t in x``); a ``permute`` / ``transpose`` that moves
+``chunk`` and ``split`` along 0 (``for x_t in x``); ``repeat_interleave`` and ``repeat`` along 0
+(GCViT's global query, repeated for each window of the sample); a ``permute`` / ``transpose`` that moves
 dimension 0; a sum, difference, product or quotient with a constant that holds one value per
 row of dimension 0 (the sequence-first positional encoding ``x + pe[:L]``); a matrix product with
 one constant matrix per row (MViT's relative positions); an ``einsum`` whose sample letter is not
@@ -147,6 +148,37 @@ class _Pieces:
         return lambda: getattr(x.unsqueeze(0), self.name)(how, 1)
 
 
+class _Repeat:
+    """``x.repeat_interleave(r, dim=0)`` (an int r) = ``x.unsqueeze(0).repeat_interleave(r, dim=1)``
+    — GCViT's global query, made once per sample and repeated for each of its windows — and
+    ``x.repeat(r₀, r₁, …)`` with r₀ ≠ 1 = ``x.unsqueeze(0).repeat(1, r₀, r₁, …)``: copies of the
+    sample's own neurons (:class:`~nrm.layers.shape.Repeat`)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def rewrite(self, args: tuple, kwargs: dict, derived: Callable) -> Callable | None:
+        if not args or not isinstance(args[0], torch.Tensor) or args[0].dim() == 0:
+            return None
+        x = args[0]
+        if self.name == "repeat_interleave":
+            if set(kwargs) - {"repeats", "dim"} or len(args) > 3:
+                return None  # output_size= and the flattened form stay Repeat's, refused by name
+            repeats = args[1] if len(args) > 1 else kwargs.get("repeats")
+            dim = args[2] if len(args) > 2 else kwargs.get("dim")
+            if isinstance(repeats, bool) or not isinstance(repeats, int) or _dim(dim, x.dim()) != 0:
+                return None
+            return lambda: x.unsqueeze(0).repeat_interleave(repeats, dim=1)
+        sizes = args[1:]
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+            sizes = tuple(sizes[0])
+        if kwargs or len(sizes) != x.dim() or not all(isinstance(r, int) and not isinstance(r, bool) for r in sizes):
+            return None
+        if sizes[0] == 1:
+            return None  # dimension 0 kept once: Repeat reads it as it is
+        return lambda: x.unsqueeze(0).repeat((1,) + tuple(sizes))
+
+
 class _Permute:
     """A ``permute`` / ``transpose`` that moves dimension 0 (and is not a view,
     :meth:`~nrm.layers.shape.Permute.is_view`) = the same of ``x.unsqueeze(0)`` with dimension 0
@@ -259,6 +291,7 @@ ONE_SAMPLE = {
     **{f: _Pieces(name) for name, fs in (("unbind", (torch.unbind, torch.Tensor.unbind)),
                                          ("chunk", (torch.chunk, torch.Tensor.chunk)),
                                          ("split", (torch.split, torch.Tensor.split))) for f in fs},
+    **{f: _Repeat(f.__name__) for f in (torch.Tensor.repeat, torch.repeat_interleave, torch.Tensor.repeat_interleave)},
     **{f: _Permute(name) for name, fs in (("permute", (torch.permute, torch.Tensor.permute)),
                                           ("transpose", (torch.transpose, torch.Tensor.transpose, torch.swapaxes,
                                                          torch.Tensor.swapaxes, torch.swapdims,
