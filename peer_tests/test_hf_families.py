@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import nrm
-from nrm.errors import ArgumentError
+from nrm.errors import AmbiguousProductError, ArgumentError
+from nrm.layers.products import Multiply
 from nrm_verify import laws
 from nrm_verify.peers.base import rms_norms_in_input_dtype
 
@@ -156,6 +157,41 @@ def test_the_family_in_float64_is_read_as_transformers_writes_it(name):
     assert float(laws.normalization(m).deviation) <= 1e-12
     assert torch.isfinite(m.marginal("input")).all() and m.marginal("input").dtype == D
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def _mamba():
+    torch.manual_seed(0)
+    model = transformers.MambaForCausalLM(transformers.MambaConfig(
+        vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, intermediate_size=32)).to(D).eval()
+    ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return Logits(model).eval(), model.get_input_embeddings()(ids).detach()
+
+
+@pytest.mark.parametrize("split", ["equal", "proportional"])
+def test_mamba_is_read_under_a_split_of_its_products(split):
+    """Mamba's sequential path (transformers' ``slow_forward``, the one a CPU runs): its
+    discretization exp(A · Δ) spreads the step sizes over the state with a constant
+    (``EnlargedByConstantDecomposition``; refused by name before 2026-12-07), its scan multiplies
+    Δ, B and the signal, none a gate: under AttnLRP's uniform split or the proportional one,
+    every map reproduces the model's values, f is the logit, L1 ≤ 1e-12 at every layer."""
+    model, e = _mamba()
+    nrm.layers.register(Multiply(split=split))
+    try:
+        m = nrm.explain(model, e, target=1, check="full")
+    finally:
+        nrm.layers.register(Multiply())
+    with torch.no_grad():
+        f = float(model(e)[0, 1])
+    assert abs(float(m.f[0]) - f) <= 1e-12 * max(1.0, abs(f))
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    assert torch.isfinite(m.marginal("input")).all()
+
+
+def test_mamba_under_the_default_split_says_how_to_choose():
+    model, e = _mamba()
+    with pytest.raises(AmbiguousProductError, match="split='equal'"):
+        nrm.explain(model, e, target=1)
 
 
 @pytest.mark.parametrize("name", ["gemma", "qwen2"])

@@ -225,7 +225,7 @@ class Adds(nn.Module):
         if self.how == "per-sample":
             return h + torch.arange(h.shape[0], dtype=h.dtype).reshape(-1, 1)
         if self.how == "enlarges":
-            return h.unsqueeze(1) + torch.ones(3, 1, dtype=h.dtype)
+            return h + torch.ones(3, 1, 1, dtype=h.dtype)  # a dimension in front of the batch
         if self.how == "two-parts":
             return torch.cat([h, torch.ones_like(h[:, :1]) * 0 + 1, x], dim=1)
         if self.how == "ellipsis":

@@ -279,7 +279,7 @@ def test_constant_scale_refuses_what_is_not_linear():
 
     class Grows(nn.Module):
         def forward(self, x):
-            return x * torch.ones(3, 2, dtype=D)
+            return x * torch.ones(3, 1, 1, 2, dtype=D)  # a dimension in front of the batch
 
     calls = capture(Inverse(), _x(1, 2), output=lambda out: out[0]).calls
     divisions = [c for c in calls if "div" in getattr(c.func, "__name__", "")]

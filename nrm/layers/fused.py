@@ -1026,6 +1026,90 @@ class _TwoDerived:
         return t if t.shape == shape else t.expand(shape)
 
 
+class EnlargedByConstantDecomposition:
+    """``x * c``, ``x / c``, ``x + c``, ``x − c`` (either order, ``c − x`` too) of one operand x
+    computed from the input and a constant c (a parameter, a buffer, a tensor not computed from
+    the input) whose broadcast enlarges x — Mamba's ``A[None, :, None, :] * Δ[:, :, :, None]``, the
+    step sizes Δ (B, D, L, 1) spread over the state dimension of A (D, N) — read as what it is::
+
+        x ∘ c = expand(x) ∘ c          (∘ one of ·, /, +, −; expand to the broadcast shape)
+
+    :class:`~nrm.layers.constants.Expand` (an index map: a neuron broadcast n times receives the
+    sum of its copies' relevance), then the kind that reads a product or sum with a constant of
+    x's own shape (:class:`~nrm.layers.scale.ConstantScale`,
+    :class:`~nrm.layers.constants.AddConstant`). The broadcast does the same, so the value is
+    torch's own, bitwise (:class:`~nrm.errors.CaptureMismatchError` otherwise). Applies only where
+    x keeps its rank and its batch size (a constant that adds dimensions in front of the batch or
+    enlarges it stays refused by those kinds, by name)."""
+
+    def __init__(self, function, which: int | None = None):
+        self.function, self.which = function, which  # which: the input-derived operand's position, once known
+
+    def _parts(self, args: tuple, kwargs: dict, derived):
+        if len(args) != 2 or set(kwargs) - {"alpha"} or not all(isinstance(t, torch.Tensor) for t in args):
+            return None
+        flags = [bool(derived(t)) for t in args]
+        if flags.count(True) != 1:
+            return None
+        i = flags.index(True)
+        x, c = args[i], args[1 - i]
+        if c.dim() > x.dim() or x.dim() == 0:
+            return None  # a dimension in front of the batch: refused by the constant kinds, by name
+        grows = False
+        for k, (n, m) in enumerate(zip(reversed(x.shape), reversed(c.shape))):
+            if m != 1 and m != n:
+                if n != 1 or k == x.dim() - 1:
+                    return None  # not broadcastable (torch raises its own error), or the batch enlarged
+                grows = True
+        return (i, grows) if grows else None
+
+    def applies(self, args: tuple, kwargs: dict, derived):
+        """False, or this decomposition for the input-derived operand found (a new object: the
+        table's own is shared by every capture)."""
+        parts = self._parts(args, kwargs, derived)
+        return False if parts is None else EnlargedByConstantDecomposition(self.function, parts[0])
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        with torch._C.DisableTorchFunction():
+            theirs = self.function(*args, **kwargs)
+        grown = list(args)
+        grown[self.which] = args[self.which].expand(theirs.shape)
+        ours = self.function(*grown, **kwargs)
+        with torch._C.DisableTorchFunction():
+            same = same_values(ours, theirs)
+        if not same:
+            raise CaptureMismatchError(f"{getattr(self.function, '__name__', 'the operation')} with a constant read as "
+                                       "the input-derived operand expanded first does not reproduce it bitwise; nrm "
+                                       "cannot read it faithfully")
+        return ours
+
+
+class _FirstThatApplies:
+    """One function, several readings by what its operands are: the first decomposition whose
+    :meth:`applies` holds (a decomposition of two input-derived operands, then one with a
+    constant that enlarges the input-derived one)."""
+
+    def __init__(self, *options):
+        self.options = options
+
+    def applies(self, args: tuple, kwargs: dict, derived):
+        for option in self.options:
+            got = option.applies(args, kwargs, derived)
+            if isinstance(got, str):
+                return got
+            if got:
+                return option if got is True else got
+        return False
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        return None
+
+
 class SumDecomposition(_TwoDerived):
     """``a − b`` (``torch.sub``, ``Tensor.sub``, ``-``) and ``a + b`` of operands of different
     shapes, both computed from the input (the centring x − mean(x) of a norm written by hand),
@@ -2186,12 +2270,15 @@ _SUBTRACT = (torch.sub, torch.subtract, torch.Tensor.sub, torch.Tensor.subtract,
 _ADD = (torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__)
 _DIVIDE = (torch.div, torch.divide, torch.true_divide, torch.Tensor.div, torch.Tensor.divide, torch.Tensor.true_divide,
            torch.Tensor.__truediv__)
+_MULTIPLY = (torch.mul, torch.multiply, torch.Tensor.mul, torch.Tensor.multiply, torch.Tensor.__mul__,
+             torch.Tensor.__rmul__)
 _NORM = (torch.linalg.vector_norm, torch.norm, torch.Tensor.norm)
 
 DECOMPOSED_FUNCTIONS = {
-    **{f: SumDecomposition(f, subtract=True) for f in _SUBTRACT},
-    **{f: SumDecomposition(f, subtract=False) for f in _ADD},
-    **{f: DivisionDecomposition(f) for f in _DIVIDE},
+    **{f: _FirstThatApplies(SumDecomposition(f, subtract=True), EnlargedByConstantDecomposition(f)) for f in _SUBTRACT},
+    **{f: _FirstThatApplies(SumDecomposition(f, subtract=False), EnlargedByConstantDecomposition(f)) for f in _ADD},
+    **{f: _FirstThatApplies(DivisionDecomposition(f), EnlargedByConstantDecomposition(f)) for f in _DIVIDE},
+    **{f: EnlargedByConstantDecomposition(f) for f in _MULTIPLY + (torch.Tensor.__rsub__,)},
     **{f: VectorNormDecomposition(f) for f in _NORM},
     F.instance_norm: RunningInstanceNormDecomposition(),
     F.unfold: UnfoldDecomposition(),
