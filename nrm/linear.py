@@ -307,6 +307,63 @@ class PoolMatrixMap(LinearMap):
         return weight * self.mask
 
 
+class ResampleMap(LinearMap):
+    """``F.interpolate`` as one 1-D matrix per spatial dimension: P = P₁ ⊗ P₂ ⊗ … (out
+    positions × in positions of one channel), applied one dimension at a time, as torch's
+    interpolation is separable. ``factors`` (P_d: out_d × in_d) are what the map applies as
+    itself (:meth:`own_weight`): O(n · Σ_d out_d) per channel instead of O(n_in · n_out);
+    ``weight``, the dense P (torch's weights on the unit basis), is formed on first use only (a
+    rule that modifies it, the laws, the exact form), by ``dense``, which refuses a P too large
+    to form.
+
+    Definition (c a channel, p = (p₁, p₂, …) an output position, i an input position)::
+
+        z_{c,p} = Σ_i P_{p,i} a_{c,i},   P_{p,i} = Π_d (P_d)_{p_d, i_d}
+    """
+
+    fuses_bias = True
+
+    def __init__(self, factors: tuple[torch.Tensor, ...], out_spatial: tuple[int, ...], dense):
+        self.factors, self.out_spatial, self._dense = tuple(factors), tuple(out_spatial), dense
+        self.bias, self._weight, self._mask = None, None, None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense P (out positions, in positions), formed once when first asked for."""
+        if self._weight is None:
+            self._weight = self._dense()
+        return self._weight
+
+    def own_weight(self):
+        return self.factors
+
+    def _along(self, t: torch.Tensor, matrices, transpose: bool) -> torch.Tensor:
+        for d, P in enumerate(matrices):
+            t = (t.movedim(2 + d, -1) @ (P if transpose else P.T)).movedim(-1, 2 + d)
+        return t.contiguous()
+
+    def forward(self, x, weight, bias=None):
+        if weight is self.factors:
+            return self._plus(self._along(x, weight, transpose=False), bias)
+        n, c = x.shape[:2]
+        return self._plus((x.reshape(n, c, -1) @ weight.T).reshape((n, c) + self.out_spatial), bias)
+
+    def transpose(self, g, weight, in_shape):
+        if weight is self.factors:
+            return self._along(g, weight, transpose=True)
+        n, c = g.shape[:2]
+        return (g.reshape(n, c, -1) @ weight).reshape((n,) + tuple(in_shape))
+
+    def magnitude(self, x):
+        """Σ_i |x_i| |P_{p,i}|, with |P| = ⊗_d |P_d|."""
+        return self._along(x.abs(), tuple(P.abs() for P in self.factors), transpose=False)
+
+    def structured(self, weight):
+        if self._mask is None:
+            self._mask = self.weight != 0
+        return weight * self._mask
+
+
 class ReduceMap(LinearMap):
     """A weighted sum over some per-sample dimensions (``x.mean(dims)``, ``x.sum(dims)``):
     z_k = Σ_{j reduced into k} w_j a_j. ``weight`` has one sample's input shape (1 for a sum,

@@ -18,7 +18,7 @@ from torch import nn
 
 import nrm
 from nrm.errors import UnsupportedOperationError
-from nrm.layers.resample import Interpolate, matrix
+from nrm.layers.resample import Interpolate, factors, matrix
 from nrm_verify.laws.limits import gradient_x_input
 from nrm_verify.validate.layers import check_layer
 
@@ -158,12 +158,68 @@ def test_nn_upsample_is_read_and_keyed_by_its_type():
         torch.testing.assert_close(m.f, model(x)[:, 1], rtol=1e-12, atol=1e-12)
 
 
-def test_a_matrix_too_large_is_refused_by_name_and_the_model_is_untouched():
-    model = seeded(Segmenter(2, size=(4096, 4096), mode="bilinear"))
-    x = torch.randn(1, 2, 3, 3, dtype=D)
+def _kron(fs):
+    P = fs[0]
+    for f in fs[1:]:
+        P = torch.kron(P, f)
+    return P
+
+
+SEPARABLE = [(mode, dims, ac, how) for mode, dims in [("nearest", 1), ("nearest", 2), ("nearest", 3),
+                                                       ("nearest-exact", 2), ("linear", 1), ("bilinear", 2),
+                                                       ("bicubic", 2), ("trilinear", 3), ("area", 1), ("area", 2)]
+             for ac in ([None] if mode in ("nearest", "nearest-exact", "area") else [False, True])
+             for how in [("size", (5, 3, 4)[:dims]), ("size", (2, 3, 2)[:dims]), ("scale_factor", 1.7),
+                         ("scale_factor", 0.6), ("scale_factor", [2.0, 0.5, 1.5][:dims])]]
+
+
+@pytest.mark.parametrize("mode, dims, align_corners, how", SEPARABLE)
+def test_the_matrix_is_the_product_of_one_matrix_per_dimension(mode, dims, align_corners, how):
+    """P = P₁ ⊗ P₂ ⊗ … (what the map applies, one dimension at a time): bitwise torch's matrix,
+    but for bicubic's and trilinear's own rounding (within 4 ulp)."""
+    spatial = (4, 5, 3)[:dims]
+    args = dict(size=None, scale_factor=None, mode=mode, align_corners=align_corners, recompute_scale_factor=None,
+                antialias=False)
+    args[how[0]] = list(how[1]) if isinstance(how[1], tuple) else how[1]
+    try:
+        P = matrix(args, spatial, D, torch.device("cpu"))
+    except (RuntimeError, ValueError) as e:  # a combination torch itself refuses (align_corners with nearest)
+        pytest.skip(f"torch refuses it: {e}")
+    K = _kron(factors(args, spatial, D, torch.device("cpu")))
+    assert K.shape == P.shape
+    if mode in ("bicubic", "trilinear"):
+        assert float((K - P).abs().max()) <= 4 * torch.finfo(D).eps
+    else:
+        assert torch.equal(K, P)
+
+
+def test_an_upsampling_to_a_large_image_is_applied_one_dimension_at_a_time():
+    """64 × 64 → 512 × 512: a dense P would have 2**34 entries; the map applies two 1-D matrices,
+    f is the model's and LRP-0 = gradient × input (L9) through it."""
+    model = seeded(Segmenter(2, size=(512, 512), mode="bilinear"))
+    x = torch.randn(1, 2, 64, 64, dtype=D, generator=torch.Generator().manual_seed(4))
+    m = nrm.explain(model, x, target=1, rules=nrm.rules.Zero(), check="full")
+    with torch.no_grad():
+        torch.testing.assert_close(m.f, model(x)[:, 1], rtol=1e-12, atol=1e-12)
+    xx = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(model(xx)[0, 1], xx)
+    torch.testing.assert_close(m.marginal("input") * m.f.reshape(-1, 1, 1, 1), g * x, rtol=1e-10, atol=1e-12)
+    assert gradient_x_input(model, x, 1).holds is True  # the law at every layer, applying the map as itself
+
+
+@pytest.mark.parametrize("how, rules", [
+    (dict(size=(136, 136), mode="bilinear"),
+     nrm.RuleMap(nrm.rules.Zero(), by_type={nn.Upsample: nrm.rules.Gamma(0.25)})),
+    (dict(size=(136, 136), mode="bilinear", antialias=True), None),
+], ids=["a rule that modifies the weights", "antialias (one dense matrix)"])
+def test_a_dense_matrix_too_large_is_refused_by_name_and_the_model_is_untouched(how, rules):
+    """64 × 64 → 136 × 136: the dense P would have 4096 × 18496 > 2**26 entries — formed only for a
+    rule that modifies it (refused when it is asked for), or for antialias=True (refused at capture)."""
+    model = seeded(Segmenter(2, **how))
+    x = torch.randn(1, 2, 64, 64, dtype=D)
     before = copy.deepcopy(model.state_dict())
     with pytest.raises(UnsupportedOperationError, match="smaller resolution"):
-        nrm.explain(model, x, target=0)
+        nrm.explain(model, x, target=0, rules=rules)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

@@ -1200,6 +1200,33 @@ class DivisionDecomposition(_TwoDerived):
         return out
 
 
+class InPlaceDivisionDecomposition(DivisionDecomposition):
+    """``a /= b`` (``Tensor.div_``, ``__itruediv__``) of two tensors computed from the input —
+    ConViT's ``attn /= attn.sum(dim=-1).unsqueeze(-1)`` — read as the out-of-place division is,
+    written into a::
+
+        a ← a · (1/b)      (Reciprocal, then Multiply in place: Tensor.mul_)
+
+    compared with torch's ``a / b`` within 10³ ulp of its largest value
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise); the model goes on with that value,
+    in a. Refused as the out-of-place form (a divisor whose broadcast would enlarge a is torch's
+    own error in place)."""
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        a, b = self.operands(args, kwargs)
+        with torch._C.DisableTorchFunction():
+            theirs = a / b
+        a.mul_(torch.reciprocal(b))
+        with torch._C.DisableTorchFunction():
+            same = within_ulp(a, theirs)
+        if not same:
+            raise CaptureMismatchError("the decomposition of a /= b as a *= 1/b does not reproduce a / b within 10³ "
+                                       "ulp; nrm cannot read it faithfully")
+        return a
+
+
 class VectorNormDecomposition:
     """The Euclidean norm ``torch.linalg.vector_norm(x, 2, dim, keepdim)`` / ``torch.norm(x, 2,
     dim, keepdim)`` along per-sample dimensions (ConvNeXt V2's global response normalization),
@@ -2278,6 +2305,8 @@ DECOMPOSED_FUNCTIONS = {
     **{f: _FirstThatApplies(SumDecomposition(f, subtract=True), EnlargedByConstantDecomposition(f)) for f in _SUBTRACT},
     **{f: _FirstThatApplies(SumDecomposition(f, subtract=False), EnlargedByConstantDecomposition(f)) for f in _ADD},
     **{f: _FirstThatApplies(DivisionDecomposition(f), EnlargedByConstantDecomposition(f)) for f in _DIVIDE},
+    **{f: InPlaceDivisionDecomposition(f) for f in (torch.Tensor.div_, torch.Tensor.__itruediv__,
+                                                    torch.Tensor.true_divide_)},
     **{f: EnlargedByConstantDecomposition(f) for f in _MULTIPLY + (torch.Tensor.__rsub__,)},
     **{f: VectorNormDecomposition(f) for f in _NORM},
     F.instance_norm: RunningInstanceNormDecomposition(),

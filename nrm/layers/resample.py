@@ -16,8 +16,11 @@ weights are non-negative and sum to one along each output, bicubic's can be nega
 P is torch's own: the interpolation applied to the unit basis of one channel's positions
 with the call's arguments, so each entry is exactly the weight torch uses (written out from
 the definition for nearest and (bi)linear interpolation in ``tests/test_resample.py``), and it
-is kept per arguments, shapes, dtype and device. A P of more than :data:`MAX_ENTRIES` entries
-(a large output from a large input) is refused by name.
+is kept per arguments, shapes, dtype and device. The map applies it as one 1-D matrix per spatial
+dimension (P = P₁ ⊗ P₂ ⊗ …, :class:`~nrm.linear.ResampleMap`), so a segmentation head's upsampling
+to 512 × 512 costs a few small matrix products; the dense P is formed only for a rule that
+modifies the weights (or a law that reads them), and one of more than :data:`MAX_ENTRIES` entries
+is refused then, by name.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..linear import PoolMatrixMap
+from ..errors import UnsupportedOperationError
+from ..linear import PoolMatrixMap, ResampleMap
 from ..recorded import Value
+from ..rules import identity
 from .base import Linear, seeded
 
 MAX_ENTRIES = 1 << 26
@@ -73,6 +78,28 @@ def matrix(args: dict, spatial: tuple[int, ...], dtype, device) -> torch.Tensor:
     return P
 
 
+def factors(args: dict, spatial: tuple[int, ...], dtype, device) -> tuple[torch.Tensor, ...]:
+    """P_d (out_d, in_d) for each spatial dimension d of ``F.interpolate`` with ``args`` (not
+    ``antialias``): torch's interpolation of the unit basis along d, every other dimension of
+    size 1 kept at size 1 (size 1, or scale 1: the identity, exactly), so that P = P₁ ⊗ P₂ ⊗ …
+    (``tests/test_resample.py`` compares the product with :func:`matrix` in every mode: equal,
+    bitwise but for bicubic's and trilinear's rounding, within 2 ulp)."""
+    out = []
+    for d, n in enumerate(spatial):
+        one = tuple(n if k == d else 1 for k in range(len(spatial)))
+        sized = dict(args)
+        if sized.get("size") is not None:
+            size = sized["size"]
+            size = list(size) if isinstance(size, (list, tuple)) else [size] * len(spatial)
+            sized["size"] = [size[k] if k == d else 1 for k in range(len(spatial))]
+        else:
+            scale = sized["scale_factor"]
+            scale = list(scale) if isinstance(scale, (list, tuple)) else [scale] * len(spatial)
+            sized["scale_factor"] = [scale[k] if k == d else 1.0 for k in range(len(spatial))]
+        out.append(matrix(sized, one, dtype, device))
+    return tuple(out)
+
+
 class Interpolate(Linear):
     """``F.interpolate(x, size | scale_factor, mode, align_corners, recompute_scale_factor,
     antialias)`` on (batch, channels, *1–3 spatial), every mode: a linear map with one matrix
@@ -83,7 +110,8 @@ class Interpolate(Linear):
         z_{c,p} = Σ_i P_{p,i} a_{c,i},   P_{p,i} = F.interpolate(e_i)_p
 
     Refused, by name: an input without channels and 1–3 spatial dimensions, a size or scale
-    factor computed from the input, a P of more than 2²⁶ entries."""
+    factor computed from the input; the dense P of more than 2²⁶ entries where a rule modifies
+    it (the map itself applies P one dimension at a time)."""
 
     functions = (F.interpolate,)
     rule_types = (nn.Upsample,)
@@ -111,18 +139,35 @@ class Interpolate(Linear):
         if dims not in (3, 4, 5):
             return (f"interpolates an input of shape {tuple(call.in_shapes[0])}; nrm reads (batch, channels, "
                     "*1–3 spatial)")
-        n_in = math.prod(call.in_shapes[0][2:])
-        n_out = math.prod(call.output.shape[2:])
-        if n_in * n_out > MAX_ENTRIES:
-            return (f"would need a matrix of {n_in} × {n_out} positions (more than 2**26 entries); explain at a "
-                    "smaller resolution")
+        n_in, n_out = math.prod(call.in_shapes[0][2:]), math.prod(call.output.shape[2:])
+        if a["antialias"] and n_in * n_out > MAX_ENTRIES:
+            return (f"would need a matrix of {n_in} × {n_out} positions (more than 2**26 entries; antialias=True is "
+                    "read as one matrix); explain at a smaller resolution")
         return None
 
     def map(self, call, a, rule=None):
-        spatial = tuple(a.shape[2:])
-        P = matrix(self.arguments(call), spatial, a.dtype, a.device)
-        out_spatial = tuple(call.output.shape[2:])
-        return PoolMatrixMap(P, out_spatial)
+        spatial, out_spatial = tuple(a.shape[2:]), tuple(call.output.shape[2:])
+        args = self.arguments(call)
+        if args["antialias"]:  # its 1-D weights depend on the other dimensions' sizes: one dense matrix
+            return PoolMatrixMap(matrix(args, spatial, a.dtype, a.device), out_spatial)
+        separate = factors(args, spatial, a.dtype, a.device)
+
+        def dense() -> torch.Tensor:
+            n_in, n_out = math.prod(spatial), math.prod(out_spatial)
+            if n_in * n_out > MAX_ENTRIES:
+                raise UnsupportedOperationError(
+                    f"F.interpolate from {spatial} to {out_spatial}: its rule modifies the weights (or a law reads "
+                    f"them), which needs the dense matrix of {n_in} × {n_out} positions (more than 2**26 entries); "
+                    "give nn.Upsample a rule that keeps the weights (LRP-0, ε) or explain at a smaller resolution")
+            P = separate[0]
+            for f in separate[1:]:
+                P = torch.kron(P, f)
+            return P
+
+        lmap = ResampleMap(separate, out_spatial, dense)
+        if rule is not None and any(part.weight is not identity for share in rule.shares() for part in share.parts):
+            lmap.weight  # noqa: B018 — the rule modifies the weights: formed (or refused) now, at explain
+        return lmap
 
 
 class Upsampled(nn.Module):

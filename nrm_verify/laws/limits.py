@@ -93,11 +93,11 @@ def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], lis
         elif block.producer.kind == "linear":
             inp = pack_inputs(block.producer, rows).reshape((-1,) + eng.in_rows[l])
             lmap = eng.maps[l]
-            z = lmap.forward(inp, lmap.weight)
+            z = lmap.forward(inp, lmap.own_weight())
             bias = lmap.bias_for(z)
             out = (z if bias is None else z + bias).reshape((B,) + eng.shape[l])
             with torch.no_grad():  # Σ_j |a_j w_jk|: 0 where the column has no contribution at all
-                mass = lmap.forward(inp.abs(), lmap.weight.abs()).reshape((B,) + eng.shape[l])
+                mass = lmap.magnitude(inp).reshape((B,) + eng.shape[l])
             pres.append((out, mass))
         elif block.route() is not None:  # an index map (permute, slicing), row by row
             out = routed(m.network, block, rows[0].reshape((-1,) + eng.in_rows[l]))
