@@ -61,6 +61,10 @@ COPIES = {  # name: (op, flattened features after it, conv, input shape); the co
                (1, 2, 5, 5)),
     "take_along_dim": (nets.Fn(lambda h: torch.take_along_dim(h, torch.tensor([[[[1]], [[0]], [[3]], [[3]]]]), 1)),
                        4 * 4 * 4, None, (1, 2, 5, 5)),
+    "Tensor.unfold": (nets.Fn(lambda h: h.unfold(3, 2, 1)), 4 * 4 * 3 * 2, None, (1, 2, 5, 5)),
+    # HaloNet's key/value blocks: overlapping windows along both spatial dimensions
+    "Tensor.unfold, 2-d windows": (nets.Fn(lambda h: h.unfold(2, 3, 1).unfold(3, 3, 1)), 4 * 2 * 2 * 3 * 3, None,
+                                   (1, 2, 5, 5)),
 }
 
 
@@ -171,8 +175,9 @@ class BatchRMS(nn.Module):
     (nets.Fn(lambda t: t.flip(0)), ("flip", "moves neurons between samples")),
     (nets.Fn(lambda t: t.movedim(0, 2)), ("movedim", "moves neurons between samples")),
     (nets.Fn(lambda t: t.narrow(0, 0, 1)), ("narrow", "moves neurons between samples")),
+    (nets.Fn(lambda t: t.unfold(0, 2, 1)), ("unfold", "moves neurons between samples")),
     (BatchRMS(), ("rms_norm", "batch dimension")),
-], ids=["negative-pad", "flip-batch", "movedim-batch", "narrow-batch", "rms-over-batch"])
+], ids=["negative-pad", "flip-batch", "movedim-batch", "narrow-batch", "unfold-batch", "rms-over-batch"])
 def test_unreadable_calls_are_named_and_the_model_untouched(op, words):
     model = nn.Sequential(nets.seeded(nn.Linear(4, 4), 14), nn.Unflatten(1, (1, 4)), op, nn.Flatten()).double().eval()
     x = torch.randn((2, 4), generator=torch.Generator().manual_seed(15), dtype=D)

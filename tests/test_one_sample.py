@@ -372,6 +372,36 @@ def test_a_query_repeated_for_each_window_agrees_with_the_exact_oracle(tile, rul
     assert "Repeat" in kinds, kinds
 
 
+class ScalarAttention(nn.Module):
+    """CSATv2's single-head attention with scalar q, k, v per position: q, k, v (B, N) and
+    ``(q @ k.transpose(-1, -2)).softmax(-1) @ v`` — (B, B) scores, which mix samples for B > 1 and
+    are one sample's own for B = 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.head = nn.Linear(2, 3), nn.Linear(4, 2)
+
+    def forward(self, x):  # (B, N = 4, 2)
+        q, k, v = self.qkv(x).unbind(-1)
+        return self.head((q @ k.transpose(-1, -2)).softmax(dim=-1) @ torch.relu(v))
+
+
+@pytest.mark.parametrize("rules", [None, nrm.rules.Epsilon(0.05)], ids=["lrp0", "eps"])
+def test_a_product_of_two_matrices_of_the_one_sample_agrees_with_the_exact_oracle(rules):
+    model, x = seeded(ScalarAttention()), _x(1, 4, 2)
+    m = nrm.explain(model, x, target=1, rules=rules, check="full")
+    exact, bottom = ExactGraph(model, x, rules).marginals(1)
+    kinds = [c.kind.name for c in nrm.capture(model, x).calls if c.kind is not None]
+    torch.testing.assert_close(m.f, model(x)[:, 1].detach(), rtol=1e-13, atol=1e-13)
+    compare_layers(m, exact, bottom, NoReference())
+    assert kinds.count("MatMul") == 2, kinds
+
+
+def test_a_product_of_two_matrices_that_mixes_two_samples_is_refused_by_name():
+    with pytest.raises(UnsupportedOperationError, match="MatMul"):
+        nrm.explain(seeded(ScalarAttention()), _x(2, 4, 2), target=1)
+
+
 class Mixer(nn.Module):
     def __init__(self, op):
         super().__init__()

@@ -26,7 +26,8 @@ along dimension 0; ``sum`` and ``mean`` over dimensions that include 0 (keeping 
 (GCViT's global query, repeated for each window of the sample); a ``permute`` / ``transpose`` that moves
 dimension 0; a sum, difference, product or quotient with a constant that holds one value per
 row of dimension 0 (the sequence-first positional encoding ``x + pe[:L]``); a matrix product with
-one constant matrix per row (MViT's relative positions); an ``einsum`` whose sample letter is not
+one constant matrix per row (MViT's relative positions), or of two matrices computed from the
+input (``q @ k.T`` of (1, N) and (N, 1)); an ``einsum`` whose sample letter is not
 first (XLNet's sequence-first attention). With more samples these stay refused by name, as mixing
 the samples.
 """
@@ -233,7 +234,9 @@ class _RowMatmul:
     matrix per row (MViT's ``r_q @ Rtᵀ``, one table per frame) = ``x.unsqueeze(0) @ W``: W is
     then a stack of constant matrices the same for the sample
     (:class:`~nrm.layers.fused.MatmulWeightDecomposition`), which sums in another order: compared
-    within 10³ ulp of the largest value."""
+    within 10³ ulp of the largest value. Two matrices computed from the input, ``a @ b`` of shapes
+    (n, m) and (m, d) (CSATv2's ``q @ kᵀ`` of (B, N) and (N, B)) = ``a.unsqueeze(0) @
+    b.unsqueeze(0)``: a batch of one product (:class:`~nrm.layers.attention.MatMul`)."""
 
     rounds = True
 
@@ -241,12 +244,14 @@ class _RowMatmul:
         if kwargs or len(args) != 2 or not all(isinstance(t, torch.Tensor) for t in args):
             return None
         flags = [bool(derived(t)) for t in args]
+        a, b = args
+        if all(flags) and a.dim() == 2 and b.dim() == 2:  # two matrices of the one sample: a batch of one product
+            return lambda: a.unsqueeze(0) @ b.unsqueeze(0)
         if flags.count(True) != 1:
             return None
         x, w = (args[0], args[1]) if flags[0] else (args[1], args[0])
         if x.dim() < 3 or w.dim() != x.dim() or x.shape[0] <= 1 or w.shape[0] != x.shape[0]:
             return None
-        a, b = args
         return (lambda: a.unsqueeze(0) @ b) if flags[0] else (lambda: a @ b.unsqueeze(0))
 
 

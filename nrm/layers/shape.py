@@ -264,7 +264,8 @@ class Copies(Reshape):
     (``nn.ReflectionPad*d``, ``nn.ReplicationPad*d``, ``nn.CircularPad*d``: the padding of
     style-transfer, image-to-image and GAN generators), ``torch.channel_shuffle``
     (``nn.ChannelShuffle``), ``flip`` / ``fliplr`` / ``flipud``, ``rot90``, ``narrow``,
-    ``movedim`` / ``moveaxis``, and ``gather`` / ``take_along_dim`` with a constant index. Every
+    ``movedim`` / ``moveaxis``, ``gather`` / ``take_along_dim`` with a constant index, and
+    ``Tensor.unfold`` (sliding windows along a dimension, HaloNet's key/value blocks). Every
     output neuron is a copy of one input neuron, so relevance moves with the values, and a
     neuron copied n times receives the sum of its copies' relevance.
 
@@ -276,6 +277,7 @@ class Copies(Reshape):
         channel_shuffle, g groups of m:   y[c·g + i] = x[i·m + c]
         flip along d:                     y[…, i, …] = x[…, n − 1 − i, …]
         gather along d with index I:      y[…, i, …] = x[…, I[…, i, …], …]
+        x.unfold(d, size, step):          y[…, w, …, t] = x[…, w·step + t, …]   (a new last dimension t)
         q(j | k) = [j = index[k]]
 
     The index is what torch's own function does to the names: the call applied, with its own
@@ -290,7 +292,7 @@ class Copies(Reshape):
                  torch.flip, torch.Tensor.flip, torch.fliplr, torch.Tensor.fliplr, torch.flipud, torch.Tensor.flipud,
                  torch.rot90, torch.Tensor.rot90, torch.narrow, torch.Tensor.narrow, torch.movedim,
                  torch.Tensor.movedim, torch.moveaxis, torch.Tensor.moveaxis, torch.gather, torch.Tensor.gather,
-                 torch.take_along_dim, torch.Tensor.take_along_dim)
+                 torch.take_along_dim, torch.Tensor.take_along_dim, torch.Tensor.unfold)
     MODES = ("reflect", "replicate", "circular")
 
     def examples(self):
