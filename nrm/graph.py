@@ -476,13 +476,18 @@ class _Builder:
     def _is_gate(self, v: Value, what: str | None = "gate", names: tuple = ()) -> bool:
         """Whether a factor is the output of a gating activation (``what="held"``: a normalizer
         held at its forward value, :meth:`_held`; ``None``: of one of the kinds ``names`` only),
-        seen through views and aliases."""
+        seen through views and aliases, and through a linear kind that says each output is a
+        convex combination of its inputs (``keeps_gates``: an upsampled gate, GhostNetV2's)."""
         if what == "held":
             return self._held(v)
         while v.node >= 0:
             call = self.calls[v.node]
             role = call.kind.role if call.kind is not None else None
             if role in ("alias", "reshape") and _relevance_inputs(call):
+                v = _relevance_inputs(call)[0]
+                continue
+            keeps = getattr(call.kind, "keeps_gates", None) if role == "linear" else None
+            if keeps is not None and keeps(call) and _relevance_inputs(call):  # a gate resampled: still a gate
                 v = _relevance_inputs(call)[0]
                 continue
             if role == "linear":  # an attention's normalization (SegmentSoftmax.gate): its weights gate a product

@@ -138,6 +138,39 @@ def test_the_matrix_of_nearest_copies_input_floor_k_times_n_in_over_n_out(n_in, 
     assert torch.equal(P, want)
 
 
+class ResampledGate(nn.Module):
+    """GhostNetV2's decoupled attention: h · F.interpolate(sigmoid(conv(avgpool(h))), size of h, mode)."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self.first, self.gate, self.last, self.mode = nn.Conv2d(2, 3, 1), nn.Conv2d(3, 3, 1), nn.Linear(3 * 4 * 4, 2), mode
+
+    def forward(self, x):  # (B, 2, 4, 4)
+        h = torch.relu(self.first(x))
+        g = torch.sigmoid(self.gate(F.avg_pool2d(h, 2)))
+        return self.last((h * F.interpolate(g, size=(4, 4), mode=self.mode)).flatten(1))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+@pytest.mark.parametrize("rules", ["LRP-0", "epsilon"])
+def test_a_resampled_gate_is_a_gate_under_the_default_split(mode, rules):
+    """An upsampled sigmoid is still a gate (each output a convex combination of gate values): it
+    takes nothing, the signal h takes the product's relevance whole; engine = oracle = reference."""
+    model = seeded(ResampledGate(mode))
+    x = torch.randn(1, 2, 4, 4, dtype=D, generator=torch.Generator().manual_seed(5))
+    m = agree(model, x, 1, RULES[rules])
+    (product,) = [b for b in m.network.blocks if b.kind == "product"]
+    assert [float(t) for t in product.split] == [1.0, 0.0]
+
+
+def test_a_bicubic_resampled_gate_is_not_a_gate():
+    """Bicubic weights can be negative: the resampled values may leave [0, 1]; the default split
+    cannot choose and says how."""
+    model = seeded(ResampledGate("bicubic"))
+    with pytest.raises(nrm.AmbiguousProductError, match="split='equal'"):
+        nrm.explain(model, torch.randn(1, 2, 4, 4, dtype=D), target=1)
+
+
 def test_check_layer_passes_the_kind():
     report = check_layer(nrm.layers.REGISTRY.kinds["Interpolate"], max_examples=3, only=["K2", "K3", "K5", "L1", "L18"])
     assert report.ok, str(report)

@@ -145,6 +145,12 @@ class Interpolate(Linear):
                     "read as one matrix); explain at a smaller resolution")
         return None
 
+    def keeps_gates(self, call) -> bool:
+        """Whether every output is a convex combination of inputs (weights ≥ 0 summing to 1:
+        every mode but bicubic), so that a resampled gate (GhostNetV2's
+        ``x · F.interpolate(sigmoid(g), mode="nearest")``) is a gate of the product it enters."""
+        return self.arguments(call)["mode"] != "bicubic"
+
     def map(self, call, a, rule=None):
         spatial, out_spatial = tuple(a.shape[2:]), tuple(call.output.shape[2:])
         args = self.arguments(call)

@@ -320,12 +320,19 @@ class _Tracer:
         return out
 
     def _is_gate(self, v, names=GATES) -> bool:
-        """A factor computed by a gate function (:data:`GATES`), seen through reshapes and aliases."""
+        """A factor computed by a gate function (:data:`GATES`), seen through reshapes and aliases
+        and through ``F.interpolate`` in a mode whose weights are ≥ 0 and sum to 1 (all but
+        bicubic): a resampled gate's values are convex combinations of the gate's."""
         while v.node >= 0:
             call = self.calls[v.node]
             if call.kind.role in ("alias", "reshape"):
                 v = call.kind.relevance_inputs(call)[0]
                 continue
+            if not call.whole and call.func is F.interpolate:
+                mode = call.kwargs.get("mode", call.args[3] if len(call.args) > 3 else "nearest")
+                if mode != "bicubic":
+                    v = call.kind.relevance_inputs(call)[0]
+                    continue
             return nrm.layers.base_name(call.module if call.whole else call.func) in names
         return False
 
