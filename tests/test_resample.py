@@ -143,7 +143,8 @@ class ResampledGate(nn.Module):
 
     def __init__(self, mode: str):
         super().__init__()
-        self.first, self.gate, self.last, self.mode = nn.Conv2d(2, 3, 1), nn.Conv2d(3, 3, 1), nn.Linear(3 * 4 * 4, 2), mode
+        self.first, self.gate, self.mode = nn.Conv2d(2, 3, 1), nn.Conv2d(3, 3, 1), mode
+        self.last = nn.Linear(3 * 4 * 4, 2)
 
     def forward(self, x):  # (B, 2, 4, 4)
         h = torch.relu(self.first(x))
