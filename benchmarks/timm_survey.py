@@ -37,6 +37,17 @@ MODELS = {  # name → input size (the smallest the model takes, or its fixed si
     "xcit_nano_12_p16_224": 224, "swin_tiny_patch4_window7_224": 224, "levit_128s": 224, "mobilevit_xxs": 64,
     "efficientformer_l1": 224, "eva02_tiny_patch14_224": 224, "beit_base_patch16_224": 224,
     "coat_lite_tiny": 224, "twins_pcpvt_small": 224, "sequencer2d_s": 224, "gcvit_xxtiny": 224,
+    # added 2026-12-07 (a stranger's sweep of architectures no test names), at each model's own input size
+    "mambaout_femto": 224, "hiera_tiny_224": 224, "nextvit_small": 224, "repvit_m0_9": 224, "efficientvit_m0": 224,
+    "tresnet_m": 224, "volo_d1_224": 224, "crossvit_tiny_240": 240, "convit_tiny": 224, "tnt_s_patch16_224": 224,
+    "nest_tiny": 224, "mvitv2_tiny": 224, "inception_next_tiny": 224, "rdnet_tiny": 224, "starnet_s1": 224,
+    "vitamin_small_224": 224, "ghostnetv2_100": 224, "selecsls42b": 224, "res2net50_14w_8s": 224,
+    "cs3darknet_s": 256, "gernet_s": 224, "visformer_tiny": 224, "pvt_v2_b0": 224, "focalnet_tiny_srf": 224,
+    "davit_tiny": 224, "tiny_vit_5m_224": 224, "maxvit_nano_rw_256": 256, "coatnet_nano_rw_224": 224,
+    "efficientformerv2_s0": 224, "mobileone_s0": 224, "halonet26t": 256, "botnet26t_256": 256,
+    "lambda_resnet26t": 256, "eca_nfnet_l0": 224, "regnetz_b16": 224, "repghostnet_050": 224, "hgnetv2_b0": 224,
+    "sam2_hiera_tiny": 896, "vit_relpos_small_patch16_224": 224, "flexivit_small": 240,
+    "deit3_small_patch16_224": 224, "shvit_s1": 224, "fasternet_t0": 224, "csatv2": 512,
 }
 
 

@@ -62,3 +62,22 @@ def test_a_segmentation_model_is_explained_at_a_pixel(name):
     l9 = gradient_x_input(model, x, target, detached=gated, tol=1e-9)
     assert l9.holds is True, str(l9)
     print(f"{name}: {len(m.layers)} layers, explain {seconds:.1f} s")
+
+
+@pytest.mark.parametrize("name", ["lraspp_mobilenet_v3_large"])
+def test_a_segmentation_model_is_explained_at_its_own_resolution(name):
+    """512 × 512 (the resolution torchvision's segmentation weights are used at), float32: the
+    head's upsampling from 64 × 64 would be a dense matrix of 2**30 entries, refused before
+    2026-12-07; it is applied one spatial dimension at a time (nrm.linear.ResampleMap). f is the
+    model's, the input marginal with what was absorbed is 1."""
+    make, _ = MODELS[name]
+    torch.manual_seed(0)
+    model = AtPixel(make()).eval()
+    x = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits = model(x)
+    target = int(logits[0].argmax())
+    m = nrm.explain(model, x, target=target)
+    assert float(m.f[0]) == pytest.approx(float(logits[0, target]), rel=1e-6, abs=1e-6)
+    total = m.marginal("input").sum() + m.absorbed("input").sum() + m.bypassing("input").sum()
+    assert abs(float(total) - 1) <= 1e-5
