@@ -85,8 +85,9 @@ class Clamp(Elementwise):
     :class:`~nrm.layers.fused.NormalizeDecomposition`). Kernel δ_jk (the identity rule), as
     :class:`Hardtanh`, the same function with both bounds. Exact on fractions: the clamp at a
     and b read as fractions. Not homogeneous (σ' = 0 on the clamped part while σ(z) ≠ 0): L9
-    is reported not applicable through it. Refused: a bound that is a tensor or not a finite
-    number, a > b, ``out=``."""
+    is reported not applicable through it. An infinite bound on the side it does not clamp
+    (a = −∞, b = +∞) is absent. Refused: a bound that is a tensor or not a finite number
+    otherwise, a > b, ``out=``."""
 
     functions = (torch.clamp, torch.Tensor.clamp, torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_max,
                  torch.Tensor.clamp_max, torch.clip, torch.Tensor.clip)
@@ -96,13 +97,20 @@ class Clamp(Elementwise):
                 (Clamped(None, 0.3).eval(), (2, 2))]
 
     def bounds(self, call) -> tuple:
-        """(a, b) as given: a number or None (absent)."""
+        """(a, b) as given: a number or None (absent; a = −∞ and b = +∞ clamp nothing and are
+        read as absent — Mamba-2's ``torch.clamp(dt, 0.0, float("inf"))``)."""
         name = getattr(call.func, "__name__", "")
         if name == "clamp_min":
-            return call.arg(1, "min"), None
-        if name == "clamp_max":
-            return None, call.arg(1, "max")
-        return call.arg(1, "min", None), call.arg(2, "max", None)
+            low, high = call.arg(1, "min"), None
+        elif name == "clamp_max":
+            low, high = None, call.arg(1, "max")
+        else:
+            low, high = call.arg(1, "min", None), call.arg(2, "max", None)
+        if isinstance(low, float) and low == -math.inf:
+            low = None
+        if isinstance(high, float) and high == math.inf:
+            high = None
+        return low, high
 
     def accepts(self, call):
         if call.kwargs.get("out") is not None:
@@ -498,9 +506,12 @@ class Exp(Smooth):
     """σ(z) = e^z (``torch.exp``, ``Tensor.exp``, and in place; the numerator of a softmax
     written by hand, whose division by Σ e^z is then a product for the user's split). Kernel
     δ_jk (the identity rule). Exact given σ's float64 value (transcendental). Not homogeneous
-    (σ'(z)·z = z e^z ≠ e^z): L9 is reported not applicable."""
+    (σ'(z)·z = z e^z ≠ e^z): L9 is reported not applicable. It reads a masked value (−∞,
+    recorded as finfo.min: Mamba-2's segment sums, exp(−∞) on the masked triangle) as the model
+    does: e^(finfo.min) = e^(−∞) = 0."""
 
     functions = (torch.exp, torch.exp_, torch.Tensor.exp, torch.Tensor.exp_)
+    reads_masks = True  # exp(−∞) = exp(finfo.min) = 0: a masked entry gives 0 either way (nrm.capture)
 
     def examples(self):
         return [(Applied(torch.exp).eval(), (3,)), (Applied(torch.Tensor.exp_).eval(), (3,))]

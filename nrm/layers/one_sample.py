@@ -163,12 +163,14 @@ class _Repeat:
             return None
         x = args[0]
         if self.name == "repeat_interleave":
-            if set(kwargs) - {"repeats", "dim"} or len(args) > 3:
-                return None  # output_size= and the flattened form stay Repeat's, refused by name
+            if set(kwargs) - {"repeats", "dim", "output_size"} or len(args) > 3:
+                return None  # the flattened form stays Repeat's, refused by name
             repeats = args[1] if len(args) > 1 else kwargs.get("repeats")
             dim = args[2] if len(args) > 2 else kwargs.get("dim")
             if isinstance(repeats, bool) or not isinstance(repeats, int) or _dim(dim, x.dim()) != 0:
                 return None
+            if kwargs.get("output_size") not in (None, x.shape[0] * repeats):
+                return None  # torch raises its own error
             return lambda: x.unsqueeze(0).repeat_interleave(repeats, dim=1)
         sizes = args[1:]
         if len(sizes) == 1 and isinstance(sizes[0], (tuple, list, torch.Size)):

@@ -227,8 +227,9 @@ class Repeat(Reshape):
             repeats, dim = self.interleave(call)
             if isinstance(repeats, bool) or not isinstance(repeats, int):
                 return "repeats by a tensor of counts; nrm reads one int count"
-            if call.kwargs.get("output_size") is not None:
-                return "takes output_size=; nrm reads repeat_interleave(x, r, dim)"
+            size = call.kwargs.get("output_size")
+            if size is not None and (dim is None or size != call.output.shape[_dim(int(dim), ndim)]):
+                return "takes output_size= other than its output's size; nrm reads repeat_interleave(x, r, dim)"
             if dim is None or _dim(int(dim), ndim) == 0:
                 return "repeats along the batch dimension (or the flattened tensor); nrm keeps every sample apart"
             return None
