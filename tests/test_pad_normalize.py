@@ -61,6 +61,10 @@ PADS = {
     # F.pad(x, [0, 0, 0, 1, 0, 0]) on (B, T, E))
     "(0, 0) up to the batch dimension": lambda: PadNet((0, 1, 0, 2, 0, 0, 0, 0)),
     "(0, 0) through the channels": lambda: PadNet((1, 1, 0, 0, 0, 0)),
+    # negative pads crop that side (CropPadDecomposition: a slice, then the padding left)
+    "a crop on one side": lambda: PadNet((0, -1, 1, 0)),
+    "RWKV's token shift (0, 0, 1, -1)": lambda: PadNet((0, 0, 1, -1), how="module"),
+    "a crop and a constant value": lambda: PadNet((-1, 2, -1, -1), value=0.5),
 }
 
 
@@ -194,8 +198,8 @@ class _Refused(nn.Module):
 
     def forward(self, x):
         h = torch.relu(self.lin(x))
-        if self.how == "crop":
-            h = F.pad(h, (0, -1))
+        if self.how == "crop the batch":
+            h = F.pad(h, (0, 0, 0, 0, 0, -1))
         elif self.how == "batch":
             h = F.pad(h, (0, 0, 0, 0, 1, 0))
         elif self.how == "batch after a (0, 0)":
@@ -210,9 +214,9 @@ class _Refused(nn.Module):
 
 
 @pytest.mark.parametrize("how, says", [
-    ("crop", "crops (a negative pad)"),
-    ("batch", "pads the batch dimension"),
-    ("batch after a (0, 0)", "pads the batch dimension"),
+    ("crop the batch", "pads (or crops) the batch dimension"),
+    ("batch", "pads (or crops) the batch dimension"),
+    ("batch after a (0, 0)", "pads (or crops) the batch dimension"),
     ("tensor bound", "nrm reads constant finite numbers as bounds"),
     ("p=1", "the 1.0-norm"),
     ("batch norm", "along the batch dimension"),

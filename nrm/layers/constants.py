@@ -651,9 +651,10 @@ class Pad(Linear):
     A zero padding neuron has the value 0: a linear map after it takes nothing from it under a
     rule that weighs contributions a_j w_jk, and relevance that reaches it (a flat rule) goes to
     ⊥. Exact form: c's float64 value as a fraction. Another mode (reflect, replicate, circular:
-    copies of input neurons) is :class:`~nrm.layers.shape.Copies`'. Refused: a negative pad (a crop:
-    write a slice), a pad of the batch dimension (a pair (0, 0) there pads nothing and is read), a
-    value that is not a finite number. A pad of 0 everywhere is :class:`Unpadded`."""
+    copies of input neurons) is :class:`~nrm.layers.shape.Copies`'. A negative pad (a crop) is read
+    as a slice first (:class:`~nrm.layers.fused.CropPadDecomposition`). Refused: a pad or crop of
+    the batch dimension (a pair (0, 0) there pads nothing and is read), a value that is not a finite
+    number. A pad of 0 everywhere is :class:`Unpadded`."""
 
     functions = (F.pad,)
     rule_types = (Shift,)
@@ -672,10 +673,10 @@ class Pad(Linear):
         value = 0.0 if a["value"] is None else a["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return f"pads with {value!r}; nrm reads a finite number"
-        if any(p < 0 for p in pads):
-            return "crops (a negative pad); write it as a slice"
         if len(pads) % 2 or len(pads) // 2 >= len(call.in_shapes[0]):
-            return "pads the batch dimension; nrm keeps every sample apart"
+            return "pads (or crops) the batch dimension; nrm keeps every sample apart"
+        if any(p < 0 for p in pads):  # per-sample: a slice first (fused.CropPadDecomposition)
+            return "crops (a negative pad); write it as a slice"
         if not any(pads):
             return "pads nothing (Unpadded reads it)"
         return None

@@ -2282,6 +2282,68 @@ class FoldDecomposition(_Patches):
         return y
 
 
+class CropPadDecomposition:
+    """``F.pad(x, pad)`` in mode ``"constant"`` with negative pads (a crop on that side; RWKV's
+    token shift ``nn.ZeroPad2d((0, 0, 1, -1))``: one row of zeros in front, the last row cut),
+    read as what it is, a slice then a padding of what is left::
+
+        F.pad(x, (l, r, …)) = F.pad(x[…, max(−l, 0) : n − max(−r, 0)], (max(l, 0), max(r, 0), …))
+
+    :class:`~nrm.layers.shape.Index` (a slice) and :class:`~nrm.layers.constants.Pad` (or nothing
+    where every remaining pad is 0). Both copy values: the result is torch's own, bitwise
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise). Applies only where a pad is negative on
+    a per-sample dimension; other modes and the batch dimension stay the kinds' (refused by name)."""
+
+    @staticmethod
+    def _parts(args: tuple, kwargs: dict):
+        try:
+            a = _pad_arguments(*args, **kwargs)
+        except TypeError:
+            return None
+        x, pads = a["input"], a["pad"]
+        if a["mode"] != "constant" or not isinstance(x, torch.Tensor):
+            return None
+        try:
+            pads = [int(p) for p in pads]
+        except (TypeError, ValueError):
+            return None
+        if len(pads) % 2 or not any(p < 0 for p in pads) or len(pads) // 2 >= x.dim():
+            return None  # no crop, or the batch dimension touched: the kinds say why
+        return x, pads, a["value"]
+
+    def applies(self, args: tuple, kwargs: dict, derived) -> bool:
+        parts = self._parts(args, kwargs)
+        return parts is not None and bool(derived(parts[0]))
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        x, pads, value = self._parts(args, kwargs)
+        with torch._C.DisableTorchFunction():
+            theirs = F.pad(*args, **kwargs)
+        key = [slice(None)] * x.dim()
+        for i in range(len(pads) // 2):
+            d, (left, right) = x.dim() - 1 - i, (pads[2 * i], pads[2 * i + 1])
+            key[d] = slice(max(-left, 0), x.shape[d] - max(-right, 0))
+        rest = [max(p, 0) for p in pads]
+        ours = x[tuple(key)]
+        if any(rest):
+            ours = F.pad(ours, rest, mode="constant", value=value)
+        with torch._C.DisableTorchFunction():
+            same = same_values(ours, theirs)
+        if not same:
+            raise CaptureMismatchError("F.pad with a negative pad read as a slice then a padding does not reproduce "
+                                       "it bitwise; nrm cannot read it faithfully")
+        return ours
+
+
+def _pad_arguments(input, pad, mode="constant", value=None) -> dict:
+    return dict(input=input, pad=pad, mode=mode, value=value)
+
+
 class Refused:
     """A fused function nrm cannot read, refused with its reason (the capture lists it among the
     unsupported operations)."""
@@ -2311,6 +2373,7 @@ DECOMPOSED_FUNCTIONS = {
     **{f: VectorNormDecomposition(f) for f in _NORM},
     F.instance_norm: RunningInstanceNormDecomposition(),
     F.unfold: UnfoldDecomposition(),
+    F.pad: CropPadDecomposition(),
     F.fold: FoldDecomposition(),
     **{f: MaxOverDimsDecomposition(f) for f in (torch.amax, torch.Tensor.amax, F.adaptive_max_pool1d,
                                                  F.adaptive_max_pool2d)},
