@@ -206,15 +206,21 @@ STATE_SPACE = {
         expand=2)),
     "falcon_mamba": lambda: transformers.FalconMambaForCausalLM(transformers.FalconMambaConfig(
         vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, intermediate_size=32, use_mambapy=False)),
+    "rwkv": lambda: transformers.RwkvForCausalLM(transformers.RwkvConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16, intermediate_size=24,
+        context_length=16)),
 }
 
 
 @pytest.mark.parametrize("name", list(STATE_SPACE))
-def test_mamba2_and_falcon_mamba_are_read_under_the_uniform_split(name):
+def test_state_space_and_recurrent_lms_are_read_under_the_uniform_split(name):
     """Mamba-2's chunked scan (``torch_forward``: ``clamp(dt, 0, inf)``, ``repeat_interleave(…,
-    output_size=)``, ``exp`` of a −∞-masked segment sum, all read since 2026-12-07) and
-    FalconMamba's (Mamba's with RMS-normalized B, C, Δ): every map reproduces the model's values,
-    f is the logit, L1 ≤ 1e-12 at every layer."""
+    output_size=)``, ``exp`` of a −∞-masked segment sum), FalconMamba's (Mamba's with
+    RMS-normalized B, C, Δ) and RWKV-4's CPU recurrence (its token shift ``ZeroPad2d((0, 0, 1,
+    −1))``, a crop; its state kept in float32 inside the float64 model, combined by ±, maximum
+    and division, widened), all read since 2026-12-07, each a product of activations under the
+    uniform split: every map reproduces the model's values, f is the logit, L1 ≤ 1e-12 at every
+    layer."""
     torch.manual_seed(0)
     inner = STATE_SPACE[name]().to(D).eval()
     ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(0))

@@ -200,3 +200,73 @@ def test_a_product_of_a_float64_and_a_float32_factor_is_read_widened():
 def test_the_mixed_dtype_block_equals_the_explicit_reference_and_the_exact_oracle():
     model, x = _seeded(Block()), _x(1)
     _agree_widened(model, x, target=2)
+
+
+class FloatState(nn.Module):
+    """RWKV's CPU recurrence inside a float64 model: a state kept in float32 (``.float()`` of the
+    keys), combined with float64 values by a − b, a + b, maximum(a, b) and a / b, which torch
+    promotes to float64 (refused before 2026-12-07, "operands of one dtype")."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.k, self.v, self.head, self.how = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2), how
+
+    def forward(self, x):  # (B, 3, 4)
+        key = self.k(x).float()  # float32
+        value = torch.relu(self.v(x)) + 1.0  # float64
+        if self.how == "sub":
+            h = value - torch.relu(key)
+        elif self.how == "add":
+            h = torch.relu(key) + value
+        elif self.how == "maximum":
+            h = torch.maximum(key, value - 1.0)
+        else:
+            h = value / (torch.relu(key) + 1.0)
+        return self.head(h.sum(1))
+
+
+@pytest.mark.parametrize("how", ["sub", "add", "maximum", "div"])
+def test_a_float32_state_combined_with_float64_values_is_read_widened(how):
+    """The float32 operand widened by .to (exact, what torch's promotion does): f the model's,
+    L1 ≤ 1e-12, the engine the explicit reference's and the oracle's (division: under the uniform
+    split of its product)."""
+    from nrm.layers.products import Multiply
+
+    model, x = _seeded(FloatState(how)), _x(1)
+    if how == "div":
+        nrm.layers.register(Multiply(split="equal"))
+    try:
+        m = _agree_widened(model, x, target=1)
+    finally:
+        nrm.layers.register(Multiply())
+    with torch.no_grad():
+        assert torch.equal(m.f, model(x)[:, 1])
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    assert any(c.kind is not None and c.kind.name == "Same" and c.in_dtypes != [c.output.dtype]
+               for c in capture(model, x).calls)
+
+
+class WritesFloat32(nn.Module):
+    """A float64 activation written into a float32 buffer (``t[i] = v`` casts to t's dtype), then
+    read back widened: RWKV's float32 state written by a float64 model."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(4, 4), nn.Linear(6, 2)
+
+    def forward(self, x):  # (B, 4)
+        h = torch.relu(self.fc(x))
+        state = torch.zeros(x.shape[0], 6, dtype=torch.float32)
+        state[:, 1:5] = h
+        return self.head(state.to(x.dtype))
+
+
+def test_a_write_that_casts_to_the_buffers_dtype_is_read():
+    """The write's reading (an index map over t's and v's neurons, v cast to t's dtype as torch
+    casts it) is torch's value bitwise: f the model's, L1 ≤ 1e-12, the engine the explicit
+    reference's and the oracle's."""
+    model, x = _seeded(WritesFloat32()), _x(1)[:, 0]
+    m = _agree_widened(model, x, target=1)
+    with torch.no_grad():
+        assert torch.equal(m.f, model(x)[:, 1])
+    assert float(laws.normalization(m).deviation) <= 1e-12

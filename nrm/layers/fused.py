@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .elementwise import mixed_precision
 from .gat import GATDecomposition, GATv2Decomposition
 from .linear import pair
 from .recurrent import (
@@ -1020,6 +1021,17 @@ class _TwoDerived:
         return None
 
     @staticmethod
+    def widened(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """a and b in their promoted dtype, the narrower floating operand widened by ``.to`` (exact;
+        recorded as :class:`~nrm.layers.elementwise.Same`): what torch's type promotion does
+        inside a ± b, a / b, maximum(a, b) of a float32 and a float64 operand (RWKV's state, kept
+        in float32 inside a float64 model)."""
+        if a.dtype == b.dtype:
+            return a, b
+        d = torch.promote_types(a.dtype, b.dtype)
+        return (a if a.dtype == d else a.to(d)), (b if b.dtype == d else b.to(d))
+
+    @staticmethod
     def broadcast(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """``t`` expanded to ``shape`` (recorded as :class:`~nrm.layers.constants.Expand`), or
         ``t`` itself when it has that shape."""
@@ -1139,18 +1151,19 @@ class SumDecomposition(_TwoDerived):
         a, b = self.operands(args, kwargs)
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
             return None
-        if a.dtype != b.dtype:
-            return f"combines {a.dtype} and {b.dtype}; nrm reads operands of one dtype"
+        if a.dtype != b.dtype and not mixed_precision(a.dtype, b.dtype):
+            return f"combines {a.dtype} and {b.dtype}; nrm reads operands of one dtype, or two floating ones (widened)"
         return self._shapes(a, b)
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         from ..errors import CaptureMismatchError
 
-        a, b = self.operands(args, kwargs)
+        a0, b0 = self.operands(args, kwargs)
+        a, b = self.widened(a0, b0)
         shape = torch.broadcast_shapes(a.shape, b.shape)
         out = self.broadcast(a, shape) + self.broadcast(torch.neg(b) if self.subtract else b, shape)
         with torch._C.DisableTorchFunction():
-            theirs = a - b if self.subtract else a + b
+            theirs = a0 - b0 if self.subtract else a0 + b0
             same = same_values(out, theirs)
         if not same:
             raise CaptureMismatchError(f"the decomposition of a {'−' if self.subtract else '+'} b does not reproduce "
@@ -1183,17 +1196,18 @@ class DivisionDecomposition(_TwoDerived):
         a, b = self.operands(args, kwargs)
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
             return None
-        if a.dtype != b.dtype or not a.is_floating_point():
-            return f"divides {a.dtype} by {b.dtype}; nrm reads floating operands of one dtype"
+        if not (a.dtype == b.dtype and a.is_floating_point() or mixed_precision(a.dtype, b.dtype)):
+            return f"divides {a.dtype} by {b.dtype}; nrm reads floating operands (of one dtype, or two: widened)"
         return self._shapes(a, b)
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         from ..errors import CaptureMismatchError
 
-        a, b = self.operands(args, kwargs)
+        a0, b0 = self.operands(args, kwargs)
+        a, b = self.widened(a0, b0)
         out = a * torch.reciprocal(b)
         with torch._C.DisableTorchFunction():
-            same = within_ulp(out, a / b)
+            same = within_ulp(out, a0 / b0)
         if not same:
             raise CaptureMismatchError("the decomposition of a / b as a · (1/b) does not reproduce it within 10³ ulp; "
                                        "nrm cannot read it faithfully")
@@ -2189,8 +2203,8 @@ class ElementwiseMaxDecomposition(_TwoDerived):
         if "out" in kwargs or len(args) > 2:
             return "writes into out=; nrm reads max(a, b) / min(a, b)"
         a, b = self.operands(args, kwargs)
-        if a.dtype != b.dtype or not a.is_floating_point():
-            return f"compares {a.dtype} with {b.dtype}; nrm reads floating operands of one dtype"
+        if not (a.dtype == b.dtype and a.is_floating_point() or mixed_precision(a.dtype, b.dtype)):
+            return f"compares {a.dtype} with {b.dtype}; nrm reads floating operands (of one dtype, or two: widened)"
         try:  # a constant may broadcast into the other operand's shape (a floor, a per-channel bound)
             shape = torch.broadcast_shapes(a.shape, b.shape)
         except RuntimeError:
@@ -2202,7 +2216,8 @@ class ElementwiseMaxDecomposition(_TwoDerived):
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         from ..errors import CaptureMismatchError
 
-        a, b = self.operands(args, kwargs)
+        a0, b0 = self.operands(args, kwargs)
+        a, b = _TwoDerived.widened(a0, b0)
         shape = torch.broadcast_shapes(a.shape, b.shape)
         pair = [self.broadcast(a, shape), self.broadcast(b, shape)]
         if self.minimum:
@@ -2210,7 +2225,7 @@ class ElementwiseMaxDecomposition(_TwoDerived):
         else:
             y = torch.amax(torch.stack(pair, -1), -1)
         with torch._C.DisableTorchFunction():
-            theirs = (torch.minimum if self.minimum else torch.maximum)(a, b)
+            theirs = (torch.minimum if self.minimum else torch.maximum)(a0, b0)
             same = same_values(y, theirs)
         if not same:
             raise CaptureMismatchError(f"the elementwise {'minimum' if self.minimum else 'maximum'} read as a max "
