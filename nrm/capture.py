@@ -54,7 +54,7 @@ from .errors import (
 )
 from .layers import REGISTRY, base_name
 from .layers.constants import masked
-from .layers.elementwise import FLOATING
+from .layers.elementwise import FLOATING, mixed_precision
 from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of, same_values, within_ulp
 from .layers.one_sample import ONE_SAMPLE
 from .layers.shape import Permute
@@ -707,6 +707,8 @@ class _Recorder(TorchFunctionMode):
                 self._fail(error)
         with self:  # recorded: the value t holds after the write, out of place
             batch = target.shape[0]
+            if v.dtype != target.dtype and mixed_precision(v.dtype, target.dtype):
+                v = v.to(target.dtype)  # the write casts to t's dtype (RWKV's float32 state, a float64 model)
             packed = torch.cat([old.reshape(batch, -1), v.reshape(batch, -1)], 1)
             new = packed.index_select(1, route).reshape(target.shape)
         self._copy_on_write(target)  # the records sharing t's storage keep their values

@@ -255,16 +255,17 @@ class WritesFloat32(nn.Module):
         self.fc, self.head = nn.Linear(4, 4), nn.Linear(6, 2)
 
     def forward(self, x):  # (B, 4)
-        h = torch.relu(self.fc(x))
-        state = torch.zeros(x.shape[0], 6, dtype=torch.float32)
-        state[:, 1:5] = h
-        return self.head(state.to(x.dtype))
+        h = torch.relu(self.fc(x)) + 0.1234567891234  # not a float32 number
+        state = torch.zeros(x.shape[0], 4, 2, dtype=torch.float32)  # RWKV's (batch, hidden, layers)
+        state[:, :, 1] = h  # a column: torch casts h to float32 as it writes
+        return self.head(state.to(x.dtype).flatten(1)[:, 2:])
 
 
 def test_a_write_that_casts_to_the_buffers_dtype_is_read():
-    """The write's reading (an index map over t's and v's neurons, v cast to t's dtype as torch
-    casts it) is torch's value bitwise: f the model's, L1 ≤ 1e-12, the engine the explicit
-    reference's and the oracle's."""
+    """The write is read as v cast to t's dtype (``.to``, recorded: Same) then the index map over
+    t's and v's neurons, torch's value bitwise (a capture mismatch before 2026-12-07: the
+    reading kept v in float64); f the model's, L1 ≤ 1e-12, the engine the explicit reference's
+    and the oracle's."""
     model, x = _seeded(WritesFloat32()), _x(1)[:, 0]
     m = _agree_widened(model, x, target=1)
     with torch.no_grad():
