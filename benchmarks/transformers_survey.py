@@ -91,6 +91,34 @@ def _families() -> dict:
         "persimmon": lambda: T.PersimmonForCausalLM(T.PersimmonConfig(**COMMON)),
         "mamba": lambda: T.MambaForCausalLM(T.MambaConfig(
             vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, intermediate_size=32)),
+        # added 2026-12-07 (a stranger's sweep of families no test named)
+        "biogpt": lambda: T.BioGptForCausalLM(T.BioGptConfig(**COMMON)),
+        "big_bird": lambda: T.BigBirdForSequenceClassification(T.BigBirdConfig(**COMMON,
+                                                                                attention_type="original_full")),
+        "deberta": lambda: T.DebertaForSequenceClassification(T.DebertaConfig(**COMMON)),
+        "mpnet": lambda: T.MPNetForSequenceClassification(T.MPNetConfig(**COMMON)),
+        "layoutlm": lambda: T.LayoutLMForSequenceClassification(T.LayoutLMConfig(**COMMON)),
+        "roformer": lambda: T.RoFormerForSequenceClassification(T.RoFormerConfig(**COMMON)),
+        "esm": lambda: T.EsmForSequenceClassification(T.EsmConfig(**COMMON, pad_token_id=1)),
+        "gemma3_text": lambda: T.Gemma3ForCausalLM(T.Gemma3TextConfig(**GQA, head_dim=8)),
+        "falcon_mamba": lambda: T.FalconMambaForCausalLM(T.FalconMambaConfig(
+            vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, intermediate_size=32,
+            use_mambapy=False)),
+        "mamba2": lambda: T.Mamba2ForCausalLM(T.Mamba2Config(
+            vocab_size=50, hidden_size=16, state_size=4, num_hidden_layers=2, num_heads=4, head_dim=8, n_groups=1,
+            expand=2)),
+        "rwkv": lambda: T.RwkvForCausalLM(T.RwkvConfig(
+            vocab_size=50, hidden_size=16, num_hidden_layers=2, attention_hidden_size=16, intermediate_size=24,
+            context_length=16)),
+        "nystromformer": lambda: T.NystromformerForSequenceClassification(T.NystromformerConfig(
+            **COMMON, num_landmarks=2, segment_means_seq_len=6)),
+        "mixtral": lambda: T.MixtralForCausalLM(T.MixtralConfig(**GQA, num_local_experts=4, num_experts_per_tok=2)),
+        "qwen2_moe": lambda: T.Qwen2MoeForCausalLM(T.Qwen2MoeConfig(
+            **GQA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=8, shared_expert_intermediate_size=8)),
+        "olmoe": lambda: T.OlmoeForCausalLM(T.OlmoeConfig(**COMMON, num_experts=4, num_experts_per_tok=2)),
+        "jamba": lambda: T.JambaForCausalLM(T.JambaConfig(
+            **GQA, num_experts=2, expert_layer_period=2, attn_layer_period=2, attn_layer_offset=1, mamba_d_state=4,
+            mamba_expand=2, use_mamba_kernels=False)),
     }
 
 

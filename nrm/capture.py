@@ -360,6 +360,7 @@ class _Recorder(TorchFunctionMode):
         self.module_outputs: dict[str, Value] = {}
         self.module_calls: list[str] = []  # names of the module calls, in the order they returned
         self.constants: dict[int, tuple[str, torch.Tensor, int]] = {}
+        self.constants_by_storage: dict[int, list[torch.Tensor]] = {}  # the constants read, by storage
         self.naming = _Names(model)
         self.leaf = 0  # depth inside a module captured whole
         self.failed: tuple[nn.Module, str] | None = None  # the innermost module in which forward() raised
@@ -786,6 +787,29 @@ class _Recorder(TorchFunctionMode):
                 call.outputs[i] = t.clone()  # a storage of its own, which nothing else writes
         if self.input is not None and self.input.untyped_storage().data_ptr() == storage:
             self.input = self.input.clone()
+        self._keep_constants(storage)
+
+    def _keep_constants(self, storage: int) -> None:
+        """Before a write into ``storage``, the constants that recorded calls read from it (a
+        cache's state, read by one step of a recurrence and written by the next: RWKV's) keep the
+        values those calls read: a copy takes their place in the calls' arguments."""
+        read = self.constants_by_storage.pop(storage, ())
+        kept = {}
+        for t in read:
+            name, _, version = self.constants.get(id(t), (None, None, None))
+            if name is None or t._version != version:
+                continue  # already changed: the staleness check names it
+            with torch._C.DisableTorchFunction():
+                copy = t.detach().clone()
+            kept[id(t)] = copy
+            del self.constants[id(t)]  # a later read of t is a constant of its own, as it is then
+            self.constants[id(copy)] = (name, copy, copy._version)
+        if kept:
+            def swap(v):
+                return kept.get(id(v), v) if isinstance(v, torch.Tensor) else v
+
+            for call in self.calls:
+                call.args, call.kwargs = _map(call.args, swap), _map(call.kwargs, swap)
 
     def _record(self, func, args, kwargs, kind, out, frame, *, whole: bool = False, target=None,
                 before: torch.Tensor | None = None) -> None:
@@ -805,6 +829,7 @@ class _Recorder(TorchFunctionMode):
                 t = before  # (Swin's mask filled in place, the zeros a PyG scatter adds into)
             if id(t) not in self.constants:
                 self.constants[id(t)] = (_ConstantName(self.naming, t, frame), t, t._version)
+                self.constants_by_storage.setdefault(t.untyped_storage().data_ptr(), []).append(t)
             return t
 
         args, kwargs = _map(args, placeholder), (_map(kwargs, placeholder) if kwargs else {})

@@ -238,6 +238,28 @@ def test_state_space_and_recurrent_lms_are_read_under_the_uniform_split(name):
     assert float(laws.normalization(m).deviation) <= 1e-12
 
 
+def test_rwkv_with_its_cache_is_read():
+    """RWKV's forward with its cache (transformers' default): each block reads its float32 state
+    slice (a constant), then writes the new state into it in place; the reads keep the values they
+    read (a capture mismatch before 2026-12-07), the float64 writes are cast to the state's float32
+    as torch casts them. Under the uniform split: f the logit, L1 ≤ 1e-12 at every layer."""
+    torch.manual_seed(0)
+    inner = STATE_SPACE["rwkv"]().to(D).eval()
+    ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        e = inner.get_input_embeddings()(ids).detach()
+    model = Logits(inner).eval()
+    nrm.layers.register(Multiply(split="equal"))
+    try:
+        m = nrm.explain(model, e, target=1, check="full")
+    finally:
+        nrm.layers.register(Multiply())
+    with torch.no_grad():
+        f = float(model(e)[0, 1])
+    assert abs(float(m.f[0]) - f) <= 1e-12 * max(1.0, abs(f))
+    assert float(laws.normalization(m).deviation) <= 1e-12
+
+
 def test_mamba_under_the_default_split_says_how_to_choose():
     model, e = _mamba()
     with pytest.raises(AmbiguousProductError, match="split='equal'"):

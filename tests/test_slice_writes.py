@@ -236,3 +236,50 @@ def test_what_is_not_a_per_sample_index_map_is_refused_by_name(write, error, wor
         with pytest.raises(error, match=words):
             nrm.explain(model, x, target=0)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+class CacheStep(nn.Module):
+    """A recurrence's cache (RWKV's state): a constant tensor read by one step (``h − state``), then
+    written with the step's value (``state[:] = h``) and read again: the first read keeps the
+    value it read (``twin=True``: the same computation written out of place)."""
+
+    def __init__(self, twin: bool = False):
+        super().__init__()
+        self.a, self.b, self.head, self.twin = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2), twin
+
+    def forward(self, x):
+        state = torch.full((x.shape[0], 4), 0.5, dtype=x.dtype)
+        h = torch.relu(self.a(x))
+        y = h - state
+        if self.twin:
+            state = h.clone()
+        else:
+            state[:, :] = h
+        return self.head(torch.relu(self.b(y)) + state)
+
+
+@pytest.mark.parametrize("rules", RULES, ids=["lrp0", "eps", "gamma", "EpsilonGammaFlat"])
+def test_a_constant_read_then_written_in_place_keeps_the_value_it_was_read_with(rules):
+    """The capture gives the first read a copy of the constant before the write (it was a map
+    mismatch before 2026-12-07, "max |W a + b − z| = …", or a stale measure without the check):
+    f the model's, every map checked, L1 at every layer (the write's layers are a cut only with
+    what bypasses them), the engine the explicit reference's."""
+    x = _x(1, 3)
+    model = seeded(CacheStep())
+    m = nrm.explain(model, x, target=1, rules=rules, check="full")
+    with torch.no_grad():
+        assert torch.equal(m.f, model(x)[:, 1])
+    for name in m.layers:
+        total = m.marginal(name).flatten(1).sum(1) + m.absorbed(name) + m.bypassing(name)
+        assert float((total - 1).abs().max()) <= 1e-12, name
+    ref = reference_lrp(model, x, 1, rules)
+    torch.testing.assert_close(m.marginal("input"), ref.marginal("input"), rtol=1e-12, atol=1e-13)
+
+
+def test_under_lrp0_the_cache_step_is_its_out_of_place_twin():
+    """Under LRP-0 (no rule on the write's placement of the new value) the measure at the input
+    is the twin's that writes ``state = h.clone()``."""
+    x = _x(1, 3)
+    m = nrm.explain(seeded(CacheStep()), x, target=1, rules=nrm.rules.Zero())
+    w = nrm.explain(seeded(CacheStep(twin=True)), x, target=1, rules=nrm.rules.Zero())
+    torch.testing.assert_close(m.marginal("input"), w.marginal("input"), rtol=1e-12, atol=1e-13)
