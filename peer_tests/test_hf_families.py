@@ -159,6 +159,30 @@ def test_the_family_in_float64_is_read_as_transformers_writes_it(name):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def _read_under(split: str, model, e) -> nrm.Measure:
+    """Explained with products split ``split`` (nrm's default kind again after): every map checked,
+    f the logit at 1, L1 ≤ 1e-12 at every layer, the input marginal finite."""
+    nrm.layers.register(Multiply(split=split))
+    try:
+        m = nrm.explain(model, e, target=1, check="full")
+    finally:
+        nrm.layers.register(Multiply())
+    with torch.no_grad():
+        f = float(model(e)[0, 1])
+    assert abs(float(m.f[0]) - f) <= 1e-12 * max(1.0, abs(f))
+    assert float(laws.normalization(m).deviation) <= 1e-12
+    assert torch.isfinite(m.marginal("input")).all()
+    return m
+
+
+def _state_space(name: str, wrap):
+    torch.manual_seed(0)
+    inner = STATE_SPACE[name]().to(D).eval()
+    ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return wrap(inner).eval(), inner.get_input_embeddings()(ids).detach()
+
+
 def _mamba():
     torch.manual_seed(0)
     model = transformers.MambaForCausalLM(transformers.MambaConfig(
@@ -175,17 +199,7 @@ def test_mamba_is_read_under_a_split_of_its_products(split):
     (``EnlargedByConstantDecomposition``; refused by name before 2026-12-07), its scan multiplies
     Δ, B and the signal, none a gate: under AttnLRP's uniform split or the proportional one,
     every map reproduces the model's values, f is the logit, L1 ≤ 1e-12 at every layer."""
-    model, e = _mamba()
-    nrm.layers.register(Multiply(split=split))
-    try:
-        m = nrm.explain(model, e, target=1, check="full")
-    finally:
-        nrm.layers.register(Multiply())
-    with torch.no_grad():
-        f = float(model(e)[0, 1])
-    assert abs(float(m.f[0]) - f) <= 1e-12 * max(1.0, abs(f))
-    assert float(laws.normalization(m).deviation) <= 1e-12
-    assert torch.isfinite(m.marginal("input")).all()
+    _read_under(split, *_mamba())
 
 
 class NoCache(torch.nn.Module):
@@ -221,21 +235,7 @@ def test_state_space_and_recurrent_lms_are_read_under_the_uniform_split(name):
     and division, widened), all read since 2026-12-07, each a product of activations under the
     uniform split: every map reproduces the model's values, f is the logit, L1 ≤ 1e-12 at every
     layer."""
-    torch.manual_seed(0)
-    inner = STATE_SPACE[name]().to(D).eval()
-    ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        e = inner.get_input_embeddings()(ids).detach()
-    model = NoCache(inner).eval()
-    nrm.layers.register(Multiply(split="equal"))
-    try:
-        m = nrm.explain(model, e, target=1, check="full")
-    finally:
-        nrm.layers.register(Multiply())
-    with torch.no_grad():
-        f = float(model(e)[0, 1])
-    assert abs(float(m.f[0]) - f) <= 1e-12 * max(1.0, abs(f))
-    assert float(laws.normalization(m).deviation) <= 1e-12
+    _read_under("equal", *_state_space(name, NoCache))
 
 
 def test_rwkv_with_its_cache_is_read():
@@ -243,21 +243,7 @@ def test_rwkv_with_its_cache_is_read():
     slice (a constant), then writes the new state into it in place; the reads keep the values they
     read (a capture mismatch before 2026-12-07), the float64 writes are cast to the state's float32
     as torch casts them. Under the uniform split: f the logit, L1 ≤ 1e-12 at every layer."""
-    torch.manual_seed(0)
-    inner = STATE_SPACE["rwkv"]().to(D).eval()
-    ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        e = inner.get_input_embeddings()(ids).detach()
-    model = Logits(inner).eval()
-    nrm.layers.register(Multiply(split="equal"))
-    try:
-        m = nrm.explain(model, e, target=1, check="full")
-    finally:
-        nrm.layers.register(Multiply())
-    with torch.no_grad():
-        f = float(model(e)[0, 1])
-    assert abs(float(m.f[0]) - f) <= 1e-12 * max(1.0, abs(f))
-    assert float(laws.normalization(m).deviation) <= 1e-12
+    _read_under("equal", *_state_space("rwkv", Logits))
 
 
 def test_mamba_under_the_default_split_says_how_to_choose():

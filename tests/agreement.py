@@ -3,6 +3,7 @@ kind's tests make (NRM-SPEC "exact first"), written once."""
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 
 import numpy as np
@@ -86,3 +87,16 @@ def twin_and_oracle(model, twin, x, target, rules=None) -> nrm.Measure:
     exact, bottom = ExactGraph(model, x, rules).marginals(target)
     compare_layers(m, exact, bottom, NoReference())
     return m
+
+
+@contextlib.contextmanager
+def product_split(**kwargs):
+    """Products of activations read with ``Multiply(**kwargs)`` inside (``split="equal"``: AttnLRP's
+    uniform rule), nrm's default kind again after."""
+    from nrm.layers.products import Multiply
+
+    nrm.layers.register(Multiply(**kwargs))
+    try:
+        yield
+    finally:
+        nrm.layers.register(Multiply())

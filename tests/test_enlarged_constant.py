@@ -12,18 +12,16 @@ split, equal to the oracle, and its default split says how to choose."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import pytest
 import torch
-from agreement import NoReference, compare_layers, held_laws, seeded
+from agreement import NoReference, compare_layers, held_laws, product_split, seeded
 from torch import nn
 
 import nrm
 import nrm.layers.fused as fused
 from nrm.errors import AmbiguousProductError, CaptureMismatchError, UnsupportedOperationError
-from nrm.layers.products import Multiply
 from nrm_verify.references.exact_dag import ExactGraph
 
 D = torch.float64
@@ -43,16 +41,6 @@ FORMS = {
 
 def _x(*shape, seed=0):
     return torch.randn(shape, dtype=D, generator=torch.Generator().manual_seed(seed))
-
-
-@contextlib.contextmanager
-def product_split(**kwargs):
-    """Products read with ``Multiply(**kwargs)`` inside, the default kind after."""
-    nrm.layers.register(Multiply(**kwargs))
-    try:
-        yield
-    finally:
-        nrm.layers.register(Multiply())
 
 
 class Spread(nn.Module):

@@ -9,17 +9,14 @@ is torch's within 10³ ulp, else a capture mismatch; rounding modes stay refused
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
-from agreement import NoReference, compare_layers, seeded
+from agreement import NoReference, compare_layers, product_split, seeded
 from torch import nn
 
 import nrm
 import nrm.layers.fused as fused
 from nrm.errors import AmbiguousProductError, CaptureMismatchError, ShapeError, UnsupportedOperationError
-from nrm.layers.products import Multiply
 from nrm_verify.references.exact_dag import ExactGraph
 
 D = torch.float64
@@ -27,15 +24,6 @@ D = torch.float64
 
 def _x(*shape, seed=0):
     return torch.randn(shape, dtype=D, generator=torch.Generator().manual_seed(seed))
-
-
-@contextlib.contextmanager
-def product_split(**kwargs):
-    nrm.layers.register(Multiply(**kwargs))
-    try:
-        yield
-    finally:
-        nrm.layers.register(Multiply())
 
 
 class Divides(nn.Module):

@@ -15,7 +15,7 @@ import copy
 
 import pytest
 import torch
-from agreement import NoReference, compare_layers, seeded
+from agreement import NoReference, compare_layers, product_split, seeded
 from torch import nn
 
 import nrm
@@ -130,17 +130,12 @@ class SegmentDecay(nn.Module):
 
 @pytest.mark.parametrize("rules", RULES, ids=["lrp0", "eps"])
 def test_exp_of_a_masked_segment_sum_agrees_with_the_exact_oracle(rules):
-    from nrm.layers.products import Multiply
-
-    nrm.layers.register(Multiply(split="equal"))
-    try:
+    with product_split(split="equal"):
         model, x = seeded(SegmentDecay(), scale=0.5), _x(1, 4, 3)
         m = _oracle(model, x, rules)
         exp = [c for c in nrm.capture(model, x).calls if c.kind is not None and c.kind.name == "Exp"]
         assert len(exp) == 1 and bool((exp[0].outputs[0] == 0).any())  # the masked triangle: 0, as torch's
         assert torch.isfinite(m.marginal("input")).all()
-    finally:
-        nrm.layers.register(Multiply())
 
 
 def test_a_masked_value_read_by_another_function_stays_refused():

@@ -13,7 +13,7 @@ import copy
 
 import pytest
 import torch
-from agreement import compare_layers
+from agreement import compare_layers, product_split
 from torch import nn
 
 import nrm
@@ -230,15 +230,9 @@ def test_a_float32_state_combined_with_float64_values_is_read_widened(how):
     """The float32 operand widened by .to (exact, what torch's promotion does): f the model's,
     L1 ≤ 1e-12, the engine the explicit reference's and the oracle's (division: under the uniform
     split of its product)."""
-    from nrm.layers.products import Multiply
-
     model, x = _seeded(FloatState(how)), _x(1)
-    if how == "div":
-        nrm.layers.register(Multiply(split="equal"))
-    try:
+    with product_split(split="equal" if how == "div" else "signal"):
         m = _agree_widened(model, x, target=1)
-    finally:
-        nrm.layers.register(Multiply())
     with torch.no_grad():
         assert torch.equal(m.f, model(x)[:, 1])
     assert float(laws.normalization(m).deviation) <= 1e-12

@@ -11,13 +11,13 @@ batch invariance); masked positions take exactly nothing; what cannot be read is
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from agreement import agree, held_laws
+from agreement import product_split as split
 from torch import nn
 
 import nrm
@@ -29,15 +29,6 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 D = torch.float64
 T, E, H, HKV = 3, 4, 2, 1
 DH = E // H
-
-
-@contextlib.contextmanager
-def split(**kwargs):
-    nrm.layers.register(Multiply(**kwargs))
-    try:
-        yield
-    finally:
-        nrm.layers.register(Multiply())
 
 
 def rotate_half(x):

@@ -1231,7 +1231,7 @@ class InPlaceDivisionDecomposition(DivisionDecomposition):
 
         a, b = self.operands(args, kwargs)
         with torch._C.DisableTorchFunction():
-            theirs = a / b
+            theirs = a.clone().div_(b)  # in a's dtype, as torch divides in place
         a.mul_(torch.reciprocal(b))
         with torch._C.DisableTorchFunction():
             same = within_ulp(a, theirs)
