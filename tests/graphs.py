@@ -103,6 +103,27 @@ def builders():
     }
 
 
+def more_builders():
+    """PyG layers read by the same kinds with no layer-specific code (checked 2026-12-07, a
+    stranger's sweep; tests/test_gnn_more_convs.py), name → (model, keyword arguments, whether L9,
+    LRP-0 = gradient × input, applies: a piecewise linear model without a zero pre-activation that
+    passes gradient)."""
+    return {
+        "cheb": (Net(gnn.ChebConv(F_IN, HIDDEN, K=2), gnn.ChebConv(HIDDEN, OUT, K=2)), (), True),
+        "sg": (Net(gnn.SGConv(F_IN, HIDDEN, K=2), gnn.SGConv(HIDDEN, OUT, K=2)), (), True),
+        "tag": (Net(gnn.TAGConv(F_IN, HIDDEN, K=2), gnn.TAGConv(HIDDEN, OUT, K=2)), (), True),
+        "arma": (Net(gnn.ARMAConv(F_IN, HIDDEN), gnn.ARMAConv(HIDDEN, OUT)), (), True),
+        "le": (Net(gnn.LEConv(F_IN, HIDDEN), gnn.LEConv(HIDDEN, OUT)), (), True),
+        "cluster_gcn": (Net(gnn.ClusterGCNConv(F_IN, HIDDEN), gnn.ClusterGCNConv(HIDDEN, OUT)), (), True),
+        # the isolated node's max over no messages is 0 with a gradient through it: L9 not applicable
+        "edge_conv": (Net(gnn.EdgeConv(mlp(2 * F_IN, HIDDEN)), gnn.EdgeConv(mlp(2 * HIDDEN, OUT))), (), False),
+        "appnp": (Net(gnn.APPNP(K=2, alpha=0.1), gnn.APPNP(K=2, alpha=0.1)), (), True),
+        "ssg": (Net(gnn.SSGConv(F_IN, HIDDEN, alpha=0.1, K=2), gnn.SSGConv(HIDDEN, OUT, alpha=0.1, K=2)), (), True),
+        # gated: h_i' = W1 h_i + Σ_j σ(W3 h_i + W4 h_j) ⊙ W2 h_j, the sigmoid a gate (takes nothing)
+        "res_gated": (Net(gnn.ResGatedGraphConv(F_IN, HIDDEN), gnn.ResGatedGraphConv(HIDDEN, OUT)), (), False),
+    }
+
+
 def gat_builders():
     """Graph attention models (tests/test_gat.py), name → (model, keyword arguments): heads
     concatenated and averaged, with and without self-loops, edge weights and edge features as
@@ -124,7 +145,8 @@ def gat_builders():
 
 def case(name: str, seed: int = 0):
     """(the float64 model in eval mode, the graph, its keyword arguments)."""
-    model, keys = {**builders(), **gat_builders()}[name]
+    more = {k: v[:2] for k, v in more_builders().items()}
+    model, keys = {**builders(), **gat_builders(), **more}[name]
     model = seeded(model, seed + 11)
     for m in model.modules():  # GIN's ε: a value other than its initial 0
         if isinstance(getattr(m, "eps", None), torch.Tensor):
