@@ -1032,6 +1032,11 @@ class _TwoDerived:
         return (a if a.dtype == d else a.to(d)), (b if b.dtype == d else b.to(d))
 
     @staticmethod
+    def floating(a: torch.Tensor, b: torch.Tensor) -> bool:
+        """Whether a and b are floating, of one dtype or of two that :meth:`widened` promotes."""
+        return a.dtype == b.dtype and a.is_floating_point() or mixed_precision(a.dtype, b.dtype)
+
+    @staticmethod
     def broadcast(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """``t`` expanded to ``shape`` (recorded as :class:`~nrm.layers.constants.Expand`), or
         ``t`` itself when it has that shape."""
@@ -1104,7 +1109,8 @@ class EnlargedByConstantDecomposition:
 class _FirstThatApplies:
     """One function, several readings by what its operands are: the first decomposition whose
     :meth:`applies` holds (a decomposition of two input-derived operands, then one with a
-    constant that enlarges the input-derived one)."""
+    constant that enlarges the input-derived one). :meth:`applies` returns that decomposition,
+    whose own ``refusal`` the capture then asks."""
 
     def __init__(self, *options):
         self.options = options
@@ -1117,9 +1123,6 @@ class _FirstThatApplies:
             if got:
                 return option if got is True else got
         return False
-
-    def refusal(self, args: tuple, kwargs: dict) -> str | None:
-        return None
 
 
 class SumDecomposition(_TwoDerived):
@@ -1196,7 +1199,7 @@ class DivisionDecomposition(_TwoDerived):
         a, b = self.operands(args, kwargs)
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
             return None
-        if not (a.dtype == b.dtype and a.is_floating_point() or mixed_precision(a.dtype, b.dtype)):
+        if not self.floating(a, b):
             return f"divides {a.dtype} by {b.dtype}; nrm reads floating operands (of one dtype, or two: widened)"
         return self._shapes(a, b)
 
@@ -2203,7 +2206,7 @@ class ElementwiseMaxDecomposition(_TwoDerived):
         if "out" in kwargs or len(args) > 2:
             return "writes into out=; nrm reads max(a, b) / min(a, b)"
         a, b = self.operands(args, kwargs)
-        if not (a.dtype == b.dtype and a.is_floating_point() or mixed_precision(a.dtype, b.dtype)):
+        if not self.floating(a, b):
             return f"compares {a.dtype} with {b.dtype}; nrm reads floating operands (of one dtype, or two: widened)"
         try:  # a constant may broadcast into the other operand's shape (a floor, a per-channel bound)
             shape = torch.broadcast_shapes(a.shape, b.shape)
@@ -2217,7 +2220,7 @@ class ElementwiseMaxDecomposition(_TwoDerived):
         from ..errors import CaptureMismatchError
 
         a0, b0 = self.operands(args, kwargs)
-        a, b = _TwoDerived.widened(a0, b0)
+        a, b = self.widened(a0, b0)
         shape = torch.broadcast_shapes(a.shape, b.shape)
         pair = [self.broadcast(a, shape), self.broadcast(b, shape)]
         if self.minimum:
