@@ -44,6 +44,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from .check import call_signature, remember, seen
 from .errors import (
     CaptureMismatchError,
     DataDependentControlFlowError,
@@ -55,7 +56,7 @@ from .errors import (
 from .layers import REGISTRY, base_name
 from .layers.constants import masked
 from .layers.elementwise import FLOATING, mixed_precision
-from .layers.fused import DECOMPOSED_FUNCTIONS, decomposition_of, same_values, within_ulp
+from .layers.fused import DECOMPOSED_FUNCTIONS, OWN_FUNCTIONS, decomposition_of, same_values, within_ulp
 from .layers.one_sample import ONE_SAMPLE
 from .layers.shape import Permute
 from .recorded import Piece, Value, dispatch_name
@@ -330,7 +331,8 @@ def _source_line(filename: str, lineno: int) -> str:
 class _Frame:
     """One module call on the stack."""
 
-    __slots__ = ("module", "name", "direct", "children", "whole", "inputs", "decompose", "batched", "handling")
+    __slots__ = ("module", "name", "direct", "children", "whole", "inputs", "decompose", "batched", "handling",
+                 "own_key", "skipped")
 
     def __init__(self, module: nn.Module, name: str, whole: Any):
         self.module, self.name, self.whole = module, name, whole
@@ -340,14 +342,16 @@ class _Frame:
         self.inputs: list[Value] | None = None
         self.decompose: Any = None  # a module read through its definition (DECOMPOSED_MODULES)
         self.batched: tuple | None = None  # an unbatched decomposition's arguments, batch first
+        self.own_key: tuple | None = None  # the signature of its own fused call (_own), remembered once it agreed
+        self.skipped = False  # whether that call was skipped (its signature had agreed before)
 
 
 class _Recorder(TorchFunctionMode):
     """Records the calls of one ``model(x)`` (see the module docstring)."""
 
-    def __init__(self, model: nn.Module, kinds):
+    def __init__(self, model: nn.Module, kinds, check: bool | str = True):
         super().__init__()
-        self.model, self.kinds = model, kinds
+        self.model, self.kinds, self.check = model, kinds, check
         self.thread = threading.get_ident()
         self.names: dict[int, list[str]] = {}
         for name, module in model.named_modules(remove_duplicate=False):
@@ -454,6 +458,8 @@ class _Recorder(TorchFunctionMode):
         if hasattr(frame.decompose, "recorded_as") and frame.batched is None and isinstance(output, torch.Tensor):
             return self._reuse(frame, args, output)
         replaced = frame.decompose(frame.module, *args, **kwargs)
+        if frame.skipped:  # its own fused call agreed with the decomposition for this signature before (_own)
+            return replaced
         if frame.batched is not None:  # the module's own output, one sample at a time, batch first
             output = self._per_sample(frame, args, kwargs, output)
         with torch._C.DisableTorchFunction():
@@ -470,7 +476,32 @@ class _Recorder(TorchFunctionMode):
                         f"the decomposition of {type(frame.module).__name__} at '{frame.name}' does not reproduce the "
                         f"module's output (max deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it "
                         "faithfully"))
+        if frame.own_key is not None and self.check is True:
+            remember(frame.own_key)
         return replaced
+
+    def _own(self, func, args: tuple, kwargs: dict) -> Any:
+        """The fused call of a decomposed module's own forward (``nn.MultiheadAttention``'s
+        ``F.multi_head_attention_forward``): run, and compared with the decomposition in
+        :meth:`_decompose`, the first time its signature is seen in the process (every time with
+        ``check="full"``); after that skipped — its output would be replaced by the
+        decomposition's, which was shown to reproduce it for this signature — with uninitialized
+        tensors of its shapes standing in (``placeholder``)."""
+        frame = self.stack[-1] if self.stack else None
+        if frame is None or frame.decompose is None or self.leaf != 1 or self.error is not None:
+            return func(*args, **kwargs)
+        with torch._C.DisableTorchFunction():
+            module_key = frame.decompose.own_key(frame.module)
+            if module_key is None:
+                return func(*args, **kwargs)
+            frame.own_key = module_key + call_signature(func, args, kwargs)
+            if self.check == "full" or (self.check and not seen(frame.own_key)):
+                return func(*args, **kwargs)
+            stand_in = frame.decompose.placeholder(args, kwargs)
+        if stand_in is None:
+            return func(*args, **kwargs)
+        frame.skipped = True
+        return stand_in
 
     def _reuse(self, frame: _Frame, args: tuple, output: torch.Tensor) -> torch.Tensor:
         """A decomposition that is one call giving the module's own output: that call recorded
@@ -519,6 +550,8 @@ class _Recorder(TorchFunctionMode):
     # -- functions -----------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.leaf and func in OWN_FUNCTIONS:
+            return self._own(func, args, kwargs)
         if self.leaf or _key(func) in METADATA or func in FACTORIES or self.error is not None:
             return func(*args, **kwargs)
         setitem = getattr(func, "__name__", "") == "__setitem__"  # its target may be stale: a[i] += b (_setitem)
@@ -1020,7 +1053,7 @@ _INPLACE_ARG = {"relu": 1, "relu6": 1, "leaky_relu": 2, "hardtanh": 3, "elu": 2,
 
 
 def capture(model: nn.Module, x: torch.Tensor, *, output: Callable[[Any], torch.Tensor] | None = None,
-            kinds=None) -> Captured:
+            kinds=None, check: bool | str = True) -> Captured:
     """Run ``model(x)`` once and record what it computes on ``x`` (see the module docstring).
 
     ``x`` is copied first (the capture owns its input). ``output`` selects the tensor to
@@ -1033,7 +1066,7 @@ def capture(model: nn.Module, x: torch.Tensor, *, output: Callable[[Any], torch.
 
     kinds = REGISTRY if kinds is None else kinds
     x = x.detach().clone()
-    recorder = _Recorder(model, kinds)
+    recorder = _Recorder(model, kinds, check)
     recorder.start(x)
     handles: list[RemovableHandle] = []
     try:

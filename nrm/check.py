@@ -16,9 +16,13 @@ weights or the input, so a map checked once is known good for every later call w
 same *signature* (kind, function, non-tensor arguments, shapes, dtype, device): the check
 runs the first time a signature is seen in the process, and every time with
 ``explain(..., check="full")`` (the test suite's setting). Index maps (:func:`check_route`:
-slicing, permutes) follow the same rule. Maps built from the input itself (LRN, the softmax)
-are checked every time, except a norm's centring (:class:`~nrm.linear.CentringMap`), whose σ
-is torch's own and whose form is the same at every input.
+slicing, permutes) follow the same rule. Maps built from the input itself (LRN, a graph's
+scatter-max) are checked every time, except those of one form at every input (``same_form``):
+a norm's centring (:class:`~nrm.linear.CentringMap`, σ torch's own), a softmax
+(:class:`~nrm.linear.SoftmaxMap`) and a product of two activations
+(:class:`~nrm.linear.MatMulMap`). A module's decomposition (``nn.MultiheadAttention``) is
+compared with the module's own output once per signature the same way (:func:`seen`,
+:func:`remember`, :func:`call_signature`; ``nrm.capture``).
 """
 
 from __future__ import annotations
@@ -78,6 +82,28 @@ def _function(func):
     return func if isinstance(func, _FUNCTIONS) and plain else repr(func)
 
 
+def seen(key: tuple) -> bool:
+    """Whether an interpretation of this signature was checked in this process (and, if so,
+    keep it among the recent ones)."""
+    if key in _CHECKED:
+        _CHECKED.move_to_end(key)
+        return True
+    return False
+
+
+def remember(key: tuple) -> None:
+    """Record that an interpretation of this signature was checked and held."""
+    _CHECKED[key] = True
+    if len(_CHECKED) > _CAPACITY:
+        _CHECKED.popitem(last=False)
+
+
+def call_signature(func, args: tuple, kwargs: dict) -> tuple:
+    """A call by what an interpretation of it depends on: the function and its arguments other
+    than tensor values (tensors by shape, dtype and device), as :func:`signature` keys a map."""
+    return _function(func), _part(args), _part(kwargs)
+
+
 def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = False) -> None:
     """Raise :class:`CaptureMismatchError` when ``lmap`` at ``a`` does not give ``pre``."""
     # a map built from the input (LRN, the softmax) is checked every time, unless its form is the
@@ -86,8 +112,7 @@ def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = Fals
     key = None
     if not full and not depends_on_input:
         key = signature(block, a)
-        if key in _CHECKED:
-            _CHECKED.move_to_end(key)
+        if seen(key):
             return
     z = lmap.forward(a, lmap.own_weight())
     bias = lmap.bias_for(z) if lmap.bias is not None else None
@@ -111,9 +136,7 @@ def check_map(block, lmap, a: torch.Tensor, pre: torch.Tensor, full: bool = Fals
             f"{float(bound.max()):.3e}). The layer kind's map() disagrees with the operation; fix the kind "
             "(nrm-verify check-layer tests one)")
     if key is not None:
-        _CHECKED[key] = True
-        if len(_CHECKED) > _CAPACITY:
-            _CHECKED.popitem(last=False)
+        remember(key)
 
 
 def check_winners(step, pooled: torch.Tensor, recorded: torch.Tensor) -> None:
@@ -135,8 +158,7 @@ def check_route(block, a: torch.Tensor, index: torch.Tensor | None, recorded: to
     key = None
     if not full:
         key = signature(block, a)
-        if key in _CHECKED:
-            _CHECKED.move_to_end(key)
+        if seen(key):
             return
     step = block.producer
     if permutation is not None:
@@ -153,9 +175,7 @@ def check_route(block, a: torch.Tensor, index: torch.Tensor | None, recorded: to
             f"reproduce what the model computed there ({count} indices for an output of shape "
             f"{tuple(recorded.shape[1:])})")
     if key is not None:
-        _CHECKED[key] = True
-        if len(_CHECKED) > _CAPACITY:
-            _CHECKED.popitem(last=False)
+        remember(key)
 
 
 def forget() -> None:

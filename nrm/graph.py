@@ -226,11 +226,11 @@ class ProperFFNN:
 
     ``output`` picks the tensor to explain when the model returns something else."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, *, output=None):
+    def __init__(self, model: nn.Module, x: torch.Tensor, *, output=None, check: bool | str = True):
         self.model = model
         check_input(x)
         try:
-            self.captured: Captured = capture(model, x, output=output)
+            self.captured: Captured = capture(model, x, output=output, check=check)
         except ShapeError:
             diagnose_model_error(model, x)
             raise

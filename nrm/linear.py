@@ -546,6 +546,10 @@ class MatMulMap(LinearMap):
     """
 
     fuses_bias = True
+    same_form = True
+    """Built from the recorded factors (per sample), but of one form at every input — which index
+    contracts with which depends on the call's shapes alone: the self-check
+    (:func:`nrm.check.check_map`) runs once per signature, as for a map of weights alone."""
 
     def __init__(self, weight: torch.Tensor, a_shape: tuple, v_shape: tuple, connected: torch.Tensor):
         self.weight, self.bias = weight, None
@@ -621,6 +625,10 @@ class SoftmaxMap(LinearMap):
     """
 
     fuses_bias = False
+    same_form = True
+    """Built from the input (s per sample), but of one form at every input — the softmax along the
+    call's dimension, linearized: the self-check (:func:`nrm.check.check_map`, s recomputed by torch
+    against the model's own output) runs once per signature, as for a map of weights alone."""
 
     def __init__(self, probabilities: torch.Tensor, bias: torch.Tensor | None, shape: tuple, dim: int):
         self.probabilities, self.bias, self._weight = probabilities, bias, None

@@ -475,7 +475,7 @@ def prepared(model: nn.Module, x: torch.Tensor, rules, output, check) -> tuple[P
     :func:`explain` builds before it knows the output measure (``nrm.gnn`` reads the output's
     shape from it, instead of running the model once more)."""
     check_eval_mode(model)
-    network = ProperFFNN(model, x, output=output)
+    network = ProperFFNN(model, x, output=output, check=check)
     assign(network, rules)
     return network, Engine(network, check=check)
 

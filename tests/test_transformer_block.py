@@ -23,6 +23,7 @@ from torch import nn
 import nrm
 from nrm.errors import CaptureMismatchError, UnsupportedOperationError
 from nrm.layers.attention import MatMul
+from nrm.layers.fused import MHADecomposition
 from nrm_verify import laws
 from nrm_verify.properties.checks import laws_on_case
 from nrm_verify.references.exact_dag import ExactGraph
@@ -272,6 +273,86 @@ def test_mha_whose_output_differs_from_its_definition_is_a_capture_mismatch():
     model.attn.forward = lambda *a, **k: (original(*a, **k)[0] + 1, None)
     with pytest.raises(CaptureMismatchError, match="does not reproduce the module's output"):
         nrm.explain(model, x, target=0)
+
+
+def _placeholders(monkeypatch) -> list:
+    """The capture's skips of nn.MultiheadAttention's own fused call, counted (one entry per skip)."""
+    skips: list = []
+    real = MHADecomposition.placeholder
+
+    def counted(args, kwargs):
+        out = real(args, kwargs)
+        skips.append(out is not None)
+        return out
+    monkeypatch.setattr(MHADecomposition, "placeholder", staticmethod(counted))
+    return skips
+
+
+def test_mha_own_fused_call_is_compared_once_per_signature_then_skipped(monkeypatch):
+    """The module's own attention is compared with the decomposition the first time its call's
+    signature is seen; later calls with that signature skip it (the decomposition's output replaces
+    it anyway) and give the same measure; check="full" compares every call, a new signature
+    (another batch) is compared first, check=False never runs it."""
+    skips = _placeholders(monkeypatch)
+    nrm.check.forget()
+    model, x = _seeded_model(TorchMHA(), seed=8)
+    first = nrm.explain(model, x, target=0).marginal("input")
+    assert skips == []
+    again = nrm.explain(model, x, target=0).marginal("input")
+    assert skips == [True] and torch.equal(first, again)
+    assert torch.equal(nrm.explain(model, x, target=0, check="full").marginal("input"), first)
+    assert skips == [True]
+    two = torch.cat([x, x.flip(1)])
+    nrm.explain(model, two, target=0)
+    assert skips == [True]
+    nrm.explain(model, two, target=0)
+    assert skips == [True, True]
+    nrm.check.forget()
+    assert torch.equal(nrm.explain(model, x, target=0, check=False).marginal("input"), first)
+    assert skips == [True, True, True]
+
+
+@pytest.mark.parametrize("where", ["instance", "class"])
+def test_mha_forward_patched_after_its_signature_was_checked_is_still_a_capture_mismatch(monkeypatch, where):
+    """A signature checked once does not let a forward replaced afterwards through: on the
+    instance the module's call is never skipped, on the class the key holds the class's forward."""
+    nrm.check.forget()
+    model, x = _seeded_model(TorchMHA(), seed=9)
+    nrm.explain(model, x, target=0)
+    if where == "instance":
+        original = model.attn.forward
+        model.attn.forward = lambda *a, **k: (original(*a, **k)[0] + 1, None)
+    else:
+        original = nn.MultiheadAttention.forward
+        monkeypatch.setattr(nn.MultiheadAttention, "forward", lambda self, *a, **k: (original(self, *a, **k)[0] + 1,
+                                                                                     None))
+    state = copy.deepcopy(model.state_dict())
+    with pytest.raises(CaptureMismatchError, match="does not reproduce the module's output"):
+        nrm.explain(model, x, target=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_softmax_and_matrix_product_maps_are_checked_once_per_signature(monkeypatch):
+    """Softmax and matrix-product maps are built from the record but have one form per signature:
+    the self-check (which forms their magnitude) runs at the first explain, not at the second;
+    every time with check="full"."""
+    counts = {"softmax": 0, "matmul": 0}
+    for name, cls in (("softmax", nrm.linear.SoftmaxMap), ("matmul", nrm.linear.MatMulMap)):
+        real = cls.magnitude
+
+        def counted(self, x, real=real, name=name):
+            counts[name] += 1
+            return real(self, x)
+        monkeypatch.setattr(cls, "magnitude", counted)
+    nrm.check.forget()
+    model, x = _seeded_model(TorchMHA(), seed=10)
+    nrm.explain(model, x, target=0)
+    assert counts["softmax"] >= 1 and counts["matmul"] >= 2
+    seen = dict(counts)
+    nrm.explain(model, x, target=0)
+    assert counts == seen
+    nrm.explain(model, x, target=0, check="full")
+    assert counts["softmax"] > seen["softmax"] and counts["matmul"] > seen["matmul"]
 
 
 def test_heads_and_tokens_are_selections_and_head_conditional_token_heatmaps_are_one_call():

@@ -129,6 +129,15 @@ def _mha_arguments(query, key, value, key_padding_mask=None, need_weights=True, 
                 attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
 
 
+def _fmha_arguments(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k, bias_v,
+                    add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True, key_padding_mask=None,
+                    need_weights=True, attn_mask=None, use_separate_proj_weight=False, q_proj_weight=None,
+                    k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None, average_attn_weights=True,
+                    is_causal=False) -> dict:
+    return dict(query=query, key=key, num_heads=num_heads, out_proj_weight=out_proj_weight, need_weights=need_weights,
+                average_attn_weights=average_attn_weights)
+
+
 class MHADecomposition:
     """``nn.MultiheadAttention`` read as the operations that define it, with the batch kept
     first (torch's own path moves it, and in eval mode without gradients takes the fused
@@ -141,7 +150,15 @@ class MHADecomposition:
     runs the module's own forward unrecorded, then this decomposition recorded, and requires
     the two outputs to agree within 10³ ulp of the largest value
     (:class:`~nrm.errors.CaptureMismatchError` otherwise); the model goes on with the
-    decomposition's output.
+    decomposition's output. **Once per signature**, as a map's self-check (:mod:`nrm.check`):
+    the decomposition is an interpretation of the module's forward, which depends on the
+    module's class, the arguments of its ``F.multi_head_attention_forward`` call other than
+    tensor values (tensors by shape, dtype, device; flags, head count, dropout, training) and
+    grad mode — so once a signature's two outputs agreed, a later call with the same signature
+    skips the module's fused call (:meth:`placeholder` stands in for its output, which the
+    decomposition's replaces) instead of computing the attention twice. The masks' refusals
+    (a query with every key masked) are values, and are asked every call.
+    ``explain(check="full")`` compares every call; ``check=False`` none.
 
     **Masks** as torch merges them (:meth:`merged_mask`): a boolean ``attn_mask`` or
     ``key_padding_mask`` is −∞ where True (not allowed — the opposite of SDPA's boolean mask), a
@@ -160,6 +177,36 @@ class MHADecomposition:
     inputs."""
 
     module = nn.MultiheadAttention
+    own_function = staticmethod(F.multi_head_attention_forward)
+    """The fused call of the module's own forward that a signature checked once lets the capture skip."""
+
+    @staticmethod
+    def own_key(module: nn.Module) -> tuple | None:
+        """What decides the module's own forward besides its fused call's arguments: its class and
+        the class's forward (patched: another key), the layout flags; None — never skipped — when
+        the instance's forward was replaced (``module.forward = …``)."""
+        if "forward" in vars(module):
+            return None
+        return (type(module), type(module).forward, module.batch_first, module._qkv_same_embed_dim, module.training,
+                torch.is_grad_enabled())
+
+    @staticmethod
+    def placeholder(args: tuple, kwargs: dict) -> tuple | None:
+        """Uninitialized tensors of the shapes ``F.multi_head_attention_forward`` returns for these
+        arguments ((L, B, E) and the weights, or None), standing in for its output in a
+        forward whose output the decomposition's replaces; None when they are not batched."""
+        try:
+            a = _fmha_arguments(*args, **kwargs)
+        except TypeError:
+            return None
+        q, k = a["query"], a["key"]
+        if not isinstance(q, torch.Tensor) or not isinstance(k, torch.Tensor) or q.dim() != 3 or k.dim() != 3:
+            return None
+        L, B, S = q.shape[0], q.shape[1], k.shape[0]
+        out = q.new_empty((L, B, a["out_proj_weight"].shape[0]))
+        if not a["need_weights"]:
+            return out, None
+        return out, q.new_empty((B, L, S) if a["average_attn_weights"] else (B, a["num_heads"], L, S))
 
     def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
         try:
@@ -2443,6 +2490,9 @@ DECOMPOSED_MODULES = {nn.MultiheadAttention: MHADecomposition(), nn.LSTM: LSTMDe
                       nn.RNNCell: CellDecomposition(RNNDecomposition())}
 """Module types whose call the capture records as the operations that define it (checked
 against the module's own output)."""
+OWN_FUNCTIONS = frozenset(d.own_function for d in DECOMPOSED_MODULES.values() if hasattr(d, "own_function"))
+"""The fused calls inside decomposed modules' own forwards that the capture may skip once their
+signature was checked (:meth:`MHADecomposition.placeholder`)."""
 
 _GELU_TANH = ActivationDecomposition(lambda x: F.gelu(x, approximate="tanh"), "F.gelu(x, approximate='tanh')")
 DECOMPOSED_BY_NAME = {
