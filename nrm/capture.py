@@ -507,7 +507,17 @@ class _Recorder(TorchFunctionMode):
         """A decomposition that is one call giving the module's own output: that call recorded
         with the output the module computed, checked against the definition through the
         decomposition's projections of both (each within 10³ ulp of its scale) rather than
-        computed again."""
+        computed again — once per signature (``own_key`` and the arguments' shapes), every call
+        with ``check="full"``, never with ``check=False``."""
+        key = None
+        with torch._C.DisableTorchFunction():
+            module_key = frame.decompose.own_key(frame.module) if self.check != "full" else None
+            if module_key is not None:
+                key = module_key + call_signature(type(frame.decompose), args, {})
+                held = self.check is False or seen(key)  # this signature's check held before
+        if key is not None and held:
+            self._record(*frame.decompose.call(frame.module, *args), None, output, frame)
+            return output
         with torch._C.DisableTorchFunction():
             (func, fargs, fkwargs), mine, theirs, scale = frame.decompose.recorded_as(frame.module, *args, output)
             eps = torch.finfo(theirs.dtype).eps
@@ -518,6 +528,8 @@ class _Recorder(TorchFunctionMode):
                 f"the decomposition of {type(frame.module).__name__} at '{frame.name}' does not reproduce the "
                 f"module's output (its deviation is {worst:.3g} times the 10³ ulp allowed); nrm cannot read it "
                 "faithfully"))
+        if key is not None:
+            remember(key)
         self._record(func, fargs, fkwargs, None, output, frame)
         return output
 

@@ -378,6 +378,31 @@ def test_gpt2s_conv1d_is_recorded_as_a_linear_map_with_the_modules_own_output():
             del attn.c_attn.forward
 
 
+def test_gpt2s_conv1d_check_runs_once_per_signature_and_a_class_patched_forward_is_still_refused(monkeypatch):
+    """The projected check of a Conv1D is a self-check of an interpretation: it runs the first
+    time a signature (class, its forward, argument shapes) is seen, every time with
+    check="full", and a forward patched on the class afterwards is another signature — refused."""
+    from nrm.layers.fused import Conv1DDecomposition
+
+    checks = []
+    real = Conv1DDecomposition.recorded_as
+    monkeypatch.setattr(Conv1DDecomposition, "recorded_as", lambda self, *a: checks.append(1) or real(self, *a))
+    model, e = _case("gpt2-gelu_new")
+    nrm.check.forget()
+    first = nrm.explain(model, e, target=3)
+    assert len(checks) >= 1
+    done = len(checks)
+    again = nrm.explain(model, e, target=3)
+    assert len(checks) == done and torch.equal(first.marginal("input"), again.marginal("input"))
+    nrm.explain(model, e, target=3, check="full")
+    assert len(checks) > done
+    conv1d = type(model.model.transformer.h[0].attn.c_attn)
+    own = conv1d.forward
+    monkeypatch.setattr(conv1d, "forward", lambda self, x: own(self, x) + 1.0)
+    with pytest.raises(nrm.CaptureMismatchError, match="does not reproduce the module's output"):
+        nrm.explain(model, e, target=3)
+
+
 def test_gpt2s_conv1d_weights_changed_between_explains_are_read_as_they_are_now():
     """The check's W r is kept per weight tensor; a weight changed in place (through ``.data``,
     which leaves the version counter as it was, or under no_grad) is read anew: f is the model's."""

@@ -129,6 +129,16 @@ def _mha_arguments(query, key, value, key_padding_mask=None, need_weights=True, 
                 attn_mask=attn_mask, average_attn_weights=average_attn_weights, is_causal=is_causal)
 
 
+def forward_key(module: nn.Module) -> tuple | None:
+    """What decides a module's own forward besides its arguments, for a check made once per
+    signature: its class and the class's forward (patched on the class: another key) and grad
+    mode; None — checked every call — when the instance's forward was replaced
+    (``module.forward = …``)."""
+    if "forward" in vars(module):
+        return None
+    return type(module), type(module).forward, torch.is_grad_enabled()
+
+
 def _fmha_arguments(query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias, bias_k, bias_v,
                     add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True, key_padding_mask=None,
                     need_weights=True, attn_mask=None, use_separate_proj_weight=False, q_proj_weight=None,
@@ -182,13 +192,11 @@ class MHADecomposition:
 
     @staticmethod
     def own_key(module: nn.Module) -> tuple | None:
-        """What decides the module's own forward besides its fused call's arguments: its class and
-        the class's forward (patched: another key), the layout flags; None — never skipped — when
-        the instance's forward was replaced (``module.forward = …``)."""
-        if "forward" in vars(module):
-            return None
-        return (type(module), type(module).forward, module.batch_first, module._qkv_same_embed_dim, module.training,
-                torch.is_grad_enabled())
+        """What decides the module's own forward besides its fused call's arguments
+        (:func:`forward_key`, and the layout flags); None — never skipped — when the instance's
+        forward was replaced."""
+        key = forward_key(module)
+        return None if key is None else key + (module.batch_first, module._qkv_same_embed_dim, module.training)
 
     @staticmethod
     def placeholder(args: tuple, kwargs: dict) -> tuple | None:
@@ -584,11 +592,20 @@ class Conv1DDecomposition:
     against the definition through one random projection (Freivalds' check: x (Wᵀr) + b·r =
     y·r for every row, within 10³ ulp of |y|·|r|) rather than computing the product again (a
     second matrix product per projection was a sixth of an explain of GPT-2). Matched by the
-    exact type (a subclass with its own forward is recorded as that forward runs)."""
+    exact type (a subclass with its own forward is recorded as that forward runs). The check
+    runs once per signature (:func:`forward_key` and the shapes of the arguments), as a map's
+    self-check does (:mod:`nrm.check`); every call with ``explain(check="full")``."""
+
+    own_key = staticmethod(forward_key)
 
     def __init__(self):
         self._cache: dict = {}  # (id, version, dtype, device) of a weight → (weakref, probe, (r, W r, |W| |r|))
         self._lock = threading.Lock()
+
+    @staticmethod
+    def call(module: nn.Module, x: torch.Tensor) -> tuple:
+        """(func, args, kwargs) recorded with the module's output as its value: ``F.linear(x, Wᵀ, b)``."""
+        return F.linear, (x, module.weight.t(), module.bias), {}
 
     def refusal(self, module: nn.Module, args: tuple, kwargs: dict) -> str | None:
         if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor) or args[0].dim() < 2:
@@ -605,13 +622,13 @@ class Conv1DDecomposition:
         the scale of each row that bounds their round-off, |x| · (|W| |r|) + |b| · |r| +
         |output| · |r|. W r and |W| |r| are kept per weight tensor and version (the weights of
         a model explained again are read once)."""
-        W, b = module.weight.t(), module.bias
+        b = module.bias
         r, Wr, Wr_abs = self._projected(module.weight, output)
         mine = x @ Wr + (b @ r if b is not None else 0)
         scale = x.abs() @ Wr_abs + output.abs() @ r.abs()
         if b is not None:
             scale = scale + b.abs() @ r.abs()
-        return (F.linear, (x, W, b), {}), mine, output @ r, scale
+        return self.call(module, x), mine, output @ r, scale
 
     def _projected(self, weight: torch.Tensor, output: torch.Tensor) -> tuple:
         """(r, W r, |W| |r|) for this weight (module.weight, (n_in, n_out)) as it is now: kept by
