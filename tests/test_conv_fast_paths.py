@@ -91,3 +91,30 @@ def test_a_squeeze_excitation_block_keeps_normalization():
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     m = nrm.explain(model, x, target=[0, 1], rules=nrm.rules.Epsilon(1e-9))
     assert laws.normalization(m).holds is True
+
+
+LIVE_ROWS = [("dense", range(20)), ("one row", [19]), ("half", range(0, 20, 2)),
+             ("live past column 8 only", [3, 7]), ("none", [])]
+
+
+@pytest.mark.parametrize("name, live", LIVE_ROWS, ids=[n for n, _ in LIVE_ROWS])
+def test_dense_transpose_skipping_zero_rows_equals_the_matrix_product(name, live):
+    """:class:`nrm.linear.DenseMap` transposes only the rows of g that are not all zero when they
+    are at most half (a language model explained at one position); a row whose first 8 entries
+    are zero but not the rest is live. Every case equals g Wᵀ's VJP, g @ W, with exact zeros
+    in the skipped rows."""
+    from nrm.linear import DenseMap
+
+    gen = torch.Generator().manual_seed(len(name))
+    w = torch.randn(12, 5, dtype=torch.float64, generator=gen)
+    g = torch.zeros(2, 10, 12, dtype=torch.float64)
+    flat = g.view(20, 12)
+    for i in live:
+        flat[i] = torch.randn(12, dtype=torch.float64, generator=gen)
+        if name == "live past column 8 only":
+            flat[i, :8] = 0
+    out = DenseMap(w, None).transpose(g, w, (5,))
+    assert out.shape == (2, 10, 5)
+    torch.testing.assert_close(out, g @ w, rtol=1e-15, atol=0)
+    dead = [i for i in range(20) if i not in set(live)]
+    assert bool((out.reshape(20, 5)[dead] == 0).all())
