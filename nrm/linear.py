@@ -533,18 +533,20 @@ class MatMulMap(LinearMap):
         O_jp = Σ_i A_ji (θ V_ip) + Σ_i ((1 − θ) A_ji) V_ip
 
     ``weight`` (B, |V| + |A|) holds, per sample, θ V (the weights of A's edges) then (1 − θ) A
-    (the weights of V's edges), so a rule modifies them elementwise as any weight. A and V
-    have the shapes (*lead_A, n, m) and (*lead_V, m, d) per sample, the leading dimensions equal or
-    broadcast from size 1 (a key/value head shared by several query heads: its weights are read by
-    every head, and its transpose sums over them). The map depends on the sample:
-    :meth:`forward` and :meth:`transpose` accept R·B stacked rows (row i is sample i mod B).
-    A factor with no share (θ = 0: A, θ = 1: V) is no parent: :meth:`structured` zeroes its
-    edges.
+    (the weights of V's edges), so a rule modifies them elementwise as any weight; it is formed
+    on first use only (a rule that modifies it, the laws): applied as itself
+    (:meth:`own_weight`, the packed factors [A, V]) the map multiplies by θ and 1 − θ after the
+    products, and skips the product of a factor with no share. A and V have the shapes
+    (*lead_A, n, m) and (*lead_V, m, d) per sample, the leading dimensions equal or broadcast from
+    size 1 (a key/value head shared by several query heads: its weights are read by every head,
+    and its transpose sums over them). The map depends on the sample: :meth:`forward` and
+    :meth:`transpose` accept R·B stacked rows (row i is sample i mod B). A factor with no share
+    (θ = 0: A, θ = 1: V) is no parent: :meth:`structured` zeroes its edges.
 
     Definition::
 
-        forward:    z = x_A @ W_A + W_V @ x_V
-        transpose:  t_A = g @ W_Aᵀ,   t_V = W_Vᵀ @ g
+        forward:    z = x_A @ W_A + W_V @ x_V             (own: θ x_A @ V + (1 − θ) A @ x_V)
+        transpose:  t_A = g @ W_Aᵀ,   t_V = W_Vᵀ @ g      (own: θ g @ Vᵀ,  (1 − θ) Aᵀ @ g)
     """
 
     fuses_bias = True
@@ -553,16 +555,40 @@ class MatMulMap(LinearMap):
     contracts with which depends on the call's shapes alone: the self-check
     (:func:`nrm.check.check_map`) runs once per signature, as for a map of weights alone."""
 
-    def __init__(self, weight: torch.Tensor, a_shape: tuple, v_shape: tuple, connected: torch.Tensor):
-        self.weight, self.bias = weight, None
+    def __init__(self, factors: torch.Tensor, a_shape: tuple, v_shape: tuple, theta: float):
+        self.factors, self.bias, self.theta, self._weight = factors, None, float(theta), None
         self.a_shape, self.v_shape = tuple(a_shape), tuple(v_shape)
         self.na, self.nv = _numel(self.a_shape), _numel(self.v_shape)
         # the leading dimensions broadcast (a key/value head shared by the query heads: size 1 on one side)
         self.lead = tuple(torch.broadcast_shapes(self.a_shape[:-2], self.v_shape[:-2]))
         self.out_shape = self.lead + self.a_shape[-2:-1] + self.v_shape[-1:]
-        self.batch = weight.shape[0]
-        self.connected = connected  # (|V| + |A|,) bool
-        self.everywhere = bool(connected.all())  # 0 < θ < 1: every edge is a connection
+        self.batch = factors.shape[0]
+        self.everywhere = self.theta not in (0.0, 1.0)  # 0 < θ < 1: every edge is a connection
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (B, *a_shape) and V (B, *v_shape) from the packed factors."""
+        B = self.batch
+        return (self.factors[:, :self.na].reshape((B,) + self.a_shape),
+                self.factors[:, self.na:].reshape((B,) + self.v_shape))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """[θ V, (1 − θ) A] per sample (B, |V| + |A|), formed once when first asked for."""
+        if self._weight is None:
+            A, V = self._factors()
+            B = self.batch
+            self._weight = torch.cat([(self.theta * V).reshape(B, -1), ((1 - self.theta) * A).reshape(B, -1)], 1)
+        return self._weight
+
+    @property
+    def connected(self) -> torch.Tensor:
+        """(|V| + |A|,) bool: which edges are connections (a factor with no share has none)."""
+        device = self.factors.device
+        return torch.cat([torch.full((self.nv,), self.theta != 0, device=device),
+                          torch.full((self.na,), self.theta != 1, device=device)])
+
+    def own_weight(self):
+        return self.factors
 
     def _rows(self, t: torch.Tensor) -> int:
         if t.shape[0] % self.batch:
@@ -577,17 +603,52 @@ class MatMulMap(LinearMap):
         R, B = self._rows(x), self.batch
         flat = x.reshape(R, B, -1)
         xa, xv = flat[..., :self.na].reshape((R, B) + self.a_shape), flat[..., self.na:].reshape((R, B) + self.v_shape)
+        if weight is self.factors:
+            A, V = self._factors()
+            z = self._scaled(self.theta, lambda: torch.matmul(xa, V))
+            z = self._plus_scaled(z, 1 - self.theta, lambda: torch.matmul(A, xv))
+            if z is None:
+                z = x.new_zeros((R, B) + self.out_shape)
+            return z.reshape((R * B,) + self.out_shape)
         wa, wv = self._weights(weight)
         z = torch.matmul(xa, wa) + torch.matmul(wv, xv)
         return z.reshape((R * B,) + self.out_shape)
 
+    @staticmethod
+    def _scaled(c: float, product) -> torch.Tensor | None:
+        """c · product(), or None when c = 0 (the product is not formed)."""
+        if c == 0:
+            return None
+        p = product()
+        return p if c == 1 else p.mul_(c)
+
+    def _plus_scaled(self, z: torch.Tensor | None, c: float, product) -> torch.Tensor | None:
+        t = self._scaled(c, product)
+        return t if z is None else z if t is None else z.add_(t)
+
     def transpose(self, g, weight, in_shape):
         R, B = self._rows(g), self.batch
         g = g.reshape((R, B) + self.out_shape)
-        wa, wv = self._weights(weight)
-        ta = _sum_to(torch.matmul(g, wa.transpose(-1, -2)), self.a_shape).reshape(R * B, -1)
-        tv = _sum_to(torch.matmul(wv.transpose(-1, -2), g), self.v_shape).reshape(R * B, -1)
-        return torch.cat([ta, tv], 1).reshape((R * B,) + tuple(in_shape))
+        if weight is self.factors:
+            A, V = self._factors()
+            ta = self._scaled(self.theta, lambda: _sum_to(torch.matmul(g, V.transpose(-1, -2)), self.a_shape))
+            tv = self._scaled(1 - self.theta, lambda: _sum_to(torch.matmul(A.transpose(-1, -2), g), self.v_shape))
+            ta = g.new_zeros((R, B) + self.a_shape) if ta is None else ta
+            tv = g.new_zeros((R, B) + self.v_shape) if tv is None else tv
+        else:
+            wa, wv = self._weights(weight)
+            ta = _sum_to(torch.matmul(g, wa.transpose(-1, -2)), self.a_shape)
+            tv = _sum_to(torch.matmul(wv.transpose(-1, -2), g), self.v_shape)
+        return torch.cat([ta.reshape(R * B, -1), tv.reshape(R * B, -1)], 1).reshape((R * B,) + tuple(in_shape))
+
+    def magnitude(self, x):
+        """Σ_j |x_j| |w_jk| = |θ| |x_A| @ |V| + |1 − θ| |A| @ |x_V| (the weight not formed)."""
+        R, B = self._rows(x), self.batch
+        flat = x.abs().reshape(R, B, -1)
+        xa, xv = flat[..., :self.na].reshape((R, B) + self.a_shape), flat[..., self.na:].reshape((R, B) + self.v_shape)
+        A, V = self._factors()
+        z = abs(self.theta) * torch.matmul(xa, V.abs()) + abs(1 - self.theta) * torch.matmul(A.abs(), xv)
+        return z.reshape((R * B,) + self.out_shape)
 
     def structured(self, weight):
         return weight if self.everywhere else weight * self.connected.to(weight.dtype)

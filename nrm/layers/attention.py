@@ -129,12 +129,8 @@ class MatMul(Linear):
         return flat[:, :na].reshape((a.shape[0],) + sa), flat[:, na:].reshape((a.shape[0],) + sv)
 
     def map(self, call, a, rule=None):
-        A, V = self.split(call, a)
-        theta = float(self.theta)
-        weight = torch.cat([(theta * V).reshape(a.shape[0], -1), ((1 - theta) * A).reshape(a.shape[0], -1)], 1)
-        connected = torch.cat([torch.full((V[0].numel(),), self.theta != 0, device=a.device),
-                               torch.full((A[0].numel(),), self.theta != 1, device=a.device)])
-        return MatMulMap(weight, A.shape[1:], V.shape[1:], connected)
+        sa, sv = self.shapes(call)
+        return MatMulMap(a.reshape(a.shape[0], -1), sa, sv, float(self.theta))
 
     def exact(self, call, a, rule=None) -> ExactMap:
         """W[(A, lead, j, i), (lead, j, p)] = θ V_ip and W[(V, lead, i, p), (lead, j, p)] = (1 − θ) A_ji, in
