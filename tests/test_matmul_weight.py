@@ -125,3 +125,55 @@ class Broadcast(nn.Module):
 def test_a_stack_that_broadcasts_is_refused_by_name():
     with pytest.raises(UnsupportedOperationError, match="batched constant"):
         nrm.explain(seeded(Broadcast()), _x(1, 2, 3, 4), target=0)
+
+
+class CrossAttention(nn.Module):
+    """A decoder's cross-attention over x (B, T, 4): the queries come from the decoder's own tokens,
+    not from the explained input — a constant with the batch's dimension (1 or B, h, L, d), as T5 and
+    transformers' SDPA path hand it on (SigLIP's pooling probe likewise) — and the keys and values
+    from x. ``differ``: the queries differ between samples (other decoder tokens per sample)."""
+
+    def __init__(self, how: str = "matmul", differ: bool = False):
+        super().__init__()
+        self.k, self.v, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(2 * 3 * 2, 2)
+        self.queries = nn.Parameter(torch.zeros(1, 2, 3, 2, dtype=D))  # (1, h = 2, L = 3, d = 2)
+        self.how, self.differ = how, differ
+
+    def forward(self, x):
+        B, T = x.shape[:2]
+        q = self.queries.expand(B, -1, -1, -1)
+        if self.differ:
+            q = q + torch.arange(B, dtype=D).reshape(B, 1, 1, 1)
+        k = torch.relu(self.k(x)).reshape(B, T, 2, 2).transpose(1, 2)  # (B, h, T, d)
+        v = self.v(x).reshape(B, T, 2, 2).transpose(1, 2)
+        if self.how == "sdpa":
+            o = nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            o = torch.softmax(torch.matmul(q, k.transpose(-1, -2)), dim=-1) @ v
+        return self.head(o.flatten(1))
+
+
+@pytest.mark.parametrize("how", ["matmul", "sdpa"])
+@pytest.mark.parametrize("rules", RULES, ids=RULE_IDS)
+def test_cross_attention_with_constant_queries_agrees_with_the_exact_oracle(how, rules):
+    """Q · Kᵀ with Q a constant that carries the batch's dimension (size 1) is W @ x, read as its
+    einsum with Q's one sample; the rest of the attention is the usual softmax and A · V."""
+    model = seeded(CrossAttention(how))
+    m = agree(model, _x(1, 5, 4), target=1, rules=rules)
+    torch.testing.assert_close(m.f, model(_x(1, 5, 4))[:, 1].detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_cross_attention_queries_equal_for_every_sample_are_read_on_a_batch_and_differing_ones_refused():
+    """Queries expanded to the batch (equal samples) are one constant: each sample's measure is its
+    own explain's; queries that differ between samples are refused by name, the model untouched."""
+    model, x = seeded(CrossAttention()), _x(2, 5, 4)
+    m = nrm.explain(model, x, target=0, check="full")
+    for b in range(2):
+        one = nrm.explain(model, x[b:b + 1], target=0)
+        torch.testing.assert_close(m.marginal("input")[b:b + 1], one.marginal("input"), rtol=1e-12, atol=1e-13)
+    other = seeded(CrossAttention(differ=True))
+    state = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(UnsupportedOperationError, match="whose samples differ"):
+        nrm.explain(other, x, target=0)
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in state.items())
+    assert torch.isfinite(nrm.explain(other, x[:1], target=0).marginal("input")).all()  # one sample: one constant

@@ -265,3 +265,45 @@ def test_a_write_that_casts_to_the_buffers_dtype_is_read():
     with torch.no_grad():
         assert torch.equal(m.f, model(x)[:, 1])
     assert float(laws.normalization(m).deviation) <= 1e-12
+
+
+class NarrowedMask(nn.Module):
+    """T5's decoder self-attention in a float64 model: a causal mask of finfo(float64).min added to
+    the scores, the softmax computed in float32 (``softmax(scores.float()).type_as(scores)``) — the
+    narrowing turns the mask into −inf. ``read_by``: "tanh" reads the narrowed scores otherwise."""
+
+    def __init__(self, read_by: str = "softmax"):
+        super().__init__()
+        self.q, self.k, self.v, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(12, 2)
+        self.read_by = read_by
+
+    def forward(self, x):  # (B, 3, 4)
+        s = self.q(x) @ self.k(x).transpose(-1, -2)
+        mask = torch.zeros(3, 3, dtype=s.dtype).masked_fill(~torch.ones(3, 3, dtype=torch.bool).tril(),
+                                                            torch.finfo(s.dtype).min)
+        narrowed = (s + mask).float()
+        a = torch.softmax(narrowed, dim=-1) if self.read_by == "softmax" else torch.tanh(narrowed)
+        return self.head((a.type_as(s) @ self.v(x)).flatten(1))
+
+
+def test_a_float64_mask_narrowed_to_minus_inf_before_a_float32_softmax_is_read_as_a_mask():
+    """The float64 mask value narrowed to float32 is −inf, the model's own value: recorded as
+    float32's finfo.min (a mask, exp of which is 0 as exp(−∞) is), so the model is explained — f the
+    model's, L1 ≤ 1e-12, the engine the explicit reference's and the exact oracle's; refused before
+    2026-12-07 ("the activations overflow to Inf/NaN", T5ForConditionalGeneration in float64)."""
+    model, x = _seeded(NarrowedMask()), _x(1)
+    with torch.no_grad():
+        assert bool(torch.isneginf((model.q(x) @ model.k(x).transpose(-1, -2) + torch.finfo(D).min).float()).any())
+    m = _agree_widened(model, x, target=1)
+    with torch.no_grad():
+        assert torch.equal(m.f, model(x)[:, 1])
+    assert float(laws.normalization(m).deviation) <= 1e-12
+
+
+def test_a_narrowed_mask_read_by_another_function_is_refused_by_name():
+    """The same −inf read by tanh (where −inf and finfo.min differ) is refused, the model untouched."""
+    model, x = _seeded(NarrowedMask(read_by="tanh")), _x(1)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(UnsupportedOperationError, match="reads a masked value"):
+        nrm.explain(model, x, target=1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -96,11 +96,17 @@ class Same(Alias):
     conversion to the dtype and device the tensor already has — or between two floating dtypes
     (:func:`mixed_precision`: transformers' RMSNorm computing in float32 inside a bfloat16 or a
     float64 model; the record is then explained in its widest floating dtype, where the
-    conversion is the identity on the recorded values)."""
+    conversion is the identity on the recorded values). A mask passes through as a mask: a −inf
+    entry of the output — copied from a masked input, or a float64 mask value (finfo.min) below
+    float32's range narrowed to −inf — is recorded as finfo.min, and only a softmax or a further
+    mask may read it (``docs/attention.md``, Masks)."""
 
     functions = (torch.Tensor.contiguous, torch.Tensor.clone, torch.clone, torch.Tensor.detach, torch.detach,
                  torch.Tensor.to, torch.Tensor.float, torch.Tensor.double, torch.Tensor.type_as, torch.Tensor.type,
                  torch.Tensor.__pos__, torch.positive)
+    masks = True  # −inf in its output is a mask, recorded as finfo.min (nrm.capture): a masked value copied, or a
+    # float64 mask (finfo(float64).min) narrowed to float32 before a softmax (T5's softmax(scores.float()))
+    reads_masks = True  # the identity on the values: a mask stays a mask, which only a softmax or a mask may read
 
     def examples(self):
         return [(Contiguous().eval(), (2, 3))]

@@ -446,10 +446,17 @@ class MatmulWeightDecomposition:
 
     — :class:`EinsumWeightDecomposition`, a :class:`~nrm.layers.linear.Dense` layer (block
     diagonal over W's stack) between index maps. W's stacked dimensions must be x's last ones
-    before the matrix, equal in size; otherwise the kinds read (or refuse) the product as it is."""
+    before the matrix, equal in size; otherwise the kinds read (or refuse) the product as it is.
 
-    def __init__(self, func):
+    **A constant with the batch's dimension** (W of x's rank, its first size 1 or the batch's: a
+    cross-attention's queries computed from the decoder's tokens, which are not the explained
+    input — T5, BART-style ``scaled_dot_product_attention``; SigLIP's pooling probe repeated per
+    sample) is one per-sample constant when its samples are equal: read as W[0]; samples that
+    differ are refused by name (nrm reads one constant for every sample)."""
+
+    def __init__(self, func, constant: int | None = None, batched: bool = False):
         self.func = func
+        self.constant, self.batched = constant, batched  # which operand is the constant; whether it has the batch's
 
     @staticmethod
     def _operands(args: tuple, kwargs: dict):
@@ -457,37 +464,55 @@ class MatmulWeightDecomposition:
             return None
         return args
 
+    @staticmethod
+    def _batched(x: torch.Tensor, w: torch.Tensor) -> bool:
+        """Whether the constant w has a dimension at x's batch position (the same rank, size 1 or x's)."""
+        return w.dim() == x.dim() and x.dim() >= 3 and w.shape[0] in (1, x.shape[0])
+
     def applies(self, args: tuple, kwargs: dict, derived):
+        """This decomposition for which operand is the constant, or False (the kinds read the product)."""
         ops = self._operands(args, kwargs)
         if ops is None:
             return False
         flags = [derived(t) for t in ops]
         if flags.count(True) != 1:
             return False
-        x, w = (ops[0], ops[1]) if flags[0] else (ops[1], ops[0])
-        if flags[0] and w.dim() == 2:
+        constant = flags.index(False)
+        x, w = ops[1 - constant], ops[constant]
+        batched = self._batched(x, w)
+        if batched:
+            w = w[0]
+        if constant == 1 and w.dim() == 2 and not batched:
             return False  # x @ W with one matrix: ConstantMatMul
         if w.dim() < 2 or x.dim() < 3 or w.dim() > x.dim() - 1:
             return False
         stacked = w.shape[:-2]
         if tuple(stacked) != tuple(x.shape[x.dim() - 2 - len(stacked):-2]):
             return False
-        return True
+        return MatmulWeightDecomposition(self.func, constant, batched)
 
     def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        w = args[self.constant] if self.constant is not None else None
+        if self.batched and w.shape[0] > 1 and not bool((w == w[:1]).all()):
+            return (f"multiplies by a constant of shape {tuple(w.shape)} whose samples differ (a cross-attention's "
+                    "queries from other tokens per sample?); nrm reads one constant for every sample: explain the "
+                    "samples one by one")
         return None
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         from ..errors import CaptureMismatchError
 
         a, b = args
+        if self.batched:  # the constant's samples are equal (refusal): one of them
+            a, b = (a[0], b) if self.constant == 0 else (a, b[0])
         n_out = max(a.dim(), b.dim())
         letters = "abcdefghijklmnopqrstuvw"[:n_out - 2]
         first = letters[n_out - a.dim():] + "yz"
         second = letters[n_out - b.dim():] + "zx"
         out = torch.einsum(f"{first},{second}->{letters}yx", a, b)
         with torch._C.DisableTorchFunction():
-            same = within_ulp(out, torch.matmul(a, b))
+            theirs = torch.matmul(*args)
+            same = out.shape == theirs.shape and within_ulp(out, theirs)
         if not same:
             raise CaptureMismatchError("the einsum form of a matrix product with a stack of constant matrices does "
                                        "not reproduce torch.matmul within 10³ ulp; nrm cannot read it faithfully")
