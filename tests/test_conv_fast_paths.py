@@ -118,3 +118,32 @@ def test_dense_transpose_skipping_zero_rows_equals_the_matrix_product(name, live
     torch.testing.assert_close(out, g @ w, rtol=1e-15, atol=0)
     dead = [i for i in range(20) if i not in set(live)]
     assert bool((out.reshape(20, 5)[dead] == 0).all())
+
+
+SCATTERS = [("broadcast index (PyG)", True), ("index that differs along the features", False)]
+
+
+@pytest.mark.parametrize("name, broadcast", SCATTERS, ids=[n for n, _ in SCATTERS])
+def test_scatter_map_moving_whole_slices_equals_the_elementwise_scatter_and_gather(name, broadcast):
+    """:class:`nrm.layers.message.ScatterMap` with an index that is one node index broadcast over
+    the features (PyG's ``index.view(-1, 1).expand_as(src)``) moves whole slices: index_add and
+    index_select, equal to scatter_add and gather; an index that differs along the features keeps
+    the element-wise path. Forward and transpose, several stacked rows, against torch directly."""
+    from nrm.layers.message import ScatterMap
+
+    gen = torch.Generator().manual_seed(3)
+    nodes, edges, feats, rows = 5, 9, 3, 4
+    line = torch.randint(0, nodes, (edges,), generator=gen)
+    index = line.view(-1, 1).expand(edges, feats).clone()
+    if not broadcast:
+        index[2, 1] = (index[2, 1] + 1) % nodes
+    weight = torch.rand(edges, feats, generator=gen, dtype=torch.float64)
+    m = ScatterMap(index, 1, (nodes, feats), weight, None)
+    assert (m.line is not None) == broadcast
+    x = torch.randn(rows, edges, feats, generator=gen, dtype=torch.float64)
+    want = torch.zeros(rows, nodes, feats, dtype=torch.float64).scatter_add_(
+        1, index.expand(rows, -1, -1), x * weight)
+    torch.testing.assert_close(m.forward(x, weight), want, rtol=1e-15, atol=1e-15)
+    g = torch.randn(rows, nodes, feats, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(m.transpose(g, weight, (edges, feats)),
+                               torch.gather(g, 1, index.expand(rows, -1, -1)) * weight, rtol=0, atol=0)

@@ -98,6 +98,7 @@ class ScatterMap(LinearMap):
         self.batch = batch  # weights and bias per sample (B, …): a map built at the input (a max)
         if batch is not None:
             self.mask = weight != 0  # the winners: the structural fan-in of a max
+        self.line = _line(index, dim - 1, self.out_shape)
 
     def _index(self, rows: int) -> torch.Tensor:
         return self.index.unsqueeze(0).expand((rows,) + tuple(self.index.shape))
@@ -114,12 +115,17 @@ class ScatterMap(LinearMap):
     def forward(self, x, weight, bias=None):
         rows = x.shape[0]
         z = x.new_zeros((rows,) + self.out_shape)
-        z.scatter_add_(self.dim, self._index(rows), x * self._rows(weight, rows))
+        if self.line is not None:  # whole slices along dim: index_add, not an element-wise scatter
+            z.index_add_(self.dim, self.line, x * self._rows(weight, rows))
+        else:
+            z.scatter_add_(self.dim, self._index(rows), x * self._rows(weight, rows))
         return z if bias is None else z + self._rows(bias, rows)
 
     def transpose(self, g, weight, in_shape):
         rows = g.shape[0]
         g = g.reshape((rows,) + self.out_shape)
+        if self.line is not None:  # whole slices along dim: index_select, not an element-wise gather
+            return g.index_select(self.dim, self.line) * self._rows(weight, rows)
         return torch.gather(g, self.dim, self._index(rows)) * self._rows(weight, rows)
 
     def structured(self, weight):
@@ -128,6 +134,20 @@ class ScatterMap(LinearMap):
     def bias_for(self, z, bias=None):
         bias = self.bias if bias is None else bias
         return None if bias is None else self._rows(bias, z.shape[0])
+
+
+def _line(index: torch.Tensor, axis: int, out_shape: tuple) -> torch.Tensor | None:
+    """The 1-D index along ``axis`` when ``index`` (one sample's source shape) is it broadcast over
+    the other dimensions and those are the output's (PyG's ``index.view(-1, 1).expand_as(src)``): the
+    scatter then moves whole slices, ``index_add`` / ``index_select``; else None."""
+    if index.dim() == 0 or index.numel() == 0 or any(
+            n != m for d, (n, m) in enumerate(zip(index.shape, out_shape)) if d != axis):
+        return None
+    moved = index.movedim(axis, 0)
+    line = moved.reshape(moved.shape[0], -1)[:, 0].contiguous()
+    view = [1] * index.dim()
+    view[axis] = -1
+    return line if torch.equal(index, line.view(view).expand_as(index)) else None
 
 
 _SCATTER_ADD = (torch.Tensor.scatter_add_, torch.Tensor.scatter_add, torch.scatter_add)
