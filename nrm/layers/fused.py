@@ -618,10 +618,15 @@ class Conv1DDecomposition:
     y·r for every row, within 10³ ulp of |y|·|r|) rather than computing the product again (a
     second matrix product per projection was a sixth of an explain of GPT-2). Matched by the
     exact type (a subclass with its own forward is recorded as that forward runs). The check
-    runs once per signature (:func:`forward_key` and the shapes of the arguments), as a map's
+    runs once per signature (:meth:`own_key`: the class, its forward, the weight's and the input's shapes), as a map's
     self-check does (:mod:`nrm.check`); every call with ``explain(check="full")``."""
 
-    own_key = staticmethod(forward_key)
+    @staticmethod
+    def own_key(module: nn.Module) -> tuple | None:
+        """:func:`forward_key` with the weight's and bias's shapes and dtypes."""
+        key = forward_key(module)
+        return None if key is None else key + tuple(
+            None if t is None else (tuple(t.shape), t.dtype, t.device.type) for t in (module.weight, module.bias))
 
     def __init__(self):
         self._cache: dict = {}  # (id, version, dtype, device) of a weight → (weakref, probe, (r, W r, |W| |r|))
