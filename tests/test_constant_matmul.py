@@ -139,7 +139,8 @@ def test_a_constant_on_the_left_is_read_as_an_einsum(how):
 
 @pytest.mark.parametrize("how, says", [
     ("vector", "nrm reads a @ W with W a matrix"),
-    ("batched", "nrm reads a @ W with W a matrix"),  # (B, 2, 4) @ (2, 4, 4): one matrix per sample
+    ("batched", "whose samples differ (one matrix per sample"),  # (B, 2, 4) @ (2, 4, 4): read as a constant with
+    # the batch's dimension (tests/test_matmul_weight.py) since 2026-12-07, refused for its samples that differ
 ])
 def test_what_it_does_not_read_is_refused_naming_the_operation_and_the_rewrite(how, says):
     model = _Refused(how).eval()

@@ -494,9 +494,9 @@ class MatmulWeightDecomposition:
     def refusal(self, args: tuple, kwargs: dict) -> str | None:
         w = args[self.constant] if self.constant is not None else None
         if self.batched and w.shape[0] > 1 and not bool((w == w[:1]).all()):
-            return (f"multiplies by a constant of shape {tuple(w.shape)} whose samples differ (a cross-attention's "
-                    "queries from other tokens per sample?); nrm reads one constant for every sample: explain the "
-                    "samples one by one")
+            return (f"multiplies by a constant of shape {tuple(w.shape)} whose samples differ (one matrix per sample; "
+                    "a cross-attention's queries from other decoder tokens per sample?); nrm reads one constant shared "
+                    "by every sample — for a cross-attention, explain the samples one by one")
         return None
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
