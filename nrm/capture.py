@@ -476,7 +476,7 @@ class _Recorder(TorchFunctionMode):
                         f"the decomposition of {type(frame.module).__name__} at '{frame.name}' does not reproduce the "
                         f"module's output (max deviation {worst:.3e}, allowed {bound:.3e}); nrm cannot read it "
                         "faithfully"))
-        if frame.own_key is not None and self.check is True:
+        if frame.own_key is not None and self.check is True:  # compared just now (check=False compares nothing)
             remember(frame.own_key)
         return replaced
 
@@ -491,17 +491,23 @@ class _Recorder(TorchFunctionMode):
         if frame is None or frame.decompose is None or self.leaf != 1 or self.error is not None:
             return func(*args, **kwargs)
         with torch._C.DisableTorchFunction():
-            module_key = frame.decompose.own_key(frame.module)
-            if module_key is None:
-                return func(*args, **kwargs)
-            frame.own_key = module_key + call_signature(func, args, kwargs)
-            if self.check == "full" or (self.check and not seen(frame.own_key)):
-                return func(*args, **kwargs)
-            stand_in = frame.decompose.placeholder(args, kwargs)
+            key, held = self._signature_held(frame, func, args, kwargs)
+            stand_in = frame.decompose.placeholder(args, kwargs) if held else None
         if stand_in is None:
+            frame.own_key = key  # remembered once the decomposition reproduces this call (_decompose)
             return func(*args, **kwargs)
         frame.skipped = True
         return stand_in
+
+    def _signature_held(self, frame: _Frame, func, args: tuple, kwargs: dict) -> tuple[tuple | None, bool]:
+        """(key, held) of a decomposed module's own check, made once per signature: the key (None —
+        checked every call — with ``check="full"`` or the instance's forward replaced) and whether
+        it held before in this process (always, with ``check=False``)."""
+        module_key = frame.decompose.own_key(frame.module) if self.check != "full" else None
+        if module_key is None:
+            return None, False
+        key = module_key + call_signature(func, args, kwargs)
+        return key, self.check is False or seen(key)
 
     def _reuse(self, frame: _Frame, args: tuple, output: torch.Tensor) -> torch.Tensor:
         """A decomposition that is one call giving the module's own output: that call recorded
@@ -509,13 +515,9 @@ class _Recorder(TorchFunctionMode):
         decomposition's projections of both (each within 10³ ulp of its scale) rather than
         computed again — once per signature (``own_key`` and the arguments' shapes), every call
         with ``check="full"``, never with ``check=False``."""
-        key = None
         with torch._C.DisableTorchFunction():
-            module_key = frame.decompose.own_key(frame.module) if self.check != "full" else None
-            if module_key is not None:
-                key = module_key + call_signature(type(frame.decompose), args, {})
-                held = self.check is False or seen(key)  # this signature's check held before
-        if key is not None and held:
+            key, held = self._signature_held(frame, type(frame.decompose), args, {})
+        if held:  # this signature's check held before
             self._record(*frame.decompose.call(frame.module, *args), None, output, frame)
             return output
         with torch._C.DisableTorchFunction():

@@ -565,11 +565,14 @@ class MatMulMap(LinearMap):
         self.batch = factors.shape[0]
         self.everywhere = self.theta not in (0.0, 1.0)  # 0 < θ < 1: every edge is a connection
 
+    def _unpack(self, t: torch.Tensor, lead: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """The A and V parts of packed rows ``t`` (*lead, |A| + |V|), shaped (*lead, *a_shape) and (*lead, *v_shape)."""
+        flat = t.reshape(lead + (-1,))
+        return flat[..., :self.na].reshape(lead + self.a_shape), flat[..., self.na:].reshape(lead + self.v_shape)
+
     def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A (B, *a_shape) and V (B, *v_shape) from the packed factors."""
-        B = self.batch
-        return (self.factors[:, :self.na].reshape((B,) + self.a_shape),
-                self.factors[:, self.na:].reshape((B,) + self.v_shape))
+        return self._unpack(self.factors, (self.batch,))
 
     @property
     def weight(self) -> torch.Tensor:
@@ -601,8 +604,7 @@ class MatMulMap(LinearMap):
 
     def forward(self, x, weight, bias=None):
         R, B = self._rows(x), self.batch
-        flat = x.reshape(R, B, -1)
-        xa, xv = flat[..., :self.na].reshape((R, B) + self.a_shape), flat[..., self.na:].reshape((R, B) + self.v_shape)
+        xa, xv = self._unpack(x, (R, B))
         if weight is self.factors:
             A, V = self._factors()
             z = self._scaled(self.theta, lambda: torch.matmul(xa, V))
@@ -644,8 +646,7 @@ class MatMulMap(LinearMap):
     def magnitude(self, x):
         """Σ_j |x_j| |w_jk| = |θ| |x_A| @ |V| + |1 − θ| |A| @ |x_V| (the weight not formed)."""
         R, B = self._rows(x), self.batch
-        flat = x.abs().reshape(R, B, -1)
-        xa, xv = flat[..., :self.na].reshape((R, B) + self.a_shape), flat[..., self.na:].reshape((R, B) + self.v_shape)
+        xa, xv = self._unpack(x.abs(), (R, B))
         A, V = self._factors()
         z = abs(self.theta) * torch.matmul(xa, V.abs()) + abs(1 - self.theta) * torch.matmul(A.abs(), xv)
         return z.reshape((R * B,) + self.out_shape)
