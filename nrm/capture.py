@@ -44,7 +44,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from .check import call_signature, remember, seen
+from .check import call_signature, check_mode, remember, seen
 from .errors import (
     CaptureMismatchError,
     DataDependentControlFlowError,
@@ -1069,6 +1069,8 @@ _INPLACE_ARG = {"relu": 1, "relu6": 1, "leaky_relu": 2, "hardtanh": 3, "elu": 2,
 def capture(model: nn.Module, x: torch.Tensor, *, output: Callable[[Any], torch.Tensor] | None = None,
             kinds=None, check: bool | str = True) -> Captured:
     """Run ``model(x)`` once and record what it computes on ``x`` (see the module docstring).
+    ``check`` is :func:`nrm.explain`'s (True, False or "full"): how often a module read through
+    its definition is compared with the module's own output.
 
     ``x`` is copied first (the capture owns its input). ``output`` selects the tensor to
     explain when the model returns something else (a tuple, a dict, a ``ModelOutput``);
@@ -1078,6 +1080,7 @@ def capture(model: nn.Module, x: torch.Tensor, *, output: Callable[[Any], torch.
     afterwards, and :class:`~nrm.errors.ShapeError` when the model raises on this input.
     """
 
+    check_mode(check)
     kinds = REGISTRY if kinds is None else kinds
     x = x.detach().clone()
     recorder = _Recorder(model, kinds, check)

@@ -32,7 +32,7 @@ from collections import OrderedDict
 
 import torch
 
-from .errors import CaptureMismatchError
+from .errors import ArgumentError, CaptureMismatchError
 
 _CHECKED: OrderedDict = OrderedDict()
 _CAPACITY = 4096
@@ -80,6 +80,12 @@ def _function(func):
     plain = owner is None or isinstance(owner, (types.ModuleType, type))
     plain = plain and getattr(func, "__closure__", None) is None
     return func if isinstance(func, _FUNCTIONS) and plain else repr(func)
+
+
+def check_mode(check) -> None:
+    """Raise :class:`~nrm.errors.ArgumentError` unless ``check`` is True, False or "full"."""
+    if check not in (True, False, "full"):
+        raise ArgumentError(f"check= takes True, False or 'full', got {check!r}")
 
 
 def seen(key: tuple) -> bool:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .capture import no_autocast
+from .check import check_mode
 from .engine import Constraint, Engine
 from .errors import (
     ArgumentError,
@@ -508,8 +509,7 @@ def measure_of(network: ProperFFNN, engine: Engine, x: torch.Tensor, target, sta
 def check_options(chunk, check, output) -> None:
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ArgumentError(f"chunk= takes a whole number >= 1 (how many cylinders share one pass), got {chunk!r}")
-    if check not in (True, False, "full"):
-        raise ArgumentError(f"check= takes True, False or 'full', got {check!r}")
+    check_mode(check)
     if output is not None and not callable(output):
         raise ArgumentError(f"output= takes a function that picks the tensor to explain from what the model returns "
                             f"(e.g. lambda out: out.logits), got {type(output).__name__}")

@@ -483,3 +483,14 @@ def test_a_capture_inside_a_callers_exception_handler_records_the_same_calls():
         names = [c.name for c in capture(model, x).calls]
     assert names == [c.name for c in capture(model, x).calls]
     torch.testing.assert_close(inside.marginal("input"), outside.marginal("input"), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", ["fulll", 2, None])
+def test_capture_check_takes_what_explain_takes(bad):
+    """``nrm.capture(check=…)`` (since 2026-12-07) takes True, False or "full", as explain does; a bad
+    value is a named error, before the model runs."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).double().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(nrm.errors.ArgumentError, match="check= takes True, False or 'full'"):
+        nrm.capture(model, torch.randn(2, 4, dtype=torch.float64), check=bad)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
