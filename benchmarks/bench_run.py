@@ -23,6 +23,7 @@ load hits both alike; the median of each and their ratio are printed and saved t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -101,10 +102,11 @@ def main() -> None:
     model = getattr(models, args.model)(seed=0, **({"num_classes": 10} if args.model == "vgg16" else {}))
     x = models.seeded_image(args.size, batch=args.samples, seed=1)
     layers = ["input", "features.3"]
+    stack = contextlib.ExitStack()
     if args.engines:
-        import ray
+        from nrm_verify.report.dataset.ray_engine import ray_session
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        stack.enter_context(ray_session(None, workers=4))  # the engine's own local Ray, started once before the rounds
         cases = {"run (local)": lambda d: engine(model, x, args.batch, layers, d),
                  "run (ray, 2 workers)": lambda d: ray_engine(model, x, args.batch, layers, d)}
         base, other = "run (local)", "run (ray, 2 workers)"
@@ -114,7 +116,7 @@ def main() -> None:
         base, other = "hand loop", "run (local)"
     times: dict[str, list[float]] = {name: [] for name in cases}
     rates: dict[str, list[float]] = {name: [] for name in cases if name.startswith("run")}
-    with tempfile.TemporaryDirectory() as tmp:
+    with stack, tempfile.TemporaryDirectory() as tmp:
         hand_loop(model, x[: args.batch], args.batch, layers)  # warm-up: the self-check runs once per signature
         for _ in range(args.repeats):
             for name, job in cases.items():

@@ -54,7 +54,7 @@ def ray_explained(store: Store, model, source, fn, layer: str, batch_size: int, 
                   concurrency: int, worker_cpus: float, worker_gpus: float):
     """The run's ok rows explained on Ray workers: (rows, current, quantity) per batch, in the
     order they finish."""
-    with ray_session(address) as ray:
+    with ray_session(address, workers=concurrency + 2) as ray:  # the actors and the parts' read tasks
         from ray.data.expressions import col
 
         rows = ray.data.read_parquet(str(store.samples), file_extensions=["parquet"])

@@ -93,6 +93,7 @@ def run_datasink(ray, sink: Sink):
     return RunDatasink(sink)
 
 
+RAY_DATA_ACTORS = 3  # Ray Data's own: its statistics, its autoscaling coordinator, its actor location tracker
 PART = re.compile(r"part-\d{9}-(\d{6})\.parquet")
 
 
@@ -102,18 +103,26 @@ def committed_rows(store: Store) -> int:
 
 
 @contextmanager
-def ray_session(address: str | None):
+def ray_session(address: str | None, workers: int = 0):
     """Ray, ready for Ray Data: the cluster at ``address`` ("auto", "ray://head:10001"), or, when
     Ray is not running in this process and no address is given, a local Ray started here whose
     workers import nrm and nrm_verify from where this process did, stopped at the end. Ray
-    Data's own progress bars are off (the run and the comparison have theirs)."""
+    Data's own progress bars are off (the run and the comparison have theirs).
+
+    ``workers``: the worker processes the job keeps busy at once (its actors and its write
+    tasks). A local Ray keeps that many and Ray Data's own actors alive when idle: by default
+    Ray kills idle worker processes beyond one per CPU after a second, so on a small machine
+    each batch's write task started a fresh process (about 2.5 s of CPU importing torch and
+    nrm, on the cores the workers explain on)."""
     ray = require_ray()
     started = not ray.is_initialized()
     if started:
         here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         path = os.pathsep.join([here] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+        cpus = max(os.cpu_count() or 1, 1)
         options = {"address": address} if address else {
-            "num_cpus": max(os.cpu_count() or 1, 1), "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+            "num_cpus": cpus, "runtime_env": {"env_vars": {"PYTHONPATH": path}},
+            "_system_config": {"num_workers_soft_limit": max(cpus, workers + RAY_DATA_ACTORS)}}
         ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **options)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
@@ -148,7 +157,7 @@ def ray_loop(job: RunJob, sink: Sink, todo: list[list[int]], shape: tuple, bar, 
              concurrency: int, worker_cpus: float, worker_gpus: float) -> int:
     """Explain ``todo`` on Ray workers and commit each batch in a Ray Data write task on this
     node; the rows written."""
-    with ray_session(address) as ray:
+    with ray_session(address, workers=2 * concurrency) as ray:  # the actors and as many write tasks
         items = ray.data.from_items([{"rows": json.dumps(rows)} for rows in todo], override_num_blocks=len(todo))
         here_only = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)
