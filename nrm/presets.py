@@ -128,10 +128,11 @@ def assign(network, rules) -> None:
     alias_of = {name: network.blocks[l].name for name, (l, _) in network.aliases.items() if l > 0}
     by_name = {alias_of.get(k, k): v for k, v in rmap.by_name.items()}
     missing = []
+    first = _reads_input(network)
     for block in blocks:
         step = block.producer
         types = step.rule_types
-        is_first = _reads_input(network, block) and step.role != "sum"
+        is_first = first[block.index] and step.role != "sum"
         rule = by_name.get(block.name) or rmap.rule_for(block.name, types, is_first)
         what = type(step.module).__name__ if step.module is not None else step.layer_kind.name
         if rule is None:
@@ -184,9 +185,14 @@ def _box_fits(rule: ZBox, block, network) -> None:
                 f"one sample of the layer's input, {shape}; give a number or a tensor of that shape")
 
 
-def _reads_input(network, block) -> bool:
-    """No linear layer between the input and this one, on any path (FIRST applies)."""
-    return all(network.blocks[u].kind != "linear" for u in network.ancestors(block.index))
+def _reads_input(network) -> list[bool]:
+    """Per layer: no linear layer between the input and it, on any path (FIRST applies). One
+    pass in the blocks' order (a block's inputs come before it), not a walk over each linear
+    block's ancestors (quadratic in the depth)."""
+    clear: list[bool] = []
+    for block in network.blocks:
+        clear.append(all(clear[u] and network.blocks[u].kind != "linear" for u in block.inputs))
+    return clear
 
 
 def _preset(name, dense, conv, first=None, pool=None) -> RuleMap:
