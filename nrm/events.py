@@ -198,7 +198,7 @@ def _simplified(terms: dict) -> Event:
     """The event with P − (P ∩ a) → P ∩ ¬a and (P ∩ a) + (P ∩ ¬a) → P applied until neither
     applies (both are identities of events; each removes a cylinder)."""
     terms = {k: v for k, v in terms.items() if v != 0 and not _empty(k)}
-    changed = True
+    changed = len(terms) > 1  # both rules remove a pair of cylinders: one cylinder is as simple as it gets
     while changed:
         changed = False
         for key in sorted(terms, key=_cylinder_order):

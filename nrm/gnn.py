@@ -239,26 +239,29 @@ def graph_walks(m, layers: list[str], edge_index: torch.Tensor, end: int | None 
     f = m.f[sample]
     starts = f * m.marginal(layers[0], within=events)[:, sample].sum(-1)  # (K, N): R of (i_0, tail)
     scale = tolerance * max(1.0, float(f.abs()))
-    walks, relevance = [], []
-    off = 0.0
+    rows, firsts = [], []  # the walks, tail by tail: (tail k, i_0) for every i_0 a step into the tail may come from
     for k, t in enumerate(tails):
         allowed = before(1, t[0])
-        mask = torch.ones(n, dtype=torch.bool)
-        mask[allowed] = False
-        off = max(off, float(starts[k][mask].abs().max()) if bool(mask.any()) else 0.0)
-        walks += [(i0,) + t for i0 in allowed]
-        relevance.append(starts[k, allowed])
+        rows += [k] * len(allowed)
+        firsts += allowed
+    rows_t, firsts_t = torch.tensor(rows, dtype=torch.int64), torch.tensor(firsts, dtype=torch.int64)
+    at = (rows_t.to(starts.device), firsts_t.to(starts.device))
+    on_edges = torch.zeros(starts.shape, dtype=torch.bool, device=starts.device)
+    on_edges[at] = True
+    off = float(starts.abs().masked_fill(on_edges, 0).max()) if starts.numel() else 0.0
+    listed = starts[at]
+    tails_t = torch.tensor(tails, dtype=torch.int64).reshape(len(tails), len(layers) - 1)
+    walks = torch.cat([firsts_t.unsqueeze(1), tails_t[rows_t]], 1)
     every = At(layers[-1], nodes=[end]) if end is not None else At(layers[-1])
     for layer in layers[:-1]:
         every = At(layer) & every
     total = float(f * m.measure([every])[0, sample])
-    listed = torch.cat(relevance) if relevance else starts.new_zeros(0)
     if off > scale or abs(float(listed.sum()) - total) > scale * max(1, len(walks)) ** 0.5:
         raise GraphError(f"walks off the edges of edge_index carry relevance here (first steps off the edges up to "
                          f"{off:.3g}; the walks along the edges sum to {float(listed.sum()):.6g} of "
                          f"{total:.6g}): the model mixes nodes other than along these edges — pass the edges it "
                          "uses, or use walk_relevance (every walk, small graphs)")
-    return torch.tensor(walks, dtype=torch.int64).reshape(-1, len(layers)), listed
+    return walks, listed
 
 
 def top_walks(m, layers: list[str], end: int | None = None, k: int = 10, *, sample: int = 0,

@@ -174,11 +174,15 @@ class Measure:
         return Constraint(l, mask, atom.absorber, (atom.selector, atom.values, atom.absorber, tuple(shape), parallel),
                           parallel)
 
-    def _resolve(self, cylinder) -> dict[int, Constraint]:
-        """A cylinder (frozenset of atoms) → one constraint per layer (intersected)."""
+    def _resolve(self, cylinder, resolved: dict) -> dict[int, Constraint]:
+        """A cylinder (frozenset of atoms) → one constraint per layer (intersected). ``resolved``:
+        the atoms' constraints resolved so far (an atom shared by many cylinders — a walk's end
+        node, a head — is resolved once per table)."""
         by_layer: dict[int, Constraint] = {}
         for atom in sorted(cylinder, key=repr):
-            c = self.constraint(atom)
+            c = resolved.get(atom)
+            if c is None:
+                c = resolved[atom] = self.constraint(atom)
             if c.layer in by_layer:
                 c = _intersect(by_layer[c.layer], c, self.engine.shape[c.layer], self.engine.device)
             by_layer[c.layer] = c
@@ -354,10 +358,11 @@ class Measure:
         """The distinct cylinders of ``events``, resolved (a local value: a measure may be read
         from several threads at once)."""
         seen: dict = {}
+        resolved: dict = {}
         for ev in events:
             for cyl in ev.terms:
                 if cyl not in seen:
-                    seen[cyl] = self._resolve(cyl)
+                    seen[cyl] = self._resolve(cyl, resolved)
         return _Table(list(seen.values()), {cyl: i for i, cyl in enumerate(seen)})
 
     def _combine(self, events, table: _Table, values, per_sample) -> torch.Tensor:
