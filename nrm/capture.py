@@ -82,6 +82,15 @@ _PROPERTIES = ("shape", "dtype", "device", "ndim", "layout", "requires_grad", "n
 METADATA |= {getattr(torch._C.TensorBase, p) for p in _PROPERTIES if hasattr(torch._C.TensorBase, p)}
 # a property's getter reaches __torch_function__ as a fresh method-wrapper each time: keyed by its descriptor
 
+ALIASES = {
+    torch.multiply: torch.mul, torch.Tensor.multiply: torch.Tensor.mul, torch.Tensor.multiply_: torch.Tensor.mul_,
+    torch.divide: torch.div, torch.Tensor.divide: torch.Tensor.div, torch.Tensor.divide_: torch.Tensor.div_,
+    torch.subtract: torch.sub, torch.Tensor.subtract: torch.Tensor.sub, torch.Tensor.subtract_: torch.Tensor.sub_,
+}
+"""torch's aliases with the signature of the function they name (``torch.multiply`` is
+``torch.mul``: the same arguments, the same computation): recorded as that function, so that
+every kind and decomposition that reads it reads them too (ConvBERT calls ``torch.multiply``)."""
+
 SHAPE_SOURCES = {torch.Tensor.expand_as, torch.Tensor.view_as, torch.Tensor.reshape_as, torch.Tensor.type_as}
 """Methods that read their second tensor's shape or dtype only: on a constant ``self`` (PyG's
 ``index.expand_as(src)``) the result is a constant, whatever the other tensor is."""
@@ -564,6 +573,7 @@ class _Recorder(TorchFunctionMode):
     # -- functions -----------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        func = ALIASES.get(func, func)
         if self.leaf and func in OWN_FUNCTIONS:
             return self._own(func, args, kwargs)
         if self.leaf or _key(func) in METADATA or func in FACTORIES or self.error is not None:

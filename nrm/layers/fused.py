@@ -2037,6 +2037,51 @@ class LerpDecomposition:
         return out
 
 
+class TileDecomposition:
+    """``torch.tile(x, dims)`` (and ``Tensor.tile``), read as torch defines it: ``Tensor.repeat``
+    with ``dims`` padded in front with ones to x's dimensions::
+
+        tile(x, dims) = x.repeat((1,) * (x.dim() − len(dims)) + dims)
+
+    (:class:`~nrm.layers.shape.Repeat`, an index map: relevance moves with the values; a tile
+    that repeats the batch is refused there). The result must equal torch's own bitwise
+    (:class:`~nrm.errors.CaptureMismatchError` otherwise)."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def _arguments(self, args: tuple, kwargs: dict) -> tuple:
+        x, rest = args[0], args[1:]
+        if "dims" in kwargs:
+            dims = kwargs["dims"]
+        elif len(rest) == 1 and isinstance(rest[0], (tuple, list, torch.Size)):
+            dims = rest[0]
+        else:
+            dims = rest
+        return x, tuple(dims)
+
+    def refusal(self, args: tuple, kwargs: dict) -> str | None:
+        try:
+            _, dims = self._arguments(args, kwargs)
+        except (IndexError, TypeError) as e:
+            return f"its arguments are not those of torch.tile ({e})"
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+            return f"tiles by {dims!r}; nrm reads whole numbers"
+        return None
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        from ..errors import CaptureMismatchError
+
+        x, dims = self._arguments(args, kwargs)
+        out = x.repeat((1,) * (x.dim() - len(dims)) + dims)
+        with torch._C.DisableTorchFunction():
+            same = same_values(out, self.func(*args, **kwargs))
+        if not same:
+            raise CaptureMismatchError("torch.tile read as Tensor.repeat with its dims padded in front does not "
+                                       "reproduce it bitwise; nrm cannot read it faithfully")
+        return out
+
+
 class WhereDecomposition:
     """``torch.where(m, a, b)`` and ``a.where(m, b)`` with **both** values computed from the input
     and a constant boolean condition m (Funnel's token-type attention picks, per pair of
@@ -2517,6 +2562,7 @@ DECOMPOSED_FUNCTIONS = {
     **{f: CumsumDecomposition(f) for f in (torch.cumsum, torch.Tensor.cumsum)},
     **{f: LerpDecomposition(f) for f in (torch.lerp, torch.Tensor.lerp)},
     **{f: WhereDecomposition(f) for f in (torch.where, torch.Tensor.where)},
+    **{f: TileDecomposition(f) for f in (torch.tile, torch.Tensor.tile)},
     **{f: Refused("draws its pooling regions at random on every call, in eval mode too, so no fixed map gives its "
                   "output; pass _random_samples= (then the regions are fixed) and a kind for it, or use MaxPool2d")
        for f in (F.fractional_max_pool2d, F.fractional_max_pool3d)},
