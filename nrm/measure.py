@@ -105,7 +105,7 @@ class Measure:
     def activations(self, layer: str) -> torch.Tensor:
         """a_l: the layer's activations (after its elementwise non-linearity); a copy."""
         l, shape = self._alias(layer)
-        return self.engine.values[l].reshape((-1,) + shape).clone()
+        return self.engine.values[l].reshape((self.engine.batch,) + shape).clone()  # an empty layer too
 
     def rule(self, layer: str):
         """The rule of the linear map producing the layer (None for input and max-pool)."""
@@ -243,7 +243,7 @@ class Measure:
         results = self._down([({}, l) for l in range(len(names))], absorber=absorber)
         out = {}
         for name, (r, rbot) in zip(names, results):
-            marg = r.reshape((-1,) + self.engine.shape[self.layer_index(name)])
+            marg = r.reshape((self.engine.batch,) + self.engine.shape[self.layer_index(name)])  # an empty layer too
             out[name] = (marg, rbot) if absorber else marg
         return out
 

@@ -12,6 +12,7 @@ from torch import nn
 
 import nrm
 from nrm.errors import ArgumentError, EventTooLargeError
+from nrm_verify import laws
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -236,3 +237,37 @@ def test_a_value_that_leaves_its_domain_is_named_where_it_first_is():
     with pytest.raises(nrm.NonFiniteError, match=r"first at torch\.log in LogCentred.*outside its domain"):
         nrm.explain(model, x, target=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+class EmptyPart(torch.nn.Module):
+    """A slice that selects nothing, concatenated back (Phi-3's rotary part when the whole head
+    rotates: ``q[..., rotary_dim:]`` of zero width): a layer with no neurons."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a, self.b = torch.nn.Linear(4, 4).double(), torch.nn.Linear(4, 3).double()
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(torch.cat([h[:, :4], h[:, 4:]], 1))
+
+
+def test_a_layer_with_no_neurons_has_empty_marginals_and_activations():
+    """``marginals()`` and ``activations()`` of a layer of zero neurons are empty tensors with the
+    batch (they raised torch's "cannot reshape tensor of 0 elements" before 2026-12-08, found as a
+    stranger on transformers' Phi-3); L1 and L9 hold at every layer."""
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    m = nrm.explain(EmptyPart().eval(), x, target=0)
+    empty = [n for n in m.layers if 0 in m.layer_shape(n)]
+    assert empty
+    every = m.marginals(absorber=True)
+    for name in empty:
+        assert every[name][0].shape == (3,) + tuple(m.layer_shape(name))
+        assert m.activations(name).shape == (3,) + tuple(m.layer_shape(name))
+        assert m.marginal(name).shape == (3,) + tuple(m.layer_shape(name))
+    assert float(laws.normalization(m).deviation) <= 1e-13
+    assert laws.gradient_x_input(EmptyPart().eval(), x, 0).holds  # L9's replay reads the empty layer's rows too

@@ -100,6 +100,17 @@ def test_a_float64_model_with_float32_norm_and_softmax_is_read_in_float64():
     assert float((got - want).abs().max()) > 0  # the model's float32 steps are read as the model computes them
 
 
+def test_law_k2_evaluates_the_float32_steps_in_float32_as_the_model_did():
+    """K2 (every kind's interpretation reproduces the recorded computation) holds to 1e-12 on the
+    float64 model with float32 steps: an elementwise step the model computed in float32 (the
+    norm's rsqrt) is evaluated in float32. Evaluated in float64 it differs from the model's by
+    float32's rounding (about 1e-7: K2 reported 'VIOLATED' on every float64 Llama-family model
+    before 2026-12-08, found as a stranger on Phi-3)."""
+    m = nrm.explain(_seeded(Block()), _x(), target=1)
+    result = laws.layer_maps(m)
+    assert result.holds and result.deviation <= 1e-12, str(result)
+
+
 def test_the_float32_steps_are_widened_exactly_and_keep_their_dtype_for_the_checks():
     """upcast widens every float32 value of a float64 record (exactly: a float32 number is a
     float64 number) and marks the calls that computed in float32; the float64 ones are unmarked."""

@@ -16,7 +16,11 @@ def layer_maps(m: Measure, *, tol: float | None = None) -> LawResult:
     """The captured computation is the model's (NRM-SPEC §4, invariances): at every layer,
     the layer kind's interpretation reproduces what the model computed there — a linear
     kind's map W a + b its recorded pre-activation (relative to Σ_j |a_j w_jk| + |b_k|), an
-    elementwise kind its recorded activation, a winner-takes-all kind its recorded output."""
+    elementwise kind its recorded activation, a winner-takes-all kind its recorded output.
+    An elementwise operation the model computed in a narrower dtype than the record's (a
+    float64 Llama's float32 RMSNorm, widened by ``nrm.capture.upcast``) is evaluated in that
+    dtype, as the model did (in the record's dtype it differs by the narrower dtype's rounding,
+    about 1e-7, which is not the kind's error)."""
     eng, net = m.engine, m.network
     worst = Worst()
     for block in net.blocks[1:]:
@@ -36,8 +40,12 @@ def layer_maps(m: Measure, *, tol: float | None = None) -> LawResult:
         for s in ([step] if block.kind == "pass" else []) + list(block.trailing):
             if s.role == "elementwise":
                 src = net.value(s.call.kind.relevance_inputs(s.call)[0])
-                worst.add(s.layer_kind.evaluate(s.call, src), net.value(s.value),
-                          where=f"{s.name!r} ({s.layer_kind.name})")
+                narrow = getattr(s.call, "computed_in", None)
+                if narrow is not None:  # the model computed it in a narrower dtype (nrm.capture.upcast): so here
+                    ours = s.layer_kind.evaluate(s.call, src.to(narrow)).to(src.dtype)
+                else:
+                    ours = s.layer_kind.evaluate(s.call, src)
+                worst.add(ours, net.value(s.value), where=f"{s.name!r} ({s.layer_kind.name})")
     tol = tol if tol is not None else (1e-12 if eng.dtype == torch.float64 else 1e-5)
     return law_result("K2", "layer maps reproduce the model", worst.deviation, tol,
                    "every layer kind's map against the recorded computation" +

@@ -67,6 +67,15 @@ def split_product(factors: list[torch.Tensor], thetas: list[float]) -> torch.Ten
     return out + (value - out).detach()
 
 
+def _as_rows(eng, u: int, t: torch.Tensor) -> torch.Tensor:
+    """Layer u's value ``t`` as its readers' calls hold it: rows (B, or B·G where each sample folds
+    G) of ``eng.post_rows[u]``; the row count read from the engine where the layer holds no
+    neurons (a slice of zero width), which its size cannot say."""
+    per_row = math.prod(eng.post_rows[u])
+    lead = t.numel() // per_row if per_row else eng.batch * (eng.shape[u][0] if eng.folded.get(u) else 1)
+    return t.reshape((lead,) + eng.post_rows[u])
+
+
 def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """A differentiable replay of the proper FFNN (a DAG: sums and concatenations read
     several layers), reading the same forward record: every layer's value after its
@@ -84,7 +93,7 @@ def _replay(m: Measure, detached: bool = False) -> tuple[list[torch.Tensor], lis
     for block in m.network.blocks[1:]:
         l = block.index
         ins = [post[u] for u in block.inputs]
-        rows = [post[u].reshape((-1,) + eng.post_rows[u]) for u in block.inputs]  # as the calls hold them
+        rows = [_as_rows(eng, u, post[u]) for u in block.inputs]  # as the calls hold them
         if block.kind == "concat":
             out = torch.cat(ins, eng.concat[l][0])
         elif block.kind == "product" and detached:
