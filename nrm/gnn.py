@@ -122,8 +122,14 @@ def explain(model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor, *args: 
     try:  # the model runs once: its output's shape is read from the capture
         network, engine = prepared(wrapped, x.unsqueeze(0), rules, None, check)
     except NRMError as error:  # a graph on which the model's output is not finite says so (run again to see)
-        with torch.no_grad():
-            out = wrapped(x.unsqueeze(0))
+        try:
+            with torch.no_grad():
+                out = wrapped(x.unsqueeze(0))
+        except Exception:  # the model raises on the batched graph itself: the capture's error names where
+            raise GraphError(f"{error} — nrm.gnn.explain calls the model on x of shape (1, N, F), one graph as a "
+                             "batch of one; a layer that reads only an unbatched (N, F) graph (PyG's node_dim=0, as "
+                             "GeneralConv and GatedGraphConv) cannot run so: nrm reads GATConv and GATv2Conv through "
+                             "their definition, other such layers are not read yet") from error
         if bool(torch.isfinite(out).all()):
             raise
         weight = wrapped.edge_weight()

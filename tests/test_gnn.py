@@ -598,3 +598,35 @@ def test_edge_and_subgraph_events_refuse_bad_values():
         nrm.gnn.subgraph_relevance(m, layers, [1], how="near")
     with pytest.raises(GraphError, match="end=99"):
         nrm.gnn.subgraph_relevance(m, layers, [1], end=99)
+
+
+class _OnOneGraph(torch.nn.Module):
+    """A layer that reads only an unbatched (N, F) graph (PyG's ``node_dim=0``), then a head."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv, self.head = conv, torch.nn.Linear(4, 2)
+
+    def forward(self, x, edge_index):
+        return self.head(torch.relu(self.conv(x, edge_index)))
+
+
+@pytest.mark.parametrize("layer", ["GeneralConv", "GatedGraphConv"])
+def test_a_layer_that_refuses_the_batched_graph_is_a_named_error(layer):
+    """The model raising on x of shape (1, N, F) is a GraphError that names the call and says why
+    (found as a stranger: the raw IndexError / RuntimeError of PyG escaped nrm.gnn.explain, which
+    ran the model a second time to diagnose the capture's error); the model untouched."""
+    import torch_geometric.nn as pyg
+
+    torch.manual_seed(0)
+    conv = pyg.GeneralConv(3, 4) if layer == "GeneralConv" else pyg.GatedGraphConv(4, 2)
+    model = _OnOneGraph(conv).double().eval()
+    x = torch.randn(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ei = torch.tensor([[0, 1, 1, 2, 3, 4, 5, 6, 7, 2], [1, 0, 2, 1, 4, 3, 6, 5, 0, 2]])
+    with torch.no_grad():
+        model(x, ei)  # the model itself reads the unbatched graph
+    before, modes = _state(model)
+    with pytest.raises(GraphError, match=r"model\(x\) raised .*\(1, N, F\)"):
+        nrm.gnn.explain(model, x, ei, target=0, node=1)
+    after, modes_after = _state(model)
+    assert modes == modes_after and all(torch.equal(before[k], after[k]) for k in before)
