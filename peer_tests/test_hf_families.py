@@ -94,6 +94,17 @@ AS_WRITTEN_FAMILIES = {
     # baddbmm with a per-head ALiBi bias over the heads folded into the rows: read for one sample
     "bloom": lambda: transformers.BloomForCausalLM(transformers.BloomConfig(
         vocab_size=50, hidden_size=16, n_layer=2, n_head=2)),
+    # a stranger's sweep, 2026-12-08: Phi-3's rotary slice q[..., rotary_dim:] has zero width when the whole head
+    # rotates (a layer of no neurons: marginals() raised before); the others read with no change
+    "phi3": lambda: transformers.Phi3ForCausalLM(transformers.Phi3Config(
+        **COMMON, num_key_value_heads=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    "modernbert": lambda: transformers.ModernBertForSequenceClassification(transformers.ModernBertConfig(
+        **COMMON, num_labels=3, pad_token_id=0, reference_compile=False)),
+    "smollm3": lambda: transformers.SmolLM3ForCausalLM(transformers.SmolLM3Config(
+        **COMMON, num_key_value_heads=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    "glm": lambda: transformers.GlmForCausalLM(transformers.GlmConfig(
+        **COMMON, num_key_value_heads=1, head_dim=8, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    "arcee": lambda: transformers.ArceeForCausalLM(transformers.ArceeConfig(**COMMON, num_key_value_heads=1)),
 }
 
 
@@ -190,6 +201,22 @@ def _mamba():
     ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         return Logits(model).eval(), model.get_input_embeddings()(ids).detach()
+
+
+def test_convbert_is_read_through_torch_multiply_under_a_split():
+    """ConvBERT's span-based convolution multiplies two activations with ``torch.multiply`` (refused
+    as "no layer kind" before 2026-12-08: nrm read ``torch.mul`` but not its alias); by default
+    that product is refused by name (neither factor is a gate), under AttnLRP's uniform split every
+    map reproduces the model's values, f is the logit and L1 ≤ 1e-12 at every layer."""
+    torch.manual_seed(0)
+    inner = transformers.ConvBertForSequenceClassification(transformers.ConvBertConfig(
+        **COMMON, num_labels=3, embedding_size=16)).to(D).eval()
+    ids = torch.randint(2, 50, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model, e = Logits(inner).eval(), inner.get_input_embeddings()(ids).detach()
+    with pytest.raises(AmbiguousProductError, match="torch.multiply"):
+        nrm.explain(model, e, target=1)
+    _read_under("equal", model, e)
 
 
 @pytest.mark.parametrize("split", ["equal", "proportional"])
